@@ -1,0 +1,69 @@
+# C build and test entry points. The Python extension is built by setup.py;
+# this Makefile builds the C unit tests, their sanitizer build and the fuzzers.
+CC ?= cc
+CLANG ?= clang
+PKGS := libngtcp2 libngtcp2_crypto_gnutls gnutls libuv
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS := $(shell pkg-config --libs $(PKGS))
+
+INCLUDES := -Icsrc/core -Icsrc/net -Icsrc/engine -Icsrc/sim -Icsrc/tests
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(WARN) $(INCLUDES) $(PKG_CFLAGS)
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+CORE_SRCS := $(wildcard csrc/core/*.c)
+NET_SRCS := $(wildcard csrc/net/*.c)
+ENGINE_SRCS := $(wildcard csrc/engine/*.c)
+SIM_SRCS := $(wildcard csrc/sim/*.c)
+LIB_SRCS := $(CORE_SRCS) $(NET_SRCS) $(ENGINE_SRCS) $(SIM_SRCS)
+TEST_SRCS := $(wildcard csrc/tests/*.c)
+HDRS := $(wildcard csrc/*/*.h)
+FUZZ_SRCS := $(wildcard csrc/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst csrc/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_SECONDS ?= 60
+
+.PHONY: all ctest ctest-asan fuzz format format-check clean
+
+all: build/cm_tests
+
+build/cm_tests: $(LIB_SRCS) $(TEST_SRCS) $(HDRS)
+	@mkdir -p build
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $(LIB_SRCS) $(TEST_SRCS) $(PKG_LIBS) -lm -lpthread
+
+build/asan/cm_tests: $(LIB_SRCS) $(TEST_SRCS) $(HDRS)
+	@mkdir -p build/asan
+	$(CLANG) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $(LIB_SRCS) $(TEST_SRCS) $(PKG_LIBS) -lm -lpthread
+
+ctest: build/cm_tests
+	./build/cm_tests $(T)
+
+ctest-asan: build/asan/cm_tests
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ./build/asan/cm_tests $(T)
+
+build/fuzz/%: csrc/fuzz/%.c $(LIB_SRCS) $(HDRS)
+	@mkdir -p build/fuzz
+	$(CLANG) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRCS) $(PKG_LIBS) -lm -lpthread
+
+# Each fuzzer runs for FUZZ_SECONDS from its seed corpus; any crash fails.
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+	  name=$$(basename $$f); corpus=build/fuzz/corpus-$$name; \
+	  mkdir -p $$corpus; \
+	  seeds=csrc/fuzz/seeds/$$name; [ -d $$seeds ] || seeds=; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/$$name- $$corpus $$seeds \
+	    >build/fuzz/$$name.log 2>&1 || { tail -50 build/fuzz/$$name.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log; \
+	done
+
+format:
+	clang-format -i csrc/*/*.c csrc/*/*.h
+
+format-check:
+	clang-format --dry-run --Werror csrc/*/*.c csrc/*/*.h
+
+clean:
+	rm -rf build

@@ -1,0 +1,151 @@
+#include "cm_config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "cm_wire.h"
+
+/* Values and reasons: docs/configuration.md. */
+void cm_config_lan(cm_config_t *c) {
+  memset(c, 0, sizeof(*c));
+  c->probe_interval = CM_MSEC(500);
+  c->probe_timeout = CM_MSEC(200);
+  c->indirect_checks = 3;
+  c->awareness_max = 8;
+  c->suspicion_mult = 4;
+  c->suspicion_max_mult = 6;
+  c->phi_threshold = 8.0;
+  c->phi_window = 32;
+  c->phi_min_std = CM_MSEC(100);
+  c->phi_acceptable_pause = CM_MSEC(1000);
+  c->phi_min_samples = 8;
+  c->gossip_interval = CM_MSEC(100);
+  c->gossip_nodes = 3;
+  c->gossip_to_dead = CM_SEC(30);
+  c->retransmit_mult = 4;
+  c->max_broadcast_queue = 4096;
+  c->pushpull_interval = CM_SEC(30);
+  c->reconnect_interval = CM_SEC(2);
+  c->reconnect_timeout = CM_SEC(24 * 3600);
+  c->reap_left_after = CM_SEC(15 * 60);
+  c->max_packet_size = 1400;
+  c->max_tag_key = 64;
+  c->max_tag_value = 256;
+  c->max_tags_size = 1024;
+  c->max_members = 65536;
+  c->max_pushpull_size = 16u << 20;
+}
+
+void cm_config_wan(cm_config_t *c) {
+  cm_config_lan(c);
+  c->probe_interval = CM_SEC(5);
+  c->probe_timeout = CM_SEC(3);
+  c->suspicion_mult = 6;
+  c->gossip_interval = CM_MSEC(500);
+  c->gossip_nodes = 4;
+  c->gossip_to_dead = CM_SEC(60);
+  c->pushpull_interval = CM_SEC(60);
+  c->reconnect_interval = CM_SEC(10);
+  c->phi_min_std = CM_MSEC(500);
+  c->phi_acceptable_pause = CM_SEC(5);
+}
+
+void cm_config_local(cm_config_t *c) {
+  cm_config_lan(c);
+  c->probe_interval = CM_MSEC(200);
+  c->probe_timeout = CM_MSEC(100);
+  c->indirect_checks = 1;
+  c->suspicion_mult = 3;
+  c->retransmit_mult = 2;
+  c->gossip_interval = CM_MSEC(50);
+  c->gossip_to_dead = CM_SEC(15);
+  c->pushpull_interval = CM_SEC(15);
+  c->reconnect_interval = CM_SEC(1);
+  c->phi_acceptable_pause = CM_MSEC(500);
+}
+
+#define CM_FAIL(msg)                                                           \
+  do {                                                                         \
+    if (why != NULL)                                                           \
+      *why = (msg);                                                            \
+    return CM_ECONFIG;                                                         \
+  } while (0)
+
+/* Smallest packet that still holds a ping with two maximal ids and one
+ * alive record with a full tag set is checked below; this is the floor. */
+#define CM_MIN_PACKET 512
+
+int cm_config_validate(const cm_config_t *c, const char **why) {
+  if (c == NULL)
+    CM_FAIL("config is NULL");
+  if (c->probe_interval < CM_MSEC(10))
+    CM_FAIL("probe_interval must be at least 10 ms");
+  if (c->probe_timeout == 0 || c->probe_timeout >= c->probe_interval)
+    CM_FAIL("probe_timeout must be positive and less than probe_interval");
+  if (c->indirect_checks > 16)
+    CM_FAIL("indirect_checks must be at most 16");
+  if (c->awareness_max < 1 || c->awareness_max > 64)
+    CM_FAIL("awareness_max must be between 1 and 64");
+  if (c->suspicion_mult < 1 || c->suspicion_mult > 100)
+    CM_FAIL("suspicion_mult must be between 1 and 100");
+  if (c->suspicion_max_mult < 1 || c->suspicion_max_mult > 100)
+    CM_FAIL("suspicion_max_mult must be between 1 and 100");
+  if (!(c->phi_threshold > 0.0) || c->phi_threshold > 1000.0)
+    CM_FAIL("phi_threshold must be in (0, 1000]");
+  if (c->phi_window < 2 || c->phi_window > 10000)
+    CM_FAIL("phi_window must be between 2 and 10000");
+  if (c->phi_min_samples < 2 || c->phi_min_samples > c->phi_window)
+    CM_FAIL("phi_min_samples must be between 2 and phi_window");
+  if (c->phi_min_std == 0)
+    CM_FAIL("phi_min_std must be positive");
+  if (c->gossip_interval == 0)
+    CM_FAIL("gossip_interval must be positive");
+  if (c->gossip_nodes < 1 || c->gossip_nodes > 64)
+    CM_FAIL("gossip_nodes must be between 1 and 64");
+  if (c->retransmit_mult < 1 || c->retransmit_mult > 64)
+    CM_FAIL("retransmit_mult must be between 1 and 64");
+  if (c->max_broadcast_queue < 16)
+    CM_FAIL("max_broadcast_queue must be at least 16");
+  if (c->pushpull_interval == 0)
+    CM_FAIL("pushpull_interval must be positive");
+  if (c->reconnect_interval == 0)
+    CM_FAIL("reconnect_interval must be positive");
+  if (c->max_packet_size < CM_MIN_PACKET || c->max_packet_size > 65507)
+    CM_FAIL("max_packet_size must be between 512 and 65507");
+  if (c->max_tag_key < 1 || c->max_tag_key > CM_WIRE_MAX_TAG_KEY)
+    CM_FAIL("max_tag_key must be between 1 and 128");
+  if (c->max_tag_value > CM_WIRE_MAX_TAG_VALUE)
+    CM_FAIL("max_tag_value must be at most 1024");
+  if (c->max_tags_size > CM_WIRE_MAX_TAGS_LEN)
+    CM_FAIL("max_tags_size must be at most 4096");
+  /* An alive record (header, id, incarnation, address, tags) must always
+   * fit in one packet, or a node could never announce itself. */
+  if (c->max_tags_size + 2 + 3 + 1 + CM_ID_MAX + 4 + 19 + 2 >
+      c->max_packet_size)
+    CM_FAIL("max_tags_size does not fit in max_packet_size");
+  if (c->max_members < 2)
+    CM_FAIL("max_members must be at least 2");
+  if (c->max_pushpull_size < 4096)
+    CM_FAIL("max_pushpull_size must be at least 4096");
+  return 0;
+}
+
+cm_time_t cm_suspicion_min(const cm_config_t *c, uint32_t n) {
+  double scale = n > 10 ? log10((double)n) : 1.0;
+  return (cm_time_t)((double)c->suspicion_mult * scale *
+                     (double)c->probe_interval);
+}
+
+uint32_t cm_retransmit_limit(const cm_config_t *c, uint32_t n) {
+  return c->retransmit_mult * (uint32_t)ceil(log10((double)n + 1.0));
+}
+
+/* memberlist's rule: above 32 nodes, push-pull slows with log2(n) so the
+ * cluster-wide full-state traffic grows like n log n, not n^2. */
+cm_time_t cm_pushpull_scaled(const cm_config_t *c, uint32_t n) {
+  double mult;
+  if (n <= 32)
+    return c->pushpull_interval;
+  mult = ceil(log2((double)n) - 5.0) + 1.0;
+  return (cm_time_t)((double)c->pushpull_interval * mult);
+}

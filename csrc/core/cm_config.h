@@ -1,0 +1,59 @@
+/*
+ * Protocol configuration: one struct, three profiles. docs/configuration.md
+ * gives every default with the reason for its value; keep them in step.
+ */
+#ifndef CM_CONFIG_H
+#define CM_CONFIG_H
+
+#include "cm_common.h"
+
+typedef struct cm_config {
+  /* Failure detection (SWIM). */
+  cm_time_t probe_interval; /* one probe per interval, scaled by awareness */
+  cm_time_t probe_timeout;  /* direct ack wait before indirect probes */
+  uint32_t indirect_checks; /* helpers asked to probe on our behalf (k) */
+  uint32_t awareness_max;   /* local health score ceiling (multiplier) */
+  /* Lifeguard suspicion: min = mult * max(1, log10 n) * probe_interval,
+   * max = max_mult * min, shrinking with independent confirmations. */
+  uint32_t suspicion_mult;
+  uint32_t suspicion_max_mult;
+  /* Phi accrual over arrivals from each peer (Akka's meaning). */
+  double phi_threshold;           /* phi above this triggers an early probe */
+  uint32_t phi_window;            /* inter-arrival samples kept per peer */
+  cm_time_t phi_min_std;          /* floor of the standard deviation */
+  cm_time_t phi_acceptable_pause; /* added to the mean before judging */
+  uint32_t phi_min_samples;       /* samples before phi is trusted */
+  /* Dissemination. */
+  cm_time_t gossip_interval;
+  uint32_t gossip_nodes;        /* fan-out per gossip round */
+  cm_time_t gossip_to_dead;     /* keep gossiping to failed nodes this long */
+  uint32_t retransmit_mult;     /* lambda: sends = mult * ceil(log10(n+1)) */
+  uint32_t max_broadcast_queue; /* pending updates kept; oldest dropped */
+  /* Anti-entropy. */
+  cm_time_t pushpull_interval;  /* scaled up for n > 32 */
+  cm_time_t reconnect_interval; /* how often to try one failed member */
+  cm_time_t reconnect_timeout;  /* stop trying a failed member after this */
+  cm_time_t reap_left_after;    /* forget a left member after this */
+  /* Sizes and limits. */
+  uint32_t max_packet_size;   /* datagram payload the core fills */
+  uint32_t max_tag_key;       /* bytes in one tag key */
+  uint32_t max_tag_value;     /* bytes in one tag value */
+  uint32_t max_tags_size;     /* encoded size of one node's tag set */
+  uint32_t max_members;       /* registry size; newcomers past it dropped */
+  uint32_t max_pushpull_size; /* bytes of one push-pull message */
+} cm_config_t;
+
+/* Profiles. lan() is the default. */
+void cm_config_lan(cm_config_t *c);
+void cm_config_wan(cm_config_t *c);
+void cm_config_local(cm_config_t *c);
+
+/* 0, or CM_ECONFIG with a reason in why (may be NULL). */
+int cm_config_validate(const cm_config_t *c, const char **why);
+
+/* Derived quantities, shared by the core, the simulator and tests. */
+cm_time_t cm_suspicion_min(const cm_config_t *c, uint32_t n);
+uint32_t cm_retransmit_limit(const cm_config_t *c, uint32_t n);
+cm_time_t cm_pushpull_scaled(const cm_config_t *c, uint32_t n);
+
+#endif

@@ -1,0 +1,161 @@
+/*
+ * One membership node as a sans-I/O state machine.
+ *
+ * Inputs: a datagram from a peer (cm_node_recv), a push-pull request or reply
+ * (cm_node_handle_pushpull, cm_node_pushpull_reply/failed), "time is now T"
+ * (cm_node_tick), and local commands (join, leave, tags). Outputs, drained by
+ * the caller after every input: datagrams (cm_node_poll_datagram), push-pull
+ * requests (cm_node_poll_stream), events (cm_node_poll_event), and the next
+ * deadline (cm_node_next_deadline). The node never reads a clock, opens a
+ * socket or starts a thread, and its randomness comes from the seed.
+ *
+ * Not thread-safe: one thread drives a node at a time.
+ */
+#ifndef CM_NODE_H
+#define CM_NODE_H
+
+#include "cm_common.h"
+#include "cm_config.h"
+#include "cm_wire.h"
+
+typedef struct cm_node cm_node_t;
+
+enum cm_event_type {
+  CM_EV_JOINED = 1,       /* first seen alive, or back after leaving */
+  CM_EV_SUSPECT = 2,      /* alive -> suspect */
+  CM_EV_FAILED = 3,       /* declared failed */
+  CM_EV_RECOVERED = 4,    /* suspect or failed -> alive */
+  CM_EV_LEFT = 5,         /* left gracefully */
+  CM_EV_TAGS_UPDATED = 6, /* alive with a new tag set */
+  CM_EV_CONFLICT = 7,     /* another node claims this id from another addr */
+  CM_EV_REAPED = 8,       /* a left or failed member was forgotten */
+  CM_EV_ADDR_CHANGED = 9, /* a failed or left member came back elsewhere */
+};
+
+typedef struct cm_event {
+  uint8_t type;
+  uint8_t state; /* member state after the event */
+  char id[CM_ID_MAX + 1];
+  cm_addr_t addr;       /* the member's address */
+  cm_addr_t other_addr; /* CM_EV_CONFLICT: the conflicting claim's address */
+  uint32_t incarnation;
+  cm_time_t time;
+} cm_event_t;
+
+typedef struct cm_node_stats {
+  /* Registry, by state. */
+  uint32_t members, alive, suspect, failed, left;
+  uint32_t incarnation; /* this node's own */
+  uint32_t health;      /* Lifeguard awareness score, 0 is healthy */
+  uint32_t bcast_queue;
+  /* Traffic the core produced or consumed. */
+  uint64_t packets_in, packets_out, bytes_in, bytes_out;
+  uint64_t msgs_in, msgs_out;
+  uint64_t pushpull_in, pushpull_out, pushpull_failed;
+  /* Protocol activity. */
+  uint64_t probes, probe_acks, probe_failures, indirect_probes, nacks_in;
+  uint64_t pings_in, ping_reqs_in, phi_probes;
+  uint64_t suspicions, refutations, failures_declared, conflicts;
+  uint64_t updates_dropped; /* broadcast queue overflowed */
+  uint64_t events_dropped;  /* event queue overflowed */
+  /* Drops by reason: never crash, never change state. */
+  uint64_t drop_malformed;    /* failed to decode */
+  uint64_t drop_wrong_target; /* ping meant for another id */
+  uint64_t drop_stale;        /* ack or nack for no pending probe */
+  uint64_t drop_unknown;      /* about a node we do not know */
+  uint64_t drop_forward_full; /* too many indirect probes in flight */
+  uint64_t drop_limit;        /* registry at max_members */
+  uint64_t drop_pushpull;     /* bad or oversized push-pull */
+  uint64_t drop_left;         /* input after this node left */
+} cm_node_stats_t;
+
+typedef struct cm_member_info {
+  const char *id;
+  cm_addr_t addr;
+  uint32_t incarnation;
+  uint8_t state; /* enum cm_state */
+  const uint8_t *tags;
+  size_t tags_len;
+  cm_time_t state_change;
+  double phi; /* suspicion level of arrivals from it; 0 if too few */
+  int is_self;
+} cm_member_info_t;
+
+/* Create a node. id: 1..64 printable bytes; addr: where peers reach it;
+ * tags: a canonical blob (cm_tags_set) within the configured limits.
+ * Errors: CM_ECONFIG, CM_ENODEID, CM_EADDR, CM_ETAGKEY/ETAGVAL/ETAGSET,
+ * CM_ENOMEM. */
+int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
+                const cm_addr_t *addr, const uint8_t *tags, size_t tags_len,
+                uint64_t seed, cm_time_t now);
+void cm_node_free(cm_node_t *n);
+const cm_config_t *cm_node_config(const cm_node_t *n);
+
+/* Ask seeds for their state (push-pull with the join flag). The caller
+ * learns the outcome from cm_node_pushpull_reply / _failed for the request
+ * ids it polls. Errors: CM_EINVAL, CM_ESTATE (left). */
+int cm_node_join(cm_node_t *n, const cm_addr_t *seeds, size_t nseeds,
+                 cm_time_t now);
+/* Leave gracefully: broadcast at critical priority, stop probing. Calling it
+ * again is a no-op. cm_node_leave_done() tells when the leave has been
+ * transmitted enough times for the driver to stop. */
+int cm_node_leave(cm_node_t *n, cm_time_t now);
+int cm_node_leave_done(const cm_node_t *n);
+
+/* Set, remove or replace tags; each change bumps the incarnation and is
+ * broadcast at high priority. Errors: CM_ETAGKEY, CM_ETAGVAL, CM_ETAGSET,
+ * CM_ENOENT (remove of an absent key), CM_ESTATE (left). On error nothing
+ * changes. */
+int cm_node_set_tag(cm_node_t *n, const char *key, const char *value,
+                    cm_time_t now);
+int cm_node_remove_tag(cm_node_t *n, const char *key, cm_time_t now);
+int cm_node_set_tags(cm_node_t *n, const uint8_t *blob, size_t len,
+                     cm_time_t now);
+/* Check a blob against this node's limits without applying it. */
+int cm_node_check_tags(const cm_node_t *n, const uint8_t *blob, size_t len);
+
+/* A datagram arrived. Malformed input is dropped and counted; the return
+ * value says why (0 when processed). */
+int cm_node_recv(cm_node_t *n, const cm_addr_t *from, const uint8_t *buf,
+                 size_t len, cm_time_t now);
+
+/* A push-pull request arrived: merge it and produce the reply in *reply
+ * (malloc'd; the caller frees it). Errors leave state unchanged:
+ * CM_ETOOBIG, and the decoder's. */
+int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
+                            const uint8_t *req, size_t len, cm_time_t now,
+                            uint8_t **reply, size_t *reply_len);
+/* The reply to a request this node made arrived, or the request failed. */
+int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
+                           size_t len, cm_time_t now);
+void cm_node_pushpull_failed(cm_node_t *n, uint64_t req_id, cm_time_t now);
+
+/* Advance to now: run every timer that is due. */
+void cm_node_tick(cm_node_t *n, cm_time_t now);
+/* When cm_node_tick must next be called (CM_TIME_NEVER if never). */
+cm_time_t cm_node_next_deadline(const cm_node_t *n);
+
+/* Outputs. Each returns 1 and fills its arguments, or 0 when empty.
+ * Datagram data stays valid until the next call into the node other than a
+ * poll; stream data is the caller's to free. */
+int cm_node_poll_datagram(cm_node_t *n, cm_addr_t *to, const uint8_t **data,
+                          size_t *len);
+int cm_node_poll_stream(cm_node_t *n, cm_addr_t *to, uint64_t *req_id,
+                        uint8_t **data, size_t *len, int *is_join);
+int cm_node_poll_event(cm_node_t *n, cm_event_t *ev);
+
+/* Reads. Slots are stable indices in [0, cm_node_member_slots()); a slot
+ * may be empty (returns 0). Pointers in info are valid until the next call
+ * that changes the node. */
+uint32_t cm_node_member_slots(const cm_node_t *n);
+int cm_node_member_get(const cm_node_t *n, uint32_t slot,
+                       cm_member_info_t *info, cm_time_t now);
+int cm_node_member_find(const cm_node_t *n, const char *id,
+                        cm_member_info_t *info, cm_time_t now);
+void cm_node_stats(const cm_node_t *n, cm_node_stats_t *out);
+const char *cm_node_id(const cm_node_t *n);
+const cm_addr_t *cm_node_addr(const cm_node_t *n);
+const char *cm_state_name(uint8_t state);
+const char *cm_event_name(uint8_t type);
+
+#endif

@@ -1,0 +1,43 @@
+#include "cm_suspicion.h"
+
+#include <math.h>
+#include <string.h>
+
+void cm_suspicion_start(cm_suspicion_t *s, cm_time_t now, uint32_t k,
+                        cm_time_t min, cm_time_t max, uint64_t from_hash) {
+  memset(s, 0, sizeof(*s));
+  s->start = now;
+  s->k = k > CM_SUSPICION_MAX_K ? CM_SUSPICION_MAX_K : k;
+  s->min = min;
+  s->max = max < min ? min : max;
+  s->from[0] = from_hash;
+  s->nfrom = 1;
+}
+
+int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash) {
+  uint32_t i;
+  if (s->n >= s->k)
+    return 0;
+  for (i = 0; i < s->nfrom; i++)
+    if (s->from[i] == from_hash)
+      return 0;
+  s->from[s->nfrom++] = from_hash;
+  s->n++;
+  return 1;
+}
+
+cm_time_t cm_suspicion_timeout(cm_time_t min, cm_time_t max, uint32_t k,
+                               uint32_t c) {
+  double frac, t;
+  if (k == 0 || max <= min)
+    return min;
+  frac = log((double)c + 1.0) / log((double)k + 1.0);
+  t = (double)max - frac * (double)(max - min);
+  if (t < (double)min)
+    return min;
+  return (cm_time_t)floor(t + 0.5);
+}
+
+cm_time_t cm_suspicion_deadline(const cm_suspicion_t *s) {
+  return s->start + cm_suspicion_timeout(s->min, s->max, s->k, s->n);
+}

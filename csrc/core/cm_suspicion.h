@@ -1,0 +1,35 @@
+/*
+ * Lifeguard's dynamic suspicion timeout. A suspicion starts at max and, as
+ * independent confirmations c arrive (k expected), falls to
+ *   max - (log(c+1) / log(k+1)) * (max - min), never below min.
+ */
+#ifndef CM_SUSPICION_H
+#define CM_SUSPICION_H
+
+#include "cm_common.h"
+
+/* Room for confirmer identities; k never exceeds this. */
+#define CM_SUSPICION_MAX_K 16
+
+typedef struct cm_suspicion {
+  cm_time_t start;
+  cm_time_t min, max;
+  uint32_t k;                            /* confirmations expected */
+  uint32_t n;                            /* confirmations seen */
+  uint64_t from[CM_SUSPICION_MAX_K + 1]; /* hashes of accusers seen */
+  uint32_t nfrom;
+} cm_suspicion_t;
+
+/* Start a suspicion accused by from_hash. k is clamped to MAX_K. */
+void cm_suspicion_start(cm_suspicion_t *s, cm_time_t now, uint32_t k,
+                        cm_time_t min, cm_time_t max, uint64_t from_hash);
+/* Record an accusation. Returns 1 if it was a new, independent confirmation
+ * (which shortens the timeout), 0 if the accuser was already counted or
+ * enough confirmations are in. */
+int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash);
+/* The timeout for c confirmations, as a duration from start. */
+cm_time_t cm_suspicion_timeout(cm_time_t min, cm_time_t max, uint32_t k,
+                               uint32_t c);
+cm_time_t cm_suspicion_deadline(const cm_suspicion_t *s);
+
+#endif

@@ -1,0 +1,219 @@
+/*
+ * Wire format: the bytes membership messages are made of. Versioned, compact,
+ * big-endian, every field bounds-checked. docs/protocol.md ("Wire format") documents each
+ * layout byte by byte; keep the two in step.
+ *
+ * A datagram ("packet") carries one or more messages:
+ *   u8 version | u8 count | count x ( u8 type | u16 body_len | body )
+ * A push-pull exchange (on a stream) carries a full state table:
+ *   u8 version | u8 kind | u8 flags | u32 count | count x entry
+ *
+ * Decoding is all-or-nothing: a packet with any malformed part is rejected as
+ * a whole and the caller sees nothing of it.
+ */
+#ifndef CM_WIRE_H
+#define CM_WIRE_H
+
+#include "cm_common.h"
+
+#define CM_WIRE_VERSION 1
+
+/* Hard limits of the format itself; configuration may only be stricter. */
+#define CM_WIRE_MAX_MSGS 64          /* messages in one packet */
+#define CM_WIRE_MAX_PACKET 65507     /* largest UDP payload */
+#define CM_WIRE_MAX_TAGS_LEN 4096    /* encoded tag set of one node */
+#define CM_WIRE_MAX_TAG_KEY 128      /* bytes in one key */
+#define CM_WIRE_MAX_TAG_VALUE 1024   /* bytes in one value */
+#define CM_WIRE_PP_MAX_ENTRIES 65536 /* members in one push-pull */
+
+enum cm_msg_type {
+  CM_MSG_PING = 1,
+  CM_MSG_ACK = 2,
+  CM_MSG_PING_REQ = 3,
+  CM_MSG_NACK = 4,
+  CM_MSG_ALIVE = 5,
+  CM_MSG_SUSPECT = 6,
+  CM_MSG_DEAD = 7,
+  CM_MSG_LEAVE = 8,
+};
+
+/* Member states as they travel in push-pull entries. */
+enum cm_state {
+  CM_STATE_ALIVE = 0,
+  CM_STATE_SUSPECT = 1,
+  CM_STATE_FAILED = 2,
+  CM_STATE_LEFT = 3,
+};
+
+/* A node id as decoded: copied, NUL-terminated for convenience. */
+typedef struct cm_wire_id {
+  uint8_t len;
+  char s[CM_ID_MAX + 1];
+} cm_wire_id_t;
+
+/* Probe: "are you alive?" The target id lets a node at a reused address
+ * answer only for itself; the source address is where the ack goes. */
+typedef struct cm_msg_ping {
+  uint32_t seq;
+  cm_wire_id_t target;
+  cm_wire_id_t source;
+  cm_addr_t source_addr;
+} cm_msg_ping_t;
+
+typedef struct cm_msg_ack {
+  uint32_t seq;
+} cm_msg_ack_t;
+
+/* Ask a helper to probe target on our behalf (SWIM's ping-req). */
+typedef struct cm_msg_ping_req {
+  uint32_t seq;
+  cm_wire_id_t target;
+  cm_addr_t target_addr;
+  uint8_t want_nack; /* helper answers NACK if the target does not ack */
+} cm_msg_ping_req_t;
+
+typedef struct cm_msg_nack {
+  uint32_t seq;
+} cm_msg_nack_t;
+
+/* "node is alive at incarnation, at addr, with these tags". tags points into
+ * the decoded buffer (or the caller's memory when encoding). */
+typedef struct cm_msg_alive {
+  cm_wire_id_t node;
+  uint32_t incarnation;
+  cm_addr_t addr;
+  const uint8_t *tags;
+  uint16_t tags_len;
+} cm_msg_alive_t;
+
+/* SUSPECT and DEAD name the accuser; LEAVE is sent by a node about itself. */
+typedef struct cm_msg_accuse {
+  cm_wire_id_t node;
+  uint32_t incarnation;
+  cm_wire_id_t from;
+} cm_msg_accuse_t;
+
+typedef struct cm_msg_leave {
+  cm_wire_id_t node;
+  uint32_t incarnation;
+} cm_msg_leave_t;
+
+typedef struct cm_msg {
+  uint8_t type; /* enum cm_msg_type */
+  union {
+    cm_msg_ping_t ping;
+    cm_msg_ack_t ack;
+    cm_msg_ping_req_t ping_req;
+    cm_msg_nack_t nack;
+    cm_msg_alive_t alive;
+    cm_msg_accuse_t suspect; /* also used for DEAD */
+    cm_msg_leave_t leave;
+  } u;
+} cm_msg_t;
+
+/* A bounded output buffer. Writers never exceed cap. */
+typedef struct cm_wbuf {
+  uint8_t *p;
+  size_t len;
+  size_t cap;
+} cm_wbuf_t;
+
+/* Fill a cm_wire_id_t from a C string. Returns 0 or CM_ENODEID. */
+int cm_wire_id_set(cm_wire_id_t *id, const char *s, size_t len);
+
+/* Bytes m takes in a packet, including its type and length prefix; 0 for an
+ * unknown type. */
+size_t cm_wire_msg_size(const cm_msg_t *m);
+
+/* Start a packet in w (w->len is reset). Returns 0 or CM_ENOSPC (w
+ * unchanged). A packet never grows past CM_WIRE_MAX_PACKET, whatever w->cap. */
+int cm_wire_packet_begin(cm_wbuf_t *w);
+/* Append m. Returns 0; CM_ENOSPC (w unchanged) if it does not fit in w->cap;
+ * CM_ELIMIT if the packet already holds CM_WIRE_MAX_MSGS; CM_EINVAL if m
+ * cannot be encoded (bad id, address or tags). */
+int cm_wire_packet_add(cm_wbuf_t *w, const cm_msg_t *m);
+/* Messages in the packet being built. */
+unsigned cm_wire_packet_count(const cm_wbuf_t *w);
+
+/* Decode a whole packet into msgs[0..*count). Pointers inside msgs (tags)
+ * point into buf. Returns 0, or CM_ETRUNC, CM_EVERSION, CM_EMSGTYPE,
+ * CM_EBADMSG, CM_ETOOBIG (len over CM_WIRE_MAX_PACKET, tags over
+ * CM_WIRE_MAX_TAGS_LEN), CM_ELIMIT (more than max_msgs messages); on error
+ * *count is 0 and the contents of msgs are unspecified. */
+int cm_wire_packet_decode(const uint8_t *buf, size_t len, cm_msg_t *msgs,
+                          size_t max_msgs, size_t *count);
+
+/* ---- Tags: a canonical encoding, so equal sets are equal bytes ----
+ * blob = repeated ( u8 key_len | key | u16 value_len | value ), keys
+ * printable ASCII without '=', strictly ascending, unique. */
+typedef struct cm_tag {
+  const char *key;
+  size_t key_len;
+  const char *value;
+  size_t value_len;
+} cm_tag_t;
+
+/* Validate a tags blob. Returns 0, CM_ETOOBIG (len over CM_WIRE_MAX_TAGS_LEN)
+ * or CM_EBADMSG. */
+int cm_tags_validate(const uint8_t *blob, size_t len);
+/* Iterate a validated blob: *off starts at 0; returns 1 with *tag filled,
+ * 0 at the end. */
+int cm_tags_next(const uint8_t *blob, size_t len, size_t *off, cm_tag_t *tag);
+/* Find key; returns 1 and fills *tag if present. */
+int cm_tags_get(const uint8_t *blob, size_t len, const char *key,
+                size_t key_len, cm_tag_t *tag);
+/* Write into out (capacity cap) the blob with key set to value (replacing
+ * any old value), keeping canonical order. *out_len receives the length.
+ * out must not overlap blob. Returns 0, CM_ETAGKEY, CM_ETAGVAL, CM_ETAGSET
+ * (result over CM_WIRE_MAX_TAGS_LEN), CM_ENOSPC, CM_EINVAL (blob invalid);
+ * on error out and *out_len are untouched. */
+int cm_tags_set(const uint8_t *blob, size_t len, const char *key,
+                size_t key_len, const char *value, size_t value_len,
+                uint8_t *out, size_t cap, size_t *out_len);
+/* Same, removing key. Returns 0, CM_ENOENT, CM_ENOSPC or CM_EINVAL (blob
+ * invalid); on error out and *out_len are untouched. */
+int cm_tags_remove(const uint8_t *blob, size_t len, const char *key,
+                   size_t key_len, uint8_t *out, size_t cap, size_t *out_len);
+/* 1 if key may be a tag key: 1..CM_WIRE_MAX_TAG_KEY bytes of 0x21..0x7e
+ * other than '='; else 0. */
+int cm_tag_key_valid(const char *key, size_t len);
+
+/* ---- Push-pull: full state exchange ---- */
+enum cm_pp_kind { CM_PP_REQUEST = 1, CM_PP_RESPONSE = 2 };
+#define CM_PP_FLAG_JOIN 0x01
+
+typedef struct cm_pp_entry {
+  cm_wire_id_t node;
+  uint32_t incarnation;
+  cm_addr_t addr;
+  uint8_t state; /* enum cm_state */
+  const uint8_t *tags;
+  uint16_t tags_len;
+} cm_pp_entry_t;
+
+typedef struct cm_pp_header {
+  uint8_t kind;
+  uint8_t flags;
+  uint32_t count;
+} cm_pp_header_t;
+
+/* Writer: begin, then one add per entry (CM_ENOSPC if it does not fit,
+ * buffer unchanged; CM_EINVAL for an invalid entry; CM_ELIMIT past
+ * CM_WIRE_PP_MAX_ENTRIES), then finish. add keeps the count in the header
+ * current, so the buffer is a complete message after every add; finish checks
+ * that no node id appears twice (CM_EINVAL, or CM_ENOMEM for its scratch). */
+int cm_wire_pp_begin(cm_wbuf_t *w, uint8_t kind, uint8_t flags);
+int cm_wire_pp_add(cm_wbuf_t *w, const cm_pp_entry_t *e);
+int cm_wire_pp_finish(cm_wbuf_t *w);
+
+/* Validate a whole push-pull message and read its header. Returns 0 or
+ * CM_ETRUNC (input ends early, including fewer entries than count) /
+ * CM_EVERSION / CM_EBADMSG (trailing bytes, bad entry, a node id appearing
+ * twice) / CM_ETOOBIG / CM_ENOMEM (scratch for the duplicate check). Iterate
+ * entries afterwards with cm_wire_pp_next, *off starting at 0; it returns 1
+ * per entry and 0 at the end. */
+int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr);
+int cm_wire_pp_next(const uint8_t *buf, size_t len, size_t *off,
+                    cm_pp_entry_t *e);
+
+#endif

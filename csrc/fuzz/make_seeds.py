@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Write the seed corpus of fuzz_decode: one valid input of each format.
+
+Written from docs/protocol.md (Wire format) rather than from the C encoder, so the
+seeds double as a second reading of the specification.
+Usage: python3 csrc/fuzz/make_seeds.py  (from the repository root)
+"""
+
+import pathlib
+import struct
+
+OUT = pathlib.Path(__file__).parent / "seeds" / "fuzz_decode"
+VERSION = 1
+PING, ACK, PING_REQ, NACK, ALIVE, SUSPECT, DEAD, LEAVE = range(1, 9)
+
+
+def node_id(s: str) -> bytes:
+    b = s.encode("ascii")
+    return bytes([len(b)]) + b
+
+
+def addr4(ip: str, port: int) -> bytes:
+    return bytes([4]) + bytes(int(x) for x in ip.split(".")) + struct.pack(">H", port)
+
+
+def addr6(ip16: bytes, port: int) -> bytes:
+    return bytes([6]) + ip16 + struct.pack(">H", port)
+
+
+def tags(pairs: dict) -> bytes:
+    out = b""
+    for k in sorted(pairs, key=lambda k: k.encode()):
+        kb, vb = k.encode(), pairs[k].encode()
+        out += bytes([len(kb)]) + kb + struct.pack(">H", len(vb)) + vb
+    return out
+
+
+def tagged(t: bytes) -> bytes:
+    return struct.pack(">H", len(t)) + t
+
+
+def packet(*msgs) -> bytes:
+    out = bytes([VERSION, len(msgs)])
+    for mtype, body in msgs:
+        out += bytes([mtype]) + struct.pack(">H", len(body)) + body
+    return out
+
+
+def u32(v: int) -> bytes:
+    return struct.pack(">I", v)
+
+
+V6 = bytes.fromhex("20010db8000000000000000000000001")
+TAGS = tags({"dc": "eu-west", "role": "db", "zone": "caf\u00e9 b"})
+
+SEEDS = {
+    "ping": packet((PING, u32(1) + node_id("n2") + node_id("n1") + addr4("10.0.0.1", 7946))),
+    "alive": packet((ALIVE, node_id("n1") + u32(2) + addr4("10.0.0.1", 7946) + tagged(tags({"dc": "eu"})))),
+    "all_types": packet(
+        (PING, u32(0x01020304) + node_id("node-b") + node_id("node-a") + addr6(V6, 7946)),
+        (ACK, u32(0xDEADBEEF)),
+        (PING_REQ, u32(7) + node_id("node-c") + addr4("10.0.0.3", 7947) + bytes([1])),
+        (NACK, u32(7)),
+        (ALIVE, node_id("node-a") + u32(42) + addr4("10.0.0.1", 7946) + tagged(TAGS)),
+        (SUSPECT, node_id("node-c") + u32(3) + node_id("node-a")),
+        (DEAD, node_id("node-d") + u32(0xFFFFFFFE) + node_id("node-b")),
+        (LEAVE, node_id("node-a") + u32(9)),
+    ),
+    "pushpull": bytes([VERSION, 2, 0x01])
+    + u32(3)
+    + node_id("node-a") + u32(1) + addr4("10.0.0.1", 7946) + bytes([0]) + tagged(TAGS)
+    + node_id("node-b") + u32(5) + addr6(V6, 7946) + bytes([1]) + tagged(b"")
+    + node_id("node") + u32(0) + addr4("10.0.0.4", 1) + bytes([3]) + tagged(tags({"k": ""})),
+    "pushpull_empty": bytes([VERSION, 1, 0]) + u32(0),
+    "tags": TAGS,
+}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, data in SEEDS.items():
+        (OUT / name).write_bytes(data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+/*
+ * Runner for the C unit tests. Usage: cm_tests [-l] [substring...]
+ * Runs every registered test whose "file:name" contains one of the substrings
+ * (all tests when none is given), in registration order, and prints
+ * "N passed, N failed" as its last line.
+ */
+#include "cm_test.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define CM_TEST_MAX 2048
+
+struct cm_test_entry {
+  const char *name;
+  const char *file;
+  cm_test_fn fn;
+};
+
+static struct cm_test_entry tests[CM_TEST_MAX];
+static size_t ntests;
+static jmp_buf fail_jmp;
+
+void cm_test_register(const char *name, const char *file, cm_test_fn fn) {
+  if (ntests == CM_TEST_MAX) {
+    fprintf(stderr, "too many tests; raise CM_TEST_MAX\n");
+    exit(2);
+  }
+  tests[ntests].name = name;
+  tests[ntests].file = file;
+  tests[ntests].fn = fn;
+  ntests++;
+}
+
+void cm_test_fail(const char *file, int line, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "    %s:%d: ", file, line);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  longjmp(fail_jmp, 1);
+}
+
+static const char *basename_of(const char *path) {
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
+static int selected(const struct cm_test_entry *t, int argc, char **argv) {
+  char full[512];
+  int i;
+  if (argc <= 1)
+    return 1;
+  snprintf(full, sizeof(full), "%s:%s", basename_of(t->file), t->name);
+  for (i = 1; i < argc; i++)
+    if (strstr(full, argv[i]) != NULL)
+      return 1;
+  return 0;
+}
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv) {
+  static size_t i, passed, failed;
+  if (argc > 1 && strcmp(argv[1], "-l") == 0) {
+    for (i = 0; i < ntests; i++)
+      printf("%s:%s\n", basename_of(tests[i].file), tests[i].name);
+    return 0;
+  }
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  for (i = 0; i < ntests; i++) {
+    volatile double t0;
+    if (!selected(&tests[i], argc, argv))
+      continue;
+    t0 = now_sec();
+    if (setjmp(fail_jmp) == 0) {
+      tests[i].fn();
+      passed++;
+      printf("ok   %s:%s (%.3fs)\n", basename_of(tests[i].file), tests[i].name,
+             now_sec() - t0);
+    } else {
+      failed++;
+      printf("FAIL %s:%s\n", basename_of(tests[i].file), tests[i].name);
+    }
+  }
+  printf("%zu passed, %zu failed\n", passed, failed);
+  return failed == 0 && passed > 0 ? 0 : 1;
+}

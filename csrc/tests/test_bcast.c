@@ -1,0 +1,134 @@
+#include "cm_bcast.h"
+#include "cm_test.h"
+
+/* Every item costs 100 bytes except those whose aux asks for another size. */
+static size_t item_size(void *ud, const cm_bcast_item_t *it) {
+  (void)ud;
+  return it->aux ? it->aux : 100;
+}
+
+static size_t take_keys(cm_bcast_t *q, size_t room, uint32_t limit,
+                        uint32_t *keys, size_t max) {
+  cm_bcast_item_t out[64];
+  size_t n = cm_bcast_take(q, room, limit, item_size, NULL, out, max), i;
+  for (i = 0; i < n; i++)
+    keys[i] = out[i].key;
+  return n;
+}
+
+CM_TEST(bcast_priority_then_transmits_then_newest) {
+  cm_bcast_t q;
+  uint32_t keys[8];
+  cm_bcast_init(&q, 64);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK_OK(cm_bcast_push(&q, 2, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK_OK(cm_bcast_push(&q, 3, 8, CM_PRIO_CRITICAL, 0, 0));
+  CM_CHECK_OK(cm_bcast_push(&q, 4, 5, CM_PRIO_HIGH, 0, 0));
+  /* Room for two: critical, then high, whatever their send counts, until
+   * they reach the limit (2 here). */
+  CM_CHECK_EQ(take_keys(&q, 200, 2, keys, 8), 2);
+  CM_CHECK_EQ(keys[0], 3);
+  CM_CHECK_EQ(keys[1], 4);
+  CM_CHECK_EQ(take_keys(&q, 200, 2, keys, 8), 2);
+  CM_CHECK_EQ(keys[0], 3);
+  CM_CHECK_EQ(keys[1], 4);
+  CM_CHECK_EQ(cm_bcast_len(&q), 2);
+  /* Then the normals, newest first. */
+  CM_CHECK_EQ(take_keys(&q, 200, 2, keys, 8), 2);
+  CM_CHECK_EQ(keys[0], 2);
+  CM_CHECK_EQ(keys[1], 1);
+  cm_bcast_free(&q);
+}
+
+CM_TEST(bcast_least_transmitted_first) {
+  cm_bcast_t q;
+  uint32_t keys[8];
+  cm_bcast_init(&q, 64);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK_EQ(take_keys(&q, 100, 10, keys, 8), 1); /* key 1: 1 send */
+  CM_CHECK_OK(cm_bcast_push(&q, 2, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK_EQ(take_keys(&q, 100, 10, keys, 8), 1);
+  CM_CHECK_EQ(keys[0], 2); /* 0 sends beats 1 */
+  CM_CHECK_OK(cm_bcast_push(&q, 3, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK_EQ(take_keys(&q, 300, 10, keys, 8), 3);
+  CM_CHECK_EQ(keys[0], 3);
+  CM_CHECK_EQ(keys[1], 2); /* 1 send each: newer first */
+  CM_CHECK_EQ(keys[2], 1);
+  cm_bcast_free(&q);
+}
+
+CM_TEST(bcast_newer_update_supersedes) {
+  cm_bcast_t q;
+  cm_bcast_item_t out[4];
+  cm_bcast_init(&q, 64);
+  CM_CHECK_OK(cm_bcast_push(&q, 7, 5, CM_PRIO_NORMAL, 1, 0));
+  CM_CHECK_EQ(cm_bcast_take(&q, 100, 10, item_size, NULL, out, 4), 1);
+  CM_CHECK_OK(cm_bcast_push(&q, 7, 6, CM_PRIO_NORMAL, 2, 0));
+  CM_CHECK_EQ(cm_bcast_len(&q), 1);
+  CM_CHECK_EQ(cm_bcast_take(&q, 1000, 10, item_size, NULL, out, 4), 1);
+  CM_CHECK_EQ(out[0].kind, 6);
+  CM_CHECK_EQ(out[0].incarnation, 2);
+  CM_CHECK_EQ(out[0].transmits, 1); /* the count restarts */
+  cm_bcast_free(&q);
+}
+
+CM_TEST(bcast_retransmit_limit) {
+  cm_bcast_t q;
+  cm_bcast_item_t out[4];
+  int sends = 0;
+  cm_bcast_init(&q, 64);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 0));
+  while (cm_bcast_take(&q, 1000, 6, item_size, NULL, out, 4) == 1)
+    sends++;
+  CM_CHECK_EQ(sends, 6);
+  CM_CHECK_EQ(cm_bcast_len(&q), 0);
+  cm_bcast_free(&q);
+}
+
+CM_TEST(bcast_skips_what_does_not_fit) {
+  cm_bcast_t q;
+  uint32_t keys[8];
+  cm_bcast_init(&q, 64);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 60));
+  CM_CHECK_OK(cm_bcast_push(&q, 2, 5, CM_PRIO_NORMAL, 0, 500));
+  CM_CHECK_OK(cm_bcast_push(&q, 3, 5, CM_PRIO_NORMAL, 0, 50));
+  CM_CHECK_EQ(take_keys(&q, 120, 10, keys, 8), 2);
+  CM_CHECK_EQ(keys[0], 3);
+  CM_CHECK_EQ(keys[1], 1);
+  CM_CHECK_EQ(cm_bcast_len(&q), 3);
+  cm_bcast_free(&q);
+}
+
+CM_TEST(bcast_bounded_evicts_least_valuable) {
+  cm_bcast_t q;
+  cm_bcast_item_t out[4];
+  uint32_t k;
+  cm_bcast_init(&q, 16);
+  CM_CHECK_OK(cm_bcast_push(&q, 100, 5, CM_PRIO_HIGH, 0, 0));
+  for (k = 0; k < 15; k++)
+    CM_CHECK_OK(cm_bcast_push(&q, k, 5, CM_PRIO_NORMAL, 0, 0));
+  /* Send key 14 (the newest normal) once: the high one goes first, so take
+   * two and key 14 is the normal with the most sends. */
+  CM_CHECK_EQ(cm_bcast_take(&q, 200, 10, item_size, NULL, out, 4), 2);
+  CM_CHECK_EQ(out[1].key, 14);
+  CM_CHECK_OK(cm_bcast_push(&q, 50, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK_EQ(cm_bcast_len(&q), 16);
+  CM_CHECK_EQ(q.dropped, 1);
+  CM_CHECK(cm_bcast_peek_key(&q, 14) == NULL);
+  CM_CHECK(cm_bcast_peek_key(&q, 100) != NULL);
+  CM_CHECK(cm_bcast_peek_key(&q, 50) != NULL);
+  cm_bcast_free(&q);
+}
+
+CM_TEST(bcast_forget) {
+  cm_bcast_t q;
+  cm_bcast_init(&q, 64);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 9));
+  CM_CHECK_OK(cm_bcast_push(&q, 2, 5, CM_PRIO_NORMAL, 0, 9));
+  CM_CHECK_OK(cm_bcast_push(&q, 3, 5, CM_PRIO_NORMAL, 0, 4));
+  cm_bcast_forget(&q, 3);
+  CM_CHECK_EQ(cm_bcast_len(&q), 2);
+  cm_bcast_forget_aux(&q, 9);
+  CM_CHECK_EQ(cm_bcast_len(&q), 0);
+  cm_bcast_free(&q);
+}

@@ -1,0 +1,157 @@
+/*
+ * Whole small clusters of core nodes over the simulator's in-memory network:
+ * probe -> suspect -> failed, refutation, leave and tag dissemination, end to
+ * end, with no sockets.
+ */
+#include "cm_sim.h"
+#include "cm_test.h"
+
+struct watch {
+  uint32_t n;
+  uint32_t target;
+  uint8_t state;
+};
+
+static int all_alive(cm_sim_t *s, void *ud) {
+  uint32_t n = cm_sim_size(s), i;
+  (void)ud;
+  for (i = 0; i < n; i++) {
+    cm_node_stats_t st;
+    cm_node_t *node = cm_sim_node(s, i);
+    if (node == NULL)
+      continue;
+    cm_node_stats(node, &st);
+    if (st.alive != n)
+      return 0;
+  }
+  return 1;
+}
+
+/* Every up node other than the target sees it in the wanted state. */
+static int others_see(cm_sim_t *s, void *ud) {
+  struct watch *w = ud;
+  uint32_t up = 0, i;
+  for (i = 0; i < w->n; i++)
+    if (i != w->target && cm_sim_is_up(s, i))
+      up++;
+  return cm_sim_count_seeing(s, w->target, w->state) >= up;
+}
+
+static cm_sim_t *formed_cluster(uint32_t n, uint64_t seed) {
+  cm_sim_config_t c;
+  cm_sim_t *s = NULL;
+  uint32_t i;
+  cm_sim_config_default(&c);
+  c.nodes = n;
+  c.seed = seed;
+  CM_CHECK_OK(cm_sim_new(&s, &c));
+  for (i = 1; i < n; i++)
+    CM_CHECK_OK(cm_sim_join(s, i, 0));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(30), all_alive, NULL));
+  return s;
+}
+
+CM_TEST(cluster_forms) {
+  cm_sim_t *s = formed_cluster(5, 1);
+  cm_sim_free(s);
+}
+
+struct ev_log {
+  uint32_t suspect[8], failed[8];
+  cm_time_t first_suspect, first_failed;
+};
+
+static void log_events(void *ud, uint32_t node, const cm_event_t *ev) {
+  struct ev_log *l = ud;
+  if (strcmp(ev->id, "n3") != 0 || node >= 8)
+    return;
+  if (ev->type == CM_EV_SUSPECT) {
+    l->suspect[node]++;
+    if (l->first_suspect == 0)
+      l->first_suspect = ev->time;
+  } else if (ev->type == CM_EV_FAILED) {
+    l->failed[node]++;
+    if (l->first_failed == 0)
+      l->first_failed = ev->time;
+  }
+}
+
+CM_TEST(cluster_detects_crash) {
+  cm_sim_t *s = formed_cluster(5, 2);
+  struct watch w = {5, 3, CM_STATE_FAILED};
+  struct watch alive = {5, 3, CM_STATE_ALIVE};
+  struct ev_log log;
+  uint32_t i;
+  memset(&log, 0, sizeof(log));
+  cm_sim_on_event(s, log_events, &log);
+  CM_CHECK(others_see(s, &alive));
+  CM_CHECK_OK(cm_sim_crash(s, 3));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(60), others_see, &w));
+  /* probe -> suspect -> failed: everyone went through suspect first, and
+   * the verdict waited at least the suspicion minimum. */
+  for (i = 0; i < 5; i++)
+    if (i != 3) {
+      CM_CHECK_EQ(log.suspect[i], 1);
+      CM_CHECK_EQ(log.failed[i], 1);
+    }
+  CM_CHECK(log.first_failed - log.first_suspect >=
+           cm_suspicion_min(cm_node_config(cm_sim_node(s, 0)), 4));
+  /* And nobody else was hurt on the way. */
+  for (i = 0; i < 5; i++)
+    if (i != 3)
+      CM_CHECK_EQ(cm_sim_count_seeing(s, i, CM_STATE_ALIVE), 4);
+  cm_sim_free(s);
+}
+
+CM_TEST(cluster_leave_is_left_not_failed) {
+  cm_sim_t *s = formed_cluster(5, 3);
+  struct watch w = {5, 4, CM_STATE_LEFT};
+  CM_CHECK_OK(cm_sim_leave(s, 4));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(30), others_see, &w));
+  /* Long after, still left: the failure detector must not relabel it. */
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(60));
+  CM_CHECK_EQ(cm_sim_count_seeing(s, 4, CM_STATE_LEFT), 4);
+  CM_CHECK_EQ(cm_sim_count_seeing(s, 4, CM_STATE_FAILED), 0);
+  cm_sim_free(s);
+}
+
+static int tag_seen_everywhere(cm_sim_t *s, void *ud) {
+  uint32_t n = cm_sim_size(s), i;
+  (void)ud;
+  for (i = 0; i < n; i++) {
+    cm_member_info_t info;
+    cm_tag_t t;
+    if (!cm_node_member_find(cm_sim_node(s, i), "n2", &info, cm_sim_now(s)))
+      return 0;
+    if (!cm_tags_get(info.tags, info.tags_len, "role", 4, &t) ||
+        t.value_len != 6 || memcmp(t.value, "worker", 6) != 0)
+      return 0;
+  }
+  return 1;
+}
+
+CM_TEST(cluster_tag_disseminates) {
+  cm_sim_t *s = formed_cluster(8, 4);
+  CM_CHECK_OK(cm_sim_set_tag(s, 2, "role", "worker"));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(10), tag_seen_everywhere,
+                           NULL));
+  cm_sim_free(s);
+}
+
+CM_TEST(cluster_paused_node_refutes) {
+  cm_sim_t *s = formed_cluster(5, 5);
+  cm_member_info_t info;
+  uint32_t inc0;
+  struct watch w = {5, 1, CM_STATE_ALIVE};
+  CM_CHECK(cm_node_member_find(cm_sim_node(s, 1), "n1", &info, 0));
+  inc0 = info.incarnation;
+  /* Paused longer than a probe round but far shorter than the suspicion
+   * timeout: it is suspected, then refutes when it resumes. */
+  CM_CHECK_OK(cm_sim_pause(s, 1, CM_SEC(2)));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(20));
+  CM_CHECK(others_see(s, &w));
+  CM_CHECK_EQ(cm_sim_count_seeing(s, 1, CM_STATE_FAILED), 0);
+  CM_CHECK(cm_node_member_find(cm_sim_node(s, 1), "n1", &info, 0));
+  CM_CHECK(info.incarnation > inc0);
+  cm_sim_free(s);
+}

@@ -1,0 +1,359 @@
+/*
+ * The failure detector's message flow on one node: probe, indirect probes
+ * through helpers, nacks and local health, the buddy system, forwarding for
+ * others, and phi-triggered early probes.
+ */
+#include "cm_node.h"
+#include "cm_test.h"
+
+#define T0 CM_SEC(100)
+
+static cm_addr_t addr_of(uint32_t i) { return cm_addr_from_index(i, 7946); }
+
+struct sent {
+  cm_addr_t to;
+  cm_msg_t msgs[CM_WIRE_MAX_MSGS];
+  size_t count;
+  uint8_t raw[1500]; /* msgs point into it */
+};
+
+/* Collect datagrams the node emitted (up to max). */
+static size_t collect(cm_node_t *n, struct sent *out, size_t max) {
+  cm_addr_t to;
+  const uint8_t *d;
+  size_t len, k = 0;
+  while (cm_node_poll_datagram(n, &to, &d, &len)) {
+    if (k == max)
+      continue;
+    memcpy(out[k].raw, d, len);
+    out[k].to = to;
+    CM_CHECK_OK(cm_wire_packet_decode(out[k].raw, len, out[k].msgs,
+                                      CM_WIRE_MAX_MSGS, &out[k].count));
+    k++;
+  }
+  return k;
+}
+
+static const cm_msg_t *find_msg(const struct sent *s, uint8_t type) {
+  size_t i;
+  for (i = 0; i < s->count; i++)
+    if (s->msgs[i].type == type)
+      return &s->msgs[i];
+  return NULL;
+}
+
+static void feed_from(cm_node_t *n, uint32_t from_idx, const cm_msg_t *m,
+                      cm_time_t now) {
+  uint8_t buf[1500];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  cm_addr_t from = addr_of(from_idx);
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  CM_CHECK_OK(cm_wire_packet_add(&w, m));
+  CM_CHECK_OK(cm_node_recv(n, &from, w.p, w.len, now));
+}
+
+/* Node "n1" (index 1) knowing peers n2..n{k+1}. */
+static cm_node_t *node_with_peers(uint32_t k, cm_config_t *cfg) {
+  cm_config_t c;
+  cm_node_t *n = NULL;
+  cm_addr_t a = addr_of(1);
+  uint32_t i;
+  if (cfg == NULL) {
+    cm_config_lan(&c);
+    cfg = &c;
+  }
+  CM_CHECK_OK(cm_node_new(&n, cfg, "n1", &a, NULL, 0, 3, T0));
+  for (i = 2; i < k + 2; i++) {
+    cm_msg_t m;
+    char id[16];
+    memset(&m, 0, sizeof(m));
+    snprintf(id, sizeof(id), "n%u", i);
+    m.type = CM_MSG_ALIVE;
+    cm_wire_id_set(&m.u.alive.node, id, strlen(id));
+    m.u.alive.addr = addr_of(i);
+    feed_from(n, i, &m, T0);
+  }
+  return n;
+}
+
+/* Tick forward in 1 ms steps until the node sends a ping; return its time. */
+static cm_time_t run_to_ping(cm_node_t *n, cm_time_t from, struct sent *ping) {
+  cm_time_t t;
+  struct sent out[16];
+  for (t = from; t < from + CM_SEC(30); t += CM_MSEC(1)) {
+    size_t k, i;
+    cm_node_tick(n, t);
+    k = collect(n, out, 16);
+    for (i = 0; i < k; i++)
+      if (find_msg(&out[i], CM_MSG_PING) != NULL) {
+        *ping = out[i];
+        return t;
+      }
+  }
+  CM_CHECK(!"no ping within 30 s");
+  return 0;
+}
+
+CM_TEST(probe_ack_keeps_target_alive) {
+  cm_node_t *n = node_with_peers(4, NULL);
+  struct sent ping;
+  cm_msg_t ack;
+  cm_node_stats_t st;
+  cm_time_t t = run_to_ping(n, T0, &ping);
+  uint32_t target = ping.to.ip[3];
+  memset(&ack, 0, sizeof(ack));
+  ack.type = CM_MSG_ACK;
+  ack.u.ack.seq = find_msg(&ping, CM_MSG_PING)->u.ping.seq;
+  feed_from(n, target, &ack, t + CM_MSEC(1));
+  cm_node_tick(n, t + CM_SEC(2));
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.probe_acks, 1);
+  CM_CHECK_EQ(st.suspect, 0);
+  CM_CHECK_EQ(st.indirect_probes, 0);
+  cm_node_free(n);
+}
+
+CM_TEST(probe_timeout_asks_k_helpers_then_suspects) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent ping, out[16];
+  cm_node_stats_t st;
+  cm_time_t t;
+  size_t k, i, reqs = 0;
+  cm_config_lan(&c);
+  n = node_with_peers(5, &c);
+  t = run_to_ping(n, T0, &ping);
+  /* Just before the timeout: nothing yet. */
+  cm_node_tick(n, t + c.probe_timeout - 1);
+  CM_CHECK_EQ(collect(n, out, 16), 0);
+  cm_node_tick(n, t + c.probe_timeout);
+  k = collect(n, out, 16);
+  for (i = 0; i < k; i++) {
+    const cm_msg_t *r = find_msg(&out[i], CM_MSG_PING_REQ);
+    if (r == NULL)
+      continue;
+    reqs++;
+    CM_CHECK(!cm_addr_eq(&out[i].to, &ping.to)); /* never the target */
+    CM_CHECK(cm_addr_eq(&r->u.ping_req.target_addr, &ping.to));
+    CM_CHECK_EQ(r->u.ping_req.want_nack, 1);
+  }
+  CM_CHECK_EQ(reqs, c.indirect_checks);
+  cm_node_tick(n, t + c.probe_interval);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.suspect, 1);
+  CM_CHECK_EQ(st.probe_failures, 1);
+  /* No helper even nacked: three missing nacks raise the health score. */
+  CM_CHECK_EQ(st.health, 3);
+  cm_node_free(n);
+}
+
+CM_TEST(probe_nacks_spare_local_health) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent ping, out[16];
+  cm_node_stats_t st;
+  cm_time_t t;
+  size_t k, i;
+  cm_config_lan(&c);
+  n = node_with_peers(5, &c);
+  t = run_to_ping(n, T0, &ping);
+  cm_node_tick(n, t + c.probe_timeout);
+  k = collect(n, out, 16);
+  for (i = 0; i < k; i++) {
+    const cm_msg_t *r = find_msg(&out[i], CM_MSG_PING_REQ);
+    cm_msg_t nack;
+    if (r == NULL)
+      continue;
+    memset(&nack, 0, sizeof(nack));
+    nack.type = CM_MSG_NACK;
+    nack.u.nack.seq = r->u.ping_req.seq;
+    feed_from(n, out[i].to.ip[3], &nack, t + c.probe_timeout + 1);
+  }
+  cm_node_tick(n, t + c.probe_interval);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.nacks_in, c.indirect_checks);
+  CM_CHECK_EQ(st.suspect, 1); /* the target is still suspected */
+  CM_CHECK_EQ(st.health, 0);  /* but we are not to blame */
+  cm_node_free(n);
+}
+
+CM_TEST(indirect_ack_through_helper_counts) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent ping, out[16];
+  cm_node_stats_t st;
+  cm_time_t t;
+  size_t k;
+  cm_msg_t ack;
+  cm_config_lan(&c);
+  n = node_with_peers(5, &c);
+  t = run_to_ping(n, T0, &ping);
+  cm_node_tick(n, t + c.probe_timeout);
+  k = collect(n, out, 16);
+  CM_CHECK(k >= 1);
+  memset(&ack, 0, sizeof(ack));
+  ack.type = CM_MSG_ACK;
+  ack.u.ack.seq = find_msg(&ping, CM_MSG_PING)->u.ping.seq;
+  feed_from(n, out[0].to.ip[3], &ack, t + c.probe_timeout + 1);
+  cm_node_tick(n, t + c.probe_interval);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.suspect, 0);
+  CM_CHECK_EQ(st.probe_acks, 1);
+  cm_node_free(n);
+}
+
+CM_TEST(awareness_stretches_probe_interval) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent ping;
+  cm_time_t t1, t2, t3, t4;
+  cm_node_stats_t st;
+  cm_config_lan(&c);
+  n = node_with_peers(5, &c);
+  /* Nobody answers anything: each failed probe with three silent helpers
+   * adds 3 to the health score (capped at awareness_max - 1 = 7), and each
+   * probe period lasts probe_interval * (score + 1). */
+  t1 = run_to_ping(n, T0, &ping);
+  t2 = run_to_ping(n, t1 + CM_MSEC(1), &ping);
+  t3 = run_to_ping(n, t2 + CM_MSEC(1), &ping);
+  t4 = run_to_ping(n, t3 + CM_MSEC(1), &ping);
+  CM_CHECK_EQ(t2 - t1, c.probe_interval);     /* score 0 when it started */
+  CM_CHECK_EQ(t3 - t2, 4 * c.probe_interval); /* score 3 */
+  CM_CHECK_EQ(t4 - t3, 7 * c.probe_interval); /* score 6 */
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.health, 7);
+  cm_node_free(n);
+}
+
+CM_TEST(buddy_probe_of_suspect_carries_the_suspicion) {
+  cm_node_t *n = node_with_peers(1, NULL); /* only n2: it is the target */
+  struct sent ping;
+  cm_msg_t sus;
+  const cm_msg_t *m;
+  memset(&sus, 0, sizeof(sus));
+  sus.type = CM_MSG_SUSPECT;
+  cm_wire_id_set(&sus.u.suspect.node, "n2", 2);
+  cm_wire_id_set(&sus.u.suspect.from, "n1", 2);
+  feed_from(n, 9, &sus, T0);
+  run_to_ping(n, T0, &ping);
+  m = find_msg(&ping, CM_MSG_SUSPECT);
+  CM_CHECK(m != NULL);
+  CM_CHECK_STR(m->u.suspect.node.s, "n2");
+  cm_node_free(n);
+}
+
+CM_TEST(ping_is_acked_and_wrong_target_dropped) {
+  cm_node_t *n = node_with_peers(2, NULL);
+  struct sent out[4];
+  cm_msg_t ping;
+  cm_node_stats_t st;
+  memset(&ping, 0, sizeof(ping));
+  ping.type = CM_MSG_PING;
+  ping.u.ping.seq = 77;
+  cm_wire_id_set(&ping.u.ping.target, "n1", 2);
+  cm_wire_id_set(&ping.u.ping.source, "n2", 2);
+  ping.u.ping.source_addr = addr_of(2);
+  feed_from(n, 2, &ping, T0);
+  CM_CHECK_EQ(collect(n, out, 4), 1);
+  CM_CHECK_EQ(find_msg(&out[0], CM_MSG_ACK)->u.ack.seq, 77);
+  cm_wire_id_set(&ping.u.ping.target, "someone-else", 12);
+  feed_from(n, 2, &ping, T0);
+  CM_CHECK_EQ(collect(n, out, 4), 0);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.drop_wrong_target, 1);
+  cm_node_free(n);
+}
+
+CM_TEST(helper_forwards_ack_or_nacks) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent out[4];
+  cm_msg_t req, ack;
+  const cm_msg_t *p;
+  cm_config_lan(&c);
+  n = node_with_peers(3, &c);
+  memset(&req, 0, sizeof(req));
+  req.type = CM_MSG_PING_REQ;
+  req.u.ping_req.seq = 500;
+  cm_wire_id_set(&req.u.ping_req.target, "n3", 2);
+  req.u.ping_req.target_addr = addr_of(3);
+  req.u.ping_req.want_nack = 1;
+  /* n2 asks us to probe n3; n3 answers; we relay the ack with n2's seq. */
+  feed_from(n, 2, &req, T0);
+  CM_CHECK_EQ(collect(n, out, 4), 1);
+  p = find_msg(&out[0], CM_MSG_PING);
+  CM_CHECK(p != NULL && strcmp(p->u.ping.target.s, "n3") == 0);
+  memset(&ack, 0, sizeof(ack));
+  ack.type = CM_MSG_ACK;
+  ack.u.ack.seq = p->u.ping.seq;
+  feed_from(n, 3, &ack, T0 + 1);
+  CM_CHECK_EQ(collect(n, out, 4), 1);
+  CM_CHECK_EQ(out[0].to.ip[3], 2);
+  CM_CHECK_EQ(find_msg(&out[0], CM_MSG_ACK)->u.ack.seq, 500);
+  /* Again, but n3 stays silent: a nack goes back after the timeout. */
+  feed_from(n, 2, &req, T0 + 2);
+  collect(n, out, 4);
+  cm_node_tick(n, T0 + 2 + c.probe_timeout);
+  CM_CHECK(collect(n, out, 4) >= 1);
+  CM_CHECK_EQ(out[0].to.ip[3], 2);
+  CM_CHECK_EQ(find_msg(&out[0], CM_MSG_NACK)->u.nack.seq, 500);
+  cm_node_free(n);
+}
+
+CM_TEST(forward_table_is_bounded) {
+  cm_node_t *n = node_with_peers(3, NULL);
+  struct sent out[4];
+  cm_node_stats_t st;
+  cm_msg_t req;
+  int i;
+  memset(&req, 0, sizeof(req));
+  req.type = CM_MSG_PING_REQ;
+  cm_wire_id_set(&req.u.ping_req.target, "n3", 2);
+  req.u.ping_req.target_addr = addr_of(3);
+  for (i = 0; i < 200; i++) {
+    req.u.ping_req.seq = (uint32_t)i;
+    feed_from(n, 2, &req, T0);
+    collect(n, out, 4);
+  }
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.ping_reqs_in, 200);
+  CM_CHECK_EQ(st.drop_forward_full, 200 - 64);
+  cm_node_free(n);
+}
+
+/* A peer heard from every 100 ms goes silent: once its phi passes the
+ * threshold it is probed out of turn, before the round-robin order would
+ * reach it. */
+CM_TEST(phi_brings_a_quiet_peer_forward) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent ping, out[16];
+  cm_msg_t p;
+  cm_node_stats_t st;
+  cm_time_t t = T0;
+  int i;
+  cm_config_lan(&c);
+  n = node_with_peers(20, &c);
+  memset(&p, 0, sizeof(p));
+  p.type = CM_MSG_PING;
+  cm_wire_id_set(&p.u.ping.target, "n1", 2);
+  cm_wire_id_set(&p.u.ping.source, "n7", 2);
+  p.u.ping.source_addr = addr_of(7);
+  for (i = 0; i < 20; i++) {
+    t += CM_MSEC(100);
+    p.u.ping.seq = (uint32_t)i;
+    feed_from(n, 7, &p, t);
+    cm_node_tick(n, t);
+    collect(n, out, 16);
+  }
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.phi_probes, 0);
+  /* Silent for 2 s against a 100 ms history (plus 1 s acceptable pause):
+   * phi is far above 8, so n7 is the next target, not the 1-in-20 chance
+   * the round-robin order gives. */
+  run_to_ping(n, t + CM_SEC(2), &ping);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.phi_probes, 1);
+  CM_CHECK_STR(find_msg(&ping, CM_MSG_PING)->u.ping.target.s, "n7");
+  cm_node_free(n);
+}

@@ -1,0 +1,534 @@
+/*
+ * The membership rules, one named test each, driven by hand-made messages
+ * into a single core node (no network). docs/protocol.md states each rule.
+ */
+#include <stdlib.h>
+
+#include "cm_node.h"
+#include "cm_test.h"
+
+#define T0 CM_SEC(100)
+
+static cm_addr_t addr_of(uint32_t i) { return cm_addr_from_index(i, 7946); }
+
+static cm_node_t *mk_node(const char *id, uint32_t idx) {
+  cm_config_t c;
+  cm_node_t *n = NULL;
+  cm_addr_t a = addr_of(idx);
+  cm_config_lan(&c);
+  CM_CHECK_OK(cm_node_new(&n, &c, id, &a, NULL, 0, 7, T0));
+  return n;
+}
+
+static void feed(cm_node_t *n, const cm_msg_t *m, cm_time_t now) {
+  uint8_t buf[1500];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  cm_addr_t from = addr_of(99);
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  CM_CHECK_OK(cm_wire_packet_add(&w, m));
+  CM_CHECK_OK(cm_node_recv(n, &from, w.p, w.len, now));
+}
+
+static void alive(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
+                  const uint8_t *tags, size_t tlen) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  cm_wire_id_set(&m.u.alive.node, id, strlen(id));
+  m.u.alive.incarnation = inc;
+  m.u.alive.addr = addr_of(idx);
+  m.u.alive.tags = tags;
+  m.u.alive.tags_len = (uint16_t)tlen;
+  feed(n, &m, T0);
+}
+
+static void accuse(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
+                   const char *from) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.type = type;
+  cm_wire_id_set(&m.u.suspect.node, id, strlen(id));
+  m.u.suspect.incarnation = inc;
+  cm_wire_id_set(&m.u.suspect.from, from, strlen(from));
+  feed(n, &m, T0);
+}
+
+static void leave(cm_node_t *n, const char *id, uint32_t inc) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_LEAVE;
+  cm_wire_id_set(&m.u.leave.node, id, strlen(id));
+  m.u.leave.incarnation = inc;
+  feed(n, &m, T0);
+}
+
+static cm_member_info_t info_of(cm_node_t *n, const char *id) {
+  cm_member_info_t i;
+  memset(&i, 0, sizeof(i));
+  i.state = 0xff;
+  cm_node_member_find(n, id, &i, T0);
+  return i;
+}
+
+static uint8_t state_of(cm_node_t *n, const char *id) {
+  return info_of(n, id).state;
+}
+
+/* The last event of a given type, if any, after draining the queue. */
+static int drain_events(cm_node_t *n, uint8_t type, cm_event_t *out) {
+  cm_event_t ev;
+  int found = 0;
+  while (cm_node_poll_event(n, &ev))
+    if (ev.type == type) {
+      *out = ev;
+      found = 1;
+    }
+  return found;
+}
+
+static void drain_datagrams(cm_node_t *n) {
+  cm_addr_t to;
+  const uint8_t *d;
+  size_t len;
+  while (cm_node_poll_datagram(n, &to, &d, &len))
+    ;
+}
+
+/* A node "a" that knows "b" alive at incarnation 5. */
+static cm_node_t *with_b(void) {
+  cm_node_t *n = mk_node("a", 1);
+  cm_event_t ev;
+  alive(n, "b", 5, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_JOINED, &ev));
+  CM_CHECK_STR(ev.id, "b");
+  return n;
+}
+
+CM_TEST(rule_alive_of_unknown_node_adds_it) {
+  cm_node_t *n = with_b();
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_alive_needs_strictly_higher_incarnation) {
+  cm_node_t *n = with_b();
+  static const uint8_t tags[] = {1, 'k', 0, 1, 'v'};
+  alive(n, "b", 5, 2, tags, sizeof(tags)); /* same incarnation: ignored */
+  CM_CHECK_EQ(info_of(n, "b").tags_len, 0);
+  alive(n, "b", 4, 2, tags, sizeof(tags));
+  CM_CHECK_EQ(info_of(n, "b").tags_len, 0);
+  alive(n, "b", 6, 2, tags, sizeof(tags));
+  CM_CHECK_EQ(info_of(n, "b").tags_len, sizeof(tags));
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 6);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_suspect_beats_alive_at_equal_incarnation) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  accuse(n, CM_MSG_SUSPECT, "b", 5, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  CM_CHECK(drain_events(n, CM_EV_SUSPECT, &ev));
+  cm_node_free(n);
+}
+
+CM_TEST(rule_suspect_beats_alive_at_higher_incarnation) {
+  cm_node_t *n = with_b();
+  accuse(n, CM_MSG_SUSPECT, "b", 9, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 9);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_suspect_of_older_incarnation_is_ignored) {
+  cm_node_t *n = with_b();
+  accuse(n, CM_MSG_SUSPECT, "b", 4, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_alive_beats_suspect_only_when_higher) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  accuse(n, CM_MSG_SUSPECT, "b", 5, "c");
+  alive(n, "b", 5, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  alive(n, "b", 6, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_RECOVERED, &ev));
+  cm_node_free(n);
+}
+
+CM_TEST(rule_failed_beats_alive_and_suspect) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  alive(n, "c", 1, 3, NULL, 0);
+  accuse(n, CM_MSG_DEAD, "b", 5, "c"); /* alive -> failed */
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_FAILED);
+  CM_CHECK(drain_events(n, CM_EV_FAILED, &ev));
+  accuse(n, CM_MSG_SUSPECT, "c", 1, "b");
+  accuse(n, CM_MSG_DEAD, "c", 1, "b"); /* suspect -> failed */
+  CM_CHECK_EQ(state_of(n, "c"), CM_STATE_FAILED);
+  /* A suspicion cannot bring a failed node back to suspect. */
+  accuse(n, CM_MSG_SUSPECT, "c", 1, "b");
+  CM_CHECK_EQ(state_of(n, "c"), CM_STATE_FAILED);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_failed_of_older_incarnation_is_ignored) {
+  cm_node_t *n = with_b();
+  accuse(n, CM_MSG_DEAD, "b", 4, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_alive_with_higher_incarnation_revives_failed) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  accuse(n, CM_MSG_DEAD, "b", 5, "c");
+  alive(n, "b", 5, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_FAILED);
+  alive(n, "b", 6, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_RECOVERED, &ev));
+  cm_node_free(n);
+}
+
+CM_TEST(rule_left_is_final_for_its_incarnation) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  leave(n, "b", 5);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_LEFT);
+  CM_CHECK(drain_events(n, CM_EV_LEFT, &ev));
+  accuse(n, CM_MSG_SUSPECT, "b", 5, "c");
+  accuse(n, CM_MSG_DEAD, "b", 5, "c");
+  alive(n, "b", 5, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_LEFT);
+  /* A restarted node comes back with a higher incarnation: joined again. */
+  alive(n, "b", 6, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_JOINED, &ev));
+  cm_node_free(n);
+}
+
+CM_TEST(rule_leave_overrides_failed) {
+  cm_node_t *n = with_b();
+  accuse(n, CM_MSG_DEAD, "b", 5, "c");
+  leave(n, "b", 5);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_LEFT);
+  cm_node_free(n);
+}
+
+static uint32_t self_inc(cm_node_t *n) { return info_of(n, "a").incarnation; }
+
+/* After a refutation, the node's next gossip carries alive(self, inc). */
+static int gossips_alive_self(cm_node_t *n, uint32_t inc) {
+  cm_addr_t to;
+  const uint8_t *d;
+  size_t len, count, i;
+  cm_msg_t msgs[CM_WIRE_MAX_MSGS];
+  int found = 0;
+  cm_node_tick(n, T0 + CM_SEC(1));
+  while (cm_node_poll_datagram(n, &to, &d, &len)) {
+    CM_CHECK_OK(cm_wire_packet_decode(d, len, msgs, CM_WIRE_MAX_MSGS, &count));
+    for (i = 0; i < count; i++)
+      if (msgs[i].type == CM_MSG_ALIVE &&
+          strcmp(msgs[i].u.alive.node.s, "a") == 0 &&
+          msgs[i].u.alive.incarnation == inc)
+        found = 1;
+  }
+  return found;
+}
+
+CM_TEST(rule_suspected_node_refutes_with_higher_incarnation) {
+  cm_node_t *n = with_b();
+  cm_node_stats_t st;
+  accuse(n, CM_MSG_SUSPECT, "a", 3, "b");
+  CM_CHECK_EQ(self_inc(n), 4);
+  CM_CHECK_EQ(state_of(n, "a"), CM_STATE_ALIVE);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.refutations, 1);
+  CM_CHECK_EQ(st.health, 1); /* being accused raises the awareness score */
+  CM_CHECK(gossips_alive_self(n, 4));
+  cm_node_free(n);
+}
+
+CM_TEST(rule_node_declared_failed_refutes) {
+  cm_node_t *n = with_b();
+  accuse(n, CM_MSG_DEAD, "a", 0, "b");
+  CM_CHECK_EQ(self_inc(n), 1);
+  CM_CHECK_EQ(state_of(n, "a"), CM_STATE_ALIVE);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_false_leave_in_our_name_is_refuted) {
+  cm_node_t *n = with_b();
+  leave(n, "a", 0);
+  CM_CHECK_EQ(self_inc(n), 1);
+  CM_CHECK_EQ(state_of(n, "a"), CM_STATE_ALIVE);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_old_accusation_of_self_needs_no_refutation) {
+  cm_node_t *n = with_b();
+  accuse(n, CM_MSG_SUSPECT, "a", 0, "b");
+  CM_CHECK_EQ(self_inc(n), 1);
+  accuse(n, CM_MSG_SUSPECT, "a", 0, "b"); /* stale: already refuted */
+  CM_CHECK_EQ(self_inc(n), 1);
+  cm_node_free(n);
+}
+
+/* A restarted node (fresh state, incarnation 0) learns from a peer's table
+ * that its previous life was declared failed at 7, and rejoins above it. */
+CM_TEST(rule_restarted_node_rejoins_with_higher_incarnation) {
+  cm_node_t *peer = mk_node("p", 3), *fresh = mk_node("a", 1);
+  uint8_t *req, *reply;
+  size_t rlen, plen;
+  uint64_t id;
+  cm_addr_t to, seed = addr_of(3);
+  int join;
+  alive(peer, "a", 7, 1, NULL, 0);
+  accuse(peer, CM_MSG_DEAD, "a", 7, "p");
+  CM_CHECK_EQ(state_of(peer, "a"), CM_STATE_FAILED);
+  CM_CHECK_OK(cm_node_join(fresh, &seed, 1, T0));
+  CM_CHECK(cm_node_poll_stream(fresh, &to, &id, &req, &rlen, &join));
+  CM_CHECK(join);
+  CM_CHECK(cm_addr_eq(&to, &seed));
+  /* The peer ignores alive(a, 0): older than what it knows. */
+  CM_CHECK_OK(cm_node_handle_pushpull(peer, &to, req, rlen, T0, &reply, &plen));
+  CM_CHECK_EQ(state_of(peer, "a"), CM_STATE_FAILED);
+  CM_CHECK_OK(cm_node_pushpull_reply(fresh, id, reply, plen, T0));
+  CM_CHECK_EQ(self_inc(fresh), 8);
+  CM_CHECK_EQ(state_of(fresh, "p"), CM_STATE_ALIVE);
+  /* The refutation reaches the peer: alive again at 8. */
+  alive(peer, "a", 8, 1, NULL, 0);
+  CM_CHECK_EQ(state_of(peer, "a"), CM_STATE_ALIVE);
+  free(req);
+  free(reply);
+  cm_node_free(peer);
+  cm_node_free(fresh);
+}
+
+CM_TEST(rule_two_live_nodes_with_one_id_is_a_conflict) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  cm_node_stats_t st;
+  alive(n, "b", 9, 42, NULL, 0); /* "b" from another address */
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  {
+    cm_addr_t want = addr_of(2);
+    cm_member_info_t b = info_of(n, "b");
+    CM_CHECK(cm_addr_eq(&b.addr, &want));
+  }
+  CM_CHECK(drain_events(n, CM_EV_CONFLICT, &ev));
+  {
+    cm_addr_t other = addr_of(42);
+    CM_CHECK(cm_addr_eq(&ev.other_addr, &other));
+  }
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.conflicts, 1);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_claim_of_our_id_elsewhere_is_reported_not_refuted) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  alive(n, "a", 3, 42, NULL, 0);
+  CM_CHECK_EQ(self_inc(n), 0); /* no duel of incarnations */
+  CM_CHECK(drain_events(n, CM_EV_CONFLICT, &ev));
+  CM_CHECK_STR(ev.id, "a");
+  cm_node_free(n);
+}
+
+CM_TEST(rule_failed_member_may_return_at_new_address) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  cm_addr_t want = addr_of(43);
+  accuse(n, CM_MSG_DEAD, "b", 5, "a");
+  alive(n, "b", 6, 43, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  {
+    cm_member_info_t b = info_of(n, "b");
+    CM_CHECK(cm_addr_eq(&b.addr, &want));
+  }
+  CM_CHECK(drain_events(n, CM_EV_ADDR_CHANGED, &ev));
+  cm_node_free(n);
+}
+
+CM_TEST(rule_news_of_unknown_nodes_is_dropped_and_counted) {
+  cm_node_t *n = with_b();
+  cm_node_stats_t st;
+  accuse(n, CM_MSG_SUSPECT, "zz", 1, "b");
+  accuse(n, CM_MSG_DEAD, "zz", 1, "b");
+  leave(n, "zz", 1);
+  CM_CHECK_EQ(state_of(n, "zz"), 0xff);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.drop_unknown, 3);
+  CM_CHECK_EQ(st.members, 2);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_malformed_packet_changes_nothing) {
+  cm_node_t *n = with_b();
+  cm_node_stats_t before, after;
+  static const uint8_t junk[] = {1, 1, CM_MSG_ALIVE, 0, 200, 1, 'x'};
+  cm_addr_t from = addr_of(99);
+  cm_node_stats(n, &before);
+  CM_CHECK(cm_node_recv(n, &from, junk, sizeof(junk), T0) < 0);
+  CM_CHECK(cm_node_recv(n, &from, junk, 0, T0) < 0);
+  cm_node_stats(n, &after);
+  CM_CHECK_EQ(after.drop_malformed, before.drop_malformed + 2);
+  CM_CHECK_EQ(after.members, before.members);
+  CM_CHECK_EQ(after.alive, before.alive);
+  CM_CHECK_EQ(after.incarnation, before.incarnation);
+  cm_node_free(n);
+}
+
+CM_TEST(tags_change_bumps_incarnation_and_limits_are_errors) {
+  cm_node_t *n = mk_node("a", 1);
+  char big[300];
+  cm_event_t ev;
+  CM_CHECK_OK(cm_node_set_tag(n, "role", "worker", T0));
+  CM_CHECK_EQ(self_inc(n), 1);
+  CM_CHECK(drain_events(n, CM_EV_TAGS_UPDATED, &ev));
+  memset(big, 'v', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  CM_CHECK_EQ(cm_node_set_tag(n, "zone", big, T0), CM_ETAGVAL);
+  CM_CHECK_EQ(cm_node_set_tag(n, "", "x", T0), CM_ETAGKEY);
+  CM_CHECK_EQ(cm_node_set_tag(n, "a=b", "x", T0), CM_ETAGKEY);
+  big[100] = '\0';
+  CM_CHECK_EQ(cm_node_set_tag(n, big, "x", T0), CM_ETAGKEY);
+  CM_CHECK_EQ(cm_node_remove_tag(n, "zone", T0), CM_ENOENT);
+  CM_CHECK_EQ(self_inc(n), 1); /* errors changed nothing */
+  CM_CHECK_OK(cm_node_remove_tag(n, "role", T0));
+  CM_CHECK_EQ(self_inc(n), 2);
+  CM_CHECK_EQ(info_of(n, "a").tags_len, 0);
+  cm_node_free(n);
+}
+
+CM_TEST(tags_total_size_limit_is_an_error_not_a_truncation) {
+  cm_node_t *n = mk_node("a", 1);
+  char key[8], val[250];
+  int i, rc = 0;
+  memset(val, 'v', sizeof(val) - 1);
+  val[sizeof(val) - 1] = '\0';
+  for (i = 0; i < 10 && rc == 0; i++) {
+    snprintf(key, sizeof(key), "k%d", i);
+    rc = cm_node_set_tag(n, key, val, T0);
+  }
+  CM_CHECK_EQ(rc, CM_ETAGSET);
+  CM_CHECK_EQ(i, 5); /* four 255-byte pairs fit in 1024, the fifth does not */
+  CM_CHECK_EQ(self_inc(n), 4);
+  cm_node_free(n);
+}
+
+CM_TEST(node_new_rejects_bad_arguments) {
+  cm_config_t c;
+  cm_node_t *n = NULL;
+  cm_addr_t a = addr_of(1), bad = {0};
+  cm_config_lan(&c);
+  CM_CHECK_EQ(cm_node_new(&n, &c, "", &a, NULL, 0, 1, T0), CM_ENODEID);
+  CM_CHECK_EQ(cm_node_new(&n, &c, "has space", &a, NULL, 0, 1, T0), CM_ENODEID);
+  CM_CHECK_EQ(cm_node_new(&n, &c, "x", &bad, NULL, 0, 1, T0), CM_EADDR);
+  c.gossip_nodes = 0;
+  CM_CHECK_EQ(cm_node_new(&n, &c, "x", &a, NULL, 0, 1, T0), CM_ECONFIG);
+  CM_CHECK(n == NULL);
+}
+
+CM_TEST(leave_is_idempotent_and_blocks_changes) {
+  cm_node_t *n = with_b();
+  CM_CHECK_OK(cm_node_leave(n, T0));
+  CM_CHECK_OK(cm_node_leave(n, T0));
+  CM_CHECK_EQ(state_of(n, "a"), CM_STATE_LEFT);
+  CM_CHECK_EQ(cm_node_set_tag(n, "k", "v", T0), CM_ESTATE);
+  /* Accusations no longer provoke refutations once we are leaving. */
+  accuse(n, CM_MSG_DEAD, "a", 0, "b");
+  CM_CHECK_EQ(self_inc(n), 0);
+  CM_CHECK(!cm_node_leave_done(n));
+  drain_datagrams(n);
+  cm_node_free(n);
+}
+
+static size_t pp_build(uint8_t *buf, size_t cap, uint8_t kind,
+                       const cm_pp_entry_t *e, size_t n) {
+  cm_wbuf_t w = {buf, 0, cap};
+  size_t i;
+  CM_CHECK_OK(cm_wire_pp_begin(&w, kind, 0));
+  for (i = 0; i < n; i++)
+    CM_CHECK_OK(cm_wire_pp_add(&w, &e[i]));
+  CM_CHECK_OK(cm_wire_pp_finish(&w));
+  return w.len;
+}
+
+static cm_pp_entry_t pp_entry(const char *id, uint32_t inc, uint32_t idx,
+                              uint8_t state) {
+  cm_pp_entry_t e;
+  memset(&e, 0, sizeof(e));
+  cm_wire_id_set(&e.node, id, strlen(id));
+  e.incarnation = inc;
+  e.addr = addr_of(idx);
+  e.state = state;
+  return e;
+}
+
+/* Push-pull merges with the same rules; a remote "failed" only makes us
+ * suspect, since we have not seen the failure ourselves. */
+CM_TEST(pushpull_merge_applies_the_rules) {
+  cm_node_t *n = with_b();
+  uint8_t buf[4096], *reply = NULL;
+  size_t len, rlen;
+  cm_pp_entry_t e[5];
+  cm_addr_t from = addr_of(9);
+  cm_pp_header_t h;
+  alive(n, "c", 2, 3, NULL, 0);
+  e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE); /* the sender itself */
+  e[1] = pp_entry("b", 5, 2, CM_STATE_FAILED);
+  e[2] = pp_entry("c", 2, 3, CM_STATE_LEFT);
+  e[3] = pp_entry("new", 0, 10, CM_STATE_ALIVE);
+  e[4] = pp_entry("ghost", 3, 11, CM_STATE_FAILED); /* unknown: ignored */
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, 5);
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  CM_CHECK_EQ(state_of(n, "s"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(state_of(n, "c"), CM_STATE_LEFT);
+  CM_CHECK_EQ(state_of(n, "new"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(state_of(n, "ghost"), 0xff);
+  /* The reply is our whole table, us first. */
+  CM_CHECK_OK(cm_wire_pp_decode(reply, rlen, &h));
+  CM_CHECK_EQ(h.kind, CM_PP_RESPONSE);
+  CM_CHECK_EQ(h.count, 5);
+  {
+    size_t off = 0;
+    cm_pp_entry_t first;
+    CM_CHECK(cm_wire_pp_next(reply, rlen, &off, &first));
+    CM_CHECK_STR(first.node.s, "a");
+  }
+  free(reply);
+  cm_node_free(n);
+}
+
+CM_TEST(pushpull_bad_input_is_dropped_and_counted) {
+  cm_node_t *n = with_b();
+  uint8_t buf[4096], *reply = NULL;
+  size_t len, rlen;
+  cm_pp_entry_t e = pp_entry("x", 1, 9, CM_STATE_ALIVE);
+  cm_addr_t from = addr_of(9);
+  cm_node_stats_t st;
+  /* A response where a request is expected. */
+  len = pp_build(buf, sizeof(buf), CM_PP_RESPONSE, &e, 1);
+  CM_CHECK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen) < 0);
+  /* Truncated. */
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, &e, 1);
+  CM_CHECK(cm_node_handle_pushpull(n, &from, buf, len - 1, T0, &reply, &rlen) <
+           0);
+  /* A reply that is a request. */
+  CM_CHECK(cm_node_pushpull_reply(n, 1, buf, len, T0) < 0);
+  CM_CHECK(reply == NULL);
+  CM_CHECK_EQ(state_of(n, "x"), 0xff);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.drop_pushpull, 3);
+  CM_CHECK_EQ(st.members, 2);
+  cm_node_free(n);
+}

@@ -1,0 +1,31 @@
+#include "cm_suspicion.h"
+#include "cm_test.h"
+
+/* memberlist's TestMemberList_ProbeNode_Suspect_Dogpile: suspicion mult 5,
+ * max mult 2, interval 100 ms, k = 3 -> 1000, 750, 604, 500 ms. */
+CM_TEST(suspicion_timeout_table) {
+  cm_time_t min = CM_MSEC(500), max = CM_MSEC(1000);
+  CM_CHECK_EQ(cm_suspicion_timeout(min, max, 3, 0), CM_MSEC(1000));
+  CM_CHECK_EQ(cm_suspicion_timeout(min, max, 3, 1), CM_MSEC(750));
+  CM_CHECK_NEAR((double)cm_suspicion_timeout(min, max, 3, 2), 604e3, 500);
+  CM_CHECK_EQ(cm_suspicion_timeout(min, max, 3, 3), CM_MSEC(500));
+  /* Never below the minimum, whatever the count. */
+  CM_CHECK_EQ(cm_suspicion_timeout(min, max, 3, 10), CM_MSEC(500));
+  /* k = 0: nobody to confirm, so the minimum applies at once. */
+  CM_CHECK_EQ(cm_suspicion_timeout(min, max, 0, 0), CM_MSEC(500));
+}
+
+CM_TEST(suspicion_counts_only_independent_confirmations) {
+  cm_suspicion_t s;
+  cm_suspicion_start(&s, CM_SEC(10), 3, CM_MSEC(500), CM_MSEC(1000), 111);
+  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(1000));
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 111), 0); /* the first accuser */
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222), 0); /* repeated */
+  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(750));
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 333), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 444), 1);
+  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(500));
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 555), 0); /* k reached */
+  CM_CHECK_EQ(s.n, 3);
+}

@@ -1,0 +1,1361 @@
+/*
+ * Wire codec tests. Rejection tests build their input by hand with the bb_*
+ * helpers rather than by mutating the encoder's output, so a bug shared by
+ * encoder and decoder cannot hide; each one changes a single field of an
+ * otherwise valid input, so it fails if that one rule is dropped.
+ */
+#include "cm_test.h"
+#include "cm_wire.h"
+
+#include <stdlib.h>
+
+/* {"dc": "eu-west", "role": "db"} in canonical form. */
+static const uint8_t TAGS[] = {2,   'd', 'c', 0,   7,   'e', 'u',
+                               '-', 'w', 'e', 's', 't', 4,   'r',
+                               'o', 'l', 'e', 0,   2,   'd', 'b'};
+
+/* A byte builder for hand-made inputs. */
+typedef struct bb {
+  uint8_t b[8192];
+  size_t n;
+} bb_t;
+
+static void bb_u8(bb_t *b, unsigned v) { b->b[b->n++] = (uint8_t)v; }
+static void bb_u16(bb_t *b, unsigned v) {
+  bb_u8(b, v >> 8);
+  bb_u8(b, v);
+}
+static void bb_u32(bb_t *b, uint32_t v) {
+  bb_u16(b, v >> 16);
+  bb_u16(b, v & 0xffff);
+}
+static void bb_raw(bb_t *b, const void *p, size_t n) {
+  memcpy(b->b + b->n, p, n);
+  b->n += n;
+}
+static void bb_id(bb_t *b, const char *s) {
+  bb_u8(b, (unsigned)strlen(s));
+  bb_raw(b, s, strlen(s));
+}
+/* 10.0.0.1:port */
+static void bb_addr4(bb_t *b, unsigned port) {
+  static const uint8_t ip[4] = {10, 0, 0, 1};
+  bb_u8(b, 4);
+  bb_raw(b, ip, 4);
+  bb_u16(b, port);
+}
+
+/* A packet holding one message of type with body. */
+static void bb_packet1(bb_t *p, unsigned type, const bb_t *body) {
+  p->n = 0;
+  bb_u8(p, CM_WIRE_VERSION);
+  bb_u8(p, 1);
+  bb_u8(p, type);
+  bb_u16(p, (unsigned)body->n);
+  bb_raw(p, body->b, body->n);
+}
+
+static cm_addr_t addr4(uint8_t last, uint16_t port) {
+  cm_addr_t a;
+  memset(&a, 0, sizeof(a));
+  a.family = 4;
+  a.ip[0] = 10;
+  a.ip[3] = last;
+  a.port = port;
+  return a;
+}
+
+static cm_addr_t addr6(uint16_t port) {
+  static const uint8_t ip[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
+                                 0,    0,    0,    0,    0, 0, 0, 1};
+  cm_addr_t a;
+  memset(&a, 0, sizeof(a));
+  a.family = 6;
+  memcpy(a.ip, ip, 16);
+  a.port = port;
+  return a;
+}
+
+static void set_id(cm_wire_id_t *id, const char *s) {
+  CM_CHECK_OK(cm_wire_id_set(id, s, strlen(s)));
+}
+
+/* A valid message of each type, every field distinct from its default. */
+static cm_msg_t sample(uint8_t type) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.type = type;
+  switch (type) {
+  case CM_MSG_PING:
+    m.u.ping.seq = 0x01020304;
+    set_id(&m.u.ping.target, "node-b");
+    set_id(&m.u.ping.source, "node-a");
+    m.u.ping.source_addr = addr4(1, 7946);
+    break;
+  case CM_MSG_ACK:
+    m.u.ack.seq = 0xdeadbeef;
+    break;
+  case CM_MSG_PING_REQ:
+    m.u.ping_req.seq = 7;
+    set_id(&m.u.ping_req.target, "node-c");
+    m.u.ping_req.target_addr = addr6(7947);
+    m.u.ping_req.want_nack = 1;
+    break;
+  case CM_MSG_NACK:
+    m.u.nack.seq = 0xffffffff;
+    break;
+  case CM_MSG_ALIVE:
+    set_id(&m.u.alive.node, "node-a");
+    m.u.alive.incarnation = 42;
+    m.u.alive.addr = addr4(1, 7946);
+    m.u.alive.tags = TAGS;
+    m.u.alive.tags_len = sizeof(TAGS);
+    break;
+  case CM_MSG_SUSPECT:
+    set_id(&m.u.suspect.node, "node-c");
+    m.u.suspect.incarnation = 3;
+    set_id(&m.u.suspect.from, "node-a");
+    break;
+  case CM_MSG_DEAD:
+    set_id(&m.u.suspect.node, "node-d");
+    m.u.suspect.incarnation = 0xfffffffe;
+    set_id(&m.u.suspect.from, "node-b");
+    break;
+  case CM_MSG_LEAVE:
+    set_id(&m.u.leave.node, "node-a");
+    m.u.leave.incarnation = 9;
+    break;
+  }
+  return m;
+}
+
+static int id_eq(const cm_wire_id_t *a, const cm_wire_id_t *b) {
+  return a->len == b->len && memcmp(a->s, b->s, a->len) == 0 &&
+         b->s[b->len] == '\0';
+}
+
+static int blob_eq(const uint8_t *a, size_t alen, const uint8_t *b,
+                   size_t blen) {
+  return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+static int msg_eq(const cm_msg_t *a, const cm_msg_t *b) {
+  if (a->type != b->type)
+    return 0;
+  switch (a->type) {
+  case CM_MSG_PING:
+    return a->u.ping.seq == b->u.ping.seq &&
+           id_eq(&a->u.ping.target, &b->u.ping.target) &&
+           id_eq(&a->u.ping.source, &b->u.ping.source) &&
+           cm_addr_eq(&a->u.ping.source_addr, &b->u.ping.source_addr);
+  case CM_MSG_ACK:
+    return a->u.ack.seq == b->u.ack.seq;
+  case CM_MSG_NACK:
+    return a->u.nack.seq == b->u.nack.seq;
+  case CM_MSG_PING_REQ:
+    return a->u.ping_req.seq == b->u.ping_req.seq &&
+           id_eq(&a->u.ping_req.target, &b->u.ping_req.target) &&
+           cm_addr_eq(&a->u.ping_req.target_addr, &b->u.ping_req.target_addr) &&
+           a->u.ping_req.want_nack == b->u.ping_req.want_nack;
+  case CM_MSG_ALIVE:
+    return id_eq(&a->u.alive.node, &b->u.alive.node) &&
+           a->u.alive.incarnation == b->u.alive.incarnation &&
+           cm_addr_eq(&a->u.alive.addr, &b->u.alive.addr) &&
+           blob_eq(a->u.alive.tags, a->u.alive.tags_len, b->u.alive.tags,
+                   b->u.alive.tags_len);
+  case CM_MSG_SUSPECT:
+  case CM_MSG_DEAD:
+    return id_eq(&a->u.suspect.node, &b->u.suspect.node) &&
+           a->u.suspect.incarnation == b->u.suspect.incarnation &&
+           id_eq(&a->u.suspect.from, &b->u.suspect.from);
+  case CM_MSG_LEAVE:
+    return id_eq(&a->u.leave.node, &b->u.leave.node) &&
+           a->u.leave.incarnation == b->u.leave.incarnation;
+  default:
+    return 0;
+  }
+}
+
+static size_t encode(const cm_msg_t *msgs, size_t n, uint8_t *buf, size_t cap) {
+  cm_wbuf_t w = {buf, 0, cap};
+  size_t i;
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  for (i = 0; i < n; i++)
+    CM_CHECK_OK(cm_wire_packet_add(&w, &msgs[i]));
+  CM_CHECK_EQ(cm_wire_packet_count(&w), n);
+  return w.len;
+}
+
+/* Decode expecting failure; checks the caller is told of no message. */
+static int reject(const uint8_t *buf, size_t len) {
+  cm_msg_t out[CM_WIRE_MAX_MSGS];
+  size_t count = 99;
+  int rc = cm_wire_packet_decode(buf, len, out, CM_WIRE_MAX_MSGS, &count);
+  CM_CHECK(rc != 0);
+  CM_CHECK_EQ(count, 0);
+  return rc;
+}
+
+static void accept1(const uint8_t *buf, size_t len, cm_msg_t *out) {
+  size_t count = 0;
+  CM_CHECK_OK(cm_wire_packet_decode(buf, len, out, 1, &count));
+  CM_CHECK_EQ(count, 1);
+}
+
+/* ---- Packets: round trips and sizes ---- */
+
+CM_TEST(wire_roundtrip_every_message_type) {
+  uint8_t t;
+  for (t = CM_MSG_PING; t <= CM_MSG_LEAVE; t++) {
+    cm_msg_t in = sample(t), out;
+    uint8_t buf[512];
+    size_t len = encode(&in, 1, buf, sizeof(buf));
+    memset(&out, 0xee, sizeof(out));
+    accept1(buf, len, &out);
+    CM_CHECK(msg_eq(&in, &out));
+  }
+}
+
+CM_TEST(wire_alive_tags_point_into_the_packet) {
+  cm_msg_t in = sample(CM_MSG_ALIVE), out;
+  uint8_t buf[256];
+  size_t len = encode(&in, 1, buf, sizeof(buf));
+  accept1(buf, len, &out);
+  CM_CHECK(out.u.alive.tags >= buf && out.u.alive.tags < buf + len);
+}
+
+CM_TEST(wire_roundtrip_packet_of_several_messages) {
+  cm_msg_t in[10], out[10];
+  uint8_t buf[2048];
+  size_t len, count = 0, i;
+  for (i = 0; i < 8; i++)
+    in[i] = sample((uint8_t)(CM_MSG_LEAVE - i));
+  in[8] = sample(CM_MSG_ALIVE);
+  in[8].u.alive.tags_len = 0;
+  in[8].u.alive.tags = NULL;
+  in[8].u.alive.addr = addr6(1);
+  in[9] = sample(CM_MSG_ACK);
+  len = encode(in, 10, buf, sizeof(buf));
+  CM_CHECK_OK(cm_wire_packet_decode(buf, len, out, 10, &count));
+  CM_CHECK_EQ(count, 10);
+  for (i = 0; i < 8; i++)
+    CM_CHECK(msg_eq(&in[i], &out[i]));
+  CM_CHECK_EQ(out[8].u.alive.tags_len, 0);
+  CM_CHECK(cm_addr_eq(&out[8].u.alive.addr, &in[8].u.alive.addr));
+  CM_CHECK(msg_eq(&in[9], &out[9]));
+}
+
+CM_TEST(wire_msg_size_is_exactly_the_bytes_appended) {
+  uint8_t buf[512];
+  uint8_t t;
+  for (t = CM_MSG_PING; t <= CM_MSG_LEAVE; t++) {
+    cm_msg_t m = sample(t);
+    cm_wbuf_t w = {buf, 0, sizeof(buf)};
+    size_t before;
+    CM_CHECK_OK(cm_wire_packet_begin(&w));
+    CM_CHECK_OK(cm_wire_packet_add(&w, &m));
+    before = w.len;
+    CM_CHECK_OK(cm_wire_packet_add(&w, &m));
+    CM_CHECK_EQ(w.len - before, cm_wire_msg_size(&m));
+    /* body_len covers the body only. */
+    CM_CHECK_EQ((buf[before + 1] << 8) | buf[before + 2],
+                cm_wire_msg_size(&m) - 3);
+  }
+}
+
+CM_TEST(wire_msg_size_of_unknown_type_is_zero) {
+  cm_msg_t m = sample(CM_MSG_ACK);
+  m.type = 0;
+  CM_CHECK_EQ(cm_wire_msg_size(&m), 0);
+  m.type = CM_MSG_LEAVE + 1;
+  CM_CHECK_EQ(cm_wire_msg_size(&m), 0);
+}
+
+/* The worked examples of docs/protocol.md (Wire format), byte for byte. */
+CM_TEST(wire_encoding_matches_documented_examples) {
+  static const uint8_t ping[] = {0x01, 0x01, 0x01, 0x00, 0x11, 0x00, 0x00, 0x00,
+                                 0x01, 0x02, 0x6e, 0x32, 0x02, 0x6e, 0x31, 0x04,
+                                 0x0a, 0x00, 0x00, 0x01, 0x1f, 0x0a};
+  static const uint8_t alive[] = {0x01, 0x01, 0x05, 0x00, 0x17, 0x02, 0x6e,
+                                  0x31, 0x00, 0x00, 0x00, 0x02, 0x04, 0x0a,
+                                  0x00, 0x00, 0x01, 0x1f, 0x0a, 0x00, 0x07,
+                                  0x02, 0x64, 0x63, 0x00, 0x02, 0x65, 0x75};
+  static const uint8_t tags[] = {0x02, 0x64, 0x63, 0x00, 0x02, 0x65, 0x75};
+  cm_msg_t m;
+  uint8_t buf[64];
+  size_t len;
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_PING;
+  m.u.ping.seq = 1;
+  set_id(&m.u.ping.target, "n2");
+  set_id(&m.u.ping.source, "n1");
+  m.u.ping.source_addr = addr4(1, 7946);
+  len = encode(&m, 1, buf, sizeof(buf));
+  CM_CHECK(blob_eq(buf, len, ping, sizeof(ping)));
+
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  set_id(&m.u.alive.node, "n1");
+  m.u.alive.incarnation = 2;
+  m.u.alive.addr = addr4(1, 7946);
+  m.u.alive.tags = tags;
+  m.u.alive.tags_len = sizeof(tags);
+  len = encode(&m, 1, buf, sizeof(buf));
+  CM_CHECK(blob_eq(buf, len, alive, sizeof(alive)));
+}
+
+/* ---- Writer limits ---- */
+
+CM_TEST(wire_add_enospc_leaves_buffer_unchanged) {
+  uint8_t t;
+  for (t = CM_MSG_PING; t <= CM_MSG_LEAVE; t++) {
+    cm_msg_t first = sample(CM_MSG_ACK), m = sample(t);
+    uint8_t buf[512], snap[512];
+    cm_wbuf_t w = {buf, 0, 0};
+    memset(buf, 0xa5, sizeof(buf));
+    w.cap = 2 + cm_wire_msg_size(&first) + cm_wire_msg_size(&m) - 1;
+    CM_CHECK_OK(cm_wire_packet_begin(&w));
+    CM_CHECK_OK(cm_wire_packet_add(&w, &first));
+    memcpy(snap, buf, sizeof(buf));
+    CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_ENOSPC);
+    CM_CHECK_EQ(w.len, 2 + cm_wire_msg_size(&first));
+    CM_CHECK_EQ(cm_wire_packet_count(&w), 1);
+    CM_CHECK(memcmp(buf, snap, sizeof(buf)) == 0);
+    w.cap++;
+    CM_CHECK_OK(cm_wire_packet_add(&w, &m));
+    CM_CHECK_EQ(w.len, w.cap);
+  }
+}
+
+CM_TEST(wire_begin_needs_room_for_the_header) {
+  uint8_t buf[2] = {0x77, 0x77};
+  cm_wbuf_t w = {buf, 0, 1};
+  CM_CHECK_EQ(cm_wire_packet_begin(&w), CM_ENOSPC);
+  CM_CHECK_EQ(buf[0], 0x77);
+  w.cap = 2;
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  CM_CHECK_EQ(w.len, 2);
+  CM_CHECK_EQ(cm_wire_packet_count(&w), 0);
+}
+
+CM_TEST(wire_add_rejects_what_it_cannot_encode) {
+  cm_msg_t bad[9];
+  static const uint8_t unsorted[] = {1, 'b', 0, 0, 1, 'a', 0, 0};
+  uint8_t buf[512], snap[512];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  size_t i;
+  bad[0] = sample(CM_MSG_PING);
+  bad[0].u.ping.target.len = 0;
+  bad[1] = sample(CM_MSG_PING);
+  bad[1].u.ping.source.s[0] = '\t';
+  bad[2] = sample(CM_MSG_PING);
+  bad[2].u.ping.source_addr.family = 5;
+  bad[3] = sample(CM_MSG_PING_REQ);
+  bad[3].u.ping_req.target_addr.port = 0;
+  bad[4] = sample(CM_MSG_PING_REQ);
+  bad[4].u.ping_req.want_nack = 2;
+  bad[5] = sample(CM_MSG_ALIVE);
+  bad[5].u.alive.tags = unsorted;
+  bad[5].u.alive.tags_len = sizeof(unsorted);
+  bad[6] = sample(CM_MSG_DEAD);
+  bad[6].u.suspect.from.len = CM_ID_MAX + 1;
+  bad[7] = sample(CM_MSG_ACK);
+  bad[7].type = 0;
+  bad[8] = sample(CM_MSG_ALIVE);
+  bad[8].u.alive.tags = NULL;
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  memcpy(snap, buf, sizeof(buf));
+  for (i = 0; i < 9; i++) {
+    CM_CHECK_EQ(cm_wire_packet_add(&w, &bad[i]), CM_EINVAL);
+    CM_CHECK_EQ(w.len, 2);
+    CM_CHECK(memcmp(buf, snap, sizeof(buf)) == 0);
+  }
+}
+
+CM_TEST(wire_add_stops_at_max_msgs) {
+  cm_msg_t ack = sample(CM_MSG_ACK);
+  uint8_t buf[1024];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  size_t i, len;
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  for (i = 0; i < CM_WIRE_MAX_MSGS; i++)
+    CM_CHECK_OK(cm_wire_packet_add(&w, &ack));
+  len = w.len;
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &ack), CM_ELIMIT);
+  CM_CHECK_EQ(w.len, len);
+  CM_CHECK_EQ(cm_wire_packet_count(&w), CM_WIRE_MAX_MSGS);
+}
+
+CM_TEST(wire_packet_never_exceeds_a_datagram) {
+  size_t cap = CM_WIRE_MAX_PACKET + 4096, n = 0, count = 0;
+  uint8_t *buf = malloc(cap), *tags = malloc(CM_WIRE_MAX_TAGS_LEN);
+  cm_msg_t m = sample(CM_MSG_ALIVE);
+  cm_msg_t *out = malloc(CM_WIRE_MAX_MSGS * sizeof(*out));
+  cm_wbuf_t w = {buf, 0, cap};
+  int rc;
+  CM_CHECK(buf != NULL && tags != NULL && out != NULL);
+  /* One tag with a value of 1024 'x' is 1030 bytes; 3 of them fit. */
+  {
+    char key[4] = "k0", val[CM_WIRE_MAX_TAG_VALUE];
+    size_t tl = 0, k;
+    uint8_t tmp[CM_WIRE_MAX_TAGS_LEN];
+    memset(val, 'x', sizeof(val));
+    for (k = 0; k < 3; k++) {
+      key[1] = (char)('0' + k);
+      memcpy(tmp, tags, tl);
+      CM_CHECK_OK(cm_tags_set(tmp, tl, key, 2, val, sizeof(val), tags,
+                              CM_WIRE_MAX_TAGS_LEN, &tl));
+    }
+    m.u.alive.tags = tags;
+    m.u.alive.tags_len = (uint16_t)tl;
+  }
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  while ((rc = cm_wire_packet_add(&w, &m)) == 0)
+    n++;
+  CM_CHECK_EQ(rc, CM_ENOSPC);
+  CM_CHECK(w.len <= CM_WIRE_MAX_PACKET);
+  CM_CHECK(w.len + cm_wire_msg_size(&m) > CM_WIRE_MAX_PACKET);
+  CM_CHECK_OK(cm_wire_packet_decode(buf, w.len, out, CM_WIRE_MAX_MSGS, &count));
+  CM_CHECK_EQ(count, n);
+  free(buf);
+  free(tags);
+  free(out);
+}
+
+CM_TEST(wire_id_set_validates) {
+  cm_wire_id_t id;
+  char long_id[CM_ID_MAX + 1];
+  memset(long_id, 'a', sizeof(long_id));
+  CM_CHECK_OK(cm_wire_id_set(&id, "node-1", 6));
+  CM_CHECK_EQ(id.len, 6);
+  CM_CHECK_STR(id.s, "node-1");
+  CM_CHECK_OK(cm_wire_id_set(&id, long_id, CM_ID_MAX));
+  CM_CHECK_EQ(id.s[CM_ID_MAX], '\0');
+  CM_CHECK_EQ(cm_wire_id_set(&id, long_id, CM_ID_MAX + 1), CM_ENODEID);
+  CM_CHECK_EQ(cm_wire_id_set(&id, "", 0), CM_ENODEID);
+  CM_CHECK_EQ(cm_wire_id_set(&id, "a b", 3), CM_ENODEID);
+}
+
+/* ---- Packet decoder rejections ---- */
+
+CM_TEST(wire_decode_rejects_empty_input) {
+  size_t count = 99;
+  cm_msg_t out;
+  CM_CHECK_EQ(cm_wire_packet_decode(NULL, 0, &out, 1, &count), CM_ETRUNC);
+  CM_CHECK_EQ(count, 0);
+}
+
+CM_TEST(wire_decode_rejects_truncation_at_every_offset) {
+  cm_msg_t in[8];
+  uint8_t buf[1024];
+  size_t len, k;
+  uint8_t t;
+  for (t = CM_MSG_PING; t <= CM_MSG_LEAVE; t++)
+    in[t - 1] = sample(t);
+  len = encode(in, 8, buf, sizeof(buf));
+  for (k = 0; k < len; k++) {
+    /* A copy of exactly k bytes, so ASan sees any read past the end. */
+    uint8_t *cut = malloc(k ? k : 1);
+    CM_CHECK(cut != NULL);
+    memcpy(cut, buf, k);
+    CM_CHECK_EQ(reject(cut, k), CM_ETRUNC);
+    free(cut);
+  }
+}
+
+CM_TEST(wire_decode_rejects_bad_version) {
+  cm_msg_t m = sample(CM_MSG_ACK);
+  uint8_t buf[64];
+  size_t len = encode(&m, 1, buf, sizeof(buf));
+  buf[0] = 2;
+  CM_CHECK_EQ(reject(buf, len), CM_EVERSION);
+  buf[0] = 0;
+  CM_CHECK_EQ(reject(buf, len), CM_EVERSION);
+}
+
+CM_TEST(wire_decode_rejects_count_zero) {
+  static const uint8_t p[] = {CM_WIRE_VERSION, 0};
+  CM_CHECK_EQ(reject(p, sizeof(p)), CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_count_over_callers_max) {
+  cm_msg_t in[3] = {sample(CM_MSG_ACK), sample(CM_MSG_NACK),
+                    sample(CM_MSG_ACK)},
+           out[3];
+  uint8_t buf[64];
+  size_t len = encode(in, 3, buf, sizeof(buf)), count = 99;
+  CM_CHECK_EQ(cm_wire_packet_decode(buf, len, out, 2, &count), CM_ELIMIT);
+  CM_CHECK_EQ(count, 0);
+  CM_CHECK_OK(cm_wire_packet_decode(buf, len, out, 3, &count));
+  CM_CHECK_EQ(count, 3);
+}
+
+/* 65 well-formed ACKs: the count byte is the only thing wrong. */
+CM_TEST(wire_decode_rejects_count_over_format_max) {
+  bb_t p;
+  cm_msg_t *out = malloc((CM_WIRE_MAX_MSGS + 1) * sizeof(*out));
+  size_t i, count = 99;
+  CM_CHECK(out != NULL);
+  p.n = 0;
+  bb_u8(&p, CM_WIRE_VERSION);
+  bb_u8(&p, CM_WIRE_MAX_MSGS + 1);
+  for (i = 0; i < CM_WIRE_MAX_MSGS + 1; i++) {
+    bb_u8(&p, CM_MSG_ACK);
+    bb_u16(&p, 4);
+    bb_u32(&p, (uint32_t)i);
+  }
+  CM_CHECK_EQ(
+      cm_wire_packet_decode(p.b, p.n, out, CM_WIRE_MAX_MSGS + 1, &count),
+      CM_EBADMSG);
+  CM_CHECK_EQ(count, 0);
+  p.b[1] = CM_WIRE_MAX_MSGS;
+  CM_CHECK_OK(
+      cm_wire_packet_decode(p.b, p.n - 7, out, CM_WIRE_MAX_MSGS, &count));
+  CM_CHECK_EQ(count, CM_WIRE_MAX_MSGS);
+  free(out);
+}
+
+CM_TEST(wire_decode_rejects_oversized_packet) {
+  size_t len = CM_WIRE_MAX_PACKET + 1;
+  uint8_t *buf = calloc(len, 1);
+  CM_CHECK(buf != NULL);
+  buf[0] = CM_WIRE_VERSION;
+  buf[1] = 1;
+  CM_CHECK_EQ(reject(buf, len), CM_ETOOBIG);
+  free(buf);
+}
+
+CM_TEST(wire_decode_rejects_unknown_type) {
+  bb_t body, p;
+  body.n = 0;
+  bb_u32(&body, 1);
+  bb_packet1(&p, 0, &body);
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
+  bb_packet1(&p, CM_MSG_LEAVE + 1, &body);
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
+  bb_packet1(&p, 0xff, &body);
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
+}
+
+/* The type is judged before its length: a newer peer's message is reported
+ * as unknown even if its body is cut off. */
+CM_TEST(wire_decode_reports_unknown_type_before_length) {
+  bb_t body, p;
+  body.n = 0;
+  bb_u32(&body, 1);
+  bb_packet1(&p, 0, &body);
+  CM_CHECK_EQ(reject(p.b, p.n - 1), CM_EMSGTYPE);
+  bb_packet1(&p, CM_MSG_LEAVE + 1, &body);
+  CM_CHECK_EQ(reject(p.b, p.n - 1), CM_EMSGTYPE);
+}
+
+/* body_len one short of the PING's fields, with the missing byte present
+ * right after it: the body must not borrow from what follows. */
+CM_TEST(wire_decode_rejects_body_len_too_short) {
+  cm_msg_t in[2] = {sample(CM_MSG_PING), sample(CM_MSG_ACK)}, out[2];
+  uint8_t buf[128];
+  size_t len = encode(in, 2, buf, sizeof(buf)), count;
+  CM_CHECK_OK(cm_wire_packet_decode(buf, len, out, 2, &count));
+  buf[4]--;
+  CM_CHECK_EQ(reject(buf, len), CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_body_len_too_long) {
+  bb_t body, p;
+  body.n = 0;
+  bb_u32(&body, 1);
+  bb_packet1(&p, CM_MSG_NACK, &body);
+  {
+    cm_msg_t out;
+    accept1(p.b, p.n, &out);
+    CM_CHECK_EQ(out.u.nack.seq, 1);
+  }
+  bb_u8(&body, 0);
+  bb_packet1(&p, CM_MSG_NACK, &body);
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_trailing_bytes) {
+  cm_msg_t in[2] = {sample(CM_MSG_LEAVE), sample(CM_MSG_ALIVE)};
+  uint8_t buf[256];
+  size_t len = encode(in, 2, buf, sizeof(buf));
+  buf[len] = 0;
+  CM_CHECK_EQ(reject(buf, len + 1), CM_EBADMSG);
+  /* A whole extra message beyond count is trailing bytes too. */
+  buf[1] = 1;
+  CM_CHECK_EQ(reject(buf, len), CM_EBADMSG);
+}
+
+/* LEAVE is id | u32: the id is the only field that varies here. */
+static int leave_with_id(const uint8_t *id, size_t id_len) {
+  bb_t body, p;
+  body.n = 0;
+  bb_u8(&body, (unsigned)id_len);
+  bb_raw(&body, id, id_len);
+  bb_u32(&body, 1);
+  bb_packet1(&p, CM_MSG_LEAVE, &body);
+  return reject(p.b, p.n);
+}
+
+CM_TEST(wire_decode_rejects_bad_ids) {
+  uint8_t id[CM_ID_MAX + 1];
+  cm_msg_t out;
+  bb_t body, p;
+  memset(id, 'a', sizeof(id));
+  body.n = 0;
+  bb_u8(&body, CM_ID_MAX);
+  bb_raw(&body, id, CM_ID_MAX);
+  bb_u32(&body, 1);
+  bb_packet1(&p, CM_MSG_LEAVE, &body);
+  accept1(p.b, p.n, &out);
+  CM_CHECK_EQ(out.u.leave.node.len, CM_ID_MAX);
+
+  CM_CHECK_EQ(leave_with_id(id, 0), CM_EBADMSG);
+  CM_CHECK_EQ(leave_with_id(id, CM_ID_MAX + 1), CM_EBADMSG);
+  id[3] = 0x01;
+  CM_CHECK_EQ(leave_with_id(id, 8), CM_EBADMSG);
+  id[3] = ' ';
+  CM_CHECK_EQ(leave_with_id(id, 8), CM_EBADMSG);
+  id[3] = 0x7f;
+  CM_CHECK_EQ(leave_with_id(id, 8), CM_EBADMSG);
+  id[3] = 0xc3;
+  CM_CHECK_EQ(leave_with_id(id, 8), CM_EBADMSG);
+}
+
+/* PING ending in an address whose family and port are given. */
+static int ping_with_addr(unsigned family, size_t ip_len, unsigned port) {
+  static const uint8_t ip[16] = {10, 0, 0, 1};
+  bb_t body, p;
+  cm_msg_t out[1];
+  size_t count = 99;
+  int rc;
+  body.n = 0;
+  bb_u32(&body, 1);
+  bb_id(&body, "b");
+  bb_id(&body, "a");
+  bb_u8(&body, family);
+  bb_raw(&body, ip, ip_len);
+  bb_u16(&body, port);
+  bb_packet1(&p, CM_MSG_PING, &body);
+  rc = cm_wire_packet_decode(p.b, p.n, out, 1, &count);
+  CM_CHECK_EQ(count, rc == 0 ? 1 : 0);
+  return rc;
+}
+
+CM_TEST(wire_decode_rejects_bad_address_family) {
+  CM_CHECK_OK(ping_with_addr(4, 4, 7946));
+  CM_CHECK_OK(ping_with_addr(6, 16, 7946));
+  CM_CHECK_EQ(ping_with_addr(0, 4, 7946), CM_EBADMSG);
+  CM_CHECK_EQ(ping_with_addr(5, 4, 7946), CM_EBADMSG);
+  CM_CHECK_EQ(ping_with_addr(2, 4, 7946), CM_EBADMSG);
+  /* The family decides the length: a v6 family with 4 bytes is short. */
+  CM_CHECK_EQ(ping_with_addr(6, 4, 7946), CM_EBADMSG);
+  CM_CHECK_EQ(ping_with_addr(4, 16, 7946), CM_EBADMSG);
+  /* Unknown families are rejected as such, not for the length they imply. */
+  CM_CHECK_EQ(ping_with_addr(0, 16, 7946), CM_EBADMSG);
+  CM_CHECK_EQ(ping_with_addr(5, 16, 7946), CM_EBADMSG);
+  CM_CHECK_EQ(ping_with_addr(0x46, 16, 7946), CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_port_zero) {
+  CM_CHECK_OK(ping_with_addr(4, 4, 1));
+  CM_CHECK_EQ(ping_with_addr(4, 4, 0), CM_EBADMSG);
+  CM_CHECK_EQ(ping_with_addr(6, 16, 0), CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_want_nack_2) {
+  bb_t body, p;
+  cm_msg_t out;
+  unsigned v;
+  for (v = 0; v < 256; v++) {
+    body.n = 0;
+    bb_u32(&body, 1);
+    bb_id(&body, "c");
+    bb_addr4(&body, 7946);
+    bb_u8(&body, v);
+    bb_packet1(&p, CM_MSG_PING_REQ, &body);
+    if (v <= 1) {
+      accept1(p.b, p.n, &out);
+      CM_CHECK_EQ(out.u.ping_req.want_nack, v);
+    } else {
+      CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+    }
+  }
+}
+
+/* ALIVE n1 with the given tags blob; tags_len is declared_len. */
+static int alive_with_tags(const void *tags, size_t len, size_t declared_len) {
+  bb_t body, p;
+  cm_msg_t out[1];
+  size_t count = 99;
+  int rc;
+  body.n = 0;
+  bb_id(&body, "n1");
+  bb_u32(&body, 1);
+  bb_addr4(&body, 7946);
+  bb_u16(&body, (unsigned)declared_len);
+  bb_raw(&body, tags, len);
+  bb_packet1(&p, CM_MSG_ALIVE, &body);
+  rc = cm_wire_packet_decode(p.b, p.n, out, 1, &count);
+  CM_CHECK_EQ(count, rc == 0 ? 1 : 0);
+  /* The decoder and the standalone validator must agree. */
+  if (len == declared_len && rc != CM_ETOOBIG)
+    CM_CHECK_EQ(cm_tags_validate(tags, len), rc);
+  return rc;
+}
+
+#define ALIVE_TAGS(lit) alive_with_tags(lit, sizeof(lit) - 1, sizeof(lit) - 1)
+
+CM_TEST(wire_decode_accepts_good_tags) {
+  CM_CHECK_OK(ALIVE_TAGS(""));
+  CM_CHECK_OK(ALIVE_TAGS("\x02"
+                         "dc\x00\x02"
+                         "eu"));
+  /* Prefix first, then byte order; empty values; spaces and UTF-8. */
+  CM_CHECK_OK(ALIVE_TAGS("\x01"
+                         "a\x00\x00"
+                         "\x02"
+                         "ab\x00\x03"
+                         "x y"
+                         "\x01"
+                         "b\x00\x02\xc3\xa9"));
+}
+
+CM_TEST(wire_decode_rejects_unsorted_tag_keys) {
+  CM_CHECK_EQ(ALIVE_TAGS("\x01"
+                         "b\x00\x00"
+                         "\x01"
+                         "a\x00\x00"),
+              CM_EBADMSG);
+  /* A longer key before its own prefix is out of order too. */
+  CM_CHECK_EQ(ALIVE_TAGS("\x02"
+                         "ab\x00\x00"
+                         "\x01"
+                         "a\x00\x00"),
+              CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_duplicate_tag_key) {
+  CM_CHECK_EQ(ALIVE_TAGS("\x01"
+                         "a\x00\x01"
+                         "1"
+                         "\x01"
+                         "a\x00\x01"
+                         "2"),
+              CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_bad_tag_keys) {
+  CM_CHECK_EQ(ALIVE_TAGS("\x03"
+                         "a=b\x00\x00"),
+              CM_EBADMSG);
+  CM_CHECK_EQ(ALIVE_TAGS("\x00\x00\x00"), CM_EBADMSG);
+  CM_CHECK_EQ(ALIVE_TAGS("\x03"
+                         "a b\x00\x00"),
+              CM_EBADMSG);
+  CM_CHECK_EQ(ALIVE_TAGS("\x02"
+                         "a\x7f\x00\x00"),
+              CM_EBADMSG);
+  CM_CHECK_EQ(ALIVE_TAGS("\x02"
+                         "a\x80\x00\x00"),
+              CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_tag_key_over_max) {
+  uint8_t t[3 + CM_WIRE_MAX_TAG_KEY + 1];
+  memset(t, 'k', sizeof(t));
+  t[0] = CM_WIRE_MAX_TAG_KEY;
+  t[1 + CM_WIRE_MAX_TAG_KEY] = 0;
+  t[2 + CM_WIRE_MAX_TAG_KEY] = 0;
+  CM_CHECK_OK(
+      alive_with_tags(t, 3 + CM_WIRE_MAX_TAG_KEY, 3 + CM_WIRE_MAX_TAG_KEY));
+  t[0] = CM_WIRE_MAX_TAG_KEY + 1;
+  t[1 + CM_WIRE_MAX_TAG_KEY] = 'k';
+  t[2 + CM_WIRE_MAX_TAG_KEY] = 0;
+  t[3 + CM_WIRE_MAX_TAG_KEY] = 0;
+  CM_CHECK_EQ(alive_with_tags(t, sizeof(t), sizeof(t)), CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_control_bytes_in_tag_values) {
+  uint8_t t[] = {1, 'k', 0, 3, 'a', 'b', 'c'};
+  unsigned c;
+  for (c = 0; c < 256; c++) {
+    t[5] = (uint8_t)c;
+    if (c < 0x20 || c == 0x7f)
+      CM_CHECK_EQ(alive_with_tags(t, sizeof(t), sizeof(t)), CM_EBADMSG);
+    else
+      CM_CHECK_OK(alive_with_tags(t, sizeof(t), sizeof(t)));
+  }
+}
+
+CM_TEST(wire_decode_rejects_tag_value_over_max) {
+  size_t n = 4 + CM_WIRE_MAX_TAG_VALUE + 1;
+  uint8_t *t = malloc(n);
+  CM_CHECK(t != NULL);
+  memset(t, 'v', n);
+  t[0] = 1;
+  t[2] = CM_WIRE_MAX_TAG_VALUE >> 8;
+  t[3] = CM_WIRE_MAX_TAG_VALUE & 0xff;
+  CM_CHECK_OK(alive_with_tags(t, n - 1, n - 1));
+  t[3]++;
+  CM_CHECK_EQ(alive_with_tags(t, n, n), CM_EBADMSG);
+  free(t);
+}
+
+/* Lengths inside the blob that run past it: the key, the value length, the
+ * value. */
+CM_TEST(wire_decode_rejects_tag_lengths_past_the_blob) {
+  CM_CHECK_EQ(ALIVE_TAGS("\x05"
+                         "ab"),
+              CM_EBADMSG);
+  CM_CHECK_EQ(ALIVE_TAGS("\x01"
+                         "a\x00"),
+              CM_EBADMSG);
+  CM_CHECK_EQ(ALIVE_TAGS("\x01"
+                         "a\x00\x05"
+                         "ab"),
+              CM_EBADMSG);
+}
+
+CM_TEST(wire_decode_rejects_tags_len_past_the_body) {
+  static const uint8_t t[] = {1, 'a', 0, 0};
+  CM_CHECK_OK(alive_with_tags(t, sizeof(t), sizeof(t)));
+  CM_CHECK_EQ(alive_with_tags(t, sizeof(t), sizeof(t) + 1), CM_EBADMSG);
+  CM_CHECK_EQ(alive_with_tags(t, sizeof(t), sizeof(t) - 1), CM_EBADMSG);
+}
+
+/* An oversized tags_len is reported as such before its bytes are looked for.
+ */
+CM_TEST(wire_decode_rejects_oversized_tags_len_before_reading) {
+  static const uint8_t t[] = {1, 'a', 0, 0};
+  CM_CHECK_EQ(alive_with_tags(t, sizeof(t), CM_WIRE_MAX_TAGS_LEN + 1),
+              CM_ETOOBIG);
+  CM_CHECK_EQ(alive_with_tags(t, sizeof(t), 0xffff), CM_ETOOBIG);
+}
+
+CM_TEST(wire_decode_rejects_oversized_tags) {
+  size_t n = CM_WIRE_MAX_TAGS_LEN + 1;
+  uint8_t *t = calloc(n, 1);
+  CM_CHECK(t != NULL);
+  CM_CHECK_EQ(alive_with_tags(t, n, n), CM_ETOOBIG);
+  CM_CHECK_EQ(cm_tags_validate(t, n), CM_ETOOBIG);
+  free(t);
+}
+
+/* ---- Tag helpers ---- */
+
+#define BLOB_EQ(out, len, lit)                                                 \
+  CM_CHECK(blob_eq(out, len, (const uint8_t *)lit, sizeof(lit) - 1))
+
+CM_TEST(wire_tags_set_into_empty) {
+  uint8_t out[64];
+  size_t n = 0;
+  CM_CHECK_OK(cm_tags_set(NULL, 0, "role", 4, "db", 2, out, sizeof(out), &n));
+  BLOB_EQ(out, n,
+          "\x04"
+          "role\x00\x02"
+          "db");
+  CM_CHECK_OK(cm_tags_validate(out, n));
+}
+
+CM_TEST(wire_tags_set_replaces_existing_value) {
+  uint8_t out[64], out2[64];
+  size_t n = 0;
+  CM_CHECK_OK(
+      cm_tags_set(TAGS, sizeof(TAGS), "dc", 2, "us", 2, out, sizeof(out), &n));
+  BLOB_EQ(out, n,
+          "\x02"
+          "dc\x00\x02"
+          "us"
+          "\x04"
+          "role\x00\x02"
+          "db");
+  CM_CHECK_OK(cm_tags_set(out, n, "role", 4, "", 0, out2, sizeof(out2), &n));
+  BLOB_EQ(out2, n,
+          "\x02"
+          "dc\x00\x02"
+          "us"
+          "\x04"
+          "role\x00\x00");
+}
+
+CM_TEST(wire_tags_set_inserts_in_canonical_order) {
+  static const char *keys[] = {"b", "ab", "c", "a", "B", "aa"};
+  uint8_t a[256], b[256];
+  size_t n = 0, i, off = 0;
+  cm_tag_t t;
+  for (i = 0; i < 6; i++) {
+    memcpy(b, a, n);
+    CM_CHECK_OK(
+        cm_tags_set(b, n, keys[i], strlen(keys[i]), "v", 1, a, sizeof(a), &n));
+    CM_CHECK_OK(cm_tags_validate(a, n));
+  }
+  BLOB_EQ(a, n,
+          "\x01"
+          "B\x00\x01v"
+          "\x01"
+          "a\x00\x01v"
+          "\x02"
+          "aa\x00\x01v"
+          "\x02"
+          "ab\x00\x01v"
+          "\x01"
+          "b\x00\x01v"
+          "\x01"
+          "c\x00\x01v");
+  for (i = 0; cm_tags_next(a, n, &off, &t); i++)
+    CM_CHECK_EQ(t.value_len, 1);
+  CM_CHECK_EQ(i, 6);
+}
+
+CM_TEST(wire_tags_remove) {
+  uint8_t out[64];
+  size_t n = 0;
+  CM_CHECK_OK(
+      cm_tags_remove(TAGS, sizeof(TAGS), "dc", 2, out, sizeof(out), &n));
+  BLOB_EQ(out, n,
+          "\x04"
+          "role\x00\x02"
+          "db");
+  CM_CHECK_OK(
+      cm_tags_remove(TAGS, sizeof(TAGS), "role", 4, out, sizeof(out), &n));
+  BLOB_EQ(out, n,
+          "\x02"
+          "dc\x00\x07"
+          "eu-west");
+  CM_CHECK_OK(cm_tags_remove(out, n, "dc", 2, out + 32, 32, &n));
+  CM_CHECK_EQ(n, 0);
+}
+
+CM_TEST(wire_tags_remove_missing_is_enoent) {
+  uint8_t out[64];
+  size_t n = 77;
+  memset(out, 0x5a, sizeof(out));
+  CM_CHECK_EQ(
+      cm_tags_remove(TAGS, sizeof(TAGS), "rol", 3, out, sizeof(out), &n),
+      CM_ENOENT);
+  CM_CHECK_EQ(cm_tags_remove(TAGS, sizeof(TAGS), "zz", 2, out, sizeof(out), &n),
+              CM_ENOENT);
+  CM_CHECK_EQ(cm_tags_remove(NULL, 0, "dc", 2, out, sizeof(out), &n),
+              CM_ENOENT);
+  CM_CHECK_EQ(n, 77);
+  CM_CHECK_EQ(out[0], 0x5a);
+}
+
+CM_TEST(wire_tags_set_rejects_bad_keys) {
+  char key[CM_WIRE_MAX_TAG_KEY + 1];
+  uint8_t out[512];
+  size_t n;
+  memset(key, 'k', sizeof(key));
+  CM_CHECK_OK(cm_tags_set(NULL, 0, key, CM_WIRE_MAX_TAG_KEY, "", 0, out,
+                          sizeof(out), &n));
+  CM_CHECK_EQ(cm_tags_set(NULL, 0, key, CM_WIRE_MAX_TAG_KEY + 1, "", 0, out,
+                          sizeof(out), &n),
+              CM_ETAGKEY);
+  CM_CHECK_EQ(cm_tags_set(NULL, 0, "", 0, "", 0, out, sizeof(out), &n),
+              CM_ETAGKEY);
+  CM_CHECK_EQ(cm_tags_set(NULL, 0, "a=b", 3, "", 0, out, sizeof(out), &n),
+              CM_ETAGKEY);
+  CM_CHECK_EQ(cm_tags_set(NULL, 0, "a b", 3, "", 0, out, sizeof(out), &n),
+              CM_ETAGKEY);
+  CM_CHECK(cm_tag_key_valid("a-b.c_d/e", 9));
+  CM_CHECK(!cm_tag_key_valid("\xc3\xa9", 2));
+}
+
+CM_TEST(wire_tags_set_rejects_bad_values) {
+  char val[CM_WIRE_MAX_TAG_VALUE + 1];
+  uint8_t out[2048];
+  size_t n;
+  memset(val, 'v', sizeof(val));
+  CM_CHECK_OK(cm_tags_set(NULL, 0, "k", 1, val, CM_WIRE_MAX_TAG_VALUE, out,
+                          sizeof(out), &n));
+  CM_CHECK_EQ(cm_tags_set(NULL, 0, "k", 1, val, CM_WIRE_MAX_TAG_VALUE + 1, out,
+                          sizeof(out), &n),
+              CM_ETAGVAL);
+  CM_CHECK_EQ(cm_tags_set(NULL, 0, "k", 1, "a\nb", 3, out, sizeof(out), &n),
+              CM_ETAGVAL);
+  CM_CHECK_EQ(cm_tags_set(NULL, 0, "k", 1, "a\0b", 3, out, sizeof(out), &n),
+              CM_ETAGVAL);
+  CM_CHECK_OK(cm_tags_set(NULL, 0, "k", 1, "caf\xc3\xa9 au lait", 12, out,
+                          sizeof(out), &n));
+}
+
+CM_TEST(wire_tags_set_enospc_leaves_out_untouched) {
+  uint8_t out[64];
+  size_t n = 77, need = sizeof(TAGS) + 1 + 1 + 2 + 1;
+  memset(out, 0x5a, sizeof(out));
+  CM_CHECK_EQ(
+      cm_tags_set(TAGS, sizeof(TAGS), "z", 1, "1", 1, out, need - 1, &n),
+      CM_ENOSPC);
+  CM_CHECK_EQ(n, 77);
+  CM_CHECK_EQ(out[0], 0x5a);
+  CM_CHECK_OK(cm_tags_set(TAGS, sizeof(TAGS), "z", 1, "1", 1, out, need, &n));
+  CM_CHECK_EQ(n, need);
+  CM_CHECK_EQ(cm_tags_remove(TAGS, sizeof(TAGS), "dc", 2, out, 8, &n),
+              CM_ENOSPC);
+}
+
+CM_TEST(wire_tags_set_rejects_a_set_over_the_wire_limit) {
+  uint8_t *a = malloc(2 * CM_WIRE_MAX_TAGS_LEN), *b = a + CM_WIRE_MAX_TAGS_LEN;
+  char val[CM_WIRE_MAX_TAG_VALUE];
+  char key[2] = "0";
+  size_t n = 0;
+  int rc = 0;
+  CM_CHECK(a != NULL);
+  memset(val, 'v', sizeof(val));
+  while (rc == 0) {
+    memcpy(b, a, n);
+    rc = cm_tags_set(b, n, key, 1, val, sizeof(val), a, CM_WIRE_MAX_TAGS_LEN,
+                     &n);
+    key[0]++;
+  }
+  CM_CHECK_EQ(rc, CM_ETAGSET);
+  CM_CHECK(n <= CM_WIRE_MAX_TAGS_LEN);
+  CM_CHECK_OK(cm_tags_validate(a, n));
+  free(a);
+}
+
+CM_TEST(wire_tags_set_rejects_an_invalid_input_blob) {
+  static const uint8_t bad[] = {1, 'b', 0, 0, 1, 'a', 0, 0};
+  uint8_t out[64];
+  size_t n;
+  CM_CHECK_EQ(
+      cm_tags_set(bad, sizeof(bad), "c", 1, "", 0, out, sizeof(out), &n),
+      CM_EINVAL);
+  CM_CHECK_EQ(cm_tags_remove(bad, sizeof(bad), "a", 1, out, sizeof(out), &n),
+              CM_EINVAL);
+}
+
+CM_TEST(wire_tags_get) {
+  cm_tag_t t;
+  CM_CHECK(cm_tags_get(TAGS, sizeof(TAGS), "role", 4, &t));
+  CM_CHECK_EQ(t.value_len, 2);
+  CM_CHECK(memcmp(t.value, "db", 2) == 0);
+  CM_CHECK(cm_tags_get(TAGS, sizeof(TAGS), "dc", 2, &t));
+  CM_CHECK(memcmp(t.value, "eu-west", 7) == 0);
+  CM_CHECK(!cm_tags_get(TAGS, sizeof(TAGS), "rol", 3, &t));
+  CM_CHECK(!cm_tags_get(TAGS, sizeof(TAGS), "roles", 5, &t));
+  CM_CHECK(!cm_tags_get(TAGS, sizeof(TAGS), "a", 1, &t));
+  CM_CHECK(!cm_tags_get(NULL, 0, "a", 1, &t));
+}
+
+/* ---- Push-pull ---- */
+
+static cm_pp_entry_t pp_entry(const char *id, uint32_t inc, cm_addr_t addr,
+                              uint8_t state, const uint8_t *tags,
+                              uint16_t tags_len) {
+  cm_pp_entry_t e;
+  memset(&e, 0, sizeof(e));
+  set_id(&e.node, id);
+  e.incarnation = inc;
+  e.addr = addr;
+  e.state = state;
+  e.tags = tags;
+  e.tags_len = tags_len;
+  return e;
+}
+
+static size_t pp_build(uint8_t *buf, size_t cap, const cm_pp_entry_t *es,
+                       size_t n) {
+  cm_wbuf_t w = {buf, 0, cap};
+  size_t i;
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_RESPONSE, CM_PP_FLAG_JOIN));
+  for (i = 0; i < n; i++)
+    CM_CHECK_OK(cm_wire_pp_add(&w, &es[i]));
+  CM_CHECK_OK(cm_wire_pp_finish(&w));
+  return w.len;
+}
+
+/* Four entries, one per state, v4 and v6, with and without tags. */
+static size_t pp_sample(uint8_t *buf, size_t cap, cm_pp_entry_t *es) {
+  static const uint8_t t2[] = {1, 'z', 0, 1, '1'};
+  es[0] =
+      pp_entry("node-a", 1, addr4(1, 7946), CM_STATE_ALIVE, TAGS, sizeof(TAGS));
+  es[1] =
+      pp_entry("node-b", 0xffffffff, addr6(7946), CM_STATE_SUSPECT, NULL, 0);
+  es[2] = pp_entry("node-c", 3, addr4(3, 1), CM_STATE_FAILED, t2, sizeof(t2));
+  es[3] = pp_entry("node", 0, addr4(4, 65535), CM_STATE_LEFT, NULL, 0);
+  return pp_build(buf, cap, es, 4);
+}
+
+static int pp_reject(const uint8_t *buf, size_t len) {
+  cm_pp_header_t h;
+  int rc;
+  memset(&h, 0x77, sizeof(h));
+  rc = cm_wire_pp_decode(buf, len, &h);
+  CM_CHECK(rc != 0);
+  return rc;
+}
+
+CM_TEST(wire_pp_roundtrip_several_entries_with_tags) {
+  cm_pp_entry_t in[4], out;
+  cm_pp_header_t h;
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in), off = 0, i = 0;
+  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+  CM_CHECK_EQ(h.kind, CM_PP_RESPONSE);
+  CM_CHECK_EQ(h.flags, CM_PP_FLAG_JOIN);
+  CM_CHECK_EQ(h.count, 4);
+  while (cm_wire_pp_next(buf, len, &off, &out)) {
+    CM_CHECK(i < 4);
+    CM_CHECK(id_eq(&in[i].node, &out.node));
+    CM_CHECK_EQ(out.incarnation, in[i].incarnation);
+    CM_CHECK(cm_addr_eq(&out.addr, &in[i].addr));
+    CM_CHECK_EQ(out.state, in[i].state);
+    CM_CHECK(blob_eq(out.tags, out.tags_len, in[i].tags, in[i].tags_len));
+    i++;
+  }
+  CM_CHECK_EQ(i, 4);
+  CM_CHECK_EQ(off, len);
+}
+
+CM_TEST(wire_pp_roundtrip_empty_request) {
+  uint8_t buf[16];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  cm_pp_header_t h;
+  cm_pp_entry_t e;
+  size_t off = 0;
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0));
+  CM_CHECK_OK(cm_wire_pp_finish(&w));
+  CM_CHECK_EQ(w.len, 7);
+  CM_CHECK_OK(cm_wire_pp_decode(buf, w.len, &h));
+  CM_CHECK_EQ(h.kind, CM_PP_REQUEST);
+  CM_CHECK_EQ(h.flags, 0);
+  CM_CHECK_EQ(h.count, 0);
+  CM_CHECK(!cm_wire_pp_next(buf, w.len, &off, &e));
+}
+
+CM_TEST(wire_pp_header_is_as_documented) {
+  cm_pp_entry_t in[4];
+  uint8_t buf[512];
+  pp_sample(buf, sizeof(buf), in);
+  CM_CHECK_EQ(buf[0], CM_WIRE_VERSION);
+  CM_CHECK_EQ(buf[1], CM_PP_RESPONSE);
+  CM_CHECK_EQ(buf[2], CM_PP_FLAG_JOIN);
+  CM_CHECK(memcmp(buf + 3, "\x00\x00\x00\x04", 4) == 0);
+  CM_CHECK_EQ(buf[7], 6);
+  CM_CHECK(memcmp(buf + 8, "node-a", 6) == 0);
+}
+
+/* The worked example of docs/protocol.md (Wire format). */
+CM_TEST(wire_pp_encoding_matches_documented_example) {
+  static const uint8_t doc[] = {0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02,
+                                0x6e, 0x31, 0x00, 0x00, 0x00, 0x02, 0x04, 0x0a,
+                                0x00, 0x00, 0x01, 0x1f, 0x0a, 0x00, 0x00, 0x00};
+  cm_pp_entry_t e = pp_entry("n1", 2, addr4(1, 7946), CM_STATE_ALIVE, NULL, 0);
+  uint8_t buf[64];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_RESPONSE, 0));
+  CM_CHECK_OK(cm_wire_pp_add(&w, &e));
+  CM_CHECK_OK(cm_wire_pp_finish(&w));
+  CM_CHECK(blob_eq(buf, w.len, doc, sizeof(doc)));
+}
+
+CM_TEST(wire_pp_add_enospc_leaves_buffer_unchanged) {
+  cm_pp_entry_t e =
+      pp_entry("node-a", 1, addr6(1), CM_STATE_ALIVE, TAGS, sizeof(TAGS));
+  uint8_t buf[256], snap[256];
+  cm_wbuf_t w = {buf, 0, 0};
+  size_t one;
+  memset(buf, 0xa5, sizeof(buf));
+  w.cap = sizeof(buf);
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0));
+  CM_CHECK_OK(cm_wire_pp_add(&w, &e));
+  one = w.len - 7;
+  set_id(&e.node, "node-b");
+  w.cap = w.len + one - 1;
+  memcpy(snap, buf, sizeof(buf));
+  CM_CHECK_EQ(cm_wire_pp_add(&w, &e), CM_ENOSPC);
+  CM_CHECK_EQ(w.len, 7 + one);
+  CM_CHECK(memcmp(buf, snap, sizeof(buf)) == 0);
+  w.cap++;
+  CM_CHECK_OK(cm_wire_pp_add(&w, &e));
+  CM_CHECK_EQ(w.len, w.cap);
+  CM_CHECK_EQ(buf[6], 2);
+}
+
+CM_TEST(wire_pp_writer_rejects_what_it_cannot_encode) {
+  static const uint8_t bad_tags[] = {1, 'a', 0, 1, '\n'};
+  cm_pp_entry_t bad[5];
+  uint8_t buf[256];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  size_t i;
+  CM_CHECK_EQ(cm_wire_pp_begin(&w, 0, 0), CM_EINVAL);
+  CM_CHECK_EQ(cm_wire_pp_begin(&w, 3, 0), CM_EINVAL);
+  CM_CHECK_EQ(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0x02), CM_EINVAL);
+  w.cap = 6;
+  CM_CHECK_EQ(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0), CM_ENOSPC);
+  w.cap = sizeof(buf);
+  for (i = 0; i < 5; i++)
+    bad[i] = pp_entry("n", 1, addr4(1, 1), CM_STATE_ALIVE, NULL, 0);
+  CM_CHECK_EQ(cm_wire_pp_add(&w, &bad[4]), CM_EINVAL); /* not begun */
+  bad[0].node.len = 0;
+  bad[1].addr.family = 0;
+  bad[2].addr.port = 0;
+  bad[3].state = 4;
+  bad[4].tags = bad_tags;
+  bad[4].tags_len = sizeof(bad_tags);
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0));
+  for (i = 0; i < 5; i++)
+    CM_CHECK_EQ(cm_wire_pp_add(&w, &bad[i]), CM_EINVAL);
+  CM_CHECK_EQ(w.len, 7);
+}
+
+CM_TEST(wire_pp_rejects_bad_version) {
+  cm_pp_entry_t in[4];
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in);
+  buf[0] = 2;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EVERSION);
+}
+
+CM_TEST(wire_pp_rejects_bad_kind) {
+  cm_pp_entry_t in[4];
+  cm_pp_header_t h;
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in);
+  buf[1] = CM_PP_REQUEST;
+  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+  buf[1] = 0;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+  buf[1] = 3;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+}
+
+CM_TEST(wire_pp_rejects_unknown_flag_bits) {
+  cm_pp_entry_t in[4];
+  cm_pp_header_t h;
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in);
+  unsigned bit;
+  buf[2] = 0;
+  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+  for (bit = 0x02; bit <= 0x80; bit <<= 1) {
+    buf[2] = (uint8_t)(bit | CM_PP_FLAG_JOIN);
+    CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+  }
+}
+
+/* The count says one entry more than there is: the bytes ran out. */
+CM_TEST(wire_pp_rejects_too_few_entries) {
+  cm_pp_entry_t in[4];
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in);
+  buf[6] = 5;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_ETRUNC);
+}
+
+/* The count says one entry fewer than there is: the last is trailing. */
+CM_TEST(wire_pp_rejects_too_many_entries) {
+  cm_pp_entry_t in[4];
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in);
+  buf[6] = 3;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+}
+
+CM_TEST(wire_pp_rejects_count_over_max) {
+  uint8_t buf[7] = {CM_WIRE_VERSION, CM_PP_REQUEST, 0, 0, 1, 0, 1};
+  CM_CHECK_EQ(pp_reject(buf, sizeof(buf)), CM_ETOOBIG);
+}
+
+CM_TEST(wire_pp_rejects_bad_state) {
+  cm_pp_entry_t e = pp_entry("n1", 1, addr4(1, 1), CM_STATE_LEFT, NULL, 0);
+  cm_pp_header_t h;
+  uint8_t buf[64];
+  size_t len = pp_build(buf, sizeof(buf), &e, 1);
+  /* header 7 | id 3 | incarnation 4 | addr 7 | state */
+  size_t state_at = 7 + 3 + 4 + 7;
+  CM_CHECK_EQ(buf[state_at], CM_STATE_LEFT);
+  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+  buf[state_at] = 4;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+  buf[state_at] = 0xff;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+}
+
+CM_TEST(wire_pp_rejects_bad_entry_fields) {
+  cm_pp_entry_t e =
+      pp_entry("n1", 1, addr4(1, 1), CM_STATE_ALIVE, TAGS, sizeof(TAGS));
+  uint8_t buf[128], orig[128];
+  size_t len = pp_build(buf, sizeof(buf), &e, 1);
+  memcpy(orig, buf, len);
+  buf[7] = 0; /* id length */
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+  memcpy(buf, orig, len);
+  buf[7 + 3 + 4] = 5; /* family */
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+  memcpy(buf, orig, len);
+  buf[7 + 3 + 4 + 5] = 0; /* port 1 -> 0 */
+  buf[7 + 3 + 4 + 6] = 0;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+  memcpy(buf, orig, len);
+  buf[len - 1] = '\t'; /* last byte of the last tag value */
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+}
+
+CM_TEST(wire_pp_rejects_duplicate_ids) {
+  cm_pp_entry_t es[4];
+  uint8_t buf[256];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  size_t i;
+  es[0] = pp_entry("a", 1, addr4(1, 1), CM_STATE_ALIVE, NULL, 0);
+  es[1] = pp_entry("b", 1, addr4(2, 1), CM_STATE_ALIVE, NULL, 0);
+  es[2] = pp_entry("ab", 1, addr4(3, 1), CM_STATE_ALIVE, NULL, 0);
+  es[3] = pp_entry("a", 2, addr4(4, 1), CM_STATE_FAILED, NULL, 0);
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_RESPONSE, 0));
+  for (i = 0; i < 4; i++)
+    CM_CHECK_OK(cm_wire_pp_add(&w, &es[i]));
+  CM_CHECK_EQ(cm_wire_pp_finish(&w), CM_EINVAL);
+  CM_CHECK_EQ(pp_reject(buf, w.len), CM_EBADMSG);
+}
+
+/* Many distinct ids, some sharing prefixes: none is taken for a duplicate,
+ * and one real duplicate among them is found wherever it is. */
+CM_TEST(wire_pp_duplicate_check_scales) {
+  size_t n = 2000, cap = 7 + (n + 1) * 32, len, i;
+  uint8_t *buf = malloc(cap);
+  cm_wbuf_t w = {buf, 0, cap};
+  cm_pp_header_t h;
+  CM_CHECK(buf != NULL);
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_RESPONSE, 0));
+  for (i = 0; i < n; i++) {
+    char id[16];
+    cm_pp_entry_t e;
+    snprintf(id, sizeof(id), "n%zu", (i * 7919) % n);
+    e = pp_entry(id, (uint32_t)i, addr4(1, 1), CM_STATE_ALIVE, NULL, 0);
+    CM_CHECK_OK(cm_wire_pp_add(&w, &e));
+  }
+  CM_CHECK_OK(cm_wire_pp_finish(&w));
+  len = w.len;
+  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+  CM_CHECK_EQ(h.count, n);
+  {
+    cm_pp_entry_t e =
+        pp_entry("n1234", 0, addr4(1, 1), CM_STATE_ALIVE, NULL, 0);
+    CM_CHECK_OK(cm_wire_pp_add(&w, &e));
+  }
+  CM_CHECK_EQ(pp_reject(buf, w.len), CM_EBADMSG);
+  free(buf);
+}
+
+CM_TEST(wire_pp_rejects_trailing_bytes) {
+  cm_pp_entry_t in[4];
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in);
+  buf[len] = 0;
+  CM_CHECK_EQ(pp_reject(buf, len + 1), CM_EBADMSG);
+}
+
+CM_TEST(wire_pp_rejects_truncation_at_every_offset) {
+  cm_pp_entry_t in[4];
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in), k;
+  for (k = 0; k < len; k++) {
+    uint8_t *cut = malloc(k ? k : 1);
+    CM_CHECK(cut != NULL);
+    memcpy(cut, buf, k);
+    CM_CHECK_EQ(pp_reject(cut, k), CM_ETRUNC);
+    free(cut);
+  }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian bookworm machine (run as root):
+# system packages (ngtcp2 from bookworm-backports), then the package itself,
+# editable, with its test extras. Safe to run again: every step checks first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
+DEB_PACKAGES=(
+  build-essential pkg-config
+  libuv1-dev libgnutls28-dev
+  clang clang-format libclang-rt-14-dev valgrind iproute2
+)
+# ngtcp2 1.x lives only in bookworm-backports; bookworm itself has 0.12.
+BACKPORT_PACKAGES=(libngtcp2-dev libngtcp2-crypto-gnutls-dev)
+NGTCP2_MIN=1.11.0
+
+need_apt=0
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt=1
+done
+if ! pkg-config --atleast-version="$NGTCP2_MIN" libngtcp2 libngtcp2_crypto_gnutls 2>/dev/null; then
+  need_apt=1
+fi
+
+if [ "$need_apt" -eq 1 ]; then
+  if [ ! -f "$BACKPORTS" ]; then
+    $SUDO tee "$BACKPORTS" >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    "${DEB_PACKAGES[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    -t bookworm-backports "${BACKPORT_PACKAGES[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if ! $PY -c 'import clustermember._core' 2>/dev/null || [ "${CM_REBUILD:-0}" = 1 ]; then
+  $PY -m pip install -q -e '.[test]'
+else
+  # Rebuild the extension in place so a changed csrc/ is always what runs.
+  $PY setup.py -q build_ext --inplace >/dev/null
+fi
