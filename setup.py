@@ -13,7 +13,7 @@ from setuptools import Extension, setup
 
 PKG_MODULES = ["libngtcp2", "libngtcp2_crypto_gnutls", "gnutls", "libuv"]
 # Layers compiled into the extension, in dependency order.
-LAYERS = ["core", "sim", "binding"]
+LAYERS = ["core", "sim", "net", "engine", "binding"]
 
 
 def pkg_config(flag: str) -> list[str]:

@@ -1,5 +1,6 @@
 /*
- * The wire codec. docs/protocol.md (Wire format) is the byte-level specification.
+ * The wire codec. docs/protocol.md (Wire format) is the byte-level
+ * specification.
  *
  * Every read goes through a wire_rd_t cursor that cannot pass its end, so a
  * hostile length field can make a read fail but never overrun. Every format

@@ -1,7 +1,7 @@
 /*
  * Wire format: the bytes membership messages are made of. Versioned, compact,
- * big-endian, every field bounds-checked. docs/protocol.md ("Wire format") documents each
- * layout byte by byte; keep the two in step.
+ * big-endian, every field bounds-checked. docs/protocol.md ("Wire format")
+ * documents each layout byte by byte; keep the two in step.
  *
  * A datagram ("packet") carries one or more messages:
  *   u8 version | u8 count | count x ( u8 type | u16 body_len | body )

@@ -1,0 +1,25 @@
+/*
+ * Private interface between the binding's files. Only csrc/binding includes
+ * Python.h: argument conversion lives here, protocol logic never does.
+ */
+#ifndef CM_PY_H
+#define CM_PY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* Per-module state (PEP 489/630): no global mutable state. */
+typedef struct cm_py_state {
+  PyObject *error;    /* clustermember._core.Error */
+  PyObject *sim_type; /* clustermember._core.Simulator */
+} cm_py_state_t;
+
+cm_py_state_t *cm_py_state(PyObject *module);
+/* Raise Error (or MemoryError/ValueError where those fit) for a CM_E* code,
+ * prefixed with what was being done. Returns NULL for convenience. */
+PyObject *cm_py_raise(PyObject *module, int err, const char *doing);
+
+/* Each feature file adds its types and functions to the module. */
+int cm_py_sim_exec(PyObject *module);
+
+#endif

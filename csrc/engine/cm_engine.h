@@ -1,0 +1,124 @@
+/*
+ * The engine: a libuv loop on its own thread that hosts one or more nodes,
+ * each a protocol core (csrc/core) driven over a QUIC endpoint (csrc/net).
+ *
+ * Threading contract. cm_engine_new starts the thread; every other function
+ * may be called from any thread, concurrently. Commands reach the loop
+ * through a locked queue and a uv_async_t. Start, tag changes and stop wait
+ * for the loop to apply them (a few microseconds when the loop is idle);
+ * join and leave return at once and report their outcome later as a result
+ * event. Events leave through a bounded per-node queue and an eventfd that
+ * becomes readable when the queue is not empty; the engine never blocks on a
+ * slow consumer (it counts what it drops and reports the count). Reads
+ * (members, stats) copy from a snapshot the loop publishes under a short
+ * lock, so they never stall the protocol. The engine never calls into
+ * Python and never takes the GIL.
+ */
+#ifndef CM_ENGINE_H
+#define CM_ENGINE_H
+
+#include "cm_config.h"
+#include "cm_net.h"
+#include "cm_node.h"
+
+typedef struct cm_engine cm_engine_t;
+typedef struct cm_enode cm_enode_t;
+
+typedef struct cm_enode_config {
+  cm_config_t proto;
+  cm_net_config_t net; /* keys and file names are copied */
+  const char *id;
+  cm_addr_t bind; /* port 0 picks one; the node advertises the bound port */
+  const uint8_t *tags;
+  size_t tags_len;
+  uint64_t seed;
+  uint32_t event_queue_max; /* 0: 4096 */
+  cm_time_t leave_grace;    /* 0: 5 s */
+} cm_enode_config_t;
+
+enum cm_eevent_kind {
+  CM_EEV_MEMBER = 1,  /* a membership event (ev) */
+  CM_EEV_JOINED = 2,  /* result of cm_enode_join: status 0 or error */
+  CM_EEV_LEFT = 3,    /* result of cm_enode_leave: the node has stopped */
+  CM_EEV_DROPPED = 4, /* dropped events because the queue was full */
+};
+
+typedef struct cm_eevent {
+  uint8_t kind;
+  int status;       /* JOINED / LEFT */
+  uint64_t token;   /* JOINED / LEFT: the command's token */
+  uint64_t dropped; /* DROPPED */
+  cm_event_t ev;    /* MEMBER */
+} cm_eevent_t;
+
+typedef struct cm_emember {
+  char id[CM_ID_MAX + 1];
+  cm_addr_t addr;
+  uint32_t incarnation;
+  uint8_t state;
+  uint8_t is_self;
+  uint16_t tags_len;
+  const uint8_t *tags; /* points into the snapshot */
+  cm_time_t state_change;
+  double phi;
+} cm_emember_t;
+
+/* An immutable, reference-counted copy of a node's registry. */
+typedef struct cm_snapshot {
+  uint32_t count;
+  uint64_t version;
+  cm_emember_t *members;
+  _Atomic unsigned refs; /* private: use cm_snapshot_release */
+} cm_snapshot_t;
+
+typedef struct cm_enode_stats {
+  cm_node_stats_t node;
+  cm_net_stats_t net;
+  uint64_t events_dropped; /* engine event queue overflow */
+  uint64_t send_errors;    /* transport refused a datagram or request */
+} cm_enode_stats_t;
+
+/* Start the engine thread. Returns 0, CM_EIO or CM_ENOMEM. */
+int cm_engine_new(cm_engine_t **out);
+/* Stop every node (without leaving), close every handle, join the thread,
+ * free everything. Handles of its nodes become invalid. */
+void cm_engine_free(cm_engine_t *e);
+
+/* Start a node and bind its socket. Blocks until the loop has done so.
+ * Errors: CM_EINVAL, CM_ECONFIG, CM_ENODEID, CM_EADDR, CM_ETAG*, CM_ETLS,
+ * CM_EIO (bind failed), CM_ECLOSED (engine stopping), CM_ENOMEM. */
+int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
+                   cm_enode_t **out);
+/* Stop a node at once (no leave: peers will see it fail) and free the
+ * handle. Blocks until done. */
+void cm_enode_stop(cm_enode_t *n);
+
+/* Join through seeds, retrying with backoff until timeout. Returns a token
+ * (> 0) whose CM_EEV_JOINED result follows, or a negative error. */
+int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
+                      cm_time_t timeout);
+/* Leave gracefully; CM_EEV_LEFT follows once the leave has spread (or the
+ * grace period ran out) and the node has stopped. Returns a token or a
+ * negative error. */
+int64_t cm_enode_leave(cm_enode_t *n);
+/* Replace the tag set (canonical blob). Blocks until applied. Errors as
+ * cm_node_set_tags, and CM_ECLOSED once stopped. */
+int cm_enode_set_tags(cm_enode_t *n, const uint8_t *blob, size_t len);
+/* Replace the transport's fault injection (NULL turns it off). */
+int cm_enode_set_fault(cm_enode_t *n, const cm_net_fault_t *f);
+
+/* The eventfd to watch for readability. */
+int cm_enode_event_fd(const cm_enode_t *n);
+/* Take the next event: 1 if one was taken, 0 if none (the eventfd is then
+ * reset). Safe from any thread, one consumer at a time. */
+int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out);
+
+/* Reads. The snapshot must be released; it stays valid until then. */
+cm_snapshot_t *cm_enode_snapshot(cm_enode_t *n);
+void cm_snapshot_release(cm_snapshot_t *s);
+void cm_enode_stats(cm_enode_t *n, cm_enode_stats_t *out);
+/* The address peers reach this node at (bound port filled in). */
+cm_addr_t cm_enode_addr(const cm_enode_t *n);
+int cm_enode_running(cm_enode_t *n);
+
+#endif

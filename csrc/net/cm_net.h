@@ -1,0 +1,190 @@
+/*
+ * cm_net: the QUIC transport of clustermember. One UDP socket per node; the
+ * node is QUIC client and server on it, so a peer's UDP source address is its
+ * listening address and that address is the identity handed to callbacks.
+ * Membership datagrams travel as QUIC DATAGRAM frames, push-pull exchanges as
+ * one bidirectional stream each (request, FIN, response, FIN). The transport
+ * never interprets payloads, and delivers nothing from a peer before TLS 1.3
+ * has authenticated it.
+ *
+ * Threading: everything runs on the libuv loop given to cm_net_new; every
+ * function must be called on that loop's thread. Callbacks run on it too and
+ * may call any cm_net function (calls made from a callback only queue work,
+ * which is carried out after the current I/O pass).
+ */
+#ifndef CM_NET_H
+#define CM_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cm_common.h"
+
+typedef enum cm_auth_mode {
+  CM_AUTH_KEY = 0,  /* shared cluster key: TLS 1.3 external PSK + ECDHE */
+  CM_AUTH_MTLS = 1, /* mutual TLS with a cluster CA */
+  CM_AUTH_NONE = 2  /* no authentication; explicit opt-in, caller warns */
+} cm_auth_mode_t;
+
+#define CM_KEY_LEN 32
+
+/* Largest datagram payload: what fits one QUIC packet in a 1452-byte UDP
+ * payload (1500-byte Ethernet MTU less IPv6 and UDP headers) after the short
+ * header, AEAD tag and DATAGRAM frame header. Matches the core's default
+ * max_packet_size. */
+#define CM_NET_DATAGRAM_MAX 1400
+
+/* A cluster key. The PSK identity sent in the handshake names the key by id,
+ * so a keyring holding old and new keys lets a cluster rotate keys. */
+typedef struct cm_net_key {
+  uint8_t id;
+  uint8_t key[CM_KEY_LEN];
+} cm_net_key_t;
+
+typedef struct cm_net_config {
+  cm_auth_mode_t auth;
+  /* CM_AUTH_KEY: accept a peer using any key of the ring, connect with
+   * keys[primary]. The array is copied. */
+  const cm_net_key_t *keys;
+  size_t nkeys;
+  size_t primary;
+  /* CM_AUTH_MTLS: PEM files, read once in cm_net_new. Peers must present a
+   * certificate chaining to the CA, on both sides of the handshake.
+   * cert_file and key_file both NULL: present none (peers refuse us; for
+   * tests of exactly that). */
+  const char *ca_file;
+  const char *cert_file;
+  const char *key_file;
+  uint32_t max_connections;      /* pool bound; LRU idle connection evicted */
+  cm_time_t idle_timeout;        /* QUIC max_idle_timeout */
+  cm_time_t handshake_timeout;   /* give up a connection attempt after this */
+  cm_time_t request_timeout;     /* a stream request fails after this */
+  size_t max_stream_message;     /* bound on one push-pull message */
+  uint32_t max_queued_datagrams; /* per connection, waiting to be sent */
+  uint32_t accept_rate;          /* new inbound connections per second */
+  uint8_t static_secret[32];     /* stateless reset tokens derive from it */
+} cm_net_config_t;
+
+typedef struct cm_net_callbacks {
+  /* A datagram from an authenticated peer. */
+  void (*on_datagram)(void *ud, const cm_addr_t *from, const uint8_t *data,
+                      size_t len);
+  /* A complete push-pull request. Answer with cm_net_stream_respond(token);
+   * the data is valid during the call only. */
+  void (*on_stream_request)(void *ud, const cm_addr_t *from, uint64_t token,
+                            const uint8_t *data, size_t len);
+  /* Exactly once per accepted cm_net_stream_request: status 0 with the
+   * reply, or CM_ETIMEDOUT, CM_EAUTH (peer refused us or failed to
+   * authenticate), CM_ETOOBIG (reply over max_stream_message), CM_ECLOSED
+   * (connection or endpoint closed, request refused by the peer). */
+  void (*on_stream_response)(void *ud, uint64_t request_id, int status,
+                             const uint8_t *data, size_t len);
+} cm_net_callbacks_t;
+
+typedef struct cm_net_stats {
+  uint64_t handshakes_ok;           /* connections that reached confirmed */
+  uint64_t handshakes_failed;       /* connections closed before that */
+  uint64_t auth_refused;            /* failures due to TLS authentication */
+  uint64_t conns_open;              /* currently open (not closing) */
+  uint64_t conns_idle;              /* open, established, nothing in flight */
+  uint64_t conns_opened;            /* total: as client plus as server */
+  uint64_t conns_accepted;          /* total opened as server */
+  uint64_t conns_evicted;           /* closed to make room in the pool */
+  uint64_t conns_timed_out;         /* closed by idle or handshake timeout */
+  uint64_t bytes_in, bytes_out;     /* UDP payload bytes */
+  uint64_t packets_in, packets_out; /* UDP datagrams */
+  uint64_t datagrams_in, datagrams_out; /* DATAGRAM frames (payloads) */
+  uint64_t requests_out, requests_in, responses_out;
+  uint64_t stateless_resets_sent;
+  uint64_t drop_garbage;    /* undecodable or unroutable UDP datagrams */
+  uint64_t drop_queue_full; /* datagram queue or socket queue full */
+  uint64_t drop_oversized;  /* datagram or stream message too large */
+  uint64_t drop_auth;       /* payload from an unauthenticated peer */
+  uint64_t drop_rate_limit; /* handshakes or resets over their rate */
+  uint64_t drop_pool_full;  /* inbound connection with no room in pool */
+  uint64_t drop_closed;     /* queued payload lost with its connection */
+  uint64_t drop_fault;      /* fault injection */
+  uint64_t send_errors;     /* the socket refused a packet */
+} cm_net_stats_t;
+
+/* Fault injection for tests and the simulator; off by default. Drops apply
+ * to DATAGRAM payloads (membership messages), optionally only to/from
+ * `peer`; `blocked` peers lose every UDP packet both ways (a partition). */
+typedef struct cm_net_fault {
+  double drop_out;          /* fraction of outgoing datagrams dropped */
+  double drop_in;           /* fraction of incoming datagrams dropped */
+  cm_addr_t peer;           /* family 0: drops apply to every peer */
+  cm_time_t delay;          /* incoming datagrams delivered this much later */
+  const cm_addr_t *blocked; /* copied */
+  size_t nblocked;
+  uint64_t seed; /* the fault PRNG's seed */
+} cm_net_fault_t;
+
+typedef struct cm_net cm_net_t;
+
+/* Defaults: cluster-key mode, no keys (caller supplies them), 512
+ * connections, 60 s idle timeout, 5 s handshake, 10 s request timeout,
+ * 16 MiB stream messages, 256 queued datagrams, 1000 accepts/s. */
+void cm_net_config_default(cm_net_config_t *cfg);
+
+/* Bind a UDP socket to `bind` (port 0 picks an ephemeral port) and start
+ * serving on `loop`. Returns 0, CM_EINVAL (NULL argument), CM_EADDR,
+ * CM_ECONFIG (no keys, primary out of range, missing mTLS file names,
+ * zero bounds), CM_ETLS (credentials or files unusable), CM_EIO (socket or
+ * timer could not be set up), CM_ENOMEM. */
+int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
+               const cm_net_config_t *cfg, const cm_net_callbacks_t *cb,
+               void *ud);
+
+/* The bound address, with the real port. Returns 0 or CM_EIO. */
+int cm_net_local_addr(cm_net_t *net, cm_addr_t *out);
+
+/* Send a datagram, opening a connection if none exists; queued until the
+ * handshake completes. Returns 0 (queued or sent; delivery not promised),
+ * CM_EINVAL, CM_EADDR (invalid or own address), CM_ETOOBIG (len over
+ * CM_NET_DATAGRAM_MAX), CM_EAGAIN (queue full, counted), CM_ELIMIT (pool
+ * full of busy connections), CM_ECLOSED (endpoint closing), CM_ETLS,
+ * CM_EQUIC, CM_ENOMEM. */
+int cm_net_send_datagram(cm_net_t *net, const cm_addr_t *to,
+                         const uint8_t *data, size_t len);
+
+/* Send a request on a new stream; on_stream_response follows exactly once if
+ * this returns 0, never otherwise. Errors as cm_net_send_datagram, with
+ * CM_ETOOBIG above max_stream_message. */
+int cm_net_stream_request(cm_net_t *net, const cm_addr_t *to,
+                          const uint8_t *data, size_t len, uint64_t request_id);
+
+/* Answer the request named by token (from on_stream_request), once.
+ * Returns 0, CM_ENOENT (unknown token, or its connection closed),
+ * CM_ETOOBIG, CM_ECLOSED, CM_ENOMEM. */
+int cm_net_stream_respond(cm_net_t *net, uint64_t token, const uint8_t *data,
+                          size_t len);
+
+/* Close every connection (CONNECTION_CLOSE to established peers), fail
+ * pending requests with CM_ECLOSED, close all handles; done(arg) runs on the
+ * loop when everything is freed. Call once; net is invalid afterwards except
+ * that functions called from callbacks until done return CM_ECLOSED. */
+void cm_net_close(cm_net_t *net, void (*done)(void *arg), void *arg);
+
+void cm_net_stats(const cm_net_t *net, cm_net_stats_t *out);
+
+/* 1 if an authenticated connection to `peer` is open (sending to it costs
+ * no handshake), else 0. Lets gossip prefer connected peers. */
+int cm_net_is_connected(const cm_net_t *net, const cm_addr_t *peer);
+
+/* Replace the fault settings (f NULL turns faults off). Returns 0,
+ * CM_EINVAL (fractions outside [0, 1]) or CM_ENOMEM. */
+int cm_net_set_fault(cm_net_t *net, const cm_net_fault_t *f);
+
+/* Certificates (ECDSA P-256, PEM files; private keys written mode 0600).
+ * cm_net_gen_ca writes a self-signed CA. cm_net_gen_cert writes a node
+ * certificate issued by the CA in ca_cert/ca_key, or self-signed when
+ * ca_cert is NULL. Returns 0, CM_EINVAL, CM_ETLS or CM_EIO. */
+int cm_net_gen_ca(const char *cert_file, const char *key_file,
+                  const char *common_name, uint32_t days);
+int cm_net_gen_cert(const char *ca_cert, const char *ca_key,
+                    const char *cert_file, const char *key_file,
+                    const char *common_name, uint32_t days);
+
+#endif

@@ -1,0 +1,243 @@
+/*
+ * Private structures of cm_net, shared by its files: the endpoint (cm_net.c),
+ * connections and streams (cm_net_conn.c), TLS set-up (cm_net_tls.c) and the
+ * hash map routing connection IDs and peer addresses (cm_net_map.c).
+ */
+#ifndef CM_NET_INT_H
+#define CM_NET_INT_H
+
+#include <gnutls/gnutls.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <sys/socket.h>
+
+#include "cm_net.h"
+#include "cm_rand.h"
+
+/* Our connection IDs are this long so short-header packets can be routed
+ * (their DCID carries no length). */
+#define CM_NET_SCID_LEN 16
+/* The client's first DCID; RFC 9000 asks for at least 8 random bytes. */
+#define CM_NET_INITIAL_DCID_LEN 18
+/* UDP payload we build packets into: 1500-byte MTU less IPv6 and UDP. */
+#define CM_NET_MAX_UDP_PAYLOAD 1452
+/* Receive buffer: the largest UDP datagram, so nothing is truncated. */
+#define CM_NET_RECV_BUF 65536
+
+/* ---- hash map: byte-string keys (CIDs, addresses, tokens) to pointers -- */
+
+#define CM_NET_MAP_KEY_MAX 24
+
+typedef struct cm_net_map_entry {
+  struct cm_net_map_entry *next;
+  uint64_t hash;
+  uint8_t keylen;
+  uint8_t key[CM_NET_MAP_KEY_MAX];
+  void *val;
+} cm_net_map_entry_t;
+
+typedef struct cm_net_map {
+  cm_net_map_entry_t **buckets;
+  size_t nbuckets;
+  size_t count;
+  uint64_t seed;
+} cm_net_map_t;
+
+int cm_net_map_init(cm_net_map_t *m, uint64_t seed);
+void cm_net_map_free(cm_net_map_t *m);
+/* Insert or replace. 0, CM_EINVAL (key too long) or CM_ENOMEM. */
+int cm_net_map_put(cm_net_map_t *m, const void *key, size_t len, void *val);
+void *cm_net_map_get(const cm_net_map_t *m, const void *key, size_t len);
+/* Remove only if the entry maps to val (NULL: whatever it maps to). */
+void cm_net_map_del(cm_net_map_t *m, const void *key, size_t len,
+                    const void *val);
+
+/* ---- queued datagram ---------------------------------------------------- */
+
+typedef struct cm_net_msg {
+  struct cm_net_msg *next;
+  cm_addr_t from; /* delayed delivery only */
+  uint64_t due;   /* delayed delivery only, ngtcp2 timestamp */
+  size_t len;
+  uint8_t data[];
+} cm_net_msg_t;
+
+/* ---- streams ------------------------------------------------------------ */
+
+typedef struct cm_net_conn cm_net_conn_t;
+
+typedef struct cm_net_stream {
+  struct cm_net_stream *next; /* in conn->streams */
+  cm_net_conn_t *conn;
+  int64_t id;          /* -1 until opened */
+  int local;           /* we sent the request */
+  uint64_t request_id; /* local: caller's id; remote: token */
+  uint8_t *out;        /* request or response; kept until the stream ends */
+  size_t outlen, outoff;
+  int out_ready; /* remote: response given */
+  int fin_sent;
+  int blocked; /* flow-control blocked during this write pass */
+  uint8_t *in;
+  size_t inlen, incap;
+  int done; /* local: response callback ran; remote: answered or abandoned */
+  int in_fin_seen;     /* the whole message arrived */
+  int closed;          /* ngtcp2 closed it; freed after the write pass */
+  uint64_t abort_code; /* nonzero: shut the stream down with this code */
+  uint64_t deadline;   /* local: ngtcp2 timestamp of the request timeout */
+} cm_net_stream_t;
+
+/* Application error codes on stream shutdown. */
+#define CM_NET_APP_CANCEL 1 /* requester gave up (timeout) */
+#define CM_NET_APP_TOOBIG 2 /* message over max_stream_message */
+
+/* ---- connections -------------------------------------------------------- */
+
+typedef enum cm_net_conn_state {
+  CM_CONN_HANDSHAKE = 0,
+  CM_CONN_ESTABLISHED = 1,
+  CM_CONN_CLOSING = 2, /* close decided; carried out at the next flush */
+  CM_CONN_DEAD = 3     /* detached from every table, freed at the flush */
+} cm_net_conn_state_t;
+
+struct cm_net_conn {
+  cm_net_t *net;
+  ngtcp2_conn *qc;
+  gnutls_session_t tls;
+  ngtcp2_crypto_conn_ref ref;
+  cm_addr_t peer;
+  struct sockaddr_storage peer_sa;
+  socklen_t peer_salen;
+  int is_client;
+  cm_net_conn_state_t state;
+  int verified;     /* TLS authenticated the peer: payload may be delivered */
+  int current;      /* the peer map points here */
+  int retiring;     /* a duplicate of another connection to the same peer */
+  int writing;      /* inside conn_write: callbacks need not mark it dirty */
+  size_t key_idx;   /* client, CM_AUTH_KEY: the keyring entry offered */
+  size_t key_tries; /* keys tried before this one for the same send */
+  uint64_t established_at;
+  int send_close;   /* CLOSING: send CONNECTION_CLOSE first */
+  int close_status; /* CLOSING: why, as a CM_E* code for requests */
+  ngtcp2_ccerr ccerr;
+  ngtcp2_cid odcid; /* server: the client's first DCID, also routed here */
+  int has_odcid;
+  cm_net_msg_t *qhead, *qtail; /* datagrams waiting to be written */
+  uint32_t qlen;
+  cm_net_stream_t *streams;
+  size_t nstreams;
+  struct cm_net_conn *prev, *next; /* LRU order: head least recently used */
+  struct cm_net_conn *dirty_next;
+  int dirty;
+  uint64_t expiry; /* ngtcp2 timestamp: min(QUIC expiry, request deadlines) */
+};
+
+/* ---- endpoint ----------------------------------------------------------- */
+
+struct cm_net {
+  uv_loop_t *loop;
+  cm_net_config_t cfg;
+  cm_net_key_t *keys;
+  cm_net_callbacks_t cb;
+  void *ud;
+
+  uv_udp_t udp;
+  uv_check_t check; /* flushes dirty connections after each I/O pass */
+  uv_idle_t idle;   /* keeps the loop from blocking while a flush waits */
+  uv_poll_t timer_poll;
+  int timer_fd; /* timerfd: microsecond deadlines, libuv timers are ms */
+  uint64_t timer_armed;
+  int handles_open;
+
+  struct sockaddr_storage local_sa;
+  socklen_t local_salen;
+  cm_addr_t local;
+
+  /* TLS */
+  gnutls_priority_t prio;
+  gnutls_certificate_credentials_t cert_cred;
+  gnutls_psk_client_credentials_t *psk_clients; /* one per key */
+  gnutls_psk_server_credentials_t psk_server;
+
+  cm_net_map_t cids;      /* connection ID -> conn */
+  cm_net_map_t peers;     /* peer address -> current conn */
+  cm_net_map_t tokens;    /* inbound request token -> stream */
+  cm_net_map_t key_hints; /* peer address -> 1 + key index it accepted */
+  uint64_t next_token;
+
+  cm_net_conn_t *lru_head, *lru_tail;
+  cm_net_conn_t *dirty_head;
+  uint32_t nconns; /* not closing */
+
+  /* token buckets (ngtcp2 timestamps) */
+  double accept_tokens;
+  uint64_t accept_ts;
+  double reset_tokens;
+  uint64_t reset_ts;
+
+  /* fault injection */
+  cm_net_fault_t fault;
+  cm_addr_t *blocked;
+  cm_rand_t frand;
+  cm_net_msg_t *delay_head, *delay_tail;
+
+  size_t outstanding_sends; /* uv_udp_send requests in flight */
+  int flush_scheduled;
+  int closing;
+  int timer_dirty;
+  void (*done)(void *);
+  void *done_arg;
+
+  cm_net_stats_t st;
+  uint8_t sendbuf[CM_NET_MAX_UDP_PAYLOAD];
+  uint8_t recvbuf[CM_NET_RECV_BUF];
+};
+
+/* cm_net.c */
+uint64_t cm_net__now(void);
+void cm_net__schedule_flush(cm_net_t *net);
+void cm_net__mark_dirty(cm_net_conn_t *c);
+void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
+                         const cm_addr_t *to, const uint8_t *data, size_t len);
+int cm_net__rand(void *dest, size_t len);
+/* Make room for one more connection, evicting the LRU idle one if need be.
+ * 0 or CM_ELIMIT. */
+int cm_net__make_room(cm_net_t *net);
+/* Peer map key: family, address and port bytes only. */
+#define CM_NET_ADDR_KEY_LEN 19
+void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]);
+void cm_net__deliver_datagram(cm_net_t *net, const cm_addr_t *from,
+                              const uint8_t *data, size_t len);
+
+/* cm_net_conn.c */
+int cm_net__conn_new_client(cm_net_t *net, const cm_addr_t *peer,
+                            size_t key_idx, cm_net_conn_t **out);
+/* The keyring entry to offer a peer: the one it last accepted, else the
+ * primary. */
+size_t cm_net__key_for(cm_net_t *net, const cm_addr_t *peer);
+int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
+                            socklen_t salen, const cm_addr_t *peer,
+                            const ngtcp2_pkt_hd *hd, cm_net_conn_t **out);
+void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len);
+void cm_net__conn_write(cm_net_conn_t *c);
+void cm_net__conn_handle_expiry(cm_net_conn_t *c, uint64_t now);
+/* Decide to close: detaches the conn from routing, fails its requests. */
+void cm_net__conn_close(cm_net_conn_t *c, int status, int send_close);
+/* Carry out a decided close and free the connection. */
+void cm_net__conn_finish(cm_net_conn_t *c);
+void cm_net__conn_free(cm_net_conn_t *c);
+int cm_net__conn_idle(const cm_net_conn_t *c);
+void cm_net__conn_touch(cm_net_conn_t *c);
+int cm_net__conn_enqueue(cm_net_conn_t *c, const uint8_t *data, size_t len);
+int cm_net__conn_request(cm_net_conn_t *c, const uint8_t *data, size_t len,
+                         uint64_t request_id);
+
+/* cm_net_tls.c */
+int cm_net__tls_init(cm_net_t *net);
+void cm_net__tls_free(cm_net_t *net);
+int cm_net__tls_session(cm_net_t *net, cm_net_conn_t *c);
+/* A TLS alert that means the peer failed (or refused) authentication. */
+int cm_net__tls_alert_is_auth(uint8_t alert);
+/* In-memory ECDSA P-256 self-signed certificate for CM_AUTH_NONE. */
+int cm_net__tls_self_signed(gnutls_certificate_credentials_t cred);
+
+#endif

@@ -1,0 +1,212 @@
+/*
+ * TLS 1.3 for cm_net: credentials per authentication mode, and one GnuTLS
+ * session per QUIC connection wired to ngtcp2's crypto layer.
+ */
+#include <gnutls/x509.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm_net_int.h"
+
+/* QUIC forbids the TLS 1.3 middlebox compatibility mode. Key mode allows
+ * only PSK with (EC)DHE so every connection has forward secrecy; the PSK
+ * binder hash is SHA-256, hence AES-128-GCM/ChaCha20 stay enabled. */
+static const char tls_prio_key[] =
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:-CIPHER-ALL:"
+    "+AES-128-GCM:+CHACHA20-POLY1305:+AES-256-GCM:-GROUP-ALL:+GROUP-X25519:"
+    "+GROUP-SECP256R1:%DISABLE_TLS13_COMPAT_MODE";
+static const char tls_prio_cert[] =
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:"
+    "+CHACHA20-POLY1305:+AES-256-GCM:-GROUP-ALL:+GROUP-X25519:"
+    "+GROUP-SECP256R1:%DISABLE_TLS13_COMPAT_MODE";
+
+/* ALPN keeps other QUIC services from mistaking us for them and back. */
+static const char tls_alpn[] = "clustermember/1";
+
+#define TLS_PSK_PREFIX "cm-key-"
+#define TLS_PSK_IDENT_MAX 16
+
+static void tls_psk_identity(uint8_t id, char *buf, size_t len) {
+  snprintf(buf, len, TLS_PSK_PREFIX "%u", (unsigned)id);
+}
+
+/* Server side: the identity names the key; any key of the ring is
+ * accepted, which is what lets a cluster rotate keys. An unknown identity
+ * gets a random key, so it fails like a wrong key (a binder mismatch, an
+ * authentication alert the client retries with its next key) instead of
+ * an internal error. */
+static int tls_psk_lookup(gnutls_session_t s, const gnutls_datum_t *ident,
+                          gnutls_datum_t *key) {
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
+  cm_net_conn_t *c = ref->user_data;
+  cm_net_t *net = c->net;
+  char want[TLS_PSK_IDENT_MAX];
+  const uint8_t *found = NULL;
+  size_t i;
+  for (i = 0; i < net->cfg.nkeys && found == NULL; i++) {
+    tls_psk_identity(net->keys[i].id, want, sizeof(want));
+    if (ident->size == strlen(want) &&
+        memcmp(ident->data, want, ident->size) == 0)
+      found = net->keys[i].key;
+  }
+  key->data = gnutls_malloc(CM_KEY_LEN);
+  if (key->data == NULL)
+    return -1;
+  key->size = CM_KEY_LEN;
+  if (found != NULL) {
+    memcpy(key->data, found, CM_KEY_LEN);
+  } else if (cm_net__rand(key->data, CM_KEY_LEN) != 0) {
+    gnutls_free(key->data);
+    key->data = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+int cm_net__tls_init(cm_net_t *net) {
+  const cm_net_config_t *cfg = &net->cfg;
+  int rv;
+
+  rv = gnutls_priority_init(
+      &net->prio, cfg->auth == CM_AUTH_KEY ? tls_prio_key : tls_prio_cert,
+      NULL);
+  if (rv != 0)
+    return CM_ETLS;
+
+  if (cfg->auth == CM_AUTH_KEY) {
+    size_t i;
+    if (gnutls_psk_allocate_server_credentials(&net->psk_server) != 0)
+      return CM_ENOMEM;
+    gnutls_psk_set_server_credentials_function2(net->psk_server,
+                                                tls_psk_lookup);
+    /* A GnuTLS client offers one PSK identity per handshake, so there is
+     * one client credential per key and a refused handshake is retried
+     * with the next key (cm_net_conn.c). */
+    net->psk_clients = calloc(cfg->nkeys, sizeof(*net->psk_clients));
+    if (net->psk_clients == NULL)
+      return CM_ENOMEM;
+    for (i = 0; i < cfg->nkeys; i++) {
+      char ident[TLS_PSK_IDENT_MAX];
+      gnutls_datum_t user, key;
+      if (gnutls_psk_allocate_client_credentials(&net->psk_clients[i]) != 0)
+        return CM_ENOMEM;
+      tls_psk_identity(net->keys[i].id, ident, sizeof(ident));
+      user.data = (unsigned char *)ident;
+      user.size = (unsigned)strlen(ident);
+      key.data = (unsigned char *)net->keys[i].key;
+      key.size = CM_KEY_LEN;
+      if (gnutls_psk_set_client_credentials2(net->psk_clients[i], &user, &key,
+                                             GNUTLS_PSK_KEY_RAW) != 0)
+        return CM_ETLS;
+    }
+    return 0;
+  }
+
+  if (gnutls_certificate_allocate_credentials(&net->cert_cred) != 0)
+    return CM_ENOMEM;
+  if (cfg->auth == CM_AUTH_NONE)
+    return cm_net__tls_self_signed(net->cert_cred);
+
+  rv = gnutls_certificate_set_x509_trust_file(net->cert_cred, cfg->ca_file,
+                                              GNUTLS_X509_FMT_PEM);
+  if (rv <= 0) /* the number of CA certificates read; none is an error */
+    return CM_ETLS;
+  if (cfg->cert_file == NULL)
+    return 0;
+  rv = gnutls_certificate_set_x509_key_file(net->cert_cred, cfg->cert_file,
+                                            cfg->key_file, GNUTLS_X509_FMT_PEM);
+  return rv < 0 ? CM_ETLS : 0;
+}
+
+void cm_net__tls_free(cm_net_t *net) {
+  if (net->prio != NULL)
+    gnutls_priority_deinit(net->prio);
+  if (net->psk_clients != NULL) {
+    size_t i;
+    for (i = 0; i < net->cfg.nkeys; i++)
+      if (net->psk_clients[i] != NULL)
+        gnutls_psk_free_client_credentials(net->psk_clients[i]);
+    free(net->psk_clients);
+  }
+  if (net->psk_server != NULL)
+    gnutls_psk_free_server_credentials(net->psk_server);
+  if (net->cert_cred != NULL)
+    gnutls_certificate_free_credentials(net->cert_cred);
+  net->prio = NULL;
+  net->psk_clients = NULL;
+  net->psk_server = NULL;
+  net->cert_cred = NULL;
+}
+
+int cm_net__tls_session(cm_net_t *net, cm_net_conn_t *c) {
+  gnutls_datum_t alpn;
+  unsigned flags = (c->is_client ? GNUTLS_CLIENT : GNUTLS_SERVER) |
+                   GNUTLS_NO_END_OF_EARLY_DATA;
+  int rv;
+
+  if (gnutls_init(&c->tls, flags) != 0)
+    return CM_ENOMEM;
+  if (gnutls_priority_set(c->tls, net->prio) != 0)
+    return CM_ETLS;
+  rv = c->is_client ? ngtcp2_crypto_gnutls_configure_client_session(c->tls)
+                    : ngtcp2_crypto_gnutls_configure_server_session(c->tls);
+  if (rv != 0)
+    return CM_ETLS;
+  /* ngtcp2's crypto layer owns the session pointer slot. */
+  gnutls_session_set_ptr(c->tls, &c->ref);
+
+  switch (net->cfg.auth) {
+  case CM_AUTH_KEY:
+    rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_PSK,
+                                c->is_client
+                                    ? (void *)net->psk_clients[c->key_idx]
+                                    : (void *)net->psk_server);
+    break;
+  case CM_AUTH_MTLS:
+    rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, net->cert_cred);
+    if (rv == 0 && !c->is_client) {
+      gnutls_certificate_server_set_request(c->tls, GNUTLS_CERT_REQUIRE);
+      /* Otherwise a GnuTLS client silently withholds a certificate that
+       * none of our advertised CAs issued, and the refusal is obscured. */
+      gnutls_certificate_send_x509_rdn_sequence(c->tls, 1);
+    }
+    /* Peers are named by address, not host name: the chain to the cluster
+     * CA is the whole check, on both sides. */
+    if (rv == 0)
+      gnutls_session_set_verify_cert(c->tls, NULL, 0);
+    break;
+  default:
+    rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, net->cert_cred);
+    break;
+  }
+  if (rv != 0)
+    return CM_ETLS;
+
+  alpn.data = (unsigned char *)tls_alpn;
+  alpn.size = (unsigned)strlen(tls_alpn);
+  if (gnutls_alpn_set_protocols(c->tls, &alpn, 1, GNUTLS_ALPN_MANDATORY) != 0)
+    return CM_ETLS;
+  return 0;
+}
+
+int cm_net__tls_alert_is_auth(uint8_t alert) {
+  switch (alert) {
+  case GNUTLS_A_HANDSHAKE_FAILURE:
+  case GNUTLS_A_BAD_CERTIFICATE:
+  case GNUTLS_A_UNSUPPORTED_CERTIFICATE:
+  case GNUTLS_A_CERTIFICATE_REVOKED:
+  case GNUTLS_A_CERTIFICATE_EXPIRED:
+  case GNUTLS_A_CERTIFICATE_UNKNOWN:
+  case GNUTLS_A_ILLEGAL_PARAMETER: /* GnuTLS: PSK binder mismatch */
+  case GNUTLS_A_UNKNOWN_CA:
+  case GNUTLS_A_ACCESS_DENIED:
+  case GNUTLS_A_DECRYPT_ERROR:
+  case GNUTLS_A_UNKNOWN_PSK_IDENTITY:
+  case GNUTLS_A_CERTIFICATE_REQUIRED:
+    return 1;
+  default:
+    return 0;
+  }
+}

@@ -1,0 +1,268 @@
+/*
+ * Real nodes: several cm_enodes in one engine, talking QUIC over loopback in
+ * cluster-key mode. Every wait polls a condition against a generous
+ * deadline; nothing depends on a fixed sleep.
+ */
+#include <time.h>
+
+#include "cm_engine.h"
+#include "cm_test.h"
+
+#define NODES 5
+
+static void nap_ms(int ms) {
+  struct timespec ts = {0, ms * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static cm_net_key_t test_key(void) {
+  cm_net_key_t k;
+  int i;
+  k.id = 1;
+  for (i = 0; i < CM_KEY_LEN; i++)
+    k.key[i] = (uint8_t)(i * 7 + 3);
+  return k;
+}
+
+static cm_enode_t *start_node(cm_engine_t *e, int i, const cm_net_key_t *key) {
+  cm_enode_config_t c;
+  cm_enode_t *n = NULL;
+  char id[16];
+  memset(&c, 0, sizeof(c));
+  cm_config_lan(&c.proto);
+  cm_net_config_default(&c.net);
+  c.net.keys = key;
+  c.net.nkeys = 1;
+  c.net.static_secret[0] = (uint8_t)i;
+  snprintf(id, sizeof(id), "node-%d", i);
+  c.id = id;
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &c.bind));
+  c.bind.port = 0;
+  c.seed = (uint64_t)i + 1;
+  CM_CHECK_OK(cm_enode_start(e, &c, &n));
+  return n;
+}
+
+/* State of member `id` in n's registry, or 0xff if unknown. */
+static uint8_t seen_state(cm_enode_t *n, const char *id) {
+  cm_snapshot_t *s = cm_enode_snapshot(n);
+  uint8_t st = 0xff;
+  uint32_t i;
+  if (s == NULL)
+    return st;
+  for (i = 0; i < s->count; i++)
+    if (strcmp(s->members[i].id, id) == 0)
+      st = s->members[i].state;
+  cm_snapshot_release(s);
+  return st;
+}
+
+static int count_alive(cm_enode_t *n) {
+  cm_snapshot_t *s = cm_enode_snapshot(n);
+  int c = 0;
+  uint32_t i;
+  if (s == NULL)
+    return 0;
+  for (i = 0; i < s->count; i++)
+    c += s->members[i].state == CM_STATE_ALIVE;
+  cm_snapshot_release(s);
+  return c;
+}
+
+typedef int (*cond_fn)(cm_enode_t **nodes, void *arg);
+
+static int wait_for(cond_fn f, cm_enode_t **nodes, void *arg, int seconds) {
+  int waited;
+  for (waited = 0; waited < seconds * 1000; waited += 20) {
+    if (f(nodes, arg))
+      return 1;
+    nap_ms(20);
+  }
+  return f(nodes, arg);
+}
+
+struct want {
+  int skip; /* node index not asked (or -1) */
+  const char *id;
+  uint8_t state;
+  int count; /* for all_converged */
+};
+
+static int all_see(cm_enode_t **nodes, void *arg) {
+  struct want *w = arg;
+  int i;
+  for (i = 0; i < NODES; i++)
+    if (i != w->skip && nodes[i] != NULL &&
+        seen_state(nodes[i], w->id) != w->state)
+      return 0;
+  return 1;
+}
+
+static int all_converged(cm_enode_t **nodes, void *arg) {
+  struct want *w = arg;
+  int i;
+  for (i = 0; i < NODES; i++)
+    if (nodes[i] != NULL && count_alive(nodes[i]) != w->count)
+      return 0;
+  return 1;
+}
+
+static int wait_join(cm_enode_t *n, int64_t token) {
+  cm_eevent_t ev;
+  int waited;
+  for (waited = 0; waited < 30000; waited += 10) {
+    while (cm_enode_next_event(n, &ev))
+      if (ev.kind == CM_EEV_JOINED && ev.token == (uint64_t)token)
+        return ev.status;
+    nap_ms(10);
+  }
+  return CM_ETIMEDOUT;
+}
+
+static void form_cluster(cm_engine_t *e, cm_enode_t **nodes,
+                         const cm_net_key_t *key) {
+  cm_addr_t seed;
+  struct want w = {-1, NULL, 0, NODES};
+  int i;
+  for (i = 0; i < NODES; i++)
+    nodes[i] = start_node(e, i, key);
+  seed = cm_enode_addr(nodes[0]);
+  for (i = 1; i < NODES; i++) {
+    int64_t tok = cm_enode_join(nodes[i], &seed, 1, CM_SEC(10));
+    CM_CHECK(tok > 0);
+    CM_CHECK_OK(wait_join(nodes[i], tok));
+  }
+  CM_CHECK(wait_for(all_converged, nodes, &w, 30));
+}
+
+static int tag_seen(cm_enode_t **nodes, void *arg) {
+  int i;
+  (void)arg;
+  for (i = 0; i < NODES; i++) {
+    cm_snapshot_t *s;
+    uint32_t k;
+    int ok = 0;
+    if (nodes[i] == NULL)
+      continue;
+    s = cm_enode_snapshot(nodes[i]);
+    for (k = 0; k < s->count; k++) {
+      cm_tag_t t;
+      if (strcmp(s->members[k].id, "node-1") == 0 &&
+          cm_tags_get(s->members[k].tags, s->members[k].tags_len, "role", 4,
+                      &t) &&
+          t.value_len == 6 && memcmp(t.value, "worker", 6) == 0)
+        ok = 1;
+    }
+    cm_snapshot_release(s);
+    if (!ok)
+      return 0;
+  }
+  return 1;
+}
+
+static void lifecycle(double loss) {
+  cm_engine_t *e = NULL;
+  cm_enode_t *nodes[NODES];
+  cm_net_key_t key = test_key();
+  uint8_t blob[64];
+  size_t blen;
+  int i;
+  struct want failed = {3, "node-3", CM_STATE_FAILED, 0};
+  struct want left = {4, "node-4", CM_STATE_LEFT, 0};
+  CM_CHECK_OK(cm_engine_new(&e));
+  form_cluster(e, nodes, &key);
+  if (loss > 0) {
+    cm_net_fault_t f;
+    memset(&f, 0, sizeof(f));
+    f.drop_out = loss;
+    for (i = 0; i < NODES; i++) {
+      f.seed = (uint64_t)i + 100;
+      CM_CHECK_OK(cm_enode_set_fault(nodes[i], &f));
+    }
+  }
+  /* A tag change reaches everyone. */
+  CM_CHECK_OK(
+      cm_tags_set(NULL, 0, "role", 4, "worker", 6, blob, sizeof(blob), &blen));
+  CM_CHECK_OK(cm_enode_set_tags(nodes[1], blob, blen));
+  CM_CHECK(wait_for(tag_seen, nodes, NULL, 20));
+  /* Stopped without a leave: failed everywhere. */
+  cm_enode_stop(nodes[3]);
+  nodes[3] = NULL;
+  CM_CHECK(wait_for(all_see, nodes, &failed, 60));
+  /* A graceful leave: left everywhere, never failed. */
+  CM_CHECK(cm_enode_leave(nodes[4]) > 0);
+  CM_CHECK(wait_for(all_see, nodes, &left, 30));
+  for (i = 0; i < 3; i++) {
+    char id[16];
+    int j;
+    snprintf(id, sizeof(id), "node-%d", i);
+    for (j = 0; j < 3; j++)
+      CM_CHECK_EQ(seen_state(nodes[j], id), CM_STATE_ALIVE);
+  }
+  cm_engine_free(e);
+}
+
+CM_TEST(engine_five_nodes_over_quic) { lifecycle(0.0); }
+
+CM_TEST(engine_five_nodes_with_ten_percent_loss) { lifecycle(0.10); }
+
+/* With 10% loss for 60 s, no live node is ever marked failed. */
+CM_TEST(engine_loss_causes_no_false_failure) {
+  cm_engine_t *e = NULL;
+  cm_enode_t *nodes[NODES];
+  cm_net_key_t key = test_key();
+  cm_net_fault_t f;
+  int i, t;
+  CM_CHECK_OK(cm_engine_new(&e));
+  form_cluster(e, nodes, &key);
+  memset(&f, 0, sizeof(f));
+  f.drop_out = 0.10;
+  for (i = 0; i < NODES; i++) {
+    f.seed = (uint64_t)i + 7;
+    CM_CHECK_OK(cm_enode_set_fault(nodes[i], &f));
+  }
+  for (t = 0; t < 60000; t += 100) {
+    for (i = 0; i < NODES; i++) {
+      cm_enode_stats_t st;
+      cm_enode_stats(nodes[i], &st);
+      CM_CHECK_EQ(st.node.failed, 0);
+    }
+    nap_ms(100);
+  }
+  for (i = 0; i < NODES; i++) {
+    cm_enode_stats_t st;
+    cm_enode_stats(nodes[i], &st);
+    CM_CHECK_EQ(st.node.failures_declared, 0);
+    CM_CHECK(st.net.drop_fault > 0);
+  }
+  cm_engine_free(e);
+}
+
+CM_TEST(engine_join_timeout_names_no_false_success) {
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *n;
+  cm_addr_t nowhere;
+  int64_t tok;
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node(e, 0, &key);
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:9", &nowhere));
+  tok = cm_enode_join(n, &nowhere, 1, CM_SEC(2));
+  CM_CHECK(tok > 0);
+  CM_CHECK_EQ(wait_join(n, tok), CM_ETIMEDOUT);
+  cm_engine_free(e);
+}
+
+CM_TEST(engine_start_stop_cycles) {
+  cm_net_key_t key = test_key();
+  int i;
+  for (i = 0; i < 1000; i++) {
+    cm_engine_t *e = NULL;
+    cm_enode_t *n;
+    CM_CHECK_OK(cm_engine_new(&e));
+    n = start_node(e, i, &key);
+    if (i % 2 == 0)
+      cm_enode_stop(n);
+    cm_engine_free(e);
+  }
+}

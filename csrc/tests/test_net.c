@@ -1,0 +1,976 @@
+/*
+ * cm_net over real sockets on 127.0.0.1 (ephemeral ports), every endpoint
+ * on one libuv loop. Each wait runs the loop until a condition holds or a
+ * deadline passes; a test fails rather than hangs.
+ */
+#include <arpa/inet.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cm_net.h"
+#include "cm_test.h"
+
+#define T_WAIT_MS 5000
+#define T_MAX_NODES 8
+
+typedef struct tnode {
+  cm_net_t *net;
+  cm_addr_t addr;
+  int ndgram;
+  cm_addr_t last_from;
+  size_t last_len;
+  uint8_t last[CM_NET_DATAGRAM_MAX];
+  int nreq;
+  int no_reply;     /* leave requests unanswered */
+  size_t reply_len; /* 0: as long as the request */
+  int nresp, nresp_ok, nresp_bad;
+  int last_status;
+  size_t last_resp_len;
+  int closed;
+} tnode_t;
+
+/* Reply bytes derive from the request so content is checked end to end. */
+static uint8_t t_reply_byte(size_t i) { return (uint8_t)(i * 7 + 3); }
+
+static void t_on_datagram(void *ud, const cm_addr_t *from, const uint8_t *d,
+                          size_t len) {
+  tnode_t *n = ud;
+  n->ndgram++;
+  n->last_from = *from;
+  n->last_len = len;
+  memcpy(n->last, d, len < sizeof(n->last) ? len : sizeof(n->last));
+}
+
+static void t_on_request(void *ud, const cm_addr_t *from, uint64_t token,
+                         const uint8_t *d, size_t len) {
+  tnode_t *n = ud;
+  size_t rlen = n->reply_len ? n->reply_len : len, i;
+  uint8_t *r;
+  (void)from;
+  (void)d;
+  n->nreq++;
+  if (n->no_reply)
+    return;
+  r = malloc(rlen ? rlen : 1);
+  if (r == NULL)
+    return;
+  for (i = 0; i < rlen; i++)
+    r[i] = t_reply_byte(i);
+  cm_net_stream_respond(n->net, token, r, rlen);
+  free(r);
+}
+
+static void t_on_response(void *ud, uint64_t rid, int status, const uint8_t *d,
+                          size_t len) {
+  tnode_t *n = ud;
+  size_t i;
+  (void)rid;
+  n->nresp++;
+  n->last_status = status;
+  n->last_resp_len = len;
+  if (status != 0)
+    return;
+  for (i = 0; i < len; i++)
+    if (d[i] != t_reply_byte(i)) {
+      n->nresp_bad++;
+      return;
+    }
+  n->nresp_ok++;
+}
+
+static const cm_net_callbacks_t t_cb = {t_on_datagram, t_on_request,
+                                        t_on_response};
+
+static void t_key(cm_net_key_t *k, uint8_t id, uint8_t fill) {
+  k->id = id;
+  memset(k->key, fill, sizeof(k->key));
+}
+
+static cm_net_key_t t_keys[1];
+
+static void t_cfg(cm_net_config_t *cfg) {
+  cm_net_config_default(cfg);
+  t_key(&t_keys[0], 1, 0x11);
+  cfg->keys = t_keys;
+  cfg->nkeys = 1;
+  cfg->max_queued_datagrams = 4096;
+}
+
+static void t_start_at(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
+                       const char *bind) {
+  cm_addr_t a;
+  memset(n, 0, sizeof(*n));
+  CM_CHECK_OK(cm_addr_parse(bind, &a));
+  a.port = 0; /* ephemeral */
+  CM_CHECK_OK(cm_net_new(&n->net, loop, &a, cfg, &t_cb, n));
+  CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
+  CM_CHECK(n->addr.port != 0);
+}
+
+static void t_start(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg) {
+  t_start_at(n, loop, cfg, "127.0.0.1:1");
+}
+
+static void t_deadline_cb(uv_timer_t *t) { *(int *)t->data = 1; }
+
+typedef int (*t_pred_fn)(void *);
+
+/* Run the loop until pred holds or ms pass; returns pred's last value. */
+static int t_run(uv_loop_t *loop, t_pred_fn pred, void *arg, unsigned ms) {
+  uv_timer_t t;
+  int expired = 0, ok;
+  uv_timer_init(loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, t_deadline_cb, ms, 0);
+  while (!(ok = pred(arg)) && !expired)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return ok;
+}
+
+typedef struct {
+  const int *p;
+  int want;
+} t_ge_t;
+
+static int t_ge(void *arg) {
+  t_ge_t *g = arg;
+  return *g->p >= g->want;
+}
+
+static int t_wait_ge(uv_loop_t *loop, const int *p, int want, unsigned ms) {
+  t_ge_t g = {p, want};
+  return t_run(loop, t_ge, &g, ms);
+}
+
+static void t_closed_cb(void *arg) { ((tnode_t *)arg)->closed = 1; }
+
+typedef struct {
+  tnode_t **nodes;
+  size_t n;
+} t_all_t;
+
+static int t_all_closed(void *arg) {
+  t_all_t *a = arg;
+  size_t i;
+  for (i = 0; i < a->n; i++)
+    if (!a->nodes[i]->closed)
+      return 0;
+  return 1;
+}
+
+static void t_walk_cb(uv_handle_t *h, void *arg) {
+  (void)h;
+  (*(int *)arg)++;
+}
+
+/* Close every node, wait for all done callbacks, and check the loop holds
+ * no handle of ours any more. */
+static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
+  t_all_t a = {nodes, n};
+  size_t i;
+  int handles = 0;
+  for (i = 0; i < n; i++)
+    cm_net_close(nodes[i]->net, t_closed_cb, nodes[i]);
+  CM_CHECK(t_run(loop, t_all_closed, &a, T_WAIT_MS));
+  uv_run(loop, UV_RUN_NOWAIT);
+  uv_walk(loop, t_walk_cb, &handles);
+  CM_CHECK_EQ(handles, 0);
+  CM_CHECK_OK(uv_loop_close(loop));
+}
+
+static cm_net_stats_t t_stats(tnode_t *n) {
+  cm_net_stats_t st;
+  cm_net_stats(n->net, &st);
+  return st;
+}
+
+static uint64_t t_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- datagrams ----------------------------------------------------------- */
+
+CM_TEST(net_datagrams_both_ways) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_net_stats_t st;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+
+  CM_CHECK_EQ(cm_net_is_connected(a.net, &b.addr), 0);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"ping", 4));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(cm_net_is_connected(a.net, &b.addr), 1);
+  CM_CHECK_EQ(cm_net_is_connected(b.net, &a.addr), 1);
+  CM_CHECK_EQ(b.last_len, 4);
+  CM_CHECK(memcmp(b.last, "ping", 4) == 0);
+  CM_CHECK(cm_addr_eq(&b.last_from, &a.addr));
+
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"pong", 4));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+
+  /* A burst both ways, full-size, over the one connection. */
+  for (i = 0; i < 500; i++) {
+    uint8_t buf[CM_NET_DATAGRAM_MAX];
+    memset(buf, i & 0xff, sizeof(buf));
+    CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, buf, sizeof(buf)));
+    CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, buf, 100));
+  }
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 501, T_WAIT_MS));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 501, T_WAIT_MS));
+  CM_CHECK_EQ(b.last_len, CM_NET_DATAGRAM_MAX);
+  CM_CHECK_EQ(
+      cm_net_send_datagram(a.net, &b.addr, b.last, CM_NET_DATAGRAM_MAX + 1),
+      CM_ETOOBIG);
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, &a.addr, b.last, 1), CM_EADDR);
+
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_open, 1);
+  CM_CHECK_EQ(st.datagrams_out, 501);
+  CM_CHECK_EQ(st.datagrams_in, 501);
+  CM_CHECK(st.handshakes_ok >= 1);
+  CM_CHECK_EQ(st.handshakes_failed, 0);
+  CM_CHECK_EQ(st.drop_oversized, 1);
+  st = t_stats(&b);
+  CM_CHECK_EQ(st.conns_open, 1);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  t_finish(&loop, all, 2);
+}
+
+CM_TEST(net_three_endpoints) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t n[3];
+  tnode_t *all[] = {&n[0], &n[1], &n[2]};
+  int i, j;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  for (i = 0; i < 3; i++)
+    t_start(&n[i], &loop, &cfg);
+  for (i = 0; i < 3; i++)
+    for (j = 0; j < 3; j++)
+      if (i != j)
+        CM_CHECK_OK(cm_net_send_datagram(n[i].net, &n[j].addr,
+                                         (const uint8_t *)"hello", 5));
+  for (i = 0; i < 3; i++)
+    CM_CHECK(t_wait_ge(&loop, &n[i].ndgram, 2, T_WAIT_MS));
+  t_finish(&loop, all, 3);
+}
+
+CM_TEST(net_simultaneous_open_keeps_one) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  /* Both open before either runs: two handshakes cross. */
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"y", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  for (i = 0; i < 100; i++) {
+    CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+    CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"y", 1));
+    CM_CHECK(t_wait_ge(&loop, &a.ndgram, i + 2, T_WAIT_MS));
+    CM_CHECK(t_wait_ge(&loop, &b.ndgram, i + 2, T_WAIT_MS));
+  }
+  /* The duplicate retired on both sides, the same one. */
+  CM_CHECK_EQ(t_stats(&a).conns_open, 1);
+  CM_CHECK_EQ(t_stats(&b).conns_open, 1);
+  t_finish(&loop, all, 2);
+}
+
+CM_TEST(net_ipv6) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  cm_addr_t probe;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+  struct sockaddr_in6 sin6;
+
+  /* Skip quietly on hosts without IPv6 loopback. */
+  memset(&sin6, 0, sizeof(sin6));
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_addr = in6addr_loopback;
+  if (fd < 0 || bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  close(fd);
+  CM_CHECK_OK(cm_addr_parse("[::1]:1", &probe));
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start_at(&a, &loop, &cfg, "[::1]:1");
+  t_start_at(&b, &loop, &cfg, "[::1]:1");
+  CM_CHECK_EQ(a.addr.family, 6);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"v6", 2));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&b.last_from, &a.addr));
+  t_finish(&loop, all, 2);
+}
+
+/* ---- streams ------------------------------------------------------------- */
+
+CM_TEST(net_stream_200k) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  size_t len = 200 * 1024;
+  uint8_t *req = malloc(len);
+  int i;
+
+  CM_CHECK(req != NULL);
+  memset(req, 0xab, len);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  b.reply_len = 210 * 1024;
+  CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, req, len, 7));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, 0);
+  CM_CHECK_EQ(a.last_resp_len, 210 * 1024);
+  CM_CHECK_EQ(a.nresp_ok, 1);
+  CM_CHECK_EQ(b.nreq, 1);
+
+  /* More requests at once than the initial stream credit (16), so credit
+   * must come back as streams close. */
+  b.reply_len = 1000;
+  for (i = 0; i < 40; i++)
+    CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, req, 3000, 100 + i));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp_ok, 41, T_WAIT_MS));
+  CM_CHECK_EQ(a.nresp_bad, 0);
+  CM_CHECK_EQ(t_stats(&a).requests_out, 41);
+  CM_CHECK_EQ(t_stats(&b).responses_out, 41);
+  CM_CHECK_EQ(t_stats(&a).conns_idle, 1);
+  free(req);
+  t_finish(&loop, all, 2);
+}
+
+CM_TEST(net_stream_limits_and_timeout) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t buf[4096];
+
+  memset(buf, 1, sizeof(buf));
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = 2048;
+  cfg.request_timeout = CM_MSEC(200);
+  t_start(&a, &loop, &cfg);
+  cfg.max_stream_message = 8192;
+  t_start(&b, &loop, &cfg);
+
+  CM_CHECK_EQ(cm_net_stream_request(a.net, &b.addr, buf, 4096, 1), CM_ETOOBIG);
+  /* The reply is over the requester's bound: refused, reported once. */
+  b.reply_len = 4000;
+  CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, buf, 10, 2));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, CM_ETOOBIG);
+
+  /* An unanswered request times out, exactly once. */
+  b.no_reply = 1;
+  CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, buf, 10, 3));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 2, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, CM_ETIMEDOUT);
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 3, 300) == 0);
+  CM_CHECK_EQ(a.nresp, 2);
+  CM_CHECK_EQ(cm_net_stream_respond(b.net, 12345, buf, 1), CM_ENOENT);
+
+  /* Closing with a request in flight reports it as closed. */
+  CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, buf, 10, 4));
+  t_finish(&loop, all, 2);
+  CM_CHECK_EQ(a.nresp, 3);
+  CM_CHECK_EQ(a.last_status, CM_ECLOSED);
+}
+
+/* ---- authentication ------------------------------------------------------ */
+
+static int t_refused(void *arg) { return t_stats(arg).auth_refused >= 1; }
+
+CM_TEST(net_wrong_key_refused) {
+  uv_loop_t loop;
+  cm_net_config_t ca, cb;
+  cm_net_key_t ka, kb;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_net_stats_t sa, sb;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  cm_net_config_default(&ca);
+  cb = ca;
+  t_key(&ka, 1, 0x11);
+  t_key(&kb, 1, 0x22); /* same id, other key */
+  ca.keys = &ka;
+  ca.nkeys = 1;
+  cb.keys = &kb;
+  cb.nkeys = 1;
+  t_start(&a, &loop, &ca);
+  t_start(&b, &loop, &cb);
+
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK_OK(
+      cm_net_stream_request(a.net, &b.addr, (const uint8_t *)"r", 1, 9));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, CM_EAUTH);
+  sa = t_stats(&a);
+  sb = t_stats(&b);
+  CM_CHECK_EQ(b.ndgram, 0);
+  CM_CHECK_EQ(b.nreq, 0);
+  CM_CHECK(sb.auth_refused >= 1);
+  CM_CHECK(sa.auth_refused >= 1);
+  CM_CHECK_EQ(sa.handshakes_ok, 0);
+  CM_CHECK_EQ(sb.handshakes_ok, 0);
+  CM_CHECK_EQ(sa.drop_closed, 1);
+  t_finish(&loop, all, 2);
+}
+
+CM_TEST(net_key_rotation) {
+  uv_loop_t loop;
+  cm_net_config_t c1, c2, c3;
+  cm_net_key_t ring[2], k1, k2;
+  tnode_t n1, n2, n3;
+  tnode_t *all[] = {&n1, &n2, &n3};
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_key(&ring[0], 1, 0x11);
+  t_key(&ring[1], 2, 0x22);
+  k1 = ring[0];
+  k2 = ring[1];
+  cm_net_config_default(&c1);
+  c2 = c3 = c1;
+  c1.keys = ring;
+  c1.nkeys = 2;
+  c1.primary = 1;
+  c2.keys = &k1;
+  c2.nkeys = 1;
+  c3.keys = &k2;
+  c3.nkeys = 1;
+  t_start(&n1, &loop, &c1);
+  t_start(&n2, &loop, &c2);
+  t_start(&n3, &loop, &c3);
+
+  /* n1 offers key 2, n2 refuses it, n1 retries with key 1. */
+  CM_CHECK_OK(cm_net_send_datagram(n1.net, &n2.addr, (const uint8_t *)"a", 1));
+  CM_CHECK_OK(cm_net_send_datagram(n1.net, &n3.addr, (const uint8_t *)"b", 1));
+  CM_CHECK(t_wait_ge(&loop, &n2.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(t_wait_ge(&loop, &n3.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_OK(cm_net_send_datagram(n2.net, &n1.addr, (const uint8_t *)"c", 1));
+  CM_CHECK_OK(cm_net_send_datagram(n3.net, &n1.addr, (const uint8_t *)"d", 1));
+  CM_CHECK(t_wait_ge(&loop, &n1.ndgram, 2, T_WAIT_MS));
+  /* n2 and n3 share no key: refused. */
+  CM_CHECK_OK(cm_net_send_datagram(n2.net, &n3.addr, (const uint8_t *)"e", 1));
+  CM_CHECK(t_run(&loop, t_refused, &n3, T_WAIT_MS));
+  CM_CHECK_EQ(n3.ndgram, 1);
+  CM_CHECK_EQ(t_stats(&n1).handshakes_failed, 1); /* the refused key 2 */
+  t_finish(&loop, all, 3);
+}
+
+typedef struct {
+  char dir[64];
+  char path[8][96];
+} t_pki_t;
+
+enum { T_CA1, T_CA1KEY, T_N1, T_N1KEY, T_N2, T_N2KEY, T_X, T_XKEY };
+
+/* A CA with two nodes, and a node of another CA, in a temporary dir. */
+static void t_pki(t_pki_t *p) {
+  static const char *names[8] = {"ca.pem", "ca.key", "n1.pem", "n1.key",
+                                 "n2.pem", "n2.key", "x.pem",  "x.key"};
+  char ca2[96], ca2key[96];
+  int i;
+  strcpy(p->dir, "/tmp/cm_net_test_XXXXXX");
+  CM_CHECK(mkdtemp(p->dir) != NULL);
+  for (i = 0; i < 8; i++)
+    snprintf(p->path[i], sizeof(p->path[i]), "%s/%s", p->dir, names[i]);
+  snprintf(ca2, sizeof(ca2), "%s/ca2.pem", p->dir);
+  snprintf(ca2key, sizeof(ca2key), "%s/ca2.key", p->dir);
+  CM_CHECK_OK(cm_net_gen_ca(p->path[T_CA1], p->path[T_CA1KEY], "cluster", 30));
+  CM_CHECK_OK(cm_net_gen_cert(p->path[T_CA1], p->path[T_CA1KEY], p->path[T_N1],
+                              p->path[T_N1KEY], "n1", 30));
+  CM_CHECK_OK(cm_net_gen_cert(p->path[T_CA1], p->path[T_CA1KEY], p->path[T_N2],
+                              p->path[T_N2KEY], "n2", 30));
+  CM_CHECK_OK(cm_net_gen_ca(ca2, ca2key, "other", 30));
+  CM_CHECK_OK(cm_net_gen_cert(ca2, ca2key, p->path[T_X], p->path[T_XKEY],
+                              "intruder", 30));
+  unlink(ca2);
+  unlink(ca2key);
+}
+
+static void t_pki_free(t_pki_t *p) {
+  int i;
+  for (i = 0; i < 8; i++)
+    unlink(p->path[i]);
+  rmdir(p->dir);
+}
+
+static void t_cfg_mtls(cm_net_config_t *cfg, const t_pki_t *p, int cert,
+                       int key) {
+  cm_net_config_default(cfg);
+  cfg->auth = CM_AUTH_MTLS;
+  cfg->ca_file = p->path[T_CA1];
+  cfg->cert_file = cert >= 0 ? p->path[cert] : NULL;
+  cfg->key_file = key >= 0 ? p->path[key] : NULL;
+}
+
+CM_TEST(net_mtls) {
+  uv_loop_t loop;
+  cm_net_config_t c1, c2, cx, cn;
+  t_pki_t pki;
+  tnode_t n1, n2, x, nocert;
+  tnode_t *all[] = {&n1, &n2, &x, &nocert};
+  cm_net_stats_t st;
+
+  t_pki(&pki);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_mtls(&c1, &pki, T_N1, T_N1KEY);
+  t_cfg_mtls(&c2, &pki, T_N2, T_N2KEY);
+  t_cfg_mtls(&cx, &pki, T_X, T_XKEY); /* trusts our CA, cert from another */
+  t_cfg_mtls(&cn, &pki, -1, -1);      /* trusts our CA, no certificate */
+  t_start(&n1, &loop, &c1);
+  t_start(&n2, &loop, &c2);
+  t_start(&x, &loop, &cx);
+  t_start(&nocert, &loop, &cn);
+
+  CM_CHECK_OK(cm_net_send_datagram(n1.net, &n2.addr, (const uint8_t *)"a", 1));
+  CM_CHECK(t_wait_ge(&loop, &n2.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_OK(
+      cm_net_stream_request(n2.net, &n1.addr, (const uint8_t *)"q", 1, 1));
+  CM_CHECK(t_wait_ge(&loop, &n2.nresp_ok, 1, T_WAIT_MS));
+
+  /* Client with a certificate from another CA: n1 refuses it. */
+  CM_CHECK_OK(cm_net_send_datagram(x.net, &n1.addr, (const uint8_t *)"b", 1));
+  CM_CHECK_OK(
+      cm_net_stream_request(x.net, &n1.addr, (const uint8_t *)"q", 1, 2));
+  CM_CHECK(t_wait_ge(&loop, &x.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(x.last_status, CM_EAUTH);
+  /* Server with a certificate from another CA: n2 refuses it. */
+  CM_CHECK_OK(
+      cm_net_stream_request(n2.net, &x.addr, (const uint8_t *)"q", 1, 3));
+  CM_CHECK(t_wait_ge(&loop, &n2.nresp, 2, T_WAIT_MS));
+  CM_CHECK_EQ(n2.last_status, CM_EAUTH);
+  /* Client without a certificate. */
+  CM_CHECK_OK(
+      cm_net_stream_request(nocert.net, &n1.addr, (const uint8_t *)"q", 1, 4));
+  CM_CHECK(t_wait_ge(&loop, &nocert.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(nocert.last_status, CM_EAUTH);
+
+  CM_CHECK_EQ(n1.ndgram, 0);
+  CM_CHECK_EQ(n1.nreq, 1); /* n2's only */
+  CM_CHECK_EQ(x.nreq, 0);
+  st = t_stats(&n1);
+  CM_CHECK(st.auth_refused >= 2);
+  CM_CHECK(t_stats(&n2).auth_refused >= 1);
+  t_finish(&loop, all, 4);
+  t_pki_free(&pki);
+}
+
+CM_TEST(net_auth_none_and_bad_config) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  cm_net_t *net;
+  cm_addr_t any;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
+  any.port = 0;
+  cm_net_config_default(&cfg);
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  cfg.auth = CM_AUTH_MTLS;
+  cfg.ca_file = "/nonexistent/ca.pem";
+  cfg.cert_file = "/nonexistent/c.pem";
+  cfg.key_file = "/nonexistent/k.pem";
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ETLS);
+  cm_net_config_default(&cfg);
+  cfg.auth = CM_AUTH_NONE;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  t_finish(&loop, all, 2);
+}
+
+/* ---- hostile input ------------------------------------------------------- */
+
+static void t_udp_send(int fd, const cm_addr_t *to, const uint8_t *d,
+                       size_t len) {
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof(sin));
+  sin.sin_family = AF_INET;
+  memcpy(&sin.sin_addr, to->ip, 4);
+  sin.sin_port = htons(to->port);
+  CM_CHECK(sendto(fd, d, len, 0, (struct sockaddr *)&sin, sizeof(sin)) ==
+           (ssize_t)len);
+}
+
+typedef struct {
+  tnode_t *n;
+  uint64_t want;
+} t_garbage_t;
+
+static int t_garbage_seen(void *arg) {
+  t_garbage_t *g = arg;
+  cm_net_stats_t st = t_stats(g->n);
+  return st.packets_in >= g->want;
+}
+
+CM_TEST(net_garbage_dropped) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t buf[1500];
+  uint64_t seed = 12345;
+  int fd, i;
+  size_t j;
+  t_garbage_t g;
+  cm_net_stats_t st;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  fd = socket(AF_INET, SOCK_DGRAM, 0);
+  CM_CHECK(fd >= 0);
+
+  /* Random bytes of every size class, in batches the socket buffer
+   * holds. */
+  g.n = &a;
+  for (i = 0; i < 200; i++) {
+    size_t len = 1 + (size_t)(i * 37 % 1400);
+    for (j = 0; j < len; j++) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      buf[j] = (uint8_t)(seed >> 56);
+    }
+    t_udp_send(fd, &a.addr, buf, len);
+    if (i % 20 == 19) {
+      g.want = (uint64_t)i + 1;
+      CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+    }
+  }
+  /* A long-header Initial, truncated below the 1200-byte minimum. */
+  memset(buf, 0, sizeof(buf));
+  buf[0] = 0xc3;
+  buf[4] = 1; /* version 1 */
+  buf[5] = 8; /* dcid len */
+  memset(buf + 6, 0xaa, 8);
+  buf[14] = 8; /* scid len */
+  memset(buf + 15, 0xbb, 8);
+  buf[23] = 0;    /* token len */
+  buf[24] = 0x44; /* length (2-byte varint) */
+  buf[25] = 0x00;
+  t_udp_send(fd, &a.addr, buf, 300);
+  /* A full-size Initial whose protection is garbage. */
+  t_udp_send(fd, &a.addr, buf, 1200);
+  /* Short headers under an unknown connection ID. */
+  buf[0] = 0x40;
+  t_udp_send(fd, &a.addr, buf, 60);
+  t_udp_send(fd, &a.addr, buf, 5);
+
+  g.want = 204;
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK(st.drop_garbage >= 203);
+  CM_CHECK_EQ(st.datagrams_in, 0);
+  CM_CHECK_EQ(st.conns_open, 0); /* the forged Initial kept no connection */
+  CM_CHECK_EQ(a.ndgram, 0);
+  CM_CHECK_EQ(a.nreq, 0);
+
+  /* Still serving. */
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+  close(fd);
+  t_finish(&loop, all, 2);
+}
+
+/* ---- pool, timeouts, faults ---------------------------------------------- */
+
+typedef struct {
+  tnode_t *n;
+  uint64_t open;
+} t_open_t;
+
+static int t_open_is(void *arg) {
+  t_open_t *o = arg;
+  return t_stats(o->n).conns_open == o->open;
+}
+
+CM_TEST(net_pool_eviction) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, small;
+  tnode_t a, p[3];
+  tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
+  cm_net_stats_t st;
+  t_open_t o;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 2;
+  t_start(&a, &loop, &small);
+  for (i = 0; i < 3; i++)
+    t_start(&p[i], &loop, &cfg);
+  for (i = 0; i < 2; i++) {
+    CM_CHECK_OK(
+        cm_net_send_datagram(a.net, &p[i].addr, (const uint8_t *)"x", 1));
+    CM_CHECK(t_wait_ge(&loop, &p[i].ndgram, 1, T_WAIT_MS));
+  }
+  /* p[0] is least recently used: it goes to make room for p[2]. */
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &p[1].addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &p[1].ndgram, 2, T_WAIT_MS));
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &p[2].addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &p[2].ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_evicted, 1);
+  CM_CHECK_EQ(st.conns_open, 2);
+  o.n = &p[0];
+  o.open = 0;
+  CM_CHECK(t_run(&loop, t_open_is, &o, T_WAIT_MS)); /* p[0] saw the close */
+  CM_CHECK_EQ(t_stats(&p[1]).conns_open, 1);
+  /* An inbound connection also evicts (p[1], now the LRU). */
+  CM_CHECK_OK(cm_net_send_datagram(p[0].net, &a.addr, (const uint8_t *)"y", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &p[0].addr));
+  CM_CHECK_EQ(t_stats(&a).conns_evicted, 2);
+  t_finish(&loop, all, 4);
+}
+
+CM_TEST(net_idle_timeout) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_open_t oa = {&a, 0}, ob = {&b, 0};
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.idle_timeout = CM_MSEC(300);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(t_run(&loop, t_open_is, &oa, T_WAIT_MS));
+  CM_CHECK(t_run(&loop, t_open_is, &ob, T_WAIT_MS));
+  CM_CHECK(t_stats(&a).conns_timed_out >= 1);
+  /* A new send reconnects. */
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 2, T_WAIT_MS));
+  t_finish(&loop, all, 2);
+}
+
+typedef struct {
+  tnode_t *n;
+  uint64_t want;
+} t_fault_t;
+
+static int t_fault_dropped(void *arg) {
+  t_fault_t *w = arg;
+  return t_stats(w->n).drop_fault >= w->want;
+}
+
+CM_TEST(net_fault_injection) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b, c;
+  tnode_t *all[] = {&a, &b, &c};
+  cm_net_fault_t f;
+  t_fault_t fw;
+  int i, sent = 2000;
+  uint64_t t0;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  t_start(&c, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+
+  memset(&f, 0, sizeof(f));
+  f.drop_out = 0.3;
+  f.seed = 42;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  for (i = 0; i < sent; i++)
+    CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  /* Wait for the survivors: stop when nothing more arrives. */
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1 + 1200, T_WAIT_MS));
+  t_wait_ge(&loop, &b.ndgram, 1 + sent, 300);
+  CM_CHECK(b.ndgram - 1 > sent * 6 / 10);
+  CM_CHECK(b.ndgram - 1 < sent * 8 / 10);
+  CM_CHECK_EQ((uint64_t)(sent - (b.ndgram - 1)), t_stats(&a).drop_fault);
+
+  /* Incoming drops only from one peer. */
+  memset(&f, 0, sizeof(f));
+  f.drop_in = 1.0;
+  f.peer = c.addr;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  CM_CHECK_OK(cm_net_send_datagram(c.net, &a.addr, (const uint8_t *)"c", 1));
+  fw.n = &a;
+  fw.want = t_stats(&a).drop_fault + 1;
+  CM_CHECK(t_run(&loop, t_fault_dropped, &fw, T_WAIT_MS));
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"b", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+
+  /* Delay. */
+  memset(&f, 0, sizeof(f));
+  f.delay = CM_MSEC(100);
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  t0 = t_now_us();
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"b", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 2, T_WAIT_MS));
+  CM_CHECK(t_now_us() - t0 >= 100000);
+
+  /* A blocked peer loses everything. */
+  memset(&f, 0, sizeof(f));
+  f.blocked = &b.addr;
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"b", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 3, 300) == 0);
+  /* Datagrams lost in a partition stay lost; the connection survives. */
+  CM_CHECK_OK(cm_net_set_fault(a.net, NULL));
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"b", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 3, T_WAIT_MS));
+  f.drop_out = 1.5;
+  CM_CHECK_EQ(cm_net_set_fault(a.net, &f), CM_EINVAL);
+  t_finish(&loop, all, 3);
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+CM_TEST(net_create_close_cycles) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  for (i = 0; i < 200; i++) {
+    t_all_t all;
+    tnode_t *one[] = {&a};
+    t_start(&a, &loop, &cfg);
+    cm_net_close(a.net, t_closed_cb, &a);
+    all.nodes = one;
+    all.n = 1;
+    CM_CHECK(t_run(&loop, t_all_closed, &all, T_WAIT_MS));
+  }
+  /* And with live connections, twenty times. */
+  for (i = 0; i < 20; i++) {
+    tnode_t *two[] = {&a, &b};
+    t_all_t all = {two, 2};
+    t_start(&a, &loop, &cfg);
+    t_start(&b, &loop, &cfg);
+    CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+    CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+    cm_net_close(a.net, t_closed_cb, &a);
+    cm_net_close(b.net, t_closed_cb, &b);
+    CM_CHECK(t_run(&loop, t_all_closed, &all, T_WAIT_MS));
+  }
+  CM_CHECK_OK(uv_loop_close(&loop));
+}
+
+/* ---- figures (printed, not asserted) ------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define T_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define T_ASAN 1
+#endif
+#endif
+
+static int t_cmp_u64(const void *x, const void *y) {
+  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* First datagram to a fresh peer (handshake to confirmed plus delivery)
+ * per mode, and heap per connection (both ends counted). */
+CM_TEST(net_figures) {
+  enum { PEERS = 10 };
+  static const char *modes[] = {"key", "mtls", "none"};
+  t_pki_t pki;
+  int m, i;
+
+  t_pki(&pki);
+  for (m = 0; m < 3; m++) {
+    uv_loop_t loop;
+    cm_net_config_t cfg;
+    tnode_t a, b[PEERS];
+    tnode_t *all[PEERS + 1];
+    uint64_t us[PEERS];
+    size_t heap0 = 0, heap1 = 0;
+
+    CM_CHECK_OK(uv_loop_init(&loop));
+    if (m == 0)
+      t_cfg(&cfg);
+    else if (m == 1)
+      t_cfg_mtls(&cfg, &pki, T_N1, T_N1KEY);
+    else {
+      cm_net_config_default(&cfg);
+      cfg.auth = CM_AUTH_NONE;
+    }
+    t_start(&a, &loop, &cfg);
+    all[0] = &a;
+    for (i = 0; i < PEERS; i++) {
+      t_start(&b[i], &loop, &cfg);
+      all[i + 1] = &b[i];
+    }
+#ifndef T_ASAN
+    heap0 = mallinfo2().uordblks;
+#endif
+    for (i = 0; i < PEERS; i++) {
+      uint64_t t0 = t_now_us();
+      CM_CHECK_OK(
+          cm_net_send_datagram(a.net, &b[i].addr, (const uint8_t *)"x", 1));
+      CM_CHECK(t_wait_ge(&loop, &b[i].ndgram, 1, T_WAIT_MS));
+      us[i] = t_now_us() - t0;
+    }
+#ifndef T_ASAN
+    heap1 = mallinfo2().uordblks;
+#endif
+    qsort(us, PEERS, sizeof(us[0]), t_cmp_u64);
+    printf("    %s: first datagram to a new peer median %llu us (min %llu, "
+           "max %llu)",
+           modes[m], (unsigned long long)us[PEERS / 2],
+           (unsigned long long)us[0], (unsigned long long)us[PEERS - 1]);
+    if (heap1 > heap0)
+      printf(", heap per connection end %zu KiB",
+             (heap1 - heap0) / (2 * PEERS) / 1024);
+    printf("\n");
+    t_finish(&loop, all, PEERS + 1);
+  }
+  t_pki_free(&pki);
+}

@@ -1,0 +1,290 @@
+"""The simulator from Python: each scenario's outcome at small N with fixed
+seeds (outcomes, not exact times), reproducibility, and bad input."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clustermember import _core, sim
+from clustermember.sim.__main__ import main
+
+N = 24
+
+
+def formed(nodes: int = N, seed: int = 1, **kw: object) -> sim.Simulator:
+    s = sim.Simulator(nodes, seed=seed, **kw)
+    s.join_all()
+    assert s.run_until_condition("converged", timeout=60.0)
+    return s
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_converge_everyone_sees_everyone(seed: int) -> None:
+    r = sim.run("converge", nodes=N, seed=seed)
+    assert r.ok
+    assert r.metrics["nodes_converged"] == N
+    assert all(t is not None for t in r.timelines["converged"])
+    assert r.metrics["converge_periods"] == pytest.approx(
+        r.metrics["converge_s"] / r.probe_interval, abs=1e-3
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_detect_crashed_node_failed_everywhere(seed: int) -> None:
+    r = sim.run("detect", nodes=N, seed=seed)
+    assert r.ok
+    victim = r.metrics["victim"]
+    failed = r.timelines["failed"]
+    assert failed[victim] is None
+    assert all(t is not None for i, t in enumerate(failed) if i != victim)
+    assert 0 < r.metrics["first_suspect_s"] <= r.metrics["first_failed_s"]
+    assert r.metrics["first_failed_s"] <= r.metrics["all_failed_s"]
+    assert r.metrics["false_failures"] == 0
+
+
+def test_leave_is_left_not_failed() -> None:
+    r = sim.run("leave", nodes=N, seed=3, duration=20.0)
+    assert r.ok
+    assert r.metrics["left_at_end"] == N - 1
+    assert r.metrics["ever_failed"] == 0
+
+
+def test_tag_reaches_everyone() -> None:
+    r = sim.run("tag", nodes=N, seed=4)
+    assert r.ok
+    assert r.metrics["nodes_seen"] == N - 1
+    curve = r.model["measured_fraction_per_round"]
+    assert curve[-1] == 1.0
+    assert curve == sorted(curve)
+
+
+def test_falsepos_zero_failures_without_loss() -> None:
+    r = sim.run("falsepos", nodes=N, seed=5, duration=60.0)
+    assert r.ok
+    assert r.metrics["to_failed"] == 0
+    assert r.metrics["alive_to_suspect"] == 0
+
+
+def test_falsepos_loss_suspects_but_does_not_fail() -> None:
+    r = sim.run("falsepos", nodes=N, seed=6, loss=0.05, duration=60.0)
+    assert r.metrics["to_failed"] == 0
+    assert r.ok
+
+
+def test_partition_heals() -> None:
+    r = sim.run("partition", nodes=N, seed=7, duration=40.0)
+    assert r.ok
+    # Long enough apart that each side had declared the other failed.
+    assert r.metrics["nodes_split_at_heal"] == N
+    assert all(t is not None for t in r.timelines["converged_after_heal"])
+
+
+# ---------------------------------------------------------- reproducibility
+
+
+def test_same_seed_same_json() -> None:
+    a = json.dumps(sim.run("detect", nodes=N, seed=11, loss=0.02).to_dict(timelines=True))
+    b = json.dumps(sim.run("detect", nodes=N, seed=11, loss=0.02).to_dict(timelines=True))
+    assert a == b
+    c = json.dumps(sim.run("detect", nodes=N, seed=12, loss=0.02).to_dict(timelines=True))
+    assert a != c
+
+
+def test_cli_json_twice_identical() -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "clustermember.sim",
+        "--nodes",
+        "16",
+        "--scenario",
+        "tag",
+        "--seed",
+        "9",
+        "--loss",
+        "0.01",
+        "--json",
+    ]
+    outs = [
+        subprocess.run(cmd, capture_output=True, text=True, check=True).stdout for _ in range(2)
+    ]
+    assert outs[0] == outs[1]
+    data = json.loads(outs[0])
+    assert data["scenario"] == "tag" and data["ok"] is True
+    assert data["metrics"]["t100_s"] is not None
+
+
+def test_cli_text_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--nodes", "8", "--scenario", "converge"]) == 0
+    assert "converge: nodes=8" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------- Simulator API
+
+
+def test_members_view_and_tags() -> None:
+    s = formed(6)
+    s.set_tag(2, "zone", "eu-1")
+    s.watch(2, "zone", "eu-1")
+    assert s.run_until_condition("tag_fraction", timeout=10.0)
+    view = {m[0]: m for m in s.members(0)}
+    assert set(view) == {f"n{i}" for i in range(6)}
+    ident, addr, state, inc, tags = view["n2"]
+    assert (state, tags) == ("alive", {"zone": "eu-1"})
+    assert addr == "10.0.0.2:7946" and inc >= 1
+    assert s.alive_counts() == [6] * 6
+
+
+def test_pause_then_refute() -> None:
+    s = formed(8, seed=3, record_events=True)
+    s.events()
+    before = s.node_stats(1)["incarnation"]
+    s.pause(1, 2.0)
+    s.run_for(20.0)
+    assert s.node_stats(1)["incarnation"] > before
+    assert s.alive_counts() == [8] * 8
+    assert not any(e[3] == "failed" for e in s.events())
+
+
+def test_restart_rejoins_with_new_incarnation() -> None:
+    s = formed(8, seed=4)
+    s.watch(3)
+    s.crash(3)
+    assert not s.is_up(3)
+    assert s.alive_counts()[3] is None
+    assert s.run_until_condition("all_see", timeout=60.0, state="failed")
+    s.restart(3, seed=0)
+    assert s.run_until_condition("all_see", timeout=60.0, state="alive")
+    assert s.run_until_condition("converged", timeout=60.0)
+
+
+def test_oneway_partition_and_loss() -> None:
+    s = formed(10, seed=5)
+    sides = [0] * 5 + [1] * 5
+    t = s.now()
+    s.partition(sides, t, t + 5.0, oneway=True)
+    s.set_loss(0.1)
+    s.run_for(6.0)
+    st = s.stats()
+    assert st["datagrams_blocked"] > 0 and st["datagrams_lost"] > 0
+    assert s.now() == pytest.approx(t + 6.0)
+
+
+def test_events_log() -> None:
+    s = sim.Simulator(4, seed=1, record_events=True)
+    s.join_all()
+    s.run_for(2.0)
+    ev = s.events()
+    assert ev and all(len(e) == 6 for e in ev)
+    assert {e[3] for e in ev} == {"joined"}
+    assert s.events() == []
+    assert s.event_counts()["joined"] == 12
+
+
+def test_config_overrides_and_profiles() -> None:
+    s = sim.Simulator(3, profile="local", config={"probe_interval": 0.25, "gossip_nodes": 2})
+    assert s.probe_interval == 0.25
+    assert s.config()["gossip_nodes"] == 2
+    assert sim.Simulator(3, profile="wan").probe_interval == 5.0
+
+
+def test_subclass_and_gc() -> None:
+    class Mine(sim.Simulator):
+        pass
+
+    m = Mine(3)
+    m.cycle = m  # a reference cycle the collector must break
+    del m
+    gc.collect()
+    s = sim.Simulator(3)
+    s.close()
+    with pytest.raises(RuntimeError):
+        s.now()
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"nodes": 0}, ValueError),
+        ({"nodes": -5}, ValueError),
+        ({"nodes": 3, "loss": -0.1}, ValueError),
+        ({"nodes": 3, "loss": 1.5}, ValueError),
+        ({"nodes": 3, "profile": "moon"}, ValueError),
+        ({"nodes": 3, "config": {"nope": 1}}, ValueError),
+        ({"nodes": 3, "config": {"probe_timeout": 9.0}}, ValueError),
+        ({"nodes": 3, "latency": (0.01, 0.001)}, ValueError),
+        ({"nodes": 3, "latency": (-1.0, 0.001)}, ValueError),
+    ],
+)
+def test_bad_constructor_args(kwargs: dict, exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        sim.Simulator(**kwargs)
+
+
+def test_bad_commands() -> None:
+    s = sim.Simulator(4)
+    for bad in (-1, 4, 10**6):
+        with pytest.raises(IndexError):
+            s.crash(bad)
+    with pytest.raises(IndexError):
+        s.join(0, seed=9)
+    with pytest.raises(ValueError):
+        s.set_loss(-0.5)
+    with pytest.raises(ValueError):
+        s.pause(0, float("nan"))
+    with pytest.raises(ValueError):
+        s.partition([0, 1], 0.0, 1.0)
+    with pytest.raises(ValueError):
+        s.partition([0, 1, 2, 0], 0.0, 1.0)
+    with pytest.raises(ValueError):
+        s.partition([0, 1, 1, 0], 2.0, 1.0)
+    with pytest.raises(ValueError):
+        s.set_tag(0, "bad=key", "v")
+    with pytest.raises(ValueError):
+        s.run_until_condition("sometime", 1.0)
+    with pytest.raises(ValueError):
+        s.run_until_condition("all_see", 1.0)
+    with pytest.raises(ValueError):
+        s.first_seen("zombie")
+    s.crash(1)
+    with pytest.raises(_core.Error, match="not allowed"):
+        s.crash(1)
+    with pytest.raises(_core.Error):
+        s.members(1)
+
+
+def test_bad_scenario_input() -> None:
+    with pytest.raises(ValueError, match="unknown scenario"):
+        sim.run("explode", nodes=5)
+    with pytest.raises(ValueError):
+        sim.run("converge", nodes=0)
+    with pytest.raises(ValueError):
+        sim.run("detect", nodes=5, loss=2.0)
+
+
+def test_cli_bad_input() -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--nodes", "5", "--scenario", "explode"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["--nodes", "0", "--scenario", "converge"])
+    with pytest.raises(SystemExit):
+        main(["--nodes", "5", "--scenario", "converge", "--loss", "-1"])
+
+
+def test_models() -> None:
+    assert sim.swim_first_detection_periods() == pytest.approx(1.582, abs=1e-3)
+    curve = sim.epidemic_curve(1000, 3, 12)
+    assert curve[0] == pytest.approx(0.001) and curve[-1] > 0.999
+    assert sim.epidemic_rounds_to(0.999, 10000, 3) == 10
