@@ -89,6 +89,8 @@ struct cm_node {
   cm_event_t *events;
   size_t ev_head, ev_len, ev_cap;
   uint64_t next_req_id;
+  cm_peer_hint_fn hint;
+  void *hint_ud;
 
   cm_node_stats_t st;
 };
@@ -1182,15 +1184,37 @@ void cm_node_pushpull_failed(cm_node_t *n, uint64_t req_id, cm_time_t now) {
 
 /* --------------------------------------------------------------- timers */
 
+/* Candidates drawn per gossip target when the driver says which peers are
+ * connected: enough to usually find connected ones among them. */
+#define CM_GOSSIP_OVERSAMPLE 4
+
 static void node_gossip(cm_node_t *n, cm_time_t now) {
-  uint32_t targets[64];
-  size_t k, i;
+  uint32_t cand[64 * CM_GOSSIP_OVERSAMPLE], targets[64];
+  size_t want = n->cfg.gossip_nodes, k, i, nt = 0;
   if (cm_bcast_len(&n->bq) == 0)
     return;
-  k = node_pick(n, n->cfg.gossip_nodes, node_filter_gossip, CM_NO_SLOT, now,
-                targets);
-  for (i = 0; i < k; i++)
+  if (n->hint == NULL) {
+    nt = node_pick(n, want, node_filter_gossip, CM_NO_SLOT, now, targets);
+  } else {
+    /* Connected candidates first, in random order, then the others. */
+    k = node_pick(n, want * CM_GOSSIP_OVERSAMPLE, node_filter_gossip,
+                  CM_NO_SLOT, now, cand);
+    for (i = 0; i < k && nt < want; i++)
+      if (n->hint(n->hint_ud, &node_m(n, cand[i])->addr)) {
+        targets[nt++] = cand[i];
+        cand[i] = CM_NO_SLOT;
+      }
+    for (i = 0; i < k && nt < want; i++)
+      if (cand[i] != CM_NO_SLOT)
+        targets[nt++] = cand[i];
+  }
+  for (i = 0; i < nt; i++)
     node_send(n, &node_m(n, targets[i])->addr, NULL, 0);
+}
+
+void cm_node_set_peer_hint(cm_node_t *n, cm_peer_hint_fn fn, void *ud) {
+  n->hint = fn;
+  n->hint_ud = ud;
 }
 
 static void node_reap(cm_node_t *n, cm_time_t now) {

@@ -91,6 +91,13 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
 void cm_node_free(cm_node_t *n);
 const cm_config_t *cm_node_config(const cm_node_t *n);
 
+/* Optional hint from the driver: nonzero if the transport already holds a
+ * connection to addr. Gossip rounds then prefer such peers, since opening a
+ * connection costs far more than the message it carries. Called only from
+ * within calls into the node. */
+typedef int (*cm_peer_hint_fn)(void *ud, const cm_addr_t *addr);
+void cm_node_set_peer_hint(cm_node_t *n, cm_peer_hint_fn fn, void *ud);
+
 /* Ask seeds for their state (push-pull with the join flag). The caller
  * learns the outcome from cm_node_pushpull_reply / _failed for the request
  * ids it polls. Errors: CM_EINVAL, CM_ESTATE (left). */

@@ -512,6 +512,11 @@ static void enode_begin_stop(cm_enode_t *n) {
   }
 }
 
+static int engine_peer_hint(void *ud, const cm_addr_t *addr) {
+  cm_enode_t *n = ud;
+  return n->net != NULL && cm_net_is_connected(n->net, addr);
+}
+
 static void enode_do_start(cm_enode_t *n, struct cmd *c) {
   cm_engine_t *e = n->e;
   cm_net_callbacks_t cb = {on_datagram, on_stream_request, on_stream_response};
@@ -542,6 +547,7 @@ static void enode_do_start(cm_enode_t *n, struct cmd *c) {
     enode_begin_stop(n);
     return;
   }
+  cm_node_set_peer_hint(n->node, engine_peer_hint, n);
   pthread_mutex_lock(&n->lock);
   n->running = 1;
   pthread_mutex_unlock(&n->lock);

@@ -357,3 +357,34 @@ CM_TEST(phi_brings_a_quiet_peer_forward) {
   CM_CHECK_STR(find_msg(&ping, CM_MSG_PING)->u.ping.target.s, "n7");
   cm_node_free(n);
 }
+
+static int hint_connected(void *ud, const cm_addr_t *a) {
+  (void)ud;
+  return a->ip[3] == 5 || a->ip[3] == 6;
+}
+
+/* With a transport hint, gossip rounds go to connected peers first. */
+CM_TEST(gossip_prefers_connected_peers) {
+  cm_node_t *n = node_with_peers(20, NULL);
+  struct sent out[16];
+  cm_time_t t = T0;
+  int round, to_connected = 0, total = 0;
+  cm_node_set_peer_hint(n, hint_connected, NULL);
+  for (round = 0; round < 50; round++) {
+    size_t k, i;
+    CM_CHECK_OK(cm_node_set_tag(n, "round", round % 2 ? "odd" : "even", t));
+    t += CM_MSEC(100);
+    cm_node_tick(n, t);
+    k = collect(n, out, 16);
+    for (i = 0; i < k; i++) {
+      if (find_msg(&out[i], CM_MSG_PING) || find_msg(&out[i], CM_MSG_PING_REQ))
+        continue;
+      total++;
+      to_connected += out[i].to.ip[3] == 5 || out[i].to.ip[3] == 6;
+    }
+  }
+  CM_CHECK(total >= 100);
+  /* Two of twenty peers: 10% of rounds by chance; well over a third here. */
+  CM_CHECK(to_connected * 3 > total);
+  cm_node_free(n);
+}
