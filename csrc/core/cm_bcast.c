@@ -14,7 +14,7 @@ int cm_bcast_init(cm_bcast_t *q, uint32_t max_items) {
   q->free_head = -1;
   for (p = 0; p < CM_PRIO_COUNT; p++)
     for (t = 0; t <= CM_BCAST_MAX_TX; t++)
-      q->heads[p][t] = -1;
+      q->heads[p][t] = q->tails[p][t] = -1;
   return 0;
 }
 
@@ -32,26 +32,23 @@ static void bcast_unlink(cm_bcast_t *q, int32_t i) {
     q->heads[it->prio][it->transmits] = it->next;
   if (it->next >= 0)
     q->items[it->next].prev = it->prev;
+  else
+    q->tails[it->prio][it->transmits] = it->prev;
   it->prev = it->next = -1;
 }
 
-/* Insert keeping each bucket ordered newest first. */
+/* Insert at the head of its bucket in O(1): a bucket is ordered by when its
+ * items were queued or last sent, most recent first. */
 static void bcast_link(cm_bcast_t *q, int32_t i) {
   cm_bcast_item_t *it = &q->items[i];
   int32_t *head = &q->heads[it->prio][it->transmits];
-  int32_t prev = -1, cur = *head;
-  while (cur >= 0 && q->items[cur].seq > it->seq) {
-    prev = cur;
-    cur = q->items[cur].next;
-  }
-  it->prev = prev;
-  it->next = cur;
-  if (prev >= 0)
-    q->items[prev].next = i;
+  it->prev = -1;
+  it->next = *head;
+  if (*head >= 0)
+    q->items[*head].prev = i;
   else
-    *head = i;
-  if (cur >= 0)
-    q->items[cur].prev = i;
+    q->tails[it->prio][it->transmits] = i;
+  *head = i;
 }
 
 static void bcast_release(cm_bcast_t *q, int32_t i) {
@@ -87,14 +84,9 @@ static int bcast_reserve_key(cm_bcast_t *q, uint32_t key) {
 static int32_t bcast_victim(const cm_bcast_t *q) {
   int p, t;
   for (p = 0; p < CM_PRIO_COUNT; p++)
-    for (t = CM_BCAST_MAX_TX; t >= 0; t--) {
-      int32_t i = q->heads[p][t];
-      if (i < 0)
-        continue;
-      while (q->items[i].next >= 0)
-        i = q->items[i].next;
-      return i;
-    }
+    for (t = CM_BCAST_MAX_TX; t >= 0; t--)
+      if (q->tails[p][t] >= 0)
+        return q->tails[p][t];
   return -1;
 }
 
@@ -208,21 +200,19 @@ size_t cm_bcast_take(cm_bcast_t *q, size_t room, uint32_t limit,
   }
 done:
   /* Count the transmission only after choosing, so that moving an item to
-   * the next bucket cannot make the scan above visit it twice. */
-  for (k = 0; k < n; k++) {
+   * the next bucket cannot make the scan above visit it twice. Relink in
+   * reverse so the chosen keep their relative order at the new head. */
+  for (k = 0; k < n; k++)
+    out[k] = q->items[chosen[k]];
+  while (n > 0 && k-- > 0) {
     int32_t i = chosen[k];
     cm_bcast_item_t *it = &q->items[i];
-    out[k] = *it;
     bcast_unlink(q, i);
     it->transmits++;
     out[k].transmits = it->transmits;
-    if (it->transmits >= limit) {
-      /* relink first so release can unlink it consistently */
-      bcast_link(q, i);
+    bcast_link(q, i);
+    if (it->transmits >= limit)
       bcast_release(q, i);
-    } else {
-      bcast_link(q, i);
-    }
   }
   return n;
 }

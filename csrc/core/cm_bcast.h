@@ -1,7 +1,8 @@
 /*
  * The broadcast queue: updates waiting to be piggybacked on outgoing packets.
  * - one pending update per key (a member); a newer one supersedes the older;
- * - higher priority first, then fewest transmissions, then newest;
+ * - higher priority first, then fewest transmissions, then the most
+ *   recently queued or sent (so fresh news goes first);
  * - each update is sent up to a retransmit limit, then dropped;
  * - bounded: when full, the least valuable update (lowest priority, most
  *   transmitted, oldest) makes room.
@@ -36,6 +37,7 @@ typedef struct cm_bcast {
   int32_t *by_key; /* key -> item index or -1 */
   uint32_t nkeys;
   int32_t heads[CM_PRIO_COUNT][CM_BCAST_MAX_TX + 1];
+  int32_t tails[CM_PRIO_COUNT][CM_BCAST_MAX_TX + 1];
   uint64_t next_seq;
   uint64_t dropped; /* evicted because the queue was full */
 } cm_bcast_t;

@@ -170,7 +170,7 @@ static void node_event(cm_node_t *n, uint8_t type, const cm_member_t *m,
   memset(ev, 0, sizeof(*ev));
   ev->type = type;
   ev->state = m->state;
-  memcpy(ev->id, m->id, m->id_len + 1u);
+  memcpy(ev->id, cm_member_id(m), m->id_len + 1u);
   ev->addr = m->addr;
   if (other != NULL)
     ev->other_addr = *other;
@@ -215,8 +215,10 @@ static void node_set_state(cm_node_t *n, uint32_t slot, uint8_t state,
                            cm_time_t now) {
   cm_member_t *m = node_m(n, slot);
   if (m->state == CM_STATE_SUSPECT && state != CM_STATE_SUSPECT) {
-    free(m->susp);
-    m->susp = NULL;
+    if (m->ext != NULL) {
+      free(m->ext->susp);
+      m->ext->susp = NULL;
+    }
     node_suspects_remove(n, slot);
   }
   node_count_state(n, m->state, -1);
@@ -243,7 +245,7 @@ static int node_item_msg(cm_node_t *n, const cm_bcast_item_t *it,
   msg->type = it->kind;
   switch (it->kind) {
   case CM_MSG_ALIVE:
-    cm_wire_id_set(&msg->u.alive.node, m->id, m->id_len);
+    cm_wire_id_set(&msg->u.alive.node, cm_member_id(m), m->id_len);
     msg->u.alive.incarnation = it->incarnation;
     msg->u.alive.addr = m->addr;
     msg->u.alive.tags = m->tags;
@@ -255,13 +257,13 @@ static int node_item_msg(cm_node_t *n, const cm_bcast_item_t *it,
     if (it->aux >= n->reg.high || !n->reg.m[it->aux].in_use)
       return 0;
     from = node_m(n, it->aux);
-    cm_wire_id_set(&msg->u.suspect.node, m->id, m->id_len);
+    cm_wire_id_set(&msg->u.suspect.node, cm_member_id(m), m->id_len);
     msg->u.suspect.incarnation = it->incarnation;
-    cm_wire_id_set(&msg->u.suspect.from, from->id, from->id_len);
+    cm_wire_id_set(&msg->u.suspect.from, cm_member_id(from), from->id_len);
     return 1;
   }
   case CM_MSG_LEAVE:
-    cm_wire_id_set(&msg->u.leave.node, m->id, m->id_len);
+    cm_wire_id_set(&msg->u.leave.node, cm_member_id(m), m->id_len);
     msg->u.leave.incarnation = it->incarnation;
     return 1;
   default:
@@ -566,18 +568,20 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
       m->incarnation = inc;
     /* An independent accuser shortens the timeout; pass the news on so
      * others count it too. */
-    if (m->susp != NULL && cm_suspicion_confirm(m->susp, from_hash) &&
-        accuser >= 0)
+    if (m->ext != NULL && m->ext->susp != NULL &&
+        cm_suspicion_confirm(m->ext->susp, from_hash) && accuser >= 0)
       node_broadcast(n, (uint32_t)slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL,
                      m->incarnation, (uint32_t)accuser);
     return;
   }
   if (m->state != CM_STATE_ALIVE)
     return;
-  m->susp = malloc(sizeof(*m->susp));
-  if (m->susp == NULL || node_suspects_add(n, (uint32_t)slot) != 0) {
-    free(m->susp);
-    m->susp = NULL;
+  if (cm_member_ext(m) == NULL)
+    return;
+  m->ext->susp = malloc(sizeof(*m->ext->susp));
+  if (m->ext->susp == NULL || node_suspects_add(n, (uint32_t)slot) != 0) {
+    free(m->ext->susp);
+    m->ext->susp = NULL;
     return;
   }
   live = node_live_count(n);
@@ -586,7 +590,7 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
   if (live < k + 2)
     k = 0;
   min = cm_suspicion_min(&n->cfg, live);
-  cm_suspicion_start(m->susp, now, k, min,
+  cm_suspicion_start(m->ext->susp, now, k, min,
                      min * (cm_time_t)n->cfg.suspicion_max_mult, from_hash);
   m->incarnation = inc;
   /* node_set_state frees susp when leaving SUSPECT only: set it directly. */
@@ -660,7 +664,8 @@ static void node_check_suspects(cm_node_t *n, cm_time_t now) {
   while (i < n->nsuspects) {
     uint32_t slot = n->suspects[i];
     cm_member_t *m = node_m(n, slot);
-    if (m->susp != NULL && cm_suspicion_deadline(m->susp) <= now) {
+    if (m->ext != NULL && m->ext->susp != NULL &&
+        cm_suspicion_deadline(m->ext->susp) <= now) {
       uint32_t inc = m->incarnation;
       n->st.failures_declared++;
       node_set_state(n, slot, CM_STATE_FAILED, now); /* removes from list */
@@ -678,19 +683,22 @@ static void node_arrival(cm_node_t *n, uint32_t slot, cm_time_t now) {
   cm_member_t *m = node_m(n, slot);
   if (slot == n->self)
     return;
-  if (m->phi == NULL && (m->phi = cm_phi_new(n->cfg.phi_window)) == NULL)
+  cm_member_ext_t *x = cm_member_ext(m);
+  if (x == NULL ||
+      (x->phi == NULL && (x->phi = cm_phi_new(n->cfg.phi_window)) == NULL))
     return;
-  cm_phi_arrival(m->phi, now);
-  if (!m->phi_watched && m->phi->count >= n->cfg.phi_min_samples &&
+  cm_phi_arrival(x->phi, now);
+  if (!x->phi_watched && x->phi->count >= n->cfg.phi_min_samples &&
       n->nwatch < CM_PHI_WATCH_MAX) {
-    m->phi_watched = 1;
+    x->phi_watched = 1;
     n->watch[n->nwatch++] = slot;
   }
 }
 
 static double node_phi(const cm_node_t *n, const cm_member_t *m,
                        cm_time_t now) {
-  return cm_phi_value(m->phi, now, n->cfg.phi_min_samples, n->cfg.phi_min_std,
+  return cm_phi_value(m->ext != NULL ? m->ext->phi : NULL, now,
+                      n->cfg.phi_min_samples, n->cfg.phi_min_std,
                       n->cfg.phi_acceptable_pause);
 }
 
@@ -703,7 +711,8 @@ static uint32_t node_phi_target(cm_node_t *n, cm_time_t now) {
   for (i = 0; i < n->nwatch; i++) {
     cm_member_t *m = node_m(n, n->watch[i]);
     double phi;
-    if (!node_live(m) || now - m->last_probed < n->cfg.probe_interval)
+    if (!node_live(m) || m->ext == NULL ||
+        now - m->ext->last_probed < n->cfg.probe_interval)
       continue;
     phi = node_phi(n, m, now);
     if (phi > best_phi) {
@@ -754,13 +763,13 @@ static uint32_t node_next_target(cm_node_t *n) {
 }
 
 static void node_ping_msg(cm_node_t *n, cm_msg_t *msg, uint32_t seq,
-                          const cm_member_t *target) {
+                          const char *target_id, size_t target_len) {
   const cm_member_t *self = &n->reg.m[n->self];
   memset(msg, 0, sizeof(*msg));
   msg->type = CM_MSG_PING;
   msg->u.ping.seq = seq;
-  cm_wire_id_set(&msg->u.ping.target, target->id, target->id_len);
-  cm_wire_id_set(&msg->u.ping.source, self->id, self->id_len);
+  cm_wire_id_set(&msg->u.ping.target, target_id, target_len);
+  cm_wire_id_set(&msg->u.ping.source, cm_member_id(self), self->id_len);
   msg->u.ping.source_addr = self->addr;
 }
 
@@ -776,7 +785,10 @@ static void node_start_probe(cm_node_t *n, cm_time_t now) {
   if (slot == CM_NO_SLOT)
     return;
   t = node_m(n, slot);
-  t->last_probed = now;
+  /* Only phi's early probes look at this, and only for peers with phi
+   * state: no need to allocate it for everyone. */
+  if (t->ext != NULL)
+    t->ext->last_probed = now;
   memset(&n->probe, 0, sizeof(n->probe));
   n->probe.active = 1;
   n->probe.slot = slot;
@@ -785,15 +797,15 @@ static void node_start_probe(cm_node_t *n, cm_time_t now) {
   n->probe.start = now;
   n->probe.timeout_at = now + node_scaled(n, n->cfg.probe_timeout);
   n->probe.end_at = now + node_scaled(n, n->cfg.probe_interval);
-  node_ping_msg(n, &msgs[0], n->probe.seq, t);
+  node_ping_msg(n, &msgs[0], n->probe.seq, cm_member_id(t), t->id_len);
   /* Buddy system: a suspect learns it is suspected from the probe itself,
    * and can refute at once instead of waiting for gossip to reach it. */
   if (t->state == CM_STATE_SUSPECT) {
     cm_member_t *self = node_self(n);
     msgs[1].type = CM_MSG_SUSPECT;
-    cm_wire_id_set(&msgs[1].u.suspect.node, t->id, t->id_len);
+    cm_wire_id_set(&msgs[1].u.suspect.node, cm_member_id(t), t->id_len);
     msgs[1].u.suspect.incarnation = t->incarnation;
-    cm_wire_id_set(&msgs[1].u.suspect.from, self->id, self->id_len);
+    cm_wire_id_set(&msgs[1].u.suspect.from, cm_member_id(self), self->id_len);
     nmsgs = 2;
   }
   n->st.probes++;
@@ -819,7 +831,7 @@ static void node_probe_indirect(cm_node_t *n, cm_time_t now) {
   memset(&msg, 0, sizeof(msg));
   msg.type = CM_MSG_PING_REQ;
   msg.u.ping_req.seq = n->probe.seq;
-  cm_wire_id_set(&msg.u.ping_req.target, t->id, t->id_len);
+  cm_wire_id_set(&msg.u.ping_req.target, cm_member_id(t), t->id_len);
   msg.u.ping_req.target_addr = t->addr;
   msg.u.ping_req.want_nack = 1;
   for (i = 0; i < k; i++)
@@ -849,8 +861,8 @@ static void node_probe_end(cm_node_t *n, cm_time_t now) {
     return;
   /* Already suspect: our failed probe is an independent confirmation. */
   self = node_self(n);
-  node_suspect(n, t->id, t->id_len, t->incarnation, self->id, self->id_len,
-               now);
+  node_suspect(n, cm_member_id(t), t->id_len, t->incarnation,
+               cm_member_id(self), self->id_len, now);
 }
 
 static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
@@ -873,7 +885,7 @@ static void node_on_ping(cm_node_t *n, const cm_addr_t *from,
   int32_t src;
   n->st.pings_in++;
   if (p->target.len != self->id_len ||
-      memcmp(p->target.s, self->id, self->id_len) != 0) {
+      memcmp(p->target.s, cm_member_id(self), self->id_len) != 0) {
     n->st.drop_wrong_target++;
     return;
   }
@@ -890,7 +902,6 @@ static void node_on_ping_req(cm_node_t *n, const cm_addr_t *from,
                              const cm_msg_ping_req_t *r, cm_time_t now) {
   struct cm_fwd *f = NULL;
   cm_msg_t ping;
-  cm_member_t target;
   size_t i;
   n->st.ping_reqs_in++;
   for (i = 0; i < CM_FWD_MAX; i++)
@@ -908,10 +919,7 @@ static void node_on_ping_req(cm_node_t *n, const cm_addr_t *from,
   f->orig_seq = r->seq;
   f->requester = *from;
   f->deadline = now + n->cfg.probe_timeout;
-  memset(&target, 0, sizeof(target));
-  memcpy(target.id, r->target.s, r->target.len);
-  target.id_len = r->target.len;
-  node_ping_msg(n, &ping, f->seq, &target);
+  node_ping_msg(n, &ping, f->seq, r->target.s, r->target.len);
   node_send(n, &r->target_addr, &ping, 1);
 }
 
@@ -1039,7 +1047,7 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
     if (!m->in_use)
       continue;
     memset(&e, 0, sizeof(e));
-    cm_wire_id_set(&e.node, m->id, m->id_len);
+    cm_wire_id_set(&e.node, cm_member_id(m), m->id_len);
     e.incarnation = m->incarnation;
     e.addr = m->addr;
     e.state = m->state;
@@ -1231,7 +1239,7 @@ static void node_reap(cm_node_t *n, cm_time_t now) {
       node_count_state(n, m->state, -1);
       cm_bcast_forget(&n->bq, i);
       cm_bcast_forget_aux(&n->bq, i);
-      if (m->phi_watched)
+      if (m->ext != NULL && m->ext->phi_watched)
         node_watch_remove(n, i);
       cm_registry_remove(&n->reg, i);
     }
@@ -1320,8 +1328,8 @@ cm_time_t cm_node_next_deadline(const cm_node_t *n) {
       d = min_t(d, n->fwd[i].deadline);
   for (i = 0; i < n->nsuspects; i++) {
     const cm_member_t *m = &n->reg.m[n->suspects[i]];
-    if (m->susp != NULL)
-      d = min_t(d, cm_suspicion_deadline(m->susp));
+    if (m->ext != NULL && m->ext->susp != NULL)
+      d = min_t(d, cm_suspicion_deadline(m->ext->susp));
   }
   return d;
 }
@@ -1563,12 +1571,23 @@ int cm_node_poll_stream(cm_node_t *n, cm_addr_t *to, uint64_t *req_id,
   return 1;
 }
 
+/* An event queue drained empty gives back memory above this many entries:
+ * one merge of a large push-pull can produce an event per member, and
+ * keeping that peak for the node's lifetime costs more than the registry. */
+#define CM_EVENT_QUEUE_KEEP 256
+
 int cm_node_poll_event(cm_node_t *n, cm_event_t *ev) {
   if (n->ev_len == 0)
     return 0;
   *ev = n->events[n->ev_head];
   n->ev_head = (n->ev_head + 1) % n->ev_cap;
   n->ev_len--;
+  if (n->ev_len == 0 && n->ev_cap > CM_EVENT_QUEUE_KEEP) {
+    free(n->events);
+    n->events = NULL;
+    n->ev_cap = 0;
+    n->ev_head = 0;
+  }
   return 1;
 }
 
@@ -1580,7 +1599,7 @@ int cm_node_member_get(const cm_node_t *n, uint32_t slot,
   if (slot >= n->reg.high || !n->reg.m[slot].in_use)
     return 0;
   m = &n->reg.m[slot];
-  info->id = m->id;
+  info->id = cm_member_id(m);
   info->addr = m->addr;
   info->incarnation = m->incarnation;
   info->state = m->state;
@@ -1609,7 +1628,9 @@ void cm_node_stats(const cm_node_t *n, cm_node_stats_t *out) {
   out->updates_dropped += n->bq.dropped;
 }
 
-const char *cm_node_id(const cm_node_t *n) { return n->reg.m[n->self].id; }
+const char *cm_node_id(const cm_node_t *n) {
+  return cm_member_id(&n->reg.m[n->self]);
+}
 
 const cm_addr_t *cm_node_addr(const cm_node_t *n) {
   return &n->reg.m[n->self].addr;

@@ -22,15 +22,28 @@ int cm_registry_init(cm_registry_t *r) {
   return 0;
 }
 
+static void reg_member_release(cm_member_t *m) {
+  free(m->tags);
+  if (m->id_len >= CM_MEMBER_ID_INLINE)
+    free(m->idu.heap);
+  if (m->ext != NULL) {
+    free(m->ext->susp);
+    cm_phi_free(m->ext->phi);
+    free(m->ext);
+  }
+}
+
+cm_member_ext_t *cm_member_ext(cm_member_t *m) {
+  if (m->ext == NULL)
+    m->ext = calloc(1, sizeof(*m->ext));
+  return m->ext;
+}
+
 void cm_registry_free(cm_registry_t *r) {
   uint32_t i;
-  for (i = 0; i < r->high; i++) {
-    if (!r->m[i].in_use)
-      continue;
-    free(r->m[i].tags);
-    free(r->m[i].susp);
-    cm_phi_free(r->m[i].phi);
-  }
+  for (i = 0; i < r->high; i++)
+    if (r->m[i].in_use)
+      reg_member_release(&r->m[i]);
   free(r->m);
   free(r->free_slots);
   free(r->index);
@@ -71,7 +84,8 @@ int32_t cm_registry_find(const cm_registry_t *r, const char *id, size_t len) {
     int32_t s = r->index[pos];
     if (s >= 0) {
       const cm_member_t *m = &r->m[s];
-      if (m->id_hash == h && m->id_len == len && memcmp(m->id, id, len) == 0)
+      if (m->id_hash == h && m->id_len == len &&
+          memcmp(cm_member_id(m), id, len) == 0)
         return s;
     }
     pos = (pos + 1) & (r->index_cap - 1);
@@ -82,29 +96,45 @@ int32_t cm_registry_find(const cm_registry_t *r, const char *id, size_t len) {
 int32_t cm_registry_add(cm_registry_t *r, const char *id, size_t len) {
   uint32_t slot, pos;
   cm_member_t *m;
+  char *heap_id = NULL;
   if (len > CM_ID_MAX)
     return CM_EINVAL;
+  if (len >= CM_MEMBER_ID_INLINE) {
+    heap_id = malloc(len + 1);
+    if (heap_id == NULL)
+      return CM_ENOMEM;
+    memcpy(heap_id, id, len);
+    heap_id[len] = '\0';
+  }
   /* Keep the index at most half full, counting deleted marks. */
   if ((r->index_used + 1) * 2 > r->index_cap) {
     uint32_t ncap = r->index_cap ? r->index_cap : 16;
     while ((r->count + 1) * 2 > ncap)
       ncap *= 2;
-    if (reg_rehash(r, ncap) != 0)
+    if (reg_rehash(r, ncap) != 0) {
+      free(heap_id);
       return CM_ENOMEM;
+    }
   }
   if (r->nfree > 0) {
     slot = r->free_slots[--r->nfree];
   } else {
     if (r->high == r->cap) {
-      uint32_t ncap = r->cap ? r->cap * 2 : 16;
+      /* Grow by half: at 10,000 members per node and thousands of nodes in
+       * a simulation, doubling would waste up to half of every table. */
+      uint32_t ncap = r->cap ? r->cap + r->cap / 2 : 16;
       cm_member_t *nm = realloc(r->m, (size_t)ncap * sizeof(*nm));
       uint32_t *nf;
-      if (nm == NULL)
+      if (nm == NULL) {
+        free(heap_id);
         return CM_ENOMEM;
+      }
       r->m = nm;
       nf = realloc(r->free_slots, (size_t)ncap * sizeof(*nf));
-      if (nf == NULL)
+      if (nf == NULL) {
+        free(heap_id);
         return CM_ENOMEM;
+      }
       r->free_slots = nf;
       r->cap = ncap;
     }
@@ -112,8 +142,12 @@ int32_t cm_registry_add(cm_registry_t *r, const char *id, size_t len) {
   }
   m = &r->m[slot];
   memset(m, 0, sizeof(*m));
-  memcpy(m->id, id, len);
-  m->id[len] = '\0';
+  if (heap_id != NULL) {
+    m->idu.heap = heap_id;
+  } else {
+    memcpy(m->idu.inl, id, len);
+    m->idu.inl[len] = '\0';
+  }
   m->id_len = (uint8_t)len;
   m->id_hash = cm_id_hash(id, len);
   m->in_use = 1;
@@ -136,9 +170,7 @@ void cm_registry_remove(cm_registry_t *r, uint32_t slot) {
   while (r->index[pos] != (int32_t)slot)
     pos = (pos + 1) & (r->index_cap - 1);
   r->index[pos] = REG_DELETED;
-  free(m->tags);
-  free(m->susp);
-  cm_phi_free(m->phi);
+  reg_member_release(m);
   memset(m, 0, sizeof(*m));
   r->free_slots[r->nfree++] = slot;
   r->count--;

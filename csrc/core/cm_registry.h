@@ -9,23 +9,43 @@
 #include "cm_phi.h"
 #include "cm_suspicion.h"
 
+/* Ids shorter than this are stored in the member itself; longer ones on the
+ * heap. Most ids are host names or short labels, and a 10,000-node
+ * simulation holds 10^8 member records, so every byte here counts. */
+#define CM_MEMBER_ID_INLINE 24
+
+/* State only some members need: suspects, and peers heard from directly. */
+typedef struct cm_member_ext {
+  cm_suspicion_t *susp; /* while suspect */
+  cm_phi_t *phi;        /* once something has arrived from it */
+  cm_time_t last_probed;
+  uint8_t phi_watched;
+} cm_member_ext_t;
+
 typedef struct cm_member {
-  char id[CM_ID_MAX + 1];
+  union {
+    char inl[CM_MEMBER_ID_INLINE];
+    char *heap;
+  } idu; /* NUL-terminated; use cm_member_id() */
+  uint64_t id_hash;
+  cm_addr_t addr;
   uint8_t id_len;
   uint8_t in_use;
   uint8_t state; /* enum cm_state */
   uint8_t conflict_reported;
-  uint32_t incarnation;
-  uint64_t id_hash;
-  cm_addr_t addr;
-  uint8_t *tags; /* canonical blob, owned */
   uint16_t tags_len;
+  uint32_t incarnation;
+  uint8_t *tags; /* canonical blob, owned */
   cm_time_t state_change;
-  cm_time_t last_probed;
-  cm_suspicion_t *susp; /* while suspect */
-  cm_phi_t *phi;        /* once something has arrived from it */
-  uint8_t phi_watched;
+  cm_member_ext_t *ext;
 } cm_member_t;
+
+static inline const char *cm_member_id(const cm_member_t *m) {
+  return m->id_len < CM_MEMBER_ID_INLINE ? m->idu.inl : m->idu.heap;
+}
+
+/* The member's extension, allocated on first use; NULL on no memory. */
+cm_member_ext_t *cm_member_ext(cm_member_t *m);
 
 typedef struct cm_registry {
   cm_member_t *m;

@@ -630,68 +630,6 @@ static int wire_rd_entry(wire_rd_t *r, cm_pp_entry_t *e, int check) {
   return wire_rd_tags(r, &e->tags, &e->tags_len, check);
 }
 
-/* ids point at an id's length byte. */
-static int wire_id_cmp(const uint8_t *a, const uint8_t *b) {
-  return wire_key_cmp(a + 1, a[0], b + 1, b[0]);
-}
-
-static void wire_sift(const uint8_t **v, size_t i, size_t n) {
-  for (;;) {
-    size_t c = 2 * i + 1, m = i;
-    const uint8_t *t;
-    if (c < n && wire_id_cmp(v[c], v[m]) > 0)
-      m = c;
-    if (c + 1 < n && wire_id_cmp(v[c + 1], v[m]) > 0)
-      m = c + 1;
-    if (m == i)
-      return;
-    t = v[i];
-    v[i] = v[m];
-    v[m] = t;
-    i = m;
-  }
-}
-
-/* Heapsort: O(n log n) whatever the input, so a peer cannot choose ids that
- * make the check slow (as it could against a hash table or quicksort). */
-static void wire_sort_ids(const uint8_t **v, size_t n) {
-  size_t i;
-  for (i = n / 2; i-- > 0;)
-    wire_sift(v, i, n);
-  for (i = n; i-- > 1;) {
-    const uint8_t *t = v[0];
-    v[0] = v[i];
-    v[i] = t;
-    wire_sift(v, 0, i);
-  }
-}
-
-/* Entries of a well-formed push-pull must name distinct nodes: otherwise the
- * receiver's merge would depend on entry order. */
-static int wire_pp_unique(const uint8_t *buf, size_t len, uint32_t count) {
-  const uint8_t **ids;
-  cm_pp_entry_t e;
-  size_t off = 0, n = 0, i;
-  int rc = 0;
-  if (count < 2)
-    return 0;
-  ids = malloc((size_t)count * sizeof(*ids));
-  if (ids == NULL)
-    return CM_ENOMEM;
-  while (n < count) {
-    size_t at = off == 0 ? WIRE_PP_HDR : off;
-    if (!cm_wire_pp_next(buf, len, &off, &e))
-      break;
-    ids[n++] = buf + at;
-  }
-  wire_sort_ids(ids, n);
-  for (i = 1; i < n && rc == 0; i++)
-    if (wire_id_cmp(ids[i - 1], ids[i]) == 0)
-      rc = CM_EBADMSG;
-  free(ids);
-  return rc;
-}
-
 static int wire_pp_started(const cm_wbuf_t *w) {
   return w != NULL && w->p != NULL && w->len >= WIRE_PP_HDR &&
          w->len <= w->cap && w->p[0] == CM_WIRE_VERSION;
@@ -738,17 +676,7 @@ int cm_wire_pp_add(cm_wbuf_t *w, const cm_pp_entry_t *e) {
 }
 
 int cm_wire_pp_finish(cm_wbuf_t *w) {
-  if (!wire_pp_started(w))
-    return CM_EINVAL;
-  switch (
-      wire_pp_unique(w->p, w->len, wire_load_u32(w->p + WIRE_PP_COUNT_OFF))) {
-  case 0:
-    return 0;
-  case CM_ENOMEM:
-    return CM_ENOMEM;
-  default:
-    return CM_EINVAL;
-  }
+  return wire_pp_started(w) ? 0 : CM_EINVAL;
 }
 
 int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr) {
@@ -779,8 +707,6 @@ int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr) {
   }
   if (r.off != len)
     return CM_EBADMSG;
-  if ((rc = wire_pp_unique(buf, len, count)) != 0)
-    return rc;
   hdr->kind = kind;
   hdr->flags = flags;
   hdr->count = count;

@@ -208,8 +208,9 @@ int cm_wire_pp_finish(cm_wbuf_t *w);
 
 /* Validate a whole push-pull message and read its header. Returns 0 or
  * CM_ETRUNC (input ends early, including fewer entries than count) /
- * CM_EVERSION / CM_EBADMSG (trailing bytes, bad entry, a node id appearing
- * twice) / CM_ETOOBIG / CM_ENOMEM (scratch for the duplicate check). Iterate
+ * CM_EVERSION / CM_EBADMSG (trailing bytes, bad entry) / CM_ETOOBIG. A node
+ * id may appear twice: the receiver merges each entry like a separate
+ * message, and the merge rules do not depend on order. Iterate
  * entries afterwards with cm_wire_pp_next, *off starting at 0; it returns 1
  * per entry and 0 at the end. */
 int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr);

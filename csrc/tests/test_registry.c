@@ -74,3 +74,23 @@ CM_TEST(errors_have_names_and_text) {
   CM_CHECK_STR(cm_strerror(CM_OK), "success");
   CM_CHECK_STR(cm_strerror(-9999), "unknown error");
 }
+
+/* Ids too long to store inline go to the heap; both kinds behave alike. */
+CM_TEST(registry_long_and_short_ids) {
+  cm_registry_t r;
+  const char *lng = "a-rather-long-node-identifier.example.internal";
+  int32_t a, b;
+  cm_registry_init(&r);
+  a = cm_registry_add(&r, lng, strlen(lng));
+  b = cm_registry_add(&r, "short", 5);
+  CM_CHECK(a >= 0 && b >= 0);
+  CM_CHECK_STR(cm_member_id(&r.m[a]), lng);
+  CM_CHECK_STR(cm_member_id(&r.m[b]), "short");
+  CM_CHECK_EQ(cm_registry_find(&r, lng, strlen(lng)), a);
+  cm_registry_remove(&r, (uint32_t)a);
+  CM_CHECK_EQ(cm_registry_find(&r, lng, strlen(lng)), -1);
+  CM_CHECK_EQ(cm_registry_find(&r, "short", 5), b);
+  a = cm_registry_add(&r, lng, 23); /* exactly one below the heap size */
+  CM_CHECK_EQ(strlen(cm_member_id(&r.m[a])), 23);
+  cm_registry_free(&r);
+}
