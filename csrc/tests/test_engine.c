@@ -224,6 +224,11 @@ CM_TEST(engine_loss_causes_no_false_failure) {
   for (t = 0; t < 60000; t += 100) {
     for (i = 0; i < NODES; i++) {
       cm_enode_stats_t st;
+      cm_eevent_t ev;
+      while (cm_enode_next_event(nodes[i], &ev))
+        if (ev.kind == CM_EEV_MEMBER && ev.ev.type != CM_EV_JOINED)
+          fprintf(stderr, "    t=%d ms node-%d sees %s %s inc %u\n", t, i,
+                  ev.ev.id, cm_event_name(ev.ev.type), ev.ev.incarnation);
       cm_enode_stats(nodes[i], &st);
       CM_CHECK_EQ(st.node.failed, 0);
     }
