@@ -1263,9 +1263,36 @@ static void node_expire_forwards(cm_node_t *n, cm_time_t now) {
   }
 }
 
+/* Called at now for a deadline that was due at `due`, much earlier: this
+ * node was not running (a paused process, a starved thread, a suspended
+ * machine). Time it did not live through must not count against others:
+ * pending suspicions and the probe in flight are shifted by the lag, as
+ * Cassandra refuses to convict after its own pause. Being late also says
+ * our own health is poor. */
+static void node_stalled(cm_node_t *n, cm_time_t lag) {
+  uint32_t i;
+  n->st.stalls++;
+  node_awareness(n, +1);
+  for (i = 0; i < n->nsuspects; i++) {
+    cm_member_t *m = node_m(n, n->suspects[i]);
+    if (m->ext != NULL && m->ext->susp != NULL)
+      m->ext->susp->start += lag;
+  }
+  if (n->probe.active) {
+    n->probe.timeout_at += lag;
+    n->probe.end_at += lag;
+  }
+}
+
 void cm_node_tick(cm_node_t *n, cm_time_t now) {
+  cm_time_t due;
   if (n == NULL)
     return;
+  /* A tick later than its deadline by more than a probe timeout means the
+   * node itself stalled; any less is ordinary scheduling noise. */
+  due = cm_node_next_deadline(n);
+  if (due != CM_TIME_NEVER && now > due + n->cfg.probe_timeout)
+    node_stalled(n, now - due);
   node_expire_forwards(n, now);
   if (n->probe.active) {
     if (!n->probe.acked && !n->probe.indirect && now >= n->probe.timeout_at)

@@ -388,3 +388,44 @@ CM_TEST(gossip_prefers_connected_peers) {
   CM_CHECK(to_connected * 3 > total);
   cm_node_free(n);
 }
+
+/* A node that was itself paused does not convict a suspect for time it did
+ * not live through: the suspicion timer resumes where it stopped. */
+CM_TEST(own_stall_does_not_count_against_suspects) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_msg_t sus;
+  cm_member_info_t info;
+  cm_node_stats_t st;
+  cm_time_t d;
+  cm_config_lan(&c);
+  n = node_with_peers(5, &c);
+  memset(&sus, 0, sizeof(sus));
+  sus.type = CM_MSG_SUSPECT;
+  cm_wire_id_set(&sus.u.suspect.node, "n3", 2);
+  cm_wire_id_set(&sus.u.suspect.from, "n2", 2);
+  feed_from(n, 2, &sus, T0);
+  CM_CHECK(cm_node_member_find(n, "n3", &info, T0));
+  CM_CHECK_EQ(info.state, CM_STATE_SUSPECT);
+  /* The process sleeps 60 s, far past the suspicion's maximum. */
+  d = cm_node_next_deadline(n);
+  cm_node_tick(n, d + CM_SEC(60));
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.stalls, 1);
+  CM_CHECK(cm_node_member_find(n, "n3", &info, d + CM_SEC(60)));
+  CM_CHECK_EQ(info.state, CM_STATE_SUSPECT);
+  CM_CHECK_EQ(st.failures_declared, 0);
+  /* Left alone afterwards, the suspicion still runs out. */
+  {
+    cm_time_t t = d + CM_SEC(60);
+    struct sent out[16];
+    while (t < d + CM_SEC(120)) {
+      t += CM_MSEC(50);
+      cm_node_tick(n, t);
+      collect(n, out, 16);
+    }
+  }
+  CM_CHECK(cm_node_member_find(n, "n3", &info, 0));
+  CM_CHECK_EQ(info.state, CM_STATE_FAILED);
+  cm_node_free(n);
+}
