@@ -954,8 +954,38 @@ static void node_on_nack(cm_node_t *n, uint32_t seq) {
   }
 }
 
+/* An accusation older than what we know means its sender missed the
+ * refutation that answered it: epidemic gossip leaves a few nodes out now
+ * and then (about e^-(sends/n) each). Send that node the news directly, so
+ * it does not carry a stale suspicion to a false verdict. */
+static void node_correct_stale(cm_node_t *n, const cm_addr_t *from,
+                               const cm_wire_id_t *id, uint32_t inc) {
+  int32_t slot = cm_registry_find(&n->reg, id->s, id->len);
+  cm_member_t *m;
+  cm_msg_t alive;
+  if (slot < 0)
+    return;
+  m = node_m(n, (uint32_t)slot);
+  if (inc >= m->incarnation || m->state != CM_STATE_ALIVE)
+    return;
+  memset(&alive, 0, sizeof(alive));
+  alive.type = CM_MSG_ALIVE;
+  alive.u.alive.node = *id;
+  alive.u.alive.incarnation = m->incarnation;
+  alive.u.alive.addr = m->addr;
+  alive.u.alive.tags = m->tags;
+  alive.u.alive.tags_len = m->tags_len;
+  n->st.stale_corrections++;
+  node_send(n, from, &alive, 1);
+}
+
 static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
                           const cm_msg_t *msg, cm_time_t now) {
+  if (msg->type == CM_MSG_SUSPECT || msg->type == CM_MSG_DEAD)
+    node_correct_stale(n, from, &msg->u.suspect.node,
+                       msg->u.suspect.incarnation);
+  else if (msg->type == CM_MSG_LEAVE)
+    node_correct_stale(n, from, &msg->u.leave.node, msg->u.leave.incarnation);
   switch (msg->type) {
   case CM_MSG_PING:
     node_on_ping(n, from, &msg->u.ping, now);

@@ -56,6 +56,7 @@ typedef struct cm_node_stats {
   uint64_t probes, probe_acks, probe_failures, indirect_probes, nacks_in;
   uint64_t pings_in, ping_reqs_in, phi_probes;
   uint64_t stalls; /* this node ran late: its own clocks were paused */
+  uint64_t stale_corrections; /* newer news sent to a peer behind */
   uint64_t suspicions, refutations, failures_declared, conflicts;
   uint64_t updates_dropped; /* broadcast queue overflowed */
   uint64_t events_dropped;  /* event queue overflowed */

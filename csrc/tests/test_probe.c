@@ -429,3 +429,40 @@ CM_TEST(own_stall_does_not_count_against_suspects) {
   CM_CHECK_EQ(info.state, CM_STATE_FAILED);
   cm_node_free(n);
 }
+
+/* A peer still accusing an older incarnation missed the refutation: it is
+ * sent the newer alive record directly. */
+CM_TEST(stale_accusation_is_answered_with_newer_news) {
+  cm_node_t *n = node_with_peers(3, NULL);
+  struct sent out[4];
+  cm_msg_t m;
+  const cm_msg_t *a;
+  cm_node_stats_t st;
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  cm_wire_id_set(&m.u.alive.node, "n3", 2);
+  m.u.alive.incarnation = 5;
+  m.u.alive.addr = addr_of(3);
+  feed_from(n, 3, &m, T0);
+  collect(n, out, 4);
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_SUSPECT;
+  cm_wire_id_set(&m.u.suspect.node, "n3", 2);
+  m.u.suspect.incarnation = 4;
+  cm_wire_id_set(&m.u.suspect.from, "n2", 2);
+  feed_from(n, 4, &m, T0 + 1);
+  CM_CHECK_EQ(collect(n, out, 4), 1);
+  CM_CHECK_EQ(out[0].to.ip[3], 4);
+  a = find_msg(&out[0], CM_MSG_ALIVE);
+  CM_CHECK(a != NULL);
+  CM_CHECK_STR(a->u.alive.node.s, "n3");
+  CM_CHECK_EQ(a->u.alive.incarnation, 5);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.stale_corrections, 1);
+  /* A current accusation is not "corrected". */
+  m.u.suspect.incarnation = 5;
+  feed_from(n, 4, &m, T0 + 2);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.stale_corrections, 1);
+  cm_node_free(n);
+}
