@@ -44,9 +44,6 @@ SRC
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c 'import clustermember._core' 2>/dev/null || [ "${CM_REBUILD:-0}" = 1 ]; then
-  $PY -m pip install -q -e '.[test]'
-else
-  # Rebuild the extension in place so a changed csrc/ is always what runs.
-  $PY setup.py -q build_ext --inplace >/dev/null
-fi
+# Always (re)install: it picks up new dependencies in pyproject.toml and
+# rebuilds the extension from the current csrc/.
+$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
