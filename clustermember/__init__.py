@@ -1,16 +1,85 @@
 """clustermember: cluster membership for Python services.
 
 SWIM gossip with the Lifeguard refinements and a phi-accrual failure detector,
-implemented in C. ``clustermember.sim`` runs thousands of protocol nodes on a
-virtual clock::
+implemented in C on its own thread (it never takes the GIL), over QUIC::
+
+    import asyncio, secrets
+    from clustermember import ClusterConfig, ClusterMembership
+
+    async def main():
+        config = ClusterConfig.local(cluster_key=secrets.token_bytes(32))
+        async with ClusterMembership("127.0.0.1:0", config) as cluster:
+            await cluster.join([])          # a cluster of one
+            print(cluster.nodes())
+
+    asyncio.run(main())
+
+``clustermember.sim`` runs thousands of protocol nodes on a virtual clock::
 
     from clustermember import sim
     result = sim.run("detect", nodes=100, seed=1)
 """
 
 from clustermember import _core
+from clustermember._config import ClusterConfig
+from clustermember._errors import (
+    AlreadyJoined,
+    ClusterClosed,
+    ClusterError,
+    ConfigError,
+    JoinTimeout,
+    MissingDependency,
+    NotJoined,
+    NotStarted,
+    TagError,
+)
+from clustermember._events import (
+    ClusterEvent,
+    EventsDropped,
+    NodeAddressChanged,
+    NodeConflict,
+    NodeFailed,
+    NodeJoined,
+    NodeLeft,
+    NodeReaped,
+    NodeRecovered,
+    NodeSuspect,
+    NodeTagsUpdated,
+    Subscription,
+)
+from clustermember._membership import ClusterMembership
+from clustermember._models import ClusterStats, Member, MemberState
 
 __version__ = "0.1.0"
 WIRE_VERSION: int = _core.WIRE_VERSION
 
-__all__ = ["WIRE_VERSION", "__version__"]
+__all__ = [
+    "WIRE_VERSION",
+    "AlreadyJoined",
+    "ClusterClosed",
+    "ClusterConfig",
+    "ClusterError",
+    "ClusterEvent",
+    "ClusterMembership",
+    "ClusterStats",
+    "ConfigError",
+    "EventsDropped",
+    "JoinTimeout",
+    "Member",
+    "MemberState",
+    "MissingDependency",
+    "NodeAddressChanged",
+    "NodeConflict",
+    "NodeFailed",
+    "NodeJoined",
+    "NodeLeft",
+    "NodeReaped",
+    "NodeRecovered",
+    "NodeSuspect",
+    "NodeTagsUpdated",
+    "NotJoined",
+    "NotStarted",
+    "Subscription",
+    "TagError",
+    "__version__",
+]

@@ -1,89 +1,185 @@
-"""Command line: ``python -m clustermember <command>``.
+"""Command line: ``clustermember <command>`` (also ``python -m clustermember``).
 
-``demo`` runs a small cluster in the deterministic simulator and prints its
-timeline: formation, a tag change, a crash and its detection, a graceful
-leave. Every node runs the real protocol core; the clock is virtual::
+Commands: ``agent`` runs a node; ``members``, ``tags``, ``leave``, ``stats``
+and ``events`` talk to a running agent; ``keygen`` prints a new cluster key;
+``demo`` starts a local cluster of agents and shows it at work; ``simdemo``
+prints the timeline of a simulated cluster::
 
-    python -m clustermember demo --nodes 6
+    clustermember keygen > cluster.key
+    clustermember agent --bind 127.0.0.1:7946 --key-file cluster.key --tag role=db
+    clustermember members --tag role=db --format json
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
-from clustermember import sim
+from clustermember import _cli
+from clustermember._control import ControlError, default_endpoint
+
+PROFILES = ("lan", "wan", "local")
 
 
-def _print_events(s: sim.Simulator, t0: float, subject: int | None = None) -> None:
-    """Print the events recorded since the last call, first sighting only."""
-    seen: set[tuple[int, str]] = set()
-    for time, _observer, subj, kind, _state, inc in s.events():
-        if subject is not None and subj != subject:
-            continue
-        if (subj, kind) in seen:
-            continue
-        seen.add((subj, kind))
-        print(f"  {time - t0:8.3f} s  n{subj:<3} {kind:<10} (incarnation {inc}, first seen)")
+def _read_keys(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            keys = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    except OSError as exc:
+        raise _cli.UsageError(
+            f"cannot read key file {path}: {exc.strerror} (make one with 'clustermember keygen')"
+        ) from exc
+    if not keys:
+        raise _cli.UsageError(
+            f"key file {path} holds no key (make one with 'clustermember keygen')"
+        )
+    return keys
 
 
-def demo(nodes: int, seed: int) -> int:
-    """Run the in-memory demo; returns the process exit code."""
-    if nodes < 3:
-        print("error: the demo needs at least 3 nodes (--nodes 3 or more)", file=sys.stderr)
-        return 2
-    s = sim.Simulator(nodes, seed=seed, record_events=True)
-    period = s.probe_interval
-    print(f"{nodes} nodes, LAN profile (probe period {period:.1f} s), virtual time\n")
+def _agent(args: argparse.Namespace) -> int:
+    from clustermember import ClusterConfig, ClusterMembership
+    from clustermember._agent import Agent, configure_logging
 
-    t0 = s.now()
-    s.join_all()
-    if not s.run_until_condition("converged", timeout=30.0):
-        print("error: the cluster did not form", file=sys.stderr)
-        return 1
-    print(f"formed: every node sees {nodes} alive after {s.now() - t0:.3f} s")
-    s.events()
+    configure_logging(args.log_level)
+    tags = dict(_cli.parse_tag(t) for t in args.tag)
+    auth: dict[str, object] = {}
+    if args.key_file:
+        auth["cluster_key"] = _read_keys(args.key_file)[0]
+    if args.keyring_file:
+        auth["keyring"] = _read_keys(args.keyring_file)
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        auth.update(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    if args.insecure:
+        auth["insecure"] = True
+    config = getattr(ClusterConfig, args.profile)(node_id=args.node_id, tags=tags, **auth)
+    cluster = ClusterMembership(args.bind, config)
+    agent = Agent(cluster, args.control or default_endpoint(), args.join, args.join_timeout)
+    return asyncio.run(agent.run())
 
-    t0 = s.now()
-    s.watch(1, key="role", value="worker")
-    s.set_tag(1, "role", "worker")
-    s.run_until_condition("tag_fraction", timeout=10.0)
-    print(f"tag role=worker on n1 seen by every node after {s.now() - t0:.3f} s")
-    s.events()
 
-    victim = nodes - 1
-    t0 = s.now()
-    s.watch(victim)
-    s.crash(victim)
-    print(f"\ncrash n{victim} (no goodbye):")
-    s.run_until_condition("all_see", timeout=60.0, state="failed")
-    _print_events(s, t0, victim)
-    took = s.now() - t0
-    print(f"every survivor marks n{victim} failed after {took:.3f} s ({took / period:.1f} periods)")
+def _add_control(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--control",
+        help="the agent's control endpoint: a Unix socket path or 127.0.0.1:PORT "
+        "(default $CLUSTERMEMBER_CONTROL or a socket in the per-user runtime dir)",
+    )
 
-    leaver = nodes - 2
-    t0 = s.now()
-    s.watch(leaver)
-    s.leave(leaver)
-    print(f"\nn{leaver} leaves gracefully:")
-    s.run_until_condition("all_see", timeout=30.0, state="left")
-    _print_events(s, t0, leaver)
-    print(f"every remaining node marks n{leaver} left (not failed) after {s.now() - t0:.3f} s")
-    s.close()
-    return 0
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="clustermember", description="Cluster membership: SWIM + Lifeguard over QUIC."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("agent", help="run a node", description="Run one cluster node.")
+    a.add_argument("--bind", default="127.0.0.1:7946", help="address to listen on (host:port)")
+    a.add_argument(
+        "--join",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a seed to join through (repeatable)",
+    )
+    a.add_argument(
+        "--join-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to keep retrying the join (default 30)",
+    )
+    a.add_argument("--node-id", help="this node's id (default: host-port)")
+    a.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag (repeatable)")
+    a.add_argument("--key-file", help="file with the base64 cluster key")
+    a.add_argument("--keyring-file", help="file with several keys, one per line, primary first")
+    a.add_argument("--tls-ca", help="mutual TLS: CA certificate (PEM)")
+    a.add_argument("--tls-cert", help="mutual TLS: this node's certificate (PEM)")
+    a.add_argument("--tls-key", help="mutual TLS: this node's private key (PEM)")
+    a.add_argument("--insecure", action="store_true", help="no authentication (logs a warning)")
+    a.add_argument("--profile", choices=PROFILES, default="lan", help="timing profile")
+    a.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    _add_control(a)
+
+    m = sub.add_parser("members", help="list members", description="List the members.")
+    m.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="only members with this tag (repeatable; all must match)",
+    )
+    m.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        choices=("alive", "suspect", "failed", "left"),
+        help="only members in this state (repeatable)",
+    )
+    m.add_argument("--format", choices=("table", "json"), default="table")
+    _add_control(m)
+
+    t = sub.add_parser(
+        "tags",
+        help="change this agent's tags",
+        description="Set or delete tags of the agent's node.",
+    )
+    t.add_argument("--set", action="append", default=[], metavar="K=V", dest="set_")
+    t.add_argument("--delete", action="append", default=[], metavar="K")
+    _add_control(t)
+
+    lv = sub.add_parser("leave", help="leave gracefully and stop the agent")
+    _add_control(lv)
+    st = sub.add_parser("stats", help="print the agent's counters")
+    st.add_argument("--format", choices=("table", "json"), default="table")
+    _add_control(st)
+    ev = sub.add_parser("events", help="stream membership events as JSON lines")
+    _add_control(ev)
+    sub.add_parser("keygen", help="print a new base64 cluster key")
+
+    d = sub.add_parser("demo", help="start a local cluster of agents and show it at work")
+    d.add_argument("--nodes", type=int, default=5, help="number of agents (default 5)")
+    s = sub.add_parser("simdemo", help="timeline of a simulated cluster (no network)")
+    s.add_argument("--nodes", type=int, default=6)
+    s.add_argument("--seed", type=int, default=1)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``clustermember`` command."""
-    parser = argparse.ArgumentParser(prog="clustermember", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="watch a small cluster form, detect a crash, see a leave")
-    p_demo.add_argument("--nodes", type=int, default=6, help="cluster size (default 6)")
-    p_demo.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.nodes, args.seed)
+    """Entry point of the ``clustermember`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "agent":
+            return _agent(args)
+        if args.command == "members":
+            return _cli.members(args.control, args.tag, args.status, args.format)
+        if args.command == "tags":
+            return _cli.tags(args.control, args.set_, args.delete)
+        if args.command == "leave":
+            return _cli.leave(args.control)
+        if args.command == "stats":
+            return _cli.stats(args.control, args.format)
+        if args.command == "events":
+            return _cli.events(args.control)
+        if args.command == "keygen":
+            print(_cli.keygen())
+            return 0
+        if args.command == "demo":
+            from clustermember._demo import run_demo
+
+            return run_demo(args.nodes)
+        if args.command == "simdemo":
+            from clustermember._simdemo import demo
+
+            return demo(args.nodes, args.seed)
+    except (_cli.UsageError, ControlError) as exc:
+        return _cli.fail(str(exc))
+    except Exception as exc:  # a library error: one line, no traceback
+        from clustermember import ClusterError
+
+        if isinstance(exc, (ClusterError, ValueError, TypeError)):
+            return _cli.fail(str(exc))
+        raise
     return 2
 
 

@@ -63,13 +63,18 @@ static int module_exec(PyObject *module) {
     return -1;
   if (PyModule_AddIntConstant(module, "WIRE_VERSION", 1) < 0)
     return -1;
-  return cm_py_sim_exec(module);
+  if (cm_py_sim_exec(module) < 0)
+    return -1;
+  return cm_py_engine_exec(module);
 }
 
 static int module_traverse(PyObject *module, visitproc visit, void *arg) {
   cm_py_state_t *st = cm_py_state(module);
   Py_VISIT(st->error);
   Py_VISIT(st->sim_type);
+  Py_VISIT(st->engine_type);
+  Py_VISIT(st->node_type);
+  Py_VISIT(st->snapshot_type);
   return 0;
 }
 
@@ -77,6 +82,9 @@ static int module_clear(PyObject *module) {
   cm_py_state_t *st = cm_py_state(module);
   Py_CLEAR(st->error);
   Py_CLEAR(st->sim_type);
+  Py_CLEAR(st->engine_type);
+  Py_CLEAR(st->node_type);
+  Py_CLEAR(st->snapshot_type);
   return 0;
 }
 

@@ -10,8 +10,11 @@
 
 /* Per-module state (PEP 489/630): no global mutable state. */
 typedef struct cm_py_state {
-  PyObject *error;    /* clustermember._core.Error */
-  PyObject *sim_type; /* clustermember._core.Simulator */
+  PyObject *error;         /* clustermember._core.Error */
+  PyObject *sim_type;      /* clustermember._core.Simulator */
+  PyObject *engine_type;   /* clustermember._core.Engine */
+  PyObject *node_type;     /* clustermember._core.Node */
+  PyObject *snapshot_type; /* clustermember._core.Snapshot */
 } cm_py_state_t;
 
 cm_py_state_t *cm_py_state(PyObject *module);
@@ -21,5 +24,6 @@ PyObject *cm_py_raise(PyObject *module, int err, const char *doing);
 
 /* Each feature file adds its types and functions to the module. */
 int cm_py_sim_exec(PyObject *module);
+int cm_py_engine_exec(PyObject *module);
 
 #endif

@@ -188,6 +188,18 @@ void cm_snapshot_release(cm_snapshot_t *s) {
     free(s);
 }
 
+cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len) {
+  cm_snapshot_t *s =
+      calloc(1, sizeof(cm_snapshot_t) + (size_t)count * sizeof(cm_emember_t) +
+                    tags_len);
+  if (s == NULL)
+    return NULL;
+  atomic_init(&s->refs, 1);
+  s->members = (cm_emember_t *)(s + 1);
+  s->count = count;
+  return s;
+}
+
 /* Layout: header, members, tag bytes; one allocation. */
 static cm_snapshot_t *snapshot_build(cm_node_t *node, uint64_t version) {
   uint32_t slots = cm_node_member_slots(node), i, k = 0;
@@ -444,9 +456,20 @@ static void on_stream_response(void *ud, uint64_t req_id, int status,
     cm_node_pushpull_failed(n->node, req_id, engine_now());
   mine = n->join.active && join_owns(&n->join, req_id);
   if (mine && rc == 0) {
-    join_finish(n, 0);
+    /* Publish the merged table before reporting success, so a caller that
+     * reads the registry right after join() sees the cluster. */
+    uint64_t token = n->join.token;
+    n->join.active = 0;
+    n->join.nreqs = 0;
+    if (n->join.retry_pending) {
+      uv_timer_stop(&n->join_timer);
+      n->join.retry_pending = 0;
+    }
+    enode_flush(n, 1);
+    q_result(n, CM_EEV_JOINED, token, 0);
+    return;
   }
-  enode_flush(n, mine && rc == 0);
+  enode_flush(n, 0);
 }
 
 /* ------------------------------------------------- loop: start and stop */

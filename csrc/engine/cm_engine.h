@@ -116,6 +116,11 @@ int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out);
 /* Reads. The snapshot must be released; it stays valid until then. */
 cm_snapshot_t *cm_enode_snapshot(cm_enode_t *n);
 void cm_snapshot_release(cm_snapshot_t *s);
+/* An empty snapshot to fill by hand (tests, benchmarks of the read path):
+ * count zeroed members, then tags_len bytes of tag area starting at
+ * (uint8_t *)(s->members + count), one reference. NULL when out of
+ * memory. */
+cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len);
 void cm_enode_stats(cm_enode_t *n, cm_enode_stats_t *out);
 /* The address peers reach this node at (bound port filled in). */
 cm_addr_t cm_enode_addr(const cm_enode_t *n);

@@ -1,0 +1,146 @@
+"""The agent: one node run from the command line, with a control endpoint.
+
+``clustermember agent --bind 127.0.0.1:7946 --key-file cluster.key
+--join 127.0.0.1:7947 --tag role=worker`` runs a node until SIGINT or
+SIGTERM, which make it leave gracefully (a second signal exits at once). The
+``members``, ``tags``, ``leave``, ``stats`` and ``events`` commands talk to
+it through its control endpoint (see :mod:`clustermember._control`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from clustermember._control import ControlError, ControlServer
+
+log = logging.getLogger("clustermember.agent")
+
+
+def event_dict(event: Any) -> dict[str, Any]:
+    """An event as plain JSON-able data: its kind plus its fields."""
+    out: dict[str, Any] = {"type": type(event).__name__}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        out[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
+    return out
+
+
+def matches(node: dict[str, Any], tags: dict[str, str], states: list[str] | None) -> bool:
+    """True if the member carries every tag and is in one of the states."""
+    if states and node["state"] not in states:
+        return False
+    return all(node["tags"].get(k) == v for k, v in tags.items())
+
+
+class Agent:
+    """Glue between a ClusterMembership and the control endpoint."""
+
+    def __init__(self, cluster: Any, control: str, seeds: list[str], join_timeout: float) -> None:
+        self.cluster = cluster
+        self.seeds = seeds
+        self.join_timeout = join_timeout
+        self.server = ControlServer(control, self.handle)
+        self.done = asyncio.Event()
+        self._signals = 0
+        self._leaving: asyncio.Task[None] | None = None
+
+    async def handle(
+        self, req: dict[str, Any], writer: asyncio.StreamWriter
+    ) -> dict[str, Any] | None:
+        """Answer one control request."""
+        op = req.get("op")
+        if op == "members":
+            tags = req.get("tags") or {}
+            states = req.get("status") or None
+            nodes = [n.to_dict() for n in self.cluster.nodes(states=None)]
+            return {"ok": True, "members": [n for n in nodes if matches(n, tags, states)]}
+        if op == "tags":
+            for key in req.get("delete") or []:
+                await self.cluster.remove_tag(key)
+            for key, value in (req.get("set") or {}).items():
+                await self.cluster.update_tag(key, value)
+            return {"ok": True, "tags": dict(self.cluster.local_node.tags)}
+        if op == "stats":
+            return {"ok": True, "stats": self.cluster.stats().to_dict()}
+        if op == "leave":
+            self.begin_leave()
+            assert self._leaving is not None
+            await self._leaving
+            return {"ok": True}
+        if op == "events":
+            await self.stream_events(writer)
+            return None
+        raise ControlError(f"unknown operation {op!r}")
+
+    async def stream_events(self, writer: asyncio.StreamWriter) -> None:
+        """Write one JSON line per event until the client goes away."""
+        import json
+
+        async for event in self.cluster.subscribe():
+            writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
+            await writer.drain()
+
+    def begin_leave(self) -> None:
+        """Start a graceful leave (once), then stop."""
+        if self._leaving is None:
+            self._leaving = asyncio.ensure_future(self._leave())
+
+    async def _leave(self) -> None:
+        log.info("leaving the cluster")
+        with contextlib.suppress(Exception):
+            await self.cluster.leave()
+        self.done.set()
+
+    def on_signal(self) -> None:
+        """First signal: leave gracefully. Second: exit at once."""
+        self._signals += 1
+        if self._signals == 1:
+            log.info("signal received: leaving gracefully (send again to exit at once)")
+            self.begin_leave()
+        else:
+            log.warning("second signal: exiting without finishing the leave")
+            os._exit(1)
+
+    async def run(self) -> int:
+        """Start the node, join, serve until asked to stop; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.on_signal)
+        await self.server.start()
+        try:
+            await self.cluster.start()
+            log.info(
+                "node %s listening on %s", self.cluster.local_node.id, self.cluster.local_node.addr
+            )
+            t0 = time.monotonic()
+            await self.cluster.join(self.seeds, timeout=self.join_timeout)
+            if self.seeds:
+                log.info("joined via %s in %.2f s", ", ".join(self.seeds), time.monotonic() - t0)
+            print(
+                f"agent ready: node {self.cluster.local_node.id} at "
+                f"{self.cluster.local_node.addr}, control {self.server.endpoint}",
+                flush=True,
+            )
+            await self.done.wait()
+            return 0
+        finally:
+            await self.server.close()
+            with contextlib.suppress(Exception):
+                await self.cluster.close()
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at the given level name."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

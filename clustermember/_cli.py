@@ -1,0 +1,129 @@
+"""Client commands of the ``clustermember`` CLI: they talk to a running agent
+through its control endpoint and print tables or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import sys
+from typing import Any
+
+from clustermember._control import ControlClient, ControlError
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message says how to fix it."""
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """Split "key=value" (the value may contain '=').
+
+    >>> parse_tag("role=worker")
+    ('role', 'worker')
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"bad tag {text!r}: write it as key=value, e.g. --tag role=worker")
+    return key, value
+
+
+def keygen() -> str:
+    """A new 32-byte cluster key, base64-encoded (what --key-file expects)."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def format_members(members: list[dict[str, Any]]) -> str:
+    """Members as a table like ``serf members``."""
+    rows = [
+        [
+            m["id"],
+            m["addr"],
+            m["state"],
+            str(m["incarnation"]),
+            ",".join(f"{k}={v}" for k, v in sorted(m["tags"].items())),
+        ]
+        for m in sorted(members, key=lambda m: m["id"])
+    ]
+    return _table(rows, ["NODE", "ADDRESS", "STATE", "INC", "TAGS"])
+
+
+async def _request(endpoint: str | None, req: dict[str, Any]) -> dict[str, Any]:
+    async with ControlClient(endpoint) as client:
+        resp = await client.request(req)
+    if not resp.get("ok"):
+        raise ControlError(resp.get("error", "the agent refused the request"))
+    return resp
+
+
+def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) -> int:
+    """``clustermember members``: print the members, filtered."""
+    req = {"op": "members", "tags": dict(parse_tag(t) for t in tags), "status": status}
+    resp = asyncio.run(_request(endpoint, req))
+    if fmt == "json":
+        print(json.dumps(resp["members"], indent=2, sort_keys=True))
+    else:
+        print(format_members(resp["members"]))
+    return 0
+
+
+def tags(endpoint: str | None, set_: list[str], delete: list[str]) -> int:
+    """``clustermember tags``: change this agent's tags and print the result."""
+    if not set_ and not delete:
+        raise UsageError("nothing to do: give --set key=value and/or --delete key")
+    req = {"op": "tags", "set": dict(parse_tag(t) for t in set_), "delete": delete}
+    resp = asyncio.run(_request(endpoint, req))
+    for k, v in sorted(resp["tags"].items()):
+        print(f"{k}={v}")
+    return 0
+
+
+def leave(endpoint: str | None) -> int:
+    """``clustermember leave``: make the agent leave gracefully and stop."""
+    asyncio.run(_request(endpoint, {"op": "leave"}))
+    print("left the cluster")
+    return 0
+
+
+def stats(endpoint: str | None, fmt: str) -> int:
+    """``clustermember stats``: print the agent's counters."""
+    resp = asyncio.run(_request(endpoint, {"op": "stats"}))
+    if fmt == "json":
+        print(json.dumps(resp["stats"], indent=2, sort_keys=True))
+    else:
+        for k, v in sorted(resp["stats"].items()):
+            print(f"{k:<24} {v}")
+    return 0
+
+
+def events(endpoint: str | None) -> int:
+    """``clustermember events``: stream events as JSON lines until interrupted."""
+
+    async def run() -> None:
+        async with ControlClient(endpoint) as client:
+            async for line in client.stream({"op": "events"}):
+                if "event" in line:
+                    print(json.dumps(line["event"]), flush=True)
+                elif not line.get("ok", True):
+                    raise ControlError(line.get("error", "event stream refused"))
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def fail(message: str) -> int:
+    """Print a one-line error and return the exit code for it."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,349 @@
+"""ClusterConfig: every setting of the protocol core, the transport and the API.
+
+Defaults are the C engine's LAN profile (read from it, so the two cannot
+drift); docs/configuration.md gives the reason for each value. Times are
+float seconds here and microseconds in C. Validation happens when a config is
+made, first in Python (messages name the field), then by the core's own
+validator as a backstop::
+
+    config = ClusterConfig(node_id="worker-1", cluster_key=key, tags={"role": "worker"})
+    fast = ClusterConfig.local(cluster_key=key)        # loopback tests
+    wide = ClusterConfig.wan(cluster_key=key, probe_timeout=2.0)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clustermember import _core
+from clustermember._errors import ConfigError, TagError
+
+KEY_LEN = 32
+ID_MAX = 64
+# Per-tag encoding overhead: u8 key length + u16 value length.
+TAG_OVERHEAD = 3
+
+_LAN: dict[str, Any] = _core.config_profile("lan")
+_NET: dict[str, Any] = _core.net_defaults()
+
+PROTOCOL_FIELDS: tuple[str, ...] = tuple(_LAN)
+TRANSPORT_FIELDS: tuple[str, ...] = (
+    "max_connections",
+    "idle_timeout",
+    "handshake_timeout",
+    "request_timeout",
+    "max_stream_message",
+    "max_queued_datagrams",
+    "accept_rate",
+)
+_POSITIVE_TIMES = {
+    "probe_interval",
+    "probe_timeout",
+    "phi_min_std",
+    "gossip_interval",
+    "pushpull_interval",
+    "reconnect_interval",
+    "idle_timeout",
+    "handshake_timeout",
+    "request_timeout",
+    "join_timeout",
+    "leave_timeout",
+}
+_TIME_FIELDS = {k for k, v in _LAN.items() if isinstance(v, float) and k != "phi_threshold"} | {
+    "idle_timeout",
+    "handshake_timeout",
+    "request_timeout",
+    "join_timeout",
+    "leave_timeout",
+}
+
+
+def decode_key(key: bytes | str, what: str = "cluster_key") -> bytes:
+    """A cluster key as 32 raw bytes, from bytes or a base64 string.
+
+    >>> len(decode_key(base64.b64encode(bytes(32)).decode()))
+    32
+    """
+    if isinstance(key, str):
+        try:
+            raw = base64.b64decode(key.strip(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError(f"{what} is not valid base64: {exc}") from None
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)
+    else:
+        raise ConfigError(
+            f"{what} must be 32 bytes or a base64 string of 32 bytes, not {type(key).__name__}"
+        )
+    if len(raw) != KEY_LEN:
+        raise ConfigError(
+            f"{what} must be {KEY_LEN} bytes, got {len(raw)}; make one with "
+            "`clustermember keygen` or secrets.token_bytes(32)"
+        )
+    return raw
+
+
+def check_node_id(node_id: object) -> str:
+    """A node id: 1..64 printable ASCII characters, no spaces."""
+    if not isinstance(node_id, str):
+        raise ConfigError(f"node_id must be a str, not {type(node_id).__name__}")
+    raw = node_id.encode("utf-8", "replace")
+    if not 1 <= len(raw) <= ID_MAX or any(c <= 0x20 or c >= 0x7F for c in raw):
+        raise ConfigError(
+            f"node_id {node_id!r} must be 1..{ID_MAX} printable ASCII characters without spaces"
+        )
+    return node_id
+
+
+def check_tags(tags: object, max_key: int, max_value: int, max_size: int) -> dict[str, str]:
+    """Validate a tag set against the limits; returns a plain dict copy."""
+    if not isinstance(tags, Mapping):
+        raise TagError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
+    size = 0
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        check_tag(key, value, max_key, max_value)
+        size += TAG_OVERHEAD + len(key.encode()) + len(value.encode())
+        out[key] = value
+    if size > max_size:
+        raise TagError(
+            f"tag set is {size} bytes encoded, over max_tags_size={max_size} "
+            f"(each tag costs {TAG_OVERHEAD} bytes plus its key and value)"
+        )
+    return out
+
+
+def check_tag(key: object, value: object, max_key: int, max_value: int) -> None:
+    """One tag: key 1..max_key printable ASCII bytes without '=', value <= max_value bytes."""
+    if not isinstance(key, str):
+        raise TypeError(f"tag key must be a str, not {type(key).__name__}")
+    if not isinstance(value, str):
+        raise TypeError(f"tag value for {key!r} must be a str, not {type(value).__name__}")
+    k = key.encode()
+    if not 1 <= len(k) <= max_key or any(c <= 0x20 or c >= 0x7F or c == 0x3D for c in k):
+        raise TagError(
+            f"tag key {key!r} must be 1..{max_key} bytes of printable ASCII without spaces or '='"
+        )
+    v = value.encode()
+    if len(v) > max_value:
+        raise TagError(f"tag {key!r}: value is {len(v)} bytes, over max_tag_value={max_value}")
+    if any(c < 0x20 or c == 0x7F for c in v):
+        raise TagError(f"tag {key!r}: value must not contain control characters")
+
+
+@dataclass(kw_only=True)
+class ClusterConfig:
+    """Every setting of one node. Keyword-only; defaults are the LAN profile.
+
+    Security (one of them is required): ``cluster_key`` (32 bytes or base64),
+    ``keyring`` (several keys, the first is used to connect, all are
+    accepted: for key rotation), mutual TLS (``tls_ca``, ``tls_cert``,
+    ``tls_key``), or ``insecure=True`` (no authentication, logs a warning).
+
+    >>> import secrets
+    >>> ClusterConfig(cluster_key=secrets.token_bytes(32), tags={"role": "db"}).probe_interval
+    0.5
+    """
+
+    node_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    cluster_key: bytes | str | None = field(default=None, repr=False)
+    keyring: list[bytes | str] = field(default_factory=list, repr=False)
+    tls_ca: str | os.PathLike[str] | None = None
+    tls_cert: str | os.PathLike[str] | None = None
+    tls_key: str | os.PathLike[str] | None = field(default=None, repr=False)
+    insecure: bool = False
+
+    # Protocol core (docs/configuration.md).
+    probe_interval: float = _LAN["probe_interval"]
+    probe_timeout: float = _LAN["probe_timeout"]
+    indirect_checks: int = _LAN["indirect_checks"]
+    awareness_max: int = _LAN["awareness_max"]
+    suspicion_mult: int = _LAN["suspicion_mult"]
+    suspicion_max_mult: int = _LAN["suspicion_max_mult"]
+    phi_threshold: float = _LAN["phi_threshold"]
+    phi_window: int = _LAN["phi_window"]
+    phi_min_std: float = _LAN["phi_min_std"]
+    phi_acceptable_pause: float = _LAN["phi_acceptable_pause"]
+    phi_min_samples: int = _LAN["phi_min_samples"]
+    gossip_interval: float = _LAN["gossip_interval"]
+    gossip_nodes: int = _LAN["gossip_nodes"]
+    gossip_to_dead: float = _LAN["gossip_to_dead"]
+    retransmit_mult: int = _LAN["retransmit_mult"]
+    max_broadcast_queue: int = _LAN["max_broadcast_queue"]
+    pushpull_interval: float = _LAN["pushpull_interval"]
+    reconnect_interval: float = _LAN["reconnect_interval"]
+    reconnect_timeout: float = _LAN["reconnect_timeout"]
+    reap_left_after: float = _LAN["reap_left_after"]
+    max_packet_size: int = _LAN["max_packet_size"]
+    max_tag_key: int = _LAN["max_tag_key"]
+    max_tag_value: int = _LAN["max_tag_value"]
+    max_tags_size: int = _LAN["max_tags_size"]
+    max_members: int = _LAN["max_members"]
+    max_pushpull_size: int = _LAN["max_pushpull_size"]
+
+    # Transport (QUIC connection pool).
+    max_connections: int = _NET["max_connections"]
+    idle_timeout: float = _NET["idle_timeout"]
+    handshake_timeout: float = _NET["handshake_timeout"]
+    request_timeout: float = _NET["request_timeout"]
+    max_stream_message: int = _NET["max_stream_message"]
+    max_queued_datagrams: int = _NET["max_queued_datagrams"]
+    accept_rate: int = _NET["accept_rate"]
+
+    # Engine and API.
+    join_timeout: float = 10.0
+    leave_timeout: float = 5.0
+    event_queue_size: int = 4096
+    subscriber_queue_size: int = 1024
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------ profiles
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> ClusterConfig:
+        """The LAN profile (the default): 0.5 s probes, failure in a few seconds."""
+        return cls._profile("lan", overrides)
+
+    @classmethod
+    def wan(cls, **overrides: Any) -> ClusterConfig:
+        """The WAN profile: 5 s probes and longer timeouts for high-latency links."""
+        return cls._profile("wan", overrides)
+
+    @classmethod
+    def local(cls, **overrides: Any) -> ClusterConfig:
+        """The local profile: fast probes for one host or a test (0.2 s probes)."""
+        return cls._profile("local", overrides)
+
+    @classmethod
+    def _profile(cls, name: str, overrides: dict[str, Any]) -> ClusterConfig:
+        settings = dict(_core.config_profile(name))
+        settings.update(overrides)
+        return cls(**settings)
+
+    # ---------------------------------------------------------- validation
+
+    def validate(self) -> None:
+        """Check every field; raises ConfigError (or TagError) naming the culprit."""
+        if self.node_id is not None:
+            check_node_id(self.node_id)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _TIME_FIELDS:
+                self._check_time(f.name, value)
+            elif f.type == "int" or (f.name in _LAN and isinstance(_LAN[f.name], int)):
+                self._check_int(f.name, value)
+        self._check_int("seed", self.seed, optional=True)
+        if not isinstance(self.phi_threshold, (int, float)) or isinstance(self.phi_threshold, bool):
+            raise ConfigError("phi_threshold must be a number")
+        if not isinstance(self.insecure, bool):
+            raise ConfigError("insecure must be True or False")
+        for name in ("event_queue_size", "subscriber_queue_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        check_tags(self.tags, self.max_tag_key, self.max_tag_value, self.max_tags_size)
+        self._check_auth()
+        why = _core.validate_config(self.protocol_settings())
+        if why is not None:
+            raise ConfigError(f"invalid config: {why}")
+
+    @staticmethod
+    def _check_time(name: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
+        if name in _POSITIVE_TIMES and value <= 0:
+            raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+
+    @staticmethod
+    def _check_int(name: str, value: object, optional: bool = False) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an int, not {type(value).__name__}")
+        if value < 0:
+            raise ConfigError(f"{name} must not be negative, got {value}")
+
+    def _check_auth(self) -> None:
+        keys = self.keys()
+        tls = [self.tls_ca, self.tls_cert, self.tls_key]
+        if any(x is not None for x in tls):
+            if any(x is None for x in tls):
+                raise ConfigError("mutual TLS needs all of tls_ca, tls_cert and tls_key")
+            if keys:
+                raise ConfigError("choose one: a cluster key or mutual TLS, not both")
+            for name, path in zip(("tls_ca", "tls_cert", "tls_key"), tls, strict=True):
+                if not os.path.isfile(os.fspath(path)):  # type: ignore[arg-type]
+                    raise ConfigError(f"{name} file {os.fspath(path)!r} does not exist")  # type: ignore[arg-type]
+            return
+        if not keys and not self.insecure:
+            raise ConfigError(
+                "no cluster key: pass cluster_key=... (32 bytes or base64; make one with "
+                "`clustermember keygen` or secrets.token_bytes(32)), mutual TLS "
+                "(tls_ca, tls_cert, tls_key), or insecure=True to run without authentication"
+            )
+
+    # ------------------------------------------------------------- derived
+
+    @property
+    def auth(self) -> str:
+        """'key', 'mtls' or 'none'."""
+        if self.tls_ca is not None:
+            return "mtls"
+        return "key" if self.keys() else "none"
+
+    def keys(self) -> list[bytes]:
+        """The keyring as raw keys, primary first (key ids are position + 1)."""
+        out: list[bytes] = []
+        if self.cluster_key is not None:
+            out.append(decode_key(self.cluster_key))
+        if not isinstance(self.keyring, (list, tuple)):
+            raise ConfigError("keyring must be a list of keys")
+        for i, k in enumerate(self.keyring):
+            raw = decode_key(k, f"keyring[{i}]")
+            if raw not in out:
+                out.append(raw)
+        if len(out) > 255:
+            raise ConfigError("a keyring holds at most 255 keys")
+        return out
+
+    def protocol_settings(self) -> dict[str, Any]:
+        """The core's settings, in seconds, as the C binding takes them."""
+        return {name: getattr(self, name) for name in PROTOCOL_FIELDS}
+
+    def transport_settings(self, node_id: str, bind: str) -> dict[str, Any]:
+        """The transport's settings, with keys and a static reset secret."""
+        auth = self.auth
+        net: dict[str, Any] = {name: getattr(self, name) for name in TRANSPORT_FIELDS}
+        net["auth"] = auth
+        if auth == "key":
+            keys = self.keys()
+            net["keys"] = keys
+            material = keys[0]
+        elif auth == "mtls":
+            net["ca_file"] = os.fspath(self.tls_ca)  # type: ignore[arg-type]
+            net["cert_file"] = os.fspath(self.tls_cert)  # type: ignore[arg-type]
+            net["key_file"] = os.fspath(self.tls_key)  # type: ignore[arg-type]
+            with open(net["key_file"], "rb") as fh:
+                material = fh.read()
+        else:
+            material = b"insecure:" + bind.encode()
+        # Deterministic, so a node restarted with the same id and key can
+        # send stateless resets to peers still holding its old connections.
+        net["static_secret"] = hashlib.sha256(
+            b"clustermember static secret\0" + material + b"\0" + node_id.encode()
+        ).digest()
+        return net

@@ -1,0 +1,277 @@
+"""The agent's local control endpoint: newline-delimited JSON over a socket.
+
+A Unix socket (default) lives in a directory only the user can enter, and the
+server also checks the peer's uid (SO_PEERCRED). A TCP endpoint is bound to
+loopback only and requires a token that the agent writes to a file readable
+only by the user. Each request is one JSON object on one line::
+
+    {"op": "members", "tags": {"role": "worker"}, "status": ["alive"]}
+
+and each response is one JSON object, ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``. The ``events`` operation streams one
+``{"event": {...}}`` line per membership event until the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import stat
+import struct
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[dict[str, Any] | None]]
+
+# One request line at most: a members filter with many tags still fits easily,
+# and a client cannot make the agent buffer without bound.
+MAX_LINE = 64 * 1024
+
+
+class ControlError(Exception):
+    """A control request failed; the message says what to do."""
+
+
+def runtime_dir() -> Path:
+    """The per-user directory for control sockets and tokens (mode 0700)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    path = Path(base) / f"clustermember-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise ControlError(
+            f"{path} must be owned by you with mode 0700; remove it or fix its permissions"
+        )
+    return path
+
+
+def default_endpoint() -> str:
+    """The control endpoint used when none is given: $CLUSTERMEMBER_CONTROL or
+    a Unix socket in :func:`runtime_dir`."""
+    env = os.environ.get("CLUSTERMEMBER_CONTROL")
+    if env:
+        return env
+    return str(runtime_dir() / "agent.sock")
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, str | tuple[str, int]]:
+    """Split an endpoint into ("unix", path) or ("tcp", (host, port)).
+
+    >>> parse_endpoint("127.0.0.1:7373")
+    ('tcp', ('127.0.0.1', 7373))
+    >>> parse_endpoint("/tmp/x.sock")
+    ('unix', '/tmp/x.sock')
+    """
+    if "/" in endpoint or endpoint.endswith(".sock"):
+        return "unix", endpoint
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ControlError(f"control endpoint {endpoint!r} is neither a socket path nor host:port")
+    if host not in ("127.0.0.1", "localhost", "[::1]", "::1"):
+        raise ControlError(f"control endpoint {endpoint!r} must be on loopback (127.0.0.1)")
+    return "tcp", ("127.0.0.1" if host == "localhost" else host.strip("[]"), int(port))
+
+
+def token_path(port: int) -> Path:
+    """Where the agent with a TCP control endpoint on ``port`` keeps its token."""
+    return runtime_dir() / f"control-{port}.token"
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+    writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()
+
+
+class ControlServer:
+    """Serve control requests on a Unix socket or loopback TCP port.
+
+    >>> async def handle(req, writer): return {"pong": True}   # doctest: +SKIP
+    >>> server = ControlServer("/tmp/x.sock", handle)            # doctest: +SKIP
+    >>> await server.start()                                     # doctest: +SKIP
+    """
+
+    def __init__(self, endpoint: str, handler: Handler) -> None:
+        self.kind, self.where = parse_endpoint(endpoint)
+        self.endpoint = endpoint
+        self._handler = handler
+        self._server: asyncio.AbstractServer | None = None
+        self._token: str | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting. Raises ControlError if the endpoint is taken."""
+        if self.kind == "unix":
+            path = Path(str(self.where))
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.exists():
+                if await _endpoint_alive(str(path)):
+                    raise ControlError(
+                        f"an agent is already serving {path}; stop it or pass --control"
+                    )
+                path.unlink()
+            old = os.umask(0o077)
+            try:
+                self._server = await asyncio.start_unix_server(
+                    self._serve, path=str(path), limit=MAX_LINE
+                )
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o600)
+        else:
+            host, port = self.where  # type: ignore[misc]
+            self._token = secrets.token_hex(16)
+            try:
+                self._server = await asyncio.start_server(
+                    self._serve, host=host, port=port, limit=MAX_LINE
+                )
+            except OSError as exc:
+                raise ControlError(f"cannot listen on {self.endpoint}: {exc.strerror}") from exc
+            tp = token_path(port)
+            fd = os.open(tp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self._token + "\n")
+
+    async def close(self) -> None:
+        """Stop accepting and remove the socket or token file."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+        with contextlib.suppress(OSError):
+            if self.kind == "unix":
+                os.unlink(str(self.where))
+            else:
+                os.unlink(token_path(self.where[1]))  # type: ignore[index]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            uid = _peer_uid(writer)
+            if self.kind == "unix" and uid not in (None, os.getuid()):
+                await _send(writer, {"ok": False, "error": "permission denied"})
+                return
+            authed = self.kind == "unix"
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _send(writer, {"ok": False, "error": "request line too long"})
+                    return
+                if not line:
+                    return
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    await _send(writer, {"ok": False, "error": "request is not a JSON object"})
+                    continue
+                if not authed:
+                    if req.get("token") != self._token:
+                        await _send(writer, {"ok": False, "error": "bad or missing control token"})
+                        return
+                    authed = True
+                    if "op" not in req:
+                        await _send(writer, {"ok": True})
+                        continue
+                try:
+                    resp = await self._handler(req, writer)
+                except ControlError as exc:
+                    resp = {"ok": False, "error": str(exc)}
+                if resp is None:  # a streaming operation that has finished
+                    return
+                await _send(writer, resp)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def _endpoint_alive(path: str) -> bool:
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_unix_connection(path), 1.0)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    w.close()
+    return True
+
+
+class ControlClient:
+    """Talk to a running agent.
+
+    >>> async with ControlClient("/tmp/agent.sock") as c:  # doctest: +SKIP
+    ...     members = (await c.request({"op": "members"}))["members"]
+    """
+
+    def __init__(self, endpoint: str | None = None, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint or default_endpoint()
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> ControlClient:
+        kind, where = parse_endpoint(self.endpoint)
+        try:
+            if kind == "unix":
+                conn = asyncio.open_unix_connection(str(where), limit=16 * MAX_LINE)
+            else:
+                host, port = where  # type: ignore[misc]
+                conn = asyncio.open_connection(host, port, limit=16 * MAX_LINE)
+            self._reader, self._writer = await asyncio.wait_for(conn, self.timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ControlError(
+                f"no agent is running at {self.endpoint}; start one with "
+                "'clustermember agent' or pass --control"
+            ) from exc
+        if kind == "tcp":
+            port = where[1]  # type: ignore[index]
+            try:
+                token = token_path(port).read_text().strip()
+            except OSError as exc:
+                raise ControlError(
+                    f"cannot read the control token {token_path(port)}: {exc.strerror}"
+                ) from exc
+            resp = await self.request({"token": token})
+            if not resp.get("ok"):
+                raise ControlError(resp.get("error", "control token refused"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+
+    async def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its response object."""
+        assert self._writer is not None and self._reader is not None
+        await _send(self._writer, req)
+        line = await asyncio.wait_for(self._reader.readline(), self.timeout)
+        if not line:
+            raise ControlError(f"the agent at {self.endpoint} closed the connection")
+        return json.loads(line)
+
+    async def stream(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Send a streaming request and yield each line until the agent stops."""
+        assert self._writer is not None and self._reader is not None
+        await _send(self._writer, req)
+        while True:
+            line = await self._reader.readline()
+            if not line:
+                return
+            yield json.loads(line)

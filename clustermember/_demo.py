@@ -1,0 +1,182 @@
+"""``clustermember demo``: a real local cluster, watched from the outside.
+
+It starts N agent processes on loopback with a fresh key, waits for them to
+see each other, tags one node and finds it from another, kills one with
+SIGKILL and times its detection by every survivor, makes one leave and shows
+it as left, then stops every process it started (by PID) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from clustermember._cli import format_members, keygen
+from clustermember._control import ControlClient, ControlError
+
+READY = "agent ready: node "
+STEP_DEADLINE = 60.0  # seconds any one step may take before the demo gives up
+
+
+class DemoError(Exception):
+    """A demo step did not complete in time."""
+
+
+class Demo:
+    """The processes and control sockets of one demo run."""
+
+    def __init__(self, nodes: int, workdir: Path) -> None:
+        self.n = nodes
+        self.dir = workdir
+        self.procs: list[subprocess.Popen[str] | None] = []
+        self.addrs: list[str] = []
+        self.t0 = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.2f}s] {text}", flush=True)
+
+    def control(self, i: int) -> str:
+        return str(self.dir / f"agent{i}.sock")
+
+    def start(self, i: int, seed: str | None) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "clustermember",
+            "agent",
+            "--bind",
+            "127.0.0.1:0",
+            "--node-id",
+            f"node-{i}",
+            "--key-file",
+            str(self.dir / "cluster.key"),
+            "--control",
+            self.control(i),
+            "--log-level",
+            "warning",
+        ]
+        if seed:
+            cmd += ["--join", seed]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith(READY):
+            raise DemoError(f"agent {i} did not start (exit code {proc.poll()})")
+        self.addrs.append(line[len(READY) :].split(" at ")[1].split(",")[0])
+
+    async def members(self, i: int) -> list[dict[str, Any]]:
+        async with ControlClient(self.control(i), timeout=5.0) as c:
+            resp = await c.request({"op": "members", "status": []})
+        return resp["members"]
+
+    async def wait(self, what: str, check: Any) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < STEP_DEADLINE:
+            with contextlib.suppress(ControlError, OSError, asyncio.TimeoutError):
+                if await check():
+                    return time.monotonic() - start
+            await asyncio.sleep(0.05)
+        raise DemoError(f"gave up waiting for {what} after {STEP_DEADLINE:.0f} s")
+
+    def live(self) -> list[int]:
+        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
+
+    async def all_see(self, subject: str, state: str) -> bool:
+        for i in self.live():
+            views = {m["id"]: m["state"] for m in await self.members(i)}
+            if views.get(subject) != state:
+                return False
+        return True
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs:
+            if p is None:
+                continue
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    async def run(self) -> None:
+        (self.dir / "cluster.key").write_text(keygen() + "\n")
+        os.chmod(self.dir / "cluster.key", 0o600)
+        self.say(f"starting {self.n} agents on 127.0.0.1 with a fresh cluster key")
+        for i in range(self.n):
+            self.start(i, self.addrs[0] if i else None)
+        took = await self.wait(
+            "the cluster to form",
+            lambda: self._all_alive(),
+        )
+        self.say(f"every agent sees {self.n} alive ({took:.2f} s after the last start)")
+        print(format_members(await self.members(0)), flush=True)
+
+        async with ControlClient(self.control(1)) as c:
+            await c.request({"op": "tags", "set": {"role": "worker"}, "delete": []})
+        self.say("node-1 tagged role=worker; asking node-2 for members with role=worker")
+
+        async def found() -> bool:
+            async with ControlClient(self.control(2)) as c:
+                resp = await c.request({"op": "members", "tags": {"role": "worker"}})
+            return [m["id"] for m in resp["members"]] == ["node-1"]
+
+        took = await self.wait("tag discovery", found)
+        self.say(f"node-2 finds node-1 by its tag after {took:.2f} s")
+
+        victim = self.n - 1
+        proc = self.procs[victim]
+        assert proc is not None
+        proc.kill()
+        proc.wait()
+        self.procs[victim] = None
+        self.say(f"killed node-{victim} with SIGKILL (pid {proc.pid}): no goodbye")
+        took = await self.wait(
+            "failure detection", lambda: self.all_see(f"node-{victim}", "failed")
+        )
+        self.say(f"every survivor marks node-{victim} failed after {took:.2f} s")
+
+        leaver = self.n - 2
+        async with ControlClient(self.control(leaver)) as c:
+            await c.request({"op": "leave"})
+        self.say(f"node-{leaver} left gracefully")
+        took = await self.wait("the leave", lambda: self.all_see(f"node-{leaver}", "left"))
+        self.say(f"every remaining agent marks node-{leaver} left (not failed) after {took:.2f} s")
+        print(format_members(await self.members(0)), flush=True)
+
+    async def _all_alive(self) -> bool:
+        for i in self.live():
+            ms = await self.members(i)
+            if sum(m["state"] == "alive" for m in ms) != self.n:
+                return False
+        return True
+
+
+def run_demo(nodes: int) -> int:
+    """Run the demo with ``nodes`` agents; returns the exit code."""
+    if nodes < 3:
+        print("error: the demo needs at least 3 nodes (--nodes 3 or more)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="clustermember-demo-") as tmp:
+        demo = Demo(nodes, Path(tmp))
+        try:
+            asyncio.run(demo.run())
+        except DemoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            demo.stop_all()
+            demo.say("stopped every agent the demo started")
+    return 0

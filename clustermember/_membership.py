@@ -1,0 +1,647 @@
+"""ClusterMembership: one node of a cluster, driven from asyncio.
+
+Lifecycle: ``start()`` binds the socket (``__aenter__`` and ``join()`` call
+it when needed); ``join(seeds)`` joins; ``leave()`` leaves gracefully and
+stops the node; ``close()`` stops it at once without leaving (peers will see
+it fail). ``async with`` joins nothing by itself but guarantees a leave (if
+joined) and a close on exit.
+
+Events travel from the engine thread through an eventfd that the event loop
+watches (``loop.add_reader``); they are drained and fanned out on the loop
+thread. Reads (``nodes``, ``nodes_with_tag``, ``stats``...) copy from an
+immutable snapshot the engine publishes: they never wait for the protocol and
+need no running loop (REPL, Jupyter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import secrets
+import socket
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from clustermember import _core, _display, _engine
+from clustermember._config import ClusterConfig, check_tag, check_tags
+from clustermember._errors import (
+    AlreadyJoined,
+    ClusterClosed,
+    ClusterError,
+    JoinTimeout,
+    NotJoined,
+    NotStarted,
+    TagError,
+)
+from clustermember._events import EVENT_TYPES, NodeConflict, Subscription, wall_time
+from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState
+
+log = logging.getLogger("clustermember")
+
+ETIMEDOUT = -25
+ECLOSED = -23
+# Time the engine gets beyond the join timeout to report its own verdict
+# before the API gives up waiting for it.
+JOIN_GRACE = 5.0
+HOST_ID_MAX = 48
+
+StatesArg = str | MemberState | Iterable[str | MemberState] | None
+
+
+def _states_mask(states: StatesArg) -> int:
+    if states is None:
+        return 15
+    if isinstance(states, (str, MemberState)):
+        states = [states]
+    mask = 0
+    for s in states:
+        try:
+            mask |= STATE_BITS[MemberState(s)]
+        except ValueError:
+            raise ValueError(
+                f"unknown state {s!r}: expected alive, suspect, failed or left"
+            ) from None
+    return mask
+
+
+def _split_hostport(addr: object, what: str) -> tuple[str, int]:
+    if not isinstance(addr, str):
+        raise TypeError(f"{what} must be a 'host:port' str, not {type(addr).__name__}")
+    host, sep, port_s = addr.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or int(port_s) > 65535:
+        raise ValueError(f"{what} {addr!r} is not 'host:port' (e.g. '127.0.0.1:7946')")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host, int(port_s)
+
+
+def _format(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _numeric(host: str) -> str | None:
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def resolve_bind(addr: object) -> str:
+    """A bind address as 'ip:port' (port 0 picks one). Names resolve at once."""
+    host, port = _split_hostport(addr, "bind address")
+    ip = _numeric(host)
+    if ip is None:
+        try:
+            ip = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
+        except OSError as exc:
+            raise ValueError(f"bind address {addr!r}: cannot resolve {host!r}: {exc}") from None
+    if port == 0:
+        return _format(ip, 0)
+    return _core.parse_addr(_format(ip, port))
+
+
+async def resolve_seed(addr: object) -> str:
+    """A seed as 'ip:port'; names resolve without blocking the loop."""
+    host, port = _split_hostport(addr, "seed")
+    ip = _numeric(host)
+    if ip is None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise ValueError(f"seed {addr!r}: cannot resolve {host!r}: {exc}") from None
+        ip = infos[0][4][0]
+    return _core.parse_addr(_format(ip, port))
+
+
+def default_node_id(bind: str) -> str:
+    """hostname-port, or hostname-random when the port is picked by the kernel."""
+    host = "".join(c for c in socket.gethostname() if 0x20 < ord(c) < 0x7F)[:HOST_ID_MAX]
+    port = bind.rpartition(":")[2]
+    return f"{host or 'node'}-{port if port != '0' else secrets.token_hex(3)}"
+
+
+class ClusterMembership:
+    """One cluster node.
+
+    >>> config = ClusterConfig.local(cluster_key=key, tags={"role": "worker"})
+    >>> async with ClusterMembership("127.0.0.1:0", config) as cluster:
+    ...     await cluster.join(["127.0.0.1:7946"])
+    ...     workers = cluster.nodes_with_tag("role", "worker")
+    """
+
+    def __init__(self, bind_addr: str = "127.0.0.1:7946", config: ClusterConfig | None = None):
+        if config is None:
+            config = ClusterConfig()
+        if not isinstance(config, ClusterConfig):
+            raise TypeError(f"config must be a ClusterConfig, not {type(config).__name__}")
+        config.validate()
+        self._config = dataclasses.replace(config, tags=dict(config.tags))
+        self._bind = resolve_bind(bind_addr)
+        self._id = config.node_id or default_node_id(self._bind)
+        self._tags: dict[str, str] = dict(config.tags)
+        self._node: _core.Node | None = None
+        self._state = "new"  # new started joining joined leaving left closed
+        self._left = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader_fd: int | None = None
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._leave_future: asyncio.Future[int] | None = None
+        self._subs: set[Subscription] = set()
+        self._bound = ""
+        _engine.register(self)
+
+    # --------------------------------------------------------- properties
+
+    @property
+    def node_id(self) -> str:
+        """This node's id."""
+        return self._id
+
+    @property
+    def config(self) -> ClusterConfig:
+        """The configuration this node was made with (a copy)."""
+        return self._config
+
+    @property
+    def state(self) -> str:
+        """'new', 'started', 'joining', 'joined', 'leaving', 'left' or 'closed'."""
+        return self._state
+
+    @property
+    def addr(self) -> str:
+        """The address peers reach this node at (the bound port once started)."""
+        return self._bound or self._bind
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """This node's own tags (a copy)."""
+        return dict(self._tags)
+
+    # ---------------------------------------------------------- lifecycle
+
+    async def start(self) -> ClusterMembership:
+        """Bind the socket and start answering probes. Idempotent.
+
+        >>> await cluster.start(); cluster.addr
+        '127.0.0.1:40123'
+        """
+        self._check_open()
+        if self._node is None:
+            self._start_node()
+        self._attach(asyncio.get_running_loop())
+        return self
+
+    def _start_node(self) -> None:
+        c = self._config
+        if c.auth == "none":
+            log.warning(
+                "clustermember node %s runs WITHOUT authentication (insecure=True): "
+                "anyone who can reach %s can join and inject membership",
+                self._id,
+                self._bind,
+            )
+        self._node = _engine.engine().start_node(
+            self._id,
+            self._bind,
+            tags=self._tags,
+            proto=c.protocol_settings(),
+            net=c.transport_settings(self._id, self._bind),
+            seed=c.seed if c.seed is not None else secrets.randbits(63),
+            event_queue=c.event_queue_size,
+            leave_grace=c.leave_timeout,
+        )
+        self._bound = self._node.addr
+        self._state = "started"
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._node is None or (self._loop is loop and self._reader_fd is not None):
+            return
+        self._detach()
+        fd = self._node.fileno()
+        loop.add_reader(fd, self._on_readable)
+        self._loop, self._reader_fd = loop, fd
+        # Anything queued before the reader existed.
+        loop.call_soon(self._on_readable)
+
+    def _detach(self) -> None:
+        loop, fd = self._loop, self._reader_fd
+        self._loop = self._reader_fd = None
+        if loop is not None and fd is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                loop.remove_reader(fd)
+
+    async def join(self, seeds: Iterable[str], timeout: float | None = None) -> None:
+        """Join the cluster through any of the seeds ('host:port' strings).
+
+        An empty list starts a cluster of one. Raises AlreadyJoined if joined
+        (or joining), JoinTimeout naming the seeds if none answered within
+        ``timeout`` (default ``config.join_timeout``).
+
+        >>> await cluster.join(["10.0.0.1:7946", "10.0.0.2:7946"], timeout=5.0)
+        """
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+            raise TypeError("seeds must be a list of 'host:port' strings, e.g. ['10.0.0.1:7946']")
+        self._check_open()
+        if self._state in ("joining", "joined"):
+            raise AlreadyJoined(f"node {self._id} has already joined; leave() first")
+        if self._state in ("leaving", "left"):
+            raise ClusterClosed(
+                f"node {self._id} has left; make a new ClusterMembership to join again"
+            )
+        seeds = list(seeds)
+        if timeout is None:
+            timeout = self._config.join_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        resolved = [await resolve_seed(s) for s in seeds]
+        await self.start()
+        assert self._node is not None and self._loop is not None
+        token = self._node.join(resolved, float(timeout))
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._pending[token] = fut
+        self._state = "joining"
+        tried = [s if s == r else f"{s} ({r})" for s, r in zip(seeds, resolved, strict=True)]
+        try:
+            status = await asyncio.wait_for(asyncio.shield(fut), timeout + JOIN_GRACE)
+        except asyncio.TimeoutError:
+            status = ETIMEDOUT
+        finally:
+            self._pending.pop(token, None)
+        if status == 0:
+            # The engine publishes the merged table before it reports the
+            # join, so reads right after this return see the cluster.
+            self._state = "joined"
+            return
+        if self._state == "joining":
+            self._state = "started"
+        if status == ETIMEDOUT:
+            raise JoinTimeout(tried, timeout)
+        if status == ECLOSED or self._state in ("closed", "leaving", "left"):
+            raise ClusterClosed(f"node {self._id} closed while joining")
+        raise ClusterError(f"join failed: {_core.strerror(status)}")
+
+    async def leave(self, timeout: float | None = None) -> None:
+        """Leave gracefully, then stop: peers mark this node left, not failed.
+
+        Waits until the leave has spread (at most ``config.leave_timeout``).
+        NotJoined before a successful join. After a successful leave, calling
+        it again is a safe no-op.
+
+        >>> await cluster.leave()
+        """
+        if self._left:
+            return
+        if self._state == "leaving" and self._leave_future is not None:
+            await asyncio.shield(self._leave_future)
+            return
+        self._check_open()
+        if self._state != "joined":
+            raise NotJoined(f"node {self._id} has not joined a cluster (state {self._state})")
+        assert self._node is not None
+        loop = asyncio.get_running_loop()
+        self._attach(loop)
+        token = self._node.leave()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._pending[token] = fut
+        self._leave_future = fut
+        self._state = "leaving"
+        limit = (timeout if timeout is not None else self._config.leave_timeout) + JOIN_GRACE
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), limit)
+        except asyncio.TimeoutError:
+            log.warning("node %s: leave not confirmed after %.1f s; stopping", self._id, limit)
+        finally:
+            self._pending.pop(token, None)
+        self._on_left()
+
+    def _on_left(self) -> None:
+        if self._left:
+            return
+        self._left = True
+        self._state = "left"
+        self._drain_all()
+        for sub in list(self._subs):
+            sub._end()
+
+    async def close(self) -> None:
+        """Stop at once without leaving (peers will see a failure). Idempotent.
+
+        Ends subscriptions and fails a pending join or leave with ClusterClosed.
+        """
+        self._close()
+
+    def _close(self) -> None:
+        if self._state == "closed":
+            return
+        if self._node is not None and self._reader_fd is not None:
+            self._drain_all()
+        self._detach()
+        node, self._node = self._node, None
+        if node is not None:
+            node.stop()
+        self._state = "closed"
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_result(ECLOSED)
+        self._pending.clear()
+        for sub in list(self._subs):
+            sub._end()
+        self._subs.clear()
+
+    def _engine_gone(self, forked: bool) -> None:
+        """The engine stops (atexit) or is lost to fork(): this node is closed."""
+        if not forked:
+            self._detach()
+        else:
+            # The child shares the parent's epoll instance: removing the
+            # reader here would remove it in the parent too.
+            self._loop = self._reader_fd = None
+        self._node = None
+        if self._state != "closed":
+            self._state = "closed"
+            with contextlib.suppress(Exception):
+                self._fail_pending()
+
+    async def __aenter__(self) -> ClusterMembership:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            if self._state in ("joined", "leaving"):
+                await self.leave()
+        except Exception:  # noqa: BLE001 - the close below must still happen
+            log.exception("node %s: leave on exit failed", self._id)
+        finally:
+            self._close()
+
+    def _check_open(self) -> None:
+        if self._state == "closed":
+            raise ClusterClosed(f"node {self._id} is closed")
+
+    # -------------------------------------------------------------- events
+
+    def _on_readable(self) -> None:
+        node = self._node
+        if node is None:
+            return
+        try:
+            batch = node.next_events()
+        except _core.Error:
+            self._detach()
+            return
+        for ev in batch:
+            self._dispatch(ev)
+
+    def _drain_all(self) -> None:
+        node = self._node
+        while node is not None:
+            try:
+                batch = node.next_events()
+            except _core.Error:
+                return
+            if not batch:
+                return
+            for ev in batch:
+                self._dispatch(ev)
+
+    def _dispatch(self, ev: tuple[Any, ...]) -> None:
+        kind = ev[0]
+        if kind == "member":
+            _, etype, mid, addr, state, inc, mono, tags, other = ev
+            member = Member(
+                mid,
+                addr,
+                MemberState(state),
+                inc,
+                MappingProxyType(tags),
+                mono,
+                0.0,
+                mid == self._id,
+            )
+            cls = EVENT_TYPES.get(etype)
+            if cls is None:
+                return
+            wall = wall_time(mono)
+            event = (
+                NodeConflict(member, wall, mono, other)
+                if cls is NodeConflict
+                else cls(member, wall, mono)
+            )
+            for sub in self._subs:
+                sub._push(event)
+        elif kind in ("joined", "left"):
+            fut = self._pending.get(ev[1])
+            if fut is not None and not fut.done():
+                fut.set_result(ev[2])
+            if kind == "joined" and ev[2] == 0 and self._state == "joining":
+                self._state = "joined"
+        elif kind == "dropped":
+            for sub in self._subs:
+                sub._push_dropped(ev[1])
+
+    def subscribe(self, maxsize: int | None = None) -> Subscription:
+        """A new async iterator of events; every subscriber gets every event.
+
+        ``maxsize`` (default ``config.subscriber_queue_size``) bounds its queue;
+        past it the oldest events are dropped and counted (EventsDropped).
+
+        >>> async for event in cluster.subscribe():
+        ...     print(type(event).__name__, event.node.id)
+        """
+        self._check_open()
+        size = maxsize if maxsize is not None else self._config.subscriber_queue_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"maxsize must be a positive int, got {size!r}")
+        sub = Subscription(size, self._local_or_none, self._subs.discard)
+        if self._left:
+            sub._end()
+        else:
+            self._subs.add(sub)
+        return sub
+
+    # ---------------------------------------------------------------- tags
+
+    async def update_tag(self, key: str, value: str) -> None:
+        """Set one tag of this node; gossiped to every member at high priority.
+
+        >>> await cluster.update_tag("zone", "eu-1")
+        """
+        c = self._config
+        check_tag(key, value, c.max_tag_key, c.max_tag_value)
+        tags = dict(self._tags)
+        tags[key] = value
+        self._apply_tags(tags)
+
+    async def remove_tag(self, key: str) -> bool:
+        """Remove one tag; True if it was set, False (and nothing sent) if not.
+
+        >>> await cluster.remove_tag("zone")
+        True
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"tag key must be a str, not {type(key).__name__}")
+        if key not in self._tags:
+            self._check_open()
+            return False
+        tags = dict(self._tags)
+        del tags[key]
+        self._apply_tags(tags)
+        return True
+
+    async def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Replace the whole tag set at once (one incarnation bump)."""
+        self._apply_tags(dict(tags))
+
+    def _apply_tags(self, tags: dict[str, str]) -> None:
+        self._check_open()
+        if self._state in ("leaving", "left"):
+            raise ClusterClosed(f"node {self._id} has left; its tags can no longer change")
+        c = self._config
+        tags = check_tags(tags, c.max_tag_key, c.max_tag_value, c.max_tags_size)
+        if self._node is not None:
+            try:
+                self._node.set_tags(tags)
+            except ValueError as exc:
+                raise TagError(str(exc)) from None
+            except _core.Error as exc:
+                raise ClusterClosed(f"node {self._id}: {exc}") from None
+        self._tags = tags
+
+    # --------------------------------------------------------------- reads
+
+    def _snapshot(self) -> _core.Snapshot:
+        if self._state == "closed":
+            raise ClusterClosed(f"node {self._id} is closed")
+        if self._node is None:
+            raise NotStarted(f"node {self._id} is not started: await start() or join() first")
+        try:
+            return self._node.snapshot()
+        except _core.Error as exc:
+            raise ClusterClosed(f"node {self._id}: {exc}") from None
+
+    def nodes(self, states: StatesArg = MemberState.ALIVE) -> list[Member]:
+        """Members in the given states (default alive; None for every state).
+
+        This node is included. Works with or without a running loop.
+
+        >>> [m.id for m in cluster.nodes()]
+        ['node-a', 'node-b']
+        >>> cluster.nodes(states=["suspect", "failed"])
+        []
+        """
+        mask = _states_mask(states)
+        return [Member._from_tuple(t) for t in self._snapshot().query(mask)]
+
+    def nodes_with_tag(
+        self, key: str, value: str, states: StatesArg = MemberState.ALIVE
+    ) -> list[Member]:
+        """Members carrying tag key=value (alive ones unless states says otherwise).
+
+        >>> cluster.nodes_with_tag("role", "worker")
+        [Member(id='w1', ...)]
+        """
+        return self.nodes_with_all_tags({key: value}, states)
+
+    def nodes_with_all_tags(
+        self, tags: Mapping[str, str], states: StatesArg = MemberState.ALIVE
+    ) -> list[Member]:
+        """Members carrying every tag of the mapping.
+
+        >>> cluster.nodes_with_all_tags({"role": "worker", "zone": "eu-1"})
+        [Member(id='w1', ...)]
+        """
+        if not isinstance(tags, Mapping):
+            raise TypeError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
+        mask = _states_mask(states)
+        return [Member._from_tuple(t) for t in self._snapshot().query(mask, dict(tags))]
+
+    def member(self, node_id: str) -> Member | None:
+        """One member by id, in any state, or None if unknown."""
+        if not isinstance(node_id, str):
+            raise TypeError(f"node_id must be a str, not {type(node_id).__name__}")
+        t = self._snapshot().find(node_id)
+        return Member._from_tuple(t) if t is not None else None
+
+    @property
+    def local_node(self) -> Member:
+        """This node's own record (its state, incarnation, tags, address)."""
+        t = self._snapshot().self_member()
+        if t is None:
+            raise NotStarted(f"node {self._id} has no record yet")
+        return Member._from_tuple(t)
+
+    def _local_or_none(self) -> Member | None:
+        try:
+            return self.local_node
+        except ClusterError:
+            return Member(
+                self._id, self._bind, MemberState.ALIVE, 0, MappingProxyType(dict(self._tags))
+            )
+
+    def stats(self) -> ClusterStats:
+        """Counters of this node: members by state, connections, traffic, drops.
+
+        >>> s = cluster.stats(); s.alive, s.connections_open
+        (3, 2)
+        """
+        self._snapshot()
+        assert self._node is not None
+        try:
+            return ClusterStats._from_counters(self._id, self._node.stats())
+        except _core.Error as exc:
+            raise ClusterClosed(f"node {self._id}: {exc}") from None
+
+    # -------------------------------------------------------------- display
+
+    def to_dataframe(self, states: StatesArg = None) -> Any:
+        """Members as a pandas DataFrame (``pip install 'clustermember[pandas]'``)."""
+        return _display.dataframe(m.to_dict() for m in self.nodes(states))
+
+    def _title(self) -> str:
+        return f"{self._id} ({self.addr}, {self._state})"
+
+    def _members_for_display(self) -> list[Member]:
+        try:
+            return self.nodes(None)
+        except ClusterError:
+            return []
+
+    def _repr_html_(self) -> str:
+        return _display.members_html(self._title(), self._members_for_display())
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(
+            repr(self)
+            if cycle
+            else _display.members_text(self._title(), self._members_for_display())
+        )
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=self._title())
+        for h in _display.HEADERS:
+            table.add_column(h)
+        for m in self._members_for_display():
+            colour = _display.STATE_COLOURS.get(m.state.value, "")
+            table.add_row(
+                m.id,
+                m.addr,
+                f"[{colour}]{m.state.value}[/]",
+                str(m.incarnation),
+                _display.tags_text(m.tags),
+            )
+        return table
+
+    def __repr__(self) -> str:
+        return f"<ClusterMembership {self._id} {self.addr} {self._state}>"

@@ -1,0 +1,1441 @@
+/*
+ * clustermember._core.Engine, Node and Snapshot: the engine (csrc/engine) as
+ * Python heap types. Argument conversion only: times cross the boundary as
+ * float seconds (CLOCK_MONOTONIC, the clock of time.monotonic()), addresses
+ * as "host:port" strings, tags as dict[str, str], events and members as
+ * tuples that clustermember/_membership.py turns into dataclasses.
+ *
+ * The engine thread never sees a Python object. Every call here holds the
+ * GIL while it waits for the engine (a few microseconds when the loop is
+ * idle): the engine never takes the GIL, so this cannot deadlock, and it
+ * means no other Python thread can free a node while a call is using it.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cm_engine.h"
+#include "cm_py.h"
+#include "cm_wire.h"
+
+/* Events taken from the engine per next_events() call unless told: enough
+ * to drain a burst in one loop callback, small enough to keep the loop
+ * responsive during a flood. */
+#define NODE_EVENTS_BATCH 256
+
+static const char *const state_names[] = {"alive", "suspect", "failed", "left"};
+#define NSTATES 4
+
+typedef struct engine_object {
+  PyObject_HEAD PyObject *module;
+  cm_engine_t *engine; /* NULL once closed or forgotten */
+  int forgotten;       /* dropped after fork(): never freed here */
+} engine_object;
+
+typedef struct node_object {
+  PyObject_HEAD PyObject *module;
+  engine_object *owner;
+  cm_enode_t *node; /* NULL once stopped */
+  char id[CM_ID_MAX + 1];
+} node_object;
+
+typedef struct snapshot_object {
+  PyObject_HEAD PyObject *module;
+  cm_snapshot_t *snap;
+} snapshot_object;
+
+/* ------------------------------------------------------------ conversions */
+
+static int seconds_to_time(PyObject *obj, cm_time_t *out, const char *what) {
+  double sec = PyFloat_AsDouble(obj);
+  if (sec == -1.0 && PyErr_Occurred())
+    return -1;
+  if (!isfinite(sec) || sec < 0 || sec > 1e9) {
+    PyErr_Format(PyExc_ValueError,
+                 "%s must be a finite number of seconds in [0, 1e9], got %R",
+                 what, obj);
+    return -1;
+  }
+  *out = (cm_time_t)llround(sec * 1e6);
+  return 0;
+}
+
+static PyObject *time_to_seconds(cm_time_t t) {
+  return PyFloat_FromDouble((double)t / 1e6);
+}
+
+static PyObject *addr_to_str(const cm_addr_t *a) {
+  char buf[CM_ADDR_STRLEN];
+  if (a->family == 0)
+    Py_RETURN_NONE;
+  if (cm_addr_format(a, buf, sizeof(buf)) != 0)
+    return PyUnicode_FromString("?");
+  return PyUnicode_FromString(buf);
+}
+
+static int str_to_addr_port0(PyObject *obj, cm_addr_t *out, const char *what,
+                             int allow_port0) {
+  const char *s;
+  char buf[CM_ADDR_STRLEN + 8];
+  size_t len;
+  if (!PyUnicode_Check(obj)) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s must be a str like '127.0.0.1:7946', "
+                 "not %.100s",
+                 what, Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  s = PyUnicode_AsUTF8(obj);
+  if (s == NULL)
+    return -1;
+  len = strlen(s);
+  /* The parser wants a port peers can reach; a bind address may ask the
+   * kernel for one with port 0. */
+  if (allow_port0 && len >= 2 && len < sizeof(buf) &&
+      strcmp(s + len - 2, ":0") == 0) {
+    memcpy(buf, s, len - 1);
+    memcpy(buf + len - 1, "1", 2);
+    if (cm_addr_parse(buf, out) == 0) {
+      out->port = 0;
+      return 0;
+    }
+  }
+  if (cm_addr_parse(s, out) != 0) {
+    PyErr_Format(PyExc_ValueError,
+                 "%s %R is not an address: expected 'a.b.c.d:port' or "
+                 "'[v6]:port' with a numeric IP",
+                 what, obj);
+    return -1;
+  }
+  return 0;
+}
+
+static int str_to_addr(PyObject *obj, cm_addr_t *out, const char *what) {
+  return str_to_addr_port0(obj, out, what, 0);
+}
+
+/* Tags blob -> dict[str, str]. The blob is canonical (validated by the
+ * core before it reached any snapshot). */
+static PyObject *tags_to_dict(const uint8_t *blob, size_t len) {
+  PyObject *d = PyDict_New();
+  size_t off = 0;
+  cm_tag_t t;
+  if (d == NULL)
+    return NULL;
+  while (cm_tags_next(blob, len, &off, &t)) {
+    PyObject *k = PyUnicode_DecodeUTF8(t.key, (Py_ssize_t)t.key_len, "replace");
+    PyObject *v =
+        PyUnicode_DecodeUTF8(t.value, (Py_ssize_t)t.value_len, "replace");
+    if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
+      Py_XDECREF(k);
+      Py_XDECREF(v);
+      Py_DECREF(d);
+      return NULL;
+    }
+    Py_DECREF(k);
+    Py_DECREF(v);
+  }
+  return d;
+}
+
+/* dict[str, str] -> canonical blob in out (CM_WIRE_MAX_TAGS_LEN bytes). */
+static int dict_to_tags(PyObject *module, PyObject *dict, uint8_t *out,
+                        size_t *out_len) {
+  uint8_t tmp[CM_WIRE_MAX_TAGS_LEN];
+  size_t len = 0;
+  Py_ssize_t pos = 0;
+  PyObject *k, *v;
+  if (!PyDict_Check(dict)) {
+    PyErr_Format(PyExc_TypeError, "tags must be a dict[str, str], not %.100s",
+                 Py_TYPE(dict)->tp_name);
+    return -1;
+  }
+  while (PyDict_Next(dict, &pos, &k, &v)) {
+    const char *ks, *vs;
+    Py_ssize_t kl, vl;
+    int rc;
+    if (!PyUnicode_Check(k) || !PyUnicode_Check(v)) {
+      PyErr_Format(PyExc_TypeError,
+                   "tags must map str to str; got %.100s: %.100s",
+                   Py_TYPE(k)->tp_name, Py_TYPE(v)->tp_name);
+      return -1;
+    }
+    ks = PyUnicode_AsUTF8AndSize(k, &kl);
+    vs = PyUnicode_AsUTF8AndSize(v, &vl);
+    if (ks == NULL || vs == NULL)
+      return -1;
+    memcpy(tmp, out, len);
+    rc = cm_tags_set(tmp, len, ks, (size_t)kl, vs, (size_t)vl, out,
+                     CM_WIRE_MAX_TAGS_LEN, &len);
+    if (rc != 0) {
+      char msg[200];
+      snprintf(msg, sizeof(msg), "tag %.80s: %s", ks, cm_strerror(rc));
+      cm_py_raise(module, rc == CM_ENOSPC ? CM_ETAGSET : rc, msg);
+      return -1;
+    }
+  }
+  *out_len = len;
+  return 0;
+}
+
+/* A member as (id, addr, state, incarnation, tags, state_change, phi,
+ * is_self). */
+static PyObject *member_tuple(const cm_emember_t *m) {
+  PyObject *tags = tags_to_dict(m->tags, m->tags_len);
+  PyObject *addr = addr_to_str(&m->addr);
+  PyObject *t;
+  if (tags == NULL || addr == NULL) {
+    Py_XDECREF(tags);
+    Py_XDECREF(addr);
+    return NULL;
+  }
+  t = Py_BuildValue("(sNskNddO)", m->id, addr,
+                    m->state < NSTATES ? state_names[m->state] : "unknown",
+                    (unsigned long)m->incarnation, tags,
+                    (double)m->state_change / 1e6, m->phi,
+                    m->is_self ? Py_True : Py_False);
+  return t;
+}
+
+static const cm_emember_t *snapshot_find(const cm_snapshot_t *s,
+                                         const char *id) {
+  uint32_t i;
+  if (s == NULL)
+    return NULL;
+  for (i = 0; i < s->count; i++)
+    if (strcmp(s->members[i].id, id) == 0)
+      return &s->members[i];
+  return NULL;
+}
+
+/* --------------------------------------------------- protocol config dict */
+
+enum field_kind { F_TIME, F_U32, F_DOUBLE };
+
+struct config_field {
+  const char *name;
+  enum field_kind kind;
+  size_t off;
+};
+
+#define TF(f)                                                                  \
+  { #f, F_TIME, offsetof(cm_config_t, f) }
+#define UF(f)                                                                  \
+  { #f, F_U32, offsetof(cm_config_t, f) }
+#define DF(f)                                                                  \
+  { #f, F_DOUBLE, offsetof(cm_config_t, f) }
+static const struct config_field proto_fields[] = {
+    TF(probe_interval),       TF(probe_timeout),     UF(indirect_checks),
+    UF(awareness_max),        UF(suspicion_mult),    UF(suspicion_max_mult),
+    DF(phi_threshold),        UF(phi_window),        TF(phi_min_std),
+    TF(phi_acceptable_pause), UF(phi_min_samples),   TF(gossip_interval),
+    UF(gossip_nodes),         TF(gossip_to_dead),    UF(retransmit_mult),
+    UF(max_broadcast_queue),  TF(pushpull_interval), TF(reconnect_interval),
+    TF(reconnect_timeout),    TF(reap_left_after),   UF(max_packet_size),
+    UF(max_tag_key),          UF(max_tag_value),     UF(max_tags_size),
+    UF(max_members),          UF(max_pushpull_size),
+};
+#define NPROTO (sizeof(proto_fields) / sizeof(proto_fields[0]))
+
+static int set_field(char *base, const struct config_field *f, PyObject *val) {
+  if (f->kind == F_TIME) {
+    cm_time_t t;
+    if (seconds_to_time(val, &t, f->name) < 0)
+      return -1;
+    memcpy(base + f->off, &t, sizeof(t));
+  } else if (f->kind == F_U32) {
+    unsigned long v;
+    uint32_t u;
+    if (!PyLong_Check(val)) {
+      PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", f->name,
+                   Py_TYPE(val)->tp_name);
+      return -1;
+    }
+    v = PyLong_AsUnsignedLong(val);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) {
+      PyErr_Format(PyExc_ValueError, "%s must be a non-negative int, got %R",
+                   f->name, val);
+      return -1;
+    }
+    if (v > UINT32_MAX) {
+      PyErr_Format(PyExc_ValueError, "%s is too large: %R", f->name, val);
+      return -1;
+    }
+    u = (uint32_t)v;
+    memcpy(base + f->off, &u, sizeof(u));
+  } else {
+    double d = PyFloat_AsDouble(val);
+    if (d == -1.0 && PyErr_Occurred())
+      return -1;
+    memcpy(base + f->off, &d, sizeof(d));
+  }
+  return 0;
+}
+
+static PyObject *get_field(const char *base, const struct config_field *f) {
+  if (f->kind == F_TIME) {
+    cm_time_t t;
+    memcpy(&t, base + f->off, sizeof(t));
+    return time_to_seconds(t);
+  }
+  if (f->kind == F_U32) {
+    uint32_t u;
+    memcpy(&u, base + f->off, sizeof(u));
+    return PyLong_FromUnsignedLong(u);
+  }
+  {
+    double x;
+    memcpy(&x, base + f->off, sizeof(x));
+    return PyFloat_FromDouble(x);
+  }
+}
+
+/* Fill c from a dict holding every protocol field (missing ones keep the
+ * LAN default; unknown keys are refused). */
+static int proto_from_dict(PyObject *d, cm_config_t *c) {
+  PyObject *key, *val;
+  Py_ssize_t pos = 0;
+  size_t i;
+  cm_config_lan(c);
+  if (d == Py_None)
+    return 0;
+  if (!PyDict_Check(d)) {
+    PyErr_SetString(PyExc_TypeError, "protocol config must be a dict");
+    return -1;
+  }
+  while (PyDict_Next(d, &pos, &key, &val)) {
+    const char *name = PyUnicode_AsUTF8(key);
+    if (name == NULL)
+      return -1;
+    for (i = 0; i < NPROTO; i++)
+      if (strcmp(name, proto_fields[i].name) == 0)
+        break;
+    if (i == NPROTO) {
+      PyErr_Format(PyExc_ValueError, "unknown protocol setting %R", key);
+      return -1;
+    }
+    if (set_field((char *)c, &proto_fields[i], val) < 0)
+      return -1;
+  }
+  return 0;
+}
+
+static PyObject *proto_to_dict(const cm_config_t *c) {
+  PyObject *d = PyDict_New();
+  size_t i;
+  if (d == NULL)
+    return NULL;
+  for (i = 0; i < NPROTO; i++) {
+    PyObject *v = get_field((const char *)c, &proto_fields[i]);
+    if (v == NULL || PyDict_SetItemString(d, proto_fields[i].name, v) < 0) {
+      Py_XDECREF(v);
+      Py_DECREF(d);
+      return NULL;
+    }
+    Py_DECREF(v);
+  }
+  return d;
+}
+
+/* ------------------------------------------------------ module functions */
+
+static PyObject *py_config_profile(PyObject *module, PyObject *arg) {
+  cm_config_t c;
+  const char *name = PyUnicode_AsUTF8(arg);
+  if (name == NULL)
+    return NULL;
+  if (strcmp(name, "lan") == 0)
+    cm_config_lan(&c);
+  else if (strcmp(name, "wan") == 0)
+    cm_config_wan(&c);
+  else if (strcmp(name, "local") == 0)
+    cm_config_local(&c);
+  else
+    return PyErr_Format(PyExc_ValueError,
+                        "unknown profile %R: expected lan, wan or local", arg);
+  return proto_to_dict(&c);
+}
+
+static PyObject *py_validate_config(PyObject *module, PyObject *arg) {
+  cm_config_t c;
+  const char *why = NULL;
+  if (proto_from_dict(arg, &c) < 0)
+    return NULL;
+  if (cm_config_validate(&c, &why) != 0)
+    return PyUnicode_FromString(why != NULL ? why : "invalid configuration");
+  Py_RETURN_NONE;
+}
+
+static PyObject *py_net_defaults(PyObject *module, PyObject *unused) {
+  cm_net_config_t n;
+  cm_net_config_default(&n);
+  return Py_BuildValue("{sksNsNsNsnsksk}", "max_connections",
+                       (unsigned long)n.max_connections, "idle_timeout",
+                       time_to_seconds(n.idle_timeout), "handshake_timeout",
+                       time_to_seconds(n.handshake_timeout), "request_timeout",
+                       time_to_seconds(n.request_timeout), "max_stream_message",
+                       (Py_ssize_t)n.max_stream_message, "max_queued_datagrams",
+                       (unsigned long)n.max_queued_datagrams, "accept_rate",
+                       (unsigned long)n.accept_rate);
+}
+
+static PyObject *py_parse_addr(PyObject *module, PyObject *arg) {
+  cm_addr_t a;
+  if (str_to_addr(arg, &a, "address") < 0)
+    return NULL;
+  return addr_to_str(&a);
+}
+
+static PyObject *py_gen_ca(PyObject *module, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"cert_file", "key_file", "common_name", "days",
+                           NULL};
+  const char *cert, *key, *cn = "clustermember CA";
+  unsigned int days = 3650;
+  int rc;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|$sI", kwlist, &cert, &key, &cn,
+                                   &days))
+    return NULL;
+  rc = cm_net_gen_ca(cert, key, cn, days);
+  if (rc != 0)
+    return cm_py_raise(module, rc, "generating the CA certificate");
+  Py_RETURN_NONE;
+}
+
+static PyObject *py_gen_cert(PyObject *module, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"ca_cert",     "ca_key", "cert_file", "key_file",
+                           "common_name", "days",   NULL};
+  const char *ca_cert, *ca_key, *cert, *key, *cn = "clustermember node";
+  unsigned int days = 825;
+  int rc;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "zzss|$sI", kwlist, &ca_cert,
+                                   &ca_key, &cert, &key, &cn, &days))
+    return NULL;
+  rc = cm_net_gen_cert(ca_cert, ca_key, cert, key, cn, days);
+  if (rc != 0)
+    return cm_py_raise(module, rc, "generating the node certificate");
+  Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------- Snapshot */
+
+static PyObject *snapshot_wrap(PyObject *module, cm_snapshot_t *s) {
+  cm_py_state_t *st = cm_py_state(module);
+  PyTypeObject *tp = (PyTypeObject *)st->snapshot_type;
+  snapshot_object *o = (snapshot_object *)tp->tp_alloc(tp, 0);
+  if (o == NULL) {
+    cm_snapshot_release(s);
+    return NULL;
+  }
+  o->module = Py_NewRef(module);
+  o->snap = s;
+  return (PyObject *)o;
+}
+
+static void snapshot_dealloc(snapshot_object *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  cm_snapshot_release(self->snap);
+  self->snap = NULL;
+  Py_CLEAR(self->module);
+  tp->tp_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+static int snapshot_traverse(snapshot_object *self, visitproc visit,
+                             void *arg) {
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(self->module);
+  return 0;
+}
+
+static int snapshot_clear(snapshot_object *self) {
+  Py_CLEAR(self->module);
+  return 0;
+}
+
+struct tag_filter {
+  const char *key, *value;
+  Py_ssize_t key_len, value_len;
+};
+
+/* Members whose state bit is in mask and that carry every tag of `tags`,
+ * as member tuples. The scan is C: a query on a 10,000-member registry
+ * costs Python objects only for the members it returns. */
+static PyObject *snapshot_query(snapshot_object *self, PyObject *args,
+                                PyObject *kw) {
+  static char *kwlist[] = {"states", "tags", NULL};
+  unsigned int mask = 1u << CM_STATE_ALIVE;
+  PyObject *tags = Py_None, *out;
+  struct tag_filter *f = NULL;
+  Py_ssize_t nf = 0, pos = 0, i;
+  uint32_t m;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|IO", kwlist, &mask, &tags))
+    return NULL;
+  if (tags != Py_None) {
+    PyObject *k, *v;
+    if (!PyDict_Check(tags))
+      return PyErr_Format(PyExc_TypeError, "tags must be a dict, not %.100s",
+                          Py_TYPE(tags)->tp_name);
+    nf = PyDict_Size(tags);
+    f = PyMem_Calloc(nf > 0 ? (size_t)nf : 1, sizeof(*f));
+    if (f == NULL)
+      return PyErr_NoMemory();
+    for (i = 0; PyDict_Next(tags, &pos, &k, &v); i++) {
+      if (!PyUnicode_Check(k) || !PyUnicode_Check(v)) {
+        PyMem_Free(f);
+        return PyErr_Format(PyExc_TypeError,
+                            "tag filters must map str to str; got %.100s: "
+                            "%.100s",
+                            Py_TYPE(k)->tp_name, Py_TYPE(v)->tp_name);
+      }
+      f[i].key = PyUnicode_AsUTF8AndSize(k, &f[i].key_len);
+      f[i].value = PyUnicode_AsUTF8AndSize(v, &f[i].value_len);
+      if (f[i].key == NULL || f[i].value == NULL) {
+        PyMem_Free(f);
+        return NULL;
+      }
+    }
+  }
+  out = PyList_New(0);
+  if (out == NULL) {
+    PyMem_Free(f);
+    return NULL;
+  }
+  for (m = 0; self->snap != NULL && m < self->snap->count; m++) {
+    const cm_emember_t *e = &self->snap->members[m];
+    PyObject *t;
+    if (e->state >= NSTATES || !(mask & (1u << e->state)))
+      continue;
+    for (i = 0; i < nf; i++) {
+      cm_tag_t tag;
+      if (!cm_tags_get(e->tags, e->tags_len, f[i].key, (size_t)f[i].key_len,
+                       &tag) ||
+          tag.value_len != (size_t)f[i].value_len ||
+          memcmp(tag.value, f[i].value, tag.value_len) != 0)
+        break;
+    }
+    if (i < nf)
+      continue;
+    t = member_tuple(e);
+    if (t == NULL || PyList_Append(out, t) < 0) {
+      Py_XDECREF(t);
+      Py_DECREF(out);
+      PyMem_Free(f);
+      return NULL;
+    }
+    Py_DECREF(t);
+  }
+  PyMem_Free(f);
+  return out;
+}
+
+static PyObject *snapshot_find_py(snapshot_object *self, PyObject *arg) {
+  const char *id = PyUnicode_AsUTF8(arg);
+  const cm_emember_t *m;
+  if (id == NULL)
+    return NULL;
+  m = snapshot_find(self->snap, id);
+  if (m == NULL)
+    Py_RETURN_NONE;
+  return member_tuple(m);
+}
+
+static PyObject *snapshot_self(snapshot_object *self, PyObject *unused) {
+  uint32_t i;
+  for (i = 0; self->snap != NULL && i < self->snap->count; i++)
+    if (self->snap->members[i].is_self)
+      return member_tuple(&self->snap->members[i]);
+  Py_RETURN_NONE;
+}
+
+static PyObject *snapshot_counts(snapshot_object *self, PyObject *unused) {
+  unsigned long c[NSTATES] = {0, 0, 0, 0};
+  uint32_t i;
+  for (i = 0; self->snap != NULL && i < self->snap->count; i++)
+    if (self->snap->members[i].state < NSTATES)
+      c[self->snap->members[i].state]++;
+  return Py_BuildValue("{sksksksk}", "alive", c[0], "suspect", c[1], "failed",
+                       c[2], "left", c[3]);
+}
+
+static Py_ssize_t snapshot_len(snapshot_object *self) {
+  return self->snap != NULL ? (Py_ssize_t)self->snap->count : 0;
+}
+
+static PyObject *snapshot_get_version(snapshot_object *self, void *unused) {
+  return PyLong_FromUnsignedLongLong(self->snap != NULL ? self->snap->version
+                                                        : 0);
+}
+
+static int parse_state_name(PyObject *obj, uint8_t *out) {
+  const char *s = PyUnicode_AsUTF8(obj);
+  uint8_t i;
+  if (s == NULL)
+    return -1;
+  for (i = 0; i < NSTATES; i++)
+    if (strcmp(s, state_names[i]) == 0) {
+      *out = i;
+      return 0;
+    }
+  PyErr_Format(PyExc_ValueError,
+               "unknown state %R: expected alive, suspect, failed or left",
+               obj);
+  return -1;
+}
+
+/* Snapshot.synthetic(members): a registry built from Python data, laid out
+ * exactly as the engine lays out its own, for benchmarks and tests of the
+ * read path at sizes a loopback cluster cannot reach. members: iterable of
+ * (id, addr, state, incarnation, tags). */
+static PyObject *snapshot_synthetic(PyObject *cls, PyObject *arg) {
+  PyObject *module = PyType_GetModule((PyTypeObject *)cls);
+  PyObject *seq, *res = NULL;
+  uint8_t blob[CM_WIRE_MAX_TAGS_LEN];
+  size_t len, total = 0;
+  cm_snapshot_t *s = NULL;
+  Py_ssize_t n, i;
+  uint8_t *tp;
+  if (module == NULL)
+    return NULL;
+  seq = PySequence_Fast(arg, "members must be a sequence of tuples");
+  if (seq == NULL)
+    return NULL;
+  n = PySequence_Fast_GET_SIZE(seq);
+  if (n > (Py_ssize_t)(UINT32_MAX / 2)) {
+    PyErr_SetString(PyExc_ValueError, "too many members");
+    goto out;
+  }
+  /* First pass: check every item and size the tag area. */
+  for (i = 0; i < n; i++) {
+    PyObject *id, *addr, *state, *tags;
+    unsigned long inc;
+    if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OOOkO!", &id,
+                          &addr, &state, &inc, &PyDict_Type, &tags) ||
+        dict_to_tags(module, tags, blob, &len) < 0)
+      goto out;
+    total += len;
+  }
+  s = cm_snapshot_alloc((uint32_t)n, total);
+  if (s == NULL) {
+    PyErr_NoMemory();
+    goto out;
+  }
+  tp = (uint8_t *)(s->members + n);
+  for (i = 0; i < n; i++) {
+    PyObject *id, *addr, *state, *tags;
+    unsigned long inc;
+    cm_emember_t *m = &s->members[i];
+    const char *ids = NULL;
+    Py_ssize_t idl = 0;
+    if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OOOkO!", &id,
+                          &addr, &state, &inc, &PyDict_Type, &tags))
+      goto out;
+    if (PyUnicode_Check(id))
+      ids = PyUnicode_AsUTF8AndSize(id, &idl);
+    if (ids == NULL || !cm_id_valid(ids, (size_t)idl)) {
+      if (!PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "invalid node id %R", id);
+      goto out;
+    }
+    memcpy(m->id, ids, (size_t)idl);
+    if (str_to_addr(addr, &m->addr, "addr") < 0 ||
+        parse_state_name(state, &m->state) < 0 ||
+        dict_to_tags(module, tags, blob, &len) < 0)
+      goto out;
+    m->incarnation = (uint32_t)inc;
+    m->tags = tp;
+    m->tags_len = (uint16_t)len;
+    memcpy(tp, blob, len);
+    tp += len;
+  }
+  res = snapshot_wrap(module, s);
+  s = NULL;
+out:
+  cm_snapshot_release(s);
+  Py_DECREF(seq);
+  return res;
+}
+
+static PyMethodDef snapshot_methods[] = {
+    {"query", (PyCFunction)(void (*)(void))snapshot_query,
+     METH_VARARGS | METH_KEYWORDS,
+     "query(states=1, tags=None) -> list[tuple]\n\nMembers whose state bit "
+     "(1 << state index: alive 0, suspect 1, failed 2, left 3) is in "
+     "states and that carry every tag of tags, as (id, addr, state, "
+     "incarnation, tags, state_change, phi, is_self)."},
+    {"find", (PyCFunction)snapshot_find_py, METH_O,
+     "find(id) -> tuple | None\n\nOne member by id."},
+    {"self_member", (PyCFunction)snapshot_self, METH_NOARGS,
+     "self_member() -> tuple | None\n\nThe node's own record."},
+    {"counts", (PyCFunction)snapshot_counts, METH_NOARGS,
+     "counts() -> dict[str, int]\n\nMembers per state."},
+    {"synthetic", (PyCFunction)snapshot_synthetic, METH_O | METH_CLASS,
+     "synthetic(members) -> Snapshot\n\nA registry from (id, addr, state, "
+     "incarnation, tags) tuples, for benchmarks of the read path."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef snapshot_getset[] = {
+    {"version", (getter)snapshot_get_version, NULL,
+     "Increases every time the engine publishes a new registry.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot snapshot_slots[] = {
+    {Py_tp_doc, "An immutable copy of one node's member registry."},
+    {Py_tp_dealloc, snapshot_dealloc},
+    {Py_tp_traverse, snapshot_traverse},
+    {Py_tp_clear, snapshot_clear},
+    {Py_tp_methods, snapshot_methods},
+    {Py_tp_getset, snapshot_getset},
+    {Py_sq_length, snapshot_len},
+    {Py_mp_length, snapshot_len},
+    {0, NULL},
+};
+
+static PyType_Spec snapshot_spec = {
+    .name = "clustermember._core.Snapshot",
+    .basicsize = sizeof(snapshot_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = snapshot_slots,
+};
+
+/* ------------------------------------------------------------------ Node */
+
+static int node_check(node_object *self) {
+  if (self->node == NULL || self->owner == NULL ||
+      self->owner->engine == NULL) {
+    cm_py_raise(self->module, CM_ECLOSED, "node is stopped");
+    return -1;
+  }
+  return 0;
+}
+
+static PyObject *node_result(node_object *self, int rc, const char *doing) {
+  char msg[200];
+  if (rc == 0)
+    Py_RETURN_NONE;
+  snprintf(msg, sizeof(msg), "%s: %s", doing, cm_strerror(rc));
+  return cm_py_raise(self->module, rc, msg);
+}
+
+static void node_release(node_object *self) {
+  /* A closed engine already freed every node; a forgotten one belongs to
+   * the parent process. */
+  if (self->node != NULL && self->owner != NULL && self->owner->engine != NULL)
+    cm_enode_stop(self->node);
+  self->node = NULL;
+}
+
+static void node_dealloc(node_object *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  node_release(self);
+  Py_CLEAR(self->owner);
+  Py_CLEAR(self->module);
+  tp->tp_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+static int node_traverse(node_object *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(self->module);
+  Py_VISIT(self->owner);
+  return 0;
+}
+
+static int node_clear(node_object *self) {
+  node_release(self);
+  Py_CLEAR(self->owner);
+  Py_CLEAR(self->module);
+  return 0;
+}
+
+static PyObject *node_stop(node_object *self, PyObject *unused) {
+  node_release(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *node_fileno(node_object *self, PyObject *unused) {
+  if (node_check(self) < 0)
+    return NULL;
+  return PyLong_FromLong(cm_enode_event_fd(self->node));
+}
+
+/* One engine event as a tuple:
+ *   ("member", type, id, addr, state, incarnation, time, tags, other_addr)
+ *   ("joined", token, status) / ("left", token, status)
+ *   ("dropped", count)
+ * Member tags come from the snapshot, published before the event under the
+ * same lock, so it is at least as new as the event. */
+static PyObject *event_tuple(const cm_eevent_t *ev, cm_snapshot_t **snap,
+                             cm_enode_t *node) {
+  switch (ev->kind) {
+  case CM_EEV_MEMBER: {
+    const cm_event_t *m = &ev->ev;
+    const cm_emember_t *rec;
+    PyObject *tags, *addr, *other;
+    if (*snap == NULL)
+      *snap = cm_enode_snapshot(node);
+    rec = snapshot_find(*snap, m->id);
+    tags = rec != NULL ? tags_to_dict(rec->tags, rec->tags_len) : PyDict_New();
+    addr = addr_to_str(&m->addr);
+    other = addr_to_str(&m->other_addr);
+    if (tags == NULL || addr == NULL || other == NULL) {
+      Py_XDECREF(tags);
+      Py_XDECREF(addr);
+      Py_XDECREF(other);
+      return NULL;
+    }
+    return Py_BuildValue(
+        "(sssNskdNN)", "member", cm_event_name(m->type), m->id, addr,
+        m->state < NSTATES ? state_names[m->state] : "unknown",
+        (unsigned long)m->incarnation, (double)m->time / 1e6, tags, other);
+  }
+  case CM_EEV_JOINED:
+    return Py_BuildValue("(sKi)", "joined", (unsigned long long)ev->token,
+                         ev->status);
+  case CM_EEV_LEFT:
+    return Py_BuildValue("(sKi)", "left", (unsigned long long)ev->token,
+                         ev->status);
+  case CM_EEV_DROPPED:
+    return Py_BuildValue("(sK)", "dropped", (unsigned long long)ev->dropped);
+  default:
+    return Py_BuildValue("(si)", "unknown", (int)ev->kind);
+  }
+}
+
+static PyObject *node_next_events(node_object *self, PyObject *args) {
+  Py_ssize_t max = NODE_EVENTS_BATCH, i;
+  cm_snapshot_t *snap = NULL;
+  PyObject *out;
+  if (!PyArg_ParseTuple(args, "|n", &max))
+    return NULL;
+  if (node_check(self) < 0)
+    return NULL;
+  out = PyList_New(0);
+  if (out == NULL)
+    return NULL;
+  for (i = 0; i < max; i++) {
+    cm_eevent_t ev;
+    PyObject *t;
+    if (!cm_enode_next_event(self->node, &ev))
+      break;
+    t = event_tuple(&ev, &snap, self->node);
+    if (t == NULL || PyList_Append(out, t) < 0) {
+      Py_XDECREF(t);
+      Py_DECREF(out);
+      cm_snapshot_release(snap);
+      return NULL;
+    }
+    Py_DECREF(t);
+  }
+  cm_snapshot_release(snap);
+  return out;
+}
+
+static int seeds_convert(PyObject *seq_in, cm_addr_t **out, size_t *n) {
+  PyObject *seq = PySequence_Fast(seq_in, "seeds must be a list of str");
+  Py_ssize_t i, len;
+  if (seq == NULL)
+    return -1;
+  len = PySequence_Fast_GET_SIZE(seq);
+  *out = PyMem_Calloc(len > 0 ? (size_t)len : 1, sizeof(cm_addr_t));
+  if (*out == NULL) {
+    Py_DECREF(seq);
+    PyErr_NoMemory();
+    return -1;
+  }
+  for (i = 0; i < len; i++)
+    if (str_to_addr(PySequence_Fast_GET_ITEM(seq, i), &(*out)[i], "seed") < 0) {
+      PyMem_Free(*out);
+      Py_DECREF(seq);
+      return -1;
+    }
+  *n = (size_t)len;
+  Py_DECREF(seq);
+  return 0;
+}
+
+static PyObject *node_join(node_object *self, PyObject *args) {
+  PyObject *seeds, *timeout;
+  cm_addr_t *addrs = NULL;
+  size_t n = 0;
+  cm_time_t t;
+  int64_t tok;
+  if (!PyArg_ParseTuple(args, "OO", &seeds, &timeout))
+    return NULL;
+  if (node_check(self) < 0 || seconds_to_time(timeout, &t, "timeout") < 0 ||
+      seeds_convert(seeds, &addrs, &n) < 0)
+    return NULL;
+  tok = cm_enode_join(self->node, addrs, n, t);
+  PyMem_Free(addrs);
+  if (tok < 0)
+    return node_result(self, (int)tok, "join");
+  return PyLong_FromLongLong(tok);
+}
+
+static PyObject *node_leave(node_object *self, PyObject *unused) {
+  int64_t tok;
+  if (node_check(self) < 0)
+    return NULL;
+  tok = cm_enode_leave(self->node);
+  if (tok < 0)
+    return node_result(self, (int)tok, "leave");
+  return PyLong_FromLongLong(tok);
+}
+
+static PyObject *node_set_tags(node_object *self, PyObject *arg) {
+  uint8_t blob[CM_WIRE_MAX_TAGS_LEN];
+  size_t len = 0;
+  if (node_check(self) < 0 || dict_to_tags(self->module, arg, blob, &len) < 0)
+    return NULL;
+  return node_result(self, cm_enode_set_tags(self->node, blob, len),
+                     "setting tags");
+}
+
+static PyObject *node_set_fault(node_object *self, PyObject *args,
+                                PyObject *kw) {
+  static char *kwlist[] = {"drop_out", "drop_in", "peer",    "delay",
+                           "blocked",  "seed",    "enabled", NULL};
+  double drop_out = 0.0, drop_in = 0.0;
+  PyObject *peer = Py_None, *delay = NULL, *blocked = Py_None;
+  unsigned long long seed = 1;
+  int enabled = 1, rc;
+  cm_net_fault_t f;
+  cm_addr_t *addrs = NULL;
+  size_t nb = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|$ddOOOKp", kwlist, &drop_out,
+                                   &drop_in, &peer, &delay, &blocked, &seed,
+                                   &enabled))
+    return NULL;
+  if (node_check(self) < 0)
+    return NULL;
+  if (!enabled)
+    return node_result(self, cm_enode_set_fault(self->node, NULL),
+                       "clearing faults");
+  memset(&f, 0, sizeof(f));
+  f.drop_out = drop_out;
+  f.drop_in = drop_in;
+  f.seed = seed;
+  if ((peer != Py_None && str_to_addr(peer, &f.peer, "peer") < 0) ||
+      (delay != NULL && seconds_to_time(delay, &f.delay, "delay") < 0) ||
+      (blocked != Py_None && seeds_convert(blocked, &addrs, &nb) < 0))
+    return NULL;
+  f.blocked = addrs;
+  f.nblocked = nb;
+  rc = cm_enode_set_fault(self->node, &f);
+  PyMem_Free(addrs);
+  return node_result(self, rc, "setting faults");
+}
+
+static PyObject *node_snapshot(node_object *self, PyObject *unused) {
+  cm_snapshot_t *s;
+  if (node_check(self) < 0)
+    return NULL;
+  s = cm_enode_snapshot(self->node);
+  if (s == NULL)
+    s = cm_snapshot_alloc(0, 0);
+  if (s == NULL)
+    return PyErr_NoMemory();
+  return snapshot_wrap(self->module, s);
+}
+
+#define STAT(d, name, v)                                                       \
+  do {                                                                         \
+    PyObject *x_ = PyLong_FromUnsignedLongLong((unsigned long long)(v));       \
+    if (x_ == NULL || PyDict_SetItemString((d), (name), x_) < 0) {             \
+      Py_XDECREF(x_);                                                          \
+      Py_DECREF(d);                                                            \
+      return NULL;                                                             \
+    }                                                                          \
+    Py_DECREF(x_);                                                             \
+  } while (0)
+
+static PyObject *node_stats(node_object *self, PyObject *unused) {
+  cm_enode_stats_t s;
+  PyObject *d;
+  if (node_check(self) < 0)
+    return NULL;
+  cm_enode_stats(self->node, &s);
+  d = PyDict_New();
+  if (d == NULL)
+    return NULL;
+#define N(f) STAT(d, #f, s.node.f)
+  N(members);
+  N(alive);
+  N(suspect);
+  N(failed);
+  N(left);
+  N(incarnation);
+  N(health);
+  N(bcast_queue);
+  N(packets_in);
+  N(packets_out);
+  N(bytes_in);
+  N(bytes_out);
+  N(msgs_in);
+  N(msgs_out);
+  N(pushpull_in);
+  N(pushpull_out);
+  N(pushpull_failed);
+  N(probes);
+  N(probe_acks);
+  N(probe_failures);
+  N(indirect_probes);
+  N(nacks_in);
+  N(pings_in);
+  N(ping_reqs_in);
+  N(phi_probes);
+  N(stalls);
+  N(stale_corrections);
+  N(suspicions);
+  N(refutations);
+  N(failures_declared);
+  N(conflicts);
+  N(updates_dropped);
+  N(drop_malformed);
+  N(drop_wrong_target);
+  N(drop_stale);
+  N(drop_unknown);
+  N(drop_forward_full);
+  N(drop_limit);
+  N(drop_pushpull);
+  N(drop_left);
+#undef N
+#define T(f) STAT(d, "net_" #f, s.net.f)
+  T(handshakes_ok);
+  T(handshakes_failed);
+  T(auth_refused);
+  T(conns_open);
+  T(conns_idle);
+  T(conns_opened);
+  T(conns_accepted);
+  T(conns_evicted);
+  T(conns_timed_out);
+  T(bytes_in);
+  T(bytes_out);
+  T(packets_in);
+  T(packets_out);
+  T(datagrams_in);
+  T(datagrams_out);
+  T(requests_out);
+  T(requests_in);
+  T(responses_out);
+  T(stateless_resets_sent);
+  T(drop_garbage);
+  T(drop_queue_full);
+  T(drop_oversized);
+  T(drop_auth);
+  T(drop_rate_limit);
+  T(drop_pool_full);
+  T(drop_closed);
+  T(drop_fault);
+  T(send_errors);
+#undef T
+  STAT(d, "events_dropped", s.events_dropped);
+  STAT(d, "send_errors", s.send_errors);
+  return d;
+}
+
+static PyObject *node_get_addr(node_object *self, void *unused) {
+  cm_addr_t a;
+  if (node_check(self) < 0)
+    return NULL;
+  a = cm_enode_addr(self->node);
+  return addr_to_str(&a);
+}
+
+static PyObject *node_get_id(node_object *self, void *unused) {
+  return PyUnicode_FromString(self->id);
+}
+
+static PyObject *node_get_running(node_object *self, void *unused) {
+  if (self->node == NULL || self->owner == NULL || self->owner->engine == NULL)
+    Py_RETURN_FALSE;
+  return PyBool_FromLong(cm_enode_running(self->node));
+}
+
+static PyMethodDef node_methods[] = {
+    {"fileno", (PyCFunction)node_fileno, METH_NOARGS,
+     "fileno() -> int\n\nThe eventfd that is readable while events wait; "
+     "watch it with loop.add_reader and drain with next_events()."},
+    {"next_events", (PyCFunction)node_next_events, METH_VARARGS,
+     "next_events(max=256) -> list[tuple]\n\nTake up to max events; an "
+     "empty list resets the eventfd."},
+    {"join", (PyCFunction)node_join, METH_VARARGS,
+     "join(seeds, timeout) -> int\n\nStart joining; returns the token of "
+     "the ('joined', token, status) event that follows."},
+    {"leave", (PyCFunction)node_leave, METH_NOARGS,
+     "leave() -> int\n\nStart a graceful leave; returns the token of the "
+     "('left', token, status) event that follows."},
+    {"set_tags", (PyCFunction)node_set_tags, METH_O,
+     "set_tags(tags)\n\nReplace the tag set; returns once applied."},
+    {"set_fault", (PyCFunction)(void (*)(void))node_set_fault,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_fault(*, drop_out=0.0, drop_in=0.0, peer=None, delay=0.0, "
+     "blocked=None, seed=1, enabled=True)\n\nTransport fault injection "
+     "(tests); enabled=False turns it off."},
+    {"snapshot", (PyCFunction)node_snapshot, METH_NOARGS,
+     "snapshot() -> Snapshot\n\nThe registry as last published."},
+    {"stats", (PyCFunction)node_stats, METH_NOARGS,
+     "stats() -> dict[str, int]\n\nCore counters, transport counters "
+     "(net_*), events_dropped, send_errors."},
+    {"stop", (PyCFunction)node_stop, METH_NOARGS,
+     "stop()\n\nStop at once, without leaving; idempotent."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef node_getset[] = {
+    {"addr", (getter)node_get_addr, NULL, "The bound address.", NULL},
+    {"id", (getter)node_get_id, NULL, "The node id.", NULL},
+    {"running", (getter)node_get_running, NULL,
+     "False once stopped or after a leave finished.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot node_slots[] = {
+    {Py_tp_doc, "A node hosted by an Engine; made by Engine.start_node()."},
+    {Py_tp_dealloc, node_dealloc},
+    {Py_tp_traverse, node_traverse},
+    {Py_tp_clear, node_clear},
+    {Py_tp_methods, node_methods},
+    {Py_tp_getset, node_getset},
+    {0, NULL},
+};
+
+static PyType_Spec node_spec = {
+    .name = "clustermember._core.Node",
+    .basicsize = sizeof(node_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = node_slots,
+};
+
+/* ---------------------------------------------------------------- Engine */
+
+static PyObject *engine_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+  engine_object *self;
+  PyObject *module = PyType_GetModule(type);
+  int rc;
+  if (module == NULL)
+    return NULL;
+  if (!PyArg_ParseTuple(args, ":Engine") ||
+      (kw != NULL && PyDict_Size(kw) > 0)) {
+    if (!PyErr_Occurred())
+      PyErr_SetString(PyExc_TypeError, "Engine() takes no arguments");
+    return NULL;
+  }
+  self = (engine_object *)type->tp_alloc(type, 0);
+  if (self == NULL)
+    return NULL;
+  self->module = Py_NewRef(module);
+  rc = cm_engine_new(&self->engine);
+  if (rc != 0) {
+    self->engine = NULL;
+    Py_DECREF(self);
+    return cm_py_raise(module, rc, "starting the engine thread");
+  }
+  return (PyObject *)self;
+}
+
+static void engine_release(engine_object *self) {
+  if (self->engine != NULL && !self->forgotten) {
+    cm_engine_t *e = self->engine;
+    /* Nodes see engine == NULL from here on: their handles die with it. */
+    self->engine = NULL;
+    Py_BEGIN_ALLOW_THREADS cm_engine_free(e);
+    Py_END_ALLOW_THREADS
+  }
+  self->engine = NULL;
+}
+
+static void engine_dealloc(engine_object *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  engine_release(self);
+  Py_CLEAR(self->module);
+  tp->tp_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+static int engine_traverse(engine_object *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(self->module);
+  return 0;
+}
+
+static int engine_clear(engine_object *self) {
+  Py_CLEAR(self->module);
+  return 0;
+}
+
+static PyObject *engine_close(engine_object *self, PyObject *unused) {
+  engine_release(self);
+  Py_RETURN_NONE;
+}
+
+/* After fork() the child holds a copy of the engine's memory but not its
+ * thread; its locks may be held by a thread that no longer exists. Drop
+ * the pointer without touching anything behind it. */
+static PyObject *engine_forget(engine_object *self, PyObject *unused) {
+  self->forgotten = 1;
+  self->engine = NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *engine_get_closed(engine_object *self, void *unused) {
+  return PyBool_FromLong(self->engine == NULL);
+}
+
+static int net_from_dict(PyObject *d, cm_net_config_t *n, cm_net_key_t *keys,
+                         size_t max_keys, PyObject **hold) {
+  PyObject *v;
+  cm_net_config_default(n);
+  if (!PyDict_Check(d)) {
+    PyErr_SetString(PyExc_TypeError, "net config must be a dict");
+    return -1;
+  }
+#define GET(name) (v = PyDict_GetItemString(d, name)) != NULL &&v != Py_None
+  if (GET("auth")) {
+    const char *a = PyUnicode_AsUTF8(v);
+    if (a == NULL)
+      return -1;
+    if (strcmp(a, "key") == 0)
+      n->auth = CM_AUTH_KEY;
+    else if (strcmp(a, "mtls") == 0)
+      n->auth = CM_AUTH_MTLS;
+    else if (strcmp(a, "none") == 0)
+      n->auth = CM_AUTH_NONE;
+    else {
+      PyErr_Format(PyExc_ValueError, "auth must be key, mtls or none: %R", v);
+      return -1;
+    }
+  }
+  if (GET("keys")) {
+    PyObject *seq = PySequence_Fast(v, "keys must be a list of bytes");
+    Py_ssize_t i, len;
+    if (seq == NULL)
+      return -1;
+    len = PySequence_Fast_GET_SIZE(seq);
+    if ((size_t)len > max_keys) {
+      Py_DECREF(seq);
+      PyErr_Format(PyExc_ValueError, "at most %zu keys in a keyring", max_keys);
+      return -1;
+    }
+    for (i = 0; i < len; i++) {
+      PyObject *k = PySequence_Fast_GET_ITEM(seq, i);
+      if (!PyBytes_Check(k) || PyBytes_GET_SIZE(k) != CM_KEY_LEN) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "key %zd must be %d bytes", i,
+                     CM_KEY_LEN);
+        return -1;
+      }
+      keys[i].id = (uint8_t)(i + 1);
+      memcpy(keys[i].key, PyBytes_AS_STRING(k), CM_KEY_LEN);
+    }
+    Py_DECREF(seq);
+    n->keys = keys;
+    n->nkeys = (size_t)len;
+    n->primary = 0;
+  }
+  if (GET("static_secret")) {
+    if (!PyBytes_Check(v) || PyBytes_GET_SIZE(v) != 32) {
+      PyErr_SetString(PyExc_ValueError, "static_secret must be 32 bytes");
+      return -1;
+    }
+    memcpy(n->static_secret, PyBytes_AS_STRING(v), 32);
+  }
+  {
+    static const char *const files[] = {"ca_file", "cert_file", "key_file"};
+    const char **dst[] = {&n->ca_file, &n->cert_file, &n->key_file};
+    int i;
+    for (i = 0; i < 3; i++)
+      if (GET(files[i])) {
+        if (!PyUnicode_FSConverter(v, &hold[i]))
+          return -1;
+        *dst[i] = PyBytes_AS_STRING(hold[i]);
+      }
+  }
+#define U32(name)                                                              \
+  if (GET(#name)) {                                                            \
+    unsigned long x_ = PyLong_AsUnsignedLong(v);                               \
+    if (x_ == (unsigned long)-1 && PyErr_Occurred())                           \
+      return -1;                                                               \
+    if (x_ > UINT32_MAX) {                                                     \
+      PyErr_SetString(PyExc_ValueError, #name " is too large");                \
+      return -1;                                                               \
+    }                                                                          \
+    n->name = (uint32_t)x_;                                                    \
+  }
+#define TIME(name)                                                             \
+  if (GET(#name) && seconds_to_time(v, &n->name, #name) < 0)                   \
+    return -1;
+  U32(max_connections)
+  U32(max_queued_datagrams)
+  U32(accept_rate)
+  TIME(idle_timeout)
+  TIME(handshake_timeout)
+  TIME(request_timeout)
+  if (GET("max_stream_message")) {
+    size_t x = PyLong_AsSize_t(v);
+    if (x == (size_t)-1 && PyErr_Occurred())
+      return -1;
+    n->max_stream_message = x;
+  }
+#undef U32
+#undef TIME
+#undef GET
+  return 0;
+}
+
+/* Keys a keyring may hold: the PSK identity carries a one-byte key id. */
+#define ENGINE_MAX_KEYS 255
+
+static PyObject *engine_start_node(engine_object *self, PyObject *args,
+                                   PyObject *kw) {
+  static char *kwlist[] = {"id",   "bind",        "tags",        "proto", "net",
+                           "seed", "event_queue", "leave_grace", NULL};
+  const char *id;
+  PyObject *bind, *tags = Py_None, *proto = Py_None, *net, *grace = NULL;
+  PyObject *hold[3] = {NULL, NULL, NULL};
+  unsigned long long seed = 1;
+  unsigned int queue = 0;
+  cm_enode_config_t c;
+  cm_net_key_t keys[ENGINE_MAX_KEYS];
+  uint8_t blob[CM_WIRE_MAX_TAGS_LEN];
+  size_t blob_len = 0;
+  const char *why = NULL;
+  cm_py_state_t *st = cm_py_state(self->module);
+  PyTypeObject *tp = (PyTypeObject *)st->node_type;
+  node_object *node = NULL;
+  int rc, i;
+
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "sO|$OOO!KIO", kwlist, &id, &bind,
+                                   &tags, &proto, &PyDict_Type, &net, &seed,
+                                   &queue, &grace))
+    return NULL;
+  if (self->engine == NULL)
+    return cm_py_raise(self->module, CM_ECLOSED, "the engine is closed");
+  memset(&c, 0, sizeof(c));
+  if (proto_from_dict(proto, &c.proto) < 0)
+    return NULL;
+  if (cm_config_validate(&c.proto, &why) != 0)
+    return PyErr_Format(PyExc_ValueError, "invalid config: %s", why);
+  if (str_to_addr_port0(bind, &c.bind, "bind address", 1) < 0 ||
+      (tags != Py_None &&
+       dict_to_tags(self->module, tags, blob, &blob_len) < 0) ||
+      (grace != NULL &&
+       seconds_to_time(grace, &c.leave_grace, "leave_grace") < 0))
+    return NULL;
+  if (net_from_dict(net, &c.net, keys, ENGINE_MAX_KEYS, hold) < 0)
+    goto out;
+  c.id = id;
+  c.tags = blob;
+  c.tags_len = blob_len;
+  c.seed = seed;
+  c.event_queue_max = queue;
+  node = (node_object *)tp->tp_alloc(tp, 0);
+  if (node == NULL)
+    goto out;
+  node->module = Py_NewRef(self->module);
+  node->owner = (engine_object *)Py_NewRef(self);
+  snprintf(node->id, sizeof(node->id), "%s", id);
+  rc = cm_enode_start(self->engine, &c, &node->node);
+  if (rc != 0) {
+    char msg[200];
+    node->node = NULL;
+    Py_CLEAR(node);
+    snprintf(msg, sizeof(msg), "starting node %.64s: %s", id, cm_strerror(rc));
+    cm_py_raise(self->module, rc, msg);
+  }
+out:
+  for (i = 0; i < 3; i++)
+    Py_XDECREF(hold[i]);
+  return (PyObject *)node;
+}
+
+static PyMethodDef engine_methods[] = {
+    {"start_node", (PyCFunction)(void (*)(void))engine_start_node,
+     METH_VARARGS | METH_KEYWORDS,
+     "start_node(id, bind, *, tags=None, proto=None, net, seed=1, "
+     "event_queue=0, leave_grace=5.0) -> Node\n\nStart a node and bind "
+     "its socket; proto holds protocol settings in seconds, net the "
+     "transport's (auth, keys, static_secret, ca_file, ...)."},
+    {"close", (PyCFunction)engine_close, METH_NOARGS,
+     "close()\n\nStop every node (without leaving) and the engine thread; "
+     "idempotent."},
+    {"forget", (PyCFunction)engine_forget, METH_NOARGS,
+     "forget()\n\nAfter fork(), in the child: drop the engine without "
+     "touching it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef engine_getset[] = {
+    {"closed", (getter)engine_get_closed, NULL,
+     "True once closed or forgotten.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot engine_slots[] = {
+    {Py_tp_doc, "Engine()\n\nThe engine thread (libuv) hosting nodes."},
+    {Py_tp_new, engine_new},
+    {Py_tp_dealloc, engine_dealloc},
+    {Py_tp_traverse, engine_traverse},
+    {Py_tp_clear, engine_clear},
+    {Py_tp_methods, engine_methods},
+    {Py_tp_getset, engine_getset},
+    {0, NULL},
+};
+
+static PyType_Spec engine_spec = {
+    .name = "clustermember._core.Engine",
+    .basicsize = sizeof(engine_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = engine_slots,
+};
+
+static PyMethodDef engine_module_methods[] = {
+    {"config_profile", (PyCFunction)py_config_profile, METH_O,
+     "config_profile(name) -> dict\n\nThe protocol settings of profile "
+     "'lan', 'wan' or 'local' (times in seconds)."},
+    {"validate_config", (PyCFunction)py_validate_config, METH_O,
+     "validate_config(settings) -> str | None\n\nThe core's reason for "
+     "refusing these protocol settings, or None."},
+    {"net_defaults", (PyCFunction)py_net_defaults, METH_NOARGS,
+     "net_defaults() -> dict\n\nThe transport's default bounds and "
+     "timeouts."},
+    {"parse_addr", (PyCFunction)py_parse_addr, METH_O,
+     "parse_addr(addr) -> str\n\nValidate and normalise 'ip:port'."},
+    {"gen_ca", (PyCFunction)(void (*)(void))py_gen_ca,
+     METH_VARARGS | METH_KEYWORDS,
+     "gen_ca(cert_file, key_file, *, common_name='clustermember CA', "
+     "days=3650)\n\nWrite a self-signed cluster CA (PEM)."},
+    {"gen_cert", (PyCFunction)(void (*)(void))py_gen_cert,
+     METH_VARARGS | METH_KEYWORDS,
+     "gen_cert(ca_cert, ca_key, cert_file, key_file, *, "
+     "common_name='clustermember node', days=825)\n\nWrite a node "
+     "certificate issued by the CA (self-signed when ca_cert is None)."},
+    {NULL, NULL, 0, NULL},
+};
+
+int cm_py_engine_exec(PyObject *module) {
+  cm_py_state_t *st = cm_py_state(module);
+  st->engine_type = PyType_FromModuleAndSpec(module, &engine_spec, NULL);
+  if (st->engine_type == NULL ||
+      PyModule_AddObjectRef(module, "Engine", st->engine_type) < 0)
+    return -1;
+  st->node_type = PyType_FromModuleAndSpec(module, &node_spec, NULL);
+  if (st->node_type == NULL ||
+      PyModule_AddObjectRef(module, "Node", st->node_type) < 0)
+    return -1;
+  st->snapshot_type = PyType_FromModuleAndSpec(module, &snapshot_spec, NULL);
+  if (st->snapshot_type == NULL ||
+      PyModule_AddObjectRef(module, "Snapshot", st->snapshot_type) < 0)
+    return -1;
+  if (PyModule_AddFunctions(module, engine_module_methods) < 0)
+    return -1;
+  return PyModule_AddIntConstant(module, "MAX_TAGS_LEN", CM_WIRE_MAX_TAGS_LEN);
+}

@@ -1,0 +1,35 @@
+"""Shared helpers for the API tests: a cluster key and condition polling."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+
+import pytest
+
+# Deadline for any condition that depends on gossip or failure detection:
+# generous, so a loaded 2-core machine still passes; polls end early.
+DEADLINE = 30.0
+POLL = 0.05
+
+
+@pytest.fixture
+def key() -> bytes:
+    """A fresh 32-byte cluster key."""
+    return secrets.token_bytes(32)
+
+
+async def eventually(cond: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
+    """Poll cond until it is true; fail naming what was awaited."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - a read may race a stop; poll again
+            pass
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(POLL)

@@ -1,0 +1,217 @@
+"""The command line as a user drives it: real agent processes on loopback,
+queried and changed through their control endpoints."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "clustermember"]
+DEADLINE = 60.0
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command and return its result."""
+    out = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{args} failed: {out.stderr}")
+    return out
+
+
+def eventually(check: object, what: str) -> None:
+    """Poll check() until true, or fail after a generous deadline."""
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Agents:
+    """Agent processes started by a test, stopped by PID at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.key = tmp / "cluster.key"
+        self.key.write_text(cli("keygen").stdout)
+        self.procs: list[subprocess.Popen[str]] = []
+        self.addrs: list[str] = []
+
+    def control(self, i: int) -> str:
+        return str(self.tmp / f"a{i}.sock")
+
+    def start(self, i: int, *extra: str) -> subprocess.Popen[str]:
+        cmd = [
+            *CLI,
+            "agent",
+            "--bind",
+            "127.0.0.1:0",
+            "--node-id",
+            f"n{i}",
+            "--key-file",
+            str(self.key),
+            "--control",
+            self.control(i),
+            "--log-level",
+            "warning",
+            *extra,
+        ]
+        if self.addrs and "--join" not in extra:
+            cmd += ["--join", self.addrs[0]]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("agent ready"), f"agent {i} did not start: {line!r}"
+        self.addrs.append(line.split(" at ")[1].split(",")[0])
+        return proc
+
+    def members(self, i: int, *args: str) -> list[dict[str, object]]:
+        out = cli("members", "--control", self.control(i), "--format", "json", *args)
+        return json.loads(out.stdout)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Agents]:
+    a = Agents(tmp_path)
+    yield a
+    a.stop()
+
+
+def test_keygen_prints_a_32_byte_key() -> None:
+    import base64
+
+    key = cli("keygen").stdout.strip()
+    assert len(base64.b64decode(key)) == 32
+    assert cli("keygen").stdout.strip() != key
+
+
+def test_members_tags_leave_through_the_cli(agents: Agents) -> None:
+    for i in range(3):
+        agents.start(i, *(["--tag", "zone=eu"] if i == 2 else []))
+    eventually(
+        lambda: all(len(agents.members(i, "--status", "alive")) == 3 for i in range(3)),
+        "three alive agents",
+    )
+    # A tag set on n1 is found from n0, with filters that must all match.
+    out = cli("tags", "--control", agents.control(1), "--set", "role=worker", "--set", "zone=eu")
+    assert "role=worker" in out.stdout
+    eventually(
+        lambda: [m["id"] for m in agents.members(0, "--tag", "role=worker")] == ["n1"],
+        "n1 found by its tag from n0",
+    )
+    both = agents.members(0, "--tag", "zone=eu")
+    assert sorted(m["id"] for m in both) == ["n1", "n2"]
+    assert [m["id"] for m in agents.members(0, "--tag", "zone=eu", "--tag", "role=worker")] == [
+        "n1"
+    ]
+    table = cli("members", "--control", agents.control(0)).stdout
+    assert "NODE" in table and "role=worker" in table
+    # Removing the tag is seen elsewhere too.
+    cli("tags", "--control", agents.control(1), "--delete", "role")
+    eventually(lambda: agents.members(2, "--tag", "role=worker") == [], "tag removal seen by n2")
+    stats = json.loads(cli("stats", "--control", agents.control(0), "--format", "json").stdout)
+    assert stats["alive"] == 3
+    # A graceful leave: left at the others, and the agent process ends.
+    cli("leave", "--control", agents.control(2))
+    agents.procs[2].wait(timeout=30)
+    eventually(
+        lambda: (
+            {m["id"]: m["state"] for m in agents.members(0, "--status", "left")} == {"n2": "left"}
+        ),
+        "n2 left",
+    )
+
+
+def test_sigterm_leaves_gracefully_and_sigkill_is_a_failure(agents: Agents) -> None:
+    for i in range(3):
+        agents.start(i)
+    eventually(lambda: len(agents.members(0, "--status", "alive")) == 3, "cluster formed")
+    agents.procs[1].send_signal(signal.SIGTERM)
+    assert agents.procs[1].wait(timeout=30) == 0
+    eventually(
+        lambda: [m["id"] for m in agents.members(0, "--status", "left")] == ["n1"],
+        "n1 left after SIGTERM",
+    )
+    agents.procs[2].kill()
+    eventually(
+        lambda: [m["id"] for m in agents.members(0, "--status", "failed")] == ["n2"],
+        "n2 failed after SIGKILL",
+    )
+
+
+def test_events_stream_as_json_lines(agents: Agents) -> None:
+    import queue
+    import threading
+
+    agents.start(0)
+    agents.start(1)
+    eventually(lambda: len(agents.members(0, "--status", "alive")) == 2, "cluster formed")
+    watcher = subprocess.Popen(
+        [*CLI, "events", "--control", agents.control(0)], stdout=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert watcher.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in watcher.stdout], daemon=True)
+    reader.start()
+    try:
+        # Change n1's tag until the stream reports it: the stream may attach a
+        # moment after the command starts, so one change could go unseen.
+        end = time.monotonic() + DEADLINE
+        seen = None
+        round_ = 0
+        while seen is None and time.monotonic() < end:
+            round_ += 1
+            cli("tags", "--control", agents.control(1), "--set", f"round={round_}")
+            try:
+                while seen is None:
+                    event = json.loads(lines.get(timeout=1.0))
+                    if event["type"] == "NodeTagsUpdated" and event["node"]["id"] == "n1":
+                        seen = event
+            except queue.Empty:
+                continue
+        assert seen is not None, "no NodeTagsUpdated event streamed"
+        assert seen["node"]["tags"]["round"].isdigit()
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=10)
+
+
+def test_errors_are_one_line_with_a_nonzero_exit(tmp_path: Path) -> None:
+    out = cli("members", "--control", str(tmp_path / "nobody.sock"), check=False)
+    assert out.returncode == 1
+    assert "no agent is running" in out.stderr and out.stderr.count("\n") == 1
+    out = cli("agent", "--key-file", str(tmp_path / "missing.key"), check=False)
+    assert out.returncode == 1 and "cannot read key file" in out.stderr
+    key = tmp_path / "k"
+    key.write_text(cli("keygen").stdout)
+    out = cli("agent", "--key-file", str(key), "--tag", "novalue", check=False)
+    assert out.returncode == 1 and "key=value" in out.stderr
+    out = cli("tags", "--control", str(tmp_path / "x.sock"), check=False)
+    assert out.returncode == 1 and "nothing to do" in out.stderr
+    out = cli("members", "--control", "10.1.2.3:7373", check=False)
+    assert out.returncode == 1 and "loopback" in out.stderr
+
+
+def test_demo_runs_to_completion() -> None:
+    out = subprocess.run(
+        [*CLI, "demo", "--nodes", "4"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "marks node-3 failed" in out.stdout
+    assert "left (not failed)" in out.stdout
+    assert "stopped every agent" in out.stdout
