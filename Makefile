@@ -67,3 +67,13 @@ format-check:
 
 clean:
 	rm -rf build
+
+# Benchmarks (docs/benchmarks.md, "Transport and engine"): transport figures
+# and the one-node-per-process driver that bench/engine_bench.py launches.
+BENCH_BINS := build/bench/net_bench build/bench/cm_node_run
+.PHONY: bench
+bench: $(BENCH_BINS)
+
+build/bench/%: bench/%.c $(LIB_SRCS) $(HDRS)
+	@mkdir -p build/bench
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(LIB_SRCS) $(PKG_LIBS) -lm -lpthread

@@ -421,6 +421,20 @@ static void net_accept(cm_net_t *net, const struct sockaddr *sa,
   cm_net__conn_read(c, data, len);
 }
 
+/* 1 if the packet was a stateless reset for the current connection to
+ * `from` (which is then closing), else 0. */
+static int net_try_reset(cm_net_t *net, const cm_addr_t *from,
+                         const uint8_t *data, size_t len) {
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  cm_net_conn_t *c;
+  cm_net__addr_key(from, key);
+  c = cm_net_map_get(&net->peers, key, sizeof(key));
+  if (c == NULL || c->state != CM_CONN_ESTABLISHED)
+    return 0;
+  cm_net__conn_read(c, data, len);
+  return c->state >= CM_CONN_CLOSING;
+}
+
 static void net_dispatch(cm_net_t *net, const struct sockaddr *sa,
                          const cm_addr_t *from, const uint8_t *data,
                          size_t len) {
@@ -446,6 +460,11 @@ static void net_dispatch(cm_net_t *net, const struct sockaddr *sa,
     net_accept(net, sa, from, data, len);
     return;
   }
+  /* A stateless reset looks like a short header under a random connection
+   * ID, so it routes nowhere: let the connection to its sender check the
+   * token (ngtcp2 does, once decryption fails). The peer restarted. */
+  if (net_try_reset(net, from, data, len))
+    return;
   net->st.drop_garbage++;
   net_send_reset(net, sa, from, &vc, len);
 }
