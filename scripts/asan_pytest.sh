@@ -33,4 +33,4 @@ LD_PRELOAD="$runtime" \
 ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:${ASAN_OPTIONS:-}" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
 PYTHONPATH="$out/pkg${PYTHONPATH:+:$PYTHONPATH}" \
-  python -P -m pytest -q -p no:cacheprovider "$@"
+  "${PYTHON:-python3}" -P -m pytest -q -p no:cacheprovider "$@"

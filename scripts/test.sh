@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, after set-up: C unit tests (plain and under
 # AddressSanitizer + UndefinedBehaviorSanitizer), the fuzzers for a bounded
-# time, lint, then pytest. Idempotent; exits non-zero on the first failure.
+# time, lint, pytest, and the Python API tests again against an ASan build of
+# the extension. Idempotent; exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -27,3 +28,6 @@ $PY -m ruff check clustermember tests bench
 
 echo "== pytest"
 $PY -m pytest -q
+
+echo "== pytest against the extension built with ASan + UBSan (engine, transport, binding)"
+sh scripts/asan_pytest.sh
