@@ -24,7 +24,8 @@ static cm_net_key_t test_key(void) {
   return k;
 }
 
-static cm_enode_t *start_node(cm_engine_t *e, int i, const cm_net_key_t *key) {
+static cm_enode_t *start_node_q(cm_engine_t *e, int i, const cm_net_key_t *key,
+                                uint32_t queue) {
   cm_enode_config_t c;
   cm_enode_t *n = NULL;
   char id[16];
@@ -39,8 +40,13 @@ static cm_enode_t *start_node(cm_engine_t *e, int i, const cm_net_key_t *key) {
   CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &c.bind));
   c.bind.port = 0;
   c.seed = (uint64_t)i + 1;
+  c.event_queue_max = queue;
   CM_CHECK_OK(cm_enode_start(e, &c, &n));
   return n;
+}
+
+static cm_enode_t *start_node(cm_engine_t *e, int i, const cm_net_key_t *key) {
+  return start_node_q(e, i, key, 0);
 }
 
 /* State of member `id` in n's registry, or 0xff if unknown. */
@@ -270,4 +276,41 @@ CM_TEST(engine_start_stop_cycles) {
       cm_enode_stop(n);
     cm_engine_free(e);
   }
+}
+
+/* A consumer that does not read loses events, never blocks the engine, and
+ * is told how many it lost, in order, when it reads again. */
+CM_TEST(engine_full_event_queue_reports_drops) {
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *slow, *others[4];
+  cm_addr_t seed;
+  cm_eevent_t ev;
+  int i, joined = 0, waited;
+  uint64_t dropped = 0;
+  CM_CHECK_OK(cm_engine_new(&e));
+  slow = start_node_q(e, 0, &key, 2);
+  seed = cm_enode_addr(slow);
+  for (i = 0; i < 4; i++) {
+    others[i] = start_node(e, i + 1, &key);
+    CM_CHECK(cm_enode_join(others[i], &seed, 1, CM_SEC(10)) > 0);
+  }
+  /* The slow node's registry fills (4 joins) while nobody reads its queue. */
+  for (waited = 0; waited < 30000 && count_alive(slow) < 5; waited += 20)
+    nap_ms(20);
+  CM_CHECK_EQ(count_alive(slow), 5);
+  while (cm_enode_next_event(slow, &ev)) {
+    if (ev.kind == CM_EEV_DROPPED)
+      dropped += ev.dropped;
+    else if (ev.kind == CM_EEV_MEMBER && ev.ev.type == CM_EV_JOINED)
+      joined++;
+  }
+  CM_CHECK(dropped > 0);
+  CM_CHECK_EQ(joined + (int)dropped, 4);
+  {
+    cm_enode_stats_t st;
+    cm_enode_stats(slow, &st);
+    CM_CHECK_EQ(st.events_dropped, dropped);
+  }
+  cm_engine_free(e);
 }
