@@ -24,7 +24,7 @@ make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
 
 echo "== lint"
 make -s format-check
-$PY -m ruff check clustermember tests bench
+$PY -m ruff check clustermember tests bench examples
 
 echo "== pytest"
 $PY -m pytest -q
