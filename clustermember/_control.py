@@ -196,6 +196,9 @@ class ControlServer:
                 await _send(writer, resp)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            # The agent is shutting down with this client still connected.
+            return
         finally:
             writer.close()
             with contextlib.suppress(Exception):

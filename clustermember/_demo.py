@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,45 @@ class Demo:
 
     async def wait(self, what: str, check: Any) -> float:
         start = time.monotonic()
-        while time.monotonic() - start < STEP_DEADLINE:
-            with contextlib.suppress(ControlError, OSError, asyncio.TimeoutError):
-                if await check():
-                    return time.monotonic() - start
-            await asyncio.sleep(0.05)
+        with self.live_table(what) as refresh:
+            while time.monotonic() - start < STEP_DEADLINE:
+                with contextlib.suppress(ControlError, OSError, asyncio.TimeoutError):
+                    await refresh()
+                    if await check():
+                        return time.monotonic() - start
+                await asyncio.sleep(0.05)
         raise DemoError(f"gave up waiting for {what} after {STEP_DEADLINE:.0f} s")
+
+    @contextlib.contextmanager
+    def live_table(self, what: str) -> Iterator[Callable[[], Awaitable[None]]]:
+        """On a terminal, show node-0's view updating live while waiting."""
+
+        async def nothing() -> None:
+            return None
+
+        if not sys.stdout.isatty():
+            yield nothing
+            return
+        from rich.live import Live
+        from rich.table import Table
+
+        colours = {"alive": "green", "suspect": "yellow", "failed": "red", "left": "blue"}
+        with Live(refresh_per_second=10, transient=True) as live:
+
+            async def refresh() -> None:
+                view = self.live()[0]
+                table = Table(title=f"node-{view}'s view, waiting for {what}")
+                for col in ("node", "address", "state", "inc", "tags"):
+                    table.add_column(col)
+                for m in sorted(await self.members(view), key=lambda m: m["id"]):
+                    c = colours.get(m["state"], "white")
+                    tags = ",".join(f"{k}={v}" for k, v in sorted(m["tags"].items()))
+                    table.add_row(
+                        m["id"], m["addr"], f"[{c}]{m['state']}[/{c}]", str(m["incarnation"]), tags
+                    )
+                live.update(table)
+
+            yield refresh
 
     def live(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]

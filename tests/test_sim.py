@@ -87,6 +87,58 @@ def test_partition_heals() -> None:
     assert all(t is not None for t in r.timelines["converged_after_heal"])
 
 
+# ------------------------------------------------------------- formation
+
+
+def test_bootstrap_everyone_alive_then_detect() -> None:
+    n = 40
+    s = sim.Simulator(n, seed=13)
+    assert not s.run_until_condition("converged", 0.0)
+    s.bootstrap()
+    # No virtual time passes: every node already sees every node alive.
+    assert s.now() == 0.0
+    assert s.run_until_condition("converged", 0.0)
+    assert s.alive_counts() == [n] * n
+    view = s.members(7)
+    assert len(view) == n and {m[2] for m in view} == {"alive"}
+    # Same as after a join reply: one JOINED per learned member, and the
+    # alive records queued for gossip, which then drain.
+    assert s.event_counts()["joined"] == n * (n - 1)
+    assert s.queued() > 0
+    s.run_for(10.0)
+    assert s.queued() == 0
+    s.watch(9)
+    s.crash(9)
+    assert s.run_until_condition("all_see", 60.0, state="failed")
+    assert s.event_counts()["failed"] == n - 1
+
+
+def test_bootstrap_skips_down_nodes_and_keeps_tags() -> None:
+    s = sim.Simulator(10, seed=2)
+    s.crash(4)
+    s.set_tag(3, "zone", "eu-1")
+    s.bootstrap()
+    view = {m[0]: m for m in s.members(0)}
+    assert "n4" not in view and len(view) == 9
+    assert view["n3"][4] == {"zone": "eu-1"} and view["n3"][3] == 1
+    s.close()
+    with pytest.raises(RuntimeError):
+        s.bootstrap()
+
+
+@pytest.mark.parametrize("scenario", ["detect", "tag"])
+def test_scenarios_form_by_join_or_bootstrap(scenario: str) -> None:
+    boot = sim.run(scenario, nodes=N, seed=8)
+    join = sim.run(scenario, nodes=N, seed=8, formation="join")
+    assert boot.ok and join.ok
+    assert boot.formation == "bootstrap" and join.formation == "join"
+    assert boot.metrics["formed_at_s"] == 0.0 < join.metrics["formed_at_s"]
+    for r in (boot, join):
+        assert r.metrics["queued_at_trigger"] == 0
+        assert r.metrics["settle_s"] >= 1.0
+    assert sim.run("converge", nodes=8, formation="bootstrap").formation == "join"
+
+
 # ---------------------------------------------------------- reproducibility
 
 
@@ -125,6 +177,8 @@ def test_cli_json_twice_identical() -> None:
 def test_cli_text_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--nodes", "8", "--scenario", "converge"]) == 0
     assert "converge: nodes=8" in capsys.readouterr().out
+    assert main(["--nodes", "8", "--scenario", "detect", "--formation", "join"]) == 0
+    assert "formation=join" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------- Simulator API
@@ -271,6 +325,8 @@ def test_bad_scenario_input() -> None:
         sim.run("converge", nodes=0)
     with pytest.raises(ValueError):
         sim.run("detect", nodes=5, loss=2.0)
+    with pytest.raises(ValueError, match="unknown formation"):
+        sim.run("detect", nodes=5, formation="teleport")
 
 
 def test_cli_bad_input() -> None:

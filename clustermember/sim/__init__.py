@@ -27,20 +27,31 @@ From the shell: ``python -m clustermember.sim --nodes 1000 --scenario detect --j
 from clustermember._core import Simulator
 from clustermember.sim._models import (
     epidemic_continuous,
+    epidemic_core_times,
     epidemic_curve,
     epidemic_rounds_to,
+    idle_gossip_immediate_fraction,
     swim_first_detection_periods,
 )
-from clustermember.sim._scenarios import DEFAULTS, SCENARIOS, ScenarioResult, run
+from clustermember.sim._scenarios import (
+    DEFAULTS,
+    FORMATIONS,
+    SCENARIOS,
+    ScenarioResult,
+    run,
+)
 
 __all__ = [
     "DEFAULTS",
+    "FORMATIONS",
     "SCENARIOS",
     "ScenarioResult",
     "Simulator",
     "epidemic_continuous",
+    "epidemic_core_times",
     "epidemic_curve",
     "epidemic_rounds_to",
+    "idle_gossip_immediate_fraction",
     "run",
     "swim_first_detection_periods",
 ]

@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", type=float, default=0.0, help="datagram loss probability")
     p.add_argument("--seed", type=int, default=1, help="reproduces the run exactly")
     p.add_argument("--profile", default="lan", choices=["lan", "wan", "local"])
+    p.add_argument(
+        "--formation",
+        default="bootstrap",
+        choices=["bootstrap", "join"],
+        help="how scenarios other than converge form the cluster first",
+    )
     p.add_argument("--timeout", type=float, help="virtual seconds to wait for the outcome")
     p.add_argument("--duration", type=float, help="falsepos/leave watch time, partition length")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -33,11 +39,12 @@ def _parser() -> argparse.ArgumentParser:
 def _text(r: ScenarioResult) -> str:
     lines = [
         f"{r.scenario}: nodes={r.nodes} seed={r.seed} loss={r.loss} profile={r.profile} "
-        f"period={r.probe_interval}s -> {'ok' if r.ok else 'NOT REACHED'}"
+        f"formation={r.formation} period={r.probe_interval}s -> "
+        f"{'ok' if r.ok else 'NOT REACHED'}"
     ]
     lines += [f"  {k} = {v}" for k, v in r.metrics.items()]
     lines += [f"  model.{k} = {v}" for k, v in r.model.items()]
-    lines.append(f"  wall = {r.wall_seconds:.2f}s")
+    lines.append(f"  wall = {r.wall_seconds:.2f}s (formation {r.wall_formation_seconds:.2f}s)")
     return "\n".join(lines)
 
 
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             profile=args.profile,
             timeout=args.timeout,
             duration=args.duration,
+            formation=args.formation,
         )
     except (ValueError, IndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -81,3 +81,74 @@ def epidemic_continuous(nodes: int, fanout: int, interval: float, t: float) -> f
     if nodes < 1 or fanout < 1 or interval <= 0:
         raise ValueError("nodes and fanout must be positive, interval > 0")
     return 1.0 / (1.0 + (nodes - 1) * math.exp(-fanout * t / interval))
+
+
+def idle_gossip_immediate_fraction(probe_interval: float, gossip_interval: float) -> float:
+    """Chance that a node with an empty broadcast queue passes a new update on at once.
+
+    The core arms its gossip timer only while its broadcast queue holds
+    something. An idle node still runs the gossip step (sending nothing) at
+    each of its timer wake-ups, in steady state once per probe period, and
+    that step sets the next gossip time one ``gossip_interval`` later. An
+    update arriving more than ``gossip_interval`` after that wake-up finds
+    the gossip time already past and goes out at once; one arriving inside
+    the window waits for the window's end. So the fraction sent at once is
+    1 - gossip_interval / probe_interval (0.8 on LAN).
+
+    >>> idle_gossip_immediate_fraction(0.5, 0.1)
+    0.8
+    """
+    if probe_interval <= 0 or gossip_interval <= 0:
+        raise ValueError("intervals must be positive")
+    return max(0.0, 1.0 - gossip_interval / probe_interval)
+
+
+def epidemic_core_times(
+    nodes: int,
+    fanout: int,
+    interval: float,
+    transmits: int,
+    immediate: float,
+    latency: tuple[float, float] = (0.0002, 0.001),
+    seed: int = 1,
+) -> list[float]:
+    """When each node learns an update under the core's gossip cadence (Monte Carlo).
+
+    A push epidemic with the timing rules of csrc/core rather than global
+    rounds: a node that learns the update sends it to ``fanout`` random
+    peers after a delay that is 0 with probability ``immediate`` (its gossip
+    time had already passed) and otherwise uniform in (0, interval) (it
+    waits for its pending gossip time), then again every ``interval``,
+    ``transmits`` sends in all (the retransmit limit), each ``fanout`` at a
+    time. Each message takes a latency uniform in ``latency``. Piggybacking
+    on probes is left out. Returns the sorted times (seconds after the
+    update, the source at 0) of the nodes reached.
+
+    >>> t = epidemic_core_times(1000, 3, 0.1, 16, 0.8, seed=1)
+    >>> len(t) > 990, t[0]
+    (True, 0.0)
+    """
+    import heapq
+    import random
+
+    if nodes < 1 or fanout < 1 or interval <= 0 or transmits < 1:
+        raise ValueError("nodes, fanout, interval and transmits must be positive")
+    rng = random.Random(seed)
+    rounds = -(-transmits // fanout)
+    learned: dict[int, float] = {}
+    heap: list[tuple[float, int]] = [(0.0, 0)]
+    lo, hi = latency
+    while heap:
+        t, node = heapq.heappop(heap)
+        if node in learned:
+            continue
+        learned[node] = t
+        first = t if rng.random() < immediate else t + rng.uniform(0.0, interval)
+        for k in range(rounds):
+            send = first + k * interval
+            for _ in range(fanout if nodes > 1 else 0):
+                peer = rng.randrange(nodes - 1)
+                peer += peer >= node
+                if peer not in learned:
+                    heapq.heappush(heap, (send + rng.uniform(lo, hi), peer))
+    return sorted(learned.values())

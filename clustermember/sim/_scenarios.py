@@ -2,8 +2,11 @@
 measures, in virtual time, how the protocol answers.
 
 Every scenario but ``converge`` first forms the cluster on a clean network
-(all nodes join through n0, run until every node sees every node alive) and
-lets it settle; ``loss`` then applies from the scenario's trigger on. In
+and lets it settle until the gossip formation caused has drained; ``loss``
+then applies from the scenario's trigger on. Formation is ``bootstrap`` by
+default (every node gets the full table at once as a join reply, see
+``Simulator.bootstrap``) or ``join`` (all nodes join through n0 and run until
+every node sees every node alive, which is what ``converge`` measures). In
 ``converge`` formation is what is measured, so ``loss`` applies throughout.
 
 >>> from clustermember import sim
@@ -24,16 +27,24 @@ from typing import Any
 from clustermember._core import Simulator
 from clustermember.sim._models import (
     epidemic_continuous,
+    epidemic_core_times,
     epidemic_curve,
     epidemic_rounds_to,
+    idle_gossip_immediate_fraction,
     swim_first_detection_periods,
 )
 
 #: How long formation may take before a scenario gives up, in virtual seconds.
 FORM_TIMEOUT = 300.0
-#: Quiet time after formation, so the join storm's gossip has mostly drained
-#: before the measured event (virtual seconds).
-SETTLE = 5.0
+#: After formation, run until every broadcast queue is empty (the alive
+#: records formation queued have been gossiped their retransmit limit), so
+#: the measured event meets a cluster in steady state; at least SETTLE_MIN,
+#: at most SETTLE_MAX virtual seconds, checked every SETTLE_STEP.
+SETTLE_MIN, SETTLE_MAX, SETTLE_STEP = 1.0, 120.0, 0.5
+#: How the cluster is formed before every scenario but ``converge``.
+FORMATIONS = ("bootstrap", "join")
+#: One-way network latency of every scenario, uniform in (min, max) seconds.
+LATENCY = (0.0002, 0.001)
 #: Tag the ``tag`` scenario sets.
 TAG_KEY, TAG_VALUE = "role", "tagged"
 
@@ -66,13 +77,15 @@ class ScenarioResult:
     model: dict[str, Any] = field(default_factory=dict)
     timelines: dict[str, list[float | None]] = field(default_factory=dict)
     network: dict[str, int] = field(default_factory=dict)
+    formation: str = "join"
     wall_seconds: float = 0.0
+    wall_formation_seconds: float = 0.0
 
     def to_dict(self, timelines: bool = False, wall: bool = False) -> dict[str, Any]:
         """A JSON-ready dict; deterministic unless ``wall`` is set.
 
         >>> sorted(run("converge", nodes=5, seed=1).to_dict())[:3]
-        ['loss', 'metrics', 'model']
+        ['formation', 'loss', 'metrics']
         """
         out: dict[str, Any] = {
             "scenario": self.scenario,
@@ -81,6 +94,7 @@ class ScenarioResult:
             "loss": self.loss,
             "profile": self.profile,
             "probe_interval_s": self.probe_interval,
+            "formation": self.formation,
             "ok": self.ok,
             "metrics": self.metrics,
             "model": self.model,
@@ -90,6 +104,7 @@ class ScenarioResult:
             out["timelines"] = self.timelines
         if wall:
             out["wall_seconds"] = round(self.wall_seconds, 3)
+            out["wall_formation_seconds"] = round(self.wall_formation_seconds, 3)
         return out
 
 
@@ -104,6 +119,7 @@ class _Run:
         loss: float,
         profile: str,
         config: dict[str, float] | None,
+        formation: str = "bootstrap",
     ) -> None:
         if not 0.0 <= loss <= 1.0:
             raise ValueError(f"loss must be a probability in [0, 1], got {loss}")
@@ -111,6 +127,7 @@ class _Run:
             nodes,
             seed=seed,
             loss=loss if scenario == "converge" else 0.0,
+            latency=LATENCY,
             profile=profile,
             config=config,
         )
@@ -124,8 +141,10 @@ class _Run:
             profile=profile,
             probe_interval=self.period,
             ok=False,
+            formation="join" if scenario == "converge" else formation,
         )
         self.loss = loss
+        self.wall0 = time.perf_counter()
 
     def put(self, name: str, seconds: float | None) -> None:
         """Record a time as ``name_s`` and ``name_periods``."""
@@ -134,12 +153,31 @@ class _Run:
         m[name + "_periods"] = None if seconds is None else round(seconds / self.period, 3)
 
     def form(self) -> bool:
-        """Join every node through n0 and wait for one cluster."""
-        self.sim.join_all(0)
-        ok = self.sim.run_until_condition("converged", FORM_TIMEOUT)
-        self.result.metrics["formed"] = ok
+        """Form one cluster (bootstrap or join through n0), then let it settle.
+
+        Records ``formed``, ``formed_at_s`` (virtual time formation took: 0
+        for bootstrap), ``settle_s`` (virtual time until every broadcast
+        queue was empty) and ``queued_at_trigger`` (broadcasts still queued
+        when the scenario starts: 0 unless SETTLE_MAX ran out).
+        """
+        m = self.result.metrics
+        t0 = self.sim.now()
+        if self.result.formation == "bootstrap":
+            self.sim.bootstrap()
+            ok = self.sim.run_until_condition("converged", 0.0)
+        else:
+            self.sim.join_all(0)
+            ok = self.sim.run_until_condition("converged", FORM_TIMEOUT)
+        m["formed"] = ok
+        m["formed_at_s"] = round(self.sim.now() - t0, 6)
         if ok:
-            self.sim.run_for(SETTLE)
+            t1 = self.sim.now()
+            self.sim.run_for(SETTLE_MIN)
+            while self.sim.queued() and self.sim.now() - t1 < SETTLE_MAX:
+                self.sim.run_for(SETTLE_STEP)
+            m["settle_s"] = round(self.sim.now() - t1, 6)
+            m["queued_at_trigger"] = self.sim.queued()
+        self.result.wall_formation_seconds = time.perf_counter() - self.wall0
         return ok
 
     def victim(self) -> int:
@@ -265,8 +303,26 @@ def _tag(r: _Run, timeout: float, **_: Any) -> None:
     _epidemic(r, times, observers)
 
 
+def _sup_distance(a: list[float], b: list[float]) -> float:
+    """Largest gap between the empirical distribution functions of a and b."""
+    a, b = sorted(a), sorted(b)
+    i = j = 0
+    gap = 0.0
+    while i < len(a) or j < len(b):
+        t = min(a[i] if i < len(a) else math.inf, b[j] if j < len(b) else math.inf)
+        while i < len(a) and a[i] <= t:
+            i += 1
+        while j < len(b) and b[j] <= t:
+            j += 1
+        gap = max(gap, abs(i / max(1, len(a)) - j / max(1, len(b))))
+    return gap
+
+
 def _epidemic(r: _Run, times: list[float], observers: int) -> None:
-    """Measured informed fraction per gossip round against the push model."""
+    """Measured spread against the push model (synchronous rounds and
+    logistic) and against the same push epidemic with the core's gossip
+    cadence (epidemic_core_times: an idle node forwards at once with
+    probability 1 - gossip_interval/probe_interval)."""
     cfg = r.sim.config()
     gossip, fanout = cfg["gossip_interval"], int(cfg["gossip_nodes"])
     n = r.sim.size
@@ -290,6 +346,33 @@ def _epidemic(r: _Run, times: list[float], observers: int) -> None:
         "rounds_to_99.9_measured": rounds_999,
         "rounds_to_99.9_epidemic": epidemic_rounds_to(0.999, n, fanout),
     }
+    if n < 2:
+        return
+    limit = int(cfg["retransmit_mult"]) * math.ceil(math.log10(n + 1))
+    immediate = idle_gossip_immediate_fraction(cfg["probe_interval"], gossip)
+    core = epidemic_core_times(n, fanout, gossip, limit, immediate, LATENCY, r.result.seed)[1:]
+
+    def quantiles(ts: list[float]) -> dict[str, float | None]:
+        s = sorted(ts)
+        out: dict[str, float | None] = {}
+        for q, name in ((0.5, "t50"), (0.9, "t90"), (0.99, "t99"), (0.999, "t999")):
+            need = math.ceil(q * observers - 1e-9)
+            out[name] = round(s[need - 1], 6) if 0 < need <= len(s) else None
+        return out
+
+    r.result.model.update(
+        {
+            "core_cadence_immediate_fraction": round(immediate, 4),
+            "core_cadence_retransmit_limit": limit,
+            "core_cadence_fraction_per_round": [
+                round((1 + sum(t <= k * gossip + 1e-9 for t in core)) / n, 4)
+                for k in range(rounds + 1)
+            ],
+            "core_cadence_quantiles_s": quantiles(core),
+            "measured_quantiles_s": quantiles(times),
+            "core_cadence_max_cdf_difference": round(_sup_distance(times, core), 4),
+        }
+    )
 
 
 def _falsepos(r: _Run, duration: float, **_: Any) -> None:
@@ -370,10 +453,14 @@ def run(
     config: dict[str, float] | None = None,
     timeout: float | None = None,
     duration: float | None = None,
+    formation: str = "bootstrap",
 ) -> ScenarioResult:
     """Run one scenario and return what it measured.
 
     scenario: converge, detect, leave, tag, falsepos or partition.
+    formation: how every scenario but converge forms its cluster first:
+    ``bootstrap`` (every node gets the full table as a join reply) or
+    ``join`` (all join through n0, as converge measures).
     timeout: virtual seconds to wait for the outcome (scenario default).
     duration: falsepos's observation time, partition's split length, or how
     long leave keeps watching after everyone saw the leave.
@@ -391,10 +478,11 @@ def run(
     duration = d["duration"] if duration is None else duration
     if timeout < 0 or duration < 0:
         raise ValueError("timeout and duration must not be negative")
-    wall0 = time.perf_counter()
-    r = _Run(scenario, nodes, seed, loss, profile, config)
+    if formation not in FORMATIONS:
+        raise ValueError(f"unknown formation {formation!r}: expected bootstrap or join")
+    r = _Run(scenario, nodes, seed, loss, profile, config, formation)
     try:
         SCENARIOS[scenario](r, timeout=timeout, duration=duration)
     finally:
-        r.result.wall_seconds = time.perf_counter() - wall0
+        r.result.wall_seconds = time.perf_counter() - r.wall0
     return r.finish()

@@ -378,6 +378,22 @@ static PyObject *sim_join_all(sim_object *self, PyObject *args, PyObject *kw) {
   Py_RETURN_NONE;
 }
 
+static PyObject *sim_bootstrap(sim_object *self, PyObject *unused) {
+  int rc;
+  if (check_live(self) < 0)
+    return NULL;
+  rc = cm_sim_bootstrap(self->sim);
+  cm_watch_refresh(self->watch);
+  return sim_result(self, rc, "bootstrap");
+}
+
+static PyObject *sim_queued(sim_object *self, PyObject *unused) {
+  if (check_live(self) < 0)
+    return NULL;
+  return PyLong_FromUnsignedLongLong(
+      (unsigned long long)cm_sim_queued(self->sim));
+}
+
 static PyObject *sim_node_cmd(sim_object *self, PyObject *arg,
                               int (*fn)(cm_sim_t *, uint32_t),
                               const char *doing) {
@@ -955,6 +971,13 @@ static PyMethodDef sim_methods[] = {
     {"join_all", (PyCFunction)(void (*)(void))sim_join_all,
      METH_VARARGS | METH_KEYWORDS,
      "join_all(seed=0)\n\nEvery up node but seed joins through seed."},
+    {"bootstrap", (PyCFunction)sim_bootstrap, METH_NOARGS,
+     "bootstrap()\n\nFast formation: every up node receives, as a join "
+     "reply (push-pull response), the table of all up nodes alive. No "
+     "virtual time passes; the broadcasts it queues drain as the run goes "
+     "on."},
+    {"queued", (PyCFunction)sim_queued, METH_NOARGS,
+     "queued() -> int\n\nBroadcasts waiting in all up nodes' queues."},
     {"crash", (PyCFunction)sim_crash, METH_O,
      "crash(node)\n\nStop the node at once, without a word to anyone."},
     {"restart", (PyCFunction)(void (*)(void))sim_restart,

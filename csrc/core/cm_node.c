@@ -389,6 +389,18 @@ static size_t node_pick(cm_node_t *n, size_t want, node_filter_fn filter,
         continue;
       out[k++] = s;
     }
+    if (k < want) {
+      /* Few slots qualify (say one failed member among thousands): sampling
+       * would keep missing them, so scan once from a random start. */
+      uint32_t start = cm_rand_below(&n->rng, high), i;
+      for (i = 0; i < high && k < want; i++) {
+        uint32_t s = (start + i) % high;
+        if (s == n->self || s == exclude || !n->reg.m[s].in_use ||
+            !filter(n, s, now) || node_pick_has(out, k, s))
+          continue;
+        out[k++] = s;
+      }
+    }
     return k;
   }
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cm_rand.h"
+#include "cm_wire.h"
 
 #define SIM_PORT 7946
 #define SIM_MAX_NODES (1u << 24) /* 10.x.y.z holds 24 bits of index */
@@ -555,6 +556,99 @@ int cm_sim_partition(cm_sim_t *s, const uint8_t *side, cm_time_t start,
 void cm_sim_set_loss(cm_sim_t *s, double loss) {
   if (loss >= 0 && loss <= 1)
     s->cfg.loss = loss;
+}
+
+/* One push-pull RESPONSE describing every up node as it describes itself. */
+static int sim_full_table(cm_sim_t *s, uint8_t **out, size_t *out_len) {
+  cm_wbuf_t w;
+  size_t cap = 64;
+  uint32_t i, first = UINT32_MAX, k;
+  int rc;
+  for (i = 0; i < s->n; i++) {
+    cm_member_info_t info;
+    if (!s->nodes[i].up)
+      continue;
+    if (first == UINT32_MAX)
+      first = i;
+    cap += CM_ID_MAX + 32;
+    if (cm_node_member_find(s->nodes[i].node, cm_node_id(s->nodes[i].node),
+                            &info, s->now))
+      cap += info.tags_len;
+  }
+  if (first == UINT32_MAX)
+    return CM_ESTATE;
+  w.p = malloc(cap);
+  if (w.p == NULL)
+    return CM_ENOMEM;
+  w.cap = cap;
+  w.len = 0;
+  rc = cm_wire_pp_begin(&w, CM_PP_RESPONSE, 0);
+  /* The first entry names the sender: the lowest-numbered up node. */
+  for (k = 0; rc == 0 && k <= s->n; k++) {
+    cm_member_info_t info;
+    cm_pp_entry_t e;
+    cm_node_t *node;
+    i = k == 0 ? first : k - 1;
+    if ((k > 0 && i == first) || i >= s->n || !s->nodes[i].up)
+      continue;
+    node = s->nodes[i].node;
+    if (!cm_node_member_find(node, cm_node_id(node), &info, s->now))
+      continue;
+    memset(&e, 0, sizeof(e));
+    rc = cm_wire_id_set(&e.node, info.id, strlen(info.id));
+    if (rc != 0)
+      break;
+    e.incarnation = info.incarnation;
+    e.addr = info.addr;
+    e.state = CM_STATE_ALIVE;
+    e.tags = info.tags;
+    e.tags_len = (uint16_t)info.tags_len;
+    rc = cm_wire_pp_add(&w, &e);
+  }
+  if (rc == 0)
+    rc = cm_wire_pp_finish(&w);
+  if (rc != 0) {
+    free(w.p);
+    return rc;
+  }
+  *out = w.p;
+  *out_len = w.len;
+  return 0;
+}
+
+int cm_sim_bootstrap(cm_sim_t *s) {
+  uint8_t *table;
+  size_t len;
+  uint32_t i;
+  int rc = sim_full_table(s, &table, &len);
+  if (rc != 0)
+    return rc;
+  for (i = 0; i < s->n; i++) {
+    struct sim_node *sn = &s->nodes[i];
+    if (!sn->up)
+      continue;
+    /* The request id is the node's business; a reply is merged whatever it
+     * is, exactly as a join reply would be. */
+    rc = cm_node_pushpull_reply(sn->node, 0, table, len, s->now);
+    sim_after_step(s, i);
+    if (rc != 0)
+      break;
+  }
+  free(table);
+  return rc;
+}
+
+uint64_t cm_sim_queued(const cm_sim_t *s) {
+  uint64_t total = 0;
+  uint32_t i;
+  for (i = 0; i < s->n; i++) {
+    cm_node_stats_t st;
+    if (!s->nodes[i].up)
+      continue;
+    cm_node_stats(s->nodes[i].node, &st);
+    total += st.bcast_queue;
+  }
+  return total;
 }
 
 static int sim_step(cm_sim_t *s, cm_time_t until) {

@@ -68,6 +68,21 @@ int cm_sim_partition(cm_sim_t *s, const uint8_t *side, cm_time_t start,
                      cm_time_t end, int oneway);
 void cm_sim_set_loss(cm_sim_t *s, double loss);
 
+/* Fast formation: hand every up node the whole cluster at once, through the
+ * code path a join reply takes. One push-pull RESPONSE is encoded with the
+ * cm_wire encoder, listing every up node as it describes itself (id,
+ * address, incarnation, tags, alive; the lowest-numbered up node first, as
+ * the "sender") and fed to each up node with cm_node_pushpull_reply. Each
+ * node then knows every other one alive, reports the same JOINED events and
+ * queues the same alive broadcasts as after a real join reply carrying the
+ * full table. No virtual time passes; nothing is sent. Errors: CM_ENOMEM, the
+ * encoder's (CM_ELIMIT past CM_WIRE_PP_MAX_ENTRIES nodes) or the node's
+ * (CM_ETOOBIG above max_pushpull_size). */
+int cm_sim_bootstrap(cm_sim_t *s);
+/* Broadcasts waiting in the queues of all up nodes: 0 once the gossip that
+ * formation caused has drained. */
+uint64_t cm_sim_queued(const cm_sim_t *s);
+
 /* Run the simulation until virtual time t. */
 void cm_sim_run_until(cm_sim_t *s, cm_time_t t);
 /* Run until cond returns nonzero (checked after each node step that could
