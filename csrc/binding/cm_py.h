@@ -22,6 +22,12 @@ cm_py_state_t *cm_py_state(PyObject *module);
  * prefixed with what was being done. Returns NULL for convenience. */
 PyObject *cm_py_raise(PyObject *module, int err, const char *doing);
 
+/* cm_config_t <-> dict of seconds and counts (cm_py_config.c). Setting an
+ * unknown name or a bad value raises and returns -1. */
+struct cm_config;
+int cm_py_config_set(struct cm_config *c, PyObject *key, PyObject *val);
+PyObject *cm_py_config_dict(const struct cm_config *c);
+
 /* Each feature file adds its types and functions to the module. */
 int cm_py_sim_exec(PyObject *module);
 int cm_py_engine_exec(PyObject *module);

@@ -211,92 +211,11 @@ static const cm_emember_t *snapshot_find(const cm_snapshot_t *s,
 
 /* --------------------------------------------------- protocol config dict */
 
-enum field_kind { F_TIME, F_U32, F_DOUBLE };
-
-struct config_field {
-  const char *name;
-  enum field_kind kind;
-  size_t off;
-};
-
-#define TF(f)                                                                  \
-  { #f, F_TIME, offsetof(cm_config_t, f) }
-#define UF(f)                                                                  \
-  { #f, F_U32, offsetof(cm_config_t, f) }
-#define DF(f)                                                                  \
-  { #f, F_DOUBLE, offsetof(cm_config_t, f) }
-static const struct config_field proto_fields[] = {
-    TF(probe_interval),       TF(probe_timeout),     UF(indirect_checks),
-    UF(awareness_max),        UF(suspicion_mult),    UF(suspicion_max_mult),
-    DF(phi_threshold),        UF(phi_window),        TF(phi_min_std),
-    TF(phi_acceptable_pause), UF(phi_min_samples),   TF(gossip_interval),
-    UF(gossip_nodes),         TF(gossip_to_dead),    UF(retransmit_mult),
-    UF(max_broadcast_queue),  TF(pushpull_interval), TF(reconnect_interval),
-    TF(reconnect_timeout),    TF(reap_left_after),   UF(max_packet_size),
-    UF(max_tag_key),          UF(max_tag_value),     UF(max_tags_size),
-    UF(max_members),          UF(max_pushpull_size),
-};
-#define NPROTO (sizeof(proto_fields) / sizeof(proto_fields[0]))
-
-static int set_field(char *base, const struct config_field *f, PyObject *val) {
-  if (f->kind == F_TIME) {
-    cm_time_t t;
-    if (seconds_to_time(val, &t, f->name) < 0)
-      return -1;
-    memcpy(base + f->off, &t, sizeof(t));
-  } else if (f->kind == F_U32) {
-    unsigned long v;
-    uint32_t u;
-    if (!PyLong_Check(val)) {
-      PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", f->name,
-                   Py_TYPE(val)->tp_name);
-      return -1;
-    }
-    v = PyLong_AsUnsignedLong(val);
-    if (v == (unsigned long)-1 && PyErr_Occurred()) {
-      PyErr_Format(PyExc_ValueError, "%s must be a non-negative int, got %R",
-                   f->name, val);
-      return -1;
-    }
-    if (v > UINT32_MAX) {
-      PyErr_Format(PyExc_ValueError, "%s is too large: %R", f->name, val);
-      return -1;
-    }
-    u = (uint32_t)v;
-    memcpy(base + f->off, &u, sizeof(u));
-  } else {
-    double d = PyFloat_AsDouble(val);
-    if (d == -1.0 && PyErr_Occurred())
-      return -1;
-    memcpy(base + f->off, &d, sizeof(d));
-  }
-  return 0;
-}
-
-static PyObject *get_field(const char *base, const struct config_field *f) {
-  if (f->kind == F_TIME) {
-    cm_time_t t;
-    memcpy(&t, base + f->off, sizeof(t));
-    return time_to_seconds(t);
-  }
-  if (f->kind == F_U32) {
-    uint32_t u;
-    memcpy(&u, base + f->off, sizeof(u));
-    return PyLong_FromUnsignedLong(u);
-  }
-  {
-    double x;
-    memcpy(&x, base + f->off, sizeof(x));
-    return PyFloat_FromDouble(x);
-  }
-}
-
 /* Fill c from a dict holding every protocol field (missing ones keep the
  * LAN default; unknown keys are refused). */
 static int proto_from_dict(PyObject *d, cm_config_t *c) {
   PyObject *key, *val;
   Py_ssize_t pos = 0;
-  size_t i;
   cm_config_lan(c);
   if (d == Py_None)
     return 0;
@@ -305,37 +224,10 @@ static int proto_from_dict(PyObject *d, cm_config_t *c) {
     return -1;
   }
   while (PyDict_Next(d, &pos, &key, &val)) {
-    const char *name = PyUnicode_AsUTF8(key);
-    if (name == NULL)
-      return -1;
-    for (i = 0; i < NPROTO; i++)
-      if (strcmp(name, proto_fields[i].name) == 0)
-        break;
-    if (i == NPROTO) {
-      PyErr_Format(PyExc_ValueError, "unknown protocol setting %R", key);
-      return -1;
-    }
-    if (set_field((char *)c, &proto_fields[i], val) < 0)
+    if (cm_py_config_set(c, key, val) < 0)
       return -1;
   }
   return 0;
-}
-
-static PyObject *proto_to_dict(const cm_config_t *c) {
-  PyObject *d = PyDict_New();
-  size_t i;
-  if (d == NULL)
-    return NULL;
-  for (i = 0; i < NPROTO; i++) {
-    PyObject *v = get_field((const char *)c, &proto_fields[i]);
-    if (v == NULL || PyDict_SetItemString(d, proto_fields[i].name, v) < 0) {
-      Py_XDECREF(v);
-      Py_DECREF(d);
-      return NULL;
-    }
-    Py_DECREF(v);
-  }
-  return d;
 }
 
 /* ------------------------------------------------------ module functions */
@@ -354,7 +246,7 @@ static PyObject *py_config_profile(PyObject *module, PyObject *arg) {
   else
     return PyErr_Format(PyExc_ValueError,
                         "unknown profile %R: expected lan, wan or local", arg);
-  return proto_to_dict(&c);
+  return cm_py_config_dict(&c);
 }
 
 static PyObject *py_validate_config(PyObject *module, PyObject *arg) {

@@ -101,105 +101,6 @@ static int parse_state(PyObject *obj, uint8_t *out) {
 
 /* ------------------------------------------------------ config overrides */
 
-enum field_kind { F_TIME, F_U32, F_DOUBLE };
-
-struct config_field {
-  const char *name;
-  enum field_kind kind;
-  size_t off;
-};
-
-#define TF(f)                                                                  \
-  { #f, F_TIME, offsetof(cm_config_t, f) }
-#define UF(f)                                                                  \
-  { #f, F_U32, offsetof(cm_config_t, f) }
-#define DF(f)                                                                  \
-  { #f, F_DOUBLE, offsetof(cm_config_t, f) }
-static const struct config_field config_fields[] = {
-    TF(probe_interval),       TF(probe_timeout),     UF(indirect_checks),
-    UF(awareness_max),        UF(suspicion_mult),    UF(suspicion_max_mult),
-    DF(phi_threshold),        UF(phi_window),        TF(phi_min_std),
-    TF(phi_acceptable_pause), UF(phi_min_samples),   TF(gossip_interval),
-    UF(gossip_nodes),         TF(gossip_to_dead),    UF(retransmit_mult),
-    UF(max_broadcast_queue),  TF(pushpull_interval), TF(reconnect_interval),
-    TF(reconnect_timeout),    TF(reap_left_after),   UF(max_packet_size),
-    UF(max_tag_key),          UF(max_tag_value),     UF(max_tags_size),
-    UF(max_members),          UF(max_pushpull_size),
-};
-#define NFIELDS (sizeof(config_fields) / sizeof(config_fields[0]))
-
-static int apply_override(cm_config_t *c, PyObject *key, PyObject *val) {
-  const char *name = PyUnicode_AsUTF8(key);
-  size_t i;
-  if (name == NULL)
-    return -1;
-  for (i = 0; i < NFIELDS; i++) {
-    const struct config_field *f = &config_fields[i];
-    char *p = (char *)c + f->off;
-    if (strcmp(name, f->name) != 0)
-      continue;
-    if (f->kind == F_TIME) {
-      double sec = PyFloat_AsDouble(val);
-      cm_time_t t;
-      if ((sec == -1.0 && PyErr_Occurred()) ||
-          seconds_to_time(sec, &t, name) < 0)
-        return -1;
-      memcpy(p, &t, sizeof(t));
-    } else if (f->kind == F_U32) {
-      unsigned long v = PyLong_AsUnsignedLong(val);
-      uint32_t u;
-      if (v == (unsigned long)-1 && PyErr_Occurred())
-        return -1;
-      if (v > UINT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s is too large", name);
-        return -1;
-      }
-      u = (uint32_t)v;
-      memcpy(p, &u, sizeof(u));
-    } else {
-      double d = PyFloat_AsDouble(val);
-      if (d == -1.0 && PyErr_Occurred())
-        return -1;
-      memcpy(p, &d, sizeof(d));
-    }
-    return 0;
-  }
-  PyErr_Format(PyExc_ValueError, "unknown config field %R", key);
-  return -1;
-}
-
-static PyObject *config_dict(const cm_config_t *c) {
-  PyObject *d = PyDict_New();
-  size_t i;
-  if (d == NULL)
-    return NULL;
-  for (i = 0; i < NFIELDS; i++) {
-    const struct config_field *f = &config_fields[i];
-    const char *p = (const char *)c + f->off;
-    PyObject *v;
-    if (f->kind == F_TIME) {
-      cm_time_t t;
-      memcpy(&t, p, sizeof(t));
-      v = time_to_seconds(t);
-    } else if (f->kind == F_U32) {
-      uint32_t u;
-      memcpy(&u, p, sizeof(u));
-      v = PyLong_FromUnsignedLong(u);
-    } else {
-      double x;
-      memcpy(&x, p, sizeof(x));
-      v = PyFloat_FromDouble(x);
-    }
-    if (v == NULL || PyDict_SetItemString(d, f->name, v) < 0) {
-      Py_XDECREF(v);
-      Py_DECREF(d);
-      return NULL;
-    }
-    Py_DECREF(v);
-  }
-  return d;
-}
-
 /* -------------------------------------------------------------- lifecycle */
 
 static int sim_init(sim_object *self, PyObject *args, PyObject *kw) {
@@ -257,7 +158,7 @@ static int sim_init(sim_object *self, PyObject *args, PyObject *kw) {
       return -1;
     }
     while (PyDict_Next(config, &pos, &key, &val))
-      if (apply_override(&c.node, key, val) < 0)
+      if (cm_py_config_set(&c.node, key, val) < 0)
         return -1;
   }
   if (cm_config_validate(&c.node, &why) != 0) {
@@ -948,7 +849,7 @@ static PyObject *sim_reset_event_counts(sim_object *self, PyObject *unused) {
 }
 
 static PyObject *sim_config(sim_object *self, PyObject *unused) {
-  return config_dict(&self->cfg);
+  return cm_py_config_dict(&self->cfg);
 }
 
 static PyObject *sim_get_size(sim_object *self, void *closure) {

@@ -1,0 +1,123 @@
+/* Conversion between cm_config_t and Python dicts of seconds and counts,
+ * shared by the simulator and engine types. */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "cm_config.h"
+#include "cm_py.h"
+
+enum field_kind { F_TIME, F_U32, F_DOUBLE };
+
+struct config_field {
+  const char *name;
+  enum field_kind kind;
+  size_t off;
+};
+
+#define TF(f)                                                                  \
+  { #f, F_TIME, offsetof(cm_config_t, f) }
+#define UF(f)                                                                  \
+  { #f, F_U32, offsetof(cm_config_t, f) }
+#define DF(f)                                                                  \
+  { #f, F_DOUBLE, offsetof(cm_config_t, f) }
+static const struct config_field fields[] = {
+    TF(probe_interval),       TF(probe_timeout),     UF(indirect_checks),
+    UF(awareness_max),        UF(suspicion_mult),    UF(suspicion_max_mult),
+    DF(phi_threshold),        UF(phi_window),        TF(phi_min_std),
+    TF(phi_acceptable_pause), UF(phi_min_samples),   TF(gossip_interval),
+    UF(gossip_nodes),         TF(gossip_to_dead),    UF(retransmit_mult),
+    UF(max_broadcast_queue),  TF(pushpull_interval), TF(reconnect_interval),
+    TF(reconnect_timeout),    TF(reap_left_after),   UF(max_packet_size),
+    UF(max_tag_key),          UF(max_tag_value),     UF(max_tags_size),
+    UF(max_members),          UF(max_pushpull_size),
+};
+#define NFIELDS (sizeof(fields) / sizeof(fields[0]))
+
+static int config_set_field(char *base, const struct config_field *f,
+                            PyObject *val) {
+  if (f->kind == F_TIME) {
+    double sec = PyFloat_AsDouble(val);
+    cm_time_t t;
+    if (sec == -1.0 && PyErr_Occurred())
+      return -1;
+    if (!isfinite(sec) || sec < 0 || sec > 1e9) {
+      PyErr_Format(PyExc_ValueError,
+                   "%s must be a finite number of seconds in [0, 1e9], got %R",
+                   f->name, val);
+      return -1;
+    }
+    t = (cm_time_t)llround(sec * 1e6);
+    memcpy(base + f->off, &t, sizeof(t));
+  } else if (f->kind == F_U32) {
+    unsigned long v;
+    uint32_t u;
+    if (!PyLong_Check(val)) {
+      PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", f->name,
+                   Py_TYPE(val)->tp_name);
+      return -1;
+    }
+    v = PyLong_AsUnsignedLong(val);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) {
+      PyErr_Format(PyExc_ValueError, "%s must be a non-negative int, got %R",
+                   f->name, val);
+      return -1;
+    }
+    if (v > UINT32_MAX) {
+      PyErr_Format(PyExc_ValueError, "%s is too large: %R", f->name, val);
+      return -1;
+    }
+    u = (uint32_t)v;
+    memcpy(base + f->off, &u, sizeof(u));
+  } else {
+    double d = PyFloat_AsDouble(val);
+    if (d == -1.0 && PyErr_Occurred())
+      return -1;
+    memcpy(base + f->off, &d, sizeof(d));
+  }
+  return 0;
+}
+
+int cm_py_config_set(cm_config_t *c, PyObject *key, PyObject *val) {
+  const char *name = PyUnicode_AsUTF8(key);
+  size_t i;
+  if (name == NULL)
+    return -1;
+  for (i = 0; i < NFIELDS; i++)
+    if (strcmp(name, fields[i].name) == 0)
+      return config_set_field((char *)c, &fields[i], val);
+  PyErr_Format(PyExc_ValueError, "unknown protocol setting %R", key);
+  return -1;
+}
+
+PyObject *cm_py_config_dict(const cm_config_t *c) {
+  PyObject *d = PyDict_New();
+  size_t i;
+  if (d == NULL)
+    return NULL;
+  for (i = 0; i < NFIELDS; i++) {
+    const struct config_field *f = &fields[i];
+    const char *p = (const char *)c + f->off;
+    PyObject *v;
+    if (f->kind == F_TIME) {
+      cm_time_t t;
+      memcpy(&t, p, sizeof(t));
+      v = PyFloat_FromDouble((double)t / 1e6);
+    } else if (f->kind == F_U32) {
+      uint32_t u;
+      memcpy(&u, p, sizeof(u));
+      v = PyLong_FromUnsignedLong(u);
+    } else {
+      double x;
+      memcpy(&x, p, sizeof(x));
+      v = PyFloat_FromDouble(x);
+    }
+    if (v == NULL || PyDict_SetItemString(d, f->name, v) < 0) {
+      Py_XDECREF(v);
+      Py_DECREF(d);
+      return NULL;
+    }
+    Py_DECREF(v);
+  }
+  return d;
+}
