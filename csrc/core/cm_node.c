@@ -1246,17 +1246,17 @@ static void node_gossip(cm_node_t *n, cm_time_t now) {
   if (n->hint == NULL) {
     nt = node_pick(n, want, node_filter_gossip, CM_NO_SLOT, now, targets);
   } else {
-    /* Only connected candidates: a round never opens a connection unless
-     * none of the candidates has one, then it opens a single one. Probes
-     * visit every member in turn, so the connected set keeps moving through
-     * the cluster and gossip still reaches everyone. */
+    /* Connected candidates first, in random order, then the others. */
     k = node_pick(n, want * CM_GOSSIP_OVERSAMPLE, node_filter_gossip,
                   CM_NO_SLOT, now, cand);
     for (i = 0; i < k && nt < want; i++)
-      if (n->hint(n->hint_ud, &node_m(n, cand[i])->addr))
+      if (n->hint(n->hint_ud, &node_m(n, cand[i])->addr)) {
         targets[nt++] = cand[i];
-    if (nt == 0 && k > 0)
-      targets[nt++] = cand[0];
+        cand[i] = CM_NO_SLOT;
+      }
+    for (i = 0; i < k && nt < want; i++)
+      if (cand[i] != CM_NO_SLOT)
+        targets[nt++] = cand[i];
   }
   for (i = 0; i < nt; i++)
     node_send(n, &node_m(n, targets[i])->addr, NULL, 0);

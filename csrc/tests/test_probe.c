@@ -383,10 +383,9 @@ CM_TEST(gossip_prefers_connected_peers) {
       to_connected += out[i].to.ip[3] == 5 || out[i].to.ip[3] == 6;
     }
   }
-  CM_CHECK(total >= 20);
-  /* Two of twenty peers are connected: a round goes only to them, or to a
-   * single other peer when neither is among the candidates. */
-  CM_CHECK(to_connected * 10 > total * 8);
+  CM_CHECK(total >= 100);
+  /* Two of twenty peers: 10% of rounds by chance; well over a third here. */
+  CM_CHECK(to_connected * 3 > total);
   cm_node_free(n);
 }
 
