@@ -22,11 +22,13 @@ cm_py_state_t *cm_py_state(PyObject *module);
  * prefixed with what was being done. Returns NULL for convenience. */
 PyObject *cm_py_raise(PyObject *module, int err, const char *doing);
 
-/* cm_config_t <-> dict of seconds and counts (cm_py_config.c). Setting an
+/* cm_config_t <-> dict of seconds and counts (cm_py_convert.c). Setting an
  * unknown name or a bad value raises and returns -1. */
 struct cm_config;
 int cm_py_config_set(struct cm_config *c, PyObject *key, PyObject *val);
 PyObject *cm_py_config_dict(const struct cm_config *c);
+/* A canonical tags blob as dict[str, str] (undecodable bytes replaced). */
+PyObject *cm_py_tags_dict(const uint8_t *blob, size_t len);
 
 /* Each feature file adds its types and functions to the module. */
 int cm_py_sim_exec(PyObject *module);

@@ -115,30 +115,6 @@ static int str_to_addr(PyObject *obj, cm_addr_t *out, const char *what) {
   return str_to_addr_port0(obj, out, what, 0);
 }
 
-/* Tags blob -> dict[str, str]. The blob is canonical (validated by the
- * core before it reached any snapshot). */
-static PyObject *tags_to_dict(const uint8_t *blob, size_t len) {
-  PyObject *d = PyDict_New();
-  size_t off = 0;
-  cm_tag_t t;
-  if (d == NULL)
-    return NULL;
-  while (cm_tags_next(blob, len, &off, &t)) {
-    PyObject *k = PyUnicode_DecodeUTF8(t.key, (Py_ssize_t)t.key_len, "replace");
-    PyObject *v =
-        PyUnicode_DecodeUTF8(t.value, (Py_ssize_t)t.value_len, "replace");
-    if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
-      Py_XDECREF(k);
-      Py_XDECREF(v);
-      Py_DECREF(d);
-      return NULL;
-    }
-    Py_DECREF(k);
-    Py_DECREF(v);
-  }
-  return d;
-}
-
 /* dict[str, str] -> canonical blob in out (CM_WIRE_MAX_TAGS_LEN bytes). */
 static int dict_to_tags(PyObject *module, PyObject *dict, uint8_t *out,
                         size_t *out_len) {
@@ -182,7 +158,7 @@ static int dict_to_tags(PyObject *module, PyObject *dict, uint8_t *out,
 /* A member as (id, addr, state, incarnation, tags, state_change, phi,
  * is_self). */
 static PyObject *member_tuple(const cm_emember_t *m) {
-  PyObject *tags = tags_to_dict(m->tags, m->tags_len);
+  PyObject *tags = cm_py_tags_dict(m->tags, m->tags_len);
   PyObject *addr = addr_to_str(&m->addr);
   PyObject *t;
   if (tags == NULL || addr == NULL) {
@@ -672,7 +648,8 @@ static PyObject *event_tuple(const cm_eevent_t *ev, cm_snapshot_t **snap,
     if (*snap == NULL)
       *snap = cm_enode_snapshot(node);
     rec = snapshot_find(*snap, m->id);
-    tags = rec != NULL ? tags_to_dict(rec->tags, rec->tags_len) : PyDict_New();
+    tags =
+        rec != NULL ? cm_py_tags_dict(rec->tags, rec->tags_len) : PyDict_New();
     addr = addr_to_str(&m->addr);
     other = addr_to_str(&m->other_addr);
     if (tags == NULL || addr == NULL || other == NULL) {

@@ -600,28 +600,6 @@ static PyObject *sim_node_stats(sim_object *self, PyObject *arg) {
   return d;
 }
 
-static PyObject *tags_dict(const uint8_t *blob, size_t len) {
-  PyObject *d = PyDict_New();
-  size_t off = 0;
-  cm_tag_t t;
-  if (d == NULL)
-    return NULL;
-  while (cm_tags_next(blob, len, &off, &t)) {
-    PyObject *k = PyUnicode_DecodeUTF8(t.key, (Py_ssize_t)t.key_len, "replace");
-    PyObject *v =
-        PyUnicode_DecodeUTF8(t.value, (Py_ssize_t)t.value_len, "replace");
-    if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
-      Py_XDECREF(k);
-      Py_XDECREF(v);
-      Py_DECREF(d);
-      return NULL;
-    }
-    Py_DECREF(k);
-    Py_DECREF(v);
-  }
-  return d;
-}
-
 static PyObject *sim_members(sim_object *self, PyObject *arg) {
   Py_ssize_t i = PyLong_AsSsize_t(arg);
   cm_node_t *node;
@@ -645,7 +623,7 @@ static PyObject *sim_members(sim_object *self, PyObject *arg) {
       continue;
     if (cm_addr_format(&info.addr, addr, sizeof(addr)) != 0)
       addr[0] = '\0';
-    tags = tags_dict(info.tags, info.tags_len);
+    tags = cm_py_tags_dict(info.tags, info.tags_len);
     if (tags == NULL) {
       Py_DECREF(list);
       return NULL;

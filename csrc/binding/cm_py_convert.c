@@ -1,11 +1,34 @@
-/* Conversion between cm_config_t and Python dicts of seconds and counts,
- * shared by the simulator and engine types. */
+/* Conversions shared by the simulator and engine types: cm_config_t to and
+ * from dicts of seconds and counts, and tag blobs to dicts. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
 #include "cm_config.h"
 #include "cm_py.h"
+#include "cm_wire.h"
+
+PyObject *cm_py_tags_dict(const uint8_t *blob, size_t len) {
+  PyObject *d = PyDict_New();
+  size_t off = 0;
+  cm_tag_t t;
+  if (d == NULL)
+    return NULL;
+  while (cm_tags_next(blob, len, &off, &t)) {
+    PyObject *k = PyUnicode_DecodeUTF8(t.key, (Py_ssize_t)t.key_len, "replace");
+    PyObject *v =
+        PyUnicode_DecodeUTF8(t.value, (Py_ssize_t)t.value_len, "replace");
+    if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
+      Py_XDECREF(k);
+      Py_XDECREF(v);
+      Py_DECREF(d);
+      return NULL;
+    }
+    Py_DECREF(k);
+    Py_DECREF(v);
+  }
+  return d;
+}
 
 enum field_kind { F_TIME, F_U32, F_DOUBLE };
 
