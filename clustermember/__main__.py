@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,10 @@ def _agent(args: argparse.Namespace) -> int:
         auth["insecure"] = True
     config = getattr(ClusterConfig, args.profile)(node_id=args.node_id, tags=tags, **auth)
     cluster = ClusterMembership(args.bind, config)
+    if args.fault_drop:
+        log = logging.getLogger("clustermember")
+        log.warning("fault injection: dropping %.1f%% of outgoing datagrams", 100 * args.fault_drop)
+        cluster.inject_faults(drop_out=args.fault_drop)
     agent = Agent(cluster, args.control or default_endpoint(), args.join, args.join_timeout)
     return asyncio.run(agent.run())
 
@@ -99,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--insecure", action="store_true", help="no authentication (logs a warning)")
     a.add_argument("--profile", choices=PROFILES, default="lan", help="timing profile")
     a.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    a.add_argument(
+        "--fault-drop",
+        type=_cli.fraction,
+        default=0.0,
+        metavar="P",
+        help="testing: drop this fraction of outgoing datagrams (0-1)",
+    )
     _add_control(a)
 
     m = sub.add_parser("members", help="list members", description="List the members.")

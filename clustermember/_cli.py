@@ -3,6 +3,7 @@ through its control endpoint and print tables or JSON."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -27,6 +28,23 @@ def parse_tag(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise UsageError(f"bad tag {text!r}: write it as key=value, e.g. --tag role=worker")
     return key, value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1.
+
+    >>> fraction("0.1")
+    0.1
+    """
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; give a fraction such as 0.1"
+        ) from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0-1; give a fraction such as 0.1")
+    return v
 
 
 def keygen() -> str:

@@ -147,6 +147,7 @@ class ClusterMembership:
         self._tags: dict[str, str] = dict(config.tags)
         self._node: _core.Node | None = None
         self._state = "new"  # new started joining joined leaving left closed
+        self._fault: dict[str, float] | None = None
         self._left = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd: int | None = None
@@ -218,6 +219,8 @@ class ClusterMembership:
         )
         self._bound = self._node.addr
         self._state = "started"
+        if self._fault is not None:
+            self._node.set_fault(**self._fault)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._node is None or (self._loop is loop and self._reader_fd is not None):
@@ -600,6 +603,32 @@ class ClusterMembership:
             return ClusterStats._from_counters(self._id, self._node.stats())
         except _core.Error as exc:
             raise ClusterClosed(f"node {self._id}: {exc}") from None
+
+    def inject_faults(self, drop_out: float = 0.0, drop_in: float = 0.0, seed: int = 1) -> None:
+        """Drop a fraction of this node's datagrams, for tests and benchmarks.
+
+        The transport discards each outgoing (``drop_out``) or incoming
+        (``drop_in``) UDP datagram with that probability, so the protocol sees
+        the loss a bad network would cause. ``inject_faults()`` with no
+        arguments turns it off. It may be called before ``start()``.
+
+        >>> cluster.inject_faults(drop_out=0.1)   # 10% of datagrams lost
+        """
+        for name, v in (("drop_out", drop_out), ("drop_in", drop_in)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be a fraction between 0 and 1, got {v!r}")
+        self._check_open()
+        fault = {"drop_out": float(drop_out), "drop_in": float(drop_in), "seed": int(seed)}
+        off = drop_out == 0.0 and drop_in == 0.0
+        self._fault = None if off else fault
+        if self._node is not None:
+            try:
+                if off:
+                    self._node.set_fault(enabled=False)
+                else:
+                    self._node.set_fault(**fault)
+            except _core.Error as exc:
+                raise ClusterClosed(f"node {self._id}: {exc}") from None
 
     # -------------------------------------------------------------- display
 

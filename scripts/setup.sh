@@ -12,7 +12,8 @@ BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
 DEB_PACKAGES=(
   build-essential pkg-config
   libuv1-dev libgnutls28-dev
-  clang clang-format libclang-rt-14-dev valgrind iproute2
+  clang clang-format libclang-rt-14-dev valgrind iproute2 iputils-ping
+  serf  # the benchmark compares against HashiCorp Serf (bench/compare)
 )
 # ngtcp2 1.x lives only in bookworm-backports; bookworm itself has 0.12.
 BACKPORT_PACKAGES=(libngtcp2-dev libngtcp2-crypto-gnutls-dev)

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cluster import cluster, state_of
+from _cluster import cluster, config, state_of
 from conftest import eventually
 
-from clustermember import NodeFailed, NodeRecovered, NodeSuspect
+from clustermember import ClusterMembership, MemberState, NodeFailed, NodeRecovered, NodeSuspect
 
 HERE = Path(__file__).parent
 CHILD = HERE / "_child_node.py"
@@ -160,3 +160,30 @@ def _drain(events) -> list:  # noqa: ANN001 - test helper
     while (ev := events.get_nowait()) is not None:
         out.append(ev)
     return out
+
+
+async def test_injected_loss_isolates_a_node_and_lifting_it_heals(key: bytes) -> None:
+    """inject_faults() drops real datagrams: a node that loses everything it
+    sends is failed by the others, and once lifted it refutes and is alive."""
+    async with cluster(key, 3) as nodes:
+        for n in nodes:
+            await eventually(lambda n=n: len(n.nodes(MemberState.ALIVE)) == 3, "formed")
+        victim = nodes[2]
+        victim.inject_faults(drop_out=1.0)
+        await eventually(
+            lambda: all(state_of(n, "n2") == MemberState.FAILED for n in nodes[:2]), "n2 failed"
+        )
+        assert victim.stats().drops.get("net_drop_fault", 0) > 0
+        victim.inject_faults()
+        await eventually(
+            lambda: all(state_of(n, "n2") == MemberState.ALIVE for n in nodes[:2]), "n2 back"
+        )
+        assert victim.local_node.incarnation > 0
+
+
+def test_inject_faults_refuses_a_bad_fraction(key: bytes) -> None:
+    node = ClusterMembership("127.0.0.1:0", config(key, "f"))
+    with pytest.raises(ValueError, match="drop_out must be a fraction"):
+        node.inject_faults(drop_out=1.5)
+    with pytest.raises(ValueError, match="drop_in"):
+        node.inject_faults(drop_in=-0.1)
