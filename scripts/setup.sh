@@ -42,6 +42,11 @@ SRC
     "${DEB_PACKAGES[@]}"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
     -t bookworm-backports "${BACKPORT_PACKAGES[@]}"
+  # Debian's serf package enables a system agent on port 7946; the benchmark
+  # starts its own agents, and a system one would hold our default port.
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    $SUDO systemctl disable --now serf >/dev/null 2>&1 || true
+  fi
 fi
 
 PY=${PYTHON:-python3}
