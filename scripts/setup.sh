@@ -13,7 +13,7 @@ DEB_PACKAGES=(
   build-essential pkg-config
   libuv1-dev libgnutls28-dev
   clang clang-format libclang-rt-14-dev valgrind iproute2 iputils-ping
-  serf  # the benchmark compares against HashiCorp Serf (bench/compare)
+  serf nftables  # the comparison benchmark: HashiCorp Serf, per-port byte counters
 )
 # ngtcp2 1.x lives only in bookworm-backports; bookworm itself has 0.12.
 BACKPORT_PACKAGES=(libngtcp2-dev libngtcp2-crypto-gnutls-dev)
