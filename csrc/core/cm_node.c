@@ -464,7 +464,9 @@ static int tags_equal(const uint8_t *a, size_t alen, const uint8_t *b,
   return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
 }
 
-static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now) {
+/* quiet: a member new to us is not queued for gossip (cm_node_adopt_table). */
+static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
+                       int quiet) {
   int32_t slot = cm_registry_find(&n->reg, a->node.s, a->node.len);
   cm_member_t *m;
   uint8_t old;
@@ -509,8 +511,9 @@ static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now) {
     m->state_change = now;
     node_count_state(n, CM_STATE_ALIVE, +1);
     node_order_insert(n, (uint32_t)slot);
-    node_broadcast(n, (uint32_t)slot, CM_MSG_ALIVE, CM_PRIO_NORMAL,
-                   a->incarnation, 0);
+    if (!quiet)
+      node_broadcast(n, (uint32_t)slot, CM_MSG_ALIVE, CM_PRIO_NORMAL,
+                     a->incarnation, 0);
     node_event(n, CM_EV_JOINED, m, NULL, now);
     return;
   }
@@ -1012,7 +1015,7 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
     node_on_nack(n, msg->u.nack.seq);
     break;
   case CM_MSG_ALIVE:
-    node_alive(n, &msg->u.alive, now);
+    node_alive(n, &msg->u.alive, now, 0);
     break;
   case CM_MSG_SUSPECT:
     node_suspect(n, msg->u.suspect.node.s, msg->u.suspect.node.len,
@@ -1144,7 +1147,7 @@ static int node_pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
 /* Merge a validated push-pull message with the usual rules. A remote
  * "failed" is only a suspicion here: we have not seen it fail ourselves. */
 static void node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
-                          cm_time_t now) {
+                          cm_time_t now, int quiet) {
   size_t off = 0;
   cm_pp_entry_t e;
   cm_wire_id_t sender;
@@ -1163,7 +1166,7 @@ static void node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
       a.addr = e.addr;
       a.tags = e.tags;
       a.tags_len = e.tags_len;
-      node_alive(n, &a, now);
+      node_alive(n, &a, now, quiet);
       break;
     }
     case CM_STATE_SUSPECT:
@@ -1208,7 +1211,7 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
   n->st.pushpull_in++;
   /* Merge before answering, so a refutation this exchange provokes (the
    * peer thought we had failed) is already in the reply. */
-  node_pp_merge(n, req, len, now);
+  node_pp_merge(n, req, len, now, 0);
   (void)from;
   return node_pp_build(n, CM_PP_RESPONSE, 0, reply, reply_len);
 }
@@ -1221,8 +1224,20 @@ int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
   rc = node_pp_check(n, buf, len, CM_PP_RESPONSE);
   if (rc != 0)
     return rc;
-  node_pp_merge(n, buf, len, now);
+  node_pp_merge(n, buf, len, now, 0);
   (void)req_id;
+  return 0;
+}
+
+int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
+                        cm_time_t now) {
+  int rc;
+  if (n == NULL || buf == NULL)
+    return CM_EINVAL;
+  rc = node_pp_check(n, buf, len, CM_PP_RESPONSE);
+  if (rc != 0)
+    return rc;
+  node_pp_merge(n, buf, len, now, 1);
   return 0;
 }
 

@@ -138,6 +138,14 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
 int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
                            size_t len, cm_time_t now);
 void cm_node_pushpull_failed(cm_node_t *n, uint64_t req_id, cm_time_t now);
+/* Adopt a push-pull table (a response) that the whole cluster already
+ * knows, as when starting from a cluster that has formed and settled: it is
+ * merged with the usual rules, but members new to this node are not queued
+ * for gossip, since no one needs to hear of them from us. The simulator's
+ * bootstrap uses it; a node on a network learns through
+ * cm_node_pushpull_reply. Errors as for cm_node_pushpull_reply. */
+int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
+                        cm_time_t now);
 
 /* Advance to now: run every timer that is due. */
 void cm_node_tick(cm_node_t *n, cm_time_t now);

@@ -627,9 +627,10 @@ int cm_sim_bootstrap(cm_sim_t *s) {
     struct sim_node *sn = &s->nodes[i];
     if (!sn->up)
       continue;
-    /* The request id is the node's business; a reply is merged whatever it
-     * is, exactly as a join reply would be. */
-    rc = cm_node_pushpull_reply(sn->node, 0, table, len, s->now);
+    /* Merged as a join reply would be, except that a formed cluster has
+     * nothing left to gossip about its own membership: queueing every
+     * member at every node would only replay the formation. */
+    rc = cm_node_adopt_table(sn->node, table, len, s->now);
     sim_after_step(s, i);
     if (rc != 0)
       break;
