@@ -1238,6 +1238,15 @@ int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
   if (rc != 0)
     return rc;
   node_pp_merge(n, buf, len, now, 1);
+  /* In a cluster that has run for a while, push-pull phases are spread
+   * over the interval; without this every node would exchange its whole
+   * table at once, 15-30 s after the adoption. */
+  {
+    cm_time_t iv = cm_pushpull_scaled(&n->cfg, node_live_count(n));
+    if (iv > (cm_time_t)UINT32_MAX - 1)
+      iv = (cm_time_t)UINT32_MAX - 1;
+    n->next_pushpull = now + cm_rand_below(&n->rng, (uint32_t)iv + 1);
+  }
   return 0;
 }
 
