@@ -1,0 +1,213 @@
+"""Markdown tables and PNG plots from a results file of `python -m bench.compare run`.
+
+print(report(Path("bench/compare/results.jsonl"), Path("docs/img")))
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+# (title, unit, getter, lower is better)
+METRICS: list[tuple[str, str, Callable[[Row], float | None], bool]] = [
+    (
+        "converge: every node sees all N alive, from the joiners' launch",
+        "s",
+        lambda r: r.get("converge_s"),
+        True,
+    ),
+    (
+        "converge, from the moment every process was up",
+        "s",
+        lambda r: r.get("converge_after_ready_s"),
+        True,
+    ),
+    (
+        "detect: first survivor marks the killed node failed",
+        "s",
+        lambda r: r.get("detect_first_s"),
+        True,
+    ),
+    ("detect: every survivor marks it failed", "s", lambda r: r.get("detect_all_s"), True),
+    ("leave: every node sees it left", "s", lambda r: r.get("leave_s"), True),
+    ("tag: every node sees the new tag", "s", lambda r: r.get("tag_s"), True),
+    (
+        "falsepos: changes away from alive, no faults",
+        "count",
+        lambda r: (r.get("falsepos") or {}).get("away_from_alive"),
+        True,
+    ),
+    (
+        "falsepos: false failures, no faults",
+        "count",
+        lambda r: (r.get("falsepos") or {}).get("to_failed"),
+        True,
+    ),
+    (
+        "busy: changes away from alive while one process is CPU-starved",
+        "count",
+        lambda r: (r.get("busy") or {}).get("away_from_alive"),
+        True,
+    ),
+    ("busy: false failures", "count", lambda r: (r.get("busy") or {}).get("to_failed"), True),
+    ("cost: RSS per node", "MiB", lambda r: (r.get("cost") or {}).get("rss_mib"), True),
+    ("cost: CPU per node", "CPU s/min", lambda r: (r.get("cost") or {}).get("cpu_s_per_min"), True),
+    ("cost: bytes sent per node", "B/s", lambda r: (r.get("cost") or {}).get("bytes_per_s"), True),
+]
+
+ORDER = [
+    "clustermember-lan",
+    "clustermember-local",
+    "clustermember-lan-loss10",
+    "serf-lan",
+    "serf-local",
+    "swim-protocol",
+]
+RATIO = {"clustermember-lan": "serf-lan", "clustermember-local": "serf-local"}
+
+
+def load(path: Path) -> tuple[list[dict[str, Any]], list[Row]]:
+    """The meta lines and the result rows of a results file."""
+    metas, rows = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        (metas if "meta" in obj else rows).append(obj)
+    return metas, rows
+
+
+def _fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "–"
+    if unit == "count":
+        return f"{v:g}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3f}"
+
+
+def _cell(vals: list[float], unit: str) -> str:
+    if not vals:
+        return "–"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return _fmt(med, unit)
+    return f"{_fmt(med, unit)} ({_fmt(min(vals), unit)}–{_fmt(max(vals), unit)})"
+
+
+def collect(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
+    by: dict[tuple[str, int], list[Row]] = defaultdict(list)
+    for r in rows:
+        by[(r["system"], r["n"])].append(r)
+    return by
+
+
+def tables(rows: list[Row]) -> str:
+    """One Markdown table per metric: median (min–max) per system and N."""
+    by = collect(rows)
+    systems = [s for s in ORDER if any(k[0] == s for k in by)]
+    ns = sorted({k[1] for k in by})
+    out = []
+    for title, unit, get, _ in METRICS:
+        head = ["system"] + [f"N = {n}" for n in ns]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for s in systems:
+            cells = []
+            for n in ns:
+                vals = [v for v in (get(r) for r in by.get((s, n), [])) if v is not None]
+                cells.append(_cell(vals, unit))
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        for cm, serf in RATIO.items():
+            if cm in systems and serf in systems:
+                cells = []
+                for n in ns:
+                    a = [v for v in (get(r) for r in by.get((cm, n), [])) if v is not None]
+                    b = [v for v in (get(r) for r in by.get((serf, n), [])) if v is not None]
+                    if a and b and statistics.median(b) > 0:
+                        cells.append(f"{statistics.median(a) / statistics.median(b):.2f}")
+                    elif a and b:
+                        cells.append("0 vs 0" if statistics.median(a) == 0 else "–")
+                    else:
+                        cells.append("–")
+                lines.append(f"| ratio {cm} / {serf} | " + " | ".join(cells) + " |")
+        runs = {len(by.get((s, n), [])) for s in systems for n in ns}
+        out.append(
+            f"**{title}** ({unit}; median (min–max) over {'/'.join(map(str, sorted(runs)))} runs)\n"
+        )
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def plots(rows: list[Row], img: Path) -> list[Path]:
+    """detect (all survivors) and converge against N, every system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = collect(rows)
+    systems = [s for s in ORDER if any(k[0] == s for k in by)]
+    ns = sorted({k[1] for k in by})
+    made = []
+    for key, title, fname in (
+        ("detect_all_s", "Killed node marked failed by every survivor", "compare_detect_vs_n.png"),
+        ("converge_s", "Every node sees all N alive (from launch)", "compare_converge_vs_n.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for s in systems:
+            xs, med, lo, hi = [], [], [], []
+            for n in ns:
+                vals = [r[key] for r in by.get((s, n), []) if r.get(key) is not None]
+                if vals:
+                    xs.append(n)
+                    m = statistics.median(vals)
+                    med.append(m)
+                    lo.append(m - min(vals))
+                    hi.append(max(vals) - m)
+            if xs:
+                ax.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=3, label=s)
+        ax.set_xlabel("nodes (N)")
+        ax.set_ylabel("seconds (median, min–max bars)")
+        ax.set_title(title)
+        ax.set_xticks(ns)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        img.mkdir(parents=True, exist_ok=True)
+        path = img / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def report(results: Path, img: Path) -> str:
+    metas, rows = load(results)
+    errors = [r for r in rows if "error" in r]
+    ok = [r for r in rows if "error" not in r]
+    parts = []
+    if metas:
+        parts.append("Versions: " + json.dumps(metas[-1]["meta"]) + "\n")
+    parts.append(tables(ok))
+    if errors:
+        parts.append("Runs that failed:\n")
+        parts += [f"- {r['system']} N={r['n']} repeat {r['repeat']}: {r['error']}" for r in errors]
+    res = [r.get("poll_resolution_s") for r in ok if r.get("poll_resolution_s") is not None]
+    if res:
+        med, top = statistics.median(res) * 1000, max(res) * 1000
+        parts.append(
+            f"\nPolling: one sweep of every node's view took {med:.1f} ms median "
+            f"(max {top:.1f} ms) while timing."
+        )
+    for p in plots(ok, img):
+        parts.append(f"\nwrote {p}")
+    return "\n".join(parts)
