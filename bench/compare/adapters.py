@@ -59,7 +59,8 @@ def _wait_line(proc: subprocess.Popen, want: str, what: str) -> str:
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise AdapterError(f"{what} exited before it was ready (code {proc.poll()})")
+            proc.wait(timeout=10)
+            raise AdapterError(f"{what} exited before it was ready (code {proc.returncode})")
         if line.startswith(want):
             return line
     raise AdapterError(f"{what} not ready after {READY_TIMEOUT} s")

@@ -1,7 +1,7 @@
 """The scenarios, run in one cluster lifetime per (system, N, repeat).
 
-Order: converge → tag → falsepos (cost measured in the same window) → busy →
-leave → detect. Each step waits on a condition with a deadline; every
+Order: converge → tag → busy → (warm-up) → falsepos, with cost measured in
+the same window → leave → detect. Each step waits on a condition with a deadline; every
 process is killed by PID at the end, and the traffic counters removed.
 
     run_one("serf-lan", 5, repeat=0, base_port=23000, windows=Windows())
@@ -33,6 +33,7 @@ class Windows:
     falsepos: float = 30.0
     busy: float = 20.0
     grace: float = 5.0  # after busy ends, keep counting suspicions it caused
+    warmup: float = 32.0  # falsepos/cost start no earlier than this after launch
     fast_poll: float = 0.0  # pause between sweeps while timing (0: back to back)
     slow_poll: float = 1.0  # pause between sweeps in falsepos (cost is measured then)
 
@@ -40,8 +41,11 @@ class Windows:
 class Traffic:
     """Per-port byte counters in an nftables table of our own (root only)."""
 
+    made = 0
+
     def __init__(self) -> None:
-        self.table = f"cmbench{os.getpid()}"
+        Traffic.made += 1
+        self.table = f"cmbench{os.getpid()}x{Traffic.made}"
         self.ok = False
         self.reason = ""
         if shutil.which("nft") is None:
@@ -110,7 +114,9 @@ class Traffic:
 
     def close(self) -> None:
         if self.ok:
-            subprocess.run(["nft", "delete", "table", "inet", self.table], check=False)
+            subprocess.run(
+                ["nft", "delete", "table", "inet", self.table], capture_output=True, check=False
+            )
             self.ok = False
 
 
@@ -248,7 +254,27 @@ def run_one(
         )
         res["tag_s"] = None if got is None else max(got.values()) - t0
 
+        # busy: node n-1's process is CPU-starved for a window
+        busy = nodes[n - 1]
+        system.starve(busy, True)
+        try:
+            b = _transitions(obs, windows.busy, windows.fast_poll, everyone)
+        finally:
+            system.starve(busy, False)
+        g = _transitions(obs, windows.grace, windows.fast_poll, everyone)
+        res["busy"] = {
+            "away_from_alive": b["away_from_alive"] + g["away_from_alive"],
+            "to_failed": b["to_failed"] + g["to_failed"],
+            "window_s": windows.busy,
+            "grace_s": windows.grace,
+        }
+
         # falsepos (+ cost): no faults, count changes away from alive
+        # Startup costs (handshakes, the first push-pull round) are not
+        # steady state: the window opens no earlier than warmup after launch.
+        wait = t_spawn0 + windows.warmup - time.monotonic()
+        if wait > 0:
+            _transitions(obs, wait, windows.slow_poll, set())
         pids = [node.pid for node in nodes]
         cpu0 = {p: cpu_seconds(p) for p in pids}
         bytes0 = traffic.read() if traffic.ok else {}
@@ -265,21 +291,6 @@ def run_one(
             b1 = traffic.read()
             sent = sum(b1.get(k, 0) - bytes0.get(k, 0) for k in b1)
             res["cost"]["bytes_per_s"] = sent / n / dt
-
-        # busy: node n-1's process is CPU-starved for a window
-        busy = nodes[n - 1]
-        system.starve(busy, True)
-        try:
-            b = _transitions(obs, windows.busy, windows.fast_poll, everyone)
-        finally:
-            system.starve(busy, False)
-        g = _transitions(obs, windows.grace, windows.fast_poll, everyone)
-        res["busy"] = {
-            "away_from_alive": b["away_from_alive"] + g["away_from_alive"],
-            "to_failed": b["to_failed"] + g["to_failed"],
-            "window_s": windows.busy,
-            "grace_s": windows.grace,
-        }
 
         # leave: node n-1 leaves gracefully
         survivors = [x for x in nodes if x is not busy]
