@@ -33,6 +33,14 @@ HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 60.0
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the benchmark process dies, so an
+    interrupted run leaves no agents behind (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 class AdapterError(RuntimeError):
     """A node could not be started or did not answer."""
 
@@ -127,6 +135,7 @@ class System:
             stdout=subprocess.PIPE,
             stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
             text=True,
+            preexec_fn=_die_with_parent,
             **kw,
         )
 
@@ -336,7 +345,9 @@ class Serf(System):
         for the agent, as a spinning Python thread leaves an event loop)."""
         cpu = {os.cpu_count() - 1 if os.cpu_count() else 0}
         if on:
-            hog = subprocess.Popen([sys.executable, "-c", "while True:\n    pass"])
+            hog = subprocess.Popen(
+                [sys.executable, "-c", "while True:\n    pass"], preexec_fn=_die_with_parent
+            )
             self.hogs.append(hog)
             node.extra["hog"] = hog
             node.extra["affinity"] = os.sched_getaffinity(node.pid)
@@ -410,6 +421,7 @@ class Swim(System):
             stdout=subprocess.PIPE,
             stderr=open(self.workdir / f"{name}.log", "w"),  # noqa: SIM115
             text=True,
+            preexec_fn=_die_with_parent,
         )
         self.by_addr[f"127.0.0.1:{port}"] = name
         node = Node(i, name, port, proc)
