@@ -261,7 +261,6 @@ def run_loss(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         hold(c, args.duration)
         t1 = time.monotonic()
-        ids = {a.node_id for a in c.agents}
         false = c.false_failures(t0, t1, set())
         drops = sum(
             control(a.ctl, {"op": "stats"})["stats"]["drops"].get("net_drop_fault", 0)
@@ -286,7 +285,6 @@ def run_loss(args: argparse.Namespace) -> dict[str, Any]:
             "recoveries": c.count("NodeRecovered", t0, t1),
             "datagrams_dropped": drops,
             "detection": detect,
-            "members": sorted(ids),
         }
     finally:
         c.close()
