@@ -379,12 +379,13 @@ def test_crashed_node_restarts_with_same_id_and_address(agents: Agents, when: st
     )
     t_back = time.monotonic()
     if when == "before_failed":
-        # Otherwise this run tested case b, not a: say so rather than pass.
+        # Otherwise this run did not exercise case a: say so rather than pass.
         early = [e for s in survivors for e in s.since(t_kill, "NodeFailed", node="n3")]
-        assert all(e.mono > t_back for e in early), (
-            f"n3 was declared failed before its restart was up ({t_back - t_kill:.2f} s "
-            "after the kill): the machine is too loaded for this case"
-        )
+        if any(e.mono <= t_back for e in early):
+            pytest.skip(
+                f"n3 was declared failed before its restart was up ({t_back - t_kill:.2f} s "
+                "after the kill): the machine is too loaded to exercise this case"
+            )
 
     def back() -> bool:
         for s in survivors:
