@@ -20,8 +20,13 @@ import time
 from typing import Any
 
 from clustermember._control import ControlError, ControlServer
+from clustermember._events import NodeConflict
 
 log = logging.getLogger("clustermember.agent")
+
+# Distinct (id, address) conflicts logged; past this, further ones are only
+# counted in stats (conflicts), so a flood of claims cannot grow memory.
+MAX_CONFLICTS_LOGGED = 256
 
 
 def event_dict(event: Any) -> dict[str, Any]:
@@ -88,6 +93,38 @@ class Agent:
             writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
             await writer.drain()
 
+    async def report_conflicts(self) -> None:
+        """Log each id conflict once per (id, claiming address).
+
+        The core keeps the address it knew and only reports the other claim
+        (protocol.md, "Two nodes, one id"); without this line an operator
+        would see nothing wrong while one of the two processes is ignored.
+        """
+        seen: set[tuple[str, str | None]] = set()
+        local = self.cluster.local_node.id
+        async for event in self.cluster.subscribe():
+            if not isinstance(event, NodeConflict):
+                continue
+            key = (event.node.id, event.other_addr)
+            if key in seen or len(seen) >= MAX_CONFLICTS_LOGGED:
+                continue
+            seen.add(key)
+            if event.node.id == local:
+                log.warning(
+                    "id conflict: another node at %s claims this node's id %s; "
+                    "stop it or give it another --node-id",
+                    event.other_addr,
+                    local,
+                )
+            else:
+                log.warning(
+                    "id conflict: node %s at %s is also claimed from %s (ignored); "
+                    "give every node its own --node-id",
+                    event.node.id,
+                    event.node.addr,
+                    event.other_addr,
+                )
+
     def begin_leave(self) -> None:
         """Start a graceful leave (once), then stop."""
         if self._leaving is None:
@@ -117,6 +154,7 @@ class Agent:
         await self.server.start()
         try:
             await self.cluster.start()
+            conflicts = asyncio.ensure_future(self.report_conflicts())
             log.info(
                 "node %s listening on %s", self.cluster.local_node.id, self.cluster.local_node.addr
             )
@@ -130,6 +168,7 @@ class Agent:
                 flush=True,
             )
             await self.done.wait()
+            conflicts.cancel()
             return 0
         finally:
             await self.server.close()

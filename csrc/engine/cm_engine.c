@@ -308,6 +308,7 @@ static void enode_flush(cm_enode_t *n, int force_snapshot) {
   cm_event_t ev;
   cm_time_t now, d;
   uint64_t send_errors = 0;
+  uint32_t prev_inc;
 
   if (n->node == NULL)
     return;
@@ -336,6 +337,12 @@ static void enode_flush(cm_enode_t *n, int force_snapshot) {
      * these events: it takes the same lock. */
     q_push_locked(n, &e);
   }
+  /* A refutation raises our own incarnation without any event: republish,
+   * or the snapshot's record of ourselves would lag the stats. */
+  prev_inc = n->stats.node.incarnation;
+  cm_node_stats(n->node, &n->stats.node);
+  if (n->stats.node.incarnation != prev_inc)
+    changed = 1;
   if (changed) {
     cm_snapshot_t *s =
         snapshot_build(n->node, n->snap != NULL ? n->snap->version + 1 : 1);
@@ -344,7 +351,6 @@ static void enode_flush(cm_enode_t *n, int force_snapshot) {
       n->snap = s;
     }
   }
-  cm_node_stats(n->node, &n->stats.node);
   cm_net_stats(n->net, &n->stats.net);
   n->stats.send_errors += send_errors;
   pthread_mutex_unlock(&n->lock);
