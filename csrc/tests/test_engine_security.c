@@ -17,6 +17,7 @@
 
 #include "cm_engine.h"
 #include "cm_test.h"
+#include "cm_test_net.h"
 
 #define S_NODES 3
 #define S_WAIT_MS 30000
@@ -53,11 +54,6 @@ static int s_wait(uv_loop_t *loop, s_pred_fn pred, void *arg, unsigned ms) {
     s_nap_ms(2);
   }
   return 1;
-}
-
-static uint64_t s_rand(uint64_t *s) {
-  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-  return *s >> 33;
 }
 
 /* ---- the cluster ----------------------------------------------------------
@@ -391,13 +387,7 @@ static void s_attack_join(s_cluster_t *cl, const cm_net_config_t *cfg) {
 
 static void s_udp_send(int fd, const cm_addr_t *to, const uint8_t *d,
                        size_t len) {
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof(sin));
-  sin.sin_family = AF_INET;
-  memcpy(&sin.sin_addr, to->ip, 4);
-  sin.sin_port = htons(to->port);
-  CM_CHECK(sendto(fd, d, len, 0, (struct sockaddr *)&sin, sizeof(sin)) ==
-           (ssize_t)len);
+  cm_tn_udp_send(fd, to, d, len, 1);
 }
 
 typedef struct {
@@ -415,15 +405,14 @@ static int s_garbage_seen(void *arg) {
 static uint64_t s_attack_raw(s_cluster_t *cl) {
   uint8_t buf[1400];
   uint64_t seed = 7;
-  int fd = socket(AF_INET, SOCK_DGRAM, 0), i, k;
+  int fd = cm_tn_udp_socket(), i, k;
   size_t j;
-  CM_CHECK(fd >= 0);
   for (k = 0; k < S_NODES; k++) {
     s_ge_t g = {cl->n[k], s_stats(cl->n[k]).net.drop_garbage};
     for (i = 0; i < S_RAW_RANDOM; i++) {
-      size_t len = 1 + (size_t)(s_rand(&seed) % sizeof(buf));
+      size_t len = 1 + (size_t)(cm_tn_rand(&seed) % sizeof(buf));
       for (j = 0; j < len; j++)
-        buf[j] = (uint8_t)s_rand(&seed);
+        buf[j] = (uint8_t)cm_tn_rand(&seed);
       s_udp_send(fd, &cl->addr[k], buf, len);
     }
     memset(buf, 0, sizeof(buf));
@@ -490,7 +479,7 @@ static void s_attack_authenticated(s_cluster_t *cl,
     d.malformed = st.node.drop_malformed + S_BAD_DGRAMS;
     d.pushpull = st.node.drop_pushpull + 4;
     for (j = 0; j < sizeof(rnd); j++)
-      rnd[j] = (uint8_t)s_rand(&seed);
+      rnd[j] = (uint8_t)cm_tn_rand(&seed);
     rnd[0] = 0xee; /* never a valid version */
     CM_CHECK_OK(cm_net_send_datagram(x.net, to, rnd, sizeof(rnd)));
     CM_CHECK_OK(cm_net_send_datagram(x.net, to, rnd, 1));

@@ -13,6 +13,7 @@
 
 #include "cm_net.h"
 #include "cm_test.h"
+#include "cm_test_net.h"
 
 #define T_WAIT_MS 5000
 #define T_MAX_NODES 8
@@ -622,13 +623,7 @@ CM_TEST(net_auth_none_and_bad_config) {
 
 static void t_udp_send(int fd, const cm_addr_t *to, const uint8_t *d,
                        size_t len) {
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof(sin));
-  sin.sin_family = AF_INET;
-  memcpy(&sin.sin_addr, to->ip, 4);
-  sin.sin_port = htons(to->port);
-  CM_CHECK(sendto(fd, d, len, 0, (struct sockaddr *)&sin, sizeof(sin)) ==
-           (ssize_t)len);
+  cm_tn_udp_send(fd, to, d, len, 1);
 }
 
 typedef struct {
