@@ -707,6 +707,58 @@ CM_TEST(net_garbage_dropped) {
   t_finish(&loop, all, 2);
 }
 
+/* One address sending handshakes (forged Initials, each under a new
+ * connection ID) faster than accept_rate_per_source: the excess is refused
+ * before any connection exists and counted, another address is not
+ * affected, and a real peer still connects. The exact edge of the bucket is
+ * in test_limits.c (limit_accepts_per_source_at_its_edge), with a clock the
+ * test controls. */
+CM_TEST(net_accepts_per_source_limited) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t pkt[CM_TN_INITIAL_LEN];
+  uint64_t seed = 777, limited;
+  int fd1, fd2, i;
+  t_garbage_t g;
+  cm_net_stats_t st;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate_per_source = 5;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  fd1 = cm_tn_udp_socket();
+  fd2 = cm_tn_udp_socket();
+  for (i = 0; i < 20; i++) {
+    cm_tn_forged_initial(&seed, pkt);
+    t_udp_send(fd1, &a.addr, pkt, sizeof(pkt));
+  }
+  g.n = &a;
+  g.want = 20;
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  st = t_stats(&a);
+  /* 5 at once, then 5 a second: at most a few more in the time taken. */
+  CM_CHECK(st.drop_source_limit >= 1);
+  CM_CHECK(st.drop_source_limit <= 15);
+  CM_CHECK_EQ(st.drop_rate_limit, st.drop_source_limit);
+  CM_CHECK_EQ(st.conns_open, 0);
+  limited = st.drop_source_limit;
+  /* Another address has its own budget. */
+  cm_tn_forged_initial(&seed, pkt);
+  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
+  g.want = 21;
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).drop_source_limit, limited);
+  /* A real peer connects and is heard. */
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  close(fd1);
+  close(fd2);
+  t_finish(&loop, all, 2);
+}
+
 /* ---- pool, timeouts, faults ---------------------------------------------- */
 
 typedef struct {
