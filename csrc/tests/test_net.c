@@ -759,6 +759,53 @@ CM_TEST(net_accepts_per_source_limited) {
   t_finish(&loop, all, 2);
 }
 
+/* max_stream_message at its edge, both ways: a request and a reply of
+ * exactly the bound go through; one byte more is refused at the sender
+ * (CM_ETOOBIG, counted) or, if the sender allows more, by the receiver
+ * (counted there, the requester told CM_ETOOBIG). */
+CM_TEST(net_stream_limit_at_its_edge) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b, c;
+  tnode_t *all[] = {&a, &b, &c};
+  uint8_t buf[4096];
+
+  memset(buf, 1, sizeof(buf));
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = 2048;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  cfg.max_stream_message = 8192;
+  t_start(&c, &loop, &cfg);
+
+  /* Exactly the bound, request and reply. */
+  b.reply_len = 2048;
+  CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, buf, 2048, 1));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, 0);
+  CM_CHECK_EQ(a.nresp_ok, 1);
+  CM_CHECK_EQ(a.last_resp_len, 2048);
+  CM_CHECK_EQ(b.nreq, 1);
+  /* One more byte of request: refused before sending, counted. */
+  CM_CHECK_EQ(cm_net_stream_request(a.net, &b.addr, buf, 2049, 2), CM_ETOOBIG);
+  CM_CHECK_EQ(t_stats(&a).drop_oversized, 1);
+  /* One more byte of reply, from a peer that allows it: the requester
+   * refuses it. */
+  c.reply_len = 2049;
+  CM_CHECK_OK(cm_net_stream_request(a.net, &c.addr, buf, 10, 3));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 2, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, CM_ETOOBIG);
+  CM_CHECK_EQ(a.nresp_ok, 1);
+  /* A sender with a larger bound: the receiver refuses and counts. */
+  CM_CHECK_OK(cm_net_stream_request(c.net, &b.addr, buf, 2049, 4));
+  CM_CHECK(t_wait_ge(&loop, &c.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(c.last_status, CM_ETOOBIG);
+  CM_CHECK_EQ(b.nreq, 1); /* only the one that fit */
+  CM_CHECK(t_stats(&b).drop_oversized >= 1);
+  t_finish(&loop, all, 3);
+}
+
 /* ---- pool, timeouts, faults ---------------------------------------------- */
 
 typedef struct {
