@@ -10,11 +10,11 @@
  * measured. Outcomes are asserted, never timings.
  */
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cm_engine.h"
 #include "cm_test.h"
+#include "cm_test_engine.h"
 #include "cm_test_net.h"
 
 #define F_NODES 3
@@ -22,62 +22,20 @@
 #define F_INITIALS 64 /* distinct real Initials replayed round robin */
 #define F_BATCH 16    /* datagrams per 4 ms: 4,000 a second */
 
-static void f_nap_ms(int ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static uint64_t f_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static cm_enode_t *f_start(cm_engine_t *e, int i, const cm_net_key_t *key) {
-  cm_enode_config_t c;
-  cm_enode_t *n = NULL;
-  char id[16];
-  memset(&c, 0, sizeof(c));
-  cm_config_lan(&c.proto);
-  cm_net_config_default(&c.net);
-  c.net.keys = key;
-  c.net.nkeys = 1;
-  c.net.static_secret[0] = (uint8_t)i;
-  snprintf(id, sizeof(id), "node-%d", i);
-  c.id = id;
-  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &c.bind));
-  c.bind.port = 0;
-  c.seed = (uint64_t)i + 1;
-  CM_CHECK_OK(cm_enode_start(e, &c, &n));
-  return n;
-}
-
-static int f_alive(cm_enode_t *n) {
-  cm_snapshot_t *s = cm_enode_snapshot(n);
-  int c = 0;
-  uint32_t i;
-  if (s == NULL)
-    return 0;
-  for (i = 0; i < s->count; i++)
-    c += s->members[i].state == CM_STATE_ALIVE;
-  cm_snapshot_release(s);
-  return c;
-}
-
 static int f_converged(cm_enode_t **n) {
   int i;
   for (i = 0; i < F_NODES; i++)
-    if (f_alive(n[i]) != F_NODES)
+    if (cm_te_alive_count(n[i]) != F_NODES)
       return 0;
   return 1;
 }
 
 static int f_wait_converged(cm_enode_t **n, int seconds) {
-  uint64_t end = f_now_ms() + (uint64_t)seconds * 1000u;
+  uint64_t end = cm_te_now_ms() + (uint64_t)seconds * 1000u;
   while (!f_converged(n)) {
-    if (f_now_ms() > end)
+    if (cm_te_now_ms() > end)
       return f_converged(n);
-    f_nap_ms(20);
+    cm_te_nap_ms(20);
   }
   return 1;
 }
@@ -118,6 +76,7 @@ CM_TEST(engine_flood_from_one_address_starves_no_probe) {
   cm_engine_t *e = NULL;
   cm_enode_t *n[F_NODES];
   cm_net_key_t key;
+  cm_net_config_t net;
   cm_addr_t seed_addr, victim;
   cm_enode_stats_t before, after;
   uint8_t(*initials)[CM_TN_PKT_MAX];
@@ -140,8 +99,14 @@ CM_TEST(engine_flood_from_one_address_starves_no_probe) {
   CM_CHECK(ninit >= F_INITIALS / 2);
 
   CM_CHECK_OK(cm_engine_new(&e));
-  for (i = 0; i < F_NODES; i++)
-    n[i] = f_start(e, i, &key);
+  cm_net_config_default(&net);
+  net.keys = &key;
+  net.nkeys = 1;
+  for (i = 0; i < F_NODES; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "node-%d", i);
+    n[i] = cm_te_start(e, id, &net, (uint64_t)i + 1, 0);
+  }
   seed_addr = cm_enode_addr(n[0]);
   for (i = 1; i < F_NODES; i++)
     CM_CHECK(cm_enode_join(n[i], &seed_addr, 1, CM_SEC(10)) > 0);
@@ -151,8 +116,8 @@ CM_TEST(engine_flood_from_one_address_starves_no_probe) {
   victim = cm_enode_addr(n[1]);
   cm_enode_stats(n[1], &before);
   fd = cm_tn_udp_socket();
-  end = f_now_ms() + F_SECONDS * 1000u;
-  while (f_now_ms() < end) {
+  end = cm_te_now_ms() + F_SECONDS * 1000u;
+  while (cm_te_now_ms() < end) {
     for (i = 0; i < F_BATCH; i++) {
       size_t len;
       switch (i % 4) {
@@ -185,7 +150,7 @@ CM_TEST(engine_flood_from_one_address_starves_no_probe) {
       if (st.net.conns_open > max_open)
         max_open = st.net.conns_open;
     }
-    f_nap_ms(4);
+    cm_te_nap_ms(4);
   }
   close(fd);
   fprintf(stderr, "    sent %llu datagrams (%llu Initials)\n",
@@ -219,9 +184,9 @@ CM_TEST(engine_flood_from_one_address_starves_no_probe) {
   CM_CHECK_OK(
       cm_tags_set(NULL, 0, "after", 5, "flood", 5, blob, sizeof(blob), &blen));
   CM_CHECK_OK(cm_enode_set_tags(n[2], blob, blen));
-  end = f_now_ms() + 20000;
-  while (!f_tag_everywhere(n) && f_now_ms() < end)
-    f_nap_ms(20);
+  end = cm_te_now_ms() + 20000;
+  while (!f_tag_everywhere(n) && cm_te_now_ms() < end)
+    cm_te_nap_ms(20);
   CM_CHECK(f_tag_everywhere(n));
   f_check_quiet(n);
   cm_engine_free(e);
