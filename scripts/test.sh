@@ -2,7 +2,8 @@
 # The whole test suite, after set-up: C unit tests (plain and under
 # AddressSanitizer + UndefinedBehaviorSanitizer), the fuzzers for a bounded
 # time, lint, pytest, and the Python API tests again against an ASan build of
-# the extension. Idempotent; exits non-zero on the first failure.
+# the extension. A valgrind pass over engine start/stop follows the ASan
+# step. Idempotent; exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,6 +19,9 @@ echo "== C unit tests under ASan + UBSan"
 make -s build/asan/cm_tests
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ./build/asan/cm_tests
+
+echo "== engine start/stop and transport under valgrind"
+make -s valgrind
 
 echo "== fuzzers, ${FUZZ_SECONDS}s each"
 make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"

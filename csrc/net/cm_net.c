@@ -42,6 +42,10 @@
 #define NET_DEF_MAX_QUEUED 256
 /* A whole cluster restarting at once still gets in within a second. */
 #define NET_DEF_ACCEPT_RATE 1000
+/* A peer needs one connection, a few more across a restart or a key
+ * rotation; a flood from one address keeps at most 10 per second, 50
+ * half-open within the 5 s handshake timeout, far from the 512 pool. */
+#define NET_DEF_ACCEPT_RATE_PER_SOURCE 10
 
 uint64_t cm_net__now(void) {
   struct timespec ts;
@@ -404,6 +408,13 @@ static void net_accept(cm_net_t *net, const struct sockaddr *sa,
     net->st.drop_garbage++;
     return;
   }
+  /* Per source first, so one address over its rate takes nothing from the
+   * endpoint-wide budget the others share. */
+  if (!cm_net__srclimit_take(&net->srclimit, from, cm_net__now())) {
+    net->st.drop_source_limit++;
+    net->st.drop_rate_limit++;
+    return;
+  }
   if (net->cfg.accept_rate > 0 &&
       !net_bucket_take(&net->accept_tokens, &net->accept_ts,
                        (double)net->cfg.accept_rate, cm_net__now())) {
@@ -512,6 +523,7 @@ void cm_net_config_default(cm_net_config_t *cfg) {
   cfg->max_stream_message = NET_DEF_MAX_STREAM_MESSAGE;
   cfg->max_queued_datagrams = NET_DEF_MAX_QUEUED;
   cfg->accept_rate = NET_DEF_ACCEPT_RATE;
+  cfg->accept_rate_per_source = NET_DEF_ACCEPT_RATE_PER_SOURCE;
 }
 
 static int net_config_check(const cm_net_config_t *cfg) {
@@ -601,7 +613,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                const cm_net_config_t *cfg, const cm_net_callbacks_t *cb,
                void *ud) {
   cm_net_t *net;
-  uint64_t seed[3];
+  uint64_t seed[4];
   int rv;
 
   if (out == NULL || loop == NULL || bind == NULL || cfg == NULL || cb == NULL)
@@ -644,6 +656,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
     return CM_ENOMEM;
   }
   cm_rand_seed(&net->frand, seed[0]);
+  cm_net__srclimit_init(&net->srclimit, seed[3], cfg->accept_rate_per_source);
   rv = cm_net__tls_init(net);
   /* The files were read; keep no pointers into the caller's memory. */
   net->cfg.ca_file = net->cfg.cert_file = net->cfg.key_file = NULL;

@@ -56,14 +56,15 @@ typedef struct cm_net_config {
   const char *ca_file;
   const char *cert_file;
   const char *key_file;
-  uint32_t max_connections;      /* pool bound; LRU idle connection evicted */
-  cm_time_t idle_timeout;        /* QUIC max_idle_timeout */
-  cm_time_t handshake_timeout;   /* give up a connection attempt after this */
-  cm_time_t request_timeout;     /* a stream request fails after this */
-  size_t max_stream_message;     /* bound on one push-pull message */
-  uint32_t max_queued_datagrams; /* per connection, waiting to be sent */
-  uint32_t accept_rate;          /* new inbound connections per second */
-  uint8_t static_secret[32];     /* stateless reset tokens derive from it */
+  uint32_t max_connections;        /* pool bound; LRU idle connection evicted */
+  cm_time_t idle_timeout;          /* QUIC max_idle_timeout */
+  cm_time_t handshake_timeout;     /* give up a connection attempt after this */
+  cm_time_t request_timeout;       /* a stream request fails after this */
+  size_t max_stream_message;       /* bound on one push-pull message */
+  uint32_t max_queued_datagrams;   /* per connection, waiting to be sent */
+  uint32_t accept_rate;            /* new inbound connections per second */
+  uint32_t accept_rate_per_source; /* the same from one address; 0: none */
+  uint8_t static_secret[32];       /* stateless reset tokens derive from it */
 } cm_net_config_t;
 
 typedef struct cm_net_callbacks {
@@ -97,15 +98,17 @@ typedef struct cm_net_stats {
   uint64_t datagrams_in, datagrams_out; /* DATAGRAM frames (payloads) */
   uint64_t requests_out, requests_in, responses_out;
   uint64_t stateless_resets_sent;
-  uint64_t drop_garbage;    /* undecodable or unroutable UDP datagrams */
-  uint64_t drop_queue_full; /* datagram queue or socket queue full */
-  uint64_t drop_oversized;  /* datagram or stream message too large */
-  uint64_t drop_auth;       /* payload from an unauthenticated peer */
-  uint64_t drop_rate_limit; /* handshakes or resets over their rate */
-  uint64_t drop_pool_full;  /* inbound connection with no room in pool */
-  uint64_t drop_closed;     /* queued payload lost with its connection */
-  uint64_t drop_fault;      /* fault injection */
-  uint64_t send_errors;     /* the socket refused a packet */
+  uint64_t drop_garbage;      /* undecodable or unroutable UDP datagrams */
+  uint64_t drop_queue_full;   /* datagram queue or socket queue full */
+  uint64_t drop_oversized;    /* datagram or stream message too large */
+  uint64_t drop_auth;         /* payload from an unauthenticated peer */
+  uint64_t drop_rate_limit;   /* handshakes or resets over their rate */
+  uint64_t drop_source_limit; /* of those: handshakes over the per-source
+                                 rate (also counted in drop_rate_limit) */
+  uint64_t drop_pool_full;    /* inbound connection with no room in pool */
+  uint64_t drop_closed;       /* queued payload lost with its connection */
+  uint64_t drop_fault;        /* fault injection */
+  uint64_t send_errors;       /* the socket refused a packet */
 } cm_net_stats_t;
 
 /* Fault injection for tests and the simulator; off by default. Drops apply
@@ -125,7 +128,8 @@ typedef struct cm_net cm_net_t;
 
 /* Defaults: cluster-key mode, no keys (caller supplies them), 512
  * connections, 60 s idle timeout, 5 s handshake, 10 s request timeout,
- * 16 MiB stream messages, 256 queued datagrams, 1000 accepts/s. */
+ * 16 MiB stream messages, 256 queued datagrams, 1000 accepts/s, of which
+ * 10/s from any one address. */
 void cm_net_config_default(cm_net_config_t *cfg);
 
 /* Bind a UDP socket to `bind` (port 0 picks an ephemeral port) and start

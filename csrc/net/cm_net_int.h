@@ -27,6 +27,8 @@
 /* ---- hash map: byte-string keys (CIDs, addresses, tokens) to pointers -- */
 
 #define CM_NET_MAP_KEY_MAX 24
+/* Peer map key length (cm_net__addr_key). */
+#define CM_NET_ADDR_KEY_LEN 19
 
 typedef struct cm_net_map_entry {
   struct cm_net_map_entry *next;
@@ -51,6 +53,39 @@ void *cm_net_map_get(const cm_net_map_t *m, const void *key, size_t len);
 /* Remove only if the entry maps to val (NULL: whatever it maps to). */
 void cm_net_map_del(cm_net_map_t *m, const void *key, size_t len,
                     const void *val);
+
+/* Seeded FNV-1a with a splitmix64 finaliser; the map's hash. */
+uint64_t cm_net__hash(uint64_t seed, const void *key, size_t len);
+
+/* ---- per-source rate limit ----------------------------------------------
+ * A token bucket per source address (address and port: a peer's identity)
+ * for new inbound connections, so one address cannot take the endpoint's
+ * whole accept rate or fill its pool with handshakes it never finishes.
+ * The table is fixed-size, so a spray of addresses costs no memory: each
+ * address has two candidate slots (seeded hash); a newcomer takes a free
+ * slot or one whose bucket has refilled (its source has been quiet for a
+ * second), and otherwise shares the first candidate's bucket, which can
+ * only make it stricter. */
+#define CM_NET_SRC_SLOTS 1024
+
+typedef struct cm_net_src_slot {
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  uint8_t used;
+  double tokens;
+  uint64_t ts; /* ngtcp2 timestamp of the last refill */
+} cm_net_src_slot_t;
+
+typedef struct cm_net_srclimit {
+  uint64_t seed;
+  double rate; /* tokens per second, and the burst; 0: no limit */
+  cm_net_src_slot_t slots[CM_NET_SRC_SLOTS];
+} cm_net_srclimit_t;
+
+void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate);
+/* 1 if `from` may open one more connection at `now` (a token is taken),
+ * 0 if it is over its rate. */
+int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
+                          uint64_t now);
 
 /* ---- queued datagram ---------------------------------------------------- */
 
@@ -173,6 +208,7 @@ struct cm_net {
   uint64_t accept_ts;
   double reset_tokens;
   uint64_t reset_ts;
+  cm_net_srclimit_t srclimit; /* accepts per source address */
 
   /* fault injection */
   cm_net_fault_t fault;
@@ -203,7 +239,6 @@ int cm_net__rand(void *dest, size_t len);
  * 0 or CM_ELIMIT. */
 int cm_net__make_room(cm_net_t *net);
 /* Peer map key: family, address and port bytes only. */
-#define CM_NET_ADDR_KEY_LEN 19
 void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]);
 void cm_net__deliver_datagram(cm_net_t *net, const cm_addr_t *from,
                               const uint8_t *data, size_t len);

@@ -10,12 +10,12 @@
 
 #define MAP_MIN_BUCKETS 64
 
-static uint64_t map_hash(const cm_net_map_t *m, const uint8_t *key,
-                         size_t len) {
-  uint64_t h = 0xcbf29ce484222325ULL ^ m->seed;
+uint64_t cm_net__hash(uint64_t seed, const void *key, size_t len) {
+  const uint8_t *k = key;
+  uint64_t h = 0xcbf29ce484222325ULL ^ seed;
   size_t i;
   for (i = 0; i < len; i++) {
-    h ^= key[i];
+    h ^= k[i];
     h *= 0x100000001b3ULL;
   }
   /* splitmix64 finaliser: FNV alone mixes the high bits poorly. */
@@ -25,6 +25,11 @@ static uint64_t map_hash(const cm_net_map_t *m, const uint8_t *key,
   h *= 0x94d049bb133111ebULL;
   h ^= h >> 31;
   return h;
+}
+
+static uint64_t map_hash(const cm_net_map_t *m, const uint8_t *key,
+                         size_t len) {
+  return cm_net__hash(m->seed, key, len);
 }
 
 int cm_net_map_init(cm_net_map_t *m, uint64_t seed) {

@@ -3,17 +3,11 @@
  * cluster-key mode. Every wait polls a condition against a generous
  * deadline; nothing depends on a fixed sleep.
  */
-#include <time.h>
-
 #include "cm_engine.h"
 #include "cm_test.h"
+#include "cm_test_engine.h"
 
 #define NODES 5
-
-static void nap_ms(int ms) {
-  struct timespec ts = {0, ms * 1000000L};
-  nanosleep(&ts, NULL);
-}
 
 static cm_net_key_t test_key(void) {
   cm_net_key_t k;
@@ -26,23 +20,13 @@ static cm_net_key_t test_key(void) {
 
 static cm_enode_t *start_node_q(cm_engine_t *e, int i, const cm_net_key_t *key,
                                 uint32_t queue) {
-  cm_enode_config_t c;
-  cm_enode_t *n = NULL;
+  cm_net_config_t net;
   char id[16];
-  memset(&c, 0, sizeof(c));
-  cm_config_lan(&c.proto);
-  cm_net_config_default(&c.net);
-  c.net.keys = key;
-  c.net.nkeys = 1;
-  c.net.static_secret[0] = (uint8_t)i;
+  cm_net_config_default(&net);
+  net.keys = key;
+  net.nkeys = 1;
   snprintf(id, sizeof(id), "node-%d", i);
-  c.id = id;
-  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &c.bind));
-  c.bind.port = 0;
-  c.seed = (uint64_t)i + 1;
-  c.event_queue_max = queue;
-  CM_CHECK_OK(cm_enode_start(e, &c, &n));
-  return n;
+  return cm_te_start(e, id, &net, (uint64_t)i + 1, queue);
 }
 
 static cm_enode_t *start_node(cm_engine_t *e, int i, const cm_net_key_t *key) {
@@ -63,18 +47,6 @@ static uint8_t seen_state(cm_enode_t *n, const char *id) {
   return st;
 }
 
-static int count_alive(cm_enode_t *n) {
-  cm_snapshot_t *s = cm_enode_snapshot(n);
-  int c = 0;
-  uint32_t i;
-  if (s == NULL)
-    return 0;
-  for (i = 0; i < s->count; i++)
-    c += s->members[i].state == CM_STATE_ALIVE;
-  cm_snapshot_release(s);
-  return c;
-}
-
 typedef int (*cond_fn)(cm_enode_t **nodes, void *arg);
 
 static int wait_for(cond_fn f, cm_enode_t **nodes, void *arg, int seconds) {
@@ -82,7 +54,7 @@ static int wait_for(cond_fn f, cm_enode_t **nodes, void *arg, int seconds) {
   for (waited = 0; waited < seconds * 1000; waited += 20) {
     if (f(nodes, arg))
       return 1;
-    nap_ms(20);
+    cm_te_nap_ms(20);
   }
   return f(nodes, arg);
 }
@@ -108,7 +80,7 @@ static int all_converged(cm_enode_t **nodes, void *arg) {
   struct want *w = arg;
   int i;
   for (i = 0; i < NODES; i++)
-    if (nodes[i] != NULL && count_alive(nodes[i]) != w->count)
+    if (nodes[i] != NULL && cm_te_alive_count(nodes[i]) != w->count)
       return 0;
   return 1;
 }
@@ -120,7 +92,7 @@ static int wait_join(cm_enode_t *n, int64_t token) {
     while (cm_enode_next_event(n, &ev))
       if (ev.kind == CM_EEV_JOINED && ev.token == (uint64_t)token)
         return ev.status;
-    nap_ms(10);
+    cm_te_nap_ms(10);
   }
   return CM_ETIMEDOUT;
 }
@@ -238,7 +210,7 @@ CM_TEST(engine_loss_causes_no_false_failure) {
       cm_enode_stats(nodes[i], &st);
       CM_CHECK_EQ(st.node.failed, 0);
     }
-    nap_ms(100);
+    cm_te_nap_ms(100);
   }
   for (i = 0; i < NODES; i++) {
     cm_enode_stats_t st;
@@ -296,9 +268,9 @@ CM_TEST(engine_full_event_queue_reports_drops) {
     CM_CHECK(cm_enode_join(others[i], &seed, 1, CM_SEC(10)) > 0);
   }
   /* The slow node's registry fills (4 joins) while nobody reads its queue. */
-  for (waited = 0; waited < 30000 && count_alive(slow) < 5; waited += 20)
-    nap_ms(20);
-  CM_CHECK_EQ(count_alive(slow), 5);
+  for (waited = 0; waited < 30000 && cm_te_alive_count(slow) < 5; waited += 20)
+    cm_te_nap_ms(20);
+  CM_CHECK_EQ(cm_te_alive_count(slow), 5);
   while (cm_enode_next_event(slow, &ev)) {
     if (ev.kind == CM_EEV_DROPPED)
       dropped += ev.dropped;

@@ -12,11 +12,12 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cm_engine.h"
 #include "cm_test.h"
+#include "cm_test_engine.h"
+#include "cm_test_net.h"
 
 #define S_NODES 3
 #define S_WAIT_MS 30000
@@ -28,36 +29,20 @@
 #define S_RAW_GARBAGE (S_RAW_RANDOM + 3)
 #define S_BAD_DGRAMS 6 /* kinds of undecodable membership datagrams */
 
-static void s_nap_ms(int ms) {
-  struct timespec ts = {0, ms * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static uint64_t s_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 typedef int (*s_pred_fn)(void *arg);
 
 /* Poll pred until it holds or ms pass, running the intruders' loop (may be
  * NULL) in between. */
 static int s_wait(uv_loop_t *loop, s_pred_fn pred, void *arg, unsigned ms) {
-  uint64_t end = s_now_ms() + ms;
+  uint64_t end = cm_te_now_ms() + ms;
   while (!pred(arg)) {
-    if (s_now_ms() > end)
+    if (cm_te_now_ms() > end)
       return pred(arg);
     if (loop != NULL)
       uv_run(loop, UV_RUN_NOWAIT);
-    s_nap_ms(2);
+    cm_te_nap_ms(2);
   }
   return 1;
-}
-
-static uint64_t s_rand(uint64_t *s) {
-  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-  return *s >> 33;
 }
 
 /* ---- the cluster ----------------------------------------------------------
@@ -140,50 +125,27 @@ static void s_net_cfg(cm_net_config_t *c, const cm_net_key_t *key,
 
 static cm_enode_t *s_start_node(cm_engine_t *e, const char *id,
                                 const cm_net_config_t *net, uint64_t seed) {
-  cm_enode_config_t c;
-  cm_enode_t *n = NULL;
-  memset(&c, 0, sizeof(c));
-  cm_config_lan(&c.proto);
-  c.net = *net;
-  c.net.static_secret[0] = (uint8_t)seed;
-  c.id = id;
-  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &c.bind));
-  c.bind.port = 0;
-  c.seed = seed;
-  CM_CHECK_OK(cm_enode_start(e, &c, &n));
-  return n;
+  return cm_te_start(e, id, net, seed, 0);
 }
 
 /* The JOINED result of token, or CM_ETIMEDOUT. */
 static int s_join_result(cm_enode_t *n, int64_t token) {
-  uint64_t end = s_now_ms() + S_WAIT_MS;
+  uint64_t end = cm_te_now_ms() + S_WAIT_MS;
   cm_eevent_t ev;
-  while (s_now_ms() < end) {
+  while (cm_te_now_ms() < end) {
     while (cm_enode_next_event(n, &ev))
       if (ev.kind == CM_EEV_JOINED && ev.token == (uint64_t)token)
         return ev.status;
-    s_nap_ms(5);
+    cm_te_nap_ms(5);
   }
   return CM_ETIMEDOUT;
-}
-
-static int s_alive_count(cm_enode_t *n) {
-  cm_snapshot_t *s = cm_enode_snapshot(n);
-  int c = 0;
-  uint32_t i;
-  if (s == NULL)
-    return 0;
-  for (i = 0; i < s->count; i++)
-    c += s->members[i].state == CM_STATE_ALIVE;
-  cm_snapshot_release(s);
-  return c;
 }
 
 static int s_converged(void *arg) {
   s_cluster_t *cl = arg;
   int i;
   for (i = 0; i < S_NODES; i++)
-    if (s_alive_count(cl->n[i]) != S_NODES)
+    if (cm_te_alive_count(cl->n[i]) != S_NODES)
       return 0;
   return 1;
 }
@@ -381,7 +343,7 @@ static void s_attack_join(s_cluster_t *cl, const cm_net_config_t *cfg) {
   CM_CHECK(tok > 0);
   rc = s_join_result(n, tok);
   CM_CHECK(rc != 0);
-  CM_CHECK_EQ(s_alive_count(n), 1); /* it learned nobody */
+  CM_CHECK_EQ(cm_te_alive_count(n), 1); /* it learned nobody */
   CM_CHECK(s_stats(n).net.auth_refused >= 1);
   cm_engine_free(e);
 }
@@ -391,13 +353,7 @@ static void s_attack_join(s_cluster_t *cl, const cm_net_config_t *cfg) {
 
 static void s_udp_send(int fd, const cm_addr_t *to, const uint8_t *d,
                        size_t len) {
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof(sin));
-  sin.sin_family = AF_INET;
-  memcpy(&sin.sin_addr, to->ip, 4);
-  sin.sin_port = htons(to->port);
-  CM_CHECK(sendto(fd, d, len, 0, (struct sockaddr *)&sin, sizeof(sin)) ==
-           (ssize_t)len);
+  cm_tn_udp_send(fd, to, d, len, 1);
 }
 
 typedef struct {
@@ -415,15 +371,14 @@ static int s_garbage_seen(void *arg) {
 static uint64_t s_attack_raw(s_cluster_t *cl) {
   uint8_t buf[1400];
   uint64_t seed = 7;
-  int fd = socket(AF_INET, SOCK_DGRAM, 0), i, k;
+  int fd = cm_tn_udp_socket(), i, k;
   size_t j;
-  CM_CHECK(fd >= 0);
   for (k = 0; k < S_NODES; k++) {
     s_ge_t g = {cl->n[k], s_stats(cl->n[k]).net.drop_garbage};
     for (i = 0; i < S_RAW_RANDOM; i++) {
-      size_t len = 1 + (size_t)(s_rand(&seed) % sizeof(buf));
+      size_t len = 1 + (size_t)(cm_tn_rand(&seed) % sizeof(buf));
       for (j = 0; j < len; j++)
-        buf[j] = (uint8_t)s_rand(&seed);
+        buf[j] = (uint8_t)cm_tn_rand(&seed);
       s_udp_send(fd, &cl->addr[k], buf, len);
     }
     memset(buf, 0, sizeof(buf));
@@ -490,7 +445,7 @@ static void s_attack_authenticated(s_cluster_t *cl,
     d.malformed = st.node.drop_malformed + S_BAD_DGRAMS;
     d.pushpull = st.node.drop_pushpull + 4;
     for (j = 0; j < sizeof(rnd); j++)
-      rnd[j] = (uint8_t)s_rand(&seed);
+      rnd[j] = (uint8_t)cm_tn_rand(&seed);
     rnd[0] = 0xee; /* never a valid version */
     CM_CHECK_OK(cm_net_send_datagram(x.net, to, rnd, sizeof(rnd)));
     CM_CHECK_OK(cm_net_send_datagram(x.net, to, rnd, 1));

@@ -13,6 +13,7 @@
 
 #include "cm_net.h"
 #include "cm_test.h"
+#include "cm_test_net.h"
 
 #define T_WAIT_MS 5000
 #define T_MAX_NODES 8
@@ -622,13 +623,7 @@ CM_TEST(net_auth_none_and_bad_config) {
 
 static void t_udp_send(int fd, const cm_addr_t *to, const uint8_t *d,
                        size_t len) {
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof(sin));
-  sin.sin_family = AF_INET;
-  memcpy(&sin.sin_addr, to->ip, 4);
-  sin.sin_port = htons(to->port);
-  CM_CHECK(sendto(fd, d, len, 0, (struct sockaddr *)&sin, sizeof(sin)) ==
-           (ssize_t)len);
+  cm_tn_udp_send(fd, to, d, len, 1);
 }
 
 typedef struct {
@@ -710,6 +705,105 @@ CM_TEST(net_garbage_dropped) {
   CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
   close(fd);
   t_finish(&loop, all, 2);
+}
+
+/* One address sending handshakes (forged Initials, each under a new
+ * connection ID) faster than accept_rate_per_source: the excess is refused
+ * before any connection exists and counted, another address is not
+ * affected, and a real peer still connects. The exact edge of the bucket is
+ * in test_limits.c (limit_accepts_per_source_at_its_edge), with a clock the
+ * test controls. */
+CM_TEST(net_accepts_per_source_limited) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t pkt[CM_TN_INITIAL_LEN];
+  uint64_t seed = 777, limited;
+  int fd1, fd2, i;
+  t_garbage_t g;
+  cm_net_stats_t st;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate_per_source = 5;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  fd1 = cm_tn_udp_socket();
+  fd2 = cm_tn_udp_socket();
+  for (i = 0; i < 20; i++) {
+    cm_tn_forged_initial(&seed, pkt);
+    t_udp_send(fd1, &a.addr, pkt, sizeof(pkt));
+  }
+  g.n = &a;
+  g.want = 20;
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  st = t_stats(&a);
+  /* 5 at once, then 5 a second: at most a few more in the time taken. */
+  CM_CHECK(st.drop_source_limit >= 1);
+  CM_CHECK(st.drop_source_limit <= 15);
+  CM_CHECK_EQ(st.drop_rate_limit, st.drop_source_limit);
+  CM_CHECK_EQ(st.conns_open, 0);
+  limited = st.drop_source_limit;
+  /* Another address has its own budget. */
+  cm_tn_forged_initial(&seed, pkt);
+  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
+  g.want = 21;
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).drop_source_limit, limited);
+  /* A real peer connects and is heard. */
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  close(fd1);
+  close(fd2);
+  t_finish(&loop, all, 2);
+}
+
+/* max_stream_message at its edge, both ways: a request and a reply of
+ * exactly the bound go through; one byte more is refused at the sender
+ * (CM_ETOOBIG, counted) or, if the sender allows more, by the receiver
+ * (counted there, the requester told CM_ETOOBIG). */
+CM_TEST(net_stream_limit_at_its_edge) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b, c;
+  tnode_t *all[] = {&a, &b, &c};
+  uint8_t buf[4096];
+
+  memset(buf, 1, sizeof(buf));
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = 2048;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  cfg.max_stream_message = 8192;
+  t_start(&c, &loop, &cfg);
+
+  /* Exactly the bound, request and reply. */
+  b.reply_len = 2048;
+  CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, buf, 2048, 1));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, 0);
+  CM_CHECK_EQ(a.nresp_ok, 1);
+  CM_CHECK_EQ(a.last_resp_len, 2048);
+  CM_CHECK_EQ(b.nreq, 1);
+  /* One more byte of request: refused before sending, counted. */
+  CM_CHECK_EQ(cm_net_stream_request(a.net, &b.addr, buf, 2049, 2), CM_ETOOBIG);
+  CM_CHECK_EQ(t_stats(&a).drop_oversized, 1);
+  /* One more byte of reply, from a peer that allows it: the requester
+   * refuses it. */
+  c.reply_len = 2049;
+  CM_CHECK_OK(cm_net_stream_request(a.net, &c.addr, buf, 10, 3));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 2, T_WAIT_MS));
+  CM_CHECK_EQ(a.last_status, CM_ETOOBIG);
+  CM_CHECK_EQ(a.nresp_ok, 1);
+  /* A sender with a larger bound: the receiver refuses and counts. */
+  CM_CHECK_OK(cm_net_stream_request(c.net, &b.addr, buf, 2049, 4));
+  CM_CHECK(t_wait_ge(&loop, &c.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(c.last_status, CM_ETOOBIG);
+  CM_CHECK_EQ(b.nreq, 1); /* only the one that fit */
+  CM_CHECK(t_stats(&b).drop_oversized >= 1);
+  t_finish(&loop, all, 3);
 }
 
 /* ---- pool, timeouts, faults ---------------------------------------------- */

@@ -1,0 +1,56 @@
+/*
+ * Per-source rate limit on new inbound connections (cm_net_int.h).
+ */
+#include <string.h>
+
+#include "cm_net_int.h"
+
+void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate) {
+  memset(l, 0, sizeof(*l));
+  l->seed = seed;
+  l->rate = (double)rate;
+}
+
+/* The bucket refilled to `now`, capped at the burst. */
+static double src_tokens(const cm_net_srclimit_t *l, const cm_net_src_slot_t *s,
+                         uint64_t now) {
+  double t = s->tokens;
+  if (now > s->ts)
+    t += (double)(now - s->ts) * l->rate / (double)NGTCP2_SECONDS;
+  return t > l->rate ? l->rate : t;
+}
+
+int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
+                          uint64_t now) {
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  cm_net_src_slot_t *cand[2], *s = NULL;
+  uint64_t h;
+  int i;
+
+  if (l->rate <= 0.0)
+    return 1;
+  cm_net__addr_key(from, key);
+  h = cm_net__hash(l->seed, key, sizeof(key));
+  cand[0] = &l->slots[h % CM_NET_SRC_SLOTS];
+  cand[1] = &l->slots[(h >> 32) % CM_NET_SRC_SLOTS];
+  for (i = 0; i < 2 && s == NULL; i++)
+    if (cand[i]->used && memcmp(cand[i]->key, key, sizeof(key)) == 0)
+      s = cand[i];
+  for (i = 0; i < 2 && s == NULL; i++)
+    if (!cand[i]->used || src_tokens(l, cand[i], now) >= l->rate) {
+      s = cand[i];
+      memcpy(s->key, key, sizeof(key));
+      s->used = 1;
+      s->tokens = l->rate;
+      s->ts = now;
+    }
+  if (s == NULL)
+    s = cand[0];
+  s->tokens = src_tokens(l, s, now);
+  if (now > s->ts)
+    s->ts = now;
+  if (s->tokens < 1.0)
+    return 0;
+  s->tokens -= 1.0;
+  return 1;
+}

@@ -1,0 +1,155 @@
+#include "cm_test_net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "cm_test.h"
+
+int cm_tn_udp_socket(void) {
+  struct sockaddr_in sin;
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  CM_CHECK(fd >= 0);
+  memset(&sin, 0, sizeof(sin));
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CM_CHECK(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+  return fd;
+}
+
+int cm_tn_udp_send(int fd, const cm_addr_t *to, const uint8_t *d, size_t len,
+                   int strict) {
+  struct sockaddr_in sin;
+  ssize_t n;
+  memset(&sin, 0, sizeof(sin));
+  sin.sin_family = AF_INET;
+  memcpy(&sin.sin_addr, to->ip, 4);
+  sin.sin_port = htons(to->port);
+  n = sendto(fd, d, len, strict ? 0 : MSG_DONTWAIT, (struct sockaddr *)&sin,
+             sizeof(sin));
+  if (strict)
+    CM_CHECK(n == (ssize_t)len);
+  return n == (ssize_t)len ? 0 : -1;
+}
+
+uint64_t cm_tn_rand(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return *s >> 33;
+}
+
+void cm_tn_random_bytes(uint64_t *s, uint8_t *d, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++)
+    d[i] = (uint8_t)cm_tn_rand(s);
+}
+
+void cm_tn_forged_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN]) {
+  memset(d, 0, CM_TN_INITIAL_LEN);
+  d[0] = 0xc3; /* long header, Initial, 4-byte packet number */
+  d[4] = 1;    /* version 1 */
+  d[5] = 8;    /* DCID length */
+  cm_tn_random_bytes(s, d + 6, 8);
+  d[14] = 8; /* SCID length */
+  cm_tn_random_bytes(s, d + 15, 8);
+  d[23] = 0;    /* token length */
+  d[24] = 0x44; /* length, 2-byte varint: 1024 */
+  d[25] = 0x00;
+  cm_tn_random_bytes(s, d + 26, CM_TN_INITIAL_LEN - 26);
+}
+
+/* ---- capture of real Initials ------------------------------------------- */
+
+static void tn_nop_dgram(void *ud, const cm_addr_t *from, const uint8_t *d,
+                         size_t len) {}
+static void tn_nop_req(void *ud, const cm_addr_t *from, uint64_t token,
+                       const uint8_t *d, size_t len) {}
+static void tn_nop_resp(void *ud, uint64_t rid, int status, const uint8_t *d,
+                        size_t len) {}
+static void tn_closed(void *arg) { *(int *)arg = 1; }
+
+static uint64_t tn_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* 1 if pkt is a QUIC v1 Initial whose DCID none of the first n has. */
+static int tn_new_initial(const uint8_t *pkt, size_t len,
+                          uint8_t (*pkts)[CM_TN_PKT_MAX], size_t n) {
+  size_t i, dl;
+  if (len < 1200 || (pkt[0] & 0xf0) != 0xc0 || pkt[5] > 20)
+    return 0;
+  dl = pkt[5];
+  for (i = 0; i < n; i++)
+    if (pkts[i][5] == dl && memcmp(pkts[i] + 6, pkt + 6, dl) == 0)
+      return 0;
+  return 1;
+}
+
+size_t cm_tn_capture_initials(const cm_net_key_t *key, size_t want,
+                              uint8_t (*pkts)[CM_TN_PKT_MAX], size_t *lens) {
+  static const cm_net_callbacks_t cb = {tn_nop_dgram, tn_nop_req, tn_nop_resp};
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  cm_net_t *net = NULL;
+  cm_addr_t local, to;
+  struct sockaddr_in sin;
+  socklen_t slen = sizeof(sin);
+  uint8_t buf[CM_TN_PKT_MAX + 1];
+  size_t got = 0, i;
+  uint64_t end;
+  int fd, closed = 0;
+
+  /* The capturing socket listens on every loopback address. */
+  fd = socket(AF_INET, SOCK_DGRAM, 0);
+  CM_CHECK(fd >= 0);
+  memset(&sin, 0, sizeof(sin));
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_ANY);
+  CM_CHECK(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+  CM_CHECK(getsockname(fd, (struct sockaddr *)&sin, &slen) == 0);
+  CM_CHECK(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  cm_net_config_default(&cfg);
+  cfg.keys = key;
+  cfg.nkeys = 1;
+  cfg.max_connections = (uint32_t)want + 1;
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &local));
+  local.port = 0;
+  CM_CHECK_OK(cm_net_new(&net, &loop, &local, &cfg, &cb, NULL));
+  to = local;
+  to.port = ntohs(sin.sin_port);
+  for (i = 0; i < want; i++) {
+    to.ip[2] = (uint8_t)(1 + i / 250);
+    to.ip[3] = (uint8_t)(1 + i % 250);
+    CM_CHECK_OK(cm_net_send_datagram(net, &to, (const uint8_t *)"x", 1));
+  }
+  end = tn_now_ms() + 10000;
+  while (got < want && tn_now_ms() < end) {
+    ssize_t n;
+    uv_run(&loop, UV_RUN_NOWAIT);
+    while (got < want && (n = recv(fd, buf, sizeof(buf), 0)) > 0)
+      if ((size_t)n <= CM_TN_PKT_MAX &&
+          tn_new_initial(buf, (size_t)n, pkts, got)) {
+        memcpy(pkts[got], buf, (size_t)n);
+        lens[got++] = (size_t)n;
+      }
+    if (got < want) {
+      struct timespec ts = {0, 1000000L};
+      nanosleep(&ts, NULL);
+    }
+  }
+  cm_net_close(net, tn_closed, &closed);
+  while (!closed)
+    uv_run(&loop, UV_RUN_ONCE);
+  CM_CHECK_OK(uv_loop_close(&loop));
+  close(fd);
+  return got;
+}
