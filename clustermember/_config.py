@@ -43,6 +43,7 @@ TRANSPORT_FIELDS: tuple[str, ...] = (
     "max_stream_message",
     "max_queued_datagrams",
     "accept_rate",
+    "accept_rate_per_source",
 )
 _POSITIVE_TIMES = {
     "probe_interval",
@@ -199,6 +200,7 @@ class ClusterConfig:
     max_stream_message: int = _NET["max_stream_message"]
     max_queued_datagrams: int = _NET["max_queued_datagrams"]
     accept_rate: int = _NET["accept_rate"]
+    accept_rate_per_source: int = _NET["accept_rate_per_source"]
 
     # Engine and API.
     join_timeout: float = 10.0

@@ -78,6 +78,19 @@ def test_profiles_differ_and_accept_overrides(key: bytes) -> None:
     assert local.probe_timeout == 0.05
 
 
+async def test_per_source_accept_limit_is_configurable_and_counted(key: bytes) -> None:
+    """The transport's per-address limit on new connections reaches the
+    engine from ClusterConfig, and its refusals are a drop counter."""
+    assert ClusterConfig(cluster_key=key).accept_rate_per_source == 10
+    cfg = ClusterConfig.local(cluster_key=key, node_id="lim", accept_rate_per_source=2)
+    node = ClusterMembership("127.0.0.1:0", cfg)
+    try:
+        await node.start()
+        assert node.stats().drops["net_drop_source_limit"] == 0
+    finally:
+        await node.close()
+
+
 async def test_bad_calls_raise_clearly_and_change_nothing(key: bytes) -> None:
     with pytest.raises(ValueError, match="host:port"):
         ClusterMembership("nonsense", config(key, "x"))

@@ -238,14 +238,15 @@ static PyObject *py_validate_config(PyObject *module, PyObject *arg) {
 static PyObject *py_net_defaults(PyObject *module, PyObject *unused) {
   cm_net_config_t n;
   cm_net_config_default(&n);
-  return Py_BuildValue("{sksNsNsNsnsksk}", "max_connections",
+  return Py_BuildValue("{sksNsNsNsnsksksk}", "max_connections",
                        (unsigned long)n.max_connections, "idle_timeout",
                        time_to_seconds(n.idle_timeout), "handshake_timeout",
                        time_to_seconds(n.handshake_timeout), "request_timeout",
                        time_to_seconds(n.request_timeout), "max_stream_message",
                        (Py_ssize_t)n.max_stream_message, "max_queued_datagrams",
                        (unsigned long)n.max_queued_datagrams, "accept_rate",
-                       (unsigned long)n.accept_rate);
+                       (unsigned long)n.accept_rate, "accept_rate_per_source",
+                       (unsigned long)n.accept_rate_per_source);
 }
 
 static PyObject *py_parse_addr(PyObject *module, PyObject *arg) {
@@ -899,6 +900,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(drop_oversized);
   T(drop_auth);
   T(drop_rate_limit);
+  T(drop_source_limit);
   T(drop_pool_full);
   T(drop_closed);
   T(drop_fault);
@@ -1145,6 +1147,7 @@ static int net_from_dict(PyObject *d, cm_net_config_t *n, cm_net_key_t *keys,
   U32(max_connections)
   U32(max_queued_datagrams)
   U32(accept_rate)
+  U32(accept_rate_per_source)
   TIME(idle_timeout)
   TIME(handshake_timeout)
   TIME(request_timeout)
