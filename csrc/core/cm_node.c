@@ -1216,28 +1216,29 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
   return node_pp_build(n, CM_PP_RESPONSE, 0, reply, reply_len);
 }
 
-int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
-                           size_t len, cm_time_t now) {
+/* Validate and merge a push-pull response; quiet as for node_alive. */
+static int node_pp_take_response(cm_node_t *n, const uint8_t *buf, size_t len,
+                                 cm_time_t now, int quiet) {
   int rc;
   if (n == NULL || buf == NULL)
     return CM_EINVAL;
   rc = node_pp_check(n, buf, len, CM_PP_RESPONSE);
-  if (rc != 0)
-    return rc;
-  node_pp_merge(n, buf, len, now, 0);
+  if (rc == 0)
+    node_pp_merge(n, buf, len, now, quiet);
+  return rc;
+}
+
+int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
+                           size_t len, cm_time_t now) {
   (void)req_id;
-  return 0;
+  return node_pp_take_response(n, buf, len, now, 0);
 }
 
 int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
                         cm_time_t now) {
-  int rc;
-  if (n == NULL || buf == NULL)
-    return CM_EINVAL;
-  rc = node_pp_check(n, buf, len, CM_PP_RESPONSE);
+  int rc = node_pp_take_response(n, buf, len, now, 1);
   if (rc != 0)
     return rc;
-  node_pp_merge(n, buf, len, now, 1);
   /* In a cluster that has run for a while, push-pull phases are spread
    * over the interval; without this every node would exchange its whole
    * table at once, 15-30 s after the adoption. */
