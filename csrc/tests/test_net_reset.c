@@ -164,6 +164,19 @@ static long r_deliver(uv_loop_t *loop, rnode_t *from, rnode_t *to,
   return (long)(r_now_ms() - t0);
 }
 
+/* Start A and B on ephemeral ports and connect them: the opener (A if
+ * a_opens) delivers a datagram first, then the other answers. */
+static void r_pair(uv_loop_t *loop, const cm_net_config_t *cfg, rnode_t *a,
+                   rnode_t *b, int a_opens) {
+  cm_addr_t any;
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
+  any.port = 0; /* ephemeral */
+  r_start(a, loop, cfg, &any);
+  r_start(b, loop, cfg, &any);
+  CM_CHECK(r_deliver(loop, a_opens ? a : b, a_opens ? b : a, R_WAIT_MS) >= 0);
+  CM_CHECK(r_deliver(loop, a_opens ? b : a, a_opens ? a : b, R_WAIT_MS) >= 0);
+}
+
 /* B opened an established connection to A. A crashes; A' comes up on A's
  * port with the same static secret; B keeps sending to A's address. B must
  * recognise A's stateless reset, drop the stale connection and reach A'
@@ -179,19 +192,14 @@ CM_TEST(net_reset_restarted_peer) {
   uv_loop_t loop;
   cm_net_config_t cfg;
   rnode_t a, a2, b;
-  cm_addr_t any, a_addr;
+  cm_addr_t a_addr;
   cm_net_stats_t sb0, sb, sa2;
   long took;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   r_cfg(&cfg, 0x42);
-  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
-  any.port = 0; /* ephemeral */
-  r_start(&a, &loop, &cfg, &any);
-  r_start(&b, &loop, &cfg, &any);
+  r_pair(&loop, &cfg, &a, &b, 0);
   a_addr = a.addr;
-  CM_CHECK(r_deliver(&loop, &b, &a, R_WAIT_MS) >= 0);
-  CM_CHECK(r_deliver(&loop, &a, &b, R_WAIT_MS) >= 0);
   sb0 = r_stats(&b);
   CM_CHECK_EQ(sb0.conns_open, 1);
 
@@ -225,29 +233,23 @@ CM_TEST(net_reset_restarted_peer) {
  * first: B must let the new inbound connection replace the established
  * stale one, and answer over it. `a_opened` says who opened the original
  * connection. */
-static void replace_after_restart(int a_opened) {
+static void replace_after_restart(int a_opened, int aged) {
   uv_loop_t loop;
   cm_net_config_t cfg, cfg2;
   rnode_t a, a2, b;
-  cm_addr_t any, a_addr;
+  cm_addr_t a_addr;
   cm_net_stats_t sb0, sb;
   long took;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   r_cfg(&cfg, 0x42);
   r_cfg(&cfg2, 0x43);
-  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
-  any.port = 0; /* ephemeral */
-  r_start(&a, &loop, &cfg, &any);
-  r_start(&b, &loop, &cfg, &any);
+  r_pair(&loop, &cfg, &a, &b, a_opened);
   a_addr = a.addr;
-  CM_CHECK(
-      r_deliver(&loop, a_opened ? &a : &b, a_opened ? &b : &a, R_WAIT_MS) >= 0);
-  CM_CHECK(
-      r_deliver(&loop, a_opened ? &b : &a, a_opened ? &a : &b, R_WAIT_MS) >= 0);
   /* Age the connection past the simultaneous-open window. This wait sets
    * up the case; it is not what the test checks. */
-  r_run(&loop, r_never, NULL, R_STALE_MS);
+  if (aged)
+    r_run(&loop, r_never, NULL, R_STALE_MS);
   sb0 = r_stats(&b);
 
   r_crash(&loop, &a, &b.addr);
@@ -271,9 +273,16 @@ static void replace_after_restart(int a_opened) {
 }
 
 CM_TEST(net_reset_inbound_replaces_established_opener) {
-  replace_after_restart(1);
+  replace_after_restart(1, 1);
 }
 
 CM_TEST(net_reset_inbound_replaces_established_acceptor) {
-  replace_after_restart(0);
+  replace_after_restart(0, 1);
+}
+
+/* A restart within a second of A's opening the connection: B accepted the
+ * stale one from A too, so a second connection from A is no simultaneous
+ * open (that needs one opened by each side) and replaces it at once. */
+CM_TEST(net_reset_inbound_replaces_young_connection_peer_opened) {
+  replace_after_restart(1, 0);
 }
