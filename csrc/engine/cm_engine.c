@@ -541,6 +541,17 @@ static void enode_begin_stop(cm_enode_t *n) {
   }
 }
 
+/* A member holds a connection to the process that had our address before
+ * us: connect to it, which makes it drop that connection. Only for known
+ * members, so a forged source cannot make us open connections elsewhere. */
+static void on_stale_peer(void *ud, const cm_addr_t *from) {
+  cm_enode_t *n = ud;
+  if (n->node == NULL || n->closing || n->net == NULL ||
+      !cm_node_has_member_at(n->node, from))
+    return;
+  (void)cm_net_connect(n->net, from);
+}
+
 static int engine_peer_hint(void *ud, const cm_addr_t *addr) {
   cm_enode_t *n = ud;
   return n->net != NULL && cm_net_is_connected(n->net, addr);
@@ -548,7 +559,8 @@ static int engine_peer_hint(void *ud, const cm_addr_t *addr) {
 
 static void enode_do_start(cm_enode_t *n, struct cmd *c) {
   cm_engine_t *e = n->e;
-  cm_net_callbacks_t cb = {on_datagram, on_stream_request, on_stream_response};
+  cm_net_callbacks_t cb = {on_datagram, on_stream_request, on_stream_response,
+                           on_stale_peer};
   int rc;
   n->timer.data = n;
   n->join_timer.data = n;

@@ -21,7 +21,8 @@
 #define CONN_MAX_DATAGRAM_FRAME 65535
 /* A server connection from a peer we already have an established connection
  * with, established this long before, means the peer lost that connection
- * (it restarted): the new one replaces it. A simultaneous open is faster. */
+ * (it restarted): the new one replaces it. A simultaneous open is faster.
+ * If the peer had opened the older one too, no wait is needed. */
 #define CONN_STALE_AFTER (1000 * NGTCP2_MILLISECONDS)
 /* Re-run the write pass inline when a deadline has already passed after
  * writing (pacing), at most this often, instead of a round through the
@@ -368,7 +369,10 @@ static void conn_established(cm_net_conn_t *c) {
     conn_move_pending(cur, c);
     return;
   }
-  if (!c->is_client && now - cur->established_at > CONN_STALE_AFTER) {
+  /* The peer opened this one although it had opened `cur` already: it
+   * no longer has `cur` (it restarted), however young `cur` is. */
+  if (!c->is_client &&
+      (!cur->is_client || now - cur->established_at > CONN_STALE_AFTER)) {
     conn_unset_current(cur);
     conn_make_current(c);
     conn_move_pending(cur, c);

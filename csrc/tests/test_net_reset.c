@@ -28,6 +28,7 @@ typedef struct rnode {
   int ndgram;
   cm_addr_t last_from;
   int closed;
+  int nstale;
 } rnode_t;
 
 static void r_on_datagram(void *ud, const cm_addr_t *from, const uint8_t *d,
@@ -39,7 +40,17 @@ static void r_on_datagram(void *ud, const cm_addr_t *from, const uint8_t *d,
   n->last_from = *from;
 }
 
-static const cm_net_callbacks_t r_cb = {r_on_datagram, NULL, NULL};
+static const cm_net_callbacks_t r_cb = {r_on_datagram, NULL, NULL, NULL};
+
+/* What the engine does for a known member: connect to it. */
+static void r_on_stale_peer(void *ud, const cm_addr_t *from) {
+  rnode_t *n = ud;
+  n->nstale++;
+  CM_CHECK_OK(cm_net_connect(n->net, from));
+}
+
+static const cm_net_callbacks_t r_cb_connect = {r_on_datagram, NULL, NULL,
+                                                r_on_stale_peer};
 
 static cm_net_key_t r_key;
 
@@ -52,7 +63,14 @@ static void r_cfg(cm_net_config_t *cfg, uint8_t secret) {
   memset(cfg->static_secret, secret, sizeof(cfg->static_secret));
 }
 
-/* Start n bound to `at` (port 0: ephemeral). */
+/* Start n bound to `at` (port 0: ephemeral) with callbacks cb. */
+static void r_start_cb(rnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
+                       const cm_addr_t *at, const cm_net_callbacks_t *cb) {
+  memset(n, 0, sizeof(*n));
+  CM_CHECK_OK(cm_net_new(&n->net, loop, at, cfg, cb, n));
+  CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
+}
+
 static void r_start(rnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
                     const cm_addr_t *at) {
   memset(n, 0, sizeof(*n));
@@ -164,6 +182,19 @@ static long r_deliver(uv_loop_t *loop, rnode_t *from, rnode_t *to,
   return (long)(r_now_ms() - t0);
 }
 
+/* Start A and B on ephemeral ports and connect them: the opener (A if
+ * a_opens) delivers a datagram first, then the other answers. */
+static void r_pair(uv_loop_t *loop, const cm_net_config_t *cfg, rnode_t *a,
+                   rnode_t *b, int a_opens) {
+  cm_addr_t any;
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
+  any.port = 0; /* ephemeral */
+  r_start(a, loop, cfg, &any);
+  r_start(b, loop, cfg, &any);
+  CM_CHECK(r_deliver(loop, a_opens ? a : b, a_opens ? b : a, R_WAIT_MS) >= 0);
+  CM_CHECK(r_deliver(loop, a_opens ? b : a, a_opens ? a : b, R_WAIT_MS) >= 0);
+}
+
 /* B opened an established connection to A. A crashes; A' comes up on A's
  * port with the same static secret; B keeps sending to A's address. B must
  * recognise A's stateless reset, drop the stale connection and reach A'
@@ -179,19 +210,14 @@ CM_TEST(net_reset_restarted_peer) {
   uv_loop_t loop;
   cm_net_config_t cfg;
   rnode_t a, a2, b;
-  cm_addr_t any, a_addr;
+  cm_addr_t a_addr;
   cm_net_stats_t sb0, sb, sa2;
   long took;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   r_cfg(&cfg, 0x42);
-  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
-  any.port = 0; /* ephemeral */
-  r_start(&a, &loop, &cfg, &any);
-  r_start(&b, &loop, &cfg, &any);
+  r_pair(&loop, &cfg, &a, &b, 0);
   a_addr = a.addr;
-  CM_CHECK(r_deliver(&loop, &b, &a, R_WAIT_MS) >= 0);
-  CM_CHECK(r_deliver(&loop, &a, &b, R_WAIT_MS) >= 0);
   sb0 = r_stats(&b);
   CM_CHECK_EQ(sb0.conns_open, 1);
 
@@ -225,29 +251,23 @@ CM_TEST(net_reset_restarted_peer) {
  * first: B must let the new inbound connection replace the established
  * stale one, and answer over it. `a_opened` says who opened the original
  * connection. */
-static void replace_after_restart(int a_opened) {
+static void replace_after_restart(int a_opened, int aged) {
   uv_loop_t loop;
   cm_net_config_t cfg, cfg2;
   rnode_t a, a2, b;
-  cm_addr_t any, a_addr;
+  cm_addr_t a_addr;
   cm_net_stats_t sb0, sb;
   long took;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   r_cfg(&cfg, 0x42);
   r_cfg(&cfg2, 0x43);
-  CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
-  any.port = 0; /* ephemeral */
-  r_start(&a, &loop, &cfg, &any);
-  r_start(&b, &loop, &cfg, &any);
+  r_pair(&loop, &cfg, &a, &b, a_opened);
   a_addr = a.addr;
-  CM_CHECK(
-      r_deliver(&loop, a_opened ? &a : &b, a_opened ? &b : &a, R_WAIT_MS) >= 0);
-  CM_CHECK(
-      r_deliver(&loop, a_opened ? &b : &a, a_opened ? &a : &b, R_WAIT_MS) >= 0);
   /* Age the connection past the simultaneous-open window. This wait sets
    * up the case; it is not what the test checks. */
-  r_run(&loop, r_never, NULL, R_STALE_MS);
+  if (aged)
+    r_run(&loop, r_never, NULL, R_STALE_MS);
   sb0 = r_stats(&b);
 
   r_crash(&loop, &a, &b.addr);
@@ -271,9 +291,77 @@ static void replace_after_restart(int a_opened) {
 }
 
 CM_TEST(net_reset_inbound_replaces_established_opener) {
-  replace_after_restart(1);
+  replace_after_restart(1, 1);
 }
 
 CM_TEST(net_reset_inbound_replaces_established_acceptor) {
-  replace_after_restart(0);
+  replace_after_restart(0, 1);
+}
+
+/* A restart within a second of A's opening the connection: B accepted the
+ * stale one from A too, so a second connection from A is no simultaneous
+ * open (that needs one opened by each side) and replaces it at once. */
+CM_TEST(net_reset_inbound_replaces_young_connection_peer_opened) {
+  replace_after_restart(1, 0);
+}
+
+/* A opened the connection (so B, the acceptor, addresses an ID with no
+ * reset token), crashes, and A' comes back with the same secret but says
+ * nothing. B's packets on the stale connection make A' report B as a stale
+ * peer once; A' connecting to B replaces B's stale connection, and B's
+ * sends reach A' without B ever timing out. */
+CM_TEST(net_stale_peer_is_reported_and_connecting_replaces) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  rnode_t a, a2, b;
+  cm_addr_t a_addr;
+  cm_net_stats_t sb0, sb, sa2;
+  long took;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  r_cfg(&cfg, 0x42);
+  r_pair(&loop, &cfg, &a, &b, 1);
+  a_addr = a.addr;
+  sb0 = r_stats(&b);
+
+  r_crash(&loop, &a, &b.addr);
+  r_start_cb(&a2, &loop, &cfg, &a_addr, &r_cb_connect);
+  took = r_deliver(&loop, &b, &a2, R_RECOVER_MS);
+  CM_CHECK(took >= 0);
+  printf("    B reaches the restarted node after %ld ms\n", took);
+  sa2 = r_stats(&a2);
+  sb = r_stats(&b);
+  CM_CHECK(a2.nstale >= 1);
+  CM_CHECK_EQ(sa2.stale_peers, (uint64_t)a2.nstale);
+  CM_CHECK_EQ(sa2.conns_opened, 1); /* reports stop once it is connected */
+  CM_CHECK_EQ(sb.conns_accepted, sb0.conns_accepted + 1);
+  CM_CHECK_EQ(sb.conns_open, 1); /* the stale one was replaced */
+  CM_CHECK_EQ(sb.conns_timed_out, 0);
+
+  r_close(&loop, &a2);
+  r_close(&loop, &b);
+  r_finish(&loop);
+}
+
+/* Without the callback nothing is reported, and the stale side keeps
+ * losing its sends (until its idle timeout, far beyond this wait). */
+CM_TEST(net_stale_peer_without_callback_stays_unreached) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  rnode_t a, a2, b;
+  cm_addr_t a_addr;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  r_cfg(&cfg, 0x42);
+  r_pair(&loop, &cfg, &a, &b, 1);
+  a_addr = a.addr;
+  r_crash(&loop, &a, &b.addr);
+  r_start(&a2, &loop, &cfg, &a_addr);
+  CM_CHECK_EQ(r_deliver(&loop, &b, &a2, R_RECOVER_MS), -1);
+  CM_CHECK_EQ(r_stats(&a2).stale_peers, 0);
+  CM_CHECK(r_stats(&a2).drop_garbage >= 1);
+
+  r_close(&loop, &a2);
+  r_close(&loop, &b);
+  r_finish(&loop);
 }
