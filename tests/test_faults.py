@@ -418,11 +418,13 @@ def test_crashed_node_restarts_with_same_id_and_address(agents: Agents, when: st
     assert own == control(again.ctl, {"op": "stats"})["stats"]["incarnation"] >= new_inc
     suspected = [(s.name, e) for s in survivors for e in s.since(t0, "NodeSuspect", node="n3")]
     if suspected:
-        # Known bug, not load (no other member is suspected meanwhile): the
-        # survivors' QUIC connections to the old process linger after the
-        # restart, and a probe sent on one is lost, so the restarted node is
-        # suspected once more (it refutes; it is never failed). Reported as
-        # an expected failure, never as a pass, until the transport is fixed.
+        # Known, rare, not load (no other member is suspected meanwhile):
+        # a survivor's probe of the node can still fail shortly after it is
+        # back (1 in 10 runs of the after-failure case), so it is suspected
+        # once more; it refutes at once and is never failed. The stale and
+        # half-open connections this came from are now replaced (see
+        # docs/reliability.md); the rest is not yet explained. Reported as
+        # an expected failure, never as a pass, until it is fixed.
         pytest.xfail(
             f"restarted node suspected again after it was back: {suspected}; "
             f"{bystanders(survivors, t0, 'n3')}"

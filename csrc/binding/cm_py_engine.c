@@ -895,6 +895,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(requests_in);
   T(responses_out);
   T(stateless_resets_sent);
+  T(stale_peers);
   T(drop_garbage);
   T(drop_queue_full);
   T(drop_oversized);

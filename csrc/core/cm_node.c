@@ -1713,6 +1713,19 @@ int cm_node_member_find(const cm_node_t *n, const char *id,
   return cm_node_member_get(n, (uint32_t)s, info, now);
 }
 
+int cm_node_has_member_at(const cm_node_t *n, const cm_addr_t *addr) {
+  uint32_t s;
+  if (addr == NULL)
+    return 0;
+  for (s = 0; s < n->reg.high; s++) {
+    const cm_member_t *m = &n->reg.m[s];
+    if (m->in_use && s != n->self && m->state != CM_STATE_LEFT &&
+        cm_addr_eq(&m->addr, addr))
+      return 1;
+  }
+  return 0;
+}
+
 void cm_node_stats(const cm_node_t *n, cm_node_stats_t *out) {
   *out = n->st;
   out->members = n->reg.count;

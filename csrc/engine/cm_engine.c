@@ -450,6 +450,8 @@ static void on_stream_request(void *ud, const cm_addr_t *from, uint64_t token,
   enode_flush(n, 0);
 }
 
+static void enode_connect_members(cm_enode_t *n);
+
 static void on_stream_response(void *ud, uint64_t req_id, int status,
                                const uint8_t *data, size_t len) {
   cm_enode_t *n = ud;
@@ -471,6 +473,7 @@ static void on_stream_response(void *ud, uint64_t req_id, int status,
       uv_timer_stop(&n->join_timer);
       n->join.retry_pending = 0;
     }
+    enode_connect_members(n);
     enode_flush(n, 1);
     q_result(n, CM_EEV_JOINED, token, 0);
     return;
@@ -541,6 +544,45 @@ static void enode_begin_stop(cm_enode_t *n) {
   }
 }
 
+/* A member holds a connection to the process that had our address before
+ * us: connect to it, which makes it drop that connection. Only for known
+ * members, so a forged source cannot make us open connections elsewhere. */
+static void on_stale_peer(void *ud, const cm_addr_t *from) {
+  cm_enode_t *n = ud;
+  if (n->node == NULL || n->closing || n->net == NULL ||
+      !cm_node_has_member_at(n->node, from))
+    return;
+  (void)cm_net_connect(n->net, from);
+}
+
+/* After a join that made us refute a record of ourselves, this id ran
+ * before, likely at this address. Members that had declared that process
+ * failed may hold a connection to it still in its handshake, retrying at
+ * growing intervals, with what they send to us queued behind it; members
+ * that had not may hold an established one we do not know. Our connecting
+ * to each replaces both at once, before our refutation reaches them.
+ * Bounded to half the default pool; past that, on_stale_peer and our own
+ * probes reach the rest. */
+#define ENGINE_RESTART_CONNECT_MAX 256
+
+static void enode_connect_members(cm_enode_t *n) {
+  cm_node_stats_t st;
+  cm_member_info_t info;
+  uint32_t slot, slots, done = 0;
+  cm_time_t now = engine_now();
+  cm_node_stats(n->node, &st);
+  if (st.refutations == 0)
+    return;
+  slots = cm_node_member_slots(n->node);
+  for (slot = 0; slot < slots && done < ENGINE_RESTART_CONNECT_MAX; slot++) {
+    if (!cm_node_member_get(n->node, slot, &info, now) || info.is_self ||
+        info.state == CM_STATE_LEFT)
+      continue;
+    if (cm_net_connect(n->net, &info.addr) == 0)
+      done++;
+  }
+}
+
 static int engine_peer_hint(void *ud, const cm_addr_t *addr) {
   cm_enode_t *n = ud;
   return n->net != NULL && cm_net_is_connected(n->net, addr);
@@ -548,7 +590,8 @@ static int engine_peer_hint(void *ud, const cm_addr_t *addr) {
 
 static void enode_do_start(cm_enode_t *n, struct cmd *c) {
   cm_engine_t *e = n->e;
-  cm_net_callbacks_t cb = {on_datagram, on_stream_request, on_stream_response};
+  cm_net_callbacks_t cb = {on_datagram, on_stream_request, on_stream_response,
+                           on_stale_peer};
   int rc;
   n->timer.data = n;
   n->join_timer.data = n;

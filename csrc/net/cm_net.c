@@ -23,6 +23,9 @@
   (1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1)
 #define NET_RESET_MAX_RANDLEN 24
 #define NET_RESET_RATE 100.0
+/* Reports of peers holding stale connections to us: each costs the owner a
+ * look-up among the members, and a restart needs one per peer. */
+#define NET_STALE_RATE 100.0
 /* Socket buffers: a burst of full-size packets overflows the 208 KiB
  * default long before congestion control reacts on a fast LAN. */
 #define NET_SOCKET_BUFFER (2 * 1024 * 1024)
@@ -446,6 +449,24 @@ static int net_try_reset(cm_net_t *net, const cm_addr_t *from,
   return c->state >= CM_CONN_CLOSING;
 }
 
+/* A stateless reset only ends the peer's stale connection if that
+ * connection's ID came with a reset token, which a client's first ID never
+ * does: so where we restarted and the peer was the server, only our
+ * connecting to it replaces its stale connection. */
+static void net_report_stale(cm_net_t *net, const cm_addr_t *from) {
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  if (net->cb.on_stale_peer == NULL)
+    return;
+  cm_net__addr_key(from, key);
+  if (cm_net_map_get(&net->peers, key, sizeof(key)) != NULL)
+    return;
+  if (!net_bucket_take(&net->stale_tokens, &net->stale_ts, NET_STALE_RATE,
+                       cm_net__now()))
+    return;
+  net->st.stale_peers++;
+  net->cb.on_stale_peer(net->ud, from);
+}
+
 static void net_dispatch(cm_net_t *net, const struct sockaddr *sa,
                          const cm_addr_t *from, const uint8_t *data,
                          size_t len) {
@@ -478,6 +499,7 @@ static void net_dispatch(cm_net_t *net, const struct sockaddr *sa,
     return;
   net->st.drop_garbage++;
   net_send_reset(net, sa, from, &vc, len);
+  net_report_stale(net, from);
 }
 
 static void net_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -633,6 +655,8 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
   net->ud = ud;
   net->timer_armed = UINT64_MAX;
   net->reset_tokens = NET_RESET_RATE;
+  net->stale_tokens = NET_STALE_RATE;
+  net->stale_ts = cm_net__now();
   net->accept_tokens = (double)cfg->accept_rate;
   net->reset_ts = net->accept_ts = cm_net__now();
   if (cfg->nkeys > 0 && cfg->auth == CM_AUTH_KEY) {
@@ -763,15 +787,31 @@ static int net_conn_for(cm_net_t *net, const cm_addr_t *to,
   return cm_net__conn_new_client(net, to, cm_net__key_for(net, to), out);
 }
 
-int cm_net_send_datagram(cm_net_t *net, const cm_addr_t *to,
-                         const uint8_t *data, size_t len) {
-  cm_net_conn_t *c;
-  int rv;
+/* The checks every call that sends to `to` makes first. */
+static int net_check_send(cm_net_t *net, const cm_addr_t *to,
+                          const uint8_t *data, size_t len) {
   if (net == NULL || to == NULL || (data == NULL && len > 0))
     return CM_EINVAL;
   if (net->closing)
     return CM_ECLOSED;
-  rv = net_check_peer(net, to);
+  return net_check_peer(net, to);
+}
+
+int cm_net_connect(cm_net_t *net, const cm_addr_t *to) {
+  cm_net_conn_t *c;
+  int rv = net_check_send(net, to, NULL, 0);
+  if (rv != 0)
+    return rv;
+  rv = net_conn_for(net, to, &c);
+  if (rv == 0)
+    cm_net__mark_dirty(c);
+  return rv;
+}
+
+int cm_net_send_datagram(cm_net_t *net, const cm_addr_t *to,
+                         const uint8_t *data, size_t len) {
+  cm_net_conn_t *c;
+  int rv = net_check_send(net, to, data, len);
   if (rv != 0)
     return rv;
   if (len > CM_NET_DATAGRAM_MAX) {
@@ -792,12 +832,7 @@ int cm_net_stream_request(cm_net_t *net, const cm_addr_t *to,
                           const uint8_t *data, size_t len,
                           uint64_t request_id) {
   cm_net_conn_t *c;
-  int rv;
-  if (net == NULL || to == NULL || (data == NULL && len > 0))
-    return CM_EINVAL;
-  if (net->closing)
-    return CM_ECLOSED;
-  rv = net_check_peer(net, to);
+  int rv = net_check_send(net, to, data, len);
   if (rv != 0)
     return rv;
   if (len > net->cfg.max_stream_message) {

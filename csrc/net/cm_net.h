@@ -81,6 +81,12 @@ typedef struct cm_net_callbacks {
    * (connection or endpoint closed, request refused by the peer). */
   void (*on_stream_response)(void *ud, uint64_t request_id, int status,
                              const uint8_t *data, size_t len);
+  /* Optional. `from`, with which we hold no connection, sent packets on a
+   * connection we do not know: it holds one to an earlier process at our
+   * address (we restarted) and loses what it sends on it until we connect
+   * to it, which cm_net_connect does. Rate-limited; the address is
+   * unauthenticated, so connect only if it is a known peer's. */
+  void (*on_stale_peer)(void *ud, const cm_addr_t *from);
 } cm_net_callbacks_t;
 
 typedef struct cm_net_stats {
@@ -98,6 +104,7 @@ typedef struct cm_net_stats {
   uint64_t datagrams_in, datagrams_out; /* DATAGRAM frames (payloads) */
   uint64_t requests_out, requests_in, responses_out;
   uint64_t stateless_resets_sent;
+  uint64_t stale_peers;       /* on_stale_peer reports */
   uint64_t drop_garbage;      /* undecodable or unroutable UDP datagrams */
   uint64_t drop_queue_full;   /* datagram queue or socket queue full */
   uint64_t drop_oversized;    /* datagram or stream message too large */
@@ -176,6 +183,11 @@ void cm_net_stats(const cm_net_t *net, cm_net_stats_t *out);
 /* 1 if an authenticated connection to `peer` is open (sending to it costs
  * no handshake), else 0. Lets gossip prefer connected peers. */
 int cm_net_is_connected(const cm_net_t *net, const cm_addr_t *peer);
+
+/* Open a connection to `to` unless one exists or is being made, with
+ * nothing to send yet. Errors: CM_EINVAL, CM_ECLOSED, CM_EADDR, CM_ELIMIT
+ * (pool full of busy connections). */
+int cm_net_connect(cm_net_t *net, const cm_addr_t *to);
 
 /* Replace the fault settings (f NULL turns faults off). Returns 0,
  * CM_EINVAL (fractions outside [0, 1]) or CM_ENOMEM. */

@@ -208,6 +208,8 @@ struct cm_net {
   uint64_t accept_ts;
   double reset_tokens;
   uint64_t reset_ts;
+  double stale_tokens; /* on_stale_peer reports */
+  uint64_t stale_ts;
   cm_net_srclimit_t srclimit; /* accepts per source address */
 
   /* fault injection */

@@ -274,7 +274,7 @@ static void s_on_response(void *ud, uint64_t rid, int status, const uint8_t *d,
 }
 
 static const cm_net_callbacks_t s_intruder_cb = {s_on_dgram, s_on_request,
-                                                 s_on_response};
+                                                 s_on_response, NULL};
 
 static void s_intruder_start(s_intruder_t *x, const cm_net_config_t *cfg) {
   cm_addr_t any;

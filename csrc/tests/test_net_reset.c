@@ -28,6 +28,7 @@ typedef struct rnode {
   int ndgram;
   cm_addr_t last_from;
   int closed;
+  int nstale;
 } rnode_t;
 
 static void r_on_datagram(void *ud, const cm_addr_t *from, const uint8_t *d,
@@ -39,7 +40,17 @@ static void r_on_datagram(void *ud, const cm_addr_t *from, const uint8_t *d,
   n->last_from = *from;
 }
 
-static const cm_net_callbacks_t r_cb = {r_on_datagram, NULL, NULL};
+static const cm_net_callbacks_t r_cb = {r_on_datagram, NULL, NULL, NULL};
+
+/* What the engine does for a known member: connect to it. */
+static void r_on_stale_peer(void *ud, const cm_addr_t *from) {
+  rnode_t *n = ud;
+  n->nstale++;
+  CM_CHECK_OK(cm_net_connect(n->net, from));
+}
+
+static const cm_net_callbacks_t r_cb_connect = {r_on_datagram, NULL, NULL,
+                                                r_on_stale_peer};
 
 static cm_net_key_t r_key;
 
@@ -52,7 +63,14 @@ static void r_cfg(cm_net_config_t *cfg, uint8_t secret) {
   memset(cfg->static_secret, secret, sizeof(cfg->static_secret));
 }
 
-/* Start n bound to `at` (port 0: ephemeral). */
+/* Start n bound to `at` (port 0: ephemeral) with callbacks cb. */
+static void r_start_cb(rnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
+                       const cm_addr_t *at, const cm_net_callbacks_t *cb) {
+  memset(n, 0, sizeof(*n));
+  CM_CHECK_OK(cm_net_new(&n->net, loop, at, cfg, cb, n));
+  CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
+}
+
 static void r_start(rnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
                     const cm_addr_t *at) {
   memset(n, 0, sizeof(*n));
@@ -285,4 +303,65 @@ CM_TEST(net_reset_inbound_replaces_established_acceptor) {
  * open (that needs one opened by each side) and replaces it at once. */
 CM_TEST(net_reset_inbound_replaces_young_connection_peer_opened) {
   replace_after_restart(1, 0);
+}
+
+/* A opened the connection (so B, the acceptor, addresses an ID with no
+ * reset token), crashes, and A' comes back with the same secret but says
+ * nothing. B's packets on the stale connection make A' report B as a stale
+ * peer once; A' connecting to B replaces B's stale connection, and B's
+ * sends reach A' without B ever timing out. */
+CM_TEST(net_stale_peer_is_reported_and_connecting_replaces) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  rnode_t a, a2, b;
+  cm_addr_t a_addr;
+  cm_net_stats_t sb0, sb, sa2;
+  long took;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  r_cfg(&cfg, 0x42);
+  r_pair(&loop, &cfg, &a, &b, 1);
+  a_addr = a.addr;
+  sb0 = r_stats(&b);
+
+  r_crash(&loop, &a, &b.addr);
+  r_start_cb(&a2, &loop, &cfg, &a_addr, &r_cb_connect);
+  took = r_deliver(&loop, &b, &a2, R_RECOVER_MS);
+  CM_CHECK(took >= 0);
+  printf("    B reaches the restarted node after %ld ms\n", took);
+  sa2 = r_stats(&a2);
+  sb = r_stats(&b);
+  CM_CHECK(a2.nstale >= 1);
+  CM_CHECK_EQ(sa2.stale_peers, (uint64_t)a2.nstale);
+  CM_CHECK_EQ(sa2.conns_opened, 1); /* reports stop once it is connected */
+  CM_CHECK_EQ(sb.conns_accepted, sb0.conns_accepted + 1);
+  CM_CHECK_EQ(sb.conns_open, 1); /* the stale one was replaced */
+  CM_CHECK_EQ(sb.conns_timed_out, 0);
+
+  r_close(&loop, &a2);
+  r_close(&loop, &b);
+  r_finish(&loop);
+}
+
+/* Without the callback nothing is reported, and the stale side keeps
+ * losing its sends (until its idle timeout, far beyond this wait). */
+CM_TEST(net_stale_peer_without_callback_stays_unreached) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  rnode_t a, a2, b;
+  cm_addr_t a_addr;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  r_cfg(&cfg, 0x42);
+  r_pair(&loop, &cfg, &a, &b, 1);
+  a_addr = a.addr;
+  r_crash(&loop, &a, &b.addr);
+  r_start(&a2, &loop, &cfg, &a_addr);
+  CM_CHECK_EQ(r_deliver(&loop, &b, &a2, R_RECOVER_MS), -1);
+  CM_CHECK_EQ(r_stats(&a2).stale_peers, 0);
+  CM_CHECK(r_stats(&a2).drop_garbage >= 1);
+
+  r_close(&loop, &a2);
+  r_close(&loop, &b);
+  r_finish(&loop);
 }

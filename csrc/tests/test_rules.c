@@ -634,3 +634,24 @@ CM_TEST(pushpull_bad_input_is_dropped_and_counted) {
   CM_CHECK_EQ(st.members, 2);
   cm_node_free(n);
 }
+
+/* The transport asks whether an address that claims a stale connection to
+ * us is a member's before it connects there: members count, failed ones
+ * too (a restart reaches them first), but not ourselves, strangers or
+ * members that left. */
+CM_TEST(member_at_address_excludes_self_strangers_and_left) {
+  cm_node_t *n = with_b();
+  cm_addr_t b = addr_of(2), c = addr_of(3), self = addr_of(1);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &b), 1);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &self), 0);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &c), 0);
+  CM_CHECK_EQ(cm_node_has_member_at(n, NULL), 0);
+  alive(n, "c", 1, 3, NULL, 0);
+  accuse(n, CM_MSG_DEAD, "c", 1, "b");
+  CM_CHECK_EQ(state_of(n, "c"), CM_STATE_FAILED);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &c), 1);
+  accuse(n, CM_MSG_LEAVE, "b", 5, "b");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_LEFT);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &b), 0);
+  cm_node_free(n);
+}
