@@ -420,7 +420,7 @@ def test_crashed_node_restarts_with_same_id_and_address(agents: Agents, when: st
     if suspected:
         # Known, rare, not load (no other member is suspected meanwhile):
         # a survivor's probe of the node can still fail shortly after it is
-        # back (1 in 10 runs of the after-failure case), so it is suspected
+        # back (about 1 in 9 runs of the after-failure case), so it is suspected
         # once more; it refutes at once and is never failed. The stale and
         # half-open connections this came from are now replaced (see
         # docs/reliability.md); the rest is not yet explained. Reported as
