@@ -452,17 +452,29 @@ static void on_stream_request(void *ud, const cm_addr_t *from, uint64_t token,
 
 static void enode_connect_members(cm_enode_t *n);
 
+static uint64_t enode_refutations(const cm_enode_t *n) {
+  cm_node_stats_t st;
+  cm_node_stats(n->node, &st);
+  return st.refutations;
+}
+
 static void on_stream_response(void *ud, uint64_t req_id, int status,
                                const uint8_t *data, size_t len) {
   cm_enode_t *n = ud;
   int rc = status, mine;
+  uint64_t refuted = 0;
   if (n->node == NULL || n->closing)
     return;
-  if (status == 0)
-    rc = cm_node_pushpull_reply(n->node, req_id, data, len, engine_now());
-  else
-    cm_node_pushpull_failed(n->node, req_id, engine_now());
   mine = n->join.active && join_owns(&n->join, req_id);
+  if (status == 0) {
+    if (mine)
+      refuted = enode_refutations(n);
+    rc = cm_node_pushpull_reply(n->node, req_id, data, len, engine_now());
+    if (mine)
+      refuted = enode_refutations(n) - refuted;
+  } else {
+    cm_node_pushpull_failed(n->node, req_id, engine_now());
+  }
   if (mine && rc == 0) {
     /* Publish the merged table before reporting success, so a caller that
      * reads the registry right after join() sees the cluster. */
@@ -473,7 +485,8 @@ static void on_stream_response(void *ud, uint64_t req_id, int status,
       uv_timer_stop(&n->join_timer);
       n->join.retry_pending = 0;
     }
-    enode_connect_members(n);
+    if (refuted > 0)
+      enode_connect_members(n);
     enode_flush(n, 1);
     q_result(n, CM_EEV_JOINED, token, 0);
     return;
@@ -555,24 +568,20 @@ static void on_stale_peer(void *ud, const cm_addr_t *from) {
   (void)cm_net_connect(n->net, from);
 }
 
-/* After a join that made us refute a record of ourselves, this id ran
- * before, likely at this address. Members that had declared that process
- * failed may hold a connection to it still in its handshake, retrying at
- * growing intervals, with what they send to us queued behind it; members
- * that had not may hold an established one we do not know. Our connecting
- * to each replaces both at once, before our refutation reaches them.
- * Bounded to half the default pool; past that, on_stale_peer and our own
- * probes reach the rest. */
+/* Called after a join whose reply made us refute a record of ourselves:
+ * this id ran before, likely at this address. Members that had declared
+ * that process failed may hold a connection to it still in its handshake,
+ * retrying at growing intervals, with what they send to us queued behind
+ * it; members that had not may hold an established one we do not know.
+ * Our connecting to each replaces both at once, before our refutation
+ * reaches them. Bounded to half the default pool; past that, on_stale_peer
+ * and our own probes reach the rest. */
 #define ENGINE_RESTART_CONNECT_MAX 256
 
 static void enode_connect_members(cm_enode_t *n) {
-  cm_node_stats_t st;
   cm_member_info_t info;
   uint32_t slot, slots, done = 0;
   cm_time_t now = engine_now();
-  cm_node_stats(n->node, &st);
-  if (st.refutations == 0)
-    return;
   slots = cm_node_member_slots(n->node);
   for (slot = 0; slot < slots && done < ENGINE_RESTART_CONNECT_MAX; slot++) {
     if (!cm_node_member_get(n->node, slot, &info, now) || info.is_self ||

@@ -64,17 +64,10 @@ static void r_cfg(cm_net_config_t *cfg, uint8_t secret) {
 }
 
 /* Start n bound to `at` (port 0: ephemeral) with callbacks cb. */
-static void r_start_cb(rnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
-                       const cm_addr_t *at, const cm_net_callbacks_t *cb) {
+static void r_start(rnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
+                    const cm_addr_t *at, const cm_net_callbacks_t *cb) {
   memset(n, 0, sizeof(*n));
   CM_CHECK_OK(cm_net_new(&n->net, loop, at, cfg, cb, n));
-  CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
-}
-
-static void r_start(rnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
-                    const cm_addr_t *at) {
-  memset(n, 0, sizeof(*n));
-  CM_CHECK_OK(cm_net_new(&n->net, loop, at, cfg, &r_cb, n));
   CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
 }
 
@@ -144,6 +137,24 @@ static void r_finish(uv_loop_t *loop) {
   CM_CHECK_OK(uv_loop_close(loop));
 }
 
+/* Crash A (nothing it sends on the way out reaches B) and bring A' up on
+ * A's address with cfg and callbacks cb. */
+static void r_restart(uv_loop_t *loop, rnode_t *a, rnode_t *a2, rnode_t *b,
+                      const cm_net_config_t *cfg,
+                      const cm_net_callbacks_t *cb) {
+  cm_addr_t at = a->addr;
+  r_crash(loop, a, &b->addr);
+  r_start(a2, loop, cfg, &at, cb);
+  CM_CHECK(cm_addr_eq(&a2->addr, &at));
+}
+
+/* Close the two live endpoints and check the loop is left empty. */
+static void r_end(uv_loop_t *loop, rnode_t *a2, rnode_t *b) {
+  r_close(loop, a2);
+  r_close(loop, b);
+  r_finish(loop);
+}
+
 static cm_net_stats_t r_stats(rnode_t *n) {
   cm_net_stats_t st;
   cm_net_stats(n->net, &st);
@@ -189,8 +200,8 @@ static void r_pair(uv_loop_t *loop, const cm_net_config_t *cfg, rnode_t *a,
   cm_addr_t any;
   CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &any));
   any.port = 0; /* ephemeral */
-  r_start(a, loop, cfg, &any);
-  r_start(b, loop, cfg, &any);
+  r_start(a, loop, cfg, &any, &r_cb);
+  r_start(b, loop, cfg, &any, &r_cb);
   CM_CHECK(r_deliver(loop, a_opens ? a : b, a_opens ? b : a, R_WAIT_MS) >= 0);
   CM_CHECK(r_deliver(loop, a_opens ? b : a, a_opens ? a : b, R_WAIT_MS) >= 0);
 }
@@ -210,21 +221,17 @@ CM_TEST(net_reset_restarted_peer) {
   uv_loop_t loop;
   cm_net_config_t cfg;
   rnode_t a, a2, b;
-  cm_addr_t a_addr;
   cm_net_stats_t sb0, sb, sa2;
   long took;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   r_cfg(&cfg, 0x42);
   r_pair(&loop, &cfg, &a, &b, 0);
-  a_addr = a.addr;
   sb0 = r_stats(&b);
   CM_CHECK_EQ(sb0.conns_open, 1);
 
-  r_crash(&loop, &a, &b.addr);
-  r_start(&a2, &loop, &cfg, &a_addr); /* same port, same secret */
-  CM_CHECK(cm_addr_eq(&a2.addr, &a_addr));
-  CM_CHECK(cm_net_is_connected(b.net, &a_addr)); /* B has not noticed */
+  r_restart(&loop, &a, &a2, &b, &cfg, &r_cb);     /* same port, same secret */
+  CM_CHECK(cm_net_is_connected(b.net, &a2.addr)); /* B has not noticed */
 
   took = r_deliver(&loop, &b, &a2, R_RECOVER_MS);
   sa2 = r_stats(&a2);
@@ -242,9 +249,7 @@ CM_TEST(net_reset_restarted_peer) {
   CM_CHECK(r_deliver(&loop, &a2, &b, R_WAIT_MS) >= 0);
   CM_CHECK_EQ(r_stats(&b).handshakes_ok, sb0.handshakes_ok + 1);
 
-  r_close(&loop, &a2);
-  r_close(&loop, &b);
-  r_finish(&loop);
+  r_end(&loop, &a2, &b);
 }
 
 /* A' comes back with another static secret (no reset possible) and speaks
@@ -255,7 +260,6 @@ static void replace_after_restart(int a_opened, int aged) {
   uv_loop_t loop;
   cm_net_config_t cfg, cfg2;
   rnode_t a, a2, b;
-  cm_addr_t a_addr;
   cm_net_stats_t sb0, sb;
   long took;
 
@@ -263,18 +267,16 @@ static void replace_after_restart(int a_opened, int aged) {
   r_cfg(&cfg, 0x42);
   r_cfg(&cfg2, 0x43);
   r_pair(&loop, &cfg, &a, &b, a_opened);
-  a_addr = a.addr;
   /* Age the connection past the simultaneous-open window. This wait sets
    * up the case; it is not what the test checks. */
   if (aged)
     r_run(&loop, r_never, NULL, R_STALE_MS);
   sb0 = r_stats(&b);
 
-  r_crash(&loop, &a, &b.addr);
-  r_start(&a2, &loop, &cfg2, &a_addr);
+  r_restart(&loop, &a, &a2, &b, &cfg2, &r_cb);
   took = r_deliver(&loop, &a2, &b, R_RECOVER_MS);
   CM_CHECK(took >= 0);
-  CM_CHECK(cm_addr_eq(&b.last_from, &a_addr));
+  CM_CHECK(cm_addr_eq(&b.last_from, &a2.addr));
   sb = r_stats(&b);
   CM_CHECK_EQ(sb.conns_accepted, sb0.conns_accepted + 1);
   CM_CHECK_EQ(sb.handshakes_ok, sb0.handshakes_ok + 1);
@@ -285,9 +287,7 @@ static void replace_after_restart(int a_opened, int aged) {
   printf("    B answers over the replacing connection after %ld ms\n", took);
   CM_CHECK_EQ(r_stats(&b).handshakes_ok, sb0.handshakes_ok + 1);
 
-  r_close(&loop, &a2);
-  r_close(&loop, &b);
-  r_finish(&loop);
+  r_end(&loop, &a2, &b);
 }
 
 CM_TEST(net_reset_inbound_replaces_established_opener) {
@@ -314,18 +314,15 @@ CM_TEST(net_stale_peer_is_reported_and_connecting_replaces) {
   uv_loop_t loop;
   cm_net_config_t cfg;
   rnode_t a, a2, b;
-  cm_addr_t a_addr;
   cm_net_stats_t sb0, sb, sa2;
   long took;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   r_cfg(&cfg, 0x42);
   r_pair(&loop, &cfg, &a, &b, 1);
-  a_addr = a.addr;
   sb0 = r_stats(&b);
 
-  r_crash(&loop, &a, &b.addr);
-  r_start_cb(&a2, &loop, &cfg, &a_addr, &r_cb_connect);
+  r_restart(&loop, &a, &a2, &b, &cfg, &r_cb_connect);
   took = r_deliver(&loop, &b, &a2, R_RECOVER_MS);
   CM_CHECK(took >= 0);
   printf("    B reaches the restarted node after %ld ms\n", took);
@@ -338,9 +335,7 @@ CM_TEST(net_stale_peer_is_reported_and_connecting_replaces) {
   CM_CHECK_EQ(sb.conns_open, 1); /* the stale one was replaced */
   CM_CHECK_EQ(sb.conns_timed_out, 0);
 
-  r_close(&loop, &a2);
-  r_close(&loop, &b);
-  r_finish(&loop);
+  r_end(&loop, &a2, &b);
 }
 
 /* Without the callback nothing is reported, and the stale side keeps
@@ -349,19 +344,14 @@ CM_TEST(net_stale_peer_without_callback_stays_unreached) {
   uv_loop_t loop;
   cm_net_config_t cfg;
   rnode_t a, a2, b;
-  cm_addr_t a_addr;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   r_cfg(&cfg, 0x42);
   r_pair(&loop, &cfg, &a, &b, 1);
-  a_addr = a.addr;
-  r_crash(&loop, &a, &b.addr);
-  r_start(&a2, &loop, &cfg, &a_addr);
+  r_restart(&loop, &a, &a2, &b, &cfg, &r_cb);
   CM_CHECK_EQ(r_deliver(&loop, &b, &a2, R_RECOVER_MS), -1);
   CM_CHECK_EQ(r_stats(&a2).stale_peers, 0);
   CM_CHECK(r_stats(&a2).drop_garbage >= 1);
 
-  r_close(&loop, &a2);
-  r_close(&loop, &b);
-  r_finish(&loop);
+  r_end(&loop, &a2, &b);
 }
