@@ -44,7 +44,7 @@ static void on_dgram(void *ud, const cm_addr_t *from, const uint8_t *d,
     cm_net_send_datagram(e->net, from, pong, sizeof(pong));
 }
 
-static const cm_net_callbacks_t cbs = {on_dgram, NULL, NULL, NULL};
+static const cm_net_callbacks_t cbs = {.on_datagram = on_dgram};
 
 static uint64_t now_ns(void) {
   struct timespec ts;

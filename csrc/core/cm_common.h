@@ -41,7 +41,8 @@ typedef uint64_t cm_time_t;
   XX(EIO, -22, "I/O error")                                                    \
   XX(ECLOSED, -23, "closed")                                                   \
   XX(EAGAIN, -24, "resource temporarily unavailable")                          \
-  XX(ETIMEDOUT, -25, "timed out")
+  XX(ETIMEDOUT, -25, "timed out")                                              \
+  XX(EADDRINUSE, -26, "address already in use")
 
 enum cm_errno {
   CM_OK = 0,

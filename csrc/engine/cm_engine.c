@@ -599,8 +599,10 @@ static int engine_peer_hint(void *ud, const cm_addr_t *addr) {
 
 static void enode_do_start(cm_enode_t *n, struct cmd *c) {
   cm_engine_t *e = n->e;
-  cm_net_callbacks_t cb = {on_datagram, on_stream_request, on_stream_response,
-                           on_stale_peer};
+  cm_net_callbacks_t cb = {.on_datagram = on_datagram,
+                           .on_stream_request = on_stream_request,
+                           .on_stream_response = on_stream_response,
+                           .on_stale_peer = on_stale_peer};
   int rc;
   n->timer.data = n;
   n->join_timer.data = n;

@@ -87,6 +87,11 @@ typedef struct cm_net_callbacks {
    * to it, which cm_net_connect does. Rate-limited; the address is
    * unauthenticated, so connect only if it is a known peer's. */
   void (*on_stale_peer)(void *ud, const cm_addr_t *from);
+  /* Optional; with on_stale_peer. 1 if `from` is the address of a known
+   * peer, else 0. Asked before a stale-peer report spends the endpoint's
+   * report budget, so traffic from strangers cannot use it up. Must be
+   * cheap (it runs for every unroutable packet): a hash look-up. */
+  int (*is_known_peer)(void *ud, const cm_addr_t *from);
 } cm_net_callbacks_t;
 
 typedef struct cm_net_stats {

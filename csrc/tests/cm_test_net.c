@@ -94,8 +94,9 @@ static int tn_new_initial(const uint8_t *pkt, size_t len,
 
 size_t cm_tn_capture_initials(const cm_net_key_t *key, size_t want,
                               uint8_t (*pkts)[CM_TN_PKT_MAX], size_t *lens) {
-  static const cm_net_callbacks_t cb = {tn_nop_dgram, tn_nop_req, tn_nop_resp,
-                                        NULL};
+  static const cm_net_callbacks_t cb = {.on_datagram = tn_nop_dgram,
+                                        .on_stream_request = tn_nop_req,
+                                        .on_stream_response = tn_nop_resp};
   uv_loop_t loop;
   cm_net_config_t cfg;
   cm_net_t *net = NULL;

@@ -273,8 +273,10 @@ static void s_on_response(void *ud, uint64_t rid, int status, const uint8_t *d,
   x->nresp_auth += status == CM_EAUTH;
 }
 
-static const cm_net_callbacks_t s_intruder_cb = {s_on_dgram, s_on_request,
-                                                 s_on_response, NULL};
+static const cm_net_callbacks_t s_intruder_cb = {
+    .on_datagram = s_on_dgram,
+    .on_stream_request = s_on_request,
+    .on_stream_response = s_on_response};
 
 static void s_intruder_start(s_intruder_t *x, const cm_net_config_t *cfg) {
   cm_addr_t any;

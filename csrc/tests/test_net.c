@@ -83,8 +83,9 @@ static void t_on_response(void *ud, uint64_t rid, int status, const uint8_t *d,
   n->nresp_ok++;
 }
 
-static const cm_net_callbacks_t t_cb = {t_on_datagram, t_on_request,
-                                        t_on_response, NULL};
+static const cm_net_callbacks_t t_cb = {.on_datagram = t_on_datagram,
+                                        .on_stream_request = t_on_request,
+                                        .on_stream_response = t_on_response};
 
 static void t_key(cm_net_key_t *k, uint8_t id, uint8_t fill) {
   k->id = id;

@@ -40,7 +40,7 @@ static void r_on_datagram(void *ud, const cm_addr_t *from, const uint8_t *d,
   n->last_from = *from;
 }
 
-static const cm_net_callbacks_t r_cb = {r_on_datagram, NULL, NULL, NULL};
+static const cm_net_callbacks_t r_cb = {.on_datagram = r_on_datagram};
 
 /* What the engine does for a known member: connect to it. */
 static void r_on_stale_peer(void *ud, const cm_addr_t *from) {
@@ -49,8 +49,8 @@ static void r_on_stale_peer(void *ud, const cm_addr_t *from) {
   CM_CHECK_OK(cm_net_connect(n->net, from));
 }
 
-static const cm_net_callbacks_t r_cb_connect = {r_on_datagram, NULL, NULL,
-                                                r_on_stale_peer};
+static const cm_net_callbacks_t r_cb_connect = {
+    .on_datagram = r_on_datagram, .on_stale_peer = r_on_stale_peer};
 
 static cm_net_key_t r_key;
 
