@@ -608,12 +608,18 @@ static void net_close_handles(cm_net_t *net) {
 
 static int net_open_socket(cm_net_t *net, const cm_addr_t *bind) {
   struct sockaddr_storage ss;
-  int namelen = (int)sizeof(net->local_sa), bufsize;
+  int namelen = (int)sizeof(net->local_sa), bufsize, rv;
   unsigned flags = bind->family == 6 ? UV_UDP_IPV6ONLY : 0;
 
-  if (net_addr_to_sa(bind, &ss) == 0 ||
-      uv_udp_bind(&net->udp, (struct sockaddr *)&ss, flags) != 0)
+  if (net_addr_to_sa(bind, &ss) == 0)
     return CM_EADDR;
+  rv = uv_udp_bind(&net->udp, (struct sockaddr *)&ss, flags);
+  if (rv == UV_EADDRINUSE)
+    return CM_EADDRINUSE;
+  if (rv != 0)
+    return rv == UV_EADDRNOTAVAIL || rv == UV_EINVAL || rv == UV_EAFNOSUPPORT
+               ? CM_EADDR
+               : CM_EIO;
   if (uv_udp_getsockname(&net->udp, (struct sockaddr *)&net->local_sa,
                          &namelen) != 0)
     return CM_EIO;

@@ -147,8 +147,9 @@ void cm_net_config_default(cm_net_config_t *cfg);
 /* Bind a UDP socket to `bind` (port 0 picks an ephemeral port) and start
  * serving on `loop`. Returns 0, CM_EINVAL (NULL argument), CM_EADDR,
  * CM_ECONFIG (no keys, primary out of range, missing mTLS file names,
- * zero bounds), CM_ETLS (credentials or files unusable), CM_EIO (socket or
- * timer could not be set up), CM_ENOMEM. */
+ * zero bounds), CM_ETLS (credentials or files unusable), CM_EADDRINUSE
+ * (another socket holds the address), CM_EIO (socket or timer could not be
+ * set up, or binding was refused, e.g. a privileged port), CM_ENOMEM. */
 int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                const cm_net_config_t *cfg, const cm_net_callbacks_t *cb,
                void *ud);
