@@ -86,9 +86,15 @@ clean:
 
 # Benchmarks (docs/benchmarks.md, "Transport and engine"): transport figures
 # and the one-node-per-process driver that bench/engine_bench.py launches.
-BENCH_BINS := build/bench/net_bench build/bench/cm_node_run
+BENCH_BINS := build/bench/net_bench build/bench/cm_node_run build/bench/cm_flood
 .PHONY: bench
 bench: $(BENCH_BINS)
+
+# The keyless flood of QUIC Initials (docs/security.md): GnuTLS only.
+build/bench/cm_flood: bench/cm_flood.c
+	@mkdir -p build/bench
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(shell pkg-config --cflags gnutls) \
+	  -o $@ $< $(shell pkg-config --libs gnutls)
 
 build/bench/%: bench/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/bench

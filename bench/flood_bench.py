@@ -1,0 +1,230 @@
+"""A keyless outsider floods a cluster with QUIC Initials: what does it cost?
+
+    python bench/flood_bench.py [--rates 6000,18000,36000,72000] [--seconds 15]
+                                [--ports 60] [--source 127.0.0.2] [--out FILE]
+
+Three agents (the LAN profile) on 127.0.0.1 form a cluster; then, for each
+total rate, ``build/bench/cm_flood`` sends QUIC Initials from ``--ports``
+source ports of ``--source`` (a loopback address the agents do not use),
+spread evenly over the three agents, for ``--seconds``: half are correctly
+protected Initials carrying only the first bytes of a ClientHello (a server
+that admits one waits for the rest), half are random bytes under a valid
+header. The flood holds no key. For each rate the benchmark reports:
+
+- ``suspicions`` / ``failures``: NodeSuspect / NodeFailed events about any
+  member, at any agent, from the start of the flood until a settle period
+  after it (every agent's event stream is recorded and checked intact);
+- ``evicted`` and ``handshakes_ok``: established connections between members
+  closed to make room, and new member handshakes (each is a connection that
+  had to be remade);
+- the transport's drop counters, summed over the agents, by name;
+- ``cpu_pct``: the mean CPU of one agent over the flood, percent of one core;
+  ``flood_cpu_pct`` that of the sender;
+- ``bytes_in`` / ``bytes_out`` per agent over the flood.
+
+The summary names the largest rate that gave 0 suspicions and 0 failures.
+Output is one JSON object on stdout (and in ``--out``); progress on stderr.
+Every process is killed by PID at the end. The test suite runs one rate of
+this through :func:`run_flood` (tests/test_flood.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.agents import Agent, Agents
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOOD = ROOT / "build" / "bench" / "cm_flood"
+# After the flood stops: longer than the LAN profile's probe interval plus
+# its timeouts, so a probe the flood delayed has been answered or suspected.
+SETTLE = 5.0
+# Transport counters reported, summed over the agents.
+DROPS = (
+    "net_drop_garbage",
+    "net_drop_source_limit",
+    "net_drop_rate_limit",
+    "net_drop_pool_full",
+    "net_drop_half_open",
+    "net_drop_token",
+    "net_retries_sent",
+    "net_conns_accepted",
+    "net_handshakes_failed",
+    "net_conns_timed_out",
+)
+
+
+def flood_binary() -> Path:
+    """The flood sender, built with make if it is missing or stale."""
+    subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "build/bench/cm_flood"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return FLOOD
+
+
+@dataclass
+class FloodResult:
+    """What one flood did to the cluster (see the module docstring)."""
+
+    rate: float
+    ports: int
+    seconds: float
+    sent: int
+    suspicions: list[tuple[str, str, int]] = field(default_factory=list)
+    failures: list[tuple[str, str, int]] = field(default_factory=list)
+    evicted: int = 0
+    handshakes_ok: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    cpu_pct: float = 0.0
+    flood_cpu_pct: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    half_open_max: int = 0
+    per_agent: list[dict[str, int]] = field(default_factory=list)
+
+
+def counters(agent: Agent) -> dict[str, int]:
+    """The agent's raw counters."""
+    return {k: v for k, v in agent.stats()["counters"].items() if isinstance(v, int)}
+
+
+def run_flood(
+    nodes: list[Agent],
+    *,
+    rate: float,
+    seconds: float,
+    ports: int = 60,
+    source: str = "127.0.0.2",
+    mix: str = "both",
+    seed: int = 1,
+) -> FloodResult:
+    """Flood the running agents at ``rate`` Initials per second in total and
+    report what it did, once a settle period after the flood has passed."""
+    binary = flood_binary()
+    before = [counters(a) for a in nodes]
+    cpu0 = [a.cpu_seconds() for a in nodes]
+    t0 = time.monotonic()
+    cmd = [str(binary), "--source", source, "--ports", str(ports)]
+    for a in nodes:
+        cmd += ["--target", a.addr]
+    cmd += ["--rate", f"{rate / ports:.3f}", "--seconds", str(seconds), "--mix", mix]
+    cmd += ["--seed", str(seed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    half_open_max = 0
+    flood_cpu = 0.0
+    try:
+        # Sample the half-open count while the flood runs: the cap must hold
+        # at every moment, not only at the end. WNOWAIT leaves the child
+        # unreaped, so wait4 below can read its CPU time.
+        while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            for a in nodes:
+                half_open_max = max(half_open_max, counters(a).get("net_conns_half_open", 0))
+            time.sleep(0.5)
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        flood_cpu = usage.ru_utime + usage.ru_stime
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cm_flood failed ({proc.returncode}): {err}")
+    report = json.loads(out)
+    t1 = time.monotonic()
+    cpu1 = [a.cpu_seconds() for a in nodes]
+    time.sleep(SETTLE)
+    after = [counters(a) for a in nodes]
+    res = FloodResult(rate=rate, ports=ports, seconds=seconds, sent=report["sent"])
+    for a in nodes:
+        a.assert_stream_intact()
+        for e in a.since(t0, "NodeSuspect", "NodeFailed"):
+            item = (a.node_id, e.node, e.incarnation)
+            (res.suspicions if e.kind == "NodeSuspect" else res.failures).append(item)
+    for b, c in zip(before, after, strict=True):
+        d = {k: c.get(k, 0) - b.get(k, 0) for k in set(b) | set(c)}
+        res.per_agent.append({k: v for k, v in sorted(d.items()) if v})
+        res.evicted += d.get("net_conns_evicted", 0)
+        res.handshakes_ok += d.get("net_handshakes_ok", 0)
+        res.bytes_in += d.get("net_bytes_in", 0)
+        res.bytes_out += d.get("net_bytes_out", 0)
+        for k in DROPS:
+            res.drops[k] = res.drops.get(k, 0) + d.get(k, 0)
+    res.bytes_in //= len(nodes)
+    res.bytes_out //= len(nodes)
+    span = max(t1 - t0, 1e-3)
+    res.cpu_pct = round(
+        sum(c1 - c0 for c0, c1 in zip(cpu0, cpu1, strict=True)) / len(nodes) / span * 100, 1
+    )
+    res.flood_cpu_pct = round(flood_cpu / span * 100, 1)
+    res.half_open_max = half_open_max
+    return res
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rates", default="6000,18000,36000,72000")
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--ports", type=int, default=60)
+    p.add_argument("--source", default="127.0.0.2")
+    p.add_argument("--out")
+    args = p.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    tmp = Path(tempfile.mkdtemp(prefix="cm-flood-"))
+    agents = Agents(tmp)
+    results: list[dict[str, Any]] = []
+    try:
+        nodes = agents.cluster(3, profile="lan")
+        for rate in rates:
+            say(f"flood at {rate:.0f} Initials/s for {args.seconds:g} s")
+            r = run_flood(
+                nodes, rate=rate, seconds=args.seconds, ports=args.ports, source=args.source
+            )
+            say(
+                f"  suspicions {len(r.suspicions)}, failures {len(r.failures)}, "
+                f"evicted {r.evicted}, agent CPU {r.cpu_pct}%"
+            )
+            results.append(asdict(r))
+    finally:
+        agents.stop()
+    clean = [r["rate"] for r in results if not r["suspicions"] and not r["failures"]]
+    out = {
+        "commit": commit,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "nodes": 3,
+        "profile": "lan",
+        "results": results,
+        "largest_rate_without_suspicion": max(clean) if clean else None,
+    }
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
