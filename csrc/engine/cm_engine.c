@@ -13,6 +13,10 @@
 
 #define ENGINE_EVENT_QUEUE_DEFAULT 4096
 #define ENGINE_LEAVE_GRACE_DEFAULT CM_SEC(5)
+/* The event ring starts with room for the results of a join and a leave
+ * outstanding at once, the most the Python API ever has; more outstanding
+ * calls grow it when they are made. */
+#define ENGINE_RESULTS_PREALLOCATED 2
 
 /* ------------------------------------------------- loop: start and stop */
 
@@ -157,7 +161,9 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
   case CMD_LEAVE:
     if (n->node == NULL || n->closing) {
       cm_engine__q_result(n, CM_EEV_LEFT, c->token, CM_ECLOSED);
-    } else if (!n->leaving) {
+    } else if (n->leaving) {
+      cm_engine__q_unreserve(n); /* the first leave's result answers */
+    } else {
       n->leaving = 1;
       n->leave_token = c->token;
       n->leave_deadline = cm_engine__now() + n->cfg.leave_grace;
@@ -343,7 +349,8 @@ int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
     n->cfg.event_queue_max = ENGINE_EVENT_QUEUE_DEFAULT;
   if (n->cfg.leave_grace == 0)
     n->cfg.leave_grace = ENGINE_LEAVE_GRACE_DEFAULT;
-  n->q_cap = n->cfg.event_queue_max;
+  n->q_max = n->cfg.event_queue_max;
+  n->q_cap = n->q_max + ENGINE_RESULTS_PREALLOCATED * ENGINE_RESULT_SLOTS;
   n->q = calloc(n->q_cap, sizeof(*n->q));
   n->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (cfg->tags_len > 0) {
@@ -424,12 +431,28 @@ static struct cmd *cmd_new(enum cmd_kind kind, cm_enode_t *n) {
   return c;
 }
 
+/* Submit a command whose outcome is a result event: room for the result
+ * is reserved first, here, where running out of memory can still be
+ * reported. Returns the token or a negative error. */
+static int64_t submit_with_result(cm_enode_t *n, struct cmd *c) {
+  int64_t token = (int64_t)c->token;
+  int rc = cm_engine__q_reserve(n);
+  if (rc == 0) {
+    rc = engine_submit(n->e, c);
+    if (rc != 0)
+      cm_engine__q_unreserve(n);
+  }
+  if (rc != 0) {
+    free(c);
+    return rc;
+  }
+  return token;
+}
+
 int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
                       cm_time_t timeout) {
   struct cmd *c;
   size_t i;
-  int64_t token;
-  int rc;
   if (n == NULL || (seeds == NULL && nseeds > 0) || nseeds > ENGINE_MAX_SEEDS)
     return CM_EINVAL;
   for (i = 0; i < nseeds; i++)
@@ -442,31 +465,17 @@ int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
     memcpy(c->seeds, seeds, nseeds * sizeof(*seeds));
   c->nseeds = nseeds;
   c->timeout = timeout;
-  token = (int64_t)c->token;
-  rc = engine_submit(n->e, c);
-  if (rc != 0) {
-    free(c);
-    return rc;
-  }
-  return token;
+  return submit_with_result(n, c);
 }
 
 int64_t cm_enode_leave(cm_enode_t *n) {
   struct cmd *c;
-  int64_t token;
-  int rc;
   if (n == NULL)
     return CM_EINVAL;
   c = cmd_new(CMD_LEAVE, n);
   if (c == NULL)
     return CM_ENOMEM;
-  token = (int64_t)c->token;
-  rc = engine_submit(n->e, c);
-  if (rc != 0) {
-    free(c);
-    return rc;
-  }
-  return token;
+  return submit_with_result(n, c);
 }
 
 int cm_enode_set_tags(cm_enode_t *n, const uint8_t *blob, size_t len) {

@@ -9,10 +9,12 @@
  * join and leave return at once and report their outcome later as a result
  * event. Events leave through a bounded per-node queue and an eventfd that
  * becomes readable when the queue is not empty; the engine never blocks on a
- * slow consumer (it counts what it drops and reports the count). Reads
- * (members, stats) copy from a snapshot the loop publishes under a short
- * lock, so they never stall the protocol. The engine never calls into
- * Python and never takes the GIL.
+ * slow consumer (it counts the member events it drops and reports the
+ * count before the next event it queues). Results of join and leave are
+ * never dropped: each call reserves room for its result when it is made.
+ * Reads (members, stats) copy from a snapshot the loop publishes under a
+ * short lock, so they never stall the protocol. The engine never calls
+ * into Python and never takes the GIL.
  */
 #ifndef CM_ENGINE_H
 #define CM_ENGINE_H
@@ -32,7 +34,7 @@ typedef struct cm_enode_config {
   const uint8_t *tags;
   size_t tags_len;
   uint64_t seed;
-  uint32_t event_queue_max; /* 0: 4096 */
+  uint32_t event_queue_max; /* member events queued at most; 0: 4096 */
   cm_time_t leave_grace;    /* 0: 5 s */
 } cm_enode_config_t;
 
@@ -94,7 +96,8 @@ int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
 void cm_enode_stop(cm_enode_t *n);
 
 /* Join through seeds, retrying with backoff until timeout. Returns a token
- * (> 0) whose CM_EEV_JOINED result follows, or a negative error. */
+ * (> 0) whose CM_EEV_JOINED result follows, or a negative error (CM_ENOMEM
+ * when room for the result cannot be reserved). */
 int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
                       cm_time_t timeout);
 /* Leave gracefully; CM_EEV_LEFT follows once the leave has spread (or the

@@ -18,27 +18,68 @@ static void q_wake(cm_enode_t *n) {
   (void)r; /* EAGAIN means the counter is already non-zero: still awake */
 }
 
+/* Append to the ring; the caller has checked there is room. */
+static void q_put_locked(cm_enode_t *n, const cm_eevent_t *ev) {
+  n->q[(n->q_head + n->q_len++) % n->q_cap] = *ev;
+}
+
+/* The report of dropped events goes before the next event queued, so the
+ * consumer learns of the gap where it happened. */
+static void q_put_dropped_locked(cm_enode_t *n) {
+  cm_eevent_t d;
+  memset(&d, 0, sizeof(d));
+  d.kind = CM_EEV_DROPPED;
+  d.dropped = n->q_dropped;
+  n->q_dropped = 0;
+  q_put_locked(n, &d);
+}
+
 void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev) {
   size_t need = n->q_dropped > 0 ? 2 : 1;
-  if (n->q_len + need > n->q_cap) {
+  if (n->q_len + need > n->q_max) {
     n->q_dropped++;
     n->stats.events_dropped++;
     return;
   }
-  if (n->q_dropped > 0) {
-    cm_eevent_t *d = &n->q[(n->q_head + n->q_len++) % n->q_cap];
-    memset(d, 0, sizeof(*d));
-    d->kind = CM_EEV_DROPPED;
-    d->dropped = n->q_dropped;
-    n->q_dropped = 0;
-  }
-  n->q[(n->q_head + n->q_len++) % n->q_cap] = *ev;
+  if (n->q_dropped > 0)
+    q_put_dropped_locked(n);
+  q_put_locked(n, ev);
   q_wake(n);
 }
 
-static void q_push(cm_enode_t *n, const cm_eevent_t *ev) {
+/* The ring holds q_max events, plus what reserved results may add beyond
+ * that: q_cap >= max(q_max, q_len) + q_reserved at all times. Member events
+ * stop at q_max; a result uses its own reservation, so it always fits. */
+static size_t q_needed_locked(const cm_enode_t *n, size_t reserved) {
+  return (n->q_len > n->q_max ? n->q_len : n->q_max) + reserved;
+}
+
+int cm_engine__q_reserve(cm_enode_t *n) {
+  int rc = 0;
   pthread_mutex_lock(&n->lock);
-  cm_engine__q_push_locked(n, ev);
+  if (q_needed_locked(n, n->q_reserved + ENGINE_RESULT_SLOTS) > n->q_cap) {
+    size_t cap = q_needed_locked(n, n->q_reserved + ENGINE_RESULT_SLOTS), i;
+    cm_eevent_t *q = malloc(cap * sizeof(*q));
+    if (q == NULL) {
+      rc = CM_ENOMEM;
+    } else {
+      for (i = 0; i < n->q_len; i++)
+        q[i] = n->q[(n->q_head + i) % n->q_cap];
+      free(n->q);
+      n->q = q;
+      n->q_head = 0;
+      n->q_cap = cap;
+    }
+  }
+  if (rc == 0)
+    n->q_reserved += ENGINE_RESULT_SLOTS;
+  pthread_mutex_unlock(&n->lock);
+  return rc;
+}
+
+void cm_engine__q_unreserve(cm_enode_t *n) {
+  pthread_mutex_lock(&n->lock);
+  n->q_reserved -= ENGINE_RESULT_SLOTS;
   pthread_mutex_unlock(&n->lock);
 }
 
@@ -49,7 +90,13 @@ void cm_engine__q_result(cm_enode_t *n, uint8_t kind, uint64_t token,
   ev.kind = kind;
   ev.token = token;
   ev.status = status;
-  q_push(n, &ev);
+  pthread_mutex_lock(&n->lock);
+  n->q_reserved -= ENGINE_RESULT_SLOTS;
+  if (n->q_dropped > 0)
+    q_put_dropped_locked(n);
+  q_put_locked(n, &ev);
+  q_wake(n);
+  pthread_mutex_unlock(&n->lock);
 }
 
 int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out) {

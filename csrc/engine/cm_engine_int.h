@@ -15,6 +15,9 @@
 #include "cm_engine.h"
 
 #define ENGINE_MAX_SEEDS 64
+/* Ring slots reserved per join or leave call: its result, and the report
+ * of events dropped before it, which must go first. */
+#define ENGINE_RESULT_SLOTS 2
 
 enum cmd_kind {
   CMD_START = 1,
@@ -89,8 +92,10 @@ struct cm_enode {
   pthread_mutex_t lock;
   cm_snapshot_t *snap;
   cm_enode_stats_t stats;
-  cm_eevent_t *q;
+  cm_eevent_t *q; /* ring of q_cap entries */
   size_t q_head, q_len, q_cap;
+  size_t q_max;      /* member events stop here (event_queue_max) */
+  size_t q_reserved; /* slots promised to results not yet queued */
   uint64_t q_dropped;
   int running;
   int efd;
@@ -117,8 +122,15 @@ static inline cm_time_t cm_engine__now(void) { return uv_hrtime() / 1000u; }
 /* cm_engine.c: close a node's handles; it is finalized once all are. */
 void cm_engine__begin_stop(cm_enode_t *n);
 
-/* cm_engine_events.c. The _locked variant wants n->lock held. */
+/* cm_engine_events.c. The _locked variant wants n->lock held. A member
+ * event is dropped (and counted) when the queue is full. */
 void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev);
+/* Room for one result, taken on the caller's thread when join or leave is
+ * called, so the result can never be dropped: 0 or CM_ENOMEM. Every
+ * reservation ends in exactly one cm_engine__q_result, or is given back
+ * with cm_engine__q_unreserve when no result will follow. */
+int cm_engine__q_reserve(cm_enode_t *n);
+void cm_engine__q_unreserve(cm_enode_t *n);
 void cm_engine__q_result(cm_enode_t *n, uint8_t kind, uint64_t token,
                          int status);
 /* A snapshot of node's registry; NULL when out of memory. */

@@ -286,3 +286,89 @@ CM_TEST(engine_full_event_queue_reports_drops) {
   }
   cm_engine_free(e);
 }
+
+/* A full event queue loses member events, never the result of a join: the
+ * joiner's queue holds 2 events and the join merges 4 members at once. The
+ * result arrives, after the report of what was dropped before it. */
+CM_TEST(engine_full_event_queue_keeps_join_result) {
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *small, *others[4];
+  cm_addr_t seed;
+  cm_enode_stats_t st;
+  cm_eevent_t ev;
+  int64_t tok;
+  int i, status = 1, joined = 0, waited;
+  uint64_t dropped = 0;
+  CM_CHECK_OK(cm_engine_new(&e));
+  for (i = 0; i < 4; i++)
+    others[i] = start_node(e, i, &key);
+  seed = cm_enode_addr(others[0]);
+  for (i = 1; i < 4; i++) {
+    tok = cm_enode_join(others[i], &seed, 1, CM_SEC(10));
+    CM_CHECK(tok > 0);
+    CM_CHECK_OK(wait_join(others[i], tok));
+  }
+  for (waited = 0; waited < 30000 && cm_te_alive_count(others[0]) < 4;
+       waited += 20)
+    cm_te_nap_ms(20);
+  CM_CHECK_EQ(cm_te_alive_count(others[0]), 4);
+  small = start_node_q(e, 4, &key, 2);
+  tok = cm_enode_join(small, &seed, 1, CM_SEC(10));
+  CM_CHECK(tok > 0);
+  for (waited = 0; waited < 30000 && status == 1; waited += 10) {
+    while (status == 1 && cm_enode_next_event(small, &ev)) {
+      if (ev.kind == CM_EEV_DROPPED)
+        dropped += ev.dropped;
+      else if (ev.kind == CM_EEV_MEMBER && ev.ev.type == CM_EV_JOINED)
+        joined++;
+      else if (ev.kind == CM_EEV_JOINED && ev.token == (uint64_t)tok)
+        status = ev.status;
+    }
+    if (status == 1)
+      cm_te_nap_ms(10);
+  }
+  CM_CHECK_EQ(status, 0);
+  CM_CHECK(dropped > 0);
+  CM_CHECK(joined <= 2);
+  cm_enode_stats(small, &st);
+  CM_CHECK(st.events_dropped >= dropped);
+  cm_engine_free(e);
+}
+
+/* Every join call gets its result, however many are outstanding while
+ * nobody reads: the ring grows for them when the calls are made. */
+CM_TEST(engine_results_of_many_calls_all_arrive) {
+  enum { CALLS = 20 };
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *n;
+  cm_addr_t nowhere;
+  cm_eevent_t ev;
+  int64_t tok[CALLS];
+  int status[CALLS], i, got = 0, waited;
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node_q(e, 0, &key, 1);
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:9", &nowhere));
+  for (i = 0; i < CALLS; i++) {
+    tok[i] = cm_enode_join(n, &nowhere, 1, CM_SEC(1));
+    CM_CHECK(tok[i] > 0);
+    status[i] = 1;
+  }
+  for (waited = 0; waited < 30000 && got < CALLS; waited += 10) {
+    while (cm_enode_next_event(n, &ev))
+      for (i = 0; i < CALLS; i++)
+        if (ev.kind == CM_EEV_JOINED && ev.token == (uint64_t)tok[i]) {
+          CM_CHECK_EQ(status[i], 1);
+          status[i] = ev.status;
+          got++;
+        }
+    if (got < CALLS)
+      cm_te_nap_ms(10);
+  }
+  CM_CHECK_EQ(got, CALLS);
+  CM_CHECK_EQ(status[0], CM_ETIMEDOUT);
+  for (i = 1; i < CALLS; i++)
+    CM_CHECK_EQ(status[i], CM_ESTATE);
+  cm_engine_free(e);
+}
