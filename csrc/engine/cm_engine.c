@@ -162,7 +162,7 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
     if (n->node == NULL || n->closing) {
       cm_engine__q_result(n, CM_EEV_LEFT, c->token, CM_ECLOSED);
     } else if (n->leaving) {
-      cm_engine__q_unreserve(n); /* the first leave's result answers */
+      cm_engine__q_result(n, CM_EEV_LEFT, c->token, CM_ESTATE);
     } else {
       n->leaving = 1;
       n->leave_token = c->token;

@@ -372,3 +372,32 @@ CM_TEST(engine_results_of_many_calls_all_arrive) {
     CM_CHECK_EQ(status[i], CM_ESTATE);
   cm_engine_free(e);
 }
+
+/* A leave called while one is under way is answered too (CM_ESTATE), and
+ * the first one's result follows once the node has stopped. */
+CM_TEST(engine_second_leave_is_answered) {
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *n;
+  cm_eevent_t ev;
+  int64_t first, second;
+  int s1 = 1, s2 = 1, waited;
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node(e, 0, &key);
+  first = cm_enode_leave(n);
+  second = cm_enode_leave(n);
+  CM_CHECK(first > 0 && second > 0);
+  for (waited = 0; waited < 30000 && (s1 == 1 || s2 == 1); waited += 10) {
+    while (cm_enode_next_event(n, &ev))
+      if (ev.kind == CM_EEV_LEFT && ev.token == (uint64_t)first)
+        s1 = ev.status;
+      else if (ev.kind == CM_EEV_LEFT && ev.token == (uint64_t)second)
+        s2 = ev.status;
+    if (s1 == 1 || s2 == 1)
+      cm_te_nap_ms(10);
+  }
+  CM_CHECK_EQ(s1, 0);
+  CM_CHECK_EQ(s2, CM_ESTATE);
+  CM_CHECK(!cm_enode_running(n));
+  cm_engine_free(e);
+}
