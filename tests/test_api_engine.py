@@ -1,16 +1,27 @@
 """The engine's promises as the API shows them: a full event queue never
-loses the result of join(); and what goes wrong is said plainly."""
+loses the result of join(); a fork() child keeps none of the engine's
+descriptors; and what goes wrong is said plainly."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from _cluster import cluster, config
 from conftest import DEADLINE, POLL
 
 from clustermember import ClusterMembership, EventsDropped, NodeJoined
+
+HERE = Path(__file__).parent
+# Bound on the helper process of the fork test; it finishes in about a second.
+CHILD_PROCESS_TIMEOUT = 180.0
 
 
 def hold_loop_until(cond: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
@@ -49,3 +60,24 @@ async def test_full_event_queue_keeps_the_join_result(key: bytes) -> None:
             assert len(joined) + reported == 3
         finally:
             await joiner.close()
+
+
+async def test_fork_child_keeps_none_of_the_engines_descriptors(key: bytes) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "_fork_node.py"), base64.b64encode(key).decode()],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=CHILD_PROCESS_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    kinds = set(result["engine_fds"].values())
+    for kind in ("anon_inode:[eventpoll]", "anon_inode:[eventfd]", "anon_inode:[timerfd]"):
+        assert kind in kinds, f"no {kind} among the engine's descriptors {kinds}"
+    assert any(link.startswith("socket:") for link in kinds)
+    assert result["still_open"] == {}, "the fork child kept the engine's descriptors"
+    assert result["rebind"] == "ok"

@@ -1050,9 +1050,12 @@ static PyObject *engine_close(engine_object *self, PyObject *unused) {
 }
 
 /* After fork() the child holds a copy of the engine's memory but not its
- * thread; its locks may be held by a thread that no longer exists. Drop
- * the pointer without touching anything behind it. */
+ * thread; its locks may be held by a thread that no longer exists. Close
+ * the descriptors the copy holds (the parent's sockets among them), which
+ * takes no lock, and drop the pointer without freeing anything. */
 static PyObject *engine_forget(engine_object *self, PyObject *unused) {
+  if (self->engine != NULL && !self->forgotten)
+    cm_engine_forget_after_fork(self->engine);
   self->forgotten = 1;
   self->engine = NULL;
   Py_RETURN_NONE;
@@ -1241,8 +1244,8 @@ static PyMethodDef engine_methods[] = {
      "close()\n\nStop every node (without leaving) and the engine thread; "
      "idempotent."},
     {"forget", (PyCFunction)engine_forget, METH_NOARGS,
-     "forget()\n\nAfter fork(), in the child: drop the engine without "
-     "touching it."},
+     "forget()\n\nAfter fork(), in the child: close the descriptors the "
+     "engine held in the parent and drop it, touching no lock."},
     {NULL, NULL, 0, NULL},
 };
 

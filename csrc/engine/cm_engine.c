@@ -18,6 +18,72 @@
  * calls grow it when they are made. */
 #define ENGINE_RESULTS_PREALLOCATED 2
 
+/* ------------------------------------------------------------ fork() */
+
+/* What a fork() child can rely on. Every descriptor the engine holds is
+ * recorded in an atomic slot reachable from the engine without a lock:
+ * the loop's in e->loop_fds, each node's in n->fds, and each node stays on
+ * the engine's list (updated with single atomic stores) until its slots
+ * are cleared. A slot is written just after the call that creates its
+ * descriptor returns, and cleared just before the descriptor is closed, so
+ * the child never closes a number the parent had already closed (and
+ * perhaps reused). A fork() in the instant between a creation and its
+ * recording, that is while cm_engine_new, cm_enode_start or the loop's
+ * start of a node runs, leaves that descriptor open in the child: Python
+ * cannot fork then, for those calls hold the GIL until they return. */
+
+/* Record fds[0..n) in slots[first..], clearing the rest from first on;
+ * n 0 clears them. */
+static void fds_set(_Atomic int *slots, size_t nslots, size_t first,
+                    const int *fds, size_t n) {
+  size_t i;
+  for (i = first; i < nslots; i++)
+    atomic_store(&slots[i], i - first < n ? fds[i - first] : -1);
+}
+
+static void fds_close(_Atomic int *slots, size_t nslots) {
+  size_t i;
+  for (i = 0; i < nslots; i++) {
+    int fd = atomic_exchange(&slots[i], -1);
+    if (fd >= 0)
+      close(fd);
+  }
+}
+
+void cm_engine_forget_after_fork(cm_engine_t *e) {
+  cm_enode_t *n;
+  if (e == NULL)
+    return;
+  fds_close(e->loop_fds, ENGINE_LOOP_FDS);
+  for (n = atomic_load(&e->all); n != NULL; n = atomic_load(&n->next_all))
+    fds_close(n->fds, ENGINE_NODE_FDS);
+}
+
+/* libuv exposes only the epoll descriptor (uv_backend_fd); the wake-up
+ * and signal descriptors are read from fields uv.h declares for Unix
+ * loops. */
+static void engine_record_loop_fds(cm_engine_t *e) {
+  int fds[ENGINE_LOOP_FDS] = {
+      uv_backend_fd(&e->loop), e->loop.async_io_watcher.fd, e->loop.async_wfd,
+      e->loop.signal_pipefd[0], e->loop.signal_pipefd[1]};
+  fds_set(e->loop_fds, ENGINE_LOOP_FDS, 0, fds, ENGINE_LOOP_FDS);
+}
+
+/* The node's eventfd is slot 0; the transport's follow. */
+static void enode_record_net_fds(cm_enode_t *n) {
+  int fds[ENGINE_NODE_FDS - 1];
+  size_t k = cm_net_fds(n->net, fds, ENGINE_NODE_FDS - 1);
+  fds_set(n->fds, ENGINE_NODE_FDS, 1, fds,
+          k < ENGINE_NODE_FDS - 1 ? k : ENGINE_NODE_FDS - 1);
+}
+
+static void enode_close_efd(cm_enode_t *n) {
+  fds_set(n->fds, 1, 0, NULL, 0);
+  if (n->efd >= 0)
+    close(n->efd);
+  n->efd = -1;
+}
+
 /* ------------------------------------------------- loop: start and stop */
 
 static void cmd_complete(cm_engine_t *e, struct cmd *c, int result) {
@@ -70,6 +136,7 @@ void cm_engine__begin_stop(cm_enode_t *n) {
   if (n->closing)
     return;
   n->closing = 1;
+  fds_set(n->fds, ENGINE_NODE_FDS, 1, NULL, 0);
   uv_close((uv_handle_t *)&n->timer, on_handle_closed);
   uv_close((uv_handle_t *)&n->join_timer, on_handle_closed);
   uv_close((uv_handle_t *)&n->idle, on_handle_closed);
@@ -96,8 +163,10 @@ static void enode_do_start(cm_enode_t *n, struct cmd *c) {
   e->live_nodes++;
   rc = cm_net_new(&n->net, &e->loop, &n->cfg.bind, &n->cfg.net,
                   &cm_engine__net_callbacks, n);
-  if (rc == 0)
+  if (rc == 0) {
+    enode_record_net_fds(n);
     rc = cm_net_local_addr(n->net, &n->addr);
+  }
   if (rc == 0)
     rc = cm_node_new(&n->node, &n->cfg.proto, n->id, &n->addr, n->tags,
                      n->cfg.tags_len, n->cfg.seed, cm_engine__now());
@@ -197,9 +266,9 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
     e->loop_shutting_down = 1;
     e->shutdown_cmd = c;
     pthread_mutex_lock(&e->cmd_lock);
-    it = e->all;
+    it = atomic_load(&e->all);
     pthread_mutex_unlock(&e->cmd_lock);
-    for (; it != NULL; it = it->next_all)
+    for (; it != NULL; it = atomic_load(&it->next_all))
       if (it->node != NULL && !it->closing)
         cm_engine__begin_stop(it);
     engine_maybe_exit(e);
@@ -273,12 +342,14 @@ int cm_engine_new(cm_engine_t **out) {
     free(e);
     return CM_EIO;
   }
+  engine_record_loop_fds(e);
   pthread_mutex_init(&e->cmd_lock, NULL);
   pthread_cond_init(&e->cmd_cond, NULL);
   atomic_init(&e->next_token, 1);
   if (pthread_create(&e->thread, NULL, engine_thread, e) != 0) {
     uv_close((uv_handle_t *)&e->async, NULL);
     uv_run(&e->loop, UV_RUN_DEFAULT);
+    fds_set(e->loop_fds, ENGINE_LOOP_FDS, 0, NULL, 0);
     uv_loop_close(&e->loop);
     pthread_mutex_destroy(&e->cmd_lock);
     pthread_cond_destroy(&e->cmd_cond);
@@ -297,15 +368,14 @@ static void enode_free_handle(cm_enode_t *n) {
   free(n->key_file);
   free(n->q);
   cm_snapshot_release(n->snap);
-  if (n->efd >= 0)
-    close(n->efd);
+  enode_close_efd(n);
   pthread_mutex_destroy(&n->lock);
   free(n);
 }
 
 void cm_engine_free(cm_engine_t *e) {
   struct cmd c;
-  cm_enode_t *n, *next;
+  cm_enode_t *n;
   if (e == NULL)
     return;
   memset(&c, 0, sizeof(c));
@@ -313,9 +383,13 @@ void cm_engine_free(cm_engine_t *e) {
   c.sync = 1;
   engine_submit(e, &c);
   pthread_join(e->thread, NULL);
+  fds_set(e->loop_fds, ENGINE_LOOP_FDS, 0, NULL, 0);
   uv_loop_close(&e->loop);
-  for (n = e->all; n != NULL; n = next) {
-    next = n->next_all;
+  /* Each node's descriptor is closed while the node is still on the list:
+   * see cm_engine_forget_after_fork. */
+  while ((n = atomic_load(&e->all)) != NULL) {
+    enode_close_efd(n);
+    atomic_store(&e->all, atomic_load(&n->next_all));
     enode_free_handle(n);
   }
   pthread_mutex_destroy(&e->cmd_lock);
@@ -339,6 +413,7 @@ int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
   n = calloc(1, sizeof(*n));
   if (n == NULL)
     return CM_ENOMEM;
+  fds_set(n->fds, ENGINE_NODE_FDS, 0, NULL, 0);
   n->efd = -1;
   pthread_mutex_init(&n->lock, NULL);
   n->e = e;
@@ -353,6 +428,7 @@ int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
   n->q_cap = n->q_max + ENGINE_RESULTS_PREALLOCATED * ENGINE_RESULT_SLOTS;
   n->q = calloc(n->q_cap, sizeof(*n->q));
   n->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  fds_set(n->fds, 1, 0, &n->efd, n->efd >= 0);
   if (cfg->tags_len > 0) {
     n->tags = malloc(cfg->tags_len);
     if (n->tags != NULL)
@@ -386,8 +462,8 @@ int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
   c.sync = 1;
   /* Link first, so a shutdown racing with this start still frees it. */
   pthread_mutex_lock(&e->cmd_lock);
-  n->next_all = e->all;
-  e->all = n;
+  atomic_store(&n->next_all, atomic_load(&e->all));
+  atomic_store(&e->all, n);
   pthread_mutex_unlock(&e->cmd_lock);
   rc = engine_submit(e, &c);
   if (rc != 0) {
@@ -401,7 +477,7 @@ int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
 void cm_enode_stop(cm_enode_t *n) {
   cm_engine_t *e;
   struct cmd c;
-  cm_enode_t **pp;
+  _Atomic(cm_enode_t *) *pp;
   if (n == NULL)
     return;
   e = n->e;
@@ -411,10 +487,12 @@ void cm_enode_stop(cm_enode_t *n) {
   c.sync = 1;
   if (engine_submit(e, &c) == CM_ECLOSED)
     return; /* the engine is shutting down and will free it */
+  /* Closed while still on the list: see cm_engine_forget_after_fork. */
+  enode_close_efd(n);
   pthread_mutex_lock(&e->cmd_lock);
-  for (pp = &e->all; *pp != NULL; pp = &(*pp)->next_all)
-    if (*pp == n) {
-      *pp = n->next_all;
+  for (pp = &e->all; atomic_load(pp) != NULL; pp = &atomic_load(pp)->next_all)
+    if (atomic_load(pp) == n) {
+      atomic_store(pp, atomic_load(&n->next_all));
       break;
     }
   pthread_mutex_unlock(&e->cmd_lock);

@@ -86,6 +86,16 @@ int cm_engine_new(cm_engine_t **out);
  * free everything. Handles of its nodes become invalid. */
 void cm_engine_free(cm_engine_t *e);
 
+/* In the child of fork(), before anything else uses the engine: close
+ * every descriptor the engine held in the parent (its loop's epoll,
+ * wake-up and signal descriptors; each node's eventfd, UDP socket and
+ * timerfd), so the child keeps no socket bound to the parent's ports.
+ * Touches no lock and frees nothing, for the engine's thread does not
+ * exist in the child and its locks may stay held forever; the parent is
+ * unaffected. Afterwards e must not be used in the child (not even freed).
+ * Not for an engine that cm_engine_free was freeing at the fork. */
+void cm_engine_forget_after_fork(cm_engine_t *e);
+
 /* Start a node and bind its socket. Blocks until the loop has done so.
  * Errors: CM_EINVAL, CM_ECONFIG, CM_ENODEID, CM_EADDR, CM_ETAG*, CM_ETLS,
  * CM_EIO (bind failed), CM_ECLOSED (engine stopping), CM_ENOMEM. */

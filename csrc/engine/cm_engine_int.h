@@ -18,6 +18,12 @@
 /* Ring slots reserved per join or leave call: its result, and the report
  * of events dropped before it, which must go first. */
 #define ENGINE_RESULT_SLOTS 2
+/* Descriptors recorded for cm_engine_forget_after_fork. The loop's: its
+ * epoll instance, its wake-up eventfd (or pipe, both ends) and its signal
+ * pipe. A node's: its eventfd, then the transport's (a UDP socket and a
+ * timerfd today, with room for more). */
+#define ENGINE_LOOP_FDS 5
+#define ENGINE_NODE_FDS 5
 
 enum cmd_kind {
   CMD_START = 1,
@@ -99,7 +105,10 @@ struct cm_enode {
   uint64_t q_dropped;
   int running;
   int efd;
-  struct cm_enode *next_all; /* engine's list of handles, under cmd_lock */
+
+  /* Written under the engine's cmd_lock, read without it after fork(). */
+  _Atomic(struct cm_enode *) next_all; /* engine's list of handles */
+  _Atomic int fds[ENGINE_NODE_FDS];    /* -1: none */
 };
 
 struct cm_engine {
@@ -113,8 +122,11 @@ struct cm_engine {
   int loop_shutting_down; /* loop thread's own view */
   struct cmd *shutdown_cmd;
   int live_nodes; /* loop thread: nodes not yet finalized */
-  cm_enode_t *all;
   atomic_uint_fast64_t next_token;
+
+  /* Written under cmd_lock, read without it after fork(). */
+  _Atomic(cm_enode_t *) all;
+  _Atomic int loop_fds[ENGINE_LOOP_FDS]; /* -1: none */
 };
 
 static inline cm_time_t cm_engine__now(void) { return uv_hrtime() / 1000u; }

@@ -3,6 +3,12 @@
  * cluster-key mode. Every wait polls a condition against a generous
  * deadline; nothing depends on a fixed sleep.
  */
+#include <dirent.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "cm_engine.h"
 #include "cm_test.h"
 #include "cm_test_engine.h"
@@ -399,5 +405,105 @@ CM_TEST(engine_second_leave_is_answered) {
   CM_CHECK_EQ(s1, 0);
   CM_CHECK_EQ(s2, CM_ESTATE);
   CM_CHECK(!cm_enode_running(n));
+  cm_engine_free(e);
+}
+
+/* Descriptors this process has open that `before` does not list, as
+ * "fd=link" lines. */
+static void fd_list(char *out, size_t len, const char *before) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *de;
+  size_t used = 0;
+  out[0] = '\0';
+  if (d == NULL)
+    return;
+  while ((de = readdir(d)) != NULL) {
+    char path[300], link[200], line[sizeof(de->d_name) + sizeof(link) + 2];
+    ssize_t k;
+    if (de->d_name[0] == '.' || atoi(de->d_name) == dirfd(d))
+      continue;
+    snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+    k = readlink(path, link, sizeof(link) - 1);
+    if (k < 0)
+      continue;
+    link[k] = '\0';
+    snprintf(line, sizeof(line), "%s=%s\n", de->d_name, link);
+    if ((before != NULL && strstr(before, line) != NULL) ||
+        used + strlen(line) + 1 > len)
+      continue;
+    memcpy(out + used, line, strlen(line) + 1);
+    used += strlen(line);
+  }
+  closedir(d);
+}
+
+/* A fork() child that lives on closes what the engine held in the parent,
+ * so the parent can start a node on the same port again. */
+#define CHILD_LIFETIME_MS 60000
+CM_TEST(engine_forget_after_fork_closes_descriptors) {
+  static char before[8192], engine_fds[8192], child_fds[8192];
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_net_config_t net;
+  cm_enode_config_t c;
+  cm_enode_t *n, *again = NULL;
+  int report[2], hold[2], status;
+  ssize_t k;
+  size_t used;
+  pid_t pid;
+  fd_list(before, sizeof(before), NULL);
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node(e, 0, &key);
+  fd_list(engine_fds, sizeof(engine_fds), before);
+  CM_CHECK(strstr(engine_fds, "socket:") != NULL);
+  CM_CHECK(strstr(engine_fds, "[eventpoll]") != NULL);
+  CM_CHECK_OK(pipe(report));
+  CM_CHECK_OK(pipe(hold));
+  pid = fork();
+  CM_CHECK(pid >= 0);
+  if (pid == 0) {
+    char still[8192];
+    struct pollfd pf;
+    close(report[0]);
+    close(hold[1]);
+    cm_engine_forget_after_fork(e);
+    fd_list(still, sizeof(still), NULL);
+    /* Which of the engine's descriptors are still open, as they were. */
+    k = 0;
+    for (char *line = strtok(engine_fds, "\n"); line != NULL;
+         line = strtok(NULL, "\n"))
+      if (strstr(still, line) != NULL)
+        k += write(report[1], line, strlen(line)) + write(report[1], " ", 1);
+    (void)k;
+    close(report[1]);
+    /* Alive until the parent closes the pipe, and not much longer. */
+    pf.fd = hold[0];
+    pf.events = POLLIN;
+    (void)poll(&pf, 1, CHILD_LIFETIME_MS);
+    _exit(0);
+  }
+  close(report[1]);
+  close(hold[0]);
+  used = 0;
+  while (used < sizeof(child_fds) - 1 &&
+         (k = read(report[0], child_fds + used, sizeof(child_fds) - 1 - used)) >
+             0)
+    used += (size_t)k;
+  child_fds[used] = '\0';
+  close(report[0]);
+  memset(&c, 0, sizeof(c));
+  cm_config_lan(&c.proto);
+  cm_net_config_default(&net);
+  net.keys = &key;
+  net.nkeys = 1;
+  c.net = net;
+  c.id = "again";
+  c.bind = cm_enode_addr(n);
+  cm_enode_stop(n);
+  status = cm_enode_start(e, &c, &again);
+  close(hold[1]);
+  waitpid(pid, NULL, 0);
+  CM_CHECK_STR(child_fds, "");
+  CM_CHECK_OK(status);
   cm_engine_free(e);
 }
