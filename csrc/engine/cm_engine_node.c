@@ -163,13 +163,20 @@ static void on_stream_response(void *ud, uint64_t req_id, int status,
   cm_engine__flush(n, 0);
 }
 
+/* The transport asks for every packet it cannot route, before it spends
+ * its stale-peer report budget on the sender: O(1), through the registry's
+ * address index. */
+static int is_known_peer(void *ud, const cm_addr_t *from) {
+  cm_enode_t *n = ud;
+  return n->node != NULL && !n->closing && cm_node_has_member_at(n->node, from);
+}
+
 /* A member holds a connection to the process that had our address before
  * us: connect to it, which makes it drop that connection. Only for known
  * members, so a forged source cannot make us open connections elsewhere. */
 static void on_stale_peer(void *ud, const cm_addr_t *from) {
   cm_enode_t *n = ud;
-  if (n->node == NULL || n->closing || n->net == NULL ||
-      !cm_node_has_member_at(n->node, from))
+  if (n->net == NULL || !is_known_peer(ud, from))
     return;
   (void)cm_net_connect(n->net, from);
 }
@@ -183,4 +190,5 @@ const cm_net_callbacks_t cm_engine__net_callbacks = {
     .on_datagram = on_datagram,
     .on_stream_request = on_stream_request,
     .on_stream_response = on_stream_response,
-    .on_stale_peer = on_stale_peer};
+    .on_stale_peer = on_stale_peer,
+    .is_known_peer = is_known_peer};
