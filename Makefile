@@ -84,9 +84,10 @@ format-check:
 clean:
 	rm -rf build
 
-# Benchmarks (docs/benchmarks.md, "Transport and engine"): transport figures
-# and the one-node-per-process driver that bench/engine_bench.py launches.
-BENCH_BINS := build/bench/net_bench build/bench/cm_node_run
+# Benchmarks (docs/benchmarks.md, "Transport and engine"): transport figures,
+# the one-node-per-process driver that bench/engine_bench.py launches, and
+# the injector that fills a node's registry for bench/event_bench.py.
+BENCH_BINS := build/bench/net_bench build/bench/cm_node_run build/bench/cm_pp_inject
 .PHONY: bench
 bench: $(BENCH_BINS)
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cm_engine_int.h"
+#include "cm_registry.h"
 
 /* --------------------------------------------------------- event queue */
 
@@ -126,9 +127,62 @@ int cm_enode_event_fd(const cm_enode_t *n) { return n->efd; }
 
 /* ------------------------------------------------------------ snapshots */
 
+/* Open addressing over the members' positions, at most half full. */
+struct cm_snapshot_index {
+  uint32_t mask;   /* capacity - 1; the capacity is a power of two */
+  uint32_t slot[]; /* member position + 1; 0: empty */
+};
+
 void cm_snapshot_release(cm_snapshot_t *s) {
-  if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
+  if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1) {
+    free(atomic_load(&s->index));
     free(s);
+  }
+}
+
+static struct cm_snapshot_index *snapshot_index_build(const cm_snapshot_t *s) {
+  struct cm_snapshot_index *x;
+  uint32_t cap = 2, i;
+  while (cap < 2 * (uint64_t)s->count)
+    cap *= 2;
+  x = calloc(1, sizeof(*x) + (size_t)cap * sizeof(x->slot[0]));
+  if (x == NULL)
+    return NULL;
+  x->mask = cap - 1;
+  /* In order, so of two members with one id (possible only in a snapshot
+   * filled by hand) the first is found, as a scan would find it. */
+  for (i = 0; i < s->count; i++) {
+    const char *id = s->members[i].id;
+    uint32_t pos = (uint32_t)cm_id_hash(id, strlen(id)) & x->mask;
+    while (x->slot[pos] != 0)
+      pos = (pos + 1) & x->mask;
+    x->slot[pos] = i + 1;
+  }
+  return x;
+}
+
+const cm_emember_t *cm_snapshot_find(cm_snapshot_t *s, const char *id) {
+  struct cm_snapshot_index *x = atomic_load(&s->index), *none = NULL;
+  uint32_t pos, i;
+  if (x == NULL) {
+    x = snapshot_index_build(s);
+    if (x == NULL) {
+      for (i = 0; i < s->count; i++)
+        if (strcmp(s->members[i].id, id) == 0)
+          return &s->members[i];
+      return NULL;
+    }
+    /* Another thread may have indexed it meanwhile: keep the first. */
+    if (!atomic_compare_exchange_strong(&s->index, &none, x)) {
+      free(x);
+      x = none;
+    }
+  }
+  pos = (uint32_t)cm_id_hash(id, strlen(id)) & x->mask;
+  for (; x->slot[pos] != 0; pos = (pos + 1) & x->mask)
+    if (strcmp(s->members[x->slot[pos] - 1].id, id) == 0)
+      return &s->members[x->slot[pos] - 1];
+  return NULL;
 }
 
 cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len) {
@@ -138,6 +192,7 @@ cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len) {
   if (s == NULL)
     return NULL;
   atomic_init(&s->refs, 1);
+  atomic_init(&s->index, NULL);
   s->members = (cm_emember_t *)(s + 1);
   s->count = count;
   return s;
@@ -159,6 +214,7 @@ cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
   if (s == NULL)
     return NULL;
   atomic_init(&s->refs, 1);
+  atomic_init(&s->index, NULL);
   s->members = (cm_emember_t *)(s + 1);
   tp = (uint8_t *)(s->members + slots);
   for (i = 0; i < slots; i++) {
