@@ -114,7 +114,13 @@ static void enode_finalize(cm_enode_t *n) {
     cm_engine__join_finish(n, CM_ECLOSED);
   if (was_leaving)
     cm_engine__q_result(n, CM_EEV_LEFT, n->leave_token, 0);
-  e->live_nodes--;
+  if (n->live_prev != NULL)
+    n->live_prev->live_next = n->live_next;
+  else
+    e->live = n->live_next;
+  if (n->live_next != NULL)
+    n->live_next->live_prev = n->live_prev;
+  n->live_prev = n->live_next = NULL;
   if (n->stop_cmd != NULL) {
     struct cmd *c = n->stop_cmd;
     n->stop_cmd = NULL;
@@ -160,7 +166,10 @@ static void enode_do_start(cm_enode_t *n, struct cmd *c) {
   uv_idle_init(&e->loop, &n->idle);
   uv_check_init(&e->loop, &n->check);
   n->handles_open = 4;
-  e->live_nodes++;
+  n->live_next = e->live;
+  if (e->live != NULL)
+    e->live->live_prev = n;
+  e->live = n;
   rc = cm_net_new(&n->net, &e->loop, &n->cfg.bind, &n->cfg.net,
                   &cm_engine__net_callbacks, n);
   if (rc == 0) {
@@ -189,7 +198,7 @@ static void enode_do_start(cm_enode_t *n, struct cmd *c) {
 }
 
 static void engine_maybe_exit(cm_engine_t *e) {
-  if (e->loop_shutting_down && e->live_nodes == 0 && e->shutdown_cmd != NULL) {
+  if (e->loop_shutting_down && e->live == NULL && e->shutdown_cmd != NULL) {
     struct cmd *c = e->shutdown_cmd;
     e->shutdown_cmd = NULL;
     uv_close((uv_handle_t *)&e->async, NULL);
@@ -265,11 +274,10 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
     cm_enode_t *it;
     e->loop_shutting_down = 1;
     e->shutdown_cmd = c;
-    pthread_mutex_lock(&e->cmd_lock);
-    it = atomic_load(&e->all);
-    pthread_mutex_unlock(&e->cmd_lock);
-    for (; it != NULL; it = atomic_load(&it->next_all))
-      if (it->node != NULL && !it->closing)
+    /* Closing completes later, in close callbacks: the list stays as it
+     * is during this walk. */
+    for (it = e->live; it != NULL; it = it->live_next)
+      if (!it->closing)
         cm_engine__begin_stop(it);
     engine_maybe_exit(e);
     return;
@@ -299,6 +307,8 @@ static void *engine_thread(void *arg) {
 
 /* ------------------------------------------------------ caller threads */
 
+/* Queue c for the loop; a sync command is waited for. CM_ECLOSED once the
+ * engine is shutting down, but for the shutdown's own command. */
 static int engine_submit(cm_engine_t *e, struct cmd *c) {
   int rc = 0;
   pthread_mutex_lock(&e->cmd_lock);
@@ -306,8 +316,6 @@ static int engine_submit(cm_engine_t *e, struct cmd *c) {
     pthread_mutex_unlock(&e->cmd_lock);
     return CM_ECLOSED;
   }
-  if (c->kind == CMD_SHUTDOWN)
-    e->shutting_down = 1;
   if (e->cmds_tail != NULL)
     e->cmds_tail->next = c;
   else
@@ -373,10 +381,19 @@ static void enode_free_handle(cm_enode_t *n) {
   free(n);
 }
 
-void cm_engine_free(cm_engine_t *e) {
+void cm_engine_shutdown(cm_engine_t *e) {
   struct cmd c;
-  cm_enode_t *n;
+  int first;
   if (e == NULL)
+    return;
+  /* The first caller shuts down; the others wait until it has. */
+  pthread_mutex_lock(&e->cmd_lock);
+  first = !e->shutting_down;
+  e->shutting_down = 1;
+  while (!first && !e->shut_down)
+    pthread_cond_wait(&e->cmd_cond, &e->cmd_lock);
+  pthread_mutex_unlock(&e->cmd_lock);
+  if (!first)
     return;
   memset(&c, 0, sizeof(c));
   c.kind = CMD_SHUTDOWN;
@@ -385,6 +402,17 @@ void cm_engine_free(cm_engine_t *e) {
   pthread_join(e->thread, NULL);
   fds_set(e->loop_fds, ENGINE_LOOP_FDS, 0, NULL, 0);
   uv_loop_close(&e->loop);
+  pthread_mutex_lock(&e->cmd_lock);
+  e->shut_down = 1;
+  pthread_cond_broadcast(&e->cmd_cond);
+  pthread_mutex_unlock(&e->cmd_lock);
+}
+
+void cm_engine_free(cm_engine_t *e) {
+  cm_enode_t *n;
+  if (e == NULL)
+    return;
+  cm_engine_shutdown(e);
   /* Each node's descriptor is closed while the node is still on the list:
    * see cm_engine_forget_after_fork. */
   while ((n = atomic_load(&e->all)) != NULL) {

@@ -86,8 +86,15 @@ typedef struct cm_enode_stats {
 
 /* Start the engine thread. Returns 0, CM_EIO or CM_ENOMEM. */
 int cm_engine_new(cm_engine_t **out);
-/* Stop every node (without leaving), close every handle, join the thread,
- * free everything. Handles of its nodes become invalid. */
+/* Stop every node (without leaving), close every handle and join the
+ * thread. Any thread, concurrently with calls on the engine and its nodes
+ * from others, and more than once: every call returns once the engine has
+ * stopped. Calls made from then on return CM_ECLOSED (cm_enode_stop just
+ * returns); node handles stay valid until cm_engine_free. */
+void cm_engine_shutdown(cm_engine_t *e);
+/* Shut down (as cm_engine_shutdown) and free everything; handles of its
+ * nodes become invalid. No other thread may be using the engine or its
+ * nodes by the time the shutdown has finished. */
 void cm_engine_free(cm_engine_t *e);
 
 /* In the child of fork(), before anything else uses the engine: close

@@ -88,6 +88,8 @@ struct cm_enode {
   int finalized;
   int want_stop;
   struct cmd *stop_cmd; /* completed when closed */
+  /* On the engine's list of live nodes from start until finalized. */
+  struct cm_enode *live_prev, *live_next;
   int start_result;
   struct join_state join;
   int leaving;
@@ -119,9 +121,13 @@ struct cm_engine {
   pthread_cond_t cmd_cond;
   struct cmd *cmds, *cmds_tail;
   int shutting_down;      /* under cmd_lock: refuse new commands */
+  int shut_down;          /* under cmd_lock: the thread has ended */
   int loop_shutting_down; /* loop thread's own view */
   struct cmd *shutdown_cmd;
-  int live_nodes; /* loop thread: nodes not yet finalized */
+  /* Loop thread: nodes started and not yet finalized. Not e->all, which
+   * other threads change: a node on this list cannot be freed, for its
+   * stop has not completed. */
+  cm_enode_t *live;
   atomic_uint_fast64_t next_token;
 
   /* Written under cmd_lock, read without it after fork(). */
