@@ -310,7 +310,8 @@ static void *engine_thread(void *arg) {
 /* Queue c for the loop; a sync command is waited for. CM_ECLOSED once the
  * engine is shutting down, but for the shutdown's own command. */
 static int engine_submit(cm_engine_t *e, struct cmd *c) {
-  int rc = 0;
+  /* Read before queuing: the loop frees an async command once it ran. */
+  int rc = 0, sync = c->sync;
   pthread_mutex_lock(&e->cmd_lock);
   if (e->shutting_down && c->kind != CMD_SHUTDOWN) {
     pthread_mutex_unlock(&e->cmd_lock);
@@ -323,7 +324,7 @@ static int engine_submit(cm_engine_t *e, struct cmd *c) {
   e->cmds_tail = c;
   pthread_mutex_unlock(&e->cmd_lock);
   uv_async_send(&e->async);
-  if (c->sync) {
+  if (sync) {
     pthread_mutex_lock(&e->cmd_lock);
     while (!c->done)
       pthread_cond_wait(&e->cmd_cond, &e->cmd_lock);
