@@ -1,6 +1,7 @@
 """The engine's promises as the API shows them: a full event queue never
 loses the result of join(); a fork() child keeps none of the engine's
-descriptors; and what goes wrong is said plainly."""
+descriptors; and what goes wrong is said plainly (a join refused for its
+key)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from _cluster import cluster, config
 from conftest import DEADLINE, POLL
 
-from clustermember import ClusterMembership, EventsDropped, NodeJoined
+from clustermember import ClusterMembership, EventsDropped, JoinRefused, JoinTimeout, NodeJoined
 
 HERE = Path(__file__).parent
 # Bound on the helper process of the fork test; it finishes in about a second.
@@ -81,3 +84,22 @@ async def test_fork_child_keeps_none_of_the_engines_descriptors(key: bytes) -> N
     assert any(link.startswith("socket:") for link in kinds)
     assert result["still_open"] == {}, "the fork child kept the engine's descriptors"
     assert result["rebind"] == "ok"
+
+
+async def test_join_with_a_wrong_key_says_the_seed_refused_it(key: bytes) -> None:
+    seed = ClusterMembership("127.0.0.1:0", config(key, "seed"))
+    stranger = ClusterMembership("127.0.0.1:0", config(secrets.token_bytes(32), "stranger"))
+    try:
+        await seed.join([])
+        # Refused at once: the timeout is only the bound on waiting for it.
+        with pytest.raises(JoinTimeout) as info:
+            await stranger.join([seed.addr], timeout=DEADLINE)
+        assert isinstance(info.value, JoinRefused)
+        assert "refused this node's credentials" in str(info.value)
+        assert "wrong cluster key" in str(info.value)
+        assert info.value.seeds == [seed.addr]
+        assert stranger.state == "started"
+        assert [m.id for m in seed.nodes()] == ["seed"]
+    finally:
+        await stranger.close()
+        await seed.close()

@@ -118,7 +118,10 @@ void cm_enode_stop(cm_enode_t *n);
 
 /* Join through seeds, retrying with backoff until timeout. Returns a token
  * (> 0) whose CM_EEV_JOINED result follows, or a negative error (CM_ENOMEM
- * when room for the result cannot be reserved). */
+ * when room for the result cannot be reserved). The result's status: 0;
+ * CM_EAUTH when seeds refused this node's credentials and none answered
+ * (at once if every seed refused); CM_ETIMEDOUT when no seed answered;
+ * CM_ESTATE (a join under way), CM_ECLOSED (stopped or leaving). */
 int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
                       cm_time_t timeout);
 /* Leave gracefully; CM_EEV_LEFT follows once the leave has spread (or the

@@ -65,6 +65,11 @@ struct join_state {
   uint64_t reqs[ENGINE_MAX_SEEDS];
   size_t nreqs;
   int retry_pending;
+  /* Why attempts failed: requests of this attempt sent and refused for
+   * our credentials (CM_EAUTH); over the whole join, whether a seed ever
+   * refused us and whether one ever answered. */
+  size_t attempt_sent, attempt_refused;
+  int refused, answered;
 };
 
 struct cm_enode {
@@ -166,8 +171,9 @@ void cm_engine__join_start(cm_enode_t *n, const struct cmd *c);
 void cm_engine__join_finish(cm_enode_t *n, int status);
 /* A join push-pull request went out: the join waits for its answer. */
 void cm_engine__join_track(cm_enode_t *n, uint64_t req_id);
-/* 1 if req_id was one of the join's requests (it no longer is). */
-int cm_engine__join_owns(cm_enode_t *n, uint64_t req_id);
+/* A request ended with status: 1 if it was one of the join's (it no
+ * longer is, and how it ended is noted), else 0. */
+int cm_engine__join_response(cm_enode_t *n, uint64_t req_id, int status);
 /* After a flush: when no request of the join is left, retry or give up. */
 void cm_engine__join_check(cm_enode_t *n);
 /* A seed's answer merged: report success. refuted: the merge made us

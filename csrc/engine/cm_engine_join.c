@@ -23,7 +23,7 @@
  * and our own probes reach the rest. */
 #define ENGINE_RESTART_CONNECT_MAX 256
 
-int cm_engine__join_owns(cm_enode_t *n, uint64_t req_id) {
+int cm_engine__join_response(cm_enode_t *n, uint64_t req_id, int status) {
   struct join_state *j = &n->join;
   size_t i;
   if (!j->active)
@@ -31,14 +31,22 @@ int cm_engine__join_owns(cm_enode_t *n, uint64_t req_id) {
   for (i = 0; i < j->nreqs; i++)
     if (j->reqs[i] == req_id) {
       j->reqs[i] = j->reqs[--j->nreqs];
+      if (status == CM_EAUTH) {
+        j->attempt_refused++;
+        j->refused = 1;
+      } else if (status == 0) {
+        j->answered = 1;
+      }
       return 1;
     }
   return 0;
 }
 
 void cm_engine__join_track(cm_enode_t *n, uint64_t req_id) {
-  if (n->join.active && n->join.nreqs < ENGINE_MAX_SEEDS)
+  if (n->join.active && n->join.nreqs < ENGINE_MAX_SEEDS) {
     n->join.reqs[n->join.nreqs++] = req_id;
+    n->join.attempt_sent++;
+  }
 }
 
 /* End the join, keeping its token for the result. */
@@ -57,8 +65,9 @@ void cm_engine__join_finish(cm_enode_t *n, int status) {
 }
 
 static void join_send(cm_enode_t *n) {
-  int rc =
-      cm_node_join(n->node, n->join.seeds, n->join.nseeds, cm_engine__now());
+  int rc;
+  n->join.attempt_sent = n->join.attempt_refused = 0;
+  rc = cm_node_join(n->node, n->join.seeds, n->join.nseeds, cm_engine__now());
   if (rc != 0) {
     cm_engine__join_finish(n, rc);
     return;
@@ -74,12 +83,17 @@ static void on_join_retry(uv_timer_t *t) {
 }
 
 void cm_engine__join_check(cm_enode_t *n) {
-  cm_time_t now;
-  if (!n->join.active || n->join.nreqs > 0 || n->join.retry_pending)
+  struct join_state *j = &n->join;
+  if (!j->active || j->nreqs > 0 || j->retry_pending)
     return;
-  now = cm_engine__now();
-  if (now + n->join.backoff >= n->join.deadline) {
-    cm_engine__join_finish(n, CM_ETIMEDOUT);
+  /* Every seed refused our credentials: retrying will not change that. */
+  if (j->attempt_sent > 0 && j->attempt_refused == j->attempt_sent) {
+    cm_engine__join_finish(n, CM_EAUTH);
+    return;
+  }
+  if (cm_engine__now() + j->backoff >= j->deadline) {
+    cm_engine__join_finish(n, j->refused && !j->answered ? CM_EAUTH
+                                                         : CM_ETIMEDOUT);
     return;
   }
   n->join.retry_pending = 1;

@@ -146,7 +146,7 @@ static void on_stream_response(void *ud, uint64_t req_id, int status,
   uint64_t refuted = 0;
   if (n->node == NULL || n->closing)
     return;
-  mine = cm_engine__join_owns(n, req_id);
+  mine = cm_engine__join_response(n, req_id, status);
   if (status == 0) {
     if (mine)
       refuted = enode_refutations(n);
