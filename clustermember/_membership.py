@@ -191,6 +191,9 @@ class ClusterMembership:
     async def start(self) -> ClusterMembership:
         """Bind the socket and start answering probes. Idempotent.
 
+        Raises OSError with errno EADDRINUSE, naming the address, if another
+        socket holds it.
+
         >>> await cluster.start(); cluster.addr
         '127.0.0.1:40123'
         """

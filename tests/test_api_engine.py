@@ -1,12 +1,13 @@
 """The engine's promises as the API shows them: a full event queue never
 loses the result of join(); a fork() child keeps none of the engine's
 descriptors; and what goes wrong is said plainly (a join refused for its
-key)."""
+key, a port in use)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import os
 import secrets
@@ -103,3 +104,26 @@ async def test_join_with_a_wrong_key_says_the_seed_refused_it(key: bytes) -> Non
     finally:
         await stranger.close()
         await seed.close()
+
+
+async def test_a_port_in_use_is_an_oserror_naming_the_address(key: bytes) -> None:
+    first = ClusterMembership("127.0.0.1:0", config(key, "first"))
+    second: ClusterMembership | None = None
+    try:
+        await first.start()
+        second = ClusterMembership(first.addr, config(key, "second"))
+        with pytest.raises(OSError) as info:
+            await second.start()
+        assert info.value.errno == errno.EADDRINUSE
+        assert "address already in use" in str(info.value)
+        assert first.addr in str(info.value)
+        assert second.state == "new"
+        # The first node is unaffected; the second starts once the port is free.
+        assert first.local_node.addr == first.addr
+        await first.close()
+        await second.start()
+        assert second.addr == first.addr
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()

@@ -1217,10 +1217,18 @@ static PyObject *engine_start_node(engine_object *self, PyObject *args,
   snprintf(node->id, sizeof(node->id), "%s", id);
   rc = cm_enode_start(self->engine, &c, &node->node);
   if (rc != 0) {
-    char msg[200];
+    char msg[300], where[CM_ADDR_STRLEN];
     node->node = NULL;
     Py_CLEAR(node);
-    snprintf(msg, sizeof(msg), "starting node %.64s: %s", id, cm_strerror(rc));
+    if (rc == CM_EADDRINUSE &&
+        cm_addr_format(&c.bind, where, sizeof(where)) == 0)
+      snprintf(msg, sizeof(msg),
+               "address already in use: node %.64s cannot bind %s; stop "
+               "what holds that port, or choose another",
+               id, where);
+    else
+      snprintf(msg, sizeof(msg), "starting node %.64s: %s", id,
+               cm_strerror(rc));
     cm_py_raise(self->module, rc, msg);
   }
 out:
