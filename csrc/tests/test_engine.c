@@ -103,6 +103,43 @@ static int wait_join(cm_enode_t *n, int64_t token) {
   return CM_ETIMEDOUT;
 }
 
+/* Events read while waiting for results. */
+struct seen {
+  uint64_t dropped; /* reported as dropped */
+  int joined;       /* member events of type joined */
+};
+
+/* Read n's events until each of the count tokens has its result (status[i]
+ * holds it; NO_RESULT until then) or 30 s pass, tallying what else came.
+ * Returns how many results came; a token answered twice fails the test. */
+#define NO_RESULT 1
+static int wait_results(cm_enode_t *n, const int64_t *tok, int *status,
+                        int count, struct seen *seen) {
+  cm_eevent_t ev;
+  int i, got = 0, waited;
+  memset(seen, 0, sizeof(*seen));
+  for (i = 0; i < count; i++)
+    status[i] = NO_RESULT;
+  for (waited = 0; waited < 30000 && got < count; waited += 10) {
+    while (got < count && cm_enode_next_event(n, &ev)) {
+      if (ev.kind == CM_EEV_DROPPED)
+        seen->dropped += ev.dropped;
+      else if (ev.kind == CM_EEV_MEMBER && ev.ev.type == CM_EV_JOINED)
+        seen->joined++;
+      for (i = 0; i < count; i++)
+        if ((ev.kind == CM_EEV_JOINED || ev.kind == CM_EEV_LEFT) &&
+            ev.token == (uint64_t)tok[i]) {
+          CM_CHECK_EQ(status[i], NO_RESULT);
+          status[i] = ev.status;
+          got++;
+        }
+    }
+    if (got < count)
+      cm_te_nap_ms(10);
+  }
+  return got;
+}
+
 static void form_cluster(cm_engine_t *e, cm_enode_t **nodes,
                          const cm_net_key_t *key) {
   cm_addr_t seed;
@@ -302,10 +339,9 @@ CM_TEST(engine_full_event_queue_keeps_join_result) {
   cm_enode_t *small, *others[4];
   cm_addr_t seed;
   cm_enode_stats_t st;
-  cm_eevent_t ev;
+  struct seen seen;
   int64_t tok;
-  int i, status = 1, joined = 0, waited;
-  uint64_t dropped = 0;
+  int i, status, waited;
   CM_CHECK_OK(cm_engine_new(&e));
   for (i = 0; i < 4; i++)
     others[i] = start_node(e, i, &key);
@@ -322,23 +358,12 @@ CM_TEST(engine_full_event_queue_keeps_join_result) {
   small = start_node_q(e, 4, &key, 2);
   tok = cm_enode_join(small, &seed, 1, CM_SEC(10));
   CM_CHECK(tok > 0);
-  for (waited = 0; waited < 30000 && status == 1; waited += 10) {
-    while (status == 1 && cm_enode_next_event(small, &ev)) {
-      if (ev.kind == CM_EEV_DROPPED)
-        dropped += ev.dropped;
-      else if (ev.kind == CM_EEV_MEMBER && ev.ev.type == CM_EV_JOINED)
-        joined++;
-      else if (ev.kind == CM_EEV_JOINED && ev.token == (uint64_t)tok)
-        status = ev.status;
-    }
-    if (status == 1)
-      cm_te_nap_ms(10);
-  }
+  CM_CHECK_EQ(wait_results(small, &tok, &status, 1, &seen), 1);
   CM_CHECK_EQ(status, 0);
-  CM_CHECK(dropped > 0);
-  CM_CHECK(joined <= 2);
+  CM_CHECK(seen.dropped > 0); /* reported before the result */
+  CM_CHECK(seen.joined <= 2);
   cm_enode_stats(small, &st);
-  CM_CHECK(st.events_dropped >= dropped);
+  CM_CHECK(st.events_dropped >= seen.dropped);
   cm_engine_free(e);
 }
 
@@ -352,32 +377,18 @@ CM_TEST(engine_results_of_many_calls_all_arrive) {
   cm_net_key_t key = test_key();
   cm_enode_t *n;
   cm_addr_t nowhere;
-  cm_eevent_t ev;
+  struct seen seen;
   int64_t tok[CALLS];
-  int status[CALLS], i, got = 0, waited;
+  int status[CALLS], i;
   CM_CHECK_OK(cm_engine_new(&e));
   n = start_node_q(e, 0, &key, 1);
   CM_CHECK_OK(cm_addr_parse("127.0.0.1:9", &nowhere));
   for (i = 0; i < JOINS; i++)
     tok[i] = cm_enode_join(n, &nowhere, 1, CM_SEC(30));
   tok[JOINS] = cm_enode_leave(n);
-  for (i = 0; i < CALLS; i++) {
+  for (i = 0; i < CALLS; i++)
     CM_CHECK(tok[i] > 0);
-    status[i] = 1;
-  }
-  for (waited = 0; waited < 30000 && got < CALLS; waited += 10) {
-    while (cm_enode_next_event(n, &ev))
-      for (i = 0; i < CALLS; i++)
-        if ((ev.kind == CM_EEV_JOINED || ev.kind == CM_EEV_LEFT) &&
-            ev.token == (uint64_t)tok[i]) {
-          CM_CHECK_EQ(status[i], 1);
-          status[i] = ev.status;
-          got++;
-        }
-    if (got < CALLS)
-      cm_te_nap_ms(10);
-  }
-  CM_CHECK_EQ(got, CALLS);
+  CM_CHECK_EQ(wait_results(n, tok, status, CALLS, &seen), CALLS);
   CM_CHECK_EQ(status[0], CM_ECLOSED);
   for (i = 1; i < JOINS; i++)
     CM_CHECK_EQ(status[i], CM_ESTATE);
@@ -391,25 +402,17 @@ CM_TEST(engine_second_leave_is_answered) {
   cm_engine_t *e = NULL;
   cm_net_key_t key = test_key();
   cm_enode_t *n;
-  cm_eevent_t ev;
-  int64_t first, second;
-  int s1 = 1, s2 = 1, waited;
+  struct seen seen;
+  int64_t tok[2];
+  int status[2];
   CM_CHECK_OK(cm_engine_new(&e));
   n = start_node(e, 0, &key);
-  first = cm_enode_leave(n);
-  second = cm_enode_leave(n);
-  CM_CHECK(first > 0 && second > 0);
-  for (waited = 0; waited < 30000 && (s1 == 1 || s2 == 1); waited += 10) {
-    while (cm_enode_next_event(n, &ev))
-      if (ev.kind == CM_EEV_LEFT && ev.token == (uint64_t)first)
-        s1 = ev.status;
-      else if (ev.kind == CM_EEV_LEFT && ev.token == (uint64_t)second)
-        s2 = ev.status;
-    if (s1 == 1 || s2 == 1)
-      cm_te_nap_ms(10);
-  }
-  CM_CHECK_EQ(s1, 0);
-  CM_CHECK_EQ(s2, CM_ESTATE);
+  tok[0] = cm_enode_leave(n);
+  tok[1] = cm_enode_leave(n);
+  CM_CHECK(tok[0] > 0 && tok[1] > 0);
+  CM_CHECK_EQ(wait_results(n, tok, status, 2, &seen), 2);
+  CM_CHECK_EQ(status[0], 0);
+  CM_CHECK_EQ(status[1], CM_ESTATE);
   CM_CHECK(!cm_enode_running(n));
   cm_engine_free(e);
 }
