@@ -3,14 +3,17 @@
  * each a protocol core (csrc/core) driven over a QUIC endpoint (csrc/net).
  *
  * Threading contract. cm_engine_new starts the thread; every other function
- * may be called from any thread, concurrently. Commands reach the loop
- * through a locked queue and a uv_async_t. Start, tag changes and stop wait
- * for the loop to apply them (a few microseconds when the loop is idle);
- * join and leave return at once and report their outcome later as a result
- * event. Events leave through a bounded per-node queue and an eventfd that
- * becomes readable when the queue is not empty; the engine never blocks on a
- * slow consumer (it counts the member events it drops and reports the
- * count before the next event it queues). Results of join and leave are
+ * may be called from any thread, concurrently, except cm_engine_free (no
+ * other thread may still be using the engine; cm_engine_shutdown may run
+ * alongside them) and cm_engine_forget_after_fork (the child of a fork
+ * only). Commands reach the loop through a locked queue and a uv_async_t.
+ * Start, tag changes and stop wait for the loop to apply them (a few
+ * microseconds when the loop is idle); join and leave return at once and
+ * report their outcome later as a result event. Events leave through a
+ * bounded per-node queue and an eventfd that becomes readable when the
+ * queue is not empty; the engine never blocks on a slow consumer (it counts
+ * the member events it drops and reports the count before the next event
+ * it queues). Results of join and leave are
  * never dropped: each call reserves room for its result when it is made.
  * Reads (members, stats) copy from a snapshot the loop publishes under a
  * short lock, so they never stall the protocol. The engine never calls
