@@ -3,10 +3,12 @@
 Created on first use and shared by all ClusterMembership objects. Stopped by
 an atexit hook before the interpreter finalises (nodes stop without leaving,
 so peers see them fail; call ``leave()`` first for a graceful exit). After
-``fork()`` the child drops its copy of the engine without touching it: the
-parent's nodes do not survive into the child, and a ClusterMembership
-inherited by the child raises ClusterClosed. The child may start new nodes;
-they get an engine of their own.
+``fork()`` the child closes the descriptors its copy of the engine holds
+(the sockets bound to the parent's ports among them, so the parent can bind
+them again while the child lives on) and drops the copy without taking any
+of its locks: the parent's nodes do not survive into the child, and a
+ClusterMembership inherited by the child raises ClusterClosed. The child
+may start new nodes; they get an engine of their own.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def _after_fork_in_child() -> None:
     global _engine, _lock
     # The parent's lock may have been held by another thread at fork time.
     _lock = threading.Lock()
-    # Forget first: a node released below must not reach the engine.
+    # Forget first (closing the engine's descriptors in this process): a
+    # node released below must not reach the engine.
     if _engine is not None:
         _engine.forget()
     _engine = None

@@ -6,6 +6,8 @@ ValueError`` keeps working for callers that validate input generically::
 
     try:
         await cluster.join(["10.0.0.5:7946"], timeout=5.0)
+    except JoinRefused as exc:
+        print("the seeds refused our key or certificate:", exc.seeds)
     except JoinTimeout as exc:
         print("no seed answered:", exc.seeds)
 """
@@ -52,10 +54,28 @@ class JoinTimeout(ClusterError, TimeoutError):  # noqa: N818 - names fixed by th
     def __init__(self, seeds: Sequence[str], timeout: float) -> None:
         self.seeds = list(seeds)
         self.timeout = timeout
-        tried = ", ".join(self.seeds) if self.seeds else "(none)"
-        super().__init__(
-            f"join timed out after {timeout:g} s: no answer from seeds {tried}; check that "
-            "they run, are reachable over UDP, and share this node's cluster key or CA"
+        super().__init__(self._message(", ".join(self.seeds) if self.seeds else "(none)"))
+
+    def _message(self, tried: str) -> str:
+        return (
+            f"join timed out after {self.timeout:g} s: no answer from seeds {tried}; check "
+            "that they run, are reachable over UDP, and share this node's cluster key or CA"
+        )
+
+
+class JoinRefused(JoinTimeout):  # noqa: N818 - named like JoinTimeout, which it extends
+    """The seeds refused this node's credentials, and none accepted them.
+
+    A wrong cluster key, or a certificate not issued by the cluster CA. It
+    derives from :class:`JoinTimeout` (what such a join raised before its
+    cause could be told), so ``except JoinTimeout`` still catches it.
+    """
+
+    def _message(self, tried: str) -> str:
+        return (
+            f"join failed: seeds {tried} refused this node's credentials (wrong cluster "
+            "key, or a certificate not issued by the cluster CA); give this node the "
+            "cluster's key (cluster_key or keyring) or a certificate from its CA (tls_cert)"
         )
 
 

@@ -32,6 +32,7 @@ from clustermember._errors import (
     AlreadyJoined,
     ClusterClosed,
     ClusterError,
+    JoinRefused,
     JoinTimeout,
     NotJoined,
     NotStarted,
@@ -44,6 +45,7 @@ log = logging.getLogger("clustermember")
 
 ETIMEDOUT = -25
 ECLOSED = -23
+EAUTH = -19
 # Time the engine gets beyond the join timeout to report its own verdict
 # before the API gives up waiting for it.
 JOIN_GRACE = 5.0
@@ -189,6 +191,9 @@ class ClusterMembership:
     async def start(self) -> ClusterMembership:
         """Bind the socket and start answering probes. Idempotent.
 
+        Raises OSError with errno EADDRINUSE, naming the address, if another
+        socket holds it.
+
         >>> await cluster.start(); cluster.addr
         '127.0.0.1:40123'
         """
@@ -244,7 +249,8 @@ class ClusterMembership:
 
         An empty list starts a cluster of one. Raises AlreadyJoined if joined
         (or joining), JoinTimeout naming the seeds if none answered within
-        ``timeout`` (default ``config.join_timeout``).
+        ``timeout`` (default ``config.join_timeout``), and its subclass
+        JoinRefused if the seeds refused this node's key or certificate.
 
         >>> await cluster.join(["10.0.0.1:7946", "10.0.0.2:7946"], timeout=5.0)
         """
@@ -285,6 +291,8 @@ class ClusterMembership:
             self._state = "started"
         if status == ETIMEDOUT:
             raise JoinTimeout(tried, timeout)
+        if status == EAUTH:
+            raise JoinRefused(tried, timeout)
         if status == ECLOSED or self._state in ("closed", "leaving", "left"):
             raise ClusterClosed(f"node {self._id} closed while joining")
         raise ClusterError(f"join failed: {_core.strerror(status)}")

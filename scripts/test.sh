@@ -2,8 +2,9 @@
 # The whole test suite, after set-up: C unit tests (plain and under
 # AddressSanitizer + UndefinedBehaviorSanitizer), the fuzzers for a bounded
 # time, lint, pytest, and the Python API tests again against an ASan build of
-# the extension. A valgrind pass over engine start/stop follows the ASan
-# step. Idempotent; exits non-zero on the first failure.
+# the extension. The engine's multi-threaded tests under ThreadSanitizer and
+# a valgrind pass over engine start/stop follow the ASan step. Idempotent;
+# exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,6 +20,9 @@ echo "== C unit tests under ASan + UBSan"
 make -s build/asan/cm_tests
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ./build/asan/cm_tests
+
+echo "== engine tests under ThreadSanitizer"
+make -s ctest-tsan
 
 echo "== engine start/stop and transport under valgrind"
 make -s valgrind

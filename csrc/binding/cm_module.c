@@ -2,6 +2,8 @@
  * error mapping. Feature files register their types from the exec slot. */
 #include "cm_py.h"
 
+#include <errno.h>
+
 #include "cm_common.h"
 
 cm_py_state_t *cm_py_state(PyObject *module) {
@@ -18,7 +20,14 @@ PyObject *cm_py_raise(PyObject *module, int err, const char *doing) {
       err == CM_ENODEID || err == CM_ETAGKEY || err == CM_ETAGVAL ||
       err == CM_ETAGSET)
     exc_type = PyExc_ValueError;
-  exc = PyObject_CallFunction(exc_type, "s", doing);
+  /* The socket's own error, as Python's socket module would raise it, so
+   * callers can test exc.errno as for any bind. */
+  if (err == CM_EADDRINUSE) {
+    exc_type = PyExc_OSError;
+    exc = PyObject_CallFunction(exc_type, "is", EADDRINUSE, doing);
+  } else {
+    exc = PyObject_CallFunction(exc_type, "s", doing);
+  }
   if (exc == NULL)
     return NULL;
   /* The code and its name travel with the exception for callers that

@@ -18,8 +18,9 @@ typedef struct cm_py_state {
 } cm_py_state_t;
 
 cm_py_state_t *cm_py_state(PyObject *module);
-/* Raise Error (or MemoryError/ValueError where those fit) for a CM_E* code,
- * prefixed with what was being done. Returns NULL for convenience. */
+/* Raise Error (or MemoryError/ValueError where those fit, OSError with
+ * errno EADDRINUSE for CM_EADDRINUSE) for a CM_E* code, with the message
+ * `doing`. Returns NULL for convenience. */
 PyObject *cm_py_raise(PyObject *module, int err, const char *doing);
 
 /* cm_config_t <-> dict of seconds and counts (cm_py_convert.c). Setting an

@@ -174,15 +174,11 @@ static PyObject *member_tuple(const cm_emember_t *m) {
   return t;
 }
 
-static const cm_emember_t *snapshot_find(const cm_snapshot_t *s,
-                                         const char *id) {
-  uint32_t i;
-  if (s == NULL)
-    return NULL;
-  for (i = 0; i < s->count; i++)
-    if (strcmp(s->members[i].id, id) == 0)
-      return &s->members[i];
-  return NULL;
+/* Through the snapshot's id index: a burst of member events costs
+ * O(events) to convert on the event loop's thread, not O(events x
+ * members). */
+static const cm_emember_t *snapshot_find(cm_snapshot_t *s, const char *id) {
+  return s != NULL ? cm_snapshot_find(s, id) : NULL;
 }
 
 /* --------------------------------------------------- protocol config dict */
@@ -1050,9 +1046,12 @@ static PyObject *engine_close(engine_object *self, PyObject *unused) {
 }
 
 /* After fork() the child holds a copy of the engine's memory but not its
- * thread; its locks may be held by a thread that no longer exists. Drop
- * the pointer without touching anything behind it. */
+ * thread; its locks may be held by a thread that no longer exists. Close
+ * the descriptors the copy holds (the parent's sockets among them), which
+ * takes no lock, and drop the pointer without freeing anything. */
 static PyObject *engine_forget(engine_object *self, PyObject *unused) {
+  if (self->engine != NULL && !self->forgotten)
+    cm_engine_forget_after_fork(self->engine);
   self->forgotten = 1;
   self->engine = NULL;
   Py_RETURN_NONE;
@@ -1218,10 +1217,18 @@ static PyObject *engine_start_node(engine_object *self, PyObject *args,
   snprintf(node->id, sizeof(node->id), "%s", id);
   rc = cm_enode_start(self->engine, &c, &node->node);
   if (rc != 0) {
-    char msg[200];
+    char msg[300], where[CM_ADDR_STRLEN];
     node->node = NULL;
     Py_CLEAR(node);
-    snprintf(msg, sizeof(msg), "starting node %.64s: %s", id, cm_strerror(rc));
+    if (rc == CM_EADDRINUSE &&
+        cm_addr_format(&c.bind, where, sizeof(where)) == 0)
+      snprintf(msg, sizeof(msg),
+               "address already in use: node %.64s cannot bind %s; stop "
+               "what holds that port, or choose another",
+               id, where);
+    else
+      snprintf(msg, sizeof(msg), "starting node %.64s: %s", id,
+               cm_strerror(rc));
     cm_py_raise(self->module, rc, msg);
   }
 out:
@@ -1241,8 +1248,8 @@ static PyMethodDef engine_methods[] = {
      "close()\n\nStop every node (without leaving) and the engine thread; "
      "idempotent."},
     {"forget", (PyCFunction)engine_forget, METH_NOARGS,
-     "forget()\n\nAfter fork(), in the child: drop the engine without "
-     "touching it."},
+     "forget()\n\nAfter fork(), in the child: close the descriptors the "
+     "engine held in the parent and drop it, touching no lock."},
     {NULL, NULL, 0, NULL},
 };
 

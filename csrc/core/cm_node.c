@@ -505,7 +505,7 @@ static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
       cm_registry_remove(&n->reg, (uint32_t)slot);
       return;
     }
-    m->addr = a->addr;
+    cm_registry_set_addr(&n->reg, (uint32_t)slot, &a->addr);
     m->incarnation = a->incarnation;
     m->state = CM_STATE_ALIVE;
     m->state_change = now;
@@ -537,7 +537,7 @@ static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
     return;
   old = m->state;
   m->incarnation = a->incarnation;
-  m->addr = a->addr;
+  cm_registry_set_addr(&n->reg, (uint32_t)slot, &a->addr);
   m->conflict_reported = 0;
   if (old != CM_STATE_ALIVE)
     node_set_state(n, (uint32_t)slot, CM_STATE_ALIVE, now);
@@ -1485,8 +1485,8 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
     return CM_ENOMEM;
   }
   n->self = (uint32_t)slot;
+  cm_registry_set_addr(&n->reg, n->self, addr);
   self = node_self(n);
-  self->addr = *addr;
   self->state = CM_STATE_ALIVE;
   self->state_change = now;
   if (cm_member_set_tags(self, tags, tags_len) != 0) {
@@ -1713,16 +1713,15 @@ int cm_node_member_find(const cm_node_t *n, const char *id,
   return cm_node_member_get(n, (uint32_t)s, info, now);
 }
 
-int cm_node_has_member_at(const cm_node_t *n, const cm_addr_t *addr) {
-  uint32_t s;
-  if (addr == NULL)
+int cm_node_has_member_at(cm_node_t *n, const cm_addr_t *addr) {
+  uint32_t cursor = 0;
+  int32_t s;
+  if (addr == NULL || cm_registry_index_addrs(&n->reg) != 0)
     return 0;
-  for (s = 0; s < n->reg.high; s++) {
-    const cm_member_t *m = &n->reg.m[s];
-    if (m->in_use && s != n->self && m->state != CM_STATE_LEFT &&
-        cm_addr_eq(&m->addr, addr))
+  while ((s = cm_registry_find_addr(&n->reg, addr, &cursor)) >= 0)
+    if ((uint32_t)s != n->self &&
+        node_m(n, (uint32_t)s)->state != CM_STATE_LEFT)
       return 1;
-  }
   return 0;
 }
 

@@ -170,9 +170,12 @@ int cm_node_member_get(const cm_node_t *n, uint32_t slot,
 int cm_node_member_find(const cm_node_t *n, const char *id,
                         cm_member_info_t *info, cm_time_t now);
 /* 1 if a member other than this node, not left, is known at addr. The
- * transport asks before it spends a connection on an address that only
- * claimed to be a peer. O(members). */
-int cm_node_has_member_at(const cm_node_t *n, const cm_addr_t *addr);
+ * transport asks for every packet it cannot route, before it spends a
+ * connection or a report on an address that only claimed to be a peer:
+ * O(1) expected, through the registry's address index, which the first
+ * call builds (O(members), once). 0 when that index cannot be built for
+ * want of memory, as for a stranger. */
+int cm_node_has_member_at(cm_node_t *n, const cm_addr_t *addr);
 void cm_node_stats(const cm_node_t *n, cm_node_stats_t *out);
 const char *cm_node_id(const cm_node_t *n);
 const cm_addr_t *cm_node_addr(const cm_node_t *n);

@@ -5,16 +5,29 @@
 
 #define REG_EMPTY (-1)
 #define REG_DELETED (-2)
+/* A table's first size, when its first entry comes. */
+#define REG_TABLE_MIN 16
 
-/* FNV-1a: ids are short and trusted to be printable; good enough spread. */
-uint64_t cm_id_hash(const char *id, size_t len) {
-  uint64_t h = 0xcbf29ce484222325ull;
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len) {
+  const unsigned char *p = data;
   size_t i;
   for (i = 0; i < len; i++) {
-    h ^= (unsigned char)id[i];
+    h ^= p[i];
     h *= 0x100000001b3ull;
   }
   return h;
+}
+
+/* FNV-1a: ids are short and trusted to be printable; good enough spread. */
+uint64_t cm_id_hash(const char *id, size_t len) {
+  return fnv1a(0xcbf29ce484222325ull, id, len);
+}
+
+/* Over what cm_addr_eq compares, so equal addresses hash alike. */
+static uint64_t addr_hash(const cm_addr_t *a) {
+  uint64_t h = fnv1a(0xcbf29ce484222325ull, &a->family, 1);
+  h = fnv1a(h, &a->port, sizeof(a->port));
+  return fnv1a(h, a->ip, a->family == 6 ? 16 : 4);
 }
 
 int cm_registry_init(cm_registry_t *r) {
@@ -39,6 +52,11 @@ cm_member_ext_t *cm_member_ext(cm_member_t *m) {
   return m->ext;
 }
 
+static void table_free(cm_slot_table_t *t) {
+  free(t->t);
+  memset(t, 0, sizeof(*t));
+}
+
 void cm_registry_free(cm_registry_t *r) {
   uint32_t i;
   for (i = 0; i < r->high; i++)
@@ -46,55 +64,101 @@ void cm_registry_free(cm_registry_t *r) {
       reg_member_release(&r->m[i]);
   free(r->m);
   free(r->free_slots);
-  free(r->index);
+  table_free(&r->ids);
+  table_free(&r->addrs);
   memset(r, 0, sizeof(*r));
 }
 
-static int reg_rehash(cm_registry_t *r, uint32_t ncap) {
-  int32_t *ni = malloc((size_t)ncap * sizeof(*ni));
-  uint32_t i;
-  if (ni == NULL)
+/* --------------------------------------------------------- slot tables */
+
+/* What one table indexes: whether a slot belongs in it, and its hash. */
+typedef struct table_kind {
+  int (*indexed)(const cm_member_t *m);
+  uint64_t (*hash)(const cm_member_t *m);
+} table_kind_t;
+
+static int id_indexed(const cm_member_t *m) { return m->in_use; }
+static uint64_t id_key(const cm_member_t *m) { return m->id_hash; }
+static int addr_indexed(const cm_member_t *m) {
+  return m->in_use && (m->addr.family == 4 || m->addr.family == 6);
+}
+static uint64_t addr_key(const cm_member_t *m) { return addr_hash(&m->addr); }
+
+static const table_kind_t by_id = {id_indexed, id_key};
+static const table_kind_t by_addr = {addr_indexed, addr_key};
+
+static void table_insert(cm_slot_table_t *t, uint64_t h, uint32_t slot) {
+  uint32_t pos = (uint32_t)h & (t->cap - 1);
+  while (t->t[pos] >= 0)
+    pos = (pos + 1) & (t->cap - 1);
+  if (t->t[pos] == REG_EMPTY)
+    t->used++;
+  t->t[pos] = (int32_t)slot;
+  t->live++;
+}
+
+static void table_remove(cm_slot_table_t *t, uint64_t h, uint32_t slot) {
+  uint32_t pos = (uint32_t)h & (t->cap - 1);
+  while (t->t[pos] != (int32_t)slot)
+    pos = (pos + 1) & (t->cap - 1);
+  t->t[pos] = REG_DELETED;
+  t->live--;
+}
+
+/* Rebuild t from the members, with room for one more entry and no deleted
+ * marks. 0 or CM_ENOMEM (t unchanged). */
+static int table_rebuild(const cm_registry_t *r, cm_slot_table_t *t,
+                         const table_kind_t *k) {
+  cm_slot_table_t nt;
+  uint32_t i, live = 0;
+  for (i = 0; i < r->high; i++)
+    live += (uint32_t)k->indexed(&r->m[i]);
+  memset(&nt, 0, sizeof(nt));
+  nt.cap = REG_TABLE_MIN;
+  while ((live + 1) * 2 > nt.cap)
+    nt.cap *= 2;
+  nt.t = malloc((size_t)nt.cap * sizeof(*nt.t));
+  if (nt.t == NULL)
     return CM_ENOMEM;
-  for (i = 0; i < ncap; i++)
-    ni[i] = REG_EMPTY;
-  for (i = 0; i < r->high; i++) {
-    uint32_t pos;
-    if (!r->m[i].in_use)
-      continue;
-    pos = (uint32_t)r->m[i].id_hash & (ncap - 1);
-    while (ni[pos] != REG_EMPTY)
-      pos = (pos + 1) & (ncap - 1);
-    ni[pos] = (int32_t)i;
-  }
-  free(r->index);
-  r->index = ni;
-  r->index_cap = ncap;
-  r->index_used = r->count;
+  for (i = 0; i < nt.cap; i++)
+    nt.t[i] = REG_EMPTY;
+  for (i = 0; i < r->high; i++)
+    if (k->indexed(&r->m[i]))
+      table_insert(&nt, k->hash(&r->m[i]), i);
+  free(t->t);
+  *t = nt;
   return 0;
 }
+
+/* 1 if one more entry would fill t past half. */
+static int table_full(const cm_slot_table_t *t) {
+  return (t->used + 1) * 2 > t->cap;
+}
+
+/* ------------------------------------------------------------ registry */
 
 int32_t cm_registry_find(const cm_registry_t *r, const char *id, size_t len) {
   uint64_t h;
   uint32_t pos;
-  if (r->index_cap == 0)
+  if (r->ids.t == NULL)
     return -1;
   h = cm_id_hash(id, len);
-  pos = (uint32_t)h & (r->index_cap - 1);
-  while (r->index[pos] != REG_EMPTY) {
-    int32_t s = r->index[pos];
+  pos = (uint32_t)h & (r->ids.cap - 1);
+  while (r->ids.t[pos] != REG_EMPTY) {
+    int32_t s = r->ids.t[pos];
     if (s >= 0) {
       const cm_member_t *m = &r->m[s];
       if (m->id_hash == h && m->id_len == len &&
           memcmp(cm_member_id(m), id, len) == 0)
         return s;
     }
-    pos = (pos + 1) & (r->index_cap - 1);
+    pos = (pos + 1) & (r->ids.cap - 1);
   }
   return -1;
 }
 
 int32_t cm_registry_add(cm_registry_t *r, const char *id, size_t len) {
-  uint32_t slot, pos;
+  uint32_t slot;
   cm_member_t *m;
   char *heap_id = NULL;
   if (len > CM_ID_MAX)
@@ -106,12 +170,8 @@ int32_t cm_registry_add(cm_registry_t *r, const char *id, size_t len) {
     memcpy(heap_id, id, len);
     heap_id[len] = '\0';
   }
-  /* Keep the index at most half full, counting deleted marks. */
-  if ((r->index_used + 1) * 2 > r->index_cap) {
-    uint32_t ncap = r->index_cap ? r->index_cap : 16;
-    while ((r->count + 1) * 2 > ncap)
-      ncap *= 2;
-    if (reg_rehash(r, ncap) != 0) {
+  if (r->ids.t == NULL || table_full(&r->ids)) {
+    if (table_rebuild(r, &r->ids, &by_id) != 0) {
       free(heap_id);
       return CM_ENOMEM;
     }
@@ -151,29 +211,65 @@ int32_t cm_registry_add(cm_registry_t *r, const char *id, size_t len) {
   m->id_len = (uint8_t)len;
   m->id_hash = cm_id_hash(id, len);
   m->in_use = 1;
-  pos = (uint32_t)m->id_hash & (r->index_cap - 1);
-  while (r->index[pos] >= 0)
-    pos = (pos + 1) & (r->index_cap - 1);
-  if (r->index[pos] == REG_EMPTY)
-    r->index_used++;
-  r->index[pos] = (int32_t)slot;
+  table_insert(&r->ids, m->id_hash, slot);
   r->count++;
   return (int32_t)slot;
 }
 
 void cm_registry_remove(cm_registry_t *r, uint32_t slot) {
   cm_member_t *m = &r->m[slot];
-  uint32_t pos;
   if (slot >= r->high || !m->in_use)
     return;
-  pos = (uint32_t)m->id_hash & (r->index_cap - 1);
-  while (r->index[pos] != (int32_t)slot)
-    pos = (pos + 1) & (r->index_cap - 1);
-  r->index[pos] = REG_DELETED;
+  table_remove(&r->ids, m->id_hash, slot);
+  if (r->addrs.t != NULL && addr_indexed(m))
+    table_remove(&r->addrs, addr_hash(&m->addr), slot);
   reg_member_release(m);
   memset(m, 0, sizeof(*m));
   r->free_slots[r->nfree++] = slot;
   r->count--;
+}
+
+void cm_registry_set_addr(cm_registry_t *r, uint32_t slot,
+                          const cm_addr_t *addr) {
+  cm_member_t *m = &r->m[slot];
+  if (r->addrs.t != NULL && addr_indexed(m))
+    table_remove(&r->addrs, addr_hash(&m->addr), slot);
+  m->addr = *addr;
+  if (r->addrs.t == NULL || !addr_indexed(m))
+    return;
+  if (!table_full(&r->addrs)) {
+    table_insert(&r->addrs, addr_hash(&m->addr), slot);
+    return;
+  }
+  /* The rebuild takes this member in. Without the memory to grow, drop the
+   * index rather than let it go stale: the next look-up builds it again. */
+  if (table_rebuild(r, &r->addrs, &by_addr) != 0)
+    table_free(&r->addrs);
+}
+
+int cm_registry_index_addrs(cm_registry_t *r) {
+  if (r->addrs.t != NULL)
+    return 0;
+  return table_rebuild(r, &r->addrs, &by_addr);
+}
+
+int32_t cm_registry_find_addr(const cm_registry_t *r, const cm_addr_t *addr,
+                              uint32_t *cursor) {
+  const cm_slot_table_t *t = &r->addrs;
+  uint32_t pos;
+  if (t->t == NULL)
+    return -1;
+  /* *cursor counts the entries of addr's probe sequence already seen; a
+   * table at most half full always ends the sequence with an empty one. */
+  pos = ((uint32_t)addr_hash(addr) + *cursor) & (t->cap - 1);
+  while (t->t[pos] != REG_EMPTY) {
+    int32_t s = t->t[pos];
+    pos = (pos + 1) & (t->cap - 1);
+    (*cursor)++;
+    if (s >= 0 && cm_addr_eq(&r->m[s].addr, addr))
+      return s;
+  }
+  return -1;
 }
 
 int cm_member_set_tags(cm_member_t *m, const uint8_t *tags, size_t len) {

@@ -1,6 +1,7 @@
 /*
  * The member table: stable slots (indices survive other members' removal,
- * so queues can refer to them) and a hash index by node id.
+ * so queues can refer to them), a hash index by node id, and one by
+ * address, built on the first look-up by address.
  */
 #ifndef CM_REGISTRY_H
 #define CM_REGISTRY_H
@@ -47,6 +48,15 @@ static inline const char *cm_member_id(const cm_member_t *m) {
 /* The member's extension, allocated on first use; NULL on no memory. */
 cm_member_ext_t *cm_member_ext(cm_member_t *m);
 
+/* An open-addressing table of slots, at most half full counting deleted
+ * marks: the registry's indexes. */
+typedef struct cm_slot_table {
+  int32_t *t;    /* slot, or -1 (empty) / -2 (deleted); NULL: not built */
+  uint32_t cap;  /* a power of two */
+  uint32_t live; /* slots indexed */
+  uint32_t used; /* live + deleted entries */
+} cm_slot_table_t;
+
 typedef struct cm_registry {
   cm_member_t *m;
   uint32_t cap;   /* slots allocated */
@@ -54,9 +64,11 @@ typedef struct cm_registry {
   uint32_t count; /* slots in use */
   uint32_t *free_slots;
   uint32_t nfree;
-  int32_t *index; /* open addressing: slot or -1 (empty) / -2 (deleted) */
-  uint32_t index_cap;
-  uint32_t index_used; /* live + deleted entries */
+  cm_slot_table_t ids;
+  /* Members with an address, by address. Built by cm_registry_index_addrs
+   * and exact from then on; a simulation, which never looks members up by
+   * address, saves its memory. */
+  cm_slot_table_t addrs;
 } cm_registry_t;
 
 uint64_t cm_id_hash(const char *id, size_t len);
@@ -69,6 +81,18 @@ int32_t cm_registry_find(const cm_registry_t *r, const char *id, size_t len);
 int32_t cm_registry_add(cm_registry_t *r, const char *id, size_t len);
 /* Remove a slot, freeing what it owns. */
 void cm_registry_remove(cm_registry_t *r, uint32_t slot);
+/* Set a member's address; the only way to change it once the address
+ * index is built, which it keeps exact. */
+void cm_registry_set_addr(cm_registry_t *r, uint32_t slot,
+                          const cm_addr_t *addr);
+/* Build the address index unless built: 0 or CM_ENOMEM. */
+int cm_registry_index_addrs(cm_registry_t *r);
+/* The members at addr, one per call: start with *cursor 0 and call again
+ * while it returns a slot (>= 0); -1 when there are no more, or when the
+ * index is not built. Each call costs O(1) expected (a probe of a table
+ * at most half full); a scan costs that per member found at addr. */
+int32_t cm_registry_find_addr(const cm_registry_t *r, const cm_addr_t *addr,
+                              uint32_t *cursor);
 /* Replace a member's tags with a copy. Returns 0 or CM_ENOMEM. */
 int cm_member_set_tags(cm_member_t *m, const uint8_t *tags, size_t len);
 

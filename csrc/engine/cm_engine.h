@@ -3,16 +3,21 @@
  * each a protocol core (csrc/core) driven over a QUIC endpoint (csrc/net).
  *
  * Threading contract. cm_engine_new starts the thread; every other function
- * may be called from any thread, concurrently. Commands reach the loop
- * through a locked queue and a uv_async_t. Start, tag changes and stop wait
- * for the loop to apply them (a few microseconds when the loop is idle);
- * join and leave return at once and report their outcome later as a result
- * event. Events leave through a bounded per-node queue and an eventfd that
- * becomes readable when the queue is not empty; the engine never blocks on a
- * slow consumer (it counts what it drops and reports the count). Reads
- * (members, stats) copy from a snapshot the loop publishes under a short
- * lock, so they never stall the protocol. The engine never calls into
- * Python and never takes the GIL.
+ * may be called from any thread, concurrently, except cm_engine_free (no
+ * other thread may still be using the engine; cm_engine_shutdown may run
+ * alongside them) and cm_engine_forget_after_fork (the child of a fork
+ * only). Commands reach the loop through a locked queue and a uv_async_t.
+ * Start, tag changes and stop wait for the loop to apply them (a few
+ * microseconds when the loop is idle); join and leave return at once and
+ * report their outcome later as a result event. Events leave through a
+ * bounded per-node queue and an eventfd that becomes readable when the
+ * queue is not empty; the engine never blocks on a slow consumer (it counts
+ * the member events it drops and reports the count before the next event
+ * it queues). Results of join and leave are
+ * never dropped: each call reserves room for its result when it is made.
+ * Reads (members, stats) copy from a snapshot the loop publishes under a
+ * short lock, so they never stall the protocol. The engine never calls
+ * into Python and never takes the GIL.
  */
 #ifndef CM_ENGINE_H
 #define CM_ENGINE_H
@@ -32,7 +37,7 @@ typedef struct cm_enode_config {
   const uint8_t *tags;
   size_t tags_len;
   uint64_t seed;
-  uint32_t event_queue_max; /* 0: 4096 */
+  uint32_t event_queue_max; /* member events queued at most; 0: 4096 */
   cm_time_t leave_grace;    /* 0: 5 s */
 } cm_enode_config_t;
 
@@ -63,12 +68,16 @@ typedef struct cm_emember {
   double phi;
 } cm_emember_t;
 
+struct cm_snapshot_index;
+
 /* An immutable, reference-counted copy of a node's registry. */
 typedef struct cm_snapshot {
   uint32_t count;
   uint64_t version;
   cm_emember_t *members;
   _Atomic unsigned refs; /* private: use cm_snapshot_release */
+  /* private: members by id, built by the first cm_snapshot_find */
+  _Atomic(struct cm_snapshot_index *) index;
 } cm_snapshot_t;
 
 typedef struct cm_enode_stats {
@@ -80,9 +89,26 @@ typedef struct cm_enode_stats {
 
 /* Start the engine thread. Returns 0, CM_EIO or CM_ENOMEM. */
 int cm_engine_new(cm_engine_t **out);
-/* Stop every node (without leaving), close every handle, join the thread,
- * free everything. Handles of its nodes become invalid. */
+/* Stop every node (without leaving), close every handle and join the
+ * thread. Any thread, concurrently with calls on the engine and its nodes
+ * from others, and more than once: every call returns once the engine has
+ * stopped. Calls made from then on return CM_ECLOSED (cm_enode_stop just
+ * returns); node handles stay valid until cm_engine_free. */
+void cm_engine_shutdown(cm_engine_t *e);
+/* Shut down (as cm_engine_shutdown) and free everything; handles of its
+ * nodes become invalid. No other thread may be using the engine or its
+ * nodes by the time the shutdown has finished. */
 void cm_engine_free(cm_engine_t *e);
+
+/* In the child of fork(), before anything else uses the engine: close
+ * every descriptor the engine held in the parent (its loop's epoll,
+ * wake-up and signal descriptors; each node's eventfd, UDP socket and
+ * timerfd), so the child keeps no socket bound to the parent's ports.
+ * Touches no lock and frees nothing, for the engine's thread does not
+ * exist in the child and its locks may stay held forever; the parent is
+ * unaffected. Afterwards e must not be used in the child (not even freed).
+ * Not for an engine that cm_engine_free was freeing at the fork. */
+void cm_engine_forget_after_fork(cm_engine_t *e);
 
 /* Start a node and bind its socket. Blocks until the loop has done so.
  * Errors: CM_EINVAL, CM_ECONFIG, CM_ENODEID, CM_EADDR, CM_ETAG*, CM_ETLS,
@@ -94,12 +120,17 @@ int cm_enode_start(cm_engine_t *e, const cm_enode_config_t *cfg,
 void cm_enode_stop(cm_enode_t *n);
 
 /* Join through seeds, retrying with backoff until timeout. Returns a token
- * (> 0) whose CM_EEV_JOINED result follows, or a negative error. */
+ * (> 0) whose CM_EEV_JOINED result follows, or a negative error (CM_ENOMEM
+ * when room for the result cannot be reserved). The result's status: 0;
+ * CM_EAUTH when seeds refused this node's credentials and none answered
+ * (at once if every seed refused); CM_ETIMEDOUT when no seed answered;
+ * CM_ESTATE (a join under way), CM_ECLOSED (stopped or leaving). */
 int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
                       cm_time_t timeout);
 /* Leave gracefully; CM_EEV_LEFT follows once the leave has spread (or the
- * grace period ran out) and the node has stopped. Returns a token or a
- * negative error. */
+ * grace period ran out) and the node has stopped. A call made while a
+ * leave is under way is answered with CM_ESTATE at once. Returns a token
+ * or a negative error (as cm_enode_join). */
 int64_t cm_enode_leave(cm_enode_t *n);
 /* Replace the tag set (canonical blob). Blocks until applied. Errors as
  * cm_node_set_tags, and CM_ECLOSED once stopped. */
@@ -121,6 +152,13 @@ void cm_snapshot_release(cm_snapshot_t *s);
  * (uint8_t *)(s->members + count), one reference. NULL when out of
  * memory. */
 cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len);
+/* The member with this id, or NULL. The first call on a snapshot indexes
+ * its members by id (O(count), once); every call after that costs O(1)
+ * expected, so finding the record of each of a burst of events costs
+ * O(events), not O(events x members). Any thread, concurrently, without a
+ * lock. A snapshot filled by hand must be complete before the first call.
+ * Without memory for the index, a scan answers. */
+const cm_emember_t *cm_snapshot_find(cm_snapshot_t *s, const char *id);
 void cm_enode_stats(cm_enode_t *n, cm_enode_stats_t *out);
 /* The address peers reach this node at (bound port filled in). */
 cm_addr_t cm_enode_addr(const cm_enode_t *n);

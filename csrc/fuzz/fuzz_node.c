@@ -17,9 +17,10 @@
  * picks one of the known peers or a stranger, `req` one of the push-pull
  * requests the node made). The node starts knowing FZ_PEERS members. After
  * every record the target drains the node's outputs and checks invariants:
- * state counts add up, self is present and alive (left after LEAVE), every
- * datagram and push-pull message the node produces decodes, every timer due
- * has run. A violation aborts.
+ * state counts add up, self is present and alive (left after LEAVE), the
+ * look-up of members by address agrees with a scan, every datagram and
+ * push-pull message the node produces decodes, every timer due has run. A
+ * violation aborts.
  *
  * Built with -DFUZZ_NODE_WRITE_SEEDS (no libFuzzer) it writes the seed
  * corpus instead: traces of real traffic towards this node, recorded from
@@ -136,6 +137,20 @@ static uint64_t fz_req(const fz_state_t *s, uint8_t sel) {
   return s->nreqs > 0 ? s->reqs[sel % s->nreqs] : sel;
 }
 
+/* The node's answer to "a member other than itself, not left, at a?" (from
+ * its address index) agrees with a scan of its registry. */
+static void fz_check_member_at(fz_state_t *s, const cm_addr_t *a) {
+  cm_member_info_t info;
+  uint32_t slot;
+  int want = 0;
+  for (slot = 0; slot < cm_node_member_slots(s->n); slot++)
+    if (cm_node_member_get(s->n, slot, &info, s->now) && !info.is_self &&
+        info.state != CM_STATE_LEFT && cm_addr_eq(&info.addr, a))
+      want = 1;
+  if (cm_node_has_member_at(s->n, a) != want)
+    abort();
+}
+
 static void fz_check_node(fz_state_t *s) {
   cm_node_stats_t st;
   cm_member_info_t me, info;
@@ -153,9 +168,14 @@ static void fz_check_node(fz_state_t *s) {
     if (!cm_id_valid(info.id, strlen(info.id)) || info.state > CM_STATE_LEFT ||
         cm_tags_validate(info.tags, info.tags_len) != 0)
       abort();
+    fz_check_member_at(s, &info.addr);
   }
   if (used != st.members)
     abort();
+  for (slot = 0; slot <= FZ_PEERS + 1; slot++) {
+    cm_addr_t a = fz_addr(slot);
+    fz_check_member_at(s, &a);
+  }
   if (!cm_node_member_find(s->n, fz_ids[0], &me, s->now) || !me.is_self ||
       me.incarnation != st.incarnation)
     abort();

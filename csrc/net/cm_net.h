@@ -157,6 +157,10 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
 /* The bound address, with the real port. Returns 0 or CM_EIO. */
 int cm_net_local_addr(cm_net_t *net, cm_addr_t *out);
 
+/* The descriptors the endpoint holds (its UDP socket and timerfd): writes
+ * at most max of them to out and returns how many there are. */
+size_t cm_net_fds(const cm_net_t *net, int *out, size_t max);
+
 /* Send a datagram, opening a connection if none exists; queued until the
  * handshake completes. Returns 0 (queued or sent; delivery not promised),
  * CM_EINVAL, CM_EADDR (invalid or own address), CM_ETOOBIG (len over

@@ -3,6 +3,12 @@
  * cluster-key mode. Every wait polls a condition against a generous
  * deadline; nothing depends on a fixed sleep.
  */
+#include <dirent.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "cm_engine.h"
 #include "cm_test.h"
 #include "cm_test_engine.h"
@@ -95,6 +101,43 @@ static int wait_join(cm_enode_t *n, int64_t token) {
     cm_te_nap_ms(10);
   }
   return CM_ETIMEDOUT;
+}
+
+/* Events read while waiting for results. */
+struct seen {
+  uint64_t dropped; /* reported as dropped */
+  int joined;       /* member events of type joined */
+};
+
+/* Read n's events until each of the count tokens has its result (status[i]
+ * holds it; NO_RESULT until then) or 30 s pass, tallying what else came.
+ * Returns how many results came; a token answered twice fails the test. */
+#define NO_RESULT 1
+static int wait_results(cm_enode_t *n, const int64_t *tok, int *status,
+                        int count, struct seen *seen) {
+  cm_eevent_t ev;
+  int i, got = 0, waited;
+  memset(seen, 0, sizeof(*seen));
+  for (i = 0; i < count; i++)
+    status[i] = NO_RESULT;
+  for (waited = 0; waited < 30000 && got < count; waited += 10) {
+    while (got < count && cm_enode_next_event(n, &ev)) {
+      if (ev.kind == CM_EEV_DROPPED)
+        seen->dropped += ev.dropped;
+      else if (ev.kind == CM_EEV_MEMBER && ev.ev.type == CM_EV_JOINED)
+        seen->joined++;
+      for (i = 0; i < count; i++)
+        if ((ev.kind == CM_EEV_JOINED || ev.kind == CM_EEV_LEFT) &&
+            ev.token == (uint64_t)tok[i]) {
+          CM_CHECK_EQ(status[i], NO_RESULT);
+          status[i] = ev.status;
+          got++;
+        }
+    }
+    if (got < count)
+      cm_te_nap_ms(10);
+  }
+  return got;
 }
 
 static void form_cluster(cm_engine_t *e, cm_enode_t **nodes,
@@ -284,5 +327,192 @@ CM_TEST(engine_full_event_queue_reports_drops) {
     cm_enode_stats(slow, &st);
     CM_CHECK_EQ(st.events_dropped, dropped);
   }
+  cm_engine_free(e);
+}
+
+/* A full event queue loses member events, never the result of a join: the
+ * joiner's queue holds 2 events and the join merges 4 members at once. The
+ * result arrives, after the report of what was dropped before it. */
+CM_TEST(engine_full_event_queue_keeps_join_result) {
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *small, *others[4];
+  cm_addr_t seed;
+  cm_enode_stats_t st;
+  struct seen seen;
+  int64_t tok;
+  int i, status, waited;
+  CM_CHECK_OK(cm_engine_new(&e));
+  for (i = 0; i < 4; i++)
+    others[i] = start_node(e, i, &key);
+  seed = cm_enode_addr(others[0]);
+  for (i = 1; i < 4; i++) {
+    tok = cm_enode_join(others[i], &seed, 1, CM_SEC(10));
+    CM_CHECK(tok > 0);
+    CM_CHECK_OK(wait_join(others[i], tok));
+  }
+  for (waited = 0; waited < 30000 && cm_te_alive_count(others[0]) < 4;
+       waited += 20)
+    cm_te_nap_ms(20);
+  CM_CHECK_EQ(cm_te_alive_count(others[0]), 4);
+  small = start_node_q(e, 4, &key, 2);
+  tok = cm_enode_join(small, &seed, 1, CM_SEC(10));
+  CM_CHECK(tok > 0);
+  CM_CHECK_EQ(wait_results(small, &tok, &status, 1, &seen), 1);
+  CM_CHECK_EQ(status, 0);
+  CM_CHECK(seen.dropped > 0); /* reported before the result */
+  CM_CHECK(seen.joined <= 2);
+  cm_enode_stats(small, &st);
+  CM_CHECK(st.events_dropped >= seen.dropped);
+  cm_engine_free(e);
+}
+
+/* Every join and leave call gets its result, however many are outstanding
+ * while nobody reads: the ring grows for them when the calls are made.
+ * The first join waits on a seed that never answers until the leave ends
+ * it; the others find it under way. */
+CM_TEST(engine_results_of_many_calls_all_arrive) {
+  enum { JOINS = 20, CALLS = JOINS + 1 };
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *n;
+  cm_addr_t nowhere;
+  struct seen seen;
+  int64_t tok[CALLS];
+  int status[CALLS], i;
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node_q(e, 0, &key, 1);
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:9", &nowhere));
+  for (i = 0; i < JOINS; i++)
+    tok[i] = cm_enode_join(n, &nowhere, 1, CM_SEC(30));
+  tok[JOINS] = cm_enode_leave(n);
+  for (i = 0; i < CALLS; i++)
+    CM_CHECK(tok[i] > 0);
+  CM_CHECK_EQ(wait_results(n, tok, status, CALLS, &seen), CALLS);
+  CM_CHECK_EQ(status[0], CM_ECLOSED);
+  for (i = 1; i < JOINS; i++)
+    CM_CHECK_EQ(status[i], CM_ESTATE);
+  CM_CHECK_EQ(status[JOINS], 0);
+  cm_engine_free(e);
+}
+
+/* A leave called while one is under way is answered too (CM_ESTATE), and
+ * the first one's result follows once the node has stopped. */
+CM_TEST(engine_second_leave_is_answered) {
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *n;
+  struct seen seen;
+  int64_t tok[2];
+  int status[2];
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node(e, 0, &key);
+  tok[0] = cm_enode_leave(n);
+  tok[1] = cm_enode_leave(n);
+  CM_CHECK(tok[0] > 0 && tok[1] > 0);
+  CM_CHECK_EQ(wait_results(n, tok, status, 2, &seen), 2);
+  CM_CHECK_EQ(status[0], 0);
+  CM_CHECK_EQ(status[1], CM_ESTATE);
+  CM_CHECK(!cm_enode_running(n));
+  cm_engine_free(e);
+}
+
+/* Descriptors this process has open that `before` does not list, as
+ * "fd=link" lines. */
+static void fd_list(char *out, size_t len, const char *before) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *de;
+  size_t used = 0;
+  out[0] = '\0';
+  if (d == NULL)
+    return;
+  while ((de = readdir(d)) != NULL) {
+    char path[300], link[200], line[sizeof(de->d_name) + sizeof(link) + 2];
+    ssize_t k;
+    if (de->d_name[0] == '.' || atoi(de->d_name) == dirfd(d))
+      continue;
+    snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+    k = readlink(path, link, sizeof(link) - 1);
+    if (k < 0)
+      continue;
+    link[k] = '\0';
+    snprintf(line, sizeof(line), "%s=%s\n", de->d_name, link);
+    if ((before != NULL && strstr(before, line) != NULL) ||
+        used + strlen(line) + 1 > len)
+      continue;
+    memcpy(out + used, line, strlen(line) + 1);
+    used += strlen(line);
+  }
+  closedir(d);
+}
+
+/* A fork() child that lives on closes what the engine held in the parent,
+ * so the parent can start a node on the same port again. */
+#define CHILD_LIFETIME_MS 60000
+CM_TEST(engine_forget_after_fork_closes_descriptors) {
+  static char before[8192], engine_fds[8192], child_fds[8192];
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_net_config_t net;
+  cm_enode_config_t c;
+  cm_enode_t *n, *again = NULL;
+  int report[2], hold[2], status;
+  ssize_t k;
+  size_t used;
+  pid_t pid;
+  fd_list(before, sizeof(before), NULL);
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node(e, 0, &key);
+  fd_list(engine_fds, sizeof(engine_fds), before);
+  CM_CHECK(strstr(engine_fds, "socket:") != NULL);
+  CM_CHECK(strstr(engine_fds, "[eventpoll]") != NULL);
+  CM_CHECK_OK(pipe(report));
+  CM_CHECK_OK(pipe(hold));
+  pid = fork();
+  CM_CHECK(pid >= 0);
+  if (pid == 0) {
+    char still[8192];
+    struct pollfd pf;
+    close(report[0]);
+    close(hold[1]);
+    cm_engine_forget_after_fork(e);
+    fd_list(still, sizeof(still), NULL);
+    /* Which of the engine's descriptors are still open, as they were. */
+    k = 0;
+    for (char *line = strtok(engine_fds, "\n"); line != NULL;
+         line = strtok(NULL, "\n"))
+      if (strstr(still, line) != NULL)
+        k += write(report[1], line, strlen(line)) + write(report[1], " ", 1);
+    (void)k;
+    close(report[1]);
+    /* Alive until the parent closes the pipe, and not much longer. */
+    pf.fd = hold[0];
+    pf.events = POLLIN;
+    (void)poll(&pf, 1, CHILD_LIFETIME_MS);
+    _exit(0);
+  }
+  close(report[1]);
+  close(hold[0]);
+  used = 0;
+  while (used < sizeof(child_fds) - 1 &&
+         (k = read(report[0], child_fds + used, sizeof(child_fds) - 1 - used)) >
+             0)
+    used += (size_t)k;
+  child_fds[used] = '\0';
+  close(report[0]);
+  memset(&c, 0, sizeof(c));
+  cm_config_lan(&c.proto);
+  cm_net_config_default(&net);
+  net.keys = &key;
+  net.nkeys = 1;
+  c.net = net;
+  c.id = "again";
+  c.bind = cm_enode_addr(n);
+  cm_enode_stop(n);
+  status = cm_enode_start(e, &c, &again);
+  close(hold[1]);
+  waitpid(pid, NULL, 0);
+  CM_CHECK_STR(child_fds, "");
+  CM_CHECK_OK(status);
   cm_engine_free(e);
 }

@@ -655,3 +655,23 @@ CM_TEST(member_at_address_excludes_self_strangers_and_left) {
   CM_CHECK_EQ(cm_node_has_member_at(n, &b), 0);
   cm_node_free(n);
 }
+
+/* The look-up follows a member that comes back at another address (a
+ * failed one may move), and counts every member at a shared address. */
+CM_TEST(member_at_address_follows_address_changes) {
+  cm_node_t *n = with_b();
+  cm_addr_t b = addr_of(2), moved = addr_of(4);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &b), 1);
+  accuse(n, CM_MSG_DEAD, "b", 5, "a");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_FAILED);
+  alive(n, "b", 6, 4, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &b), 0);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &moved), 1);
+  /* A second member at b's old address, then b leaving: still one there. */
+  alive(n, "c", 1, 2, NULL, 0);
+  accuse(n, CM_MSG_LEAVE, "b", 6, "b");
+  CM_CHECK_EQ(cm_node_has_member_at(n, &moved), 0);
+  CM_CHECK_EQ(cm_node_has_member_at(n, &b), 1);
+  cm_node_free(n);
+}

@@ -1,0 +1,268 @@
+/*
+ * What leaves the engine thread: the bounded per-node event queue and its
+ * eventfd, the registry snapshots readers copy from, and the stats. Every
+ * function here may run on any thread; shared state is under the node's
+ * lock.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cm_engine_int.h"
+#include "cm_registry.h"
+
+/* --------------------------------------------------------- event queue */
+
+static void q_wake(cm_enode_t *n) {
+  uint64_t one = 1;
+  ssize_t r = write(n->efd, &one, sizeof(one));
+  (void)r; /* EAGAIN means the counter is already non-zero: still awake */
+}
+
+/* Append to the ring; the caller has checked there is room. */
+static void q_put_locked(cm_enode_t *n, const cm_eevent_t *ev) {
+  n->q[(n->q_head + n->q_len++) % n->q_cap] = *ev;
+}
+
+/* The report of dropped events goes before the next event queued, so the
+ * consumer learns of the gap where it happened. */
+static void q_put_dropped_locked(cm_enode_t *n) {
+  cm_eevent_t d;
+  memset(&d, 0, sizeof(d));
+  d.kind = CM_EEV_DROPPED;
+  d.dropped = n->q_dropped;
+  n->q_dropped = 0;
+  q_put_locked(n, &d);
+}
+
+void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev) {
+  size_t need = n->q_dropped > 0 ? 2 : 1;
+  if (n->q_len + need > n->q_max) {
+    n->q_dropped++;
+    n->stats.events_dropped++;
+    return;
+  }
+  if (n->q_dropped > 0)
+    q_put_dropped_locked(n);
+  q_put_locked(n, ev);
+  q_wake(n);
+}
+
+/* The ring holds q_max events, plus what reserved results may add beyond
+ * that: q_cap >= max(q_max, q_len) + q_reserved at all times. Member events
+ * stop at q_max; a result uses its own reservation, so it always fits. */
+static size_t q_needed_locked(const cm_enode_t *n, size_t reserved) {
+  return (n->q_len > n->q_max ? n->q_len : n->q_max) + reserved;
+}
+
+int cm_engine__q_reserve(cm_enode_t *n) {
+  int rc = 0;
+  pthread_mutex_lock(&n->lock);
+  if (q_needed_locked(n, n->q_reserved + ENGINE_RESULT_SLOTS) > n->q_cap) {
+    size_t cap = q_needed_locked(n, n->q_reserved + ENGINE_RESULT_SLOTS), i;
+    cm_eevent_t *q = malloc(cap * sizeof(*q));
+    if (q == NULL) {
+      rc = CM_ENOMEM;
+    } else {
+      for (i = 0; i < n->q_len; i++)
+        q[i] = n->q[(n->q_head + i) % n->q_cap];
+      free(n->q);
+      n->q = q;
+      n->q_head = 0;
+      n->q_cap = cap;
+    }
+  }
+  if (rc == 0)
+    n->q_reserved += ENGINE_RESULT_SLOTS;
+  pthread_mutex_unlock(&n->lock);
+  return rc;
+}
+
+void cm_engine__q_unreserve(cm_enode_t *n) {
+  pthread_mutex_lock(&n->lock);
+  n->q_reserved -= ENGINE_RESULT_SLOTS;
+  pthread_mutex_unlock(&n->lock);
+}
+
+void cm_engine__q_result(cm_enode_t *n, uint8_t kind, uint64_t token,
+                         int status) {
+  cm_eevent_t ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.kind = kind;
+  ev.token = token;
+  ev.status = status;
+  pthread_mutex_lock(&n->lock);
+  n->q_reserved -= ENGINE_RESULT_SLOTS;
+  if (n->q_dropped > 0)
+    q_put_dropped_locked(n);
+  q_put_locked(n, &ev);
+  q_wake(n);
+  pthread_mutex_unlock(&n->lock);
+}
+
+int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out) {
+  int got = 0;
+  pthread_mutex_lock(&n->lock);
+  if (n->q_len > 0) {
+    *out = n->q[n->q_head];
+    n->q_head = (n->q_head + 1) % n->q_cap;
+    n->q_len--;
+    got = 1;
+  } else if (n->q_dropped > 0) {
+    memset(out, 0, sizeof(*out));
+    out->kind = CM_EEV_DROPPED;
+    out->dropped = n->q_dropped;
+    n->q_dropped = 0;
+    got = 1;
+  } else {
+    uint64_t v;
+    ssize_t r = read(n->efd, &v, sizeof(v));
+    (void)r;
+  }
+  pthread_mutex_unlock(&n->lock);
+  return got;
+}
+
+int cm_enode_event_fd(const cm_enode_t *n) { return n->efd; }
+
+/* ------------------------------------------------------------ snapshots */
+
+/* Open addressing over the members' positions, at most half full. */
+struct cm_snapshot_index {
+  uint32_t mask;   /* capacity - 1; the capacity is a power of two */
+  uint32_t slot[]; /* member position + 1; 0: empty */
+};
+
+void cm_snapshot_release(cm_snapshot_t *s) {
+  if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1) {
+    free(atomic_load(&s->index));
+    free(s);
+  }
+}
+
+static struct cm_snapshot_index *snapshot_index_build(const cm_snapshot_t *s) {
+  struct cm_snapshot_index *x;
+  uint32_t cap = 2, i;
+  while (cap < 2 * (uint64_t)s->count)
+    cap *= 2;
+  x = calloc(1, sizeof(*x) + (size_t)cap * sizeof(x->slot[0]));
+  if (x == NULL)
+    return NULL;
+  x->mask = cap - 1;
+  /* In order, so of two members with one id (possible only in a snapshot
+   * filled by hand) the first is found, as a scan would find it. */
+  for (i = 0; i < s->count; i++) {
+    const char *id = s->members[i].id;
+    uint32_t pos = (uint32_t)cm_id_hash(id, strlen(id)) & x->mask;
+    while (x->slot[pos] != 0)
+      pos = (pos + 1) & x->mask;
+    x->slot[pos] = i + 1;
+  }
+  return x;
+}
+
+const cm_emember_t *cm_snapshot_find(cm_snapshot_t *s, const char *id) {
+  struct cm_snapshot_index *x = atomic_load(&s->index), *none = NULL;
+  uint32_t pos, i;
+  if (x == NULL) {
+    x = snapshot_index_build(s);
+    if (x == NULL) {
+      for (i = 0; i < s->count; i++)
+        if (strcmp(s->members[i].id, id) == 0)
+          return &s->members[i];
+      return NULL;
+    }
+    /* Another thread may have indexed it meanwhile: keep the first. */
+    if (!atomic_compare_exchange_strong(&s->index, &none, x)) {
+      free(x);
+      x = none;
+    }
+  }
+  pos = (uint32_t)cm_id_hash(id, strlen(id)) & x->mask;
+  for (; x->slot[pos] != 0; pos = (pos + 1) & x->mask)
+    if (strcmp(s->members[x->slot[pos] - 1].id, id) == 0)
+      return &s->members[x->slot[pos] - 1];
+  return NULL;
+}
+
+cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len) {
+  cm_snapshot_t *s =
+      calloc(1, sizeof(cm_snapshot_t) + (size_t)count * sizeof(cm_emember_t) +
+                    tags_len);
+  if (s == NULL)
+    return NULL;
+  atomic_init(&s->refs, 1);
+  atomic_init(&s->index, NULL);
+  s->members = (cm_emember_t *)(s + 1);
+  s->count = count;
+  return s;
+}
+
+/* Layout: header, members, tag bytes; one allocation. */
+cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
+  uint32_t slots = cm_node_member_slots(node), i, k = 0;
+  size_t tags = 0, size;
+  cm_member_info_t info;
+  cm_time_t now = cm_engine__now();
+  cm_snapshot_t *s;
+  uint8_t *tp;
+  for (i = 0; i < slots; i++)
+    if (cm_node_member_get(node, i, &info, now))
+      tags += info.tags_len;
+  size = sizeof(cm_snapshot_t) + (size_t)slots * sizeof(cm_emember_t) + tags;
+  s = malloc(size);
+  if (s == NULL)
+    return NULL;
+  atomic_init(&s->refs, 1);
+  atomic_init(&s->index, NULL);
+  s->members = (cm_emember_t *)(s + 1);
+  tp = (uint8_t *)(s->members + slots);
+  for (i = 0; i < slots; i++) {
+    cm_emember_t *m;
+    if (!cm_node_member_get(node, i, &info, now))
+      continue;
+    m = &s->members[k++];
+    memset(m, 0, sizeof(*m));
+    strcpy(m->id, info.id);
+    m->addr = info.addr;
+    m->incarnation = info.incarnation;
+    m->state = info.state;
+    m->is_self = (uint8_t)info.is_self;
+    m->state_change = info.state_change;
+    m->phi = info.phi;
+    m->tags_len = (uint16_t)info.tags_len;
+    m->tags = tp;
+    if (info.tags_len > 0)
+      memcpy(tp, info.tags, info.tags_len);
+    tp += info.tags_len;
+  }
+  s->count = k;
+  s->version = version;
+  return s;
+}
+
+cm_snapshot_t *cm_enode_snapshot(cm_enode_t *n) {
+  cm_snapshot_t *s;
+  pthread_mutex_lock(&n->lock);
+  s = n->snap;
+  if (s != NULL)
+    atomic_fetch_add(&s->refs, 1);
+  pthread_mutex_unlock(&n->lock);
+  return s;
+}
+
+void cm_enode_stats(cm_enode_t *n, cm_enode_stats_t *out) {
+  pthread_mutex_lock(&n->lock);
+  *out = n->stats;
+  pthread_mutex_unlock(&n->lock);
+}
+
+cm_addr_t cm_enode_addr(const cm_enode_t *n) { return n->addr; }
+
+int cm_enode_running(cm_enode_t *n) {
+  int r;
+  pthread_mutex_lock(&n->lock);
+  r = n->running;
+  pthread_mutex_unlock(&n->lock);
+  return r;
+}

@@ -1,0 +1,194 @@
+/*
+ * Driving one node on the loop thread: every input (a datagram, a stream
+ * request or response, a timer) goes to the protocol core, then the flush
+ * hands the core's output to the transport and publishes events, stats and
+ * the registry snapshot. The transport callbacks and the node's timers live
+ * here.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm_engine_int.h"
+
+static void on_timer(uv_timer_t *t);
+
+void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
+  cm_addr_t to;
+  const uint8_t *data;
+  uint8_t *sdata;
+  size_t len;
+  uint64_t req_id;
+  int is_join, changed = force_snapshot, rc;
+  cm_event_t ev;
+  cm_time_t now, d;
+  uint64_t send_errors = 0;
+  uint32_t prev_inc;
+
+  if (n->node == NULL)
+    return;
+  while (cm_node_poll_datagram(n->node, &to, &data, &len))
+    if (cm_net_send_datagram(n->net, &to, data, len) != 0)
+      send_errors++;
+  while (cm_node_poll_stream(n->node, &to, &req_id, &sdata, &len, &is_join)) {
+    rc = cm_net_stream_request(n->net, &to, sdata, len, req_id);
+    free(sdata);
+    if (is_join && rc == 0)
+      cm_engine__join_track(n, req_id);
+    if (rc != 0) {
+      send_errors++;
+      cm_node_pushpull_failed(n->node, req_id, cm_engine__now());
+    }
+  }
+  pthread_mutex_lock(&n->lock);
+  while (cm_node_poll_event(n->node, &ev)) {
+    cm_eevent_t e;
+    memset(&e, 0, sizeof(e));
+    e.kind = CM_EEV_MEMBER;
+    e.ev = ev;
+    changed = 1;
+    /* The snapshot is published below, before the consumer can act on
+     * these events: it takes the same lock. */
+    cm_engine__q_push_locked(n, &e);
+  }
+  /* A refutation raises our own incarnation without any event: republish,
+   * or the snapshot's record of ourselves would lag the stats. */
+  prev_inc = n->stats.node.incarnation;
+  cm_node_stats(n->node, &n->stats.node);
+  if (n->stats.node.incarnation != prev_inc)
+    changed = 1;
+  if (changed) {
+    cm_snapshot_t *s = cm_engine__snapshot_build(
+        n->node, n->snap != NULL ? n->snap->version + 1 : 1);
+    if (s != NULL) {
+      cm_snapshot_release(n->snap);
+      n->snap = s;
+    }
+  }
+  cm_net_stats(n->net, &n->stats.net);
+  n->stats.send_errors += send_errors;
+  pthread_mutex_unlock(&n->lock);
+
+  cm_engine__join_check(n);
+
+  now = cm_engine__now();
+  if (n->leaving && (cm_node_leave_done(n->node) || now >= n->leave_deadline)) {
+    /* Stop from the timer, not from inside a transport callback. */
+    n->want_stop = 1;
+    uv_timer_start(&n->timer, on_timer, 0, 0);
+    return;
+  }
+  d = cm_node_next_deadline(n->node);
+  if (n->leaving && d > n->leave_deadline)
+    d = n->leave_deadline;
+  if (d != CM_TIME_NEVER) {
+    uint64_t ms = d > now ? (d - now + 999) / 1000 : 0;
+    uv_timer_start(&n->timer, on_timer, ms, 0);
+  }
+}
+
+static void on_idle(uv_idle_t *h) { (void)h; }
+
+/* The protocol's timers run after the loop has read the socket: an ack that
+ * arrived while this thread was descheduled is seen before the probe that
+ * waited for it times out. A late thread must not accuse its peers. */
+static void on_check(uv_check_t *h) {
+  cm_enode_t *n = h->data;
+  uv_idle_stop(&n->idle);
+  uv_check_stop(&n->check);
+  if (n->want_stop) {
+    cm_engine__begin_stop(n);
+    return;
+  }
+  cm_node_tick(n->node, cm_engine__now());
+  cm_engine__flush(n, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  cm_enode_t *n = t->data;
+  uv_idle_start(&n->idle, on_idle);
+  uv_check_start(&n->check, on_check);
+}
+
+static void on_datagram(void *ud, const cm_addr_t *from, const uint8_t *data,
+                        size_t len) {
+  cm_enode_t *n = ud;
+  if (n->node == NULL || n->closing)
+    return;
+  cm_node_recv(n->node, from, data, len, cm_engine__now());
+  cm_engine__flush(n, 0);
+}
+
+static void on_stream_request(void *ud, const cm_addr_t *from, uint64_t token,
+                              const uint8_t *data, size_t len) {
+  cm_enode_t *n = ud;
+  uint8_t *reply = NULL;
+  size_t rlen = 0;
+  if (n->node == NULL || n->closing)
+    return;
+  if (cm_node_handle_pushpull(n->node, from, data, len, cm_engine__now(),
+                              &reply, &rlen) == 0) {
+    cm_net_stream_respond(n->net, token, reply, rlen);
+    free(reply);
+  }
+  cm_engine__flush(n, 0);
+}
+
+static uint64_t enode_refutations(const cm_enode_t *n) {
+  cm_node_stats_t st;
+  cm_node_stats(n->node, &st);
+  return st.refutations;
+}
+
+static void on_stream_response(void *ud, uint64_t req_id, int status,
+                               const uint8_t *data, size_t len) {
+  cm_enode_t *n = ud;
+  int rc = status, mine;
+  uint64_t refuted = 0;
+  if (n->node == NULL || n->closing)
+    return;
+  mine = cm_engine__join_response(n, req_id, status);
+  if (status == 0) {
+    if (mine)
+      refuted = enode_refutations(n);
+    rc = cm_node_pushpull_reply(n->node, req_id, data, len, cm_engine__now());
+    if (mine)
+      refuted = enode_refutations(n) - refuted;
+  } else {
+    cm_node_pushpull_failed(n->node, req_id, cm_engine__now());
+  }
+  if (mine && rc == 0) {
+    cm_engine__join_succeeded(n, refuted);
+    return;
+  }
+  cm_engine__flush(n, 0);
+}
+
+/* The transport asks for every packet it cannot route, before it spends
+ * its stale-peer report budget on the sender: O(1), through the registry's
+ * address index. */
+static int is_known_peer(void *ud, const cm_addr_t *from) {
+  cm_enode_t *n = ud;
+  return n->node != NULL && !n->closing && cm_node_has_member_at(n->node, from);
+}
+
+/* A member holds a connection to the process that had our address before
+ * us: connect to it, which makes it drop that connection. Only for known
+ * members, so a forged source cannot make us open connections elsewhere. */
+static void on_stale_peer(void *ud, const cm_addr_t *from) {
+  cm_enode_t *n = ud;
+  if (n->net == NULL || !is_known_peer(ud, from))
+    return;
+  (void)cm_net_connect(n->net, from);
+}
+
+int cm_engine__peer_hint(void *ud, const cm_addr_t *addr) {
+  cm_enode_t *n = ud;
+  return n->net != NULL && cm_net_is_connected(n->net, addr);
+}
+
+const cm_net_callbacks_t cm_engine__net_callbacks = {
+    .on_datagram = on_datagram,
+    .on_stream_request = on_stream_request,
+    .on_stream_response = on_stream_response,
+    .on_stale_peer = on_stale_peer,
+    .is_known_peer = is_known_peer};
