@@ -60,68 +60,6 @@ int cm_net__rand(void *dest, size_t len) {
   return gnutls_rnd(GNUTLS_RND_NONCE, dest, len) == 0 ? 0 : CM_ETLS;
 }
 
-void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]) {
-  memset(key, 0, CM_NET_ADDR_KEY_LEN);
-  key[0] = a->family;
-  memcpy(key + 1, a->ip, a->family == 6 ? 16 : 4);
-  key[17] = (uint8_t)(a->port >> 8);
-  key[18] = (uint8_t)a->port;
-}
-
-static int net_sa_to_addr(const struct sockaddr *sa, cm_addr_t *a) {
-  memset(a, 0, sizeof(*a));
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-    a->family = 4;
-    memcpy(a->ip, &sin->sin_addr, 4);
-    a->port = ntohs(sin->sin_port);
-    return 0;
-  }
-  if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-    a->family = 6;
-    memcpy(a->ip, &sin6->sin6_addr, 16);
-    a->port = ntohs(sin6->sin6_port);
-    return 0;
-  }
-  return CM_EADDR;
-}
-
-static socklen_t net_addr_to_sa(const cm_addr_t *a,
-                                struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof(*ss));
-  if (a->family == 4) {
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    sin->sin_family = AF_INET;
-    memcpy(&sin->sin_addr, a->ip, 4);
-    sin->sin_port = htons(a->port);
-    return sizeof(*sin);
-  }
-  if (a->family == 6) {
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    sin6->sin6_family = AF_INET6;
-    memcpy(&sin6->sin6_addr, a->ip, 16);
-    sin6->sin6_port = htons(a->port);
-    return sizeof(*sin6);
-  }
-  return 0;
-}
-
-/* ---- token buckets ------------------------------------------------------- */
-
-static int net_bucket_take(double *tokens, uint64_t *last, double rate,
-                           uint64_t now) {
-  double burst = rate;
-  *tokens += (double)(now - *last) * rate / (double)NGTCP2_SECONDS;
-  if (*tokens > burst)
-    *tokens = burst;
-  *last = now;
-  if (*tokens < 1.0)
-    return 0;
-  *tokens -= 1.0;
-  return 1;
-}
-
 /* ---- fault injection ----------------------------------------------------- */
 
 static int net_blocked(const cm_net_t *net, const cm_addr_t *a) {
@@ -259,8 +197,8 @@ static void net_send_reset(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_ssize n;
 
   if (trigger_len < NET_RESET_MIN_TRIGGER || vc->dcidlen != CM_NET_SCID_LEN ||
-      !net_bucket_take(&net->reset_tokens, &net->reset_ts, NET_RESET_RATE,
-                       cm_net__now())) {
+      !cm_net__bucket_take(&net->reset_tokens, &net->reset_ts, NET_RESET_RATE,
+                           cm_net__now())) {
     net->st.drop_rate_limit += trigger_len >= NET_RESET_MIN_TRIGGER;
     return;
   }
@@ -384,57 +322,6 @@ static void net_timer_cb(uv_poll_t *h, int status, int events) {
 
 /* ---- receiving ----------------------------------------------------------- */
 
-int cm_net__make_room(cm_net_t *net) {
-  cm_net_conn_t *c;
-  if (net->nconns < net->cfg.max_connections)
-    return 0;
-  for (c = net->lru_head; c != NULL; c = c->next) {
-    if (cm_net__conn_idle(c)) {
-      net->st.conns_evicted++;
-      cm_net__conn_close(c, CM_ECLOSED, 1);
-      return 0;
-    }
-  }
-  return CM_ELIMIT;
-}
-
-static void net_accept(cm_net_t *net, const struct sockaddr *sa,
-                       const cm_addr_t *from, const uint8_t *data, size_t len) {
-  ngtcp2_pkt_hd hd;
-  cm_net_conn_t *c;
-  socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
-
-  /* Also rejects Initials under 1200 bytes, so truncated ones never cost a
-   * connection. */
-  if (ngtcp2_accept(&hd, data, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
-    net->st.drop_garbage++;
-    return;
-  }
-  /* Per source first, so one address over its rate takes nothing from the
-   * endpoint-wide budget the others share. */
-  if (!cm_net__srclimit_take(&net->srclimit, from, cm_net__now())) {
-    net->st.drop_source_limit++;
-    net->st.drop_rate_limit++;
-    return;
-  }
-  if (net->cfg.accept_rate > 0 &&
-      !net_bucket_take(&net->accept_tokens, &net->accept_ts,
-                       (double)net->cfg.accept_rate, cm_net__now())) {
-    net->st.drop_rate_limit++;
-    return;
-  }
-  if (cm_net__make_room(net) != 0) {
-    net->st.drop_pool_full++;
-    return;
-  }
-  if (cm_net__conn_new_server(net, sa, salen, from, &hd, &c) != 0) {
-    net->st.drop_garbage++;
-    return;
-  }
-  cm_net__conn_read(c, data, len);
-}
-
 /* 1 if the packet was a stateless reset for the current connection to
  * `from` (which is then closing), else 0. */
 static int net_try_reset(cm_net_t *net, const cm_addr_t *from,
@@ -460,8 +347,8 @@ static void net_report_stale(cm_net_t *net, const cm_addr_t *from) {
   cm_net__addr_key(from, key);
   if (cm_net_map_get(&net->peers, key, sizeof(key)) != NULL)
     return;
-  if (!net_bucket_take(&net->stale_tokens, &net->stale_ts, NET_STALE_RATE,
-                       cm_net__now()))
+  if (!cm_net__bucket_take(&net->stale_tokens, &net->stale_ts, NET_STALE_RATE,
+                           cm_net__now()))
     return;
   net->st.stale_peers++;
   net->cb.on_stale_peer(net->ud, from);
@@ -489,7 +376,7 @@ static void net_dispatch(cm_net_t *net, const struct sockaddr *sa,
     return;
   }
   if (data[0] & 0x80) {
-    net_accept(net, sa, from, data, len);
+    cm_net__accept(net, sa, from, data, len);
     return;
   }
   /* A stateless reset looks like a short header under a random connection
@@ -516,7 +403,7 @@ static void net_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   /* nread 0 with no address only means the socket is drained. */
   if (nread < 0 || sa == NULL || net->closing)
     return;
-  if (net_sa_to_addr(sa, &from) != 0) {
+  if (cm_net__sa_to_addr(sa, &from) != 0) {
     net->st.drop_garbage++;
     return;
   }
@@ -611,7 +498,7 @@ static int net_open_socket(cm_net_t *net, const cm_addr_t *bind) {
   int namelen = (int)sizeof(net->local_sa), bufsize, rv;
   unsigned flags = bind->family == 6 ? UV_UDP_IPV6ONLY : 0;
 
-  if (net_addr_to_sa(bind, &ss) == 0)
+  if (cm_net__addr_to_sa(bind, &ss) == 0)
     return CM_EADDR;
   rv = uv_udp_bind(&net->udp, (struct sockaddr *)&ss, flags);
   if (rv == UV_EADDRINUSE)
@@ -624,7 +511,7 @@ static int net_open_socket(cm_net_t *net, const cm_addr_t *bind) {
                          &namelen) != 0)
     return CM_EIO;
   net->local_salen = (socklen_t)namelen;
-  if (net_sa_to_addr((struct sockaddr *)&net->local_sa, &net->local) != 0)
+  if (cm_net__sa_to_addr((struct sockaddr *)&net->local_sa, &net->local) != 0)
     return CM_EIO;
   /* Best effort: the kernel caps these at net.core.[rw]mem_max, and the
    * defaults still work, only with more loss under bursts. */
@@ -849,35 +736,6 @@ int cm_net_stream_request(cm_net_t *net, const cm_addr_t *to,
   if (rv != 0)
     return rv;
   return cm_net__conn_request(c, data, len, request_id);
-}
-
-int cm_net_stream_respond(cm_net_t *net, uint64_t token, const uint8_t *data,
-                          size_t len) {
-  cm_net_stream_t *s;
-  if (net == NULL || (data == NULL && len > 0))
-    return CM_EINVAL;
-  if (net->closing)
-    return CM_ECLOSED;
-  s = cm_net_map_get(&net->tokens, &token, sizeof(token));
-  if (s == NULL || s->done || s->conn->state >= CM_CONN_CLOSING)
-    return CM_ENOENT;
-  if (len > net->cfg.max_stream_message) {
-    net->st.drop_oversized++;
-    return CM_ETOOBIG;
-  }
-  s->out = malloc(len > 0 ? len : 1);
-  if (s->out == NULL)
-    return CM_ENOMEM;
-  if (len > 0)
-    memcpy(s->out, data, len);
-  s->outlen = len;
-  s->out_ready = 1;
-  s->done = 1;
-  cm_net_map_del(&net->tokens, &token, sizeof(token), s);
-  net->st.responses_out++;
-  cm_net__conn_touch(s->conn);
-  cm_net__mark_dirty(s->conn);
-  return 0;
 }
 
 void cm_net_stats(const cm_net_t *net, cm_net_stats_t *out) {

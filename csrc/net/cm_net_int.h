@@ -1,7 +1,13 @@
 /*
- * Private structures of cm_net, shared by its files: the endpoint (cm_net.c),
- * connections and streams (cm_net_conn.c), TLS set-up (cm_net_tls.c) and the
- * hash map routing connection IDs and peer addresses (cm_net_map.c).
+ * Private structures of cm_net, shared by its files: the endpoint, routing
+ * and public API (cm_net.c), admission of inbound connections
+ * (cm_net_accept.c), one connection's QUIC state and write pass
+ * (cm_net_conn.c), request/response streams (cm_net_stream.c), the
+ * connection pool and peer map (cm_net_pool.c), keyring use
+ * (cm_net_keys.c), rate limits (cm_net_limit.c), addresses
+ * (cm_net_addr.c), TLS set-up (cm_net_tls.c), certificates
+ * (cm_net_cert.c) and the hash map routing connection IDs and peer
+ * addresses (cm_net_map.c).
  */
 #ifndef CM_NET_INT_H
 #define CM_NET_INT_H
@@ -81,6 +87,10 @@ typedef struct cm_net_srclimit {
   cm_net_src_slot_t slots[CM_NET_SRC_SLOTS];
 } cm_net_srclimit_t;
 
+/* A token bucket of `rate` tokens a second and a burst of as many: 1 if a
+ * token was taken at `now` (ngtcp2 timestamp), 0 if none was left. */
+int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
+                        uint64_t now);
 void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate);
 /* 1 if `from` may open one more connection at `now` (a token is taken),
  * 0 if it is over its rate. */
@@ -230,27 +240,78 @@ struct cm_net {
   uint8_t recvbuf[CM_NET_RECV_BUF];
 };
 
-/* cm_net.c */
+/* ---- cm_net.c: the endpoint --------------------------------------------- */
 uint64_t cm_net__now(void);
 void cm_net__schedule_flush(cm_net_t *net);
 void cm_net__mark_dirty(cm_net_conn_t *c);
 void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
                          const cm_addr_t *to, const uint8_t *data, size_t len);
 int cm_net__rand(void *dest, size_t len);
-/* Make room for one more connection, evicting the LRU idle one if need be.
- * 0 or CM_ELIMIT. */
-int cm_net__make_room(cm_net_t *net);
-/* Peer map key: family, address and port bytes only. */
-void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]);
 void cm_net__deliver_datagram(cm_net_t *net, const cm_addr_t *from,
                               const uint8_t *data, size_t len);
 
-/* cm_net_conn.c */
-int cm_net__conn_new_client(cm_net_t *net, const cm_addr_t *peer,
-                            size_t key_idx, cm_net_conn_t **out);
+/* ---- cm_net_addr.c: addresses -------------------------------------------- */
+/* Peer map key: family, address and port bytes only. */
+void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]);
+/* 0, or CM_EADDR for a family other than IPv4 and IPv6. */
+int cm_net__sa_to_addr(const struct sockaddr *sa, cm_addr_t *a);
+/* The sockaddr's length, or 0 for an address of no family. */
+socklen_t cm_net__addr_to_sa(const cm_addr_t *a, struct sockaddr_storage *ss);
+
+/* ---- cm_net_accept.c: admission ------------------------------------------ */
+/* A long-header packet under a connection ID we do not know. */
+void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
+                    const cm_addr_t *from, const uint8_t *data, size_t len);
+
+/* ---- cm_net_pool.c: the pool and the peer map ---------------------------- */
+/* Make room for one more connection, evicting the LRU idle one if need be.
+ * 0 or CM_ELIMIT. */
+int cm_net__make_room(cm_net_t *net);
+/* A new connection joins the pool; current for its peer if none is. */
+void cm_net__pool_add(cm_net_conn_t *c);
+/* Out of the LRU list and the peer map, before it is freed. */
+void cm_net__pool_remove(cm_net_conn_t *c);
+/* A closing connection hands the peer, and what waits to be sent to it, to
+ * another connection to the same peer (or a retry with the next key). */
+void cm_net__pool_handover(cm_net_conn_t *c, int status, int was_handshake);
+/* A connection just established: settle which one to its peer is current. */
+void cm_net__pool_established(cm_net_conn_t *c);
+int cm_net__conn_idle(const cm_net_conn_t *c);
+void cm_net__conn_touch(cm_net_conn_t *c);
+
+/* ---- cm_net_keys.c: the keyring ------------------------------------------ */
 /* The keyring entry to offer a peer: the one it last accepted, else the
  * primary. */
 size_t cm_net__key_for(cm_net_t *net, const cm_addr_t *peer);
+/* A client handshake succeeded with c->key_idx: remember it for the peer. */
+void cm_net__key_accepted(cm_net_conn_t *c);
+/* After a refusal: a new connection with the next key, or NULL. */
+cm_net_conn_t *cm_net__key_retry(cm_net_conn_t *c);
+
+/* ---- cm_net_stream.c: request/response streams --------------------------- */
+int cm_net__stream_recv_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
+                           uint64_t offset, const uint8_t *data, size_t len,
+                           void *ud, void *sud);
+int cm_net__stream_close_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
+                            uint64_t app_error_code, void *ud, void *sud);
+int cm_net__conn_request(cm_net_conn_t *c, const uint8_t *data, size_t len,
+                         uint64_t request_id);
+/* Write pass: open streams for queued requests and carry out shutdowns;
+ * the next stream with data to write; free the streams ngtcp2 closed. */
+void cm_net__streams_prepare(cm_net_conn_t *c);
+cm_net_stream_t *cm_net__stream_next(cm_net_conn_t *c);
+void cm_net__streams_sweep(cm_net_conn_t *c);
+/* The earlier of e and the first request deadline. */
+uint64_t cm_net__streams_deadline(const cm_net_conn_t *c, uint64_t e);
+/* Fail requests past their deadline with CM_ETIMEDOUT. */
+void cm_net__streams_expire(cm_net_conn_t *c, uint64_t now);
+/* The connection is closing: fail its requests with `status`. */
+void cm_net__streams_fail(cm_net_conn_t *c, int status);
+void cm_net__streams_free(cm_net_conn_t *c);
+
+/* ---- cm_net_conn.c: one connection --------------------------------------- */
+int cm_net__conn_new_client(cm_net_t *net, const cm_addr_t *peer,
+                            size_t key_idx, cm_net_conn_t **out);
 int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
                             socklen_t salen, const cm_addr_t *peer,
                             const ngtcp2_pkt_hd *hd, cm_net_conn_t **out);
@@ -262,13 +323,10 @@ void cm_net__conn_close(cm_net_conn_t *c, int status, int send_close);
 /* Carry out a decided close and free the connection. */
 void cm_net__conn_finish(cm_net_conn_t *c);
 void cm_net__conn_free(cm_net_conn_t *c);
-int cm_net__conn_idle(const cm_net_conn_t *c);
-void cm_net__conn_touch(cm_net_conn_t *c);
 int cm_net__conn_enqueue(cm_net_conn_t *c, const uint8_t *data, size_t len);
-int cm_net__conn_request(cm_net_conn_t *c, const uint8_t *data, size_t len,
-                         uint64_t request_id);
 
-/* cm_net_tls.c */
+/* ---- cm_net_tls.c: TLS ----------------------------------------------------
+ */
 int cm_net__tls_init(cm_net_t *net);
 void cm_net__tls_free(cm_net_t *net);
 int cm_net__tls_session(cm_net_t *net, cm_net_conn_t *c);

@@ -1,9 +1,23 @@
 /*
- * Per-source rate limit on new inbound connections (cm_net_int.h).
+ * Rate limits of cm_net: the token bucket the endpoint-wide limits use, and
+ * the per-source limit on new inbound connections (cm_net_int.h).
  */
 #include <string.h>
 
 #include "cm_net_int.h"
+
+int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
+                        uint64_t now) {
+  double burst = rate;
+  *tokens += (double)(now - *last) * rate / (double)NGTCP2_SECONDS;
+  if (*tokens > burst)
+    *tokens = burst;
+  *last = now;
+  if (*tokens < 1.0)
+    return 0;
+  *tokens -= 1.0;
+  return 1;
+}
 
 void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate) {
   memset(l, 0, sizeof(*l));
