@@ -15,6 +15,14 @@ void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]) {
   key[18] = (uint8_t)a->port;
 }
 
+void cm_net__ip_key(const cm_addr_t *a, uint8_t key[CM_NET_IP_KEY_LEN]) {
+  memset(key, 0, CM_NET_IP_KEY_LEN);
+  key[0] = a->family;
+  /* An IPv6 host is usually given a whole /64: its other addresses are not
+   * other sources. */
+  memcpy(key + 1, a->ip, a->family == 6 ? 8 : 4);
+}
+
 int cm_net__sa_to_addr(const struct sockaddr *sa, cm_addr_t *a) {
   memset(a, 0, sizeof(*a));
   if (sa->sa_family == AF_INET) {

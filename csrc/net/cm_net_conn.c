@@ -70,7 +70,10 @@ void cm_net__conn_close(cm_net_conn_t *c, int status, int send_close) {
   c->state = CM_CONN_CLOSING;
   c->send_close = send_close;
   c->close_status = status;
-  net->nconns--;
+  if (c->in_pool)
+    net->nconns--;
+  c->in_pool = 0;
+  cm_net__half_open_leave(c);
 
   cm_net__pool_handover(c, status, was_handshake);
   while ((m = c->qhead) != NULL) {
@@ -113,7 +116,16 @@ void cm_net__conn_free(cm_net_conn_t *c) {
   }
   if (c->has_odcid)
     cm_net_map_del(&net->cids, c->odcid.data, c->odcid.datalen, c);
+  cm_net__half_open_leave(c);
   cm_net__pool_remove(c);
+  /* A connection refused after its first packet is freed at once, and that
+   * packet may have marked it dirty. */
+  if (c->dirty) {
+    cm_net_conn_t **p = &net->dirty_head;
+    while (*p != c)
+      p = &(*p)->dirty_next;
+    *p = c->dirty_next;
+  }
   cm_net__streams_free(c);
   while ((m = c->qhead) != NULL) {
     c->qhead = m->next;
@@ -188,6 +200,8 @@ static void conn_established(cm_net_conn_t *c) {
   cm_net__key_accepted(c);
   cm_net__mark_dirty(c);
   cm_net__pool_established(c);
+  if (!c->is_client)
+    cm_net__accept_verified(c);
 }
 
 static int conn_handshake_completed_cb(ngtcp2_conn *qc, void *ud) {
@@ -346,7 +360,7 @@ int cm_net__conn_new_client(cm_net_t *net, const cm_addr_t *peer,
   rv = cm_net_map_put(&net->cids, scid.data, scid.datalen, c);
   if (rv != 0)
     goto fail;
-  cm_net__pool_add(c);
+  cm_net__pool_add(c, 1);
   *out = c;
   return 0;
 fail:
@@ -356,7 +370,8 @@ fail:
 
 int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
                             socklen_t salen, const cm_addr_t *peer,
-                            const ngtcp2_pkt_hd *hd, cm_net_conn_t **out) {
+                            const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                            cm_net_conn_t **out) {
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
   ngtcp2_path path;
@@ -374,9 +389,18 @@ int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
   if (cm_net__rand(scid.data, scid.datalen) != 0)
     goto fail;
   conn_settings(net, &settings, &params);
-  settings.token = hd->token;
-  settings.tokenlen = hd->tokenlen;
-  params.original_dcid = hd->dcid;
+  if (odcid != NULL) {
+    /* The token proved the client's address, and the transport parameters
+     * tell it which Initial our Retry answered (RFC 9000 7.3). */
+    settings.token = hd->token;
+    settings.tokenlen = hd->tokenlen;
+    settings.token_type = NGTCP2_TOKEN_TYPE_RETRY;
+    params.original_dcid = *odcid;
+    params.retry_scid = hd->dcid;
+    params.retry_scid_present = 1;
+  } else {
+    params.original_dcid = hd->dcid;
+  }
   params.original_dcid_present = 1;
   params.stateless_reset_token_present = 1;
   if (ngtcp2_crypto_generate_stateless_reset_token(
@@ -397,16 +421,14 @@ int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_conn_set_tls_native_handle(c->qc, c->tls);
   rv = cm_net_map_put(&net->cids, scid.data, scid.datalen, c);
   if (rv == 0) {
-    /* The client keeps addressing its Initials to the DCID it chose until
-     * it learns ours. */
+    /* The client keeps addressing its Initials to the DCID it chose (or
+     * our Retry gave it) until it learns ours. */
     c->odcid = hd->dcid;
     c->has_odcid = 1;
     rv = cm_net_map_put(&net->cids, hd->dcid.data, hd->dcid.datalen, c);
   }
   if (rv != 0)
     goto fail;
-  net->st.conns_accepted++;
-  cm_net__pool_add(c);
   *out = c;
   return 0;
 fail:
@@ -594,16 +616,23 @@ static int conn_peer_close_status(cm_net_conn_t *c) {
   return CM_ECLOSED;
 }
 
-void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
+int cm_net__conn_read_pkt(cm_net_conn_t *c, const uint8_t *data, size_t len) {
   ngtcp2_path path;
   ngtcp2_pkt_info pi;
-  int rv;
-
-  if (c->state >= CM_CONN_CLOSING)
-    return;
   memset(&pi, 0, sizeof(pi));
   conn_path(c, &path);
-  rv = ngtcp2_conn_read_pkt(c->qc, &path, &pi, data, len, cm_net__now());
+  return ngtcp2_conn_read_pkt(c->qc, &path, &pi, data, len, cm_net__now());
+}
+
+void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
+  if (c->state >= CM_CONN_CLOSING)
+    return;
+  cm_net__conn_read_done(c, cm_net__conn_read_pkt(c, data, len));
+}
+
+void cm_net__conn_read_done(cm_net_conn_t *c, int rv) {
+  if (c->state >= CM_CONN_CLOSING)
+    return;
   if (rv == 0) {
     cm_net__mark_dirty(c);
     return;

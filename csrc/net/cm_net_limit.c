@@ -36,14 +36,14 @@ static double src_tokens(const cm_net_srclimit_t *l, const cm_net_src_slot_t *s,
 
 int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
                           uint64_t now) {
-  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  uint8_t key[CM_NET_IP_KEY_LEN];
   cm_net_src_slot_t *cand[2], *s = NULL;
   uint64_t h;
   int i;
 
   if (l->rate <= 0.0)
     return 1;
-  cm_net__addr_key(from, key);
+  cm_net__ip_key(from, key);
   h = cm_net__hash(l->seed, key, sizeof(key));
   cand[0] = &l->slots[h % CM_NET_SRC_SLOTS];
   cand[1] = &l->slots[(h >> 32) % CM_NET_SRC_SLOTS];

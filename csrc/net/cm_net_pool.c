@@ -55,8 +55,10 @@ int cm_net__make_room(cm_net_t *net) {
   cm_net_conn_t *c;
   if (net->nconns < net->cfg.max_connections)
     return 0;
+  /* Only connections in the pool: a half-open one is not idle, and one
+   * being admitted must not make room by closing itself. */
   for (c = net->lru_head; c != NULL; c = c->next) {
-    if (cm_net__conn_idle(c)) {
+    if (c->in_pool && cm_net__conn_idle(c)) {
       net->st.conns_evicted++;
       cm_net__conn_close(c, CM_ECLOSED, 1);
       return 0;
@@ -131,11 +133,14 @@ static void pool_move_pending(cm_net_conn_t *from, cm_net_conn_t *to) {
 
 /* ---- membership of the pool ---------------------------------------------- */
 
-void cm_net__pool_add(cm_net_conn_t *c) {
+void cm_net__pool_add(cm_net_conn_t *c, int in_pool) {
   cm_net_t *net = c->net;
   uint8_t key[CM_NET_ADDR_KEY_LEN];
   pool_lru_append(c);
-  net->nconns++;
+  if (in_pool) {
+    c->in_pool = 1;
+    net->nconns++;
+  }
   net->st.conns_opened++;
   cm_net__addr_key(&c->peer, key);
   if (cm_net_map_get(&net->peers, key, sizeof(key)) == NULL)
