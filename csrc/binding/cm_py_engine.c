@@ -915,6 +915,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(drop_retry_rate_limit);
   T(drop_bad_token);
   T(resets_rate_limited);
+  T(stream_in_peak);
 #undef T
   STAT(d, "events_dropped", s.events_dropped);
   STAT(d, "send_errors", s.send_errors);

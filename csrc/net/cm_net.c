@@ -41,6 +41,9 @@
 #define NET_DEF_REQUEST_TIMEOUT CM_SEC(10)
 /* 65536 members of about 256 bytes each. */
 #define NET_DEF_MAX_STREAM_MESSAGE (16u << 20)
+/* The largest allowed: four million members. Flow-control windows derive
+ * from it and must stay far inside QUIC's 2^62 varints on any size_t. */
+#define NET_MAX_STREAM_MESSAGE (1u << 30)
 /* A few probe periods of gossip while a handshake completes. */
 #define NET_DEF_MAX_QUEUED 256
 /* A whole cluster restarting at once still gets in within a second. */
@@ -450,8 +453,10 @@ void cm_net_config_default(cm_net_config_t *cfg) {
 static int net_config_check(const cm_net_config_t *cfg) {
   if (cfg->max_connections == 0 || cfg->idle_timeout == 0 ||
       cfg->handshake_timeout == 0 || cfg->request_timeout == 0 ||
-      cfg->max_stream_message == 0 || cfg->max_queued_datagrams == 0 ||
-      cfg->max_half_open == 0 || cfg->max_half_open >= cfg->max_connections)
+      cfg->max_stream_message == 0 ||
+      cfg->max_stream_message > NET_MAX_STREAM_MESSAGE ||
+      cfg->max_queued_datagrams == 0 || cfg->max_half_open == 0 ||
+      cfg->max_half_open >= cfg->max_connections)
     return CM_ECONFIG;
   switch (cfg->auth) {
   case CM_AUTH_KEY:

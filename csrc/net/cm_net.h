@@ -149,6 +149,8 @@ typedef struct cm_net_stats {
                                      token: dropped */
   uint64_t resets_rate_limited;   /* stateless resets due but over their
                                      rate: not sent */
+  uint64_t stream_in_peak; /* most inbound stream bytes one connection held
+                              at once, not yet delivered */
 } cm_net_stats_t;
 
 /* Fault injection for tests and the simulator; off by default. Drops apply

@@ -13,11 +13,8 @@
 
 #include "cm_net_int.h"
 
-/* Transport parameters. Push-pull messages are a few hundred KiB in a
- * cluster of hundreds, so a 1 MiB stream window lets one go in a round trip
- * or two; several may run at once. */
-#define CONN_STREAM_WINDOW (1024 * 1024)
-#define CONN_CONN_WINDOW (4 * 1024 * 1024)
+/* Transport parameters. Up to 16 exchanges at once; their messages share
+ * the connection window (conn_settings). */
 #define CONN_MAX_STREAMS_BIDI 16
 /* Accept any DATAGRAM frame that fits a packet; we bound our own. */
 #define CONN_MAX_DATAGRAM_FRAME 65535
@@ -264,6 +261,7 @@ static const ngtcp2_callbacks conn_callbacks = {
     .hp_mask = ngtcp2_crypto_hp_mask_cb,
     .recv_stream_data = cm_net__stream_recv_cb,
     .stream_close = cm_net__stream_close_cb,
+    .stream_reset = cm_net__stream_reset_cb,
     .recv_retry = ngtcp2_crypto_recv_retry_cb,
     .extend_max_local_streams_bidi = conn_extend_cb,
     .rand = conn_rand_cb,
@@ -310,9 +308,18 @@ static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
   s->no_pmtud = 1;
 
   ngtcp2_transport_params_default(p);
-  p->initial_max_stream_data_bidi_local = CONN_STREAM_WINDOW;
-  p->initial_max_stream_data_bidi_remote = CONN_STREAM_WINDOW;
-  p->initial_max_data = CONN_CONN_WINDOW;
+  /* A stream carries one message each way, so its window holds a whole
+   * message and one byte more (a message over the bound is seen and
+   * refused, not stalled) and is never extended. Connection credit comes
+   * back only when a message is delivered or its stream freed
+   * (cm_net_stream.c), so the connection window bounds what a peer can
+   * make us hold: one message and a little, not 16 of them. Senders
+   * finish one message before starting the next, so a message always
+   * fits and nothing waits on another. */
+  p->initial_max_stream_data_bidi_local = net->cfg.max_stream_message + 1;
+  p->initial_max_stream_data_bidi_remote = net->cfg.max_stream_message + 1;
+  p->initial_max_data =
+      net->cfg.max_stream_message + 1 + CM_NET_CONN_WINDOW_SLACK;
   p->initial_max_streams_bidi = CONN_MAX_STREAMS_BIDI;
   p->initial_max_streams_uni = 0;
   p->max_idle_timeout = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;

@@ -131,9 +131,16 @@ typedef struct cm_net_stream {
   int done; /* local: response callback ran; remote: answered or abandoned */
   int in_fin_seen;     /* the whole message arrived */
   int closed;          /* ngtcp2 closed it; freed after the write pass */
+  size_t in_credit;    /* connection credit held for bytes delivered to us and
+                          not yet given back (cm_net_stream.c) */
   uint64_t abort_code; /* nonzero: shut the stream down with this code */
   uint64_t deadline;   /* local: ngtcp2 timestamp of the request timeout */
 } cm_net_stream_t;
+
+/* The connection window beyond one whole message (max_stream_message + 1):
+ * a round trip's worth of small messages is not held up while the credit
+ * for a large one comes back. */
+#define CM_NET_CONN_WINDOW_SLACK (64 * 1024)
 
 /* Application error codes on stream shutdown. */
 #define CM_NET_APP_CANCEL 1 /* requester gave up (timeout) */
@@ -175,8 +182,9 @@ struct cm_net_conn {
   int has_odcid;
   cm_net_msg_t *qhead, *qtail; /* datagrams waiting to be written */
   uint32_t qlen;
-  cm_net_stream_t *streams;
+  cm_net_stream_t *streams; /* in creation order: written in that order */
   size_t nstreams;
+  size_t in_held;                    /* the streams' in_credit, summed */
   struct cm_net_conn *prev, *next;   /* LRU order: head least recently used */
   struct cm_net_conn *hprev, *hnext; /* half-open list, oldest first */
   struct cm_net_conn *dirty_next;
@@ -325,6 +333,10 @@ int cm_net__stream_recv_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
                            void *ud, void *sud);
 int cm_net__stream_close_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
                             uint64_t app_error_code, void *ud, void *sud);
+int cm_net__stream_reset_cb(ngtcp2_conn *qc, int64_t id, uint64_t final_size,
+                            uint64_t app_error_code, void *ud, void *sud);
+/* Put s last on c's stream list. */
+void cm_net__stream_append(cm_net_conn_t *c, cm_net_stream_t *s);
 int cm_net__conn_request(cm_net_conn_t *c, const uint8_t *data, size_t len,
                          uint64_t request_id);
 /* Write pass: open streams for queued requests and carry out shutdowns;

@@ -120,10 +120,7 @@ static void pool_move_pending(cm_net_conn_t *from, cm_net_conn_t *to) {
     if (s->local && s->id < 0 && !s->done) {
       *p = s->next;
       from->nstreams--;
-      s->conn = to;
-      s->next = to->streams;
-      to->streams = s;
-      to->nstreams++;
+      cm_net__stream_append(to, s);
     } else {
       p = &s->next;
     }

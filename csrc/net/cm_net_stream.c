@@ -4,16 +4,49 @@
  * until their connection is established and has stream credit; each
  * message is gathered whole, bounded by max_stream_message, and handed to
  * the caller once its FIN arrives.
+ *
+ * Memory: what a peer can make us hold is bounded by QUIC flow control.
+ * Connection credit for the bytes ngtcp2 hands us is given back by us,
+ * exactly once, when the message is delivered or dropped (abort, reset,
+ * timeout, close); ngtcp2 gives back itself what it received but never
+ * handed us (out-of-order data of a stream shut down for reading or reset,
+ * and data arriving after that). Stream credit is never extended: a
+ * stream's window holds its one message. We write streams in creation
+ * order, finishing one before starting the next, so a peer doing the same
+ * never has two partial messages sharing its window with us.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cm_net_int.h"
 
+/* Give back the connection credit s holds and drop what it gathered. */
+static void stream_release_in(cm_net_conn_t *c, cm_net_stream_t *s) {
+  if (s->in_credit > 0) {
+    ngtcp2_conn_extend_max_offset(c->qc, s->in_credit);
+    c->in_held -= s->in_credit;
+    s->in_credit = 0;
+    cm_net__mark_dirty(c);
+  }
+  free(s->in);
+  s->in = NULL;
+  s->inlen = s->incap = 0;
+}
+
 static void stream_free(cm_net_stream_t *s) {
   free(s->out);
   free(s->in);
   free(s);
+}
+
+void cm_net__stream_append(cm_net_conn_t *c, cm_net_stream_t *s) {
+  cm_net_stream_t **p = &c->streams;
+  while (*p != NULL)
+    p = &(*p)->next;
+  s->next = NULL;
+  s->conn = c;
+  *p = s;
+  c->nstreams++;
 }
 
 static int stream_append(cm_net_conn_t *c, cm_net_stream_t *s,
@@ -36,11 +69,16 @@ static int stream_append(cm_net_conn_t *c, cm_net_stream_t *s,
   }
   memcpy(s->in + s->inlen, data, len);
   s->inlen += len;
+  s->in_credit += len;
+  c->in_held += len;
+  if (c->in_held > c->net->st.stream_in_peak)
+    c->net->st.stream_in_peak = c->in_held;
   return 0;
 }
 
 static void stream_abort(cm_net_conn_t *c, cm_net_stream_t *s, uint64_t code) {
   s->abort_code = code;
+  stream_release_in(c, s);
   cm_net__mark_dirty(c);
 }
 
@@ -63,9 +101,7 @@ static void stream_complete(cm_net_conn_t *c, cm_net_stream_t *s) {
                                   s->inlen);
     }
   }
-  free(s->in);
-  s->in = NULL;
-  s->inlen = s->incap = 0;
+  stream_release_in(c, s);
 }
 
 int cm_net__stream_recv_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
@@ -77,34 +113,33 @@ int cm_net__stream_recv_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
   int rv;
   (void)offset;
 
-  /* Give the credit back at once: a message is bounded by
-   * max_stream_message, not by flow control. */
-  ngtcp2_conn_extend_max_stream_offset(qc, id, len);
-  ngtcp2_conn_extend_max_offset(qc, len);
-
   if (!c->verified || c->state >= CM_CONN_CLOSING) {
+    ngtcp2_conn_extend_max_offset(qc, len);
     net->st.drop_auth++;
     return 0;
   }
   if (s == NULL) {
-    if (!ngtcp2_is_bidi_stream(id) || ngtcp2_conn_is_local_stream(qc, id))
+    if (!ngtcp2_is_bidi_stream(id) || ngtcp2_conn_is_local_stream(qc, id)) {
+      ngtcp2_conn_extend_max_offset(qc, len);
       return 0;
+    }
     s = calloc(1, sizeof(*s));
     if (s == NULL)
       return NGTCP2_ERR_CALLBACK_FAILURE;
-    s->conn = c;
     s->id = id;
-    s->next = c->streams;
-    c->streams = s;
-    c->nstreams++;
+    cm_net__stream_append(c, s);
     if (ngtcp2_conn_set_stream_user_data(qc, id, s) != 0)
       return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   cm_net__conn_touch(c);
-  if ((s->local && s->done) || s->abort_code || s->in_fin_seen)
+  /* Bytes we do not keep give their credit back at once. */
+  if ((s->local && s->done) || s->abort_code || s->in_fin_seen) {
+    ngtcp2_conn_extend_max_offset(qc, len);
     return 0;
+  }
   rv = stream_append(c, s, data, len);
   if (rv == CM_ETOOBIG) {
+    ngtcp2_conn_extend_max_offset(qc, len);
     net->st.drop_oversized++;
     if (s->local) {
       s->done = 1;
@@ -137,6 +172,7 @@ int cm_net__stream_close_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
   if (s == NULL)
     return 0;
   s->closed = 1;
+  stream_release_in(c, s);
   if (s->local && !s->done) {
     s->done = 1;
     if (net->cb.on_stream_response != NULL)
@@ -147,6 +183,28 @@ int cm_net__stream_close_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
   } else if (!s->local && !s->done) {
     s->done = 1;
     cm_net_map_del(&net->tokens, &s->request_id, sizeof(s->request_id), s);
+  }
+  return 0;
+}
+
+/* The peer reset its side of the stream: what it sent of the message is
+ * dropped (ngtcp2 gives back the credit for what it never handed us), and
+ * a request that will never be complete is abandoned, so the stream
+ * closes and gives back its stream credit too. */
+int cm_net__stream_reset_cb(ngtcp2_conn *qc, int64_t id, uint64_t final_size,
+                            uint64_t app_error_code, void *ud, void *sud) {
+  cm_net_conn_t *c = ud;
+  cm_net_stream_t *s = sud;
+  (void)qc;
+  (void)id;
+  (void)final_size;
+  (void)app_error_code;
+  if (s == NULL)
+    return 0;
+  stream_release_in(c, s);
+  if (!s->local && !s->in_fin_seen && !s->done) {
+    s->done = 1;
+    stream_abort(c, s, CM_NET_APP_CANCEL);
   }
   return 0;
 }
@@ -168,11 +226,8 @@ int cm_net__conn_request(cm_net_conn_t *c, const uint8_t *data, size_t len,
   s->local = 1;
   s->id = -1;
   s->request_id = request_id;
-  s->conn = c;
   s->deadline = cm_net__now() + net->cfg.request_timeout * NGTCP2_MICROSECONDS;
-  s->next = c->streams;
-  c->streams = s;
-  c->nstreams++;
+  cm_net__stream_append(c, s);
   net->st.requests_out++;
   cm_net__conn_touch(c);
   cm_net__mark_dirty(c);
@@ -234,11 +289,21 @@ void cm_net__streams_prepare(cm_net_conn_t *c) {
   }
 }
 
+static int stream_writable(const cm_net_stream_t *s) {
+  return s->id >= 0 && !s->closed && !s->fin_sent && (s->local || s->out_ready);
+}
+
+/* The message begun and not finished, if any (there is at most one);
+ * else the first in creation order with something to write. A begun one
+ * that is blocked blocks the rest: starting another would leave two
+ * partial messages sharing the peer's connection window. */
 cm_net_stream_t *cm_net__stream_next(cm_net_conn_t *c) {
   cm_net_stream_t *s;
   for (s = c->streams; s != NULL; s = s->next)
-    if (s->id >= 0 && !s->closed && !s->blocked && !s->fin_sent &&
-        (s->local || s->out_ready))
+    if (stream_writable(s) && s->outoff > 0)
+      return s->blocked ? NULL : s;
+  for (s = c->streams; s != NULL; s = s->next)
+    if (stream_writable(s) && !s->blocked)
       return s;
   return NULL;
 }
@@ -275,7 +340,7 @@ void cm_net__streams_expire(cm_net_conn_t *c, uint64_t now) {
       continue;
     s->done = 1;
     if (s->id >= 0)
-      s->abort_code = CM_NET_APP_CANCEL;
+      stream_abort(c, s, CM_NET_APP_CANCEL);
     if (net->cb.on_stream_response != NULL)
       net->cb.on_stream_response(net->ud, s->request_id, CM_ETIMEDOUT, NULL, 0);
   }

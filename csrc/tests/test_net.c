@@ -422,6 +422,195 @@ CM_TEST(net_stream_limits_and_timeout) {
   CM_CHECK_EQ(a.last_status, CM_ECLOSED);
 }
 
+/* ---- stream memory ------------------------------------------------------- */
+
+#define T_FLOW_MSG (16 * 1024) /* max_stream_message of these tests */
+#define T_FLOW_STREAMS 16
+/* What a connection may make its peer hold: the connection window. */
+#define T_FLOW_CAP (T_FLOW_MSG + 1 + CM_NET_CONN_WINDOW_SLACK)
+
+/* A peer that does not play by our write order: it opens 16 streams and
+ * sends each all but the last byte of a message, round robin, never a
+ * FIN, as fast as flow and congestion control let it. */
+typedef struct {
+  tnode_t *from, *to;
+  cm_net_conn_t *c;
+  int64_t ids[T_FLOW_STREAMS];
+  size_t off[T_FLOW_STREAMS];
+  size_t sent;
+  const uint8_t *data; /* kept until the test ends: ngtcp2 resends from it */
+} t_flood_streams_t;
+
+static int t_flood_streams(void *arg) {
+  t_flood_streams_t *f = arg;
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+  uint8_t pkt[CM_NET_MAX_UDP_PAYLOAD];
+  uint64_t now = cm_net__now();
+  int i, progress = 1;
+
+  ngtcp2_path_storage_zero(&ps);
+  while (progress) {
+    progress = 0;
+    for (i = 0; i < T_FLOW_STREAMS; i++) {
+      ngtcp2_vec v;
+      ngtcp2_ssize n, nd = -1;
+      if (f->off[i] == T_FLOW_MSG - 1)
+        continue;
+      v.base = (uint8_t *)f->data + f->off[i];
+      v.len = T_FLOW_MSG - 1 - f->off[i];
+      n = ngtcp2_conn_writev_stream(f->c->qc, &ps.path, &pi, pkt, sizeof(pkt),
+                                    &nd, 0, f->ids[i], &v, 1, now);
+      if (n <= 0)
+        continue;
+      if (nd > 0) {
+        f->off[i] += (size_t)nd;
+        f->sent += (size_t)nd;
+        progress = 1;
+      }
+      cm_net__send_packet(f->from->net, (struct sockaddr *)&f->c->peer_sa,
+                          &f->c->peer, pkt, (size_t)n);
+    }
+  }
+  ngtcp2_conn_update_pkt_tx_time(f->c->qc, now);
+  /* Done once the receiver holds all that was sent and no more can be:
+   * every message is sent up to its last byte, or the connection window
+   * is used up. */
+  return t_stats(f->to).stream_in_peak >= f->sent &&
+         (f->sent == T_FLOW_STREAMS * (T_FLOW_MSG - 1) ||
+          ngtcp2_conn_get_max_data_left(f->c->qc) == 0);
+}
+
+static void t_tick_cb(uv_timer_t *t) { (void)t; }
+
+/* The sender has a message's worth of connection credit again. */
+static int t_credit_back(void *arg) {
+  t_flood_streams_t *f = arg;
+  return ngtcp2_conn_get_max_data_left(f->c->qc) >= T_FLOW_MSG;
+}
+
+/* Inbound stream bytes one connection makes us hold are bounded by the
+ * connection window, whatever the peer does: 16 messages left one byte
+ * short of complete cannot pin 16 x max_stream_message. When the peer
+ * then resets its streams, the credit comes back. */
+CM_TEST(net_stream_memory_bounded_by_flow_control) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  uint8_t *data = calloc(1, T_FLOW_MSG);
+  t_flood_streams_t f;
+  uv_timer_t tick;
+  int i;
+
+  CM_CHECK(data != NULL);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = T_FLOW_MSG;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  memset(&f, 0, sizeof(f));
+  f.from = &a;
+  f.to = &b;
+  f.data = data;
+  cm_net__addr_key(&b.addr, key);
+  f.c = cm_net_map_get(&a.net->peers, key, sizeof(key));
+  CM_CHECK(f.c != NULL && f.c->state == CM_CONN_ESTABLISHED);
+  for (i = 0; i < T_FLOW_STREAMS; i++)
+    CM_CHECK_OK(ngtcp2_conn_open_bidi_stream(f.c->qc, &f.ids[i], NULL));
+  /* Pacing holds writes back without any event to wake the loop. */
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, t_tick_cb, 2, 2);
+  CM_CHECK(t_run(&loop, t_flood_streams, &f, T_WAIT_MS));
+  printf("    sent %zu bytes on %d streams; receiver held at most %llu "
+         "(cap %d)\n",
+         f.sent, T_FLOW_STREAMS, (unsigned long long)t_stats(&b).stream_in_peak,
+         T_FLOW_CAP);
+  CM_CHECK(t_stats(&b).stream_in_peak <= T_FLOW_CAP);
+  CM_CHECK(f.sent < T_FLOW_STREAMS * (T_FLOW_MSG - 1));
+  CM_CHECK_EQ(b.nreq, 0);
+  /* Resetting its side of each stream (RESET_STREAM alone) hands back
+   * the credit for what the receiver held. */
+  for (i = 0; i < T_FLOW_STREAMS; i++)
+    CM_CHECK_OK(ngtcp2_conn_shutdown_stream_write(f.c->qc, 0, f.ids[i], 1));
+  cm_net__mark_dirty(f.c);
+  CM_CHECK(t_run(&loop, t_credit_back, &f, T_WAIT_MS));
+  uv_close((uv_handle_t *)&tick, NULL);
+  t_finish(&loop, all, 2);
+  free(data);
+}
+
+/* The write order, on a stream list built by hand: streams go out in the
+ * order they were created, and a message begun is finished before another
+ * starts, even one created earlier that became ready since; a begun one
+ * that is blocked blocks the others. */
+CM_TEST(net_stream_write_order) {
+  cm_net_conn_t c;
+  cm_net_stream_t s[3];
+  int i;
+
+  memset(&c, 0, sizeof(c));
+  memset(s, 0, sizeof(s));
+  for (i = 0; i < 3; i++) {
+    s[i].id = 4 * i;
+    s[i].local = 1;
+    s[i].outlen = 100;
+    cm_net__stream_append(&c, &s[i]);
+  }
+  CM_CHECK_EQ(c.nstreams, 3);
+  CM_CHECK(cm_net__stream_next(&c) == &s[0]);
+  /* s[1] has begun while s[0] waited (a reply not given yet, say). */
+  s[0].local = 0;
+  s[1].outoff = 10;
+  s[0].out_ready = 1;
+  CM_CHECK(cm_net__stream_next(&c) == &s[1]);
+  s[1].blocked = 1;
+  CM_CHECK(cm_net__stream_next(&c) == NULL);
+  s[1].blocked = 0;
+  s[1].fin_sent = 1;
+  CM_CHECK(cm_net__stream_next(&c) == &s[0]);
+}
+
+/* With the same small bound, 16 requests and 16 replies just under it, all
+ * at once both ways, complete: one connection window never holds two
+ * partial messages, so none waits on another; and the receiver never
+ * holds more than the window. */
+CM_TEST(net_stream_concurrent_near_limit_complete) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t *req = malloc(T_FLOW_MSG);
+  int i;
+
+  CM_CHECK(req != NULL);
+  memset(req, 0x5c, T_FLOW_MSG);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = T_FLOW_MSG;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  a.reply_len = b.reply_len = T_FLOW_MSG - 1;
+  for (i = 0; i < T_FLOW_STREAMS; i++) {
+    CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, req, T_FLOW_MSG - 1,
+                                      (uint64_t)i));
+    CM_CHECK_OK(cm_net_stream_request(b.net, &a.addr, req, T_FLOW_MSG - 1,
+                                      100 + (uint64_t)i));
+  }
+  CM_CHECK(t_wait_ge(&loop, &a.nresp_ok, T_FLOW_STREAMS, T_WAIT_MS));
+  CM_CHECK(t_wait_ge(&loop, &b.nresp_ok, T_FLOW_STREAMS, T_WAIT_MS));
+  CM_CHECK_EQ(a.nresp, T_FLOW_STREAMS);
+  CM_CHECK_EQ(b.nresp, T_FLOW_STREAMS);
+  CM_CHECK_EQ(a.nreq, T_FLOW_STREAMS);
+  CM_CHECK(t_stats(&a).stream_in_peak <= T_FLOW_CAP);
+  CM_CHECK(t_stats(&b).stream_in_peak <= T_FLOW_CAP);
+  free(req);
+  t_finish(&loop, all, 2);
+}
+
 /* ---- authentication ------------------------------------------------------ */
 
 static int t_refused(void *arg) { return t_stats(arg).auth_refused >= 1; }
@@ -621,6 +810,10 @@ CM_TEST(net_auth_none_and_bad_config) {
   cfg.max_half_open = 0;
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
   cfg.max_half_open = cfg.max_connections;
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  /* Stream messages up to 1 GiB: windows derive from the bound. */
+  t_cfg(&cfg);
+  cfg.max_stream_message = ((size_t)1 << 30) + 1;
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
   cm_net_config_default(&cfg);
   cfg.auth = CM_AUTH_MTLS;
