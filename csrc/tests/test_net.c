@@ -1339,6 +1339,46 @@ CM_TEST(net_half_open_never_evicts_authenticated) {
   t_finish(&loop, all, 3);
 }
 
+static int t_pool_full_seen(void *arg) {
+  return t_stats(arg).drop_pool_full >= 1;
+}
+
+/* An inbound connection authenticated while every place in the pool is
+ * taken by a busy connection is closed and counted; the busy ones stay. */
+CM_TEST(net_authenticated_with_pool_full_of_busy_closed) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, small;
+  tnode_t a, p[3];
+  tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
+  cm_net_stats_t st;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 2;
+  small.max_half_open = 1;
+  t_start(&a, &loop, &small);
+  for (i = 0; i < 3; i++)
+    t_start(&p[i], &loop, &cfg);
+  /* Requests left unanswered keep both connections busy. */
+  for (i = 0; i < 2; i++) {
+    p[i].no_reply = 1;
+    CM_CHECK_OK(cm_net_stream_request(a.net, &p[i].addr, (const uint8_t *)"q",
+                                      1, (uint64_t)i));
+    CM_CHECK(t_wait_ge(&loop, &p[i].nreq, 1, T_WAIT_MS));
+  }
+  CM_CHECK_OK(cm_net_send_datagram(p[2].net, &a.addr, (const uint8_t *)"z", 1));
+  CM_CHECK(t_run(&loop, t_pool_full_seen, &a, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_pool_full, 1);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(a.ndgram, 0);
+  for (i = 0; i < 2; i++)
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+  t_finish(&loop, all, 4);
+}
+
 /* A server that answers every Initial without a token with a Retry: a
  * cm_net client follows it, and the connection works both ways. */
 CM_TEST(net_retry_then_connect) {
