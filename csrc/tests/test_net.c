@@ -1036,9 +1036,25 @@ static int t_open_is(void *arg) {
   return t_stats(o->n).conns_open == o->open;
 }
 
+/* Start a with a pool of two (and one half-open place, no Retry, no
+ * per-source limit) and np peers with the usual settings. */
+static void t_start_small_pool(uv_loop_t *loop, tnode_t *a, tnode_t *p,
+                               int np) {
+  cm_net_config_t cfg, small;
+  int i;
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 2;
+  small.max_half_open = 1;
+  small.retry_threshold = 1;
+  small.accept_rate_per_source = 0;
+  t_start(a, loop, &small);
+  for (i = 0; i < np; i++)
+    t_start(&p[i], loop, &cfg);
+}
+
 CM_TEST(net_pool_eviction) {
   uv_loop_t loop;
-  cm_net_config_t cfg, small;
   tnode_t a, p[3];
   tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
   cm_net_stats_t st;
@@ -1046,13 +1062,7 @@ CM_TEST(net_pool_eviction) {
   int i;
 
   CM_CHECK_OK(uv_loop_init(&loop));
-  t_cfg(&cfg);
-  small = cfg;
-  small.max_connections = 2;
-  small.max_half_open = 1;
-  t_start(&a, &loop, &small);
-  for (i = 0; i < 3; i++)
-    t_start(&p[i], &loop, &cfg);
+  t_start_small_pool(&loop, &a, p, 3);
   for (i = 0; i < 2; i++) {
     CM_CHECK_OK(
         cm_net_send_datagram(a.net, &p[i].addr, (const uint8_t *)"x", 1));
@@ -1297,24 +1307,16 @@ CM_TEST(net_half_open_capped_and_shared) {
  * place, because unauthenticated ones take no place in the pool. */
 CM_TEST(net_half_open_never_evicts_authenticated) {
   uv_loop_t loop;
-  cm_net_config_t cfg, small;
   tnode_t a, p[2];
   tnode_t *all[] = {&a, &p[0], &p[1]};
   t_initials_t in;
   cm_net_stats_t st;
   int fd, i;
 
-  t_cfg(&cfg);
-  t_initials(&in);
   CM_CHECK_OK(uv_loop_init(&loop));
-  small = cfg;
-  small.max_connections = 2;
-  small.max_half_open = 1;
-  small.retry_threshold = 1;
-  small.accept_rate_per_source = 0;
-  t_start(&a, &loop, &small);
+  t_start_small_pool(&loop, &a, p, 2);
+  t_initials(&in); /* with the key t_cfg set */
   for (i = 0; i < 2; i++) {
-    t_start(&p[i], &loop, &cfg);
     CM_CHECK_OK(
         cm_net_send_datagram(p[i].net, &a.addr, (const uint8_t *)"x", 1));
     CM_CHECK(t_wait_ge(&loop, &a.ndgram, i + 1, T_WAIT_MS));
@@ -1347,20 +1349,13 @@ static int t_pool_full_seen(void *arg) {
  * taken by a busy connection is closed and counted; the busy ones stay. */
 CM_TEST(net_authenticated_with_pool_full_of_busy_closed) {
   uv_loop_t loop;
-  cm_net_config_t cfg, small;
   tnode_t a, p[3];
   tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
   cm_net_stats_t st;
   int i;
 
   CM_CHECK_OK(uv_loop_init(&loop));
-  t_cfg(&cfg);
-  small = cfg;
-  small.max_connections = 2;
-  small.max_half_open = 1;
-  t_start(&a, &loop, &small);
-  for (i = 0; i < 3; i++)
-    t_start(&p[i], &loop, &cfg);
+  t_start_small_pool(&loop, &a, p, 3);
   /* Requests left unanswered keep both connections busy. */
   for (i = 0; i < 2; i++) {
     p[i].no_reply = 1;
