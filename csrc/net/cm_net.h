@@ -131,8 +131,9 @@ typedef struct cm_net_stats {
   uint64_t drop_rate_limit;       /* handshakes over their rate */
   uint64_t drop_source_limit;     /* of those: handshakes over the per-source
                                      rate (also counted in drop_rate_limit) */
-  uint64_t drop_pool_full;        /* inbound connection authenticated with no
-                                     room in the pool: closed */
+  uint64_t drop_pool_full;        /* inbound connection with no room in
+                                     the pool: Initial dropped, or closed
+                                     once authenticated */
   uint64_t drop_closed;           /* queued payload lost with its connection */
   uint64_t drop_fault;            /* fault injection */
   uint64_t send_errors;           /* the socket refused a packet */

@@ -13,7 +13,10 @@
  *   4. room among the half-open connections: a newcomer displaces the
  *      oldest of the source holding the most, unless its own source holds
  *      as many (drop_half_open);
- *   5. a first packet that decrypts (else drop_garbage, and the connection
+ *   5. room the pool could make once the peer is authenticated, for it
+ *      and every half-open connection before it: free places and idle
+ *      connections (else drop_pool_full, before any state);
+ *   6. a first packet that decrypts (else drop_garbage, and the connection
  *      is freed at once: it was never accepted).
  * An unauthenticated connection takes no place in the pool, so it can
  * never cost an authenticated one its place: it joins the pool once TLS
@@ -189,6 +192,20 @@ static void accept_make_half_open_room(cm_net_t *net) {
   cm_net__conn_close(victim, CM_ECLOSED, 1);
 }
 
+/* Room in the pool, once authenticated, for a newcomer and for every
+ * half-open connection admitted before it (less the one it would
+ * displace): free places and idle connections. Without it, handshakes
+ * admitted together would each be carried out and then closed for want
+ * of a place, losing what their clients had queued; refusing the Initial
+ * instead costs nothing and the client tries again. Nothing is evicted
+ * here: only an authenticated peer makes room. */
+static int accept_pool_room(const cm_net_t *net) {
+  uint32_t want = net->nhalf_open + 1;
+  if (net->nhalf_open >= net->cfg.max_half_open)
+    want--;
+  return cm_net__pool_has_room(net, want);
+}
+
 void cm_net__accept_verified(cm_net_conn_t *c) {
   cm_net_t *net = c->net;
   cm_net__half_open_leave(c);
@@ -255,6 +272,10 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   }
   if (!accept_half_open_allowed(net, from)) {
     net->st.drop_half_open++;
+    return;
+  }
+  if (!accept_pool_room(net)) {
+    net->st.drop_pool_full++;
     return;
   }
   if (cm_net__conn_new_server(net, sa, salen, from, &hd, retried, &c) != 0) {

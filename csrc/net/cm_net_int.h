@@ -305,6 +305,9 @@ void cm_net__accept_verified(cm_net_conn_t *c);
 /* Make room for one more connection, evicting the LRU idle one if need be.
  * 0 or CM_ELIMIT. */
 int cm_net__make_room(cm_net_t *net);
+/* 1 if free places and idle connections in the pool add up to `want`;
+ * changes nothing. */
+int cm_net__pool_has_room(const cm_net_t *net, uint32_t want);
 /* A new connection is registered (LRU list; current for its peer if none
  * is); in_pool: it also takes a place in the pool now. */
 void cm_net__pool_add(cm_net_conn_t *c, int in_pool);

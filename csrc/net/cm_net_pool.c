@@ -51,6 +51,17 @@ int cm_net__conn_idle(const cm_net_conn_t *c) {
   return c->state == CM_CONN_ESTABLISHED && c->nstreams == 0 && c->qlen == 0;
 }
 
+int cm_net__pool_has_room(const cm_net_t *net, uint32_t want) {
+  const cm_net_conn_t *c;
+  uint32_t room = net->nconns < net->cfg.max_connections
+                      ? net->cfg.max_connections - net->nconns
+                      : 0;
+  for (c = net->lru_head; c != NULL && room < want; c = c->next)
+    if (c->in_pool && cm_net__conn_idle(c))
+      room++;
+  return room >= want;
+}
+
 int cm_net__make_room(cm_net_t *net) {
   cm_net_conn_t *c;
   if (net->nconns < net->cfg.max_connections)

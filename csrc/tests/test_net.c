@@ -1345,9 +1345,18 @@ static int t_pool_full_seen(void *arg) {
   return t_stats(arg).drop_pool_full >= 1;
 }
 
-/* An inbound connection authenticated while every place in the pool is
- * taken by a busy connection is closed and counted; the busy ones stay. */
-CM_TEST(net_authenticated_with_pool_full_of_busy_closed) {
+/* Keep a's connection to p busy: a request p leaves unanswered. */
+static void t_make_busy(uv_loop_t *loop, tnode_t *a, tnode_t *p, uint64_t id) {
+  p->no_reply = 1;
+  CM_CHECK_OK(
+      cm_net_stream_request(a->net, &p->addr, (const uint8_t *)"q", 1, id));
+  CM_CHECK(t_wait_ge(loop, &p->nreq, 1, T_WAIT_MS));
+}
+
+/* A handshake that could find no room in the pool once authenticated
+ * (every connection busy) is refused before it costs one: the Initial is
+ * dropped and counted, nothing is accepted, the busy ones stay. */
+CM_TEST(net_pool_full_of_busy_refuses_before_handshake) {
   uv_loop_t loop;
   tnode_t a, p[3];
   tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
@@ -1356,22 +1365,101 @@ CM_TEST(net_authenticated_with_pool_full_of_busy_closed) {
 
   CM_CHECK_OK(uv_loop_init(&loop));
   t_start_small_pool(&loop, &a, p, 3);
-  /* Requests left unanswered keep both connections busy. */
-  for (i = 0; i < 2; i++) {
-    p[i].no_reply = 1;
-    CM_CHECK_OK(cm_net_stream_request(a.net, &p[i].addr, (const uint8_t *)"q",
-                                      1, (uint64_t)i));
-    CM_CHECK(t_wait_ge(&loop, &p[i].nreq, 1, T_WAIT_MS));
-  }
+  for (i = 0; i < 2; i++)
+    t_make_busy(&loop, &a, &p[i], (uint64_t)i);
   CM_CHECK_OK(cm_net_send_datagram(p[2].net, &a.addr, (const uint8_t *)"z", 1));
   CM_CHECK(t_run(&loop, t_pool_full_seen, &a, T_WAIT_MS));
   st = t_stats(&a);
-  CM_CHECK_EQ(st.drop_pool_full, 1);
+  CM_CHECK_EQ(st.conns_accepted, 0);
   CM_CHECK_EQ(st.conns_evicted, 0);
   CM_CHECK_EQ(a.ndgram, 0);
   for (i = 0; i < 2; i++)
     CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
   t_finish(&loop, all, 4);
+}
+
+static int t_half_open_1(void *arg) {
+  return t_stats(arg).conns_half_open == 1;
+}
+
+/* a's peer p is authenticated and out of the half-open table. */
+typedef struct {
+  tnode_t *a;
+  uint64_t handshakes;
+} t_auth_t;
+
+static int t_authenticated(void *arg) {
+  t_auth_t *w = arg;
+  cm_net_stats_t st = t_stats(w->a);
+  return st.handshakes_ok >= w->handshakes && st.conns_half_open == 0;
+}
+
+/* A handshake begun holds its place: while one is half-open and the pool
+ * has room for just it (one idle connection), the next is refused before
+ * it costs a handshake. When the first is authenticated and finds no room
+ * left after all (the idle connection became busy meanwhile), it is
+ * closed and counted, and no busy connection is evicted. */
+CM_TEST(net_pool_room_held_for_half_open) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, small;
+  tnode_t a, p[5];
+  tnode_t *all[] = {&a, &p[0], &p[1], &p[2], &p[3], &p[4]};
+  cm_addr_t blocked[2];
+  cm_net_fault_t f;
+  cm_net_stats_t st;
+  t_auth_t w;
+  uint64_t refused;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 3;
+  small.max_half_open = 2;
+  small.retry_threshold = 2;
+  small.accept_rate_per_source = 0;
+  t_start(&a, &loop, &small);
+  for (i = 0; i < 5; i++)
+    t_start(&p[i], &loop, &cfg);
+  t_make_busy(&loop, &a, &p[0], 0);
+  t_make_busy(&loop, &a, &p[1], 1);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &p[2].addr, (const uint8_t *)"i", 1));
+  CM_CHECK(t_wait_ge(&loop, &p[2].ndgram, 1, T_WAIT_MS)); /* idle */
+  /* p[3]'s handshake begins, then stalls: a hears nothing more from it. */
+  CM_CHECK_OK(cm_net_send_datagram(p[3].net, &a.addr, (const uint8_t *)"z", 1));
+  CM_CHECK(t_run(&loop, t_half_open_1, &a, T_WAIT_MS));
+  memset(&f, 0, sizeof(f));
+  blocked[0] = p[3].addr;
+  blocked[1] = p[4].addr;
+  f.blocked = blocked;
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  /* The one idle place is p[3]'s: p[4] is refused. */
+  CM_CHECK_OK(cm_net_send_datagram(p[4].net, &a.addr, (const uint8_t *)"w", 1));
+  CM_CHECK(t_run(&loop, t_pool_full_seen, &a, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).conns_accepted, 1);
+  f.nblocked = 2; /* p[4]'s retries would only add to the count */
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  t_make_busy(&loop, &a, &p[2], 2);
+  /* p[3] resends its part of the handshake; a authenticates it and finds
+   * every place busy. */
+  w.a = &a;
+  w.handshakes = t_stats(&a).handshakes_ok + 1;
+  refused = t_stats(&a).drop_pool_full;
+  f.blocked = &blocked[1];
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  CM_CHECK(t_run(&loop, t_authenticated, &w, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_pool_full, refused + 1);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(a.ndgram, 0);
+  CM_CHECK_EQ(cm_net_is_connected(a.net, &p[3].addr), 0);
+  for (i = 0; i < 3; i++)
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+  CM_CHECK_OK(cm_net_set_fault(a.net, NULL));
+  t_finish(&loop, all, 6);
 }
 
 /* A server that answers every Initial without a token with a Retry: a
