@@ -95,8 +95,7 @@ static void accept_send_retry(cm_net_t *net, const struct sockaddr *sa,
   cm_net__send_packet(net, sa, from, buf, (size_t)n);
 }
 
-/* ---- half-open table ------------------------------------------------------
- */
+/* ---- half-open table ----------------------------------------------------- */
 
 static uintptr_t accept_source_count(cm_net_t *net, const cm_addr_t *a) {
   uint8_t key[CM_NET_IP_KEY_LEN];
@@ -187,8 +186,8 @@ static void accept_make_half_open_room(cm_net_t *net) {
   if (victim == NULL)
     return;
   net->st.half_open_displaced++;
-  /* Leaving the table now, not when the close is carried out, so the
-   * newcomer's place is counted right away. */
+  /* Deciding the close takes the victim out of the table at once, so the
+   * newcomer's place is free before the close is carried out. */
   cm_net__conn_close(victim, CM_ECLOSED, 1);
 }
 
@@ -220,8 +219,7 @@ void cm_net__accept_verified(cm_net_conn_t *c) {
   net->nconns++;
 }
 
-/* ---- admission ------------------------------------------------------------
- */
+/* ---- admission ---------------------------------------------------------- */
 
 void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
                     const cm_addr_t *from, const uint8_t *data, size_t len) {

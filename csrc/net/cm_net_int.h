@@ -378,8 +378,7 @@ void cm_net__conn_finish(cm_net_conn_t *c);
 void cm_net__conn_free(cm_net_conn_t *c);
 int cm_net__conn_enqueue(cm_net_conn_t *c, const uint8_t *data, size_t len);
 
-/* ---- cm_net_tls.c: TLS ----------------------------------------------------
- */
+/* ---- cm_net_tls.c: TLS --------------------------------------------------- */
 int cm_net__tls_init(cm_net_t *net);
 void cm_net__tls_free(cm_net_t *net);
 int cm_net__tls_session(cm_net_t *net, cm_net_conn_t *c);

@@ -263,8 +263,7 @@ int cm_net_stream_respond(cm_net_t *net, uint64_t token, const uint8_t *data,
   return 0;
 }
 
-/* ---- the write pass's part ------------------------------------------------
- */
+/* ---- the write pass's part ----------------------------------------------- */
 
 void cm_net__streams_prepare(cm_net_conn_t *c) {
   cm_net_stream_t *s;
@@ -346,8 +345,7 @@ void cm_net__streams_expire(cm_net_conn_t *c, uint64_t now) {
   }
 }
 
-/* ---- closing --------------------------------------------------------------
- */
+/* ---- closing ------------------------------------------------------------- */
 
 void cm_net__streams_fail(cm_net_conn_t *c, int status) {
   cm_net_t *net = c->net;
