@@ -44,6 +44,8 @@ TRANSPORT_FIELDS: tuple[str, ...] = (
     "max_queued_datagrams",
     "accept_rate",
     "accept_rate_per_source",
+    "max_half_open",
+    "retry_threshold",
 )
 _POSITIVE_TIMES = {
     "probe_interval",
@@ -201,6 +203,8 @@ class ClusterConfig:
     max_queued_datagrams: int = _NET["max_queued_datagrams"]
     accept_rate: int = _NET["accept_rate"]
     accept_rate_per_source: int = _NET["accept_rate_per_source"]
+    max_half_open: int = _NET["max_half_open"]
+    retry_threshold: int = _NET["retry_threshold"]
 
     # Engine and API.
     join_timeout: float = 10.0

@@ -81,7 +81,7 @@ def test_profiles_differ_and_accept_overrides(key: bytes) -> None:
 async def test_per_source_accept_limit_is_configurable_and_counted(key: bytes) -> None:
     """The transport's per-address limit on new connections reaches the
     engine from ClusterConfig, and its refusals are a drop counter."""
-    assert ClusterConfig(cluster_key=key).accept_rate_per_source == 10
+    assert ClusterConfig(cluster_key=key).accept_rate_per_source == 200
     cfg = ClusterConfig.local(cluster_key=key, node_id="lim", accept_rate_per_source=2)
     node = ClusterMembership("127.0.0.1:0", cfg)
     try:
@@ -89,6 +89,31 @@ async def test_per_source_accept_limit_is_configurable_and_counted(key: bytes) -
         assert node.stats().drops["net_drop_source_limit"] == 0
     finally:
         await node.close()
+
+
+async def test_half_open_and_retry_settings_reach_the_transport(key: bytes) -> None:
+    """max_half_open and retry_threshold reach the transport: with a Retry
+    answering every handshake a node still joins, and the Retries are
+    counted; a half-open cap as large as the pool is refused."""
+    assert ClusterConfig(cluster_key=key).max_half_open == 128
+    seed = ClusterMembership(
+        "127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="rs", retry_threshold=0)
+    )
+    other = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="ro"))
+    try:
+        await seed.start()
+        await other.start()
+        await other.join([seed.addr])
+        assert seed.stats().counters["net_retries_sent"] >= 1
+        assert other.stats().counters["net_retries_sent"] == 0
+    finally:
+        await other.close()
+        await seed.close()
+    bad = ClusterConfig.local(cluster_key=key, node_id="rb", max_connections=8, max_half_open=8)
+    node = ClusterMembership("127.0.0.1:0", bad)
+    with pytest.raises(ValueError, match="invalid configuration"):
+        await node.start()
+    await node.close()
 
 
 async def test_bad_calls_raise_clearly_and_change_nothing(key: bytes) -> None:

@@ -56,15 +56,27 @@ typedef struct cm_net_config {
   const char *ca_file;
   const char *cert_file;
   const char *key_file;
-  uint32_t max_connections;        /* pool bound; LRU idle connection evicted */
+  uint32_t max_connections;        /* pool of authenticated connections (and our
+                                      own attempts); LRU idle one evicted */
   cm_time_t idle_timeout;          /* QUIC max_idle_timeout */
   cm_time_t handshake_timeout;     /* give up a connection attempt after this */
   cm_time_t request_timeout;       /* a stream request fails after this */
   size_t max_stream_message;       /* bound on one push-pull message */
   uint32_t max_queued_datagrams;   /* per connection, waiting to be sent */
   uint32_t accept_rate;            /* new inbound connections per second */
-  uint32_t accept_rate_per_source; /* the same from one address; 0: none */
-  uint8_t static_secret[32];       /* stateless reset tokens derive from it */
+  uint32_t accept_rate_per_source; /* the same from one IP address (IPv6:
+                                      its /64), also the burst; 0: none */
+  /* Inbound connections not yet authenticated, held apart from the pool:
+   * 0 < max_half_open < max_connections. When all are taken a newcomer
+   * displaces the oldest of the source holding the most, unless its own
+   * source holds as many. */
+  uint32_t max_half_open;
+  /* From this many half-open connections on, an Initial without a token
+   * is answered with a stateless Retry (0: always; max_half_open or more:
+   * never, a full table refuses instead). */
+  uint32_t retry_threshold;
+  uint8_t static_secret[32]; /* stateless reset and Retry tokens derive
+                                from it */
 } cm_net_config_t;
 
 typedef struct cm_net_callbacks {
@@ -101,7 +113,8 @@ typedef struct cm_net_stats {
   uint64_t conns_open;              /* currently open (not closing) */
   uint64_t conns_idle;              /* open, established, nothing in flight */
   uint64_t conns_opened;            /* total: as client plus as server */
-  uint64_t conns_accepted;          /* total opened as server */
+  uint64_t conns_accepted;          /* total opened as server (first packet
+                                       decrypted) */
   uint64_t conns_evicted;           /* closed to make room in the pool */
   uint64_t conns_timed_out;         /* closed by idle or handshake timeout */
   uint64_t bytes_in, bytes_out;     /* UDP payload bytes */
@@ -109,18 +122,36 @@ typedef struct cm_net_stats {
   uint64_t datagrams_in, datagrams_out; /* DATAGRAM frames (payloads) */
   uint64_t requests_out, requests_in, responses_out;
   uint64_t stateless_resets_sent;
-  uint64_t stale_peers;       /* on_stale_peer reports */
-  uint64_t drop_garbage;      /* undecodable or unroutable UDP datagrams */
-  uint64_t drop_queue_full;   /* datagram queue or socket queue full */
-  uint64_t drop_oversized;    /* datagram or stream message too large */
-  uint64_t drop_auth;         /* payload from an unauthenticated peer */
-  uint64_t drop_rate_limit;   /* handshakes or resets over their rate */
-  uint64_t drop_source_limit; /* of those: handshakes over the per-source
-                                 rate (also counted in drop_rate_limit) */
-  uint64_t drop_pool_full;    /* inbound connection with no room in pool */
-  uint64_t drop_closed;       /* queued payload lost with its connection */
-  uint64_t drop_fault;        /* fault injection */
-  uint64_t send_errors;       /* the socket refused a packet */
+  uint64_t stale_peers;           /* on_stale_peer reports */
+  uint64_t drop_garbage;          /* undecodable, undecryptable or unroutable
+                                     UDP datagrams */
+  uint64_t drop_queue_full;       /* datagram queue or socket queue full */
+  uint64_t drop_oversized;        /* datagram or stream message too large */
+  uint64_t drop_auth;             /* payload from an unauthenticated peer */
+  uint64_t drop_rate_limit;       /* handshakes over their rate */
+  uint64_t drop_source_limit;     /* of those: handshakes over the per-source
+                                     rate (also counted in drop_rate_limit) */
+  uint64_t drop_pool_full;        /* inbound connection with no room in
+                                     the pool: Initial dropped, or closed
+                                     once authenticated */
+  uint64_t drop_closed;           /* queued payload lost with its connection */
+  uint64_t drop_fault;            /* fault injection */
+  uint64_t send_errors;           /* the socket refused a packet */
+  uint64_t conns_half_open;       /* inbound, not yet authenticated, open now */
+  uint64_t drop_half_open;        /* inbound handshakes refused: half-open
+                                     connections at max_half_open and the
+                                     source holding as many as any other */
+  uint64_t half_open_displaced;   /* half-open connections closed to admit
+                                     one from a source holding fewer */
+  uint64_t retries_sent;          /* stateless Retry packets */
+  uint64_t drop_retry_rate_limit; /* Initials a Retry was due for, over
+                                     the Retry rate: dropped */
+  uint64_t drop_bad_token;        /* Initials with an invalid or expired
+                                     token: dropped */
+  uint64_t resets_rate_limited;   /* stateless resets due but over their
+                                     rate: not sent */
+  uint64_t stream_in_peak; /* most inbound stream bytes one connection held
+                              at once, not yet delivered */
 } cm_net_stats_t;
 
 /* Fault injection for tests and the simulator; off by default. Drops apply
@@ -141,7 +172,8 @@ typedef struct cm_net cm_net_t;
 /* Defaults: cluster-key mode, no keys (caller supplies them), 512
  * connections, 60 s idle timeout, 5 s handshake, 10 s request timeout,
  * 16 MiB stream messages, 256 queued datagrams, 1000 accepts/s, of which
- * 10/s from any one address. */
+ * 200/s from any one IP address, 128 half-open connections, Retry from 32
+ * half-open on. */
 void cm_net_config_default(cm_net_config_t *cfg);
 
 /* Bind a UDP socket to `bind` (port 0 picks an ephemeral port) and start

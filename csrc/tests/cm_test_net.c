@@ -12,15 +12,29 @@
 
 #include "cm_test.h"
 
-int cm_tn_udp_socket(void) {
+int cm_tn_udp_socket(void) { return cm_tn_udp_socket_at("127.0.0.1"); }
+
+int cm_tn_udp_socket_at(const char *ip) {
   struct sockaddr_in sin;
   int fd = socket(AF_INET, SOCK_DGRAM, 0);
   CM_CHECK(fd >= 0);
   memset(&sin, 0, sizeof(sin));
   sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CM_CHECK(inet_pton(AF_INET, ip, &sin.sin_addr) == 1);
   CM_CHECK(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
   return fd;
+}
+
+cm_addr_t cm_tn_socket_addr(int fd) {
+  struct sockaddr_in sin;
+  socklen_t len = sizeof(sin);
+  cm_addr_t a;
+  CM_CHECK(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+  memset(&a, 0, sizeof(a));
+  a.family = 4;
+  memcpy(a.ip, &sin.sin_addr, 4);
+  a.port = ntohs(sin.sin_port);
+  return a;
 }
 
 int cm_tn_udp_send(int fd, const cm_addr_t *to, const uint8_t *d, size_t len,
@@ -61,6 +75,31 @@ void cm_tn_forged_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN]) {
   d[24] = 0x44; /* length, 2-byte varint: 1024 */
   d[25] = 0x00;
   cm_tn_random_bytes(s, d + 26, CM_TN_INITIAL_LEN - 26);
+}
+
+void cm_tn_forged_initial_token(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
+                                const uint8_t *dcid, size_t dcidlen,
+                                const uint8_t *token, size_t tokenlen) {
+  size_t o = 0, rest;
+  CM_CHECK(dcidlen <= 20 && tokenlen < 64);
+  d[o++] = 0xc3; /* long header, Initial, 4-byte packet number */
+  d[o++] = 0;
+  d[o++] = 0;
+  d[o++] = 0;
+  d[o++] = 1; /* version 1 */
+  d[o++] = (uint8_t)dcidlen;
+  memcpy(d + o, dcid, dcidlen);
+  o += dcidlen;
+  d[o++] = 8; /* SCID length */
+  cm_tn_random_bytes(s, d + o, 8);
+  o += 8;
+  d[o++] = (uint8_t)tokenlen; /* 1-byte varint */
+  memcpy(d + o, token, tokenlen);
+  o += tokenlen;
+  rest = CM_TN_INITIAL_LEN - o - 2; /* after the 2-byte length */
+  d[o++] = (uint8_t)(0x40 | (rest >> 8));
+  d[o++] = (uint8_t)rest;
+  cm_tn_random_bytes(s, d + o, rest);
 }
 
 /* ---- capture of real Initials ------------------------------------------- */
@@ -122,7 +161,8 @@ size_t cm_tn_capture_initials(const cm_net_key_t *key, size_t want,
   cm_net_config_default(&cfg);
   cfg.keys = key;
   cfg.nkeys = 1;
-  cfg.max_connections = (uint32_t)want + 1;
+  cfg.max_connections = (uint32_t)want + 2;
+  cfg.max_half_open = 1;
   CM_CHECK_OK(cm_addr_parse("127.0.0.1:1", &local));
   local.port = 0;
   CM_CHECK_OK(cm_net_new(&net, &loop, &local, &cfg, &cb, NULL));

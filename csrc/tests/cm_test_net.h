@@ -14,6 +14,10 @@
 /* A UDP socket on 127.0.0.1 (ephemeral port); fails the test if it cannot
  * be made. */
 int cm_tn_udp_socket(void);
+/* The same on another loopback address ("127.0.0.2": another source). */
+int cm_tn_udp_socket_at(const char *ip);
+/* The address a socket is bound to. */
+cm_addr_t cm_tn_socket_addr(int fd);
 /* Send len bytes to `to` (IPv4). strict: fail the test unless the whole
  * datagram was accepted by the kernel; otherwise return 0 on success and -1
  * when the socket buffer is full (a flood keeps going). */
@@ -28,6 +32,10 @@ void cm_tn_random_bytes(uint64_t *s, uint8_t *d, size_t len);
  * connection (so it costs a handshake attempt) and fails decryption. */
 #define CM_TN_INITIAL_LEN 1200
 void cm_tn_forged_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN]);
+/* The same with a given DCID (at most 20 bytes) and token (under 64). */
+void cm_tn_forged_initial_token(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
+                                const uint8_t *dcid, size_t dcidlen,
+                                const uint8_t *token, size_t tokenlen);
 
 /* Real client Initials, one per handshake: a cm_net client (keyed with key)
  * connects to many loopback addresses (127.0.1.x) that one socket serves,

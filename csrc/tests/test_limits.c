@@ -319,7 +319,8 @@ static cm_addr_t l_src(uint32_t i) {
 
 /* The per-source bucket with explicit clock readings: `rate` attempts at
  * once are allowed, the next is refused, one more is allowed each 1/rate s,
- * other sources are unaffected, and the table never grows. */
+ * other sources are unaffected, and the table never grows. A source is an
+ * IP address whatever the port, and for IPv6 its /64. */
 CM_TEST(limit_accepts_per_source_at_its_edge) {
   cm_net_srclimit_t *l = malloc(sizeof(*l));
   cm_addr_t a = l_src(1), b = l_src(2);
@@ -333,6 +334,24 @@ CM_TEST(limit_accepts_per_source_at_its_edge) {
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0 + tick - 1), 0);
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0 + tick), 1); /* refilled one */
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0 + tick), 0);
+  /* Another port of the same address is the same source. */
+  {
+    cm_addr_t a2 = a;
+    a2.port++;
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &a2, t0 + tick), 0);
+  }
+  /* IPv6: any address of one /64 is the same source; another /64 is not. */
+  {
+    cm_addr_t v1, v2, v3;
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:2::1]:7000", &v1));
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:2:ffff::9]:7001", &v2));
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:3::1]:7000", &v3));
+    for (i = 0; i < 10; i++)
+      CM_CHECK_EQ(cm_net__srclimit_take(l, i % 2 ? &v1 : &v2, t0), 1);
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &v1, t0), 0);
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &v2, t0), 0);
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &v3, t0), 1);
+  }
   /* Another source has its own budget. */
   for (i = 0; i < 10; i++)
     CM_CHECK_EQ(cm_net__srclimit_take(l, &b, t0 + tick), 1);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cm_net.h"
+#include "cm_net_int.h"
 #include "cm_test.h"
 #include "cm_test_net.h"
 
@@ -32,6 +33,7 @@ typedef struct tnode {
   int last_status;
   size_t last_resp_len;
   int closed;
+  int nstale; /* on_stale_peer reports */
 } tnode_t;
 
 /* Reply bytes derive from the request so content is checked end to end. */
@@ -102,15 +104,23 @@ static void t_cfg(cm_net_config_t *cfg) {
   cfg->max_queued_datagrams = 4096;
 }
 
-static void t_start_at(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
-                       const char *bind) {
+/* Start n bound to `bind` (its port replaced by an ephemeral one) with
+ * callbacks cb. */
+static void t_start_with(tnode_t *n, uv_loop_t *loop,
+                         const cm_net_config_t *cfg, const char *bind,
+                         const cm_net_callbacks_t *cb) {
   cm_addr_t a;
   memset(n, 0, sizeof(*n));
   CM_CHECK_OK(cm_addr_parse(bind, &a));
   a.port = 0; /* ephemeral */
-  CM_CHECK_OK(cm_net_new(&n->net, loop, &a, cfg, &t_cb, n));
+  CM_CHECK_OK(cm_net_new(&n->net, loop, &a, cfg, cb, n));
   CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
   CM_CHECK(n->addr.port != 0);
+}
+
+static void t_start_at(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
+                       const char *bind) {
+  t_start_with(n, loop, cfg, bind, &t_cb);
 }
 
 static void t_start(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg) {
@@ -412,6 +422,195 @@ CM_TEST(net_stream_limits_and_timeout) {
   CM_CHECK_EQ(a.last_status, CM_ECLOSED);
 }
 
+/* ---- stream memory ------------------------------------------------------- */
+
+#define T_FLOW_MSG (16 * 1024) /* max_stream_message of these tests */
+#define T_FLOW_STREAMS 16
+/* What a connection may make its peer hold: the connection window. */
+#define T_FLOW_CAP (T_FLOW_MSG + 1 + CM_NET_CONN_WINDOW_SLACK)
+
+/* A peer that does not play by our write order: it opens 16 streams and
+ * sends each all but the last byte of a message, round robin, never a
+ * FIN, as fast as flow and congestion control let it. */
+typedef struct {
+  tnode_t *from, *to;
+  cm_net_conn_t *c;
+  int64_t ids[T_FLOW_STREAMS];
+  size_t off[T_FLOW_STREAMS];
+  size_t sent;
+  const uint8_t *data; /* kept until the test ends: ngtcp2 resends from it */
+} t_flood_streams_t;
+
+static int t_flood_streams(void *arg) {
+  t_flood_streams_t *f = arg;
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+  uint8_t pkt[CM_NET_MAX_UDP_PAYLOAD];
+  uint64_t now = cm_net__now();
+  int i, progress = 1;
+
+  ngtcp2_path_storage_zero(&ps);
+  while (progress) {
+    progress = 0;
+    for (i = 0; i < T_FLOW_STREAMS; i++) {
+      ngtcp2_vec v;
+      ngtcp2_ssize n, nd = -1;
+      if (f->off[i] == T_FLOW_MSG - 1)
+        continue;
+      v.base = (uint8_t *)f->data + f->off[i];
+      v.len = T_FLOW_MSG - 1 - f->off[i];
+      n = ngtcp2_conn_writev_stream(f->c->qc, &ps.path, &pi, pkt, sizeof(pkt),
+                                    &nd, 0, f->ids[i], &v, 1, now);
+      if (n <= 0)
+        continue;
+      if (nd > 0) {
+        f->off[i] += (size_t)nd;
+        f->sent += (size_t)nd;
+        progress = 1;
+      }
+      cm_net__send_packet(f->from->net, (struct sockaddr *)&f->c->peer_sa,
+                          &f->c->peer, pkt, (size_t)n);
+    }
+  }
+  ngtcp2_conn_update_pkt_tx_time(f->c->qc, now);
+  /* Done once the receiver holds all that was sent and no more can be:
+   * every message is sent up to its last byte, or the connection window
+   * is used up. */
+  return t_stats(f->to).stream_in_peak >= f->sent &&
+         (f->sent == T_FLOW_STREAMS * (T_FLOW_MSG - 1) ||
+          ngtcp2_conn_get_max_data_left(f->c->qc) == 0);
+}
+
+static void t_tick_cb(uv_timer_t *t) { (void)t; }
+
+/* The sender has a message's worth of connection credit again. */
+static int t_credit_back(void *arg) {
+  t_flood_streams_t *f = arg;
+  return ngtcp2_conn_get_max_data_left(f->c->qc) >= T_FLOW_MSG;
+}
+
+/* Inbound stream bytes one connection makes us hold are bounded by the
+ * connection window, whatever the peer does: 16 messages left one byte
+ * short of complete cannot pin 16 x max_stream_message. When the peer
+ * then resets its streams, the credit comes back. */
+CM_TEST(net_stream_memory_bounded_by_flow_control) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  uint8_t *data = calloc(1, T_FLOW_MSG);
+  t_flood_streams_t f;
+  uv_timer_t tick;
+  int i;
+
+  CM_CHECK(data != NULL);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = T_FLOW_MSG;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  memset(&f, 0, sizeof(f));
+  f.from = &a;
+  f.to = &b;
+  f.data = data;
+  cm_net__addr_key(&b.addr, key);
+  f.c = cm_net_map_get(&a.net->peers, key, sizeof(key));
+  CM_CHECK(f.c != NULL && f.c->state == CM_CONN_ESTABLISHED);
+  for (i = 0; i < T_FLOW_STREAMS; i++)
+    CM_CHECK_OK(ngtcp2_conn_open_bidi_stream(f.c->qc, &f.ids[i], NULL));
+  /* Pacing holds writes back without any event to wake the loop. */
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, t_tick_cb, 2, 2);
+  CM_CHECK(t_run(&loop, t_flood_streams, &f, T_WAIT_MS));
+  printf("    sent %zu bytes on %d streams; receiver held at most %llu "
+         "(cap %d)\n",
+         f.sent, T_FLOW_STREAMS, (unsigned long long)t_stats(&b).stream_in_peak,
+         T_FLOW_CAP);
+  CM_CHECK(t_stats(&b).stream_in_peak <= T_FLOW_CAP);
+  CM_CHECK(f.sent < T_FLOW_STREAMS * (T_FLOW_MSG - 1));
+  CM_CHECK_EQ(b.nreq, 0);
+  /* Resetting its side of each stream (RESET_STREAM alone) hands back
+   * the credit for what the receiver held. */
+  for (i = 0; i < T_FLOW_STREAMS; i++)
+    CM_CHECK_OK(ngtcp2_conn_shutdown_stream_write(f.c->qc, 0, f.ids[i], 1));
+  cm_net__mark_dirty(f.c);
+  CM_CHECK(t_run(&loop, t_credit_back, &f, T_WAIT_MS));
+  uv_close((uv_handle_t *)&tick, NULL);
+  t_finish(&loop, all, 2);
+  free(data);
+}
+
+/* The write order, on a stream list built by hand: streams go out in the
+ * order they were created, and a message begun is finished before another
+ * starts, even one created earlier that became ready since; a begun one
+ * that is blocked blocks the others. */
+CM_TEST(net_stream_write_order) {
+  cm_net_conn_t c;
+  cm_net_stream_t s[3];
+  int i;
+
+  memset(&c, 0, sizeof(c));
+  memset(s, 0, sizeof(s));
+  for (i = 0; i < 3; i++) {
+    s[i].id = 4 * i;
+    s[i].local = 1;
+    s[i].outlen = 100;
+    cm_net__stream_append(&c, &s[i]);
+  }
+  CM_CHECK_EQ(c.nstreams, 3);
+  CM_CHECK(cm_net__stream_next(&c) == &s[0]);
+  /* s[1] has begun while s[0] waited (a reply not given yet, say). */
+  s[0].local = 0;
+  s[1].outoff = 10;
+  s[0].out_ready = 1;
+  CM_CHECK(cm_net__stream_next(&c) == &s[1]);
+  s[1].blocked = 1;
+  CM_CHECK(cm_net__stream_next(&c) == NULL);
+  s[1].blocked = 0;
+  s[1].fin_sent = 1;
+  CM_CHECK(cm_net__stream_next(&c) == &s[0]);
+}
+
+/* With the same small bound, 16 requests and 16 replies just under it, all
+ * at once both ways, complete: one connection window never holds two
+ * partial messages, so none waits on another; and the receiver never
+ * holds more than the window. */
+CM_TEST(net_stream_concurrent_near_limit_complete) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t *req = malloc(T_FLOW_MSG);
+  int i;
+
+  CM_CHECK(req != NULL);
+  memset(req, 0x5c, T_FLOW_MSG);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = T_FLOW_MSG;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  a.reply_len = b.reply_len = T_FLOW_MSG - 1;
+  for (i = 0; i < T_FLOW_STREAMS; i++) {
+    CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, req, T_FLOW_MSG - 1,
+                                      (uint64_t)i));
+    CM_CHECK_OK(cm_net_stream_request(b.net, &a.addr, req, T_FLOW_MSG - 1,
+                                      100 + (uint64_t)i));
+  }
+  CM_CHECK(t_wait_ge(&loop, &a.nresp_ok, T_FLOW_STREAMS, T_WAIT_MS));
+  CM_CHECK(t_wait_ge(&loop, &b.nresp_ok, T_FLOW_STREAMS, T_WAIT_MS));
+  CM_CHECK_EQ(a.nresp, T_FLOW_STREAMS);
+  CM_CHECK_EQ(b.nresp, T_FLOW_STREAMS);
+  CM_CHECK_EQ(a.nreq, T_FLOW_STREAMS);
+  CM_CHECK(t_stats(&a).stream_in_peak <= T_FLOW_CAP);
+  CM_CHECK(t_stats(&b).stream_in_peak <= T_FLOW_CAP);
+  free(req);
+  t_finish(&loop, all, 2);
+}
+
 /* ---- authentication ------------------------------------------------------ */
 
 static int t_refused(void *arg) { return t_stats(arg).auth_refused >= 1; }
@@ -606,6 +805,17 @@ CM_TEST(net_auth_none_and_bad_config) {
   any.port = 0;
   cm_net_config_default(&cfg);
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  /* Half-open connections: at least one, fewer than the pool. */
+  t_cfg(&cfg);
+  cfg.max_half_open = 0;
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  cfg.max_half_open = cfg.max_connections;
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  /* Stream messages up to 1 GiB: windows derive from the bound. */
+  t_cfg(&cfg);
+  cfg.max_stream_message = ((size_t)1 << 30) + 1;
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  cm_net_config_default(&cfg);
   cfg.auth = CM_AUTH_MTLS;
   cfg.ca_file = "/nonexistent/ca.pem";
   cfg.cert_file = "/nonexistent/c.pem";
@@ -697,6 +907,9 @@ CM_TEST(net_garbage_dropped) {
   CM_CHECK(st.drop_garbage >= 203);
   CM_CHECK_EQ(st.datagrams_in, 0);
   CM_CHECK_EQ(st.conns_open, 0); /* the forged Initial kept no connection */
+  /* It was garbage, not a connection accepted and failed. */
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.handshakes_failed, 0);
   CM_CHECK_EQ(a.ndgram, 0);
   CM_CHECK_EQ(a.nreq, 0);
 
@@ -710,8 +923,9 @@ CM_TEST(net_garbage_dropped) {
 
 /* One address sending handshakes (forged Initials, each under a new
  * connection ID) faster than accept_rate_per_source: the excess is refused
- * before any connection exists and counted, another address is not
- * affected, and a real peer still connects. The exact edge of the bucket is
+ * before any connection exists and counted, whichever port of that address
+ * it comes from; another address is not affected, and a real peer still
+ * connects. The exact edge of the bucket is
  * in test_limits.c (limit_accepts_per_source_at_its_edge), with a clock the
  * test controls. */
 CM_TEST(net_accepts_per_source_limited) {
@@ -721,7 +935,7 @@ CM_TEST(net_accepts_per_source_limited) {
   tnode_t *all[] = {&a, &b};
   uint8_t pkt[CM_TN_INITIAL_LEN];
   uint64_t seed = 777, limited;
-  int fd1, fd2, i;
+  int fd1, fd2, fd3, i;
   t_garbage_t g;
   cm_net_stats_t st;
 
@@ -730,18 +944,20 @@ CM_TEST(net_accepts_per_source_limited) {
   cfg.accept_rate_per_source = 5;
   t_start(&a, &loop, &cfg);
   t_start(&b, &loop, &cfg);
-  fd1 = cm_tn_udp_socket();
-  fd2 = cm_tn_udp_socket();
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  fd3 = cm_tn_udp_socket_at("127.0.0.2"); /* the same address, a new port */
   for (i = 0; i < 20; i++) {
     cm_tn_forged_initial(&seed, pkt);
-    t_udp_send(fd1, &a.addr, pkt, sizeof(pkt));
+    t_udp_send(i < 10 ? fd1 : fd3, &a.addr, pkt, sizeof(pkt));
   }
   g.n = &a;
   g.want = 20;
   CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
   st = t_stats(&a);
-  /* 5 at once, then 5 a second: at most a few more in the time taken. */
-  CM_CHECK(st.drop_source_limit >= 1);
+  /* 5 at once, then 5 a second: at most a few more in the time taken,
+   * over both ports (one port alone would leave 10 refused). */
+  CM_CHECK(st.drop_source_limit >= 12);
   CM_CHECK(st.drop_source_limit <= 15);
   CM_CHECK_EQ(st.drop_rate_limit, st.drop_source_limit);
   CM_CHECK_EQ(st.conns_open, 0);
@@ -757,6 +973,7 @@ CM_TEST(net_accepts_per_source_limited) {
   CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
   close(fd1);
   close(fd2);
+  close(fd3);
   t_finish(&loop, all, 2);
 }
 
@@ -819,9 +1036,25 @@ static int t_open_is(void *arg) {
   return t_stats(o->n).conns_open == o->open;
 }
 
+/* Start a with a pool of two (and one half-open place, no Retry, no
+ * per-source limit) and np peers with the usual settings. */
+static void t_start_small_pool(uv_loop_t *loop, tnode_t *a, tnode_t *p,
+                               int np) {
+  cm_net_config_t cfg, small;
+  int i;
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 2;
+  small.max_half_open = 1;
+  small.retry_threshold = 1;
+  small.accept_rate_per_source = 0;
+  t_start(a, loop, &small);
+  for (i = 0; i < np; i++)
+    t_start(&p[i], loop, &cfg);
+}
+
 CM_TEST(net_pool_eviction) {
   uv_loop_t loop;
-  cm_net_config_t cfg, small;
   tnode_t a, p[3];
   tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
   cm_net_stats_t st;
@@ -829,12 +1062,7 @@ CM_TEST(net_pool_eviction) {
   int i;
 
   CM_CHECK_OK(uv_loop_init(&loop));
-  t_cfg(&cfg);
-  small = cfg;
-  small.max_connections = 2;
-  t_start(&a, &loop, &small);
-  for (i = 0; i < 3; i++)
-    t_start(&p[i], &loop, &cfg);
+  t_start_small_pool(&loop, &a, p, 3);
   for (i = 0; i < 2; i++) {
     CM_CHECK_OK(
         cm_net_send_datagram(a.net, &p[i].addr, (const uint8_t *)"x", 1));
@@ -994,6 +1222,443 @@ CM_TEST(net_create_close_cycles) {
     CM_CHECK(t_run(&loop, t_all_closed, &all, T_WAIT_MS));
   }
   CM_CHECK_OK(uv_loop_close(&loop));
+}
+
+/* ---- admission of inbound connections ------------------------------------ */
+
+/* Real client Initials (the cluster's key, so each starts a handshake that
+ * a server carries to the point of waiting for the client's Finished, and
+ * holds half-open until its handshake timeout), sent by the test. */
+#define T_INITIALS 24
+
+typedef struct {
+  uint8_t (*pkts)[CM_TN_PKT_MAX];
+  size_t lens[T_INITIALS];
+  size_t n, next;
+} t_initials_t;
+
+static void t_initials(t_initials_t *in) {
+  in->pkts = malloc(T_INITIALS * sizeof(*in->pkts));
+  CM_CHECK(in->pkts != NULL);
+  in->n = cm_tn_capture_initials(&t_keys[0], T_INITIALS, in->pkts, in->lens);
+  in->next = 0;
+  CM_CHECK_EQ(in->n, T_INITIALS);
+}
+
+/* Send the next `count` captured Initials from fd to n, and wait until n
+ * has read them. */
+static void t_send_initials(uv_loop_t *loop, t_initials_t *in, int fd,
+                            tnode_t *n, size_t count) {
+  t_garbage_t g = {n, t_stats(n).packets_in + count};
+  size_t i;
+  CM_CHECK(in->next + count <= in->n);
+  for (i = 0; i < count; i++, in->next++)
+    t_udp_send(fd, &n->addr, in->pkts[in->next], in->lens[in->next]);
+  CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+}
+
+/* Half-open connections are capped apart from the pool, and one source
+ * cannot keep the table: a newcomer from a source holding fewer displaces
+ * the oldest of the source holding the most, while more from that source
+ * are refused, and a real peer still gets in. */
+CM_TEST(net_half_open_capped_and_shared) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_initials_t in;
+  cm_net_stats_t st;
+  int fd1, fd2;
+
+  t_cfg(&cfg);
+  t_initials(&in);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  cfg.max_half_open = 8;
+  cfg.retry_threshold = 8; /* no Retry: the cap alone */
+  cfg.accept_rate_per_source = 0;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_initials(&loop, &in, fd1, &a, 20);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, 8);
+  CM_CHECK_EQ(st.conns_accepted, 8);
+  CM_CHECK_EQ(st.drop_half_open, 12);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  /* Another source takes the place of the first source's oldest. */
+  t_send_initials(&loop, &in, fd2, &a, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, 8);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.drop_half_open, 12);
+  /* A real peer connects through the full table. */
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).half_open_displaced, 2);
+  close(fd1);
+  close(fd2);
+  free(in.pkts);
+  t_finish(&loop, all, 2);
+}
+
+/* A pool full of idle authenticated connections meets a flood of
+ * handshakes: none of them may cost an authenticated connection its
+ * place, because unauthenticated ones take no place in the pool. */
+CM_TEST(net_half_open_never_evicts_authenticated) {
+  uv_loop_t loop;
+  tnode_t a, p[2];
+  tnode_t *all[] = {&a, &p[0], &p[1]};
+  t_initials_t in;
+  cm_net_stats_t st;
+  int fd, i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_start_small_pool(&loop, &a, p, 2);
+  t_initials(&in); /* with the key t_cfg set */
+  for (i = 0; i < 2; i++) {
+    CM_CHECK_OK(
+        cm_net_send_datagram(p[i].net, &a.addr, (const uint8_t *)"x", 1));
+    CM_CHECK(t_wait_ge(&loop, &a.ndgram, i + 1, T_WAIT_MS));
+  }
+  CM_CHECK_EQ(t_stats(&a).conns_idle, 2); /* the pool is full and idle */
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_initials(&loop, &in, fd, &a, 20);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(st.drop_pool_full, 0);
+  CM_CHECK_EQ(st.conns_half_open, 1);
+  CM_CHECK_EQ(st.drop_half_open, 19);
+  for (i = 0; i < 2; i++) {
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+    CM_CHECK_OK(
+        cm_net_send_datagram(p[i].net, &a.addr, (const uint8_t *)"y", 1));
+  }
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 4, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).handshakes_ok, 2); /* over the same connections */
+  close(fd);
+  free(in.pkts);
+  t_finish(&loop, all, 3);
+}
+
+static int t_pool_full_seen(void *arg) {
+  return t_stats(arg).drop_pool_full >= 1;
+}
+
+/* Keep a's connection to p busy: a request p leaves unanswered. */
+static void t_make_busy(uv_loop_t *loop, tnode_t *a, tnode_t *p, uint64_t id) {
+  p->no_reply = 1;
+  CM_CHECK_OK(
+      cm_net_stream_request(a->net, &p->addr, (const uint8_t *)"q", 1, id));
+  CM_CHECK(t_wait_ge(loop, &p->nreq, 1, T_WAIT_MS));
+}
+
+/* A handshake that could find no room in the pool once authenticated
+ * (every connection busy) is refused before it costs one: the Initial is
+ * dropped and counted, nothing is accepted, the busy ones stay. */
+CM_TEST(net_pool_full_of_busy_refuses_before_handshake) {
+  uv_loop_t loop;
+  tnode_t a, p[3];
+  tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
+  cm_net_stats_t st;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_start_small_pool(&loop, &a, p, 3);
+  for (i = 0; i < 2; i++)
+    t_make_busy(&loop, &a, &p[i], (uint64_t)i);
+  CM_CHECK_OK(cm_net_send_datagram(p[2].net, &a.addr, (const uint8_t *)"z", 1));
+  CM_CHECK(t_run(&loop, t_pool_full_seen, &a, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(a.ndgram, 0);
+  for (i = 0; i < 2; i++)
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+  t_finish(&loop, all, 4);
+}
+
+static int t_half_open_1(void *arg) {
+  return t_stats(arg).conns_half_open == 1;
+}
+
+/* a's peer p is authenticated and out of the half-open table. */
+typedef struct {
+  tnode_t *a;
+  uint64_t handshakes;
+} t_auth_t;
+
+static int t_authenticated(void *arg) {
+  t_auth_t *w = arg;
+  cm_net_stats_t st = t_stats(w->a);
+  return st.handshakes_ok >= w->handshakes && st.conns_half_open == 0;
+}
+
+/* A handshake begun holds its place: while one is half-open and the pool
+ * has room for just it (one idle connection), the next is refused before
+ * it costs a handshake. When the first is authenticated and finds no room
+ * left after all (the idle connection became busy meanwhile), it is
+ * closed and counted, and no busy connection is evicted. */
+CM_TEST(net_pool_room_held_for_half_open) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, small;
+  tnode_t a, p[5];
+  tnode_t *all[] = {&a, &p[0], &p[1], &p[2], &p[3], &p[4]};
+  cm_addr_t blocked[2];
+  cm_net_fault_t f;
+  cm_net_stats_t st;
+  t_auth_t w;
+  uint64_t refused;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 3;
+  small.max_half_open = 2;
+  small.retry_threshold = 2;
+  small.accept_rate_per_source = 0;
+  t_start(&a, &loop, &small);
+  for (i = 0; i < 5; i++)
+    t_start(&p[i], &loop, &cfg);
+  t_make_busy(&loop, &a, &p[0], 0);
+  t_make_busy(&loop, &a, &p[1], 1);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &p[2].addr, (const uint8_t *)"i", 1));
+  CM_CHECK(t_wait_ge(&loop, &p[2].ndgram, 1, T_WAIT_MS)); /* idle */
+  /* p[3]'s handshake begins, then stalls: a hears nothing more from it. */
+  CM_CHECK_OK(cm_net_send_datagram(p[3].net, &a.addr, (const uint8_t *)"z", 1));
+  CM_CHECK(t_run(&loop, t_half_open_1, &a, T_WAIT_MS));
+  memset(&f, 0, sizeof(f));
+  blocked[0] = p[3].addr;
+  blocked[1] = p[4].addr;
+  f.blocked = blocked;
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  /* The one idle place is p[3]'s: p[4] is refused. */
+  CM_CHECK_OK(cm_net_send_datagram(p[4].net, &a.addr, (const uint8_t *)"w", 1));
+  CM_CHECK(t_run(&loop, t_pool_full_seen, &a, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).conns_accepted, 1);
+  f.nblocked = 2; /* p[4]'s retries would only add to the count */
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  t_make_busy(&loop, &a, &p[2], 2);
+  /* p[3] resends its part of the handshake; a authenticates it and finds
+   * every place busy. */
+  w.a = &a;
+  w.handshakes = t_stats(&a).handshakes_ok + 1;
+  refused = t_stats(&a).drop_pool_full;
+  f.blocked = &blocked[1];
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  CM_CHECK(t_run(&loop, t_authenticated, &w, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_pool_full, refused + 1);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(a.ndgram, 0);
+  CM_CHECK_EQ(cm_net_is_connected(a.net, &p[3].addr), 0);
+  for (i = 0; i < 3; i++)
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+  CM_CHECK_OK(cm_net_set_fault(a.net, NULL));
+  t_finish(&loop, all, 6);
+}
+
+/* A server that answers every Initial without a token with a Retry: a
+ * cm_net client follows it, and the connection works both ways. */
+CM_TEST(net_retry_then_connect) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_net_stats_t st;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.retry_threshold = 0;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"r", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+  st = t_stats(&a);
+  CM_CHECK(st.retries_sent >= 1);
+  CM_CHECK_EQ(st.drop_bad_token, 0);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.handshakes_ok, 1);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"s", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&b).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
+/* Send one forged Initial carrying `token` under DCID dcid from fd, and
+ * wait until n has read it. */
+static void t_send_token(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                         const ngtcp2_cid *dcid, const uint8_t *token,
+                         size_t tokenlen) {
+  uint8_t pkt[CM_TN_INITIAL_LEN];
+  t_garbage_t g = {n, t_stats(n).packets_in + 1};
+  cm_tn_forged_initial_token(seed, pkt, dcid->data, dcid->datalen, token,
+                             tokenlen);
+  t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+  CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+}
+
+/* Tokens are bound to the address and port the Retry went to and to the
+ * connection it answered, and expire: a forged token, one replayed from
+ * another address or port, and an expired one are counted drops; the
+ * right one from the right address passes (and its random payload is
+ * then garbage). */
+CM_TEST(net_retry_tokens_checked) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], forged[sizeof(token)];
+  struct sockaddr_storage ss;
+  socklen_t sslen;
+  ngtcp2_cid scid, odcid;
+  cm_addr_t from;
+  uint64_t seed = 99;
+  int fd1, fd2, fd3, tlen, old;
+  cm_net_stats_t st;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.retry_threshold = 0;
+  t_start(&a, &loop, &cfg);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  fd3 = cm_tn_udp_socket_at("127.0.0.2");
+  from = cm_tn_socket_addr(fd1);
+  sslen = cm_net__addr_to_sa(&from, &ss);
+  scid.datalen = CM_NET_SCID_LEN;
+  cm_tn_random_bytes(&seed, scid.data, scid.datalen);
+  odcid.datalen = 8;
+  cm_tn_random_bytes(&seed, odcid.data, odcid.datalen);
+  tlen = cm_net__retry_token(a.net, token, sizeof(token), NGTCP2_PROTO_VER_V1,
+                             (struct sockaddr *)&ss, sslen, &scid, &odcid,
+                             cm_net__now());
+  CM_CHECK(tlen > 0);
+  memcpy(forged, token, (size_t)tlen);
+  forged[tlen / 2] ^= 1;
+  t_send_token(&loop, &a, fd1, &seed, &scid, forged, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 1);
+  t_send_token(&loop, &a, fd2, &seed, &scid, token, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 2);
+  t_send_token(&loop, &a, fd3, &seed, &scid, token, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 3);
+  /* Under another connection ID than the one the Retry gave. */
+  odcid.data[0] ^= 1;
+  t_send_token(&loop, &a, fd1, &seed, &odcid, token, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 4);
+  odcid.data[0] ^= 1;
+  old = cm_net__retry_token(a.net, forged, sizeof(forged), NGTCP2_PROTO_VER_V1,
+                            (struct sockaddr *)&ss, sslen, &scid, &odcid,
+                            cm_net__now() - 10 * NGTCP2_SECONDS);
+  CM_CHECK(old > 0);
+  t_send_token(&loop, &a, fd1, &seed, &scid, forged, (size_t)old);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 5);
+  /* The right token from the right address passes the check. */
+  t_send_token(&loop, &a, fd1, &seed, &scid, token, (size_t)tlen);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_bad_token, 5);
+  CM_CHECK_EQ(st.drop_garbage, 1);
+  CM_CHECK_EQ(st.retries_sent, 0);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  close(fd1);
+  close(fd2);
+  close(fd3);
+  t_finish(&loop, all, 1);
+}
+
+/* Packets that route nowhere, each from a new random connection ID, from
+ * fd to n, in batches the socket buffer holds. */
+static void t_send_unroutable(uv_loop_t *loop, tnode_t *n, int fd,
+                              uint64_t *seed, int count) {
+  uint8_t pkt[100];
+  t_garbage_t g = {n, t_stats(n).packets_in};
+  int i;
+  for (i = 0; i < count; i++) {
+    cm_tn_random_bytes(seed, pkt, sizeof(pkt));
+    pkt[0] = (uint8_t)(0x40 | (pkt[0] & 0x3f)); /* short header */
+    t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+    if (i % 100 == 99 || i == count - 1) {
+      g.want += (uint64_t)(i % 100) + 1;
+      CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+    }
+  }
+}
+
+/* Stateless resets held back by their rate have their own counter:
+ * drop_rate_limit counts handshakes only. */
+CM_TEST(net_resets_over_rate_counted_apart) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  cm_net_stats_t st;
+  uint64_t seed = 5;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_unroutable(&loop, &a, fd, &seed, 300);
+  st = t_stats(&a);
+  CM_CHECK(st.stateless_resets_sent >= 1);
+  CM_CHECK(st.resets_rate_limited >= 1);
+  CM_CHECK_EQ(st.stateless_resets_sent + st.resets_rate_limited, 300);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  close(fd);
+  t_finish(&loop, all, 1);
+}
+
+static void t_on_stale(void *ud, const cm_addr_t *from) {
+  (void)from;
+  ((tnode_t *)ud)->nstale++;
+}
+
+/* Members of the test's cluster are on 127.0.0.1. */
+static int t_is_known(void *ud, const cm_addr_t *from) {
+  (void)ud;
+  return from->family == 4 && from->ip[0] == 127 && from->ip[1] == 0 &&
+         from->ip[2] == 0 && from->ip[3] == 1;
+}
+
+static const cm_net_callbacks_t t_cb_stale = {.on_datagram = t_on_datagram,
+                                              .on_stream_request = t_on_request,
+                                              .on_stream_response =
+                                                  t_on_response,
+                                              .on_stale_peer = t_on_stale,
+                                              .is_known_peer = t_is_known};
+
+/* Garbage from a stranger is never reported as a stale peer and spends
+ * none of the report budget: afterwards a known peer's stale packets are
+ * all reported at once, as many as the budget holds. */
+CM_TEST(net_stale_budget_kept_from_strangers) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint64_t seed = 6;
+  int fd1, fd2;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_stale);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.1");
+  t_send_unroutable(&loop, &a, fd1, &seed, 2000);
+  CM_CHECK_EQ(a.nstale, 0);
+  CM_CHECK_EQ(t_stats(&a).stale_peers, 0);
+  /* The whole budget (100 reports) is there for a known peer. */
+  t_send_unroutable(&loop, &a, fd2, &seed, 100);
+  CM_CHECK_EQ(a.nstale, 100);
+  CM_CHECK_EQ(t_stats(&a).stale_peers, 100);
+  close(fd1);
+  close(fd2);
+  t_finish(&loop, all, 1);
 }
 
 /* ---- figures (printed, not asserted) ------------------------------------- */

@@ -1,0 +1,301 @@
+/*
+ * Admission of inbound connections: what an Initial from an unknown
+ * connection ID must pass before the endpoint keeps any state for it, and
+ * the half-open table such connections live in until TLS authenticates
+ * the peer. In order:
+ *   1. a well-formed Initial of at least 1200 bytes (else drop_garbage);
+ *   2. a token, if it carries one, that we issued in a Retry to this
+ *      address for this connection (else drop_bad_token); without one,
+ *      once retry_threshold connections are half-open, a stateless Retry
+ *      and nothing kept (retries_sent, or drop_retry_rate_limit);
+ *   3. the per-source and endpoint-wide rates (drop_source_limit,
+ *      drop_rate_limit);
+ *   4. room among the half-open connections: a newcomer displaces the
+ *      oldest of the source holding the most, unless its own source holds
+ *      as many (drop_half_open);
+ *   5. room the pool could make once the peer is authenticated, for it
+ *      and every half-open connection before it: free places and idle
+ *      connections (else drop_pool_full, before any state);
+ *   6. a first packet that decrypts (else drop_garbage, and the connection
+ *      is freed at once: it was never accepted).
+ * An unauthenticated connection takes no place in the pool, so it can
+ * never cost an authenticated one its place: it joins the pool once TLS
+ * has authenticated the peer (cm_net__accept_verified).
+ */
+#include <gnutls/crypto.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "cm_net_int.h"
+
+/* A Retry costs a few microseconds and about 150 bytes, less than the
+ * 1200-byte Initial it answers, so it amplifies nothing; the cap bounds
+ * what a flood from spoofed addresses makes us send (about 0.75 MB/s). */
+#define ACCEPT_RETRY_RATE 5000.0
+/* Room for a Retry: header, two connection IDs of at most 20 bytes, the
+ * token and the 16-byte integrity tag. */
+#define ACCEPT_RETRY_BUF 256
+/* A token answers one Retry: a round trip and the client's processing. A
+ * loaded host needs well under a second; beyond a few, a token seen on
+ * the path is worth nothing to whoever saw it. */
+#define ACCEPT_TOKEN_LIFETIME (3 * NGTCP2_SECONDS)
+/* Label of the Retry token key, so it differs from the stateless reset
+ * key derived from the same static secret. */
+static const char accept_token_label[] = "clustermember retry token";
+
+int cm_net__accept_init(cm_net_t *net) {
+  net->retry_tokens = ACCEPT_RETRY_RATE;
+  if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, net->cfg.static_secret,
+                       sizeof(net->cfg.static_secret), accept_token_label,
+                       sizeof(accept_token_label) - 1, net->token_secret) != 0)
+    return CM_ETLS;
+  return 0;
+}
+
+int cm_net__retry_token(cm_net_t *net, uint8_t *token, size_t cap,
+                        uint32_t version, const struct sockaddr *sa,
+                        socklen_t salen, const ngtcp2_cid *retry_scid,
+                        const ngtcp2_cid *odcid, uint64_t ts) {
+  ngtcp2_ssize n;
+  if (cap < NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN)
+    return CM_ETLS;
+  n = ngtcp2_crypto_generate_retry_token(
+      token, net->token_secret, sizeof(net->token_secret), version,
+      (const ngtcp2_sockaddr *)sa, (ngtcp2_socklen)salen, retry_scid, odcid,
+      ts);
+  return n < 0 ? CM_ETLS : (int)n;
+}
+
+static void accept_send_retry(cm_net_t *net, const struct sockaddr *sa,
+                              socklen_t salen, const cm_addr_t *from,
+                              const ngtcp2_pkt_hd *hd, uint64_t now) {
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
+  uint8_t buf[ACCEPT_RETRY_BUF];
+  ngtcp2_cid scid;
+  ngtcp2_ssize n;
+  int tlen;
+
+  if (!cm_net__bucket_take(&net->retry_tokens, &net->retry_ts,
+                           ACCEPT_RETRY_RATE, now)) {
+    net->st.drop_retry_rate_limit++;
+    return;
+  }
+  scid.datalen = CM_NET_SCID_LEN;
+  if (cm_net__rand(scid.data, scid.datalen) != 0)
+    return;
+  tlen = cm_net__retry_token(net, token, sizeof(token), hd->version, sa, salen,
+                             &scid, &hd->dcid, now);
+  if (tlen < 0)
+    return;
+  n = ngtcp2_crypto_write_retry(buf, sizeof(buf), hd->version, &hd->scid, &scid,
+                                &hd->dcid, token, (size_t)tlen);
+  if (n < 0)
+    return;
+  net->st.retries_sent++;
+  cm_net__send_packet(net, sa, from, buf, (size_t)n);
+}
+
+/* ---- half-open table ----------------------------------------------------- */
+
+static uintptr_t accept_source_count(cm_net_t *net, const cm_addr_t *a) {
+  uint8_t key[CM_NET_IP_KEY_LEN];
+  cm_net__ip_key(a, key);
+  return (uintptr_t)cm_net_map_get(&net->half_ips, key, sizeof(key));
+}
+
+static int accept_half_open_join(cm_net_conn_t *c) {
+  cm_net_t *net = c->net;
+  uint8_t key[CM_NET_IP_KEY_LEN];
+  uintptr_t n;
+  cm_net__ip_key(&c->peer, key);
+  n = (uintptr_t)cm_net_map_get(&net->half_ips, key, sizeof(key));
+  if (cm_net_map_put(&net->half_ips, key, sizeof(key), (void *)(n + 1)) != 0)
+    return CM_ENOMEM;
+  c->half_open = 1;
+  c->hnext = NULL;
+  c->hprev = net->half_tail;
+  if (net->half_tail != NULL)
+    net->half_tail->hnext = c;
+  else
+    net->half_head = c;
+  net->half_tail = c;
+  net->nhalf_open++;
+  return 0;
+}
+
+void cm_net__half_open_leave(cm_net_conn_t *c) {
+  cm_net_t *net = c->net;
+  uint8_t key[CM_NET_IP_KEY_LEN];
+  uintptr_t n;
+  if (!c->half_open)
+    return;
+  c->half_open = 0;
+  if (c->hprev != NULL)
+    c->hprev->hnext = c->hnext;
+  else
+    net->half_head = c->hnext;
+  if (c->hnext != NULL)
+    c->hnext->hprev = c->hprev;
+  else
+    net->half_tail = c->hprev;
+  c->hprev = c->hnext = NULL;
+  net->nhalf_open--;
+  cm_net__ip_key(&c->peer, key);
+  n = (uintptr_t)cm_net_map_get(&net->half_ips, key, sizeof(key));
+  if (n > 1)
+    /* Replacing an existing entry allocates nothing, so cannot fail. */
+    (void)cm_net_map_put(&net->half_ips, key, sizeof(key), (void *)(n - 1));
+  else
+    cm_net_map_del(&net->half_ips, key, sizeof(key), NULL);
+}
+
+/* The oldest half-open connection of the source holding the most (the
+ * first such source in age order on a tie), and how many it holds. */
+static cm_net_conn_t *accept_victim(cm_net_t *net, uintptr_t *most) {
+  cm_net_conn_t *c, *victim = NULL;
+  *most = 0;
+  for (c = net->half_head; c != NULL; c = c->hnext) {
+    uintptr_t n = accept_source_count(net, &c->peer);
+    if (n > *most) {
+      *most = n;
+      victim = c;
+    }
+  }
+  return victim;
+}
+
+/* 1 if a newcomer from `from` may have a half-open place, possibly by
+ * displacing another's (done by accept_make_half_open_room). */
+static int accept_half_open_allowed(cm_net_t *net, const cm_addr_t *from) {
+  uintptr_t most;
+  if (net->nhalf_open < net->cfg.max_half_open)
+    return 1;
+  (void)accept_victim(net, &most);
+  /* Displacing must leave the newcomer's source holding fewer than the
+   * victim's held: else two floods would take turns displacing each
+   * other, and one source could push out everyone else. */
+  return accept_source_count(net, from) + 1 < most;
+}
+
+static void accept_make_half_open_room(cm_net_t *net) {
+  uintptr_t most;
+  cm_net_conn_t *victim;
+  if (net->nhalf_open < net->cfg.max_half_open)
+    return;
+  victim = accept_victim(net, &most);
+  if (victim == NULL)
+    return;
+  net->st.half_open_displaced++;
+  /* Deciding the close takes the victim out of the table at once, so the
+   * newcomer's place is free before the close is carried out. */
+  cm_net__conn_close(victim, CM_ECLOSED, 1);
+}
+
+/* Room in the pool, once authenticated, for a newcomer and for every
+ * half-open connection admitted before it (less the one it would
+ * displace): free places and idle connections. Without it, handshakes
+ * admitted together would each be carried out and then closed for want
+ * of a place, losing what their clients had queued; refusing the Initial
+ * instead costs nothing and the client tries again. Nothing is evicted
+ * here: only an authenticated peer makes room. */
+static int accept_pool_room(const cm_net_t *net) {
+  uint32_t want = net->nhalf_open + 1;
+  if (net->nhalf_open >= net->cfg.max_half_open)
+    want--;
+  return cm_net__pool_has_room(net, want);
+}
+
+void cm_net__accept_verified(cm_net_conn_t *c) {
+  cm_net_t *net = c->net;
+  cm_net__half_open_leave(c);
+  if (c->state != CM_CONN_ESTABLISHED)
+    return;
+  if (cm_net__make_room(net) != 0) {
+    net->st.drop_pool_full++;
+    cm_net__conn_close(c, CM_ELIMIT, 1);
+    return;
+  }
+  c->in_pool = 1;
+  net->nconns++;
+}
+
+/* ---- admission ---------------------------------------------------------- */
+
+void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
+                    const cm_addr_t *from, const uint8_t *data, size_t len) {
+  ngtcp2_pkt_hd hd;
+  ngtcp2_cid odcid;
+  const ngtcp2_cid *retried = NULL;
+  cm_net_conn_t *c;
+  uint64_t now = cm_net__now();
+  socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+  int rv;
+
+  /* Also rejects Initials under 1200 bytes, so truncated ones never cost a
+   * connection. */
+  if (ngtcp2_accept(&hd, data, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
+    net->st.drop_garbage++;
+    return;
+  }
+  if (hd.tokenlen > 0) {
+    /* Bound to the source address and port and to the connection the
+     * Retry answered, and short-lived: a token seen on the path is no use
+     * from anywhere else, or for long. */
+    if (ngtcp2_crypto_verify_retry_token(
+            &odcid, hd.token, hd.tokenlen, net->token_secret,
+            sizeof(net->token_secret), hd.version, (const ngtcp2_sockaddr *)sa,
+            (ngtcp2_socklen)salen, &hd.dcid, ACCEPT_TOKEN_LIFETIME, now) != 0) {
+      net->st.drop_bad_token++;
+      return;
+    }
+    retried = &odcid;
+  } else if (net->cfg.retry_threshold < net->cfg.max_half_open &&
+             net->nhalf_open >= net->cfg.retry_threshold) {
+    accept_send_retry(net, sa, salen, from, &hd, now);
+    return;
+  }
+  /* Per source first, so one address over its rate takes nothing from the
+   * endpoint-wide budget the others share. */
+  if (!cm_net__srclimit_take(&net->srclimit, from, now)) {
+    net->st.drop_source_limit++;
+    net->st.drop_rate_limit++;
+    return;
+  }
+  if (net->cfg.accept_rate > 0 &&
+      !cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
+                           (double)net->cfg.accept_rate, now)) {
+    net->st.drop_rate_limit++;
+    return;
+  }
+  if (!accept_half_open_allowed(net, from)) {
+    net->st.drop_half_open++;
+    return;
+  }
+  if (!accept_pool_room(net)) {
+    net->st.drop_pool_full++;
+    return;
+  }
+  if (cm_net__conn_new_server(net, sa, salen, from, &hd, retried, &c) != 0) {
+    net->st.drop_garbage++;
+    return;
+  }
+  rv = cm_net__conn_read_pkt(c, data, len);
+  /* ngtcp2 drops a server connection whose first Initial it could not
+   * decrypt (or whose handshake data does not start at its beginning):
+   * random bytes under a valid header are garbage, not an accept. */
+  if (rv == NGTCP2_ERR_DROP_CONN || rv == NGTCP2_ERR_RETRY) {
+    cm_net__conn_free(c);
+    net->st.drop_garbage++;
+    return;
+  }
+  accept_make_half_open_room(net);
+  if (accept_half_open_join(c) != 0) {
+    cm_net__conn_free(c);
+    net->st.drop_half_open++;
+    return;
+  }
+  net->st.conns_accepted++;
+  cm_net__pool_add(c, 0);
+  cm_net__conn_read_done(c, rv);
+}
