@@ -10,11 +10,16 @@
  *            admits it waits for the rest until its handshake timeout;
  *   random   a valid long header over random bytes: it fails decryption.
  *
+ * With --follow-retry the sender also answers each Retry with the Initial
+ * it asks for (the token echoed, the new connection ID), as a sender that
+ * owns its address can: address validation then admits it, and only the
+ * per-address limits stand between it and the node.
+ *
  * Usage:
  *   cm_flood --target IP:PORT [--target ...] [--source IP] [--ports N]
- *            [--rate PER_PORT_PER_SECOND] [--seconds S] [--mix
- * both|partial|random]
- *            [--seed N] [--self-test]
+ *            [--rate PER_PORT_PER_SECOND] [--seconds S]
+ *            [--mix both|partial|random] [--follow-retry] [--seed N]
+ *            [--self-test]
  * Prints one JSON object: packets sent, send errors, seconds, the rate
  * achieved. Stops by itself after --seconds. IPv4 only; loopback or
  * addresses inside a test's own namespaces only.
@@ -38,6 +43,10 @@
 #define FLOOD_INITIAL_LEN 1200
 #define FLOOD_DCID_LEN 8
 #define FLOOD_SCID_LEN 8
+#define FLOOD_CID_MAX 20    /* RFC 9000 17.2 */
+#define FLOOD_TOKEN_MAX 512 /* far above a Retry token's size */
+/* A Retry: long header type 3, its integrity tag (RFC 9001 5.8). */
+#define FLOOD_RETRY_TAG_LEN 16
 #define FLOOD_PN_LEN 4
 #define FLOOD_TAG_LEN 16
 /* The bytes of ClientHello carried: far short of the length it declares. */
@@ -148,26 +157,38 @@ static size_t flood_partial_hello(uint64_t *s, uint8_t *p) {
   return FLOOD_HELLO_BYTES;
 }
 
+/* The connection IDs and token of one Initial. A first Initial has a
+ * random DCID and no token; one that follows a Retry uses the Retry's SCID
+ * as its DCID and echoes its token. */
+typedef struct flood_ids {
+  uint8_t dcid[FLOOD_CID_MAX], scid[FLOOD_CID_MAX];
+  size_t dcidlen, scidlen;
+  const uint8_t *token;
+  size_t tokenlen;
+} flood_ids_t;
+
 /* One Initial into out (FLOOD_INITIAL_LEN bytes). partial: protected,
  * carrying a partial ClientHello; else random bytes after the header. */
-static int flood_initial(uint64_t *s, int partial, uint8_t *out) {
-  uint8_t dcid[FLOOD_DCID_LEN], plain[FLOOD_INITIAL_LEN], nonce[12];
+static int flood_initial(uint64_t *s, int partial, const flood_ids_t *ids,
+                         uint8_t *out) {
+  uint8_t plain[FLOOD_INITIAL_LEN], nonce[12];
   size_t n = 0, pn_off, payload_len, i;
   flood_keys_t k;
 
-  flood_fill(s, dcid, sizeof(dcid));
   out[n++] = 0xc0 | (FLOOD_PN_LEN - 1); /* long header, Initial */
   out[n++] = 0;
   out[n++] = 0;
   out[n++] = 0;
   out[n++] = 1; /* QUIC v1 */
-  out[n++] = FLOOD_DCID_LEN;
-  memcpy(out + n, dcid, FLOOD_DCID_LEN);
-  n += FLOOD_DCID_LEN;
-  out[n++] = FLOOD_SCID_LEN;
-  flood_fill(s, out + n, FLOOD_SCID_LEN);
-  n += FLOOD_SCID_LEN;
-  out[n++] = 0; /* no token */
+  out[n++] = (uint8_t)ids->dcidlen;
+  memcpy(out + n, ids->dcid, ids->dcidlen);
+  n += ids->dcidlen;
+  out[n++] = (uint8_t)ids->scidlen;
+  memcpy(out + n, ids->scid, ids->scidlen);
+  n += ids->scidlen;
+  n += flood_varint2(out + n, ids->tokenlen);
+  memcpy(out + n, ids->token, ids->tokenlen);
+  n += ids->tokenlen;
   payload_len = FLOOD_INITIAL_LEN - n - 2 - FLOOD_PN_LEN - FLOOD_TAG_LEN;
   n += flood_varint2(out + n, FLOOD_PN_LEN + payload_len + FLOOD_TAG_LEN);
   pn_off = n;
@@ -186,7 +207,7 @@ static int flood_initial(uint64_t *s, int partial, uint8_t *out) {
     m += flood_varint2(plain + m, FLOOD_HELLO_BYTES);
     flood_partial_hello(s, plain + m);
   }
-  if (flood_client_keys(dcid, sizeof(dcid), &k) != 0)
+  if (flood_client_keys(ids->dcid, ids->dcidlen, &k) != 0)
     return -1;
   memcpy(nonce, k.iv, 12); /* packet number 0: the IV is the nonce */
   {
@@ -259,61 +280,152 @@ static int flood_parse_target(const char *s, struct sockaddr_in *sa) {
   return 0;
 }
 
+/* A Retry's connection IDs and token (RFC 9000 17.2.5), into ids: the
+ * server's SCID becomes our DCID, its DCID (our SCID) stays ours. The
+ * integrity tag is not checked: a forged Retry costs us one Initial. */
+static int flood_parse_retry(const uint8_t *p, size_t len, flood_ids_t *ids,
+                             uint8_t *token) {
+  size_t n = 5, l;
+  if (len < n + 2 + FLOOD_RETRY_TAG_LEN || (p[0] & 0xf0) != 0xf0)
+    return -1;
+  l = p[n++];
+  if (l > FLOOD_CID_MAX || n + l + 1 > len)
+    return -1;
+  memcpy(ids->scid, p + n, l);
+  ids->scidlen = l;
+  n += l;
+  l = p[n++];
+  if (l > FLOOD_CID_MAX || n + l + FLOOD_RETRY_TAG_LEN > len)
+    return -1;
+  memcpy(ids->dcid, p + n, l);
+  ids->dcidlen = l;
+  n += l;
+  l = len - n - FLOOD_RETRY_TAG_LEN;
+  if (l == 0 || l > FLOOD_TOKEN_MAX)
+    return -1;
+  memcpy(token, p + n, l);
+  ids->token = token;
+  ids->tokenlen = l;
+  return 0;
+}
+
+typedef struct flood {
+  int fds[FLOOD_MAX_PORTS];
+  size_t nports;
+  struct sockaddr_in targets[FLOOD_MAX_TARGETS];
+  size_t ntargets;
+  const char *mix;
+  uint64_t seed;
+  uint64_t sent, partial_sent, errors, retries_seen, retries_followed;
+} flood_t;
+
+static int flood_pick_partial(const flood_t *f, uint64_t serial) {
+  return strcmp(f->mix, "partial") == 0 ||
+         (strcmp(f->mix, "both") == 0 && (serial & 1) == 0);
+}
+
+static int flood_send(flood_t *f, int fd, const struct sockaddr_in *to,
+                      const flood_ids_t *ids) {
+  uint8_t pkt[FLOOD_INITIAL_LEN];
+  int part = flood_pick_partial(f, f->sent);
+  if (flood_initial(&f->seed, part, ids, pkt) != 0) {
+    fprintf(stderr, "cm_flood: crypto failed\n");
+    return -1;
+  }
+  if (sendto(fd, pkt, sizeof(pkt), 0, (const struct sockaddr *)to,
+             sizeof(*to)) < 0)
+    f->errors++;
+  f->partial_sent += (uint64_t)part;
+  f->sent++;
+  return 0;
+}
+
+/* Answer every Retry waiting on our sockets with the Initial it asks for:
+ * what a sender that owns its address does to get past address
+ * validation. */
+static int flood_follow_retries(flood_t *f) {
+  uint8_t buf[2048], token[FLOOD_TOKEN_MAX];
+  size_t i;
+  for (i = 0; i < f->nports; i++) {
+    for (;;) {
+      struct sockaddr_in from;
+      socklen_t fromlen = sizeof(from);
+      flood_ids_t ids;
+      ssize_t r = recvfrom(f->fds[i], buf, sizeof(buf), 0,
+                           (struct sockaddr *)&from, &fromlen);
+      if (r < 0)
+        break;
+      if (flood_parse_retry(buf, (size_t)r, &ids, token) != 0)
+        continue;
+      f->retries_seen++;
+      if (flood_send(f, f->fds[i], &from, &ids) != 0)
+        return -1;
+      f->retries_followed++;
+    }
+  }
+  return 0;
+}
+
 static void flood_usage(void) {
   fprintf(stderr,
           "usage: cm_flood --target IP:PORT [--target ...] [--source IP] "
           "[--ports N] [--rate R] [--seconds S] [--mix both|partial|random] "
-          "[--seed N] [--self-test]\n");
+          "[--follow-retry] [--seed N] [--self-test]\n");
 }
 
 int main(int argc, char **argv) {
-  struct sockaddr_in targets[FLOOD_MAX_TARGETS], src;
-  static int fds[FLOOD_MAX_PORTS];
-  size_t ntargets = 0, nports = 60, i;
-  double rate = 300.0, seconds = 15.0;
-  const char *source = "127.0.0.1", *mix = "both";
-  uint64_t seed = 1, sent = 0, errors = 0, partial_sent = 0, t0, end, due;
-  uint8_t pkt[FLOOD_INITIAL_LEN];
-  double elapsed;
-  int a;
+  static flood_t f;
+  struct sockaddr_in src;
+  size_t i;
+  double rate = 300.0, seconds = 15.0, elapsed;
+  const char *source = "127.0.0.1";
+  uint64_t t0, end, due;
+  int a, follow = 0;
 
+  f.nports = 60;
+  f.mix = "both";
+  f.seed = 1;
   for (a = 1; a < argc; a++) {
     const char *v = a + 1 < argc ? argv[a + 1] : NULL;
     if (strcmp(argv[a], "--self-test") == 0)
       return flood_self_test();
+    if (strcmp(argv[a], "--follow-retry") == 0) {
+      follow = 1;
+      continue;
+    }
     if (v == NULL) {
       flood_usage();
       return 2;
     }
     if (strcmp(argv[a], "--target") == 0) {
-      if (ntargets == FLOOD_MAX_TARGETS ||
-          flood_parse_target(v, &targets[ntargets]) != 0) {
+      if (f.ntargets == FLOOD_MAX_TARGETS ||
+          flood_parse_target(v, &f.targets[f.ntargets]) != 0) {
         fprintf(stderr, "cm_flood: bad target %s\n", v);
         return 2;
       }
-      ntargets++;
+      f.ntargets++;
     } else if (strcmp(argv[a], "--source") == 0) {
       source = v;
     } else if (strcmp(argv[a], "--ports") == 0) {
-      nports = (size_t)strtoul(v, NULL, 10);
+      f.nports = (size_t)strtoul(v, NULL, 10);
     } else if (strcmp(argv[a], "--rate") == 0) {
       rate = strtod(v, NULL);
     } else if (strcmp(argv[a], "--seconds") == 0) {
       seconds = strtod(v, NULL);
     } else if (strcmp(argv[a], "--mix") == 0) {
-      mix = v;
+      f.mix = v;
     } else if (strcmp(argv[a], "--seed") == 0) {
-      seed = strtoull(v, NULL, 10);
+      f.seed = strtoull(v, NULL, 10);
     } else {
       flood_usage();
       return 2;
     }
     a++;
   }
-  if (ntargets == 0 || nports == 0 || nports > FLOOD_MAX_PORTS || !(rate > 0) ||
-      !(seconds > 0) || seconds > 600 ||
-      (strcmp(mix, "both") != 0 && strcmp(mix, "partial") != 0 &&
-       strcmp(mix, "random") != 0)) {
+  if (f.ntargets == 0 || f.nports == 0 || f.nports > FLOOD_MAX_PORTS ||
+      !(rate > 0) || !(seconds > 0) || seconds > 600 ||
+      (strcmp(f.mix, "both") != 0 && strcmp(f.mix, "partial") != 0 &&
+       strcmp(f.mix, "random") != 0)) {
     flood_usage();
     return 2;
   }
@@ -323,9 +435,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "cm_flood: bad source %s\n", source);
     return 2;
   }
-  for (i = 0; i < nports; i++) {
-    fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&src, sizeof(src)) != 0) {
+  for (i = 0; i < f.nports; i++) {
+    f.fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (f.fds[i] < 0 ||
+        bind(f.fds[i], (struct sockaddr *)&src, sizeof(src)) != 0) {
       fprintf(stderr, "cm_flood: socket on %s: %s\n", source, strerror(errno));
       return 1;
     }
@@ -334,38 +447,41 @@ int main(int argc, char **argv) {
   t0 = flood_now_ns();
   end = t0 + (uint64_t)(seconds * 1e9);
   for (;;) {
-    uint64_t now = flood_now_ns();
+    uint64_t now = flood_now_ns(), fresh;
     struct timespec ts;
     if (now >= end)
       break;
-    /* Everything due by now, spread round robin over ports and targets. */
-    due = (uint64_t)((double)(now - t0) * 1e-9 * rate * (double)nports);
-    while (sent < due) {
-      int part = strcmp(mix, "partial") == 0 ||
-                 (strcmp(mix, "both") == 0 && (sent & 1) == 0);
-      const struct sockaddr_in *to = &targets[sent % ntargets];
-      if (flood_initial(&seed, part, pkt) != 0) {
-        fprintf(stderr, "cm_flood: crypto failed\n");
+    /* Fresh Initials due by now, round robin over ports and targets;
+     * Initials that follow Retries come on top. */
+    due = (uint64_t)((double)(now - t0) * 1e-9 * rate * (double)f.nports);
+    for (fresh = f.sent - f.retries_followed; fresh < due; fresh++) {
+      flood_ids_t ids;
+      memset(&ids, 0, sizeof(ids));
+      ids.dcidlen = FLOOD_DCID_LEN;
+      ids.scidlen = FLOOD_SCID_LEN;
+      flood_fill(&f.seed, ids.dcid, ids.dcidlen);
+      flood_fill(&f.seed, ids.scid, ids.scidlen);
+      if (flood_send(&f, f.fds[fresh % f.nports],
+                     &f.targets[fresh % f.ntargets], &ids) != 0)
         return 1;
-      }
-      if (sendto(fds[sent % nports], pkt, sizeof(pkt), 0,
-                 (const struct sockaddr *)to, sizeof(*to)) < 0)
-        errors++;
-      partial_sent += (uint64_t)part;
-      sent++;
     }
+    if (follow && flood_follow_retries(&f) != 0)
+      return 1;
     ts.tv_sec = 0;
     ts.tv_nsec = (long)FLOOD_TICK_NS;
     nanosleep(&ts, NULL);
   }
   elapsed = (double)(flood_now_ns() - t0) * 1e-9;
-  for (i = 0; i < nports; i++)
-    close(fds[i]);
+  for (i = 0; i < f.nports; i++)
+    close(f.fds[i]);
   printf("{\"sent\": %llu, \"partial\": %llu, \"random\": %llu, "
-         "\"send_errors\": %llu, \"seconds\": %.3f, \"rate\": %.1f, "
+         "\"send_errors\": %llu, \"retries_seen\": %llu, "
+         "\"retries_followed\": %llu, \"seconds\": %.3f, \"rate\": %.1f, "
          "\"ports\": %zu, \"source\": \"%s\"}\n",
-         (unsigned long long)sent, (unsigned long long)partial_sent,
-         (unsigned long long)(sent - partial_sent), (unsigned long long)errors,
-         elapsed, (double)sent / elapsed, nports, source);
+         (unsigned long long)f.sent, (unsigned long long)f.partial_sent,
+         (unsigned long long)(f.sent - f.partial_sent),
+         (unsigned long long)f.errors, (unsigned long long)f.retries_seen,
+         (unsigned long long)f.retries_followed, elapsed,
+         (double)f.sent / elapsed, f.nports, source);
   return 0;
 }

@@ -1,7 +1,9 @@
 """A keyless outsider floods a cluster with QUIC Initials: what does it cost?
 
     python bench/flood_bench.py [--rates 6000,18000,36000,72000] [--seconds 15]
-                                [--ports 60] [--source 127.0.0.2] [--out FILE]
+                                [--ports 60] [--sources 127.0.0.2] [--retry no,yes]
+                                [--out FILE]
+    python bench/flood_bench.py --report FILE      # the Markdown table of a run
 
 Three agents (the LAN profile) on 127.0.0.1 form a cluster; then, for each
 total rate, ``build/bench/cm_flood`` sends QUIC Initials from ``--ports``
@@ -9,7 +11,10 @@ source ports of ``--source`` (a loopback address the agents do not use),
 spread evenly over the three agents, for ``--seconds``: half are correctly
 protected Initials carrying only the first bytes of a ClientHello (a server
 that admits one waits for the rest), half are random bytes under a valid
-header. The flood holds no key. For each rate the benchmark reports:
+header. The flood holds no key. With ``--retry yes`` the sender also answers
+each QUIC Retry the nodes send (as a sender that owns its address can), so
+address validation admits it and only the per-address limits hold it. For
+each source, Retry behaviour and rate the benchmark reports:
 
 - ``suspicions`` / ``failures``: NodeSuspect / NodeFailed events about any
   member, at any agent, from the start of the flood until a settle period
@@ -53,16 +58,18 @@ FLOOD = ROOT / "build" / "bench" / "cm_flood"
 SETTLE = 5.0
 # Transport counters reported, summed over the agents.
 DROPS = (
-    "net_drop_garbage",
+    "net_retries_sent",
+    "net_drop_retry_rate_limit",
+    "net_drop_bad_token",
     "net_drop_source_limit",
     "net_drop_rate_limit",
-    "net_drop_pool_full",
     "net_drop_half_open",
-    "net_drop_token",
-    "net_retries_sent",
+    "net_half_open_displaced",
+    "net_drop_pool_full",
+    "net_drop_garbage",
     "net_conns_accepted",
     "net_handshakes_failed",
-    "net_conns_timed_out",
+    "net_packets_in",
 )
 
 
@@ -84,7 +91,10 @@ class FloodResult:
     rate: float
     ports: int
     seconds: float
+    source: str
+    follow_retry: bool
     sent: int
+    retries_followed: int = 0
     suspicions: list[tuple[str, str, int]] = field(default_factory=list)
     failures: list[tuple[str, str, int]] = field(default_factory=list)
     evicted: int = 0
@@ -111,6 +121,7 @@ def run_flood(
     ports: int = 60,
     source: str = "127.0.0.2",
     mix: str = "both",
+    follow_retry: bool = False,
     seed: int = 1,
 ) -> FloodResult:
     """Flood the running agents at ``rate`` Initials per second in total and
@@ -123,7 +134,7 @@ def run_flood(
     for a in nodes:
         cmd += ["--target", a.addr]
     cmd += ["--rate", f"{rate / ports:.3f}", "--seconds", str(seconds), "--mix", mix]
-    cmd += ["--seed", str(seed)]
+    cmd += ["--seed", str(seed)] + (["--follow-retry"] if follow_retry else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     half_open_max = 0
     flood_cpu = 0.0
@@ -151,7 +162,15 @@ def run_flood(
     cpu1 = [a.cpu_seconds() for a in nodes]
     time.sleep(SETTLE)
     after = [counters(a) for a in nodes]
-    res = FloodResult(rate=rate, ports=ports, seconds=seconds, sent=report["sent"])
+    res = FloodResult(
+        rate=rate,
+        ports=ports,
+        seconds=seconds,
+        source=source,
+        follow_retry=follow_retry,
+        sent=report["sent"],
+        retries_followed=report["retries_followed"],
+    )
     for a in nodes:
         a.assert_stream_intact()
         for e in a.since(t0, "NodeSuspect", "NodeFailed"):
@@ -181,39 +200,81 @@ def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def table(doc: dict[str, Any]) -> str:
+    """The Markdown table docs/benchmarks.md shows for one benchmark run."""
+    rows = [
+        "| source | answers Retries | Initials/s | suspicions / failures | evicted | "
+        "member reconnects | Retries sent | refused per address | half-open refused "
+        "| accepted (all failed) | garbage | half-open peak | agent CPU | "
+        "bytes in / out per agent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        d = r["drops"]
+        rows.append(
+            f"| {r['source']} | {'yes' if r['follow_retry'] else 'no'} | {r['rate']:,.0f} "
+            f"| {len(r['suspicions'])} / {len(r['failures'])} | {r['evicted']} "
+            f"| {r['handshakes_ok']} | {d['net_retries_sent']:,} "
+            f"| {d['net_drop_source_limit']:,} | {d['net_drop_half_open']:,} "
+            f"| {d['net_conns_accepted']:,} | {d['net_drop_garbage']:,} | {r['half_open_max']} "
+            f"| {r['cpu_pct']}% | {r['bytes_in'] / 2**20:.1f} MiB / "
+            f"{r['bytes_out'] / 2**20:.2f} MiB |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rates", default="6000,18000,36000,72000")
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--ports", type=int, default=60)
-    p.add_argument("--source", default="127.0.0.2")
+    p.add_argument("--sources", default="127.0.0.2", help="comma-separated source addresses")
+    p.add_argument(
+        "--retry", default="no,yes", help="no: ignore Retries; yes: answer them (comma-separated)"
+    )
     p.add_argument("--out")
+    p.add_argument("--report", metavar="FILE", help="print the Markdown table of a saved run")
     args = p.parse_args()
+    if args.report:
+        print(table(json.loads(Path(args.report).read_text())))
+        return 0
     rates = [float(r) for r in args.rates.split(",")]
     commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=7"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     tmp = Path(tempfile.mkdtemp(prefix="cm-flood-"))
     agents = Agents(tmp)
     results: list[dict[str, Any]] = []
     try:
         nodes = agents.cluster(3, profile="lan")
-        for rate in rates:
-            say(f"flood at {rate:.0f} Initials/s for {args.seconds:g} s")
-            r = run_flood(
-                nodes, rate=rate, seconds=args.seconds, ports=args.ports, source=args.source
-            )
-            say(
-                f"  suspicions {len(r.suspicions)}, failures {len(r.failures)}, "
-                f"evicted {r.evicted}, agent CPU {r.cpu_pct}%"
-            )
-            results.append(asdict(r))
+        for source in args.sources.split(","):
+            for follow in (k == "yes" for k in args.retry.split(",")):
+                for rate in rates:
+                    say(
+                        f"flood from {source} at {rate:.0f} Initials/s for {args.seconds:g} s"
+                        f"{', answering Retries' if follow else ''}"
+                    )
+                    r = run_flood(
+                        nodes,
+                        rate=rate,
+                        seconds=args.seconds,
+                        ports=args.ports,
+                        source=source,
+                        follow_retry=follow,
+                    )
+                    say(
+                        f"  suspicions {len(r.suspicions)}, failures {len(r.failures)}, "
+                        f"evicted {r.evicted}, agent CPU {r.cpu_pct}%"
+                    )
+                    results.append(asdict(r))
     finally:
         agents.stop()
     clean = [r["rate"] for r in results if not r["suspicions"] and not r["failures"]]
     out = {
         "commit": commit,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join(["python bench/flood_bench.py", *sys.argv[1:]]),
         "nodes": 3,
         "profile": "lan",
         "results": results,
