@@ -2,7 +2,8 @@
  * A keyless outsider flooding clustermember nodes with QUIC Initials: what
  * anyone who can send UDP to a node can do. Each packet opens a new
  * connection attempt (a fresh random connection ID), paced evenly over many
- * source ports of one address.
+ * source ports of one address (or, with --spread N, of N consecutive
+ * addresses from --source on: port i sends from address i mod N).
  *
  *   partial  a correctly protected Initial (RFC 9001 5.2 keys, derived from
  *            the connection ID as every QUIC server must) whose CRYPTO frame
@@ -17,7 +18,7 @@
  *
  * Usage:
  *   cm_flood --target IP:PORT [--target ...] [--source IP] [--ports N]
- *            [--rate PER_PORT_PER_SECOND] [--seconds S]
+ *            [--spread ADDRESSES] [--rate PER_PORT_PER_SECOND] [--seconds S]
  *            [--mix both|partial|random] [--follow-retry] [--seed N]
  *            [--self-test]
  * Prints one JSON object: packets sent, send errors, seconds, the rate
@@ -369,7 +370,8 @@ static int flood_follow_retries(flood_t *f) {
 static void flood_usage(void) {
   fprintf(stderr,
           "usage: cm_flood --target IP:PORT [--target ...] [--source IP] "
-          "[--ports N] [--rate R] [--seconds S] [--mix both|partial|random] "
+          "[--ports N] [--spread N] [--rate R] [--seconds S] "
+          "[--mix both|partial|random] "
           "[--follow-retry] [--seed N] [--self-test]\n");
 }
 
@@ -380,6 +382,7 @@ int main(int argc, char **argv) {
   double rate = 300.0, seconds = 15.0, elapsed;
   const char *source = "127.0.0.1";
   uint64_t t0, end, due;
+  unsigned long spread = 1;
   int a, follow = 0;
 
   f.nports = 60;
@@ -406,6 +409,8 @@ int main(int argc, char **argv) {
       f.ntargets++;
     } else if (strcmp(argv[a], "--source") == 0) {
       source = v;
+    } else if (strcmp(argv[a], "--spread") == 0) {
+      spread = strtoul(v, NULL, 10);
     } else if (strcmp(argv[a], "--ports") == 0) {
       f.nports = (size_t)strtoul(v, NULL, 10);
     } else if (strcmp(argv[a], "--rate") == 0) {
@@ -423,7 +428,8 @@ int main(int argc, char **argv) {
     a++;
   }
   if (f.ntargets == 0 || f.nports == 0 || f.nports > FLOOD_MAX_PORTS ||
-      !(rate > 0) || !(seconds > 0) || seconds > 600 ||
+      spread == 0 || spread > f.nports || !(rate > 0) || !(seconds > 0) ||
+      seconds > 600 ||
       (strcmp(f.mix, "both") != 0 && strcmp(f.mix, "partial") != 0 &&
        strcmp(f.mix, "random") != 0)) {
     flood_usage();
@@ -436,9 +442,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   for (i = 0; i < f.nports; i++) {
+    /* Socket i sends from the source address plus i mod spread. */
+    struct sockaddr_in from = src;
+    from.sin_addr.s_addr =
+        htonl(ntohl(src.sin_addr.s_addr) + (uint32_t)(i % spread));
     f.fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (f.fds[i] < 0 ||
-        bind(f.fds[i], (struct sockaddr *)&src, sizeof(src)) != 0) {
+        bind(f.fds[i], (struct sockaddr *)&from, sizeof(from)) != 0) {
       fprintf(stderr, "cm_flood: socket on %s: %s\n", source, strerror(errno));
       return 1;
     }
@@ -477,11 +487,11 @@ int main(int argc, char **argv) {
   printf("{\"sent\": %llu, \"partial\": %llu, \"random\": %llu, "
          "\"send_errors\": %llu, \"retries_seen\": %llu, "
          "\"retries_followed\": %llu, \"seconds\": %.3f, \"rate\": %.1f, "
-         "\"ports\": %zu, \"source\": \"%s\"}\n",
+         "\"ports\": %zu, \"spread\": %lu, \"source\": \"%s\"}\n",
          (unsigned long long)f.sent, (unsigned long long)f.partial_sent,
          (unsigned long long)(f.sent - f.partial_sent),
          (unsigned long long)f.errors, (unsigned long long)f.retries_seen,
          (unsigned long long)f.retries_followed, elapsed,
-         (double)f.sent / elapsed, f.nports, source);
+         (double)f.sent / elapsed, f.nports, spread, source);
   return 0;
 }

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ class FloodResult:
     ports: int
     seconds: float
     source: str
+    spread: int
     follow_retry: bool
     sent: int
     retries_followed: int = 0
@@ -106,6 +108,8 @@ class FloodResult:
     bytes_out: int = 0
     half_open_max: int = 0
     per_agent: list[dict[str, int]] = field(default_factory=list)
+    # Counter changes per agent from the flood's start until `during` ran.
+    before_during: list[dict[str, int]] = field(default_factory=list)
 
 
 def counters(agent: Agent) -> dict[str, int]:
@@ -120,24 +124,36 @@ def run_flood(
     seconds: float,
     ports: int = 60,
     source: str = "127.0.0.2",
+    spread: int = 1,
     mix: str = "both",
     follow_retry: bool = False,
     seed: int = 1,
+    during: Callable[[], None] | None = None,
+    during_at: float = 5.0,
+    targets: list[str] | None = None,
 ) -> FloodResult:
     """Flood the running agents at ``rate`` Initials per second in total and
-    report what it did, once a settle period after the flood has passed."""
+    report what it did, once a settle period after the flood has passed.
+
+    ``spread`` sends from that many consecutive addresses from ``source``
+    on. ``during``, if given, runs once ``during_at`` seconds into the flood
+    (a join or a restart that must succeed under it); the counters are read
+    just before it, so a caller can tell what the flood alone did.
+    ``targets`` (default: the agents' addresses) are the addresses flooded;
+    ``nodes`` are the agents observed."""
     binary = flood_binary()
     before = [counters(a) for a in nodes]
     cpu0 = [a.cpu_seconds() for a in nodes]
     t0 = time.monotonic()
-    cmd = [str(binary), "--source", source, "--ports", str(ports)]
-    for a in nodes:
-        cmd += ["--target", a.addr]
+    cmd = [str(binary), "--source", source, "--ports", str(ports), "--spread", str(spread)]
+    for addr in targets if targets is not None else [a.addr for a in nodes]:
+        cmd += ["--target", addr]
     cmd += ["--rate", f"{rate / ports:.3f}", "--seconds", str(seconds), "--mix", mix]
     cmd += ["--seed", str(seed)] + (["--follow-retry"] if follow_retry else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     half_open_max = 0
     flood_cpu = 0.0
+    mid: list[dict[str, int]] = []
     try:
         # Sample the half-open count while the flood runs: the cap must hold
         # at every moment, not only at the end. WNOWAIT leaves the child
@@ -145,7 +161,12 @@ def run_flood(
         while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             for a in nodes:
                 half_open_max = max(half_open_max, counters(a).get("net_conns_half_open", 0))
+            if during is not None and not mid and time.monotonic() - t0 >= during_at:
+                mid = [counters(a) for a in nodes]
+                during()
             time.sleep(0.5)
+        if during is not None and not mid:
+            raise RuntimeError(f"the flood ended before {during_at:g} s: nothing ran during it")
         assert proc.stdout is not None and proc.stderr is not None
         out, err = proc.stdout.read(), proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -167,6 +188,7 @@ def run_flood(
         ports=ports,
         seconds=seconds,
         source=source,
+        spread=spread,
         follow_retry=follow_retry,
         sent=report["sent"],
         retries_followed=report["retries_followed"],
@@ -176,6 +198,9 @@ def run_flood(
         for e in a.since(t0, "NodeSuspect", "NodeFailed"):
             item = (a.node_id, e.node, e.incarnation)
             (res.suspicions if e.kind == "NodeSuspect" else res.failures).append(item)
+    if mid:
+        for b, m in zip(before, mid, strict=True):
+            res.before_during.append({k: m.get(k, 0) - b.get(k, 0) for k in set(b) | set(m)})
     for b, c in zip(before, after, strict=True):
         d = {k: c.get(k, 0) - b.get(k, 0) for k in set(b) | set(c)}
         res.per_agent.append({k: v for k, v in sorted(d.items()) if v})
