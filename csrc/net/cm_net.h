@@ -124,7 +124,8 @@ typedef struct cm_net_stats {
   uint64_t stateless_resets_sent;
   uint64_t stale_peers;           /* on_stale_peer reports */
   uint64_t drop_garbage;          /* undecodable, undecryptable or unroutable
-                                     UDP datagrams */
+                                     UDP datagrams (Initials that fail the
+                                     stateless check included) */
   uint64_t drop_queue_full;       /* datagram queue or socket queue full */
   uint64_t drop_oversized;        /* datagram or stream message too large */
   uint64_t drop_auth;             /* payload from an unauthenticated peer */

@@ -3,7 +3,9 @@
  * connection ID must pass before the endpoint keeps any state for it, and
  * the half-open table such connections live in until TLS authenticates
  * the peer. In order:
- *   1. a well-formed Initial of at least 1200 bytes (else drop_garbage);
+ *   1. a well-formed QUIC v1 Initial of at least 1200 bytes that the
+ *      Initial keys of its DCID authenticate (cm_net_initial.c), checked
+ *      statelessly before anything is spent on it (else drop_garbage);
  *   2. a token, if it carries one, that we issued in a Retry to this
  *      address for this connection (else drop_bad_token); without one,
  *      once retry_threshold connections are half-open, a stateless Retry
@@ -235,6 +237,14 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   /* Also rejects Initials under 1200 bytes, so truncated ones never cost a
    * connection. */
   if (ngtcp2_accept(&hd, data, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
+    net->st.drop_garbage++;
+    return;
+  }
+  /* Before anything can be spent on it (a token check, a Retry, a rate
+   * token, a half-open place): random bytes under a valid header would
+   * otherwise use up the budgets real clients need. */
+  if (cm_net__initial_check(data, len, net->initial_scratch,
+                            sizeof(net->initial_scratch)) != 0) {
     net->st.drop_garbage++;
     return;
   }

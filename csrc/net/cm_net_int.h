@@ -6,7 +6,8 @@
  * connection pool and peer map (cm_net_pool.c), keyring use
  * (cm_net_keys.c), rate limits (cm_net_limit.c), addresses
  * (cm_net_addr.c), TLS set-up (cm_net_tls.c), certificates
- * (cm_net_cert.c) and the hash map routing connection IDs and peer
+ * (cm_net_cert.c), the stateless check of client Initials
+ * (cm_net_initial.c) and the hash map routing connection IDs and peer
  * addresses (cm_net_map.c).
  */
 #ifndef CM_NET_INT_H
@@ -260,6 +261,9 @@ struct cm_net {
   cm_net_stats_t st;
   uint8_t sendbuf[CM_NET_MAX_UDP_PAYLOAD];
   uint8_t recvbuf[CM_NET_RECV_BUF];
+  /* The stateless Initial check decrypts a copy here: the packet itself
+   * is read again by ngtcp2 if admitted. As large as what is received. */
+  uint8_t initial_scratch[CM_NET_RECV_BUF];
 };
 
 /* ---- cm_net.c: the endpoint --------------------------------------------- */
@@ -300,6 +304,30 @@ void cm_net__half_open_leave(cm_net_conn_t *c);
 /* A server connection was authenticated: it takes a place in the pool,
  * evicting the LRU idle one if need be, or is closed (drop_pool_full). */
 void cm_net__accept_verified(cm_net_conn_t *c);
+
+/* ---- cm_net_initial.c: the stateless check of a client's Initial --------- */
+#define CM_NET_INITIAL_KEY_LEN 16 /* AES-128 */
+#define CM_NET_INITIAL_IV_LEN 12
+/* The client's Initial keys (RFC 9001 5.2): packet key, IV, header
+ * protection key. */
+typedef struct cm_net_initial_keys {
+  uint8_t key[CM_NET_INITIAL_KEY_LEN];
+  uint8_t iv[CM_NET_INITIAL_IV_LEN];
+  uint8_t hp[CM_NET_INITIAL_KEY_LEN];
+} cm_net_initial_keys_t;
+/* The client Initial keys of QUIC version 1 for the DCID of a client's
+ * first Initial. 0 or CM_ETLS. */
+int cm_net__initial_keys(const uint8_t *dcid, size_t dcidlen,
+                         cm_net_initial_keys_t *k);
+/* The header protection mask for a 16-byte sample. 0 or CM_ETLS. */
+int cm_net__initial_hp_mask(const uint8_t hp[CM_NET_INITIAL_KEY_LEN],
+                            const uint8_t *sample, uint8_t mask[16]);
+/* 0 if the first packet of the datagram is a QUIC version 1 client Initial
+ * that the Initial keys of its DCID authenticate; else CM_EBADMSG (not
+ * one, or not authentic), CM_ENOSPC (longer than cap) or CM_ETLS. Works
+ * in scratch (cap bytes) and keeps nothing. */
+int cm_net__initial_check(const uint8_t *data, size_t len, uint8_t *scratch,
+                          size_t cap);
 
 /* ---- cm_net_pool.c: the pool and the peer map ---------------------------- */
 /* Make room for one more connection, evicting the LRU idle one if need be.

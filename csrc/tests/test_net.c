@@ -921,7 +921,75 @@ CM_TEST(net_garbage_dropped) {
   t_finish(&loop, all, 2);
 }
 
-/* One address sending handshakes (forged Initials, each under a new
+/* Send `count` protected Initials, each a new handshake (a fresh DCID)
+ * that stalls after a partial ClientHello, from fd to n, and wait until n
+ * has read them. */
+static void t_send_stalled(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                           int count) {
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN], dcid[8];
+  t_garbage_t g = {n, t_stats(n).packets_in + (uint64_t)count};
+  int i;
+  for (i = 0; i < count; i++) {
+    cm_tn_random_bytes(seed, dcid, sizeof(dcid));
+    cm_tn_partial_hello(seed, hs);
+    cm_tn_sealed_initial(seed, pkt, dcid, sizeof(dcid), NULL, 0, hs,
+                         sizeof(hs));
+    t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+  }
+  CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+}
+
+/* Random payloads under valid Initial headers, from many addresses (as a
+ * sender that spoofs them can): all refused by the stateless check, as
+ * garbage, before they can spend anything. The endpoint-wide accept rate
+ * is untouched, no Retry is sent for them even where every handshake
+ * gets one, and a real client connects at once afterwards. */
+CM_TEST(net_garbage_initials_spend_nothing) {
+  enum { SOURCES = 50, EACH = 10 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t pkt[CM_TN_INITIAL_LEN];
+  uint64_t seed = 4242;
+  cm_net_stats_t st;
+  int s, i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 5;
+  cfg.retry_threshold = 0; /* a Retry for every handshake */
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  for (s = 0; s < SOURCES; s++) {
+    char ip[16];
+    t_garbage_t g = {&a, t_stats(&a).packets_in + EACH};
+    int fd;
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 100 + s);
+    fd = cm_tn_udp_socket_at(ip);
+    for (i = 0; i < EACH; i++) {
+      cm_tn_forged_initial(&seed, pkt);
+      t_udp_send(fd, &a.addr, pkt, sizeof(pkt));
+    }
+    CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+    close(fd);
+  }
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_garbage, SOURCES * EACH);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  CM_CHECK_EQ(st.retries_sent, 0);
+  CM_CHECK_EQ(st.drop_retry_rate_limit, 0);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_rate_limit, 0); /* its first attempt got in */
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  t_finish(&loop, all, 2);
+}
+
+/* One address sending handshakes (protected Initials, each under a new
  * connection ID) faster than accept_rate_per_source: the excess is refused
  * before any connection exists and counted, whichever port of that address
  * it comes from; another address is not affected, and a real peer still
@@ -933,40 +1001,33 @@ CM_TEST(net_accepts_per_source_limited) {
   cm_net_config_t cfg;
   tnode_t a, b;
   tnode_t *all[] = {&a, &b};
-  uint8_t pkt[CM_TN_INITIAL_LEN];
   uint64_t seed = 777, limited;
-  int fd1, fd2, fd3, i;
-  t_garbage_t g;
+  int fd1, fd2, fd3;
   cm_net_stats_t st;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   t_cfg(&cfg);
   cfg.accept_rate_per_source = 5;
+  cfg.retry_threshold = 128; /* no Retry: the rate alone */
   t_start(&a, &loop, &cfg);
   t_start(&b, &loop, &cfg);
   fd1 = cm_tn_udp_socket_at("127.0.0.2");
   fd2 = cm_tn_udp_socket_at("127.0.0.3");
   fd3 = cm_tn_udp_socket_at("127.0.0.2"); /* the same address, a new port */
-  for (i = 0; i < 20; i++) {
-    cm_tn_forged_initial(&seed, pkt);
-    t_udp_send(i < 10 ? fd1 : fd3, &a.addr, pkt, sizeof(pkt));
-  }
-  g.n = &a;
-  g.want = 20;
-  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  t_send_stalled(&loop, &a, fd1, &seed, 10);
+  t_send_stalled(&loop, &a, fd3, &seed, 10);
   st = t_stats(&a);
   /* 5 at once, then 5 a second: at most a few more in the time taken,
    * over both ports (one port alone would leave 10 refused). */
   CM_CHECK(st.drop_source_limit >= 12);
   CM_CHECK(st.drop_source_limit <= 15);
   CM_CHECK_EQ(st.drop_rate_limit, st.drop_source_limit);
-  CM_CHECK_EQ(st.conns_open, 0);
+  /* Only those admitted hold a (half-open) connection. */
+  CM_CHECK_EQ(st.conns_half_open, 20 - st.drop_source_limit);
+  CM_CHECK_EQ(st.conns_accepted, 20 - st.drop_source_limit);
   limited = st.drop_source_limit;
   /* Another address has its own budget. */
-  cm_tn_forged_initial(&seed, pkt);
-  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
-  g.want = 21;
-  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  t_send_stalled(&loop, &a, fd2, &seed, 1);
   CM_CHECK_EQ(t_stats(&a).drop_source_limit, limited);
   /* A real peer connects and is heard. */
   CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
@@ -1490,15 +1551,16 @@ CM_TEST(net_retry_then_connect) {
   t_finish(&loop, all, 2);
 }
 
-/* Send one forged Initial carrying `token` under DCID dcid from fd, and
- * wait until n has read it. */
+/* Send one protected Initial (a partial ClientHello) carrying `token`
+ * under DCID dcid from fd, and wait until n has read it. */
 static void t_send_token(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
                          const ngtcp2_cid *dcid, const uint8_t *token,
                          size_t tokenlen) {
-  uint8_t pkt[CM_TN_INITIAL_LEN];
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN];
   t_garbage_t g = {n, t_stats(n).packets_in + 1};
-  cm_tn_forged_initial_token(seed, pkt, dcid->data, dcid->datalen, token,
-                             tokenlen);
+  cm_tn_partial_hello(seed, hs);
+  cm_tn_sealed_initial(seed, pkt, dcid->data, dcid->datalen, token, tokenlen,
+                       hs, sizeof(hs));
   t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
   CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
 }
@@ -1506,8 +1568,7 @@ static void t_send_token(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
 /* Tokens are bound to the address and port the Retry went to and to the
  * connection it answered, and expire: a forged token, one replayed from
  * another address or port, and an expired one are counted drops; the
- * right one from the right address passes (and its random payload is
- * then garbage). */
+ * right one from the right address passes and its handshake begins. */
 CM_TEST(net_retry_tokens_checked) {
   uv_loop_t loop;
   cm_net_config_t cfg;
@@ -1562,9 +1623,10 @@ CM_TEST(net_retry_tokens_checked) {
   t_send_token(&loop, &a, fd1, &seed, &scid, token, (size_t)tlen);
   st = t_stats(&a);
   CM_CHECK_EQ(st.drop_bad_token, 5);
-  CM_CHECK_EQ(st.drop_garbage, 1);
+  CM_CHECK_EQ(st.drop_garbage, 0);
   CM_CHECK_EQ(st.retries_sent, 0);
-  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.conns_half_open, 1);
   close(fd1);
   close(fd2);
   close(fd3);
