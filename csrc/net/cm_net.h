@@ -108,13 +108,15 @@ typedef struct cm_net_callbacks {
 
 typedef struct cm_net_stats {
   uint64_t handshakes_ok;           /* connections that reached confirmed */
-  uint64_t handshakes_failed;       /* connections closed before that */
+  uint64_t handshakes_failed;       /* connections closed before that, and
+                                       inbound ones TLS refused at their
+                                       first packet (never accepted) */
   uint64_t auth_refused;            /* failures due to TLS authentication */
   uint64_t conns_open;              /* currently open (not closing) */
   uint64_t conns_idle;              /* open, established, nothing in flight */
   uint64_t conns_opened;            /* total: as client plus as server */
   uint64_t conns_accepted;          /* total opened as server (first packet
-                                       decrypted) */
+                                       processed without error) */
   uint64_t conns_evicted;           /* closed to make room in the pool */
   uint64_t conns_timed_out;         /* closed by idle or handshake timeout */
   uint64_t bytes_in, bytes_out;     /* UDP payload bytes */

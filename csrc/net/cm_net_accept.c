@@ -18,8 +18,10 @@
  *   5. room the pool could make once the peer is authenticated, for it
  *      and every half-open connection before it: free places and idle
  *      connections (else drop_pool_full, before any state);
- *   6. a first packet that decrypts (else drop_garbage, and the connection
- *      is freed at once: it was never accepted).
+ *   6. a first packet that ngtcp2 and TLS process without error, else the
+ *      connection is freed at once, never accepted: a failed handshake
+ *      (the client is sent TLS's alert) or drop_garbage; only then is a
+ *      victim displaced (step 4).
  * An unauthenticated connection takes no place in the pool, so it can
  * never cost an authenticated one its place: it joins the pool once TLS
  * has authenticated the peer (cm_net__accept_verified).
@@ -291,12 +293,11 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     return;
   }
   rv = cm_net__conn_read_pkt(c, data, len);
-  /* ngtcp2 drops a server connection whose first Initial it could not
-   * decrypt (or whose handshake data does not start at its beginning):
-   * random bytes under a valid header are garbage, not an accept. */
-  if (rv == NGTCP2_ERR_DROP_CONN || rv == NGTCP2_ERR_RETRY) {
-    cm_net__conn_free(c);
-    net->st.drop_garbage++;
+  /* Only a first packet processed without error makes a connection: one
+   * whose handshake data TLS refuses, or that ngtcp2 drops, must not have
+   * cost another handshake its half-open place. */
+  if (rv != 0) {
+    cm_net__conn_refuse_first(c, rv);
     return;
   }
   accept_make_half_open_room(net);
@@ -307,5 +308,5 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   }
   net->st.conns_accepted++;
   cm_net__pool_add(c, 0);
-  cm_net__conn_read_done(c, rv);
+  cm_net__mark_dirty(c);
 }

@@ -393,10 +393,14 @@ int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
                             const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
                             cm_net_conn_t **out);
 void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len);
-/* Reading in two halves, for the first packet of a server connection: the
- * ngtcp2 result, then what follows from it once the caller admitted it. */
+/* The first packet of a server connection: only the ngtcp2 result, so
+ * admission can refuse the connection before it counts (nothing else is
+ * done; on 0 the caller marks it dirty). */
 int cm_net__conn_read_pkt(cm_net_conn_t *c, const uint8_t *data, size_t len);
-void cm_net__conn_read_done(cm_net_conn_t *c, int rv);
+/* A server connection whose first packet failed (rv): never admitted, it
+ * is freed now. Refused by TLS, it is a failed handshake and the client is
+ * sent the alert; refused by ngtcp2, it was garbage. */
+void cm_net__conn_refuse_first(cm_net_conn_t *c, int rv);
 void cm_net__conn_write(cm_net_conn_t *c);
 void cm_net__conn_handle_expiry(cm_net_conn_t *c, uint64_t now);
 /* Decide to close: detaches the conn from routing, fails its requests. */

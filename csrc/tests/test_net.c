@@ -1363,6 +1363,56 @@ CM_TEST(net_half_open_capped_and_shared) {
   t_finish(&loop, all, 2);
 }
 
+/* An Initial that decrypts but whose handshake data TLS refuses is not a
+ * connection: with the half-open table full it displaces nobody, and it
+ * is counted as a failed handshake, never as accepted. */
+CM_TEST(net_half_open_displaced_only_by_a_good_first_packet) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN], dcid[8];
+  uint64_t seed = 31;
+  t_garbage_t g;
+  cm_net_stats_t st;
+  int fd1, fd2;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_half_open = 2;
+  cfg.retry_threshold = 2; /* no Retry: the table alone */
+  cfg.accept_rate_per_source = 0;
+  t_start(&a, &loop, &cfg);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_stalled(&loop, &a, fd1, &seed, 2);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  /* Another source, which a good handshake would let displace one. */
+  cm_tn_random_bytes(&seed, dcid, sizeof(dcid));
+  cm_tn_bad_hello(hs);
+  cm_tn_sealed_initial(&seed, pkt, dcid, sizeof(dcid), NULL, 0, hs, sizeof(hs));
+  g.n = &a;
+  g.want = st.packets_in + 1;
+  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK_EQ(st.handshakes_failed, 1);
+  CM_CHECK_EQ(st.drop_garbage, 0);
+  /* A good one from there does displace. */
+  t_send_stalled(&loop, &a, fd2, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.conns_accepted, 3);
+  close(fd1);
+  close(fd2);
+  t_finish(&loop, all, 1);
+}
+
 /* A pool full of idle authenticated connections meets a flood of
  * handshakes: none of them may cost an authenticated connection its
  * place, because unauthenticated ones take no place in the pool. */
