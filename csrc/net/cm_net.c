@@ -485,7 +485,7 @@ static void net_free(cm_net_t *net) {
   cm_net_map_free(&net->peers);
   cm_net_map_free(&net->tokens);
   cm_net_map_free(&net->key_hints);
-  cm_net_map_free(&net->half_ips);
+  cm_net_map_free(&net->half_srcs);
   net_free_delayed(net);
   free(net->keys);
   free(net->blocked);
@@ -589,12 +589,15 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
       cm_net_map_init(&net->peers, seed[1]) != 0 ||
       cm_net_map_init(&net->tokens, seed[2]) != 0 ||
       cm_net_map_init(&net->key_hints, seed[2] ^ seed[0]) != 0 ||
-      cm_net_map_init(&net->half_ips, seed[3] ^ seed[1]) != 0) {
+      cm_net_map_init(&net->half_srcs, seed[3] ^ seed[1]) != 0) {
     net_free(net);
     return CM_ENOMEM;
   }
   cm_rand_seed(&net->frand, seed[0]);
-  cm_net__srclimit_init(&net->srclimit, seed[3], cfg->accept_rate_per_source);
+  cm_net__srclimit_init(&net->srclimit, seed[3], cfg->accept_rate_per_source,
+                        0);
+  cm_net__srclimit_init(&net->peerlimit, seed[3] ^ seed[2],
+                        cfg->accept_rate_per_source, 1);
   rv = cm_net__accept_init(net);
   if (rv != 0) {
     net_free(net);

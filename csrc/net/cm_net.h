@@ -67,9 +67,10 @@ typedef struct cm_net_config {
   uint32_t accept_rate_per_source; /* the same from one IP address (IPv6:
                                       its /64), also the burst; 0: none */
   /* Inbound connections not yet authenticated, held apart from the pool:
-   * 0 < max_half_open < max_connections. When all are taken a newcomer
-   * displaces the oldest of the source holding the most, unless its own
-   * source holds as many. */
+   * 0 < max_half_open < max_connections. When all are taken a known peer
+   * (is_known_peer) displaces the oldest stranger's; a stranger displaces
+   * the oldest of the stranger holding the most, unless its own source
+   * holds as many, and never a known peer's. */
   uint32_t max_half_open;
   /* From this many half-open connections on, an Initial without a token
    * is answered with a stateless Retry (0: always; max_half_open or more:
@@ -99,10 +100,15 @@ typedef struct cm_net_callbacks {
    * to it, which cm_net_connect does. Rate-limited; the address is
    * unauthenticated, so connect only if it is a known peer's. */
   void (*on_stale_peer)(void *ud, const cm_addr_t *from);
-  /* Optional; with on_stale_peer. 1 if `from` is the address of a known
-   * peer, else 0. Asked before a stale-peer report spends the endpoint's
-   * report budget, so traffic from strangers cannot use it up. Must be
-   * cheap (it runs for every unroutable packet): a hash look-up. */
+  /* Optional. 1 if `from` (address and port) is the address of a known
+   * peer (a member), else 0. Asked before a stale-peer report spends the
+   * endpoint's report budget, and at admission of a new inbound handshake
+   * once its Initial has passed the stateless and token checks: a known
+   * peer's handshake has a rate of its own, is not charged to the rate
+   * strangers share, and takes precedence over strangers' for a half-open
+   * place, so strangers cannot lock members out. NULL: every sender is a
+   * stranger. Must be cheap (it runs for every unroutable packet): a hash
+   * look-up. */
   int (*is_known_peer)(void *ud, const cm_addr_t *from);
 } cm_net_callbacks_t;
 
@@ -133,7 +139,8 @@ typedef struct cm_net_stats {
   uint64_t drop_auth;             /* payload from an unauthenticated peer */
   uint64_t drop_rate_limit;       /* handshakes over their rate */
   uint64_t drop_source_limit;     /* of those: handshakes over the per-source
-                                     rate (also counted in drop_rate_limit) */
+                                     rate, a stranger's IP's or a known
+                                     peer's own (also in drop_rate_limit) */
   uint64_t drop_pool_full;        /* inbound connection with no room in
                                      the pool: Initial dropped, or closed
                                      once authenticated */
@@ -142,10 +149,11 @@ typedef struct cm_net_stats {
   uint64_t send_errors;           /* the socket refused a packet */
   uint64_t conns_half_open;       /* inbound, not yet authenticated, open now */
   uint64_t drop_half_open;        /* inbound handshakes refused: half-open
-                                     connections at max_half_open and the
-                                     source holding as many as any other */
+                                     connections at max_half_open and none
+                                     the newcomer may displace */
   uint64_t half_open_displaced;   /* half-open connections closed to admit
-                                     one from a source holding fewer */
+                                     a known peer's, or one from a source
+                                     holding fewer */
   uint64_t retries_sent;          /* stateless Retry packets */
   uint64_t drop_retry_rate_limit; /* Initials a Retry was due for, over
                                      the Retry rate: dropped */

@@ -69,9 +69,12 @@ uint64_t cm_net__hash(uint64_t seed, const void *key, size_t len);
 
 /* ---- per-source rate limit ----------------------------------------------
  * A token bucket per source for new inbound connections, so one source
- * cannot take the endpoint's whole accept rate. A source is an IP address,
- * not address and port: one host has tens of thousands of ports, and an
- * IPv6 host usually a whole /64, so that is what counts as one source.
+ * cannot take the endpoint's whole accept rate. For strangers a source is
+ * an IP address, not address and port: one host has tens of thousands of
+ * ports, and an IPv6 host usually a whole /64, so that is what counts as
+ * one source. For known peers (members) it is the address and port, the
+ * member's identity: members of a test or demo cluster share one IP, and
+ * a stranger on a member's IP must not use up the member's budget.
  * The table is fixed-size, so a spray of addresses costs no memory: each
  * address has two candidate slots (seeded hash); a newcomer takes a free
  * slot or one whose bucket has refilled (its source has been quiet for a
@@ -80,7 +83,7 @@ uint64_t cm_net__hash(uint64_t seed, const void *key, size_t len);
 #define CM_NET_SRC_SLOTS 1024
 
 typedef struct cm_net_src_slot {
-  uint8_t key[CM_NET_IP_KEY_LEN];
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
   uint8_t used;
   double tokens;
   uint64_t ts; /* ngtcp2 timestamp of the last refill */
@@ -88,7 +91,8 @@ typedef struct cm_net_src_slot {
 
 typedef struct cm_net_srclimit {
   uint64_t seed;
-  double rate; /* tokens per second, and the burst; 0: no limit */
+  double rate;     /* tokens per second, and the burst; 0: no limit */
+  int per_address; /* sources are addresses and ports, not IPs */
   cm_net_src_slot_t slots[CM_NET_SRC_SLOTS];
 } cm_net_srclimit_t;
 
@@ -96,7 +100,8 @@ typedef struct cm_net_srclimit {
  * token was taken at `now` (ngtcp2 timestamp), 0 if none was left. */
 int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
                         uint64_t now);
-void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate);
+void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate,
+                           int per_address);
 /* 1 if `from` may open one more connection at `now` (a token is taken),
  * 0 if it is over its rate. */
 int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
@@ -169,6 +174,7 @@ struct cm_net_conn {
   int verified;     /* TLS authenticated the peer: payload may be delivered */
   int in_pool;      /* counted in nconns: ours, or inbound and verified */
   int half_open;    /* inbound, not verified: in the half-open list */
+  int known_peer;   /* inbound: is_known_peer said its source is a member's */
   int current;      /* the peer map points here */
   int retiring;     /* a duplicate of another connection to the same peer */
   int writing;      /* inside conn_write: callbacks need not mark it dirty */
@@ -231,7 +237,10 @@ struct cm_net {
   uint32_t nconns;                      /* in the pool, not closing */
   cm_net_conn_t *half_head, *half_tail; /* half-open, oldest first */
   uint32_t nhalf_open;
-  cm_net_map_t half_ips; /* source (cm_net__ip_key) -> its half-open count */
+  /* Source -> its half-open count: a stranger's IP (cm_net__ip_key), a
+   * known peer's address (cm_net__addr_key); the key lengths differ, so
+   * the two never meet. */
+  cm_net_map_t half_srcs;
 
   /* token buckets (ngtcp2 timestamps) */
   double accept_tokens;
@@ -242,8 +251,9 @@ struct cm_net {
   uint64_t stale_ts;
   double retry_tokens;
   uint64_t retry_ts;
-  uint8_t token_secret[32];   /* Retry tokens: derived from static_secret */
-  cm_net_srclimit_t srclimit; /* accepts per source address */
+  uint8_t token_secret[32];    /* Retry tokens: derived from static_secret */
+  cm_net_srclimit_t srclimit;  /* strangers' accepts per IP address */
+  cm_net_srclimit_t peerlimit; /* known peers' accepts per address */
 
   /* fault injection */
   cm_net_fault_t fault;

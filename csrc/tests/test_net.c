@@ -34,6 +34,9 @@ typedef struct tnode {
   size_t last_resp_len;
   int closed;
   int nstale; /* on_stale_peer reports */
+  /* With t_cb_known: the addresses its is_known_peer calls members'. */
+  const cm_addr_t *known;
+  size_t nknown;
 } tnode_t;
 
 /* Reply bytes derive from the request so content is checked end to end. */
@@ -1411,6 +1414,162 @@ CM_TEST(net_half_open_displaced_only_by_a_good_first_packet) {
   close(fd1);
   close(fd2);
   t_finish(&loop, all, 1);
+}
+
+/* ---- known peers first -----------------------------------------------------
+ */
+
+static int t_is_listed(void *ud, const cm_addr_t *from) {
+  const tnode_t *n = ud;
+  size_t i;
+  for (i = 0; i < n->nknown; i++)
+    if (cm_addr_eq(&n->known[i], from))
+      return 1;
+  return 0;
+}
+
+static const cm_net_callbacks_t t_cb_known = {.on_datagram = t_on_datagram,
+                                              .on_stream_request = t_on_request,
+                                              .on_stream_response =
+                                                  t_on_response,
+                                              .is_known_peer = t_is_listed};
+
+/* A half-open table of `places` without Retry, whose stalled handshakes outlast
+ * every wait of the test: a place only frees up by displacement. */
+static void t_cfg_small_table(cm_net_config_t *cfg, uint32_t places) {
+  t_cfg(cfg);
+  cfg->max_half_open = places;
+  cfg->retry_threshold = places; /* no Retry: the table alone */
+  cfg->accept_rate_per_source = 0;
+  cfg->handshake_timeout = CM_SEC(60);
+}
+
+/* More sources than places, each holding one stalled handshake: no
+ * stranger can displace another (each would then hold as many), but a
+ * member can, so members still connect while the table is held. */
+CM_TEST(net_known_peer_gets_through_a_table_held_by_many) {
+  enum { PLACES = 8, SOURCES = 9 };
+  uv_loop_t loop;
+  cm_net_config_t cfg, peer;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 51;
+  cm_net_stats_t st;
+  int fd[SOURCES], i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, PLACES);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  t_cfg(&peer);
+  t_start(&b, &loop, &peer);
+  a.known = &b.addr;
+  a.nknown = 1;
+  for (i = 0; i < SOURCES; i++) {
+    char ip[16];
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 20 + i);
+    fd[i] = cm_tn_udp_socket_at(ip);
+    t_send_stalled(&loop, &a, fd[i], &seed, 1);
+  }
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.drop_half_open, SOURCES - PLACES);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+  CM_CHECK_EQ(t_stats(&a).half_open_displaced, 1);
+  for (i = 0; i < SOURCES; i++)
+    close(fd[i]);
+  t_finish(&loop, all, 2);
+}
+
+/* A table held by known peers' handshakes: a stranger displaces none of
+ * them, however few it holds; a known peer does, by fair share among
+ * them, and a known peer's source is its address and port. */
+CM_TEST(net_known_peer_never_displaced_by_a_stranger) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  cm_addr_t members[2];
+  uint64_t seed = 52;
+  cm_net_stats_t st;
+  int k1, k2, s1;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, 2);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  k1 = cm_tn_udp_socket_at("127.0.0.1");
+  k2 = cm_tn_udp_socket_at("127.0.0.1");
+  s1 = cm_tn_udp_socket_at("127.0.0.30");
+  members[0] = cm_tn_socket_addr(k1);
+  members[1] = cm_tn_socket_addr(k2);
+  a.known = members;
+  a.nknown = 2;
+  t_send_stalled(&loop, &a, k1, &seed, 2);
+  CM_CHECK_EQ(t_stats(&a).conns_half_open, 2);
+  /* A stranger holding nothing is refused. */
+  t_send_stalled(&loop, &a, s1, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_EQ(st.drop_half_open, 1);
+  /* Another member on the same IP takes the place of the first's oldest. */
+  t_send_stalled(&loop, &a, k2, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  /* Now both hold one: neither may displace the other. */
+  t_send_stalled(&loop, &a, k1, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.drop_half_open, 2);
+  close(k1);
+  close(k2);
+  close(s1);
+  t_finish(&loop, all, 1);
+}
+
+/* Strangers use up the per-IP budget of a member's IP and the endpoint's
+ * budget they share: the member connects at its first attempt all the
+ * same, on budgets of its own. */
+CM_TEST(net_known_peer_rates_apart_from_strangers) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, peer;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 53;
+  cm_net_stats_t st;
+  int s1, s2, s3;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 2;
+  cfg.accept_rate_per_source = 1;
+  cfg.retry_threshold = cfg.max_half_open; /* no Retry: the rates alone */
+  cfg.handshake_timeout = CM_SEC(60);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  t_cfg(&peer);
+  t_start(&b, &loop, &peer);
+  a.known = &b.addr;
+  a.nknown = 1;
+  s1 = cm_tn_udp_socket_at("127.0.0.1"); /* the member's IP */
+  s2 = cm_tn_udp_socket_at("127.0.0.2");
+  s3 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_stalled(&loop, &a, s1, &seed, 2); /* 127.0.0.1's one, then none */
+  t_send_stalled(&loop, &a, s2, &seed, 1); /* the endpoint's second */
+  t_send_stalled(&loop, &a, s3, &seed, 1); /* none left */
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK(st.drop_source_limit >= 1);
+  CM_CHECK(st.drop_rate_limit >= 2);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).drop_source_limit, st.drop_source_limit);
+  CM_CHECK_EQ(t_stats(&a).drop_rate_limit, st.drop_rate_limit);
+  close(s1);
+  close(s2);
+  close(s3);
+  t_finish(&loop, all, 2);
 }
 
 /* A pool full of idle authenticated connections meets a flood of
