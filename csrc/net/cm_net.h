@@ -42,6 +42,11 @@ typedef struct cm_net_key {
   uint8_t key[CM_KEY_LEN];
 } cm_net_key_t;
 
+/* retry_threshold: derive it from max_half_open (the default). */
+#define CM_NET_RETRY_DERIVED UINT32_MAX
+/* retry_threshold: never send a Retry, whatever max_half_open is. */
+#define CM_NET_RETRY_NEVER (UINT32_MAX - 1)
+
 typedef struct cm_net_config {
   cm_auth_mode_t auth;
   /* CM_AUTH_KEY: accept a peer using any key of the ring, connect with
@@ -67,14 +72,19 @@ typedef struct cm_net_config {
   uint32_t accept_rate_per_source; /* the same from one IP address (IPv6:
                                       its /64), also the burst; 0: none */
   /* Inbound connections not yet authenticated, held apart from the pool:
-   * 0 < max_half_open < max_connections. When all are taken a known peer
+   * at most max_connections (admission needs room in the pool for every
+   * one of them anyway); 0 (the default): derived from the pool,
+   * min(128, max_connections / 4), at least 1. When all are taken a known
+   * peer
    * (is_known_peer) displaces the oldest stranger's; a stranger displaces
    * the oldest of the stranger holding the most, unless its own source
    * holds as many, and never a known peer's. */
   uint32_t max_half_open;
   /* From this many half-open connections on, an Initial without a token
-   * is answered with a stateless Retry (0: always; max_half_open or more:
-   * never, a full table refuses instead). */
+   * is answered with a stateless Retry (0: always; max_half_open or more,
+   * e.g. CM_NET_RETRY_NEVER: never, a full table refuses instead).
+   * CM_NET_RETRY_DERIVED (the default): a quarter of max_half_open, at
+   * least 1. */
   uint32_t retry_threshold;
   uint8_t static_secret[32]; /* stateless reset and Retry tokens derive
                                 from it */
@@ -183,16 +193,22 @@ typedef struct cm_net cm_net_t;
 /* Defaults: cluster-key mode, no keys (caller supplies them), 512
  * connections, 60 s idle timeout, 5 s handshake, 10 s request timeout,
  * 16 MiB stream messages, 256 queued datagrams, 1000 accepts/s, of which
- * 200/s from any one IP address, 128 half-open connections, Retry from 32
- * half-open on. */
+ * 200/s from any one IP address, and max_half_open and retry_threshold
+ * derived from the pool (128 and 32 for 512 connections). */
 void cm_net_config_default(cm_net_config_t *cfg);
+
+/* Replace the derived settings still at their defaults (max_half_open 0,
+ * retry_threshold CM_NET_RETRY_DERIVED) with the values cm_net_new uses
+ * for cfg's pool; explicit values are left as they are. */
+void cm_net_config_derive(cm_net_config_t *cfg);
 
 /* Bind a UDP socket to `bind` (port 0 picks an ephemeral port) and start
  * serving on `loop`. Returns 0, CM_EINVAL (NULL argument), CM_EADDR,
  * CM_ECONFIG (no keys, primary out of range, missing mTLS file names,
- * zero bounds), CM_ETLS (credentials or files unusable), CM_EADDRINUSE
- * (another socket holds the address), CM_EIO (socket or timer could not be
- * set up, or binding was refused, e.g. a privileged port), CM_ENOMEM. */
+ * zero bounds, max_half_open above max_connections), CM_ETLS (credentials or
+ * files unusable), CM_EADDRINUSE (another socket holds the address), CM_EIO
+ * (socket or timer could not be set up, or binding was refused, e.g. a
+ * privileged port), CM_ENOMEM. */
 int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                const cm_net_config_t *cfg, const cm_net_callbacks_t *cb,
                void *ud);

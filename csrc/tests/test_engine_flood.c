@@ -191,6 +191,7 @@ CM_TEST(engine_flood_from_one_address_starves_no_probe) {
   CM_CHECK_EQ(after.net.conns_evicted, before.net.conns_evicted);
   /* Memory: the flood never held more connections than max_half_open,
    * plus the cluster's own. */
+  cm_net_config_derive(&net);
   CM_CHECK(max_open <= net.max_half_open + 2 * F_NODES);
   /* Probes were never starved. */
   f_check_quiet(n);

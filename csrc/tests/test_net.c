@@ -185,8 +185,8 @@ static void t_walk_cb(uv_handle_t *h, void *arg) {
 }
 
 /* Close every node, wait for all done callbacks, and check the loop holds
- * no handle of ours any more. */
-static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
+ * no handle of ours any more; the loop stays usable. */
+static void t_finish_keep_loop(uv_loop_t *loop, tnode_t **nodes, size_t n) {
   t_all_t a = {nodes, n};
   size_t i;
   int handles = 0;
@@ -196,6 +196,11 @@ static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
   uv_run(loop, UV_RUN_NOWAIT);
   uv_walk(loop, t_walk_cb, &handles);
   CM_CHECK_EQ(handles, 0);
+}
+
+/* The same, and close the loop. */
+static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
+  t_finish_keep_loop(loop, nodes, n);
   CM_CHECK_OK(uv_loop_close(loop));
 }
 
@@ -795,6 +800,51 @@ CM_TEST(net_mtls) {
   t_pki_free(&pki);
 }
 
+/* Left at their defaults, max_half_open and retry_threshold follow the
+ * pool, so every pool of at least one connection starts; explicit values
+ * are kept as given. */
+CM_TEST(net_config_derived_from_the_pool) {
+  static const uint32_t pools[] = {1,   2,   3,   4,   7,   8,   64,
+                                   127, 128, 129, 511, 512, 513, 100000};
+  /* What each pool above derives: max_half_open, retry_threshold. */
+  static const uint32_t want[][2] = {
+      {1, 1},  {1, 1},  {1, 1},  {1, 1},    {1, 1},    {2, 1},    {16, 4},
+      {31, 7}, {32, 8}, {32, 8}, {127, 31}, {128, 32}, {128, 32}, {128, 32}};
+  uv_loop_t loop;
+  cm_net_config_t cfg, d;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  size_t i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  for (i = 0; i < sizeof(pools) / sizeof(pools[0]); i++) {
+    t_cfg(&cfg);
+    cfg.max_connections = pools[i];
+    d = cfg;
+    cm_net_config_derive(&d);
+    CM_CHECK_EQ(d.max_half_open, want[i][0]);
+    CM_CHECK_EQ(d.retry_threshold, want[i][1]);
+    t_start(&a, &loop, &cfg);
+    t_finish_keep_loop(&loop, all, 1);
+  }
+  /* Explicit values stay: 0 is still "a Retry for every handshake". */
+  t_cfg(&cfg);
+  cfg.max_connections = 8;
+  cfg.retry_threshold = 0;
+  d = cfg;
+  cm_net_config_derive(&d);
+  CM_CHECK_EQ(d.max_half_open, 2);
+  CM_CHECK_EQ(d.retry_threshold, 0);
+  cfg.max_half_open = 8; /* as large as the pool */
+  cfg.retry_threshold = CM_NET_RETRY_DERIVED;
+  d = cfg;
+  cm_net_config_derive(&d);
+  CM_CHECK_EQ(d.max_half_open, 8);
+  CM_CHECK_EQ(d.retry_threshold, 2);
+  t_start(&a, &loop, &cfg);
+  t_finish(&loop, all, 1);
+}
+
 CM_TEST(net_auth_none_and_bad_config) {
   uv_loop_t loop;
   cm_net_config_t cfg;
@@ -808,11 +858,9 @@ CM_TEST(net_auth_none_and_bad_config) {
   any.port = 0;
   cm_net_config_default(&cfg);
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
-  /* Half-open connections: at least one, fewer than the pool. */
+  /* Half-open connections: no more than the pool. */
   t_cfg(&cfg);
-  cfg.max_half_open = 0;
-  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
-  cfg.max_half_open = cfg.max_connections;
+  cfg.max_half_open = cfg.max_connections + 1;
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
   /* Stream messages up to 1 GiB: windows derive from the bound. */
   t_cfg(&cfg);
@@ -1011,7 +1059,7 @@ CM_TEST(net_accepts_per_source_limited) {
   CM_CHECK_OK(uv_loop_init(&loop));
   t_cfg(&cfg);
   cfg.accept_rate_per_source = 5;
-  cfg.retry_threshold = 128; /* no Retry: the rate alone */
+  cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rate alone */
   t_start(&a, &loop, &cfg);
   t_start(&b, &loop, &cfg);
   fd1 = cm_tn_udp_socket_at("127.0.0.2");
@@ -1545,7 +1593,7 @@ CM_TEST(net_known_peer_rates_apart_from_strangers) {
   t_cfg(&cfg);
   cfg.accept_rate = 2;
   cfg.accept_rate_per_source = 1;
-  cfg.retry_threshold = cfg.max_half_open; /* no Retry: the rates alone */
+  cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rates alone */
   cfg.handshake_timeout = CM_SEC(60);
   t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
   t_cfg(&peer);
