@@ -133,7 +133,9 @@ void cm_tn_sealed_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
   cm_tn_random_bytes(s, d + o, 8);
   o += 8;
   d[o++] = (uint8_t)tokenlen; /* 1-byte varint */
-  memcpy(d + o, token, tokenlen);
+  /* Without a token, token may be NULL, which memcpy must never see. */
+  if (tokenlen > 0)
+    memcpy(d + o, token, tokenlen);
   o += tokenlen;
   rest = CM_TN_INITIAL_LEN - o - 2; /* after a 2-byte Length */
   d[o++] = (uint8_t)(0x40 | (rest >> 8));
