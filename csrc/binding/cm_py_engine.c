@@ -231,9 +231,12 @@ static PyObject *py_validate_config(PyObject *module, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
+/* The transport's defaults, with the settings derived from the pool as
+ * the default pool derives them. */
 static PyObject *py_net_defaults(PyObject *module, PyObject *unused) {
   cm_net_config_t n;
   cm_net_config_default(&n);
+  cm_net_config_derive(&n);
   return Py_BuildValue("{sksNsNsNsnsksksksksk}", "max_connections",
                        (unsigned long)n.max_connections, "idle_timeout",
                        time_to_seconds(n.idle_timeout), "handshake_timeout",

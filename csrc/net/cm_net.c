@@ -55,14 +55,18 @@
  * address gets no more half-open connections for it: max_half_open and
  * its per-source share hold those. */
 #define NET_DEF_ACCEPT_RATE_PER_SOURCE 200
-/* Above the 100 agents of a loopback cluster joining one seed at once, so
- * a real join never meets a full table; a quarter of the pool, so
- * accept_rate x handshake_timeout (5,000) can no longer fill memory. */
-#define NET_DEF_MAX_HALF_OPEN 128
-/* A quarter of max_half_open: an endpoint with a few handshakes in flight
- * pays no extra round trip; past that, a flood from spoofed addresses
- * costs it no state at all. */
-#define NET_DEF_RETRY_THRESHOLD (NET_DEF_MAX_HALF_OPEN / 4)
+/* max_half_open, derived: a quarter of the pool, so handshakes in flight
+ * never claim more of it than that once authenticated, and at most 128:
+ * above the 100 agents of a loopback cluster joining one seed at once, so
+ * a real join never meets a full table, while accept_rate x
+ * handshake_timeout (5,000) can no longer fill memory. At least 1, so
+ * every pool can accept. */
+#define NET_HALF_OPEN_MAX_DERIVED 128
+#define NET_HALF_OPEN_POOL_SHARE 4
+/* retry_threshold, derived: a quarter of max_half_open, at least 1. An
+ * endpoint with a few handshakes in flight pays no extra round trip; past
+ * that, a flood from spoofed addresses costs it no state at all. */
+#define NET_RETRY_HALF_OPEN_SHARE 4
 
 uint64_t cm_net__now(void) {
   struct timespec ts;
@@ -446,17 +450,33 @@ void cm_net_config_default(cm_net_config_t *cfg) {
   cfg->max_queued_datagrams = NET_DEF_MAX_QUEUED;
   cfg->accept_rate = NET_DEF_ACCEPT_RATE;
   cfg->accept_rate_per_source = NET_DEF_ACCEPT_RATE_PER_SOURCE;
-  cfg->max_half_open = NET_DEF_MAX_HALF_OPEN;
-  cfg->retry_threshold = NET_DEF_RETRY_THRESHOLD;
+  /* Derived from the pool when the endpoint starts, so setting only
+   * max_connections keeps them consistent with it. */
+  cfg->max_half_open = 0;
+  cfg->retry_threshold = CM_NET_RETRY_DERIVED;
 }
 
+void cm_net_config_derive(cm_net_config_t *cfg) {
+  if (cfg->max_half_open == 0) {
+    uint32_t n = cfg->max_connections / NET_HALF_OPEN_POOL_SHARE;
+    if (n > NET_HALF_OPEN_MAX_DERIVED)
+      n = NET_HALF_OPEN_MAX_DERIVED;
+    cfg->max_half_open = n > 0 ? n : 1;
+  }
+  if (cfg->retry_threshold == CM_NET_RETRY_DERIVED) {
+    uint32_t n = cfg->max_half_open / NET_RETRY_HALF_OPEN_SHARE;
+    cfg->retry_threshold = n > 0 ? n : 1;
+  }
+}
+
+/* Checks a configuration whose derived settings were filled in. */
 static int net_config_check(const cm_net_config_t *cfg) {
   if (cfg->max_connections == 0 || cfg->idle_timeout == 0 ||
       cfg->handshake_timeout == 0 || cfg->request_timeout == 0 ||
       cfg->max_stream_message == 0 ||
       cfg->max_stream_message > NET_MAX_STREAM_MESSAGE ||
-      cfg->max_queued_datagrams == 0 || cfg->max_half_open == 0 ||
-      cfg->max_half_open >= cfg->max_connections)
+      cfg->max_queued_datagrams == 0 ||
+      cfg->max_half_open > cfg->max_connections)
     return CM_ECONFIG;
   switch (cfg->auth) {
   case CM_AUTH_KEY:
@@ -485,7 +505,7 @@ static void net_free(cm_net_t *net) {
   cm_net_map_free(&net->peers);
   cm_net_map_free(&net->tokens);
   cm_net_map_free(&net->key_hints);
-  cm_net_map_free(&net->half_ips);
+  cm_net_map_free(&net->half_srcs);
   net_free_delayed(net);
   free(net->keys);
   free(net->blocked);
@@ -547,6 +567,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                const cm_net_config_t *cfg, const cm_net_callbacks_t *cb,
                void *ud) {
   cm_net_t *net;
+  cm_net_config_t c;
   uint64_t seed[4];
   int rv;
 
@@ -554,7 +575,9 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
     return CM_EINVAL;
   if (bind->family != 4 && bind->family != 6)
     return CM_EADDR;
-  rv = net_config_check(cfg);
+  c = *cfg;
+  cm_net_config_derive(&c);
+  rv = net_config_check(&c);
   if (rv != 0)
     return rv;
   net = calloc(1, sizeof(*net));
@@ -562,7 +585,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
     return CM_ENOMEM;
   net->timer_fd = -1;
   net->loop = loop;
-  net->cfg = *cfg;
+  net->cfg = c;
   net->cb = *cb;
   net->ud = ud;
   net->timer_armed = UINT64_MAX;
@@ -589,12 +612,15 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
       cm_net_map_init(&net->peers, seed[1]) != 0 ||
       cm_net_map_init(&net->tokens, seed[2]) != 0 ||
       cm_net_map_init(&net->key_hints, seed[2] ^ seed[0]) != 0 ||
-      cm_net_map_init(&net->half_ips, seed[3] ^ seed[1]) != 0) {
+      cm_net_map_init(&net->half_srcs, seed[3] ^ seed[1]) != 0) {
     net_free(net);
     return CM_ENOMEM;
   }
   cm_rand_seed(&net->frand, seed[0]);
-  cm_net__srclimit_init(&net->srclimit, seed[3], cfg->accept_rate_per_source);
+  cm_net__srclimit_init(&net->srclimit, seed[3], cfg->accept_rate_per_source,
+                        0);
+  cm_net__srclimit_init(&net->peerlimit, seed[3] ^ seed[2],
+                        cfg->accept_rate_per_source, 1);
   rv = cm_net__accept_init(net);
   if (rv != 0) {
     net_free(net);

@@ -3,21 +3,30 @@
  * connection ID must pass before the endpoint keeps any state for it, and
  * the half-open table such connections live in until TLS authenticates
  * the peer. In order:
- *   1. a well-formed Initial of at least 1200 bytes (else drop_garbage);
+ *   1. a well-formed QUIC v1 Initial of at least 1200 bytes that the
+ *      Initial keys of its DCID authenticate (cm_net_initial.c), checked
+ *      statelessly before anything is spent on it (else drop_garbage);
  *   2. a token, if it carries one, that we issued in a Retry to this
  *      address for this connection (else drop_bad_token); without one,
  *      once retry_threshold connections are half-open, a stateless Retry
  *      and nothing kept (retries_sent, or drop_retry_rate_limit);
- *   3. the per-source and endpoint-wide rates (drop_source_limit,
+ *   3. whether the sender is a known peer (is_known_peer: a member's
+ *      address and port); a known peer's Initial is held to its own
+ *      per-address rate, a stranger's to its IP's rate and to the
+ *      endpoint-wide rate strangers share (drop_source_limit,
  *      drop_rate_limit);
- *   4. room among the half-open connections: a newcomer displaces the
- *      oldest of the source holding the most, unless its own source holds
- *      as many (drop_half_open);
+ *   4. room among the half-open connections: a known peer displaces the
+ *      oldest stranger's; a stranger displaces the oldest of the stranger
+ *      holding the most, unless its own source holds as many, and never a
+ *      known peer's; when the table holds known peers' only, the same fair
+ *      share applies among them (drop_half_open);
  *   5. room the pool could make once the peer is authenticated, for it
  *      and every half-open connection before it: free places and idle
  *      connections (else drop_pool_full, before any state);
- *   6. a first packet that decrypts (else drop_garbage, and the connection
- *      is freed at once: it was never accepted).
+ *   6. a first packet that ngtcp2 and TLS process without error, else the
+ *      connection is freed at once, never accepted: a failed handshake
+ *      (the client is sent TLS's alert) or drop_garbage; only then is a
+ *      victim displaced (step 4).
  * An unauthenticated connection takes no place in the pool, so it can
  * never cost an authenticated one its place: it joins the pool once TLS
  * has authenticated the peer (cm_net__accept_verified).
@@ -97,21 +106,34 @@ static void accept_send_retry(cm_net_t *net, const struct sockaddr *sa,
 
 /* ---- half-open table ----------------------------------------------------- */
 
-static uintptr_t accept_source_count(cm_net_t *net, const cm_addr_t *a) {
-  uint8_t key[CM_NET_IP_KEY_LEN];
+/* The key a half-open connection is counted under: a known peer's address
+ * and port, a stranger's IP (cm_net_int.h, half_srcs). Its length. */
+static size_t accept_source_key(const cm_addr_t *a, int known,
+                                uint8_t key[CM_NET_ADDR_KEY_LEN]) {
+  if (known) {
+    cm_net__addr_key(a, key);
+    return CM_NET_ADDR_KEY_LEN;
+  }
   cm_net__ip_key(a, key);
-  return (uintptr_t)cm_net_map_get(&net->half_ips, key, sizeof(key));
+  return CM_NET_IP_KEY_LEN;
 }
 
-static int accept_half_open_join(cm_net_conn_t *c) {
+static uintptr_t accept_source_count(cm_net_t *net, const cm_addr_t *a,
+                                     int known) {
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  size_t n = accept_source_key(a, known, key);
+  return (uintptr_t)cm_net_map_get(&net->half_srcs, key, n);
+}
+
+static int accept_half_open_join(cm_net_conn_t *c, int known) {
   cm_net_t *net = c->net;
-  uint8_t key[CM_NET_IP_KEY_LEN];
-  uintptr_t n;
-  cm_net__ip_key(&c->peer, key);
-  n = (uintptr_t)cm_net_map_get(&net->half_ips, key, sizeof(key));
-  if (cm_net_map_put(&net->half_ips, key, sizeof(key), (void *)(n + 1)) != 0)
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  size_t klen = accept_source_key(&c->peer, known, key);
+  uintptr_t n = (uintptr_t)cm_net_map_get(&net->half_srcs, key, klen);
+  if (cm_net_map_put(&net->half_srcs, key, klen, (void *)(n + 1)) != 0)
     return CM_ENOMEM;
   c->half_open = 1;
+  c->known_peer = known;
   c->hnext = NULL;
   c->hprev = net->half_tail;
   if (net->half_tail != NULL)
@@ -125,7 +147,8 @@ static int accept_half_open_join(cm_net_conn_t *c) {
 
 void cm_net__half_open_leave(cm_net_conn_t *c) {
   cm_net_t *net = c->net;
-  uint8_t key[CM_NET_IP_KEY_LEN];
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  size_t klen;
   uintptr_t n;
   if (!c->half_open)
     return;
@@ -140,49 +163,61 @@ void cm_net__half_open_leave(cm_net_conn_t *c) {
     net->half_tail = c->hprev;
   c->hprev = c->hnext = NULL;
   net->nhalf_open--;
-  cm_net__ip_key(&c->peer, key);
-  n = (uintptr_t)cm_net_map_get(&net->half_ips, key, sizeof(key));
+  klen = accept_source_key(&c->peer, c->known_peer, key);
+  n = (uintptr_t)cm_net_map_get(&net->half_srcs, key, klen);
   if (n > 1)
     /* Replacing an existing entry allocates nothing, so cannot fail. */
-    (void)cm_net_map_put(&net->half_ips, key, sizeof(key), (void *)(n - 1));
+    (void)cm_net_map_put(&net->half_srcs, key, klen, (void *)(n - 1));
   else
-    cm_net_map_del(&net->half_ips, key, sizeof(key), NULL);
+    cm_net_map_del(&net->half_srcs, key, klen, NULL);
 }
 
-/* The oldest half-open connection of the source holding the most (the
- * first such source in age order on a tie), and how many it holds. */
-static cm_net_conn_t *accept_victim(cm_net_t *net, uintptr_t *most) {
+/* The half-open connection a newcomer from `from` (known: a known peer's
+ * address) takes the place of when the table is full, or NULL if it may
+ * take none. Strangers' connections make way first: a known peer takes
+ * the oldest of them, and a stranger the oldest of the stranger holding
+ * the most, unless its own source would then hold as many (else two
+ * floods would take turns displacing each other, and one source could
+ * push out everyone else). A known peer's connection never makes way for
+ * a stranger; only when the whole table is known peers' does a known peer
+ * displace one, by the same fair share among them. */
+static cm_net_conn_t *accept_victim(cm_net_t *net, const cm_addr_t *from,
+                                    int known) {
   cm_net_conn_t *c, *victim = NULL;
-  *most = 0;
+  uintptr_t most = 0;
+  if (known)
+    for (c = net->half_head; c != NULL; c = c->hnext)
+      if (!c->known_peer)
+        return c;
   for (c = net->half_head; c != NULL; c = c->hnext) {
-    uintptr_t n = accept_source_count(net, &c->peer);
-    if (n > *most) {
-      *most = n;
+    uintptr_t n;
+    if (c->known_peer != known)
+      continue;
+    n = accept_source_count(net, &c->peer, c->known_peer);
+    if (n > most) {
+      most = n;
       victim = c;
     }
   }
+  if (victim == NULL || accept_source_count(net, from, known) + 1 >= most)
+    return NULL;
   return victim;
 }
 
-/* 1 if a newcomer from `from` may have a half-open place, possibly by
- * displacing another's (done by accept_make_half_open_room). */
-static int accept_half_open_allowed(cm_net_t *net, const cm_addr_t *from) {
-  uintptr_t most;
-  if (net->nhalf_open < net->cfg.max_half_open)
-    return 1;
-  (void)accept_victim(net, &most);
-  /* Displacing must leave the newcomer's source holding fewer than the
-   * victim's held: else two floods would take turns displacing each
-   * other, and one source could push out everyone else. */
-  return accept_source_count(net, from) + 1 < most;
+/* 1 if a newcomer may have a half-open place, possibly by displacing
+ * another's (done by accept_make_half_open_room). */
+static int accept_half_open_allowed(cm_net_t *net, const cm_addr_t *from,
+                                    int known) {
+  return net->nhalf_open < net->cfg.max_half_open ||
+         accept_victim(net, from, known) != NULL;
 }
 
-static void accept_make_half_open_room(cm_net_t *net) {
-  uintptr_t most;
+static void accept_make_half_open_room(cm_net_t *net, const cm_addr_t *from,
+                                       int known) {
   cm_net_conn_t *victim;
   if (net->nhalf_open < net->cfg.max_half_open)
     return;
-  victim = accept_victim(net, &most);
+  victim = accept_victim(net, from, known);
   if (victim == NULL)
     return;
   net->st.half_open_displaced++;
@@ -227,6 +262,7 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_cid odcid;
   const ngtcp2_cid *retried = NULL;
   cm_net_conn_t *c;
+  int known;
   uint64_t now = cm_net__now();
   socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in);
@@ -235,6 +271,14 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   /* Also rejects Initials under 1200 bytes, so truncated ones never cost a
    * connection. */
   if (ngtcp2_accept(&hd, data, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
+    net->st.drop_garbage++;
+    return;
+  }
+  /* Before anything can be spent on it (a token check, a Retry, a rate
+   * token, a half-open place): random bytes under a valid header would
+   * otherwise use up the budgets real clients need. */
+  if (cm_net__initial_check(data, len, net->initial_scratch,
+                            sizeof(net->initial_scratch)) != 0) {
     net->st.drop_garbage++;
     return;
   }
@@ -255,20 +299,28 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     accept_send_retry(net, sa, salen, from, &hd, now);
     return;
   }
+  /* Asked only now: the address of an Initial without a token is unproven
+   * (anyone can write a member's address on a packet), and from
+   * retry_threshold half-open connections on only a token gets this far. */
+  known = net->cb.is_known_peer != NULL && net->cb.is_known_peer(net->ud, from);
   /* Per source first, so one address over its rate takes nothing from the
-   * endpoint-wide budget the others share. */
-  if (!cm_net__srclimit_take(&net->srclimit, from, now)) {
+   * endpoint-wide budget the others share. A known peer has a bucket of
+   * its own, so strangers on its IP cannot spend it, and is not charged
+   * to the endpoint-wide one: what members can send is bounded by the
+   * membership itself, and strangers must not be able to lock them out. */
+  if (!cm_net__srclimit_take(known ? &net->peerlimit : &net->srclimit, from,
+                             now)) {
     net->st.drop_source_limit++;
     net->st.drop_rate_limit++;
     return;
   }
-  if (net->cfg.accept_rate > 0 &&
+  if (!known && net->cfg.accept_rate > 0 &&
       !cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
                            (double)net->cfg.accept_rate, now)) {
     net->st.drop_rate_limit++;
     return;
   }
-  if (!accept_half_open_allowed(net, from)) {
+  if (!accept_half_open_allowed(net, from, known)) {
     net->st.drop_half_open++;
     return;
   }
@@ -281,21 +333,20 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     return;
   }
   rv = cm_net__conn_read_pkt(c, data, len);
-  /* ngtcp2 drops a server connection whose first Initial it could not
-   * decrypt (or whose handshake data does not start at its beginning):
-   * random bytes under a valid header are garbage, not an accept. */
-  if (rv == NGTCP2_ERR_DROP_CONN || rv == NGTCP2_ERR_RETRY) {
-    cm_net__conn_free(c);
-    net->st.drop_garbage++;
+  /* Only a first packet processed without error makes a connection: one
+   * whose handshake data TLS refuses, or that ngtcp2 drops, must not have
+   * cost another handshake its half-open place. */
+  if (rv != 0) {
+    cm_net__conn_refuse_first(c, rv);
     return;
   }
-  accept_make_half_open_room(net);
-  if (accept_half_open_join(c) != 0) {
+  accept_make_half_open_room(net, from, known);
+  if (accept_half_open_join(c, known) != 0) {
     cm_net__conn_free(c);
     net->st.drop_half_open++;
     return;
   }
   net->st.conns_accepted++;
   cm_net__pool_add(c, 0);
-  cm_net__conn_read_done(c, rv);
+  cm_net__mark_dirty(c);
 }

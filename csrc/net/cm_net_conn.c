@@ -631,13 +631,30 @@ int cm_net__conn_read_pkt(cm_net_conn_t *c, const uint8_t *data, size_t len) {
   return ngtcp2_conn_read_pkt(c->qc, &path, &pi, data, len, cm_net__now());
 }
 
-void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
-  if (c->state >= CM_CONN_CLOSING)
+void cm_net__conn_refuse_first(cm_net_conn_t *c, int rv) {
+  cm_net_t *net = c->net;
+  uint8_t alert;
+  if (rv != NGTCP2_ERR_CRYPTO) {
+    net->st.drop_garbage++;
+    cm_net__conn_free(c);
     return;
-  cm_net__conn_read_done(c, cm_net__conn_read_pkt(c, data, len));
+  }
+  /* TLS refused the ClientHello (a key we do not hold, for one): say so
+   * in an alert, so a client with a keyring tries its next key at once. */
+  alert = ngtcp2_conn_get_tls_alert(c->qc);
+  ngtcp2_ccerr_set_tls_alert(&c->ccerr, alert, NULL, 0);
+  net->st.handshakes_failed++;
+  if (cm_net__tls_alert_is_auth(alert))
+    net->st.auth_refused++;
+  c->send_close = 1;
+  cm_net__conn_finish(c);
 }
 
-void cm_net__conn_read_done(cm_net_conn_t *c, int rv) {
+void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
+  int rv;
+  if (c->state >= CM_CONN_CLOSING)
+    return;
+  rv = cm_net__conn_read_pkt(c, data, len);
   if (c->state >= CM_CONN_CLOSING)
     return;
   if (rv == 0) {

@@ -6,7 +6,8 @@
  * connection pool and peer map (cm_net_pool.c), keyring use
  * (cm_net_keys.c), rate limits (cm_net_limit.c), addresses
  * (cm_net_addr.c), TLS set-up (cm_net_tls.c), certificates
- * (cm_net_cert.c) and the hash map routing connection IDs and peer
+ * (cm_net_cert.c), the stateless check of client Initials
+ * (cm_net_initial.c) and the hash map routing connection IDs and peer
  * addresses (cm_net_map.c).
  */
 #ifndef CM_NET_INT_H
@@ -68,9 +69,12 @@ uint64_t cm_net__hash(uint64_t seed, const void *key, size_t len);
 
 /* ---- per-source rate limit ----------------------------------------------
  * A token bucket per source for new inbound connections, so one source
- * cannot take the endpoint's whole accept rate. A source is an IP address,
- * not address and port: one host has tens of thousands of ports, and an
- * IPv6 host usually a whole /64, so that is what counts as one source.
+ * cannot take the endpoint's whole accept rate. For strangers a source is
+ * an IP address, not address and port: one host has tens of thousands of
+ * ports, and an IPv6 host usually a whole /64, so that is what counts as
+ * one source. For known peers (members) it is the address and port, the
+ * member's identity: members of a test or demo cluster share one IP, and
+ * a stranger on a member's IP must not use up the member's budget.
  * The table is fixed-size, so a spray of addresses costs no memory: each
  * address has two candidate slots (seeded hash); a newcomer takes a free
  * slot or one whose bucket has refilled (its source has been quiet for a
@@ -79,7 +83,7 @@ uint64_t cm_net__hash(uint64_t seed, const void *key, size_t len);
 #define CM_NET_SRC_SLOTS 1024
 
 typedef struct cm_net_src_slot {
-  uint8_t key[CM_NET_IP_KEY_LEN];
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
   uint8_t used;
   double tokens;
   uint64_t ts; /* ngtcp2 timestamp of the last refill */
@@ -87,7 +91,8 @@ typedef struct cm_net_src_slot {
 
 typedef struct cm_net_srclimit {
   uint64_t seed;
-  double rate; /* tokens per second, and the burst; 0: no limit */
+  double rate;     /* tokens per second, and the burst; 0: no limit */
+  int per_address; /* sources are addresses and ports, not IPs */
   cm_net_src_slot_t slots[CM_NET_SRC_SLOTS];
 } cm_net_srclimit_t;
 
@@ -95,7 +100,8 @@ typedef struct cm_net_srclimit {
  * token was taken at `now` (ngtcp2 timestamp), 0 if none was left. */
 int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
                         uint64_t now);
-void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate);
+void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate,
+                           int per_address);
 /* 1 if `from` may open one more connection at `now` (a token is taken),
  * 0 if it is over its rate. */
 int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
@@ -168,6 +174,7 @@ struct cm_net_conn {
   int verified;     /* TLS authenticated the peer: payload may be delivered */
   int in_pool;      /* counted in nconns: ours, or inbound and verified */
   int half_open;    /* inbound, not verified: in the half-open list */
+  int known_peer;   /* inbound: is_known_peer said its source is a member's */
   int current;      /* the peer map points here */
   int retiring;     /* a duplicate of another connection to the same peer */
   int writing;      /* inside conn_write: callbacks need not mark it dirty */
@@ -230,7 +237,10 @@ struct cm_net {
   uint32_t nconns;                      /* in the pool, not closing */
   cm_net_conn_t *half_head, *half_tail; /* half-open, oldest first */
   uint32_t nhalf_open;
-  cm_net_map_t half_ips; /* source (cm_net__ip_key) -> its half-open count */
+  /* Source -> its half-open count: a stranger's IP (cm_net__ip_key), a
+   * known peer's address (cm_net__addr_key); the key lengths differ, so
+   * the two never meet. */
+  cm_net_map_t half_srcs;
 
   /* token buckets (ngtcp2 timestamps) */
   double accept_tokens;
@@ -241,8 +251,9 @@ struct cm_net {
   uint64_t stale_ts;
   double retry_tokens;
   uint64_t retry_ts;
-  uint8_t token_secret[32];   /* Retry tokens: derived from static_secret */
-  cm_net_srclimit_t srclimit; /* accepts per source address */
+  uint8_t token_secret[32];    /* Retry tokens: derived from static_secret */
+  cm_net_srclimit_t srclimit;  /* strangers' accepts per IP address */
+  cm_net_srclimit_t peerlimit; /* known peers' accepts per address */
 
   /* fault injection */
   cm_net_fault_t fault;
@@ -260,6 +271,9 @@ struct cm_net {
   cm_net_stats_t st;
   uint8_t sendbuf[CM_NET_MAX_UDP_PAYLOAD];
   uint8_t recvbuf[CM_NET_RECV_BUF];
+  /* The stateless Initial check decrypts a copy here: the packet itself
+   * is read again by ngtcp2 if admitted. As large as what is received. */
+  uint8_t initial_scratch[CM_NET_RECV_BUF];
 };
 
 /* ---- cm_net.c: the endpoint --------------------------------------------- */
@@ -300,6 +314,30 @@ void cm_net__half_open_leave(cm_net_conn_t *c);
 /* A server connection was authenticated: it takes a place in the pool,
  * evicting the LRU idle one if need be, or is closed (drop_pool_full). */
 void cm_net__accept_verified(cm_net_conn_t *c);
+
+/* ---- cm_net_initial.c: the stateless check of a client's Initial --------- */
+#define CM_NET_INITIAL_KEY_LEN 16 /* AES-128 */
+#define CM_NET_INITIAL_IV_LEN 12
+/* The client's Initial keys (RFC 9001 5.2): packet key, IV, header
+ * protection key. */
+typedef struct cm_net_initial_keys {
+  uint8_t key[CM_NET_INITIAL_KEY_LEN];
+  uint8_t iv[CM_NET_INITIAL_IV_LEN];
+  uint8_t hp[CM_NET_INITIAL_KEY_LEN];
+} cm_net_initial_keys_t;
+/* The client Initial keys of QUIC version 1 for the DCID of a client's
+ * first Initial. 0 or CM_ETLS. */
+int cm_net__initial_keys(const uint8_t *dcid, size_t dcidlen,
+                         cm_net_initial_keys_t *k);
+/* The header protection mask for a 16-byte sample. 0 or CM_ETLS. */
+int cm_net__initial_hp_mask(const uint8_t hp[CM_NET_INITIAL_KEY_LEN],
+                            const uint8_t *sample, uint8_t mask[16]);
+/* 0 if the first packet of the datagram is a QUIC version 1 client Initial
+ * that the Initial keys of its DCID authenticate; else CM_EBADMSG (not
+ * one, or not authentic), CM_ENOSPC (longer than cap) or CM_ETLS. Works
+ * in scratch (cap bytes) and keeps nothing. */
+int cm_net__initial_check(const uint8_t *data, size_t len, uint8_t *scratch,
+                          size_t cap);
 
 /* ---- cm_net_pool.c: the pool and the peer map ---------------------------- */
 /* Make room for one more connection, evicting the LRU idle one if need be.
@@ -365,10 +403,14 @@ int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
                             const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
                             cm_net_conn_t **out);
 void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len);
-/* Reading in two halves, for the first packet of a server connection: the
- * ngtcp2 result, then what follows from it once the caller admitted it. */
+/* The first packet of a server connection: only the ngtcp2 result, so
+ * admission can refuse the connection before it counts (nothing else is
+ * done; on 0 the caller marks it dirty). */
 int cm_net__conn_read_pkt(cm_net_conn_t *c, const uint8_t *data, size_t len);
-void cm_net__conn_read_done(cm_net_conn_t *c, int rv);
+/* A server connection whose first packet failed (rv): never admitted, it
+ * is freed now. Refused by TLS, it is a failed handshake and the client is
+ * sent the alert; refused by ngtcp2, it was garbage. */
+void cm_net__conn_refuse_first(cm_net_conn_t *c, int rv);
 void cm_net__conn_write(cm_net_conn_t *c);
 void cm_net__conn_handle_expiry(cm_net_conn_t *c, uint64_t now);
 /* Decide to close: detaches the conn from routing, fails its requests. */

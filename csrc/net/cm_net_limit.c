@@ -19,10 +19,12 @@ int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
   return 1;
 }
 
-void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate) {
+void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate,
+                           int per_address) {
   memset(l, 0, sizeof(*l));
   l->seed = seed;
   l->rate = (double)rate;
+  l->per_address = per_address;
 }
 
 /* The bucket refilled to `now`, capped at the burst. */
@@ -36,14 +38,18 @@ static double src_tokens(const cm_net_srclimit_t *l, const cm_net_src_slot_t *s,
 
 int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
                           uint64_t now) {
-  uint8_t key[CM_NET_IP_KEY_LEN];
+  /* Zero past the key's length, so one compare serves both kinds. */
+  uint8_t key[CM_NET_ADDR_KEY_LEN] = {0};
   cm_net_src_slot_t *cand[2], *s = NULL;
   uint64_t h;
   int i;
 
   if (l->rate <= 0.0)
     return 1;
-  cm_net__ip_key(from, key);
+  if (l->per_address)
+    cm_net__addr_key(from, key);
+  else
+    cm_net__ip_key(from, key);
   h = cm_net__hash(l->seed, key, sizeof(key));
   cand[0] = &l->slots[h % CM_NET_SRC_SLOTS];
   cand[1] = &l->slots[(h >> 32) % CM_NET_SRC_SLOTS];

@@ -327,7 +327,7 @@ CM_TEST(limit_accepts_per_source_at_its_edge) {
   const uint64_t t0 = 1000 * NGTCP2_SECONDS, tick = NGTCP2_SECONDS / 10;
   uint32_t i;
   CM_CHECK(l != NULL);
-  cm_net__srclimit_init(l, 99, 10);
+  cm_net__srclimit_init(l, 99, 10, 0);
   for (i = 0; i < 10; i++)
     CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 1);
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 0); /* the 11th */
@@ -370,8 +370,19 @@ CM_TEST(limit_accepts_per_source_at_its_edge) {
     }
     CM_CHECK_EQ(ok, 100000);
   }
+  /* Known peers' table: a source is an address and port, so another port
+   * of an address at its limit has a budget of its own. */
+  cm_net__srclimit_init(l, 99, 10, 1);
+  for (i = 0; i < 10; i++)
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 1);
+  CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 0);
+  {
+    cm_addr_t a2 = a;
+    a2.port++;
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &a2, t0), 1);
+  }
   /* Rate 0: no limit. */
-  cm_net__srclimit_init(l, 99, 0);
+  cm_net__srclimit_init(l, 99, 0, 0);
   for (i = 0; i < 1000; i++)
     CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 1);
   free(l);

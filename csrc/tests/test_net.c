@@ -34,6 +34,9 @@ typedef struct tnode {
   size_t last_resp_len;
   int closed;
   int nstale; /* on_stale_peer reports */
+  /* With t_cb_known: the addresses its is_known_peer calls members'. */
+  const cm_addr_t *known;
+  size_t nknown;
 } tnode_t;
 
 /* Reply bytes derive from the request so content is checked end to end. */
@@ -182,8 +185,8 @@ static void t_walk_cb(uv_handle_t *h, void *arg) {
 }
 
 /* Close every node, wait for all done callbacks, and check the loop holds
- * no handle of ours any more. */
-static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
+ * no handle of ours any more; the loop stays usable. */
+static void t_finish_keep_loop(uv_loop_t *loop, tnode_t **nodes, size_t n) {
   t_all_t a = {nodes, n};
   size_t i;
   int handles = 0;
@@ -193,6 +196,11 @@ static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
   uv_run(loop, UV_RUN_NOWAIT);
   uv_walk(loop, t_walk_cb, &handles);
   CM_CHECK_EQ(handles, 0);
+}
+
+/* The same, and close the loop. */
+static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
+  t_finish_keep_loop(loop, nodes, n);
   CM_CHECK_OK(uv_loop_close(loop));
 }
 
@@ -792,6 +800,51 @@ CM_TEST(net_mtls) {
   t_pki_free(&pki);
 }
 
+/* Left at their defaults, max_half_open and retry_threshold follow the
+ * pool, so every pool of at least one connection starts; explicit values
+ * are kept as given. */
+CM_TEST(net_config_derived_from_the_pool) {
+  static const uint32_t pools[] = {1,   2,   3,   4,   7,   8,   64,
+                                   127, 128, 129, 511, 512, 513, 100000};
+  /* What each pool above derives: max_half_open, retry_threshold. */
+  static const uint32_t want[][2] = {
+      {1, 1},  {1, 1},  {1, 1},  {1, 1},    {1, 1},    {2, 1},    {16, 4},
+      {31, 7}, {32, 8}, {32, 8}, {127, 31}, {128, 32}, {128, 32}, {128, 32}};
+  uv_loop_t loop;
+  cm_net_config_t cfg, d;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  size_t i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  for (i = 0; i < sizeof(pools) / sizeof(pools[0]); i++) {
+    t_cfg(&cfg);
+    cfg.max_connections = pools[i];
+    d = cfg;
+    cm_net_config_derive(&d);
+    CM_CHECK_EQ(d.max_half_open, want[i][0]);
+    CM_CHECK_EQ(d.retry_threshold, want[i][1]);
+    t_start(&a, &loop, &cfg);
+    t_finish_keep_loop(&loop, all, 1);
+  }
+  /* Explicit values stay: 0 is still "a Retry for every handshake". */
+  t_cfg(&cfg);
+  cfg.max_connections = 8;
+  cfg.retry_threshold = 0;
+  d = cfg;
+  cm_net_config_derive(&d);
+  CM_CHECK_EQ(d.max_half_open, 2);
+  CM_CHECK_EQ(d.retry_threshold, 0);
+  cfg.max_half_open = 8; /* as large as the pool */
+  cfg.retry_threshold = CM_NET_RETRY_DERIVED;
+  d = cfg;
+  cm_net_config_derive(&d);
+  CM_CHECK_EQ(d.max_half_open, 8);
+  CM_CHECK_EQ(d.retry_threshold, 2);
+  t_start(&a, &loop, &cfg);
+  t_finish(&loop, all, 1);
+}
+
 CM_TEST(net_auth_none_and_bad_config) {
   uv_loop_t loop;
   cm_net_config_t cfg;
@@ -805,11 +858,9 @@ CM_TEST(net_auth_none_and_bad_config) {
   any.port = 0;
   cm_net_config_default(&cfg);
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
-  /* Half-open connections: at least one, fewer than the pool. */
+  /* Half-open connections: no more than the pool. */
   t_cfg(&cfg);
-  cfg.max_half_open = 0;
-  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
-  cfg.max_half_open = cfg.max_connections;
+  cfg.max_half_open = cfg.max_connections + 1;
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
   /* Stream messages up to 1 GiB: windows derive from the bound. */
   t_cfg(&cfg);
@@ -921,7 +972,75 @@ CM_TEST(net_garbage_dropped) {
   t_finish(&loop, all, 2);
 }
 
-/* One address sending handshakes (forged Initials, each under a new
+/* Send `count` protected Initials, each a new handshake (a fresh DCID)
+ * that stalls after a partial ClientHello, from fd to n, and wait until n
+ * has read them. */
+static void t_send_stalled(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                           int count) {
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN], dcid[8];
+  t_garbage_t g = {n, t_stats(n).packets_in + (uint64_t)count};
+  int i;
+  for (i = 0; i < count; i++) {
+    cm_tn_random_bytes(seed, dcid, sizeof(dcid));
+    cm_tn_partial_hello(seed, hs);
+    cm_tn_sealed_initial(seed, pkt, dcid, sizeof(dcid), NULL, 0, hs,
+                         sizeof(hs));
+    t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+  }
+  CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+}
+
+/* Random payloads under valid Initial headers, from many addresses (as a
+ * sender that spoofs them can): all refused by the stateless check, as
+ * garbage, before they can spend anything. The endpoint-wide accept rate
+ * is untouched, no Retry is sent for them even where every handshake
+ * gets one, and a real client connects at once afterwards. */
+CM_TEST(net_garbage_initials_spend_nothing) {
+  enum { SOURCES = 50, EACH = 10 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t pkt[CM_TN_INITIAL_LEN];
+  uint64_t seed = 4242;
+  cm_net_stats_t st;
+  int s, i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 5;
+  cfg.retry_threshold = 0; /* a Retry for every handshake */
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  for (s = 0; s < SOURCES; s++) {
+    char ip[16];
+    t_garbage_t g = {&a, t_stats(&a).packets_in + EACH};
+    int fd;
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 100 + s);
+    fd = cm_tn_udp_socket_at(ip);
+    for (i = 0; i < EACH; i++) {
+      cm_tn_forged_initial(&seed, pkt);
+      t_udp_send(fd, &a.addr, pkt, sizeof(pkt));
+    }
+    CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+    close(fd);
+  }
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_garbage, SOURCES * EACH);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  CM_CHECK_EQ(st.retries_sent, 0);
+  CM_CHECK_EQ(st.drop_retry_rate_limit, 0);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_rate_limit, 0); /* its first attempt got in */
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  t_finish(&loop, all, 2);
+}
+
+/* One address sending handshakes (protected Initials, each under a new
  * connection ID) faster than accept_rate_per_source: the excess is refused
  * before any connection exists and counted, whichever port of that address
  * it comes from; another address is not affected, and a real peer still
@@ -933,40 +1052,33 @@ CM_TEST(net_accepts_per_source_limited) {
   cm_net_config_t cfg;
   tnode_t a, b;
   tnode_t *all[] = {&a, &b};
-  uint8_t pkt[CM_TN_INITIAL_LEN];
   uint64_t seed = 777, limited;
-  int fd1, fd2, fd3, i;
-  t_garbage_t g;
+  int fd1, fd2, fd3;
   cm_net_stats_t st;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   t_cfg(&cfg);
   cfg.accept_rate_per_source = 5;
+  cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rate alone */
   t_start(&a, &loop, &cfg);
   t_start(&b, &loop, &cfg);
   fd1 = cm_tn_udp_socket_at("127.0.0.2");
   fd2 = cm_tn_udp_socket_at("127.0.0.3");
   fd3 = cm_tn_udp_socket_at("127.0.0.2"); /* the same address, a new port */
-  for (i = 0; i < 20; i++) {
-    cm_tn_forged_initial(&seed, pkt);
-    t_udp_send(i < 10 ? fd1 : fd3, &a.addr, pkt, sizeof(pkt));
-  }
-  g.n = &a;
-  g.want = 20;
-  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  t_send_stalled(&loop, &a, fd1, &seed, 10);
+  t_send_stalled(&loop, &a, fd3, &seed, 10);
   st = t_stats(&a);
   /* 5 at once, then 5 a second: at most a few more in the time taken,
    * over both ports (one port alone would leave 10 refused). */
   CM_CHECK(st.drop_source_limit >= 12);
   CM_CHECK(st.drop_source_limit <= 15);
   CM_CHECK_EQ(st.drop_rate_limit, st.drop_source_limit);
-  CM_CHECK_EQ(st.conns_open, 0);
+  /* Only those admitted hold a (half-open) connection. */
+  CM_CHECK_EQ(st.conns_half_open, 20 - st.drop_source_limit);
+  CM_CHECK_EQ(st.conns_accepted, 20 - st.drop_source_limit);
   limited = st.drop_source_limit;
   /* Another address has its own budget. */
-  cm_tn_forged_initial(&seed, pkt);
-  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
-  g.want = 21;
-  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  t_send_stalled(&loop, &a, fd2, &seed, 1);
   CM_CHECK_EQ(t_stats(&a).drop_source_limit, limited);
   /* A real peer connects and is heard. */
   CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
@@ -1302,6 +1414,212 @@ CM_TEST(net_half_open_capped_and_shared) {
   t_finish(&loop, all, 2);
 }
 
+/* An Initial that decrypts but whose handshake data TLS refuses is not a
+ * connection: with the half-open table full it displaces nobody, and it
+ * is counted as a failed handshake, never as accepted. */
+CM_TEST(net_half_open_displaced_only_by_a_good_first_packet) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN], dcid[8];
+  uint64_t seed = 31;
+  t_garbage_t g;
+  cm_net_stats_t st;
+  int fd1, fd2;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_half_open = 2;
+  cfg.retry_threshold = 2; /* no Retry: the table alone */
+  cfg.accept_rate_per_source = 0;
+  t_start(&a, &loop, &cfg);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_stalled(&loop, &a, fd1, &seed, 2);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  /* Another source, which a good handshake would let displace one. */
+  cm_tn_random_bytes(&seed, dcid, sizeof(dcid));
+  cm_tn_bad_hello(hs);
+  cm_tn_sealed_initial(&seed, pkt, dcid, sizeof(dcid), NULL, 0, hs, sizeof(hs));
+  g.n = &a;
+  g.want = st.packets_in + 1;
+  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK_EQ(st.handshakes_failed, 1);
+  CM_CHECK_EQ(st.drop_garbage, 0);
+  /* A good one from there does displace. */
+  t_send_stalled(&loop, &a, fd2, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.conns_accepted, 3);
+  close(fd1);
+  close(fd2);
+  t_finish(&loop, all, 1);
+}
+
+/* ---- known peers first -----------------------------------------------------
+ */
+
+static int t_is_listed(void *ud, const cm_addr_t *from) {
+  const tnode_t *n = ud;
+  size_t i;
+  for (i = 0; i < n->nknown; i++)
+    if (cm_addr_eq(&n->known[i], from))
+      return 1;
+  return 0;
+}
+
+static const cm_net_callbacks_t t_cb_known = {.on_datagram = t_on_datagram,
+                                              .on_stream_request = t_on_request,
+                                              .on_stream_response =
+                                                  t_on_response,
+                                              .is_known_peer = t_is_listed};
+
+/* A half-open table of `places` without Retry, whose stalled handshakes outlast
+ * every wait of the test: a place only frees up by displacement. */
+static void t_cfg_small_table(cm_net_config_t *cfg, uint32_t places) {
+  t_cfg(cfg);
+  cfg->max_half_open = places;
+  cfg->retry_threshold = places; /* no Retry: the table alone */
+  cfg->accept_rate_per_source = 0;
+  cfg->handshake_timeout = CM_SEC(60);
+}
+
+/* More sources than places, each holding one stalled handshake: no
+ * stranger can displace another (each would then hold as many), but a
+ * member can, so members still connect while the table is held. */
+CM_TEST(net_known_peer_gets_through_a_table_held_by_many) {
+  enum { PLACES = 8, SOURCES = 9 };
+  uv_loop_t loop;
+  cm_net_config_t cfg, peer;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 51;
+  cm_net_stats_t st;
+  int fd[SOURCES], i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, PLACES);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  t_cfg(&peer);
+  t_start(&b, &loop, &peer);
+  a.known = &b.addr;
+  a.nknown = 1;
+  for (i = 0; i < SOURCES; i++) {
+    char ip[16];
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 20 + i);
+    fd[i] = cm_tn_udp_socket_at(ip);
+    t_send_stalled(&loop, &a, fd[i], &seed, 1);
+  }
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.drop_half_open, SOURCES - PLACES);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+  CM_CHECK_EQ(t_stats(&a).half_open_displaced, 1);
+  for (i = 0; i < SOURCES; i++)
+    close(fd[i]);
+  t_finish(&loop, all, 2);
+}
+
+/* A table held by known peers' handshakes: a stranger displaces none of
+ * them, however few it holds; a known peer does, by fair share among
+ * them, and a known peer's source is its address and port. */
+CM_TEST(net_known_peer_never_displaced_by_a_stranger) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  cm_addr_t members[2];
+  uint64_t seed = 52;
+  cm_net_stats_t st;
+  int k1, k2, s1;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, 2);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  k1 = cm_tn_udp_socket_at("127.0.0.1");
+  k2 = cm_tn_udp_socket_at("127.0.0.1");
+  s1 = cm_tn_udp_socket_at("127.0.0.30");
+  members[0] = cm_tn_socket_addr(k1);
+  members[1] = cm_tn_socket_addr(k2);
+  a.known = members;
+  a.nknown = 2;
+  t_send_stalled(&loop, &a, k1, &seed, 2);
+  CM_CHECK_EQ(t_stats(&a).conns_half_open, 2);
+  /* A stranger holding nothing is refused. */
+  t_send_stalled(&loop, &a, s1, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_EQ(st.drop_half_open, 1);
+  /* Another member on the same IP takes the place of the first's oldest. */
+  t_send_stalled(&loop, &a, k2, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  /* Now both hold one: neither may displace the other. */
+  t_send_stalled(&loop, &a, k1, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.drop_half_open, 2);
+  close(k1);
+  close(k2);
+  close(s1);
+  t_finish(&loop, all, 1);
+}
+
+/* Strangers use up the per-IP budget of a member's IP and the endpoint's
+ * budget they share: the member connects at its first attempt all the
+ * same, on budgets of its own. */
+CM_TEST(net_known_peer_rates_apart_from_strangers) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, peer;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 53;
+  cm_net_stats_t st;
+  int s1, s2, s3;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 2;
+  cfg.accept_rate_per_source = 1;
+  cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rates alone */
+  cfg.handshake_timeout = CM_SEC(60);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  t_cfg(&peer);
+  t_start(&b, &loop, &peer);
+  a.known = &b.addr;
+  a.nknown = 1;
+  s1 = cm_tn_udp_socket_at("127.0.0.1"); /* the member's IP */
+  s2 = cm_tn_udp_socket_at("127.0.0.2");
+  s3 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_stalled(&loop, &a, s1, &seed, 2); /* 127.0.0.1's one, then none */
+  t_send_stalled(&loop, &a, s2, &seed, 1); /* the endpoint's second */
+  t_send_stalled(&loop, &a, s3, &seed, 1); /* none left */
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK(st.drop_source_limit >= 1);
+  CM_CHECK(st.drop_rate_limit >= 2);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).drop_source_limit, st.drop_source_limit);
+  CM_CHECK_EQ(t_stats(&a).drop_rate_limit, st.drop_rate_limit);
+  close(s1);
+  close(s2);
+  close(s3);
+  t_finish(&loop, all, 2);
+}
+
 /* A pool full of idle authenticated connections meets a flood of
  * handshakes: none of them may cost an authenticated connection its
  * place, because unauthenticated ones take no place in the pool. */
@@ -1490,15 +1808,16 @@ CM_TEST(net_retry_then_connect) {
   t_finish(&loop, all, 2);
 }
 
-/* Send one forged Initial carrying `token` under DCID dcid from fd, and
- * wait until n has read it. */
+/* Send one protected Initial (a partial ClientHello) carrying `token`
+ * under DCID dcid from fd, and wait until n has read it. */
 static void t_send_token(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
                          const ngtcp2_cid *dcid, const uint8_t *token,
                          size_t tokenlen) {
-  uint8_t pkt[CM_TN_INITIAL_LEN];
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN];
   t_garbage_t g = {n, t_stats(n).packets_in + 1};
-  cm_tn_forged_initial_token(seed, pkt, dcid->data, dcid->datalen, token,
-                             tokenlen);
+  cm_tn_partial_hello(seed, hs);
+  cm_tn_sealed_initial(seed, pkt, dcid->data, dcid->datalen, token, tokenlen,
+                       hs, sizeof(hs));
   t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
   CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
 }
@@ -1506,8 +1825,7 @@ static void t_send_token(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
 /* Tokens are bound to the address and port the Retry went to and to the
  * connection it answered, and expire: a forged token, one replayed from
  * another address or port, and an expired one are counted drops; the
- * right one from the right address passes (and its random payload is
- * then garbage). */
+ * right one from the right address passes and its handshake begins. */
 CM_TEST(net_retry_tokens_checked) {
   uv_loop_t loop;
   cm_net_config_t cfg;
@@ -1562,9 +1880,10 @@ CM_TEST(net_retry_tokens_checked) {
   t_send_token(&loop, &a, fd1, &seed, &scid, token, (size_t)tlen);
   st = t_stats(&a);
   CM_CHECK_EQ(st.drop_bad_token, 5);
-  CM_CHECK_EQ(st.drop_garbage, 1);
+  CM_CHECK_EQ(st.drop_garbage, 0);
   CM_CHECK_EQ(st.retries_sent, 0);
-  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.conns_half_open, 1);
   close(fd1);
   close(fd2);
   close(fd3);
