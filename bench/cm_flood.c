@@ -9,18 +9,26 @@
  *            the connection ID as every QUIC server must) whose CRYPTO frame
  *            holds only the first bytes of a ClientHello: a server that
  *            admits it waits for the rest until its handshake timeout;
- *   random   a valid long header over random bytes: it fails decryption.
+ *   random   a valid long header over random bytes: it fails decryption;
+ *   refused  a correctly protected Initial carrying a whole ClientHello of
+ *            random bytes: TLS refuses it at the first packet.
  *
+ * --mix picks them: all (the default, each in turn), both (partial and
+ * random), or one kind.
  * With --follow-retry the sender also answers each Retry with the Initial
  * it asks for (the token echoed, the new connection ID), as a sender that
  * owns its address can: address validation then admits it, and only the
  * per-address limits stand between it and the node.
  *
+ * With --spoof-port PORT every packet is written with --source:PORT as its
+ * source, through a raw socket (root only): a sender forging another's
+ * address and port, a member's say, which never sees what comes back.
+ *
  * Usage:
  *   cm_flood --target IP:PORT [--target ...] [--source IP] [--ports N]
  *            [--spread ADDRESSES] [--rate PER_PORT_PER_SECOND] [--seconds S]
- *            [--mix both|partial|random] [--follow-retry] [--seed N]
- *            [--self-test]
+ *            [--mix all|both|partial|random|refused] [--follow-retry]
+ *            [--spoof-port PORT] [--seed N] [--self-test]
  * Prints one JSON object: packets sent, send errors, seconds, the rate
  * achieved. Stops by itself after --seconds. IPv4 only; loopback or
  * addresses inside a test's own namespaces only.
@@ -168,10 +176,28 @@ typedef struct flood_ids {
   size_t tokenlen;
 } flood_ids_t;
 
-/* One Initial into out (FLOOD_INITIAL_LEN bytes). partial: protected,
- * carrying a partial ClientHello; else random bytes after the header. */
-static int flood_initial(uint64_t *s, int partial, const flood_ids_t *ids,
-                         uint8_t *out) {
+enum flood_kind {
+  FLOOD_PARTIAL = 0, /* protected, the start of a ClientHello */
+  FLOOD_RANDOM = 1,  /* random bytes under the header */
+  FLOOD_REFUSED = 2, /* protected, a whole ClientHello TLS cannot parse */
+  FLOOD_KINDS = 3
+};
+
+/* A complete handshake message of type client_hello whose body is random:
+ * TLS refuses it at once (a decode error), so the connection ends at its
+ * first packet and never waits half-open. */
+static size_t flood_refused_hello(uint64_t *s, uint8_t *p) {
+  p[0] = 0x01;
+  p[1] = 0;
+  p[2] = 0;
+  p[3] = FLOOD_HELLO_BYTES - 4;
+  flood_fill(s, p + 4, FLOOD_HELLO_BYTES - 4);
+  return FLOOD_HELLO_BYTES;
+}
+
+/* One Initial of the given kind into out (FLOOD_INITIAL_LEN bytes). */
+static int flood_initial(uint64_t *s, enum flood_kind kind,
+                         const flood_ids_t *ids, uint8_t *out) {
   uint8_t plain[FLOOD_INITIAL_LEN], nonce[12];
   size_t n = 0, pn_off, payload_len, i;
   flood_keys_t k;
@@ -195,7 +221,7 @@ static int flood_initial(uint64_t *s, int partial, const flood_ids_t *ids,
   pn_off = n;
   memset(out + n, 0, FLOOD_PN_LEN); /* packet number 0 */
   n += FLOOD_PN_LEN;
-  if (!partial) {
+  if (kind == FLOOD_RANDOM) {
     flood_fill(s, out + n, FLOOD_INITIAL_LEN - n);
     return 0;
   }
@@ -206,7 +232,10 @@ static int flood_initial(uint64_t *s, int partial, const flood_ids_t *ids,
     plain[m++] = 0x06;
     plain[m++] = 0x00;
     m += flood_varint2(plain + m, FLOOD_HELLO_BYTES);
-    flood_partial_hello(s, plain + m);
+    if (kind == FLOOD_PARTIAL)
+      flood_partial_hello(s, plain + m);
+    else
+      flood_refused_hello(s, plain + m);
   }
   if (flood_client_keys(ids->dcid, ids->dcidlen, &k) != 0)
     return -1;
@@ -315,28 +344,78 @@ typedef struct flood {
   size_t nports;
   struct sockaddr_in targets[FLOOD_MAX_TARGETS];
   size_t ntargets;
-  const char *mix;
+  unsigned kinds; /* bit k: kind k is sent, in turn with the others */
   uint64_t seed;
-  uint64_t sent, partial_sent, errors, retries_seen, retries_followed;
+  /* --spoof-port: every packet leaves a raw socket with this source. */
+  int raw;
+  struct sockaddr_in spoof;
+  uint64_t sent, by_kind[FLOOD_KINDS], errors, retries_seen, retries_followed;
 } flood_t;
 
-static int flood_pick_partial(const flood_t *f, uint64_t serial) {
-  return strcmp(f->mix, "partial") == 0 ||
-         (strcmp(f->mix, "both") == 0 && (serial & 1) == 0);
+/* The kinds --mix names: 0 when the name is unknown. */
+static unsigned flood_mix(const char *mix) {
+  if (strcmp(mix, "partial") == 0)
+    return 1u << FLOOD_PARTIAL;
+  if (strcmp(mix, "random") == 0)
+    return 1u << FLOOD_RANDOM;
+  if (strcmp(mix, "refused") == 0)
+    return 1u << FLOOD_REFUSED;
+  if (strcmp(mix, "both") == 0)
+    return (1u << FLOOD_PARTIAL) | (1u << FLOOD_RANDOM);
+  if (strcmp(mix, "all") == 0)
+    return (1u << FLOOD_KINDS) - 1;
+  return 0;
+}
+
+/* The serial-th packet's kind: the chosen kinds in turn. */
+static enum flood_kind flood_pick(const flood_t *f, uint64_t serial) {
+  unsigned n = 0, k, want;
+  for (k = 0; k < FLOOD_KINDS; k++)
+    n += (f->kinds >> k) & 1u;
+  want = (unsigned)(serial % n);
+  for (k = 0; k < FLOOD_KINDS; k++)
+    if (((f->kinds >> k) & 1u) && want-- == 0)
+      break;
+  return (enum flood_kind)k;
+}
+
+/* IPv4 and UDP headers before the payload, for the raw socket: the kernel
+ * fills in the IP checksum and total length, and UDP over IPv4 may go
+ * without a checksum (RFC 768). */
+static size_t flood_spoof_headers(const flood_t *f,
+                                  const struct sockaddr_in *to, uint8_t *p,
+                                  size_t payload) {
+  size_t udp = 8 + payload;
+  memset(p, 0, 28);
+  p[0] = 0x45; /* IPv4, 20-byte header */
+  p[8] = 64;   /* TTL */
+  p[9] = IPPROTO_UDP;
+  memcpy(p + 12, &f->spoof.sin_addr, 4);
+  memcpy(p + 16, &to->sin_addr, 4);
+  memcpy(p + 20, &f->spoof.sin_port, 2);
+  memcpy(p + 22, &to->sin_port, 2);
+  p[24] = (uint8_t)(udp >> 8);
+  p[25] = (uint8_t)udp;
+  return 28;
 }
 
 static int flood_send(flood_t *f, int fd, const struct sockaddr_in *to,
                       const flood_ids_t *ids) {
-  uint8_t pkt[FLOOD_INITIAL_LEN];
-  int part = flood_pick_partial(f, f->sent);
-  if (flood_initial(&f->seed, part, ids, pkt) != 0) {
+  uint8_t buf[28 + FLOOD_INITIAL_LEN];
+  size_t hdr = 0;
+  enum flood_kind kind = flood_pick(f, f->sent);
+  if (f->raw >= 0) {
+    fd = f->raw;
+    hdr = flood_spoof_headers(f, to, buf, FLOOD_INITIAL_LEN);
+  }
+  if (flood_initial(&f->seed, kind, ids, buf + hdr) != 0) {
     fprintf(stderr, "cm_flood: crypto failed\n");
     return -1;
   }
-  if (sendto(fd, pkt, sizeof(pkt), 0, (const struct sockaddr *)to,
+  if (sendto(fd, buf, hdr + FLOOD_INITIAL_LEN, 0, (const struct sockaddr *)to,
              sizeof(*to)) < 0)
     f->errors++;
-  f->partial_sent += (uint64_t)part;
+  f->by_kind[kind]++;
   f->sent++;
   return 0;
 }
@@ -368,11 +447,11 @@ static int flood_follow_retries(flood_t *f) {
 }
 
 static void flood_usage(void) {
-  fprintf(stderr,
-          "usage: cm_flood --target IP:PORT [--target ...] [--source IP] "
-          "[--ports N] [--spread N] [--rate R] [--seconds S] "
-          "[--mix both|partial|random] "
-          "[--follow-retry] [--seed N] [--self-test]\n");
+  fprintf(stderr, "usage: cm_flood --target IP:PORT [--target ...] "
+                  "[--source IP] [--ports N] [--spread N] [--spoof-port P] "
+                  "[--rate R] [--seconds S] "
+                  "[--mix all|both|partial|random|refused] "
+                  "[--follow-retry] [--seed N] [--self-test]\n");
 }
 
 int main(int argc, char **argv) {
@@ -380,14 +459,14 @@ int main(int argc, char **argv) {
   struct sockaddr_in src;
   size_t i;
   double rate = 300.0, seconds = 15.0, elapsed;
-  const char *source = "127.0.0.1";
+  const char *source = "127.0.0.1", *mix = "all";
   uint64_t t0, end, due;
-  unsigned long spread = 1;
+  unsigned long spread = 1, spoof_port = 0;
   int a, follow = 0;
 
   f.nports = 60;
-  f.mix = "both";
   f.seed = 1;
+  f.raw = -1;
   for (a = 1; a < argc; a++) {
     const char *v = a + 1 < argc ? argv[a + 1] : NULL;
     if (strcmp(argv[a], "--self-test") == 0)
@@ -411,6 +490,8 @@ int main(int argc, char **argv) {
       source = v;
     } else if (strcmp(argv[a], "--spread") == 0) {
       spread = strtoul(v, NULL, 10);
+    } else if (strcmp(argv[a], "--spoof-port") == 0) {
+      spoof_port = strtoul(v, NULL, 10);
     } else if (strcmp(argv[a], "--ports") == 0) {
       f.nports = (size_t)strtoul(v, NULL, 10);
     } else if (strcmp(argv[a], "--rate") == 0) {
@@ -418,7 +499,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[a], "--seconds") == 0) {
       seconds = strtod(v, NULL);
     } else if (strcmp(argv[a], "--mix") == 0) {
-      f.mix = v;
+      mix = v;
     } else if (strcmp(argv[a], "--seed") == 0) {
       f.seed = strtoull(v, NULL, 10);
     } else {
@@ -427,11 +508,11 @@ int main(int argc, char **argv) {
     }
     a++;
   }
+  f.kinds = flood_mix(mix);
   if (f.ntargets == 0 || f.nports == 0 || f.nports > FLOOD_MAX_PORTS ||
       spread == 0 || spread > f.nports || !(rate > 0) || !(seconds > 0) ||
-      seconds > 600 ||
-      (strcmp(f.mix, "both") != 0 && strcmp(f.mix, "partial") != 0 &&
-       strcmp(f.mix, "random") != 0)) {
+      seconds > 600 || f.kinds == 0 || spoof_port > 65535 ||
+      (spoof_port != 0 && (follow || spread != 1))) {
     flood_usage();
     return 2;
   }
@@ -441,11 +522,24 @@ int main(int argc, char **argv) {
     fprintf(stderr, "cm_flood: bad source %s\n", source);
     return 2;
   }
+  if (spoof_port != 0) {
+    /* A forged source address and port: a raw socket writes its own IP
+     * header (root only). Nothing can come back to it. */
+    f.spoof = src;
+    f.spoof.sin_port = htons((uint16_t)spoof_port);
+    f.raw = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    if (f.raw < 0) {
+      fprintf(stderr, "cm_flood: raw socket: %s\n", strerror(errno));
+      return 1;
+    }
+  }
   for (i = 0; i < f.nports; i++) {
     /* Socket i sends from the source address plus i mod spread. */
     struct sockaddr_in from = src;
     from.sin_addr.s_addr =
         htonl(ntohl(src.sin_addr.s_addr) + (uint32_t)(i % spread));
+    if (spoof_port != 0)
+      from.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* sends nothing */
     f.fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (f.fds[i] < 0 ||
         bind(f.fds[i], (struct sockaddr *)&from, sizeof(from)) != 0) {
@@ -484,14 +578,19 @@ int main(int argc, char **argv) {
   elapsed = (double)(flood_now_ns() - t0) * 1e-9;
   for (i = 0; i < f.nports; i++)
     close(f.fds[i]);
+  if (f.raw >= 0)
+    close(f.raw);
   printf("{\"sent\": %llu, \"partial\": %llu, \"random\": %llu, "
-         "\"send_errors\": %llu, \"retries_seen\": %llu, "
-         "\"retries_followed\": %llu, \"seconds\": %.3f, \"rate\": %.1f, "
-         "\"ports\": %zu, \"spread\": %lu, \"source\": \"%s\"}\n",
-         (unsigned long long)f.sent, (unsigned long long)f.partial_sent,
-         (unsigned long long)(f.sent - f.partial_sent),
+         "\"refused\": %llu, \"send_errors\": %llu, "
+         "\"retries_seen\": %llu, \"retries_followed\": %llu, "
+         "\"seconds\": %.3f, \"rate\": %.1f, \"ports\": %zu, "
+         "\"spread\": %lu, \"spoof_port\": %lu, \"source\": \"%s\"}\n",
+         (unsigned long long)f.sent,
+         (unsigned long long)f.by_kind[FLOOD_PARTIAL],
+         (unsigned long long)f.by_kind[FLOOD_RANDOM],
+         (unsigned long long)f.by_kind[FLOOD_REFUSED],
          (unsigned long long)f.errors, (unsigned long long)f.retries_seen,
          (unsigned long long)f.retries_followed, elapsed,
-         (double)f.sent / elapsed, f.nports, spread, source);
+         (double)f.sent / elapsed, f.nports, spread, spoof_port, source);
   return 0;
 }

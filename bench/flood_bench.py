@@ -1,20 +1,24 @@
 """A keyless outsider floods a cluster with QUIC Initials: what does it cost?
 
-    python bench/flood_bench.py [--rates 6000,18000,36000,72000] [--seconds 15]
-                                [--ports 60] [--sources 127.0.0.2] [--retry no,yes]
-                                [--out FILE]
+    python bench/flood_bench.py [--rates 6000,18000,72000,288000] [--seconds 15]
+                                [--scenarios one,one-retry,self,many,spoof]
+                                [--mix all] [--out FILE]
     python bench/flood_bench.py --report FILE      # the Markdown table of a run
 
 Three agents (the LAN profile) on 127.0.0.1 form a cluster; then, for each
-total rate, ``build/bench/cm_flood`` sends QUIC Initials from ``--ports``
-source ports of ``--source`` (a loopback address the agents do not use),
-spread evenly over the three agents, for ``--seconds``: half are correctly
-protected Initials carrying only the first bytes of a ClientHello (a server
-that admits one waits for the rest), half are random bytes under a valid
-header. The flood holds no key. With ``--retry yes`` the sender also answers
-each QUIC Retry the nodes send (as a sender that owns its address can), so
-address validation admits it and only the per-address limits hold it. For
-each source, Retry behaviour and rate the benchmark reports:
+scenario and total rate, ``build/bench/cm_flood`` sends QUIC Initials spread
+evenly over the agents for ``--seconds``, in turn: correctly protected
+Initials carrying only the first bytes of a ClientHello (a server that admits
+one waits for the rest), random bytes under a valid header, and protected
+Initials carrying a whole ClientHello TLS refuses. The flood holds no key.
+The scenarios (``SCENARIOS``): ``one``, 60 ports of 127.0.0.2 ignoring the
+nodes' Retries (as a sender forging its address must); ``one-retry``, the
+same answering every Retry (as a sender owning its address can, which gets it
+past address validation to the per-address limits); ``self``, the same from
+127.0.0.1, the members' own address; ``many``, 400 addresses answering
+Retries; ``spoof``, packets forging the third member's address and port (a
+raw socket; root only), flooding the other two. For each the benchmark
+reports:
 
 - ``suspicions`` / ``failures``: NodeSuspect / NodeFailed events about any
   member, at any agent, from the start of the flood until a settle period
@@ -22,15 +26,15 @@ each source, Retry behaviour and rate the benchmark reports:
 - ``evicted`` and ``handshakes_ok``: established connections between members
   closed to make room, and new member handshakes (each is a connection that
   had to be remade);
-- the transport's drop counters, summed over the agents, by name;
+- the transport's counters, summed over the agents, by name;
 - ``cpu_pct``: the mean CPU of one agent over the flood, percent of one core;
   ``flood_cpu_pct`` that of the sender;
 - ``bytes_in`` / ``bytes_out`` per agent over the flood.
 
-The summary names the largest rate that gave 0 suspicions and 0 failures.
-Output is one JSON object on stdout (and in ``--out``); progress on stderr.
-Every process is killed by PID at the end. The test suite runs one rate of
-this through :func:`run_flood` (tests/test_flood.py).
+The summary names the largest rate sent that gave 0 suspicions and 0
+failures. Output is one JSON object on stdout (and in ``--out``); progress on
+stderr. Every process is killed by PID at the end. The test suite floods
+through :func:`run_flood` (tests/test_flood.py).
 """
 
 from __future__ import annotations
@@ -96,6 +100,9 @@ class FloodResult:
     spread: int
     follow_retry: bool
     sent: int
+    spoof_port: int = 0
+    mix: str = "all"
+    scenario: str = ""
     retries_followed: int = 0
     suspicions: list[tuple[str, str, int]] = field(default_factory=list)
     failures: list[tuple[str, str, int]] = field(default_factory=list)
@@ -125,8 +132,9 @@ def run_flood(
     ports: int = 60,
     source: str = "127.0.0.2",
     spread: int = 1,
-    mix: str = "both",
+    mix: str = "all",
     follow_retry: bool = False,
+    spoof_port: int = 0,
     seed: int = 1,
     during: Callable[[], None] | None = None,
     during_at: float = 5.0,
@@ -136,7 +144,9 @@ def run_flood(
     report what it did, once a settle period after the flood has passed.
 
     ``spread`` sends from that many consecutive addresses from ``source``
-    on. ``during``, if given, runs once ``during_at`` seconds into the flood
+    on; ``spoof_port`` forges ``source``:``spoof_port`` as the source of
+    every packet (a raw socket: root only). ``mix`` picks the kinds of
+    Initial (bench/cm_flood.c). ``during``, if given, runs once ``during_at`` seconds into the flood
     (a join or a restart that must succeed under it); the counters are read
     just before it, so a caller can tell what the flood alone did.
     ``targets`` (default: the agents' addresses) are the addresses flooded;
@@ -150,6 +160,8 @@ def run_flood(
         cmd += ["--target", addr]
     cmd += ["--rate", f"{rate / ports:.3f}", "--seconds", str(seconds), "--mix", mix]
     cmd += ["--seed", str(seed)] + (["--follow-retry"] if follow_retry else [])
+    if spoof_port:
+        cmd += ["--spoof-port", str(spoof_port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     half_open_max = 0
     flood_cpu = 0.0
@@ -191,6 +203,8 @@ def run_flood(
         spread=spread,
         follow_retry=follow_retry,
         sent=report["sent"],
+        spoof_port=spoof_port,
+        mix=mix,
         retries_followed=report["retries_followed"],
     )
     for a in nodes:
@@ -225,22 +239,42 @@ def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+# The outsiders the benchmark runs, by name: where the flood comes from, and
+# whether the sender answers the nodes' Retries.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "one": {"source": "127.0.0.2", "ports": 60, "spread": 1, "follow_retry": False},
+    "one-retry": {"source": "127.0.0.2", "ports": 60, "spread": 1, "follow_retry": True},
+    "self": {"source": "127.0.0.1", "ports": 60, "spread": 1, "follow_retry": True},
+    "many": {"source": "127.0.1.1", "ports": 400, "spread": 400, "follow_retry": True},
+    "spoof": {"source": "127.0.0.1", "ports": 1, "spread": 1, "follow_retry": False},
+}
+SCENARIO_TEXT = {
+    "one": "one address, 60 ports, ignores Retries",
+    "one-retry": "one address, 60 ports, answers Retries",
+    "self": "the members' address, 60 ports, answers Retries",
+    "many": "400 addresses, answers Retries",
+    "spoof": "forges a member's address and port",
+}
+
+
 def table(doc: dict[str, Any]) -> str:
     """The Markdown table docs/benchmarks.md shows for one benchmark run."""
     rows = [
-        "| source | answers Retries | Initials/s | suspicions / failures | evicted | "
-        "member reconnects | Retries sent | refused per address | half-open refused "
-        "| accepted (all failed) | garbage | half-open peak | agent CPU | "
-        "bytes in / out per agent |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| outsider | Initials/s sent | suspicions / failures | evicted | member reconnects "
+        "| Retries sent | refused per address | half-open refused / displaced "
+        "| accepted (all failed) | garbage | half-open peak | agent CPU "
+        "| bytes in / out per agent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["results"]:
         d = r["drops"]
         rows.append(
-            f"| {r['source']} | {'yes' if r['follow_retry'] else 'no'} | {r['rate']:,.0f} "
+            f"| {SCENARIO_TEXT.get(r['scenario'], r['scenario'])} "
+            f"| {r['sent'] / r['seconds']:,.0f} "
             f"| {len(r['suspicions'])} / {len(r['failures'])} | {r['evicted']} "
             f"| {r['handshakes_ok']} | {d['net_retries_sent']:,} "
-            f"| {d['net_drop_source_limit']:,} | {d['net_drop_half_open']:,} "
+            f"| {d['net_drop_source_limit']:,} "
+            f"| {d['net_drop_half_open']:,} / {d['net_half_open_displaced']:,} "
             f"| {d['net_conns_accepted']:,} | {d['net_drop_garbage']:,} | {r['half_open_max']} "
             f"| {r['cpu_pct']}% | {r['bytes_in'] / 2**20:.1f} MiB / "
             f"{r['bytes_out'] / 2**20:.2f} MiB |"
@@ -250,13 +284,14 @@ def table(doc: dict[str, Any]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rates", default="6000,18000,36000,72000")
+    p.add_argument("--rates", default="6000,18000,72000,288000")
     p.add_argument("--seconds", type=float, default=15.0)
-    p.add_argument("--ports", type=int, default=60)
-    p.add_argument("--sources", default="127.0.0.2", help="comma-separated source addresses")
     p.add_argument(
-        "--retry", default="no,yes", help="no: ignore Retries; yes: answer them (comma-separated)"
+        "--scenarios",
+        default="one,one-retry,self,many,spoof",
+        help=f"comma-separated, of: {', '.join(SCENARIOS)}",
     )
+    p.add_argument("--mix", default="all", help="kinds of Initial (cm_flood --mix)")
     p.add_argument("--out")
     p.add_argument("--report", metavar="FILE", help="print the Markdown table of a saved run")
     args = p.parse_args()
@@ -264,6 +299,12 @@ def main() -> int:
         print(table(json.loads(Path(args.report).read_text())))
         return 0
     rates = [float(r) for r in args.rates.split(",")]
+    names = args.scenarios.split(",")
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
+    if "spoof" in names and os.geteuid() != 0:
+        p.error("the spoof scenario forges source addresses with a raw socket: run as root")
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=7"],
         capture_output=True,
@@ -274,36 +315,36 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     try:
         nodes = agents.cluster(3, profile="lan")
-        for source in args.sources.split(","):
-            for follow in (k == "yes" for k in args.retry.split(",")):
-                for rate in rates:
-                    say(
-                        f"flood from {source} at {rate:.0f} Initials/s for {args.seconds:g} s"
-                        f"{', answering Retries' if follow else ''}"
-                    )
-                    r = run_flood(
-                        nodes,
-                        rate=rate,
-                        seconds=args.seconds,
-                        ports=args.ports,
-                        source=source,
-                        follow_retry=follow,
-                    )
-                    say(
-                        f"  suspicions {len(r.suspicions)}, failures {len(r.failures)}, "
-                        f"evicted {r.evicted}, agent CPU {r.cpu_pct}%"
-                    )
-                    results.append(asdict(r))
+        for name in names:
+            sc = dict(SCENARIOS[name])
+            if name == "spoof":
+                # The address and port of the third member, sent to the others.
+                sc["spoof_port"] = int(nodes[2].addr.rsplit(":", 1)[1])
+            for rate in rates:
+                say(f"{SCENARIO_TEXT[name]}: {rate:.0f} Initials/s for {args.seconds:g} s")
+                r = run_flood(
+                    nodes if name != "spoof" else nodes[:2],
+                    rate=rate,
+                    seconds=args.seconds,
+                    mix=args.mix,
+                    **sc,
+                )
+                r.scenario = name
+                say(
+                    f"  suspicions {len(r.suspicions)}, failures {len(r.failures)}, "
+                    f"evicted {r.evicted}, agent CPU {r.cpu_pct}%"
+                )
+                results.append(asdict(r))
     finally:
         agents.stop()
-    clean = [r["rate"] for r in results if not r["suspicions"] and not r["failures"]]
+    clean = [r["sent"] / r["seconds"] for r in results if not r["suspicions"] and not r["failures"]]
     out = {
         "commit": commit,
         "command": " ".join(["python bench/flood_bench.py", *sys.argv[1:]]),
         "nodes": 3,
         "profile": "lan",
         "results": results,
-        "largest_rate_without_suspicion": max(clean) if clean else None,
+        "largest_rate_without_suspicion": round(max(clean)) if clean else None,
     }
     text = json.dumps(out, indent=1)
     print(text)
