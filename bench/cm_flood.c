@@ -367,14 +367,14 @@ static unsigned flood_mix(const char *mix) {
   return 0;
 }
 
-/* The serial-th packet's kind: the chosen kinds in turn. */
-static enum flood_kind flood_pick(const flood_t *f, uint64_t serial) {
+/* The serial-th packet's kind: the kinds of the mask `kinds` in turn. */
+static enum flood_kind flood_pick(unsigned kinds, uint64_t serial) {
   unsigned n = 0, k, want;
   for (k = 0; k < FLOOD_KINDS; k++)
-    n += (f->kinds >> k) & 1u;
+    n += (kinds >> k) & 1u;
   want = (unsigned)(serial % n);
   for (k = 0; k < FLOOD_KINDS; k++)
-    if (((f->kinds >> k) & 1u) && want-- == 0)
+    if (((kinds >> k) & 1u) && want-- == 0)
       break;
   return (enum flood_kind)k;
 }
@@ -400,10 +400,9 @@ static size_t flood_spoof_headers(const flood_t *f,
 }
 
 static int flood_send(flood_t *f, int fd, const struct sockaddr_in *to,
-                      const flood_ids_t *ids) {
+                      const flood_ids_t *ids, enum flood_kind kind) {
   uint8_t buf[28 + FLOOD_INITIAL_LEN];
   size_t hdr = 0;
-  enum flood_kind kind = flood_pick(f, f->sent);
   if (f->raw >= 0) {
     fd = f->raw;
     hdr = flood_spoof_headers(f, to, buf, FLOOD_INITIAL_LEN);
@@ -437,8 +436,13 @@ static int flood_follow_retries(flood_t *f) {
         break;
       if (flood_parse_retry(buf, (size_t)r, &ids, token) != 0)
         continue;
+      /* Random bytes never draw a Retry: the answer is one of the
+       * others, in turn. */
+      unsigned answer = f->kinds & ~(1u << FLOOD_RANDOM);
       f->retries_seen++;
-      if (flood_send(f, f->fds[i], &from, &ids) != 0)
+      if (flood_send(f, f->fds[i], &from, &ids,
+                     flood_pick(answer != 0 ? answer : f->kinds,
+                                f->retries_followed)) != 0)
         return -1;
       f->retries_followed++;
     }
@@ -555,8 +559,9 @@ int main(int argc, char **argv) {
     struct timespec ts;
     if (now >= end)
       break;
-    /* Fresh Initials due by now, round robin over ports and targets;
-     * Initials that follow Retries come on top. */
+    /* Fresh Initials due by now, round robin over ports and targets, the
+     * kinds in turn at each target; Initials that follow Retries come on
+     * top. */
     due = (uint64_t)((double)(now - t0) * 1e-9 * rate * (double)f.nports);
     for (fresh = f.sent - f.retries_followed; fresh < due; fresh++) {
       flood_ids_t ids;
@@ -566,7 +571,8 @@ int main(int argc, char **argv) {
       flood_fill(&f.seed, ids.dcid, ids.dcidlen);
       flood_fill(&f.seed, ids.scid, ids.scidlen);
       if (flood_send(&f, f.fds[fresh % f.nports],
-                     &f.targets[fresh % f.ntargets], &ids) != 0)
+                     &f.targets[fresh % f.ntargets], &ids,
+                     flood_pick(f.kinds, fresh / f.ntargets)) != 0)
         return 1;
     }
     if (follow && flood_follow_retries(&f) != 0)

@@ -74,6 +74,7 @@ DROPS = (
     "net_drop_garbage",
     "net_conns_accepted",
     "net_handshakes_failed",
+    "net_handshakes_refused",
     "net_packets_in",
 )
 

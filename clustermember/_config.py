@@ -310,7 +310,7 @@ class ClusterConfig:
             raise ConfigError(
                 f"retry_threshold={rt} is too large: 0 sends a Retry for every handshake, "
                 f"max_half_open or more (up to {_RETRY_MAX}) never does, and unset (None) "
-                "derives it from max_half_open (a quarter, at least 1)"
+                "derives it from max_half_open (a quarter, so 0 under four places)"
             )
 
     def _check_auth(self) -> None:

@@ -880,6 +880,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(handshakes_ok);
   T(handshakes_failed);
   T(auth_refused);
+  T(handshakes_refused);
   T(conns_open);
   T(conns_idle);
   T(conns_opened);

@@ -63,9 +63,11 @@
  * every pool can accept. */
 #define NET_HALF_OPEN_MAX_DERIVED 128
 #define NET_HALF_OPEN_POOL_SHARE 4
-/* retry_threshold, derived: a quarter of max_half_open, at least 1. An
- * endpoint with a few handshakes in flight pays no extra round trip; past
- * that, a flood from spoofed addresses costs it no state at all. */
+/* retry_threshold, derived: a quarter of max_half_open. An endpoint with a
+ * few handshakes in flight pays no extra round trip; past that, a flood
+ * from spoofed addresses costs it no state at all. Under 4 places, 0: a
+ * table that small is full at once, so every Initial without a token is
+ * answered with a Retry. */
 #define NET_RETRY_HALF_OPEN_SHARE 4
 
 uint64_t cm_net__now(void) {
@@ -464,8 +466,7 @@ void cm_net_config_derive(cm_net_config_t *cfg) {
     cfg->max_half_open = n > 0 ? n : 1;
   }
   if (cfg->retry_threshold == CM_NET_RETRY_DERIVED) {
-    uint32_t n = cfg->max_half_open / NET_RETRY_HALF_OPEN_SHARE;
-    cfg->retry_threshold = n > 0 ? n : 1;
+    cfg->retry_threshold = cfg->max_half_open / NET_RETRY_HALF_OPEN_SHARE;
   }
 }
 
@@ -595,6 +596,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
   net->accept_tokens = (double)cfg->accept_rate;
   net->reset_ts = net->accept_ts = cm_net__now();
   net->retry_ts = net->accept_ts;
+  net->unproven_ts = net->accept_ts;
   if (cfg->nkeys > 0 && cfg->auth == CM_AUTH_KEY) {
     net->keys = malloc(cfg->nkeys * sizeof(*net->keys));
     if (net->keys == NULL) {

@@ -75,16 +75,19 @@ typedef struct cm_net_config {
    * at most max_connections (admission needs room in the pool for every
    * one of them anyway); 0 (the default): derived from the pool,
    * min(128, max_connections / 4), at least 1. When all are taken a known
-   * peer
-   * (is_known_peer) displaces the oldest stranger's; a stranger displaces
-   * the oldest of the stranger holding the most, unless its own source
-   * holds as many, and never a known peer's. */
+   * peer (is_known_peer) displaces the oldest stranger's; a stranger
+   * displaces the oldest of the stranger holding the most, unless its own
+   * source holds as many, or, from a source holding none, the oldest
+   * stranger's once it has been there max_half_open / accept_rate
+   * seconds; never a known peer's. */
   uint32_t max_half_open;
   /* From this many half-open connections on, an Initial without a token
    * is answered with a stateless Retry (0: always; max_half_open or more,
    * e.g. CM_NET_RETRY_NEVER: never, a full table refuses instead).
-   * CM_NET_RETRY_DERIVED (the default): a quarter of max_half_open, at
-   * least 1. */
+   * CM_NET_RETRY_DERIVED (the default): a quarter of max_half_open, so 0
+   * for tables under 4. Also answered with a Retry while Retry is on:
+   * Initials without a token beyond a small endpoint-wide rate (100/s),
+   * and is_known_peer is asked only of addresses a token proved. */
   uint32_t retry_threshold;
   uint8_t static_secret[32]; /* stateless reset and Retry tokens derive
                                 from it */
@@ -113,7 +116,8 @@ typedef struct cm_net_callbacks {
   /* Optional. 1 if `from` (address and port) is the address of a known
    * peer (a member), else 0. Asked before a stale-peer report spends the
    * endpoint's report budget, and at admission of a new inbound handshake
-   * once its Initial has passed the stateless and token checks: a known
+   * once its Initial has passed the stateless check and a Retry token has
+   * proven its address (with Retry off, whatever its address): a known
    * peer's handshake has a rate of its own, is not charged to the rate
    * strangers share, and takes precedence over strangers' for a half-open
    * place, so strangers cannot lock members out. NULL: every sender is a
@@ -128,6 +132,9 @@ typedef struct cm_net_stats {
                                        inbound ones TLS refused at their
                                        first packet (never accepted) */
   uint64_t auth_refused;            /* failures due to TLS authentication */
+  uint64_t handshakes_refused;      /* of handshakes_failed: inbound Initials
+                                       TLS refused at their first packet,
+                                       freed at once (never accepted) */
   uint64_t conns_open;              /* currently open (not closing) */
   uint64_t conns_idle;              /* open, established, nothing in flight */
   uint64_t conns_opened;            /* total: as client plus as server */

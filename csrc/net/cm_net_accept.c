@@ -6,27 +6,37 @@
  *   1. a well-formed QUIC v1 Initial of at least 1200 bytes that the
  *      Initial keys of its DCID authenticate (cm_net_initial.c), checked
  *      statelessly before anything is spent on it (else drop_garbage);
- *   2. a token, if it carries one, that we issued in a Retry to this
- *      address for this connection (else drop_bad_token); without one,
- *      once retry_threshold connections are half-open, a stateless Retry
- *      and nothing kept (retries_sent, or drop_retry_rate_limit);
+ *   2. its source address proven, or the endpoint calm: a token, if it
+ *      carries one, that we issued in a Retry to this address and port for
+ *      this connection (else drop_bad_token); without one, it goes on only
+ *      while fewer than retry_threshold connections are half-open and a
+ *      small endpoint-wide budget for unproven addresses lasts (every such
+ *      Initial spends it, whatever then becomes of it, so Initials that
+ *      TLS refuses turn Retry on as surely as ones that stall); else a
+ *      stateless Retry and nothing kept (retries_sent, or
+ *      drop_retry_rate_limit). With Retry off (retry_threshold at or above
+ *      max_half_open) no address is ever proven;
  *   3. whether the sender is a known peer (is_known_peer: a member's
- *      address and port); a known peer's Initial is held to its own
- *      per-address rate, a stranger's to its IP's rate and to the
- *      endpoint-wide rate strangers share (drop_source_limit,
- *      drop_rate_limit);
+ *      address and port), asked only of a proven address while Retry is
+ *      on, as anyone can write a member's address on a packet; a known
+ *      peer's Initial is held to its own per-address rate, anyone else's
+ *      to its IP's rate and to the endpoint-wide rate strangers share
+ *      (drop_source_limit, drop_rate_limit; an unproven address over
+ *      them is sent a Retry instead, as it may prove to be a member's);
  *   4. room among the half-open connections: a known peer displaces the
  *      oldest stranger's; a stranger displaces the oldest of the stranger
- *      holding the most, unless its own source holds as many, and never a
- *      known peer's; when the table holds known peers' only, the same fair
- *      share applies among them (drop_half_open);
+ *      holding the most, unless its own source holds as many, or, from a
+ *      source holding none, the oldest stranger's that has had its time
+ *      (accept_min_life), and never a known peer's; when the table holds
+ *      known peers' only, the fair share applies among them
+ *      (drop_half_open);
  *   5. room the pool could make once the peer is authenticated, for it
  *      and every half-open connection before it: free places and idle
  *      connections (else drop_pool_full, before any state);
  *   6. a first packet that ngtcp2 and TLS process without error, else the
- *      connection is freed at once, never accepted: a failed handshake
- *      (the client is sent TLS's alert) or drop_garbage; only then is a
- *      victim displaced (step 4).
+ *      connection is freed at once, never accepted: a refused handshake
+ *      (handshakes_refused; the client is sent TLS's alert) or
+ *      drop_garbage; only then is a victim displaced (step 4).
  * An unauthenticated connection takes no place in the pool, so it can
  * never cost an authenticated one its place: it joins the pool once TLS
  * has authenticated the peer (cm_net__accept_verified).
@@ -48,12 +58,18 @@
  * loaded host needs well under a second; beyond a few, a token seen on
  * the path is worth nothing to whoever saw it. */
 #define ACCEPT_TOKEN_LIFETIME (3 * NGTCP2_SECONDS)
+/* Initials without a token admitted per second while the endpoint is
+ * calm, endpoint-wide: a cluster starting at once gets its first
+ * handshakes without the Retry's round trip, and a flood of them, from
+ * however many forged addresses, turns Retry on within a second. */
+#define ACCEPT_UNPROVEN_RATE 100.0
 /* Label of the Retry token key, so it differs from the stateless reset
  * key derived from the same static secret. */
 static const char accept_token_label[] = "clustermember retry token";
 
 int cm_net__accept_init(cm_net_t *net) {
   net->retry_tokens = ACCEPT_RETRY_RATE;
+  net->unproven_tokens = ACCEPT_UNPROVEN_RATE;
   if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, net->cfg.static_secret,
                        sizeof(net->cfg.static_secret), accept_token_label,
                        sizeof(accept_token_label) - 1, net->token_secret) != 0)
@@ -125,7 +141,7 @@ static uintptr_t accept_source_count(cm_net_t *net, const cm_addr_t *a,
   return (uintptr_t)cm_net_map_get(&net->half_srcs, key, n);
 }
 
-static int accept_half_open_join(cm_net_conn_t *c, int known) {
+static int accept_half_open_join(cm_net_conn_t *c, int known, uint64_t now) {
   cm_net_t *net = c->net;
   uint8_t key[CM_NET_ADDR_KEY_LEN];
   size_t klen = accept_source_key(&c->peer, known, key);
@@ -134,6 +150,7 @@ static int accept_half_open_join(cm_net_conn_t *c, int known) {
     return CM_ENOMEM;
   c->half_open = 1;
   c->known_peer = known;
+  c->half_open_at = now;
   c->hnext = NULL;
   c->hprev = net->half_tail;
   if (net->half_tail != NULL)
@@ -172,19 +189,34 @@ void cm_net__half_open_leave(cm_net_conn_t *c) {
     cm_net_map_del(&net->half_srcs, key, klen, NULL);
 }
 
+/* How long a stranger's half-open connection keeps its place before a
+ * stranger from a source holding none may take it: as long as the table
+ * lasts at accept_rate, so bursts cannot cycle it faster than a sustained
+ * flood may (128 ms by default, ample for a handshake on a LAN); no
+ * minimum without accept_rate. */
+static uint64_t accept_min_life(const cm_net_t *net) {
+  if (net->cfg.accept_rate == 0)
+    return 0;
+  return (uint64_t)net->cfg.max_half_open * NGTCP2_SECONDS /
+         net->cfg.accept_rate;
+}
+
 /* The half-open connection a newcomer from `from` (known: a known peer's
  * address) takes the place of when the table is full, or NULL if it may
  * take none. Strangers' connections make way first: a known peer takes
- * the oldest of them, and a stranger the oldest of the stranger holding
+ * the oldest of them. A stranger takes the oldest of the stranger holding
  * the most, unless its own source would then hold as many (else two
  * floods would take turns displacing each other, and one source could
- * push out everyone else). A known peer's connection never makes way for
- * a stranger; only when the whole table is known peers' does a known peer
- * displace one, by the same fair share among them. */
+ * push out everyone else); failing that, a stranger from a source holding
+ * none takes the oldest stranger's place once that has had its time, so
+ * a table held by many sources one place each still lets new ones in,
+ * each for at least accept_min_life. A known peer's connection never
+ * makes way for a stranger; only when the whole table is known peers'
+ * does a known peer displace one, by the same fair share among them. */
 static cm_net_conn_t *accept_victim(cm_net_t *net, const cm_addr_t *from,
-                                    int known) {
-  cm_net_conn_t *c, *victim = NULL;
-  uintptr_t most = 0;
+                                    int known, uint64_t now) {
+  cm_net_conn_t *c, *victim = NULL, *oldest = NULL;
+  uintptr_t most = 0, own;
   if (known)
     for (c = net->half_head; c != NULL; c = c->hnext)
       if (!c->known_peer)
@@ -193,31 +225,38 @@ static cm_net_conn_t *accept_victim(cm_net_t *net, const cm_addr_t *from,
     uintptr_t n;
     if (c->known_peer != known)
       continue;
+    if (oldest == NULL)
+      oldest = c;
     n = accept_source_count(net, &c->peer, c->known_peer);
     if (n > most) {
       most = n;
       victim = c;
     }
   }
-  if (victim == NULL || accept_source_count(net, from, known) + 1 >= most)
+  if (victim == NULL)
     return NULL;
-  return victim;
+  own = accept_source_count(net, from, known);
+  if (own + 1 < most)
+    return victim;
+  if (!known && own == 0 && now - oldest->half_open_at >= accept_min_life(net))
+    return oldest;
+  return NULL;
 }
 
 /* 1 if a newcomer may have a half-open place, possibly by displacing
  * another's (done by accept_make_half_open_room). */
 static int accept_half_open_allowed(cm_net_t *net, const cm_addr_t *from,
-                                    int known) {
+                                    int known, uint64_t now) {
   return net->nhalf_open < net->cfg.max_half_open ||
-         accept_victim(net, from, known) != NULL;
+         accept_victim(net, from, known, now) != NULL;
 }
 
 static void accept_make_half_open_room(cm_net_t *net, const cm_addr_t *from,
-                                       int known) {
+                                       int known, uint64_t now) {
   cm_net_conn_t *victim;
   if (net->nhalf_open < net->cfg.max_half_open)
     return;
-  victim = accept_victim(net, from, known);
+  victim = accept_victim(net, from, known, now);
   if (victim == NULL)
     return;
   net->st.half_open_displaced++;
@@ -263,6 +302,11 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   const ngtcp2_cid *retried = NULL;
   cm_net_conn_t *c;
   int known;
+  int retry_on = net->cfg.retry_threshold < net->cfg.max_half_open;
+  /* Its address not shown to be the sender's, while a Retry could show it
+   * (with Retry off, no address is ever proven and each is taken as it
+   * is). */
+  int unproven = retry_on;
   uint64_t now = cm_net__now();
   socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in);
@@ -294,22 +338,33 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
       return;
     }
     retried = &odcid;
-  } else if (net->cfg.retry_threshold < net->cfg.max_half_open &&
-             net->nhalf_open >= net->cfg.retry_threshold) {
+    unproven = 0;
+  } else if (retry_on &&
+             (net->nhalf_open >= net->cfg.retry_threshold ||
+              !cm_net__bucket_take(&net->unproven_tokens, &net->unproven_ts,
+                                   ACCEPT_UNPROVEN_RATE, now))) {
     accept_send_retry(net, sa, salen, from, &hd, now);
     return;
   }
-  /* Asked only now: the address of an Initial without a token is unproven
-   * (anyone can write a member's address on a packet), and from
-   * retry_threshold half-open connections on only a token gets this far. */
-  known = net->cb.is_known_peer != NULL && net->cb.is_known_peer(net->ud, from);
+  /* A member's address on an Initial without a token proves nothing while
+   * Retry can prove it: such an Initial is a stranger's, so forging a
+   * member's address and port can neither spend that member's budget nor
+   * claim its priority. */
+  known = !unproven && net->cb.is_known_peer != NULL &&
+          net->cb.is_known_peer(net->ud, from);
   /* Per source first, so one address over its rate takes nothing from the
    * endpoint-wide budget the others share. A known peer has a bucket of
    * its own, so strangers on its IP cannot spend it, and is not charged
    * to the endpoint-wide one: what members can send is bounded by the
-   * membership itself, and strangers must not be able to lock them out. */
+   * membership itself, and strangers must not be able to lock them out.
+   * An unproven address over a stranger's rate is sent a Retry rather
+   * than refused: it may be a member's, which its token will show. */
   if (!cm_net__srclimit_take(known ? &net->peerlimit : &net->srclimit, from,
                              now)) {
+    if (unproven) {
+      accept_send_retry(net, sa, salen, from, &hd, now);
+      return;
+    }
     net->st.drop_source_limit++;
     net->st.drop_rate_limit++;
     return;
@@ -317,10 +372,14 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   if (!known && net->cfg.accept_rate > 0 &&
       !cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
                            (double)net->cfg.accept_rate, now)) {
+    if (unproven) {
+      accept_send_retry(net, sa, salen, from, &hd, now);
+      return;
+    }
     net->st.drop_rate_limit++;
     return;
   }
-  if (!accept_half_open_allowed(net, from, known)) {
+  if (!accept_half_open_allowed(net, from, known, now)) {
     net->st.drop_half_open++;
     return;
   }
@@ -340,8 +399,8 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     cm_net__conn_refuse_first(c, rv);
     return;
   }
-  accept_make_half_open_room(net, from, known);
-  if (accept_half_open_join(c, known) != 0) {
+  accept_make_half_open_room(net, from, known, now);
+  if (accept_half_open_join(c, known, now) != 0) {
     cm_net__conn_free(c);
     net->st.drop_half_open++;
     return;

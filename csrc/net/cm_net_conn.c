@@ -644,6 +644,7 @@ void cm_net__conn_refuse_first(cm_net_conn_t *c, int rv) {
   alert = ngtcp2_conn_get_tls_alert(c->qc);
   ngtcp2_ccerr_set_tls_alert(&c->ccerr, alert, NULL, 0);
   net->st.handshakes_failed++;
+  net->st.handshakes_refused++;
   if (cm_net__tls_alert_is_auth(alert))
     net->st.auth_refused++;
   c->send_close = 1;

@@ -171,11 +171,12 @@ struct cm_net_conn {
   socklen_t peer_salen;
   int is_client;
   cm_net_conn_state_t state;
-  int verified;     /* TLS authenticated the peer: payload may be delivered */
-  int in_pool;      /* counted in nconns: ours, or inbound and verified */
-  int half_open;    /* inbound, not verified: in the half-open list */
-  int known_peer;   /* inbound: is_known_peer said its source is a member's */
-  int current;      /* the peer map points here */
+  int verified;   /* TLS authenticated the peer: payload may be delivered */
+  int in_pool;    /* counted in nconns: ours, or inbound and verified */
+  int half_open;  /* inbound, not verified: in the half-open list */
+  int known_peer; /* inbound: is_known_peer said its source is a member's */
+  uint64_t half_open_at; /* ngtcp2 timestamp it entered the half-open list */
+  int current;           /* the peer map points here */
   int retiring;     /* a duplicate of another connection to the same peer */
   int writing;      /* inside conn_write: callbacks need not mark it dirty */
   size_t key_idx;   /* client, CM_AUTH_KEY: the keyring entry offered */
@@ -251,6 +252,8 @@ struct cm_net {
   uint64_t stale_ts;
   double retry_tokens;
   uint64_t retry_ts;
+  double unproven_tokens; /* Initials without a token admitted (calm only) */
+  uint64_t unproven_ts;
   uint8_t token_secret[32];    /* Retry tokens: derived from static_secret */
   cm_net_srclimit_t srclimit;  /* strangers' accepts per IP address */
   cm_net_srclimit_t peerlimit; /* known peers' accepts per address */

@@ -34,9 +34,11 @@ typedef struct tnode {
   size_t last_resp_len;
   int closed;
   int nstale; /* on_stale_peer reports */
-  /* With t_cb_known: the addresses its is_known_peer calls members'. */
+  /* With t_cb_known: the addresses its is_known_peer calls members', and
+   * how many times it was asked. */
   const cm_addr_t *known;
   size_t nknown;
+  int nasked;
 } tnode_t;
 
 /* Reply bytes derive from the request so content is checked end to end. */
@@ -119,6 +121,16 @@ static void t_start_with(tnode_t *n, uv_loop_t *loop,
   CM_CHECK_OK(cm_net_new(&n->net, loop, &a, cfg, cb, n));
   CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
   CM_CHECK(n->addr.port != 0);
+}
+
+/* Start n bound to exactly `at` with callbacks cb. */
+static void t_start_bound(tnode_t *n, uv_loop_t *loop,
+                          const cm_net_config_t *cfg, const cm_addr_t *at,
+                          const cm_net_callbacks_t *cb) {
+  memset(n, 0, sizeof(*n));
+  CM_CHECK_OK(cm_net_new(&n->net, loop, at, cfg, cb, n));
+  CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
+  CM_CHECK(cm_addr_eq(&n->addr, at));
 }
 
 static void t_start_at(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
@@ -801,14 +813,16 @@ CM_TEST(net_mtls) {
 }
 
 /* Left at their defaults, max_half_open and retry_threshold follow the
- * pool, so every pool of at least one connection starts; explicit values
- * are kept as given. */
+ * pool, so every pool of at least one connection starts, and a table
+ * under four places answers every Initial without a token with a Retry
+ * (a threshold of 1 would be Retry never, on a table of one); explicit
+ * values are kept as given. */
 CM_TEST(net_config_derived_from_the_pool) {
   static const uint32_t pools[] = {1,   2,   3,   4,   7,   8,   64,
                                    127, 128, 129, 511, 512, 513, 100000};
   /* What each pool above derives: max_half_open, retry_threshold. */
   static const uint32_t want[][2] = {
-      {1, 1},  {1, 1},  {1, 1},  {1, 1},    {1, 1},    {2, 1},    {16, 4},
+      {1, 0},  {1, 0},  {1, 0},  {1, 0},    {1, 0},    {2, 0},    {16, 4},
       {31, 7}, {32, 8}, {32, 8}, {127, 31}, {128, 32}, {128, 32}, {128, 32}};
   uv_loop_t loop;
   cm_net_config_t cfg, d;
@@ -972,22 +986,35 @@ CM_TEST(net_garbage_dropped) {
   t_finish(&loop, all, 2);
 }
 
-/* Send `count` protected Initials, each a new handshake (a fresh DCID)
- * that stalls after a partial ClientHello, from fd to n, and wait until n
- * has read them. */
-static void t_send_stalled(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
-                           int count) {
+/* Send `count` protected Initials without a token, each under a new DCID,
+ * whose ClientHello TLS refuses at once (bad) or waits on (stalled), from
+ * fd to n in batches the socket buffer holds, waiting until n has read
+ * them. */
+static void t_send_hellos(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                          int count, int bad) {
   uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN], dcid[8];
-  t_garbage_t g = {n, t_stats(n).packets_in + (uint64_t)count};
+  t_garbage_t g = {n, t_stats(n).packets_in};
   int i;
   for (i = 0; i < count; i++) {
     cm_tn_random_bytes(seed, dcid, sizeof(dcid));
-    cm_tn_partial_hello(seed, hs);
+    if (bad)
+      cm_tn_bad_hello(hs);
+    else
+      cm_tn_partial_hello(seed, hs);
     cm_tn_sealed_initial(seed, pkt, dcid, sizeof(dcid), NULL, 0, hs,
                          sizeof(hs));
     t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+    if (i % 50 == 49 || i == count - 1) {
+      g.want += (uint64_t)(i % 50) + 1;
+      CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+    }
   }
-  CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+}
+
+/* The same, each a stalled handshake. */
+static void t_send_stalled(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                           int count) {
+  t_send_hellos(loop, n, fd, seed, count, 0);
 }
 
 /* Random payloads under valid Initial headers, from many addresses (as a
@@ -1468,8 +1495,9 @@ CM_TEST(net_half_open_displaced_only_by_a_good_first_packet) {
  */
 
 static int t_is_listed(void *ud, const cm_addr_t *from) {
-  const tnode_t *n = ud;
+  tnode_t *n = ud;
   size_t i;
+  n->nasked++;
   for (i = 0; i < n->nknown; i++)
     if (cm_addr_eq(&n->known[i], from))
       return 1;
@@ -1492,40 +1520,49 @@ static void t_cfg_small_table(cm_net_config_t *cfg, uint32_t places) {
   cfg->handshake_timeout = CM_SEC(60);
 }
 
-/* More sources than places, each holding one stalled handshake: no
- * stranger can displace another (each would then hold as many), but a
- * member can, so members still connect while the table is held. */
+/* More sources than places, each holding one stalled handshake: while the
+ * places are young no stranger can displace another (each would then hold
+ * as many), but a member can, so members still connect while the table is
+ * held. */
 CM_TEST(net_known_peer_gets_through_a_table_held_by_many) {
   enum { PLACES = 8, SOURCES = 9 };
+  /* accept_rate SOURCES: all at once, and a place's life before a new
+   * source may take it (max_half_open / accept_rate) of 8/9 s. */
+  const uint64_t life_us = (uint64_t)PLACES * 1000000u / SOURCES;
   uv_loop_t loop;
   cm_net_config_t cfg, peer;
   tnode_t a, b;
   tnode_t *all[] = {&a, &b};
-  uint64_t seed = 51;
+  uint64_t seed = 51, t0;
   cm_net_stats_t st;
-  int fd[SOURCES], i;
+  int fd[SOURCES], i, young;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   t_cfg_small_table(&cfg, PLACES);
+  cfg.accept_rate = SOURCES;
   t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
   t_cfg(&peer);
   t_start(&b, &loop, &peer);
   a.known = &b.addr;
   a.nknown = 1;
+  t0 = t_now_us();
   for (i = 0; i < SOURCES; i++) {
     char ip[16];
     snprintf(ip, sizeof(ip), "127.0.0.%d", 20 + i);
     fd[i] = cm_tn_udp_socket_at(ip);
     t_send_stalled(&loop, &a, fd[i], &seed, 1);
   }
+  /* The last source found every place young (on a machine slow enough to
+   * have taken a whole life over the sends, it took the oldest). */
+  young = t_now_us() - t0 < life_us;
   st = t_stats(&a);
   CM_CHECK_EQ(st.conns_half_open, PLACES);
-  CM_CHECK_EQ(st.drop_half_open, SOURCES - PLACES);
-  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_EQ(st.drop_half_open, young ? SOURCES - PLACES : 0);
+  CM_CHECK_EQ(st.half_open_displaced, young ? 0 : 1);
   CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
   CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
   CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
-  CM_CHECK_EQ(t_stats(&a).half_open_displaced, 1);
+  CM_CHECK_EQ(t_stats(&a).half_open_displaced, young ? 1 : 2);
   for (i = 0; i < SOURCES; i++)
     close(fd[i]);
   t_finish(&loop, all, 2);
@@ -1888,6 +1925,207 @@ CM_TEST(net_retry_tokens_checked) {
   close(fd2);
   close(fd3);
   t_finish(&loop, all, 1);
+}
+
+/* ---- unproven addresses ------------------------------------------------ */
+
+/* Initials whose ClientHello TLS refuses hold no half-open place, so they
+ * never reach retry_threshold, yet each costs a TLS run and the rates real
+ * clients need. Without a token they are admitted only while the small
+ * endpoint-wide budget for unproven addresses lasts; past it, Retries,
+ * which a sender that forges its address never answers: the endpoint-wide
+ * rate is untouched, every Initial is counted under what became of it,
+ * and a stranger still connects. */
+CM_TEST(net_refused_initials_turn_retry_on) {
+  enum { FLOOD = 300, UNPROVEN_BURST = 100 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 71;
+  cm_net_stats_t st;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 150; /* more than the budget: it would drain it */
+  cfg.accept_rate_per_source = 0;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_hellos(&loop, &a, fd, &seed, FLOOD, 1);
+  st = t_stats(&a);
+  CM_CHECK(st.handshakes_refused >= UNPROVEN_BURST);
+  CM_CHECK(st.handshakes_refused < FLOOD / 2);
+  CM_CHECK_EQ(st.handshakes_failed, st.handshakes_refused);
+  CM_CHECK_EQ(st.handshakes_refused + st.retries_sent +
+                  st.drop_retry_rate_limit,
+              FLOOD);
+  CM_CHECK(st.retries_sent >= FLOOD / 2);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_half_open, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"s", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  close(fd);
+  t_finish(&loop, all, 2);
+}
+
+/* Initials without a token from a member's address and port (as anyone can
+ * forge them) are a stranger's: is_known_peer is not asked, the member's
+ * own rate is not spent, and past the stranger's rate they get Retries. The
+ * member, at that address, then proves it with a token and connects at its
+ * first attempt on a rate of its own. */
+CM_TEST(net_forged_member_address_spends_nothing_of_the_members) {
+  enum { FORGED = 10, RATE = 2 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_addr_t member;
+  uint64_t seed = 72;
+  cm_net_stats_t st;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate_per_source = RATE; /* a stranger's per IP, a member's own */
+  cfg.handshake_timeout = CM_SEC(60);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  fd = cm_tn_udp_socket_at("127.0.0.1");
+  member = cm_tn_socket_addr(fd);
+  a.known = &member;
+  a.nknown = 1;
+  t_send_hellos(&loop, &a, fd, &seed, FORGED, 0);
+  st = t_stats(&a);
+  CM_CHECK_EQ(a.nasked, 0);
+  CM_CHECK_EQ(st.conns_accepted, RATE); /* 127.0.0.1's, as a stranger's */
+  CM_CHECK_EQ(st.retries_sent, FORGED - RATE);
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  /* The member, at the address the forged Initials came from. */
+  close(fd);
+  t_cfg(&cfg);
+  t_start_bound(&b, &loop, &cfg, &member, &t_cb);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &member));
+  st = t_stats(&a);
+  CM_CHECK(a.nasked >= 1);
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  CM_CHECK_EQ(st.conns_accepted, RATE + 1);
+  CM_CHECK_EQ(t_stats(&b).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
+typedef struct {
+  uint64_t until_us;
+} t_time_t;
+
+static int t_time_passed(void *arg) {
+  return t_now_us() >= ((t_time_t *)arg)->until_us;
+}
+
+/* Run the loop until the monotonic clock reads until_us. */
+static void t_run_until(uv_loop_t *loop, uint64_t until_us) {
+  t_time_t w = {until_us};
+  uint64_t now = t_now_us();
+  unsigned ms = now < until_us ? (unsigned)((until_us - now) / 1000u) + 1 : 0;
+  (void)t_run(loop, t_time_passed, &w, ms);
+  CM_CHECK(t_time_passed(&w));
+}
+
+/* A table held by more sources than places, one each (as a sender owning
+ * many addresses can): a stranger from a source holding none takes the
+ * oldest stranger's place once that has had max_half_open / accept_rate
+ * seconds (not before), and a source already holding one does not. */
+CM_TEST(net_stranger_gets_a_place_in_a_table_held_by_many) {
+  enum { PLACES = 4, RATE = 5 };
+  const uint64_t life_us = (uint64_t)PLACES * 1000000u / RATE;
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint64_t seed = 73, t0, t_held;
+  cm_net_stats_t st;
+  int fd[PLACES + 2], i, young;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, PLACES);
+  cfg.accept_rate = RATE; /* PLACES + 1 at once, then RATE a second */
+  t_start(&a, &loop, &cfg);
+  for (i = 0; i < PLACES + 2; i++) {
+    char ip[16];
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 40 + i);
+    fd[i] = cm_tn_udp_socket_at(ip);
+  }
+  t0 = t_now_us();
+  for (i = 0; i < PLACES; i++)
+    t_send_stalled(&loop, &a, fd[i], &seed, 1);
+  t_held = t_now_us();
+  CM_CHECK_EQ(t_stats(&a).conns_half_open, PLACES);
+  /* A new source while the oldest is young: refused. (On a machine slow
+   * enough to have taken the whole life over the sends, displaced.) */
+  t_send_stalled(&loop, &a, fd[PLACES], &seed, 1);
+  young = t_now_us() - t0 < life_us;
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.drop_half_open, young ? 1 : 0);
+  CM_CHECK_EQ(st.half_open_displaced, young ? 0 : 1);
+  /* Once it has had its time, another new source takes its place. */
+  t_run_until(&loop, t_held + life_us);
+  t_send_stalled(&loop, &a, fd[PLACES + 1], &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.half_open_displaced, young ? 1 : 2);
+  CM_CHECK_EQ(st.conns_accepted, PLACES + (young ? 1 : 2));
+  /* A source that holds a place already takes none of the others'. */
+  t_send_stalled(&loop, &a, fd[PLACES + 1], &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, young ? 1 : 2);
+  CM_CHECK_EQ(st.drop_half_open, young ? 2 : 1);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  for (i = 0; i < PLACES + 2; i++)
+    close(fd[i]);
+  t_finish(&loop, all, 1);
+}
+
+/* A pool too small for a quarter of a table to be a threshold: every
+ * Initial without a token is answered with a Retry, so a flood of stalled
+ * handshakes from a forged address keeps no place, and a real client
+ * connects through its Retry. */
+CM_TEST(net_small_pool_always_retries) {
+  enum { FLOOD = 5 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 74;
+  cm_net_stats_t st;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_connections = 4;
+  t_start(&a, &loop, &cfg);
+  t_cfg(&cfg);
+  t_start(&b, &loop, &cfg);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_hellos(&loop, &a, fd, &seed, FLOOD, 0);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.retries_sent, FLOOD);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_half_open, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"p", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.retries_sent, FLOOD + 1);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  close(fd);
+  t_finish(&loop, all, 2);
 }
 
 /* Packets that route nowhere, each from a new random connection ID, from
