@@ -74,7 +74,8 @@ VALGRIND_TESTS ?= engine_start_stop_cycles engine_join_timeout \
   net_datagrams_both_ways net_stream_limit_at_its_edge \
   net_accepts_per_source net_half_open_ net_retry_ net_initial_ \
   net_known_peer_ net_garbage_initials net_config_derived \
-  net_stream_memory_bounded net_stream_write_order limit_
+  net_stream_memory_bounded net_stream_write_order net_refused_initials \
+  net_forged_member net_stranger_gets net_small_pool limit_
 valgrind: build/cm_tests
 	valgrind -q --error-exitcode=1 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect,possible \

@@ -259,24 +259,28 @@ SCENARIO_TEXT = {
 
 
 def table(doc: dict[str, Any]) -> str:
-    """The Markdown table docs/benchmarks.md shows for one benchmark run."""
+    """The Markdown table docs/benchmarks.md shows for one benchmark run.
+    Runs saved before scenarios existed were all ``one``; counters they did
+    not have read as 0."""
     rows = [
         "| outsider | Initials/s sent | suspicions / failures | evicted | member reconnects "
         "| Retries sent | refused per address | half-open refused / displaced "
-        "| accepted (all failed) | garbage | half-open peak | agent CPU "
+        "| accepted (all failed) | TLS refused | garbage | half-open peak | agent CPU "
         "| bytes in / out per agent |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["results"]:
         d = r["drops"]
+        scenario = r.get("scenario", "one")
         rows.append(
-            f"| {SCENARIO_TEXT.get(r['scenario'], r['scenario'])} "
+            f"| {SCENARIO_TEXT.get(scenario, scenario)} "
             f"| {r['sent'] / r['seconds']:,.0f} "
             f"| {len(r['suspicions'])} / {len(r['failures'])} | {r['evicted']} "
-            f"| {r['handshakes_ok']} | {d['net_retries_sent']:,} "
-            f"| {d['net_drop_source_limit']:,} "
-            f"| {d['net_drop_half_open']:,} / {d['net_half_open_displaced']:,} "
-            f"| {d['net_conns_accepted']:,} | {d['net_drop_garbage']:,} | {r['half_open_max']} "
+            f"| {r['handshakes_ok']} | {d.get('net_retries_sent', 0):,} "
+            f"| {d.get('net_drop_source_limit', 0):,} "
+            f"| {d.get('net_drop_half_open', 0):,} / {d.get('net_half_open_displaced', 0):,} "
+            f"| {d.get('net_conns_accepted', 0):,} | {d.get('net_handshakes_refused', 0):,} "
+            f"| {d.get('net_drop_garbage', 0):,} | {r['half_open_max']} "
             f"| {r['cpu_pct']}% | {r['bytes_in'] / 2**20:.1f} MiB / "
             f"{r['bytes_out'] / 2**20:.2f} MiB |"
         )
