@@ -623,6 +623,10 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                         0);
   cm_net__srclimit_init(&net->peerlimit, seed[3] ^ seed[2],
                         cfg->accept_rate_per_source, 1);
+  cm_net__srclimit_init(&net->retrylimit, seed[3] ^ seed[1],
+                        cfg->accept_rate_per_source, 0);
+  cm_net__srclimit_init(&net->peerretry, seed[3] ^ seed[0],
+                        cm_net__retry_rate(), 1);
   rv = cm_net__accept_init(net);
   if (rv != 0) {
     net_free(net);

@@ -87,7 +87,9 @@ typedef struct cm_net_config {
    * CM_NET_RETRY_DERIVED (the default): a quarter of max_half_open, so 0
    * for tables under 4. Also answered with a Retry while Retry is on:
    * Initials without a token beyond a small endpoint-wide rate (100/s),
-   * and is_known_peer is asked only of addresses a token proved. */
+   * and only an address a token proved is admitted as a known peer's.
+   * Retries to strangers: 5,000/s, accept_rate_per_source of it per IP;
+   * to a known peer's address, 5,000/s of its own. */
   uint32_t retry_threshold;
   uint8_t static_secret[32]; /* stateless reset and Retry tokens derive
                                 from it */
@@ -117,7 +119,8 @@ typedef struct cm_net_callbacks {
    * peer (a member), else 0. Asked before a stale-peer report spends the
    * endpoint's report budget, and at admission of a new inbound handshake
    * once its Initial has passed the stateless check and a Retry token has
-   * proven its address (with Retry off, whatever its address): a known
+   * proven its address (with Retry off, whatever its address), and to
+   * choose the budget of a Retry (which grants nothing by itself): a known
    * peer's handshake has a rate of its own, is not charged to the rate
    * strangers share, and takes precedence over strangers' for a half-open
    * place, so strangers cannot lock members out. NULL: every sender is a

@@ -14,15 +14,17 @@
  *      Initial spends it, whatever then becomes of it, so Initials that
  *      TLS refuses turn Retry on as surely as ones that stall); else a
  *      stateless Retry and nothing kept (retries_sent, or
- *      drop_retry_rate_limit). With Retry off (retry_threshold at or above
- *      max_half_open) no address is ever proven;
+ *      drop_retry_rate_limit over its budget: a member's address its own,
+ *      a stranger its IP's share of the strangers' cap). With Retry off
+ *      (retry_threshold at or above max_half_open) no address is ever
+ *      proven;
  *   3. whether the sender is a known peer (is_known_peer: a member's
  *      address and port), asked only of a proven address while Retry is
  *      on, as anyone can write a member's address on a packet; a known
- *      peer's Initial is held to its own per-address rate, anyone else's
- *      to its IP's rate and to the endpoint-wide rate strangers share
- *      (drop_source_limit, drop_rate_limit; an unproven address over
- *      them is sent a Retry instead, as it may prove to be a member's);
+ *      peer's Initial is held to its own per-address rate, a proven
+ *      stranger's to its IP's rate and to the endpoint-wide rate strangers
+ *      share (drop_source_limit, drop_rate_limit); an unproven one let in
+ *      while calm has spent the unproven budget and nothing more;
  *   4. room among the half-open connections: a known peer displaces the
  *      oldest stranger's; a stranger displaces the oldest of the stranger
  *      holding the most, unless its own source holds as many, or, from a
@@ -47,10 +49,15 @@
 
 #include "cm_net_int.h"
 
-/* A Retry costs a few microseconds and about 150 bytes, less than the
+/* A Retry costs a few microseconds and about 110 bytes, less than the
  * 1200-byte Initial it answers, so it amplifies nothing; the cap bounds
- * what a flood from spoofed addresses makes us send (about 0.75 MB/s). */
-#define ACCEPT_RETRY_RATE 5000.0
+ * what a flood from spoofed addresses makes us send to strangers (about
+ * 0.55 MB/s). Each IP has accept_rate_per_source of it, so one address
+ * cannot take it all. A member's address has a budget of this size of its
+ * own, apart: a flood from strangers cannot keep a member (a restart, say)
+ * from the Retry it needs, and a sender forging that member's address can
+ * make us send Retries only to that member. */
+#define ACCEPT_RETRY_RATE 5000u
 /* Room for a Retry: header, two connection IDs of at most 20 bytes, the
  * token and the 16-byte integrity tag. */
 #define ACCEPT_RETRY_BUF 256
@@ -66,6 +73,8 @@
 /* Label of the Retry token key, so it differs from the stateless reset
  * key derived from the same static secret. */
 static const char accept_token_label[] = "clustermember retry token";
+
+uint32_t cm_net__retry_rate(void) { return ACCEPT_RETRY_RATE; }
 
 int cm_net__accept_init(cm_net_t *net) {
   net->retry_tokens = ACCEPT_RETRY_RATE;
@@ -91,6 +100,19 @@ int cm_net__retry_token(cm_net_t *net, uint8_t *token, size_t cap,
   return n < 0 ? CM_ETLS : (int)n;
 }
 
+/* 1 if a Retry to `from` is within its budget (one is taken): a member's
+ * address its own; a stranger its IP's share, then the strangers' cap. */
+static int accept_retry_budget(cm_net_t *net, const cm_addr_t *from,
+                               uint64_t now) {
+  /* Asking grants no priority: the sender must still answer the Retry,
+   * from that address, to get further. */
+  if (net->cb.is_known_peer != NULL && net->cb.is_known_peer(net->ud, from))
+    return cm_net__srclimit_take(&net->peerretry, from, now);
+  return cm_net__srclimit_take(&net->retrylimit, from, now) &&
+         cm_net__bucket_take(&net->retry_tokens, &net->retry_ts,
+                             (double)ACCEPT_RETRY_RATE, now);
+}
+
 static void accept_send_retry(cm_net_t *net, const struct sockaddr *sa,
                               socklen_t salen, const cm_addr_t *from,
                               const ngtcp2_pkt_hd *hd, uint64_t now) {
@@ -100,8 +122,7 @@ static void accept_send_retry(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_ssize n;
   int tlen;
 
-  if (!cm_net__bucket_take(&net->retry_tokens, &net->retry_ts,
-                           ACCEPT_RETRY_RATE, now)) {
+  if (!accept_retry_budget(net, from, now)) {
     net->st.drop_retry_rate_limit++;
     return;
   }
@@ -357,27 +378,22 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
    * its own, so strangers on its IP cannot spend it, and is not charged
    * to the endpoint-wide one: what members can send is bounded by the
    * membership itself, and strangers must not be able to lock them out.
-   * An unproven address over a stranger's rate is sent a Retry rather
-   * than refused: it may be a member's, which its token will show. */
-  if (!cm_net__srclimit_take(known ? &net->peerlimit : &net->srclimit, from,
-                             now)) {
-    if (unproven) {
-      accept_send_retry(net, sa, salen, from, &hd, now);
+   * An unproven address admitted while the node is calm has spent the
+   * budget for unproven addresses and nothing else: what proven strangers
+   * (new nodes among them) need cannot be spent by forged sources. */
+  if (!unproven) {
+    if (!cm_net__srclimit_take(known ? &net->peerlimit : &net->srclimit, from,
+                               now)) {
+      net->st.drop_source_limit++;
+      net->st.drop_rate_limit++;
       return;
     }
-    net->st.drop_source_limit++;
-    net->st.drop_rate_limit++;
-    return;
-  }
-  if (!known && net->cfg.accept_rate > 0 &&
-      !cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
-                           (double)net->cfg.accept_rate, now)) {
-    if (unproven) {
-      accept_send_retry(net, sa, salen, from, &hd, now);
+    if (!known && net->cfg.accept_rate > 0 &&
+        !cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
+                             (double)net->cfg.accept_rate, now)) {
+      net->st.drop_rate_limit++;
       return;
     }
-    net->st.drop_rate_limit++;
-    return;
   }
   if (!accept_half_open_allowed(net, from, known, now)) {
     net->st.drop_half_open++;

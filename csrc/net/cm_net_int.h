@@ -254,9 +254,11 @@ struct cm_net {
   uint64_t retry_ts;
   double unproven_tokens; /* Initials without a token admitted (calm only) */
   uint64_t unproven_ts;
-  uint8_t token_secret[32];    /* Retry tokens: derived from static_secret */
-  cm_net_srclimit_t srclimit;  /* strangers' accepts per IP address */
-  cm_net_srclimit_t peerlimit; /* known peers' accepts per address */
+  uint8_t token_secret[32];     /* Retry tokens: derived from static_secret */
+  cm_net_srclimit_t srclimit;   /* strangers' accepts per IP address */
+  cm_net_srclimit_t peerlimit;  /* known peers' accepts per address */
+  cm_net_srclimit_t retrylimit; /* Retries to strangers per IP address */
+  cm_net_srclimit_t peerretry;  /* Retries to members' addresses, each */
 
   /* fault injection */
   cm_net_fault_t fault;
@@ -305,6 +307,8 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
                     const cm_addr_t *from, const uint8_t *data, size_t len);
 /* Derive the Retry token secret from the static secret. 0 or CM_ETLS. */
 int cm_net__accept_init(cm_net_t *net);
+/* Retries a second: to strangers in all, and to each member's address. */
+uint32_t cm_net__retry_rate(void);
 /* A Retry token for a client at sa whose Initial (QUIC `version`) had DCID
  * odcid, answered with a Retry of SCID retry_scid at ts. Its length, or
  * CM_ETLS. */

@@ -103,7 +103,7 @@ static void pool_unset_current(cm_net_conn_t *c) {
 static cm_net_conn_t *pool_find_other(cm_net_conn_t *c) {
   cm_net_conn_t *o, *best = NULL;
   for (o = c->net->lru_head; o != NULL; o = o->next) {
-    if (o == c || o->state >= CM_CONN_CLOSING ||
+    if (o == c || o->state >= CM_CONN_CLOSING || o->half_open ||
         !cm_addr_eq(&o->peer, &c->peer))
       continue;
     if (best == NULL || (o->state == CM_CONN_ESTABLISHED && !o->retiring))
@@ -150,8 +150,12 @@ void cm_net__pool_add(cm_net_conn_t *c, int in_pool) {
     net->nconns++;
   }
   net->st.conns_opened++;
+  /* An inbound connection carries what we send its peer only once TLS has
+   * authenticated the peer (cm_net__pool_established): its source address
+   * proves nothing until then, and a handshake a forger never finishes
+   * must not hold what we send the member whose address it wrote. */
   cm_net__addr_key(&c->peer, key);
-  if (cm_net_map_get(&net->peers, key, sizeof(key)) == NULL)
+  if (c->is_client && cm_net_map_get(&net->peers, key, sizeof(key)) == NULL)
     pool_make_current(c);
   cm_net__mark_dirty(c);
 }
