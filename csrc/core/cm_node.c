@@ -428,10 +428,32 @@ static int node_filter_reconnect(const cm_node_t *n, uint32_t s,
 
 /* ------------------------------------------------------------ membership */
 
+/* Incarnations saturate: UINT32_MAX is the last one, and nothing adds to it.
+ * Wrapping to 0 would make a refutation or tag change older than what every
+ * peer holds, so they would ignore it and keep this node failed until they
+ * reaped it. A member reaches the last incarnation only by its own alive
+ * (refuting an accusation at UINT32_MAX - 1); an accusation that would put it
+ * there is implausible, since honest peers accuse at the incarnation they
+ * hold, and the member could not answer it: every node drops it (counted).
+ * A member already there can still be suspected and declared failed, so
+ * failure detection goes on, but it can no longer refute or change its tags
+ * (docs/protocol.md, "Incarnations saturate"). */
+static int node_implausible(cm_node_t *n, const cm_member_t *m, uint32_t inc) {
+  if (inc < UINT32_MAX || m->incarnation == UINT32_MAX)
+    return 0;
+  n->st.drop_incarnation++;
+  return 1;
+}
+
 static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
   cm_member_t *self = node_self(n);
   uint32_t inc =
       accused_inc > self->incarnation ? accused_inc : self->incarnation;
+  if (inc == UINT32_MAX) {
+    /* No later incarnation to answer with. */
+    n->st.drop_incarnation++;
+    return;
+  }
   self->incarnation = inc + 1;
   n->st.refutations++;
   /* Being accused means our messages are not getting through in time: the
@@ -571,7 +593,7 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
     return;
   }
   m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation)
+  if (inc < m->incarnation || node_implausible(n, m, inc))
     return;
   if (slot == (int32_t)n->self) {
     if (!n->leaving)
@@ -630,7 +652,7 @@ static void node_dead(cm_node_t *n, const char *id, size_t id_len, uint32_t inc,
     return;
   }
   m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation)
+  if (inc < m->incarnation || node_implausible(n, m, inc))
     return;
   if (slot == (int32_t)n->self) {
     if (!n->leaving)
@@ -655,7 +677,7 @@ static void node_leave_msg(cm_node_t *n, const char *id, size_t id_len,
     return;
   }
   m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation)
+  if (inc < m->incarnation || node_implausible(n, m, inc))
     return;
   if (slot == (int32_t)n->self) {
     /* A leave in our name that we did not send: we are still here. */
@@ -1587,6 +1609,8 @@ int cm_node_set_tags(cm_node_t *n, const uint8_t *blob, size_t len,
   if (rc != 0)
     return rc;
   self = node_self(n);
+  if (self->incarnation == UINT32_MAX)
+    return CM_ELIMIT; /* no later incarnation to announce it with */
   rc = cm_member_set_tags(self, blob, len);
   if (rc != 0)
     return rc;

@@ -730,3 +730,89 @@ CM_TEST(member_at_address_follows_address_changes) {
   CM_CHECK_EQ(cm_node_has_member_at(n, &b), 1);
   cm_node_free(n);
 }
+
+/* Incarnations saturate instead of wrapping: a refutation of an accusation
+ * at UINT32_MAX - 1 takes the last incarnation, and from there accusations
+ * about us (at UINT32_MAX) cannot be answered. They are dropped and counted;
+ * wrapping to 0 would make the refutation older than the accusation, and
+ * every peer would ignore it. */
+CM_TEST(rule_refutation_saturates_at_the_last_incarnation) {
+  cm_node_t *n = with_b();
+  static const uint8_t tags[] = {1, 'k', 0, 1, 'v'};
+  cm_node_stats_t st;
+  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX - 1, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  accuse(n, CM_MSG_DEAD, "a", UINT32_MAX, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  leave(n, "a", UINT32_MAX);
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  alive(n, "a", UINT32_MAX, 1, tags, sizeof(tags)); /* other tags */
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  CM_CHECK_EQ(info_of(n, "a").tags_len, 0);
+  CM_CHECK_EQ(state_of(n, "a"), CM_STATE_ALIVE);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.refutations, 1);
+  CM_CHECK_EQ(st.drop_incarnation, 4);
+  CM_CHECK(gossips_alive_self(n, UINT32_MAX));
+  cm_node_free(n);
+}
+
+/* An accusation that would raise a member to UINT32_MAX is implausible: an
+ * honest peer accuses at the incarnation it holds, and a member gets there
+ * only by its own alive. The member could not refute it, so every node
+ * drops it (counted), about others and about itself, by datagram or
+ * push-pull. A member already at UINT32_MAX can still be suspected: the
+ * accusation is about its current life, and failure detection must go on. */
+CM_TEST(rule_accusation_raising_to_the_last_incarnation_is_dropped) {
+  cm_node_t *n = with_b();
+  uint8_t buf[4096], *reply = NULL;
+  size_t len, rlen;
+  cm_pp_entry_t e[3];
+  cm_addr_t from = addr_of(9);
+  cm_node_stats_t st;
+  accuse(n, CM_MSG_SUSPECT, "b", UINT32_MAX, "c");
+  accuse(n, CM_MSG_DEAD, "b", UINT32_MAX, "c");
+  leave(n, "b", UINT32_MAX);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  accuse(n, CM_MSG_DEAD, "a", UINT32_MAX, "b");
+  CM_CHECK_EQ(self_inc(n), 0);
+  e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE);
+  e[1] = pp_entry("b", UINT32_MAX, 2, CM_STATE_FAILED);
+  e[2] = pp_entry("a", UINT32_MAX, 1, CM_STATE_LEFT);
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, 3);
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  free(reply);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  CM_CHECK_EQ(self_inc(n), 0);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.refutations, 0);
+  CM_CHECK_EQ(st.health, 0);
+  CM_CHECK_EQ(st.drop_incarnation, 6);
+  alive(n, "b", UINT32_MAX, 2, NULL, 0);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, UINT32_MAX);
+  accuse(n, CM_MSG_SUSPECT, "b", UINT32_MAX, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  cm_node_free(n);
+}
+
+/* A tag change needs a new incarnation; at the last one it is refused and
+ * changes nothing, instead of wrapping to 0 where every peer ignores it. */
+CM_TEST(tags_change_at_the_last_incarnation_is_refused) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  CM_CHECK_OK(cm_node_set_tag(n, "role", "worker", T0));
+  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX - 1, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  drain_events(n, CM_EV_TAGS_UPDATED, &ev);
+  CM_CHECK_EQ(cm_node_set_tag(n, "zone", "eu", T0), CM_ELIMIT);
+  CM_CHECK_EQ(cm_node_remove_tag(n, "role", T0), CM_ELIMIT);
+  CM_CHECK_EQ(cm_node_set_tags(n, NULL, 0, T0), CM_ELIMIT);
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  CM_CHECK_EQ(info_of(n, "a").tags_len, 1 + 4 + 2 + 6);
+  CM_CHECK(!drain_events(n, CM_EV_TAGS_UPDATED, &ev));
+  cm_node_free(n);
+}
