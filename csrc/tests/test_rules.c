@@ -277,8 +277,38 @@ CM_TEST(rule_left_member_is_reaped_after_queue_growth) {
 
 static uint32_t self_inc(cm_node_t *n) { return info_of(n, "a").incarnation; }
 
-/* After a refutation, the node's next gossip carries alive(self, inc). */
-static int gossips_alive_self(cm_node_t *n, uint32_t inc) {
+/* The id a message is about. */
+static const char *msg_subject(const cm_msg_t *m) {
+  switch (m->type) {
+  case CM_MSG_ALIVE:
+    return m->u.alive.node.s;
+  case CM_MSG_SUSPECT:
+  case CM_MSG_DEAD:
+    return m->u.suspect.node.s;
+  case CM_MSG_LEAVE:
+    return m->u.leave.node.s;
+  default:
+    return "";
+  }
+}
+
+static uint32_t msg_incarnation(const cm_msg_t *m) {
+  switch (m->type) {
+  case CM_MSG_ALIVE:
+    return m->u.alive.incarnation;
+  case CM_MSG_SUSPECT:
+  case CM_MSG_DEAD:
+    return m->u.suspect.incarnation;
+  case CM_MSG_LEAVE:
+    return m->u.leave.incarnation;
+  default:
+    return 0;
+  }
+}
+
+/* Whether the node's next gossip carries the message of type about id at
+ * incarnation inc. */
+static int gossips(cm_node_t *n, uint8_t type, const char *id, uint32_t inc) {
   cm_addr_t to;
   const uint8_t *d;
   size_t len, count, i;
@@ -288,12 +318,16 @@ static int gossips_alive_self(cm_node_t *n, uint32_t inc) {
   while (cm_node_poll_datagram(n, &to, &d, &len)) {
     CM_CHECK_OK(cm_wire_packet_decode(d, len, msgs, CM_WIRE_MAX_MSGS, &count));
     for (i = 0; i < count; i++)
-      if (msgs[i].type == CM_MSG_ALIVE &&
-          strcmp(msgs[i].u.alive.node.s, "a") == 0 &&
-          msgs[i].u.alive.incarnation == inc)
+      if (msgs[i].type == type && strcmp(msg_subject(&msgs[i]), id) == 0 &&
+          msg_incarnation(&msgs[i]) == inc)
         found = 1;
   }
   return found;
+}
+
+/* After a refutation, the node's next gossip carries alive(self, inc). */
+static int gossips_alive_self(cm_node_t *n, uint32_t inc) {
+  return gossips(n, CM_MSG_ALIVE, "a", inc);
 }
 
 CM_TEST(rule_suspected_node_refutes_with_higher_incarnation) {
@@ -814,5 +848,102 @@ CM_TEST(tags_change_at_the_last_incarnation_is_refused) {
   CM_CHECK_EQ(self_inc(n), UINT32_MAX);
   CM_CHECK_EQ(info_of(n, "a").tags_len, 1 + 4 + 2 + 6);
   CM_CHECK(!drain_events(n, CM_EV_TAGS_UPDATED, &ev));
+  cm_node_free(n);
+}
+
+/* A failed member accused again at a higher incarnation: the dead record
+ * with the higher incarnation supersedes. Its incarnation rises (it stays
+ * failed) and the news is passed on, so an alive record older than the
+ * accusation, still in flight, cannot revive it. */
+CM_TEST(rule_dead_raises_the_incarnation_of_a_failed_member) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  alive(n, "x", 3, 3, NULL, 0);
+  accuse(n, CM_MSG_DEAD, "x", 3, "b");
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  drain_events(n, CM_EV_FAILED, &ev);
+  accuse(n, CM_MSG_DEAD, "x", 5, "b");
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 5);
+  CM_CHECK(!drain_events(n, CM_EV_FAILED, &ev)); /* no new state */
+  alive(n, "x", 4, 3, NULL, 0);                  /* stale */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  alive(n, "x", 5, 3, NULL, 0); /* dead beats alive at equal incarnation */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK(gossips(n, CM_MSG_DEAD, "x", 5));
+  alive(n, "x", 6, 3, NULL, 0); /* x refuted it */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_RECOVERED, &ev));
+  cm_node_free(n);
+}
+
+/* Likewise a left member: a later leave, or a later life declared failed,
+ * raises its incarnation; it stays left, and older alive records are
+ * ignored. */
+CM_TEST(rule_leave_or_dead_raises_the_incarnation_of_a_left_member) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  alive(n, "x", 3, 3, NULL, 0);
+  leave(n, "x", 3);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  drain_events(n, CM_EV_LEFT, &ev);
+  leave(n, "x", 5);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 5);
+  alive(n, "x", 4, 3, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK(gossips(n, CM_MSG_LEAVE, "x", 5));
+  accuse(n, CM_MSG_DEAD, "x", 7, "b");
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 7);
+  alive(n, "x", 6, 3, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK(!drain_events(n, CM_EV_LEFT, &ev));
+  CM_CHECK(!drain_events(n, CM_EV_FAILED, &ev));
+  alive(n, "x", 8, 3, NULL, 0); /* a restart */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_JOINED, &ev));
+  cm_node_free(n);
+}
+
+/* The same through push-pull, where a remote failed entry otherwise only
+ * counts as a suspicion: about a member we hold failed or left, it is a dead
+ * record like any other. */
+CM_TEST(pushpull_dead_and_left_records_raise_the_incarnation) {
+  cm_node_t *n = with_b();
+  uint8_t buf[4096], *reply = NULL;
+  size_t len, rlen;
+  cm_pp_entry_t e[5];
+  cm_addr_t from = addr_of(9);
+  alive(n, "x", 3, 3, NULL, 0);
+  alive(n, "y", 3, 4, NULL, 0);
+  alive(n, "z", 3, 5, NULL, 0);
+  alive(n, "w", 3, 6, NULL, 0);
+  accuse(n, CM_MSG_DEAD, "x", 3, "b");
+  leave(n, "y", 3);
+  accuse(n, CM_MSG_DEAD, "z", 3, "b");
+  leave(n, "w", 3);
+  e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE);
+  e[1] = pp_entry("x", 5, 3, CM_STATE_FAILED);
+  e[2] = pp_entry("y", 5, 4, CM_STATE_LEFT);
+  e[3] = pp_entry("z", 5, 5, CM_STATE_LEFT);
+  e[4] = pp_entry("w", 5, 6, CM_STATE_FAILED);
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, 5);
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  free(reply);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK_EQ(state_of(n, "y"), CM_STATE_LEFT);
+  CM_CHECK_EQ(state_of(n, "z"), CM_STATE_LEFT); /* leave overrides failed */
+  CM_CHECK_EQ(state_of(n, "w"), CM_STATE_LEFT);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 5);
+  CM_CHECK_EQ(info_of(n, "y").incarnation, 5);
+  CM_CHECK_EQ(info_of(n, "z").incarnation, 5);
+  CM_CHECK_EQ(info_of(n, "w").incarnation, 5);
+  alive(n, "x", 4, 3, NULL, 0);
+  alive(n, "y", 4, 4, NULL, 0);
+  alive(n, "w", 4, 6, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK_EQ(state_of(n, "y"), CM_STATE_LEFT);
+  CM_CHECK_EQ(state_of(n, "w"), CM_STATE_LEFT);
   cm_node_free(n);
 }
