@@ -562,6 +562,16 @@ static cm_pp_entry_t pp_entry(const char *id, uint32_t inc, uint32_t idx,
   return e;
 }
 
+/* Hand the node a push-pull request of these entries; the reply is dropped. */
+static void pp_push(cm_node_t *n, const cm_pp_entry_t *e, size_t count) {
+  uint8_t buf[4096], *reply = NULL;
+  size_t len, rlen;
+  cm_addr_t from = addr_of(9);
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, count);
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  free(reply);
+}
+
 /* Push-pull merges with the same rules; a remote "failed" only makes us
  * suspect, since we have not seen the failure ourselves. */
 CM_TEST(pushpull_merge_applies_the_rules) {
@@ -801,10 +811,7 @@ CM_TEST(rule_refutation_saturates_at_the_last_incarnation) {
  * accusation is about its current life, and failure detection must go on. */
 CM_TEST(rule_accusation_raising_to_the_last_incarnation_is_dropped) {
   cm_node_t *n = with_b();
-  uint8_t buf[4096], *reply = NULL;
-  size_t len, rlen;
   cm_pp_entry_t e[3];
-  cm_addr_t from = addr_of(9);
   cm_node_stats_t st;
   accuse(n, CM_MSG_SUSPECT, "b", UINT32_MAX, "c");
   accuse(n, CM_MSG_DEAD, "b", UINT32_MAX, "c");
@@ -816,9 +823,7 @@ CM_TEST(rule_accusation_raising_to_the_last_incarnation_is_dropped) {
   e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE);
   e[1] = pp_entry("b", UINT32_MAX, 2, CM_STATE_FAILED);
   e[2] = pp_entry("a", UINT32_MAX, 1, CM_STATE_LEFT);
-  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, 3);
-  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
-  free(reply);
+  pp_push(n, e, 3);
   CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
   CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
   CM_CHECK_EQ(self_inc(n), 0);
@@ -911,10 +916,7 @@ CM_TEST(rule_leave_or_dead_raises_the_incarnation_of_a_left_member) {
  * record like any other. */
 CM_TEST(pushpull_dead_and_left_records_raise_the_incarnation) {
   cm_node_t *n = with_b();
-  uint8_t buf[4096], *reply = NULL;
-  size_t len, rlen;
   cm_pp_entry_t e[5];
-  cm_addr_t from = addr_of(9);
   alive(n, "x", 3, 3, NULL, 0);
   alive(n, "y", 3, 4, NULL, 0);
   alive(n, "z", 3, 5, NULL, 0);
@@ -928,9 +930,7 @@ CM_TEST(pushpull_dead_and_left_records_raise_the_incarnation) {
   e[2] = pp_entry("y", 5, 4, CM_STATE_LEFT);
   e[3] = pp_entry("z", 5, 5, CM_STATE_LEFT);
   e[4] = pp_entry("w", 5, 6, CM_STATE_FAILED);
-  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, 5);
-  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
-  free(reply);
+  pp_push(n, e, 5);
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
   CM_CHECK_EQ(state_of(n, "y"), CM_STATE_LEFT);
   CM_CHECK_EQ(state_of(n, "z"), CM_STATE_LEFT); /* leave overrides failed */
