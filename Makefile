@@ -64,7 +64,8 @@ ctest-tsan: build/tsan/cm_tests
 	TSAN_OPTIONS=halt_on_error=1 ./build/tsan/cm_tests $(or $(T),$(TSAN_TESTS))
 
 # Engine start/stop, a five-node cluster's lifecycle, transport set-up and
-# tear-down, and the input limits under valgrind: leaks (definite, indirect
+# tear-down, the input limits, and the broadcast queue's slots after it grows
+# (directly, and through a reap) under valgrind: leaks (definite, indirect
 # and possible) and invalid accesses fail the run. The plain build is used:
 # valgrind needs no instrumentation, and this checks the optimised code that
 # ships. No suppressions are needed: GnuTLS, ngtcp2 and libuv free what they
@@ -75,7 +76,8 @@ VALGRIND_TESTS ?= engine_start_stop_cycles engine_join_timeout \
   net_accepts_per_source net_half_open_ net_retry_ net_initial_ \
   net_known_peer_ net_garbage_initials net_config_derived \
   net_stream_memory_bounded net_stream_write_order net_refused_initials \
-  net_forged_member net_stranger_gets net_small_pool limit_
+  net_forged_member net_stranger_gets net_small_pool limit_ \
+  bcast_forget_aux_after_growth rule_left_member_is_reaped_after_queue_growth
 valgrind: build/cm_tests
 	valgrind -q --error-exitcode=1 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect,possible \
