@@ -64,7 +64,8 @@ ctest-tsan: build/tsan/cm_tests
 	TSAN_OPTIONS=halt_on_error=1 ./build/tsan/cm_tests $(or $(T),$(TSAN_TESTS))
 
 # Engine start/stop, a five-node cluster's lifecycle, transport set-up and
-# tear-down, and the input limits under valgrind: leaks (definite, indirect
+# tear-down, the input limits, and the broadcast queue's slots after it grows
+# (directly, and through a reap) under valgrind: leaks (definite, indirect
 # and possible) and invalid accesses fail the run. The plain build is used:
 # valgrind needs no instrumentation, and this checks the optimised code that
 # ships. No suppressions are needed: GnuTLS, ngtcp2 and libuv free what they
@@ -72,7 +73,11 @@ ctest-tsan: build/tsan/cm_tests
 VALGRIND_TESTS ?= engine_start_stop_cycles engine_join_timeout \
   engine_five_nodes_over_quic net_create_close_cycles \
   net_datagrams_both_ways net_stream_limit_at_its_edge \
-  net_accepts_per_source limit_
+  net_accepts_per_source net_half_open_ net_retry_ net_initial_ \
+  net_known_peer_ net_garbage_initials net_config_derived \
+  net_stream_memory_bounded net_stream_write_order net_refused_initials \
+  net_forged_member net_stranger_gets net_small_pool limit_ \
+  bcast_forget_aux_after_growth rule_left_member_is_reaped_after_queue_growth
 valgrind: build/cm_tests
 	valgrind -q --error-exitcode=1 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect,possible \
@@ -107,11 +112,19 @@ clean:
 	rm -rf build
 
 # Benchmarks (docs/benchmarks.md, "Transport and engine"): transport figures,
-# the one-node-per-process driver that bench/engine_bench.py launches, and
-# the injector that fills a node's registry for bench/event_bench.py.
-BENCH_BINS := build/bench/net_bench build/bench/cm_node_run build/bench/cm_pp_inject
+# the one-node-per-process driver that bench/engine_bench.py launches, the
+# injector that fills a node's registry for bench/event_bench.py, and the
+# keyless flood of bench/flood_bench.py.
+BENCH_BINS := build/bench/net_bench build/bench/cm_node_run build/bench/cm_pp_inject \
+  build/bench/cm_flood
 .PHONY: bench
 bench: $(BENCH_BINS)
+
+# The keyless flood of QUIC Initials (docs/security.md): GnuTLS only.
+build/bench/cm_flood: bench/cm_flood.c
+	@mkdir -p build/bench
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(shell pkg-config --cflags gnutls) \
+	  -o $@ $< $(shell pkg-config --libs gnutls)
 
 build/bench/%: bench/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/bench

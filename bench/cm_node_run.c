@@ -85,8 +85,12 @@ int main(int argc, char **argv) {
   memset(key.key, 0x42, sizeof(key.key));
   c.net.keys = &key;
   c.net.nkeys = 1;
-  if (atoi(argv[4]) > 0)
+  if (atoi(argv[4]) > 0) {
     c.net.max_connections = (uint32_t)atoi(argv[4]);
+    /* The half-open table must stay below the pool. */
+    c.net.max_half_open =
+        c.net.max_connections > 1 ? c.net.max_connections - 1 : 1;
+  }
   c.id = argv[1];
   if (cm_addr_parse("127.0.0.1:1", &c.bind) != 0)
     return 2;

@@ -189,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a library error: one line, no traceback
         from clustermember import ClusterError
 
-        if isinstance(exc, (ClusterError, ValueError, TypeError)):
+        # OSError: a port in use or refused names its address (errno kept).
+        if isinstance(exc, (ClusterError, ValueError, TypeError, OSError)):
             return _cli.fail(str(exc))
         raise
     return 2

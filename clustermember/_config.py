@@ -44,7 +44,13 @@ TRANSPORT_FIELDS: tuple[str, ...] = (
     "max_queued_datagrams",
     "accept_rate",
     "accept_rate_per_source",
+    "max_half_open",
+    "retry_threshold",
 )
+_U32_MAX = 2**32 - 1
+# The transport's largest explicit retry_threshold: the one above it is
+# its "derive" marker (CM_NET_RETRY_DERIVED), which None stands for here.
+_RETRY_MAX = _U32_MAX - 1
 _POSITIVE_TIMES = {
     "probe_interval",
     "probe_timeout",
@@ -201,6 +207,9 @@ class ClusterConfig:
     max_queued_datagrams: int = _NET["max_queued_datagrams"]
     accept_rate: int = _NET["accept_rate"]
     accept_rate_per_source: int = _NET["accept_rate_per_source"]
+    # None: derived from the pool when the node starts (docs/configuration.md).
+    max_half_open: int | None = None
+    retry_threshold: int | None = None
 
     # Engine and API.
     join_timeout: float = 10.0
@@ -256,6 +265,7 @@ class ClusterConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         check_tags(self.tags, self.max_tag_key, self.max_tag_value, self.max_tags_size)
+        self._check_admission()
         self._check_auth()
         why = _core.validate_config(self.protocol_settings())
         if why is not None:
@@ -278,6 +288,30 @@ class ClusterConfig:
             raise ConfigError(f"{name} must be an int, not {type(value).__name__}")
         if value < 0:
             raise ConfigError(f"{name} must not be negative, got {value}")
+
+    def _check_admission(self) -> None:
+        """The pool and the half-open table that admission carves out of it."""
+        if self.max_connections < 1 or self.max_connections > _U32_MAX:
+            raise ConfigError(
+                f"max_connections must be between 1 and {_U32_MAX}, got {self.max_connections}"
+            )
+        for name in ("max_half_open", "retry_threshold"):
+            self._check_int(name, getattr(self, name), optional=True)
+        mho = self.max_half_open
+        if mho is not None and not 1 <= mho <= self.max_connections:
+            raise ConfigError(
+                f"max_half_open={mho} must be between 1 and max_connections="
+                f"{self.max_connections}: lower max_half_open, raise max_connections, or "
+                "leave max_half_open unset (None) to derive it from the pool "
+                "(min(128, max_connections // 4), at least 1)"
+            )
+        rt = self.retry_threshold
+        if rt is not None and rt > _RETRY_MAX:
+            raise ConfigError(
+                f"retry_threshold={rt} is too large: 0 sends a Retry for every handshake, "
+                f"max_half_open or more (up to {_RETRY_MAX}) never does, and unset (None) "
+                "derives it from max_half_open (a quarter, so 0 under four places)"
+            )
 
     def _check_auth(self) -> None:
         keys = self.keys()
@@ -329,7 +363,12 @@ class ClusterConfig:
     def transport_settings(self, node_id: str, bind: str) -> dict[str, Any]:
         """The transport's settings, with keys and a static reset secret."""
         auth = self.auth
-        net: dict[str, Any] = {name: getattr(self, name) for name in TRANSPORT_FIELDS}
+        # Settings left unset are not passed: the transport derives them.
+        net: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in TRANSPORT_FIELDS
+            if getattr(self, name) is not None
+        }
         net["auth"] = auth
         if auth == "key":
             keys = self.keys()

@@ -1,13 +1,19 @@
-"""Shared helpers for the API tests: a cluster key and condition polling."""
+"""Shared helpers for the tests: a cluster key, condition polling, and agent
+processes (``agents``, from bench/agents.py) killed by PID after each test."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from bench.agents import Agents
 
 # Deadline for any condition that depends on gossip or failure detection:
 # generous, so a loaded 2-core machine still passes; polls end early.
@@ -33,3 +39,16 @@ async def eventually(cond: Callable[[], object], what: str, timeout: float = DEA
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(POLL)
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Agents]:
+    """Agent processes started by one test, every one killed by PID at its end."""
+    # Imported here: the ASan run (python -P) has no repository root on sys.path.
+    from bench.agents import Agents
+
+    a = Agents(tmp_path)
+    try:
+        yield a
+    finally:
+        a.stop()

@@ -81,7 +81,7 @@ def test_profiles_differ_and_accept_overrides(key: bytes) -> None:
 async def test_per_source_accept_limit_is_configurable_and_counted(key: bytes) -> None:
     """The transport's per-address limit on new connections reaches the
     engine from ClusterConfig, and its refusals are a drop counter."""
-    assert ClusterConfig(cluster_key=key).accept_rate_per_source == 10
+    assert ClusterConfig(cluster_key=key).accept_rate_per_source == 200
     cfg = ClusterConfig.local(cluster_key=key, node_id="lim", accept_rate_per_source=2)
     node = ClusterMembership("127.0.0.1:0", cfg)
     try:
@@ -89,6 +89,49 @@ async def test_per_source_accept_limit_is_configurable_and_counted(key: bytes) -
         assert node.stats().drops["net_drop_source_limit"] == 0
     finally:
         await node.close()
+
+
+async def test_half_open_and_retry_settings_reach_the_transport(key: bytes) -> None:
+    """max_half_open and retry_threshold reach the transport: with a Retry
+    answering every handshake a node still joins, and the Retries are
+    counted. Left unset they are derived from the pool (128 and 32 for the
+    default 512), so every pool starts; explicit values the transport
+    cannot use are refused when the config is made, naming the fields."""
+    default = ClusterConfig(cluster_key=key)
+    assert default.max_half_open is None and default.retry_threshold is None
+    assert _core.net_defaults()["max_half_open"] == 128
+    assert _core.net_defaults()["retry_threshold"] == 32
+    for pool in (1, 2, 8, 128, 129):
+        node = ClusterMembership(
+            "127.0.0.1:0", ClusterConfig.local(cluster_key=key, max_connections=pool)
+        )
+        await node.start()
+        await node.close()
+    same = ClusterConfig.local(cluster_key=key, max_connections=8, max_half_open=8)
+    node = ClusterMembership("127.0.0.1:0", same)
+    await node.start()
+    await node.close()
+    with pytest.raises(ConfigError, match=r"max_half_open=9 must be between 1 and max_conn"):
+        ClusterConfig.local(cluster_key=key, max_connections=8, max_half_open=9)
+    with pytest.raises(ConfigError, match=r"max_half_open=0 .*leave max_half_open unset"):
+        ClusterConfig.local(cluster_key=key, max_half_open=0)
+    with pytest.raises(ConfigError, match="retry_threshold"):
+        ClusterConfig.local(cluster_key=key, retry_threshold=2**32 - 1)
+    with pytest.raises(ConfigError, match="max_connections"):
+        ClusterConfig.local(cluster_key=key, max_connections=0)
+    seed = ClusterMembership(
+        "127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="rs", retry_threshold=0)
+    )
+    other = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="ro"))
+    try:
+        await seed.start()
+        await other.start()
+        await other.join([seed.addr])
+        assert seed.stats().counters["net_retries_sent"] >= 1
+        assert other.stats().counters["net_retries_sent"] == 0
+    finally:
+        await other.close()
+        await seed.close()
 
 
 async def test_bad_calls_raise_clearly_and_change_nothing(key: bytes) -> None:

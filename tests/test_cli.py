@@ -207,6 +207,25 @@ def test_errors_are_one_line_with_a_nonzero_exit(tmp_path: Path) -> None:
     assert out.returncode == 1 and "loopback" in out.stderr
 
 
+def test_agent_on_a_port_in_use_says_so_in_one_line(agents: Agents) -> None:
+    agents.start(0)
+    out = cli(
+        "agent",
+        "--bind",
+        agents.addrs[0],
+        "--key-file",
+        str(agents.key),
+        "--control",
+        agents.control(1),
+        "--log-level",
+        "error",
+        check=False,
+    )
+    assert out.returncode == 1, out
+    assert "address already in use" in out.stderr and agents.addrs[0] in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
 def test_demo_runs_to_completion() -> None:
     out = subprocess.run(
         [*CLI, "demo", "--nodes", "4"], capture_output=True, text=True, timeout=120

@@ -231,10 +231,13 @@ static PyObject *py_validate_config(PyObject *module, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
+/* The transport's defaults, with the settings derived from the pool as
+ * the default pool derives them. */
 static PyObject *py_net_defaults(PyObject *module, PyObject *unused) {
   cm_net_config_t n;
   cm_net_config_default(&n);
-  return Py_BuildValue("{sksNsNsNsnsksksk}", "max_connections",
+  cm_net_config_derive(&n);
+  return Py_BuildValue("{sksNsNsNsnsksksksksk}", "max_connections",
                        (unsigned long)n.max_connections, "idle_timeout",
                        time_to_seconds(n.idle_timeout), "handshake_timeout",
                        time_to_seconds(n.handshake_timeout), "request_timeout",
@@ -242,7 +245,9 @@ static PyObject *py_net_defaults(PyObject *module, PyObject *unused) {
                        (Py_ssize_t)n.max_stream_message, "max_queued_datagrams",
                        (unsigned long)n.max_queued_datagrams, "accept_rate",
                        (unsigned long)n.accept_rate, "accept_rate_per_source",
-                       (unsigned long)n.accept_rate_per_source);
+                       (unsigned long)n.accept_rate_per_source, "max_half_open",
+                       (unsigned long)n.max_half_open, "retry_threshold",
+                       (unsigned long)n.retry_threshold);
 }
 
 static PyObject *py_parse_addr(PyObject *module, PyObject *arg) {
@@ -870,11 +875,13 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(drop_limit);
   N(drop_pushpull);
   N(drop_left);
+  N(drop_incarnation);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);
   T(handshakes_failed);
   T(auth_refused);
+  T(handshakes_refused);
   T(conns_open);
   T(conns_idle);
   T(conns_opened);
@@ -902,6 +909,14 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(drop_closed);
   T(drop_fault);
   T(send_errors);
+  T(conns_half_open);
+  T(drop_half_open);
+  T(half_open_displaced);
+  T(retries_sent);
+  T(drop_retry_rate_limit);
+  T(drop_bad_token);
+  T(resets_rate_limited);
+  T(stream_in_peak);
 #undef T
   STAT(d, "events_dropped", s.events_dropped);
   STAT(d, "send_errors", s.send_errors);
@@ -1148,6 +1163,8 @@ static int net_from_dict(PyObject *d, cm_net_config_t *n, cm_net_key_t *keys,
   U32(max_queued_datagrams)
   U32(accept_rate)
   U32(accept_rate_per_source)
+  U32(max_half_open)
+  U32(retry_threshold)
   TIME(idle_timeout)
   TIME(handshake_timeout)
   TIME(request_timeout)

@@ -107,6 +107,9 @@ static int32_t bcast_alloc(cm_bcast_t *q) {
     ni = realloc(q->items, (size_t)ncap * sizeof(*ni));
     if (ni == NULL)
       return -1;
+    /* The new slots are free until allocated: cm_bcast_forget_aux looks at
+     * every slot up to cap and must read them as not in use. */
+    memset(ni + q->cap, 0, (size_t)(ncap - q->cap) * sizeof(*ni));
     q->items = ni;
     q->cap = ncap;
   }

@@ -428,10 +428,32 @@ static int node_filter_reconnect(const cm_node_t *n, uint32_t s,
 
 /* ------------------------------------------------------------ membership */
 
+/* Incarnations saturate: UINT32_MAX is the last one, and nothing adds to it.
+ * Wrapping to 0 would make a refutation or tag change older than what every
+ * peer holds, so they would ignore it and keep this node failed until they
+ * reaped it. A member reaches the last incarnation only by its own alive
+ * (refuting an accusation at UINT32_MAX - 1); an accusation that would put it
+ * there is implausible, since honest peers accuse at the incarnation they
+ * hold, and the member could not answer it: every node drops it (counted).
+ * A member already there can still be suspected and declared failed, so
+ * failure detection goes on, but it can no longer refute or change its tags
+ * (docs/protocol.md, "Incarnations saturate"). */
+static int node_implausible(cm_node_t *n, const cm_member_t *m, uint32_t inc) {
+  if (inc < UINT32_MAX || m->incarnation == UINT32_MAX)
+    return 0;
+  n->st.drop_incarnation++;
+  return 1;
+}
+
 static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
   cm_member_t *self = node_self(n);
   uint32_t inc =
       accused_inc > self->incarnation ? accused_inc : self->incarnation;
+  if (inc == UINT32_MAX) {
+    /* No later incarnation to answer with. */
+    n->st.drop_incarnation++;
+    return;
+  }
   self->incarnation = inc + 1;
   n->st.refutations++;
   /* Being accused means our messages are not getting through in time: the
@@ -571,7 +593,7 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
     return;
   }
   m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation)
+  if (inc < m->incarnation || node_implausible(n, m, inc))
     return;
   if (slot == (int32_t)n->self) {
     if (!n->leaving)
@@ -620,6 +642,22 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
   node_event(n, CM_EV_SUSPECT, m, NULL, now);
 }
 
+/* A failed or left member accused again, by a dead or leave record, at a
+ * higher incarnation: the record with the higher incarnation supersedes (as
+ * in memberlist). The incarnation rises and the record is passed on, so an
+ * alive record older than it, still in flight, cannot revive the member; the
+ * state stays, since what we hold already says the member is gone. */
+static void node_raise_gone(cm_node_t *n, uint32_t slot, uint8_t kind,
+                            uint32_t inc, uint32_t aux) {
+  cm_member_t *m = node_m(n, slot);
+  if (inc <= m->incarnation)
+    return;
+  m->incarnation = inc;
+  node_broadcast(n, slot, kind,
+                 kind == CM_MSG_LEAVE ? CM_PRIO_CRITICAL : CM_PRIO_NORMAL, inc,
+                 aux);
+}
+
 static void node_dead(cm_node_t *n, const char *id, size_t id_len, uint32_t inc,
                       const char *from, size_t from_len, cm_time_t now) {
   int32_t slot = cm_registry_find(&n->reg, id, id_len);
@@ -630,15 +668,18 @@ static void node_dead(cm_node_t *n, const char *id, size_t id_len, uint32_t inc,
     return;
   }
   m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation)
+  if (inc < m->incarnation || node_implausible(n, m, inc))
     return;
   if (slot == (int32_t)n->self) {
     if (!n->leaving)
       node_refute(n, inc, now);
     return;
   }
-  if (m->state == CM_STATE_FAILED || m->state == CM_STATE_LEFT)
+  if (m->state == CM_STATE_FAILED || m->state == CM_STATE_LEFT) {
+    node_raise_gone(n, (uint32_t)slot, CM_MSG_DEAD, inc,
+                    accuser >= 0 ? (uint32_t)accuser : n->self);
     return;
+  }
   m->incarnation = inc;
   node_set_state(n, (uint32_t)slot, CM_STATE_FAILED, now);
   node_broadcast(n, (uint32_t)slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc,
@@ -655,7 +696,7 @@ static void node_leave_msg(cm_node_t *n, const char *id, size_t id_len,
     return;
   }
   m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation)
+  if (inc < m->incarnation || node_implausible(n, m, inc))
     return;
   if (slot == (int32_t)n->self) {
     /* A leave in our name that we did not send: we are still here. */
@@ -665,8 +706,10 @@ static void node_leave_msg(cm_node_t *n, const char *id, size_t id_len,
   }
   /* Left is final for its incarnation; it overrides failed, so a node that
    * was suspected while leaving is still recorded as left. */
-  if (m->state == CM_STATE_LEFT)
+  if (m->state == CM_STATE_LEFT) {
+    node_raise_gone(n, (uint32_t)slot, CM_MSG_LEAVE, inc, 0);
     return;
+  }
   m->incarnation = inc;
   node_set_state(n, (uint32_t)slot, CM_STATE_LEFT, now);
   node_broadcast(n, (uint32_t)slot, CM_MSG_LEAVE, CM_PRIO_CRITICAL, inc, 0);
@@ -1144,8 +1187,16 @@ static int node_pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
   return 0;
 }
 
+/* Whether id is a member we hold failed or left. */
+static int node_known_gone(const cm_node_t *n, const cm_wire_id_t *id) {
+  int32_t s = cm_registry_find(&n->reg, id->s, id->len);
+  return s >= 0 && !node_live(&n->reg.m[s]);
+}
+
 /* Merge a validated push-pull message with the usual rules. A remote
- * "failed" is only a suspicion here: we have not seen it fail ourselves. */
+ * "failed" about a member we hold live is only a suspicion here: we have not
+ * seen it fail ourselves. About one we hold failed or left, it is a dead
+ * record like a DEAD message, which may raise its incarnation. */
 static void node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
                           cm_time_t now, int quiet) {
   size_t off = 0;
@@ -1171,8 +1222,12 @@ static void node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
     }
     case CM_STATE_SUSPECT:
     case CM_STATE_FAILED:
-      node_suspect(n, e.node.s, e.node.len, e.incarnation, sender.s, sender.len,
-                   now);
+      if (e.state == CM_STATE_FAILED && node_known_gone(n, &e.node))
+        node_dead(n, e.node.s, e.node.len, e.incarnation, sender.s, sender.len,
+                  now);
+      else
+        node_suspect(n, e.node.s, e.node.len, e.incarnation, sender.s,
+                     sender.len, now);
       break;
     case CM_STATE_LEFT:
       node_leave_msg(n, e.node.s, e.node.len, e.incarnation, now);
@@ -1587,6 +1642,8 @@ int cm_node_set_tags(cm_node_t *n, const uint8_t *blob, size_t len,
   if (rc != 0)
     return rc;
   self = node_self(n);
+  if (self->incarnation == UINT32_MAX)
+    return CM_ELIMIT; /* no later incarnation to announce it with */
   rc = cm_member_set_tags(self, blob, len);
   if (rc != 0)
     return rc;

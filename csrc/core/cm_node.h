@@ -69,6 +69,7 @@ typedef struct cm_node_stats {
   uint64_t drop_limit;        /* registry at max_members */
   uint64_t drop_pushpull;     /* bad or oversized push-pull */
   uint64_t drop_left;         /* input after this node left */
+  uint64_t drop_incarnation;  /* accusation at the last incarnation */
 } cm_node_stats_t;
 
 typedef struct cm_member_info {
@@ -113,7 +114,8 @@ int cm_node_leave_done(const cm_node_t *n);
 
 /* Set, remove or replace tags; each change bumps the incarnation and is
  * broadcast at high priority. Errors: CM_ETAGKEY, CM_ETAGVAL, CM_ETAGSET,
- * CM_ENOENT (remove of an absent key), CM_ESTATE (left). On error nothing
+ * CM_ENOENT (remove of an absent key), CM_ESTATE (left), CM_ELIMIT (the
+ * incarnation is at its last value, UINT32_MAX). On error nothing
  * changes. */
 int cm_node_set_tag(cm_node_t *n, const char *key, const char *value,
                     cm_time_t now);

@@ -76,8 +76,10 @@ typedef struct cm_snapshot {
   uint64_t version;
   cm_emember_t *members;
   _Atomic unsigned refs; /* private: use cm_snapshot_release */
-  /* private: members by id, built by the first cm_snapshot_find */
+  /* private: members by id, built by cm_snapshot_find once a snapshot
+   * has been searched often enough to pay for it; the searches so far */
   _Atomic(struct cm_snapshot_index *) index;
+  _Atomic unsigned lookups;
 } cm_snapshot_t;
 
 typedef struct cm_enode_stats {
@@ -123,7 +125,9 @@ void cm_enode_stop(cm_enode_t *n);
  * (> 0) whose CM_EEV_JOINED result follows, or a negative error (CM_ENOMEM
  * when room for the result cannot be reserved). The result's status: 0;
  * CM_EAUTH when seeds refused this node's credentials and none answered
- * (at once if every seed refused); CM_ETIMEDOUT when no seed answered;
+ * (before the deadline once every seed refused three attempts in a row: a
+ * single refusal can be forged on the path); CM_ETIMEDOUT when no seed
+ * answered;
  * CM_ESTATE (a join under way), CM_ECLOSED (stopped or leaving). */
 int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
                       cm_time_t timeout);
@@ -152,12 +156,14 @@ void cm_snapshot_release(cm_snapshot_t *s);
  * (uint8_t *)(s->members + count), one reference. NULL when out of
  * memory. */
 cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len);
-/* The member with this id, or NULL. The first call on a snapshot indexes
- * its members by id (O(count), once); every call after that costs O(1)
- * expected, so finding the record of each of a burst of events costs
- * O(events), not O(events x members). Any thread, concurrently, without a
- * lock. A snapshot filled by hand must be complete before the first call.
- * Without memory for the index, a scan answers. */
+/* The member with this id, or NULL. The first few calls on a snapshot
+ * scan it (most snapshots are published for one event and searched once);
+ * the next indexes its members by id (O(count), once), and every call
+ * after that costs O(1) expected. So finding the record of each of a burst
+ * of events costs O(events + count), never O(events x count), and a
+ * single event costs one scan. Any thread, concurrently, without a lock. A
+ * snapshot filled by hand must be complete before the first call. Without
+ * memory for the index, a scan answers. */
 const cm_emember_t *cm_snapshot_find(cm_snapshot_t *s, const char *id);
 void cm_enode_stats(cm_enode_t *n, cm_enode_stats_t *out);
 /* The address peers reach this node at (bound port filled in). */

@@ -127,6 +127,12 @@ int cm_enode_event_fd(const cm_enode_t *n) { return n->efd; }
 
 /* ------------------------------------------------------------ snapshots */
 
+/* Searches of a snapshot answered by a scan before it is indexed: building
+ * the index costs about as much as this many scans (hashing and placing
+ * every id against comparing the ids until a match), so a burst of events
+ * pays at most twice the cheaper of the two, and a lone event one scan. */
+#define SNAPSHOT_SCANS_BEFORE_INDEX 8
+
 /* Open addressing over the members' positions, at most half full. */
 struct cm_snapshot_index {
   uint32_t mask;   /* capacity - 1; the capacity is a power of two */
@@ -161,17 +167,26 @@ static struct cm_snapshot_index *snapshot_index_build(const cm_snapshot_t *s) {
   return x;
 }
 
+static const cm_emember_t *snapshot_scan(const cm_snapshot_t *s,
+                                         const char *id) {
+  uint32_t i;
+  for (i = 0; i < s->count; i++)
+    if (strcmp(s->members[i].id, id) == 0)
+      return &s->members[i];
+  return NULL;
+}
+
 const cm_emember_t *cm_snapshot_find(cm_snapshot_t *s, const char *id) {
   struct cm_snapshot_index *x = atomic_load(&s->index), *none = NULL;
-  uint32_t pos, i;
+  uint32_t pos;
   if (x == NULL) {
+    /* Building the index costs several scans; a snapshot searched once
+     * or twice (one event) is cheaper to scan. */
+    if (atomic_fetch_add(&s->lookups, 1) < SNAPSHOT_SCANS_BEFORE_INDEX)
+      return snapshot_scan(s, id);
     x = snapshot_index_build(s);
-    if (x == NULL) {
-      for (i = 0; i < s->count; i++)
-        if (strcmp(s->members[i].id, id) == 0)
-          return &s->members[i];
-      return NULL;
-    }
+    if (x == NULL)
+      return snapshot_scan(s, id);
     /* Another thread may have indexed it meanwhile: keep the first. */
     if (!atomic_compare_exchange_strong(&s->index, &none, x)) {
       free(x);
@@ -193,6 +208,7 @@ cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len) {
     return NULL;
   atomic_init(&s->refs, 1);
   atomic_init(&s->index, NULL);
+  atomic_init(&s->lookups, 0);
   s->members = (cm_emember_t *)(s + 1);
   s->count = count;
   return s;
@@ -215,6 +231,7 @@ cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
     return NULL;
   atomic_init(&s->refs, 1);
   atomic_init(&s->index, NULL);
+  atomic_init(&s->lookups, 0);
   s->members = (cm_emember_t *)(s + 1);
   tp = (uint8_t *)(s->members + slots);
   for (i = 0; i < slots; i++) {

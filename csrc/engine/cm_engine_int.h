@@ -66,9 +66,11 @@ struct join_state {
   size_t nreqs;
   int retry_pending;
   /* Why attempts failed: requests of this attempt sent and refused for
-   * our credentials (CM_EAUTH); over the whole join, whether a seed ever
-   * refused us and whether one ever answered. */
+   * our credentials (CM_EAUTH); attempts in a row that every seed refused;
+   * over the whole join, whether a seed ever refused us and whether one
+   * ever answered. */
   size_t attempt_sent, attempt_refused;
+  unsigned refused_in_a_row;
   int refused, answered;
 };
 

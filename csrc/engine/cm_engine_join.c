@@ -12,6 +12,11 @@
  * starting, gentle when it is down. */
 #define ENGINE_JOIN_BACKOFF_MIN CM_MSEC(200)
 #define ENGINE_JOIN_BACKOFF_MAX CM_SEC(2)
+/* A refusal arrives in an Initial-level CONNECTION_CLOSE, which anyone on
+ * the path can forge: one all-refused attempt is not proof. This many in a
+ * row (about 0.6 s with the backoff above) is, for a join to give up
+ * before its deadline. */
+#define ENGINE_JOIN_REFUSED_ATTEMPTS 3
 
 /* Called after a join whose reply made us refute a record of ourselves:
  * this id ran before, likely at this address. Members that had declared
@@ -86,8 +91,13 @@ void cm_engine__join_check(cm_enode_t *n) {
   struct join_state *j = &n->join;
   if (!j->active || j->nreqs > 0 || j->retry_pending)
     return;
-  /* Every seed refused our credentials: retrying will not change that. */
-  if (j->attempt_sent > 0 && j->attempt_refused == j->attempt_sent) {
+  /* Every seed refused our credentials, attempt after attempt: retrying
+   * will not change that. */
+  if (j->attempt_sent > 0 && j->attempt_refused == j->attempt_sent)
+    j->refused_in_a_row++;
+  else
+    j->refused_in_a_row = 0;
+  if (j->refused_in_a_row >= ENGINE_JOIN_REFUSED_ATTEMPTS) {
     cm_engine__join_finish(n, CM_EAUTH);
     return;
   }

@@ -41,14 +41,34 @@
 #define NET_DEF_REQUEST_TIMEOUT CM_SEC(10)
 /* 65536 members of about 256 bytes each. */
 #define NET_DEF_MAX_STREAM_MESSAGE (16u << 20)
+/* The largest allowed: four million members. Flow-control windows derive
+ * from it and must stay far inside QUIC's 2^62 varints on any size_t. */
+#define NET_MAX_STREAM_MESSAGE (1u << 30)
 /* A few probe periods of gossip while a handshake completes. */
 #define NET_DEF_MAX_QUEUED 256
 /* A whole cluster restarting at once still gets in within a second. */
 #define NET_DEF_ACCEPT_RATE 1000
-/* A peer needs one connection, a few more across a restart or a key
- * rotation; a flood from one address keeps at most 10 per second, 50
- * half-open within the 5 s handshake timeout, far from the 512 pool. */
-#define NET_DEF_ACCEPT_RATE_PER_SOURCE 10
+/* Per IP address, and every node of a test or demo cluster runs on
+ * 127.0.0.1: the benchmarks' 100 agents on loopback all connect to one
+ * seed at once and soon to each other, so one address must be allowed a
+ * burst of 200 (all of them twice, as across a restart). A flood from one
+ * address gets no more half-open connections for it: max_half_open and
+ * its per-source share hold those. */
+#define NET_DEF_ACCEPT_RATE_PER_SOURCE 200
+/* max_half_open, derived: a quarter of the pool, so handshakes in flight
+ * never claim more of it than that once authenticated, and at most 128:
+ * above the 100 agents of a loopback cluster joining one seed at once, so
+ * a real join never meets a full table, while accept_rate x
+ * handshake_timeout (5,000) can no longer fill memory. At least 1, so
+ * every pool can accept. */
+#define NET_HALF_OPEN_MAX_DERIVED 128
+#define NET_HALF_OPEN_POOL_SHARE 4
+/* retry_threshold, derived: a quarter of max_half_open. An endpoint with a
+ * few handshakes in flight pays no extra round trip; past that, a flood
+ * from spoofed addresses costs it no state at all. Under 4 places, 0: a
+ * table that small is full at once, so every Initial without a token is
+ * answered with a Retry. */
+#define NET_RETRY_HALF_OPEN_SHARE 4
 
 uint64_t cm_net__now(void) {
   struct timespec ts;
@@ -58,68 +78,6 @@ uint64_t cm_net__now(void) {
 
 int cm_net__rand(void *dest, size_t len) {
   return gnutls_rnd(GNUTLS_RND_NONCE, dest, len) == 0 ? 0 : CM_ETLS;
-}
-
-void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]) {
-  memset(key, 0, CM_NET_ADDR_KEY_LEN);
-  key[0] = a->family;
-  memcpy(key + 1, a->ip, a->family == 6 ? 16 : 4);
-  key[17] = (uint8_t)(a->port >> 8);
-  key[18] = (uint8_t)a->port;
-}
-
-static int net_sa_to_addr(const struct sockaddr *sa, cm_addr_t *a) {
-  memset(a, 0, sizeof(*a));
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-    a->family = 4;
-    memcpy(a->ip, &sin->sin_addr, 4);
-    a->port = ntohs(sin->sin_port);
-    return 0;
-  }
-  if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-    a->family = 6;
-    memcpy(a->ip, &sin6->sin6_addr, 16);
-    a->port = ntohs(sin6->sin6_port);
-    return 0;
-  }
-  return CM_EADDR;
-}
-
-static socklen_t net_addr_to_sa(const cm_addr_t *a,
-                                struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof(*ss));
-  if (a->family == 4) {
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    sin->sin_family = AF_INET;
-    memcpy(&sin->sin_addr, a->ip, 4);
-    sin->sin_port = htons(a->port);
-    return sizeof(*sin);
-  }
-  if (a->family == 6) {
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    sin6->sin6_family = AF_INET6;
-    memcpy(&sin6->sin6_addr, a->ip, 16);
-    sin6->sin6_port = htons(a->port);
-    return sizeof(*sin6);
-  }
-  return 0;
-}
-
-/* ---- token buckets ------------------------------------------------------- */
-
-static int net_bucket_take(double *tokens, uint64_t *last, double rate,
-                           uint64_t now) {
-  double burst = rate;
-  *tokens += (double)(now - *last) * rate / (double)NGTCP2_SECONDS;
-  if (*tokens > burst)
-    *tokens = burst;
-  *last = now;
-  if (*tokens < 1.0)
-    return 0;
-  *tokens -= 1.0;
-  return 1;
 }
 
 /* ---- fault injection ----------------------------------------------------- */
@@ -258,10 +216,11 @@ static void net_send_reset(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_cid cid;
   ngtcp2_ssize n;
 
-  if (trigger_len < NET_RESET_MIN_TRIGGER || vc->dcidlen != CM_NET_SCID_LEN ||
-      !net_bucket_take(&net->reset_tokens, &net->reset_ts, NET_RESET_RATE,
-                       cm_net__now())) {
-    net->st.drop_rate_limit += trigger_len >= NET_RESET_MIN_TRIGGER;
+  if (trigger_len < NET_RESET_MIN_TRIGGER || vc->dcidlen != CM_NET_SCID_LEN)
+    return;
+  if (!cm_net__bucket_take(&net->reset_tokens, &net->reset_ts, NET_RESET_RATE,
+                           cm_net__now())) {
+    net->st.resets_rate_limited++;
     return;
   }
   randlen = trigger_len - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
@@ -337,16 +296,10 @@ static void net_flush(cm_net_t *net) {
     c->dirty_next = NULL;
     if (c->state == CM_CONN_ESTABLISHED || c->state == CM_CONN_HANDSHAKE)
       cm_net__conn_write(c);
-    /* A close decided while writing is carried out right away. */
-    if (c->state == CM_CONN_CLOSING) {
-      if (c->dirty) {
-        cm_net_conn_t **p = &net->dirty_head;
-        while (*p != c)
-          p = &(*p)->dirty_next;
-        *p = c->dirty_next;
-      }
+    /* A close decided while writing is carried out right away (freeing
+     * takes the connection off the dirty list if it is back on it). */
+    if (c->state == CM_CONN_CLOSING)
       cm_net__conn_finish(c);
-    }
   }
   if (net->closing) {
     net_teardown(net);
@@ -384,57 +337,6 @@ static void net_timer_cb(uv_poll_t *h, int status, int events) {
 
 /* ---- receiving ----------------------------------------------------------- */
 
-int cm_net__make_room(cm_net_t *net) {
-  cm_net_conn_t *c;
-  if (net->nconns < net->cfg.max_connections)
-    return 0;
-  for (c = net->lru_head; c != NULL; c = c->next) {
-    if (cm_net__conn_idle(c)) {
-      net->st.conns_evicted++;
-      cm_net__conn_close(c, CM_ECLOSED, 1);
-      return 0;
-    }
-  }
-  return CM_ELIMIT;
-}
-
-static void net_accept(cm_net_t *net, const struct sockaddr *sa,
-                       const cm_addr_t *from, const uint8_t *data, size_t len) {
-  ngtcp2_pkt_hd hd;
-  cm_net_conn_t *c;
-  socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
-
-  /* Also rejects Initials under 1200 bytes, so truncated ones never cost a
-   * connection. */
-  if (ngtcp2_accept(&hd, data, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
-    net->st.drop_garbage++;
-    return;
-  }
-  /* Per source first, so one address over its rate takes nothing from the
-   * endpoint-wide budget the others share. */
-  if (!cm_net__srclimit_take(&net->srclimit, from, cm_net__now())) {
-    net->st.drop_source_limit++;
-    net->st.drop_rate_limit++;
-    return;
-  }
-  if (net->cfg.accept_rate > 0 &&
-      !net_bucket_take(&net->accept_tokens, &net->accept_ts,
-                       (double)net->cfg.accept_rate, cm_net__now())) {
-    net->st.drop_rate_limit++;
-    return;
-  }
-  if (cm_net__make_room(net) != 0) {
-    net->st.drop_pool_full++;
-    return;
-  }
-  if (cm_net__conn_new_server(net, sa, salen, from, &hd, &c) != 0) {
-    net->st.drop_garbage++;
-    return;
-  }
-  cm_net__conn_read(c, data, len);
-}
-
 /* 1 if the packet was a stateless reset for the current connection to
  * `from` (which is then closing), else 0. */
 static int net_try_reset(cm_net_t *net, const cm_addr_t *from,
@@ -460,8 +362,12 @@ static void net_report_stale(cm_net_t *net, const cm_addr_t *from) {
   cm_net__addr_key(from, key);
   if (cm_net_map_get(&net->peers, key, sizeof(key)) != NULL)
     return;
-  if (!net_bucket_take(&net->stale_tokens, &net->stale_ts, NET_STALE_RATE,
-                       cm_net__now()))
+  /* Strangers' packets, garbage included, must not use up the budget that
+   * known peers need when we restart. */
+  if (net->cb.is_known_peer != NULL && !net->cb.is_known_peer(net->ud, from))
+    return;
+  if (!cm_net__bucket_take(&net->stale_tokens, &net->stale_ts, NET_STALE_RATE,
+                           cm_net__now()))
     return;
   net->st.stale_peers++;
   net->cb.on_stale_peer(net->ud, from);
@@ -489,7 +395,7 @@ static void net_dispatch(cm_net_t *net, const struct sockaddr *sa,
     return;
   }
   if (data[0] & 0x80) {
-    net_accept(net, sa, from, data, len);
+    cm_net__accept(net, sa, from, data, len);
     return;
   }
   /* A stateless reset looks like a short header under a random connection
@@ -516,7 +422,7 @@ static void net_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   /* nread 0 with no address only means the socket is drained. */
   if (nread < 0 || sa == NULL || net->closing)
     return;
-  if (net_sa_to_addr(sa, &from) != 0) {
+  if (cm_net__sa_to_addr(sa, &from) != 0) {
     net->st.drop_garbage++;
     return;
   }
@@ -546,12 +452,32 @@ void cm_net_config_default(cm_net_config_t *cfg) {
   cfg->max_queued_datagrams = NET_DEF_MAX_QUEUED;
   cfg->accept_rate = NET_DEF_ACCEPT_RATE;
   cfg->accept_rate_per_source = NET_DEF_ACCEPT_RATE_PER_SOURCE;
+  /* Derived from the pool when the endpoint starts, so setting only
+   * max_connections keeps them consistent with it. */
+  cfg->max_half_open = 0;
+  cfg->retry_threshold = CM_NET_RETRY_DERIVED;
 }
 
+void cm_net_config_derive(cm_net_config_t *cfg) {
+  if (cfg->max_half_open == 0) {
+    uint32_t n = cfg->max_connections / NET_HALF_OPEN_POOL_SHARE;
+    if (n > NET_HALF_OPEN_MAX_DERIVED)
+      n = NET_HALF_OPEN_MAX_DERIVED;
+    cfg->max_half_open = n > 0 ? n : 1;
+  }
+  if (cfg->retry_threshold == CM_NET_RETRY_DERIVED) {
+    cfg->retry_threshold = cfg->max_half_open / NET_RETRY_HALF_OPEN_SHARE;
+  }
+}
+
+/* Checks a configuration whose derived settings were filled in. */
 static int net_config_check(const cm_net_config_t *cfg) {
   if (cfg->max_connections == 0 || cfg->idle_timeout == 0 ||
       cfg->handshake_timeout == 0 || cfg->request_timeout == 0 ||
-      cfg->max_stream_message == 0 || cfg->max_queued_datagrams == 0)
+      cfg->max_stream_message == 0 ||
+      cfg->max_stream_message > NET_MAX_STREAM_MESSAGE ||
+      cfg->max_queued_datagrams == 0 ||
+      cfg->max_half_open > cfg->max_connections)
     return CM_ECONFIG;
   switch (cfg->auth) {
   case CM_AUTH_KEY:
@@ -580,6 +506,7 @@ static void net_free(cm_net_t *net) {
   cm_net_map_free(&net->peers);
   cm_net_map_free(&net->tokens);
   cm_net_map_free(&net->key_hints);
+  cm_net_map_free(&net->half_srcs);
   net_free_delayed(net);
   free(net->keys);
   free(net->blocked);
@@ -611,7 +538,7 @@ static int net_open_socket(cm_net_t *net, const cm_addr_t *bind) {
   int namelen = (int)sizeof(net->local_sa), bufsize, rv;
   unsigned flags = bind->family == 6 ? UV_UDP_IPV6ONLY : 0;
 
-  if (net_addr_to_sa(bind, &ss) == 0)
+  if (cm_net__addr_to_sa(bind, &ss) == 0)
     return CM_EADDR;
   rv = uv_udp_bind(&net->udp, (struct sockaddr *)&ss, flags);
   if (rv == UV_EADDRINUSE)
@@ -624,7 +551,7 @@ static int net_open_socket(cm_net_t *net, const cm_addr_t *bind) {
                          &namelen) != 0)
     return CM_EIO;
   net->local_salen = (socklen_t)namelen;
-  if (net_sa_to_addr((struct sockaddr *)&net->local_sa, &net->local) != 0)
+  if (cm_net__sa_to_addr((struct sockaddr *)&net->local_sa, &net->local) != 0)
     return CM_EIO;
   /* Best effort: the kernel caps these at net.core.[rw]mem_max, and the
    * defaults still work, only with more loss under bursts. */
@@ -641,6 +568,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                const cm_net_config_t *cfg, const cm_net_callbacks_t *cb,
                void *ud) {
   cm_net_t *net;
+  cm_net_config_t c;
   uint64_t seed[4];
   int rv;
 
@@ -648,7 +576,9 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
     return CM_EINVAL;
   if (bind->family != 4 && bind->family != 6)
     return CM_EADDR;
-  rv = net_config_check(cfg);
+  c = *cfg;
+  cm_net_config_derive(&c);
+  rv = net_config_check(&c);
   if (rv != 0)
     return rv;
   net = calloc(1, sizeof(*net));
@@ -656,7 +586,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
     return CM_ENOMEM;
   net->timer_fd = -1;
   net->loop = loop;
-  net->cfg = *cfg;
+  net->cfg = c;
   net->cb = *cb;
   net->ud = ud;
   net->timer_armed = UINT64_MAX;
@@ -665,6 +595,8 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
   net->stale_ts = cm_net__now();
   net->accept_tokens = (double)cfg->accept_rate;
   net->reset_ts = net->accept_ts = cm_net__now();
+  net->retry_ts = net->accept_ts;
+  net->unproven_ts = net->accept_ts;
   if (cfg->nkeys > 0 && cfg->auth == CM_AUTH_KEY) {
     net->keys = malloc(cfg->nkeys * sizeof(*net->keys));
     if (net->keys == NULL) {
@@ -681,12 +613,25 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
   if (cm_net_map_init(&net->cids, seed[0]) != 0 ||
       cm_net_map_init(&net->peers, seed[1]) != 0 ||
       cm_net_map_init(&net->tokens, seed[2]) != 0 ||
-      cm_net_map_init(&net->key_hints, seed[2] ^ seed[0]) != 0) {
+      cm_net_map_init(&net->key_hints, seed[2] ^ seed[0]) != 0 ||
+      cm_net_map_init(&net->half_srcs, seed[3] ^ seed[1]) != 0) {
     net_free(net);
     return CM_ENOMEM;
   }
   cm_rand_seed(&net->frand, seed[0]);
-  cm_net__srclimit_init(&net->srclimit, seed[3], cfg->accept_rate_per_source);
+  cm_net__srclimit_init(&net->srclimit, seed[3], cfg->accept_rate_per_source,
+                        0);
+  cm_net__srclimit_init(&net->peerlimit, seed[3] ^ seed[2],
+                        cfg->accept_rate_per_source, 1);
+  cm_net__srclimit_init(&net->retrylimit, seed[3] ^ seed[1],
+                        cfg->accept_rate_per_source, 0);
+  cm_net__srclimit_init(&net->peerretry, seed[3] ^ seed[0],
+                        cm_net__retry_rate(), 1);
+  rv = cm_net__accept_init(net);
+  if (rv != 0) {
+    net_free(net);
+    return rv;
+  }
   rv = cm_net__tls_init(net);
   /* The files were read; keep no pointers into the caller's memory. */
   net->cfg.ca_file = net->cfg.cert_file = net->cfg.key_file = NULL;
@@ -851,39 +796,11 @@ int cm_net_stream_request(cm_net_t *net, const cm_addr_t *to,
   return cm_net__conn_request(c, data, len, request_id);
 }
 
-int cm_net_stream_respond(cm_net_t *net, uint64_t token, const uint8_t *data,
-                          size_t len) {
-  cm_net_stream_t *s;
-  if (net == NULL || (data == NULL && len > 0))
-    return CM_EINVAL;
-  if (net->closing)
-    return CM_ECLOSED;
-  s = cm_net_map_get(&net->tokens, &token, sizeof(token));
-  if (s == NULL || s->done || s->conn->state >= CM_CONN_CLOSING)
-    return CM_ENOENT;
-  if (len > net->cfg.max_stream_message) {
-    net->st.drop_oversized++;
-    return CM_ETOOBIG;
-  }
-  s->out = malloc(len > 0 ? len : 1);
-  if (s->out == NULL)
-    return CM_ENOMEM;
-  if (len > 0)
-    memcpy(s->out, data, len);
-  s->outlen = len;
-  s->out_ready = 1;
-  s->done = 1;
-  cm_net_map_del(&net->tokens, &token, sizeof(token), s);
-  net->st.responses_out++;
-  cm_net__conn_touch(s->conn);
-  cm_net__mark_dirty(s->conn);
-  return 0;
-}
-
 void cm_net_stats(const cm_net_t *net, cm_net_stats_t *out) {
   const cm_net_conn_t *c;
   *out = net->st;
-  out->conns_open = net->nconns;
+  out->conns_open = net->nconns + net->nhalf_open;
+  out->conns_half_open = net->nhalf_open;
   out->conns_idle = 0;
   for (c = net->lru_head; c != NULL; c = c->next)
     out->conns_idle += (uint64_t)cm_net__conn_idle(c);

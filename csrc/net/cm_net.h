@@ -42,6 +42,11 @@ typedef struct cm_net_key {
   uint8_t key[CM_KEY_LEN];
 } cm_net_key_t;
 
+/* retry_threshold: derive it from max_half_open (the default). */
+#define CM_NET_RETRY_DERIVED UINT32_MAX
+/* retry_threshold: never send a Retry, whatever max_half_open is. */
+#define CM_NET_RETRY_NEVER (UINT32_MAX - 1)
+
 typedef struct cm_net_config {
   cm_auth_mode_t auth;
   /* CM_AUTH_KEY: accept a peer using any key of the ring, connect with
@@ -56,15 +61,38 @@ typedef struct cm_net_config {
   const char *ca_file;
   const char *cert_file;
   const char *key_file;
-  uint32_t max_connections;        /* pool bound; LRU idle connection evicted */
+  uint32_t max_connections;        /* pool of authenticated connections (and our
+                                      own attempts); LRU idle one evicted */
   cm_time_t idle_timeout;          /* QUIC max_idle_timeout */
   cm_time_t handshake_timeout;     /* give up a connection attempt after this */
   cm_time_t request_timeout;       /* a stream request fails after this */
   size_t max_stream_message;       /* bound on one push-pull message */
   uint32_t max_queued_datagrams;   /* per connection, waiting to be sent */
   uint32_t accept_rate;            /* new inbound connections per second */
-  uint32_t accept_rate_per_source; /* the same from one address; 0: none */
-  uint8_t static_secret[32];       /* stateless reset tokens derive from it */
+  uint32_t accept_rate_per_source; /* the same from one IP address (IPv6:
+                                      its /64), also the burst; 0: none */
+  /* Inbound connections not yet authenticated, held apart from the pool:
+   * at most max_connections (admission needs room in the pool for every
+   * one of them anyway); 0 (the default): derived from the pool,
+   * min(128, max_connections / 4), at least 1. When all are taken a known
+   * peer (is_known_peer) displaces the oldest stranger's; a stranger
+   * displaces the oldest of the stranger holding the most, unless its own
+   * source holds as many, or, from a source holding none, the oldest
+   * stranger's once it has been there max_half_open / accept_rate
+   * seconds; never a known peer's. */
+  uint32_t max_half_open;
+  /* From this many half-open connections on, an Initial without a token
+   * is answered with a stateless Retry (0: always; max_half_open or more,
+   * e.g. CM_NET_RETRY_NEVER: never, a full table refuses instead).
+   * CM_NET_RETRY_DERIVED (the default): a quarter of max_half_open, so 0
+   * for tables under 4. Also answered with a Retry while Retry is on:
+   * Initials without a token beyond a small endpoint-wide rate (100/s),
+   * and only an address a token proved is admitted as a known peer's.
+   * Retries to strangers: 5,000/s, accept_rate_per_source of it per IP;
+   * to a known peer's address, 5,000/s of its own. */
+  uint32_t retry_threshold;
+  uint8_t static_secret[32]; /* stateless reset and Retry tokens derive
+                                from it */
 } cm_net_config_t;
 
 typedef struct cm_net_callbacks {
@@ -87,21 +115,34 @@ typedef struct cm_net_callbacks {
    * to it, which cm_net_connect does. Rate-limited; the address is
    * unauthenticated, so connect only if it is a known peer's. */
   void (*on_stale_peer)(void *ud, const cm_addr_t *from);
-  /* Optional; with on_stale_peer. 1 if `from` is the address of a known
-   * peer, else 0. Asked before a stale-peer report spends the endpoint's
-   * report budget, so traffic from strangers cannot use it up. Must be
-   * cheap (it runs for every unroutable packet): a hash look-up. */
+  /* Optional. 1 if `from` (address and port) is the address of a known
+   * peer (a member), else 0. Asked before a stale-peer report spends the
+   * endpoint's report budget, and at admission of a new inbound handshake
+   * once its Initial has passed the stateless check and a Retry token has
+   * proven its address (with Retry off, whatever its address), and to
+   * choose the budget of a Retry (which grants nothing by itself): a known
+   * peer's handshake has a rate of its own, is not charged to the rate
+   * strangers share, and takes precedence over strangers' for a half-open
+   * place, so strangers cannot lock members out. NULL: every sender is a
+   * stranger. Must be cheap (it runs for every unroutable packet): a hash
+   * look-up. */
   int (*is_known_peer)(void *ud, const cm_addr_t *from);
 } cm_net_callbacks_t;
 
 typedef struct cm_net_stats {
   uint64_t handshakes_ok;           /* connections that reached confirmed */
-  uint64_t handshakes_failed;       /* connections closed before that */
+  uint64_t handshakes_failed;       /* connections closed before that, and
+                                       inbound ones TLS refused at their
+                                       first packet (never accepted) */
   uint64_t auth_refused;            /* failures due to TLS authentication */
+  uint64_t handshakes_refused;      /* of handshakes_failed: inbound Initials
+                                       TLS refused at their first packet,
+                                       freed at once (never accepted) */
   uint64_t conns_open;              /* currently open (not closing) */
   uint64_t conns_idle;              /* open, established, nothing in flight */
   uint64_t conns_opened;            /* total: as client plus as server */
-  uint64_t conns_accepted;          /* total opened as server */
+  uint64_t conns_accepted;          /* total opened as server (first packet
+                                       processed without error) */
   uint64_t conns_evicted;           /* closed to make room in the pool */
   uint64_t conns_timed_out;         /* closed by idle or handshake timeout */
   uint64_t bytes_in, bytes_out;     /* UDP payload bytes */
@@ -109,18 +150,39 @@ typedef struct cm_net_stats {
   uint64_t datagrams_in, datagrams_out; /* DATAGRAM frames (payloads) */
   uint64_t requests_out, requests_in, responses_out;
   uint64_t stateless_resets_sent;
-  uint64_t stale_peers;       /* on_stale_peer reports */
-  uint64_t drop_garbage;      /* undecodable or unroutable UDP datagrams */
-  uint64_t drop_queue_full;   /* datagram queue or socket queue full */
-  uint64_t drop_oversized;    /* datagram or stream message too large */
-  uint64_t drop_auth;         /* payload from an unauthenticated peer */
-  uint64_t drop_rate_limit;   /* handshakes or resets over their rate */
-  uint64_t drop_source_limit; /* of those: handshakes over the per-source
-                                 rate (also counted in drop_rate_limit) */
-  uint64_t drop_pool_full;    /* inbound connection with no room in pool */
-  uint64_t drop_closed;       /* queued payload lost with its connection */
-  uint64_t drop_fault;        /* fault injection */
-  uint64_t send_errors;       /* the socket refused a packet */
+  uint64_t stale_peers;           /* on_stale_peer reports */
+  uint64_t drop_garbage;          /* undecodable, undecryptable or unroutable
+                                     UDP datagrams (Initials that fail the
+                                     stateless check included) */
+  uint64_t drop_queue_full;       /* datagram queue or socket queue full */
+  uint64_t drop_oversized;        /* datagram or stream message too large */
+  uint64_t drop_auth;             /* payload from an unauthenticated peer */
+  uint64_t drop_rate_limit;       /* handshakes over their rate */
+  uint64_t drop_source_limit;     /* of those: handshakes over the per-source
+                                     rate, a stranger's IP's or a known
+                                     peer's own (also in drop_rate_limit) */
+  uint64_t drop_pool_full;        /* inbound connection with no room in
+                                     the pool: Initial dropped, or closed
+                                     once authenticated */
+  uint64_t drop_closed;           /* queued payload lost with its connection */
+  uint64_t drop_fault;            /* fault injection */
+  uint64_t send_errors;           /* the socket refused a packet */
+  uint64_t conns_half_open;       /* inbound, not yet authenticated, open now */
+  uint64_t drop_half_open;        /* inbound handshakes refused: half-open
+                                     connections at max_half_open and none
+                                     the newcomer may displace */
+  uint64_t half_open_displaced;   /* half-open connections closed to admit
+                                     a known peer's, or one from a source
+                                     holding fewer */
+  uint64_t retries_sent;          /* stateless Retry packets */
+  uint64_t drop_retry_rate_limit; /* Initials a Retry was due for, over
+                                     the Retry rate: dropped */
+  uint64_t drop_bad_token;        /* Initials with an invalid or expired
+                                     token: dropped */
+  uint64_t resets_rate_limited;   /* stateless resets due but over their
+                                     rate: not sent */
+  uint64_t stream_in_peak; /* most inbound stream bytes one connection held
+                              at once, not yet delivered */
 } cm_net_stats_t;
 
 /* Fault injection for tests and the simulator; off by default. Drops apply
@@ -141,15 +203,22 @@ typedef struct cm_net cm_net_t;
 /* Defaults: cluster-key mode, no keys (caller supplies them), 512
  * connections, 60 s idle timeout, 5 s handshake, 10 s request timeout,
  * 16 MiB stream messages, 256 queued datagrams, 1000 accepts/s, of which
- * 10/s from any one address. */
+ * 200/s from any one IP address, and max_half_open and retry_threshold
+ * derived from the pool (128 and 32 for 512 connections). */
 void cm_net_config_default(cm_net_config_t *cfg);
+
+/* Replace the derived settings still at their defaults (max_half_open 0,
+ * retry_threshold CM_NET_RETRY_DERIVED) with the values cm_net_new uses
+ * for cfg's pool; explicit values are left as they are. */
+void cm_net_config_derive(cm_net_config_t *cfg);
 
 /* Bind a UDP socket to `bind` (port 0 picks an ephemeral port) and start
  * serving on `loop`. Returns 0, CM_EINVAL (NULL argument), CM_EADDR,
  * CM_ECONFIG (no keys, primary out of range, missing mTLS file names,
- * zero bounds), CM_ETLS (credentials or files unusable), CM_EADDRINUSE
- * (another socket holds the address), CM_EIO (socket or timer could not be
- * set up, or binding was refused, e.g. a privileged port), CM_ENOMEM. */
+ * zero bounds, max_half_open above max_connections), CM_ETLS (credentials or
+ * files unusable), CM_EADDRINUSE (another socket holds the address), CM_EIO
+ * (socket or timer could not be set up, or binding was refused, e.g. a
+ * privileged port), CM_ENOMEM. */
 int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                const cm_net_config_t *cfg, const cm_net_callbacks_t *cb,
                void *ud);

@@ -1,7 +1,14 @@
 /*
- * Private structures of cm_net, shared by its files: the endpoint (cm_net.c),
- * connections and streams (cm_net_conn.c), TLS set-up (cm_net_tls.c) and the
- * hash map routing connection IDs and peer addresses (cm_net_map.c).
+ * Private structures of cm_net, shared by its files: the endpoint, routing
+ * and public API (cm_net.c), admission of inbound connections
+ * (cm_net_accept.c), one connection's QUIC state and write pass
+ * (cm_net_conn.c), request/response streams (cm_net_stream.c), the
+ * connection pool and peer map (cm_net_pool.c), keyring use
+ * (cm_net_keys.c), rate limits (cm_net_limit.c), addresses
+ * (cm_net_addr.c), TLS set-up (cm_net_tls.c), certificates
+ * (cm_net_cert.c), the stateless check of client Initials
+ * (cm_net_initial.c) and the hash map routing connection IDs and peer
+ * addresses (cm_net_map.c).
  */
 #ifndef CM_NET_INT_H
 #define CM_NET_INT_H
@@ -29,6 +36,9 @@
 #define CM_NET_MAP_KEY_MAX 24
 /* Peer map key length (cm_net__addr_key). */
 #define CM_NET_ADDR_KEY_LEN 19
+/* Source key length (cm_net__ip_key): family and 8 address bytes, all of an
+ * IPv4 address and the /64 of an IPv6 one. */
+#define CM_NET_IP_KEY_LEN 9
 
 typedef struct cm_net_map_entry {
   struct cm_net_map_entry *next;
@@ -58,9 +68,13 @@ void cm_net_map_del(cm_net_map_t *m, const void *key, size_t len,
 uint64_t cm_net__hash(uint64_t seed, const void *key, size_t len);
 
 /* ---- per-source rate limit ----------------------------------------------
- * A token bucket per source address (address and port: a peer's identity)
- * for new inbound connections, so one address cannot take the endpoint's
- * whole accept rate or fill its pool with handshakes it never finishes.
+ * A token bucket per source for new inbound connections, so one source
+ * cannot take the endpoint's whole accept rate. For strangers a source is
+ * an IP address, not address and port: one host has tens of thousands of
+ * ports, and an IPv6 host usually a whole /64, so that is what counts as
+ * one source. For known peers (members) it is the address and port, the
+ * member's identity: members of a test or demo cluster share one IP, and
+ * a stranger on a member's IP must not use up the member's budget.
  * The table is fixed-size, so a spray of addresses costs no memory: each
  * address has two candidate slots (seeded hash); a newcomer takes a free
  * slot or one whose bucket has refilled (its source has been quiet for a
@@ -77,11 +91,17 @@ typedef struct cm_net_src_slot {
 
 typedef struct cm_net_srclimit {
   uint64_t seed;
-  double rate; /* tokens per second, and the burst; 0: no limit */
+  double rate;     /* tokens per second, and the burst; 0: no limit */
+  int per_address; /* sources are addresses and ports, not IPs */
   cm_net_src_slot_t slots[CM_NET_SRC_SLOTS];
 } cm_net_srclimit_t;
 
-void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate);
+/* A token bucket of `rate` tokens a second and a burst of as many: 1 if a
+ * token was taken at `now` (ngtcp2 timestamp), 0 if none was left. */
+int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
+                        uint64_t now);
+void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate,
+                           int per_address);
 /* 1 if `from` may open one more connection at `now` (a token is taken),
  * 0 if it is over its rate. */
 int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
@@ -117,9 +137,16 @@ typedef struct cm_net_stream {
   int done; /* local: response callback ran; remote: answered or abandoned */
   int in_fin_seen;     /* the whole message arrived */
   int closed;          /* ngtcp2 closed it; freed after the write pass */
+  size_t in_credit;    /* connection credit held for bytes delivered to us and
+                          not yet given back (cm_net_stream.c) */
   uint64_t abort_code; /* nonzero: shut the stream down with this code */
   uint64_t deadline;   /* local: ngtcp2 timestamp of the request timeout */
 } cm_net_stream_t;
+
+/* The connection window beyond one whole message (max_stream_message + 1):
+ * a round trip's worth of small messages is not held up while the credit
+ * for a large one comes back. */
+#define CM_NET_CONN_WINDOW_SLACK (64 * 1024)
 
 /* Application error codes on stream shutdown. */
 #define CM_NET_APP_CANCEL 1 /* requester gave up (timeout) */
@@ -144,8 +171,12 @@ struct cm_net_conn {
   socklen_t peer_salen;
   int is_client;
   cm_net_conn_state_t state;
-  int verified;     /* TLS authenticated the peer: payload may be delivered */
-  int current;      /* the peer map points here */
+  int verified;   /* TLS authenticated the peer: payload may be delivered */
+  int in_pool;    /* counted in nconns: ours, or inbound and verified */
+  int half_open;  /* inbound, not verified: in the half-open list */
+  int known_peer; /* inbound: is_known_peer said its source is a member's */
+  uint64_t half_open_at; /* ngtcp2 timestamp it entered the half-open list */
+  int current;           /* the peer map points here */
   int retiring;     /* a duplicate of another connection to the same peer */
   int writing;      /* inside conn_write: callbacks need not mark it dirty */
   size_t key_idx;   /* client, CM_AUTH_KEY: the keyring entry offered */
@@ -154,13 +185,16 @@ struct cm_net_conn {
   int send_close;   /* CLOSING: send CONNECTION_CLOSE first */
   int close_status; /* CLOSING: why, as a CM_E* code for requests */
   ngtcp2_ccerr ccerr;
-  ngtcp2_cid odcid; /* server: the client's first DCID, also routed here */
+  ngtcp2_cid odcid; /* server: the DCID of the client's Initial (its first,
+                       or our Retry's SCID), also routed here */
   int has_odcid;
   cm_net_msg_t *qhead, *qtail; /* datagrams waiting to be written */
   uint32_t qlen;
-  cm_net_stream_t *streams;
+  cm_net_stream_t *streams; /* in creation order: written in that order */
   size_t nstreams;
-  struct cm_net_conn *prev, *next; /* LRU order: head least recently used */
+  size_t in_held;                    /* the streams' in_credit, summed */
+  struct cm_net_conn *prev, *next;   /* LRU order: head least recently used */
+  struct cm_net_conn *hprev, *hnext; /* half-open list, oldest first */
   struct cm_net_conn *dirty_next;
   int dirty;
   uint64_t expiry; /* ngtcp2 timestamp: min(QUIC expiry, request deadlines) */
@@ -199,9 +233,15 @@ struct cm_net {
   cm_net_map_t key_hints; /* peer address -> 1 + key index it accepted */
   uint64_t next_token;
 
-  cm_net_conn_t *lru_head, *lru_tail;
+  cm_net_conn_t *lru_head, *lru_tail; /* every connection not yet freed */
   cm_net_conn_t *dirty_head;
-  uint32_t nconns; /* not closing */
+  uint32_t nconns;                      /* in the pool, not closing */
+  cm_net_conn_t *half_head, *half_tail; /* half-open, oldest first */
+  uint32_t nhalf_open;
+  /* Source -> its half-open count: a stranger's IP (cm_net__ip_key), a
+   * known peer's address (cm_net__addr_key); the key lengths differ, so
+   * the two never meet. */
+  cm_net_map_t half_srcs;
 
   /* token buckets (ngtcp2 timestamps) */
   double accept_tokens;
@@ -210,7 +250,15 @@ struct cm_net {
   uint64_t reset_ts;
   double stale_tokens; /* on_stale_peer reports */
   uint64_t stale_ts;
-  cm_net_srclimit_t srclimit; /* accepts per source address */
+  double retry_tokens;
+  uint64_t retry_ts;
+  double unproven_tokens; /* Initials without a token admitted (calm only) */
+  uint64_t unproven_ts;
+  uint8_t token_secret[32];     /* Retry tokens: derived from static_secret */
+  cm_net_srclimit_t srclimit;   /* strangers' accepts per IP address */
+  cm_net_srclimit_t peerlimit;  /* known peers' accepts per address */
+  cm_net_srclimit_t retrylimit; /* Retries to strangers per IP address */
+  cm_net_srclimit_t peerretry;  /* Retries to members' addresses, each */
 
   /* fault injection */
   cm_net_fault_t fault;
@@ -228,33 +276,148 @@ struct cm_net {
   cm_net_stats_t st;
   uint8_t sendbuf[CM_NET_MAX_UDP_PAYLOAD];
   uint8_t recvbuf[CM_NET_RECV_BUF];
+  /* The stateless Initial check decrypts a copy here: the packet itself
+   * is read again by ngtcp2 if admitted. As large as what is received. */
+  uint8_t initial_scratch[CM_NET_RECV_BUF];
 };
 
-/* cm_net.c */
+/* ---- cm_net.c: the endpoint --------------------------------------------- */
 uint64_t cm_net__now(void);
 void cm_net__schedule_flush(cm_net_t *net);
 void cm_net__mark_dirty(cm_net_conn_t *c);
 void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
                          const cm_addr_t *to, const uint8_t *data, size_t len);
 int cm_net__rand(void *dest, size_t len);
-/* Make room for one more connection, evicting the LRU idle one if need be.
- * 0 or CM_ELIMIT. */
-int cm_net__make_room(cm_net_t *net);
-/* Peer map key: family, address and port bytes only. */
-void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]);
 void cm_net__deliver_datagram(cm_net_t *net, const cm_addr_t *from,
                               const uint8_t *data, size_t len);
 
-/* cm_net_conn.c */
-int cm_net__conn_new_client(cm_net_t *net, const cm_addr_t *peer,
-                            size_t key_idx, cm_net_conn_t **out);
+/* ---- cm_net_addr.c: addresses -------------------------------------------- */
+/* Peer map key: family, address and port bytes only. */
+void cm_net__addr_key(const cm_addr_t *a, uint8_t key[CM_NET_ADDR_KEY_LEN]);
+/* Source key: family and IPv4 address, or family and IPv6 /64. */
+void cm_net__ip_key(const cm_addr_t *a, uint8_t key[CM_NET_IP_KEY_LEN]);
+/* 0, or CM_EADDR for a family other than IPv4 and IPv6. */
+int cm_net__sa_to_addr(const struct sockaddr *sa, cm_addr_t *a);
+/* The sockaddr's length, or 0 for an address of no family. */
+socklen_t cm_net__addr_to_sa(const cm_addr_t *a, struct sockaddr_storage *ss);
+
+/* ---- cm_net_accept.c: admission ------------------------------------------ */
+/* A long-header packet under a connection ID we do not know. */
+void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
+                    const cm_addr_t *from, const uint8_t *data, size_t len);
+/* Derive the Retry token secret from the static secret. 0 or CM_ETLS. */
+int cm_net__accept_init(cm_net_t *net);
+/* Retries a second: to strangers in all, and to each member's address. */
+uint32_t cm_net__retry_rate(void);
+/* A Retry token for a client at sa whose Initial (QUIC `version`) had DCID
+ * odcid, answered with a Retry of SCID retry_scid at ts. Its length, or
+ * CM_ETLS. */
+int cm_net__retry_token(cm_net_t *net, uint8_t *token, size_t cap,
+                        uint32_t version, const struct sockaddr *sa,
+                        socklen_t salen, const ngtcp2_cid *retry_scid,
+                        const ngtcp2_cid *odcid, uint64_t ts);
+/* A half-open connection leaves the half-open list (verified or closing). */
+void cm_net__half_open_leave(cm_net_conn_t *c);
+/* A server connection was authenticated: it takes a place in the pool,
+ * evicting the LRU idle one if need be, or is closed (drop_pool_full). */
+void cm_net__accept_verified(cm_net_conn_t *c);
+
+/* ---- cm_net_initial.c: the stateless check of a client's Initial --------- */
+#define CM_NET_INITIAL_KEY_LEN 16 /* AES-128 */
+#define CM_NET_INITIAL_IV_LEN 12
+/* The client's Initial keys (RFC 9001 5.2): packet key, IV, header
+ * protection key. */
+typedef struct cm_net_initial_keys {
+  uint8_t key[CM_NET_INITIAL_KEY_LEN];
+  uint8_t iv[CM_NET_INITIAL_IV_LEN];
+  uint8_t hp[CM_NET_INITIAL_KEY_LEN];
+} cm_net_initial_keys_t;
+/* The client Initial keys of QUIC version 1 for the DCID of a client's
+ * first Initial. 0 or CM_ETLS. */
+int cm_net__initial_keys(const uint8_t *dcid, size_t dcidlen,
+                         cm_net_initial_keys_t *k);
+/* The header protection mask for a 16-byte sample. 0 or CM_ETLS. */
+int cm_net__initial_hp_mask(const uint8_t hp[CM_NET_INITIAL_KEY_LEN],
+                            const uint8_t *sample, uint8_t mask[16]);
+/* 0 if the first packet of the datagram is a QUIC version 1 client Initial
+ * that the Initial keys of its DCID authenticate; else CM_EBADMSG (not
+ * one, or not authentic), CM_ENOSPC (longer than cap) or CM_ETLS. Works
+ * in scratch (cap bytes) and keeps nothing. */
+int cm_net__initial_check(const uint8_t *data, size_t len, uint8_t *scratch,
+                          size_t cap);
+
+/* ---- cm_net_pool.c: the pool and the peer map ---------------------------- */
+/* Make room for one more connection, evicting the LRU idle one if need be.
+ * 0 or CM_ELIMIT. */
+int cm_net__make_room(cm_net_t *net);
+/* 1 if free places and idle connections in the pool add up to `want`;
+ * changes nothing. */
+int cm_net__pool_has_room(const cm_net_t *net, uint32_t want);
+/* A new connection is registered (LRU list; current for its peer if none
+ * is); in_pool: it also takes a place in the pool now. */
+void cm_net__pool_add(cm_net_conn_t *c, int in_pool);
+/* Out of the LRU list and the peer map, before it is freed. */
+void cm_net__pool_remove(cm_net_conn_t *c);
+/* A closing connection hands the peer, and what waits to be sent to it, to
+ * another connection to the same peer (or a retry with the next key). */
+void cm_net__pool_handover(cm_net_conn_t *c, int status, int was_handshake);
+/* A connection just established: settle which one to its peer is current. */
+void cm_net__pool_established(cm_net_conn_t *c);
+int cm_net__conn_idle(const cm_net_conn_t *c);
+void cm_net__conn_touch(cm_net_conn_t *c);
+
+/* ---- cm_net_keys.c: the keyring ------------------------------------------ */
 /* The keyring entry to offer a peer: the one it last accepted, else the
  * primary. */
 size_t cm_net__key_for(cm_net_t *net, const cm_addr_t *peer);
+/* A client handshake succeeded with c->key_idx: remember it for the peer. */
+void cm_net__key_accepted(cm_net_conn_t *c);
+/* After a refusal: a new connection with the next key, or NULL. */
+cm_net_conn_t *cm_net__key_retry(cm_net_conn_t *c);
+
+/* ---- cm_net_stream.c: request/response streams --------------------------- */
+int cm_net__stream_recv_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
+                           uint64_t offset, const uint8_t *data, size_t len,
+                           void *ud, void *sud);
+int cm_net__stream_close_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
+                            uint64_t app_error_code, void *ud, void *sud);
+int cm_net__stream_reset_cb(ngtcp2_conn *qc, int64_t id, uint64_t final_size,
+                            uint64_t app_error_code, void *ud, void *sud);
+/* Put s last on c's stream list. */
+void cm_net__stream_append(cm_net_conn_t *c, cm_net_stream_t *s);
+int cm_net__conn_request(cm_net_conn_t *c, const uint8_t *data, size_t len,
+                         uint64_t request_id);
+/* Write pass: open streams for queued requests and carry out shutdowns;
+ * the next stream with data to write; free the streams ngtcp2 closed. */
+void cm_net__streams_prepare(cm_net_conn_t *c);
+cm_net_stream_t *cm_net__stream_next(cm_net_conn_t *c);
+void cm_net__streams_sweep(cm_net_conn_t *c);
+/* The earlier of e and the first request deadline. */
+uint64_t cm_net__streams_deadline(const cm_net_conn_t *c, uint64_t e);
+/* Fail requests past their deadline with CM_ETIMEDOUT. */
+void cm_net__streams_expire(cm_net_conn_t *c, uint64_t now);
+/* The connection is closing: fail its requests with `status`. */
+void cm_net__streams_fail(cm_net_conn_t *c, int status);
+void cm_net__streams_free(cm_net_conn_t *c);
+
+/* ---- cm_net_conn.c: one connection --------------------------------------- */
+int cm_net__conn_new_client(cm_net_t *net, const cm_addr_t *peer,
+                            size_t key_idx, cm_net_conn_t **out);
+/* odcid: the client's first DCID when hd carries a valid Retry token, else
+ * NULL. The connection is in no list until the caller admits it. */
 int cm_net__conn_new_server(cm_net_t *net, const struct sockaddr *sa,
                             socklen_t salen, const cm_addr_t *peer,
-                            const ngtcp2_pkt_hd *hd, cm_net_conn_t **out);
+                            const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                            cm_net_conn_t **out);
 void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len);
+/* The first packet of a server connection: only the ngtcp2 result, so
+ * admission can refuse the connection before it counts (nothing else is
+ * done; on 0 the caller marks it dirty). */
+int cm_net__conn_read_pkt(cm_net_conn_t *c, const uint8_t *data, size_t len);
+/* A server connection whose first packet failed (rv): never admitted, it
+ * is freed now. Refused by TLS, it is a failed handshake and the client is
+ * sent the alert; refused by ngtcp2, it was garbage. */
+void cm_net__conn_refuse_first(cm_net_conn_t *c, int rv);
 void cm_net__conn_write(cm_net_conn_t *c);
 void cm_net__conn_handle_expiry(cm_net_conn_t *c, uint64_t now);
 /* Decide to close: detaches the conn from routing, fails its requests. */
@@ -262,13 +425,9 @@ void cm_net__conn_close(cm_net_conn_t *c, int status, int send_close);
 /* Carry out a decided close and free the connection. */
 void cm_net__conn_finish(cm_net_conn_t *c);
 void cm_net__conn_free(cm_net_conn_t *c);
-int cm_net__conn_idle(const cm_net_conn_t *c);
-void cm_net__conn_touch(cm_net_conn_t *c);
 int cm_net__conn_enqueue(cm_net_conn_t *c, const uint8_t *data, size_t len);
-int cm_net__conn_request(cm_net_conn_t *c, const uint8_t *data, size_t len,
-                         uint64_t request_id);
 
-/* cm_net_tls.c */
+/* ---- cm_net_tls.c: TLS --------------------------------------------------- */
 int cm_net__tls_init(cm_net_t *net);
 void cm_net__tls_free(cm_net_t *net);
 int cm_net__tls_session(cm_net_t *net, cm_net_conn_t *c);

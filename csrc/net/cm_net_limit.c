@@ -1,14 +1,30 @@
 /*
- * Per-source rate limit on new inbound connections (cm_net_int.h).
+ * Rate limits of cm_net: the token bucket the endpoint-wide limits use, and
+ * the per-source limit on new inbound connections (cm_net_int.h).
  */
 #include <string.h>
 
 #include "cm_net_int.h"
 
-void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate) {
+int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
+                        uint64_t now) {
+  double burst = rate;
+  *tokens += (double)(now - *last) * rate / (double)NGTCP2_SECONDS;
+  if (*tokens > burst)
+    *tokens = burst;
+  *last = now;
+  if (*tokens < 1.0)
+    return 0;
+  *tokens -= 1.0;
+  return 1;
+}
+
+void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate,
+                           int per_address) {
   memset(l, 0, sizeof(*l));
   l->seed = seed;
   l->rate = (double)rate;
+  l->per_address = per_address;
 }
 
 /* The bucket refilled to `now`, capped at the burst. */
@@ -22,14 +38,18 @@ static double src_tokens(const cm_net_srclimit_t *l, const cm_net_src_slot_t *s,
 
 int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
                           uint64_t now) {
-  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  /* Zero past the key's length, so one compare serves both kinds. */
+  uint8_t key[CM_NET_ADDR_KEY_LEN] = {0};
   cm_net_src_slot_t *cand[2], *s = NULL;
   uint64_t h;
   int i;
 
   if (l->rate <= 0.0)
     return 1;
-  cm_net__addr_key(from, key);
+  if (l->per_address)
+    cm_net__addr_key(from, key);
+  else
+    cm_net__ip_key(from, key);
   h = cm_net__hash(l->seed, key, sizeof(key));
   cand[0] = &l->slots[h % CM_NET_SRC_SLOTS];
   cand[1] = &l->slots[(h >> 32) % CM_NET_SRC_SLOTS];

@@ -1,3 +1,5 @@
+#include <stdlib.h>
+
 #include "cm_bcast.h"
 #include "cm_test.h"
 
@@ -130,5 +132,50 @@ CM_TEST(bcast_forget) {
   CM_CHECK_EQ(cm_bcast_len(&q), 2);
   cm_bcast_forget_aux(&q, 9);
   CM_CHECK_EQ(cm_bcast_len(&q), 0);
+  cm_bcast_free(&q);
+}
+
+/* Forgetting by aux looks at every slot the queue holds, including those a
+ * growth added that nothing has used yet: they must read as free, or a
+ * reaped member's updates are "forgotten" through whatever bytes the
+ * allocator left there. The heap is first seeded with bytes that would pass
+ * for items in use with the aux forgotten below, so that slots the growth
+ * left unset hold those (AddressSanitizer fills new memory with 0xbe, and
+ * valgrind reports the read itself). Keys start at 100 so that the key index
+ * is sized once, by the first push, and does not take the seeded memory. The
+ * fill goes through a volatile pointer: a memset just before free is
+ * otherwise removed as a dead store. */
+CM_TEST(bcast_forget_aux_after_growth) {
+  void *(*volatile fill)(void *, int, size_t) = memset;
+  cm_bcast_t q;
+  cm_bcast_item_t out[64];
+  const uint32_t aux = 0xa5a5a5a5u;
+  size_t bait_len = 128 * sizeof(cm_bcast_item_t), n;
+  uint8_t *bait;
+  uint32_t k, i;
+  cm_bcast_init(&q, 1024);
+  for (k = 100; k < 164; k++) /* exactly the first allocation */
+    CM_CHECK_OK(cm_bcast_push(&q, k, 5, CM_PRIO_NORMAL, 0, 20));
+  CM_CHECK_EQ(q.cap, 64);
+  bait = malloc(bait_len);
+  CM_CHECK(bait != NULL);
+  fill(bait, 0xa5, bait_len);
+  free(bait);
+  CM_CHECK_OK(cm_bcast_push(&q, 164, 5, CM_PRIO_NORMAL, 0, aux));
+  CM_CHECK_EQ(q.cap, 128);
+  for (i = q.used; i < q.cap; i++)
+    CM_CHECK_EQ(q.items[i].in_use, 0);
+  cm_bcast_forget_aux(&q, aux);
+  CM_CHECK_EQ(cm_bcast_len(&q), 64);
+  CM_CHECK(cm_bcast_peek_key(&q, 164) == NULL);
+  /* The others are intact and all sent. */
+  n = cm_bcast_take(&q, 64 * 20, 10, item_size, NULL, out, 64);
+  CM_CHECK_EQ(n, 64);
+  for (i = 0; i < n; i++)
+    CM_CHECK(out[i].key >= 100 && out[i].key < 164);
+  /* Freed and never-used slots are taken again without harm. */
+  for (k = 0; k < 100; k++)
+    CM_CHECK_OK(cm_bcast_push(&q, k, 5, CM_PRIO_HIGH, 0, 20));
+  CM_CHECK_EQ(cm_bcast_len(&q), 164);
   cm_bcast_free(&q);
 }

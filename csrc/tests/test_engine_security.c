@@ -346,7 +346,9 @@ static void s_attack_join(s_cluster_t *cl, const cm_net_config_t *cfg) {
   rc = s_join_result(n, tok);
   CM_CHECK_EQ(rc, CM_EAUTH);            /* not a timeout: the seed refused us */
   CM_CHECK_EQ(cm_te_alive_count(n), 1); /* it learned nobody */
-  CM_CHECK(s_stats(n).net.auth_refused >= 1);
+  /* One refusal could be forged on the path: the join gave up only after
+   * the seed had refused it attempt after attempt. */
+  CM_CHECK(s_stats(n).net.auth_refused >= 3);
   cm_engine_free(e);
 }
 

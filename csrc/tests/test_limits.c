@@ -319,20 +319,39 @@ static cm_addr_t l_src(uint32_t i) {
 
 /* The per-source bucket with explicit clock readings: `rate` attempts at
  * once are allowed, the next is refused, one more is allowed each 1/rate s,
- * other sources are unaffected, and the table never grows. */
+ * other sources are unaffected, and the table never grows. A source is an
+ * IP address whatever the port, and for IPv6 its /64. */
 CM_TEST(limit_accepts_per_source_at_its_edge) {
   cm_net_srclimit_t *l = malloc(sizeof(*l));
   cm_addr_t a = l_src(1), b = l_src(2);
   const uint64_t t0 = 1000 * NGTCP2_SECONDS, tick = NGTCP2_SECONDS / 10;
   uint32_t i;
   CM_CHECK(l != NULL);
-  cm_net__srclimit_init(l, 99, 10);
+  cm_net__srclimit_init(l, 99, 10, 0);
   for (i = 0; i < 10; i++)
     CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 1);
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 0); /* the 11th */
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0 + tick - 1), 0);
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0 + tick), 1); /* refilled one */
   CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0 + tick), 0);
+  /* Another port of the same address is the same source. */
+  {
+    cm_addr_t a2 = a;
+    a2.port++;
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &a2, t0 + tick), 0);
+  }
+  /* IPv6: any address of one /64 is the same source; another /64 is not. */
+  {
+    cm_addr_t v1, v2, v3;
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:2::1]:7000", &v1));
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:2:ffff::9]:7001", &v2));
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:3::1]:7000", &v3));
+    for (i = 0; i < 10; i++)
+      CM_CHECK_EQ(cm_net__srclimit_take(l, i % 2 ? &v1 : &v2, t0), 1);
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &v1, t0), 0);
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &v2, t0), 0);
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &v3, t0), 1);
+  }
   /* Another source has its own budget. */
   for (i = 0; i < 10; i++)
     CM_CHECK_EQ(cm_net__srclimit_take(l, &b, t0 + tick), 1);
@@ -351,8 +370,19 @@ CM_TEST(limit_accepts_per_source_at_its_edge) {
     }
     CM_CHECK_EQ(ok, 100000);
   }
+  /* Known peers' table: a source is an address and port, so another port
+   * of an address at its limit has a budget of its own. */
+  cm_net__srclimit_init(l, 99, 10, 1);
+  for (i = 0; i < 10; i++)
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 1);
+  CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 0);
+  {
+    cm_addr_t a2 = a;
+    a2.port++;
+    CM_CHECK_EQ(cm_net__srclimit_take(l, &a2, t0), 1);
+  }
   /* Rate 0: no limit. */
-  cm_net__srclimit_init(l, 99, 0);
+  cm_net__srclimit_init(l, 99, 0, 0);
   for (i = 0; i < 1000; i++)
     CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 1);
   free(l);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cm_net.h"
+#include "cm_net_int.h"
 #include "cm_test.h"
 #include "cm_test_net.h"
 
@@ -32,6 +33,12 @@ typedef struct tnode {
   int last_status;
   size_t last_resp_len;
   int closed;
+  int nstale; /* on_stale_peer reports */
+  /* With t_cb_known: the addresses its is_known_peer calls members', and
+   * how many times it was asked. */
+  const cm_addr_t *known;
+  size_t nknown;
+  int nasked;
 } tnode_t;
 
 /* Reply bytes derive from the request so content is checked end to end. */
@@ -102,15 +109,33 @@ static void t_cfg(cm_net_config_t *cfg) {
   cfg->max_queued_datagrams = 4096;
 }
 
-static void t_start_at(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
-                       const char *bind) {
+/* Start n bound to `bind` (its port replaced by an ephemeral one) with
+ * callbacks cb. */
+static void t_start_with(tnode_t *n, uv_loop_t *loop,
+                         const cm_net_config_t *cfg, const char *bind,
+                         const cm_net_callbacks_t *cb) {
   cm_addr_t a;
   memset(n, 0, sizeof(*n));
   CM_CHECK_OK(cm_addr_parse(bind, &a));
   a.port = 0; /* ephemeral */
-  CM_CHECK_OK(cm_net_new(&n->net, loop, &a, cfg, &t_cb, n));
+  CM_CHECK_OK(cm_net_new(&n->net, loop, &a, cfg, cb, n));
   CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
   CM_CHECK(n->addr.port != 0);
+}
+
+/* Start n bound to exactly `at` with callbacks cb. */
+static void t_start_bound(tnode_t *n, uv_loop_t *loop,
+                          const cm_net_config_t *cfg, const cm_addr_t *at,
+                          const cm_net_callbacks_t *cb) {
+  memset(n, 0, sizeof(*n));
+  CM_CHECK_OK(cm_net_new(&n->net, loop, at, cfg, cb, n));
+  CM_CHECK_OK(cm_net_local_addr(n->net, &n->addr));
+  CM_CHECK(cm_addr_eq(&n->addr, at));
+}
+
+static void t_start_at(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg,
+                       const char *bind) {
+  t_start_with(n, loop, cfg, bind, &t_cb);
 }
 
 static void t_start(tnode_t *n, uv_loop_t *loop, const cm_net_config_t *cfg) {
@@ -172,8 +197,8 @@ static void t_walk_cb(uv_handle_t *h, void *arg) {
 }
 
 /* Close every node, wait for all done callbacks, and check the loop holds
- * no handle of ours any more. */
-static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
+ * no handle of ours any more; the loop stays usable. */
+static void t_finish_keep_loop(uv_loop_t *loop, tnode_t **nodes, size_t n) {
   t_all_t a = {nodes, n};
   size_t i;
   int handles = 0;
@@ -183,6 +208,11 @@ static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
   uv_run(loop, UV_RUN_NOWAIT);
   uv_walk(loop, t_walk_cb, &handles);
   CM_CHECK_EQ(handles, 0);
+}
+
+/* The same, and close the loop. */
+static void t_finish(uv_loop_t *loop, tnode_t **nodes, size_t n) {
+  t_finish_keep_loop(loop, nodes, n);
   CM_CHECK_OK(uv_loop_close(loop));
 }
 
@@ -412,6 +442,195 @@ CM_TEST(net_stream_limits_and_timeout) {
   CM_CHECK_EQ(a.last_status, CM_ECLOSED);
 }
 
+/* ---- stream memory ------------------------------------------------------- */
+
+#define T_FLOW_MSG (16 * 1024) /* max_stream_message of these tests */
+#define T_FLOW_STREAMS 16
+/* What a connection may make its peer hold: the connection window. */
+#define T_FLOW_CAP (T_FLOW_MSG + 1 + CM_NET_CONN_WINDOW_SLACK)
+
+/* A peer that does not play by our write order: it opens 16 streams and
+ * sends each all but the last byte of a message, round robin, never a
+ * FIN, as fast as flow and congestion control let it. */
+typedef struct {
+  tnode_t *from, *to;
+  cm_net_conn_t *c;
+  int64_t ids[T_FLOW_STREAMS];
+  size_t off[T_FLOW_STREAMS];
+  size_t sent;
+  const uint8_t *data; /* kept until the test ends: ngtcp2 resends from it */
+} t_flood_streams_t;
+
+static int t_flood_streams(void *arg) {
+  t_flood_streams_t *f = arg;
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+  uint8_t pkt[CM_NET_MAX_UDP_PAYLOAD];
+  uint64_t now = cm_net__now();
+  int i, progress = 1;
+
+  ngtcp2_path_storage_zero(&ps);
+  while (progress) {
+    progress = 0;
+    for (i = 0; i < T_FLOW_STREAMS; i++) {
+      ngtcp2_vec v;
+      ngtcp2_ssize n, nd = -1;
+      if (f->off[i] == T_FLOW_MSG - 1)
+        continue;
+      v.base = (uint8_t *)f->data + f->off[i];
+      v.len = T_FLOW_MSG - 1 - f->off[i];
+      n = ngtcp2_conn_writev_stream(f->c->qc, &ps.path, &pi, pkt, sizeof(pkt),
+                                    &nd, 0, f->ids[i], &v, 1, now);
+      if (n <= 0)
+        continue;
+      if (nd > 0) {
+        f->off[i] += (size_t)nd;
+        f->sent += (size_t)nd;
+        progress = 1;
+      }
+      cm_net__send_packet(f->from->net, (struct sockaddr *)&f->c->peer_sa,
+                          &f->c->peer, pkt, (size_t)n);
+    }
+  }
+  ngtcp2_conn_update_pkt_tx_time(f->c->qc, now);
+  /* Done once the receiver holds all that was sent and no more can be:
+   * every message is sent up to its last byte, or the connection window
+   * is used up. */
+  return t_stats(f->to).stream_in_peak >= f->sent &&
+         (f->sent == T_FLOW_STREAMS * (T_FLOW_MSG - 1) ||
+          ngtcp2_conn_get_max_data_left(f->c->qc) == 0);
+}
+
+static void t_tick_cb(uv_timer_t *t) { (void)t; }
+
+/* The sender has a message's worth of connection credit again. */
+static int t_credit_back(void *arg) {
+  t_flood_streams_t *f = arg;
+  return ngtcp2_conn_get_max_data_left(f->c->qc) >= T_FLOW_MSG;
+}
+
+/* Inbound stream bytes one connection makes us hold are bounded by the
+ * connection window, whatever the peer does: 16 messages left one byte
+ * short of complete cannot pin 16 x max_stream_message. When the peer
+ * then resets its streams, the credit comes back. */
+CM_TEST(net_stream_memory_bounded_by_flow_control) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t key[CM_NET_ADDR_KEY_LEN];
+  uint8_t *data = calloc(1, T_FLOW_MSG);
+  t_flood_streams_t f;
+  uv_timer_t tick;
+  int i;
+
+  CM_CHECK(data != NULL);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = T_FLOW_MSG;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  memset(&f, 0, sizeof(f));
+  f.from = &a;
+  f.to = &b;
+  f.data = data;
+  cm_net__addr_key(&b.addr, key);
+  f.c = cm_net_map_get(&a.net->peers, key, sizeof(key));
+  CM_CHECK(f.c != NULL && f.c->state == CM_CONN_ESTABLISHED);
+  for (i = 0; i < T_FLOW_STREAMS; i++)
+    CM_CHECK_OK(ngtcp2_conn_open_bidi_stream(f.c->qc, &f.ids[i], NULL));
+  /* Pacing holds writes back without any event to wake the loop. */
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, t_tick_cb, 2, 2);
+  CM_CHECK(t_run(&loop, t_flood_streams, &f, T_WAIT_MS));
+  printf("    sent %zu bytes on %d streams; receiver held at most %llu "
+         "(cap %d)\n",
+         f.sent, T_FLOW_STREAMS, (unsigned long long)t_stats(&b).stream_in_peak,
+         T_FLOW_CAP);
+  CM_CHECK(t_stats(&b).stream_in_peak <= T_FLOW_CAP);
+  CM_CHECK(f.sent < T_FLOW_STREAMS * (T_FLOW_MSG - 1));
+  CM_CHECK_EQ(b.nreq, 0);
+  /* Resetting its side of each stream (RESET_STREAM alone) hands back
+   * the credit for what the receiver held. */
+  for (i = 0; i < T_FLOW_STREAMS; i++)
+    CM_CHECK_OK(ngtcp2_conn_shutdown_stream_write(f.c->qc, 0, f.ids[i], 1));
+  cm_net__mark_dirty(f.c);
+  CM_CHECK(t_run(&loop, t_credit_back, &f, T_WAIT_MS));
+  uv_close((uv_handle_t *)&tick, NULL);
+  t_finish(&loop, all, 2);
+  free(data);
+}
+
+/* The write order, on a stream list built by hand: streams go out in the
+ * order they were created, and a message begun is finished before another
+ * starts, even one created earlier that became ready since; a begun one
+ * that is blocked blocks the others. */
+CM_TEST(net_stream_write_order) {
+  cm_net_conn_t c;
+  cm_net_stream_t s[3];
+  int i;
+
+  memset(&c, 0, sizeof(c));
+  memset(s, 0, sizeof(s));
+  for (i = 0; i < 3; i++) {
+    s[i].id = 4 * i;
+    s[i].local = 1;
+    s[i].outlen = 100;
+    cm_net__stream_append(&c, &s[i]);
+  }
+  CM_CHECK_EQ(c.nstreams, 3);
+  CM_CHECK(cm_net__stream_next(&c) == &s[0]);
+  /* s[1] has begun while s[0] waited (a reply not given yet, say). */
+  s[0].local = 0;
+  s[1].outoff = 10;
+  s[0].out_ready = 1;
+  CM_CHECK(cm_net__stream_next(&c) == &s[1]);
+  s[1].blocked = 1;
+  CM_CHECK(cm_net__stream_next(&c) == NULL);
+  s[1].blocked = 0;
+  s[1].fin_sent = 1;
+  CM_CHECK(cm_net__stream_next(&c) == &s[0]);
+}
+
+/* With the same small bound, 16 requests and 16 replies just under it, all
+ * at once both ways, complete: one connection window never holds two
+ * partial messages, so none waits on another; and the receiver never
+ * holds more than the window. */
+CM_TEST(net_stream_concurrent_near_limit_complete) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t *req = malloc(T_FLOW_MSG);
+  int i;
+
+  CM_CHECK(req != NULL);
+  memset(req, 0x5c, T_FLOW_MSG);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = T_FLOW_MSG;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  a.reply_len = b.reply_len = T_FLOW_MSG - 1;
+  for (i = 0; i < T_FLOW_STREAMS; i++) {
+    CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, req, T_FLOW_MSG - 1,
+                                      (uint64_t)i));
+    CM_CHECK_OK(cm_net_stream_request(b.net, &a.addr, req, T_FLOW_MSG - 1,
+                                      100 + (uint64_t)i));
+  }
+  CM_CHECK(t_wait_ge(&loop, &a.nresp_ok, T_FLOW_STREAMS, T_WAIT_MS));
+  CM_CHECK(t_wait_ge(&loop, &b.nresp_ok, T_FLOW_STREAMS, T_WAIT_MS));
+  CM_CHECK_EQ(a.nresp, T_FLOW_STREAMS);
+  CM_CHECK_EQ(b.nresp, T_FLOW_STREAMS);
+  CM_CHECK_EQ(a.nreq, T_FLOW_STREAMS);
+  CM_CHECK(t_stats(&a).stream_in_peak <= T_FLOW_CAP);
+  CM_CHECK(t_stats(&b).stream_in_peak <= T_FLOW_CAP);
+  free(req);
+  t_finish(&loop, all, 2);
+}
+
 /* ---- authentication ------------------------------------------------------ */
 
 static int t_refused(void *arg) { return t_stats(arg).auth_refused >= 1; }
@@ -593,6 +812,53 @@ CM_TEST(net_mtls) {
   t_pki_free(&pki);
 }
 
+/* Left at their defaults, max_half_open and retry_threshold follow the
+ * pool, so every pool of at least one connection starts, and a table
+ * under four places answers every Initial without a token with a Retry
+ * (a threshold of 1 would be Retry never, on a table of one); explicit
+ * values are kept as given. */
+CM_TEST(net_config_derived_from_the_pool) {
+  static const uint32_t pools[] = {1,   2,   3,   4,   7,   8,   64,
+                                   127, 128, 129, 511, 512, 513, 100000};
+  /* What each pool above derives: max_half_open, retry_threshold. */
+  static const uint32_t want[][2] = {
+      {1, 0},  {1, 0},  {1, 0},  {1, 0},    {1, 0},    {2, 0},    {16, 4},
+      {31, 7}, {32, 8}, {32, 8}, {127, 31}, {128, 32}, {128, 32}, {128, 32}};
+  uv_loop_t loop;
+  cm_net_config_t cfg, d;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  size_t i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  for (i = 0; i < sizeof(pools) / sizeof(pools[0]); i++) {
+    t_cfg(&cfg);
+    cfg.max_connections = pools[i];
+    d = cfg;
+    cm_net_config_derive(&d);
+    CM_CHECK_EQ(d.max_half_open, want[i][0]);
+    CM_CHECK_EQ(d.retry_threshold, want[i][1]);
+    t_start(&a, &loop, &cfg);
+    t_finish_keep_loop(&loop, all, 1);
+  }
+  /* Explicit values stay: 0 is still "a Retry for every handshake". */
+  t_cfg(&cfg);
+  cfg.max_connections = 8;
+  cfg.retry_threshold = 0;
+  d = cfg;
+  cm_net_config_derive(&d);
+  CM_CHECK_EQ(d.max_half_open, 2);
+  CM_CHECK_EQ(d.retry_threshold, 0);
+  cfg.max_half_open = 8; /* as large as the pool */
+  cfg.retry_threshold = CM_NET_RETRY_DERIVED;
+  d = cfg;
+  cm_net_config_derive(&d);
+  CM_CHECK_EQ(d.max_half_open, 8);
+  CM_CHECK_EQ(d.retry_threshold, 2);
+  t_start(&a, &loop, &cfg);
+  t_finish(&loop, all, 1);
+}
+
 CM_TEST(net_auth_none_and_bad_config) {
   uv_loop_t loop;
   cm_net_config_t cfg;
@@ -606,6 +872,15 @@ CM_TEST(net_auth_none_and_bad_config) {
   any.port = 0;
   cm_net_config_default(&cfg);
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  /* Half-open connections: no more than the pool. */
+  t_cfg(&cfg);
+  cfg.max_half_open = cfg.max_connections + 1;
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  /* Stream messages up to 1 GiB: windows derive from the bound. */
+  t_cfg(&cfg);
+  cfg.max_stream_message = ((size_t)1 << 30) + 1;
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ECONFIG);
+  cm_net_config_default(&cfg);
   cfg.auth = CM_AUTH_MTLS;
   cfg.ca_file = "/nonexistent/ca.pem";
   cfg.cert_file = "/nonexistent/c.pem";
@@ -697,6 +972,9 @@ CM_TEST(net_garbage_dropped) {
   CM_CHECK(st.drop_garbage >= 203);
   CM_CHECK_EQ(st.datagrams_in, 0);
   CM_CHECK_EQ(st.conns_open, 0); /* the forged Initial kept no connection */
+  /* It was garbage, not a connection accepted and failed. */
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.handshakes_failed, 0);
   CM_CHECK_EQ(a.ndgram, 0);
   CM_CHECK_EQ(a.nreq, 0);
 
@@ -708,10 +986,92 @@ CM_TEST(net_garbage_dropped) {
   t_finish(&loop, all, 2);
 }
 
-/* One address sending handshakes (forged Initials, each under a new
+/* Send `count` protected Initials without a token, each under a new DCID,
+ * whose ClientHello TLS refuses at once (bad) or waits on (stalled), from
+ * fd to n in batches the socket buffer holds, waiting until n has read
+ * them. */
+static void t_send_hellos(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                          int count, int bad) {
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN], dcid[8];
+  t_garbage_t g = {n, t_stats(n).packets_in};
+  int i;
+  for (i = 0; i < count; i++) {
+    cm_tn_random_bytes(seed, dcid, sizeof(dcid));
+    if (bad)
+      cm_tn_bad_hello(hs);
+    else
+      cm_tn_partial_hello(seed, hs);
+    cm_tn_sealed_initial(seed, pkt, dcid, sizeof(dcid), NULL, 0, hs,
+                         sizeof(hs));
+    t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+    if (i % 50 == 49 || i == count - 1) {
+      g.want += (uint64_t)(i % 50) + 1;
+      CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+    }
+  }
+}
+
+/* The same, each a stalled handshake. */
+static void t_send_stalled(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                           int count) {
+  t_send_hellos(loop, n, fd, seed, count, 0);
+}
+
+/* Random payloads under valid Initial headers, from many addresses (as a
+ * sender that spoofs them can): all refused by the stateless check, as
+ * garbage, before they can spend anything. The endpoint-wide accept rate
+ * is untouched, no Retry is sent for them even where every handshake
+ * gets one, and a real client connects at once afterwards. */
+CM_TEST(net_garbage_initials_spend_nothing) {
+  enum { SOURCES = 50, EACH = 10 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t pkt[CM_TN_INITIAL_LEN];
+  uint64_t seed = 4242;
+  cm_net_stats_t st;
+  int s, i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 5;
+  cfg.retry_threshold = 0; /* a Retry for every handshake */
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  for (s = 0; s < SOURCES; s++) {
+    char ip[16];
+    t_garbage_t g = {&a, t_stats(&a).packets_in + EACH};
+    int fd;
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 100 + s);
+    fd = cm_tn_udp_socket_at(ip);
+    for (i = 0; i < EACH; i++) {
+      cm_tn_forged_initial(&seed, pkt);
+      t_udp_send(fd, &a.addr, pkt, sizeof(pkt));
+    }
+    CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+    close(fd);
+  }
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_garbage, SOURCES * EACH);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  CM_CHECK_EQ(st.retries_sent, 0);
+  CM_CHECK_EQ(st.drop_retry_rate_limit, 0);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_rate_limit, 0); /* its first attempt got in */
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  t_finish(&loop, all, 2);
+}
+
+/* One address sending handshakes (protected Initials, each under a new
  * connection ID) faster than accept_rate_per_source: the excess is refused
- * before any connection exists and counted, another address is not
- * affected, and a real peer still connects. The exact edge of the bucket is
+ * before any connection exists and counted, whichever port of that address
+ * it comes from; another address is not affected, and a real peer still
+ * connects. The exact edge of the bucket is
  * in test_limits.c (limit_accepts_per_source_at_its_edge), with a clock the
  * test controls. */
 CM_TEST(net_accepts_per_source_limited) {
@@ -719,44 +1079,40 @@ CM_TEST(net_accepts_per_source_limited) {
   cm_net_config_t cfg;
   tnode_t a, b;
   tnode_t *all[] = {&a, &b};
-  uint8_t pkt[CM_TN_INITIAL_LEN];
   uint64_t seed = 777, limited;
-  int fd1, fd2, i;
-  t_garbage_t g;
+  int fd1, fd2, fd3;
   cm_net_stats_t st;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   t_cfg(&cfg);
   cfg.accept_rate_per_source = 5;
+  cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rate alone */
   t_start(&a, &loop, &cfg);
   t_start(&b, &loop, &cfg);
-  fd1 = cm_tn_udp_socket();
-  fd2 = cm_tn_udp_socket();
-  for (i = 0; i < 20; i++) {
-    cm_tn_forged_initial(&seed, pkt);
-    t_udp_send(fd1, &a.addr, pkt, sizeof(pkt));
-  }
-  g.n = &a;
-  g.want = 20;
-  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  fd3 = cm_tn_udp_socket_at("127.0.0.2"); /* the same address, a new port */
+  t_send_stalled(&loop, &a, fd1, &seed, 10);
+  t_send_stalled(&loop, &a, fd3, &seed, 10);
   st = t_stats(&a);
-  /* 5 at once, then 5 a second: at most a few more in the time taken. */
-  CM_CHECK(st.drop_source_limit >= 1);
+  /* 5 at once, then 5 a second: at most a few more in the time taken,
+   * over both ports (one port alone would leave 10 refused). */
+  CM_CHECK(st.drop_source_limit >= 12);
   CM_CHECK(st.drop_source_limit <= 15);
   CM_CHECK_EQ(st.drop_rate_limit, st.drop_source_limit);
-  CM_CHECK_EQ(st.conns_open, 0);
+  /* Only those admitted hold a (half-open) connection. */
+  CM_CHECK_EQ(st.conns_half_open, 20 - st.drop_source_limit);
+  CM_CHECK_EQ(st.conns_accepted, 20 - st.drop_source_limit);
   limited = st.drop_source_limit;
   /* Another address has its own budget. */
-  cm_tn_forged_initial(&seed, pkt);
-  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
-  g.want = 21;
-  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  t_send_stalled(&loop, &a, fd2, &seed, 1);
   CM_CHECK_EQ(t_stats(&a).drop_source_limit, limited);
   /* A real peer connects and is heard. */
   CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
   CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
   close(fd1);
   close(fd2);
+  close(fd3);
   t_finish(&loop, all, 2);
 }
 
@@ -819,9 +1175,25 @@ static int t_open_is(void *arg) {
   return t_stats(o->n).conns_open == o->open;
 }
 
+/* Start a with a pool of two (and one half-open place, no Retry, no
+ * per-source limit) and np peers with the usual settings. */
+static void t_start_small_pool(uv_loop_t *loop, tnode_t *a, tnode_t *p,
+                               int np) {
+  cm_net_config_t cfg, small;
+  int i;
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 2;
+  small.max_half_open = 1;
+  small.retry_threshold = 1;
+  small.accept_rate_per_source = 0;
+  t_start(a, loop, &small);
+  for (i = 0; i < np; i++)
+    t_start(&p[i], loop, &cfg);
+}
+
 CM_TEST(net_pool_eviction) {
   uv_loop_t loop;
-  cm_net_config_t cfg, small;
   tnode_t a, p[3];
   tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
   cm_net_stats_t st;
@@ -829,12 +1201,7 @@ CM_TEST(net_pool_eviction) {
   int i;
 
   CM_CHECK_OK(uv_loop_init(&loop));
-  t_cfg(&cfg);
-  small = cfg;
-  small.max_connections = 2;
-  t_start(&a, &loop, &small);
-  for (i = 0; i < 3; i++)
-    t_start(&p[i], &loop, &cfg);
+  t_start_small_pool(&loop, &a, p, 3);
   for (i = 0; i < 2; i++) {
     CM_CHECK_OK(
         cm_net_send_datagram(a.net, &p[i].addr, (const uint8_t *)"x", 1));
@@ -994,6 +1361,963 @@ CM_TEST(net_create_close_cycles) {
     CM_CHECK(t_run(&loop, t_all_closed, &all, T_WAIT_MS));
   }
   CM_CHECK_OK(uv_loop_close(&loop));
+}
+
+/* ---- admission of inbound connections ------------------------------------ */
+
+/* Real client Initials (the cluster's key, so each starts a handshake that
+ * a server carries to the point of waiting for the client's Finished, and
+ * holds half-open until its handshake timeout), sent by the test. */
+#define T_INITIALS 24
+
+typedef struct {
+  uint8_t (*pkts)[CM_TN_PKT_MAX];
+  size_t lens[T_INITIALS];
+  size_t n, next;
+} t_initials_t;
+
+static void t_initials(t_initials_t *in) {
+  in->pkts = malloc(T_INITIALS * sizeof(*in->pkts));
+  CM_CHECK(in->pkts != NULL);
+  in->n = cm_tn_capture_initials(&t_keys[0], T_INITIALS, in->pkts, in->lens);
+  in->next = 0;
+  CM_CHECK_EQ(in->n, T_INITIALS);
+}
+
+/* Send the next `count` captured Initials from fd to n, and wait until n
+ * has read them. */
+static void t_send_initials(uv_loop_t *loop, t_initials_t *in, int fd,
+                            tnode_t *n, size_t count) {
+  t_garbage_t g = {n, t_stats(n).packets_in + count};
+  size_t i;
+  CM_CHECK(in->next + count <= in->n);
+  for (i = 0; i < count; i++, in->next++)
+    t_udp_send(fd, &n->addr, in->pkts[in->next], in->lens[in->next]);
+  CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+}
+
+/* Half-open connections are capped apart from the pool, and one source
+ * cannot keep the table: a newcomer from a source holding fewer displaces
+ * the oldest of the source holding the most, while more from that source
+ * are refused, and a real peer still gets in. */
+CM_TEST(net_half_open_capped_and_shared) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_initials_t in;
+  cm_net_stats_t st;
+  int fd1, fd2;
+
+  t_cfg(&cfg);
+  t_initials(&in);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  cfg.max_half_open = 8;
+  cfg.retry_threshold = 8; /* no Retry: the cap alone */
+  cfg.accept_rate_per_source = 0;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_initials(&loop, &in, fd1, &a, 20);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, 8);
+  CM_CHECK_EQ(st.conns_accepted, 8);
+  CM_CHECK_EQ(st.drop_half_open, 12);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  /* Another source takes the place of the first source's oldest. */
+  t_send_initials(&loop, &in, fd2, &a, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, 8);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.drop_half_open, 12);
+  /* A real peer connects through the full table. */
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).half_open_displaced, 2);
+  close(fd1);
+  close(fd2);
+  free(in.pkts);
+  t_finish(&loop, all, 2);
+}
+
+/* An Initial that decrypts but whose handshake data TLS refuses is not a
+ * connection: with the half-open table full it displaces nobody, and it
+ * is counted as a failed handshake, never as accepted. */
+CM_TEST(net_half_open_displaced_only_by_a_good_first_packet) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN], dcid[8];
+  uint64_t seed = 31;
+  t_garbage_t g;
+  cm_net_stats_t st;
+  int fd1, fd2;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_half_open = 2;
+  cfg.retry_threshold = 2; /* no Retry: the table alone */
+  cfg.accept_rate_per_source = 0;
+  t_start(&a, &loop, &cfg);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_stalled(&loop, &a, fd1, &seed, 2);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  /* Another source, which a good handshake would let displace one. */
+  cm_tn_random_bytes(&seed, dcid, sizeof(dcid));
+  cm_tn_bad_hello(hs);
+  cm_tn_sealed_initial(&seed, pkt, dcid, sizeof(dcid), NULL, 0, hs, sizeof(hs));
+  g.n = &a;
+  g.want = st.packets_in + 1;
+  t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK_EQ(st.handshakes_failed, 1);
+  CM_CHECK_EQ(st.drop_garbage, 0);
+  /* A good one from there does displace. */
+  t_send_stalled(&loop, &a, fd2, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.conns_accepted, 3);
+  close(fd1);
+  close(fd2);
+  t_finish(&loop, all, 1);
+}
+
+/* ---- known peers first -----------------------------------------------------
+ */
+
+static int t_is_listed(void *ud, const cm_addr_t *from) {
+  tnode_t *n = ud;
+  size_t i;
+  n->nasked++;
+  for (i = 0; i < n->nknown; i++)
+    if (cm_addr_eq(&n->known[i], from))
+      return 1;
+  return 0;
+}
+
+static const cm_net_callbacks_t t_cb_known = {.on_datagram = t_on_datagram,
+                                              .on_stream_request = t_on_request,
+                                              .on_stream_response =
+                                                  t_on_response,
+                                              .is_known_peer = t_is_listed};
+
+/* A half-open table of `places` without Retry, whose stalled handshakes outlast
+ * every wait of the test: a place only frees up by displacement. */
+static void t_cfg_small_table(cm_net_config_t *cfg, uint32_t places) {
+  t_cfg(cfg);
+  cfg->max_half_open = places;
+  cfg->retry_threshold = places; /* no Retry: the table alone */
+  cfg->accept_rate_per_source = 0;
+  cfg->handshake_timeout = CM_SEC(60);
+}
+
+/* More sources than places, each holding one stalled handshake: while the
+ * places are young no stranger can displace another (each would then hold
+ * as many), but a member can, so members still connect while the table is
+ * held. */
+CM_TEST(net_known_peer_gets_through_a_table_held_by_many) {
+  enum { PLACES = 8, SOURCES = 9 };
+  /* accept_rate SOURCES: all at once, and a place's life before a new
+   * source may take it (max_half_open / accept_rate) of 8/9 s. */
+  const uint64_t life_us = (uint64_t)PLACES * 1000000u / SOURCES;
+  uv_loop_t loop;
+  cm_net_config_t cfg, peer;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 51, t0;
+  cm_net_stats_t st;
+  int fd[SOURCES], i, young;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, PLACES);
+  cfg.accept_rate = SOURCES;
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  t_cfg(&peer);
+  t_start(&b, &loop, &peer);
+  a.known = &b.addr;
+  a.nknown = 1;
+  t0 = t_now_us();
+  for (i = 0; i < SOURCES; i++) {
+    char ip[16];
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 20 + i);
+    fd[i] = cm_tn_udp_socket_at(ip);
+    t_send_stalled(&loop, &a, fd[i], &seed, 1);
+  }
+  /* The last source found every place young: refused (on a machine slow
+   * enough to have taken a whole life over the sends, the node may have
+   * found the oldest old and displaced it instead). */
+  young = t_now_us() - t0 < life_us;
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.drop_half_open + st.half_open_displaced, SOURCES - PLACES);
+  if (young)
+    CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+  CM_CHECK_EQ(t_stats(&a).half_open_displaced, st.half_open_displaced + 1);
+  for (i = 0; i < SOURCES; i++)
+    close(fd[i]);
+  t_finish(&loop, all, 2);
+}
+
+/* A table held by known peers' handshakes: a stranger displaces none of
+ * them, however few it holds; a known peer does, by fair share among
+ * them, and a known peer's source is its address and port. */
+CM_TEST(net_known_peer_never_displaced_by_a_stranger) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  cm_addr_t members[2];
+  uint64_t seed = 52;
+  cm_net_stats_t st;
+  int k1, k2, s1;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, 2);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  k1 = cm_tn_udp_socket_at("127.0.0.1");
+  k2 = cm_tn_udp_socket_at("127.0.0.1");
+  s1 = cm_tn_udp_socket_at("127.0.0.30");
+  members[0] = cm_tn_socket_addr(k1);
+  members[1] = cm_tn_socket_addr(k2);
+  a.known = members;
+  a.nknown = 2;
+  t_send_stalled(&loop, &a, k1, &seed, 2);
+  CM_CHECK_EQ(t_stats(&a).conns_half_open, 2);
+  /* A stranger holding nothing is refused. */
+  t_send_stalled(&loop, &a, s1, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 0);
+  CM_CHECK_EQ(st.drop_half_open, 1);
+  /* Another member on the same IP takes the place of the first's oldest. */
+  t_send_stalled(&loop, &a, k2, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.conns_half_open, 2);
+  /* Now both hold one: neither may displace the other. */
+  t_send_stalled(&loop, &a, k1, &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, 1);
+  CM_CHECK_EQ(st.drop_half_open, 2);
+  close(k1);
+  close(k2);
+  close(s1);
+  t_finish(&loop, all, 1);
+}
+
+/* Strangers use up the per-IP budget of a member's IP and the endpoint's
+ * budget they share: the member connects at its first attempt all the
+ * same, on budgets of its own. */
+CM_TEST(net_known_peer_rates_apart_from_strangers) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, peer;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 53;
+  cm_net_stats_t st;
+  int s1, s2, s3;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 2;
+  cfg.accept_rate_per_source = 1;
+  cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rates alone */
+  cfg.handshake_timeout = CM_SEC(60);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  t_cfg(&peer);
+  t_start(&b, &loop, &peer);
+  a.known = &b.addr;
+  a.nknown = 1;
+  s1 = cm_tn_udp_socket_at("127.0.0.1"); /* the member's IP */
+  s2 = cm_tn_udp_socket_at("127.0.0.2");
+  s3 = cm_tn_udp_socket_at("127.0.0.3");
+  t_send_stalled(&loop, &a, s1, &seed, 2); /* 127.0.0.1's one, then none */
+  t_send_stalled(&loop, &a, s2, &seed, 1); /* the endpoint's second */
+  t_send_stalled(&loop, &a, s3, &seed, 1); /* none left */
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK(st.drop_source_limit >= 1);
+  CM_CHECK(st.drop_rate_limit >= 2);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).drop_source_limit, st.drop_source_limit);
+  CM_CHECK_EQ(t_stats(&a).drop_rate_limit, st.drop_rate_limit);
+  close(s1);
+  close(s2);
+  close(s3);
+  t_finish(&loop, all, 2);
+}
+
+/* A pool full of idle authenticated connections meets a flood of
+ * handshakes: none of them may cost an authenticated connection its
+ * place, because unauthenticated ones take no place in the pool. */
+CM_TEST(net_half_open_never_evicts_authenticated) {
+  uv_loop_t loop;
+  tnode_t a, p[2];
+  tnode_t *all[] = {&a, &p[0], &p[1]};
+  t_initials_t in;
+  cm_net_stats_t st;
+  int fd, i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_start_small_pool(&loop, &a, p, 2);
+  t_initials(&in); /* with the key t_cfg set */
+  for (i = 0; i < 2; i++) {
+    CM_CHECK_OK(
+        cm_net_send_datagram(p[i].net, &a.addr, (const uint8_t *)"x", 1));
+    CM_CHECK(t_wait_ge(&loop, &a.ndgram, i + 1, T_WAIT_MS));
+  }
+  CM_CHECK_EQ(t_stats(&a).conns_idle, 2); /* the pool is full and idle */
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_initials(&loop, &in, fd, &a, 20);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(st.drop_pool_full, 0);
+  CM_CHECK_EQ(st.conns_half_open, 1);
+  CM_CHECK_EQ(st.drop_half_open, 19);
+  for (i = 0; i < 2; i++) {
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+    CM_CHECK_OK(
+        cm_net_send_datagram(p[i].net, &a.addr, (const uint8_t *)"y", 1));
+  }
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 4, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).handshakes_ok, 2); /* over the same connections */
+  close(fd);
+  free(in.pkts);
+  t_finish(&loop, all, 3);
+}
+
+static int t_pool_full_seen(void *arg) {
+  return t_stats(arg).drop_pool_full >= 1;
+}
+
+/* Keep a's connection to p busy: a request p leaves unanswered. */
+static void t_make_busy(uv_loop_t *loop, tnode_t *a, tnode_t *p, uint64_t id) {
+  p->no_reply = 1;
+  CM_CHECK_OK(
+      cm_net_stream_request(a->net, &p->addr, (const uint8_t *)"q", 1, id));
+  CM_CHECK(t_wait_ge(loop, &p->nreq, 1, T_WAIT_MS));
+}
+
+/* A handshake that could find no room in the pool once authenticated
+ * (every connection busy) is refused before it costs one: the Initial is
+ * dropped and counted, nothing is accepted, the busy ones stay. */
+CM_TEST(net_pool_full_of_busy_refuses_before_handshake) {
+  uv_loop_t loop;
+  tnode_t a, p[3];
+  tnode_t *all[] = {&a, &p[0], &p[1], &p[2]};
+  cm_net_stats_t st;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_start_small_pool(&loop, &a, p, 3);
+  for (i = 0; i < 2; i++)
+    t_make_busy(&loop, &a, &p[i], (uint64_t)i);
+  CM_CHECK_OK(cm_net_send_datagram(p[2].net, &a.addr, (const uint8_t *)"z", 1));
+  CM_CHECK(t_run(&loop, t_pool_full_seen, &a, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(a.ndgram, 0);
+  for (i = 0; i < 2; i++)
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+  t_finish(&loop, all, 4);
+}
+
+static int t_half_open_1(void *arg) {
+  return t_stats(arg).conns_half_open == 1;
+}
+
+/* a's peer p is authenticated and out of the half-open table. */
+typedef struct {
+  tnode_t *a;
+  uint64_t handshakes;
+} t_auth_t;
+
+static int t_authenticated(void *arg) {
+  t_auth_t *w = arg;
+  cm_net_stats_t st = t_stats(w->a);
+  return st.handshakes_ok >= w->handshakes && st.conns_half_open == 0;
+}
+
+/* A handshake begun holds its place: while one is half-open and the pool
+ * has room for just it (one idle connection), the next is refused before
+ * it costs a handshake. When the first is authenticated and finds no room
+ * left after all (the idle connection became busy meanwhile), it is
+ * closed and counted, and no busy connection is evicted. */
+CM_TEST(net_pool_room_held_for_half_open) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, small;
+  tnode_t a, p[5];
+  tnode_t *all[] = {&a, &p[0], &p[1], &p[2], &p[3], &p[4]};
+  cm_addr_t blocked[2];
+  cm_net_fault_t f;
+  cm_net_stats_t st;
+  t_auth_t w;
+  uint64_t refused;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 3;
+  small.max_half_open = 2;
+  small.retry_threshold = 2;
+  small.accept_rate_per_source = 0;
+  t_start(&a, &loop, &small);
+  for (i = 0; i < 5; i++)
+    t_start(&p[i], &loop, &cfg);
+  t_make_busy(&loop, &a, &p[0], 0);
+  t_make_busy(&loop, &a, &p[1], 1);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &p[2].addr, (const uint8_t *)"i", 1));
+  CM_CHECK(t_wait_ge(&loop, &p[2].ndgram, 1, T_WAIT_MS)); /* idle */
+  /* p[3]'s handshake begins, then stalls: a hears nothing more from it. */
+  CM_CHECK_OK(cm_net_send_datagram(p[3].net, &a.addr, (const uint8_t *)"z", 1));
+  CM_CHECK(t_run(&loop, t_half_open_1, &a, T_WAIT_MS));
+  memset(&f, 0, sizeof(f));
+  blocked[0] = p[3].addr;
+  blocked[1] = p[4].addr;
+  f.blocked = blocked;
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  /* The one idle place is p[3]'s: p[4] is refused. */
+  CM_CHECK_OK(cm_net_send_datagram(p[4].net, &a.addr, (const uint8_t *)"w", 1));
+  CM_CHECK(t_run(&loop, t_pool_full_seen, &a, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).conns_accepted, 1);
+  f.nblocked = 2; /* p[4]'s retries would only add to the count */
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  t_make_busy(&loop, &a, &p[2], 2);
+  /* p[3] resends its part of the handshake; a authenticates it and finds
+   * every place busy. */
+  w.a = &a;
+  w.handshakes = t_stats(&a).handshakes_ok + 1;
+  refused = t_stats(&a).drop_pool_full;
+  f.blocked = &blocked[1];
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  CM_CHECK(t_run(&loop, t_authenticated, &w, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_pool_full, refused + 1);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.conns_evicted, 0);
+  CM_CHECK_EQ(a.ndgram, 0);
+  CM_CHECK_EQ(cm_net_is_connected(a.net, &p[3].addr), 0);
+  for (i = 0; i < 3; i++)
+    CM_CHECK(cm_net_is_connected(a.net, &p[i].addr));
+  CM_CHECK_OK(cm_net_set_fault(a.net, NULL));
+  t_finish(&loop, all, 6);
+}
+
+/* A server that answers every Initial without a token with a Retry: a
+ * cm_net client follows it, and the connection works both ways. */
+CM_TEST(net_retry_then_connect) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_net_stats_t st;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.retry_threshold = 0;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"r", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+  st = t_stats(&a);
+  CM_CHECK(st.retries_sent >= 1);
+  CM_CHECK_EQ(st.drop_bad_token, 0);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.handshakes_ok, 1);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"s", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&b).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
+/* Send one protected Initial (a partial ClientHello) carrying `token`
+ * under DCID dcid from fd, and wait until n has read it. */
+static void t_send_token(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                         const ngtcp2_cid *dcid, const uint8_t *token,
+                         size_t tokenlen) {
+  uint8_t pkt[CM_TN_INITIAL_LEN], hs[CM_TN_HELLO_LEN];
+  t_garbage_t g = {n, t_stats(n).packets_in + 1};
+  cm_tn_partial_hello(seed, hs);
+  cm_tn_sealed_initial(seed, pkt, dcid->data, dcid->datalen, token, tokenlen,
+                       hs, sizeof(hs));
+  t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+  CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+}
+
+/* Tokens are bound to the address and port the Retry went to and to the
+ * connection it answered, and expire: a forged token, one replayed from
+ * another address or port, and an expired one are counted drops; the
+ * right one from the right address passes and its handshake begins. */
+CM_TEST(net_retry_tokens_checked) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], forged[sizeof(token)];
+  struct sockaddr_storage ss;
+  socklen_t sslen;
+  ngtcp2_cid scid, odcid;
+  cm_addr_t from;
+  uint64_t seed = 99;
+  int fd1, fd2, fd3, tlen, old;
+  cm_net_stats_t st;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.retry_threshold = 0;
+  t_start(&a, &loop, &cfg);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.3");
+  fd3 = cm_tn_udp_socket_at("127.0.0.2");
+  from = cm_tn_socket_addr(fd1);
+  sslen = cm_net__addr_to_sa(&from, &ss);
+  scid.datalen = CM_NET_SCID_LEN;
+  cm_tn_random_bytes(&seed, scid.data, scid.datalen);
+  odcid.datalen = 8;
+  cm_tn_random_bytes(&seed, odcid.data, odcid.datalen);
+  tlen = cm_net__retry_token(a.net, token, sizeof(token), NGTCP2_PROTO_VER_V1,
+                             (struct sockaddr *)&ss, sslen, &scid, &odcid,
+                             cm_net__now());
+  CM_CHECK(tlen > 0);
+  memcpy(forged, token, (size_t)tlen);
+  forged[tlen / 2] ^= 1;
+  t_send_token(&loop, &a, fd1, &seed, &scid, forged, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 1);
+  t_send_token(&loop, &a, fd2, &seed, &scid, token, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 2);
+  t_send_token(&loop, &a, fd3, &seed, &scid, token, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 3);
+  /* Under another connection ID than the one the Retry gave. */
+  odcid.data[0] ^= 1;
+  t_send_token(&loop, &a, fd1, &seed, &odcid, token, (size_t)tlen);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 4);
+  odcid.data[0] ^= 1;
+  old = cm_net__retry_token(a.net, forged, sizeof(forged), NGTCP2_PROTO_VER_V1,
+                            (struct sockaddr *)&ss, sslen, &scid, &odcid,
+                            cm_net__now() - 10 * NGTCP2_SECONDS);
+  CM_CHECK(old > 0);
+  t_send_token(&loop, &a, fd1, &seed, &scid, forged, (size_t)old);
+  CM_CHECK_EQ(t_stats(&a).drop_bad_token, 5);
+  /* The right token from the right address passes the check. */
+  t_send_token(&loop, &a, fd1, &seed, &scid, token, (size_t)tlen);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_bad_token, 5);
+  CM_CHECK_EQ(st.drop_garbage, 0);
+  CM_CHECK_EQ(st.retries_sent, 0);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.conns_half_open, 1);
+  close(fd1);
+  close(fd2);
+  close(fd3);
+  t_finish(&loop, all, 1);
+}
+
+/* ---- unproven addresses ------------------------------------------------ */
+
+/* Initials whose ClientHello TLS refuses hold no half-open place, so they
+ * never reach retry_threshold, yet each costs a TLS run. Without a token
+ * they are admitted only while the small endpoint-wide budget for unproven
+ * addresses lasts, and spend nothing else; past it, Retries, which a
+ * sender that forges its address never answers. The endpoint-wide rate
+ * proven strangers need is untouched, every Initial is counted under what
+ * became of it, and a stranger connects at its first proven attempt. */
+CM_TEST(net_refused_initials_turn_retry_on) {
+  enum { FLOOD = 300, UNPROVEN_BURST = 100 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 71;
+  cm_net_stats_t st;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 50; /* under the unproven budget: spent, it is gone */
+  cfg.accept_rate_per_source = 0;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_hellos(&loop, &a, fd, &seed, FLOOD, 1);
+  st = t_stats(&a);
+  CM_CHECK(st.handshakes_refused >= UNPROVEN_BURST);
+  CM_CHECK(st.handshakes_refused < FLOOD / 2);
+  CM_CHECK_EQ(st.handshakes_failed, st.handshakes_refused);
+  CM_CHECK_EQ(st.handshakes_refused + st.retries_sent +
+                  st.drop_retry_rate_limit,
+              FLOOD);
+  CM_CHECK(st.retries_sent >= FLOOD / 2);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_half_open, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"s", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  close(fd);
+  t_finish(&loop, all, 2);
+}
+
+/* Initials without a token from a member's address and port (as anyone can
+ * forge them) are a stranger's: let in while the node is calm as unproven
+ * (is_known_peer not asked, the member's own rate not spent), then sent
+ * Retries, for which alone the member's address is looked up. The member,
+ * at that address, proves it with a token and connects at its first
+ * attempt on a rate of its own. */
+CM_TEST(net_forged_member_address_spends_nothing_of_the_members) {
+  enum { FORGED = 40, CALM = 32, RATE = 2 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_addr_t member;
+  uint64_t seed = 72;
+  cm_net_stats_t st;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate_per_source = RATE; /* a stranger's per IP, a member's own */
+  cfg.handshake_timeout = CM_SEC(60);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  CM_CHECK_EQ(t_stats(&a).retries_sent, 0);
+  fd = cm_tn_udp_socket_at("127.0.0.1");
+  member = cm_tn_socket_addr(fd);
+  a.known = &member;
+  a.nknown = 1;
+  t_send_hellos(&loop, &a, fd, &seed, FORGED, 0);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted, CALM); /* retry_threshold, as unproven */
+  CM_CHECK_EQ(st.retries_sent, FORGED - CALM);
+  CM_CHECK_EQ(a.nasked, FORGED - CALM); /* for the Retries' budget only */
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  /* The member, at the address the forged Initials came from. */
+  close(fd);
+  t_cfg(&cfg);
+  t_start_bound(&b, &loop, &cfg, &member, &t_cb);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&a.last_from, &member));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  CM_CHECK_EQ(st.drop_retry_rate_limit, 0);
+  CM_CHECK_EQ(st.conns_accepted, CALM + 1);
+  CM_CHECK_EQ(t_stats(&b).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
+/* Retries have budgets: a stranger's IP its share (accept_rate_per_source)
+ * of the strangers' cap, and a member's address one of its own, apart from
+ * it. A flood from one address cannot take the Retries of others, and
+ * strangers that spent the whole cap cannot keep a member (one restarted,
+ * say) from the Retry it needs to get back in. */
+CM_TEST(net_member_retry_budget_apart) {
+  enum { FLOOD = 20, SHARE = 5 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 75;
+  cm_net_stats_t st;
+  uint64_t sent;
+  int fd2, fd3, fd4;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.retry_threshold = 0; /* a Retry for every Initial without a token */
+  cfg.accept_rate_per_source = SHARE;
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  t_cfg(&cfg);
+  t_start(&b, &loop, &cfg);
+  a.known = &b.addr;
+  a.nknown = 1;
+  fd2 = cm_tn_udp_socket_at("127.0.0.2");
+  fd3 = cm_tn_udp_socket_at("127.0.0.3");
+  fd4 = cm_tn_udp_socket_at("127.0.0.4");
+  t_send_hellos(&loop, &a, fd2, &seed, FLOOD, 0);
+  st = t_stats(&a);
+  sent = st.retries_sent;
+  CM_CHECK(sent >= SHARE && sent < SHARE + 3); /* and what refilled */
+  CM_CHECK_EQ(st.drop_retry_rate_limit, FLOOD - sent);
+  /* Another IP has a share of its own. */
+  t_send_hellos(&loop, &a, fd3, &seed, 1, 0);
+  CM_CHECK_EQ(t_stats(&a).retries_sent, sent + 1);
+  /* Strangers spend the whole cap (a flood of thousands of Initials from
+   * as many addresses does; set here, so that it stays spent). */
+  a.net->retry_tokens = -1e9;
+  a.net->retry_ts = cm_net__now();
+  t_send_hellos(&loop, &a, fd4, &seed, 1, 0);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.retries_sent, sent + 1);
+  CM_CHECK_EQ(st.drop_retry_rate_limit, FLOOD - sent + 1);
+  /* The member gets its Retry, and in. */
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.retries_sent, sent + 2);
+  CM_CHECK_EQ(st.drop_retry_rate_limit, FLOOD - sent + 1);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  close(fd2);
+  close(fd3);
+  close(fd4);
+  t_finish(&loop, all, 2);
+}
+
+/* A half-open inbound connection is not the node's connection to the
+ * address it came from: one forged Initial carrying a member's address and
+ * port, let in while the node is calm, must not hold what the node then
+ * sends that member until the forged handshake times out. The node opens
+ * its own connection, and the member gets the datagram at once. */
+CM_TEST(net_half_open_carries_nothing_for_its_address) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, m;
+  tnode_t *all[] = {&a, &m};
+  cm_addr_t member;
+  uint64_t seed = 76;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.handshake_timeout = CM_SEC(60); /* outlasts every wait of the test */
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_known);
+  fd = cm_tn_udp_socket_at("127.0.0.1");
+  member = cm_tn_socket_addr(fd);
+  a.known = &member;
+  a.nknown = 1;
+  t_send_stalled(&loop, &a, fd, &seed, 1);
+  CM_CHECK_EQ(t_stats(&a).conns_half_open, 1);
+  CM_CHECK(!cm_net_is_connected(a.net, &member));
+  close(fd);
+  t_cfg(&cfg);
+  t_start_bound(&m, &loop, &cfg, &member, &t_cb);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &member, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &m.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&m.last_from, &a.addr));
+  CM_CHECK_EQ(t_stats(&a).conns_half_open, 1);
+  t_finish(&loop, all, 2);
+}
+
+typedef struct {
+  uint64_t until_us;
+} t_time_t;
+
+static int t_time_passed(void *arg) {
+  return t_now_us() >= ((t_time_t *)arg)->until_us;
+}
+
+/* Run the loop until the monotonic clock reads until_us, whatever wakes it
+ * (libuv's timers count from its cached, millisecond clock). */
+static void t_run_until(uv_loop_t *loop, uint64_t until_us) {
+  t_time_t w = {until_us};
+  uint64_t now;
+  while ((now = t_now_us()) < until_us) {
+    uv_update_time(loop);
+    (void)t_run(loop, t_time_passed, &w,
+                (unsigned)((until_us - now) / 1000u) + 1);
+  }
+}
+
+/* A table held by more sources than places, one each (as a sender owning
+ * many addresses can): a stranger from a source holding none takes the
+ * oldest stranger's place once that has had max_half_open / accept_rate
+ * seconds (not before), and a source already holding one does not. */
+CM_TEST(net_stranger_gets_a_place_in_a_table_held_by_many) {
+  enum { PLACES = 4, RATE = 5 };
+  const uint64_t life_us = (uint64_t)PLACES * 1000000u / RATE;
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint64_t seed = 73, t0, t_held;
+  cm_net_stats_t st;
+  int fd[PLACES + 2], i, young, first;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, PLACES);
+  cfg.accept_rate = RATE; /* PLACES + 1 at once, then RATE a second */
+  t_start(&a, &loop, &cfg);
+  for (i = 0; i < PLACES + 2; i++) {
+    char ip[16];
+    snprintf(ip, sizeof(ip), "127.0.0.%d", 40 + i);
+    fd[i] = cm_tn_udp_socket_at(ip);
+  }
+  t0 = t_now_us();
+  for (i = 0; i < PLACES; i++)
+    t_send_stalled(&loop, &a, fd[i], &seed, 1);
+  t_held = t_now_us();
+  CM_CHECK_EQ(t_stats(&a).conns_half_open, PLACES);
+  /* A new source while the oldest is young: refused. (On a machine slow
+   * enough to have taken the whole life over the sends, the node may have
+   * found it old: then it displaced it, and only one of the two.) */
+  t_send_stalled(&loop, &a, fd[PLACES], &seed, 1);
+  young = t_now_us() - t0 < life_us;
+  st = t_stats(&a);
+  first = (int)st.half_open_displaced;
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.drop_half_open + st.half_open_displaced, 1);
+  if (young)
+    CM_CHECK_EQ(first, 0);
+  /* Once it has had its time, another new source takes its place. */
+  t_run_until(&loop, t_held + life_us);
+  t_send_stalled(&loop, &a, fd[PLACES + 1], &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.half_open_displaced, first + 1);
+  CM_CHECK_EQ(st.conns_accepted, PLACES + first + 1);
+  /* A source that holds a place already takes none of the others'. */
+  t_send_stalled(&loop, &a, fd[PLACES + 1], &seed, 1);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.half_open_displaced, first + 1);
+  CM_CHECK_EQ(st.drop_half_open, (1 - first) + 1);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  for (i = 0; i < PLACES + 2; i++)
+    close(fd[i]);
+  t_finish(&loop, all, 1);
+}
+
+/* A pool too small for a quarter of a table to be a threshold: every
+ * Initial without a token is answered with a Retry, so a flood of stalled
+ * handshakes from a forged address keeps no place, and a real client
+ * connects through its Retry. */
+CM_TEST(net_small_pool_always_retries) {
+  enum { FLOOD = 5 };
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint64_t seed = 74;
+  cm_net_stats_t st;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_connections = 4;
+  t_start(&a, &loop, &cfg);
+  t_cfg(&cfg);
+  t_start(&b, &loop, &cfg);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_hellos(&loop, &a, fd, &seed, FLOOD, 0);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.retries_sent, FLOOD);
+  CM_CHECK_EQ(st.conns_accepted, 0);
+  CM_CHECK_EQ(st.conns_half_open, 0);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"p", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.retries_sent, FLOOD + 1);
+  CM_CHECK_EQ(st.conns_accepted, 1);
+  close(fd);
+  t_finish(&loop, all, 2);
+}
+
+/* Packets that route nowhere, each from a new random connection ID, from
+ * fd to n, in batches the socket buffer holds. */
+static void t_send_unroutable(uv_loop_t *loop, tnode_t *n, int fd,
+                              uint64_t *seed, int count) {
+  uint8_t pkt[100];
+  t_garbage_t g = {n, t_stats(n).packets_in};
+  int i;
+  for (i = 0; i < count; i++) {
+    cm_tn_random_bytes(seed, pkt, sizeof(pkt));
+    pkt[0] = (uint8_t)(0x40 | (pkt[0] & 0x3f)); /* short header */
+    t_udp_send(fd, &n->addr, pkt, sizeof(pkt));
+    if (i % 100 == 99 || i == count - 1) {
+      g.want += (uint64_t)(i % 100) + 1;
+      CM_CHECK(t_run(loop, t_garbage_seen, &g, T_WAIT_MS));
+    }
+  }
+}
+
+/* Stateless resets held back by their rate have their own counter:
+ * drop_rate_limit counts handshakes only. */
+CM_TEST(net_resets_over_rate_counted_apart) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  cm_net_stats_t st;
+  uint64_t seed = 5;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_send_unroutable(&loop, &a, fd, &seed, 300);
+  st = t_stats(&a);
+  CM_CHECK(st.stateless_resets_sent >= 1);
+  CM_CHECK(st.resets_rate_limited >= 1);
+  CM_CHECK_EQ(st.stateless_resets_sent + st.resets_rate_limited, 300);
+  CM_CHECK_EQ(st.drop_rate_limit, 0);
+  close(fd);
+  t_finish(&loop, all, 1);
+}
+
+static void t_on_stale(void *ud, const cm_addr_t *from) {
+  (void)from;
+  ((tnode_t *)ud)->nstale++;
+}
+
+/* Members of the test's cluster are on 127.0.0.1. */
+static int t_is_known(void *ud, const cm_addr_t *from) {
+  (void)ud;
+  return from->family == 4 && from->ip[0] == 127 && from->ip[1] == 0 &&
+         from->ip[2] == 0 && from->ip[3] == 1;
+}
+
+static const cm_net_callbacks_t t_cb_stale = {.on_datagram = t_on_datagram,
+                                              .on_stream_request = t_on_request,
+                                              .on_stream_response =
+                                                  t_on_response,
+                                              .on_stale_peer = t_on_stale,
+                                              .is_known_peer = t_is_known};
+
+/* Garbage from a stranger is never reported as a stale peer and spends
+ * none of the report budget: afterwards a known peer's stale packets are
+ * all reported at once, as many as the budget holds. */
+CM_TEST(net_stale_budget_kept_from_strangers) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint64_t seed = 6;
+  int fd1, fd2;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start_with(&a, &loop, &cfg, "127.0.0.1:1", &t_cb_stale);
+  fd1 = cm_tn_udp_socket_at("127.0.0.2");
+  fd2 = cm_tn_udp_socket_at("127.0.0.1");
+  t_send_unroutable(&loop, &a, fd1, &seed, 2000);
+  CM_CHECK_EQ(a.nstale, 0);
+  CM_CHECK_EQ(t_stats(&a).stale_peers, 0);
+  /* The whole budget (100 reports) is there for a known peer. */
+  t_send_unroutable(&loop, &a, fd2, &seed, 100);
+  CM_CHECK_EQ(a.nstale, 100);
+  CM_CHECK_EQ(t_stats(&a).stale_peers, 100);
+  close(fd1);
+  close(fd2);
+  t_finish(&loop, all, 1);
 }
 
 /* ---- figures (printed, not asserted) ------------------------------------- */

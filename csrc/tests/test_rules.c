@@ -220,10 +220,95 @@ CM_TEST(rule_leave_overrides_failed) {
   cm_node_free(n);
 }
 
+/* Run the node's timers from `from` for `secs`, dropping what it sends; the
+ * last event of type `want` is kept in *out, and counted. */
+static int run_timers(cm_node_t *n, cm_time_t from, int secs, uint8_t want,
+                      cm_event_t *out) {
+  cm_time_t t;
+  int seen = 0;
+  for (t = from; t <= from + CM_SEC(secs); t += CM_MSEC(100)) {
+    cm_addr_t to;
+    uint64_t req;
+    uint8_t *data;
+    size_t len;
+    cm_event_t ev;
+    cm_node_tick(n, t);
+    drain_datagrams(n);
+    while (cm_node_poll_stream(n, &to, &req, &data, &len, NULL)) {
+      free(data);
+      cm_node_pushpull_failed(n, req, t);
+    }
+    while (cm_node_poll_event(n, &ev))
+      if (ev.type == want) {
+        *out = ev;
+        seen++;
+      }
+  }
+  return seen;
+}
+
+/* A member that left is forgotten after reap_left_after, with the updates
+ * about it. With 70 members the broadcast queue has grown past its first
+ * allocation, so forgetting them scans slots the growth added and nothing
+ * has used yet (valgrind runs this test: those slots must be initialised). */
+CM_TEST(rule_left_member_is_reaped_after_queue_growth) {
+  cm_node_t *n = mk_node("a", 1);
+  const cm_config_t *c = cm_node_config(n);
+  cm_node_stats_t st;
+  cm_event_t ev;
+  char id[16];
+  int i;
+  for (i = 0; i < 70; i++) {
+    snprintf(id, sizeof(id), "m%d", i);
+    alive(n, id, 1, 10 + (uint32_t)i, NULL, 0);
+  }
+  leave(n, "m7", 1);
+  CM_CHECK_EQ(state_of(n, "m7"), CM_STATE_LEFT);
+  CM_CHECK_EQ(run_timers(n, T0, (int)(c->reap_left_after / CM_SEC(1)) + 2,
+                         CM_EV_REAPED, &ev),
+              1);
+  CM_CHECK_STR(ev.id, "m7");
+  CM_CHECK_EQ(state_of(n, "m7"), 0xff);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.members, 70);
+  CM_CHECK_EQ(st.left, 0);
+  cm_node_free(n);
+}
+
 static uint32_t self_inc(cm_node_t *n) { return info_of(n, "a").incarnation; }
 
-/* After a refutation, the node's next gossip carries alive(self, inc). */
-static int gossips_alive_self(cm_node_t *n, uint32_t inc) {
+/* The id a message is about. */
+static const char *msg_subject(const cm_msg_t *m) {
+  switch (m->type) {
+  case CM_MSG_ALIVE:
+    return m->u.alive.node.s;
+  case CM_MSG_SUSPECT:
+  case CM_MSG_DEAD:
+    return m->u.suspect.node.s;
+  case CM_MSG_LEAVE:
+    return m->u.leave.node.s;
+  default:
+    return "";
+  }
+}
+
+static uint32_t msg_incarnation(const cm_msg_t *m) {
+  switch (m->type) {
+  case CM_MSG_ALIVE:
+    return m->u.alive.incarnation;
+  case CM_MSG_SUSPECT:
+  case CM_MSG_DEAD:
+    return m->u.suspect.incarnation;
+  case CM_MSG_LEAVE:
+    return m->u.leave.incarnation;
+  default:
+    return 0;
+  }
+}
+
+/* Whether the node's next gossip carries the message of type about id at
+ * incarnation inc. */
+static int gossips(cm_node_t *n, uint8_t type, const char *id, uint32_t inc) {
   cm_addr_t to;
   const uint8_t *d;
   size_t len, count, i;
@@ -233,12 +318,16 @@ static int gossips_alive_self(cm_node_t *n, uint32_t inc) {
   while (cm_node_poll_datagram(n, &to, &d, &len)) {
     CM_CHECK_OK(cm_wire_packet_decode(d, len, msgs, CM_WIRE_MAX_MSGS, &count));
     for (i = 0; i < count; i++)
-      if (msgs[i].type == CM_MSG_ALIVE &&
-          strcmp(msgs[i].u.alive.node.s, "a") == 0 &&
-          msgs[i].u.alive.incarnation == inc)
+      if (msgs[i].type == type && strcmp(msg_subject(&msgs[i]), id) == 0 &&
+          msg_incarnation(&msgs[i]) == inc)
         found = 1;
   }
   return found;
+}
+
+/* After a refutation, the node's next gossip carries alive(self, inc). */
+static int gossips_alive_self(cm_node_t *n, uint32_t inc) {
+  return gossips(n, CM_MSG_ALIVE, "a", inc);
 }
 
 CM_TEST(rule_suspected_node_refutes_with_higher_incarnation) {
@@ -473,6 +562,16 @@ static cm_pp_entry_t pp_entry(const char *id, uint32_t inc, uint32_t idx,
   return e;
 }
 
+/* Hand the node a push-pull request of these entries; the reply is dropped. */
+static void pp_push(cm_node_t *n, const cm_pp_entry_t *e, size_t count) {
+  uint8_t buf[4096], *reply = NULL;
+  size_t len, rlen;
+  cm_addr_t from = addr_of(9);
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, count);
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  free(reply);
+}
+
 /* Push-pull merges with the same rules; a remote "failed" only makes us
  * suspect, since we have not seen the failure ourselves. */
 CM_TEST(pushpull_merge_applies_the_rules) {
@@ -673,5 +772,178 @@ CM_TEST(member_at_address_follows_address_changes) {
   accuse(n, CM_MSG_LEAVE, "b", 6, "b");
   CM_CHECK_EQ(cm_node_has_member_at(n, &moved), 0);
   CM_CHECK_EQ(cm_node_has_member_at(n, &b), 1);
+  cm_node_free(n);
+}
+
+/* Incarnations saturate instead of wrapping: a refutation of an accusation
+ * at UINT32_MAX - 1 takes the last incarnation, and from there accusations
+ * about us (at UINT32_MAX) cannot be answered. They are dropped and counted;
+ * wrapping to 0 would make the refutation older than the accusation, and
+ * every peer would ignore it. */
+CM_TEST(rule_refutation_saturates_at_the_last_incarnation) {
+  cm_node_t *n = with_b();
+  static const uint8_t tags[] = {1, 'k', 0, 1, 'v'};
+  cm_node_stats_t st;
+  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX - 1, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  accuse(n, CM_MSG_DEAD, "a", UINT32_MAX, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  leave(n, "a", UINT32_MAX);
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  alive(n, "a", UINT32_MAX, 1, tags, sizeof(tags)); /* other tags */
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  CM_CHECK_EQ(info_of(n, "a").tags_len, 0);
+  CM_CHECK_EQ(state_of(n, "a"), CM_STATE_ALIVE);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.refutations, 1);
+  CM_CHECK_EQ(st.drop_incarnation, 4);
+  CM_CHECK(gossips_alive_self(n, UINT32_MAX));
+  cm_node_free(n);
+}
+
+/* An accusation that would raise a member to UINT32_MAX is implausible: an
+ * honest peer accuses at the incarnation it holds, and a member gets there
+ * only by its own alive. The member could not refute it, so every node
+ * drops it (counted), about others and about itself, by datagram or
+ * push-pull. A member already at UINT32_MAX can still be suspected: the
+ * accusation is about its current life, and failure detection must go on. */
+CM_TEST(rule_accusation_raising_to_the_last_incarnation_is_dropped) {
+  cm_node_t *n = with_b();
+  cm_pp_entry_t e[3];
+  cm_node_stats_t st;
+  accuse(n, CM_MSG_SUSPECT, "b", UINT32_MAX, "c");
+  accuse(n, CM_MSG_DEAD, "b", UINT32_MAX, "c");
+  leave(n, "b", UINT32_MAX);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  accuse(n, CM_MSG_DEAD, "a", UINT32_MAX, "b");
+  CM_CHECK_EQ(self_inc(n), 0);
+  e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE);
+  e[1] = pp_entry("b", UINT32_MAX, 2, CM_STATE_FAILED);
+  e[2] = pp_entry("a", UINT32_MAX, 1, CM_STATE_LEFT);
+  pp_push(n, e, 3);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  CM_CHECK_EQ(self_inc(n), 0);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.refutations, 0);
+  CM_CHECK_EQ(st.health, 0);
+  CM_CHECK_EQ(st.drop_incarnation, 6);
+  alive(n, "b", UINT32_MAX, 2, NULL, 0);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, UINT32_MAX);
+  accuse(n, CM_MSG_SUSPECT, "b", UINT32_MAX, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  cm_node_free(n);
+}
+
+/* A tag change needs a new incarnation; at the last one it is refused and
+ * changes nothing, instead of wrapping to 0 where every peer ignores it. */
+CM_TEST(tags_change_at_the_last_incarnation_is_refused) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  CM_CHECK_OK(cm_node_set_tag(n, "role", "worker", T0));
+  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX - 1, "b");
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  drain_events(n, CM_EV_TAGS_UPDATED, &ev);
+  CM_CHECK_EQ(cm_node_set_tag(n, "zone", "eu", T0), CM_ELIMIT);
+  CM_CHECK_EQ(cm_node_remove_tag(n, "role", T0), CM_ELIMIT);
+  CM_CHECK_EQ(cm_node_set_tags(n, NULL, 0, T0), CM_ELIMIT);
+  CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  CM_CHECK_EQ(info_of(n, "a").tags_len, 1 + 4 + 2 + 6);
+  CM_CHECK(!drain_events(n, CM_EV_TAGS_UPDATED, &ev));
+  cm_node_free(n);
+}
+
+/* A failed member accused again at a higher incarnation: the dead record
+ * with the higher incarnation supersedes. Its incarnation rises (it stays
+ * failed) and the news is passed on, so an alive record older than the
+ * accusation, still in flight, cannot revive it. */
+CM_TEST(rule_dead_raises_the_incarnation_of_a_failed_member) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  alive(n, "x", 3, 3, NULL, 0);
+  accuse(n, CM_MSG_DEAD, "x", 3, "b");
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  drain_events(n, CM_EV_FAILED, &ev);
+  accuse(n, CM_MSG_DEAD, "x", 5, "b");
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 5);
+  CM_CHECK(!drain_events(n, CM_EV_FAILED, &ev)); /* no new state */
+  alive(n, "x", 4, 3, NULL, 0);                  /* stale */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  alive(n, "x", 5, 3, NULL, 0); /* dead beats alive at equal incarnation */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK(gossips(n, CM_MSG_DEAD, "x", 5));
+  alive(n, "x", 6, 3, NULL, 0); /* x refuted it */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_RECOVERED, &ev));
+  cm_node_free(n);
+}
+
+/* Likewise a left member: a later leave, or a later life declared failed,
+ * raises its incarnation; it stays left, and older alive records are
+ * ignored. */
+CM_TEST(rule_leave_or_dead_raises_the_incarnation_of_a_left_member) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  alive(n, "x", 3, 3, NULL, 0);
+  leave(n, "x", 3);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  drain_events(n, CM_EV_LEFT, &ev);
+  leave(n, "x", 5);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 5);
+  alive(n, "x", 4, 3, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK(gossips(n, CM_MSG_LEAVE, "x", 5));
+  accuse(n, CM_MSG_DEAD, "x", 7, "b");
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 7);
+  alive(n, "x", 6, 3, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_LEFT);
+  CM_CHECK(!drain_events(n, CM_EV_LEFT, &ev));
+  CM_CHECK(!drain_events(n, CM_EV_FAILED, &ev));
+  alive(n, "x", 8, 3, NULL, 0); /* a restart */
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, CM_EV_JOINED, &ev));
+  cm_node_free(n);
+}
+
+/* The same through push-pull, where a remote failed entry otherwise only
+ * counts as a suspicion: about a member we hold failed or left, it is a dead
+ * record like any other. */
+CM_TEST(pushpull_dead_and_left_records_raise_the_incarnation) {
+  cm_node_t *n = with_b();
+  cm_pp_entry_t e[5];
+  alive(n, "x", 3, 3, NULL, 0);
+  alive(n, "y", 3, 4, NULL, 0);
+  alive(n, "z", 3, 5, NULL, 0);
+  alive(n, "w", 3, 6, NULL, 0);
+  accuse(n, CM_MSG_DEAD, "x", 3, "b");
+  leave(n, "y", 3);
+  accuse(n, CM_MSG_DEAD, "z", 3, "b");
+  leave(n, "w", 3);
+  e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE);
+  e[1] = pp_entry("x", 5, 3, CM_STATE_FAILED);
+  e[2] = pp_entry("y", 5, 4, CM_STATE_LEFT);
+  e[3] = pp_entry("z", 5, 5, CM_STATE_LEFT);
+  e[4] = pp_entry("w", 5, 6, CM_STATE_FAILED);
+  pp_push(n, e, 5);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK_EQ(state_of(n, "y"), CM_STATE_LEFT);
+  CM_CHECK_EQ(state_of(n, "z"), CM_STATE_LEFT); /* leave overrides failed */
+  CM_CHECK_EQ(state_of(n, "w"), CM_STATE_LEFT);
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 5);
+  CM_CHECK_EQ(info_of(n, "y").incarnation, 5);
+  CM_CHECK_EQ(info_of(n, "z").incarnation, 5);
+  CM_CHECK_EQ(info_of(n, "w").incarnation, 5);
+  alive(n, "x", 4, 3, NULL, 0);
+  alive(n, "y", 4, 4, NULL, 0);
+  alive(n, "w", 4, 6, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  CM_CHECK_EQ(state_of(n, "y"), CM_STATE_LEFT);
+  CM_CHECK_EQ(state_of(n, "w"), CM_STATE_LEFT);
   cm_node_free(n);
 }
