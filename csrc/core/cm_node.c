@@ -613,7 +613,7 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
     /* An independent accuser shortens the timeout; pass the news on so
      * others count it too. */
     if (m->ext != NULL && m->ext->susp != NULL &&
-        cm_suspicion_confirm(m->ext->susp, from_hash) && accuser >= 0)
+        cm_suspicion_confirm(m->ext->susp, from_hash, now) && accuser >= 0)
       node_broadcast(n, (uint32_t)slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL,
                      m->incarnation, (uint32_t)accuser, now);
     return;
