@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import subprocess
 import sys
 
@@ -71,6 +72,36 @@ def test_falsepos_zero_failures_without_loss() -> None:
     assert r.ok
     assert r.metrics["to_failed"] == 0
     assert r.metrics["alive_to_suspect"] == 0
+
+
+def test_tag_churn_off_the_tick_grid_is_no_stall() -> None:
+    # Ten simulated minutes at N = 100 with a tag change every 0.05-1 s at
+    # times off every timer's grid: news keeps arriving at nodes whose gossip
+    # timer was idle. None of them was paused, so none may count a stall, and
+    # nobody is suspected. About 2 s of wall.
+    n = 100
+    s = sim.Simulator(n, seed=7)
+    s.bootstrap()
+    s.run_for(1.0)
+    while s.queued():
+        s.run_for(0.1)
+    before = [s.node_stats(i) for i in range(n)]
+    rng = random.Random(7)
+    start, changes = s.now(), 0
+    while s.now() - start < 600.0:
+        s.run_for(rng.uniform(0.05, 1.0))
+        s.set_tag(rng.randrange(n), "rev", str(changes))
+        changes += 1
+    s.run_for(10.0)
+    after = [s.node_stats(i) for i in range(n)]
+
+    def added(key: str) -> int:
+        return sum(a[key] - b[key] for a, b in zip(after, before, strict=True))
+
+    assert changes > 1000
+    assert added("stalls") == 0
+    assert added("suspicions") == 0
+    assert s.alive_counts() == [n] * n
 
 
 def test_falsepos_loss_suspects_but_does_not_fail() -> None:

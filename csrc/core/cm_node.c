@@ -278,8 +278,16 @@ static size_t node_item_size(void *ud, const cm_bcast_item_t *it) {
   return cm_wire_msg_size(&msg);
 }
 
+/* The gossip timer is idle while the queue is empty: cm_node_next_deadline
+ * leaves it out and nobody ticks for it, so its deadline goes stale. News
+ * that ends an idle spell restarts it due now: gossiped at once, as before,
+ * but no longer reported as a deadline long past, which the tick would take
+ * for a stall of this node. */
 static void node_broadcast(cm_node_t *n, uint32_t slot, uint8_t kind,
-                           uint8_t prio, uint32_t inc, uint32_t aux) {
+                           uint8_t prio, uint32_t inc, uint32_t aux,
+                           cm_time_t now) {
+  if (cm_bcast_len(&n->bq) == 0 && n->next_gossip < now)
+    n->next_gossip = now;
   if (cm_bcast_push(&n->bq, slot, kind, prio, inc, aux) != 0)
     n->st.updates_dropped++;
 }
@@ -460,8 +468,7 @@ static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
    * local-health score rises so we probe less aggressively (Lifeguard). */
   node_awareness(n, +1);
   node_broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, self->incarnation,
-                 n->self);
-  (void)now;
+                 n->self, now);
 }
 
 static void node_order_insert(cm_node_t *n, uint32_t slot) {
@@ -535,7 +542,7 @@ static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
     node_order_insert(n, (uint32_t)slot);
     if (!quiet)
       node_broadcast(n, (uint32_t)slot, CM_MSG_ALIVE, CM_PRIO_NORMAL,
-                     a->incarnation, 0);
+                     a->incarnation, 0, now);
     node_event(n, CM_EV_JOINED, m, NULL, now);
     return;
   }
@@ -567,7 +574,7 @@ static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
     node_order_insert(n, (uint32_t)slot);
   node_broadcast(n, (uint32_t)slot, CM_MSG_ALIVE,
                  tags_changed ? CM_PRIO_HIGH : CM_PRIO_NORMAL, a->incarnation,
-                 0);
+                 0, now);
   if (addr_changed)
     node_event(n, CM_EV_ADDR_CHANGED, m, NULL, now);
   if (old == CM_STATE_LEFT)
@@ -606,9 +613,9 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
     /* An independent accuser shortens the timeout; pass the news on so
      * others count it too. */
     if (m->ext != NULL && m->ext->susp != NULL &&
-        cm_suspicion_confirm(m->ext->susp, from_hash) && accuser >= 0)
+        cm_suspicion_confirm(m->ext->susp, from_hash, now) && accuser >= 0)
       node_broadcast(n, (uint32_t)slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL,
-                     m->incarnation, (uint32_t)accuser);
+                     m->incarnation, (uint32_t)accuser, now);
     return;
   }
   if (m->state != CM_STATE_ALIVE)
@@ -638,7 +645,7 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
   n->st.suspicions++;
   if (accuser >= 0)
     node_broadcast(n, (uint32_t)slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, inc,
-                   (uint32_t)accuser);
+                   (uint32_t)accuser, now);
   node_event(n, CM_EV_SUSPECT, m, NULL, now);
 }
 
@@ -648,14 +655,14 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
  * alive record older than it, still in flight, cannot revive the member; the
  * state stays, since what we hold already says the member is gone. */
 static void node_raise_gone(cm_node_t *n, uint32_t slot, uint8_t kind,
-                            uint32_t inc, uint32_t aux) {
+                            uint32_t inc, uint32_t aux, cm_time_t now) {
   cm_member_t *m = node_m(n, slot);
   if (inc <= m->incarnation)
     return;
   m->incarnation = inc;
   node_broadcast(n, slot, kind,
                  kind == CM_MSG_LEAVE ? CM_PRIO_CRITICAL : CM_PRIO_NORMAL, inc,
-                 aux);
+                 aux, now);
 }
 
 static void node_dead(cm_node_t *n, const char *id, size_t id_len, uint32_t inc,
@@ -677,13 +684,13 @@ static void node_dead(cm_node_t *n, const char *id, size_t id_len, uint32_t inc,
   }
   if (m->state == CM_STATE_FAILED || m->state == CM_STATE_LEFT) {
     node_raise_gone(n, (uint32_t)slot, CM_MSG_DEAD, inc,
-                    accuser >= 0 ? (uint32_t)accuser : n->self);
+                    accuser >= 0 ? (uint32_t)accuser : n->self, now);
     return;
   }
   m->incarnation = inc;
   node_set_state(n, (uint32_t)slot, CM_STATE_FAILED, now);
   node_broadcast(n, (uint32_t)slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc,
-                 accuser >= 0 ? (uint32_t)accuser : n->self);
+                 accuser >= 0 ? (uint32_t)accuser : n->self, now);
   node_event(n, CM_EV_FAILED, m, NULL, now);
 }
 
@@ -707,12 +714,13 @@ static void node_leave_msg(cm_node_t *n, const char *id, size_t id_len,
   /* Left is final for its incarnation; it overrides failed, so a node that
    * was suspected while leaving is still recorded as left. */
   if (m->state == CM_STATE_LEFT) {
-    node_raise_gone(n, (uint32_t)slot, CM_MSG_LEAVE, inc, 0);
+    node_raise_gone(n, (uint32_t)slot, CM_MSG_LEAVE, inc, 0, now);
     return;
   }
   m->incarnation = inc;
   node_set_state(n, (uint32_t)slot, CM_STATE_LEFT, now);
-  node_broadcast(n, (uint32_t)slot, CM_MSG_LEAVE, CM_PRIO_CRITICAL, inc, 0);
+  node_broadcast(n, (uint32_t)slot, CM_MSG_LEAVE, CM_PRIO_CRITICAL, inc, 0,
+                 now);
   node_event(n, CM_EV_LEFT, m, NULL, now);
 }
 
@@ -727,7 +735,7 @@ static void node_check_suspects(cm_node_t *n, cm_time_t now) {
       uint32_t inc = m->incarnation;
       n->st.failures_declared++;
       node_set_state(n, slot, CM_STATE_FAILED, now); /* removes from list */
-      node_broadcast(n, slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc, n->self);
+      node_broadcast(n, slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc, n->self, now);
       node_event(n, CM_EV_FAILED, m, NULL, now);
       continue;
     }
@@ -1558,7 +1566,7 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
       cm_rand_below(&n->rng, (uint32_t)(cfg->pushpull_interval / 2 + 1));
   n->next_reconnect = now + cfg->reconnect_interval;
   n->next_reap = now + CM_REAP_PERIOD;
-  node_broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, 0, n->self);
+  node_broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, 0, n->self, now);
   *out = n;
   return 0;
 }
@@ -1616,7 +1624,7 @@ int cm_node_leave(cm_node_t *n, cm_time_t now) {
   node_set_state(n, n->self, CM_STATE_LEFT, now);
   n->probe.active = 0;
   node_broadcast(n, n->self, CM_MSG_LEAVE, CM_PRIO_CRITICAL, self->incarnation,
-                 0);
+                 0, now);
   return 0;
 }
 
@@ -1649,7 +1657,7 @@ int cm_node_set_tags(cm_node_t *n, const uint8_t *blob, size_t len,
     return rc;
   self->incarnation++;
   node_broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, self->incarnation,
-                 n->self);
+                 n->self, now);
   node_event(n, CM_EV_TAGS_UPDATED, self, NULL, now);
   return 0;
 }

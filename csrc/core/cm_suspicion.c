@@ -7,6 +7,7 @@ void cm_suspicion_start(cm_suspicion_t *s, cm_time_t now, uint32_t k,
                         cm_time_t min, cm_time_t max, uint64_t from_hash) {
   memset(s, 0, sizeof(*s));
   s->start = now;
+  s->confirmed = now;
   s->k = k > CM_SUSPICION_MAX_K ? CM_SUSPICION_MAX_K : k;
   s->min = min;
   s->max = max < min ? min : max;
@@ -14,7 +15,7 @@ void cm_suspicion_start(cm_suspicion_t *s, cm_time_t now, uint32_t k,
   s->nfrom = 1;
 }
 
-int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash) {
+int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now) {
   uint32_t i;
   if (s->n >= s->k)
     return 0;
@@ -23,6 +24,8 @@ int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash) {
       return 0;
   s->from[s->nfrom++] = from_hash;
   s->n++;
+  if (now > s->confirmed)
+    s->confirmed = now;
   return 1;
 }
 
@@ -39,5 +42,6 @@ cm_time_t cm_suspicion_timeout(cm_time_t min, cm_time_t max, uint32_t k,
 }
 
 cm_time_t cm_suspicion_deadline(const cm_suspicion_t *s) {
-  return s->start + cm_suspicion_timeout(s->min, s->max, s->k, s->n);
+  cm_time_t d = s->start + cm_suspicion_timeout(s->min, s->max, s->k, s->n);
+  return d > s->confirmed ? d : s->confirmed;
 }

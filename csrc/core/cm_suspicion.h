@@ -2,6 +2,9 @@
  * Lifeguard's dynamic suspicion timeout. A suspicion starts at max and, as
  * independent confirmations c arrive (k expected), falls to
  *   max - (log(c+1) / log(k+1)) * (max - min), never below min.
+ * It is never due before its last confirmation arrived: one that comes after
+ * the shortened timeout has run out makes it due then, not at a time already
+ * past, which the node's tick would take for a stall of its own.
  */
 #ifndef CM_SUSPICION_H
 #define CM_SUSPICION_H
@@ -13,6 +16,7 @@
 
 typedef struct cm_suspicion {
   cm_time_t start;
+  cm_time_t confirmed; /* when the last confirmation arrived */
   cm_time_t min, max;
   uint32_t k;                            /* confirmations expected */
   uint32_t n;                            /* confirmations seen */
@@ -23,13 +27,15 @@ typedef struct cm_suspicion {
 /* Start a suspicion accused by from_hash. k is clamped to MAX_K. */
 void cm_suspicion_start(cm_suspicion_t *s, cm_time_t now, uint32_t k,
                         cm_time_t min, cm_time_t max, uint64_t from_hash);
-/* Record an accusation. Returns 1 if it was a new, independent confirmation
- * (which shortens the timeout), 0 if the accuser was already counted or
- * enough confirmations are in. */
-int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash);
+/* Record an accusation received at now. Returns 1 if it was a new,
+ * independent confirmation (which shortens the timeout), 0 if the accuser
+ * was already counted or enough confirmations are in. */
+int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now);
 /* The timeout for c confirmations, as a duration from start. */
 cm_time_t cm_suspicion_timeout(cm_time_t min, cm_time_t max, uint32_t k,
                                uint32_t c);
+/* start + the timeout for the confirmations seen, or the last confirmation's
+ * time if that is later. */
 cm_time_t cm_suspicion_deadline(const cm_suspicion_t *s);
 
 #endif

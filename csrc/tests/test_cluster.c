@@ -155,3 +155,67 @@ CM_TEST(cluster_paused_node_refutes) {
   CM_CHECK(info.incarnation > inc0);
   cm_sim_free(s);
 }
+
+/* Stalls and suspicions summed over the up nodes, and the most stalls any
+ * one node counted other than `except`. */
+struct stall_sum {
+  uint64_t stalls, suspicions, stalls_elsewhere;
+};
+
+static struct stall_sum stall_sum(cm_sim_t *s, uint32_t except) {
+  struct stall_sum r = {0, 0, 0};
+  uint32_t i;
+  for (i = 0; i < cm_sim_size(s); i++) {
+    cm_node_stats_t st;
+    if (!cm_sim_is_up(s, i))
+      continue;
+    cm_node_stats(cm_sim_node(s, i), &st);
+    r.stalls += st.stalls;
+    r.suspicions += st.suspicions;
+    if (i != except)
+      r.stalls_elsewhere += st.stalls;
+  }
+  return r;
+}
+
+/* The simulator ticks each node at its own deadline, as a real driver does.
+ * Tag changes at times off every timer's grid bring news to nodes whose
+ * gossip timer was idle for a while: that is no stall, and nobody is
+ * suspected. */
+CM_TEST(cluster_news_off_the_tick_grid_is_no_stall) {
+  cm_sim_t *s = formed_cluster(8, 6);
+  struct stall_sum before = stall_sum(s, UINT32_MAX), after;
+  uint32_t i, past = 0;
+  for (i = 0; i < 40; i++) {
+    char v[16];
+    /* 0.3 to 1.3 s apart, never a whole number of milliseconds. */
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(300) +
+                            CM_USEC(1 + (i * 7919) % 1000000));
+    snprintf(v, sizeof(v), "v%u", i);
+    CM_CHECK_OK(cm_sim_set_tag(s, i % 8, "rev", v));
+    /* The news is due to go out now, not at a time already past. */
+    if (cm_node_next_deadline(cm_sim_node(s, i % 8)) < cm_sim_now(s))
+      past++;
+  }
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(10));
+  after = stall_sum(s, UINT32_MAX);
+  CM_CHECK_EQ(after.stalls - before.stalls, 0);
+  CM_CHECK_EQ(after.suspicions - before.suspicions, 0);
+  CM_CHECK_EQ(past, 0);
+  cm_sim_free(s);
+}
+
+/* A node the driver does not run for several probe periods notices when it
+ * resumes; the others, which kept running, do not. */
+CM_TEST(cluster_paused_node_counts_its_stall) {
+  cm_sim_t *s = formed_cluster(5, 7);
+  struct stall_sum r;
+  cm_node_stats_t st;
+  CM_CHECK_OK(cm_sim_pause(s, 2, CM_SEC(3)));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(10));
+  cm_node_stats(cm_sim_node(s, 2), &st);
+  CM_CHECK_EQ(st.stalls, 1);
+  r = stall_sum(s, 2);
+  CM_CHECK_EQ(r.stalls_elsewhere, 0);
+  cm_sim_free(s);
+}

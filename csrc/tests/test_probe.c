@@ -430,6 +430,50 @@ CM_TEST(own_stall_does_not_count_against_suspects) {
   cm_node_free(n);
 }
 
+/* Tick at the node's own deadlines, as a driver does, up to `until`;
+ * returns the time of the last tick. */
+static cm_time_t tick_deadlines(cm_node_t *n, cm_time_t from, cm_time_t until) {
+  struct sent out[16];
+  cm_time_t d, t = from;
+  while ((d = cm_node_next_deadline(n)) <= until) {
+    t = d > t ? d : t;
+    cm_node_tick(n, t);
+    collect(n, out, 16);
+  }
+  return t;
+}
+
+/* Confirmations that arrive after the timeout they shorten to has already
+ * run out make the suspicion due at once: the node was running all along,
+ * so the tick that convicts is no stall of its own. */
+CM_TEST(late_confirmations_are_no_stall) {
+  cm_node_t *n = node_with_peers(8, NULL);
+  cm_msg_t sus;
+  cm_member_info_t info;
+  cm_node_stats_t st;
+  cm_time_t t = T0 + CM_SEC(3) + CM_MSEC(250);
+  const char *accusers[] = {"n4", "n5", "n6"};
+  uint32_t i;
+  memset(&sus, 0, sizeof(sus));
+  sus.type = CM_MSG_SUSPECT;
+  cm_wire_id_set(&sus.u.suspect.node, "n3", 2);
+  cm_wire_id_set(&sus.u.suspect.from, "n2", 2);
+  feed_from(n, 2, &sus, T0);
+  tick_deadlines(n, T0, t);
+  /* The minimum timeout, 2 s, is 1.25 s past when these arrive. */
+  for (i = 0; i < 3; i++) {
+    cm_wire_id_set(&sus.u.suspect.from, accusers[i], 2);
+    feed_from(n, 4 + i, &sus, t);
+  }
+  CM_CHECK_EQ(cm_node_next_deadline(n), t);
+  cm_node_tick(n, t);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.stalls, 0);
+  CM_CHECK(cm_node_member_find(n, "n3", &info, t));
+  CM_CHECK_EQ(info.state, CM_STATE_FAILED);
+  cm_node_free(n);
+}
+
 /* A peer still accusing an older incarnation missed the refutation: it is
  * sent the newer alive record directly. */
 CM_TEST(stale_accusation_is_answered_with_newer_news) {

@@ -19,13 +19,23 @@ CM_TEST(suspicion_counts_only_independent_confirmations) {
   cm_suspicion_t s;
   cm_suspicion_start(&s, CM_SEC(10), 3, CM_MSEC(500), CM_MSEC(1000), 111);
   CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(1000));
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 111), 0); /* the first accuser */
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222), 1);
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222), 0); /* repeated */
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 111, CM_SEC(10)),
+              0); /* the first accuser */
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222, CM_SEC(10)), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222, CM_SEC(10)), 0); /* repeated */
   CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(750));
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 333), 1);
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 444), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 333, CM_SEC(10)), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 444, CM_SEC(10)), 1);
   CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(500));
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 555), 0); /* k reached */
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 555, CM_SEC(10)), 0); /* k reached */
   CM_CHECK_EQ(s.n, 3);
+}
+
+/* A confirmation that arrives after the timeout it shortens to has run out
+ * makes the suspicion due when it arrived, never earlier. */
+CM_TEST(suspicion_late_confirmation_is_due_when_it_arrives) {
+  cm_suspicion_t s;
+  cm_suspicion_start(&s, CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), 111);
+  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222, CM_SEC(10) + CM_MSEC(800)), 1);
+  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(800));
 }
