@@ -75,6 +75,9 @@ void cm_config_local(cm_config_t *c) {
  * alive record with a full tag set is checked below; this is the floor. */
 #define CM_MIN_PACKET 512
 
+/* The max_members message names the format's limit. */
+_Static_assert(CM_WIRE_PP_MAX_ENTRIES == 65536, "update max_members' message");
+
 int cm_config_validate(const cm_config_t *c, const char **why) {
   if (c == NULL)
     CM_FAIL("config is NULL");
@@ -123,8 +126,13 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
   if (c->max_tags_size + 2 + 3 + 1 + CM_ID_MAX + 4 + 19 + 2 >
       c->max_packet_size)
     CM_FAIL("max_tags_size does not fit in max_packet_size");
-  if (c->max_members < 2)
-    CM_FAIL("max_members must be at least 2");
+  /* A push-pull carries the whole registry (this node, live members and
+   * tombstones), and the format holds at most CM_WIRE_PP_MAX_ENTRIES: past
+   * that a full node could neither send nor answer one. */
+  if (c->max_members < 2 || c->max_members > CM_WIRE_PP_MAX_ENTRIES)
+    CM_FAIL("max_members must be between 2 and 65536, the entries one "
+            "push-pull message carries (this node, its members and its "
+            "tombstones): lower max_members");
   if (c->max_pushpull_size < 4096)
     CM_FAIL("max_pushpull_size must be at least 4096");
   return 0;
