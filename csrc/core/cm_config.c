@@ -26,8 +26,9 @@ void cm_config_lan(cm_config_t *c) {
   c->max_broadcast_queue = 4096;
   c->pushpull_interval = CM_SEC(30);
   c->reconnect_interval = CM_SEC(2);
+  /* Tombstones: Serf's ReconnectTimeout and TombstoneTimeout, 24 h each. */
   c->reconnect_timeout = CM_SEC(24 * 3600);
-  c->reap_left_after = CM_SEC(15 * 60);
+  c->reap_left_after = CM_SEC(24 * 3600);
   c->max_packet_size = 1400;
   c->max_tag_key = 64;
   c->max_tag_value = 256;
