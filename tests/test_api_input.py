@@ -52,6 +52,17 @@ def test_config_errors_name_the_field(key: bytes, kwargs: dict, words: str) -> N
     assert words in str(info.value)
 
 
+def test_max_members_is_what_one_pushpull_carries(key: bytes) -> None:
+    # A node's push-pull is its whole registry, and the wire format holds
+    # 65,536 entries: a larger max_members would leave a full node unable to
+    # send or answer one, so it is refused with the limit and the remedy.
+    assert ClusterConfig(cluster_key=key, max_members=65536).max_members == 65536
+    with pytest.raises(
+        ConfigError, match=r"max_members must be between 2 and 65536, .*lower max_members"
+    ):
+        ClusterConfig(cluster_key=key, max_members=65537)
+
+
 def test_key_handling(key: bytes) -> None:
     with pytest.raises(ConfigError, match="32 bytes, got 16"):
         ClusterConfig(cluster_key=b"x" * 16)

@@ -264,6 +264,59 @@ def test_restart_rejoins_with_new_incarnation() -> None:
     assert s.run_until_condition("converged", timeout=60.0)
 
 
+HOUR = 3600.0
+
+
+def test_tombstones_outlast_stale_records_over_two_days() -> None:
+    """48 simulated hours (about 10 s of wall): n3 leaves and n4 crashes
+    while n7 and n8 are suspended (paused and unreachable, as a suspended
+    machine) for 30 min and 10 h, so both resume holding n3 and n4 alive at
+    their old incarnations and push that to everyone. The tombstones (24 h)
+    refuse it: nobody sees either come back until each really does, 20 h
+    later, as a fresh instance that refutes its tombstone with a higher
+    incarnation. With the old 15-minute reap of left members, n7's return
+    re-added n3 on every node."""
+    n, gone, crashed = 10, 3, 4
+    s = sim.Simulator(n, seed=1, record_events=True)
+    s.bootstrap()
+    s.run_for(65.0)
+    for away, hours in ((7, 0.5), (8, 10.0)):
+        side = [0] * n
+        side[away] = 1
+        s.partition(side, start=s.now(), end=s.now() + hours * HOUR)
+        s.pause(away, hours * HOUR)
+    s.run_for(60.0)
+    s.leave(gone)
+    t_left = s.now()
+    s.run_for(10.0)
+    s.crash(crashed)
+    t_crashed = s.now()
+    s.run_until(t_left + 20 * HOUR)
+    s.restart(gone, seed=0)
+    t_back = s.now()
+    s.run_until(t_crashed + 20 * HOUR)
+    s.restart(crashed, seed=1)
+    t_back2 = s.now()
+    s.run_until(48 * HOUR)
+    ev = s.events()
+    came_back = {"joined", "recovered"}
+
+    def seen(subject: int, kinds: set[str], start: float, end: float) -> list[tuple]:
+        return [e for e in ev if e[2] == subject and e[3] in kinds and start < e[0] < end]
+
+    assert seen(gone, came_back, t_left, t_back) == []
+    assert seen(crashed, came_back, t_crashed, t_back2) == []
+    # Everyone else, the suspended two included, saw the leave and the crash
+    # (n3 had left before it).
+    assert {e[1] for e in seen(gone, {"left"}, t_left, t_back)} == set(range(n)) - {gone}
+    failed = {e[1] for e in seen(crashed, {"failed"}, t_crashed, t_back2)}
+    assert failed == set(range(n)) - {gone, crashed}
+    # The real returns were accepted, at a higher incarnation, by everyone.
+    assert s.alive_counts() == [n] * n
+    view = {m[0]: m for m in s.members(0)}
+    assert view[f"n{gone}"][3] >= 1 and view[f"n{crashed}"][3] >= 1
+
+
 def test_oneway_partition_and_loss() -> None:
     s = formed(10, seed=5)
     sides = [0] * 5 + [1] * 5

@@ -26,8 +26,9 @@ void cm_config_lan(cm_config_t *c) {
   c->max_broadcast_queue = 4096;
   c->pushpull_interval = CM_SEC(30);
   c->reconnect_interval = CM_SEC(2);
+  /* Tombstones: Serf's ReconnectTimeout and TombstoneTimeout, 24 h each. */
   c->reconnect_timeout = CM_SEC(24 * 3600);
-  c->reap_left_after = CM_SEC(15 * 60);
+  c->reap_left_after = CM_SEC(24 * 3600);
   c->max_packet_size = 1400;
   c->max_tag_key = 64;
   c->max_tag_value = 256;
@@ -74,6 +75,9 @@ void cm_config_local(cm_config_t *c) {
 /* Smallest packet that still holds a ping with two maximal ids and one
  * alive record with a full tag set is checked below; this is the floor. */
 #define CM_MIN_PACKET 512
+
+/* The max_members message names the format's limit. */
+_Static_assert(CM_WIRE_PP_MAX_ENTRIES == 65536, "update max_members' message");
 
 int cm_config_validate(const cm_config_t *c, const char **why) {
   if (c == NULL)
@@ -123,8 +127,13 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
   if (c->max_tags_size + 2 + 3 + 1 + CM_ID_MAX + 4 + 19 + 2 >
       c->max_packet_size)
     CM_FAIL("max_tags_size does not fit in max_packet_size");
-  if (c->max_members < 2)
-    CM_FAIL("max_members must be at least 2");
+  /* A push-pull carries the whole registry (this node, live members and
+   * tombstones), and the format holds at most CM_WIRE_PP_MAX_ENTRIES: past
+   * that a full node could neither send nor answer one. */
+  if (c->max_members < 2 || c->max_members > CM_WIRE_PP_MAX_ENTRIES)
+    CM_FAIL("max_members must be between 2 and 65536, the entries one "
+            "push-pull message carries (this node, its members and its "
+            "tombstones): lower max_members");
   if (c->max_pushpull_size < 4096)
     CM_FAIL("max_pushpull_size must be at least 4096");
   return 0;

@@ -108,6 +108,63 @@ CM_TEST(limit_members_at_its_edge) {
   cm_node_free(n);
 }
 
+/* A node's push-pull carries its whole registry, itself included, and the
+ * format holds at most CM_WIRE_PP_MAX_ENTRIES entries: max_members may not
+ * exceed that, or a full node could neither send nor answer a push-pull.
+ * At the largest accepted value a full registry goes out whole, in one
+ * message that decodes; one more is refused by validation. */
+CM_TEST(limit_max_members_is_what_pushpull_carries) {
+  const uint32_t max = CM_WIRE_PP_MAX_ENTRIES;
+  cm_config_t c;
+  cm_node_t *n = NULL;
+  cm_node_stats_t st;
+  cm_pp_entry_t e;
+  cm_pp_header_t h;
+  cm_wbuf_t w;
+  cm_addr_t from = l_addr(9);
+  uint8_t *reply = NULL;
+  size_t rlen;
+  const char *why = NULL;
+  char id[16];
+  uint32_t i;
+  cm_config_lan(&c);
+  c.max_members = max + 1;
+  CM_CHECK_EQ(cm_config_validate(&c, &why), CM_ECONFIG);
+  CM_CHECK(why != NULL && strstr(why, "max_members") != NULL &&
+           strstr(why, "65536") != NULL);
+  CM_CHECK_EQ(cm_node_new(&n, &c, "self", &from, NULL, 0, 7, L_T0), CM_ECONFIG);
+  c.max_members = max;
+  CM_CHECK_OK(cm_config_validate(&c, NULL));
+  n = l_node(&c);
+  /* A request from a peer that brings max - 1 others: sender first. */
+  w.cap = 64 + (size_t)max * 32;
+  w.p = malloc(w.cap);
+  CM_CHECK(w.p != NULL);
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0));
+  for (i = 0; i < max - 1; i++) {
+    memset(&e, 0, sizeof(e));
+    snprintf(id, sizeof(id), "m%u", (unsigned)i);
+    CM_CHECK_OK(cm_wire_id_set(&e.node, id, strlen(id)));
+    e.incarnation = 1;
+    e.addr = l_addr(10 + i);
+    e.state = CM_STATE_ALIVE;
+    CM_CHECK_OK(cm_wire_pp_add(&w, &e));
+  }
+  CM_CHECK_OK(cm_wire_pp_finish(&w));
+  CM_CHECK_OK(
+      cm_node_handle_pushpull(n, &from, w.p, w.len, L_T0, &reply, &rlen));
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.members, max);
+  CM_CHECK_EQ(st.drop_limit, 0);
+  CM_CHECK_EQ(st.drop_pushpull, 0);
+  /* The reply is the whole registry, every entry of it. */
+  CM_CHECK_OK(cm_wire_pp_decode(reply, rlen, &h));
+  CM_CHECK_EQ(h.count, max);
+  free(reply);
+  free(w.p);
+  cm_node_free(n);
+}
+
 /* ---- datagram size ------------------------------------------------------- */
 
 /* An ALIVE packet of exactly `want` bytes, tags of up to 200-byte values

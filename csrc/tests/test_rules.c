@@ -29,8 +29,8 @@ static void feed(cm_node_t *n, const cm_msg_t *m, cm_time_t now) {
   CM_CHECK_OK(cm_node_recv(n, &from, w.p, w.len, now));
 }
 
-static void alive(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
-                  const uint8_t *tags, size_t tlen) {
+static void alive_at(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
+                     const uint8_t *tags, size_t tlen, cm_time_t now) {
   cm_msg_t m;
   memset(&m, 0, sizeof(m));
   m.type = CM_MSG_ALIVE;
@@ -39,7 +39,12 @@ static void alive(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
   m.u.alive.addr = addr_of(idx);
   m.u.alive.tags = tags;
   m.u.alive.tags_len = (uint16_t)tlen;
-  feed(n, &m, T0);
+  feed(n, &m, now);
+}
+
+static void alive(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
+                  const uint8_t *tags, size_t tlen) {
+  alive_at(n, id, inc, idx, tags, tlen, T0);
 }
 
 static void accuse(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
@@ -250,7 +255,9 @@ static int run_timers(cm_node_t *n, cm_time_t from, int secs, uint8_t want,
 /* A member that left is forgotten after reap_left_after, with the updates
  * about it. With 70 members the broadcast queue has grown past its first
  * allocation, so forgetting them scans slots the growth added and nothing
- * has used yet (valgrind runs this test: those slots must be initialised). */
+ * has used yet (valgrind runs this test: those slots must be initialised).
+ * The timers run from just before the tombstone ends (a day of them would
+ * take long and only fail the silent members). */
 CM_TEST(rule_left_member_is_reaped_after_queue_growth) {
   cm_node_t *n = mk_node("a", 1);
   const cm_config_t *c = cm_node_config(n);
@@ -264,9 +271,9 @@ CM_TEST(rule_left_member_is_reaped_after_queue_growth) {
   }
   leave(n, "m7", 1);
   CM_CHECK_EQ(state_of(n, "m7"), CM_STATE_LEFT);
-  CM_CHECK_EQ(run_timers(n, T0, (int)(c->reap_left_after / CM_SEC(1)) + 2,
-                         CM_EV_REAPED, &ev),
-              1);
+  CM_CHECK_EQ(
+      run_timers(n, T0 + c->reap_left_after - CM_SEC(1), 3, CM_EV_REAPED, &ev),
+      1);
   CM_CHECK_STR(ev.id, "m7");
   CM_CHECK_EQ(state_of(n, "m7"), 0xff);
   cm_node_stats(n, &st);
@@ -562,14 +569,20 @@ static cm_pp_entry_t pp_entry(const char *id, uint32_t inc, uint32_t idx,
   return e;
 }
 
-/* Hand the node a push-pull request of these entries; the reply is dropped. */
-static void pp_push(cm_node_t *n, const cm_pp_entry_t *e, size_t count) {
+/* Hand the node a push-pull request of these entries at now; the reply is
+ * dropped. */
+static void pp_push_at(cm_node_t *n, const cm_pp_entry_t *e, size_t count,
+                       cm_time_t now) {
   uint8_t buf[4096], *reply = NULL;
   size_t len, rlen;
   cm_addr_t from = addr_of(9);
   len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, count);
-  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, now, &reply, &rlen));
   free(reply);
+}
+
+static void pp_push(cm_node_t *n, const cm_pp_entry_t *e, size_t count) {
+  pp_push_at(n, e, count, T0);
 }
 
 /* Push-pull merges with the same rules; a remote "failed" only makes us
@@ -945,5 +958,75 @@ CM_TEST(pushpull_dead_and_left_records_raise_the_incarnation) {
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
   CM_CHECK_EQ(state_of(n, "y"), CM_STATE_LEFT);
   CM_CHECK_EQ(state_of(n, "w"), CM_STATE_LEFT);
+  cm_node_free(n);
+}
+
+/* A stale alive record about b at the incarnation it had when it went away,
+ * at now: by gossip, and in the table of a peer that was away (push-pull).
+ * Returns whether either brought b back. */
+static int stale_alive_revives(cm_node_t *n, cm_time_t now) {
+  cm_pp_entry_t e[2];
+  cm_event_t ev;
+  int revived;
+  cm_node_tick(n, now); /* reaping runs on the node's timers */
+  drain_events(n, CM_EV_REAPED, &ev);
+  alive_at(n, "b", 5, 2, NULL, 0, now);
+  e[0] = pp_entry("away", 1, 9, CM_STATE_ALIVE);
+  e[1] = pp_entry("b", 5, 2, CM_STATE_ALIVE);
+  pp_push_at(n, e, 2, now);
+  revived = state_of(n, "b") == CM_STATE_ALIVE;
+  drain_events(n, CM_EV_JOINED, &ev);
+  return revived;
+}
+
+/* b, gone and held in `state`, stays so through stale alive records 16 min
+ * and 20 h later; then its real return at a higher incarnation is taken,
+ * with event `back`. */
+static void tombstone_holds_until_rejoin(cm_node_t *n, uint8_t state,
+                                         uint8_t back) {
+  static const int minutes[] = {16, 20 * 60};
+  cm_event_t ev;
+  size_t i;
+  for (i = 0; i < sizeof(minutes) / sizeof(minutes[0]); i++) {
+    CM_CHECK(!stale_alive_revives(n, T0 + CM_SEC(minutes[i] * 60)));
+    CM_CHECK_EQ(state_of(n, "b"), state);
+  }
+  alive_at(n, "b", 6, 2, NULL, 0, T0 + CM_SEC(20 * 3600)); /* its rejoin */
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK(drain_events(n, back, &ev));
+}
+
+/* Left and failed members are tombstones for a day by default (Serf's
+ * TombstoneTimeout and ReconnectTimeout): a peer away for longer than the
+ * 15 minutes left members used to be kept still holds b alive at the
+ * incarnation b left with, and pushes it by gossip or push-pull; that must
+ * not bring b back. b's real return, at a higher incarnation, is a join. */
+CM_TEST(rule_left_member_is_a_tombstone_for_a_day) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  leave(n, "b", 5);
+  CM_CHECK(drain_events(n, CM_EV_LEFT, &ev));
+  tombstone_holds_until_rejoin(n, CM_STATE_LEFT, CM_EV_JOINED);
+  cm_node_free(n);
+}
+
+CM_TEST(rule_failed_member_is_a_tombstone_for_a_day) {
+  cm_node_t *n = with_b();
+  cm_event_t ev;
+  accuse(n, CM_MSG_DEAD, "b", 5, "c");
+  CM_CHECK(drain_events(n, CM_EV_FAILED, &ev));
+  tombstone_holds_until_rejoin(n, CM_STATE_FAILED, CM_EV_RECOVERED);
+  cm_node_free(n);
+}
+
+/* The limit: once the tombstone is reaped, nothing of b is left to compare
+ * with, and a stale alive record is indistinguishable from a first join
+ * (docs/protocol.md, "Tombstones"). */
+CM_TEST(rule_stale_alive_after_the_tombstone_is_a_join) {
+  cm_node_t *n = with_b();
+  const cm_config_t *c = cm_node_config(n);
+  leave(n, "b", 5);
+  CM_CHECK(!stale_alive_revives(n, T0 + c->reap_left_after - CM_SEC(2)));
+  CM_CHECK(stale_alive_revives(n, T0 + c->reap_left_after + CM_SEC(2)));
   cm_node_free(n);
 }
