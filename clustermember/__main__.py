@@ -64,6 +64,37 @@ def _agent(args: argparse.Namespace) -> int:
     return asyncio.run(agent.run())
 
 
+def version_text() -> str:
+    """This package's version, and ngtcp2's, GnuTLS's and libuv's: the ones
+    loaded and, where they differ, the ones it was built against.
+
+    >>> version_text().splitlines()[0].startswith("clustermember ")
+    True
+    """
+    from clustermember import __version__, _core
+
+    lines = [f"clustermember {__version__}"]
+    for name, label in (("ngtcp2", "ngtcp2"), ("gnutls", "GnuTLS"), ("libuv", "libuv")):
+        v = _core.versions()[name]
+        built = "" if v["built"] == v["running"] else f" (built against {v['built']})"
+        lines.append(f"{label} {v['running']}{built}")
+    return "\n".join(lines)
+
+
+class _Version(argparse.Action):
+    """``--version``: print version_text() as it is, one line each, and exit."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def _add_control(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--control",
@@ -76,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
         prog="clustermember", description="Cluster membership: SWIM + Lifeguard over QUIC."
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        help="the package's version and its libraries' (loaded, and built against)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

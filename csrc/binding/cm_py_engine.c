@@ -1294,7 +1294,21 @@ static PyType_Spec engine_spec = {
     .slots = engine_slots,
 };
 
+/* The libraries under the transport: built against and running. */
+static PyObject *py_versions(PyObject *module, PyObject *unused) {
+  cm_net_versions_t v;
+  cm_net_versions(&v);
+  return Py_BuildValue("{s{ssss}s{ssss}s{ssss}}", "ngtcp2", "built",
+                       v.ngtcp2_built, "running", v.ngtcp2_running, "gnutls",
+                       "built", v.gnutls_built, "running", v.gnutls_running,
+                       "libuv", "built", v.libuv_built, "running",
+                       v.libuv_running);
+}
+
 static PyMethodDef engine_module_methods[] = {
+    {"versions", (PyCFunction)py_versions, METH_NOARGS,
+     "versions() -> dict\n\nngtcp2, GnuTLS and libuv: the versions "
+     "compiled against ('built') and loaded ('running')."},
     {"config_profile", (PyCFunction)py_config_profile, METH_O,
      "config_profile(name) -> dict\n\nThe protocol settings of profile "
      "'lan', 'wan' or 'local' (times in seconds)."},

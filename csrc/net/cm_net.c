@@ -843,3 +843,17 @@ int cm_net_set_fault(cm_net_t *net, const cm_net_fault_t *f) {
   cm_rand_seed(&net->frand, f->seed);
   return 0;
 }
+
+#define NET_STR(x) #x
+#define NET_XSTR(x) NET_STR(x)
+
+void cm_net_versions(cm_net_versions_t *out) {
+  const ngtcp2_info *info = ngtcp2_version(0);
+  out->ngtcp2_built = NGTCP2_VERSION;
+  out->ngtcp2_running = info != NULL ? info->version_str : "unknown";
+  out->gnutls_built = GNUTLS_VERSION;
+  out->gnutls_running = gnutls_check_version(NULL);
+  out->libuv_built = NET_XSTR(UV_VERSION_MAJOR) "." NET_XSTR(
+      UV_VERSION_MINOR) "." NET_XSTR(UV_VERSION_PATCH);
+  out->libuv_running = uv_version_string();
+}

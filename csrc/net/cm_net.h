@@ -263,6 +263,16 @@ void cm_net_stats(const cm_net_t *net, cm_net_stats_t *out);
  * no handshake), else 0. Lets gossip prefer connected peers. */
 int cm_net_is_connected(const cm_net_t *net, const cm_addr_t *peer);
 
+/* The versions of the libraries under the transport: those it was compiled
+ * against and those it runs with (a wheel bundles its own; a source build
+ * links the system's). Static strings. */
+typedef struct cm_net_versions {
+  const char *ngtcp2_built, *ngtcp2_running;
+  const char *gnutls_built, *gnutls_running;
+  const char *libuv_built, *libuv_running;
+} cm_net_versions_t;
+void cm_net_versions(cm_net_versions_t *out);
+
 /* Open a connection to `to` unless one exists or is being made, with
  * nothing to send yet. Errors: CM_EINVAL, CM_ECLOSED, CM_EADDR, CM_ELIMIT
  * (pool full of busy connections). */

