@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cm_bcast.h"
+#include "cm_merge.h"
 #include "cm_rand.h"
 #include "cm_registry.h"
 
@@ -439,30 +440,14 @@ static int node_filter_reconnect(const cm_node_t *n, uint32_t s,
 /* Incarnations saturate: UINT32_MAX is the last one, and nothing adds to it.
  * Wrapping to 0 would make a refutation or tag change older than what every
  * peer holds, so they would ignore it and keep this node failed until they
- * reaped it. A member reaches the last incarnation only by its own alive
- * (refuting an accusation at UINT32_MAX - 1); an accusation that would put it
- * there is implausible, since honest peers accuse at the incarnation they
- * hold, and the member could not answer it: every node drops it (counted).
- * A member already there can still be suspected and declared failed, so
- * failure detection goes on, but it can no longer refute or change its tags
+ * reaped it. cm_merge drops (and this node counts) an accusation that would
+ * put a member there and a refutation that would pass it
  * (docs/protocol.md, "Incarnations saturate"). */
-static int node_implausible(cm_node_t *n, const cm_member_t *m, uint32_t inc) {
-  if (inc < UINT32_MAX || m->incarnation == UINT32_MAX)
-    return 0;
-  n->st.drop_incarnation++;
-  return 1;
-}
-
 static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
   cm_member_t *self = node_self(n);
   uint32_t inc =
       accused_inc > self->incarnation ? accused_inc : self->incarnation;
-  if (inc == UINT32_MAX) {
-    /* No later incarnation to answer with. */
-    n->st.drop_incarnation++;
-    return;
-  }
-  self->incarnation = inc + 1;
+  self->incarnation = inc + 1; /* below UINT32_MAX: cm_merge checked */
   n->st.refutations++;
   /* Being accused means our messages are not getting through in time: the
    * local-health score rises so we probe less aggressively (Lifeguard). */
@@ -493,86 +478,77 @@ static int tags_equal(const uint8_t *a, size_t alen, const uint8_t *b,
   return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
 }
 
+/* News about a member, whichever path brought it: a datagram, a push-pull
+ * entry, the table a join is answered with. */
+typedef struct node_news {
+  uint8_t kind; /* enum cm_news_kind */
+  uint32_t incarnation;
+  const char *id;
+  size_t id_len;
+  const cm_msg_alive_t *alive; /* CM_NEWS_ALIVE: the record */
+  const char *from;            /* suspicions and dead records: the accuser */
+  size_t from_len;
+} node_news_t;
+
 /* quiet: a member new to us is not queued for gossip (cm_node_adopt_table). */
-static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
-                       int quiet) {
-  int32_t slot = cm_registry_find(&n->reg, a->node.s, a->node.len);
+static void node_add(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
+                     int quiet) {
+  int32_t slot;
   cm_member_t *m;
-  uint8_t old;
-  int tags_changed, addr_changed;
-
-  if (slot == (int32_t)n->self) {
-    cm_member_t *self = node_self(n);
-    if (!cm_addr_eq(&a->addr, &self->addr)) {
-      /* Someone else uses our id. Refuting would start a duel of
-       * incarnations; report it and let peers keep the address they know. */
-      if (a->incarnation >= self->incarnation) {
-        n->st.conflicts++;
-        node_event(n, CM_EV_CONFLICT, self, &a->addr, now);
-      }
-      return;
-    }
-    if (n->leaving || a->incarnation < self->incarnation)
-      return;
-    if (a->incarnation == self->incarnation &&
-        tags_equal(a->tags, a->tags_len, self->tags, self->tags_len))
-      return;
-    node_refute(n, a->incarnation, now);
+  if (n->reg.count >= n->cfg.max_members) {
+    n->st.drop_limit++;
     return;
   }
-
-  if (slot < 0) {
-    if (n->reg.count >= n->cfg.max_members) {
-      n->st.drop_limit++;
-      return;
-    }
-    slot = cm_registry_add(&n->reg, a->node.s, a->node.len);
-    if (slot < 0)
-      return;
-    m = node_m(n, (uint32_t)slot);
-    if (cm_member_set_tags(m, a->tags, a->tags_len) != 0) {
-      cm_registry_remove(&n->reg, (uint32_t)slot);
-      return;
-    }
-    cm_registry_set_addr(&n->reg, (uint32_t)slot, &a->addr);
-    m->incarnation = a->incarnation;
-    m->state = CM_STATE_ALIVE;
-    m->state_change = now;
-    node_count_state(n, CM_STATE_ALIVE, +1);
-    node_order_insert(n, (uint32_t)slot);
-    if (!quiet)
-      node_broadcast(n, (uint32_t)slot, CM_MSG_ALIVE, CM_PRIO_NORMAL,
-                     a->incarnation, 0, now);
-    node_event(n, CM_EV_JOINED, m, NULL, now);
+  slot = cm_registry_add(&n->reg, a->node.s, a->node.len);
+  if (slot < 0)
     return;
-  }
-
   m = node_m(n, (uint32_t)slot);
-  addr_changed = !cm_addr_eq(&a->addr, &m->addr);
-  if (addr_changed && node_live(m)) {
-    /* A live member cannot move: two processes claim one id. Keep the
-     * known one so the cluster does not flap between them. */
-    if (a->incarnation >= m->incarnation && !m->conflict_reported) {
-      m->conflict_reported = 1;
-      n->st.conflicts++;
-      node_event(n, CM_EV_CONFLICT, m, &a->addr, now);
-    }
+  if (cm_member_set_tags(m, a->tags, a->tags_len) != 0) {
+    cm_registry_remove(&n->reg, (uint32_t)slot);
     return;
   }
-  if (a->incarnation <= m->incarnation)
-    return;
-  tags_changed = !tags_equal(a->tags, a->tags_len, m->tags, m->tags_len);
+  cm_registry_set_addr(&n->reg, (uint32_t)slot, &a->addr);
+  m->incarnation = a->incarnation;
+  m->state = CM_STATE_ALIVE;
+  m->state_change = now;
+  node_count_state(n, CM_STATE_ALIVE, +1);
+  node_order_insert(n, (uint32_t)slot);
+  if (!quiet)
+    node_broadcast(n, (uint32_t)slot, CM_MSG_ALIVE, CM_PRIO_NORMAL,
+                   a->incarnation, 0, now);
+  node_event(n, CM_EV_JOINED, m, NULL, now);
+}
+
+/* Two processes claim one id; reported once per member (every time about
+ * ourselves), so a duel of incarnations never starts. */
+static void node_conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
+                          cm_time_t now) {
+  cm_member_t *m = node_m(n, slot);
+  if (slot != n->self) {
+    if (m->conflict_reported)
+      return;
+    m->conflict_reported = 1;
+  }
+  n->st.conflicts++;
+  node_event(n, CM_EV_CONFLICT, m, other, now);
+}
+
+static void node_take_alive(cm_node_t *n, uint32_t slot,
+                            const cm_msg_alive_t *a, int addr_changed,
+                            int tags_changed, cm_time_t now) {
+  cm_member_t *m = node_m(n, slot);
+  uint8_t old;
   if (tags_changed && cm_member_set_tags(m, a->tags, a->tags_len) != 0)
     return;
   old = m->state;
   m->incarnation = a->incarnation;
-  cm_registry_set_addr(&n->reg, (uint32_t)slot, &a->addr);
+  cm_registry_set_addr(&n->reg, slot, &a->addr);
   m->conflict_reported = 0;
   if (old != CM_STATE_ALIVE)
-    node_set_state(n, (uint32_t)slot, CM_STATE_ALIVE, now);
+    node_set_state(n, slot, CM_STATE_ALIVE, now);
   if (old == CM_STATE_FAILED || old == CM_STATE_LEFT)
-    node_order_insert(n, (uint32_t)slot);
-  node_broadcast(n, (uint32_t)slot, CM_MSG_ALIVE,
+    node_order_insert(n, slot);
+  node_broadcast(n, slot, CM_MSG_ALIVE,
                  tags_changed ? CM_PRIO_HIGH : CM_PRIO_NORMAL, a->incarnation,
                  0, now);
   if (addr_changed)
@@ -585,45 +561,32 @@ static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
     node_event(n, CM_EV_TAGS_UPDATED, m, NULL, now);
 }
 
-static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
-                         uint32_t inc, const char *from, size_t from_len,
+/* An independent accuser of a suspect shortens the timeout; the news is
+ * passed on so others count it too. */
+static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
                          cm_time_t now) {
-  int32_t slot = cm_registry_find(&n->reg, id, id_len);
-  int32_t accuser = cm_registry_find(&n->reg, from, from_len);
-  uint64_t from_hash = cm_id_hash(from, from_len);
-  cm_member_t *m;
+  cm_member_t *m = node_m(n, slot);
+  int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
+  if (x->incarnation > m->incarnation)
+    m->incarnation = x->incarnation;
+  if (m->ext != NULL && m->ext->susp != NULL &&
+      cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len),
+                           now) &&
+      accuser >= 0)
+    node_broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, m->incarnation,
+                   (uint32_t)accuser, now);
+}
+
+static void node_start_suspicion(cm_node_t *n, uint32_t slot,
+                                 const node_news_t *x, cm_time_t now) {
+  cm_member_t *m = node_m(n, slot);
+  int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
   uint32_t k, live;
   cm_time_t min;
-
-  if (slot < 0) {
-    n->st.drop_unknown++;
-    return;
-  }
-  m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation || node_implausible(n, m, inc))
-    return;
-  if (slot == (int32_t)n->self) {
-    if (!n->leaving)
-      node_refute(n, inc, now);
-    return;
-  }
-  if (m->state == CM_STATE_SUSPECT) {
-    if (inc > m->incarnation)
-      m->incarnation = inc;
-    /* An independent accuser shortens the timeout; pass the news on so
-     * others count it too. */
-    if (m->ext != NULL && m->ext->susp != NULL &&
-        cm_suspicion_confirm(m->ext->susp, from_hash, now) && accuser >= 0)
-      node_broadcast(n, (uint32_t)slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL,
-                     m->incarnation, (uint32_t)accuser, now);
-    return;
-  }
-  if (m->state != CM_STATE_ALIVE)
-    return;
   if (cm_member_ext(m) == NULL)
     return;
   m->ext->susp = malloc(sizeof(*m->ext->susp));
-  if (m->ext->susp == NULL || node_suspects_add(n, (uint32_t)slot) != 0) {
+  if (m->ext->susp == NULL || node_suspects_add(n, slot) != 0) {
     free(m->ext->susp);
     m->ext->susp = NULL;
     return;
@@ -635,8 +598,9 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
     k = 0;
   min = cm_suspicion_min(&n->cfg, live);
   cm_suspicion_start(m->ext->susp, now, k, min,
-                     min * (cm_time_t)n->cfg.suspicion_max_mult, from_hash);
-  m->incarnation = inc;
+                     min * (cm_time_t)n->cfg.suspicion_max_mult,
+                     cm_id_hash(x->from, x->from_len));
+  m->incarnation = x->incarnation;
   /* node_set_state frees susp when leaving SUSPECT only: set it directly. */
   node_count_state(n, m->state, -1);
   m->state = CM_STATE_SUSPECT;
@@ -644,84 +608,121 @@ static void node_suspect(cm_node_t *n, const char *id, size_t id_len,
   m->state_change = now;
   n->st.suspicions++;
   if (accuser >= 0)
-    node_broadcast(n, (uint32_t)slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, inc,
+    node_broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                    (uint32_t)accuser, now);
   node_event(n, CM_EV_SUSPECT, m, NULL, now);
 }
 
-/* A failed or left member accused again, by a dead or leave record, at a
- * higher incarnation: the record with the higher incarnation supersedes (as
- * in memberlist). The incarnation rises and the record is passed on, so an
- * alive record older than it, still in flight, cannot revive the member; the
- * state stays, since what we hold already says the member is gone. */
-static void node_raise_gone(cm_node_t *n, uint32_t slot, uint8_t kind,
-                            uint32_t inc, uint32_t aux, cm_time_t now) {
+/* A member declared gone: failed by a dead record, left by a leave; or, if
+ * already gone, its incarnation raised (CM_MERGE_RAISE), the state kept. */
+static void node_gone(cm_node_t *n, uint32_t slot, const node_news_t *x,
+                      int raise, cm_time_t now) {
   cm_member_t *m = node_m(n, slot);
-  if (inc <= m->incarnation)
-    return;
-  m->incarnation = inc;
-  node_broadcast(n, slot, kind,
-                 kind == CM_MSG_LEAVE ? CM_PRIO_CRITICAL : CM_PRIO_NORMAL, inc,
-                 aux, now);
-}
-
-static void node_dead(cm_node_t *n, const char *id, size_t id_len, uint32_t inc,
-                      const char *from, size_t from_len, cm_time_t now) {
-  int32_t slot = cm_registry_find(&n->reg, id, id_len);
-  int32_t accuser = cm_registry_find(&n->reg, from, from_len);
-  cm_member_t *m;
-  if (slot < 0) {
-    n->st.drop_unknown++;
-    return;
+  int leave = x->kind == CM_NEWS_LEAVE;
+  uint32_t aux = n->self;
+  if (leave) {
+    aux = 0;
+  } else {
+    int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
+    if (accuser >= 0)
+      aux = (uint32_t)accuser;
   }
-  m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation || node_implausible(n, m, inc))
-    return;
-  if (slot == (int32_t)n->self) {
-    if (!n->leaving)
-      node_refute(n, inc, now);
-    return;
-  }
-  if (m->state == CM_STATE_FAILED || m->state == CM_STATE_LEFT) {
-    node_raise_gone(n, (uint32_t)slot, CM_MSG_DEAD, inc,
-                    accuser >= 0 ? (uint32_t)accuser : n->self, now);
-    return;
-  }
-  m->incarnation = inc;
-  node_set_state(n, (uint32_t)slot, CM_STATE_FAILED, now);
-  node_broadcast(n, (uint32_t)slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc,
-                 accuser >= 0 ? (uint32_t)accuser : n->self, now);
-  node_event(n, CM_EV_FAILED, m, NULL, now);
-}
-
-static void node_leave_msg(cm_node_t *n, const char *id, size_t id_len,
-                           uint32_t inc, cm_time_t now) {
-  int32_t slot = cm_registry_find(&n->reg, id, id_len);
-  cm_member_t *m;
-  if (slot < 0) {
-    n->st.drop_unknown++;
-    return;
-  }
-  m = node_m(n, (uint32_t)slot);
-  if (inc < m->incarnation || node_implausible(n, m, inc))
-    return;
-  if (slot == (int32_t)n->self) {
-    /* A leave in our name that we did not send: we are still here. */
-    if (!n->leaving)
-      node_refute(n, inc, now);
-    return;
-  }
-  /* Left is final for its incarnation; it overrides failed, so a node that
-   * was suspected while leaving is still recorded as left. */
-  if (m->state == CM_STATE_LEFT) {
-    node_raise_gone(n, (uint32_t)slot, CM_MSG_LEAVE, inc, 0, now);
-    return;
-  }
-  m->incarnation = inc;
-  node_set_state(n, (uint32_t)slot, CM_STATE_LEFT, now);
-  node_broadcast(n, (uint32_t)slot, CM_MSG_LEAVE, CM_PRIO_CRITICAL, inc, 0,
+  m->incarnation = x->incarnation;
+  if (!raise)
+    node_set_state(n, slot, leave ? CM_STATE_LEFT : CM_STATE_FAILED, now);
+  node_broadcast(n, slot, leave ? CM_MSG_LEAVE : CM_MSG_DEAD,
+                 leave ? CM_PRIO_CRITICAL : CM_PRIO_NORMAL, x->incarnation, aux,
                  now);
-  node_event(n, CM_EV_LEFT, m, NULL, now);
+  if (!raise)
+    node_event(n, leave ? CM_EV_LEFT : CM_EV_FAILED, m, NULL, now);
+}
+
+/* Apply news about a member with the one merge rule (cm_merge). */
+static void node_merge(cm_node_t *n, const node_news_t *x, cm_time_t now,
+                       int quiet) {
+  int32_t found = cm_registry_find(&n->reg, x->id, x->id_len);
+  uint32_t slot = found >= 0 ? (uint32_t)found : CM_NO_SLOT;
+  const cm_msg_alive_t *a = x->alive;
+  cm_merge_held_t h;
+  cm_merge_news_t nw;
+  memset(&h, 0, sizeof(h));
+  memset(&nw, 0, sizeof(nw));
+  nw.kind = x->kind;
+  nw.incarnation = x->incarnation;
+  if (slot != CM_NO_SLOT) {
+    const cm_member_t *m = node_m(n, slot);
+    h.known = 1;
+    h.is_self = slot == n->self;
+    h.leaving = n->leaving;
+    h.state = m->state;
+    h.incarnation = m->incarnation;
+    if (a != NULL) {
+      nw.other_addr = !cm_addr_eq(&a->addr, &m->addr);
+      nw.other_tags = !tags_equal(a->tags, a->tags_len, m->tags, m->tags_len);
+    }
+  }
+  switch (cm_merge(&h, &nw)) {
+  case CM_MERGE_DROP_UNKNOWN:
+    n->st.drop_unknown++;
+    break;
+  case CM_MERGE_DROP_INCARNATION:
+    n->st.drop_incarnation++;
+    break;
+  case CM_MERGE_ADD:
+    node_add(n, a, now, quiet);
+    break;
+  case CM_MERGE_CONFLICT:
+    node_conflict(n, slot, &a->addr, now);
+    break;
+  case CM_MERGE_ALIVE:
+    node_take_alive(n, slot, a, nw.other_addr, nw.other_tags, now);
+    break;
+  case CM_MERGE_SUSPECT:
+    node_start_suspicion(n, slot, x, now);
+    break;
+  case CM_MERGE_CONFIRM:
+    node_confirm(n, slot, x, now);
+    break;
+  case CM_MERGE_FAIL:
+  case CM_MERGE_LEAVE:
+    node_gone(n, slot, x, 0, now);
+    break;
+  case CM_MERGE_RAISE:
+    node_gone(n, slot, x, 1, now);
+    break;
+  case CM_MERGE_REFUTE:
+    node_refute(n, x->incarnation, now);
+    break;
+  default:
+    break;
+  }
+}
+
+static void node_alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
+                       int quiet) {
+  node_news_t x;
+  memset(&x, 0, sizeof(x));
+  x.kind = CM_NEWS_ALIVE;
+  x.incarnation = a->incarnation;
+  x.id = a->node.s;
+  x.id_len = a->node.len;
+  x.alive = a;
+  node_merge(n, &x, now, quiet);
+}
+
+/* An accusation (suspect, dead or push-pull failed record) or a leave. */
+static void node_accuse(cm_node_t *n, uint8_t kind, const char *id,
+                        size_t id_len, uint32_t inc, const char *from,
+                        size_t from_len, cm_time_t now) {
+  node_news_t x;
+  memset(&x, 0, sizeof(x));
+  x.kind = kind;
+  x.incarnation = inc;
+  x.id = id;
+  x.id_len = id_len;
+  x.from = from;
+  x.from_len = from_len;
+  node_merge(n, &x, now, 0);
 }
 
 /* Declare failed the suspects whose time has come. */
@@ -927,8 +928,8 @@ static void node_probe_end(cm_node_t *n, cm_time_t now) {
     return;
   /* Already suspect: our failed probe is an independent confirmation. */
   self = node_self(n);
-  node_suspect(n, cm_member_id(t), t->id_len, t->incarnation,
-               cm_member_id(self), self->id_len, now);
+  node_accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len, t->incarnation,
+              cm_member_id(self), self->id_len, now);
 }
 
 static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
@@ -1069,18 +1070,15 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
     node_alive(n, &msg->u.alive, now, 0);
     break;
   case CM_MSG_SUSPECT:
-    node_suspect(n, msg->u.suspect.node.s, msg->u.suspect.node.len,
-                 msg->u.suspect.incarnation, msg->u.suspect.from.s,
-                 msg->u.suspect.from.len, now);
-    break;
   case CM_MSG_DEAD:
-    node_dead(n, msg->u.suspect.node.s, msg->u.suspect.node.len,
-              msg->u.suspect.incarnation, msg->u.suspect.from.s,
-              msg->u.suspect.from.len, now);
+    node_accuse(n, msg->type == CM_MSG_SUSPECT ? CM_NEWS_SUSPECT : CM_NEWS_DEAD,
+                msg->u.suspect.node.s, msg->u.suspect.node.len,
+                msg->u.suspect.incarnation, msg->u.suspect.from.s,
+                msg->u.suspect.from.len, now);
     break;
   case CM_MSG_LEAVE:
-    node_leave_msg(n, msg->u.leave.node.s, msg->u.leave.node.len,
-                   msg->u.leave.incarnation, now);
+    node_accuse(n, CM_NEWS_LEAVE, msg->u.leave.node.s, msg->u.leave.node.len,
+                msg->u.leave.incarnation, NULL, 0, now);
     break;
   }
 }
@@ -1195,30 +1193,92 @@ static int node_pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
   return 0;
 }
 
-/* Whether id is a member we hold failed or left. */
-static int node_known_gone(const cm_node_t *n, const cm_wire_id_t *id) {
-  int32_t s = cm_registry_find(&n->reg, id->s, id->len);
-  return s >= 0 && !node_live(&n->reg.m[s]);
+/* One slot of the table of winners: an entry's offset + 1 (0: empty) and
+ * its id's hash. */
+struct node_pp_win {
+  size_t off1;
+  uint64_t hash;
+};
+
+/* The slot for entry e (at offset off) in tab (mask + 1 slots): the one
+ * holding an entry with e's id, or the empty one where it would go. */
+static struct node_pp_win *node_pp_slot(struct node_pp_win *tab, size_t mask,
+                                        const uint8_t *buf, size_t len,
+                                        const cm_pp_entry_t *e, size_t off,
+                                        uint64_t hash) {
+  size_t i = (size_t)hash & mask;
+  for (;; i = (i + 1) & mask) {
+    struct node_pp_win *w = &tab[i];
+    size_t o;
+    cm_pp_entry_t other;
+    if (w->off1 == 0 || w->off1 == off + 1)
+      return w;
+    if (w->hash != hash)
+      continue;
+    o = w->off1 - 1;
+    if (cm_wire_pp_next(buf, len, &o, &other) &&
+        other.node.len == e->node.len &&
+        memcmp(other.node.s, e->node.s, e->node.len) == 0)
+      return w;
+  }
 }
 
-/* Merge a validated push-pull message with the usual rules. A remote
- * "failed" about a member we hold live is only a suspicion here: we have not
- * seen it fail ourselves. About one we hold failed or left, it is a dead
- * record like a DEAD message, which may raise its incarnation. */
-static void node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
-                          cm_time_t now, int quiet) {
-  size_t off = 0;
+/* For each id in a validated push-pull, the entry that ranks highest
+ * (cm_merge_entry_cmp): a table of mask + 1 slots, at most half full, in
+ * *out (free it). Returns 0 or CM_ENOMEM. */
+static int node_pp_winners(const uint8_t *buf, size_t len, uint32_t count,
+                           struct node_pp_win **out, size_t *mask) {
+  size_t cap = 2, off = 0, at = 0;
+  struct node_pp_win *tab;
+  cm_pp_entry_t e;
+  while (cap < 2 * (size_t)count)
+    cap *= 2;
+  tab = calloc(cap, sizeof(*tab));
+  if (tab == NULL)
+    return CM_ENOMEM;
+  while (cm_wire_pp_next(buf, len, &off, &e)) {
+    uint64_t hash = cm_id_hash(e.node.s, e.node.len);
+    struct node_pp_win *w = node_pp_slot(tab, cap - 1, buf, len, &e, at, hash);
+    size_t o = w->off1 - 1;
+    cm_pp_entry_t held;
+    if (w->off1 == 0 || (cm_wire_pp_next(buf, len, &o, &held) &&
+                         cm_merge_entry_cmp(&e, &held) > 0)) {
+      w->off1 = at + 1;
+      w->hash = hash;
+    }
+    at = off;
+  }
+  *out = tab;
+  *mask = cap - 1;
+  return 0;
+}
+
+/* Merge a validated push-pull message of count entries with the merge rule.
+ * An id named more than once is merged once, with its highest entry, so the
+ * result does not depend on the order of the entries (honest peers never
+ * send duplicates: their tables are keyed by id). The first entry is the
+ * sender, the accuser of the suspect and failed entries. Returns 0, or
+ * CM_ENOMEM with nothing merged. */
+static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
+                         uint32_t count, cm_time_t now, int quiet) {
+  size_t off = 0, at = 0, mask;
+  struct node_pp_win *tab;
   cm_pp_entry_t e;
   cm_wire_id_t sender;
   int first = 1;
+  int rc = node_pp_winners(buf, len, count, &tab, &mask);
+  if (rc != 0)
+    return rc;
   memset(&sender, 0, sizeof(sender));
-  while (cm_wire_pp_next(buf, len, &off, &e)) {
+  for (; cm_wire_pp_next(buf, len, &off, &e); at = off) {
+    uint64_t hash = cm_id_hash(e.node.s, e.node.len);
     if (first) {
       sender = e.node;
       first = 0;
     }
-    switch (e.state) {
-    case CM_STATE_ALIVE: {
+    if (node_pp_slot(tab, mask, buf, len, &e, at, hash)->off1 != at + 1)
+      continue; /* a higher entry names the same id */
+    if (e.state == CM_STATE_ALIVE) {
       cm_msg_alive_t a;
       a.node = e.node;
       a.incarnation = e.incarnation;
@@ -1226,26 +1286,19 @@ static void node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
       a.tags = e.tags;
       a.tags_len = e.tags_len;
       node_alive(n, &a, now, quiet);
-      break;
-    }
-    case CM_STATE_SUSPECT:
-    case CM_STATE_FAILED:
-      if (e.state == CM_STATE_FAILED && node_known_gone(n, &e.node))
-        node_dead(n, e.node.s, e.node.len, e.incarnation, sender.s, sender.len,
-                  now);
-      else
-        node_suspect(n, e.node.s, e.node.len, e.incarnation, sender.s,
-                     sender.len, now);
-      break;
-    case CM_STATE_LEFT:
-      node_leave_msg(n, e.node.s, e.node.len, e.incarnation, now);
-      break;
+    } else {
+      static const uint8_t kinds[] = {0, CM_NEWS_SUSPECT, CM_NEWS_PP_FAILED,
+                                      CM_NEWS_LEAVE};
+      node_accuse(n, kinds[e.state & 3], e.node.s, e.node.len, e.incarnation,
+                  sender.s, sender.len, now);
     }
   }
+  free(tab);
+  return 0;
 }
 
 static int node_pp_check(cm_node_t *n, const uint8_t *buf, size_t len,
-                         uint8_t want_kind) {
+                         uint8_t want_kind, uint32_t *count) {
   cm_pp_header_t h;
   int rc;
   if (len > n->cfg.max_pushpull_size) {
@@ -1259,22 +1312,27 @@ static int node_pp_check(cm_node_t *n, const uint8_t *buf, size_t len,
     rc = CM_EBADMSG;
   if (rc != 0)
     n->st.drop_pushpull++;
+  else
+    *count = h.count;
   return rc;
 }
 
 int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
                             const uint8_t *req, size_t len, cm_time_t now,
                             uint8_t **reply, size_t *reply_len) {
+  uint32_t count;
   int rc;
   if (n == NULL || req == NULL || reply == NULL || reply_len == NULL)
     return CM_EINVAL;
-  rc = node_pp_check(n, req, len, CM_PP_REQUEST);
+  rc = node_pp_check(n, req, len, CM_PP_REQUEST, &count);
   if (rc != 0)
     return rc;
   n->st.pushpull_in++;
   /* Merge before answering, so a refutation this exchange provokes (the
    * peer thought we had failed) is already in the reply. */
-  node_pp_merge(n, req, len, now, 0);
+  rc = node_pp_merge(n, req, len, count, now, 0);
+  if (rc != 0)
+    return rc;
   (void)from;
   return node_pp_build(n, CM_PP_RESPONSE, 0, reply, reply_len);
 }
@@ -1282,12 +1340,13 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
 /* Validate and merge a push-pull response; quiet as for node_alive. */
 static int node_pp_take_response(cm_node_t *n, const uint8_t *buf, size_t len,
                                  cm_time_t now, int quiet) {
+  uint32_t count;
   int rc;
   if (n == NULL || buf == NULL)
     return CM_EINVAL;
-  rc = node_pp_check(n, buf, len, CM_PP_RESPONSE);
+  rc = node_pp_check(n, buf, len, CM_PP_RESPONSE, &count);
   if (rc == 0)
-    node_pp_merge(n, buf, len, now, quiet);
+    rc = node_pp_merge(n, buf, len, count, now, quiet);
   return rc;
 }
 

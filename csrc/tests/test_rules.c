@@ -1030,3 +1030,155 @@ CM_TEST(rule_stale_alive_after_the_tombstone_is_a_join) {
   CM_CHECK(stale_alive_revives(n, T0 + c->reap_left_after + CM_SEC(2)));
   cm_node_free(n);
 }
+
+/* One push-pull naming x twice, at incarnation 5 from .20 and 6 from .21: the
+ * table must not depend on which entry comes first. The higher incarnation
+ * wins, as it would for two separate records applied oldest first. */
+CM_TEST(pushpull_duplicate_ids_merge_the_same_in_any_order) {
+  cm_node_t *n1 = mk_node("a", 1), *n2 = mk_node("a", 1);
+  cm_pp_entry_t e[3];
+  cm_member_info_t i1, i2;
+  e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE);
+  e[1] = pp_entry("x", 5, 20, CM_STATE_ALIVE);
+  e[2] = pp_entry("x", 6, 21, CM_STATE_ALIVE);
+  pp_push(n1, e, 3);
+  e[1] = pp_entry("x", 6, 21, CM_STATE_ALIVE);
+  e[2] = pp_entry("x", 5, 20, CM_STATE_ALIVE);
+  pp_push(n2, e, 3);
+  i1 = info_of(n1, "x");
+  i2 = info_of(n2, "x");
+  CM_CHECK_EQ(i1.incarnation, i2.incarnation);
+  CM_CHECK(cm_addr_eq(&i1.addr, &i2.addr));
+  CM_CHECK_EQ(i1.incarnation, 6);
+  CM_CHECK(cm_addr_eq(&i1.addr, &e[1].addr));
+  cm_node_free(n1);
+  cm_node_free(n2);
+}
+
+/* ---- Push-pull merges the same in every order ---- */
+
+static uint64_t prop_next(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* Subjects of the random records: ourselves, members held in every state,
+ * members not held. */
+static const char *const prop_ids[] = {"a", "m0", "m1", "m2", "m3", "u0", "u1"};
+#define PROP_IDS (sizeof(prop_ids) / sizeof(prop_ids[0]))
+
+/* Node "a" holding m0 alive, m1 suspect, m2 failed, m3 left, all at 5. */
+static cm_node_t *prop_node(void) {
+  cm_node_t *n = mk_node("a", 1);
+  int i;
+  for (i = 0; i < 4; i++)
+    alive(n, prop_ids[1 + i], 5, 10 + (uint32_t)i, NULL, 0);
+  accuse(n, CM_MSG_SUSPECT, "m1", 5, "c");
+  accuse(n, CM_MSG_DEAD, "m2", 5, "c");
+  leave(n, "m3", 5);
+  return n;
+}
+
+static cm_pp_entry_t prop_record(uint64_t *rng) {
+  static const uint8_t tags[] = {1, 'k', 0, 1, 'v'};
+  uint64_t r = prop_next(rng);
+  const char *id = prop_ids[r % PROP_IDS];
+  /* Incarnations around the held 5; addresses the held one or another. */
+  cm_pp_entry_t e =
+      pp_entry(id, 3 + (uint32_t)(r >> 8) % 5,
+               (uint32_t)(r >> 16) % 2 == 0
+                   ? (id[0] == 'a' ? 1 : 10 + (uint32_t)(id[1] - '0'))
+                   : 20 + (uint32_t)(r >> 24) % 2,
+               (uint8_t)((r >> 32) % 4));
+  if ((r >> 40) % 2) {
+    e.tags = tags;
+    e.tags_len = sizeof(tags);
+  }
+  return e;
+}
+
+/* The table a node holds, for comparison: every member with its state,
+ * incarnation, address and tags. */
+static void prop_check_same(cm_node_t *x, cm_node_t *y, uint64_t set) {
+  uint32_t s;
+  cm_node_stats_t sx, sy;
+  cm_node_stats(x, &sx);
+  cm_node_stats(y, &sy);
+  if (sx.members != sy.members)
+    cm_test_fail(__FILE__, __LINE__, "set %llu: %u members against %u",
+                 (unsigned long long)set, sx.members, sy.members);
+  for (s = 0; s < cm_node_member_slots(x); s++) {
+    cm_member_info_t a, b;
+    if (!cm_node_member_get(x, s, &a, T0))
+      continue;
+    if (!cm_node_member_find(y, a.id, &b, T0) || a.state != b.state ||
+        a.incarnation != b.incarnation || !cm_addr_eq(&a.addr, &b.addr) ||
+        a.tags_len != b.tags_len ||
+        (a.tags_len > 0 && memcmp(a.tags, b.tags, a.tags_len) != 0))
+      cm_test_fail(__FILE__, __LINE__,
+                   "set %llu: %s is %s at %u in one order, not the other",
+                   (unsigned long long)set, a.id, cm_state_name(a.state),
+                   a.incarnation);
+  }
+}
+
+/* Apply e[0..k) through the real push-pull path to a fresh node. */
+static cm_node_t *prop_apply(const cm_pp_entry_t *e, size_t k) {
+  cm_node_t *n = prop_node();
+  pp_push(n, e, k);
+  return n;
+}
+
+/* Random sets of records, many naming one id several times with different
+ * incarnations, states, addresses and tags: every permutation of a set of up
+ * to 5 (and 200 seeded shuffles of sets of 8) leaves the same table. */
+CM_TEST(pushpull_merge_is_the_same_in_every_order) {
+  uint64_t rng = 14, set;
+  for (set = 0; set < 300; set++) {
+    size_t k = set < 200 ? 2 + set % 4 : 8, i, j, c[8] = {0};
+    cm_pp_entry_t e[8];
+    cm_node_t *first, *other;
+    for (i = 0; i < k; i++)
+      e[i] = prop_record(&rng);
+    first = prop_apply(e, k);
+    if (k <= 5) {
+      /* Heap's algorithm: every permutation, each one swap from the last. */
+      i = 1;
+      while (i < k) {
+        if (c[i] < i) {
+          cm_pp_entry_t t;
+          j = i % 2 == 0 ? 0 : c[i];
+          t = e[j];
+          e[j] = e[i];
+          e[i] = t;
+          other = prop_apply(e, k);
+          prop_check_same(first, other, set);
+          prop_check_same(other, first, set);
+          cm_node_free(other);
+          c[i]++;
+          i = 1;
+        } else {
+          c[i++] = 0;
+        }
+      }
+    } else {
+      int round;
+      for (round = 0; round < 200; round++) {
+        for (i = k - 1; i > 0; i--) {
+          cm_pp_entry_t t;
+          j = (size_t)(prop_next(&rng) % (i + 1));
+          t = e[j];
+          e[j] = e[i];
+          e[i] = t;
+        }
+        other = prop_apply(e, k);
+        prop_check_same(first, other, set);
+        prop_check_same(other, first, set);
+        cm_node_free(other);
+      }
+    }
+    cm_node_free(first);
+  }
+}

@@ -1,0 +1,70 @@
+/*
+ * The merge rule: what a node does with news about a member, given what it
+ * holds. One pure function decides for every path that brings news (a
+ * datagram's ALIVE, SUSPECT, DEAD and LEAVE, a push-pull entry, the table a
+ * join is answered with); cm_node.c only carries the action out.
+ * docs/protocol.md ("Conflict rules") states the rules and names their tests.
+ */
+#ifndef CM_MERGE_H
+#define CM_MERGE_H
+
+#include "cm_wire.h"
+
+/* What this node holds about the news' subject. */
+typedef struct cm_merge_held {
+  uint8_t known;   /* 0: not in the table; the fields below are ignored */
+  uint8_t is_self; /* the subject is this node */
+  uint8_t leaving; /* is_self only: this node is leaving */
+  uint8_t state;   /* enum cm_state */
+  uint32_t incarnation;
+} cm_merge_held_t;
+
+enum cm_news_kind {
+  CM_NEWS_ALIVE = 1,
+  CM_NEWS_SUSPECT = 2,
+  CM_NEWS_DEAD = 3,
+  CM_NEWS_LEAVE = 4,
+  /* A push-pull entry in state failed: we have not seen the failure
+   * ourselves, so about a live member it is a suspicion by the sender;
+   * about one held failed or left it is a dead record. */
+  CM_NEWS_PP_FAILED = 5,
+};
+
+typedef struct cm_merge_news {
+  uint8_t kind;       /* enum cm_news_kind */
+  uint8_t other_addr; /* alive: at another address than the one held */
+  uint8_t other_tags; /* alive: with other tags than those held */
+  uint32_t incarnation;
+} cm_merge_news_t;
+
+enum cm_merge_action {
+  CM_MERGE_IGNORE = 0,       /* older or no news */
+  CM_MERGE_DROP_UNKNOWN,     /* accusation of a member not held: counted */
+  CM_MERGE_DROP_INCARNATION, /* implausible or unanswerable at the last
+                                incarnation: counted */
+  CM_MERGE_ADD,              /* a new member, alive */
+  CM_MERGE_CONFLICT,         /* another process claims the id: report it */
+  CM_MERGE_ALIVE,            /* alive at the news' incarnation, address, tags */
+  CM_MERGE_SUSPECT,          /* alive -> suspect: a suspicion starts */
+  CM_MERGE_CONFIRM,          /* already suspect: a confirmation; the
+                                incarnation rises to the news' if higher */
+  CM_MERGE_FAIL,             /* alive or suspect -> failed */
+  CM_MERGE_LEAVE,            /* -> left */
+  CM_MERGE_RAISE,            /* gone member: the incarnation rises to the
+                                news', the state stays, the record is passed
+                                on */
+  CM_MERGE_REFUTE,           /* about this node: alive at max(i, own) + 1 */
+};
+
+/* The action for news about a member held as held. Pure. */
+int cm_merge(const cm_merge_held_t *held, const cm_merge_news_t *news);
+
+/* Order two push-pull entries about one id: > 0 if a ranks above b, < 0 if
+ * below, 0 if they are the same record. Higher incarnation first, then left >
+ * failed > suspect > alive (the order in which the rules let one state
+ * override another at equal incarnation), then address and tags bytes, so
+ * any two different records are ordered. A push-pull naming an id more than
+ * once is merged as if it held only the highest of them. Pure. */
+int cm_merge_entry_cmp(const cm_pp_entry_t *a, const cm_pp_entry_t *b);
+
+#endif
