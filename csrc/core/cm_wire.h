@@ -201,7 +201,7 @@ typedef struct cm_pp_header {
  * buffer unchanged; CM_EINVAL for an invalid entry; CM_ELIMIT past
  * CM_WIRE_PP_MAX_ENTRIES), then finish. add keeps the count in the header
  * current, so the buffer is a complete message after every add; finish checks
- * that no node id appears twice (CM_EINVAL, or CM_ENOMEM for its scratch). */
+ * that a push-pull was begun (CM_EINVAL), not that ids are unique. */
 int cm_wire_pp_begin(cm_wbuf_t *w, uint8_t kind, uint8_t flags);
 int cm_wire_pp_add(cm_wbuf_t *w, const cm_pp_entry_t *e);
 int cm_wire_pp_finish(cm_wbuf_t *w);
@@ -209,8 +209,8 @@ int cm_wire_pp_finish(cm_wbuf_t *w);
 /* Validate a whole push-pull message and read its header. Returns 0 or
  * CM_ETRUNC (input ends early, including fewer entries than count) /
  * CM_EVERSION / CM_EBADMSG (trailing bytes, bad entry) / CM_ETOOBIG. A node
- * id may appear twice: the receiver merges each entry like a separate
- * message, and the merge rules do not depend on order. Iterate
+ * id may appear twice: the receiver merges only its highest entry
+ * (cm_merge_entry_cmp), so the order of the entries does not matter. Iterate
  * entries afterwards with cm_wire_pp_next, *off starting at 0; it returns 1
  * per entry and 0 at the end. */
 int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr);

@@ -537,16 +537,22 @@ CM_TEST(wire_decode_rejects_unknown_type) {
   CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
 }
 
-/* The type is judged before its length: a newer peer's message is reported
- * as unknown even if its body is cut off. */
+/* The type is judged before the body length is checked against the packet:
+ * a newer peer's message is reported as unknown even if its body is cut off.
+ * The same cut in a known type's body is a truncation, which shows the order;
+ * a packet that ends inside the header (type, body_len) is one too. */
 CM_TEST(wire_decode_reports_unknown_type_before_length) {
   bb_t body, p;
   body.n = 0;
   bb_u32(&body, 1);
+  bb_packet1(&p, CM_MSG_ACK, &body);
+  CM_CHECK_EQ(reject(p.b, p.n - 1), CM_ETRUNC);
   bb_packet1(&p, 0, &body);
   CM_CHECK_EQ(reject(p.b, p.n - 1), CM_EMSGTYPE);
+  CM_CHECK_EQ(reject(p.b, 4), CM_ETRUNC); /* inside body_len */
   bb_packet1(&p, CM_MSG_LEAVE + 1, &body);
   CM_CHECK_EQ(reject(p.b, p.n - 1), CM_EMSGTYPE);
+  CM_CHECK_EQ(reject(p.b, 4), CM_ETRUNC);
 }
 
 /* body_len one short of the PING's fields, with the missing byte present
