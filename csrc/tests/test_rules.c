@@ -1131,15 +1131,29 @@ static cm_node_t *prop_apply(const cm_pp_entry_t *e, size_t k) {
   return n;
 }
 
+/* Swap e[i] and e[j], then check that e[0..k) leaves first's table. */
+static void prop_swap_and_check(cm_pp_entry_t *e, size_t i, size_t j, size_t k,
+                                cm_node_t *first, uint64_t set) {
+  cm_pp_entry_t t = e[j];
+  cm_node_t *other;
+  e[j] = e[i];
+  e[i] = t;
+  other = prop_apply(e, k);
+  prop_check_same(first, other, set);
+  prop_check_same(other, first, set);
+  cm_node_free(other);
+}
+
 /* Random sets of records, many naming one id several times with different
  * incarnations, states, addresses and tags: every permutation of a set of up
- * to 5 (and 200 seeded shuffles of sets of 8) leaves the same table. */
+ * to 5 (and a seeded walk of 200 random swaps for sets of 8) leaves the
+ * same table. */
 CM_TEST(pushpull_merge_is_the_same_in_every_order) {
   uint64_t rng = 14, set;
   for (set = 0; set < 300; set++) {
     size_t k = set < 200 ? 2 + set % 4 : 8, i, j, c[8] = {0};
     cm_pp_entry_t e[8];
-    cm_node_t *first, *other;
+    cm_node_t *first;
     for (i = 0; i < k; i++)
       e[i] = prop_record(&rng);
     first = prop_apply(e, k);
@@ -1148,15 +1162,7 @@ CM_TEST(pushpull_merge_is_the_same_in_every_order) {
       i = 1;
       while (i < k) {
         if (c[i] < i) {
-          cm_pp_entry_t t;
-          j = i % 2 == 0 ? 0 : c[i];
-          t = e[j];
-          e[j] = e[i];
-          e[i] = t;
-          other = prop_apply(e, k);
-          prop_check_same(first, other, set);
-          prop_check_same(other, first, set);
-          cm_node_free(other);
+          prop_swap_and_check(e, i, i % 2 == 0 ? 0 : c[i], k, first, set);
           c[i]++;
           i = 1;
         } else {
@@ -1165,18 +1171,11 @@ CM_TEST(pushpull_merge_is_the_same_in_every_order) {
       }
     } else {
       int round;
+      /* Seeded shuffles, one random swap at a time. */
       for (round = 0; round < 200; round++) {
-        for (i = k - 1; i > 0; i--) {
-          cm_pp_entry_t t;
-          j = (size_t)(prop_next(&rng) % (i + 1));
-          t = e[j];
-          e[j] = e[i];
-          e[i] = t;
-        }
-        other = prop_apply(e, k);
-        prop_check_same(first, other, set);
-        prop_check_same(other, first, set);
-        cm_node_free(other);
+        i = 1 + (size_t)(prop_next(&rng) % (k - 1));
+        j = (size_t)(prop_next(&rng) % i);
+        prop_swap_and_check(e, i, j, k, first, set);
       }
     }
     cm_node_free(first);
