@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from _wheel import install, missing, run_hidden
+from _wheel import install, missing, run_hidden, wheelhouse
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
@@ -108,3 +108,39 @@ def test_installed_wheel_works_without_system_libraries(venv_py: Path, tmp_path:
     assert out.returncode == 0, out.stdout + out.stderr[-4000:]
     assert not missing(out), (missing(out), out.stdout)
 
+
+def test_sdist_builds_from_source_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
+    """The sdist (built with the wheel) compiles and imports in a venv with
+    nothing but pip: its build environment gets setuptools and wheel from a
+    local wheelhouse, as from an index."""
+    (sdist,) = glob.glob(str(ROOT / "dist" / "clustermember-*.tar.gz"))
+    house = wheelhouse(sys.executable, "rich>=12", "setuptools>=61", "wheel")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    out = subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
+         "--find-links", str(house), sdist],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    got = subprocess.run(
+        [py, "-c", "import importlib.metadata as m, clustermember as c, clustermember._core as k;"
+         "print(m.version('clustermember'), c.__version__, k.versions()['gnutls']['running'])"],
+        capture_output=True, text=True, check=True, timeout=60, cwd=tmp_path,
+    ).stdout.split()  # fmt: skip
+    assert got[0] == got[1] == Path(sdist).name.removesuffix(".tar.gz").split("-")[1], got
+
+
+def test_source_build_names_what_pkg_config_could_not_find() -> None:
+    env = dict(os.environ, PKG_CONFIG_LIBDIR="/nonexistent", PKG_CONFIG_PATH="")
+    out = subprocess.run(
+        [sys.executable, "setup.py", "build_ext"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert out.returncode != 0
+    msg = out.stderr.strip().splitlines()[-1]
+    assert msg.startswith("clustermember: pkg-config could not find "), out.stderr
+    for module in ("libngtcp2", "libngtcp2_crypto_gnutls", "gnutls", "libuv"):
+        assert module in msg.split(":")[1], (module, msg)
+    assert "libgnutls28-dev" in msg and "binary wheel" in msg, msg
