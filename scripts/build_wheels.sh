@@ -44,6 +44,9 @@ rm -f dist/clustermember-*.tar.gz
 "$PY" -m build --sdist --no-isolation --outdir dist . >/dev/null
 echo "sdist: $(ls dist/clustermember-*.tar.gz)"
 
+# Which Python each wheel is for, one "PYTHON WHEEL" a line, for
+# scripts/test_wheels.sh.
+: >"$RAW/built.txt"
 seen=""
 for py in $CM_WHEEL_PYTHONS; do
   tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -56,4 +59,5 @@ for py in $CM_WHEEL_PYTHONS; do
   auditwheel repair --strip -w dist "$RAW"/clustermember-*-"$tag"-*.whl 2>/dev/null
   whl=$(ls dist/clustermember-*-"$tag"-*manylinux*.whl)
   echo "wheel: $whl ($(du -k "$whl" | cut -f1) KiB)"
+  echo "$py $whl" >>"$RAW/built.txt"
 done
