@@ -10,6 +10,7 @@ scripts/test_wheels.sh runs for every CPython.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from _wheel import install, missing, run_hidden, wheelhouse
+from _wheel import LIBDIR, install, missing, run_hidden, wheelhouse
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
@@ -144,3 +145,90 @@ def test_source_build_names_what_pkg_config_could_not_find() -> None:
     for module in ("libngtcp2", "libngtcp2_crypto_gnutls", "gnutls", "libuv"):
         assert module in msg.split(":")[1], (module, msg)
     assert "libgnutls28-dev" in msg and "binary wheel" in msg, msg
+
+
+# Loads one libgnutls by path and prints what a program linked with it gets:
+# gnutls_check_version, for each priority string gnutls_priority_init's
+# result and the protocols it enables, and how many CAs the system store has.
+GNUTLS_PROBE = r"""
+import ctypes, json, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.gnutls_check_version.restype = ctypes.c_char_p
+out = {"version": lib.gnutls_check_version(None).decode(), "priorities": []}
+for prio in sys.argv[2:]:
+    p, err = ctypes.c_void_p(), ctypes.c_char_p()
+    rc = lib.gnutls_priority_init(ctypes.byref(p), prio.encode(), ctypes.byref(err))
+    protocols = []
+    if rc == 0:
+        lst = ctypes.POINTER(ctypes.c_uint)()
+        n = lib.gnutls_priority_protocol_list(p, ctypes.byref(lst))
+        protocols = [lst[i] for i in range(max(n, 0))]
+        lib.gnutls_priority_deinit(p)
+    out["priorities"].append([rc, protocols])
+cred = ctypes.c_void_p()
+lib.gnutls_certificate_allocate_credentials(ctypes.byref(cred))
+out["system_trust"] = lib.gnutls_certificate_set_x509_system_trust(cred)
+print(json.dumps(out))
+"""
+
+
+def site_packages(venv_py: Path) -> Path:
+    (site,) = venv_py.parent.parent.glob("lib/python3*/site-packages")
+    return site
+
+
+def our_priorities() -> list[str]:
+    """The priority strings the extension uses (cluster key, certificates)."""
+    src = (ROOT / "csrc" / "net" / "cm_net_tls.c").read_text()
+    found = re.findall(r'static const char tls_prio_\w+\[\] =\s*((?:"[^"]*"\s*)+);', src)
+    assert len(found) == 2, found
+    return ["".join(re.findall(r'"([^"]*)"', f)) for f in found]
+
+
+def test_bundled_gnutls_reads_the_system_configuration(venv_py: Path, tmp_path: Path) -> None:
+    """The wheel's GnuTLS and the system's, each loaded alone, give the same
+    answers, with no system configuration and with one (as
+    /etc/gnutls/config, named by GNUTLS_SYSTEM_PRIORITY_FILE) that redefines
+    @SYSTEM and disables TLS 1.3; and they find the same system CA store."""
+    (bundled,) = site_packages(venv_py).glob("clustermember.libs/libgnutls-*")
+    (system,) = glob.glob(f"{LIBDIR}/libgnutls.so.30")
+    config = tmp_path / "gnutls.config"
+    config.write_text(
+        "[priorities]\nSYSTEM = NORMAL:-VERS-ALL:+VERS-TLS1.2\n\n"
+        "[overrides]\ndisabled-version = tls1.3\n"
+    )
+    prios = [*our_priorities(), "@SYSTEM", "NORMAL"]
+    env = {k: v for k, v in os.environ.items() if k != "GNUTLS_SYSTEM_PRIORITY_FILE"}
+    seen = {}
+    for conf in ({}, {"GNUTLS_SYSTEM_PRIORITY_FILE": str(config)}):
+        for lib in (bundled, system):
+            out = subprocess.run(
+                [str(venv_py), "-c", GNUTLS_PROBE, str(lib), *prios],
+                capture_output=True, text=True, check=True, timeout=60, env=env | conf,
+            ).stdout  # fmt: skip
+            seen[bool(conf), lib == system] = json.loads(out)
+    for conf in (False, True):
+        assert seen[conf, False] == seen[conf, True], (conf, seen)
+    plain, configured = seen[False, False], seen[True, False]
+    assert plain["version"] == configured["version"] == "3.7.9"
+    tls13 = 5  # GNUTLS_TLS1_3
+    # Without configuration: ours give TLS 1.3 only; @SYSTEM is undefined.
+    assert plain["priorities"][:2] == [[0, [tls13]], [0, [tls13]]], plain
+    assert plain["priorities"][2][0] != 0, plain
+    # The configuration is read: @SYSTEM is its string, and TLS 1.3 disabled
+    # system-wide leaves ours nothing (as it would with the system library).
+    assert configured["priorities"][2] == [0, [4]], configured  # GNUTLS_TLS1_2
+    assert all(rc != 0 for rc, _ in configured["priorities"][:2]), configured
+    assert plain["system_trust"] == configured["system_trust"] > 0, plain
+
+
+def test_extension_does_not_use_the_system_ca_store(venv_py: Path) -> None:
+    """Mutual TLS trusts the CA file given (tls_ca), never the system store:
+    the extension does not call gnutls_certificate_set_x509_system_trust."""
+    (so,) = site_packages(venv_py).glob("clustermember/_core.*.so")
+    undefined = subprocess.run(
+        ["nm", "-D", "--undefined-only", str(so)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert "gnutls_certificate_set_x509_trust_file" in undefined
+    assert "gnutls_certificate_set_x509_system_trust" not in undefined
