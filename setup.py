@@ -52,12 +52,16 @@ if os.environ.get("CM_SANITIZE"):
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
     extra_link = ["-fsanitize=address,undefined"]
 else:
-    cflags += ["-O2", "-g"]
+    # The tree's path mapped to ".": the debug information, and with it the
+    # build ID, is then the same wherever the tree is built.
+    cflags += ["-O2", "-g", f"-ffile-prefix-map={os.path.abspath('.')}=."]
     extra_link = []
 
 ext = Extension(
     "clustermember._core",
     sources=sources(),
+    # Headers too: a change to one rebuilds what includes it.
+    depends=sorted(glob.glob(os.path.join("csrc", "*", "*.h"))),
     include_dirs=[os.path.join("csrc", layer) for layer in LAYERS],
     extra_compile_args=cflags + [f for f in pkg_config("--cflags") if f.startswith("-")],
     extra_link_args=extra_link + pkg_config("--libs") + ["-lm", "-lpthread"],

@@ -48,11 +48,16 @@ def run(cmd: list[str], timeout: float, **kw: object) -> subprocess.CompletedPro
 def wheelhouse(python: str, *reqs: str) -> Path:
     """The requirements from PyPI as that Python's pip resolves them (rich
     needs typing_extensions below 3.11 only), kept in build/ between runs,
-    so that installs from it can be --no-index."""
+    so that installs from it can be --no-index. Offline, what an earlier
+    run kept is used (an install missing something then says what)."""
     house = ROOT / "build" / "wheelhouse"
     house.mkdir(parents=True, exist_ok=True)
-    run([python, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-         "-d", str(house), *(reqs or ("rich>=12",))], timeout=300)  # fmt: skip
+    try:
+        run([python, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+             "-d", str(house), *(reqs or ("rich>=12",))], timeout=300)  # fmt: skip
+    except subprocess.CalledProcessError:
+        if not any(house.iterdir()):
+            raise
     return house
 
 

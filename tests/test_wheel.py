@@ -23,6 +23,21 @@ import pytest
 from _wheel import LIBDIR, install, missing, run_hidden, wheelhouse
 
 ROOT = Path(__file__).resolve().parent.parent
+# The libraries the wheel carries (their names before auditwheel's hash).
+BUNDLED = (
+    "libngtcp2",
+    "libngtcp2_crypto_gnutls",
+    "libgnutls",
+    "libuv",
+    "libnettle",
+    "libhogweed",
+    "libgmp",
+    "libp11",
+    "libidn2",
+    "libunistring",
+    "libtasn1",
+    "libffi",
+)
 TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 # What the manylinux policy leaves to the system.
 GLIBC = re.compile(r"(libc|libm|libpthread|libdl|librt|ld-linux-x86-64)\.so")
@@ -65,9 +80,10 @@ def extension(whl: Path) -> zipfile.ZipInfo:
 def test_wheel_carries_its_libraries(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-    libs = [n for n in names if n.startswith("clustermember.libs/")]
-    for want in ("libngtcp2-", "libngtcp2_crypto_gnutls-", "libgnutls-", "libuv-", "libnettle-"):
-        assert any(Path(n).name.startswith(want) for n in libs), (want, libs)
+    libs = [n for n in names if n.startswith("clustermember.libs/") and not n.endswith("/")]
+    # Exactly these: the transport's libraries and GnuTLS's chain.
+    bundled = sorted(Path(n).name.split("-")[0] for n in libs)
+    assert bundled == sorted(BUNDLED), libs
     show = subprocess.run(
         [sys.executable, "-m", "auditwheel", "show", str(wheel)],
         capture_output=True, text=True, timeout=120, check=True,
