@@ -17,13 +17,24 @@ LAYERS = ["core", "sim", "net", "engine", "binding"]
 
 
 def pkg_config(flag: str) -> list[str]:
-    """Return pkg-config's output for flag as a list of arguments."""
+    """Return pkg-config's output for flag as a list of arguments; stop with
+    a message naming the modules it could not find."""
     try:
         out = subprocess.check_output(["pkg-config", flag, *PKG_MODULES], text=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
+    except OSError as exc:
         raise SystemExit(
-            "pkg-config could not find libngtcp2, libngtcp2_crypto_gnutls, gnutls "
-            "and libuv; run scripts/setup.sh first"
+            "clustermember: building from source needs pkg-config (apt install pkg-config), "
+            "or install a binary wheel instead"
+        ) from exc
+    except subprocess.CalledProcessError as exc:
+        missing = [m for m in PKG_MODULES if subprocess.call(["pkg-config", "--exists", m]) != 0]
+        raise SystemExit(
+            f"clustermember: pkg-config could not find {', '.join(missing or PKG_MODULES)}: "
+            "building from source needs the development files of ngtcp2 1.11+ with its "
+            "GnuTLS crypto backend, GnuTLS 3.7+ and libuv 1.44+ (Debian bookworm: "
+            "libngtcp2-dev libngtcp2-crypto-gnutls-dev from bookworm-backports, "
+            "libgnutls28-dev libuv1-dev; scripts/setup.sh in the repository installs them), "
+            "or install a binary wheel instead"
         ) from exc
     return shlex.split(out)
 
@@ -41,12 +52,16 @@ if os.environ.get("CM_SANITIZE"):
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
     extra_link = ["-fsanitize=address,undefined"]
 else:
-    cflags += ["-O2", "-g"]
+    # The tree's path mapped to ".": the debug information, and with it the
+    # build ID, is then the same wherever the tree is built.
+    cflags += ["-O2", "-g", f"-ffile-prefix-map={os.path.abspath('.')}=."]
     extra_link = []
 
 ext = Extension(
     "clustermember._core",
     sources=sources(),
+    # Headers too: a change to one rebuilds what includes it.
+    depends=sorted(glob.glob(os.path.join("csrc", "*", "*.h"))),
     include_dirs=[os.path.join("csrc", layer) for layer in LAYERS],
     extra_compile_args=cflags + [f for f in pkg_config("--cflags") if f.startswith("-")],
     extra_link_args=extra_link + pkg_config("--libs") + ["-lm", "-lpthread"],

