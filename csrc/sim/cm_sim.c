@@ -582,7 +582,7 @@ static int sim_full_table(cm_sim_t *s, uint8_t **out, size_t *out_len) {
     return CM_ENOMEM;
   w.cap = cap;
   w.len = 0;
-  rc = cm_wire_pp_begin(&w, CM_PP_RESPONSE, 0);
+  rc = cm_wire_pp_begin(&w, CM_PP_RESPONSE, CM_PP_FLAG_EXT);
   /* The first entry names the sender: the lowest-numbered up node. */
   for (k = 0; rc == 0 && k <= s->n; k++) {
     cm_member_info_t info;
@@ -603,6 +603,8 @@ static int sim_full_table(cm_sim_t *s, uint8_t **out, size_t *out_len) {
     e.state = CM_STATE_ALIVE;
     e.tags = info.tags;
     e.tags_len = (uint16_t)info.tags_len;
+    e.ext.vmin = info.proto_min;
+    e.ext.vmax = info.proto_max;
     rc = cm_wire_pp_add(&w, &e);
   }
   if (rc == 0)
