@@ -1561,3 +1561,25 @@ CM_TEST(wire_pp_entries_carry_versions_under_the_ext_flag) {
   buf[len - 18 - 4] = 3;
   CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
 }
+
+/* The ALIVE example of docs/protocol.md with versions 1..1 advertised. */
+CM_TEST(wire_alive_with_versions_matches_documented_example) {
+  static const uint8_t doc[] = {0x01, 0x01, 0x05, 0x00, 0x1a, 0x02, 0x6e, 0x31,
+                                0x00, 0x00, 0x00, 0x02, 0x04, 0x0a, 0x00, 0x00,
+                                0x01, 0x1f, 0x0a, 0x00, 0x07, 0x02, 0x64, 0x63,
+                                0x00, 0x02, 0x65, 0x75, 0x02, 0x01, 0x01};
+  static const uint8_t tags[] = {0x02, 0x64, 0x63, 0x00, 0x02, 0x65, 0x75};
+  cm_msg_t m;
+  uint8_t buf[64];
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  set_id(&m.u.alive.node, "n1");
+  m.u.alive.incarnation = 2;
+  m.u.alive.addr = addr4(1, 7946);
+  m.u.alive.tags = tags;
+  m.u.alive.tags_len = sizeof(tags);
+  m.u.alive.ext.vmin = 1;
+  m.u.alive.ext.vmax = 1;
+  CM_CHECK_EQ(encode(&m, 1, buf, sizeof(buf)), sizeof(doc));
+  CM_CHECK(memcmp(buf, doc, sizeof(doc)) == 0);
+}
