@@ -876,6 +876,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(drop_pushpull);
   N(drop_left);
   N(drop_incarnation);
+  N(skipped_unknown);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);

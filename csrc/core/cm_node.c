@@ -236,6 +236,22 @@ static uint32_t node_retransmit_limit(const cm_node_t *n) {
 
 /* Turn a queued reference into the message it stands for. Returns 0 if the
  * update can no longer be expressed (its subject or accuser is gone). */
+/* The versions m advertises, relayed as known. */
+static void node_ext_of(const cm_member_t *m, cm_wire_ext_t *x) {
+  memset(x, 0, sizeof(*x));
+  x->vmin = m->vmin;
+  x->vmax = m->vmax;
+}
+
+/* Versions belong to an incarnation: taken with it, kept when a relay did
+ * not carry them. */
+static void node_keep_ext(cm_member_t *m, const cm_wire_ext_t *x) {
+  if (x->vmin == 0)
+    return;
+  m->vmin = x->vmin;
+  m->vmax = x->vmax;
+}
+
 static int node_item_msg(cm_node_t *n, const cm_bcast_item_t *it,
                          cm_msg_t *msg) {
   cm_member_t *m;
@@ -251,6 +267,7 @@ static int node_item_msg(cm_node_t *n, const cm_bcast_item_t *it,
     msg->u.alive.addr = m->addr;
     msg->u.alive.tags = m->tags;
     msg->u.alive.tags_len = m->tags_len;
+    node_ext_of(m, &msg->u.alive.ext);
     return 1;
   case CM_MSG_SUSPECT:
   case CM_MSG_DEAD: {
@@ -508,6 +525,7 @@ static void node_add(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
     return;
   }
   cm_registry_set_addr(&n->reg, (uint32_t)slot, &a->addr);
+  node_keep_ext(m, &a->ext);
   m->incarnation = a->incarnation;
   m->state = CM_STATE_ALIVE;
   m->state_change = now;
@@ -542,6 +560,7 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
     return;
   old = m->state;
   m->incarnation = a->incarnation;
+  node_keep_ext(m, &a->ext);
   cm_registry_set_addr(&n->reg, slot, &a->addr);
   m->conflict_reported = 0;
   if (old != CM_STATE_ALIVE)
@@ -1042,6 +1061,7 @@ static void node_correct_stale(cm_node_t *n, const cm_addr_t *from,
   alive.u.alive.addr = m->addr;
   alive.u.alive.tags = m->tags;
   alive.u.alive.tags_len = m->tags_len;
+  node_ext_of(m, &alive.u.alive.ext);
   n->st.stale_corrections++;
   node_send(n, from, &alive, 1);
 }
@@ -1079,6 +1099,10 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
   case CM_MSG_LEAVE:
     node_accuse(n, CM_NEWS_LEAVE, msg->u.leave.node.s, msg->u.leave.node.len,
                 msg->u.leave.incarnation, NULL, 0, now);
+    break;
+  default:
+    /* A newer version's message: skipped by its length. */
+    n->st.skipped_unknown++;
     break;
   }
 }
@@ -1127,7 +1151,8 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
     return CM_ENOMEM;
   w.cap = cap;
   w.len = 0;
-  rc = cm_wire_pp_begin(&w, kind, flags);
+  /* Entries carry the versions each member speaks. */
+  rc = cm_wire_pp_begin(&w, kind, flags | CM_PP_FLAG_EXT);
   /* Self first: the receiver reads the sender's id from entry 0. */
   for (i = 0; rc == 0 && i <= n->reg.high; i++) {
     uint32_t s = i == 0 ? n->self : i - 1;
@@ -1147,6 +1172,7 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
     e.state = m->state;
     e.tags = m->tags;
     e.tags_len = m->tags_len;
+    node_ext_of(m, &e.ext);
     rc = cm_wire_pp_add(&w, &e);
     if (rc == CM_ENOSPC) {
       /* The state no longer fits the configured bound: send what fits;
@@ -1285,6 +1311,7 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
       a.addr = e.addr;
       a.tags = e.tags;
       a.tags_len = e.tags_len;
+      a.ext = e.ext;
       node_alive(n, &a, now, quiet);
     } else {
       static const uint8_t kinds[] = {0, CM_NEWS_SUSPECT, CM_NEWS_PP_FAILED,
@@ -1607,6 +1634,8 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
     return CM_ENOMEM;
   }
   n->self = (uint32_t)slot;
+  n->reg.m[slot].vmin = CM_WIRE_VERSION_MIN;
+  n->reg.m[slot].vmax = CM_WIRE_VERSION_MAX;
   cm_registry_set_addr(&n->reg, n->self, addr);
   self = node_self(n);
   self->state = CM_STATE_ALIVE;
@@ -1826,6 +1855,8 @@ int cm_node_member_get(const cm_node_t *n, uint32_t slot,
   info->state_change = m->state_change;
   info->phi = node_phi(n, m, now);
   info->is_self = slot == n->self;
+  info->proto_min = m->vmin;
+  info->proto_max = m->vmax;
   return 1;
 }
 

@@ -70,6 +70,9 @@ typedef struct cm_node_stats {
   uint64_t drop_pushpull;     /* bad or oversized push-pull */
   uint64_t drop_left;         /* input after this node left */
   uint64_t drop_incarnation;  /* accusation at the last incarnation */
+  /* A newer version's message type, skipped; the rest of its packet is
+   * processed. */
+  uint64_t skipped_unknown;
 } cm_node_stats_t;
 
 typedef struct cm_member_info {
@@ -82,6 +85,8 @@ typedef struct cm_member_info {
   cm_time_t state_change;
   double phi; /* suspicion level of arrivals from it; 0 if too few */
   int is_self;
+  /* Protocol versions it advertised; 0, 0 if none (it speaks 1 only). */
+  uint8_t proto_min, proto_max;
 } cm_member_info_t;
 
 /* Create a node. id: 1..64 printable bytes; addr: where peers reach it;

@@ -35,6 +35,9 @@ typedef struct cm_member {
   uint8_t state; /* enum cm_state */
   uint8_t conflict_reported;
   uint16_t tags_len;
+  /* Protocol versions the member speaks, as advertised; 0: never heard
+   * (it speaks version 1 only). Fill the padding before incarnation. */
+  uint8_t vmin, vmax;
   uint32_t incarnation;
   uint8_t *tags; /* canonical blob, owned */
   cm_time_t state_change;

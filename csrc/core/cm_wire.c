@@ -130,6 +130,31 @@ static int wire_rd_tags(wire_rd_t *r, const uint8_t **tags, uint16_t *tags_len,
   return check ? cm_tags_validate(*tags, *tags_len) : 0;
 }
 
+static int wire_version_ok(uint8_t v) {
+  return v >= 1 && v <= CM_WIRE_VERSION_COMPAT;
+}
+
+/* u8 ext_len | u8 vmin | u8 vmax | rest. ext_len 0 means "not advertised"
+ * and is only valid where the extension is not optional itself (push-pull
+ * entries under CM_PP_FLAG_EXT); ext_len 1 is never valid. */
+static int wire_rd_ext(wire_rd_t *r, cm_wire_ext_t *x, int allow_empty) {
+  const uint8_t *b;
+  uint8_t n;
+  int rc;
+  memset(x, 0, sizeof(*x));
+  if ((rc = wire_u8(r, &n)) != 0 || (rc = wire_bytes(r, n, &b)) != 0)
+    return rc;
+  if (n == 0)
+    return allow_empty ? 0 : CM_EBADMSG;
+  if (n < 2 || b[0] == 0 || b[0] > b[1])
+    return CM_EBADMSG;
+  x->vmin = b[0];
+  x->vmax = b[1];
+  x->rest_len = (uint8_t)(n - 2);
+  x->rest = n > 2 ? b + 2 : NULL;
+  return 0;
+}
+
 static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
   int rc;
   switch (m->type) {
@@ -155,7 +180,13 @@ static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
         (rc = wire_u32(r, &m->u.alive.incarnation)) != 0 ||
         (rc = wire_rd_addr(r, &m->u.alive.addr)) != 0)
       return rc;
-    return wire_rd_tags(r, &m->u.alive.tags, &m->u.alive.tags_len, 1);
+    if ((rc = wire_rd_tags(r, &m->u.alive.tags, &m->u.alive.tags_len, 1)) != 0)
+      return rc;
+    if (r->off == r->len) {
+      memset(&m->u.alive.ext, 0, sizeof(m->u.alive.ext));
+      return 0;
+    }
+    return wire_rd_ext(r, &m->u.alive.ext, 0);
   case CM_MSG_SUSPECT:
   case CM_MSG_DEAD:
     if ((rc = wire_rd_id(r, &m->u.suspect.node)) != 0 ||
@@ -167,7 +198,11 @@ static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
       return rc;
     return wire_u32(r, &m->u.leave.incarnation);
   default:
-    return CM_EMSGTYPE;
+    /* A newer version's message: kept whole, understood by nobody here. */
+    m->u.raw.body = r->len > 0 ? r->p : NULL;
+    m->u.raw.len = (uint16_t)r->len;
+    r->off = r->len;
+    return 0;
   }
 }
 
@@ -240,6 +275,27 @@ static int wire_tags_ok(const uint8_t *tags, uint16_t len) {
 
 /* Whether m would decode back to itself; the encoder refuses anything the
  * decoder would reject, so no node can emit a packet its peers drop. */
+static size_t wire_ext_size(const cm_wire_ext_t *x) {
+  return x->vmin == 0 ? 1 : 3 + (size_t)x->rest_len;
+}
+
+/* Writes the u8 ext_len too, 0 for "not advertised". */
+static uint8_t *wire_put_ext(uint8_t *p, const cm_wire_ext_t *x) {
+  if (x->vmin == 0)
+    return wire_put_u8(p, 0);
+  p = wire_put_u8(p, (uint8_t)(2 + x->rest_len));
+  p = wire_put_u8(p, x->vmin);
+  p = wire_put_u8(p, x->vmax);
+  return wire_put_bytes(p, x->rest, x->rest_len);
+}
+
+static int wire_ext_ok(const cm_wire_ext_t *x) {
+  if (x->vmin == 0)
+    return x->rest_len == 0;
+  return x->vmin <= x->vmax && x->rest_len <= CM_WIRE_EXT_MAX_REST &&
+         (x->rest_len == 0 || x->rest != NULL);
+}
+
 static int wire_msg_ok(const cm_msg_t *m) {
   switch (m->type) {
   case CM_MSG_PING:
@@ -254,18 +310,20 @@ static int wire_msg_ok(const cm_msg_t *m) {
            m->u.ping_req.want_nack <= 1;
   case CM_MSG_ALIVE:
     return wire_id_ok(&m->u.alive.node) && cm_addr_valid(&m->u.alive.addr) &&
-           wire_tags_ok(m->u.alive.tags, m->u.alive.tags_len);
+           wire_tags_ok(m->u.alive.tags, m->u.alive.tags_len) &&
+           wire_ext_ok(&m->u.alive.ext);
   case CM_MSG_SUSPECT:
   case CM_MSG_DEAD:
     return wire_id_ok(&m->u.suspect.node) && wire_id_ok(&m->u.suspect.from);
   case CM_MSG_LEAVE:
     return wire_id_ok(&m->u.leave.node);
-  default:
+  case 0:
     return 0;
+  default:
+    return m->u.raw.len == 0 || m->u.raw.body != NULL;
   }
 }
 
-/* Every body is at least 4 bytes, so 0 can mean "unknown type". */
 static size_t wire_body_size(const cm_msg_t *m) {
   switch (m->type) {
   case CM_MSG_PING:
@@ -280,7 +338,8 @@ static size_t wire_body_size(const cm_msg_t *m) {
            wire_addr_size(&m->u.ping_req.target_addr) + 1;
   case CM_MSG_ALIVE:
     return wire_id_size(&m->u.alive.node) + 4 +
-           wire_addr_size(&m->u.alive.addr) + 2 + m->u.alive.tags_len;
+           wire_addr_size(&m->u.alive.addr) + 2 + m->u.alive.tags_len +
+           (m->u.alive.ext.vmin != 0 ? wire_ext_size(&m->u.alive.ext) : 0);
   case CM_MSG_SUSPECT:
   case CM_MSG_DEAD:
     return wire_id_size(&m->u.suspect.node) + 4 +
@@ -288,7 +347,7 @@ static size_t wire_body_size(const cm_msg_t *m) {
   case CM_MSG_LEAVE:
     return wire_id_size(&m->u.leave.node) + 4;
   default:
-    return 0;
+    return m->u.raw.len;
   }
 }
 
@@ -312,7 +371,9 @@ static uint8_t *wire_put_body(uint8_t *p, const cm_msg_t *m) {
     p = wire_put_id(p, &m->u.alive.node);
     p = wire_put_u32(p, m->u.alive.incarnation);
     p = wire_put_addr(p, &m->u.alive.addr);
-    return wire_put_tags(p, m->u.alive.tags, m->u.alive.tags_len);
+    p = wire_put_tags(p, m->u.alive.tags, m->u.alive.tags_len);
+    /* Optional in an ALIVE: absent when no versions are advertised. */
+    return m->u.alive.ext.vmin != 0 ? wire_put_ext(p, &m->u.alive.ext) : p;
   case CM_MSG_SUSPECT:
   case CM_MSG_DEAD:
     p = wire_put_id(p, &m->u.suspect.node);
@@ -322,7 +383,7 @@ static uint8_t *wire_put_body(uint8_t *p, const cm_msg_t *m) {
     p = wire_put_id(p, &m->u.leave.node);
     return wire_put_u32(p, m->u.leave.incarnation);
   default:
-    return p;
+    return wire_put_bytes(p, m->u.raw.body, m->u.raw.len);
   }
 }
 
@@ -338,16 +399,21 @@ int cm_wire_id_set(cm_wire_id_t *id, const char *s, size_t len) {
 }
 
 size_t cm_wire_msg_size(const cm_msg_t *m) {
-  size_t body = m != NULL ? wire_body_size(m) : 0;
-  return body == 0 ? 0 : WIRE_MSG_HDR + body;
+  if (m == NULL || m->type == 0)
+    return 0;
+  return WIRE_MSG_HDR + wire_body_size(m);
 }
 
 int cm_wire_packet_begin(cm_wbuf_t *w) {
-  if (w == NULL || w->p == NULL)
+  return cm_wire_packet_begin_version(w, CM_WIRE_VERSION);
+}
+
+int cm_wire_packet_begin_version(cm_wbuf_t *w, uint8_t version) {
+  if (w == NULL || w->p == NULL || !wire_version_ok(version))
     return CM_EINVAL;
   if (w->cap < WIRE_PKT_HDR)
     return CM_ENOSPC;
-  w->p[0] = CM_WIRE_VERSION;
+  w->p[0] = version;
   w->p[1] = 0;
   w->len = WIRE_PKT_HDR;
   return 0;
@@ -357,7 +423,7 @@ int cm_wire_packet_add(cm_wbuf_t *w, const cm_msg_t *m) {
   size_t need, room;
   uint8_t *p;
   if (w == NULL || m == NULL || w->p == NULL || w->len < WIRE_PKT_HDR ||
-      w->p[0] != CM_WIRE_VERSION)
+      !wire_version_ok(w->p[0]))
     return CM_EINVAL;
   if (!wire_msg_ok(m))
     return CM_EINVAL;
@@ -397,7 +463,7 @@ int cm_wire_packet_decode(const uint8_t *buf, size_t len, cm_msg_t *msgs,
     return CM_ETOOBIG;
   if ((rc = wire_u8(&r, &ver)) != 0)
     return rc;
-  if (ver != CM_WIRE_VERSION)
+  if (!wire_version_ok(ver))
     return CM_EVERSION;
   if ((rc = wire_u8(&r, &n)) != 0)
     return rc;
@@ -412,7 +478,9 @@ int cm_wire_packet_decode(const uint8_t *buf, size_t len, cm_msg_t *msgs,
     wire_rd_t br;
     if ((rc = wire_u8(&r, &type)) != 0 || (rc = wire_u16(&r, &body_len)) != 0)
       return rc;
-    if (type < CM_MSG_PING || type > CM_MSG_LEAVE)
+    /* Any other type is a newer version's, skipped by its length like the
+     * rest; only that length must be honest. */
+    if (type == 0)
       return CM_EMSGTYPE;
     if ((rc = wire_bytes(&r, body_len, &body)) != 0)
       return rc;
@@ -608,17 +676,19 @@ int cm_tags_remove(const uint8_t *blob, size_t len, const char *key,
 
 /* ---- Push-pull ---- */
 
-static int wire_pp_entry_ok(const cm_pp_entry_t *e) {
+static int wire_pp_entry_ok(const cm_pp_entry_t *e, int has_ext) {
   return wire_id_ok(&e->node) && cm_addr_valid(&e->addr) &&
-         e->state <= CM_STATE_LEFT && wire_tags_ok(e->tags, e->tags_len);
+         e->state <= CM_STATE_LEFT && wire_tags_ok(e->tags, e->tags_len) &&
+         (!has_ext || wire_ext_ok(&e->ext));
 }
 
-static size_t wire_pp_entry_size(const cm_pp_entry_t *e) {
+static size_t wire_pp_entry_size(const cm_pp_entry_t *e, int has_ext) {
   return wire_id_size(&e->node) + 4 + wire_addr_size(&e->addr) + 1 + 2 +
-         e->tags_len;
+         e->tags_len + (has_ext ? wire_ext_size(&e->ext) : 0);
 }
 
-static int wire_rd_entry(wire_rd_t *r, cm_pp_entry_t *e, int check) {
+static int wire_rd_entry(wire_rd_t *r, cm_pp_entry_t *e, int check,
+                         int has_ext) {
   int rc;
   if ((rc = wire_rd_id(r, &e->node)) != 0 ||
       (rc = wire_u32(r, &e->incarnation)) != 0 ||
@@ -627,23 +697,33 @@ static int wire_rd_entry(wire_rd_t *r, cm_pp_entry_t *e, int check) {
     return rc;
   if (e->state > CM_STATE_LEFT)
     return CM_EBADMSG;
-  return wire_rd_tags(r, &e->tags, &e->tags_len, check);
+  if ((rc = wire_rd_tags(r, &e->tags, &e->tags_len, check)) != 0)
+    return rc;
+  if (!has_ext) {
+    memset(&e->ext, 0, sizeof(e->ext));
+    return 0;
+  }
+  return wire_rd_ext(r, &e->ext, 1);
 }
 
 static int wire_pp_started(const cm_wbuf_t *w) {
   return w != NULL && w->p != NULL && w->len >= WIRE_PP_HDR &&
-         w->len <= w->cap && w->p[0] == CM_WIRE_VERSION;
+         w->len <= w->cap && wire_version_ok(w->p[0]);
 }
 
 int cm_wire_pp_begin(cm_wbuf_t *w, uint8_t kind, uint8_t flags) {
+  return cm_wire_pp_begin_version(w, CM_WIRE_VERSION, kind, flags);
+}
+
+int cm_wire_pp_begin_version(cm_wbuf_t *w, uint8_t version, uint8_t kind,
+                             uint8_t flags) {
   uint8_t *p;
-  if (w == NULL || w->p == NULL ||
-      (kind != CM_PP_REQUEST && kind != CM_PP_RESPONSE) ||
-      (flags & ~CM_PP_FLAG_JOIN) != 0)
+  if (w == NULL || w->p == NULL || !wire_version_ok(version) ||
+      (kind != CM_PP_REQUEST && kind != CM_PP_RESPONSE))
     return CM_EINVAL;
   if (w->cap < WIRE_PP_HDR)
     return CM_ENOSPC;
-  p = wire_put_u8(w->p, CM_WIRE_VERSION);
+  p = wire_put_u8(w->p, version);
   p = wire_put_u8(p, kind);
   p = wire_put_u8(p, flags);
   wire_put_u32(p, 0);
@@ -655,19 +735,25 @@ int cm_wire_pp_add(cm_wbuf_t *w, const cm_pp_entry_t *e) {
   uint32_t count;
   size_t need;
   uint8_t *p;
-  if (!wire_pp_started(w) || e == NULL || !wire_pp_entry_ok(e))
+  int has_ext;
+  if (!wire_pp_started(w) || e == NULL)
+    return CM_EINVAL;
+  has_ext = (w->p[2] & CM_PP_FLAG_EXT) != 0;
+  if (!wire_pp_entry_ok(e, has_ext))
     return CM_EINVAL;
   count = wire_load_u32(w->p + WIRE_PP_COUNT_OFF);
   if (count >= CM_WIRE_PP_MAX_ENTRIES)
     return CM_ELIMIT;
-  need = wire_pp_entry_size(e);
+  need = wire_pp_entry_size(e, has_ext);
   if (w->cap - w->len < need)
     return CM_ENOSPC;
   p = wire_put_id(w->p + w->len, &e->node);
   p = wire_put_u32(p, e->incarnation);
   p = wire_put_addr(p, &e->addr);
   p = wire_put_u8(p, e->state);
-  wire_put_tags(p, e->tags, e->tags_len);
+  p = wire_put_tags(p, e->tags, e->tags_len);
+  if (has_ext)
+    wire_put_ext(p, &e->ext);
   w->len += need;
   /* The count is kept current, so the buffer is a complete message after
    * every add. */
@@ -688,13 +774,13 @@ int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr) {
     return CM_EINVAL;
   if ((rc = wire_u8(&r, &ver)) != 0)
     return rc;
-  if (ver != CM_WIRE_VERSION)
+  if (!wire_version_ok(ver))
     return CM_EVERSION;
   if ((rc = wire_u8(&r, &kind)) != 0 || (rc = wire_u8(&r, &flags)) != 0 ||
       (rc = wire_u32(&r, &count)) != 0)
     return rc;
-  if ((kind != CM_PP_REQUEST && kind != CM_PP_RESPONSE) ||
-      (flags & ~CM_PP_FLAG_JOIN) != 0)
+  /* Flag bits unknown here are a newer version's and change no layout. */
+  if (kind != CM_PP_REQUEST && kind != CM_PP_RESPONSE)
     return CM_EBADMSG;
   if (count > CM_WIRE_PP_MAX_ENTRIES)
     return CM_ETOOBIG;
@@ -702,11 +788,12 @@ int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr) {
    * count claims. */
   for (i = 0; i < count; i++) {
     cm_pp_entry_t e;
-    if ((rc = wire_rd_entry(&r, &e, 1)) != 0)
+    if ((rc = wire_rd_entry(&r, &e, 1, flags & CM_PP_FLAG_EXT)) != 0)
       return rc;
   }
   if (r.off != len)
     return CM_EBADMSG;
+  hdr->version = ver;
   hdr->kind = kind;
   hdr->flags = flags;
   hdr->count = count;
@@ -721,7 +808,7 @@ int cm_wire_pp_next(const uint8_t *buf, size_t len, size_t *off,
     return 0;
   /* Validated by cm_wire_pp_decode; bounds are still checked (cheaply), the
    * tag bytes are not. */
-  if (wire_rd_entry(&r, e, 0) != 0)
+  if (wire_rd_entry(&r, e, 0, buf[2] & CM_PP_FLAG_EXT) != 0)
     return 0;
   *off = r.off;
   return 1;

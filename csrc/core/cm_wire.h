@@ -9,14 +9,25 @@
  *   u8 version | u8 kind | u8 flags | u32 count | count x entry
  *
  * Decoding is all-or-nothing: a packet with any malformed part is rejected as
- * a whole and the caller sees nothing of it.
+ * a whole and the caller sees nothing of it. What a newer version may add is
+ * not malformed: messages of unknown types (skipped by body_len), unknown
+ * push-pull flag bits, version bytes up to CM_WIRE_VERSION_COMPAT, and
+ * version extension bytes past the ones known here (docs/protocol.md, "Rules
+ * for future versions").
  */
 #ifndef CM_WIRE_H
 #define CM_WIRE_H
 
 #include "cm_common.h"
 
+/* The version this code writes, and the range it speaks (advertised in
+ * ALIVE messages and push-pull entries). Version bytes 1..COMPAT all share
+ * this framing and are read; 0 and COMPAT+1..255 are refused. */
 #define CM_WIRE_VERSION 1
+#define CM_WIRE_VERSION_MIN 1
+#define CM_WIRE_VERSION_MAX 1
+#define CM_WIRE_VERSION_COMPAT 127
+#define CM_WIRE_EXT_MAX_REST 253 /* ext_len is a u8 and holds vmin, vmax */
 
 /* Hard limits of the format itself; configuration may only be stricter. */
 #define CM_WIRE_MAX_MSGS 64          /* messages in one packet */
@@ -36,6 +47,23 @@ enum cm_msg_type {
   CM_MSG_DEAD = 7,
   CM_MSG_LEAVE = 8,
 };
+
+/* Types outside 1..CM_MSG_LEAVE other than 0 are a newer version's: decoded
+ * as raw bodies, skipped by receivers, re-encoded verbatim. 0 is never a type.
+ */
+typedef struct cm_msg_raw {
+  const uint8_t *body;
+  uint16_t len;
+} cm_msg_raw_t;
+
+/* The protocol versions a node speaks, with bytes of later versions' fields
+ * carried unread (rest points into the decoded buffer). vmin 0: not
+ * advertised, which is encoded as no extension at all. */
+typedef struct cm_wire_ext {
+  uint8_t vmin, vmax;
+  const uint8_t *rest;
+  uint8_t rest_len;
+} cm_wire_ext_t;
 
 /* Member states as they travel in push-pull entries. */
 enum cm_state {
@@ -84,6 +112,7 @@ typedef struct cm_msg_alive {
   cm_addr_t addr;
   const uint8_t *tags;
   uint16_t tags_len;
+  cm_wire_ext_t ext; /* optional trailing field */
 } cm_msg_alive_t;
 
 /* SUSPECT and DEAD name the accuser; LEAVE is sent by a node about itself. */
@@ -108,6 +137,7 @@ typedef struct cm_msg {
     cm_msg_alive_t alive;
     cm_msg_accuse_t suspect; /* also used for DEAD */
     cm_msg_leave_t leave;
+    cm_msg_raw_t raw; /* a type this version does not know */
   } u;
 } cm_msg_t;
 
@@ -121,13 +151,16 @@ typedef struct cm_wbuf {
 /* Fill a cm_wire_id_t from a C string. Returns 0 or CM_ENODEID. */
 int cm_wire_id_set(cm_wire_id_t *id, const char *s, size_t len);
 
-/* Bytes m takes in a packet, including its type and length prefix; 0 for an
- * unknown type. */
+/* Bytes m takes in a packet, including its type and length prefix; 0 for
+ * type 0. */
 size_t cm_wire_msg_size(const cm_msg_t *m);
 
 /* Start a packet in w (w->len is reset). Returns 0 or CM_ENOSPC (w
  * unchanged). A packet never grows past CM_WIRE_MAX_PACKET, whatever w->cap. */
 int cm_wire_packet_begin(cm_wbuf_t *w);
+/* Same with another version byte, 1..CM_WIRE_VERSION_COMPAT (else
+ * CM_EINVAL): what a peer of a newer version would send. */
+int cm_wire_packet_begin_version(cm_wbuf_t *w, uint8_t version);
 /* Append m. Returns 0; CM_ENOSPC (w unchanged) if it does not fit in w->cap;
  * CM_ELIMIT if the packet already holds CM_WIRE_MAX_MSGS; CM_EINVAL if m
  * cannot be encoded (bad id, address or tags). */
@@ -135,8 +168,9 @@ int cm_wire_packet_add(cm_wbuf_t *w, const cm_msg_t *m);
 /* Messages in the packet being built. */
 unsigned cm_wire_packet_count(const cm_wbuf_t *w);
 
-/* Decode a whole packet into msgs[0..*count). Pointers inside msgs (tags)
- * point into buf. Returns 0, or CM_ETRUNC, CM_EVERSION, CM_EMSGTYPE,
+/* Decode a whole packet into msgs[0..*count), messages of unknown types
+ * included (as raw bodies). Pointers inside msgs (tags, raw bodies, ext)
+ * point into buf. Returns 0, or CM_ETRUNC, CM_EVERSION, CM_EMSGTYPE (type 0),
  * CM_EBADMSG, CM_ETOOBIG (len over CM_WIRE_MAX_PACKET, tags over
  * CM_WIRE_MAX_TAGS_LEN), CM_ELIMIT (more than max_msgs messages); on error
  * *count is 0 and the contents of msgs are unspecified. */
@@ -181,6 +215,8 @@ int cm_tag_key_valid(const char *key, size_t len);
 /* ---- Push-pull: full state exchange ---- */
 enum cm_pp_kind { CM_PP_REQUEST = 1, CM_PP_RESPONSE = 2 };
 #define CM_PP_FLAG_JOIN 0x01
+#define CM_PP_FLAG_EXT 0x02 /* every entry ends with an extension */
+#define CM_PP_FLAGS_KNOWN (CM_PP_FLAG_JOIN | CM_PP_FLAG_EXT)
 
 typedef struct cm_pp_entry {
   cm_wire_id_t node;
@@ -189,9 +225,11 @@ typedef struct cm_pp_entry {
   uint8_t state; /* enum cm_state */
   const uint8_t *tags;
   uint16_t tags_len;
+  cm_wire_ext_t ext; /* written only under CM_PP_FLAG_EXT */
 } cm_pp_entry_t;
 
 typedef struct cm_pp_header {
+  uint8_t version;
   uint8_t kind;
   uint8_t flags;
   uint32_t count;
@@ -203,12 +241,17 @@ typedef struct cm_pp_header {
  * current, so the buffer is a complete message after every add; finish checks
  * that a push-pull was begun (CM_EINVAL), not that ids are unique. */
 int cm_wire_pp_begin(cm_wbuf_t *w, uint8_t kind, uint8_t flags);
+/* Same with another version byte (1..CM_WIRE_VERSION_COMPAT). Flags may
+ * hold bits unknown here; only CM_PP_FLAG_EXT changes the layout. */
+int cm_wire_pp_begin_version(cm_wbuf_t *w, uint8_t version, uint8_t kind,
+                             uint8_t flags);
 int cm_wire_pp_add(cm_wbuf_t *w, const cm_pp_entry_t *e);
 int cm_wire_pp_finish(cm_wbuf_t *w);
 
 /* Validate a whole push-pull message and read its header. Returns 0 or
  * CM_ETRUNC (input ends early, including fewer entries than count) /
- * CM_EVERSION / CM_EBADMSG (trailing bytes, bad entry) / CM_ETOOBIG. A node
+ * CM_EVERSION / CM_EBADMSG (trailing bytes, bad entry) / CM_ETOOBIG.
+ * Unknown flag bits are kept in hdr->flags and otherwise ignored. A node
  * id may appear twice: the receiver merges only its highest entry
  * (cm_merge_entry_cmp), so the order of the entries does not matter. Iterate
  * entries afterwards with cm_wire_pp_next, *off starting at 0; it returns 1

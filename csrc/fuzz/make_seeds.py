@@ -12,6 +12,8 @@ import struct
 OUT = pathlib.Path(__file__).parent / "seeds" / "fuzz_decode"
 VERSION = 1
 PING, ACK, PING_REQ, NACK, ALIVE, SUSPECT, DEAD, LEAVE = range(1, 9)
+NEWER_TYPE = 0x40  # a type of a later version: skipped by its length
+FLAG_JOIN, FLAG_EXT, NEWER_FLAG = 0x01, 0x02, 0x80
 
 
 def node_id(s: str) -> bytes:
@@ -39,8 +41,13 @@ def tagged(t: bytes) -> bytes:
     return struct.pack(">H", len(t)) + t
 
 
-def packet(*msgs) -> bytes:
-    out = bytes([VERSION, len(msgs)])
+def ext(vmin: int, vmax: int, later: bytes = b"") -> bytes:
+    """u8 ext_len | u8 vmin | u8 vmax | later versions' bytes."""
+    return bytes([2 + len(later), vmin, vmax]) + later
+
+
+def packet(*msgs, version: int = VERSION) -> bytes:
+    out = bytes([version, len(msgs)])
     for mtype, body in msgs:
         out += bytes([mtype]) + struct.pack(">H", len(body)) + body
     return out
@@ -72,6 +79,22 @@ SEEDS = {
     + node_id("node-b") + u32(5) + addr6(V6, 7946) + bytes([1]) + tagged(b"")
     + node_id("node") + u32(0) + addr4("10.0.0.4", 1) + bytes([3]) + tagged(tags({"k": ""})),
     "pushpull_empty": bytes([VERSION, 1, 0]) + u32(0),
+    # What a version-2 node sends: all of it must decode here.
+    "newer_packet": packet(
+        (NEWER_TYPE, b"v2"),
+        (ALIVE, node_id("n1") + u32(2) + addr4("10.0.0.1", 7946) + tagged(b"") + ext(1, 2, b"\xab")),
+        (ACK, u32(5)),
+        (NEWER_TYPE + 1, b""),
+        version=2,
+    ),
+    "alive_versions": packet((ALIVE, node_id("n1") + u32(2) + addr4("10.0.0.1", 7946) + tagged(TAGS) + ext(1, 1))),
+    "pushpull_versions": bytes([VERSION, 2, FLAG_JOIN | FLAG_EXT])
+    + u32(2)
+    + node_id("node-a") + u32(1) + addr4("10.0.0.1", 7946) + bytes([0]) + tagged(TAGS) + ext(1, 1)
+    + node_id("node-b") + u32(5) + addr6(V6, 7946) + bytes([1]) + tagged(b"") + bytes([0]),
+    "pushpull_newer": bytes([2, 1, FLAG_EXT | NEWER_FLAG])
+    + u32(1)
+    + node_id("node-c") + u32(3) + addr4("10.0.0.3", 7946) + bytes([0]) + tagged(b"") + ext(1, 2, b"\xab\xcd"),
     "tags": TAGS,
 }
 

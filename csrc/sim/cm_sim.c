@@ -61,6 +61,8 @@ struct cm_sim {
   size_t nparts;
   cm_sim_event_fn on_event;
   void *on_event_ud;
+  cm_sim_rewrite_fn on_send;
+  void *on_send_ud;
   cm_sim_stats_t st;
 };
 
@@ -167,6 +169,28 @@ static int sim_blocked(const cm_sim_t *s, uint32_t src, uint32_t dst) {
   return 0;
 }
 
+/* Pass an owned message through the on_send hook. Returns 0 if the hook
+ * dropped it (or memory ran out), the message then freed. */
+static int sim_rewrite(cm_sim_t *s, uint32_t node, int stream, uint8_t **data,
+                       size_t *len) {
+  size_t cap =
+      stream ? s->cfg.node.max_pushpull_size : s->cfg.node.max_packet_size;
+  uint8_t *out;
+  if (s->on_send == NULL)
+    return 1;
+  out = malloc(cap);
+  if (out != NULL)
+    cap = s->on_send(s->on_send_ud, node, stream, *data, *len, out, cap);
+  free(*data);
+  *data = out;
+  *len = cap;
+  if (out != NULL && cap > 0)
+    return 1;
+  free(out);
+  *data = NULL;
+  return 0;
+}
+
 static cm_time_t sim_latency(cm_sim_t *s) {
   cm_time_t span = s->cfg.latency_max - s->cfg.latency_min;
   if (span == 0)
@@ -220,6 +244,8 @@ static void sim_after_step(cm_sim_t *s, uint32_t i) {
       continue;
     memcpy(e.data, data, len);
     e.len = len;
+    if (!sim_rewrite(s, i, 0, &e.data, &e.len))
+      continue;
     e.kind = SIM_DGRAM;
     e.at = s->now + sim_latency(s);
     e.src = i;
@@ -245,6 +271,12 @@ static void sim_after_step(cm_sim_t *s, uint32_t i) {
       e.dst = dst;
       e.data = sdata;
       e.len = len;
+      if (!sim_rewrite(s, i, 1, &e.data, &e.len)) {
+        e.kind = SIM_PP_FAIL;
+        e.dst = i;
+        e.gen = sn->inst;
+        e.at = s->now + s->cfg.stream_timeout;
+      }
       e.at = s->now + sim_latency(s);
     }
     sim_push(s, &e);
@@ -340,6 +372,8 @@ static void sim_process(cm_sim_t *s, struct sim_ev *e) {
     r.dst = e->src;
     r.gen = e->src_gen;
     r.req_id = e->req_id;
+    if (rc == 0 && !sim_rewrite(s, e->dst, 1, &reply, &rlen))
+      rc = CM_ECLOSED;
     if (rc == 0 && !sim_blocked(s, e->dst, e->src)) {
       r.kind = SIM_PP_REPLY;
       r.data = reply;
@@ -446,6 +480,11 @@ void cm_sim_free(cm_sim_t *s) {
 void cm_sim_on_event(cm_sim_t *s, cm_sim_event_fn fn, void *ud) {
   s->on_event = fn;
   s->on_event_ud = ud;
+}
+
+void cm_sim_on_send(cm_sim_t *s, cm_sim_rewrite_fn fn, void *ud) {
+  s->on_send = fn;
+  s->on_send_ud = ud;
 }
 
 cm_time_t cm_sim_now(const cm_sim_t *s) { return s->now; }
@@ -582,7 +621,7 @@ static int sim_full_table(cm_sim_t *s, uint8_t **out, size_t *out_len) {
     return CM_ENOMEM;
   w.cap = cap;
   w.len = 0;
-  rc = cm_wire_pp_begin(&w, CM_PP_RESPONSE, 0);
+  rc = cm_wire_pp_begin(&w, CM_PP_RESPONSE, CM_PP_FLAG_EXT);
   /* The first entry names the sender: the lowest-numbered up node. */
   for (k = 0; rc == 0 && k <= s->n; k++) {
     cm_member_info_t info;
@@ -603,6 +642,8 @@ static int sim_full_table(cm_sim_t *s, uint8_t **out, size_t *out_len) {
     e.state = CM_STATE_ALIVE;
     e.tags = info.tags;
     e.tags_len = (uint16_t)info.tags_len;
+    e.ext.vmin = info.proto_min;
+    e.ext.vmax = info.proto_max;
     rc = cm_wire_pp_add(&w, &e);
   }
   if (rc == 0)

@@ -35,12 +35,20 @@ typedef struct cm_sim_stats {
 
 /* Called for every membership event any node reports. */
 typedef void (*cm_sim_event_fn)(void *ud, uint32_t node, const cm_event_t *ev);
+/* Rewrites what node sends before it travels: a datagram (stream 0) or a
+ * push-pull request or reply (stream 1). Writes at most cap bytes to out and
+ * returns their number; 0 drops the message. A test's stand-in for a node of
+ * another protocol version. */
+typedef size_t (*cm_sim_rewrite_fn)(void *ud, uint32_t node, int stream,
+                                    const uint8_t *in, size_t len, uint8_t *out,
+                                    size_t cap);
 
 void cm_sim_config_default(cm_sim_config_t *c);
 /* Errors: CM_EINVAL (0 nodes or more than 16M), CM_ECONFIG, CM_ENOMEM. */
 int cm_sim_new(cm_sim_t **out, const cm_sim_config_t *c);
 void cm_sim_free(cm_sim_t *s);
 void cm_sim_on_event(cm_sim_t *s, cm_sim_event_fn fn, void *ud);
+void cm_sim_on_send(cm_sim_t *s, cm_sim_rewrite_fn fn, void *ud);
 
 cm_time_t cm_sim_now(const cm_sim_t *s);
 uint32_t cm_sim_size(const cm_sim_t *s);

@@ -219,3 +219,131 @@ CM_TEST(cluster_paused_node_counts_its_stall) {
   CM_CHECK_EQ(r.stalls_elsewhere, 0);
   cm_sim_free(s);
 }
+
+/* ---- A node of a newer protocol version among version-1 nodes ---- */
+
+#define V2_TYPE 0x40 /* a message type version 1 does not know */
+#define V2_FLAG 0x80 /* a push-pull flag bit version 1 does not know */
+
+/* Stands in for a version-2 build of one node: every packet it sends goes
+ * out as version 2 and leads with a message of V2_TYPE; its push-pulls
+ * carry V2_FLAG; it advertises versions 1..2 with one byte of a field
+ * version 2 adds. */
+struct v2 {
+  uint32_t node;
+  char id[CM_ID_MAX + 1];
+  uint64_t packets, trimmed, streams;
+};
+
+static const uint8_t V2_LATER[] = {0xab};
+
+static void v2_ext(const struct v2 *v, const cm_wire_id_t *id,
+                   cm_wire_ext_t *x) {
+  if (strcmp(id->s, v->id) != 0)
+    return;
+  x->vmin = 1;
+  x->vmax = 2;
+  x->rest = V2_LATER;
+  x->rest_len = sizeof(V2_LATER);
+}
+
+static size_t v2_packet(struct v2 *v, const uint8_t *in, size_t len,
+                        uint8_t *out, size_t cap) {
+  static const uint8_t hello[] = {'v', '2'};
+  cm_msg_t msgs[CM_WIRE_MAX_MSGS], extra;
+  cm_wbuf_t w = {out, 0, cap};
+  size_t count, i;
+  CM_CHECK_OK(cm_wire_packet_decode(in, len, msgs, CM_WIRE_MAX_MSGS, &count));
+  memset(&extra, 0, sizeof(extra));
+  extra.type = V2_TYPE;
+  extra.u.raw.body = hello;
+  extra.u.raw.len = sizeof(hello);
+  CM_CHECK_OK(cm_wire_packet_begin_version(&w, 2));
+  CM_CHECK_OK(cm_wire_packet_add(&w, &extra));
+  for (i = 0; i < count; i++) {
+    if (msgs[i].type == CM_MSG_ALIVE)
+      v2_ext(v, &msgs[i].u.alive.node, &msgs[i].u.alive.ext);
+    /* A full packet loses its last gossip, which later packets carry. */
+    if (cm_wire_packet_add(&w, &msgs[i]) != 0) {
+      v->trimmed++;
+      break;
+    }
+  }
+  v->packets++;
+  return w.len;
+}
+
+static size_t v2_pushpull(struct v2 *v, const uint8_t *in, size_t len,
+                          uint8_t *out, size_t cap) {
+  cm_pp_header_t h;
+  cm_pp_entry_t e;
+  cm_wbuf_t w = {out, 0, cap};
+  size_t off = 0;
+  CM_CHECK_OK(cm_wire_pp_decode(in, len, &h));
+  CM_CHECK(h.flags & CM_PP_FLAG_EXT);
+  CM_CHECK_OK(
+      cm_wire_pp_begin_version(&w, 2, h.kind, (uint8_t)(h.flags | V2_FLAG)));
+  while (cm_wire_pp_next(in, len, &off, &e)) {
+    v2_ext(v, &e.node, &e.ext);
+    CM_CHECK_OK(cm_wire_pp_add(&w, &e));
+  }
+  CM_CHECK_OK(cm_wire_pp_finish(&w));
+  v->streams++;
+  return w.len;
+}
+
+static size_t v2_rewrite(void *ud, uint32_t node, int stream, const uint8_t *in,
+                         size_t len, uint8_t *out, size_t cap) {
+  struct v2 *v = ud;
+  if (node != v->node) {
+    CM_CHECK(len <= cap);
+    memcpy(out, in, len);
+    return len;
+  }
+  return stream ? v2_pushpull(v, in, len, out, cap)
+                : v2_packet(v, in, len, out, cap);
+}
+
+CM_TEST(cluster_with_a_version_2_node_stays_whole) {
+  struct v2 v;
+  cm_sim_config_t c;
+  cm_sim_t *s = NULL;
+  uint32_t n = 5, i;
+  cm_sim_config_default(&c);
+  c.nodes = n;
+  c.seed = 14;
+  memset(&v, 0, sizeof(v));
+  v.node = 2;
+  cm_sim_id(v.node, v.id, sizeof(v.id));
+  CM_CHECK_OK(cm_sim_new(&s, &c));
+  cm_sim_on_send(s, v2_rewrite, &v);
+  for (i = 1; i < n; i++)
+    CM_CHECK_OK(cm_sim_join(s, i, 0));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(30), all_alive, NULL));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(120));
+  CM_CHECK(v.packets > 100);
+  CM_CHECK(v.streams > 0);
+  for (i = 0; i < n; i++) {
+    cm_node_t *node = cm_sim_node(s, i);
+    cm_member_info_t info;
+    cm_node_stats_t st;
+    cm_node_stats(node, &st);
+    CM_CHECK_EQ(st.alive, n);
+    CM_CHECK_EQ(st.suspicions, 0);
+    CM_CHECK_EQ(st.drop_malformed, 0);
+    CM_CHECK_EQ(st.drop_pushpull, 0);
+    if (i == v.node) {
+      CM_CHECK_EQ(st.skipped_unknown, 0);
+      continue;
+    }
+    CM_CHECK(st.skipped_unknown > 0);
+    CM_CHECK(cm_node_member_find(node, v.id, &info, cm_sim_now(s)));
+    CM_CHECK_EQ(info.proto_min, 1);
+    CM_CHECK_EQ(info.proto_max, 2);
+    CM_CHECK(cm_node_member_find(node, cm_node_id(cm_sim_node(s, 0)), &info,
+                                 cm_sim_now(s)));
+    CM_CHECK_EQ(info.proto_min, CM_WIRE_VERSION_MIN);
+    CM_CHECK_EQ(info.proto_max, CM_WIRE_VERSION_MAX);
+  }
+  cm_sim_free(s);
+}

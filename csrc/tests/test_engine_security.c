@@ -427,8 +427,10 @@ static int s_core_dropped(void *arg) {
  * and count each; nothing answers the requests. */
 static void s_attack_authenticated(s_cluster_t *cl,
                                    const cm_net_config_t *cfg) {
-  static const uint8_t bad_version[] = {9, 1, 1, 0, 0};
-  static const uint8_t bad_type[] = {1, 1, 99, 0, 0};
+  /* Versions above 127 and type 0 are refused; a higher version or an
+   * unknown type alone would be a newer peer's and be read. */
+  static const uint8_t bad_version[] = {128, 1, 2, 0, 4, 0, 0, 0, 1};
+  static const uint8_t bad_type[] = {1, 1, 0, 0, 0};
   static const uint8_t bad_count[] = {1, 3, 2, 0, 4, 0, 0, 0, 1};
   static const uint8_t truncated_ping[] = {1, 1, 1, 0, 40, 0, 0, 0, 7, 6};
   static const uint8_t pp_response_kind[] = {1, 2, 0, 0, 0, 0, 0};

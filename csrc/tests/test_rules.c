@@ -1181,3 +1181,95 @@ CM_TEST(pushpull_merge_is_the_same_in_every_order) {
     cm_node_free(first);
   }
 }
+
+/* A newer peer's message of an unknown type is skipped, and the rest of
+ * its packet still applies. */
+CM_TEST(rule_unknown_message_type_is_skipped_not_fatal) {
+  cm_node_t *n = mk_node("a", 1);
+  cm_addr_t from = addr_of(99);
+  cm_node_stats_t st;
+  uint8_t pkt[64];
+  size_t len = 0;
+  pkt[len++] = 2; /* a newer version */
+  pkt[len++] = 2;
+  pkt[len++] = 0x40;
+  pkt[len++] = 0;
+  pkt[len++] = 3;
+  pkt[len++] = 'x';
+  pkt[len++] = 'y';
+  pkt[len++] = 'z';
+  pkt[len++] = CM_MSG_ALIVE;
+  pkt[len++] = 0;
+  pkt[len++] = 15;
+  pkt[len++] = 1;
+  pkt[len++] = 'b';
+  memcpy(pkt + len, "\0\0\0\5\4\0\0\0\0\x1f\x0a\0\0", 13);
+  {
+    cm_addr_t b = addr_of(2);
+    memcpy(pkt + len + 5, b.ip, 4);
+  }
+  len += 13;
+  CM_CHECK_OK(cm_node_recv(n, &from, pkt, len, T0));
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.skipped_unknown, 1);
+  CM_CHECK_EQ(st.drop_malformed, 0);
+  cm_node_free(n);
+}
+
+/* Versions travel with the incarnation: a member's ALIVE or push-pull entry
+ * sets what it speaks, a relay without them keeps it, and the node
+ * advertises its own in its push-pull. */
+CM_TEST(versions_are_recorded_per_member_and_advertised) {
+  cm_node_t *n = mk_node("a", 1);
+  uint8_t buf[4096], *reply = NULL;
+  cm_addr_t from = addr_of(9);
+  cm_pp_entry_t e[2], got;
+  cm_pp_header_t h;
+  cm_msg_t m;
+  size_t len, rlen, off = 0;
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  cm_wire_id_set(&m.u.alive.node, "b", 1);
+  m.u.alive.incarnation = 5;
+  m.u.alive.addr = addr_of(2);
+  m.u.alive.ext.vmin = 1;
+  m.u.alive.ext.vmax = 3;
+  feed(n, &m, T0);
+  CM_CHECK_EQ(info_of(n, "b").proto_min, 1);
+  CM_CHECK_EQ(info_of(n, "b").proto_max, 3);
+  CM_CHECK_EQ(info_of(n, "a").proto_min, CM_WIRE_VERSION_MIN);
+  CM_CHECK_EQ(info_of(n, "a").proto_max, CM_WIRE_VERSION_MAX);
+  m.u.alive.incarnation = 6; /* relayed by a node that dropped them */
+  memset(&m.u.alive.ext, 0, sizeof(m.u.alive.ext));
+  feed(n, &m, T0);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 6);
+  CM_CHECK_EQ(info_of(n, "b").proto_max, 3);
+  e[0] = pp_entry("c", 1, 3, CM_STATE_ALIVE);
+  e[1] = pp_entry("b", 7, 2, CM_STATE_ALIVE);
+  e[1].ext.vmin = 2;
+  e[1].ext.vmax = 2;
+  {
+    cm_wbuf_t w = {buf, 0, sizeof(buf)};
+    CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_REQUEST, CM_PP_FLAG_EXT));
+    CM_CHECK_OK(cm_wire_pp_add(&w, &e[0]));
+    CM_CHECK_OK(cm_wire_pp_add(&w, &e[1]));
+    len = w.len;
+  }
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  CM_CHECK_EQ(info_of(n, "b").proto_min, 2);
+  CM_CHECK_EQ(info_of(n, "c").proto_min, 0); /* never advertised */
+  CM_CHECK_OK(cm_wire_pp_decode(reply, rlen, &h));
+  CM_CHECK(h.flags & CM_PP_FLAG_EXT);
+  CM_CHECK(cm_wire_pp_next(reply, rlen, &off, &got)); /* self first */
+  CM_CHECK_STR(got.node.s, "a");
+  CM_CHECK_EQ(got.ext.vmin, CM_WIRE_VERSION_MIN);
+  CM_CHECK_EQ(got.ext.vmax, CM_WIRE_VERSION_MAX);
+  while (cm_wire_pp_next(reply, rlen, &off, &got))
+    if (strcmp(got.node.s, "b") == 0)
+      CM_CHECK_EQ(got.ext.vmax, 2);
+  free(reply);
+  CM_CHECK(gossips(n, CM_MSG_ALIVE, "b", 7));
+  cm_node_free(n);
+}

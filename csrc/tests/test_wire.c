@@ -263,12 +263,14 @@ CM_TEST(wire_msg_size_is_exactly_the_bytes_appended) {
   }
 }
 
-CM_TEST(wire_msg_size_of_unknown_type_is_zero) {
-  cm_msg_t m = sample(CM_MSG_ACK);
-  m.type = 0;
+CM_TEST(wire_msg_size_of_type_zero_is_zero) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
   CM_CHECK_EQ(cm_wire_msg_size(&m), 0);
-  m.type = CM_MSG_LEAVE + 1;
-  CM_CHECK_EQ(cm_wire_msg_size(&m), 0);
+  CM_CHECK_EQ(cm_wire_msg_size(NULL), 0);
+  m.type = CM_MSG_LEAVE + 1; /* a newer version's: its raw body */
+  m.u.raw.len = 0;
+  CM_CHECK_EQ(cm_wire_msg_size(&m), 3);
 }
 
 /* The worked examples of docs/protocol.md (Wire format), byte for byte. */
@@ -467,7 +469,9 @@ CM_TEST(wire_decode_rejects_bad_version) {
   cm_msg_t m = sample(CM_MSG_ACK);
   uint8_t buf[64];
   size_t len = encode(&m, 1, buf, sizeof(buf));
-  buf[0] = 2;
+  buf[0] = CM_WIRE_VERSION_COMPAT + 1;
+  CM_CHECK_EQ(reject(buf, len), CM_EVERSION);
+  buf[0] = 0xff;
   CM_CHECK_EQ(reject(buf, len), CM_EVERSION);
   buf[0] = 0;
   CM_CHECK_EQ(reject(buf, len), CM_EVERSION);
@@ -525,23 +529,32 @@ CM_TEST(wire_decode_rejects_oversized_packet) {
   free(buf);
 }
 
-CM_TEST(wire_decode_rejects_unknown_type) {
+/* Type 0 is never assigned; every other unknown type is a newer version's
+ * and decodes as a raw body. */
+CM_TEST(wire_decode_rejects_type_zero) {
+  cm_msg_t out;
   bb_t body, p;
   body.n = 0;
   bb_u32(&body, 1);
   bb_packet1(&p, 0, &body);
   CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
   bb_packet1(&p, CM_MSG_LEAVE + 1, &body);
-  CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
+  accept1(p.b, p.n, &out);
+  CM_CHECK_EQ(out.type, CM_MSG_LEAVE + 1);
+  CM_CHECK_EQ(out.u.raw.len, 4);
+  CM_CHECK(out.u.raw.body == p.b + 5);
   bb_packet1(&p, 0xff, &body);
-  CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
+  accept1(p.b, p.n, &out);
+  CM_CHECK_EQ(out.type, 0xff);
 }
 
-/* The type is judged before the body length is checked against the packet:
- * a newer peer's message is reported as unknown even if its body is cut off.
- * The same cut in a known type's body is a truncation, which shows the order;
- * a packet that ends inside the header (type, body_len) is one too. */
-CM_TEST(wire_decode_reports_unknown_type_before_length) {
+/* Type 0 is judged before the body length is checked against the packet:
+ * a cut-off message of type 0 is reported as CM_EMSGTYPE, while the same
+ * cut in a known type's body, or in an unknown type's (which is skipped by
+ * its length, so its length is checked like any other), is a truncation,
+ * which shows the order; a packet that ends inside the header (type,
+ * body_len) is one too. */
+CM_TEST(wire_decode_reports_type_zero_before_length) {
   bb_t body, p;
   body.n = 0;
   bb_u32(&body, 1);
@@ -551,7 +564,7 @@ CM_TEST(wire_decode_reports_unknown_type_before_length) {
   CM_CHECK_EQ(reject(p.b, p.n - 1), CM_EMSGTYPE);
   CM_CHECK_EQ(reject(p.b, 4), CM_ETRUNC); /* inside body_len */
   bb_packet1(&p, CM_MSG_LEAVE + 1, &body);
-  CM_CHECK_EQ(reject(p.b, p.n - 1), CM_EMSGTYPE);
+  CM_CHECK_EQ(reject(p.b, p.n - 1), CM_ETRUNC);
   CM_CHECK_EQ(reject(p.b, 4), CM_ETRUNC);
 }
 
@@ -1188,7 +1201,10 @@ CM_TEST(wire_pp_writer_rejects_what_it_cannot_encode) {
   size_t i;
   CM_CHECK_EQ(cm_wire_pp_begin(&w, 0, 0), CM_EINVAL);
   CM_CHECK_EQ(cm_wire_pp_begin(&w, 3, 0), CM_EINVAL);
-  CM_CHECK_EQ(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0x02), CM_EINVAL);
+  CM_CHECK_EQ(cm_wire_pp_begin_version(&w, 0, CM_PP_REQUEST, 0), CM_EINVAL);
+  CM_CHECK_EQ(cm_wire_pp_begin_version(&w, CM_WIRE_VERSION_COMPAT + 1,
+                                       CM_PP_REQUEST, 0),
+              CM_EINVAL);
   w.cap = 6;
   CM_CHECK_EQ(cm_wire_pp_begin(&w, CM_PP_REQUEST, 0), CM_ENOSPC);
   w.cap = sizeof(buf);
@@ -1211,7 +1227,9 @@ CM_TEST(wire_pp_rejects_bad_version) {
   cm_pp_entry_t in[4];
   uint8_t buf[512];
   size_t len = pp_sample(buf, sizeof(buf), in);
-  buf[0] = 2;
+  buf[0] = 0;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EVERSION);
+  buf[0] = CM_WIRE_VERSION_COMPAT + 1;
   CM_CHECK_EQ(pp_reject(buf, len), CM_EVERSION);
 }
 
@@ -1226,20 +1244,6 @@ CM_TEST(wire_pp_rejects_bad_kind) {
   CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
   buf[1] = 3;
   CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
-}
-
-CM_TEST(wire_pp_rejects_unknown_flag_bits) {
-  cm_pp_entry_t in[4];
-  cm_pp_header_t h;
-  uint8_t buf[512];
-  size_t len = pp_sample(buf, sizeof(buf), in);
-  unsigned bit;
-  buf[2] = 0;
-  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
-  for (bit = 0x02; bit <= 0x80; bit <<= 1) {
-    buf[2] = (uint8_t)(bit | CM_PP_FLAG_JOIN);
-    CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
-  }
 }
 
 /* The count says one entry more than there is: the bytes ran out. */
@@ -1339,4 +1343,251 @@ CM_TEST(wire_pp_rejects_truncation_at_every_offset) {
     CM_CHECK_EQ(pp_reject(cut, k), CM_ETRUNC);
     free(cut);
   }
+}
+
+/* ---- Forward compatibility: what a newer peer may send ---- */
+
+/* ACK, a message of a type this version does not know, NACK. */
+static void bb_with_unknown(bb_t *p, unsigned version, unsigned unknown_len,
+                            unsigned declared_len) {
+  p->n = 0;
+  bb_u8(p, version);
+  bb_u8(p, 3);
+  bb_u8(p, CM_MSG_ACK);
+  bb_u16(p, 4);
+  bb_u32(p, 11);
+  bb_u8(p, 0x40);
+  bb_u16(p, declared_len);
+  while (unknown_len-- > 0)
+    bb_u8(p, 0xee);
+  bb_u8(p, CM_MSG_NACK);
+  bb_u16(p, 4);
+  bb_u32(p, 12);
+}
+
+CM_TEST(wire_decode_skips_unknown_type_by_its_length) {
+  cm_msg_t out[3];
+  size_t count = 0;
+  bb_t p;
+  bb_with_unknown(&p, CM_WIRE_VERSION, 5, 5);
+  CM_CHECK_OK(cm_wire_packet_decode(p.b, p.n, out, 3, &count));
+  CM_CHECK_EQ(count, 3);
+  CM_CHECK_EQ(out[0].type, CM_MSG_ACK);
+  CM_CHECK_EQ(out[0].u.ack.seq, 11);
+  CM_CHECK_EQ(out[2].type, CM_MSG_NACK);
+  CM_CHECK_EQ(out[2].u.nack.seq, 12);
+}
+
+/* A length that runs past the packet is malformed, known type or not. */
+CM_TEST(wire_decode_rejects_truncated_unknown_type) {
+  bb_t p;
+  bb_with_unknown(&p, CM_WIRE_VERSION, 5, 5);
+  p.n = 2 + 7 + 3 + 4; /* cut inside the unknown body */
+  p.b[1] = 2;
+  CM_CHECK_EQ(reject(p.b, p.n), CM_ETRUNC);
+  bb_with_unknown(&p, CM_WIRE_VERSION, 5, 200);
+  CM_CHECK_EQ(reject(p.b, p.n), CM_ETRUNC);
+}
+
+/* Versions 1..127 share this framing and are read; 0 and 128.. are not. */
+CM_TEST(wire_decode_accepts_compatible_higher_versions) {
+  cm_msg_t out[3];
+  size_t count = 0;
+  bb_t p;
+  bb_with_unknown(&p, 2, 1, 1);
+  CM_CHECK_OK(cm_wire_packet_decode(p.b, p.n, out, 3, &count));
+  CM_CHECK_EQ(count, 3);
+  p.b[0] = 127;
+  CM_CHECK_OK(cm_wire_packet_decode(p.b, p.n, out, 3, &count));
+  p.b[0] = 128;
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EVERSION);
+  p.b[0] = 0;
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EVERSION);
+}
+
+CM_TEST(wire_pp_ignores_unknown_flag_bits) {
+  cm_pp_entry_t in[4];
+  cm_pp_header_t h;
+  uint8_t buf[512];
+  size_t len = pp_sample(buf, sizeof(buf), in);
+  unsigned bit;
+  for (bit = 0x04; bit <= 0x80; bit <<= 1) {
+    buf[2] = (uint8_t)(bit | CM_PP_FLAG_JOIN);
+    CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+    CM_CHECK_EQ(h.count, 4);
+    CM_CHECK(h.flags & CM_PP_FLAG_JOIN);
+  }
+  buf[0] = 2;
+  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+  buf[0] = 128;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EVERSION);
+}
+
+/* ---- Version extension: ALIVE trailing field, push-pull entries ---- */
+
+static const uint8_t LATER[] = {0xab, 0xcd}; /* fields of a later version */
+
+/* An ALIVE of "n1" with no tags and the extension bytes given verbatim. */
+static void bb_alive_ext(bb_t *p, const uint8_t *ext, size_t ext_n) {
+  bb_t body;
+  body.n = 0;
+  bb_id(&body, "n1");
+  bb_u32(&body, 2);
+  bb_addr4(&body, 7946);
+  bb_u16(&body, 0);
+  bb_raw(&body, ext, ext_n);
+  bb_packet1(p, CM_MSG_ALIVE, &body);
+}
+
+CM_TEST(wire_alive_carries_versions_and_keeps_later_fields) {
+  static const uint8_t ext[] = {4, 1, 3, 0xab, 0xcd}, only[] = {2, 1, 1};
+  cm_msg_t m = sample(CM_MSG_ALIVE), out;
+  uint8_t buf[128], again[128];
+  size_t len, len2;
+  bb_t p;
+  /* Without versions the body is as before: no extension byte at all. */
+  len = encode(&m, 1, buf, sizeof(buf));
+  CM_CHECK_EQ(len, 2 + cm_wire_msg_size(&m));
+  m.u.alive.ext.vmin = 1;
+  m.u.alive.ext.vmax = 3;
+  m.u.alive.ext.rest = LATER;
+  m.u.alive.ext.rest_len = sizeof(LATER);
+  len2 = encode(&m, 1, buf, sizeof(buf));
+  CM_CHECK_EQ(len2, len + sizeof(ext));
+  CM_CHECK(memcmp(buf + len, ext, sizeof(ext)) == 0);
+  accept1(buf, len2, &out);
+  CM_CHECK(msg_eq(&m, &out));
+  CM_CHECK_EQ(out.u.alive.ext.vmin, 1);
+  CM_CHECK_EQ(out.u.alive.ext.vmax, 3);
+  CM_CHECK_EQ(out.u.alive.ext.rest_len, 2);
+  CM_CHECK(out.u.alive.ext.rest == buf + len + 3);
+  CM_CHECK_EQ(encode(&out, 1, again, sizeof(again)), len2);
+  CM_CHECK(memcmp(buf, again, len2) == 0);
+  bb_alive_ext(&p, only, sizeof(only));
+  accept1(p.b, p.n, &out);
+  CM_CHECK_EQ(out.u.alive.ext.vmax, 1);
+}
+
+CM_TEST(wire_alive_rejects_bad_version_extension) {
+  static const uint8_t empty[] = {0}, one[] = {1, 1}, zero_min[] = {2, 0, 1},
+                       inverted[] = {2, 3, 2}, past[] = {4, 1, 1, 0};
+  static const uint8_t after[] = {2, 1, 1, 0};
+  bb_t p;
+  bb_alive_ext(&p, empty, sizeof(empty)); /* absent is written as nothing */
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+  bb_alive_ext(&p, one, sizeof(one));
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+  bb_alive_ext(&p, zero_min, sizeof(zero_min));
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+  bb_alive_ext(&p, inverted, sizeof(inverted));
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+  bb_alive_ext(&p, past, sizeof(past)); /* ext_len past the body */
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+  bb_alive_ext(&p, after, sizeof(after)); /* later fields go inside ext */
+  CM_CHECK_EQ(reject(p.b, p.n), CM_EBADMSG);
+}
+
+CM_TEST(wire_add_rejects_a_bad_extension) {
+  cm_msg_t m = sample(CM_MSG_ALIVE);
+  uint8_t buf[128];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  m.u.alive.ext.vmin = 2;
+  m.u.alive.ext.vmax = 1;
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_EINVAL);
+  m.u.alive.ext.vmin = 0;
+  m.u.alive.ext.rest = LATER;
+  m.u.alive.ext.rest_len = 1; /* later fields need versions */
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_EINVAL);
+  m.u.alive.ext.vmin = 1;
+  m.u.alive.ext.vmax = 1;
+  m.u.alive.ext.rest = NULL;
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_EINVAL);
+  CM_CHECK_EQ(w.len, 2);
+}
+
+CM_TEST(wire_unknown_type_reencodes_verbatim) {
+  cm_msg_t out[3];
+  uint8_t buf[64];
+  size_t count = 0;
+  bb_t p;
+  bb_with_unknown(&p, 2, 5, 5);
+  CM_CHECK_OK(cm_wire_packet_decode(p.b, p.n, out, 3, &count));
+  CM_CHECK_EQ(out[1].type, 0x40);
+  CM_CHECK_EQ(out[1].u.raw.len, 5);
+  {
+    cm_wbuf_t w = {buf, 0, sizeof(buf)};
+    size_t i;
+    CM_CHECK_OK(cm_wire_packet_begin_version(&w, 2));
+    for (i = 0; i < count; i++)
+      CM_CHECK_OK(cm_wire_packet_add(&w, &out[i]));
+    CM_CHECK_EQ(w.len, p.n);
+    CM_CHECK(memcmp(buf, p.b, p.n) == 0);
+  }
+}
+
+CM_TEST(wire_pp_entries_carry_versions_under_the_ext_flag) {
+  cm_pp_entry_t in[2], e;
+  cm_pp_header_t h;
+  uint8_t buf[256], plain[256];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  size_t off = 0, len, plain_len;
+  in[0] = pp_entry("n1", 1, addr4(1, 7946), CM_STATE_ALIVE, NULL, 0);
+  in[1] = pp_entry("n2", 2, addr4(2, 7946), CM_STATE_SUSPECT, NULL, 0);
+  plain_len = pp_build(plain, sizeof(plain), in, 2);
+  in[0].ext.vmin = 1;
+  in[0].ext.vmax = 2;
+  in[0].ext.rest = LATER;
+  in[0].ext.rest_len = sizeof(LATER);
+  CM_CHECK_OK(cm_wire_pp_begin(&w, CM_PP_RESPONSE, CM_PP_FLAG_EXT));
+  CM_CHECK_OK(cm_wire_pp_add(&w, &in[0]));
+  CM_CHECK_OK(cm_wire_pp_add(&w, &in[1])); /* versions unknown: ext_len 0 */
+  len = w.len;
+  /* One ext_len byte per entry, and the versions with their later bytes. */
+  CM_CHECK_EQ(len, plain_len + 2 + 2 + sizeof(LATER));
+  CM_CHECK_OK(cm_wire_pp_decode(buf, len, &h));
+  CM_CHECK_EQ(h.version, CM_WIRE_VERSION);
+  CM_CHECK_EQ(h.flags, CM_PP_FLAG_EXT);
+  CM_CHECK(cm_wire_pp_next(buf, len, &off, &e));
+  CM_CHECK_EQ(e.ext.vmin, 1);
+  CM_CHECK_EQ(e.ext.vmax, 2);
+  CM_CHECK_EQ(e.ext.rest_len, 2);
+  CM_CHECK(memcmp(e.ext.rest, LATER, 2) == 0);
+  CM_CHECK(cm_wire_pp_next(buf, len, &off, &e));
+  CM_CHECK_EQ(e.ext.vmin, 0);
+  CM_CHECK(!cm_wire_pp_next(buf, len, &off, &e));
+  /* Without the flag, no entry has the byte: the old layout. */
+  off = 0;
+  CM_CHECK_OK(cm_wire_pp_decode(plain, plain_len, &h));
+  CM_CHECK(cm_wire_pp_next(plain, plain_len, &off, &e));
+  CM_CHECK_EQ(e.ext.vmin, 0);
+  /* ext_len 1 and inverted versions are malformed. */
+  buf[len - 1] = 1;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_ETRUNC);
+  buf[len - 1] = 0;
+  /* n1's vmin above its vmax: n2's entry is 18 bytes, n1's ext 5. */
+  buf[len - 18 - 4] = 3;
+  CM_CHECK_EQ(pp_reject(buf, len), CM_EBADMSG);
+}
+
+/* The ALIVE example of docs/protocol.md with versions 1..1 advertised. */
+CM_TEST(wire_alive_with_versions_matches_documented_example) {
+  static const uint8_t doc[] = {0x01, 0x01, 0x05, 0x00, 0x1a, 0x02, 0x6e, 0x31,
+                                0x00, 0x00, 0x00, 0x02, 0x04, 0x0a, 0x00, 0x00,
+                                0x01, 0x1f, 0x0a, 0x00, 0x07, 0x02, 0x64, 0x63,
+                                0x00, 0x02, 0x65, 0x75, 0x02, 0x01, 0x01};
+  static const uint8_t tags[] = {0x02, 0x64, 0x63, 0x00, 0x02, 0x65, 0x75};
+  cm_msg_t m;
+  uint8_t buf[64];
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  set_id(&m.u.alive.node, "n1");
+  m.u.alive.incarnation = 2;
+  m.u.alive.addr = addr4(1, 7946);
+  m.u.alive.tags = tags;
+  m.u.alive.tags_len = sizeof(tags);
+  m.u.alive.ext.vmin = 1;
+  m.u.alive.ext.vmax = 1;
+  CM_CHECK_EQ(encode(&m, 1, buf, sizeof(buf)), sizeof(doc));
+  CM_CHECK(memcmp(buf, doc, sizeof(doc)) == 0);
 }
