@@ -64,6 +64,8 @@ for py in $CM_WHEEL_PYTHONS; do
     -w "$RAW" . >/dev/null
   auditwheel repair --strip -w dist "$RAW"/clustermember-*-"$tag"-*.whl
   whl=$(ls dist/clustermember-*-"$tag"-*manylinux*.whl)
+  # The bundled libraries' licences and where their source is, inside it.
+  "$PY" scripts/wheel_licenses.py "$whl"
   echo "wheel: $whl ($(du -k "$whl" | cut -f1) KiB)"
   echo "$py $whl" >>"$RAW/built.txt"
 done

@@ -82,8 +82,17 @@ def test_wheel_carries_its_libraries(wheel: Path) -> None:
         names = z.namelist()
     libs = [n for n in names if n.startswith("clustermember.libs/") and not n.endswith("/")]
     # Exactly these: the transport's libraries and GnuTLS's chain.
-    bundled = sorted(Path(n).name.split("-")[0] for n in libs)
+    so = [n for n in libs if "/LICENSES/" not in n]
+    bundled = sorted(Path(n).name.split("-")[0] for n in so)
     assert bundled == sorted(BUNDLED), libs
+    # Their licences travel with them, and the project's own.
+    with zipfile.ZipFile(wheel) as z:
+        notice = z.read("clustermember.libs/LICENSES/NOTICE").decode()
+        for n in so:
+            line = next(x for x in notice.splitlines() if x.startswith(Path(n).name + ":"))
+            pkg = line.split("Debian package ", 1)[1].split()[0]
+            assert z.getinfo(f"clustermember.libs/LICENSES/{pkg}.copyright").file_size > 0
+    assert any(n.endswith(".dist-info/LICENSE") for n in names), names
     show = subprocess.run(
         [sys.executable, "-m", "auditwheel", "show", str(wheel)],
         capture_output=True, text=True, timeout=120, check=True,

@@ -66,7 +66,7 @@ def check_libraries() -> None:
     loader.exec_module(module)
     sys.modules["clustermember._core"] = module  # the package's import reuses it
     new = {Path(p).resolve() for p in mapped() - before}
-    bundled = {p.resolve() for p in libs_dir.iterdir()}
+    bundled = {p.resolve() for p in libs_dir.glob("*.so*")}
     foreign = {p for p in new if p != so.resolve() and p not in bundled and not GLIBC.match(p.name)}
     assert not foreign, f"loaded from outside the wheel: {sorted(map(str, foreign))}"
     unused = bundled - new
