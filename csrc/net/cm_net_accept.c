@@ -264,25 +264,11 @@ static cm_net_conn_t *accept_victim(cm_net_t *net, const cm_addr_t *from,
   return NULL;
 }
 
-/* 1 if a newcomer may have a half-open place, possibly by displacing
- * another's (done by accept_make_half_open_room). */
-static int accept_half_open_allowed(cm_net_t *net, const cm_addr_t *from,
-                                    int known, uint64_t now) {
-  return net->nhalf_open < net->cfg.max_half_open ||
-         accept_victim(net, from, known, now) != NULL;
-}
-
-static void accept_make_half_open_room(cm_net_t *net, const cm_addr_t *from,
-                                       int known, uint64_t now) {
-  cm_net_conn_t *victim;
-  if (net->nhalf_open < net->cfg.max_half_open)
-    return;
-  victim = accept_victim(net, from, known, now);
-  if (victim == NULL)
-    return;
+/* Close a half-open connection to give its place to a newcomer. Deciding
+ * the close takes the victim out of the table at once, so the newcomer's
+ * place is free before the close is carried out. */
+static void accept_displace(cm_net_t *net, cm_net_conn_t *victim) {
   net->st.half_open_displaced++;
-  /* Deciding the close takes the victim out of the table at once, so the
-   * newcomer's place is free before the close is carried out. */
   cm_net__conn_close(victim, CM_ECLOSED, 1);
 }
 
@@ -321,7 +307,7 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_pkt_hd hd;
   ngtcp2_cid odcid;
   const ngtcp2_cid *retried = NULL;
-  cm_net_conn_t *c;
+  cm_net_conn_t *c, *victim = NULL;
   int known;
   int retry_on = net->cfg.retry_threshold < net->cfg.max_half_open;
   /* Its address not shown to be the sender's, while a Retry could show it
@@ -395,9 +381,14 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
       return;
     }
   }
-  if (!accept_half_open_allowed(net, from, known, now)) {
-    net->st.drop_half_open++;
-    return;
+  /* Chosen once, displaced only after a good first packet (below): nothing
+   * in between touches the other half-open connections. */
+  if (net->nhalf_open >= net->cfg.max_half_open) {
+    victim = accept_victim(net, from, known, now);
+    if (victim == NULL) {
+      net->st.drop_half_open++;
+      return;
+    }
   }
   if (!accept_pool_room(net)) {
     net->st.drop_pool_full++;
@@ -415,7 +406,8 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     cm_net__conn_refuse_first(c, rv);
     return;
   }
-  accept_make_half_open_room(net, from, known, now);
+  if (victim != NULL)
+    accept_displace(net, victim);
   if (accept_half_open_join(c, known, now) != 0) {
     cm_net__conn_free(c);
     net->st.drop_half_open++;

@@ -273,6 +273,18 @@ CM_TEST(wire_msg_size_of_type_zero_is_zero) {
   CM_CHECK_EQ(cm_wire_msg_size(&m), 3);
 }
 
+/* The ALIVE of the documented examples: n1 at incarnation 2, 10.0.0.1:7946,
+ * with the given tags blob. */
+static void doc_alive(cm_msg_t *m, const uint8_t *tags, size_t tags_len) {
+  memset(m, 0, sizeof(*m));
+  m->type = CM_MSG_ALIVE;
+  set_id(&m->u.alive.node, "n1");
+  m->u.alive.incarnation = 2;
+  m->u.alive.addr = addr4(1, 7946);
+  m->u.alive.tags = tags;
+  m->u.alive.tags_len = tags_len;
+}
+
 /* The worked examples of docs/protocol.md (Wire format), byte for byte. */
 CM_TEST(wire_encoding_matches_documented_examples) {
   static const uint8_t ping[] = {0x01, 0x01, 0x01, 0x00, 0x11, 0x00, 0x00, 0x00,
@@ -295,13 +307,7 @@ CM_TEST(wire_encoding_matches_documented_examples) {
   len = encode(&m, 1, buf, sizeof(buf));
   CM_CHECK(blob_eq(buf, len, ping, sizeof(ping)));
 
-  memset(&m, 0, sizeof(m));
-  m.type = CM_MSG_ALIVE;
-  set_id(&m.u.alive.node, "n1");
-  m.u.alive.incarnation = 2;
-  m.u.alive.addr = addr4(1, 7946);
-  m.u.alive.tags = tags;
-  m.u.alive.tags_len = sizeof(tags);
+  doc_alive(&m, tags, sizeof(tags));
   len = encode(&m, 1, buf, sizeof(buf));
   CM_CHECK(blob_eq(buf, len, alive, sizeof(alive)));
 }
@@ -1579,13 +1585,7 @@ CM_TEST(wire_alive_with_versions_matches_documented_example) {
   static const uint8_t tags[] = {0x02, 0x64, 0x63, 0x00, 0x02, 0x65, 0x75};
   cm_msg_t m;
   uint8_t buf[64];
-  memset(&m, 0, sizeof(m));
-  m.type = CM_MSG_ALIVE;
-  set_id(&m.u.alive.node, "n1");
-  m.u.alive.incarnation = 2;
-  m.u.alive.addr = addr4(1, 7946);
-  m.u.alive.tags = tags;
-  m.u.alive.tags_len = sizeof(tags);
+  doc_alive(&m, tags, sizeof(tags));
   m.u.alive.ext.vmin = 1;
   m.u.alive.ext.vmax = 1;
   CM_CHECK_EQ(encode(&m, 1, buf, sizeof(buf)), sizeof(doc));
