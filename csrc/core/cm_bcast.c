@@ -34,6 +34,9 @@ static void bcast_unlink(cm_bcast_t *q, int32_t i) {
     q->items[it->next].prev = it->prev;
   else
     q->tails[it->prio][it->transmits] = it->prev;
+  if (q->heads[it->prio][it->transmits] < 0)
+    q->nonempty[it->prio][it->transmits / 64] &=
+        ~(UINT64_C(1) << (it->transmits % 64));
   it->prev = it->next = -1;
 }
 
@@ -49,6 +52,8 @@ static void bcast_link(cm_bcast_t *q, int32_t i) {
   else
     q->tails[it->prio][it->transmits] = i;
   *head = i;
+  q->nonempty[it->prio][it->transmits / 64] |= UINT64_C(1)
+                                               << (it->transmits % 64);
 }
 
 static void bcast_release(cm_bcast_t *q, int32_t i) {
@@ -82,11 +87,11 @@ static int bcast_reserve_key(cm_bcast_t *q, uint32_t key) {
 
 /* The least valuable item: lowest priority, most transmitted, oldest. */
 static int32_t bcast_victim(const cm_bcast_t *q) {
-  int p, t;
+  int p, w;
   for (p = 0; p < CM_PRIO_COUNT; p++)
-    for (t = CM_BCAST_MAX_TX; t >= 0; t--)
-      if (q->tails[p][t] >= 0)
-        return q->tails[p][t];
+    for (w = CM_BCAST_WORDS - 1; w >= 0; w--)
+      if (q->nonempty[p][w] != 0)
+        return q->tails[p][w * 64 + 63 - __builtin_clzll(q->nonempty[p][w])];
   return -1;
 }
 
@@ -176,7 +181,7 @@ size_t cm_bcast_take(cm_bcast_t *q, size_t room, uint32_t limit,
                      size_t max_out) {
   int32_t chosen[256];
   size_t n = 0, k;
-  int p, t;
+  int p, w;
   if (limit > CM_BCAST_MAX_TX)
     limit = CM_BCAST_MAX_TX;
   if (limit == 0)
@@ -184,21 +189,28 @@ size_t cm_bcast_take(cm_bcast_t *q, size_t room, uint32_t limit,
   if (max_out > sizeof(chosen) / sizeof(chosen[0]))
     max_out = sizeof(chosen) / sizeof(chosen[0]);
   for (p = CM_PRIO_COUNT - 1; p >= 0; p--) {
-    for (t = 0; t <= CM_BCAST_MAX_TX; t++) {
-      int32_t i = q->heads[p][t];
-      while (i >= 0 && n < max_out && room >= CM_BCAST_MIN_MSG) {
-        int32_t next = q->items[i].next;
-        size_t sz = size_fn(ud, &q->items[i]);
-        if (sz == 0) {
-          bcast_release(q, i);
-        } else if (sz <= room) {
-          chosen[n++] = i;
-          room -= sz;
+    for (w = 0; w < CM_BCAST_WORDS; w++) {
+      /* Only bucket t changes while it is scanned (an item released);
+       * chosen items move only after the scan. */
+      uint64_t bits = q->nonempty[p][w];
+      while (bits != 0) {
+        int t = w * 64 + __builtin_ctzll(bits);
+        int32_t i = q->heads[p][t];
+        bits &= bits - 1;
+        while (i >= 0 && n < max_out && room >= CM_BCAST_MIN_MSG) {
+          int32_t next = q->items[i].next;
+          size_t sz = size_fn(ud, &q->items[i]);
+          if (sz == 0) {
+            bcast_release(q, i);
+          } else if (sz <= room) {
+            chosen[n++] = i;
+            room -= sz;
+          }
+          i = next;
         }
-        i = next;
+        if (n == max_out || room < CM_BCAST_MIN_MSG)
+          goto done;
       }
-      if (n == max_out || room < CM_BCAST_MIN_MSG)
-        goto done;
     }
   }
 done:

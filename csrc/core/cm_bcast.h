@@ -17,6 +17,7 @@ enum cm_prio { CM_PRIO_NORMAL = 0, CM_PRIO_HIGH = 1, CM_PRIO_CRITICAL = 2 };
 #define CM_PRIO_COUNT 3
 /* Transmission counts are tracked up to this; limits above it are clamped. */
 #define CM_BCAST_MAX_TX 255
+#define CM_BCAST_WORDS ((CM_BCAST_MAX_TX + 64) / 64)
 
 typedef struct cm_bcast_item {
   uint32_t key;         /* member slot the update is about */
@@ -38,6 +39,9 @@ typedef struct cm_bcast {
   uint32_t nkeys;
   int32_t heads[CM_PRIO_COUNT][CM_BCAST_MAX_TX + 1];
   int32_t tails[CM_PRIO_COUNT][CM_BCAST_MAX_TX + 1];
+  /* Bit t of nonempty[p] is set while bucket (p, t) holds an item: a packet
+   * visits the buckets that hold something, not all 768 of them. */
+  uint64_t nonempty[CM_PRIO_COUNT][CM_BCAST_WORDS];
   uint64_t next_seq;
   uint64_t dropped; /* evicted because the queue was full */
 } cm_bcast_t;
