@@ -16,10 +16,12 @@
 # PIP_CONSTRAINT, so every pip below and any isolated build environment obeys
 # it); the wheels' timestamps come from the last commit (SOURCE_DATE_EPOCH),
 # the extension is compiled from scratch with the tree's path mapped to "."
-# (so its build ID does not depend on where the tree is) and stripped, so two
-# runs, from any directory, give the same wheels. (The sdist's tar members
-# keep their files' times.) Needs scripts/setup.sh first (the -dev packages);
-# installs its build tools from PyPI.
+# (so its build ID does not depend on where the tree is) and stripped; the
+# sdist, whose tar members setuptools stamps with the files' own times, is
+# re-packed by scripts/normalize_sdist.py with the commit's time, in name
+# order, owned by root, with no time in its gzip header. So two runs of one
+# commit, from any directory, give the same bytes. Needs scripts/setup.sh
+# first (the -dev packages); installs its build tools from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,6 +39,8 @@ fi
 if [ -z "${SOURCE_DATE_EPOCH:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
 fi
+# Without git (an unpacked tarball of the tree): 1980-01-01, the earliest
+# time a zip (the wheel) can hold.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}
 export PIP_CONSTRAINT=$ROOT/scripts/build-constraints.txt
 
@@ -47,6 +51,7 @@ RAW=$ROOT/build/wheels-raw
 mkdir -p dist "$RAW"
 rm -f dist/clustermember-*.tar.gz
 "$PY" -m build --sdist --no-isolation --outdir dist . >/dev/null
+"$PY" scripts/normalize_sdist.py --mtime "$SOURCE_DATE_EPOCH" dist/clustermember-*.tar.gz
 echo "sdist: $(ls dist/clustermember-*.tar.gz)"
 
 # Which Python each wheel is for, one "PYTHON WHEEL" a line, for

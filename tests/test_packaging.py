@@ -1,17 +1,22 @@
 """How the packages are made, checked without building a wheel (seconds):
-the build tools scripts/build_wheels.sh installs are pinned, and the sdist
-needs neither pkg-config nor the libraries.
+the build tools scripts/build_wheels.sh installs are pinned, the sdist needs
+neither pkg-config nor the libraries, and scripts/normalize_sdist.py makes
+an sdist's bytes depend on its files' contents only.
 """
 
 from __future__ import annotations
 
+import gzip
 import importlib.metadata
+import importlib.util
+import io
 import re
 import shlex
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from packaging.markers import default_environment
@@ -155,3 +160,53 @@ def test_sdist_needs_neither_pkg_config_nor_the_libraries(tmp_path: Path) -> Non
     assert calls.exists(), "build_ext never asked pkg-config"
     msg = build.stderr.strip().splitlines()[-1]
     assert msg.startswith("clustermember: pkg-config could not find libngtcp2, "), build.stderr
+
+
+def load_normalizer() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "normalize_sdist", ROOT / "scripts" / "normalize_sdist.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_tgz(path: Path, files: dict[str, bytes], mtime: int, uid: int, reverse: bool) -> None:
+    """A .tar.gz of files, as another build might write it: its own member
+    times, owner, order and gzip header time."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        d = tarfile.TarInfo("pkg-1.0")
+        d.type, d.mode, d.mtime, d.uid, d.uname = tarfile.DIRTYPE, 0o775, mtime, uid, "someone"
+        t.addfile(d)
+        for i, (name, data) in enumerate(sorted(files.items(), reverse=reverse)):
+            info = tarfile.TarInfo(f"pkg-1.0/{name}")
+            info.size, info.mtime, info.uid, info.uname = len(data), mtime + i, uid, "someone"
+            info.mode = 0o775 if name.endswith(".sh") else 0o664
+            t.addfile(info, io.BytesIO(data))
+    with path.open("wb") as f, gzip.GzipFile(path.name, "wb", fileobj=f, mtime=mtime) as gz:
+        gz.write(raw.getvalue())
+
+
+def test_normalized_sdists_are_byte_identical(tmp_path: Path) -> None:
+    norm = load_normalizer()
+    files = {"setup.py": b"setup()\n", "PKG-INFO": b"Name: pkg\n", "run.sh": b"#!/bin/sh\n"}
+    a, b = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
+    make_tgz(a, files, mtime=1_700_000_000, uid=1000, reverse=False)
+    make_tgz(b, files, mtime=1_800_000_000, uid=0, reverse=True)
+    assert a.read_bytes() != b.read_bytes()
+    for p in (a, b):
+        norm.normalize(p, 1_234_567_890)
+    assert a.read_bytes() == b.read_bytes()
+    raw = a.read_bytes()
+    assert raw[4:8] == b"\0\0\0\0", "the gzip header holds no time"
+    with tarfile.open(a) as t:
+        members = t.getmembers()
+        assert [m.name for m in members] == sorted(m.name for m in members)
+        for m in members:
+            assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (1_234_567_890, 0, 0, "", "")
+        modes = {m.name.split("/")[-1]: m.mode for m in members}
+        assert modes == {"pkg-1.0": 0o755, "PKG-INFO": 0o644, "run.sh": 0o755, "setup.py": 0o644}
+        got = {m.name.split("/", 1)[1]: t.extractfile(m).read() for m in members if m.isfile()}  # type: ignore[union-attr]
+    assert got == files

@@ -108,13 +108,23 @@ def test_wheel_carries_its_libraries(wheel: Path) -> None:
     assert not foreign, (foreign, text)
 
 
+def built_sdist() -> Path:
+    (found,) = glob.glob(str(ROOT / "dist" / "clustermember-*.tar.gz"))
+    return Path(found)
+
+
 def test_wheel_is_reproducible(wheel: Path) -> None:
+    """A second run of the build script gives the same wheel and the same
+    sdist, byte for byte."""
     first_names = zipfile.ZipFile(wheel).namelist()
     first_so = extension(wheel).file_size
+    first_wheel, first_sdist = wheel.read_bytes(), built_sdist().read_bytes()
     again = build()
     assert again.name == wheel.name
     assert zipfile.ZipFile(again).namelist() == first_names
     assert extension(again).file_size == first_so
+    assert again.read_bytes() == first_wheel
+    assert built_sdist().read_bytes() == first_sdist
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +153,7 @@ def test_sdist_builds_from_source_in_a_fresh_venv(
     local wheelhouse, as from an index, in the versions the build script
     pins (PIP_CONSTRAINT reaches pip's isolated build environment)."""
     monkeypatch.setenv("PIP_CONSTRAINT", str(ROOT / "scripts" / "build-constraints.txt"))
-    (sdist,) = glob.glob(str(ROOT / "dist" / "clustermember-*.tar.gz"))
+    sdist = str(built_sdist())
     house = wheelhouse(sys.executable, "rich>=12", "setuptools>=61", "wheel")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
