@@ -2,7 +2,7 @@
  * The merge rule: what a node does with news about a member, given what it
  * holds. One pure function decides for every path that brings news (a
  * datagram's ALIVE, SUSPECT, DEAD and LEAVE, a push-pull entry, the table a
- * join is answered with); cm_node.c only carries the action out.
+ * join is answered with); cm_node_state.c only carries the action out.
  * docs/protocol.md ("Conflict rules") states the rules and names their tests.
  */
 #ifndef CM_MERGE_H

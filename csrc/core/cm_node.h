@@ -189,4 +189,14 @@ const cm_addr_t *cm_node_addr(const cm_node_t *n);
 const char *cm_state_name(uint8_t state);
 const char *cm_event_name(uint8_t type);
 
+/* A test and debugging aid, O(members): recomputes from the member table
+ * every count and list the node keeps by hand beside it (members per
+ * state, the suspect and phi watch lists, the probe order, the broadcast
+ * queue and what its updates refer to, the output queues) and compares.
+ * Returns 0, CM_ESTATE at the first mismatch with *what (if what is not
+ * NULL) naming it, or CM_ENOMEM. Holds after any sequence of calls that
+ * met no allocation failure; after one, the probe order may miss a live
+ * peer until its next round. */
+int cm_node_check_invariants(const cm_node_t *n, const char **what);
+
 #endif

@@ -37,6 +37,37 @@ static int others_see(cm_sim_t *s, void *ud) {
   return cm_sim_count_seeing(s, w->target, w->state) >= up;
 }
 
+/* The first up node whose hand-kept counts and lists do not match its
+ * member table: 1 with *node and *what filled, or 0. */
+static int broken_node(cm_sim_t *s, uint32_t *node, const char **what) {
+  uint32_t i;
+  for (i = 0; i < cm_sim_size(s); i++)
+    if (cm_sim_is_up(s, i) &&
+        cm_node_check_invariants(cm_sim_node(s, i), what) != 0) {
+      *node = i;
+      return 1;
+    }
+  return 0;
+}
+
+static void check_nodes_at(cm_sim_t *s, const char *file, int line) {
+  uint32_t node;
+  const char *what;
+  if (broken_node(s, &node, &what))
+    cm_test_fail(file, line, "n%u at %llu us: %s", node,
+                 (unsigned long long)cm_sim_now(s), what ? what : "?");
+}
+
+/* Every up node's counts match its table. */
+#define CHECK_NODES(s) check_nodes_at((s), __FILE__, __LINE__)
+
+/* A test's end: the counts still match, and the simulation is freed. */
+#define SIM_DONE(s)                                                            \
+  do {                                                                         \
+    CHECK_NODES(s);                                                            \
+    cm_sim_free(s);                                                            \
+  } while (0)
+
 static cm_sim_t *formed_cluster(uint32_t n, uint64_t seed) {
   cm_sim_config_t c;
   cm_sim_t *s = NULL;
@@ -53,7 +84,7 @@ static cm_sim_t *formed_cluster(uint32_t n, uint64_t seed) {
 
 CM_TEST(cluster_forms) {
   cm_sim_t *s = formed_cluster(5, 1);
-  cm_sim_free(s);
+  SIM_DONE(s);
 }
 
 struct ev_log {
@@ -100,7 +131,7 @@ CM_TEST(cluster_detects_crash) {
   for (i = 0; i < 5; i++)
     if (i != 3)
       CM_CHECK_EQ(cm_sim_count_seeing(s, i, CM_STATE_ALIVE), 4);
-  cm_sim_free(s);
+  SIM_DONE(s);
 }
 
 CM_TEST(cluster_leave_is_left_not_failed) {
@@ -112,7 +143,7 @@ CM_TEST(cluster_leave_is_left_not_failed) {
   cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(60));
   CM_CHECK_EQ(cm_sim_count_seeing(s, 4, CM_STATE_LEFT), 4);
   CM_CHECK_EQ(cm_sim_count_seeing(s, 4, CM_STATE_FAILED), 0);
-  cm_sim_free(s);
+  SIM_DONE(s);
 }
 
 static int tag_seen_everywhere(cm_sim_t *s, void *ud) {
@@ -135,7 +166,7 @@ CM_TEST(cluster_tag_disseminates) {
   CM_CHECK_OK(cm_sim_set_tag(s, 2, "role", "worker"));
   CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(10), tag_seen_everywhere,
                            NULL));
-  cm_sim_free(s);
+  SIM_DONE(s);
 }
 
 CM_TEST(cluster_paused_node_refutes) {
@@ -153,7 +184,7 @@ CM_TEST(cluster_paused_node_refutes) {
   CM_CHECK_EQ(cm_sim_count_seeing(s, 1, CM_STATE_FAILED), 0);
   CM_CHECK(cm_node_member_find(cm_sim_node(s, 1), "n1", &info, 0));
   CM_CHECK(info.incarnation > inc0);
-  cm_sim_free(s);
+  SIM_DONE(s);
 }
 
 /* Stalls and suspicions summed over the up nodes, and the most stalls any
@@ -202,7 +233,7 @@ CM_TEST(cluster_news_off_the_tick_grid_is_no_stall) {
   CM_CHECK_EQ(after.stalls - before.stalls, 0);
   CM_CHECK_EQ(after.suspicions - before.suspicions, 0);
   CM_CHECK_EQ(past, 0);
-  cm_sim_free(s);
+  SIM_DONE(s);
 }
 
 /* A node the driver does not run for several probe periods notices when it
@@ -217,7 +248,7 @@ CM_TEST(cluster_paused_node_counts_its_stall) {
   CM_CHECK_EQ(st.stalls, 1);
   r = stall_sum(s, 2);
   CM_CHECK_EQ(r.stalls_elsewhere, 0);
-  cm_sim_free(s);
+  SIM_DONE(s);
 }
 
 /* ---- A node of a newer protocol version among version-1 nodes ---- */
@@ -345,5 +376,82 @@ CM_TEST(cluster_with_a_version_2_node_stays_whole) {
     CM_CHECK_EQ(info.proto_min, CM_WIRE_VERSION_MIN);
     CM_CHECK_EQ(info.proto_max, CM_WIRE_VERSION_MAX);
   }
-  cm_sim_free(s);
+  SIM_DONE(s);
+}
+
+/* ---- The hand-kept counts, checked after every step of a busy run ---- */
+
+struct broken {
+  uint32_t node;
+  const char *what;
+};
+
+static int counts_broken(cm_sim_t *s, void *ud) {
+  struct broken *b = ud;
+  return broken_node(s, &b->node, &b->what);
+}
+
+/* Run to `until`, checking every up node after every step. */
+static void run_checked_at(cm_sim_t *s, cm_time_t until, const char *file,
+                           int line) {
+  struct broken b = {0, NULL};
+  if (cm_sim_run_cond(s, until, counts_broken, &b))
+    cm_test_fail(file, line, "n%u at %llu us: %s", b.node,
+                 (unsigned long long)cm_sim_now(s), b.what ? b.what : "?");
+}
+
+#define RUN_CHECKED(s, secs)                                                   \
+  run_checked_at((s), cm_sim_now(s) + CM_SEC(secs), __FILE__, __LINE__)
+
+/* Joins through different seeds, loss, crashes and their suspicions and
+ * failures, a pause and its refutation, tag changes, a partition that
+ * heals by reconnecting, a leave, reaping of the left and the failed, a
+ * crashed node restarted, and heavy loss: after each step of every node,
+ * each up node's per-state counts, suspect and watch lists, probe order,
+ * broadcast queue and output queues match its member table. */
+CM_TEST(node_counters_match_the_table) {
+  cm_sim_config_t c;
+  cm_sim_t *s = NULL;
+  uint32_t n = 12, i;
+  uint8_t side[12];
+  cm_node_stats_t st;
+  cm_sim_config_default(&c);
+  c.nodes = n;
+  c.seed = 21;
+  c.loss = 0.02;
+  c.node.reconnect_timeout = CM_SEC(40);
+  c.node.reap_left_after = CM_SEC(30);
+  CM_CHECK_OK(cm_sim_new(&s, &c));
+  for (i = 1; i < n; i++)
+    CM_CHECK_OK(cm_sim_join(s, i, i < 4 ? 0 : i % 4));
+  RUN_CHECKED(s, 20);
+  CM_CHECK(all_alive(s, NULL));
+  CM_CHECK_OK(cm_sim_set_tag(s, 3, "role", "db"));
+  CM_CHECK_OK(cm_sim_crash(s, 5));
+  CM_CHECK_OK(cm_sim_pause(s, 7, CM_SEC(3)));
+  RUN_CHECKED(s, 30);
+  CM_CHECK(cm_sim_count_seeing(s, 5, CM_STATE_FAILED) > 0);
+  for (i = 0; i < n; i++)
+    side[i] = i < n / 2;
+  CM_CHECK_OK(cm_sim_partition(s, side, cm_sim_now(s) + CM_SEC(1),
+                               cm_sim_now(s) + CM_SEC(25), 0));
+  RUN_CHECKED(s, 40);
+  CM_CHECK_OK(cm_sim_leave(s, 9));
+  RUN_CHECKED(s, 10);
+  CM_CHECK(cm_sim_count_seeing(s, 9, CM_STATE_LEFT) > 0);
+  CM_CHECK_OK(cm_sim_restart(s, 5, 0));
+  CM_CHECK_OK(cm_sim_crash(s, 11));
+  CM_CHECK_OK(cm_sim_set_tag(s, 0, "role", "seed"));
+  RUN_CHECKED(s, 90);
+  /* Left and failed members were reaped on the way. */
+  cm_node_stats(cm_sim_node(s, 0), &st);
+  CM_CHECK(cm_sim_count_seeing(s, 9, CM_STATE_LEFT) == 0);
+  CM_CHECK(cm_sim_count_seeing(s, 11, CM_STATE_FAILED) == 0);
+  CM_CHECK(st.members < n);
+  cm_sim_set_loss(s, 0.3);
+  CM_CHECK_OK(cm_sim_pause(s, 2, CM_SEC(10)));
+  RUN_CHECKED(s, 60);
+  cm_node_stats(cm_sim_node(s, 0), &st);
+  CM_CHECK(st.suspicions > 0);
+  SIM_DONE(s);
 }

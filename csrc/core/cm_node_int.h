@@ -1,0 +1,187 @@
+/*
+ * Private structures of cm_node, shared by its files: lifecycle, timers and
+ * the public API (cm_node.c); the member table and the application of merge
+ * decisions (cm_node_state.c); probe scheduling and the failure detector's
+ * inputs, local health included (cm_node_probe.c); broadcasts, packets,
+ * dispatch of what arrives and the output queues (cm_node_out.c);
+ * push-pull (cm_node_pp.c); reaping and reconnecting (cm_node_reap.c).
+ */
+#ifndef CM_NODE_INT_H
+#define CM_NODE_INT_H
+
+#include "cm_bcast.h"
+#include "cm_node.h"
+#include "cm_rand.h"
+#include "cm_registry.h"
+
+/* Indirect probes this node runs for others at once; more are dropped
+ * (counted) so a flood of ping-reqs cannot grow memory. */
+#define CM_FWD_MAX 64
+/* Peers whose phi is evaluated at each probe: the detector is only worth
+ * running for peers heard from often, and this bounds the per-probe cost. */
+#define CM_PHI_WATCH_MAX 32
+/* Events kept for a driver that does not drain them; older ones win. */
+#define CM_EVENT_QUEUE_MAX 65536
+/* Broadcasts piggybacked per packet at most (the wire allows 64). */
+#define CM_PIGGYBACK_MAX 60
+/* How often left and long-failed members are looked at for reaping. */
+#define CM_REAP_PERIOD CM_SEC(1)
+/* A random pick tries this many slots per wanted member before giving up,
+ * so a sparse registry cannot make it spin. */
+#define CM_PICK_TRIES 8
+#define CM_NO_SLOT UINT32_MAX
+
+struct cm_probe {
+  uint8_t active;
+  uint8_t acked;
+  uint8_t indirect;
+  uint32_t slot;
+  uint64_t target_hash;
+  uint32_t seq;
+  cm_time_t start, timeout_at, end_at;
+  uint32_t expected_nacks, nacks;
+};
+
+struct cm_fwd {
+  uint8_t active;
+  uint8_t want_nack;
+  uint32_t seq;      /* of our ping to the target */
+  uint32_t orig_seq; /* of the requester's probe */
+  cm_addr_t requester;
+  cm_time_t deadline;
+};
+
+struct cm_dg {
+  cm_addr_t to;
+  size_t off, len;
+};
+
+struct cm_stream_out {
+  cm_addr_t to;
+  uint64_t req_id;
+  uint8_t *data;
+  size_t len;
+  int is_join;
+};
+
+struct cm_node {
+  cm_config_t cfg;
+  cm_registry_t reg;
+  uint32_t self;
+  cm_rand_t rng;
+  cm_bcast_t bq;
+  uint8_t leaving;
+  uint32_t awareness;
+
+  struct cm_probe probe;
+  uint32_t seq;
+  uint32_t *order;
+  uint32_t order_len, order_pos, order_cap;
+  cm_time_t next_probe, next_gossip, next_pushpull, next_reconnect, next_reap;
+
+  struct cm_fwd fwd[CM_FWD_MAX];
+  uint32_t *suspects;
+  uint32_t nsuspects, suspects_cap;
+  uint32_t watch[CM_PHI_WATCH_MAX];
+  uint32_t nwatch;
+
+  /* Outputs. */
+  uint8_t *pkt; /* packet being built, cfg.max_packet_size */
+  uint8_t *arena;
+  size_t arena_len, arena_cap;
+  struct cm_dg *dgs;
+  size_t ndg, dg_read, dg_cap;
+  struct cm_stream_out *streams;
+  size_t nstreams, streams_cap;
+  cm_event_t *events;
+  size_t ev_head, ev_len, ev_cap;
+  uint64_t next_req_id;
+  cm_peer_hint_fn hint;
+  void *hint_ud;
+
+  cm_node_stats_t st;
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static inline cm_member_t *cm_node__m(cm_node_t *n, uint32_t slot) {
+  return &n->reg.m[slot];
+}
+
+static inline cm_member_t *cm_node__self(cm_node_t *n) {
+  return &n->reg.m[n->self];
+}
+
+static inline int cm_node__live(const cm_member_t *m) {
+  return m->in_use &&
+         (m->state == CM_STATE_ALIVE || m->state == CM_STATE_SUSPECT);
+}
+
+static inline uint32_t cm_node__live_count(const cm_node_t *n) {
+  return n->st.alive + n->st.suspect;
+}
+
+static inline cm_time_t cm_node__scaled(const cm_node_t *n, cm_time_t t) {
+  return t * (cm_time_t)(n->awareness + 1);
+}
+
+/* ------------------------------------------------- member table (state) */
+
+void cm_node__count_state(cm_node_t *n, uint8_t state, int delta);
+/* Move a member to a state, keeping counters and the suspicion bookkeeping
+ * consistent. */
+void cm_node__set_state(cm_node_t *n, uint32_t slot, uint8_t state,
+                        cm_time_t now);
+/* The versions m advertises, relayed as known. */
+void cm_node__ext_of(const cm_member_t *m, cm_wire_ext_t *x);
+/* News about a member, through the merge rule: an alive record (quiet: a
+ * member new to us is not queued for gossip), or an accusation or leave. */
+void cm_node__alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
+                    int quiet);
+void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
+                     uint32_t inc, const char *from, size_t from_len,
+                     cm_time_t now);
+void cm_node__check_suspects(cm_node_t *n, cm_time_t now);
+
+/* ------------------------------------------------------ probes (probe) */
+
+typedef int (*cm_node__filter_fn)(const cm_node_t *n, uint32_t slot,
+                                  cm_time_t now);
+void cm_node__awareness(cm_node_t *n, int delta);
+size_t cm_node__pick(cm_node_t *n, size_t want, cm_node__filter_fn filter,
+                     uint32_t exclude, cm_time_t now, uint32_t *out);
+int cm_node__filter_alive(const cm_node_t *n, uint32_t s, cm_time_t now);
+double cm_node__phi(const cm_node_t *n, const cm_member_t *m, cm_time_t now);
+void cm_node__start_probe(cm_node_t *n, cm_time_t now);
+void cm_node__probe_indirect(cm_node_t *n, cm_time_t now);
+void cm_node__probe_end(cm_node_t *n, cm_time_t now);
+void cm_node__on_ping(cm_node_t *n, const cm_addr_t *from,
+                      const cm_msg_ping_t *p, cm_time_t now);
+void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
+                          const cm_msg_ping_req_t *r, cm_time_t now);
+void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,
+                     cm_time_t now);
+void cm_node__on_nack(cm_node_t *n, uint32_t seq);
+void cm_node__expire_forwards(cm_node_t *n, cm_time_t now);
+void cm_node__stalled(cm_node_t *n, cm_time_t lag);
+
+/* ------------------------------------------------------------ output (out) */
+
+void cm_node__event(cm_node_t *n, uint8_t type, const cm_member_t *m,
+                    const cm_addr_t *other, cm_time_t now);
+void cm_node__broadcast(cm_node_t *n, uint32_t slot, uint8_t kind, uint8_t prio,
+                        uint32_t inc, uint32_t aux, cm_time_t now);
+void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
+                   size_t nmsgs);
+void cm_node__gossip(cm_node_t *n, cm_time_t now);
+
+/* ------------------------------------------------------- push-pull (pp) */
+
+int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join);
+
+/* ---------------------------------------------------------------- reap */
+
+void cm_node__reap(cm_node_t *n, cm_time_t now);
+void cm_node__reconnect(cm_node_t *n, cm_time_t now);
+
+#endif

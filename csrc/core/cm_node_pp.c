@@ -1,0 +1,282 @@
+/*
+ * Push-pull: the full-state exchange over a stream, both sides of it, and
+ * the adoption of the table a join is answered with.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm_merge.h"
+#include "cm_node_int.h"
+
+static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
+                         uint8_t **out, size_t *out_len) {
+  cm_wbuf_t w;
+  uint32_t i;
+  size_t cap = 4096;
+  int rc;
+  /* Estimate generously; grow and retry if short, bounded by the limit. */
+  cap += (size_t)n->reg.count * (CM_ID_MAX + 32);
+  for (i = 0; i < n->reg.high; i++)
+    if (n->reg.m[i].in_use)
+      cap += n->reg.m[i].tags_len;
+  if (cap > n->cfg.max_pushpull_size)
+    cap = n->cfg.max_pushpull_size;
+  w.p = malloc(cap);
+  if (w.p == NULL)
+    return CM_ENOMEM;
+  w.cap = cap;
+  w.len = 0;
+  /* Entries carry the versions each member speaks. */
+  rc = cm_wire_pp_begin(&w, kind, flags | CM_PP_FLAG_EXT);
+  /* Self first: the receiver reads the sender's id from entry 0. */
+  for (i = 0; rc == 0 && i <= n->reg.high; i++) {
+    uint32_t s = i == 0 ? n->self : i - 1;
+    cm_member_t *m;
+    cm_pp_entry_t e;
+    if (i > 0 && s == n->self)
+      continue;
+    if (s >= n->reg.high)
+      break;
+    m = &n->reg.m[s];
+    if (!m->in_use)
+      continue;
+    memset(&e, 0, sizeof(e));
+    cm_wire_id_set(&e.node, cm_member_id(m), m->id_len);
+    e.incarnation = m->incarnation;
+    e.addr = m->addr;
+    e.state = m->state;
+    e.tags = m->tags;
+    e.tags_len = m->tags_len;
+    cm_node__ext_of(m, &e.ext);
+    rc = cm_wire_pp_add(&w, &e);
+    if (rc == CM_ENOSPC) {
+      /* The state no longer fits the configured bound: send what fits;
+       * gossip and later exchanges carry the rest. */
+      n->st.drop_pushpull++;
+      rc = 0;
+      break;
+    }
+  }
+  if (rc == 0)
+    rc = cm_wire_pp_finish(&w);
+  if (rc != 0) {
+    free(w.p);
+    return rc;
+  }
+  *out = w.p;
+  *out_len = w.len;
+  return 0;
+}
+
+int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
+  struct cm_stream_out *s;
+  uint8_t *data;
+  size_t len;
+  int rc;
+  if (n->nstreams == n->streams_cap) {
+    size_t ncap = n->streams_cap ? n->streams_cap * 2 : 8;
+    struct cm_stream_out *ns = realloc(n->streams, ncap * sizeof(*ns));
+    if (ns == NULL)
+      return CM_ENOMEM;
+    n->streams = ns;
+    n->streams_cap = ncap;
+  }
+  rc = node_pp_build(n, CM_PP_REQUEST, join ? CM_PP_FLAG_JOIN : 0, &data, &len);
+  if (rc != 0)
+    return rc;
+  s = &n->streams[n->nstreams++];
+  s->to = *to;
+  s->req_id = ++n->next_req_id;
+  s->data = data;
+  s->len = len;
+  s->is_join = join;
+  n->st.pushpull_out++;
+  return 0;
+}
+
+/* One slot of the table of winners: an entry's offset + 1 (0: empty) and
+ * its id's hash. */
+struct node_pp_win {
+  size_t off1;
+  uint64_t hash;
+};
+
+/* The slot for entry e (at offset off) in tab (mask + 1 slots): the one
+ * holding an entry with e's id, or the empty one where it would go. */
+static struct node_pp_win *node_pp_slot(struct node_pp_win *tab, size_t mask,
+                                        const uint8_t *buf, size_t len,
+                                        const cm_pp_entry_t *e, size_t off,
+                                        uint64_t hash) {
+  size_t i = (size_t)hash & mask;
+  for (;; i = (i + 1) & mask) {
+    struct node_pp_win *w = &tab[i];
+    size_t o;
+    cm_pp_entry_t other;
+    if (w->off1 == 0 || w->off1 == off + 1)
+      return w;
+    if (w->hash != hash)
+      continue;
+    o = w->off1 - 1;
+    if (cm_wire_pp_next(buf, len, &o, &other) &&
+        other.node.len == e->node.len &&
+        memcmp(other.node.s, e->node.s, e->node.len) == 0)
+      return w;
+  }
+}
+
+/* For each id in a validated push-pull, the entry that ranks highest
+ * (cm_merge_entry_cmp): a table of mask + 1 slots, at most half full, in
+ * *out (free it). Returns 0 or CM_ENOMEM. */
+static int node_pp_winners(const uint8_t *buf, size_t len, uint32_t count,
+                           struct node_pp_win **out, size_t *mask) {
+  size_t cap = 2, off = 0, at = 0;
+  struct node_pp_win *tab;
+  cm_pp_entry_t e;
+  while (cap < 2 * (size_t)count)
+    cap *= 2;
+  tab = calloc(cap, sizeof(*tab));
+  if (tab == NULL)
+    return CM_ENOMEM;
+  while (cm_wire_pp_next(buf, len, &off, &e)) {
+    uint64_t hash = cm_id_hash(e.node.s, e.node.len);
+    struct node_pp_win *w = node_pp_slot(tab, cap - 1, buf, len, &e, at, hash);
+    size_t o = w->off1 - 1;
+    cm_pp_entry_t held;
+    if (w->off1 == 0 || (cm_wire_pp_next(buf, len, &o, &held) &&
+                         cm_merge_entry_cmp(&e, &held) > 0)) {
+      w->off1 = at + 1;
+      w->hash = hash;
+    }
+    at = off;
+  }
+  *out = tab;
+  *mask = cap - 1;
+  return 0;
+}
+
+/* Merge a validated push-pull message of count entries with the merge rule.
+ * An id named more than once is merged once, with its highest entry, so the
+ * result does not depend on the order of the entries (honest peers never
+ * send duplicates: their tables are keyed by id). The first entry is the
+ * sender, the accuser of the suspect and failed entries. Returns 0, or
+ * CM_ENOMEM with nothing merged. */
+static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
+                         uint32_t count, cm_time_t now, int quiet) {
+  size_t off = 0, at = 0, mask;
+  struct node_pp_win *tab;
+  cm_pp_entry_t e;
+  cm_wire_id_t sender;
+  int first = 1;
+  int rc = node_pp_winners(buf, len, count, &tab, &mask);
+  if (rc != 0)
+    return rc;
+  memset(&sender, 0, sizeof(sender));
+  for (; cm_wire_pp_next(buf, len, &off, &e); at = off) {
+    uint64_t hash = cm_id_hash(e.node.s, e.node.len);
+    if (first) {
+      sender = e.node;
+      first = 0;
+    }
+    if (node_pp_slot(tab, mask, buf, len, &e, at, hash)->off1 != at + 1)
+      continue; /* a higher entry names the same id */
+    if (e.state == CM_STATE_ALIVE) {
+      cm_msg_alive_t a;
+      a.node = e.node;
+      a.incarnation = e.incarnation;
+      a.addr = e.addr;
+      a.tags = e.tags;
+      a.tags_len = e.tags_len;
+      a.ext = e.ext;
+      cm_node__alive(n, &a, now, quiet);
+    } else {
+      static const uint8_t kinds[] = {0, CM_NEWS_SUSPECT, CM_NEWS_PP_FAILED,
+                                      CM_NEWS_LEAVE};
+      cm_node__accuse(n, kinds[e.state & 3], e.node.s, e.node.len,
+                      e.incarnation, sender.s, sender.len, now);
+    }
+  }
+  free(tab);
+  return 0;
+}
+
+static int node_pp_check(cm_node_t *n, const uint8_t *buf, size_t len,
+                         uint8_t want_kind, uint32_t *count) {
+  cm_pp_header_t h;
+  int rc;
+  if (len > n->cfg.max_pushpull_size) {
+    n->st.drop_pushpull++;
+    return CM_ETOOBIG;
+  }
+  rc = cm_wire_pp_decode(buf, len, &h);
+  if (rc == 0 && h.kind != want_kind)
+    rc = CM_EBADMSG;
+  if (rc == 0 && h.count == 0)
+    rc = CM_EBADMSG;
+  if (rc != 0)
+    n->st.drop_pushpull++;
+  else
+    *count = h.count;
+  return rc;
+}
+
+int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
+                            const uint8_t *req, size_t len, cm_time_t now,
+                            uint8_t **reply, size_t *reply_len) {
+  uint32_t count;
+  int rc;
+  if (n == NULL || req == NULL || reply == NULL || reply_len == NULL)
+    return CM_EINVAL;
+  rc = node_pp_check(n, req, len, CM_PP_REQUEST, &count);
+  if (rc != 0)
+    return rc;
+  n->st.pushpull_in++;
+  /* Merge before answering, so a refutation this exchange provokes (the
+   * peer thought we had failed) is already in the reply. */
+  rc = node_pp_merge(n, req, len, count, now, 0);
+  if (rc != 0)
+    return rc;
+  (void)from;
+  return node_pp_build(n, CM_PP_RESPONSE, 0, reply, reply_len);
+}
+
+/* Validate and merge a push-pull response; quiet as for cm_node__alive. */
+static int node_pp_take_response(cm_node_t *n, const uint8_t *buf, size_t len,
+                                 cm_time_t now, int quiet) {
+  uint32_t count;
+  int rc;
+  if (n == NULL || buf == NULL)
+    return CM_EINVAL;
+  rc = node_pp_check(n, buf, len, CM_PP_RESPONSE, &count);
+  if (rc == 0)
+    rc = node_pp_merge(n, buf, len, count, now, quiet);
+  return rc;
+}
+
+int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
+                           size_t len, cm_time_t now) {
+  (void)req_id;
+  return node_pp_take_response(n, buf, len, now, 0);
+}
+
+int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
+                        cm_time_t now) {
+  int rc = node_pp_take_response(n, buf, len, now, 1);
+  if (rc != 0)
+    return rc;
+  /* In a cluster that has run for a while, push-pull phases are spread
+   * over the interval; without this every node would exchange its whole
+   * table at once, 15-30 s after the adoption. */
+  {
+    cm_time_t iv = cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
+    if (iv > (cm_time_t)UINT32_MAX - 1)
+      iv = (cm_time_t)UINT32_MAX - 1;
+    n->next_pushpull = now + cm_rand_below(&n->rng, (uint32_t)iv + 1);
+  }
+  return 0;
+}
+
+void cm_node_pushpull_failed(cm_node_t *n, uint64_t req_id, cm_time_t now) {
+  (void)req_id;
+  (void)now;
+  n->st.pushpull_failed++;
+}

@@ -1,0 +1,396 @@
+/*
+ * Probe scheduling and the failure detector's inputs: random picks, the
+ * round-robin probe order, phi's early probes, direct and indirect probes,
+ * the pings, acks and nacks that answer them, and local health (Lifeguard's
+ * awareness, and a stall of this node).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm_merge.h"
+#include "cm_node_int.h"
+
+/* Lifeguard's local health score, kept in [0, awareness_max): probe
+ * intervals and timeouts are scaled by it (cm_node__scaled). */
+void cm_node__awareness(cm_node_t *n, int delta) {
+  int64_t v = (int64_t)n->awareness + delta;
+  int64_t hi = (int64_t)n->cfg.awareness_max - 1;
+  if (v < 0)
+    v = 0;
+  if (v > hi)
+    v = hi;
+  n->awareness = (uint32_t)v;
+}
+
+/* ----------------------------------------------------------- random picks */
+
+static int node_pick_has(const uint32_t *out, size_t k, uint32_t slot) {
+  size_t i;
+  for (i = 0; i < k; i++)
+    if (out[i] == slot)
+      return 1;
+  return 0;
+}
+
+/* Up to want distinct random slots passing filter, excluding self and
+ * `exclude`. Small registries are scanned; large ones sampled. */
+size_t cm_node__pick(cm_node_t *n, size_t want, cm_node__filter_fn filter,
+                     uint32_t exclude, cm_time_t now, uint32_t *out) {
+  size_t k = 0;
+  uint32_t high = n->reg.high;
+  if (want == 0 || high == 0)
+    return 0;
+  if (high <= 64) {
+    uint32_t cand[64], nc = 0, i;
+    for (i = 0; i < high; i++)
+      if (i != n->self && i != exclude && n->reg.m[i].in_use &&
+          filter(n, i, now))
+        cand[nc++] = i;
+    while (k < want && nc > 0) {
+      uint32_t j = cm_rand_below(&n->rng, nc);
+      out[k++] = cand[j];
+      cand[j] = cand[--nc];
+    }
+    return k;
+  } else {
+    size_t tries = want * CM_PICK_TRIES + 16;
+    while (k < want && tries-- > 0) {
+      uint32_t s = cm_rand_below(&n->rng, high);
+      if (s == n->self || s == exclude || !n->reg.m[s].in_use ||
+          !filter(n, s, now) || node_pick_has(out, k, s))
+        continue;
+      out[k++] = s;
+    }
+    if (k < want) {
+      /* Few slots qualify (say one failed member among thousands): sampling
+       * would keep missing them, so scan once from a random start. */
+      uint32_t start = cm_rand_below(&n->rng, high), i;
+      for (i = 0; i < high && k < want; i++) {
+        uint32_t s = (start + i) % high;
+        if (s == n->self || s == exclude || !n->reg.m[s].in_use ||
+            !filter(n, s, now) || node_pick_has(out, k, s))
+          continue;
+        out[k++] = s;
+      }
+    }
+    return k;
+  }
+}
+
+int cm_node__filter_alive(const cm_node_t *n, uint32_t s, cm_time_t now) {
+  return n->reg.m[s].state == CM_STATE_ALIVE;
+}
+
+/* ------------------------------------------------------------------ phi */
+
+static void node_arrival(cm_node_t *n, uint32_t slot, cm_time_t now) {
+  cm_member_t *m = cm_node__m(n, slot);
+  if (slot == n->self)
+    return;
+  cm_member_ext_t *x = cm_member_ext(m);
+  if (x == NULL ||
+      (x->phi == NULL && (x->phi = cm_phi_new(n->cfg.phi_window)) == NULL))
+    return;
+  cm_phi_arrival(x->phi, now);
+  if (!x->phi_watched && x->phi->count >= n->cfg.phi_min_samples &&
+      n->nwatch < CM_PHI_WATCH_MAX) {
+    x->phi_watched = 1;
+    n->watch[n->nwatch++] = slot;
+  }
+}
+
+double cm_node__phi(const cm_node_t *n, const cm_member_t *m, cm_time_t now) {
+  return cm_phi_value(m->ext != NULL ? m->ext->phi : NULL, now,
+                      n->cfg.phi_min_samples, n->cfg.phi_min_std,
+                      n->cfg.phi_acceptable_pause);
+}
+
+/* A watched peer that has gone quiet for longer than its history makes
+ * plausible is probed out of turn: phi never convicts, it only brings the
+ * next probe forward, so detection is faster with no new false positive. */
+static uint32_t node_phi_target(cm_node_t *n, cm_time_t now) {
+  uint32_t i, best = CM_NO_SLOT;
+  double best_phi = n->cfg.phi_threshold;
+  for (i = 0; i < n->nwatch; i++) {
+    cm_member_t *m = cm_node__m(n, n->watch[i]);
+    double phi;
+    if (!cm_node__live(m) || m->ext == NULL ||
+        now - m->ext->last_probed < n->cfg.probe_interval)
+      continue;
+    phi = cm_node__phi(n, m, now);
+    if (phi > best_phi) {
+      best_phi = phi;
+      best = n->watch[i];
+    }
+  }
+  return best;
+}
+
+/* ---------------------------------------------------------------- probes */
+
+static void node_order_rebuild(cm_node_t *n) {
+  uint32_t i, len = 0;
+  if (n->order_cap < n->reg.high) {
+    uint32_t *no = realloc(n->order, n->reg.high * sizeof(*no));
+    if (no == NULL)
+      return;
+    n->order = no;
+    n->order_cap = n->reg.high;
+  }
+  for (i = 0; i < n->reg.high; i++)
+    if (i != n->self && cm_node__live(&n->reg.m[i]))
+      n->order[len++] = i;
+  for (i = len; i > 1; i--) {
+    uint32_t j = cm_rand_below(&n->rng, i);
+    uint32_t t = n->order[i - 1];
+    n->order[i - 1] = n->order[j];
+    n->order[j] = t;
+  }
+  n->order_len = len;
+  n->order_pos = 0;
+}
+
+static uint32_t node_next_target(cm_node_t *n) {
+  int rebuilt = 0;
+  for (;;) {
+    while (n->order_pos < n->order_len) {
+      uint32_t s = n->order[n->order_pos++];
+      if (s < n->reg.high && s != n->self && cm_node__live(&n->reg.m[s]))
+        return s;
+    }
+    if (rebuilt)
+      return CM_NO_SLOT;
+    node_order_rebuild(n);
+    rebuilt = 1;
+  }
+}
+
+static void node_ping_msg(cm_node_t *n, cm_msg_t *msg, uint32_t seq,
+                          const char *target_id, size_t target_len) {
+  const cm_member_t *self = &n->reg.m[n->self];
+  memset(msg, 0, sizeof(*msg));
+  msg->type = CM_MSG_PING;
+  msg->u.ping.seq = seq;
+  cm_wire_id_set(&msg->u.ping.target, target_id, target_len);
+  cm_wire_id_set(&msg->u.ping.source, cm_member_id(self), self->id_len);
+  msg->u.ping.source_addr = self->addr;
+}
+
+void cm_node__start_probe(cm_node_t *n, cm_time_t now) {
+  uint32_t slot = node_phi_target(n, now);
+  cm_member_t *t;
+  cm_msg_t msgs[2];
+  size_t nmsgs = 1;
+  if (slot != CM_NO_SLOT)
+    n->st.phi_probes++;
+  else
+    slot = node_next_target(n);
+  if (slot == CM_NO_SLOT)
+    return;
+  t = cm_node__m(n, slot);
+  /* Only phi's early probes look at this, and only for peers with phi
+   * state: no need to allocate it for everyone. */
+  if (t->ext != NULL)
+    t->ext->last_probed = now;
+  memset(&n->probe, 0, sizeof(n->probe));
+  n->probe.active = 1;
+  n->probe.slot = slot;
+  n->probe.target_hash = t->id_hash;
+  n->probe.seq = ++n->seq;
+  n->probe.start = now;
+  n->probe.timeout_at = now + cm_node__scaled(n, n->cfg.probe_timeout);
+  n->probe.end_at = now + cm_node__scaled(n, n->cfg.probe_interval);
+  node_ping_msg(n, &msgs[0], n->probe.seq, cm_member_id(t), t->id_len);
+  /* Buddy system: a suspect learns it is suspected from the probe itself,
+   * and can refute at once instead of waiting for gossip to reach it. */
+  if (t->state == CM_STATE_SUSPECT) {
+    cm_member_t *self = cm_node__self(n);
+    msgs[1].type = CM_MSG_SUSPECT;
+    cm_wire_id_set(&msgs[1].u.suspect.node, cm_member_id(t), t->id_len);
+    msgs[1].u.suspect.incarnation = t->incarnation;
+    cm_wire_id_set(&msgs[1].u.suspect.from, cm_member_id(self), self->id_len);
+    nmsgs = 2;
+  }
+  n->st.probes++;
+  cm_node__send(n, &t->addr, msgs, nmsgs);
+}
+
+static int node_probe_target_ok(cm_node_t *n) {
+  uint32_t s = n->probe.slot;
+  return s < n->reg.high && n->reg.m[s].in_use &&
+         n->reg.m[s].id_hash == n->probe.target_hash;
+}
+
+void cm_node__probe_indirect(cm_node_t *n, cm_time_t now) {
+  uint32_t helpers[16], k, i;
+  cm_member_t *t;
+  cm_msg_t msg;
+  n->probe.indirect = 1;
+  if (!node_probe_target_ok(n))
+    return;
+  t = cm_node__m(n, n->probe.slot);
+  k = (uint32_t)cm_node__pick(n, n->cfg.indirect_checks, cm_node__filter_alive,
+                              n->probe.slot, now, helpers);
+  memset(&msg, 0, sizeof(msg));
+  msg.type = CM_MSG_PING_REQ;
+  msg.u.ping_req.seq = n->probe.seq;
+  cm_wire_id_set(&msg.u.ping_req.target, cm_member_id(t), t->id_len);
+  msg.u.ping_req.target_addr = t->addr;
+  msg.u.ping_req.want_nack = 1;
+  for (i = 0; i < k; i++)
+    cm_node__send(n, &cm_node__m(n, helpers[i])->addr, &msg, 1);
+  n->probe.expected_nacks = k;
+  n->st.indirect_probes += k;
+}
+
+void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
+  cm_member_t *t, *self;
+  n->probe.active = 0;
+  if (n->probe.acked)
+    return;
+  n->st.probe_failures++;
+  /* Lifeguard: if the helpers could not even nack, the problem is likely
+   * ours; penalise once per missing nack, or once when nobody could help. */
+  if (n->probe.expected_nacks > 0) {
+    if (n->probe.nacks < n->probe.expected_nacks)
+      cm_node__awareness(n, (int)(n->probe.expected_nacks - n->probe.nacks));
+  } else {
+    cm_node__awareness(n, +1);
+  }
+  if (!node_probe_target_ok(n))
+    return;
+  t = cm_node__m(n, n->probe.slot);
+  if (!cm_node__live(t))
+    return;
+  /* Already suspect: our failed probe is an independent confirmation. */
+  self = cm_node__self(n);
+  cm_node__accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len,
+                  t->incarnation, cm_member_id(self), self->id_len, now);
+}
+
+static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
+                             cm_time_t now) {
+  n->probe.acked = 1;
+  n->probe.active = 0;
+  n->st.probe_acks++;
+  cm_node__awareness(n, -1);
+  if (node_probe_target_ok(n) &&
+      cm_addr_eq(from, &cm_node__m(n, n->probe.slot)->addr))
+    node_arrival(n, n->probe.slot, now);
+}
+
+/* ---------------------------------------------------------------- inputs */
+
+void cm_node__on_ping(cm_node_t *n, const cm_addr_t *from,
+                      const cm_msg_ping_t *p, cm_time_t now) {
+  cm_member_t *self = cm_node__self(n);
+  cm_msg_t ack;
+  int32_t src;
+  n->st.pings_in++;
+  if (p->target.len != self->id_len ||
+      memcmp(p->target.s, cm_member_id(self), self->id_len) != 0) {
+    n->st.drop_wrong_target++;
+    return;
+  }
+  src = cm_registry_find(&n->reg, p->source.s, p->source.len);
+  if (src >= 0 && cm_addr_eq(&cm_node__m(n, (uint32_t)src)->addr, from))
+    node_arrival(n, (uint32_t)src, now);
+  memset(&ack, 0, sizeof(ack));
+  ack.type = CM_MSG_ACK;
+  ack.u.ack.seq = p->seq;
+  cm_node__send(n, from, &ack, 1);
+}
+
+void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
+                          const cm_msg_ping_req_t *r, cm_time_t now) {
+  struct cm_fwd *f = NULL;
+  cm_msg_t ping;
+  size_t i;
+  n->st.ping_reqs_in++;
+  for (i = 0; i < CM_FWD_MAX; i++)
+    if (!n->fwd[i].active) {
+      f = &n->fwd[i];
+      break;
+    }
+  if (f == NULL) {
+    n->st.drop_forward_full++;
+    return;
+  }
+  f->active = 1;
+  f->want_nack = r->want_nack;
+  f->seq = ++n->seq;
+  f->orig_seq = r->seq;
+  f->requester = *from;
+  f->deadline = now + n->cfg.probe_timeout;
+  node_ping_msg(n, &ping, f->seq, r->target.s, r->target.len);
+  cm_node__send(n, &r->target_addr, &ping, 1);
+}
+
+void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,
+                     cm_time_t now) {
+  size_t i;
+  if (n->probe.active && !n->probe.acked && seq == n->probe.seq) {
+    node_probe_acked(n, from, now);
+    return;
+  }
+  for (i = 0; i < CM_FWD_MAX; i++) {
+    struct cm_fwd *f = &n->fwd[i];
+    if (f->active && f->seq == seq) {
+      cm_msg_t ack;
+      memset(&ack, 0, sizeof(ack));
+      ack.type = CM_MSG_ACK;
+      ack.u.ack.seq = f->orig_seq;
+      f->active = 0;
+      cm_node__send(n, &f->requester, &ack, 1);
+      return;
+    }
+  }
+  n->st.drop_stale++;
+}
+
+void cm_node__on_nack(cm_node_t *n, uint32_t seq) {
+  if (n->probe.active && seq == n->probe.seq) {
+    n->probe.nacks++;
+    n->st.nacks_in++;
+  } else {
+    n->st.drop_stale++;
+  }
+}
+
+void cm_node__expire_forwards(cm_node_t *n, cm_time_t now) {
+  size_t i;
+  for (i = 0; i < CM_FWD_MAX; i++) {
+    struct cm_fwd *f = &n->fwd[i];
+    if (!f->active || f->deadline > now)
+      continue;
+    f->active = 0;
+    if (f->want_nack) {
+      cm_msg_t nack;
+      memset(&nack, 0, sizeof(nack));
+      nack.type = CM_MSG_NACK;
+      nack.u.nack.seq = f->orig_seq;
+      cm_node__send(n, &f->requester, &nack, 1);
+    }
+  }
+}
+
+/* Called at now for a deadline that was due at `due`, much earlier: this
+ * node was not running (a paused process, a starved thread, a suspended
+ * machine). Time it did not live through must not count against others:
+ * pending suspicions and the probe in flight are shifted by the lag, as
+ * Cassandra refuses to convict after its own pause. Being late also says
+ * our own health is poor. */
+void cm_node__stalled(cm_node_t *n, cm_time_t lag) {
+  uint32_t i;
+  n->st.stalls++;
+  cm_node__awareness(n, +1);
+  for (i = 0; i < n->nsuspects; i++) {
+    cm_member_t *m = cm_node__m(n, n->suspects[i]);
+    if (m->ext != NULL && m->ext->susp != NULL)
+      m->ext->susp->start += lag;
+  }
+  if (n->probe.active) {
+    n->probe.timeout_at += lag;
+    n->probe.end_at += lag;
+  }
+}

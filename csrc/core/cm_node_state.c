@@ -1,0 +1,399 @@
+/*
+ * The member table: per-state counters, the suspect list, and the
+ * application of merge decisions (cm_merge) to news about a member,
+ * whichever path brought it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm_merge.h"
+#include "cm_node_int.h"
+
+void cm_node__count_state(cm_node_t *n, uint8_t state, int delta) {
+  uint32_t *c = NULL;
+  switch (state) {
+  case CM_STATE_ALIVE:
+    c = &n->st.alive;
+    break;
+  case CM_STATE_SUSPECT:
+    c = &n->st.suspect;
+    break;
+  case CM_STATE_FAILED:
+    c = &n->st.failed;
+    break;
+  case CM_STATE_LEFT:
+    c = &n->st.left;
+    break;
+  }
+  if (c != NULL)
+    *c = (uint32_t)((int64_t)*c + delta);
+}
+
+static int node_suspects_add(cm_node_t *n, uint32_t slot) {
+  if (n->nsuspects == n->suspects_cap) {
+    uint32_t ncap = n->suspects_cap ? n->suspects_cap * 2 : 16;
+    uint32_t *ns = realloc(n->suspects, ncap * sizeof(*ns));
+    if (ns == NULL)
+      return CM_ENOMEM;
+    n->suspects = ns;
+    n->suspects_cap = ncap;
+  }
+  n->suspects[n->nsuspects++] = slot;
+  return 0;
+}
+
+static void node_suspects_remove(cm_node_t *n, uint32_t slot) {
+  uint32_t i;
+  for (i = 0; i < n->nsuspects; i++)
+    if (n->suspects[i] == slot) {
+      n->suspects[i] = n->suspects[--n->nsuspects];
+      return;
+    }
+}
+
+/* Move a member to a state, keeping counters and the suspicion bookkeeping
+ * consistent. */
+void cm_node__set_state(cm_node_t *n, uint32_t slot, uint8_t state,
+                        cm_time_t now) {
+  cm_member_t *m = cm_node__m(n, slot);
+  if (m->state == CM_STATE_SUSPECT && state != CM_STATE_SUSPECT) {
+    if (m->ext != NULL) {
+      free(m->ext->susp);
+      m->ext->susp = NULL;
+    }
+    node_suspects_remove(n, slot);
+  }
+  cm_node__count_state(n, m->state, -1);
+  m->state = state;
+  cm_node__count_state(n, state, +1);
+  m->state_change = now;
+}
+
+/* The versions m advertises, relayed as known. */
+void cm_node__ext_of(const cm_member_t *m, cm_wire_ext_t *x) {
+  memset(x, 0, sizeof(*x));
+  x->vmin = m->vmin;
+  x->vmax = m->vmax;
+}
+
+/* Versions belong to an incarnation: taken with it, kept when a relay did
+ * not carry them. */
+static void node_keep_ext(cm_member_t *m, const cm_wire_ext_t *x) {
+  if (x->vmin == 0)
+    return;
+  m->vmin = x->vmin;
+  m->vmax = x->vmax;
+}
+
+/* ------------------------------------------------------------ membership */
+
+/* Incarnations saturate: UINT32_MAX is the last one, and nothing adds to it.
+ * Wrapping to 0 would make a refutation or tag change older than what every
+ * peer holds, so they would ignore it and keep this node failed until they
+ * reaped it. cm_merge drops (and this node counts) an accusation that would
+ * put a member there and a refutation that would pass it
+ * (docs/protocol.md, "Incarnations saturate"). */
+static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
+  cm_member_t *self = cm_node__self(n);
+  uint32_t inc =
+      accused_inc > self->incarnation ? accused_inc : self->incarnation;
+  self->incarnation = inc + 1; /* below UINT32_MAX: cm_merge checked */
+  n->st.refutations++;
+  /* Being accused means our messages are not getting through in time: the
+   * local-health score rises so we probe less aggressively (Lifeguard). */
+  cm_node__awareness(n, +1);
+  cm_node__broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, self->incarnation,
+                     n->self, now);
+}
+
+static void node_order_insert(cm_node_t *n, uint32_t slot) {
+  uint32_t pos;
+  if (n->order_len == n->order_cap) {
+    uint32_t ncap = n->order_cap ? n->order_cap * 2 : 16;
+    uint32_t *no = realloc(n->order, ncap * sizeof(*no));
+    if (no == NULL)
+      return; /* the next round's rebuild includes it */
+    n->order = no;
+    n->order_cap = ncap;
+  }
+  /* A random position in the rest of this round, so a newcomer is probed
+   * within one round without skewing the order (SWIM's round-robin). */
+  pos = n->order_pos + cm_rand_below(&n->rng, n->order_len - n->order_pos + 1);
+  n->order[n->order_len++] = n->order[pos];
+  n->order[pos] = slot;
+}
+
+static int tags_equal(const uint8_t *a, size_t alen, const uint8_t *b,
+                      size_t blen) {
+  return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+/* News about a member, whichever path brought it: a datagram, a push-pull
+ * entry, the table a join is answered with. */
+typedef struct node_news {
+  uint8_t kind; /* enum cm_news_kind */
+  uint32_t incarnation;
+  const char *id;
+  size_t id_len;
+  const cm_msg_alive_t *alive; /* CM_NEWS_ALIVE: the record */
+  const char *from;            /* suspicions and dead records: the accuser */
+  size_t from_len;
+} node_news_t;
+
+/* quiet: a member new to us is not queued for gossip (cm_node_adopt_table). */
+static void node_add(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
+                     int quiet) {
+  int32_t slot;
+  cm_member_t *m;
+  if (n->reg.count >= n->cfg.max_members) {
+    n->st.drop_limit++;
+    return;
+  }
+  slot = cm_registry_add(&n->reg, a->node.s, a->node.len);
+  if (slot < 0)
+    return;
+  m = cm_node__m(n, (uint32_t)slot);
+  if (cm_member_set_tags(m, a->tags, a->tags_len) != 0) {
+    cm_registry_remove(&n->reg, (uint32_t)slot);
+    return;
+  }
+  cm_registry_set_addr(&n->reg, (uint32_t)slot, &a->addr);
+  node_keep_ext(m, &a->ext);
+  m->incarnation = a->incarnation;
+  m->state = CM_STATE_ALIVE;
+  m->state_change = now;
+  cm_node__count_state(n, CM_STATE_ALIVE, +1);
+  node_order_insert(n, (uint32_t)slot);
+  if (!quiet)
+    cm_node__broadcast(n, (uint32_t)slot, CM_MSG_ALIVE, CM_PRIO_NORMAL,
+                       a->incarnation, 0, now);
+  cm_node__event(n, CM_EV_JOINED, m, NULL, now);
+}
+
+/* Two processes claim one id; reported once per member (every time about
+ * ourselves), so a duel of incarnations never starts. */
+static void node_conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
+                          cm_time_t now) {
+  cm_member_t *m = cm_node__m(n, slot);
+  if (slot != n->self) {
+    if (m->conflict_reported)
+      return;
+    m->conflict_reported = 1;
+  }
+  n->st.conflicts++;
+  cm_node__event(n, CM_EV_CONFLICT, m, other, now);
+}
+
+static void node_take_alive(cm_node_t *n, uint32_t slot,
+                            const cm_msg_alive_t *a, int addr_changed,
+                            int tags_changed, cm_time_t now) {
+  cm_member_t *m = cm_node__m(n, slot);
+  uint8_t old;
+  if (tags_changed && cm_member_set_tags(m, a->tags, a->tags_len) != 0)
+    return;
+  old = m->state;
+  m->incarnation = a->incarnation;
+  node_keep_ext(m, &a->ext);
+  cm_registry_set_addr(&n->reg, slot, &a->addr);
+  m->conflict_reported = 0;
+  if (old != CM_STATE_ALIVE)
+    cm_node__set_state(n, slot, CM_STATE_ALIVE, now);
+  if (old == CM_STATE_FAILED || old == CM_STATE_LEFT)
+    node_order_insert(n, slot);
+  cm_node__broadcast(n, slot, CM_MSG_ALIVE,
+                     tags_changed ? CM_PRIO_HIGH : CM_PRIO_NORMAL,
+                     a->incarnation, 0, now);
+  if (addr_changed)
+    cm_node__event(n, CM_EV_ADDR_CHANGED, m, NULL, now);
+  if (old == CM_STATE_LEFT)
+    cm_node__event(n, CM_EV_JOINED, m, NULL, now);
+  else if (old != CM_STATE_ALIVE)
+    cm_node__event(n, CM_EV_RECOVERED, m, NULL, now);
+  if (tags_changed && old != CM_STATE_LEFT)
+    cm_node__event(n, CM_EV_TAGS_UPDATED, m, NULL, now);
+}
+
+/* An independent accuser of a suspect shortens the timeout; the news is
+ * passed on so others count it too. */
+static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
+                         cm_time_t now) {
+  cm_member_t *m = cm_node__m(n, slot);
+  int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
+  if (x->incarnation > m->incarnation)
+    m->incarnation = x->incarnation;
+  if (m->ext != NULL && m->ext->susp != NULL &&
+      cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len),
+                           now) &&
+      accuser >= 0)
+    cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, m->incarnation,
+                       (uint32_t)accuser, now);
+}
+
+static void node_start_suspicion(cm_node_t *n, uint32_t slot,
+                                 const node_news_t *x, cm_time_t now) {
+  cm_member_t *m = cm_node__m(n, slot);
+  int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
+  uint32_t k, live;
+  cm_time_t min;
+  if (cm_member_ext(m) == NULL)
+    return;
+  m->ext->susp = malloc(sizeof(*m->ext->susp));
+  if (m->ext->susp == NULL || node_suspects_add(n, slot) != 0) {
+    free(m->ext->susp);
+    m->ext->susp = NULL;
+    return;
+  }
+  live = cm_node__live_count(n);
+  k = n->cfg.suspicion_mult > 2 ? n->cfg.suspicion_mult - 2 : 0;
+  /* Too few others to confirm: do not wait for confirmations. */
+  if (live < k + 2)
+    k = 0;
+  min = cm_suspicion_min(&n->cfg, live);
+  cm_suspicion_start(m->ext->susp, now, k, min,
+                     min * (cm_time_t)n->cfg.suspicion_max_mult,
+                     cm_id_hash(x->from, x->from_len));
+  m->incarnation = x->incarnation;
+  /* cm_node__set_state frees susp when leaving SUSPECT only: set it directly.
+   */
+  cm_node__count_state(n, m->state, -1);
+  m->state = CM_STATE_SUSPECT;
+  cm_node__count_state(n, CM_STATE_SUSPECT, +1);
+  m->state_change = now;
+  n->st.suspicions++;
+  if (accuser >= 0)
+    cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
+                       (uint32_t)accuser, now);
+  cm_node__event(n, CM_EV_SUSPECT, m, NULL, now);
+}
+
+/* A member declared gone: failed by a dead record, left by a leave; or, if
+ * already gone, its incarnation raised (CM_MERGE_RAISE), the state kept. */
+static void node_gone(cm_node_t *n, uint32_t slot, const node_news_t *x,
+                      int raise, cm_time_t now) {
+  cm_member_t *m = cm_node__m(n, slot);
+  int leave = x->kind == CM_NEWS_LEAVE;
+  uint32_t aux = n->self;
+  if (leave) {
+    aux = 0;
+  } else {
+    int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
+    if (accuser >= 0)
+      aux = (uint32_t)accuser;
+  }
+  m->incarnation = x->incarnation;
+  if (!raise)
+    cm_node__set_state(n, slot, leave ? CM_STATE_LEFT : CM_STATE_FAILED, now);
+  cm_node__broadcast(n, slot, leave ? CM_MSG_LEAVE : CM_MSG_DEAD,
+                     leave ? CM_PRIO_CRITICAL : CM_PRIO_NORMAL, x->incarnation,
+                     aux, now);
+  if (!raise)
+    cm_node__event(n, leave ? CM_EV_LEFT : CM_EV_FAILED, m, NULL, now);
+}
+
+/* Apply news about a member with the one merge rule (cm_merge). */
+static void node_merge(cm_node_t *n, const node_news_t *x, cm_time_t now,
+                       int quiet) {
+  int32_t found = cm_registry_find(&n->reg, x->id, x->id_len);
+  uint32_t slot = found >= 0 ? (uint32_t)found : CM_NO_SLOT;
+  const cm_msg_alive_t *a = x->alive;
+  cm_merge_held_t h;
+  cm_merge_news_t nw;
+  memset(&h, 0, sizeof(h));
+  memset(&nw, 0, sizeof(nw));
+  nw.kind = x->kind;
+  nw.incarnation = x->incarnation;
+  if (slot != CM_NO_SLOT) {
+    const cm_member_t *m = cm_node__m(n, slot);
+    h.known = 1;
+    h.is_self = slot == n->self;
+    h.leaving = n->leaving;
+    h.state = m->state;
+    h.incarnation = m->incarnation;
+    if (a != NULL) {
+      nw.other_addr = !cm_addr_eq(&a->addr, &m->addr);
+      nw.other_tags = !tags_equal(a->tags, a->tags_len, m->tags, m->tags_len);
+    }
+  }
+  switch (cm_merge(&h, &nw)) {
+  case CM_MERGE_DROP_UNKNOWN:
+    n->st.drop_unknown++;
+    break;
+  case CM_MERGE_DROP_INCARNATION:
+    n->st.drop_incarnation++;
+    break;
+  case CM_MERGE_ADD:
+    node_add(n, a, now, quiet);
+    break;
+  case CM_MERGE_CONFLICT:
+    node_conflict(n, slot, &a->addr, now);
+    break;
+  case CM_MERGE_ALIVE:
+    node_take_alive(n, slot, a, nw.other_addr, nw.other_tags, now);
+    break;
+  case CM_MERGE_SUSPECT:
+    node_start_suspicion(n, slot, x, now);
+    break;
+  case CM_MERGE_CONFIRM:
+    node_confirm(n, slot, x, now);
+    break;
+  case CM_MERGE_FAIL:
+  case CM_MERGE_LEAVE:
+    node_gone(n, slot, x, 0, now);
+    break;
+  case CM_MERGE_RAISE:
+    node_gone(n, slot, x, 1, now);
+    break;
+  case CM_MERGE_REFUTE:
+    node_refute(n, x->incarnation, now);
+    break;
+  default:
+    break;
+  }
+}
+
+void cm_node__alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
+                    int quiet) {
+  node_news_t x;
+  memset(&x, 0, sizeof(x));
+  x.kind = CM_NEWS_ALIVE;
+  x.incarnation = a->incarnation;
+  x.id = a->node.s;
+  x.id_len = a->node.len;
+  x.alive = a;
+  node_merge(n, &x, now, quiet);
+}
+
+/* An accusation (suspect, dead or push-pull failed record) or a leave. */
+void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
+                     uint32_t inc, const char *from, size_t from_len,
+                     cm_time_t now) {
+  node_news_t x;
+  memset(&x, 0, sizeof(x));
+  x.kind = kind;
+  x.incarnation = inc;
+  x.id = id;
+  x.id_len = id_len;
+  x.from = from;
+  x.from_len = from_len;
+  node_merge(n, &x, now, 0);
+}
+
+/* Declare failed the suspects whose time has come. */
+void cm_node__check_suspects(cm_node_t *n, cm_time_t now) {
+  uint32_t i = 0;
+  while (i < n->nsuspects) {
+    uint32_t slot = n->suspects[i];
+    cm_member_t *m = cm_node__m(n, slot);
+    if (m->ext != NULL && m->ext->susp != NULL &&
+        cm_suspicion_deadline(m->ext->susp) <= now) {
+      uint32_t inc = m->incarnation;
+      n->st.failures_declared++;
+      cm_node__set_state(n, slot, CM_STATE_FAILED, now); /* removes from list */
+      cm_node__broadcast(n, slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc, n->self,
+                         now);
+      cm_node__event(n, CM_EV_FAILED, m, NULL, now);
+      continue;
+    }
+    i++;
+  }
+}
