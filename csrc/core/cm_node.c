@@ -76,11 +76,7 @@ cm_time_t cm_node_next_deadline(const cm_node_t *n) {
   for (i = 0; i < CM_FWD_MAX; i++)
     if (n->fwd[i].active)
       d = min_t(d, n->fwd[i].deadline);
-  for (i = 0; i < n->nsuspects; i++) {
-    const cm_member_t *m = &n->reg.m[n->suspects[i]];
-    if (m->ext != NULL && m->ext->susp != NULL)
-      d = min_t(d, cm_suspicion_deadline(m->ext->susp));
-  }
+  d = min_t(d, cm_theap_min(&n->suspects));
   return d;
 }
 
@@ -134,6 +130,7 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
   cm_rand_seed(&n->rng, seed);
   cm_registry_init(&n->reg);
   cm_bcast_init(&n->bq, cfg->max_broadcast_queue);
+  cm_theap_init(&n->suspects, cm_node__suspect_moved, n);
   n->pkt = malloc(cfg->max_packet_size);
   slot = cm_registry_add(&n->reg, id, idlen);
   if (n->pkt == NULL || slot < 0) {
@@ -176,7 +173,7 @@ void cm_node_free(cm_node_t *n) {
   cm_registry_free(&n->reg);
   cm_bcast_free(&n->bq);
   free(n->order);
-  free(n->suspects);
+  cm_theap_free(&n->suspects);
   free(n->pkt);
   free(n->arena);
   free(n->dgs);

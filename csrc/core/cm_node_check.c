@@ -66,10 +66,11 @@ static int check_states(const cm_node_t *n, const char **what) {
  * else holds one. The phi watch list holds each watched peer once. */
 static int check_lists(const cm_node_t *n, uint8_t *seen, const char **what) {
   uint32_t i, watched = 0;
-  CHECK(n->nsuspects <= n->suspects_cap, "suspects: length above capacity");
-  CHECK(n->nsuspects == n->st.suspect, "suspects: length != members suspect");
-  for (i = 0; i < n->nsuspects; i++) {
-    uint32_t s = n->suspects[i];
+  const cm_theap_t *h = &n->suspects;
+  CHECK(h->len <= h->cap, "suspects: length above capacity");
+  CHECK(h->len == n->st.suspect, "suspects: length != members suspect");
+  for (i = 0; i < h->len; i++) {
+    uint32_t s = h->e[i].id;
     const cm_member_t *m;
     CHECK(check_in_table(n, s), "suspects: entry not in the table");
     m = &n->reg.m[s];
@@ -77,6 +78,11 @@ static int check_lists(const cm_node_t *n, uint8_t *seen, const char **what) {
     CHECK(m->ext != NULL && m->ext->susp != NULL,
           "suspects: entry without a suspicion");
     CHECK(!(seen[s] & 1), "suspects: entry listed twice");
+    CHECK(m->ext->susp_pos == i, "suspects: member's heap position is stale");
+    CHECK(h->e[i].key == cm_suspicion_deadline(m->ext->susp),
+          "suspects: heap key != the suspicion's deadline");
+    CHECK(i == 0 || h->e[(i - 1) / 2].key <= h->e[i].key,
+          "suspects: heap out of order");
     seen[s] |= 1;
   }
   for (i = 0; i < n->reg.high; i++) {

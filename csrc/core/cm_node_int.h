@@ -13,6 +13,7 @@
 #include "cm_node.h"
 #include "cm_rand.h"
 #include "cm_registry.h"
+#include "cm_theap.h"
 
 /* Indirect probes this node runs for others at once; more are dropped
  * (counted) so a flood of ping-reqs cannot grow memory. */
@@ -80,8 +81,8 @@ struct cm_node {
   cm_time_t next_probe, next_gossip, next_pushpull, next_reconnect, next_reap;
 
   struct cm_fwd fwd[CM_FWD_MAX];
-  uint32_t *suspects;
-  uint32_t nsuspects, suspects_cap;
+  /* The suspects, keyed by when each is due to be declared failed. */
+  cm_theap_t suspects;
   uint32_t watch[CM_PHI_WATCH_MAX];
   uint32_t nwatch;
 
@@ -130,6 +131,8 @@ static inline cm_time_t cm_node__scaled(const cm_node_t *n, cm_time_t t) {
 void cm_node__count_state(cm_node_t *n, uint8_t state, int delta);
 /* Move a member to a state, keeping counters and the suspicion bookkeeping
  * consistent. */
+/* The heap's report that the suspicion of slot moved to pos. */
+void cm_node__suspect_moved(void *ud, uint32_t slot, uint32_t pos);
 void cm_node__set_state(cm_node_t *n, uint32_t slot, uint8_t state,
                         cm_time_t now);
 /* The versions m advertises, relayed as known. */

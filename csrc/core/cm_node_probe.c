@@ -384,11 +384,12 @@ void cm_node__stalled(cm_node_t *n, cm_time_t lag) {
   uint32_t i;
   n->st.stalls++;
   cm_node__awareness(n, +1);
-  for (i = 0; i < n->nsuspects; i++) {
-    cm_member_t *m = cm_node__m(n, n->suspects[i]);
-    if (m->ext != NULL && m->ext->susp != NULL)
-      m->ext->susp->start += lag;
+  for (i = 0; i < n->suspects.len; i++) {
+    cm_suspicion_t *s = cm_node__m(n, n->suspects.e[i].id)->ext->susp;
+    s->start += lag;
+    n->suspects.e[i].key = cm_suspicion_deadline(s);
   }
+  cm_theap_heapify(&n->suspects);
   if (n->probe.active) {
     n->probe.timeout_at += lag;
     n->probe.end_at += lag;

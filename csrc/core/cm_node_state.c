@@ -29,26 +29,8 @@ void cm_node__count_state(cm_node_t *n, uint8_t state, int delta) {
     *c = (uint32_t)((int64_t)*c + delta);
 }
 
-static int node_suspects_add(cm_node_t *n, uint32_t slot) {
-  if (n->nsuspects == n->suspects_cap) {
-    uint32_t ncap = n->suspects_cap ? n->suspects_cap * 2 : 16;
-    uint32_t *ns = realloc(n->suspects, ncap * sizeof(*ns));
-    if (ns == NULL)
-      return CM_ENOMEM;
-    n->suspects = ns;
-    n->suspects_cap = ncap;
-  }
-  n->suspects[n->nsuspects++] = slot;
-  return 0;
-}
-
-static void node_suspects_remove(cm_node_t *n, uint32_t slot) {
-  uint32_t i;
-  for (i = 0; i < n->nsuspects; i++)
-    if (n->suspects[i] == slot) {
-      n->suspects[i] = n->suspects[--n->nsuspects];
-      return;
-    }
+void cm_node__suspect_moved(void *ud, uint32_t slot, uint32_t pos) {
+  cm_node__m((cm_node_t *)ud, slot)->ext->susp_pos = pos;
 }
 
 /* Move a member to a state, keeping counters and the suspicion bookkeeping
@@ -56,12 +38,11 @@ static void node_suspects_remove(cm_node_t *n, uint32_t slot) {
 void cm_node__set_state(cm_node_t *n, uint32_t slot, uint8_t state,
                         cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
-  if (m->state == CM_STATE_SUSPECT && state != CM_STATE_SUSPECT) {
-    if (m->ext != NULL) {
-      free(m->ext->susp);
-      m->ext->susp = NULL;
-    }
-    node_suspects_remove(n, slot);
+  if (m->state == CM_STATE_SUSPECT && state != CM_STATE_SUSPECT &&
+      m->ext != NULL && m->ext->susp != NULL) {
+    cm_theap_remove(&n->suspects, m->ext->susp_pos);
+    free(m->ext->susp);
+    m->ext->susp = NULL;
   }
   cm_node__count_state(n, m->state, -1);
   m->state = state;
@@ -221,10 +202,13 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
   int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
   if (x->incarnation > m->incarnation)
     m->incarnation = x->incarnation;
-  if (m->ext != NULL && m->ext->susp != NULL &&
-      cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len),
-                           now) &&
-      accuser >= 0)
+  if (m->ext == NULL || m->ext->susp == NULL ||
+      !cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len),
+                            now))
+    return;
+  cm_theap_update(&n->suspects, m->ext->susp_pos,
+                  cm_suspicion_deadline(m->ext->susp));
+  if (accuser >= 0)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, m->incarnation,
                        (uint32_t)accuser, now);
 }
@@ -238,11 +222,8 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   if (cm_member_ext(m) == NULL)
     return;
   m->ext->susp = malloc(sizeof(*m->ext->susp));
-  if (m->ext->susp == NULL || node_suspects_add(n, slot) != 0) {
-    free(m->ext->susp);
-    m->ext->susp = NULL;
+  if (m->ext->susp == NULL)
     return;
-  }
   live = cm_node__live_count(n);
   k = n->cfg.suspicion_mult > 2 ? n->cfg.suspicion_mult - 2 : 0;
   /* Too few others to confirm: do not wait for confirmations. */
@@ -252,6 +233,12 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   cm_suspicion_start(m->ext->susp, now, k, min,
                      min * (cm_time_t)n->cfg.suspicion_max_mult,
                      cm_id_hash(x->from, x->from_len));
+  if (cm_theap_push(&n->suspects, cm_suspicion_deadline(m->ext->susp), slot) !=
+      0) {
+    free(m->ext->susp);
+    m->ext->susp = NULL;
+    return;
+  }
   m->incarnation = x->incarnation;
   /* cm_node__set_state frees susp when leaving SUSPECT only: set it directly.
    */
@@ -380,20 +367,13 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
 
 /* Declare failed the suspects whose time has come. */
 void cm_node__check_suspects(cm_node_t *n, cm_time_t now) {
-  uint32_t i = 0;
-  while (i < n->nsuspects) {
-    uint32_t slot = n->suspects[i];
+  while (cm_theap_min(&n->suspects) <= now) {
+    uint32_t slot = n->suspects.e[0].id;
     cm_member_t *m = cm_node__m(n, slot);
-    if (m->ext != NULL && m->ext->susp != NULL &&
-        cm_suspicion_deadline(m->ext->susp) <= now) {
-      uint32_t inc = m->incarnation;
-      n->st.failures_declared++;
-      cm_node__set_state(n, slot, CM_STATE_FAILED, now); /* removes from list */
-      cm_node__broadcast(n, slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc, n->self,
-                         now);
-      cm_node__event(n, CM_EV_FAILED, m, NULL, now);
-      continue;
-    }
-    i++;
+    uint32_t inc = m->incarnation;
+    n->st.failures_declared++;
+    cm_node__set_state(n, slot, CM_STATE_FAILED, now); /* leaves the heap */
+    cm_node__broadcast(n, slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc, n->self, now);
+    cm_node__event(n, CM_EV_FAILED, m, NULL, now);
   }
 }
