@@ -11,13 +11,18 @@
 
 static cm_addr_t addr_of(uint32_t i) { return cm_addr_from_index(i, 7946); }
 
-static cm_node_t *mk_node(const char *id, uint32_t idx) {
-  cm_config_t c;
+static cm_node_t *mk_node_cfg(const char *id, uint32_t idx,
+                              const cm_config_t *c) {
   cm_node_t *n = NULL;
   cm_addr_t a = addr_of(idx);
-  cm_config_lan(&c);
-  CM_CHECK_OK(cm_node_new(&n, &c, id, &a, NULL, 0, 7, T0));
+  CM_CHECK_OK(cm_node_new(&n, c, id, &a, NULL, 0, 7, T0));
   return n;
+}
+
+static cm_node_t *mk_node(const char *id, uint32_t idx) {
+  cm_config_t c;
+  cm_config_lan(&c);
+  return mk_node_cfg(id, idx, &c);
 }
 
 static void feed(cm_node_t *n, const cm_msg_t *m, cm_time_t now) {
@@ -47,15 +52,20 @@ static void alive(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
   alive_at(n, id, inc, idx, tags, tlen, T0);
 }
 
-static void accuse(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
-                   const char *from) {
+static void accuse_at(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
+                      const char *from, cm_time_t now) {
   cm_msg_t m;
   memset(&m, 0, sizeof(m));
   m.type = type;
   cm_wire_id_set(&m.u.suspect.node, id, strlen(id));
   m.u.suspect.incarnation = inc;
   cm_wire_id_set(&m.u.suspect.from, from, strlen(from));
-  feed(n, &m, T0);
+  feed(n, &m, now);
+}
+
+static void accuse(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
+                   const char *from) {
+  accuse_at(n, type, id, inc, from, T0);
 }
 
 static void leave(cm_node_t *n, const char *id, uint32_t inc) {
@@ -1271,5 +1281,462 @@ CM_TEST(versions_are_recorded_per_member_and_advertised) {
       CM_CHECK_EQ(got.ext.vmax, 2);
   free(reply);
   CM_CHECK(gossips(n, CM_MSG_ALIVE, "b", 7));
+  cm_node_free(n);
+}
+
+/* ---- Timers: reaping, reconnect, gossip to the dead, suspicion ---- */
+
+/* One message the node sent while driven, and when and to whom. */
+struct sent_msg {
+  cm_time_t t;
+  cm_addr_t to;
+  uint8_t type;
+  uint32_t incarnation;
+  char subject[CM_ID_MAX + 1];
+  char from[CM_ID_MAX + 1]; /* SUSPECT and DEAD: the accuser */
+};
+
+/* A push-pull request the node opened. */
+struct sent_pp {
+  cm_time_t t;
+  cm_addr_t to;
+};
+
+/* What a driven node did (drive_tick). */
+struct drive_log {
+  struct sent_msg *msgs;
+  size_t nmsgs, msgs_cap;
+  struct sent_pp pp[64];
+  size_t npp;
+  cm_event_t ev[64];
+  size_t nev;
+  const cm_addr_t *silent; /* pings to it are not acked (NULL: none) */
+};
+
+static void log_msg(struct drive_log *l, cm_time_t t, const cm_addr_t *to,
+                    const cm_msg_t *m) {
+  struct sent_msg *s;
+  if (l->nmsgs == l->msgs_cap) {
+    size_t ncap = l->msgs_cap ? l->msgs_cap * 2 : 256;
+    struct sent_msg *nm = realloc(l->msgs, ncap * sizeof(*nm));
+    CM_CHECK(nm != NULL);
+    l->msgs = nm;
+    l->msgs_cap = ncap;
+  }
+  s = &l->msgs[l->nmsgs++];
+  memset(s, 0, sizeof(*s));
+  s->t = t;
+  s->to = *to;
+  s->type = m->type;
+  s->incarnation = msg_incarnation(m);
+  snprintf(s->subject, sizeof(s->subject), "%s", msg_subject(m));
+  if (m->type == CM_MSG_SUSPECT || m->type == CM_MSG_DEAD)
+    snprintf(s->from, sizeof(s->from), "%s", m->u.suspect.from.s);
+}
+
+/* One tick at t, as in a network where every member answers (but
+ * l->silent): each ping the node sends is acked at once, so its own probes
+ * never fail (no accusations or health changes of its own). What it sends, the
+ * push-pull requests it opens (each then failed) and its events go to the log.
+ */
+static void drive_tick(cm_node_t *n, cm_time_t t, struct drive_log *l) {
+  uint32_t seqs[16];
+  size_t nseqs = 0, i;
+  cm_addr_t to;
+  const uint8_t *d;
+  size_t len;
+  uint64_t req;
+  uint8_t *data;
+  cm_event_t ev;
+  cm_node_tick(n, t);
+  while (cm_node_poll_datagram(n, &to, &d, &len)) {
+    cm_msg_t msgs[CM_WIRE_MAX_MSGS];
+    size_t count;
+    CM_CHECK_OK(cm_wire_packet_decode(d, len, msgs, CM_WIRE_MAX_MSGS, &count));
+    for (i = 0; i < count; i++) {
+      log_msg(l, t, &to, &msgs[i]);
+      if (msgs[i].type == CM_MSG_PING && nseqs < 16 &&
+          (l->silent == NULL || !cm_addr_eq(&to, l->silent)))
+        seqs[nseqs++] = msgs[i].u.ping.seq;
+    }
+  }
+  while (cm_node_poll_stream(n, &to, &req, &data, &len, NULL)) {
+    CM_CHECK(l->npp < sizeof(l->pp) / sizeof(l->pp[0]));
+    l->pp[l->npp].t = t;
+    l->pp[l->npp++].to = to;
+    free(data);
+    cm_node_pushpull_failed(n, req, t);
+  }
+  for (i = 0; i < nseqs; i++) {
+    cm_msg_t ack;
+    memset(&ack, 0, sizeof(ack));
+    ack.type = CM_MSG_ACK;
+    ack.u.ack.seq = seqs[i];
+    feed(n, &ack, t);
+  }
+  while (cm_node_poll_event(n, &ev)) {
+    CM_CHECK(l->nev < sizeof(l->ev) / sizeof(l->ev[0]));
+    l->ev[l->nev++] = ev;
+  }
+}
+
+/* drive_tick every 100 ms from `from`, and once at `until` exactly. */
+static void drive(cm_node_t *n, cm_time_t from, cm_time_t until,
+                  struct drive_log *l) {
+  cm_time_t t;
+  for (t = from; t < until; t += CM_MSEC(100))
+    drive_tick(n, t, l);
+  drive_tick(n, until, l);
+}
+
+/* Messages of a type (0: any) about subject (NULL: any) accused by from
+ * (NULL: any) sent to `to` (NULL: anyone) at a time in [t0, t1]. */
+static size_t sent_count(const struct drive_log *l, uint8_t type,
+                         const char *subject, const char *from,
+                         const cm_addr_t *to, cm_time_t t0, cm_time_t t1) {
+  size_t i, k = 0;
+  for (i = 0; i < l->nmsgs; i++) {
+    const struct sent_msg *s = &l->msgs[i];
+    if ((type == 0 || s->type == type) &&
+        (subject == NULL || strcmp(s->subject, subject) == 0) &&
+        (from == NULL || strcmp(s->from, from) == 0) &&
+        (to == NULL || cm_addr_eq(&s->to, to)) && s->t >= t0 && s->t <= t1)
+      k++;
+  }
+  return k;
+}
+
+/* The events of a type about id in the log: how many, the last in *out. */
+static int logged_events(const struct drive_log *l, uint8_t type,
+                         const char *id, cm_event_t *out) {
+  size_t i;
+  int k = 0;
+  for (i = 0; i < l->nev; i++)
+    if (l->ev[i].type == type && strcmp(l->ev[i].id, id) == 0) {
+      *out = l->ev[i];
+      k++;
+    }
+  return k;
+}
+
+static void drive_log_free(struct drive_log *l) { free(l->msgs); }
+
+/* ids[0..k) alive at incarnation 1, at addresses first, first + 1, ... */
+static void alive_each(cm_node_t *n, const char *const *ids, size_t k,
+                       uint32_t first) {
+  size_t i;
+  for (i = 0; i < k; i++)
+    alive(n, ids[i], 1, first + (uint32_t)i, NULL, 0);
+}
+
+static void check_counts(cm_node_t *n, uint32_t members, uint32_t alive,
+                         uint32_t suspect, uint32_t failed, uint32_t left) {
+  cm_node_stats_t st;
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.members, members);
+  CM_CHECK_EQ(st.alive, alive);
+  CM_CHECK_EQ(st.suspect, suspect);
+  CM_CHECK_EQ(st.failed, failed);
+  CM_CHECK_EQ(st.left, left);
+}
+
+/* A node "a" (config c) that knows `left` (at index 2), which left, and
+ * `failed` (index 3), declared failed by `accuser`, both at T0. */
+static cm_node_t *with_gone(const cm_config_t *c, const char *left,
+                            const char *failed, const char *accuser) {
+  cm_node_t *n = mk_node_cfg("a", 1, c);
+  alive(n, left, 1, 2, NULL, 0);
+  alive(n, failed, 1, 3, NULL, 0);
+  accuse(n, CM_MSG_DEAD, failed, 1, accuser);
+  leave(n, left, 1);
+  return n;
+}
+
+/* Left members are forgotten reap_left_after after they left, failed ones
+ * reconnect_timeout after they failed, each at that moment and not a tick
+ * before; alive and suspect members as old as both stay. (Timeouts of 30 s
+ * and 45 s here; a suspicion of 50 s keeps s suspect throughout.) */
+CM_TEST(rule_left_and_failed_members_are_reaped_on_time) {
+  static const char *const ids[] = {"b", "s", "l", "f"};
+  cm_config_t c;
+  cm_node_t *n;
+  struct drive_log l;
+  cm_event_t ev;
+  cm_config_lan(&c);
+  c.reap_left_after = CM_SEC(30);
+  c.reconnect_timeout = CM_SEC(45);
+  c.suspicion_mult = 100; /* 3 live < k + 2: timeout = min = 50 s */
+  n = mk_node_cfg("a", 1, &c);
+  memset(&l, 0, sizeof(l));
+  alive_each(n, ids, 4, 2);
+  accuse(n, CM_MSG_SUSPECT, "s", 1, "b");
+  leave(n, "l", 1);
+  accuse(n, CM_MSG_DEAD, "f", 1, "b");
+  check_counts(n, 5, 2, 1, 1, 1);
+  drain_events(n, CM_EV_REAPED, &ev); /* joined, suspect, left, failed */
+  drive(n, T0, T0 + CM_SEC(30) - 1, &l);
+  CM_CHECK_EQ(state_of(n, "l"), CM_STATE_LEFT);
+  CM_CHECK_EQ(l.nev, 0);
+  drive_tick(n, T0 + CM_SEC(30), &l);
+  CM_CHECK_EQ(logged_events(&l, CM_EV_REAPED, "l", &ev), 1);
+  CM_CHECK_EQ(ev.time, T0 + CM_SEC(30));
+  CM_CHECK_EQ(ev.state, CM_STATE_LEFT);
+  CM_CHECK_EQ(state_of(n, "l"), 0xff);
+  check_counts(n, 4, 2, 1, 1, 0);
+  drive(n, T0 + CM_SEC(30) + CM_MSEC(100), T0 + CM_SEC(45) - 1, &l);
+  CM_CHECK_EQ(state_of(n, "f"), CM_STATE_FAILED);
+  CM_CHECK_EQ(l.nev, 1);
+  drive(n, T0 + CM_SEC(45), T0 + CM_SEC(49), &l);
+  CM_CHECK_EQ(logged_events(&l, CM_EV_REAPED, "f", &ev), 1);
+  CM_CHECK_EQ(ev.time, T0 + CM_SEC(45));
+  CM_CHECK_EQ(ev.state, CM_STATE_FAILED);
+  CM_CHECK_EQ(l.nev, 2); /* nothing else reaped, nothing else happened */
+  CM_CHECK_EQ(state_of(n, "f"), 0xff);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(state_of(n, "s"), CM_STATE_SUSPECT);
+  check_counts(n, 3, 2, 1, 0, 0);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* Reaping l drops the updates queued about it (its LEAVE) and those it
+ * accused (DEAD(x) from l). Nobody can be gossiped to here (gossip_to_dead
+ * 0, no live member), so the queue only changes by reaping. */
+CM_TEST(rule_reaping_drops_the_members_queued_updates) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_node_stats_t st;
+  struct drive_log l;
+  cm_config_lan(&c);
+  c.reap_left_after = CM_SEC(30);
+  c.gossip_to_dead = 0;
+  n = with_gone(&c, "l", "x", "l");
+  memset(&l, 0, sizeof(l));
+  drive(n, T0, T0 + CM_SEC(30) - 1, &l);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.bcast_queue, 3); /* alive(a), leave(l), dead(x) from l */
+  CM_CHECK_EQ(sent_count(&l, 0, NULL, NULL, NULL, T0, T0 + CM_SEC(30)), 0);
+  drive_tick(n, T0 + CM_SEC(30), &l);
+  CM_CHECK_EQ(state_of(n, "l"), 0xff);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.bcast_queue, 1); /* alive(a) */
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* While f is failed, every reconnect_interval the node opens a push-pull
+ * with it, and no longer once reconnect_timeout has passed since it failed
+ * (60 s here); never with l, which left. No member is alive, so these are
+ * the only push-pulls (the periodic one picks alive members). */
+CM_TEST(rule_failed_member_is_reconnected_until_the_timeout) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct drive_log l;
+  cm_addr_t f = addr_of(3);
+  size_t i;
+  cm_config_lan(&c);
+  c.reconnect_timeout = CM_SEC(60);
+  n = with_gone(&c, "l", "f", "z");
+  memset(&l, 0, sizeof(l));
+  drive(n, T0, T0 + CM_SEC(70), &l);
+  /* At 2, 4, ..., 58 s; at 60 s f is as old as the timeout. */
+  CM_CHECK_EQ(l.npp, 29);
+  for (i = 0; i < l.npp; i++) {
+    CM_CHECK(cm_addr_eq(&l.pp[i].to, &f));
+    CM_CHECK_EQ(l.pp[i].t, T0 + c.reconnect_interval * (i + 1));
+  }
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* The reconnect reaches f, which was only cut off: it refutes the verdict
+ * in its reply, and the reply brings it back alive. */
+CM_TEST(rule_reconnect_reply_brings_a_failed_member_back) {
+  cm_node_t *n = mk_node("a", 1), *f = mk_node("f", 2);
+  struct drive_log l;
+  cm_addr_t to, want = addr_of(2), from = addr_of(1);
+  uint64_t req;
+  uint8_t *data, *reply;
+  size_t len, rlen;
+  cm_event_t ev;
+  memset(&l, 0, sizeof(l));
+  alive(n, "f", 5, 2, NULL, 0);
+  accuse(n, CM_MSG_DEAD, "f", 5, "z");
+  drain_events(n, CM_EV_FAILED, &ev);
+  drive(n, T0, T0 + CM_SEC(2) - 1, &l);
+  CM_CHECK_EQ(l.npp, 0);
+  cm_node_tick(n, T0 + CM_SEC(2)); /* the first reconnect */
+  CM_CHECK(cm_node_poll_stream(n, &to, &req, &data, &len, NULL));
+  CM_CHECK(cm_addr_eq(&to, &want));
+  CM_CHECK_OK(cm_node_handle_pushpull(f, &from, data, len, T0 + CM_SEC(2),
+                                      &reply, &rlen));
+  CM_CHECK_EQ(info_of(f, "f").incarnation, 6); /* refuted failed@5 */
+  CM_CHECK_OK(cm_node_pushpull_reply(n, req, reply, rlen, T0 + CM_SEC(2)));
+  CM_CHECK_EQ(state_of(n, "f"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "f").incarnation, 6);
+  CM_CHECK(drain_events(n, CM_EV_RECOVERED, &ev));
+  CM_CHECK_STR(ev.id, "f");
+  check_counts(n, 2, 2, 0, 0, 0);
+  free(data);
+  free(reply);
+  drive_log_free(&l);
+  cm_node_free(n);
+  cm_node_free(f);
+}
+
+/* Gossip reaches a failed member for gossip_to_dead after it failed (30 s),
+ * so a member failed by mistake hears of it and refutes; not after. A tag
+ * change every second gives each round news to send; f failed at 0.1 s. */
+CM_TEST(rule_gossip_reaches_the_dead_for_gossip_to_dead) {
+  cm_node_t *n = mk_node("a", 1);
+  struct drive_log l;
+  cm_addr_t f = addr_of(3), b = addr_of(2);
+  cm_time_t t;
+  int k;
+  memset(&l, 0, sizeof(l));
+  alive(n, "b", 1, 2, NULL, 0);
+  alive(n, "f", 1, 3, NULL, 0);
+  drive(n, T0, T0 + CM_MSEC(50), &l);
+  accuse_at(n, CM_MSG_DEAD, "f", 1, "b", T0 + CM_MSEC(100));
+  CM_CHECK_EQ(state_of(n, "f"), CM_STATE_FAILED);
+  for (t = T0 + CM_MSEC(100); t <= T0 + CM_SEC(40); t += CM_MSEC(100)) {
+    if ((t - T0) % CM_SEC(1) == 0) {
+      char v[16];
+      snprintf(v, sizeof(v), "%d", (int)((t - T0) / CM_SEC(1)));
+      CM_CHECK_OK(cm_node_set_tag(n, "k", v, t));
+    }
+    drive_tick(n, t, &l);
+  }
+  /* Each second's news reaches f, the last at 30 s (29.9 s after it
+   * failed); nothing after. */
+  for (k = 1; k < 30; k++)
+    CM_CHECK(sent_count(&l, 0, NULL, NULL, &f, T0 + CM_SEC(k),
+                        T0 + CM_SEC(k + 1) - 1) > 0);
+  CM_CHECK(sent_count(&l, 0, NULL, NULL, &f, T0 + CM_SEC(30), T0 + CM_SEC(30)) >
+           0);
+  CM_CHECK_EQ(
+      sent_count(&l, 0, NULL, NULL, &f, T0 + CM_SEC(30) + 1, T0 + CM_SEC(40)),
+      0);
+  /* ... while gossip goes on to the living. */
+  for (k = 31; k < 40; k++)
+    CM_CHECK(sent_count(&l, CM_MSG_ALIVE, "a", NULL, &b, T0 + CM_SEC(k),
+                        T0 + CM_SEC(k + 1) - 1) > 0);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* A node "a" with b, c, d and x alive at incarnation 1: five live members,
+ * so k = suspicion_mult - 2 = 2 confirmations are expected, and the
+ * suspicion timeout runs from min = 4 x 0.5 s = 2 s to max = 6 x min =
+ * 12 s. */
+static cm_node_t *with_bcdx(void) {
+  static const char *const ids[] = {"b", "c", "d", "x"};
+  cm_node_t *n = mk_node("a", 1);
+  cm_event_t ev;
+  alive_each(n, ids, 4, 2);
+  drain_events(n, CM_EV_JOINED, &ev);
+  return n;
+}
+
+/* An independent accuser's SUSPECT about a member already suspected is
+ * passed on with that accuser, as often as any update (4 sends with 5
+ * members); an accusation already counted (the same accuser again, or the
+ * first one) is not. */
+CM_TEST(rule_new_confirmation_is_rebroadcast_once) {
+  cm_node_t *n = with_bcdx();
+  struct drive_log l;
+  memset(&l, 0, sizeof(l));
+  accuse(n, CM_MSG_SUSPECT, "x", 1, "b");
+  drive(n, T0, T0 + CM_SEC(1) - 1, &l);
+  CM_CHECK_EQ(
+      sent_count(&l, CM_MSG_SUSPECT, "x", "b", NULL, T0, T0 + CM_SEC(1)), 4);
+  accuse_at(n, CM_MSG_SUSPECT, "x", 1, "c", T0 + CM_SEC(1));
+  drive(n, T0 + CM_SEC(1), T0 + CM_SEC(2) - 1, &l);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, "x", "c", NULL, T0 + CM_SEC(1),
+                         T0 + CM_SEC(2)),
+              4);
+  accuse_at(n, CM_MSG_SUSPECT, "x", 1, "c", T0 + CM_SEC(2));
+  accuse_at(n, CM_MSG_SUSPECT, "x", 1, "b", T0 + CM_SEC(2));
+  drive(n, T0 + CM_SEC(2), T0 + CM_SEC(3), &l);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, "x", "c", NULL, T0 + CM_SEC(2),
+                         T0 + CM_SEC(3)),
+              0);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, "x", "b", NULL, T0 + CM_SEC(2),
+                         T0 + CM_SEC(3)),
+              0);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* x, suspected by b at T0 and confirmed by the accusers in `by` at
+ * T0 + 0.5 s, 1 s, ..., is declared failed at T0 + after exactly: not at the
+ * tick before, and at that tick; then DEAD(x) from this node is gossiped as
+ * often as any update (4 sends with 3 to 5 members). x acks this node's
+ * pings unless silent. */
+static void suspicion_fails_after(cm_node_t *n, const char *const *by,
+                                  size_t nby, cm_time_t after, int silent) {
+  struct drive_log l;
+  cm_event_t ev;
+  cm_addr_t x = addr_of(5);
+  size_t i;
+  memset(&l, 0, sizeof(l));
+  if (silent)
+    l.silent = &x;
+  accuse(n, CM_MSG_SUSPECT, "x", 1, "b");
+  drain_events(n, CM_EV_SUSPECT, &ev);
+  drive(n, T0, T0 + CM_MSEC(400), &l);
+  for (i = 0; i < nby; i++) {
+    cm_time_t t = T0 + CM_MSEC(500) * (i + 1);
+    accuse_at(n, CM_MSG_SUSPECT, "x", 1, by[i], t);
+    drive(n, t, t + CM_MSEC(400), &l);
+  }
+  drive(n, T0 + CM_MSEC(500) * (nby + 1), T0 + after - 1, &l);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(logged_events(&l, CM_EV_FAILED, "x", &ev), 0);
+  drive_tick(n, T0 + after, &l);
+  CM_CHECK_EQ(logged_events(&l, CM_EV_FAILED, "x", &ev), 1);
+  CM_CHECK_EQ(ev.time, T0 + after);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  drive(n, T0 + after, T0 + after + CM_SEC(1), &l);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_DEAD, "x", "a", NULL, T0 + after,
+                         T0 + after + CM_SEC(1)),
+              4);
+  drive_log_free(&l);
+}
+
+/* Lifeguard through the node: timeout(c) = max - log(c + 1) / log(k + 1) x
+ * (max - min) from the start of the suspicion, with k = 2, min 2 s, max
+ * 12 s: 12 s unconfirmed, 12 - 10 log 2 / log 3 = 5.690702 s with one
+ * confirmation, min with two. */
+CM_TEST(rule_confirmations_shorten_the_suspicion_timeout) {
+  static const char *const by[] = {"c", "d"};
+  cm_node_t *n = with_bcdx();
+  suspicion_fails_after(n, by, 0, CM_SEC(12), 0);
+  cm_node_free(n);
+  n = with_bcdx();
+  suspicion_fails_after(n, by, 1, 5690702, 0);
+  cm_node_free(n);
+  n = with_bcdx();
+  suspicion_fails_after(n, by, 2, CM_SEC(2), 0);
+  cm_node_free(n);
+}
+
+/* With fewer than k + 2 live members nobody is left to confirm: the timeout
+ * is min (2 s) from the start. */
+CM_TEST(rule_suspicion_with_too_few_members_to_confirm_is_min) {
+  cm_node_t *n = with_b();
+  alive(n, "x", 1, 5, NULL, 0); /* a, b, x: 3 live < 4 */
+  suspicion_fails_after(n, NULL, 0, CM_SEC(2), 0);
+  cm_node_free(n);
+}
+
+/* A failed probe of a member already suspect is an independent
+ * confirmation by this node (Failure detection, Verdict): x, suspected by b
+ * and silent to this node's probe, fails at timeout(1), not 12 s. */
+CM_TEST(rule_failed_probe_of_a_suspect_confirms_it) {
+  cm_node_t *n = with_bcdx();
+  suspicion_fails_after(n, NULL, 0, 5690702, 1);
   cm_node_free(n);
 }
