@@ -167,6 +167,8 @@ int cm_node_poll_datagram(cm_node_t *n, cm_addr_t *to, const uint8_t **data,
 int cm_node_poll_stream(cm_node_t *n, cm_addr_t *to, uint64_t *req_id,
                         uint8_t **data, size_t *len, int *is_join);
 int cm_node_poll_event(cm_node_t *n, cm_event_t *ev);
+/* Events waiting to be polled. */
+size_t cm_node_events_pending(const cm_node_t *n);
 
 /* Reads. Slots are stable indices in [0, cm_node_member_slots()); a slot
  * may be empty (returns 0). Pointers in info are valid until the next call

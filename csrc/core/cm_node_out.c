@@ -342,6 +342,8 @@ int cm_node_poll_stream(cm_node_t *n, cm_addr_t *to, uint64_t *req_id,
  * keeping that peak for the node's lifetime costs more than the registry. */
 #define CM_EVENT_QUEUE_KEEP 256
 
+size_t cm_node_events_pending(const cm_node_t *n) { return n->ev_len; }
+
 int cm_node_poll_event(cm_node_t *n, cm_event_t *ev) {
   if (n->ev_len == 0)
     return 0;

@@ -12,17 +12,61 @@
 
 static void on_timer(uv_timer_t *t);
 
+/* A tenth of the thread's time at most: the wait after a build is nine
+ * times what the build took. */
+#define ENGINE_SNAPSHOT_DUTY 9
+
+/* Publish the core's events and a snapshot that shows them, under the
+ * lock: the consumer can act on an event only once the snapshot agrees. */
+static void flush_publish(cm_enode_t *n, int changed) {
+  cm_event_t ev;
+  uint32_t prev_inc;
+  while (cm_node_poll_event(n->node, &ev)) {
+    cm_eevent_t e;
+    memset(&e, 0, sizeof(e));
+    e.kind = CM_EEV_MEMBER;
+    e.ev = ev;
+    changed = 1;
+    cm_engine__q_push_locked(n, &e);
+  }
+  /* A refutation raises our own incarnation without any event: republish,
+   * or the snapshot's record of ourselves would lag the stats. */
+  prev_inc = n->stats.node.incarnation;
+  cm_node_stats(n->node, &n->stats.node);
+  if (n->stats.node.incarnation != prev_inc)
+    changed = 1;
+  n->snap_held = 0;
+  if (changed) {
+    cm_time_t t0 = cm_engine__now();
+    cm_snapshot_t *s = cm_engine__snapshot_build(
+        n->node, n->snap != NULL ? n->snap->version + 1 : 1);
+    if (s != NULL) {
+      cm_snapshot_release(n->snap);
+      n->snap = s;
+    }
+    n->snap_next = cm_engine__now();
+    n->snap_next += (n->snap_next - t0) * ENGINE_SNAPSHOT_DUTY;
+  }
+}
+
+/* While a new snapshot must wait, is there anything it would publish? */
+static int flush_has_news(cm_enode_t *n) {
+  cm_node_stats_t st;
+  if (cm_node_events_pending(n->node) > 0)
+    return 1;
+  cm_node_stats(n->node, &st);
+  return st.incarnation != n->stats.node.incarnation;
+}
+
 void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
   cm_addr_t to;
   const uint8_t *data;
   uint8_t *sdata;
   size_t len;
   uint64_t req_id;
-  int is_join, changed = force_snapshot, rc;
-  cm_event_t ev;
+  int is_join, rc;
   cm_time_t now, d;
   uint64_t send_errors = 0;
-  uint32_t prev_inc;
 
   if (n->node == NULL)
     return;
@@ -40,30 +84,10 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
     }
   }
   pthread_mutex_lock(&n->lock);
-  while (cm_node_poll_event(n->node, &ev)) {
-    cm_eevent_t e;
-    memset(&e, 0, sizeof(e));
-    e.kind = CM_EEV_MEMBER;
-    e.ev = ev;
-    changed = 1;
-    /* The snapshot is published below, before the consumer can act on
-     * these events: it takes the same lock. */
-    cm_engine__q_push_locked(n, &e);
-  }
-  /* A refutation raises our own incarnation without any event: republish,
-   * or the snapshot's record of ourselves would lag the stats. */
-  prev_inc = n->stats.node.incarnation;
-  cm_node_stats(n->node, &n->stats.node);
-  if (n->stats.node.incarnation != prev_inc)
-    changed = 1;
-  if (changed) {
-    cm_snapshot_t *s = cm_engine__snapshot_build(
-        n->node, n->snap != NULL ? n->snap->version + 1 : 1);
-    if (s != NULL) {
-      cm_snapshot_release(n->snap);
-      n->snap = s;
-    }
-  }
+  if (force_snapshot || n->snap == NULL || cm_engine__now() >= n->snap_next)
+    flush_publish(n, force_snapshot);
+  else if (flush_has_news(n))
+    n->snap_held = 1; /* the timer below comes back at snap_next */
   cm_net_stats(n->net, &n->stats.net);
   n->stats.send_errors += send_errors;
   pthread_mutex_unlock(&n->lock);
@@ -80,6 +104,8 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
   d = cm_node_next_deadline(n->node);
   if (n->leaving && d > n->leave_deadline)
     d = n->leave_deadline;
+  if (n->snap_held && d > n->snap_next)
+    d = n->snap_next;
   if (d != CM_TIME_NEVER) {
     uint64_t ms = d > now ? (d - now + 999) / 1000 : 0;
     uv_timer_start(&n->timer, on_timer, ms, 0);
