@@ -77,7 +77,9 @@ VALGRIND_TESTS ?= engine_start_stop_cycles engine_join_timeout \
   net_known_peer_ net_garbage_initials net_config_derived \
   net_stream_memory_bounded net_stream_write_order net_refused_initials \
   net_forged_member net_stranger_gets net_small_pool limit_ \
-  bcast_forget_aux_after_growth rule_left_member_is_reaped_after_queue_growth
+  bcast_forget_aux_after_growth rule_left_member_is_reaped_after_queue_growth \
+  theap_ rule_left_and_failed_members_are_reaped_on_time \
+  rule_confirmations_shorten_the_suspicion_timeout node_counters_match_the_table
 valgrind: build/cm_tests
 	valgrind -q --error-exitcode=1 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect,possible \
