@@ -114,16 +114,21 @@ def table(doc: dict[str, Any]) -> str:
     """The Markdown rows of a saved run (one row per cluster size)."""
     out = [
         "| nodes | healthy: wall s per simulated s | split: wall s per simulated s "
-        "(ratio) | worst 5-s chunk (ratio, when) | node 0 at the end |",
-        "|---|---|---|---|---|",
+        "(ratio) | worst 5-s chunk (ratio, when) | last half of the split (ratio) "
+        "| node 0 at the end |",
+        "|---|---|---|---|---|---|",
     ]
     for r in doc["runs"]:
         end = r["node0_at_end"]
+        late = [c for c in r["chunks"] if c["window"] == "split"]
+        late = late[len(late) // 2 :]
+        late_cost = sum(c["wall_s"] for c in late) / sum(c["sim_s"] for c in late)
         out.append(
             f"| {r['nodes']:,} | {r['healthy_wall_per_sim_s']:.3f} | "
             f"{r['split_wall_per_sim_s']:.3f} ({r['ratio']:.2f}×) | "
             f"{r['split_worst_chunk']:.3f} ({r['ratio_worst_chunk']:.2f}×, "
             f"{r['split_worst_chunk_end_s']:.0f} s after the cut) | "
+            f"{late_cost:.3f} ({late_cost / r['healthy_wall_per_sim_s']:.2f}×) | "
             f"{end['alive']:,} alive, {end['suspect']:,} suspect, {end['failed']:,} failed |"
         )
     out.append("")
