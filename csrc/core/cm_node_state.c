@@ -221,18 +221,17 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   cm_time_t min;
   if (cm_member_ext(m) == NULL)
     return;
-  m->ext->susp = malloc(sizeof(*m->ext->susp));
-  if (m->ext->susp == NULL)
-    return;
   live = cm_node__live_count(n);
   k = n->cfg.suspicion_mult > 2 ? n->cfg.suspicion_mult - 2 : 0;
   /* Too few others to confirm: do not wait for confirmations. */
   if (live < k + 2)
     k = 0;
   min = cm_suspicion_min(&n->cfg, live);
-  cm_suspicion_start(m->ext->susp, now, k, min,
-                     min * (cm_time_t)n->cfg.suspicion_max_mult,
-                     cm_id_hash(x->from, x->from_len));
+  m->ext->susp =
+      cm_suspicion_new(now, k, min, min * (cm_time_t)n->cfg.suspicion_max_mult,
+                       cm_id_hash(x->from, x->from_len));
+  if (m->ext->susp == NULL)
+    return;
   if (cm_theap_push(&n->suspects, cm_suspicion_deadline(m->ext->susp), slot) !=
       0) {
     free(m->ext->susp);

@@ -1,18 +1,25 @@
 #include "cm_suspicion.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-void cm_suspicion_start(cm_suspicion_t *s, cm_time_t now, uint32_t k,
-                        cm_time_t min, cm_time_t max, uint64_t from_hash) {
-  memset(s, 0, sizeof(*s));
+cm_suspicion_t *cm_suspicion_new(cm_time_t now, uint32_t k, cm_time_t min,
+                                 cm_time_t max, uint64_t from_hash) {
+  cm_suspicion_t *s;
+  if (k > CM_SUSPICION_MAX_K)
+    k = CM_SUSPICION_MAX_K;
+  s = calloc(1, sizeof(*s) + ((size_t)k + 1) * sizeof(s->from[0]));
+  if (s == NULL)
+    return NULL;
   s->start = now;
   s->confirmed = now;
-  s->k = k > CM_SUSPICION_MAX_K ? CM_SUSPICION_MAX_K : k;
+  s->k = k;
   s->min = min;
   s->max = max < min ? min : max;
   s->from[0] = from_hash;
   s->nfrom = 1;
+  return s;
 }
 
 int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now) {

@@ -1,3 +1,5 @@
+#include <stdlib.h>
+
 #include "cm_suspicion.h"
 #include "cm_test.h"
 
@@ -16,26 +18,48 @@ CM_TEST(suspicion_timeout_table) {
 }
 
 CM_TEST(suspicion_counts_only_independent_confirmations) {
-  cm_suspicion_t s;
-  cm_suspicion_start(&s, CM_SEC(10), 3, CM_MSEC(500), CM_MSEC(1000), 111);
-  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(1000));
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 111, CM_SEC(10)),
+  cm_suspicion_t *s =
+      cm_suspicion_new(CM_SEC(10), 3, CM_MSEC(500), CM_MSEC(1000), 111);
+  CM_CHECK(s != NULL);
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(1000));
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10)),
               0); /* the first accuser */
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222, CM_SEC(10)), 1);
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222, CM_SEC(10)), 0); /* repeated */
-  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(750));
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 333, CM_SEC(10)), 1);
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 444, CM_SEC(10)), 1);
-  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(500));
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 555, CM_SEC(10)), 0); /* k reached */
-  CM_CHECK_EQ(s.n, 3);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10)), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10)), 0); /* repeated */
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(750));
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 333, CM_SEC(10)), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 444, CM_SEC(10)), 1);
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(500));
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 555, CM_SEC(10)), 0); /* k reached */
+  CM_CHECK_EQ(s->n, 3);
+  free(s);
 }
 
 /* A confirmation that arrives after the timeout it shortens to has run out
  * makes the suspicion due when it arrived, never earlier. */
 CM_TEST(suspicion_late_confirmation_is_due_when_it_arrives) {
-  cm_suspicion_t s;
-  cm_suspicion_start(&s, CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), 111);
-  CM_CHECK_EQ(cm_suspicion_confirm(&s, 222, CM_SEC(10) + CM_MSEC(800)), 1);
-  CM_CHECK_EQ(cm_suspicion_deadline(&s), CM_SEC(10) + CM_MSEC(800));
+  cm_suspicion_t *s =
+      cm_suspicion_new(CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), 111);
+  CM_CHECK(s != NULL);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10) + CM_MSEC(800)), 1);
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(800));
+  free(s);
+}
+
+/* A suspicion has room for k + 1 accusers and k is clamped to MAX_K: more
+ * accusers than that are not counted (nor written past the end, which the
+ * sanitizer build would report). */
+CM_TEST(suspicion_room_is_k_plus_one_and_k_is_clamped) {
+  uint32_t k, i, counted;
+  for (k = 0; k <= CM_SUSPICION_MAX_K + 4; k += 4) {
+    cm_suspicion_t *s = cm_suspicion_new(0, k, CM_MSEC(500), CM_SEC(1), 1000);
+    uint32_t want = k > CM_SUSPICION_MAX_K ? CM_SUSPICION_MAX_K : k;
+    CM_CHECK(s != NULL);
+    CM_CHECK_EQ(s->k, want);
+    for (i = 0, counted = 0; i < 3 * CM_SUSPICION_MAX_K; i++)
+      counted += (uint32_t)cm_suspicion_confirm(s, 2000 + i, 0);
+    CM_CHECK_EQ(counted, want);
+    CM_CHECK_EQ(s->nfrom, want + 1);
+    free(s);
+  }
 }
