@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="start a local cluster of agents and show it at work")
     d.add_argument("--nodes", type=int, default=5, help="number of agents (default 5)")
+    d.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="agents listen on 127.0.0.1 at PORT, PORT+1, ... (default 0: ports the system picks)",
+    )
     s = sub.add_parser("simdemo", help="timeline of a simulated cluster (no network)")
     s.add_argument("--nodes", type=int, default=6)
     s.add_argument("--seed", type=int, default=1)
@@ -216,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from clustermember._demo import run_demo
 
-            return run_demo(args.nodes)
+            return run_demo(args.nodes, args.port)
         if args.command == "simdemo":
             from clustermember._simdemo import demo
 
