@@ -155,23 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--tag",
         action="append",
         default=[],
-        metavar="K=V",
-        help="only members with this tag (repeatable; all must match)",
+        metavar="K=REGEX",
+        help="only members whose tag K fully matches REGEX, e.g. role=w.* "
+        "(repeatable; all must match)",
     )
     m.add_argument(
         "--status",
         action="append",
         default=[],
-        choices=("alive", "suspect", "failed", "left"),
-        help="only members in this state (repeatable)",
+        metavar="STATE",
+        help="only members in this state: alive, suspect, failed or left (repeatable)",
     )
     m.add_argument("--format", choices=("table", "json"), default="table")
     _add_control(m)
 
     t = sub.add_parser(
         "tags",
-        help="change this agent's tags",
-        description="Set or delete tags of the agent's node.",
+        help="show or change this agent's tags",
+        description="Set or delete tags of the agent's node, all at once or none; "
+        "with no option, show them.",
     )
     t.add_argument("--set", action="append", default=[], metavar="K=V", dest="set_")
     t.add_argument("--delete", action="append", default=[], metavar="K")

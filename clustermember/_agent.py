@@ -14,11 +14,13 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 import time
 from typing import Any
 
+from clustermember._cli import check_states, tag_patterns, tags_match
 from clustermember._control import ControlError, ControlServer
 from clustermember._events import NodeConflict
 
@@ -38,11 +40,33 @@ def event_dict(event: Any) -> dict[str, Any]:
     return out
 
 
-def matches(node: dict[str, Any], tags: dict[str, str], states: list[str] | None) -> bool:
-    """True if the member carries every tag and is in one of the states."""
+def matches(
+    node: dict[str, Any], patterns: dict[str, re.Pattern[str]], states: list[str] | None
+) -> bool:
+    """True if the member is in one of the states (any, if none are given)
+    and every pattern fully matches the value of its tag.
+
+    >>> node = {"state": "alive", "tags": {"role": "worker"}}
+    >>> matches(node, tag_patterns({"role": "w.*"}), ["alive"])
+    True
+    """
     if states and node["state"] not in states:
         return False
-    return all(node["tags"].get(k) == v for k, v in tags.items())
+    return tags_match(node["tags"], patterns)
+
+
+def _mapping_of_str(value: object, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"{what!r} must be an object of string keys and string values")
+    return value
+
+
+def _list_of_str(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"{what!r} must be a list of strings")
+    return value
 
 
 class Agent:
@@ -63,16 +87,9 @@ class Agent:
         """Answer one control request."""
         op = req.get("op")
         if op == "members":
-            tags = req.get("tags") or {}
-            states = req.get("status") or None
-            nodes = [n.to_dict() for n in self.cluster.nodes(states=None)]
-            return {"ok": True, "members": [n for n in nodes if matches(n, tags, states)]}
+            return {"ok": True, "members": self.members(req.get("tags"), req.get("status"))}
         if op == "tags":
-            for key in req.get("delete") or []:
-                await self.cluster.remove_tag(key)
-            for key, value in (req.get("set") or {}).items():
-                await self.cluster.update_tag(key, value)
-            return {"ok": True, "tags": dict(self.cluster.local_node.tags)}
+            return {"ok": True, "tags": await self.change_tags(req.get("set"), req.get("delete"))}
         if op == "stats":
             return {"ok": True, "stats": self.cluster.stats().to_dict()}
         if op == "leave":
@@ -85,13 +102,55 @@ class Agent:
             return None
         raise ControlError(f"unknown operation {op!r}")
 
+    def members(self, tags: object, status: object) -> list[dict[str, Any]]:
+        """Every member whose tags match the patterns (full-match regular
+        expressions, as ``serf members -tag``) and whose state is listed.
+
+        >>> agent.members({"role": "w.*"}, ["alive"])  # doctest: +SKIP
+        [{'id': 'w1', 'addr': '127.0.0.1:7947', 'state': 'alive', ...}]
+        """
+        try:
+            patterns = tag_patterns(_mapping_of_str(tags or {}, "tags"))
+            states = check_states(_list_of_str(status or [], "status"))
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        nodes = [n.to_dict() for n in self.cluster.nodes(states=None)]
+        return [n for n in nodes if matches(n, patterns, states)]
+
+    async def change_tags(self, set_: object, delete: object) -> dict[str, str]:
+        """Apply a whole tag change at once, or nothing; the resulting tags.
+
+        The new tag set is validated and applied in one ``set_tags`` call, so
+        a limit broken by any tag leaves every tag as it was. With nothing to
+        set or delete, the tags are only read.
+
+        >>> await agent.change_tags({"zone": "eu-1"}, ["role"])  # doctest: +SKIP
+        {'zone': 'eu-1'}
+        """
+        try:
+            new = _mapping_of_str(set_ or {}, "set")
+            gone = _list_of_str(delete or [], "delete")
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        both = sorted(set(new) & set(gone))
+        if both:
+            raise ControlError(f"tag {both[0]!r} is both set and deleted; choose one")
+        current = dict(self.cluster.tags)
+        tags = {k: v for k, v in current.items() if k not in gone}
+        tags.update(new)
+        if tags != current:
+            await self.cluster.set_tags(tags)
+        return dict(self.cluster.tags)
+
     async def stream_events(self, writer: asyncio.StreamWriter) -> None:
         """Write one JSON line per event until the client goes away."""
         import json
 
-        async for event in self.cluster.subscribe():
-            writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
-            await writer.drain()
+        # ``async with`` closes the subscription when the client goes away.
+        async with self.cluster.subscribe() as events:
+            async for event in events:
+                writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
+                await writer.drain()
 
     async def report_conflicts(self) -> None:
         """Log each id conflict once per (id, claiming address).
@@ -102,28 +161,29 @@ class Agent:
         """
         seen: set[tuple[str, str | None]] = set()
         local = self.cluster.local_node.id
-        async for event in self.cluster.subscribe():
-            if not isinstance(event, NodeConflict):
-                continue
-            key = (event.node.id, event.other_addr)
-            if key in seen or len(seen) >= MAX_CONFLICTS_LOGGED:
-                continue
-            seen.add(key)
-            if event.node.id == local:
-                log.warning(
-                    "id conflict: another node at %s claims this node's id %s; "
-                    "stop it or give it another --node-id",
-                    event.other_addr,
-                    local,
-                )
-            else:
-                log.warning(
-                    "id conflict: node %s at %s is also claimed from %s (ignored); "
-                    "give every node its own --node-id",
-                    event.node.id,
-                    event.node.addr,
-                    event.other_addr,
-                )
+        async with self.cluster.subscribe() as events:
+            async for event in events:
+                if not isinstance(event, NodeConflict):
+                    continue
+                key = (event.node.id, event.other_addr)
+                if key in seen or len(seen) >= MAX_CONFLICTS_LOGGED:
+                    continue
+                seen.add(key)
+                if event.node.id == local:
+                    log.warning(
+                        "id conflict: another node at %s claims this node's id %s; "
+                        "stop it or give it another --node-id",
+                        event.other_addr,
+                        local,
+                    )
+                else:
+                    log.warning(
+                        "id conflict: node %s at %s is also claimed from %s (ignored); "
+                        "give every node its own --node-id",
+                        event.node.id,
+                        event.node.addr,
+                        event.other_addr,
+                    )
 
     def begin_leave(self) -> None:
         """Start a graceful leave (once), then stop."""

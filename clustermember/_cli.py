@@ -7,11 +7,15 @@ import argparse
 import asyncio
 import base64
 import json
+import re
 import secrets
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from clustermember._control import ControlClient, ControlError
+
+STATES = ("alive", "suspect", "failed", "left")
 
 
 class UsageError(Exception):
@@ -28,6 +32,69 @@ def parse_tag(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise UsageError(f"bad tag {text!r}: write it as key=value, e.g. --tag role=worker")
     return key, value
+
+
+def check_states(states: list[str]) -> list[str]:
+    """The states, each checked to be a member state.
+
+    >>> check_states(["alive", "left"])
+    ['alive', 'left']
+    """
+    for state in states:
+        if state not in STATES:
+            raise ValueError(f"unknown status {state!r}: use {', '.join(STATES)}")
+    return states
+
+
+def tag_patterns(tags: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
+    """Compile tag filters: the key is exact, the value a regular expression
+    that must match the whole tag value (as ``serf members -tag`` does).
+
+    >>> tag_patterns({"role": "w.*"})["role"].fullmatch("worker") is not None
+    True
+    """
+    out = {}
+    for key, value in tags.items():
+        try:
+            out[key] = re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"tag filter {key}={value}: bad regular expression ({exc}); "
+                "escape special characters with a backslash"
+            ) from None
+    return out
+
+
+def tags_match(tags: Mapping[str, str], patterns: Mapping[str, re.Pattern[str]]) -> bool:
+    """True if every pattern fully matches the tag of its key (absent: no match).
+
+    >>> tags_match({"role": "worker"}, tag_patterns({"role": "work"}))
+    False
+    """
+    return all(k in tags and p.fullmatch(tags[k]) is not None for k, p in patterns.items())
+
+
+def filter_members(
+    members: list[dict[str, Any]], tags: list[str], status: list[str]
+) -> list[dict[str, Any]]:
+    """The members in one of the states (any, if none) whose tags match every
+    ``key=regex`` filter in full.
+
+    >>> ms = [{"id": "a", "state": "alive", "tags": {"role": "worker"}},
+    ...       {"id": "b", "state": "alive", "tags": {"role": "db"}}]
+    >>> [m["id"] for m in filter_members(ms, ["role=w.*"], ["alive"])]
+    ['a']
+    """
+    try:
+        patterns = tag_patterns(dict(parse_tag(t) for t in tags))
+        states = check_states(status)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return [
+        m
+        for m in members
+        if (not states or m["state"] in states) and tags_match(m["tags"], patterns)
+    ]
 
 
 def fraction(text: str) -> float:
@@ -84,24 +151,33 @@ async def _request(endpoint: str | None, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) -> int:
-    """``clustermember members``: print the members, filtered."""
-    req = {"op": "members", "tags": dict(parse_tag(t) for t in tags), "status": status}
-    resp = asyncio.run(_request(endpoint, req))
+    """``clustermember members``: print the members, filtered here by state
+    and by tag regular expressions.
+
+    >>> members(None, ["role=w.*"], ["alive"], "table")  # doctest: +SKIP
+    """
+    filter_members([], tags, status)  # bad input fails before the agent is asked
+    resp = asyncio.run(_request(endpoint, {"op": "members", "status": []}))
+    found = filter_members(resp["members"], tags, status)
     if fmt == "json":
-        print(json.dumps(resp["members"], indent=2, sort_keys=True))
+        print(json.dumps(found, indent=2, sort_keys=True))
     else:
-        print(format_members(resp["members"]))
+        print(format_members(found))
     return 0
 
 
 def tags(endpoint: str | None, set_: list[str], delete: list[str]) -> int:
-    """``clustermember tags``: change this agent's tags and print the result."""
-    if not set_ and not delete:
-        raise UsageError("nothing to do: give --set key=value and/or --delete key")
+    """``clustermember tags``: change this agent's tags (all or none of the
+    change applies) and print the resulting tags; with no option, only print.
+
+    >>> tags(None, ["zone=eu-1"], ["role"])  # doctest: +SKIP
+    """
     req = {"op": "tags", "set": dict(parse_tag(t) for t in set_), "delete": delete}
     resp = asyncio.run(_request(endpoint, req))
     for k, v in sorted(resp["tags"].items()):
         print(f"{k}={v}")
+    if not resp["tags"]:
+        print("(no tags)", file=sys.stderr)
     return 0
 
 
