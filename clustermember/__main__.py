@@ -235,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clustermember import ClusterError
 
         # OSError: a port in use or refused names its address (errno kept).
+        if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
+            return _cli.fail(exc.strerror)  # its message names the address, without "[Errno N]"
         if isinstance(exc, (ClusterError, ValueError, TypeError, OSError)):
             return _cli.fail(str(exc))
         raise
