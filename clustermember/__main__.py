@@ -15,52 +15,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from clustermember import _cli
+from clustermember._agent import LOG_LEVELS, PROFILES
 from clustermember._control import ControlError, default_endpoint
-
-PROFILES = ("lan", "wan", "local")
-
-
-def _read_keys(path: str) -> list[str]:
-    try:
-        with open(path) as f:
-            keys = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    except OSError as exc:
-        raise _cli.UsageError(
-            f"cannot read key file {path}: {exc.strerror} (make one with 'clustermember keygen')"
-        ) from exc
-    if not keys:
-        raise _cli.UsageError(
-            f"key file {path} holds no key (make one with 'clustermember keygen')"
-        )
-    return keys
 
 
 def _agent(args: argparse.Namespace) -> int:
     from clustermember import ClusterConfig, ClusterMembership
-    from clustermember._agent import Agent, configure_logging
+    from clustermember._agent import Agent, agent_settings, auth_settings, configure_logging
 
-    configure_logging(args.log_level)
-    tags = dict(_cli.parse_tag(t) for t in args.tag)
-    auth: dict[str, object] = {}
-    if args.key_file:
-        auth["cluster_key"] = _read_keys(args.key_file)[0]
-    if args.keyring_file:
-        auth["keyring"] = _read_keys(args.keyring_file)
-    if args.tls_ca or args.tls_cert or args.tls_key:
-        auth.update(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    if args.insecure:
-        auth["insecure"] = True
-    config = getattr(ClusterConfig, args.profile)(node_id=args.node_id, tags=tags, **auth)
-    cluster = ClusterMembership(args.bind, config)
-    if args.fault_drop:
+    settings = agent_settings(vars(args), os.environ)
+    auth = auth_settings(settings)
+    configure_logging(settings["log-level"])
+    config = getattr(ClusterConfig, settings["profile"])(
+        node_id=settings["node-id"], tags=settings["tag"], **auth
+    )
+    cluster = ClusterMembership(settings["bind"], config)
+    if settings["fault-drop"]:
         log = logging.getLogger("clustermember")
-        log.warning("fault injection: dropping %.1f%% of outgoing datagrams", 100 * args.fault_drop)
-        cluster.inject_faults(drop_out=args.fault_drop)
-    agent = Agent(cluster, args.control or default_endpoint(), args.join, args.join_timeout)
+        log.warning(
+            "fault injection: dropping %.1f%% of outgoing datagrams", 100 * settings["fault-drop"]
+        )
+        cluster.inject_faults(drop_out=settings["fault-drop"])
+    control = settings["control"] or default_endpoint()
+    agent = Agent(cluster, control, settings["join"], settings["join-timeout"])
     return asyncio.run(agent.run())
 
 
@@ -116,35 +98,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    a = sub.add_parser("agent", help="run a node", description="Run one cluster node.")
-    a.add_argument("--bind", default="127.0.0.1:7946", help="address to listen on (host:port)")
-    a.add_argument(
-        "--join",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a seed to join through (repeatable)",
+    a = sub.add_parser(
+        "agent",
+        help="run a node",
+        description="Run one cluster node. Every option may also come from a "
+        "CLUSTERMEMBER_* environment variable or a --config file (docs/cli.md); "
+        "flags win over the environment, which wins over the file.",
+        argument_default=argparse.SUPPRESS,  # unset flags leave room for the other layers
     )
     a.add_argument(
-        "--join-timeout",
-        type=float,
-        default=30.0,
-        help="seconds to keep retrying the join (default 30)",
+        "--config",
+        metavar="FILE",
+        help="TOML file of agent options, by flag name (default $CLUSTERMEMBER_CONFIG)",
+    )
+    a.add_argument("--bind", help="address to listen on (host:port; default 127.0.0.1:7946)")
+    a.add_argument(
+        "--join", action="append", metavar="HOST:PORT", help="a seed to join through (repeatable)"
+    )
+    a.add_argument(
+        "--join-timeout", type=float, help="seconds to keep retrying the join (default 30)"
     )
     a.add_argument("--node-id", help="this node's id (default: host-port)")
-    a.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag (repeatable)")
+    a.add_argument("--tag", action="append", metavar="K=V", help="a tag (repeatable)")
     a.add_argument("--key-file", help="file with the base64 cluster key")
     a.add_argument("--keyring-file", help="file with several keys, one per line, primary first")
     a.add_argument("--tls-ca", help="mutual TLS: CA certificate (PEM)")
     a.add_argument("--tls-cert", help="mutual TLS: this node's certificate (PEM)")
     a.add_argument("--tls-key", help="mutual TLS: this node's private key (PEM)")
     a.add_argument("--insecure", action="store_true", help="no authentication (logs a warning)")
-    a.add_argument("--profile", choices=PROFILES, default="lan", help="timing profile")
-    a.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    a.add_argument("--profile", choices=PROFILES, help="timing profile (default lan)")
+    a.add_argument(
+        "--log-level", choices=LOG_LEVELS, type=str.lower, help="what to log (default info)"
+    )
     a.add_argument(
         "--fault-drop",
         type=_cli.fraction,
-        default=0.0,
         metavar="P",
         help="testing: drop this fraction of outgoing datagrams (0-1)",
     )
