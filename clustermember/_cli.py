@@ -157,8 +157,11 @@ def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) 
     >>> members(None, ["role=w.*"], ["alive"], "table")  # doctest: +SKIP
     """
     filter_members([], tags, status)  # bad input fails before the agent is asked
-    resp = asyncio.run(_request(endpoint, {"op": "members", "status": []}))
-    found = filter_members(resp["members"], tags, status)
+    # The agent applies the same filters (tag_patterns), so a large cluster's
+    # answer stays small; they are applied here again so that this command
+    # means the same whatever the agent does with them.
+    req = {"op": "members", "tags": dict(parse_tag(t) for t in tags), "status": status}
+    found = filter_members(asyncio.run(_request(endpoint, req))["members"], tags, status)
     if fmt == "json":
         print(json.dumps(found, indent=2, sort_keys=True))
     else:
