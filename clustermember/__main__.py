@@ -15,52 +15,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from clustermember import _cli
+from clustermember._agent import LOG_LEVELS, PROFILES
 from clustermember._control import ControlError, default_endpoint
-
-PROFILES = ("lan", "wan", "local")
-
-
-def _read_keys(path: str) -> list[str]:
-    try:
-        with open(path) as f:
-            keys = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    except OSError as exc:
-        raise _cli.UsageError(
-            f"cannot read key file {path}: {exc.strerror} (make one with 'clustermember keygen')"
-        ) from exc
-    if not keys:
-        raise _cli.UsageError(
-            f"key file {path} holds no key (make one with 'clustermember keygen')"
-        )
-    return keys
 
 
 def _agent(args: argparse.Namespace) -> int:
     from clustermember import ClusterConfig, ClusterMembership
-    from clustermember._agent import Agent, configure_logging
+    from clustermember._agent import Agent, agent_settings, auth_settings, configure_logging
 
-    configure_logging(args.log_level)
-    tags = dict(_cli.parse_tag(t) for t in args.tag)
-    auth: dict[str, object] = {}
-    if args.key_file:
-        auth["cluster_key"] = _read_keys(args.key_file)[0]
-    if args.keyring_file:
-        auth["keyring"] = _read_keys(args.keyring_file)
-    if args.tls_ca or args.tls_cert or args.tls_key:
-        auth.update(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    if args.insecure:
-        auth["insecure"] = True
-    config = getattr(ClusterConfig, args.profile)(node_id=args.node_id, tags=tags, **auth)
-    cluster = ClusterMembership(args.bind, config)
-    if args.fault_drop:
+    settings = agent_settings(vars(args), os.environ)
+    auth = auth_settings(settings)
+    configure_logging(settings["log-level"])
+    config = getattr(ClusterConfig, settings["profile"])(
+        node_id=settings["node-id"], tags=settings["tag"], **auth
+    )
+    cluster = ClusterMembership(settings["bind"], config)
+    if settings["fault-drop"]:
         log = logging.getLogger("clustermember")
-        log.warning("fault injection: dropping %.1f%% of outgoing datagrams", 100 * args.fault_drop)
-        cluster.inject_faults(drop_out=args.fault_drop)
-    agent = Agent(cluster, args.control or default_endpoint(), args.join, args.join_timeout)
+        log.warning(
+            "fault injection: dropping %.1f%% of outgoing datagrams", 100 * settings["fault-drop"]
+        )
+        cluster.inject_faults(drop_out=settings["fault-drop"])
+    control = settings["control"] or default_endpoint()
+    agent = Agent(cluster, control, settings["join"], settings["join-timeout"])
     return asyncio.run(agent.run())
 
 
@@ -116,35 +98,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    a = sub.add_parser("agent", help="run a node", description="Run one cluster node.")
-    a.add_argument("--bind", default="127.0.0.1:7946", help="address to listen on (host:port)")
-    a.add_argument(
-        "--join",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a seed to join through (repeatable)",
+    a = sub.add_parser(
+        "agent",
+        help="run a node",
+        description="Run one cluster node. Every option may also come from a "
+        "CLUSTERMEMBER_* environment variable or a --config file (docs/cli.md); "
+        "flags win over the environment, which wins over the file.",
+        argument_default=argparse.SUPPRESS,  # unset flags leave room for the other layers
     )
     a.add_argument(
-        "--join-timeout",
-        type=float,
-        default=30.0,
-        help="seconds to keep retrying the join (default 30)",
+        "--config",
+        metavar="FILE",
+        help="TOML file of agent options, by flag name (default $CLUSTERMEMBER_CONFIG)",
+    )
+    a.add_argument("--bind", help="address to listen on (host:port; default 127.0.0.1:7946)")
+    a.add_argument(
+        "--join", action="append", metavar="HOST:PORT", help="a seed to join through (repeatable)"
+    )
+    a.add_argument(
+        "--join-timeout", type=float, help="seconds to keep retrying the join (default 30)"
     )
     a.add_argument("--node-id", help="this node's id (default: host-port)")
-    a.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag (repeatable)")
+    a.add_argument("--tag", action="append", metavar="K=V", help="a tag (repeatable)")
     a.add_argument("--key-file", help="file with the base64 cluster key")
     a.add_argument("--keyring-file", help="file with several keys, one per line, primary first")
     a.add_argument("--tls-ca", help="mutual TLS: CA certificate (PEM)")
     a.add_argument("--tls-cert", help="mutual TLS: this node's certificate (PEM)")
     a.add_argument("--tls-key", help="mutual TLS: this node's private key (PEM)")
     a.add_argument("--insecure", action="store_true", help="no authentication (logs a warning)")
-    a.add_argument("--profile", choices=PROFILES, default="lan", help="timing profile")
-    a.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    a.add_argument("--profile", choices=PROFILES, help="timing profile (default lan)")
+    a.add_argument(
+        "--log-level", choices=LOG_LEVELS, type=str.lower, help="what to log (default info)"
+    )
     a.add_argument(
         "--fault-drop",
         type=_cli.fraction,
-        default=0.0,
         metavar="P",
         help="testing: drop this fraction of outgoing datagrams (0-1)",
     )
@@ -155,23 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--tag",
         action="append",
         default=[],
-        metavar="K=V",
-        help="only members with this tag (repeatable; all must match)",
+        metavar="K=REGEX",
+        help="only members whose tag K fully matches REGEX, e.g. role=w.* "
+        "(repeatable; all must match)",
     )
     m.add_argument(
         "--status",
         action="append",
         default=[],
-        choices=("alive", "suspect", "failed", "left"),
-        help="only members in this state (repeatable)",
+        metavar="STATE",
+        help="only members in this state: alive, suspect, failed or left (repeatable)",
     )
     m.add_argument("--format", choices=("table", "json"), default="table")
     _add_control(m)
 
     t = sub.add_parser(
         "tags",
-        help="change this agent's tags",
-        description="Set or delete tags of the agent's node.",
+        help="show or change this agent's tags",
+        description="Set or delete tags of the agent's node, all at once or none; "
+        "with no option, show them.",
     )
     t.add_argument("--set", action="append", default=[], metavar="K=V", dest="set_")
     t.add_argument("--delete", action="append", default=[], metavar="K")
@@ -188,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="start a local cluster of agents and show it at work")
     d.add_argument("--nodes", type=int, default=5, help="number of agents (default 5)")
+    d.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="agents listen on 127.0.0.1 at PORT, PORT+1, ... (default 0: ports the system picks)",
+    )
     s = sub.add_parser("simdemo", help="timeline of a simulated cluster (no network)")
     s.add_argument("--nodes", type=int, default=6)
     s.add_argument("--seed", type=int, default=1)
@@ -216,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from clustermember._demo import run_demo
 
-            return run_demo(args.nodes)
+            return run_demo(args.nodes, args.port)
         if args.command == "simdemo":
             from clustermember._simdemo import demo
 
@@ -227,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clustermember import ClusterError
 
         # OSError: a port in use or refused names its address (errno kept).
+        if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
+            return _cli.fail(exc.strerror)  # its message names the address, without "[Errno N]"
         if isinstance(exc, (ClusterError, ValueError, TypeError, OSError)):
             return _cli.fail(str(exc))
         raise

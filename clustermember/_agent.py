@@ -13,12 +13,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TextIO
 
+from clustermember._cli import UsageError, check_states, parse_tag, tag_patterns, tags_match
 from clustermember._control import ControlError, ControlServer
 from clustermember._events import NodeConflict
 
@@ -38,11 +42,33 @@ def event_dict(event: Any) -> dict[str, Any]:
     return out
 
 
-def matches(node: dict[str, Any], tags: dict[str, str], states: list[str] | None) -> bool:
-    """True if the member carries every tag and is in one of the states."""
+def matches(
+    node: dict[str, Any], patterns: dict[str, re.Pattern[str]], states: list[str] | None
+) -> bool:
+    """True if the member is in one of the states (any, if none are given)
+    and every pattern fully matches the value of its tag.
+
+    >>> node = {"state": "alive", "tags": {"role": "worker"}}
+    >>> matches(node, tag_patterns({"role": "w.*"}), ["alive"])
+    True
+    """
     if states and node["state"] not in states:
         return False
-    return all(node["tags"].get(k) == v for k, v in tags.items())
+    return tags_match(node["tags"], patterns)
+
+
+def _mapping_of_str(value: object, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"{what!r} must be an object of string keys and string values")
+    return value
+
+
+def _list_of_str(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"{what!r} must be a list of strings")
+    return value
 
 
 class Agent:
@@ -63,16 +89,9 @@ class Agent:
         """Answer one control request."""
         op = req.get("op")
         if op == "members":
-            tags = req.get("tags") or {}
-            states = req.get("status") or None
-            nodes = [n.to_dict() for n in self.cluster.nodes(states=None)]
-            return {"ok": True, "members": [n for n in nodes if matches(n, tags, states)]}
+            return {"ok": True, "members": self.members(req.get("tags"), req.get("status"))}
         if op == "tags":
-            for key in req.get("delete") or []:
-                await self.cluster.remove_tag(key)
-            for key, value in (req.get("set") or {}).items():
-                await self.cluster.update_tag(key, value)
-            return {"ok": True, "tags": dict(self.cluster.local_node.tags)}
+            return {"ok": True, "tags": await self.change_tags(req.get("set"), req.get("delete"))}
         if op == "stats":
             return {"ok": True, "stats": self.cluster.stats().to_dict()}
         if op == "leave":
@@ -85,13 +104,55 @@ class Agent:
             return None
         raise ControlError(f"unknown operation {op!r}")
 
+    def members(self, tags: object, status: object) -> list[dict[str, Any]]:
+        """Every member whose tags match the patterns (full-match regular
+        expressions, as ``serf members -tag``) and whose state is listed.
+
+        >>> agent.members({"role": "w.*"}, ["alive"])  # doctest: +SKIP
+        [{'id': 'w1', 'addr': '127.0.0.1:7947', 'state': 'alive', ...}]
+        """
+        try:
+            patterns = tag_patterns(_mapping_of_str(tags or {}, "tags"))
+            states = check_states(_list_of_str(status or [], "status"))
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        nodes = [n.to_dict() for n in self.cluster.nodes(states=None)]
+        return [n for n in nodes if matches(n, patterns, states)]
+
+    async def change_tags(self, set_: object, delete: object) -> dict[str, str]:
+        """Apply a whole tag change at once, or nothing; the resulting tags.
+
+        The new tag set is validated and applied in one ``set_tags`` call, so
+        a limit broken by any tag leaves every tag as it was. With nothing to
+        set or delete, the tags are only read.
+
+        >>> await agent.change_tags({"zone": "eu-1"}, ["role"])  # doctest: +SKIP
+        {'zone': 'eu-1'}
+        """
+        try:
+            new = _mapping_of_str(set_ or {}, "set")
+            gone = _list_of_str(delete or [], "delete")
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        both = sorted(set(new) & set(gone))
+        if both:
+            raise ControlError(f"tag {both[0]!r} is both set and deleted; choose one")
+        current = dict(self.cluster.tags)
+        tags = {k: v for k, v in current.items() if k not in gone}
+        tags.update(new)
+        if tags != current:
+            await self.cluster.set_tags(tags)
+        return dict(self.cluster.tags)
+
     async def stream_events(self, writer: asyncio.StreamWriter) -> None:
         """Write one JSON line per event until the client goes away."""
         import json
 
-        async for event in self.cluster.subscribe():
-            writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
-            await writer.drain()
+        # ``async with`` closes the subscription when the client goes away.
+        async with self.cluster.subscribe() as events:
+            async for event in events:
+                writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
+                await writer.drain()
 
     async def report_conflicts(self) -> None:
         """Log each id conflict once per (id, claiming address).
@@ -102,28 +163,29 @@ class Agent:
         """
         seen: set[tuple[str, str | None]] = set()
         local = self.cluster.local_node.id
-        async for event in self.cluster.subscribe():
-            if not isinstance(event, NodeConflict):
-                continue
-            key = (event.node.id, event.other_addr)
-            if key in seen or len(seen) >= MAX_CONFLICTS_LOGGED:
-                continue
-            seen.add(key)
-            if event.node.id == local:
-                log.warning(
-                    "id conflict: another node at %s claims this node's id %s; "
-                    "stop it or give it another --node-id",
-                    event.other_addr,
-                    local,
-                )
-            else:
-                log.warning(
-                    "id conflict: node %s at %s is also claimed from %s (ignored); "
-                    "give every node its own --node-id",
-                    event.node.id,
-                    event.node.addr,
-                    event.other_addr,
-                )
+        async with self.cluster.subscribe() as events:
+            async for event in events:
+                if not isinstance(event, NodeConflict):
+                    continue
+                key = (event.node.id, event.other_addr)
+                if key in seen or len(seen) >= MAX_CONFLICTS_LOGGED:
+                    continue
+                seen.add(key)
+                if event.node.id == local:
+                    log.warning(
+                        "id conflict: another node at %s claims this node's id %s; "
+                        "stop it or give it another --node-id",
+                        event.other_addr,
+                        local,
+                    )
+                else:
+                    log.warning(
+                        "id conflict: node %s at %s is also claimed from %s (ignored); "
+                        "give every node its own --node-id",
+                        event.node.id,
+                        event.node.addr,
+                        event.other_addr,
+                    )
 
     def begin_leave(self) -> None:
         """Start a graceful leave (once), then stop."""
@@ -176,10 +238,276 @@ class Agent:
                 await self.cluster.close()
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at the given level name."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
+    """Show the library's log records (logger ``clustermember``, the agent's
+    own included) at ``level`` and above, one line each on stderr.
+
+    The library leaves its logger silent below WARNING; an agent is the place
+    an operator reads joins, failures and conflicts, so it shows INFO unless
+    told otherwise (``--log-level``).
+
+    >>> configure_logging("info")  # doctest: +SKIP
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger = logging.getLogger("clustermember")
+    logger.setLevel(getattr(logging, level.upper()))
+    logger.addHandler(handler)
+    logger.propagate = False  # one line per record, whatever the root logger does
+    return handler
+
+
+# ------------------------------------------------------------ configuration
+#
+# Every option of ``agent`` comes from (highest first) its flag, its
+# CLUSTERMEMBER_* environment variable, the TOML file given with --config (or
+# $CLUSTERMEMBER_CONFIG), or its default. See docs/cli.md, "Configuration".
+
+PROFILES = ("lan", "wan", "local")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ENV_PREFIX = "CLUSTERMEMBER_"
+
+# Option name (the flag without its dashes) -> its default.
+DEFAULTS: dict[str, Any] = {
+    "bind": "127.0.0.1:7946",
+    "join": [],
+    "join-timeout": 30.0,
+    "node-id": None,
+    "tag": {},
+    "key-file": None,
+    "keyring-file": None,
+    "tls-ca": None,
+    "tls-cert": None,
+    "tls-key": None,
+    "insecure": False,
+    "profile": "lan",
+    "log-level": "info",
+    "fault-drop": 0.0,
+    "control": None,
+}
+# Secrets the environment may hold by value (CLUSTERMEMBER_KEY) instead of in
+# a file (CLUSTERMEMBER_KEY_FILE, the --key-file option), as swim-protocol's
+# PREFIX_NAME / PREFIX_NAME_FILE. Neither is a flag: a key on a command line
+# shows in every process listing.
+SECRETS = {"key": "key-file", "keyring": "keyring-file"}
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+def env_name(option: str) -> str:
+    """The environment variable of an option.
+
+    >>> env_name("join-timeout")
+    'CLUSTERMEMBER_JOIN_TIMEOUT'
+    """
+    return ENV_PREFIX + option.upper().replace("-", "_")
+
+
+def _number(option: str, value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"{where}: {option} must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{where}: {option} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise UsageError(f"{where}: {option} must be a finite number >= 0, not {value!r}")
+    return number
+
+
+def convert(option: str, value: object, where: str) -> Any:
+    """An option's value, from a string (environment) or a TOML value (file),
+    as the agent uses it; a UsageError naming ``where`` if it is wrong.
+
+    >>> convert("join", "10.0.0.1:7946, 10.0.0.2:7946", "CLUSTERMEMBER_JOIN")
+    ['10.0.0.1:7946', '10.0.0.2:7946']
+    >>> convert("tag", {"role": "db"}, "cm.toml")
+    {'role': 'db'}
+    """
+    if option == "join":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise UsageError(f"{where}: join must be a list of HOST:PORT strings, not {value!r}")
+        return [x.strip() for x in items if x.strip()]
+    if option == "tag":
+        if isinstance(value, dict):
+            if not all(isinstance(v, str) for v in value.values()):
+                raise UsageError(f"{where}: every tag value must be a string: {value!r}")
+            return dict(value)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise UsageError(f"{where}: tag must be a table or a list of K=V, not {value!r}")
+        return dict(parse_tag(x.strip()) for x in items if x.strip())
+    if option == "insecure":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in TRUE + FALSE:
+            return value.lower() in TRUE
+        raise UsageError(f"{where}: insecure must be true or false, not {value!r}")
+    if option == "join-timeout":
+        return _number(option, value, where)
+    if option == "fault-drop":
+        number = _number(option, value, where)
+        if number > 1:
+            raise UsageError(f"{where}: fault-drop must be a fraction from 0 to 1, not {value!r}")
+        return number
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{where}: {option} must be a non-empty string, not {value!r}")
+    choices = {"profile": PROFILES, "log-level": LOG_LEVELS}.get(option)
+    if choices and value.lower() not in choices:
+        raise UsageError(f"{where}: {option} must be one of {', '.join(choices)}, not {value!r}")
+    return value.lower() if choices else value
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The options set in the environment (an empty variable counts as unset).
+
+    >>> env_settings({"CLUSTERMEMBER_BIND": "0.0.0.0:7946", "CLUSTERMEMBER_KEY": "k"})
+    {'bind': '0.0.0.0:7946', 'key': 'k'}
+    """
+    out = {
+        option: convert(option, environ[env_name(option)], env_name(option))
+        for option in DEFAULTS
+        if environ.get(env_name(option))
+    }
+    for secret, file_option in SECRETS.items():
+        if environ.get(env_name(secret)):
+            if file_option in out:
+                raise UsageError(f"set {env_name(secret)} or {env_name(file_option)}, not both")
+            out[secret] = environ[env_name(secret)]
+    return out
+
+
+def file_settings(path: str) -> dict[str, Any]:
+    """The options a TOML file sets, by flag name (``node-id`` or ``node_id``).
+
+    >>> file_settings("agent.toml")  # doctest: +SKIP
+    {'bind': '0.0.0.0:7946', 'tag': {'role': 'db'}}
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise UsageError(
+                "--config needs Python 3.11 or the tomli package (pip install tomli)"
+            ) from None
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        option = key.replace("_", "-")
+        if option not in DEFAULTS:
+            raise UsageError(
+                f"config file {path}: unknown option {key!r}; the options are "
+                + ", ".join(DEFAULTS)
+            )
+        if option in out:
+            raise UsageError(f"config file {path}: {option} is given twice")
+        out[option] = convert(option, value, f"config file {path}")
+    return out
+
+
+def resolve_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option, from the layers given lowest first (file, environment,
+    flags) over the defaults. A higher layer replaces an option's value,
+    except tags, which merge key by key (the higher layer's value wins). A
+    key given in a layer (by value or as a file) replaces both forms below.
+
+    >>> s = resolve_settings({"bind": "a:1", "tag": {"x": "1"}}, {"tag": {"y": "2"}})
+    >>> s["bind"], s["tag"], s["log-level"]
+    ('a:1', {'x': '1', 'y': '2'}, 'info')
+    """
+    out = dict(DEFAULTS, tag={}, key=None, keyring=None)
+    for layer in layers:
+        for secret, file_option in SECRETS.items():
+            if secret in layer or file_option in layer:
+                out[secret] = out[file_option] = None
+        for option, value in layer.items():
+            out[option] = {**out["tag"], **value} if option == "tag" else value
+    return out
+
+
+def agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The agent's options from its parsed flags (only those given, by dest
+    name), the environment and the config file (``config`` flag, else
+    $CLUSTERMEMBER_CONFIG).
+
+    >>> agent_settings({"bind": "127.0.0.1:0"}, {})["bind"]
+    '127.0.0.1:0'
+    """
+    given = {k.replace("_", "-"): v for k, v in flags.items() if k.replace("_", "-") in DEFAULTS}
+    if "tag" in given:
+        given["tag"] = convert("tag", given["tag"], "--tag")
+    path = flags.get("config") or environ.get(env_name("config"))
+    from_file = file_settings(path) if path else {}
+    return resolve_settings(from_file, env_settings(environ), given)
+
+
+def read_keys(path: str) -> list[str]:
+    """The keys in a key file: one base64 key a line; blank and # lines skipped."""
+    try:
+        with open(path) as f:
+            keys = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read key file {path}: {exc.strerror} (make one with 'clustermember keygen')"
+        ) from exc
+    if not keys:
+        raise UsageError(f"key file {path} holds no key (make one with 'clustermember keygen')")
+    return keys
+
+
+NO_AUTH = (
+    "no cluster key: pass --key-file FILE (make one with 'clustermember keygen'), "
+    "--keyring-file FILE, mutual TLS (--tls-ca, --tls-cert, --tls-key), or --insecure "
+    "to run without authentication"
+)
+
+
+def auth_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ClusterConfig authentication arguments for resolved settings, or a
+    UsageError that names the agent's options (not the library's).
+
+    >>> auth_settings(resolve_settings({"insecure": True}))
+    {'insecure': True}
+    """
+    from clustermember._config import decode_key
+
+    auth: dict[str, Any] = {}
+    if settings["key-file"]:
+        auth["cluster_key"] = read_keys(settings["key-file"])[0]
+        where = f"the key in {settings['key-file']}"
+    elif settings["key"]:
+        auth["cluster_key"] = settings["key"].strip()
+        where = env_name("key")
+    if "cluster_key" in auth:
+        decode_key(auth["cluster_key"], where)
+    if settings["keyring-file"]:
+        auth["keyring"] = read_keys(settings["keyring-file"])
+    elif settings["keyring"]:
+        auth["keyring"] = settings["keyring"].replace(",", " ").split()
+    tls = [settings["tls-ca"], settings["tls-cert"], settings["tls-key"]]
+    if any(tls):
+        if not all(tls):
+            raise UsageError("mutual TLS needs all of --tls-ca, --tls-cert and --tls-key")
+        if auth:
+            raise UsageError(
+                "choose one: a cluster key (--key-file, --keyring-file) or mutual TLS "
+                "(--tls-ca, --tls-cert, --tls-key), not both"
+            )
+        auth.update(tls_ca=tls[0], tls_cert=tls[1], tls_key=tls[2])
+    if settings["insecure"]:
+        auth["insecure"] = True
+    if not auth:
+        raise UsageError(NO_AUTH)
+    return auth

@@ -7,11 +7,15 @@ import argparse
 import asyncio
 import base64
 import json
+import re
 import secrets
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from clustermember._control import ControlClient, ControlError
+
+STATES = ("alive", "suspect", "failed", "left")
 
 
 class UsageError(Exception):
@@ -28,6 +32,69 @@ def parse_tag(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise UsageError(f"bad tag {text!r}: write it as key=value, e.g. --tag role=worker")
     return key, value
+
+
+def check_states(states: list[str]) -> list[str]:
+    """The states, each checked to be a member state.
+
+    >>> check_states(["alive", "left"])
+    ['alive', 'left']
+    """
+    for state in states:
+        if state not in STATES:
+            raise ValueError(f"unknown status {state!r}: use {', '.join(STATES)}")
+    return states
+
+
+def tag_patterns(tags: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
+    """Compile tag filters: the key is exact, the value a regular expression
+    that must match the whole tag value (as ``serf members -tag`` does).
+
+    >>> tag_patterns({"role": "w.*"})["role"].fullmatch("worker") is not None
+    True
+    """
+    out = {}
+    for key, value in tags.items():
+        try:
+            out[key] = re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"tag filter {key}={value}: bad regular expression ({exc}); "
+                "escape special characters with a backslash"
+            ) from None
+    return out
+
+
+def tags_match(tags: Mapping[str, str], patterns: Mapping[str, re.Pattern[str]]) -> bool:
+    """True if every pattern fully matches the tag of its key (absent: no match).
+
+    >>> tags_match({"role": "worker"}, tag_patterns({"role": "work"}))
+    False
+    """
+    return all(k in tags and p.fullmatch(tags[k]) is not None for k, p in patterns.items())
+
+
+def filter_members(
+    members: list[dict[str, Any]], tags: list[str], status: list[str]
+) -> list[dict[str, Any]]:
+    """The members in one of the states (any, if none) whose tags match every
+    ``key=regex`` filter in full.
+
+    >>> ms = [{"id": "a", "state": "alive", "tags": {"role": "worker"}},
+    ...       {"id": "b", "state": "alive", "tags": {"role": "db"}}]
+    >>> [m["id"] for m in filter_members(ms, ["role=w.*"], ["alive"])]
+    ['a']
+    """
+    try:
+        patterns = tag_patterns(dict(parse_tag(t) for t in tags))
+        states = check_states(status)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return [
+        m
+        for m in members
+        if (not states or m["state"] in states) and tags_match(m["tags"], patterns)
+    ]
 
 
 def fraction(text: str) -> float:
@@ -84,24 +151,36 @@ async def _request(endpoint: str | None, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) -> int:
-    """``clustermember members``: print the members, filtered."""
+    """``clustermember members``: print the members, filtered here by state
+    and by tag regular expressions.
+
+    >>> members(None, ["role=w.*"], ["alive"], "table")  # doctest: +SKIP
+    """
+    filter_members([], tags, status)  # bad input fails before the agent is asked
+    # The agent applies the same filters (tag_patterns), so a large cluster's
+    # answer stays small; they are applied here again so that this command
+    # means the same whatever the agent does with them.
     req = {"op": "members", "tags": dict(parse_tag(t) for t in tags), "status": status}
-    resp = asyncio.run(_request(endpoint, req))
+    found = filter_members(asyncio.run(_request(endpoint, req))["members"], tags, status)
     if fmt == "json":
-        print(json.dumps(resp["members"], indent=2, sort_keys=True))
+        print(json.dumps(found, indent=2, sort_keys=True))
     else:
-        print(format_members(resp["members"]))
+        print(format_members(found))
     return 0
 
 
 def tags(endpoint: str | None, set_: list[str], delete: list[str]) -> int:
-    """``clustermember tags``: change this agent's tags and print the result."""
-    if not set_ and not delete:
-        raise UsageError("nothing to do: give --set key=value and/or --delete key")
+    """``clustermember tags``: change this agent's tags (all or none of the
+    change applies) and print the resulting tags; with no option, only print.
+
+    >>> tags(None, ["zone=eu-1"], ["role"])  # doctest: +SKIP
+    """
     req = {"op": "tags", "set": dict(parse_tag(t) for t in set_), "delete": delete}
     resp = asyncio.run(_request(endpoint, req))
     for k, v in sorted(resp["tags"].items()):
         print(f"{k}={v}")
+    if not resp["tags"]:
+        print("(no tags)", file=sys.stderr)
     return 0
 
 
@@ -112,14 +191,75 @@ def leave(endpoint: str | None) -> int:
     return 0
 
 
+# The membership summary shown first, by its raw counter's name.
+SUMMARY = ("members", "alive", "suspect", "failed", "left", "health", "incarnation")
+# Figures of the stats that copy one raw counter: shown once, as that counter.
+COPIES = {
+    "total": "members",
+    "connections_open": "net_conns_open",
+    "connections_idle": "net_conns_idle",
+    "messages_in": "msgs_in",
+    "messages_out": "msgs_out",
+    "bytes_in": "net_bytes_in",
+    "bytes_out": "net_bytes_out",
+}
+
+
+def _flatten(value: object, name: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{name}.{k}"))
+        return out
+    return {name: value}
+
+
+def flatten_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The agent's stats as one flat mapping, each figure once: the node id,
+    the membership summary, ``dropped`` (all drops together), then every
+    counter named by its source: ``protocol.NAME`` (SWIM/Lifeguard core) or
+    ``transport.NAME`` (QUIC and UDP; the core's ``net_`` prefix dropped).
+
+    >>> flat = flatten_stats({"node_id": "a", "alive": 1, "bytes_in": 9,
+    ...     "drops": {"drop_stale": 2}, "counters": {"alive": 1, "bytes_in": 5,
+    ...     "net_bytes_in": 9, "drop_stale": 2}})
+    >>> flat["transport.bytes_in"], flat["protocol.bytes_in"], flat["dropped"]
+    (9, 5, 2)
+    """
+    counters = stats.get("counters")
+    if not isinstance(counters, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in stats.items():
+            out.update(_flatten(v, k))
+        return out
+    out = {"node_id": stats.get("node_id")}
+    out.update({k: counters[k] for k in SUMMARY if k in counters})
+    drops = stats.get("drops")
+    if isinstance(drops, Mapping):
+        out["dropped"] = sum(drops.values())
+    for k, v in stats.items():  # figures that are no raw counter
+        if k not in ("node_id", "counters", "drops") and k not in COPIES and k not in counters:
+            out.update(_flatten(v, k))
+    for k in sorted(counters):
+        if k not in SUMMARY:
+            out[f"transport.{k[4:]}" if k.startswith("net_") else f"protocol.{k}"] = counters[k]
+    return out
+
+
 def stats(endpoint: str | None, fmt: str) -> int:
-    """``clustermember stats``: print the agent's counters."""
+    """``clustermember stats``: print the agent's figures, one per line
+    (or as one flat JSON object), as :func:`flatten_stats` names them.
+
+    >>> stats(None, "json")  # doctest: +SKIP
+    """
     resp = asyncio.run(_request(endpoint, {"op": "stats"}))
+    flat = flatten_stats(resp["stats"])
     if fmt == "json":
-        print(json.dumps(resp["stats"], indent=2, sort_keys=True))
+        print(json.dumps(flat, indent=2))
     else:
-        for k, v in sorted(resp["stats"].items()):
-            print(f"{k:<24} {v}")
+        width = max(map(len, flat))
+        for k, v in flat.items():
+            print(f"{k:<{width}}  {v}")
     return 0
 
 

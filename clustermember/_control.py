@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import logging
 import os
 import secrets
 import socket
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[dict[str, Any] | None]]
+
+log = logging.getLogger("clustermember.control")
 
 # One request line at most: a members filter with many tags still fits easily,
 # and a client cannot make the agent buffer without bound.
@@ -138,7 +142,13 @@ class ControlServer:
                     self._serve, host=host, port=port, limit=MAX_LINE
                 )
             except OSError as exc:
-                raise ControlError(f"cannot listen on {self.endpoint}: {exc.strerror}") from exc
+                if exc.errno == errno.EADDRINUSE:
+                    raise ControlError(
+                        f"control endpoint {self.endpoint}: address already in use; stop what "
+                        "holds it, or pass another --control"
+                    ) from exc
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise ControlError(f"cannot listen on {self.endpoint}: {reason}") from exc
             tp = token_path(port)
             fd = os.open(tp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -156,6 +166,23 @@ class ControlServer:
                 os.unlink(str(self.where))
             else:
                 os.unlink(token_path(self.where[1]))  # type: ignore[index]
+
+    async def _answer(
+        self, req: dict[str, Any], writer: asyncio.StreamWriter
+    ) -> dict[str, Any] | None:
+        """The handler's response, or an error response for whatever it raised.
+
+        Every failure is answered on the connection it came from, so a client
+        always learns what went wrong and may send its next request.
+        """
+        try:
+            return await self._handler(req, writer)
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc)}
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the client, never dropped
+            return {"ok": False, "error": error_text(exc)}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -176,7 +203,7 @@ class ControlServer:
                     req = json.loads(line)
                     if not isinstance(req, dict):
                         raise ValueError("not an object")
-                except ValueError:
+                except (ValueError, RecursionError):
                     await _send(writer, {"ok": False, "error": "request is not a JSON object"})
                     continue
                 if not authed:
@@ -187,10 +214,7 @@ class ControlServer:
                     if "op" not in req:
                         await _send(writer, {"ok": True})
                         continue
-                try:
-                    resp = await self._handler(req, writer)
-                except ControlError as exc:
-                    resp = {"ok": False, "error": str(exc)}
+                resp = await self._answer(req, writer)
                 if resp is None:  # a streaming operation that has finished
                     return
                 await _send(writer, resp)
@@ -203,6 +227,21 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def error_text(exc: BaseException) -> str:
+    """How a failed request is described to the client: a library error (or a
+    ValueError or TypeError from bad input) by its class and message; anything
+    else is also logged with its traceback, as it is a bug.
+
+    >>> error_text(ValueError("bad value"))
+    'ValueError: bad value'
+    """
+    from clustermember._errors import ClusterError
+
+    if not isinstance(exc, (ClusterError, ValueError, TypeError, LookupError)):
+        log.error("control request failed", exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _endpoint_alive(path: str) -> bool:

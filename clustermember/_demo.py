@@ -34,9 +34,10 @@ class DemoError(Exception):
 class Demo:
     """The processes and control sockets of one demo run."""
 
-    def __init__(self, nodes: int, workdir: Path) -> None:
+    def __init__(self, nodes: int, workdir: Path, port: int = 0) -> None:
         self.n = nodes
         self.dir = workdir
+        self.port = port
         self.procs: list[subprocess.Popen[str] | None] = []
         self.addrs: list[str] = []
         self.t0 = time.monotonic()
@@ -47,14 +48,19 @@ class Demo:
     def control(self, i: int) -> str:
         return str(self.dir / f"agent{i}.sock")
 
-    def start(self, i: int, seed: str | None) -> None:
+    def command(self, i: int, seed: str | None) -> list[str]:
+        """The command line of agent ``i``: at ``port + i`` if a port was given.
+
+        >>> Demo(3, Path("/tmp"), port=7946).command(1, None)[5]
+        '127.0.0.1:7947'
+        """
         cmd = [
             sys.executable,
             "-m",
             "clustermember",
             "agent",
             "--bind",
-            "127.0.0.1:0",
+            f"127.0.0.1:{self.port + i if self.port else 0}",
             "--node-id",
             f"node-{i}",
             "--key-file",
@@ -66,6 +72,10 @@ class Demo:
         ]
         if seed:
             cmd += ["--join", seed]
+        return cmd
+
+    def start(self, i: int, seed: str | None) -> None:
+        cmd = self.command(i, seed)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.procs.append(proc)
         assert proc.stdout is not None
@@ -198,13 +208,24 @@ class Demo:
         return True
 
 
-def run_demo(nodes: int) -> int:
-    """Run the demo with ``nodes`` agents; returns the exit code."""
+def run_demo(nodes: int, port: int = 0) -> int:
+    """Run the demo with ``nodes`` agents, at ``port`` and the ports after it
+    (0: ports the system picks); returns the exit code.
+
+    >>> run_demo(5, port=7946)  # doctest: +SKIP
+    """
     if nodes < 3:
         print("error: the demo needs at least 3 nodes (--nodes 3 or more)", file=sys.stderr)
-        return 2
+        return 1
+    if not 0 <= port <= 65536 - nodes:
+        print(
+            f"error: --port {port} leaves no room for {nodes} agents; give 1-{65536 - nodes}, "
+            "or 0 for ports the system picks",
+            file=sys.stderr,
+        )
+        return 1
     with tempfile.TemporaryDirectory(prefix="clustermember-demo-") as tmp:
-        demo = Demo(nodes, Path(tmp))
+        demo = Demo(nodes, Path(tmp), port)
         try:
             asyncio.run(demo.run())
         except DemoError as exc:

@@ -1,0 +1,171 @@
+"""The agent's configuration, resolved without starting an agent: each layer
+(config file, CLUSTERMEMBER_* environment, flags) alone, their precedence,
+secrets by value or from a file, and the messages for what is wrong."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from clustermember.__main__ import build_parser, main
+from clustermember._agent import agent_settings, auth_settings, resolve_settings
+from clustermember._cli import UsageError
+
+
+def settings(argv: list[str], environ: dict[str, str] | None = None) -> dict[str, object]:
+    """The agent's resolved settings for a command line and an environment."""
+    args = build_parser().parse_args(["agent", *argv])
+    return agent_settings(vars(args), environ or {})
+
+
+def b64key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def toml(tmp_path: Path) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        'bind = "127.0.0.1:7001"\n'
+        'join = ["127.0.0.1:7002", "127.0.0.1:7003"]\n'
+        "join_timeout = 5\n"
+        'node-id = "from-file"\n'
+        'profile = "wan"\n'
+        'log-level = "debug"\n'
+        "fault-drop = 0.25\n"
+        'control = "/tmp/from-file.sock"\n'
+        "insecure = true\n"
+        "[tag]\n"
+        'role = "db"\n'
+        'zone = "eu"\n'
+    )
+    return path
+
+
+def test_defaults_when_nothing_is_given() -> None:
+    s = settings([])
+    assert s["bind"] == "127.0.0.1:7946" and s["join"] == [] and s["join-timeout"] == 30.0
+    assert s["log-level"] == "info" and s["profile"] == "lan" and s["insecure"] is False
+    assert s["tag"] == {} and s["key-file"] is None and s["control"] is None
+
+
+def test_every_option_from_a_toml_file(toml: Path) -> None:
+    s = settings(["--config", str(toml)])
+    assert s["bind"] == "127.0.0.1:7001"
+    assert s["join"] == ["127.0.0.1:7002", "127.0.0.1:7003"]
+    assert s["join-timeout"] == 5.0 and s["node-id"] == "from-file"
+    assert s["profile"] == "wan" and s["log-level"] == "debug" and s["fault-drop"] == 0.25
+    assert s["control"] == "/tmp/from-file.sock" and s["insecure"] is True
+    assert s["tag"] == {"role": "db", "zone": "eu"}
+    # The file may also be named by the environment.
+    assert settings([], {"CLUSTERMEMBER_CONFIG": str(toml)})["node-id"] == "from-file"
+
+
+def test_every_option_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "CLUSTERMEMBER_BIND": "127.0.0.1:7101",
+        "CLUSTERMEMBER_JOIN": "127.0.0.1:7102, 127.0.0.1:7103",
+        "CLUSTERMEMBER_JOIN_TIMEOUT": "7.5",
+        "CLUSTERMEMBER_NODE_ID": "from-env",
+        "CLUSTERMEMBER_TAG": "role=web,zone=us",
+        "CLUSTERMEMBER_KEYRING_FILE": "/keys/ring",
+        "CLUSTERMEMBER_TLS_CA": "ca.pem",
+        "CLUSTERMEMBER_TLS_CERT": "cert.pem",
+        "CLUSTERMEMBER_TLS_KEY": "key.pem",
+        "CLUSTERMEMBER_INSECURE": "yes",
+        "CLUSTERMEMBER_PROFILE": "local",
+        "CLUSTERMEMBER_LOG_LEVEL": "WARNING",
+        "CLUSTERMEMBER_FAULT_DROP": "0.5",
+        "CLUSTERMEMBER_CONTROL": "127.0.0.1:7374",
+        "CLUSTERMEMBER_KEY_FILE": "/keys/key",
+    }
+    s = settings([], env)
+    assert s["bind"] == "127.0.0.1:7101" and s["join"] == ["127.0.0.1:7102", "127.0.0.1:7103"]
+    assert s["join-timeout"] == 7.5 and s["node-id"] == "from-env"
+    assert s["tag"] == {"role": "web", "zone": "us"}
+    assert s["key-file"] == "/keys/key" and s["keyring-file"] == "/keys/ring"
+    assert (s["tls-ca"], s["tls-cert"], s["tls-key"]) == ("ca.pem", "cert.pem", "key.pem")
+    assert s["insecure"] is True and s["profile"] == "local" and s["log-level"] == "warning"
+    assert s["fault-drop"] == 0.5 and s["control"] == "127.0.0.1:7374"
+    # An empty variable counts as unset.
+    assert settings([], {"CLUSTERMEMBER_BIND": ""})["bind"] == "127.0.0.1:7946"
+
+
+def test_every_option_from_flags() -> None:
+    s = settings(
+        "--bind 127.0.0.1:7201 --join 127.0.0.1:7202 --join-timeout 9 --node-id flag "
+        "--tag role=cache --key-file k --profile local --log-level error --fault-drop 0.1 "
+        "--control /tmp/f.sock --insecure".split()
+    )
+    assert s["bind"] == "127.0.0.1:7201" and s["join"] == ["127.0.0.1:7202"]
+    assert s["join-timeout"] == 9.0 and s["node-id"] == "flag" and s["tag"] == {"role": "cache"}
+    assert s["key-file"] == "k" and s["profile"] == "local" and s["log-level"] == "error"
+    assert s["fault-drop"] == 0.1 and s["control"] == "/tmp/f.sock" and s["insecure"] is True
+
+
+def test_flags_win_over_the_environment_which_wins_over_the_file(toml: Path) -> None:
+    env = {"CLUSTERMEMBER_BIND": "127.0.0.1:7101", "CLUSTERMEMBER_NODE_ID": "from-env"}
+    env["CLUSTERMEMBER_TAG"] = "zone=us"
+    s = settings(["--config", str(toml), "--bind", "127.0.0.1:7201", "--tag", "rack=r1"], env)
+    assert s["bind"] == "127.0.0.1:7201"  # flag over environment over file
+    assert s["node-id"] == "from-env"  # environment over file
+    assert s["profile"] == "wan"  # file over default
+    assert s["join-timeout"] == 5.0
+    # Tags merge key by key, the higher layer winning a key.
+    assert s["tag"] == {"role": "db", "zone": "us", "rack": "r1"}
+
+
+def test_a_secret_by_value_or_from_a_file(tmp_path: Path) -> None:
+    key = b64key()
+    keyfile = tmp_path / "cluster.key"
+    keyfile.write_text(b64key() + "\n")
+    by_value = auth_settings(settings([], {"CLUSTERMEMBER_KEY": key}))
+    assert by_value == {"cluster_key": key}
+    from_file = auth_settings(settings([], {"CLUSTERMEMBER_KEY_FILE": str(keyfile)}))
+    assert from_file == {"cluster_key": keyfile.read_text().strip()}
+    ring = auth_settings(settings([], {"CLUSTERMEMBER_KEYRING": f"{key},{key}"}))
+    assert ring == {"keyring": [key, key]}
+    # A key file given by flag replaces the environment's key by value.
+    s = settings(["--key-file", str(keyfile)], {"CLUSTERMEMBER_KEY": key})
+    assert s["key"] is None and auth_settings(s)["cluster_key"] != key
+    with pytest.raises(UsageError, match="CLUSTERMEMBER_KEY or CLUSTERMEMBER_KEY_FILE"):
+        settings([], {"CLUSTERMEMBER_KEY": key, "CLUSTERMEMBER_KEY_FILE": str(keyfile)})
+    with pytest.raises(ValueError, match="CLUSTERMEMBER_KEY is not valid base64"):
+        auth_settings(settings([], {"CLUSTERMEMBER_KEY": "not a key!"}))
+
+
+def test_unknown_or_bad_options_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('bind = "127.0.0.1:1"\nseeds = ["127.0.0.1:2"]\n')
+    with pytest.raises(UsageError, match=r"unknown option 'seeds'; the options are bind, join"):
+        settings(["--config", str(path)])
+    path.write_text('join-timeout = "soon"\n')
+    with pytest.raises(UsageError, match=r"bad.toml: join-timeout must be a number"):
+        settings(["--config", str(path)])
+    path.write_text("bind = \n")
+    with pytest.raises(UsageError, match="is not valid TOML"):
+        settings(["--config", str(path)])
+    with pytest.raises(UsageError, match="cannot read config file"):
+        settings(["--config", str(tmp_path / "missing.toml")])
+    with pytest.raises(UsageError, match="CLUSTERMEMBER_INSECURE: insecure must be true or false"):
+        settings([], {"CLUSTERMEMBER_INSECURE": "maybe"})
+    with pytest.raises(UsageError, match="CLUSTERMEMBER_PROFILE: profile must be one of"):
+        settings([], {"CLUSTERMEMBER_PROFILE": "fast"})
+    assert resolve_settings({"fault-drop": 0.5}, {})["fault-drop"] == 0.5
+
+
+def test_no_key_names_the_flags_not_the_python_arguments(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("CLUSTERMEMBER_")]:
+        monkeypatch.delenv(name)
+    assert main(["agent", "--bind", "127.0.0.1:0"]) == 1
+    err = capsys.readouterr().err
+    assert "--key-file" in err and "--insecure" in err and err.count("\n") == 1
+    assert "cluster_key=" not in err and "insecure=True" not in err
+    assert main(["agent", "--tls-ca", "ca.pem"]) == 1
+    assert "needs all of --tls-ca, --tls-cert and --tls-key" in capsys.readouterr().err

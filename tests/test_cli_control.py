@@ -1,0 +1,189 @@
+"""The CLI against one agent run in this process (no gossip needed): control
+operations apply whole or not at all, every error is answered on the same
+connection, ``tags`` alone shows the tags, tag filters are regular
+expressions, ``stats`` is flat; and the parts that need no agent: status
+checks, logging, the demo's ports."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from clustermember import ClusterConfig, ClusterMembership
+from clustermember.__main__ import build_parser, main
+from clustermember._agent import Agent, configure_logging
+from clustermember._cli import filter_members, flatten_stats
+from clustermember._control import ControlClient, ControlError, ControlServer
+from clustermember._demo import Demo
+
+BIG = "x" * 300  # over max_tag_value
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    """An agent serving a started node (a cluster of one) on a Unix socket."""
+    cluster = ClusterMembership(
+        "127.0.0.1:0", ClusterConfig.local(insecure=True, node_id="solo", tags={"role": "db"})
+    )
+    a = Agent(cluster, str(tmp_path / "agent.sock"), [], 1.0)
+    await a.server.start()
+    await cluster.start()
+    try:
+        yield a
+    finally:
+        await a.server.close()
+        await cluster.close()
+
+
+async def cli(*argv: str) -> tuple[int, str, str]:
+    """Run a CLI command in a child process; its exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "clustermember",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_tag_change_applies_whole_or_not_at_all(agent: Agent) -> None:
+    async with ControlClient(agent.server.endpoint) as c:
+        bad = await c.request({"op": "tags", "set": {"ok": "1", "big": BIG}, "delete": ["role"]})
+        assert bad["ok"] is False and "TagError" in bad["error"] and "big" in bad["error"]
+        # Nothing changed, and the same connection still answers.
+        now = await c.request({"op": "tags"})
+        assert now == {"ok": True, "tags": {"role": "db"}}
+        good = await c.request({"op": "tags", "set": {"ok": "1"}, "delete": ["role"]})
+        assert good == {"ok": True, "tags": {"ok": "1"}}
+        assert agent.cluster.local_node.tags == {"ok": "1"}
+
+
+async def test_every_bad_request_is_answered_on_the_same_connection(agent: Agent) -> None:
+    bad_requests = [
+        {"op": "tags", "set": {"n": 1}},
+        {"op": "tags", "set": ["a=b"]},
+        {"op": "tags", "delete": "role"},
+        {"op": "tags", "set": {"role": "x"}, "delete": ["role"]},
+        {"op": "tags", "set": {"bad key": "v"}},
+        {"op": "members", "tags": "role=db"},
+        {"op": "members", "tags": {"role": "("}},
+        {"op": "members", "status": ["dead"]},
+        {"op": "nonsense"},
+    ]
+    async with ControlClient(agent.server.endpoint) as c:
+        for req in bad_requests:
+            resp = await c.request(req)
+            assert resp["ok"] is False and resp["error"], (req, resp)
+        assert (await c.request({"op": "members"}))["ok"] is True
+    assert agent.cluster.tags == {"role": "db"}
+
+
+async def test_the_cli_reports_a_half_bad_change_and_tags_alone_shows_them(
+    agent: Agent,
+) -> None:
+    ep = agent.server.endpoint
+    rc, out, err = await cli("tags", "--control", ep, "--set", "ok=1", "--set", f"big={BIG}")
+    assert rc == 1 and "TagError" in err and err.count("\n") == 1, err
+    rc, out, err = await cli("tags", "--control", ep)
+    assert rc == 0 and out == "role=db\n", (out, err)
+
+
+async def test_tag_filters_are_full_match_regexes_and_stats_are_flat(agent: Agent) -> None:
+    ep = agent.server.endpoint
+    rc, out, _ = await cli("members", "--control", ep, "--tag", "role=d.*", "--format", "json")
+    assert rc == 0 and [m["id"] for m in json.loads(out)] == ["solo"]
+    async with ControlClient(ep) as c:
+        stats = (await c.request({"op": "stats"}))["stats"]
+        found = await c.request({"op": "members", "tags": {"role": "d"}})
+    assert found["members"] == []  # the agent's filter matches in full, too
+    flat = flatten_stats(stats)
+    assert not [k for k, v in flat.items() if isinstance(v, (dict, list))]
+    assert "bytes_in" not in flat
+    assert {"transport.bytes_in", "protocol.bytes_in", "alive", "dropped"} <= set(flat)
+    assert flat["transport.bytes_in"] == stats["bytes_in"]
+    assert flat["alive"] == 1 and flat["node_id"] == "solo"
+    rc, out, _ = await cli("stats", "--control", ep)
+    rows = [line.split() for line in out.splitlines()]
+    assert rc == 0 and all(len(r) == 2 for r in rows) and ["alive", "1"] in rows, out
+
+
+async def test_a_control_port_in_use_is_named() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        endpoint = f"127.0.0.1:{held.getsockname()[1]}"
+
+        async def handle(req: dict[str, object], writer: object) -> None:
+            return None
+
+        with pytest.raises(ControlError, match=f"{endpoint}: address already in use"):
+            await ControlServer(endpoint, handle).start()
+
+
+def test_filters_match_whole_values() -> None:
+    ms = [
+        {"id": "w1", "state": "alive", "tags": {"role": "worker"}},
+        {"id": "w2", "state": "failed", "tags": {"role": "web"}},
+        {"id": "d1", "state": "alive", "tags": {"role": "db", "zone": "eu"}},
+        {"id": "x", "state": "alive", "tags": {}},
+    ]
+    assert [m["id"] for m in filter_members(ms, ["role=w.*"], [])] == ["w1", "w2"]
+    assert [m["id"] for m in filter_members(ms, ["role=w.*"], ["alive"])] == ["w1"]
+    assert filter_members(ms, ["role=work"], []) == []  # a full match, not a search
+    assert [m["id"] for m in filter_members(ms, ["role=db|web", "zone=eu"], [])] == ["d1"]
+
+
+def test_a_bad_status_or_regex_is_one_line_and_exit_code_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = str(tmp_path / "nobody.sock")
+    assert main(["members", "--status", "dead", "--control", nobody]) == 1
+    err = capsys.readouterr().err
+    assert "unknown status 'dead'" in err and "alive, suspect, failed, left" in err
+    assert err.count("\n") == 1
+    assert main(["members", "--tag", "role=(", "--control", nobody]) == 1
+    assert "bad regular expression" in capsys.readouterr().err
+
+
+def test_the_agent_logs_the_library_at_info_by_default() -> None:
+    logger = logging.getLogger("clustermember")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    logger.setLevel(logging.WARNING)  # the library's own default
+    stream = io.StringIO()
+    try:
+        level = build_parser().parse_args(["agent"])
+        assert not hasattr(level, "log_level")  # unset: the other layers decide
+        configure_logging("info", stream)
+        logging.getLogger("clustermember.membership").info("joined via %s", "seed")
+        logging.getLogger("clustermember.membership").debug("not shown")
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers[:] = saved[2]
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "INFO clustermember.membership: joined via seed" in lines[0]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["agent", "--log-level", "chatty"])
+
+
+def test_the_demo_takes_a_port(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["demo", "--port", "7950"])
+    assert args.port == 7950
+    demo = Demo(3, Path("/tmp"), port=args.port)
+    binds = [cmd[cmd.index("--bind") + 1] for cmd in (demo.command(i, None) for i in range(3))]
+    assert binds == ["127.0.0.1:7950", "127.0.0.1:7951", "127.0.0.1:7952"]
+    assert Demo(3, Path("/tmp")).command(0, None)[5] == "127.0.0.1:0"
+    assert main(["demo", "--nodes", "3", "--port", "65535"]) == 1
+    assert "--port 65535 leaves no room" in capsys.readouterr().err
