@@ -224,6 +224,15 @@ async def test_the_logger_records_joins_leaves_failures_and_refusals(
 
         assert said(logging.INFO, "node n1: joined through")
         await eventually(lambda: said(logging.INFO, "node n0: member n2 joined"), "join logged")
+        # a goes silent: the others suspect it, a hears of it and refutes.
+        a.inject_faults(drop_out=1.0)
+        await eventually(
+            lambda: said(logging.WARNING, "node n0: peers suspected this node"), "refutation logged"
+        )
+        a.inject_faults()
+        await eventually(
+            lambda: said(logging.INFO, "member n0 is alive again (refuted"), "recovery logged"
+        )
         await c.leave()
         await eventually(lambda: said(logging.INFO, "node n0: member n2 left"), "leave logged")
         await b.close()
