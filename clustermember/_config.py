@@ -64,7 +64,7 @@ _DAY = 24 * _HOUR
 # 10 ms, probe_timeout below probe_interval.
 TIME_RANGES: dict[str, tuple[float, float]] = {
     "probe_interval": (0.01, 60.0),
-    "probe_timeout": (0.001, 60.0),
+    "probe_timeout": (0.001, 30.0),  # and below probe_interval
     "phi_min_std": (0.001, 60.0),
     "phi_acceptable_pause": (0.0, _HOUR),
     "gossip_interval": (0.001, 60.0),

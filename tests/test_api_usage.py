@@ -34,6 +34,7 @@ from clustermember import (
     NodeLeft,
     NodeTagsUpdated,
     Subscription,
+    _core,
 )
 from clustermember._config import TIME_RANGES, ConfigOverrides, seconds_text
 from clustermember._log import RateLimitedLog
@@ -299,11 +300,15 @@ def test_every_duration_has_a_range_the_profiles_and_core_agree_with(key: bytes)
         cfg = getattr(ClusterConfig, profile)(cluster_key=key)
         for name, (lo, hi) in TIME_RANGES.items():
             assert lo <= getattr(cfg, name) <= hi, (profile, name)
+    core = ClusterConfig(cluster_key=key).protocol_settings()
     for name, (lo, hi) in TIME_RANGES.items():
-        # Both ends are accepted, unless another rule ties the field to one
-        # more (probe_timeout below probe_interval).
-        if name != "probe_timeout":
-            ClusterConfig(cluster_key=key, **{name: hi, "probe_interval": 60.0})
+        # Both ends are accepted, by Python and by the core's validator.
+        for end in (lo, hi):
+            # probe_timeout stays below probe_interval, a relation the core checks.
+            kw = {"probe_interval": 60.0, "probe_timeout": 0.001, name: end}
+            ClusterConfig(cluster_key=key, **kw)
+            if name in core:
+                assert _core.validate_config({**core, **kw}) is None, (name, end)
         span = f"from {seconds_text(lo)} to {seconds_text(hi)}"
         with pytest.raises(ConfigError, match=re.escape(name) + ".* " + re.escape(span)):
             ClusterConfig(cluster_key=key, **{name: hi * 2 + 1})
