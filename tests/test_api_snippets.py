@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from _cluster import config
 
+import clustermember
 from clustermember import ClusterMembership
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +55,9 @@ async def test_snippet_runs(doc: str, key: bytes, tmp_path: Path) -> None:
             f"127.0.0.1:{ports['7946']}", config(key, "worker-1", tags={"role": "worker"})
         )
         await seed.join([])
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
+    # The package this test imported (the tree's, or an ASan build's copy).
+    here = str(Path(clustermember.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -98,7 +99,6 @@ async def test_snippet_runs(doc: str, key: bytes, tmp_path: Path) -> None:
 
 
 def test_python_api_documents_every_public_name() -> None:
-    import clustermember
     from clustermember import ClusterConfig, ClusterMembership, ClusterStats, Member, Subscription
 
     text = (ROOT / "docs" / "python-api.md").read_text()
