@@ -21,7 +21,10 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from clustermember import _core
 from clustermember._errors import ConfigError, TagError
@@ -51,26 +54,62 @@ _U32_MAX = 2**32 - 1
 # The transport's largest explicit retry_threshold: the one above it is
 # its "derive" marker (CM_NET_RETRY_DERIVED), which None stands for here.
 _RETRY_MAX = _U32_MAX - 1
-_POSITIVE_TIMES = {
-    "probe_interval",
-    "probe_timeout",
-    "phi_min_std",
-    "gossip_interval",
-    "pushpull_interval",
-    "reconnect_interval",
-    "idle_timeout",
-    "handshake_timeout",
-    "request_timeout",
-    "join_timeout",
-    "leave_timeout",
+_HOUR = 3600.0
+_DAY = 24 * _HOUR
+# Every duration, in seconds, with the range it may take (both ends
+# included); docs/configuration.md lists them. Wide enough for any real
+# network, narrow enough to catch a value given in the wrong unit
+# (probe_interval=500 meant as milliseconds). The core's own checks
+# (cm_config_validate) agree where they overlap: probe_interval at least
+# 10 ms, probe_timeout below probe_interval.
+TIME_RANGES: dict[str, tuple[float, float]] = {
+    "probe_interval": (0.01, 60.0),
+    "probe_timeout": (0.001, 30.0),  # and below probe_interval
+    "phi_min_std": (0.001, 60.0),
+    "phi_acceptable_pause": (0.0, _HOUR),
+    "gossip_interval": (0.001, 60.0),
+    "gossip_to_dead": (0.0, _DAY),
+    "pushpull_interval": (0.1, _DAY),
+    "reconnect_interval": (0.1, _DAY),
+    "reconnect_timeout": (0.0, 30 * _DAY),
+    "reap_left_after": (0.0, 30 * _DAY),
+    "idle_timeout": (0.1, _DAY),
+    "handshake_timeout": (0.1, 600.0),
+    "request_timeout": (0.1, 600.0),
+    "join_timeout": (0.1, _HOUR),
+    "leave_timeout": (0.1, 600.0),
 }
-_TIME_FIELDS = {k for k, v in _LAN.items() if isinstance(v, float) and k != "phi_threshold"} | {
-    "idle_timeout",
-    "handshake_timeout",
-    "request_timeout",
-    "join_timeout",
-    "leave_timeout",
-}
+_TIME_FIELDS = set(TIME_RANGES)
+
+
+def check_duration(name: str, value: object, label: str | None = None) -> float:
+    """A duration in seconds within its range; ConfigError in one style.
+
+    >>> check_duration("probe_interval", 500)
+    Traceback (most recent call last):
+    clustermember._errors.ConfigError: probe_interval=500 is out of range: ...
+    """
+    lo, hi = TIME_RANGES[name]
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and lo <= value <= hi
+    ):
+        return float(value)
+    raise ConfigError(
+        f"{label or name}={value!r} is out of range: it must be a number of seconds "
+        f"from {seconds_text(lo)} to {seconds_text(hi)}"
+    )
+
+
+def seconds_text(x: float) -> str:
+    """A range end as written in the docs: ``0.01``, ``60``, ``86,400``.
+
+    >>> seconds_text(0.01), seconds_text(60.0), seconds_text(86400.0)
+    ('0.01', '60', '86,400')
+    """
+    return f"{x:,.0f}" if x.is_integer() else f"{x:g}"
 
 
 def decode_key(key: bytes | str, what: str = "cluster_key") -> bytes:
@@ -144,6 +183,64 @@ def check_tag(key: object, value: object, max_key: int, max_value: int) -> None:
         raise TagError(f"tag {key!r}: value is {len(v)} bytes, over max_tag_value={max_value}")
     if any(c < 0x20 or c == 0x7F for c in v):
         raise TagError(f"tag {key!r}: value must not contain control characters")
+
+
+class ConfigOverrides(TypedDict, total=False):
+    """The keyword arguments a profile constructor takes: every field of
+    :class:`ClusterConfig`, each optional (a test keeps the two in step).
+
+    >>> ClusterConfig.local(cluster_key=key, probe_interval=0.1)
+    """
+
+    node_id: str | None
+    tags: dict[str, str]
+    cluster_key: bytes | str | None
+    keyring: list[bytes | str]
+    tls_ca: str | os.PathLike[str] | None
+    tls_cert: str | os.PathLike[str] | None
+    tls_key: str | os.PathLike[str] | None
+    insecure: bool
+    probe_interval: float
+    probe_timeout: float
+    indirect_checks: int
+    awareness_max: int
+    suspicion_mult: int
+    suspicion_max_mult: int
+    phi_threshold: float
+    phi_window: int
+    phi_min_std: float
+    phi_acceptable_pause: float
+    phi_min_samples: int
+    gossip_interval: float
+    gossip_nodes: int
+    gossip_to_dead: float
+    retransmit_mult: int
+    max_broadcast_queue: int
+    pushpull_interval: float
+    reconnect_interval: float
+    reconnect_timeout: float
+    reap_left_after: float
+    max_packet_size: int
+    max_tag_key: int
+    max_tag_value: int
+    max_tags_size: int
+    max_members: int
+    max_pushpull_size: int
+    max_connections: int
+    idle_timeout: float
+    handshake_timeout: float
+    request_timeout: float
+    max_stream_message: int
+    max_queued_datagrams: int
+    accept_rate: int
+    accept_rate_per_source: int
+    max_half_open: int | None
+    retry_threshold: int | None
+    join_timeout: float
+    leave_timeout: float
+    event_queue_size: int
+    subscriber_queue_size: int
+    seed: int | None
 
 
 @dataclass(kw_only=True)
@@ -224,23 +321,35 @@ class ClusterConfig:
     # ------------------------------------------------------------ profiles
 
     @classmethod
-    def lan(cls, **overrides: Any) -> ClusterConfig:
-        """The LAN profile (the default): 0.5 s probes, failure in a few seconds."""
+    def lan(cls, **overrides: Unpack[ConfigOverrides]) -> ClusterConfig:
+        """The LAN profile (the default): 0.5 s probes, failure in a few seconds.
+
+        >>> ClusterConfig.lan(cluster_key=key).probe_interval
+        0.5
+        """
         return cls._profile("lan", overrides)
 
     @classmethod
-    def wan(cls, **overrides: Any) -> ClusterConfig:
-        """The WAN profile: 5 s probes and longer timeouts for high-latency links."""
+    def wan(cls, **overrides: Unpack[ConfigOverrides]) -> ClusterConfig:
+        """The WAN profile: 5 s probes and longer timeouts for high-latency links.
+
+        >>> ClusterConfig.wan(cluster_key=key, probe_timeout=2.0).probe_timeout
+        2.0
+        """
         return cls._profile("wan", overrides)
 
     @classmethod
-    def local(cls, **overrides: Any) -> ClusterConfig:
-        """The local profile: fast probes for one host or a test (0.2 s probes)."""
+    def local(cls, **overrides: Unpack[ConfigOverrides]) -> ClusterConfig:
+        """The local profile: fast probes for one host or a test (0.2 s probes).
+
+        >>> ClusterConfig.local(cluster_key=key, node_id="n1").probe_interval
+        0.2
+        """
         return cls._profile("local", overrides)
 
     @classmethod
-    def _profile(cls, name: str, overrides: dict[str, Any]) -> ClusterConfig:
-        settings = dict(_core.config_profile(name))
+    def _profile(cls, name: str, overrides: ConfigOverrides) -> ClusterConfig:
+        settings: dict[str, Any] = dict(_core.config_profile(name))
         settings.update(overrides)
         return cls(**settings)
 
@@ -273,12 +382,7 @@ class ClusterConfig:
 
     @staticmethod
     def _check_time(name: str, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
-        if name in _POSITIVE_TIMES and value <= 0:
-            raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        check_duration(name, value)
 
     @staticmethod
     def _check_int(name: str, value: object, optional: bool = False) -> None:

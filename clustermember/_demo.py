@@ -87,7 +87,8 @@ class Demo:
     async def members(self, i: int) -> list[dict[str, Any]]:
         async with ControlClient(self.control(i), timeout=5.0) as c:
             resp = await c.request({"op": "members", "status": []})
-        return resp["members"]
+        members: list[dict[str, Any]] = resp["members"]
+        return members
 
     async def wait(self, what: str, check: Any) -> float:
         start = time.monotonic()

@@ -73,10 +73,10 @@ def stats_rows(s: ClusterStats) -> list[tuple[str, int]]:
         ("left", s.left),
         ("connections open", s.connections_open),
         ("connections idle", s.connections_idle),
-        ("messages in", s.messages_in),
-        ("messages out", s.messages_out),
-        ("bytes in", s.bytes_in),
-        ("bytes out", s.bytes_out),
+        ("protocol messages in", s.messages_in),
+        ("protocol messages out", s.messages_out),
+        ("transport bytes in", s.bytes_in),
+        ("transport bytes out", s.bytes_out),
         ("health score", s.health),
         ("incarnation", s.incarnation),
     ]
@@ -100,7 +100,7 @@ def stats_text(s: ClusterStats) -> str:
     return "\n".join([f"{s.node_id}: stats"] + [f"{k.ljust(width)}  {v:,}" for k, v in rows])
 
 
-def dataframe(rows: Iterable[dict[str, Any]]) -> Any:
+def dataframe(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = None) -> Any:
     """A pandas DataFrame, or a clear error naming the extra to install."""
     try:
         import pandas
@@ -109,4 +109,4 @@ def dataframe(rows: Iterable[dict[str, Any]]) -> Any:
             "to_dataframe() needs pandas, which is not installed: "
             "pip install 'clustermember[pandas]'"
         ) from None
-    return pandas.DataFrame(list(rows))
+    return pandas.DataFrame(list(rows), columns=columns)

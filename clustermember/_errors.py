@@ -49,12 +49,38 @@ class JoinTimeout(ClusterError, TimeoutError):  # noqa: N818 - names fixed by th
     """No seed answered before the join timeout.
 
     ``seeds`` holds the addresses that were tried, as given and as resolved.
+    ``handshakes_failed`` and ``auth_refused`` count this node's QUIC
+    handshakes that failed during the join, and those of them that failed
+    authentication; ``handshakes_ok`` those that succeeded. When some
+    failed and none succeeded, the message says so: the seeds answered, but
+    not with this node's key.
+
+    >>> str(JoinTimeout(["10.0.0.1:7946"], 5.0))
+    'join timed out after 5 s: no answer from seeds 10.0.0.1:7946; check ...'
     """
 
-    def __init__(self, seeds: Sequence[str], timeout: float) -> None:
+    def __init__(
+        self,
+        seeds: Sequence[str],
+        timeout: float,
+        *,
+        handshakes_failed: int = 0,
+        auth_refused: int = 0,
+        handshakes_ok: int = 0,
+    ) -> None:
         self.seeds = list(seeds)
         self.timeout = timeout
-        super().__init__(self._message(", ".join(self.seeds) if self.seeds else "(none)"))
+        self.handshakes_failed = handshakes_failed
+        self.auth_refused = auth_refused
+        self.handshakes_ok = handshakes_ok
+        msg = self._message(", ".join(self.seeds) if self.seeds else "(none)")
+        if handshakes_failed > 0 and handshakes_ok == 0:
+            msg += (
+                f" ({handshakes_failed} handshake(s) with the seeds failed"
+                + (f", {auth_refused} of them refused authentication" if auth_refused else "")
+                + ": they are reachable, but most likely use another cluster key or CA)"
+            )
+        super().__init__(msg)
 
     def _message(self, tried: str) -> str:
         return (
@@ -76,6 +102,28 @@ class JoinRefused(JoinTimeout):  # noqa: N818 - named like JoinTimeout, which it
             f"join failed: seeds {tried} refused this node's credentials (wrong cluster "
             "key, or a certificate not issued by the cluster CA); give this node the "
             "cluster's key (cluster_key or keyring) or a certificate from its CA (tls_cert)"
+        )
+
+
+class NodeIdConflict(ClusterError):  # noqa: N818 - names fixed by the API
+    """A member at another address already has this node's id.
+
+    Raised by ``join()``, which then closes the node: two processes with
+    one id would each be taken for the other. ``node_id`` is the id,
+    ``other_addr`` the address of the member that has it.
+
+    >>> raise NodeIdConflict("worker-1", "10.0.0.7:7946")
+    Traceback (most recent call last):
+    clustermember._errors.NodeIdConflict: id conflict: node id 'worker-1' is already ...
+    """
+
+    def __init__(self, node_id: str, other_addr: str | None) -> None:
+        self.node_id = node_id
+        self.other_addr = other_addr
+        super().__init__(
+            f"id conflict: node id {node_id!r} is already used by the member at "
+            f"{other_addr or '(unknown address)'}; this node was closed: give it "
+            "another node_id (ids must be unique in a cluster)"
         )
 
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from clustermember._errors import ClusterClosed
 from clustermember._models import Member
 
 
@@ -112,6 +112,20 @@ class Subscription:
     Made by :meth:`ClusterMembership.subscribe`. Iteration ends when the
     node closes or leaves, or after :meth:`close`. Also an async context
     manager that closes it on exit.
+
+    A subscription ends with the iterator that reads it: ``async for``
+    over it closes it when the loop stops, whether by ``break``, an
+    exception or the task being cancelled, and one nobody references any
+    more is forgotten by its node. So a watcher task can be cancelled
+    without leaving a subscriber behind::
+
+        async def watch() -> None:
+            async for event in cluster.subscribe():
+                print(type(event).__name__, event.node.id)
+
+        task = asyncio.create_task(watch())
+        ...
+        task.cancel()       # the subscription is closed and unregistered
     """
 
     def __init__(
@@ -154,6 +168,11 @@ class Subscription:
         self._queue.append(event)
         self._wake()
 
+    def _replay(self, events: Iterable[ClusterEvent]) -> None:
+        """Queue the current members ahead of any change, beyond maxsize."""
+        self._queue.extend(events)
+        self._wake()
+
     def _push_dropped(self, count: int) -> None:
         """The engine itself dropped events: tell this subscriber in order."""
         if self._closed:
@@ -172,11 +191,25 @@ class Subscription:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def get_nowait(self) -> ClusterEvent | None:
-        """The next event if one is waiting, else None (no loop needed)."""
-        if self._dropped:
+    def _take(self) -> ClusterEvent | None:
+        if self._dropped and self._local() is not None:
             return self._take_dropped()
         return self._queue.popleft() if self._queue else None
+
+    def get_nowait(self) -> ClusterEvent | None:
+        """The next event if one is waiting, else None (no loop needed).
+
+        Raises :class:`ClusterClosed` once the subscription is closed and
+        every event queued before that has been read, so "nothing yet" and
+        "nothing ever again" differ.
+
+        >>> while (event := sub.get_nowait()) is not None:
+        ...     print(event)
+        """
+        event = self._take()
+        if event is None and self._closed:
+            raise ClusterClosed("the subscription is closed")
+        return event
 
     def _take_dropped(self) -> ClusterEvent:
         count, self._dropped = self._dropped, 0
@@ -186,34 +219,80 @@ class Subscription:
         return EventsDropped(local, time.time(), now, count)
 
     def close(self) -> None:
-        """Stop receiving; iteration ends after the events already queued."""
+        """Stop receiving; iteration ends after the events already queued.
+
+        >>> sub.close(); sub.closed
+        True
+        """
         if not self._closed:
             self._end()
             self._on_close(self)
 
-    def __aiter__(self) -> Subscription:
-        return self
+    def __aiter__(self) -> AsyncIterator[ClusterEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ClusterEvent]:
+        # A generator, so that the end of the loop reading it (break, an
+        # exception, the task's cancellation, or the generator being
+        # collected) runs the finally below and unregisters the subscriber.
+        try:
+            while True:
+                try:
+                    event = await self._next(None)
+                except ClusterClosed:
+                    return
+                yield event
+        finally:
+            self.close()
 
     async def __anext__(self) -> ClusterEvent:
+        try:
+            return await self._next(None)
+        except ClusterClosed:
+            raise StopAsyncIteration from None
+
+    async def _next(self, timeout: float | None) -> ClusterEvent:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
-            if self._dropped and self._local() is not None:
-                return self._take_dropped()
-            if self._queue:
-                return self._queue.popleft()
+            event = self._take()
+            if event is not None:
+                return event
             if self._closed:
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
+                raise ClusterClosed("the subscription is closed")
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiter = waiter
+            timer = None
+            if deadline is not None:
+                timer = loop.call_at(deadline, _expire, waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
 
     async def get(self, timeout: float | None = None) -> ClusterEvent:
-        """The next event; TimeoutError after timeout seconds, StopAsyncIteration at the end."""
-        return await asyncio.wait_for(self.__anext__(), timeout)
+        """The next event.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds without one, and
+        :class:`ClusterClosed` once the subscription is closed (by
+        :meth:`close`, or the node leaving or closing) and drained.
+        Cancelling a ``get()`` does not close the subscription.
+
+        >>> event = await sub.get(timeout=10)
+        """
+        return await self._next(timeout)
 
     async def __aenter__(self) -> Subscription:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        # asyncio.TimeoutError: what wait_for raised here before (TimeoutError
+        # itself from Python 3.11 on).
+        waiter.set_exception(asyncio.TimeoutError("no event before the timeout"))

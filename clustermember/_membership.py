@@ -20,28 +20,40 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import re
 import secrets
 import socket
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from clustermember import _core, _display, _engine
-from clustermember._config import ClusterConfig, check_tag, check_tags
+from clustermember._config import ClusterConfig, check_duration, check_tag, check_tags
 from clustermember._errors import (
     AlreadyJoined,
     ClusterClosed,
     ClusterError,
     JoinRefused,
     JoinTimeout,
+    NodeIdConflict,
     NotJoined,
     NotStarted,
     TagError,
 )
-from clustermember._events import EVENT_TYPES, NodeConflict, Subscription, wall_time
+from clustermember._events import (
+    EVENT_TYPES,
+    ClusterEvent,
+    NodeConflict,
+    NodeFailed,
+    NodeJoined,
+    NodeLeft,
+    NodeSuspect,
+    Subscription,
+    wall_time,
+)
+from clustermember._log import RateLimitedLog, log
 from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState
-
-log = logging.getLogger("clustermember")
 
 ETIMEDOUT = -25
 ECLOSED = -23
@@ -50,6 +62,34 @@ EAUTH = -19
 # before the API gives up waiting for it.
 JOIN_GRACE = 5.0
 HOST_ID_MAX = 48
+# How often a node reads its own counters for what no event reports
+# (refused handshakes, suspicions of itself it refuted) to log them.
+LOG_TICK = 1.0
+# Counters whose rise is logged (no event reports it): counter, kind, line.
+COUNTER_LINES = (
+    (
+        "net_auth_refused",
+        "refused",
+        "refused %d handshake(s) that failed authentication (a peer with another "
+        "cluster key or CA, or a stranger)",
+    ),
+    (
+        "refutations",
+        "refuted",
+        "peers suspected this node and it refuted %d suspicion(s): "
+        "it may be answering probes too slowly",
+    ),
+)
+# A snapshot read and a drain of the event queue agree when no snapshot was
+# published in between; a busy engine may need a few tries.
+REPLAY_TRIES = 1000
+# Replayed members: the event that brings a reader to each member's state.
+REPLAY_EVENTS: dict[MemberState, type[ClusterEvent]] = {
+    MemberState.ALIVE: NodeJoined,
+    MemberState.SUSPECT: NodeSuspect,
+    MemberState.FAILED: NodeFailed,
+    MemberState.LEFT: NodeLeft,
+}
 
 StatesArg = str | MemberState | Iterable[str | MemberState] | None
 
@@ -99,7 +139,7 @@ def resolve_bind(addr: object) -> str:
     ip = _numeric(host)
     if ip is None:
         try:
-            ip = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
+            ip = str(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0])
         except OSError as exc:
             raise ValueError(f"bind address {addr!r}: cannot resolve {host!r}: {exc}") from None
     if port == 0:
@@ -117,7 +157,7 @@ async def resolve_seed(addr: object) -> str:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except OSError as exc:
             raise ValueError(f"seed {addr!r}: cannot resolve {host!r}: {exc}") from None
-        ip = infos[0][4][0]
+        ip = str(infos[0][4][0])
     return _core.parse_addr(_format(ip, port))
 
 
@@ -149,14 +189,19 @@ class ClusterMembership:
         self._tags: dict[str, str] = dict(config.tags)
         self._node: _core.Node | None = None
         self._state = "new"  # new started joining joined leaving left closed
-        self._fault: dict[str, float] | None = None
+        self._fault: tuple[float, float, int] | None = None  # drop_out, drop_in, seed
         self._left = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd: int | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._leave_future: asyncio.Future[int] | None = None
-        self._subs: set[Subscription] = set()
+        # Weak: a subscription nobody reads any more is forgotten.
+        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._bound = ""
+        self._lines = RateLimitedLog(self._id)
+        self._tick: asyncio.TimerHandle | None = None
+        self._seen_counters: dict[str, int] = {}
+        self._join_conflict: str | None = None
         _engine.register(self)
 
     # --------------------------------------------------------- properties
@@ -225,7 +270,8 @@ class ClusterMembership:
         self._bound = self._node.addr
         self._state = "started"
         if self._fault is not None:
-            self._node.set_fault(**self._fault)
+            drop_out, drop_in, seed = self._fault
+            self._node.set_fault(drop_out=drop_out, drop_in=drop_in, seed=seed)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._node is None or (self._loop is loop and self._reader_fd is not None):
@@ -236,10 +282,14 @@ class ClusterMembership:
         self._loop, self._reader_fd = loop, fd
         # Anything queued before the reader existed.
         loop.call_soon(self._on_readable)
+        self._tick = loop.call_later(LOG_TICK, self._log_counters)
 
     def _detach(self) -> None:
         loop, fd = self._loop, self._reader_fd
         self._loop = self._reader_fd = None
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if loop is not None and fd is not None and not loop.is_closed():
             with contextlib.suppress(Exception):
                 loop.remove_reader(fd)
@@ -251,6 +301,8 @@ class ClusterMembership:
         (or joining), JoinTimeout naming the seeds if none answered within
         ``timeout`` (default ``config.join_timeout``), and its subclass
         JoinRefused if the seeds refused this node's key or certificate.
+        Raises NodeIdConflict, and closes this node, if a member at another
+        address already has this node's id.
 
         >>> await cluster.join(["10.0.0.1:7946", "10.0.0.2:7946"], timeout=5.0)
         """
@@ -266,11 +318,12 @@ class ClusterMembership:
         seeds = list(seeds)
         if timeout is None:
             timeout = self._config.join_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = check_duration("join_timeout", timeout, "timeout")
         resolved = [await resolve_seed(s) for s in seeds]
         await self.start()
         assert self._node is not None and self._loop is not None
+        before = self._node.stats()
+        self._join_conflict = None
         token = self._node.join(resolved, float(timeout))
         fut: asyncio.Future[int] = self._loop.create_future()
         self._pending[token] = fut
@@ -282,20 +335,51 @@ class ClusterMembership:
             status = ETIMEDOUT
         finally:
             self._pending.pop(token, None)
+        other = self._join_conflict
+        if status == 0 and other is not None:
+            # The seed's table holds this id at another address, alive: two
+            # processes would claim one id. This one steps back at once,
+            # without a leave (which would mark the other one left).
+            self._close()
+            raise NodeIdConflict(self._id, other)
         if status == 0:
             # The engine publishes the merged table before it reports the
             # join, so reads right after this return see the cluster.
             self._state = "joined"
+            log.info(
+                "node %s: joined through %s (%d members known)",
+                self._id,
+                ", ".join(tried) if tried else "no seed (a cluster of one)",
+                len(self.nodes(None)),
+            )
             return
         if self._state == "joining":
             self._state = "started"
         if status == ETIMEDOUT:
-            raise JoinTimeout(tried, timeout)
+            raise JoinTimeout(tried, timeout, **self._handshake_failures(before))
         if status == EAUTH:
-            raise JoinRefused(tried, timeout)
+            raise JoinRefused(tried, timeout, **self._handshake_failures(before))
         if status == ECLOSED or self._state in ("closed", "leaving", "left"):
             raise ClusterClosed(f"node {self._id} closed while joining")
         raise ClusterError(f"join failed: {_core.strerror(status)}")
+
+    def _handshake_failures(self, before: Mapping[str, int]) -> dict[str, int]:
+        """Handshakes that failed since ``before``: what a silent join hides."""
+        node = self._node
+        if node is None:
+            return {}
+        try:
+            after = node.stats()
+        except _core.Error:
+            return {}
+        return {
+            name: after[key] - before.get(key, 0)
+            for name, key in (
+                ("handshakes_failed", "net_handshakes_failed"),
+                ("auth_refused", "net_auth_refused"),
+                ("handshakes_ok", "net_handshakes_ok"),
+            )
+        }
 
     async def leave(self, timeout: float | None = None) -> None:
         """Leave gracefully, then stop: peers mark this node left, not failed.
@@ -327,6 +411,8 @@ class ClusterMembership:
             await asyncio.wait_for(asyncio.shield(fut), limit)
         except asyncio.TimeoutError:
             log.warning("node %s: leave not confirmed after %.1f s; stopping", self._id, limit)
+        else:
+            log.info("node %s: left the cluster", self._id)
         finally:
             self._pending.pop(token, None)
         self._on_left()
@@ -436,7 +522,7 @@ class ClusterMembership:
                 inc,
                 MappingProxyType(tags),
                 mono,
-                0.0,
+                None,
                 mid == self._id,
             )
             cls = EVENT_TYPES.get(etype)
@@ -448,7 +534,8 @@ class ClusterMembership:
                 if cls is NodeConflict
                 else cls(member, wall, mono)
             )
-            for sub in self._subs:
+            self._log_event(etype, member, other)
+            for sub in list(self._subs):
                 sub._push(event)
         elif kind in ("joined", "left"):
             fut = self._pending.get(ev[1])
@@ -457,16 +544,98 @@ class ClusterMembership:
             if kind == "joined" and ev[2] == 0 and self._state == "joining":
                 self._state = "joined"
         elif kind == "dropped":
-            for sub in self._subs:
+            for sub in list(self._subs):
                 sub._push_dropped(ev[1])
 
-    def subscribe(self, maxsize: int | None = None) -> Subscription:
+    def _log_event(self, etype: str, m: Member, other: str | None) -> None:
+        lines = self._lines
+        if etype == "conflict":
+            if m.is_self:
+                if self._state == "joining":
+                    self._join_conflict = other
+                lines.emit(
+                    "conflict",
+                    logging.WARNING,
+                    "id conflict: a member at %s already has this node's id %s; "
+                    "give each node its own node_id",
+                    other,
+                    m.id,
+                )
+            else:
+                lines.emit(
+                    "conflict",
+                    logging.WARNING,
+                    "id conflict: member %s at %s is also claimed from %s (ignored); "
+                    "give each node its own node_id",
+                    m.id,
+                    m.addr,
+                    other,
+                )
+        elif m.is_self:
+            return
+        elif etype == "joined":
+            lines.emit("joined", logging.INFO, "member %s joined (%s)", m.id, m.addr)
+        elif etype == "left":
+            lines.emit("left", logging.INFO, "member %s left", m.id)
+        elif etype == "failed":
+            lines.emit(
+                "failed",
+                logging.WARNING,
+                "member %s (%s) failed: no answer to probes",
+                m.id,
+                m.addr,
+            )
+        elif etype == "recovered":
+            lines.emit(
+                "recovered",
+                logging.INFO,
+                "member %s is alive again (refuted the suspicion, incarnation %d)",
+                m.id,
+                m.incarnation,
+            )
+
+    def _log_counters(self) -> None:
+        """Log what the counters show and no event does; runs every LOG_TICK."""
+        self._tick = None
+        node, loop = self._node, self._loop
+        if node is None or loop is None:
+            return
+        self._tick = loop.call_later(LOG_TICK, self._log_counters)
+        if not log.isEnabledFor(logging.WARNING):
+            return
+        try:
+            c = node.stats()
+        except _core.Error:
+            return
+        seen, self._seen_counters = self._seen_counters, c
+        if not seen:
+            return
+        for counter, kind, msg in COUNTER_LINES:
+            delta = c[counter] - seen[counter]
+            if delta > 0:
+                self._lines.emit(kind, logging.WARNING, msg, delta)
+
+    @property
+    def _subscriber_count(self) -> int:
+        """Subscriptions still registered (for tests)."""
+        return len(self._subs)
+
+    def subscribe(self, maxsize: int | None = None, *, replay: bool = False) -> Subscription:
         """A new async iterator of events; every subscriber gets every event.
 
         ``maxsize`` (default ``config.subscriber_queue_size``) bounds its queue;
         past it the oldest events are dropped and counted (EventsDropped).
 
-        >>> async for event in cluster.subscribe():
+        With ``replay=True`` it first yields one event per member known now,
+        the one that brings a reader to that member's state (``NodeJoined``
+        for alive, ``NodeSuspect``, ``NodeFailed``, ``NodeLeft``; this node
+        included), then every change after that: no change is missed and
+        none is shown twice. Call it on the event loop's thread.
+
+        The subscription ends when the ``async for`` reading it ends (also
+        by cancellation), when closed, or when nothing references it.
+
+        >>> async for event in cluster.subscribe(replay=True):
         ...     print(type(event).__name__, event.node.id)
         """
         self._check_open()
@@ -476,9 +645,38 @@ class ClusterMembership:
         sub = Subscription(size, self._local_or_none, self._subs.discard)
         if self._left:
             sub._end()
-        else:
-            self._subs.add(sub)
+            return sub
+        if replay and self._node is not None:
+            sub._replay(self._replay_events())
+        self._subs.add(sub)
         return sub
+
+    def _replay_events(self) -> Iterator[ClusterEvent]:
+        """The members as events, from a snapshot that shows exactly the
+        events handed out so far.
+
+        The engine queues events and publishes the snapshot that shows them
+        under one lock, and every publish that queues events raises the
+        snapshot's version. So if the version is the same before and after
+        a drain of the queue, every event queued up to the second read was
+        drained (and handed to the other subscribers), the snapshot shows
+        them all, and anything queued later is newer than it: the new
+        subscriber, registered before the loop runs again, gets exactly that.
+        """
+        assert self._node is not None
+        snap = self._node.snapshot()
+        for _ in range(REPLAY_TRIES):
+            self._drain_all()
+            if self._node is None:
+                return iter(())
+            after = self._node.snapshot()
+            if after.version == snap.version:
+                break
+            snap = after
+        members = [Member._from_tuple(t) for t in snap.query(15)]
+        return (
+            REPLAY_EVENTS[m.state](m, wall_time(m.state_change), m.state_change) for m in members
+        )
 
     # ---------------------------------------------------------------- tags
 
@@ -576,6 +774,40 @@ class ClusterMembership:
         mask = _states_mask(states)
         return [Member._from_tuple(t) for t in self._snapshot().query(mask, dict(tags))]
 
+    def nodes_matching(
+        self, patterns: Mapping[str, str], states: StatesArg = MemberState.ALIVE
+    ) -> list[Member]:
+        """Members whose tags match every regular expression of the mapping.
+
+        As ``serf members -tag key=regex``: each pattern must match the
+        whole value (``re.fullmatch``), and a member without the key does
+        not match. ``{"role": "w.*"}`` finds ``worker`` and ``web``, not
+        ``db`` or ``new-worker``; use ``".*w.*"`` to search inside values.
+        A pattern that does not compile raises ValueError naming it.
+
+        >>> cluster.nodes_matching({"role": r"w.*", "zone": r"eu-[0-9]+"})
+        [Member(id='w1', ...)]
+        """
+        if not isinstance(patterns, Mapping):
+            raise TypeError(
+                f"patterns must be a mapping of str to str, not {type(patterns).__name__}"
+            )
+        compiled: list[tuple[str, re.Pattern[str]]] = []
+        for key, pattern in patterns.items():
+            if not isinstance(key, str) or not isinstance(pattern, str):
+                raise TypeError("patterns must map tag keys (str) to regular expressions (str)")
+            try:
+                compiled.append((key, re.compile(pattern)))
+            except re.error as exc:
+                raise ValueError(
+                    f"tag pattern {key}={pattern!r} is not a regular expression: {exc}"
+                ) from None
+        return [
+            m
+            for m in self.nodes(states)
+            if all(k in m.tags and rx.fullmatch(m.tags[k]) for k, rx in compiled)
+        ]
+
     def member(self, node_id: str) -> Member | None:
         """One member by id, in any state, or None if unknown."""
         if not isinstance(node_id, str):
@@ -626,23 +858,33 @@ class ClusterMembership:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be a fraction between 0 and 1, got {v!r}")
         self._check_open()
-        fault = {"drop_out": float(drop_out), "drop_in": float(drop_in), "seed": int(seed)}
         off = drop_out == 0.0 and drop_in == 0.0
-        self._fault = None if off else fault
+        self._fault = None if off else (float(drop_out), float(drop_in), int(seed))
         if self._node is not None:
             try:
                 if off:
                     self._node.set_fault(enabled=False)
                 else:
-                    self._node.set_fault(**fault)
+                    self._node.set_fault(
+                        drop_out=float(drop_out), drop_in=float(drop_in), seed=int(seed)
+                    )
             except _core.Error as exc:
                 raise ClusterClosed(f"node {self._id}: {exc}") from None
 
     # -------------------------------------------------------------- display
 
     def to_dataframe(self, states: StatesArg = None) -> Any:
-        """Members as a pandas DataFrame (``pip install 'clustermember[pandas]'``)."""
-        return _display.dataframe(m.to_dict() for m in self.nodes(states))
+        """Members as a pandas DataFrame (``pip install 'clustermember[pandas]'``).
+
+        Columns: ``id``, ``addr``, ``state``, ``incarnation``, ``phi``, then
+        one ``tag.<key>`` column per tag key any member has (missing values
+        are NaN), in key order.
+
+        >>> cluster.to_dataframe()[["id", "tag.role"]]
+        """
+        rows = [m.to_row() for m in self.nodes(states)]
+        tag_cols = sorted({k for r in rows for k in r if k.startswith("tag.")})
+        return _display.dataframe(rows, ["id", "addr", "state", "incarnation", "phi", *tag_cols])
 
     def _title(self) -> str:
         return f"{self._id} ({self.addr}, {self._state})"

@@ -27,6 +27,37 @@ class MemberState(str, Enum):
         return self.value
 
 
+# flat() names of the counters that are not "protocol_" + their core name.
+_FLAT_NAMES = {
+    "members": "members_total",
+    "alive": "members_alive",
+    "suspect": "members_suspect",
+    "failed": "members_failed",
+    "left": "members_left",
+    "health": "health_score",
+    "incarnation": "incarnation",
+    "events_dropped": "engine_events_dropped",
+    "send_errors": "engine_send_errors",
+}
+
+
+# Counters shown first, before the ones grouped by source.
+_SUMMARY = {k for k, v in _FLAT_NAMES.items() if not v.startswith("engine_")}
+
+
+def flat_name(counter: str) -> str:
+    """The name a raw counter has in :meth:`ClusterStats.flat`, by source.
+
+    >>> flat_name("net_bytes_in"), flat_name("bytes_in"), flat_name("alive")
+    ('transport_bytes_in', 'protocol_bytes_in', 'members_alive')
+    """
+    if counter in _FLAT_NAMES:
+        return _FLAT_NAMES[counter]
+    if counter.startswith("net_"):
+        return "transport_" + counter[4:]
+    return "protocol_" + counter
+
+
 # Bit per state in the mask the C query takes (1 << state index).
 STATE_BITS = {
     MemberState.ALIVE: 1,
@@ -41,8 +72,16 @@ class Member:
     """One member of the cluster as seen by the local node.
 
     ``state_change`` is the ``time.monotonic()`` of its last state change
-    seen here; ``phi`` the suspicion level of arrivals from it (0 when there
-    are too few samples).
+    seen here. ``phi`` is the phi-accrual suspicion level of the messages
+    from it, as of the snapshot the read came from: ``-log10`` of the
+    probability that a live member would have been silent this long, given
+    the gaps seen so far (1 means a 10% chance, 8 a one in 10**8 chance).
+    It is ``None`` for this node, for members not alive, and until enough
+    gaps are measured (``phi_min_samples``). It never convicts by itself:
+    a high phi only brings that member's next probe forward.
+
+    >>> m = cluster.member("worker-1"); m.state, m.tags.get("role"), m.phi
+    ('alive', 'worker', 0.31)
     """
 
     id: str
@@ -51,15 +90,23 @@ class Member:
     incarnation: int
     tags: Mapping[str, str] = field(hash=False)
     state_change: float = field(default=0.0, compare=False)
-    phi: float = field(default=0.0, compare=False)
+    phi: float | None = field(default=None, compare=False)
     is_self: bool = field(default=False, compare=False)
 
     @classmethod
     def _from_tuple(cls, t: tuple[Any, ...]) -> Member:
-        return cls(t[0], t[1], MemberState(t[2]), t[3], MappingProxyType(t[4]), t[5], t[6], t[7])
+        state = MemberState(t[2])
+        # The core reports 0 when it has too few samples, and keeps a value
+        # for members whose state makes it meaningless: shown as None.
+        phi = t[6] if state is MemberState.ALIVE and not t[7] and t[6] > 0 else None
+        return cls(t[0], t[1], state, t[3], MappingProxyType(t[4]), t[5], phi, t[7])
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-able data."""
+        """Plain, JSON-able data.
+
+        >>> cluster.local_node.to_dict()["state"]
+        'alive'
+        """
         return {
             "id": self.id,
             "addr": self.addr,
@@ -67,6 +114,23 @@ class Member:
             "incarnation": self.incarnation,
             "tags": dict(self.tags),
         }
+
+    def to_row(self) -> dict[str, Any]:
+        """One flat table row: ``id``, ``addr``, ``state``, ``incarnation``,
+        ``phi``, then one ``tag.<key>`` column per tag.
+
+        >>> row = cluster.local_node.to_row(); row["tag.role"], row["phi"]
+        ('db', None)
+        """
+        row: dict[str, Any] = {
+            "id": self.id,
+            "addr": self.addr,
+            "state": self.state.value,
+            "incarnation": self.incarnation,
+            "phi": self.phi,
+        }
+        row.update((f"tag.{k}", v) for k, v in sorted(self.tags.items()))
+        return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +142,11 @@ class ClusterStats:
     local health score (0 is healthy; higher means this node is slow to
     answer and stretches its own timeouts). ``counters`` holds every raw
     counter of the core (plain names) and the transport (``net_*``).
+    :meth:`flat` gives all of it as one flat mapping, each name saying its
+    source: what a table or JSON should show.
+
+    >>> s = cluster.stats(); s.alive, s.flat()["transport_bytes_in"]
+    (3, 10943)
     """
 
     node_id: str
@@ -126,16 +195,49 @@ class ClusterStats:
         """Everything dropped, all reasons together."""
         return sum(self.drops.values())
 
+    def flat(self) -> dict[str, int]:
+        """Every figure once, flat, named by its source, in a stable order.
+
+        ``members_*`` (this node's view by state), ``health_score``,
+        ``incarnation``, ``dropped_total``; then ``protocol_*`` (the
+        protocol core: its messages, probes, suspicions, drops),
+        ``transport_*`` (QUIC and UDP: connections, handshakes, datagrams,
+        bytes on the wire) and ``engine_*`` (the engine thread's event
+        queue and socket). So ``protocol_bytes_in`` (membership payload the
+        core decoded) and ``transport_bytes_in`` (UDP bytes received) are
+        told apart. Values are ints; JSON-able as is.
+
+        >>> stats = cluster.stats().flat(); stats["members_alive"], stats["transport_bytes_in"]
+        (3, 10943)
+        """
+        c = self.counters
+        head = {flat_name(k): c[k] for k in _FLAT_NAMES if k in c and k in _SUMMARY}
+        head["dropped_total"] = self.dropped
+        order = ("protocol_", "transport_", "engine_")
+        rest = sorted(
+            ((flat_name(k), v) for k, v in c.items() if k not in _SUMMARY),
+            key=lambda kv: (next(i for i, p in enumerate(order) if kv[0].startswith(p)), kv[0]),
+        )
+        return {**head, **dict(rest)}
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-able data."""
+        """Plain, JSON-able data, nested as the fields are (see :meth:`flat`).
+
+        >>> cluster.stats().to_dict()["drops"]["net_drop_auth"]
+        0
+        """
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["drops"] = dict(self.drops)
         d["counters"] = dict(self.counters)
         return d
 
     def to_dataframe(self) -> Any:
-        """One row per figure (pandas; ``pip install 'clustermember[pandas]'``)."""
-        return _display.dataframe([{"figure": k, "value": v} for k, v in _display.stats_rows(self)])
+        """One row per figure of :meth:`flat` (pandas; ``pip install 'clustermember[pandas]'``).
+
+        >>> cluster.stats().to_dataframe().set_index("figure").loc["members_alive", "value"]
+        3
+        """
+        return _display.dataframe([{"figure": k, "value": v} for k, v in self.flat().items()])
 
     def _repr_html_(self) -> str:
         return _display.stats_html(self)

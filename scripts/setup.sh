@@ -51,5 +51,8 @@ fi
 
 PY=${PYTHON:-python3}
 # Always (re)install: it picks up new dependencies in pyproject.toml and
-# rebuilds the extension from the current csrc/.
-$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+# rebuilds the extension from the current csrc/. The compat editable mode
+# puts the tree on sys.path through a .pth file, which type checkers (mypy)
+# follow; the default mode's import hook is invisible to them.
+$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+  --config-settings editable_mode=compat -e '.[test]'

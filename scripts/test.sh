@@ -40,7 +40,11 @@ make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
 
 echo "== lint"
 make -s format-check
-$PY -m ruff check clustermember tests bench examples
+$PY -m ruff check clustermember tests bench examples scripts
+$PY -m ruff format --check clustermember tests bench examples scripts
+# The package's types as its users see them: the package, the examples and a
+# script importing it.
+$PY -m mypy --strict clustermember examples/director_worker.py tests/typecheck/user_script.py
 
 echo "== pytest"
 $PY -m pytest -q

@@ -31,4 +31,5 @@ def test_notebook_runs_headless() -> None:
     assert not [o for o in outputs if o.get("output_type") == "error"]
     html = [o for o in outputs if "text/html" in o.get("data", {})]
     assert html, "the cluster did not display as an HTML table"
-    assert any("image/png" in o.get("data", {}) for o in outputs), "no plot"
+    plots = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(plots) == 1, f"the figure shows {len(plots)} times, not once"

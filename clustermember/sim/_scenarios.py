@@ -385,7 +385,9 @@ def _falsepos(r: _Run, duration: float, **_: Any) -> None:
     counts = r.sim.event_counts()
     after = [r.sim.node_stats(i) for i in range(r.sim.size)]
     refutations = sum(
-        a["refutations"] - b["refutations"] for a, b in zip(after, before, strict=True)
+        a["refutations"] - b["refutations"]
+        for a, b in zip(after, before, strict=True)
+        if a is not None and b is not None  # None: a node that is down
     )
     m = r.result.metrics
     m["duration_s"] = duration

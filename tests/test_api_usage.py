@@ -1,0 +1,400 @@
+"""The API as a new user meets it: subscriptions that end with their reader,
+replay of the current members, a duplicate id refused, log lines, errors
+that name what went wrong, flat stats, regex tag filters, typed profiles."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import logging
+import math
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _cluster import cluster, config
+from conftest import eventually
+
+import clustermember
+from clustermember import (
+    ClusterClosed,
+    ClusterConfig,
+    ClusterEvent,
+    ClusterMembership,
+    ConfigError,
+    JoinRefused,
+    JoinTimeout,
+    MemberState,
+    NodeIdConflict,
+    NodeJoined,
+    NodeLeft,
+    NodeTagsUpdated,
+    Subscription,
+    _core,
+)
+from clustermember._config import TIME_RANGES, ConfigOverrides, seconds_text
+from clustermember._log import RateLimitedLog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------ 1. subscriptions
+
+
+async def test_a_subscription_ends_with_its_reader(key: bytes) -> None:
+    """Cancelled watchers, a broken loop and a forgotten subscription leave
+    no subscriber behind; a cancelled get() or a timeout does not close."""
+    node = ClusterMembership("127.0.0.1:0", config(key, "watched"))
+    try:
+        await node.join([])
+        got: list[ClusterEvent] = []
+
+        async def watch() -> None:
+            async for event in node.subscribe():
+                got.append(event)
+
+        tasks = [asyncio.create_task(watch()) for _ in range(100)]
+        await eventually(lambda: node._subscriber_count == 100, "100 watchers subscribed")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        del tasks
+        gc.collect()
+        assert node._subscriber_count == 0
+
+        node.subscribe()  # never read, never referenced
+        gc.collect()
+        assert node._subscriber_count == 0
+
+        sub = node.subscribe()
+        await node.update_tag("k", "1")
+        async for _ in sub:
+            break
+        # The abandoned generator is closed by asyncio at the loop's next turn.
+        await eventually(lambda: sub.closed and node._subscriber_count == 0, "break closes")
+
+        kept = node.subscribe()
+        with pytest.raises(asyncio.TimeoutError):
+            await kept.get(timeout=0.01)
+        reader = asyncio.create_task(kept.get())
+        await asyncio.sleep(0)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        assert not kept.closed and node._subscriber_count == 1
+        await node.update_tag("k", "2")
+        assert isinstance(await kept.get(timeout=10), NodeTagsUpdated)
+    finally:
+        await node.close()
+
+
+async def test_reading_a_closed_subscription_raises_cluster_closed(key: bytes) -> None:
+    node = ClusterMembership("127.0.0.1:0", config(key, "closing"))
+    try:
+        await node.join([])
+        sub = node.subscribe()
+        assert sub.get_nowait() is None  # open and empty
+        await node.update_tag("k", "v")
+        await eventually(lambda: sub.pending == 1, "the tag event queued")
+        sub.close()
+        assert isinstance(sub.get_nowait(), NodeTagsUpdated)  # queued before the close
+        with pytest.raises(ClusterClosed):
+            sub.get_nowait()
+        with pytest.raises(ClusterClosed):
+            await sub.get()
+        with pytest.raises(ClusterClosed):
+            await sub.get(timeout=1)
+        assert [e async for e in sub] == []
+    finally:
+        await node.close()
+
+
+# ----------------------------------------------------------- 2. replay
+
+
+def _table(events: list[ClusterEvent]) -> dict[str, tuple[str, int]]:
+    return {e.node.id: (e.node.state.value, e.node.incarnation) for e in events}
+
+
+async def test_replay_gives_current_members_then_every_change_once(key: bytes) -> None:
+    async with cluster(key, 3) as (a, b, c):
+        await eventually(lambda: len(c.nodes()) == 3, "c sees three")
+        # Subscribed after join, as the docs order it: the members are there.
+        first = c.subscribe(replay=True)
+        replayed = [first.get_nowait() for _ in range(3)]
+        assert all(isinstance(e, NodeJoined) for e in replayed)
+        assert {e.node.id for e in replayed if e is not None} == {"n0", "n1", "n2"}
+        assert first.get_nowait() is None
+
+        # Subscribe while b changes its tags as fast as it can: each change
+        # is either in the replay or among the events after it, never both,
+        # and replaying the events rebuilds exactly the table c holds.
+        busy = True
+
+        async def churn() -> None:
+            for i in range(400):
+                if not busy:
+                    return
+                await b.update_tag("n", str(i))
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(churn())
+        subs: list[Subscription] = []
+        try:
+            await eventually(lambda: "n" in c.member("n1").tags, "churn seen")  # type: ignore[union-attr]
+            for _ in range(20):
+                subs.append(c.subscribe(replay=True))
+                await asyncio.sleep(0.01)
+        finally:
+            busy = False
+            await task
+        await eventually(
+            lambda: (
+                c.member("n1") is not None
+                and c.member("n1").incarnation == b.local_node.incarnation
+            ),  # type: ignore[union-attr]
+            "c has b's last tags",
+        )
+        await asyncio.sleep(0)  # let the reader hand out what it has
+        c._drain_all()
+        want = {m.id: (m.state.value, m.incarnation) for m in c.nodes(None)}
+        for sub in subs:
+            events: list[ClusterEvent] = []
+            while (e := sub.get_nowait()) is not None:
+                events.append(e)
+            incs = [e.node.incarnation for e in events if e.node.id == "n1"]
+            assert incs == sorted(set(incs)), f"a change of n1 shown twice: {incs}"
+            assert _table(events) == want
+
+
+# ---------------------------------------------------- 3. duplicate id
+
+
+async def test_a_duplicate_id_fails_the_join_and_is_logged_on_both_sides(
+    key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="clustermember")
+    async with cluster(key, 2) as (a, b):
+        dup = ClusterMembership("127.0.0.1:0", config(key, "n1"))
+        try:
+            with pytest.raises(NodeIdConflict) as info:
+                await dup.join([a.addr])
+            assert isinstance(info.value, clustermember.ClusterError)
+            assert info.value.node_id == "n1" and info.value.other_addr == b.addr
+            assert b.addr in str(info.value) and "node_id" in str(info.value)
+            assert dup.state == "closed"
+        finally:
+            await dup.close()
+
+        def warned(prefix: str) -> bool:
+            return any(
+                r.levelno == logging.WARNING
+                and r.getMessage().startswith(prefix)
+                and "id conflict" in r.getMessage()
+                for r in caplog.records
+            )
+
+        assert warned("node n1: ")
+        await eventually(lambda: warned("node n0: "), "the seed logs the conflict")
+        # The first n1 is still the member everybody knows.
+        assert a.member("n1") is not None and a.member("n1").addr == b.addr  # type: ignore[union-attr]
+
+
+# -------------------------------------------------------------- 4. logs
+
+
+async def test_the_logger_records_joins_leaves_failures_and_refusals(
+    key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    lib = logging.getLogger("clustermember")
+    assert any(isinstance(h, logging.NullHandler) for h in lib.handlers)
+    assert lib.level == logging.NOTSET  # the application decides what shows
+    caplog.set_level(logging.INFO, logger="clustermember")
+    import secrets
+
+    async with cluster(key, 3) as (a, b, c):
+
+        def said(level: int, *words: str) -> bool:
+            return any(
+                r.levelno == level and all(w in r.getMessage() for w in words)
+                for r in caplog.records
+            )
+
+        assert said(logging.INFO, "node n1: joined through")
+        await eventually(lambda: said(logging.INFO, "node n0: member n2 joined"), "join logged")
+        # a goes silent: the others suspect it, a hears of it and refutes.
+        a.inject_faults(drop_out=1.0)
+        await eventually(
+            lambda: said(logging.WARNING, "node n0: peers suspected this node"), "refutation logged"
+        )
+        a.inject_faults()
+        await eventually(
+            lambda: said(logging.INFO, "member n0 is alive again (refuted"), "recovery logged"
+        )
+        await c.leave()
+        await eventually(lambda: said(logging.INFO, "node n0: member n2 left"), "leave logged")
+        await b.close()
+        await eventually(
+            lambda: said(logging.WARNING, "node n0: member n1", "failed"), "failure logged"
+        )
+        stranger = ClusterMembership("127.0.0.1:0", config(secrets.token_bytes(32), "x"))
+        try:
+            with pytest.raises(JoinTimeout):
+                await stranger.join([a.addr], timeout=10)
+        finally:
+            await stranger.close()
+        await eventually(
+            lambda: said(logging.WARNING, "node n0: refused", "authentication"),
+            "refused handshakes logged",
+        )
+
+
+def test_log_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="clustermember")
+    now = [0.0]
+    lines = RateLimitedLog("n0", window=10.0, burst=2, clock=lambda: now[0])
+    for i in range(5):
+        lines.emit("joined", logging.INFO, "member %s joined", f"m{i}")
+    lines.emit("left", logging.INFO, "member %s left", "m0")  # its own budget
+    now[0] = 10.0
+    lines.emit("joined", logging.INFO, "member %s joined", "m9")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs == [
+        "node n0: member m0 joined",
+        "node n0: member m1 joined",
+        "node n0: member m0 left",
+        "node n0: member m9 joined (3 similar lines held back)",
+    ]
+
+
+def test_a_join_timeout_says_when_handshakes_failed() -> None:
+    plain = JoinTimeout(["10.0.0.1:7946"], 5.0)
+    assert "handshake" not in str(plain)
+    hint = JoinTimeout(["10.0.0.1:7946"], 5.0, handshakes_failed=3, auth_refused=3)
+    assert "3 handshake(s) with the seeds failed, 3 of them refused authentication" in str(hint)
+    assert "another cluster key" in str(hint) and hint.auth_refused == 3
+    assert "handshake" not in str(JoinTimeout(["x:1"], 5.0, handshakes_failed=2, handshakes_ok=1))
+    assert isinstance(JoinRefused(["x:1"], 1.0, handshakes_failed=1), JoinTimeout)
+
+
+# ------------------------------------------------------------ 5. durations
+
+
+@pytest.mark.parametrize("value", [500, 1e9, 0, 0.0, float("nan"), float("inf"), -1, "1", True])
+def test_durations_out_of_range_name_the_option_value_and_range(key: bytes, value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        ClusterConfig(cluster_key=key, probe_interval=value)
+    assert str(info.value) == (
+        f"probe_interval={value!r} is out of range: it must be a number of seconds from 0.01 to 60"
+    )
+
+
+def test_every_duration_has_a_range_the_profiles_and_core_agree_with(key: bytes) -> None:
+    fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
+    floats = {n for n, f in fields.items() if f.type == "float" and n != "phi_threshold"}
+    assert floats == set(TIME_RANGES)
+    for profile in ("lan", "wan", "local"):
+        cfg = getattr(ClusterConfig, profile)(cluster_key=key)
+        for name, (lo, hi) in TIME_RANGES.items():
+            assert lo <= getattr(cfg, name) <= hi, (profile, name)
+    core = ClusterConfig(cluster_key=key).protocol_settings()
+    for name, (lo, hi) in TIME_RANGES.items():
+        # Both ends are accepted, by Python and by the core's validator.
+        for end in (lo, hi):
+            # probe_timeout stays below probe_interval, a relation the core checks.
+            kw = {"probe_interval": 60.0, "probe_timeout": 0.001, name: end}
+            ClusterConfig(cluster_key=key, **kw)
+            if name in core:
+                assert _core.validate_config({**core, **kw}) is None, (name, end)
+        span = f"from {seconds_text(lo)} to {seconds_text(hi)}"
+        with pytest.raises(ConfigError, match=re.escape(name) + ".* " + re.escape(span)):
+            ClusterConfig(cluster_key=key, **{name: hi * 2 + 1})
+        assert not math.isnan(lo)
+    node = ClusterMembership("127.0.0.1:0", config(key, "t"))
+    with pytest.raises(ConfigError, match=r"timeout=0 is out of range"):
+        asyncio.run(node.join([], timeout=0))
+
+
+# ------------------------------------------- 6. stats, phi, data frames
+
+
+class _FakeFrame:
+    def __init__(self, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+        self.rows, self.columns = rows, columns
+
+
+async def test_flat_stats_phi_and_one_column_per_tag(
+    key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(key, 3) as (a, b, c):
+        await b.update_tag("role", "worker")
+        await c.update_tag("zone", "eu-1")
+        await eventually(lambda: len(a.nodes_with_tag("zone", "eu-1")) == 1, "tags seen")
+        flat = a.stats().flat()
+        assert all(isinstance(v, int) for v in flat.values())
+        assert flat["members_alive"] == 3 and flat["dropped_total"] == a.stats().dropped
+        assert "transport_bytes_in" in flat and "protocol_bytes_in" in flat
+        assert not {"bytes_in", "net_bytes_in", "alive", "counters"} & set(flat)
+        assert len(a.stats().counters) + 1 == len(flat)  # every counter once, plus the total
+        prefixes = ("members_", "protocol_", "transport_", "engine_")
+        others = {"health_score", "incarnation", "dropped_total"}
+        assert all(k.startswith(prefixes) or k in others for k in flat)
+
+        # phi: None for this node and for members that are not alive.
+        assert a.local_node.phi is None
+        await c.leave()
+        await eventually(lambda: a.member("n2").state == "left", "c left")  # type: ignore[union-attr]
+        assert a.member("n2").phi is None  # type: ignore[union-attr]
+        # phi is read from the last published snapshot: a tag change
+        # publishes one.
+        for i in range(300):
+            await a.update_tag("tick", str(i))
+            phi = a.member("n1").phi  # type: ignore[union-attr]
+            if phi is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert phi is not None and phi > 0, "no phi for b after 30 s"
+
+        fake = types.ModuleType("pandas")
+        fake.DataFrame = _FakeFrame  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "pandas", fake)
+        frame = a.to_dataframe()
+        base = ["id", "addr", "state", "incarnation", "phi"]
+        assert frame.columns == [*base, "tag.role", "tag.tick", "tag.zone"]
+        by_id = {r["id"]: r for r in frame.rows}
+        assert by_id["n1"]["tag.role"] == "worker" and "tag.role" not in by_id["n0"]
+        assert "tags" not in frame.columns
+        rows = a.stats().to_dataframe().rows
+        assert [r["figure"] for r in rows] == list(a.stats().flat())
+
+
+# ------------------------------------------------------ 7. regex filters
+
+
+async def test_nodes_matching_full_matches_regular_expressions(key: bytes) -> None:
+    async with cluster(key, 3) as (a, b, c):
+        await a.update_tag("role", "worker")
+        await b.update_tag("role", "web")
+        await c.update_tag("role", "new-worker")
+        await eventually(lambda: len(a.nodes_matching({"role": ".*"})) == 3, "tags seen")
+        assert {m.id for m in a.nodes_matching({"role": r"w.*"})} == {"n0", "n1"}
+        assert {m.id for m in a.nodes_matching({"role": r".*worker"})} == {"n0", "n2"}
+        assert a.nodes_matching({"role": "work"}) == []  # the whole value must match
+        assert a.nodes_matching({"zone": ".*"}) == []  # no such key
+        assert {m.id for m in a.nodes_matching({})} == {"n0", "n1", "n2"}
+        with pytest.raises(ValueError, match=r"role='\(' is not a regular expression"):
+            a.nodes_matching({"role": "("})
+
+
+# ------------------------------------------------- 8. typing of the API
+
+
+def test_profiles_take_exactly_the_config_fields_and_the_package_is_typed() -> None:
+    fields = {f.name for f in dataclasses.fields(ClusterConfig)}
+    assert set(ConfigOverrides.__annotations__) == fields
+    assert (ROOT / "clustermember" / "py.typed").exists()
+    assert isinstance(MemberState.ALIVE, str) and Subscription is clustermember.Subscription
+    assert NodeLeft in clustermember.__dict__.values()
