@@ -387,11 +387,11 @@ def file_settings(path: str) -> dict[str, Any]:
     >>> file_settings("agent.toml")  # doctest: +SKIP
     {'bind': '0.0.0.0:7946', 'tag': {'role': 'db'}}
     """
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:  # Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ImportError:
             raise UsageError(
                 "--config needs Python 3.11 or the tomli package (pip install tomli)"
