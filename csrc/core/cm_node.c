@@ -39,8 +39,7 @@ void cm_node_tick(cm_node_t *n, cm_time_t now) {
   if (!n->leaving && now >= n->next_pushpull) {
     uint32_t peer;
     if (cm_node__pick(n, 1, cm_node__filter_alive, CM_NO_SLOT, now, &peer) == 1)
-      cm_node__pp_request(n, &cm_node__m(n, peer)->addr, peer, CM_PP_FULL,
-                          NULL);
+      cm_node__pp_request(n, &cm_node__m(n, peer)->addr, 0);
     n->next_pushpull =
         now + cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
   }
@@ -199,7 +198,7 @@ int cm_node_join(cm_node_t *n, const cm_addr_t *seeds, size_t nseeds,
   for (i = 0; i < nseeds; i++) {
     if (cm_addr_eq(&seeds[i], &cm_node__self(n)->addr))
       continue;
-    rc = cm_node__pp_request(n, &seeds[i], CM_NO_SLOT, CM_PP_JOIN, NULL);
+    rc = cm_node__pp_request(n, &seeds[i], 1);
     if (rc != 0)
       return rc;
   }

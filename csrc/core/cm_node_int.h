@@ -17,10 +17,6 @@
 
 /* Indirect probes this node runs for others at once; more are dropped
  * (counted) so a flood of ping-reqs cannot grow memory. */
-/* Reconnect requests remembered until their reply; a reconnect goes out
- * every reconnect_interval and a stream ends within its timeout, so more
- * are never in flight (the oldest is forgotten if they were). */
-#define CM_RECONNECT_INFLIGHT 8
 #define CM_FWD_MAX 64
 /* Peers whose phi is evaluated at each probe: the detector is only worth
  * running for peers heard from often, and this bounds the per-probe cost. */
@@ -69,18 +65,6 @@ struct cm_stream_out {
   int is_join;
 };
 
-/* What a reconnect asked of whom: a reply to req_id (from to) is followed
- * by a full exchange. 0: an empty entry. */
-struct cm_reconnect {
-  uint64_t req_id;
-  cm_addr_t to;
-};
-
-/* What a push-pull request carries: the whole table, flagged as a join or
- * not, or only this node's own entry and the receiver's as this node holds
- * it (a reconnect's first step). */
-enum cm_pp_mode { CM_PP_FULL = 0, CM_PP_JOIN = 1, CM_PP_PAIR = 2 };
-
 struct cm_node {
   cm_config_t cfg;
   cm_registry_t reg;
@@ -113,9 +97,6 @@ struct cm_node {
   cm_event_t *events;
   size_t ev_head, ev_len, ev_cap;
   uint64_t next_req_id;
-  /* Reconnect requests awaiting their reply: the address each went to. */
-  struct cm_reconnect reconnects[CM_RECONNECT_INFLIGHT];
-  uint32_t reconnect_next; /* the entry the next request takes */
   cm_peer_hint_fn hint;
   void *hint_ud;
 
@@ -199,15 +180,7 @@ void cm_node__gossip(cm_node_t *n, cm_time_t now);
 
 /* ------------------------------------------------------- push-pull (pp) */
 
-/* Remember a reconnect request, to follow its reply with a full exchange. */
-void cm_node__reconnect_sent(cm_node_t *n, uint64_t req_id,
-                             const cm_addr_t *to);
-/* Queue a push-pull request to member slot `about` (CM_NO_SLOT: an
- * address not in the table, a seed); mode: enum cm_pp_mode, CM_PP_PAIR
- * needs a slot. Its id in *req_id unless NULL. 0, CM_ENOMEM or the
- * encoder's error. */
-int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, uint32_t about,
-                        int mode, uint64_t *req_id);
+int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join);
 
 /* ---------------------------------------------------------------- reap */
 

@@ -8,18 +8,17 @@
 #include "cm_merge.h"
 #include "cm_node_int.h"
 
-/* Encode this node's table: all of it, or (pair, not CM_NO_SLOT) its own
- * entry and pair's. */
 static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
-                         uint32_t pair, uint8_t **out, size_t *out_len) {
+                         uint8_t **out, size_t *out_len) {
   cm_wbuf_t w;
   uint32_t i;
   size_t cap = 4096;
   int rc;
   /* Estimate generously; grow and retry if short, bounded by the limit. */
+  cap += (size_t)n->reg.count * (CM_ID_MAX + 32);
   for (i = 0; i < n->reg.high; i++)
-    if (n->reg.m[i].in_use && (pair == CM_NO_SLOT || i == n->self || i == pair))
-      cap += CM_ID_MAX + 32 + n->reg.m[i].tags_len;
+    if (n->reg.m[i].in_use)
+      cap += n->reg.m[i].tags_len;
   if (cap > n->cfg.max_pushpull_size)
     cap = n->cfg.max_pushpull_size;
   w.p = malloc(cap);
@@ -30,8 +29,8 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
   /* Entries carry the versions each member speaks. */
   rc = cm_wire_pp_begin(&w, kind, flags | CM_PP_FLAG_EXT);
   /* Self first: the receiver reads the sender's id from entry 0. */
-  for (i = 0; rc == 0 && i <= (pair != CM_NO_SLOT ? 1 : n->reg.high); i++) {
-    uint32_t s = i == 0 ? n->self : pair != CM_NO_SLOT ? pair : i - 1;
+  for (i = 0; rc == 0 && i <= n->reg.high; i++) {
+    uint32_t s = i == 0 ? n->self : i - 1;
     cm_member_t *m;
     cm_pp_entry_t e;
     if (i > 0 && s == n->self)
@@ -69,8 +68,7 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
   return 0;
 }
 
-int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, uint32_t about,
-                        int mode, uint64_t *req_id) {
+int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
   struct cm_stream_out *s;
   uint8_t *data;
   size_t len;
@@ -83,8 +81,7 @@ int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, uint32_t about,
     n->streams = ns;
     n->streams_cap = ncap;
   }
-  rc = node_pp_build(n, CM_PP_REQUEST, mode == CM_PP_JOIN ? CM_PP_FLAG_JOIN : 0,
-                     mode == CM_PP_PAIR ? about : CM_NO_SLOT, &data, &len);
+  rc = node_pp_build(n, CM_PP_REQUEST, join ? CM_PP_FLAG_JOIN : 0, &data, &len);
   if (rc != 0)
     return rc;
   s = &n->streams[n->nstreams++];
@@ -92,10 +89,8 @@ int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, uint32_t about,
   s->req_id = ++n->next_req_id;
   s->data = data;
   s->len = len;
-  s->is_join = mode == CM_PP_JOIN;
+  s->is_join = join;
   n->st.pushpull_out++;
-  if (req_id != NULL)
-    *req_id = s->req_id;
   return 0;
 }
 
@@ -241,7 +236,7 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
   if (rc != 0)
     return rc;
   (void)from;
-  return node_pp_build(n, CM_PP_RESPONSE, 0, CM_NO_SLOT, reply, reply_len);
+  return node_pp_build(n, CM_PP_RESPONSE, 0, reply, reply_len);
 }
 
 /* Validate and merge a push-pull response; quiet as for cm_node__alive. */
@@ -257,39 +252,10 @@ static int node_pp_take_response(cm_node_t *n, const uint8_t *buf, size_t len,
   return rc;
 }
 
-/* Forget the reconnect that req_id answers; 1 and its address if it was
- * one. */
-static int node_reconnect_end(cm_node_t *n, uint64_t req_id, cm_addr_t *to) {
-  uint32_t i;
-  for (i = 0; i < CM_RECONNECT_INFLIGHT; i++) {
-    struct cm_reconnect *r = &n->reconnects[i];
-    if (req_id != 0 && r->req_id == req_id) {
-      *to = r->to;
-      r->req_id = 0;
-      return 1;
-    }
-  }
-  return 0;
-}
-
 int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
                            size_t len, cm_time_t now) {
-  cm_addr_t to;
-  int rc = node_pp_take_response(n, buf, len, now, 0);
-  /* A reconnect's first step reached a member we held failed: it has seen
-   * our entry and its own as we held it (and refuted that), we have its
-   * table; now give it ours, so its side learns what this side holds. */
-  if (node_reconnect_end(n, req_id, &to) && rc == 0)
-    (void)cm_node__pp_request(n, &to, CM_NO_SLOT, CM_PP_FULL, NULL);
-  return rc;
-}
-
-void cm_node__reconnect_sent(cm_node_t *n, uint64_t req_id,
-                             const cm_addr_t *to) {
-  struct cm_reconnect *r = &n->reconnects[n->reconnect_next];
-  r->req_id = req_id;
-  r->to = *to;
-  n->reconnect_next = (n->reconnect_next + 1) % CM_RECONNECT_INFLIGHT;
+  (void)req_id;
+  return node_pp_take_response(n, buf, len, now, 0);
 }
 
 int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
@@ -310,8 +276,7 @@ int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
 }
 
 void cm_node_pushpull_failed(cm_node_t *n, uint64_t req_id, cm_time_t now) {
-  cm_addr_t to;
+  (void)req_id;
   (void)now;
-  (void)node_reconnect_end(n, req_id, &to);
   n->st.pushpull_failed++;
 }

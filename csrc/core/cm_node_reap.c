@@ -42,19 +42,10 @@ void cm_node__reap(cm_node_t *n, cm_time_t now) {
 }
 
 /* Keep trying failed members, so a healed partition merges back
- * without anyone rejoining by hand (Serf's reconnect). The request carries
- * two entries, this node's and the member's as held here (so it refutes at
- * once): most go to members that are really gone and never arrive, and
- * encoding the whole table for each cost a 10,000-member node a 300 KB
- * message every reconnect_interval. A reply means the member is back: the
- * full exchange follows (cm_node_pushpull_reply). */
+ * without anyone rejoining by hand (Serf's reconnect). */
 void cm_node__reconnect(cm_node_t *n, cm_time_t now) {
   uint32_t peer;
-  uint64_t req_id;
-  if (n->st.failed == 0 ||
-      cm_node__pick(n, 1, node_filter_reconnect, CM_NO_SLOT, now, &peer) != 1)
-    return;
-  if (cm_node__pp_request(n, &cm_node__m(n, peer)->addr, peer, CM_PP_PAIR,
-                          &req_id) == 0)
-    cm_node__reconnect_sent(n, req_id, &cm_node__m(n, peer)->addr);
+  if (n->st.failed > 0 &&
+      cm_node__pick(n, 1, node_filter_reconnect, CM_NO_SLOT, now, &peer) == 1)
+    cm_node__pp_request(n, &cm_node__m(n, peer)->addr, 0);
 }
