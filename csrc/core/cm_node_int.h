@@ -155,6 +155,7 @@ size_t cm_node__pick(cm_node_t *n, size_t want, cm_node__filter_fn filter,
                      uint32_t exclude, cm_time_t now, uint32_t *out);
 int cm_node__filter_alive(const cm_node_t *n, uint32_t s, cm_time_t now);
 double cm_node__phi(const cm_node_t *n, const cm_member_t *m, cm_time_t now);
+void cm_node__heard(cm_node_t *n, const cm_addr_t *from, cm_time_t now);
 void cm_node__start_probe(cm_node_t *n, cm_time_t now);
 void cm_node__probe_indirect(cm_node_t *n, cm_time_t now);
 void cm_node__probe_end(cm_node_t *n, cm_time_t now);
