@@ -107,15 +107,16 @@ def warm_detect(nodes: int, seed: int, warm: float) -> dict[str, Any]:
     nodes sent from the crash to the end."""
     from clustermember.sim import _scenarios as sc
 
-    counts: dict[str, int] = {}
+    counts: dict[str, list[int | None]] = {}
 
-    def probes(r: sc._Run) -> dict[str, int]:
-        tot = {"probes": 0, "phi_probes": 0}
+    def probes(r: sc._Run) -> dict[str, list[int | None]]:
+        """Per node, or None for a node that is down."""
+        out: dict[str, list[int | None]] = {"probes": [], "phi_probes": []}
         for i in range(r.sim.size):
-            st = r.sim.node_stats(i) or {}
-            for k in tot:
-                tot[k] += st.get(k, 0)
-        return tot
+            st = r.sim.node_stats(i) if r.sim.is_up(i) else None
+            for k, v in out.items():
+                v.append(None if st is None else st.get(k, 0))
+        return out
 
     class Warm(sc._Run):
         def form(self) -> bool:
@@ -131,7 +132,10 @@ def warm_detect(nodes: int, seed: int, warm: float) -> dict[str, Any]:
     res = r.finish().to_dict()
     res["metrics"]["warm_s"] = warm
     for k, v in after.items():
-        res["metrics"][k + "_after_crash"] = v - counts.get(k, 0)
+        pairs = zip(v, counts[k], strict=True) if counts else []
+        res["metrics"][k + "_after_crash"] = sum(
+            a - b for a, b in pairs if a is not None and b is not None
+        )
     return res
 
 
