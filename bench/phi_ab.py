@@ -15,6 +15,10 @@ several seeds at several cluster sizes, and ``falsepos`` (a healthy cluster
 under datagram loss; suspicions and failures) at N = 100. Runs go one at a
 time, each as ``python -m clustermember.sim ... --json`` against its build.
 
+``falsepos`` runs through the scenario's own function (``--falsepos-run``,
+the same run as ``python -m clustermember.sim --scenario falsepos``) so that
+the probes and early probes all nodes sent can be counted too.
+
 ``detect`` crashes its victim as soon as the cluster has settled, a few
 seconds after it formed: too early for phi to hold ``phi_min_samples``
 arrivals from anyone. So the study also runs ``warm`` detection: the same
@@ -82,8 +86,8 @@ def build(variant: str) -> Path:
 
 def simulate(where: Path, kind: str, args: list[str]) -> dict[str, Any]:
     """One scenario run against a build: its JSON result and wall time."""
-    if kind == "warm":
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--warm-run", *args]
+    if kind in ("warm", "falsepos"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), f"--{kind}-run", *args]
     else:
         cmd = [sys.executable, "-m", "clustermember.sim", *args, "--json"]
     t0 = time.perf_counter()
@@ -139,6 +143,25 @@ def warm_detect(nodes: int, seed: int, warm: float) -> dict[str, Any]:
     return res
 
 
+def counted_falsepos(nodes: int, seed: int, loss: float, duration: float) -> dict[str, Any]:
+    """The falsepos scenario, as ``python -m clustermember.sim --scenario
+    falsepos`` runs it, plus the probes and phi probes all nodes sent
+    (formation and settling included); run in a build's directory
+    (``--falsepos-run``)."""
+    from clustermember.sim import _scenarios as sc
+
+    r = sc._Run("falsepos", nodes, seed, loss, "lan", None)
+    sc._falsepos(r, duration=duration)
+    tot = {"probes": 0, "phi_probes": 0}
+    for i in range(r.sim.size):
+        st = r.sim.node_stats(i) or {}
+        for k in tot:
+            tot[k] += st.get(k, 0)
+    res = r.finish().to_dict()
+    res["metrics"].update(tot)
+    return res
+
+
 def matrix(opts: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """Every run of the study, as (kind, simulator arguments)."""
     runs: list[tuple[str, list[str]]] = []
@@ -153,11 +176,7 @@ def matrix(opts: argparse.Namespace) -> list[tuple[str, list[str]]]:
     for loss in opts.losses:
         for seed in range(1, opts.fp_seeds + 1):
             runs.append(
-                (
-                    "falsepos",
-                    ["--scenario", "falsepos", "--nodes", str(opts.fp_nodes), "--seed", str(seed)]
-                    + ["--loss", str(loss), "--duration", str(opts.fp_duration)],
-                )
+                ("falsepos", [str(opts.fp_nodes), str(seed), str(loss), str(opts.fp_duration)])
             )
     return runs
 
@@ -179,8 +198,9 @@ def study(opts: argparse.Namespace) -> dict[str, Any]:
         "runs": [],
     }
     t0 = time.perf_counter()
-    for v in opts.variants:
-        where = build(v)
+    # All builds first: once they are done the tree may change under the runs.
+    builds = {v: build(v) for v in opts.variants}
+    for v, where in builds.items():
         for kind, args in matrix(opts):
             r = simulate(where, kind, args)
             r["variant"] = v
@@ -250,8 +270,8 @@ def report(doc: dict[str, Any]) -> str:
         f"False suspicions: N = {fp['nodes']}, {fp['duration_s']:g} s, {fp['seeds']} seeds, "
         "totals over seeds.",
         "",
-        "| variant | loss | suspicions | failures | refutations | datagrams |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | loss | suspicions | failures | refutations | datagrams | early probes |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for loss in fp["losses"]:
         for v in variants:
@@ -262,9 +282,11 @@ def report(doc: dict[str, Any]) -> str:
                 for k in ("alive_to_suspect", "to_failed", "refutations")
             }
             dg = sum(r["network"]["datagrams_sent"] for r in rs)
+            pr = sum(r["metrics"]["probes"] for r in rs)
+            ph = sum(r["metrics"]["phi_probes"] for r in rs)
             lines.append(
-                f"| {v} | {loss:g} | {tot['alive_to_suspect']} | {tot['to_failed']} | "
-                f"{tot['refutations']} | {dg:,} |"
+                f"| {v} | {loss:g} | {tot['alive_to_suspect']:,} | {tot['to_failed']} | "
+                f"{tot['refutations']:,} | {dg:,} | {ph:,} of {pr:,} |"
             )
     return "\n".join(lines)
 
@@ -279,6 +301,7 @@ def main() -> int:
     p.add_argument("--warm-sizes", default="20,100", help="warm detect's cluster sizes")
     p.add_argument("--warm", type=float, default=300.0, help="healthy seconds before the crash")
     p.add_argument("--warm-run", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--falsepos-run", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--losses", default="0,0.05,0.1", help="falsepos's loss rates")
     p.add_argument("--fp-seeds", type=int, default=3, help="falsepos's seeds per loss")
     p.add_argument("--fp-nodes", type=int, default=100, help="falsepos's cluster size")
@@ -287,6 +310,10 @@ def main() -> int:
     if opts.warm_run is not None:
         n, seed, warm = opts.warm_run
         print(json.dumps(warm_detect(int(n), int(seed), float(warm))))
+        return 0
+    if opts.falsepos_run is not None:
+        n, seed, loss, duration = opts.falsepos_run
+        print(json.dumps(counted_falsepos(int(n), int(seed), float(loss), float(duration))))
         return 0
     if opts.report is not None:
         print(report(json.loads(opts.report.read_text())))
