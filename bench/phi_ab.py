@@ -217,6 +217,16 @@ def study(opts: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def dump(doc: dict[str, Any]) -> str:
+    """The study as JSON, one run a line. The runs' ``model`` (the
+    simulator's analytic expectation, the same for every variant) is left
+    out: it is no measurement, and would double the file."""
+    runs = [{k: v for k, v in r.items() if k != "model"} for r in doc["runs"]]
+    head = json.dumps({**doc, "runs": []}, indent=1)
+    body = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in runs)
+    return head.replace('"runs": []', '"runs": [\n' + body + "\n ]") + "\n"
+
+
 def _stat(values: list[float], q: float) -> float | None:
     """Nearest-rank q-quantile, None if empty."""
     if not values:
@@ -326,7 +336,7 @@ def main() -> int:
     opts.losses = [float(x) for x in opts.losses.split(",")]
     doc = study(opts)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(doc, indent=1) + "\n")
+    opts.out.write_text(dump(doc))
     print(report(doc))
     return 0
 
