@@ -31,6 +31,10 @@ probes) all nodes sent between the crash and the last verdict.
 
 The builds go to build/phi-ab/<variant>/ (a copy of the package with its own
 extension), so the tree's own extension is left alone.
+
+The study decided for c, and the switch went with the other two: run it at
+commit 4e63105, the one its results (bench/results/phi-ab-4e63105.json, and
+docs/benchmarks.md) come from. ``--report`` works at any commit.
 """
 
 from __future__ import annotations
@@ -197,6 +201,8 @@ def study(opts: argparse.Namespace) -> dict[str, Any]:
         },
         "runs": [],
     }
+    if "CM_PHI_AB" not in (ROOT / "csrc" / "core" / "cm_node_probe.c").read_text():
+        raise SystemExit("no CM_PHI_AB switch in this tree: run the study at commit 4e63105")
     t0 = time.perf_counter()
     # All builds first: once they are done the tree may change under the runs.
     builds = {v: build(v) for v in opts.variants}
@@ -307,13 +313,13 @@ def main() -> int:
     p.add_argument("--report", type=Path, help="print the tables of a saved study")
     p.add_argument("--variants", default="abc", help="which of a, b, c (default all)")
     p.add_argument("--sizes", default="20,100,1000", help="detect's cluster sizes")
-    p.add_argument("--seeds", type=int, default=10, help="detect's seeds per size")
-    p.add_argument("--warm-sizes", default="20,100", help="warm detect's cluster sizes")
+    p.add_argument("--seeds", type=int, default=20, help="detect's seeds per size")
+    p.add_argument("--warm-sizes", default="20,100,1000", help="warm detect's cluster sizes")
     p.add_argument("--warm", type=float, default=300.0, help="healthy seconds before the crash")
     p.add_argument("--warm-run", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--falsepos-run", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--losses", default="0,0.05,0.1", help="falsepos's loss rates")
-    p.add_argument("--fp-seeds", type=int, default=3, help="falsepos's seeds per loss")
+    p.add_argument("--fp-seeds", type=int, default=20, help="falsepos's seeds per loss")
     p.add_argument("--fp-nodes", type=int, default=100, help="falsepos's cluster size")
     p.add_argument("--fp-duration", type=float, default=300.0, help="falsepos's watch time")
     opts = p.parse_args()

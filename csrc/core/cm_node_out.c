@@ -270,9 +270,6 @@ int cm_node_recv(cm_node_t *n, const cm_addr_t *from, const uint8_t *buf,
     return rc;
   }
   n->st.msgs_in += count;
-#if defined(CM_PHI_AB) && CM_PHI_AB == 1
-  cm_node__heard(n, from, now);
-#endif
   for (i = 0; i < count; i++)
     node_dispatch(n, from, &msgs[i], now);
   return 0;

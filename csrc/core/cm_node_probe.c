@@ -1,6 +1,6 @@
 /*
  * Probe scheduling and the failure detector's inputs: random picks, the
- * round-robin probe order, phi's early probes, direct and indirect probes,
+ * round-robin probe order, phi (kept for display), direct and indirect probes,
  * the pings, acks and nacks that answer them, and local health (Lifeguard's
  * awareness, and a stall of this node).
  */
@@ -83,45 +83,11 @@ int cm_node__filter_alive(const cm_node_t *n, uint32_t s, cm_time_t now) {
 
 /* ------------------------------------------------------------------ phi */
 
-/* How phi takes part in probe scheduling, for the A/B study of
- * bench/phi_ab.py: 0, early probes from a first-come watch list fed by acks
- * and pings; 1, phi fed by every datagram from the peer, a watch list that
- * drops members no longer live and prefers the peers heard most often, and
- * at most one early probe per member per round; 2, no early probes. */
-#ifndef CM_PHI_AB
-#define CM_PHI_AB 0
-#endif
-
-#if CM_PHI_AB == 1
-static void node_watch_drop(cm_node_t *n, uint32_t i) {
-  cm_node__m(n, n->watch[i])->ext->phi_watched = 0;
-  n->watch[i] = n->watch[--n->nwatch];
-}
-
-/* A full list takes a newcomer in place of the watched peer heard least
- * often (largest mean inter-arrival time), if the newcomer is heard more
- * often: phi can only bring a probe forward for peers heard more often than
- * the round-robin order reaches them. */
-static void node_watch_add(cm_node_t *n, uint32_t slot, cm_member_ext_t *x) {
-  uint32_t i, worst = 0;
-  double worst_mean = -1.0;
-  if (n->nwatch == CM_PHI_WATCH_MAX) {
-    for (i = 0; i < n->nwatch; i++) {
-      double mean = cm_phi_mean(cm_node__m(n, n->watch[i])->ext->phi);
-      if (mean > worst_mean) {
-        worst_mean = mean;
-        worst = i;
-      }
-    }
-    if (cm_phi_mean(x->phi) >= worst_mean)
-      return;
-    node_watch_drop(n, worst);
-  }
-  x->phi_watched = 1;
-  n->watch[n->nwatch++] = slot;
-}
-#endif
-
+/* Phi is kept per peer for display (cm_node_member_get) and takes no part
+ * in choosing probe targets: with one probe per member per round, a peer is
+ * heard from about twice a round, so phi crosses its threshold only long
+ * after the round-robin order has probed a silent peer (docs/protocol.md,
+ * "Phi accrual"; the A/B study in docs/benchmarks.md). */
 static void node_arrival(cm_node_t *n, uint32_t slot, cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
   if (slot == n->self)
@@ -131,74 +97,12 @@ static void node_arrival(cm_node_t *n, uint32_t slot, cm_time_t now) {
       (x->phi == NULL && (x->phi = cm_phi_new(n->cfg.phi_window)) == NULL))
     return;
   cm_phi_arrival(x->phi, now);
-#if CM_PHI_AB == 0
-  if (!x->phi_watched && x->phi->count >= n->cfg.phi_min_samples &&
-      n->nwatch < CM_PHI_WATCH_MAX) {
-    x->phi_watched = 1;
-    n->watch[n->nwatch++] = slot;
-  }
-#elif CM_PHI_AB == 1
-  if (!x->phi_watched && x->phi->count >= n->cfg.phi_min_samples &&
-      cm_node__live(m))
-    node_watch_add(n, slot, x);
-#endif
 }
-
-#if CM_PHI_AB == 1
-/* Every datagram that decoded (and, through the engine, authenticated) is
- * evidence that its sender lives. */
-void cm_node__heard(cm_node_t *n, const cm_addr_t *from, cm_time_t now) {
-  uint32_t cursor = 0;
-  int32_t s;
-  if (cm_registry_index_addrs(&n->reg) != 0)
-    return;
-  while ((s = cm_registry_find_addr(&n->reg, from, &cursor)) >= 0)
-    if ((uint32_t)s != n->self && cm_node__live(cm_node__m(n, (uint32_t)s)))
-      node_arrival(n, (uint32_t)s, now);
-}
-#endif
 
 double cm_node__phi(const cm_node_t *n, const cm_member_t *m, cm_time_t now) {
   return cm_phi_value(m->ext != NULL ? m->ext->phi : NULL, now,
                       n->cfg.phi_min_samples, n->cfg.phi_min_std,
                       n->cfg.phi_acceptable_pause);
-}
-
-/* A watched peer that has gone quiet for longer than its history makes
- * plausible is probed out of turn: phi never convicts, it only brings the
- * next probe forward, so detection is faster with no new false positive. */
-static uint32_t node_phi_target(cm_node_t *n, cm_time_t now) {
-  uint32_t i, best = CM_NO_SLOT;
-  double best_phi = n->cfg.phi_threshold;
-#if CM_PHI_AB == 2
-  return CM_NO_SLOT;
-#endif
-#if CM_PHI_AB == 1
-  /* Not probed, in turn or early, for a round's worth of periods. */
-  cm_time_t quiet = cm_node__scaled(n, n->cfg.probe_interval) *
-                    (n->order_len > 1 ? n->order_len : 1);
-  for (i = 0; i < n->nwatch;) {
-    if (!cm_node__live(cm_node__m(n, n->watch[i])))
-      node_watch_drop(n, i);
-    else
-      i++;
-  }
-#else
-  cm_time_t quiet = n->cfg.probe_interval;
-#endif
-  for (i = 0; i < n->nwatch; i++) {
-    cm_member_t *m = cm_node__m(n, n->watch[i]);
-    double phi;
-    if (!cm_node__live(m) || m->ext == NULL ||
-        now - m->ext->last_probed < quiet)
-      continue;
-    phi = cm_node__phi(n, m, now);
-    if (phi > best_phi) {
-      best_phi = phi;
-      best = n->watch[i];
-    }
-  }
-  return best;
 }
 
 /* ---------------------------------------------------------------- probes */
@@ -251,22 +155,16 @@ static void node_ping_msg(cm_node_t *n, cm_msg_t *msg, uint32_t seq,
   msg->u.ping.source_addr = self->addr;
 }
 
+/* SWIM's rule: every live member is probed once per round, in an order
+ * shuffled each round, and nothing else is probed. */
 void cm_node__start_probe(cm_node_t *n, cm_time_t now) {
-  uint32_t slot = node_phi_target(n, now);
+  uint32_t slot = node_next_target(n);
   cm_member_t *t;
   cm_msg_t msgs[2];
   size_t nmsgs = 1;
-  if (slot != CM_NO_SLOT)
-    n->st.phi_probes++;
-  else
-    slot = node_next_target(n);
   if (slot == CM_NO_SLOT)
     return;
   t = cm_node__m(n, slot);
-  /* Only phi's early probes look at this, and only for peers with phi
-   * state: no need to allocate it for everyone. */
-  if (t->ext != NULL)
-    t->ext->last_probed = now;
   memset(&n->probe, 0, sizeof(n->probe));
   n->probe.active = 1;
   n->probe.slot = slot;
