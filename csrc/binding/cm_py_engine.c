@@ -859,7 +859,6 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(nacks_in);
   N(pings_in);
   N(ping_reqs_in);
-  N(phi_probes);
   N(stalls);
   N(stale_corrections);
   N(suspicions);

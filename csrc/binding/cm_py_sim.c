@@ -589,7 +589,6 @@ static PyObject *sim_node_stats(sim_object *self, PyObject *arg) {
   ADD_U64(d, st, probes);
   ADD_U64(d, st, probe_failures);
   ADD_U64(d, st, indirect_probes);
-  ADD_U64(d, st, phi_probes);
   ADD_U64(d, st, stalls);
   ADD_U64(d, st, suspicions);
   ADD_U64(d, st, refutations);

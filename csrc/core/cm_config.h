@@ -17,8 +17,9 @@ typedef struct cm_config {
    * max = max_mult * min, shrinking with independent confirmations. */
   uint32_t suspicion_mult;
   uint32_t suspicion_max_mult;
-  /* Phi accrual over arrivals from each peer (Akka's meaning). */
-  double phi_threshold;           /* phi above this triggers an early probe */
+  /* Phi accrual over arrivals from each peer (Akka's meaning), reported
+   * per member; it takes no part in the protocol. */
+  double phi_threshold;           /* no effect: accepted for old configs */
   uint32_t phi_window;            /* inter-arrival samples kept per peer */
   cm_time_t phi_min_std;          /* floor of the standard deviation */
   cm_time_t phi_acceptable_pause; /* added to the mean before judging */

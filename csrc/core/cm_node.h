@@ -54,7 +54,7 @@ typedef struct cm_node_stats {
   uint64_t pushpull_in, pushpull_out, pushpull_failed;
   /* Protocol activity. */
   uint64_t probes, probe_acks, probe_failures, indirect_probes, nacks_in;
-  uint64_t pings_in, ping_reqs_in, phi_probes;
+  uint64_t pings_in, ping_reqs_in;
   uint64_t stalls; /* this node ran late: its own clocks were paused */
   uint64_t stale_corrections; /* newer news sent to a peer behind */
   uint64_t suspicions, refutations, failures_declared, conflicts;
@@ -193,7 +193,7 @@ const char *cm_event_name(uint8_t type);
 
 /* A test and debugging aid, O(members): recomputes from the member table
  * every count and list the node keeps by hand beside it (members per
- * state, the suspect and phi watch lists, the probe order, the broadcast
+ * state, the suspect list, the probe order, the broadcast
  * queue and what its updates refer to, the output queues) and compares.
  * Returns 0, CM_ESTATE at the first mismatch with *what (if what is not
  * NULL) naming it, or CM_ENOMEM. Holds after any sequence of calls that

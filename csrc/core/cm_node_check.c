@@ -63,9 +63,9 @@ static int check_states(const cm_node_t *n, const char **what) {
 }
 
 /* The suspect list holds each suspect once, with its suspicion; nobody
- * else holds one. The phi watch list holds each watched peer once. */
+ * else holds one. */
 static int check_lists(const cm_node_t *n, uint8_t *seen, const char **what) {
-  uint32_t i, watched = 0;
+  uint32_t i;
   const cm_theap_t *h = &n->suspects;
   CHECK(h->len <= h->cap, "suspects: length above capacity");
   CHECK(h->len == n->st.suspect, "suspects: length != members suspect");
@@ -91,20 +91,6 @@ static int check_lists(const cm_node_t *n, uint8_t *seen, const char **what) {
       continue;
     CHECK(m->ext->susp == NULL || m->state == CM_STATE_SUSPECT,
           "suspects: suspicion held by a member not suspect");
-    watched += m->ext->phi_watched;
-  }
-  CHECK(n->nwatch <= CM_PHI_WATCH_MAX, "watch: length above its bound");
-  CHECK(n->nwatch == watched, "watch: length != members marked watched");
-  for (i = 0; i < n->nwatch; i++) {
-    uint32_t s = n->watch[i];
-    const cm_member_t *m;
-    CHECK(check_in_table(n, s) && s != n->self,
-          "watch: entry not a peer in the table");
-    m = &n->reg.m[s];
-    CHECK(m->ext != NULL && m->ext->phi_watched && m->ext->phi != NULL,
-          "watch: entry not marked watched, or without phi");
-    CHECK(!(seen[s] & 2), "watch: entry listed twice");
-    seen[s] |= 2;
   }
   return 0;
 }

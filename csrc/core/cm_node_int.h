@@ -18,9 +18,6 @@
 /* Indirect probes this node runs for others at once; more are dropped
  * (counted) so a flood of ping-reqs cannot grow memory. */
 #define CM_FWD_MAX 64
-/* Peers whose phi is evaluated at each probe: the detector is only worth
- * running for peers heard from often, and this bounds the per-probe cost. */
-#define CM_PHI_WATCH_MAX 32
 /* Events kept for a driver that does not drain them; older ones win. */
 #define CM_EVENT_QUEUE_MAX 65536
 /* Broadcasts piggybacked per packet at most (the wire allows 64). */
@@ -83,8 +80,6 @@ struct cm_node {
   struct cm_fwd fwd[CM_FWD_MAX];
   /* The suspects, keyed by when each is due to be declared failed. */
   cm_theap_t suspects;
-  uint32_t watch[CM_PHI_WATCH_MAX];
-  uint32_t nwatch;
 
   /* Outputs. */
   uint8_t *pkt; /* packet being built, cfg.max_packet_size */

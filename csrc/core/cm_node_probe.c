@@ -1,6 +1,6 @@
 /*
  * Probe scheduling and the failure detector's inputs: random picks, the
- * round-robin probe order, phi's early probes, direct and indirect probes,
+ * round-robin probe order, phi (kept for display), direct and indirect probes,
  * the pings, acks and nacks that answer them, and local health (Lifeguard's
  * awareness, and a stall of this node).
  */
@@ -83,6 +83,11 @@ int cm_node__filter_alive(const cm_node_t *n, uint32_t s, cm_time_t now) {
 
 /* ------------------------------------------------------------------ phi */
 
+/* Phi is kept per peer for display (cm_node_member_get) and takes no part
+ * in choosing probe targets: with one probe per member per round, a peer is
+ * heard from about twice a round, so phi crosses its threshold only long
+ * after the round-robin order has probed a silent peer (docs/protocol.md,
+ * "Phi accrual"; the A/B study in docs/benchmarks.md). */
 static void node_arrival(cm_node_t *n, uint32_t slot, cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
   if (slot == n->self)
@@ -92,38 +97,12 @@ static void node_arrival(cm_node_t *n, uint32_t slot, cm_time_t now) {
       (x->phi == NULL && (x->phi = cm_phi_new(n->cfg.phi_window)) == NULL))
     return;
   cm_phi_arrival(x->phi, now);
-  if (!x->phi_watched && x->phi->count >= n->cfg.phi_min_samples &&
-      n->nwatch < CM_PHI_WATCH_MAX) {
-    x->phi_watched = 1;
-    n->watch[n->nwatch++] = slot;
-  }
 }
 
 double cm_node__phi(const cm_node_t *n, const cm_member_t *m, cm_time_t now) {
   return cm_phi_value(m->ext != NULL ? m->ext->phi : NULL, now,
                       n->cfg.phi_min_samples, n->cfg.phi_min_std,
                       n->cfg.phi_acceptable_pause);
-}
-
-/* A watched peer that has gone quiet for longer than its history makes
- * plausible is probed out of turn: phi never convicts, it only brings the
- * next probe forward, so detection is faster with no new false positive. */
-static uint32_t node_phi_target(cm_node_t *n, cm_time_t now) {
-  uint32_t i, best = CM_NO_SLOT;
-  double best_phi = n->cfg.phi_threshold;
-  for (i = 0; i < n->nwatch; i++) {
-    cm_member_t *m = cm_node__m(n, n->watch[i]);
-    double phi;
-    if (!cm_node__live(m) || m->ext == NULL ||
-        now - m->ext->last_probed < n->cfg.probe_interval)
-      continue;
-    phi = cm_node__phi(n, m, now);
-    if (phi > best_phi) {
-      best_phi = phi;
-      best = n->watch[i];
-    }
-  }
-  return best;
 }
 
 /* ---------------------------------------------------------------- probes */
@@ -176,22 +155,16 @@ static void node_ping_msg(cm_node_t *n, cm_msg_t *msg, uint32_t seq,
   msg->u.ping.source_addr = self->addr;
 }
 
+/* SWIM's rule: every live member is probed once per round, in an order
+ * shuffled each round, and nothing else is probed. */
 void cm_node__start_probe(cm_node_t *n, cm_time_t now) {
-  uint32_t slot = node_phi_target(n, now);
+  uint32_t slot = node_next_target(n);
   cm_member_t *t;
   cm_msg_t msgs[2];
   size_t nmsgs = 1;
-  if (slot != CM_NO_SLOT)
-    n->st.phi_probes++;
-  else
-    slot = node_next_target(n);
   if (slot == CM_NO_SLOT)
     return;
   t = cm_node__m(n, slot);
-  /* Only phi's early probes look at this, and only for peers with phi
-   * state: no need to allocate it for everyone. */
-  if (t->ext != NULL)
-    t->ext->last_probed = now;
   memset(&n->probe, 0, sizeof(n->probe));
   n->probe.active = 1;
   n->probe.slot = slot;

@@ -4,15 +4,6 @@
  */
 #include "cm_node_int.h"
 
-static void node_watch_remove(cm_node_t *n, uint32_t slot) {
-  uint32_t i;
-  for (i = 0; i < n->nwatch; i++)
-    if (n->watch[i] == slot) {
-      n->watch[i] = n->watch[--n->nwatch];
-      return;
-    }
-}
-
 static int node_filter_reconnect(const cm_node_t *n, uint32_t s,
                                  cm_time_t now) {
   const cm_member_t *m = &n->reg.m[s];
@@ -34,8 +25,6 @@ void cm_node__reap(cm_node_t *n, cm_time_t now) {
       cm_node__count_state(n, m->state, -1);
       cm_bcast_forget(&n->bq, i);
       cm_bcast_forget_aux(&n->bq, i);
-      if (m->ext != NULL && m->ext->phi_watched)
-        node_watch_remove(n, i);
       cm_registry_remove(&n->reg, i);
     }
   }

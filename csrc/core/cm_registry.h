@@ -19,8 +19,6 @@
 typedef struct cm_member_ext {
   cm_suspicion_t *susp; /* while suspect */
   cm_phi_t *phi;        /* once something has arrived from it */
-  cm_time_t last_probed;
-  uint8_t phi_watched;
   uint32_t susp_pos; /* while suspect: its place in the node's deadline heap */
 } cm_member_ext_t;
 

@@ -407,7 +407,7 @@ static void run_checked_at(cm_sim_t *s, cm_time_t until, const char *file,
  * failures, a pause and its refutation, tag changes, a partition that
  * heals by reconnecting, a leave, reaping of the left and the failed, a
  * crashed node restarted, and heavy loss: after each step of every node,
- * each up node's per-state counts, suspect and watch lists, probe order,
+ * each up node's per-state counts, suspect list, probe order,
  * broadcast queue and output queues match its member table. */
 CM_TEST(node_counters_match_the_table) {
   cm_sim_config_t c;
