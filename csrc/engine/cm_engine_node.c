@@ -96,6 +96,13 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
 
   now = cm_engine__now();
   if (n->leaving && (cm_node_leave_done(n->node) || now >= n->leave_deadline)) {
+    /* Events still held for the next snapshot go out with it now: the
+     * node stops before that snapshot would have been due. */
+    if (n->snap_held) {
+      pthread_mutex_lock(&n->lock);
+      flush_publish(n, 0);
+      pthread_mutex_unlock(&n->lock);
+    }
     /* Stop from the timer, not from inside a transport callback. */
     n->want_stop = 1;
     uv_timer_start(&n->timer, on_timer, 0, 0);
