@@ -133,6 +133,7 @@ class Subscription:
         maxsize: int,
         local: Callable[[], Member | None],
         on_close: Callable[[Subscription], None],
+        hold: Callable[[Subscription, bool], None] | None = None,
     ) -> None:
         self.maxsize = maxsize
         self._queue: collections.deque[ClusterEvent] = collections.deque()
@@ -142,6 +143,11 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._local = local
         self._on_close = on_close
+        # The node holds subscriptions weakly, so one nobody references is
+        # dropped; while a reader waits it must hold it strongly, or the
+        # waiting task (referenced only through this subscription's waiter)
+        # would be collected with it, still pending.
+        self._hold = hold
 
     @property
     def pending(self) -> int:
@@ -265,10 +271,14 @@ class Subscription:
             timer = None
             if deadline is not None:
                 timer = loop.call_at(deadline, _expire, waiter)
+            if self._hold is not None:
+                self._hold(self, True)
             try:
                 await waiter
             finally:
                 self._waiter = None
+                if self._hold is not None:
+                    self._hold(self, False)
                 if timer is not None:
                     timer.cancel()
 

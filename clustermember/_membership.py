@@ -197,6 +197,9 @@ class ClusterMembership:
         self._leave_future: asyncio.Future[int] | None = None
         # Weak: a subscription nobody reads any more is forgotten.
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        # Subscriptions a reader is waiting on: held strongly (see
+        # Subscription._hold).
+        self._reading: set[Subscription] = set()
         self._bound = ""
         self._lines = RateLimitedLog(self._id)
         self._tick: asyncio.TimerHandle | None = None
@@ -453,6 +456,7 @@ class ClusterMembership:
         for sub in list(self._subs):
             sub._end()
         self._subs.clear()
+        self._reading.clear()
 
     def _engine_gone(self, forked: bool) -> None:
         """The engine stops (atexit) or is lost to fork(): this node is closed."""
@@ -642,7 +646,7 @@ class ClusterMembership:
         size = maxsize if maxsize is not None else self._config.subscriber_queue_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"maxsize must be a positive int, got {size!r}")
-        sub = Subscription(size, self._local_or_none, self._subs.discard)
+        sub = Subscription(size, self._local_or_none, self._unsubscribe, self._hold_reader)
         if self._left:
             sub._end()
             return sub
@@ -650,6 +654,16 @@ class ClusterMembership:
             sub._replay(self._replay_events())
         self._subs.add(sub)
         return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        self._reading.discard(sub)
+
+    def _hold_reader(self, sub: Subscription, waiting: bool) -> None:
+        if waiting and not sub.closed:
+            self._reading.add(sub)
+        else:
+            self._reading.discard(sub)
 
     def _replay_events(self) -> Iterator[ClusterEvent]:
         """The members as events, from a snapshot that shows exactly the

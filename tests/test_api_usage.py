@@ -91,6 +91,31 @@ async def test_a_subscription_ends_with_its_reader(key: bytes) -> None:
         await node.close()
 
 
+async def test_an_unreferenced_watcher_keeps_watching(key: bytes) -> None:
+    """A watcher task nobody keeps a reference to (create_task's result
+    dropped) is not collected while it waits: it still gets the next event.
+    The node holds subscriptions weakly only while no reader waits."""
+    node = ClusterMembership("127.0.0.1:0", config(key, "watched"))
+    got: list[ClusterEvent] = []
+
+    async def watch() -> None:
+        async for event in node.subscribe():
+            got.append(event)
+
+    try:
+        await node.join([])
+        asyncio.create_task(watch())  # noqa: RUF006 - the point of the test
+        await eventually(lambda: node._subscriber_count == 1, "the watcher subscribed")
+        gc.collect()
+        assert node._subscriber_count == 1
+        await node.update_tag("k", "1")
+        await eventually(
+            lambda: any(isinstance(e, NodeTagsUpdated) for e in got), "the watcher sees it"
+        )
+    finally:
+        await node.close()
+
+
 async def test_reading_a_closed_subscription_raises_cluster_closed(key: bytes) -> None:
     node = ClusterMembership("127.0.0.1:0", config(key, "closing"))
     try:
