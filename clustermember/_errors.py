@@ -105,27 +105,5 @@ class JoinRefused(JoinTimeout):  # noqa: N818 - named like JoinTimeout, which it
         )
 
 
-class NodeIdConflict(ClusterError):  # noqa: N818 - names fixed by the API
-    """A member at another address already has this node's id.
-
-    Raised by ``join()``, which then closes the node: two processes with
-    one id would each be taken for the other. ``node_id`` is the id,
-    ``other_addr`` the address of the member that has it.
-
-    >>> raise NodeIdConflict("worker-1", "10.0.0.7:7946")
-    Traceback (most recent call last):
-    clustermember._errors.NodeIdConflict: id conflict: node id 'worker-1' is already ...
-    """
-
-    def __init__(self, node_id: str, other_addr: str | None) -> None:
-        self.node_id = node_id
-        self.other_addr = other_addr
-        super().__init__(
-            f"id conflict: node id {node_id!r} is already used by the member at "
-            f"{other_addr or '(unknown address)'}; this node was closed: give it "
-            "another node_id (ids must be unique in a cluster)"
-        )
-
-
 class MissingDependency(ClusterError, ImportError):  # noqa: N818 - names fixed by the API
     """An optional dependency is not installed; the message names the extra."""

@@ -36,7 +36,6 @@ from clustermember._errors import (
     ClusterError,
     JoinRefused,
     JoinTimeout,
-    NodeIdConflict,
     NotJoined,
     NotStarted,
     TagError,
@@ -204,7 +203,6 @@ class ClusterMembership:
         self._lines = RateLimitedLog(self._id)
         self._tick: asyncio.TimerHandle | None = None
         self._seen_counters: dict[str, int] = {}
-        self._join_conflict: str | None = None
         _engine.register(self)
 
     # --------------------------------------------------------- properties
@@ -304,8 +302,10 @@ class ClusterMembership:
         (or joining), JoinTimeout naming the seeds if none answered within
         ``timeout`` (default ``config.join_timeout``), and its subclass
         JoinRefused if the seeds refused this node's key or certificate.
-        Raises NodeIdConflict, and closes this node, if a member at another
-        address already has this node's id.
+        If a member at another address already has this node's id, both this
+        node and the seed log a WARNING; the join still succeeds, since the
+        other may be this node's own crashed predecessor (a restart on a new
+        port), which cannot be told from a duplicate at this point.
 
         >>> await cluster.join(["10.0.0.1:7946", "10.0.0.2:7946"], timeout=5.0)
         """
@@ -326,7 +326,6 @@ class ClusterMembership:
         await self.start()
         assert self._node is not None and self._loop is not None
         before = self._node.stats()
-        self._join_conflict = None
         token = self._node.join(resolved, float(timeout))
         fut: asyncio.Future[int] = self._loop.create_future()
         self._pending[token] = fut
@@ -338,13 +337,6 @@ class ClusterMembership:
             status = ETIMEDOUT
         finally:
             self._pending.pop(token, None)
-        other = self._join_conflict
-        if status == 0 and other is not None:
-            # The seed's table holds this id at another address, alive: two
-            # processes would claim one id. This one steps back at once,
-            # without a leave (which would mark the other one left).
-            self._close()
-            raise NodeIdConflict(self._id, other)
         if status == 0:
             # The engine publishes the merged table before it reports the
             # join, so reads right after this return see the cluster.
@@ -555,8 +547,6 @@ class ClusterMembership:
         lines = self._lines
         if etype == "conflict":
             if m.is_self:
-                if self._state == "joining":
-                    self._join_conflict = other
                 lines.emit(
                     "conflict",
                     logging.WARNING,

@@ -12,7 +12,6 @@ from clustermember import (
     ClusterMembership,
     Member,
     NodeFailed,
-    NodeIdConflict,
     NodeJoined,
 )
 
@@ -26,11 +25,7 @@ def workers(cluster: ClusterMembership) -> list[str]:
 async def main() -> None:
     config = ClusterConfig.local(cluster_key=secrets.token_bytes(32), probe_interval=0.1)
     async with ClusterMembership("127.0.0.1:0", config) as cluster:
-        try:
-            await cluster.join([], timeout=5.0)
-        except NodeIdConflict as exc:
-            print("id taken by", exc.other_addr)
-            return
+        await cluster.join([], timeout=5.0)
         stats: dict[str, int] = cluster.stats().flat()
         print(stats["members_alive"], workers(cluster))
         async for event in cluster.subscribe(replay=True):
