@@ -139,6 +139,7 @@ class Subscription:
         self._queue: collections.deque[ClusterEvent] = collections.deque()
         self._dropped = 0
         self._dropped_total = 0
+        self._replay_left = 0  # replayed members still at the queue's head
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._local = local
@@ -167,8 +168,10 @@ class Subscription:
     def _push(self, event: ClusterEvent) -> None:
         if self._closed:
             return
-        if len(self._queue) >= self.maxsize:
-            self._queue.popleft()
+        # The replay at the head does not count against maxsize and is never
+        # dropped: the oldest change after it goes instead.
+        if len(self._queue) - self._replay_left >= self.maxsize:
+            del self._queue[self._replay_left]
             self._dropped += 1
             self._dropped_total += 1
         self._queue.append(event)
@@ -176,7 +179,9 @@ class Subscription:
 
     def _replay(self, events: Iterable[ClusterEvent]) -> None:
         """Queue the current members ahead of any change, beyond maxsize."""
+        before = len(self._queue)
         self._queue.extend(events)
+        self._replay_left += len(self._queue) - before
         self._wake()
 
     def _push_dropped(self, count: int) -> None:
@@ -198,6 +203,10 @@ class Subscription:
             w.set_result(None)
 
     def _take(self) -> ClusterEvent | None:
+        if self._replay_left > 0:
+            # The replay first; a drop notice then stands where changes went.
+            self._replay_left -= 1
+            return self._queue.popleft()
         if self._dropped and self._local() is not None:
             return self._take_dropped()
         return self._queue.popleft() if self._queue else None

@@ -143,6 +143,28 @@ def _table(events: list[ClusterEvent]) -> dict[str, tuple[str, int]]:
     return {e.node.id: (e.node.state.value, e.node.incarnation) for e in events}
 
 
+async def test_replay_is_never_dropped_by_a_small_maxsize(key: bytes) -> None:
+    """maxsize bounds the changes, not the replay: with room for 2 and three
+    changes before the first read, every member is replayed, then one
+    EventsDropped for the oldest change, then the two newest (each event's
+    member is read from the snapshot it was delivered with)."""
+    async with cluster(key, 4) as nodes:
+        a = nodes[0]
+        for n in nodes:
+            await eventually(lambda n=n: len(n.nodes()) == 4, "formed")
+        sub = a.subscribe(replay=True, maxsize=2)
+        for i in range(3):
+            await a.update_tag("step", str(i))
+        await eventually(lambda: sub.dropped == 1, "one change dropped")
+        got = [sub.get_nowait() for _ in range(sub.pending + 1)]
+        assert [type(e).__name__ for e in got[:4]] == ["NodeJoined"] * 4
+        assert sorted(e.node.id for e in got[:4] if e is not None) == ["n0", "n1", "n2", "n3"]
+        assert isinstance(got[4], clustermember.EventsDropped) and got[4].count == 1
+        assert [type(e).__name__ for e in got[5:]] == ["NodeTagsUpdated"] * 2
+        assert got[-1] is not None and got[-1].node.tags["step"] == "2"
+        sub.close()
+
+
 async def test_replay_gives_current_members_then_every_change_once(key: bytes) -> None:
     async with cluster(key, 3) as (a, b, c):
         await eventually(lambda: len(c.nodes()) == 3, "c sees three")
