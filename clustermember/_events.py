@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -267,6 +268,16 @@ class Subscription:
             raise StopAsyncIteration from None
 
     async def _next(self, timeout: float | None) -> ClusterEvent:
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise ValueError(
+                f"timeout={timeout!r} is out of range: it must be a number of seconds, "
+                "0 or more, or None to wait without limit"
+            )
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:

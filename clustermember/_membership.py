@@ -385,6 +385,8 @@ class ClusterMembership:
 
         >>> await cluster.leave()
         """
+        if timeout is not None:
+            timeout = check_duration("leave_timeout", timeout, "timeout")
         if self._left:
             return
         if self._state == "leaving" and self._leave_future is not None:

@@ -77,8 +77,8 @@ class Member:
     probability that a live member would have been silent this long, given
     the gaps seen so far (1 means a 10% chance, 8 a one in 10**8 chance).
     It is ``None`` for this node, for members not alive, and until enough
-    gaps are measured (``phi_min_samples``). It never convicts by itself:
-    a high phi only brings that member's next probe forward.
+    gaps are measured (``phi_min_samples``). It is for display only: it
+    never convicts and does not change which member is probed when.
 
     >>> m = cluster.member("worker-1"); m.state, m.tags.get("role"), m.phi
     ('alive', 'worker', 0.31)

@@ -353,6 +353,28 @@ def test_durations_out_of_range_name_the_option_value_and_range(key: bytes, valu
     )
 
 
+async def test_call_timeouts_are_checked_like_the_config(key: bytes) -> None:
+    """leave(timeout=) has leave_timeout's range and a subscription's
+    get(timeout=) takes 0 or more seconds: a negative, NaN or string
+    timeout is refused with a message naming it, and changes nothing."""
+    node = ClusterMembership("127.0.0.1:0", config(key, "timed"))
+    try:
+        await node.join([])
+        for bad in (-10, math.nan, "5"):
+            with pytest.raises(ConfigError, match=r"^timeout=.* is out of range"):
+                await node.leave(timeout=bad)  # type: ignore[arg-type]
+        assert node.state == "joined"
+        sub = node.subscribe()
+        for bad in (-1, math.nan, math.inf, "1"):
+            with pytest.raises(ValueError, match=r"^timeout=.* is out of range"):
+                await sub.get(timeout=bad)  # type: ignore[arg-type]
+        assert not sub.closed
+        with pytest.raises(asyncio.TimeoutError):
+            await sub.get(timeout=0)
+    finally:
+        await node.close()
+
+
 def test_every_duration_has_a_range_the_profiles_and_core_agree_with(key: bytes) -> None:
     fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
     floats = {n for n, f in fields.items() if f.type == "float" and n != "phi_threshold"}
