@@ -76,12 +76,24 @@ class Demo:
 
     def start(self, i: int, seed: str | None) -> None:
         cmd = self.command(i, seed)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        # The demo's agents are configured by their flags alone: the user's
+        # own CLUSTERMEMBER_* settings (a key, a CA, seeds) are not theirs.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERMEMBER_")}
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env
+        )
         self.procs.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith(READY):
-            raise DemoError(f"agent {i} did not start (exit code {proc.poll()})")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            code = proc.returncode
+            raise DemoError(
+                f"agent {i} did not start (exit code {code})"
+                if code is not None
+                else f"agent {i} did not start (it closed its output and still runs)"
+            )
         self.addrs.append(line[len(READY) :].split(" at ")[1].split(",")[0])
 
     async def members(self, i: int) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ queried and changed through their control endpoints."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -228,8 +229,11 @@ def test_agent_on_a_port_in_use_says_so_in_one_line(agents: Agents) -> None:
 
 
 def test_demo_runs_to_completion() -> None:
+    """The demo's agents take no settings from the user's environment: a CA
+    file that does not exist there does not stop them."""
+    env = dict(os.environ, CLUSTERMEMBER_TLS_CA="/nonexistent", CLUSTERMEMBER_JOIN="")
     out = subprocess.run(
-        [*CLI, "demo", "--nodes", "4"], capture_output=True, text=True, timeout=120
+        [*CLI, "demo", "--nodes", "4"], capture_output=True, text=True, timeout=120, env=env
     )
     assert out.returncode == 0, out.stderr
     assert "marks node-3 failed" in out.stdout
