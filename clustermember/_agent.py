@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from clustermember._cli import UsageError, check_states, parse_tag, tag_patterns, tags_match
 from clustermember._control import ControlError, ControlServer
+from clustermember._errors import ClusterError
 from clustermember._events import NodeConflict
 
 log = logging.getLogger("clustermember.agent")
@@ -81,7 +82,7 @@ class Agent:
         self.server = ControlServer(control, self.handle)
         self.done = asyncio.Event()
         self._signals = 0
-        self._leaving: asyncio.Task[None] | None = None
+        self._leaving: asyncio.Future[bool] | None = None
 
     async def handle(
         self, req: dict[str, Any], writer: asyncio.StreamWriter
@@ -97,7 +98,8 @@ class Agent:
         if op == "leave":
             self.begin_leave()
             assert self._leaving is not None
-            await self._leaving
+            if not await self._leaving:
+                return {"ok": False, "error": "the node had not joined: nobody was told"}
             return {"ok": True}
         if op == "events":
             await self.stream_events(writer)
@@ -192,11 +194,22 @@ class Agent:
         if self._leaving is None:
             self._leaving = asyncio.ensure_future(self._leave())
 
-    async def _leave(self) -> None:
+    async def _leave(self) -> bool:
+        """Leave, once any join in progress has ended; True if peers were
+        told (they mark this node left, not failed)."""
         log.info("leaving the cluster")
-        with contextlib.suppress(Exception):
+        # Leaving before the join ends would leave nothing: peers would
+        # record a failure. The join ends by itself within its timeout.
+        while self.cluster.state == "joining":
+            await asyncio.sleep(0.05)
+        left = False
+        try:
             await self.cluster.leave()
+            left = True
+        except ClusterError as exc:
+            log.warning("leave: %s; stopping without telling peers", exc)
         self.done.set()
+        return left
 
     def on_signal(self) -> None:
         """First signal: leave gracefully. Second: exit at once."""

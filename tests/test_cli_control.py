@@ -187,3 +187,32 @@ def test_the_demo_takes_a_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert Demo(3, Path("/tmp")).command(0, None)[5] == "127.0.0.1:0"
     assert main(["demo", "--nodes", "3", "--port", "65535"]) == 1
     assert "--port 65535 leaves no room" in capsys.readouterr().err
+
+
+async def test_a_leave_during_the_join_waits_for_it_and_says_what_happened(
+    tmp_path: Path,
+) -> None:
+    """A leave asked for while the agent is still joining (its seed never
+    answers) is answered once the join has ended, and says nobody was told,
+    instead of {"ok": true} for a leave that left nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        silent = f"127.0.0.1:{s.getsockname()[1]}"  # closed again below: nobody there
+    cluster = ClusterMembership("127.0.0.1:0", ClusterConfig.local(insecure=True, node_id="x"))
+    ag = Agent(cluster, str(tmp_path / "a.sock"), [silent], 2.0)
+    run = asyncio.create_task(ag.run())
+    try:
+        for _ in range(3000):
+            if cluster.state == "joining":
+                break
+            await asyncio.sleep(0.01)
+        assert cluster.state == "joining"
+        async with ControlClient(str(tmp_path / "a.sock"), timeout=60) as c:
+            answer = await c.request({"op": "leave"})
+        assert answer == {"ok": False, "error": "the node had not joined: nobody was told"}
+        assert cluster.state != "joining"  # answered after the join ended
+        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), 30)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await cluster.close()
