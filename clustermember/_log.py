@@ -45,7 +45,7 @@ class RateLimitedLog:
         self.window = window
         self.burst = burst
         self._clock = clock
-        # kind -> [window start, lines in this window, lines held back]
+        # kind -> [window start, lines in this window, lines held back, level]
         self._kinds: dict[str, list[float]] = {}
 
     def emit(self, kind: str, level: int, msg: str, *args: object) -> None:
@@ -53,7 +53,8 @@ class RateLimitedLog:
         if not log.isEnabledFor(level):
             return
         now = self._clock()
-        k = self._kinds.setdefault(kind, [now, 0, 0])
+        k = self._kinds.setdefault(kind, [now, 0, 0, level])
+        k[3] = max(k[3], level)
         if now - k[0] >= self.window:
             k[0], k[1] = now, 0
         if k[1] >= self.burst:
@@ -63,3 +64,24 @@ class RateLimitedLog:
         held, k[2] = int(k[2]), 0
         suffix = f" ({held} similar lines held back)" if held else ""
         log.log(level, "node %s: " + msg + suffix, self.node_id, *args)
+
+    def flush(self) -> None:
+        """Report lines held back in windows that have ended with no line of
+        their kind after them; the node calls this every second, so a burst
+        followed by quiet is still counted.
+
+        >>> lines.flush()
+        """
+        now = self._clock()
+        for kind, k in self._kinds.items():
+            if k[2] and now - k[0] >= self.window:
+                held, k[2] = int(k[2]), 0
+                log.log(
+                    int(k[3]),
+                    "node %s: %d more %s lines held back (at most %d per %g s)",
+                    self.node_id,
+                    held,
+                    kind,
+                    self.burst,
+                    self.window,
+                )

@@ -597,6 +597,7 @@ class ClusterMembership:
         if node is None or loop is None:
             return
         self._tick = loop.call_later(LOG_TICK, self._log_counters)
+        self._lines.flush()
         if not log.isEnabledFor(logging.WARNING):
             return
         try:

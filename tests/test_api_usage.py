@@ -329,6 +329,20 @@ def test_log_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
         "node n0: member m0 left",
         "node n0: member m9 joined (3 similar lines held back)",
     ]
+    # A burst followed by quiet: what was held back is reported once its
+    # window has ended, not only when a later line of its kind comes.
+    caplog.clear()
+    for i in range(4):
+        lines.emit("failed", logging.WARNING, "member %s failed", f"f{i}")
+    lines.flush()  # the window is still open: nothing yet
+    now[0] = 20.0
+    lines.flush()
+    lines.flush()  # reported once
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "node n0: member f0 failed"),
+        (logging.WARNING, "node n0: member f1 failed"),
+        (logging.WARNING, "node n0: 2 more failed lines held back (at most 2 per 10 s)"),
+    ]
 
 
 def test_a_join_timeout_says_when_handshakes_failed() -> None:
