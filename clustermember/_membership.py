@@ -23,6 +23,7 @@ import logging
 import re
 import secrets
 import socket
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -252,12 +253,15 @@ class ClusterMembership:
     def _start_node(self) -> None:
         c = self._config
         if c.auth == "none":
-            log.warning(
-                "clustermember node %s runs WITHOUT authentication (insecure=True): "
-                "anyone who can reach %s can join and inject membership",
-                self._id,
-                self._bind,
+            text = (
+                f"clustermember node {self._id} runs WITHOUT authentication "
+                f"(insecure=True): anyone who can reach {self._bind} can join and "
+                "inject membership"
             )
+            log.warning("%s", text)
+            # Also a Python warning: the library's logger is silent unless
+            # the application configures logging, and this one must be seen.
+            warnings.warn(text, UserWarning, stacklevel=3)
         self._node = _engine.engine().start_node(
             self._id,
             self._bind,

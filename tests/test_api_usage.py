@@ -115,6 +115,17 @@ async def test_an_unreferenced_watcher_keeps_watching(key: bytes) -> None:
         await node.close()
 
 
+async def test_an_insecure_node_warns_even_without_logging_configured() -> None:
+    """insecure=True is a Python warning as well as a log line: the library
+    logs nothing unless the application configures logging."""
+    node = ClusterMembership("127.0.0.1:0", ClusterConfig.local(insecure=True, node_id="open"))
+    try:
+        with pytest.warns(UserWarning, match="WITHOUT authentication"):
+            await node.start()
+    finally:
+        await node.close()
+
+
 async def test_reading_a_closed_subscription_raises_cluster_closed(key: bytes) -> None:
     node = ClusterMembership("127.0.0.1:0", config(key, "closing"))
     try:
