@@ -19,7 +19,7 @@ import pytest
 
 from clustermember import ClusterConfig, ClusterMembership
 from clustermember.__main__ import build_parser, main
-from clustermember._agent import Agent, configure_logging
+from clustermember._agent import Agent, agent_settings, configure_logging
 from clustermember._cli import filter_members, flatten_stats
 from clustermember._control import ControlClient, ControlError, ControlServer
 from clustermember._demo import Demo
@@ -163,9 +163,11 @@ def test_the_agent_logs_the_library_at_info_by_default() -> None:
     logger.setLevel(logging.WARNING)  # the library's own default
     stream = io.StringIO()
     try:
-        level = build_parser().parse_args(["agent"])
-        assert not hasattr(level, "log_level")  # unset: the other layers decide
-        configure_logging("info", stream)
+        flags = build_parser().parse_args(["agent"])
+        assert not hasattr(flags, "log_level")  # unset: the other layers decide
+        # The level an agent started with no option and no environment gets.
+        settings = agent_settings(vars(flags), {})
+        configure_logging(settings["log-level"], stream)
         logging.getLogger("clustermember.membership").info("joined via %s", "seed")
         logging.getLogger("clustermember.membership").debug("not shown")
     finally:
