@@ -94,7 +94,9 @@ class Agent:
         if op == "tags":
             return {"ok": True, "tags": await self.change_tags(req.get("set"), req.get("delete"))}
         if op == "stats":
-            return {"ok": True, "stats": self.cluster.stats().to_dict()}
+            st = self.cluster.stats()
+            flat = {"node_id": self.cluster.node_id, **st.flat()}
+            return {"ok": True, "stats": st.to_dict(), "flat": flat}
         if op == "leave":
             self.begin_leave()
             assert self._leaving is not None

@@ -191,69 +191,15 @@ def leave(endpoint: str | None) -> int:
     return 0
 
 
-# The membership summary shown first, by its raw counter's name.
-SUMMARY = ("members", "alive", "suspect", "failed", "left", "health", "incarnation")
-# Figures of the stats that copy one raw counter: shown once, as that counter.
-COPIES = {
-    "total": "members",
-    "connections_open": "net_conns_open",
-    "connections_idle": "net_conns_idle",
-    "messages_in": "msgs_in",
-    "messages_out": "msgs_out",
-    "bytes_in": "net_bytes_in",
-    "bytes_out": "net_bytes_out",
-}
-
-
-def _flatten(value: object, name: str) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{name}.{k}"))
-        return out
-    return {name: value}
-
-
-def flatten_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
-    """The agent's stats as one flat mapping, each figure once: the node id,
-    the membership summary, ``dropped`` (all drops together), then every
-    counter named by its source: ``protocol.NAME`` (SWIM/Lifeguard core) or
-    ``transport.NAME`` (QUIC and UDP; the core's ``net_`` prefix dropped).
-
-    >>> flat = flatten_stats({"node_id": "a", "alive": 1, "bytes_in": 9,
-    ...     "drops": {"drop_stale": 2}, "counters": {"alive": 1, "bytes_in": 5,
-    ...     "net_bytes_in": 9, "drop_stale": 2}})
-    >>> flat["transport.bytes_in"], flat["protocol.bytes_in"], flat["dropped"]
-    (9, 5, 2)
-    """
-    counters = stats.get("counters")
-    if not isinstance(counters, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in stats.items():
-            out.update(_flatten(v, k))
-        return out
-    out = {"node_id": stats.get("node_id")}
-    out.update({k: counters[k] for k in SUMMARY if k in counters})
-    drops = stats.get("drops")
-    if isinstance(drops, Mapping):
-        out["dropped"] = sum(drops.values())
-    for k, v in stats.items():  # figures that are no raw counter
-        if k not in ("node_id", "counters", "drops") and k not in COPIES and k not in counters:
-            out.update(_flatten(v, k))
-    for k in sorted(counters):
-        if k not in SUMMARY:
-            out[f"transport.{k[4:]}" if k.startswith("net_") else f"protocol.{k}"] = counters[k]
-    return out
-
-
 def stats(endpoint: str | None, fmt: str) -> int:
     """``clustermember stats``: print the agent's figures, one per line
-    (or as one flat JSON object), as :func:`flatten_stats` names them.
+    (or as one flat JSON object): ``node_id``, then
+    :meth:`ClusterStats.flat`'s names, the same a Python service reads.
 
     >>> stats(None, "json")  # doctest: +SKIP
     """
     resp = asyncio.run(_request(endpoint, {"op": "stats"}))
-    flat = flatten_stats(resp["stats"])
+    flat: dict[str, Any] = resp["flat"]
     if fmt == "json":
         print(json.dumps(flat, indent=2))
     else:

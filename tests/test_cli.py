@@ -126,7 +126,7 @@ def test_members_tags_leave_through_the_cli(agents: Agents) -> None:
     cli("tags", "--control", agents.control(1), "--delete", "role")
     eventually(lambda: agents.members(2, "--tag", "role=worker") == [], "tag removal seen by n2")
     stats = json.loads(cli("stats", "--control", agents.control(0), "--format", "json").stdout)
-    assert stats["alive"] == 3
+    assert stats["members_alive"] == 3
     # A graceful leave: left at the others, and the agent process ends.
     cli("leave", "--control", agents.control(2))
     agents.procs[2].wait(timeout=30)
