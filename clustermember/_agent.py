@@ -18,20 +18,14 @@ import os
 import re
 import signal
 import sys
-import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from clustermember._cli import UsageError, check_states, parse_tag, tag_patterns, tags_match
 from clustermember._control import ControlError, ControlServer
 from clustermember._errors import ClusterError
-from clustermember._events import NodeConflict
 
 log = logging.getLogger("clustermember.agent")
-
-# Distinct (id, address) conflicts logged; past this, further ones are only
-# counted in stats (conflicts), so a flood of claims cannot grow memory.
-MAX_CONFLICTS_LOGGED = 256
 
 
 def event_dict(event: Any) -> dict[str, Any]:
@@ -158,39 +152,6 @@ class Agent:
                 writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
                 await writer.drain()
 
-    async def report_conflicts(self) -> None:
-        """Log each id conflict once per (id, claiming address).
-
-        The core keeps the address it knew and only reports the other claim
-        (protocol.md, "Two nodes, one id"); without this line an operator
-        would see nothing wrong while one of the two processes is ignored.
-        """
-        seen: set[tuple[str, str | None]] = set()
-        local = self.cluster.local_node.id
-        async with self.cluster.subscribe() as events:
-            async for event in events:
-                if not isinstance(event, NodeConflict):
-                    continue
-                key = (event.node.id, event.other_addr)
-                if key in seen or len(seen) >= MAX_CONFLICTS_LOGGED:
-                    continue
-                seen.add(key)
-                if event.node.id == local:
-                    log.warning(
-                        "id conflict: another node at %s claims this node's id %s; "
-                        "stop it or give it another --node-id",
-                        event.other_addr,
-                        local,
-                    )
-                else:
-                    log.warning(
-                        "id conflict: node %s at %s is also claimed from %s (ignored); "
-                        "give every node its own --node-id",
-                        event.node.id,
-                        event.node.addr,
-                        event.other_addr,
-                    )
-
     def begin_leave(self) -> None:
         """Start a graceful leave (once), then stop."""
         if self._leaving is None:
@@ -231,21 +192,17 @@ class Agent:
         await self.server.start()
         try:
             await self.cluster.start()
-            conflicts = asyncio.ensure_future(self.report_conflicts())
             log.info(
                 "node %s listening on %s", self.cluster.local_node.id, self.cluster.local_node.addr
             )
-            t0 = time.monotonic()
+            # The library logs the join, failures and id conflicts itself.
             await self.cluster.join(self.seeds, timeout=self.join_timeout)
-            if self.seeds:
-                log.info("joined via %s in %.2f s", ", ".join(self.seeds), time.monotonic() - t0)
             print(
                 f"agent ready: node {self.cluster.local_node.id} at "
                 f"{self.cluster.local_node.addr}, control {self.server.endpoint}",
                 flush=True,
             )
             await self.done.wait()
-            conflicts.cancel()
             return 0
         finally:
             await self.server.close()
