@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import json
 import logging
 import os
@@ -207,7 +208,10 @@ class ControlServer:
                     await _send(writer, {"ok": False, "error": "request is not a JSON object"})
                     continue
                 if not authed:
-                    if req.get("token") != self._token:
+                    got = req.get("token")
+                    if not isinstance(got, str) or not hmac.compare_digest(
+                        got.encode(), (self._token or "").encode()
+                    ):
                         await _send(writer, {"ok": False, "error": "bad or missing control token"})
                         return
                     authed = True
