@@ -65,6 +65,13 @@ def default_endpoint() -> str:
     return str(runtime_dir() / "agent.sock")
 
 
+def _host_port(where: str | tuple[str, int]) -> tuple[str, int]:
+    """The (host, port) of a TCP endpoint as parse_endpoint gives it."""
+    if not isinstance(where, tuple):
+        raise ControlError(f"{where!r} is not a TCP endpoint")
+    return where
+
+
 def parse_endpoint(endpoint: str) -> tuple[str, str | tuple[str, int]]:
     """Split an endpoint into ("unix", path) or ("tcp", (host, port)).
 
@@ -93,7 +100,8 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     if sock is None or sock.family != socket.AF_UNIX:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid
 
 
 async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
@@ -136,7 +144,7 @@ class ControlServer:
                 os.umask(old)
             os.chmod(path, 0o600)
         else:
-            host, port = self.where  # type: ignore[misc]
+            host, port = _host_port(self.where)
             self._token = secrets.token_hex(16)
             try:
                 self._server = await asyncio.start_server(
@@ -166,7 +174,7 @@ class ControlServer:
             if self.kind == "unix":
                 os.unlink(str(self.where))
             else:
-                os.unlink(token_path(self.where[1]))  # type: ignore[index]
+                os.unlink(token_path(_host_port(self.where)[1]))
 
     async def _answer(
         self, req: dict[str, Any], writer: asyncio.StreamWriter
@@ -276,7 +284,7 @@ class ControlClient:
             if kind == "unix":
                 conn = asyncio.open_unix_connection(str(where), limit=16 * MAX_LINE)
             else:
-                host, port = where  # type: ignore[misc]
+                host, port = _host_port(where)
                 conn = asyncio.open_connection(host, port, limit=16 * MAX_LINE)
             self._reader, self._writer = await asyncio.wait_for(conn, self.timeout)
         except (OSError, asyncio.TimeoutError) as exc:
@@ -285,7 +293,7 @@ class ControlClient:
                 "'clustermember agent' or pass --control"
             ) from exc
         if kind == "tcp":
-            port = where[1]  # type: ignore[index]
+            port = _host_port(where)[1]
             try:
                 token = token_path(port).read_text().strip()
             except OSError as exc:
@@ -310,7 +318,10 @@ class ControlClient:
         line = await asyncio.wait_for(self._reader.readline(), self.timeout)
         if not line:
             raise ControlError(f"the agent at {self.endpoint} closed the connection")
-        return json.loads(line)
+        resp = json.loads(line)
+        if not isinstance(resp, dict):
+            raise ControlError(f"the agent at {self.endpoint} answered {line[:80]!r}")
+        return resp
 
     async def stream(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Send a streaming request and yield each line until the agent stops."""
