@@ -142,12 +142,13 @@ class Subscription:
         self._dropped_total = 0
         self._replay_left = 0  # replayed members still at the queue's head
         self._closed = False
-        self._waiter: asyncio.Future[None] | None = None
+        # Readers waiting in get() or async for: each is woken by news.
+        self._waiters: list[asyncio.Future[None]] = []
         self._local = local
         self._on_close = on_close
         # The node holds subscriptions weakly, so one nobody references is
         # dropped; while a reader waits it must hold it strongly, or the
-        # waiting task (referenced only through this subscription's waiter)
+        # waiting task (referenced only through this subscription's waiters)
         # would be collected with it, still pending.
         self._hold = hold
 
@@ -199,9 +200,9 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        for w in self._waiters:
+            if not w.done():
+                w.set_result(None)
 
     def _take(self) -> ClusterEvent | None:
         if self._replay_left > 0:
@@ -287,7 +288,7 @@ class Subscription:
             if self._closed:
                 raise ClusterClosed("the subscription is closed")
             waiter: asyncio.Future[None] = loop.create_future()
-            self._waiter = waiter
+            self._waiters.append(waiter)
             timer = None
             if deadline is not None:
                 timer = loop.call_at(deadline, _expire, waiter)
@@ -296,9 +297,9 @@ class Subscription:
             try:
                 await waiter
             finally:
-                self._waiter = None
+                self._waiters.remove(waiter)
                 if self._hold is not None:
-                    self._hold(self, False)
+                    self._hold(self, bool(self._waiters))
                 if timer is not None:
                     timer.cancel()
 

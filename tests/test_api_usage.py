@@ -126,6 +126,25 @@ async def test_an_insecure_node_warns_even_without_logging_configured() -> None:
         await node.close()
 
 
+async def test_two_readers_of_one_subscription_are_both_woken(key: bytes) -> None:
+    """Two get() calls waiting on one subscription: each returns when news
+    comes, neither hangs (one event each, or one event and a timeout-free
+    wait for the next)."""
+    node = ClusterMembership("127.0.0.1:0", config(key, "shared"))
+    try:
+        await node.join([])
+        sub = node.subscribe()
+        first = asyncio.create_task(sub.get())
+        second = asyncio.create_task(sub.get())
+        await asyncio.sleep(0)
+        await node.update_tag("k", "1")
+        await node.update_tag("k", "2")
+        got = await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert [type(e).__name__ for e in got] == ["NodeTagsUpdated"] * 2
+    finally:
+        await node.close()
+
+
 async def test_reading_a_closed_subscription_raises_cluster_closed(key: bytes) -> None:
     node = ClusterMembership("127.0.0.1:0", config(key, "closing"))
     try:
