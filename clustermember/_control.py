@@ -129,7 +129,14 @@ class ControlServer:
         if self.kind == "unix":
             path = Path(str(self.where))
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if path.exists():
+            if path.exists() or path.is_symlink():
+                if not stat.S_ISSOCK(path.lstat().st_mode):
+                    # Never delete a file that is not a stale socket: a
+                    # mistyped --control must not cost the user a file.
+                    raise ControlError(
+                        f"control endpoint {path} exists and is not a socket; "
+                        "pass another --control"
+                    )
                 if await _endpoint_alive(str(path)):
                     raise ControlError(
                         f"an agent is already serving {path}; stop it or pass --control"

@@ -220,3 +220,14 @@ async def test_a_leave_during_the_join_waits_for_it_and_says_what_happened(
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
         await cluster.close()
+
+
+async def test_the_control_endpoint_never_deletes_a_file_that_is_not_a_socket(
+    tmp_path: Path,
+) -> None:
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    server = ControlServer(str(precious), lambda req, writer: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ControlError, match="exists and is not a socket"):
+        await server.start()
+    assert precious.read_text() == "keep me"
