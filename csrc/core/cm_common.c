@@ -140,3 +140,15 @@ int cm_id_valid(const char *id, size_t len) {
   }
   return 1;
 }
+
+void *cm_grow(void *arr, size_t *cap, size_t len, size_t elem, size_t first) {
+  size_t ncap;
+  void *na;
+  if (len < *cap)
+    return arr;
+  ncap = *cap ? *cap * 2 : first;
+  na = realloc(arr, ncap * elem);
+  if (na != NULL)
+    *cap = ncap;
+  return na;
+}

@@ -74,6 +74,12 @@ int cm_addr_valid(const cm_addr_t *a);
 /* Convenience for simulators and tests: 10.x.y.z:port from an integer. */
 cm_addr_t cm_addr_from_index(uint32_t index, uint16_t port);
 
+/* Room for one more element in a growable array of *cap elements of elem
+ * bytes holding len: doubles it (to first when empty) once full. Returns
+ * the array to use from now on, or NULL (out of memory; arr and *cap are
+ * unchanged). */
+void *cm_grow(void *arr, size_t *cap, size_t len, size_t elem, size_t first);
+
 /* Node identity: 1..CM_ID_MAX bytes of printable ASCII, no spaces. */
 #define CM_ID_MAX 64
 int cm_id_valid(const char *id, size_t len);

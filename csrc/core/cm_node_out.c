@@ -112,7 +112,7 @@ void cm_node__broadcast(cm_node_t *n, uint32_t slot, uint8_t kind, uint8_t prio,
 
 static int node_emit(cm_node_t *n, const cm_addr_t *to, const uint8_t *data,
                      size_t len) {
-  struct cm_dg *d;
+  struct cm_dg *d, *nd;
   if (n->dg_read == n->ndg) {
     n->ndg = n->dg_read = 0;
     n->arena_len = 0;
@@ -128,14 +128,10 @@ static int node_emit(cm_node_t *n, const cm_addr_t *to, const uint8_t *data,
     n->arena = na;
     n->arena_cap = ncap;
   }
-  if (n->ndg == n->dg_cap) {
-    size_t ncap = n->dg_cap ? n->dg_cap * 2 : 16;
-    struct cm_dg *nd = realloc(n->dgs, ncap * sizeof(*nd));
-    if (nd == NULL)
-      return CM_ENOMEM;
-    n->dgs = nd;
-    n->dg_cap = ncap;
-  }
+  nd = cm_grow(n->dgs, &n->dg_cap, n->ndg, sizeof(*nd), 16);
+  if (nd == NULL)
+    return CM_ENOMEM;
+  n->dgs = nd;
   memcpy(n->arena + n->arena_len, data, len);
   d = &n->dgs[n->ndg++];
   d->to = *to;

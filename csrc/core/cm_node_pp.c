@@ -69,18 +69,14 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
 }
 
 int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
-  struct cm_stream_out *s;
+  struct cm_stream_out *s, *ns;
   uint8_t *data;
   size_t len;
   int rc;
-  if (n->nstreams == n->streams_cap) {
-    size_t ncap = n->streams_cap ? n->streams_cap * 2 : 8;
-    struct cm_stream_out *ns = realloc(n->streams, ncap * sizeof(*ns));
-    if (ns == NULL)
-      return CM_ENOMEM;
-    n->streams = ns;
-    n->streams_cap = ncap;
-  }
+  ns = cm_grow(n->streams, &n->streams_cap, n->nstreams, sizeof(*ns), 8);
+  if (ns == NULL)
+    return CM_ENOMEM;
+  n->streams = ns;
   rc = node_pp_build(n, CM_PP_REQUEST, join ? CM_PP_FLAG_JOIN : 0, &data, &len);
   if (rc != 0)
     return rc;
