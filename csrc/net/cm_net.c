@@ -723,7 +723,11 @@ static int net_check_peer(cm_net_t *net, const cm_addr_t *to) {
   return 0;
 }
 
-static int net_conn_for(cm_net_t *net, const cm_addr_t *to,
+/* The connection to `to`, opened if there is none. What the protocol sends
+ * may close the least recently used idle connection to make room; a
+ * connection opened on a report from the network (may_evict 0) takes only
+ * a free place, since anyone can write a member's address on a packet. */
+static int net_conn_for(cm_net_t *net, const cm_addr_t *to, int may_evict,
                         cm_net_conn_t **out) {
   uint8_t key[CM_NET_ADDR_KEY_LEN];
   cm_net_conn_t *c;
@@ -733,6 +737,8 @@ static int net_conn_for(cm_net_t *net, const cm_addr_t *to,
     *out = c;
     return 0;
   }
+  if (!may_evict && net->nconns >= net->cfg.max_connections)
+    return CM_ELIMIT;
   if (cm_net__make_room(net) != 0)
     return CM_ELIMIT;
   return cm_net__conn_new_client(net, to, cm_net__key_for(net, to), out);
@@ -753,7 +759,7 @@ int cm_net_connect(cm_net_t *net, const cm_addr_t *to) {
   int rv = net_check_send(net, to, NULL, 0);
   if (rv != 0)
     return rv;
-  rv = net_conn_for(net, to, &c);
+  rv = net_conn_for(net, to, 0, &c);
   if (rv == 0)
     cm_net__mark_dirty(c);
   return rv;
@@ -773,7 +779,7 @@ int cm_net_send_datagram(cm_net_t *net, const cm_addr_t *to,
     net->st.drop_fault++;
     return 0;
   }
-  rv = net_conn_for(net, to, &c);
+  rv = net_conn_for(net, to, 1, &c);
   if (rv != 0)
     return rv;
   return cm_net__conn_enqueue(c, data, len);
@@ -790,7 +796,7 @@ int cm_net_stream_request(cm_net_t *net, const cm_addr_t *to,
     net->st.drop_oversized++;
     return CM_ETOOBIG;
   }
-  rv = net_conn_for(net, to, &c);
+  rv = net_conn_for(net, to, 1, &c);
   if (rv != 0)
     return rv;
   return cm_net__conn_request(c, data, len, request_id);

@@ -274,8 +274,9 @@ typedef struct cm_net_versions {
 void cm_net_versions(cm_net_versions_t *out);
 
 /* Open a connection to `to` unless one exists or is being made, with
- * nothing to send yet. Errors: CM_EINVAL, CM_ECLOSED, CM_EADDR, CM_ELIMIT
- * (pool full of busy connections). */
+ * nothing to send yet, into a free place of the pool only: it never closes
+ * another connection to make room (it answers reports anyone can forge).
+ * Errors: CM_EINVAL, CM_ECLOSED, CM_EADDR, CM_ELIMIT (pool full). */
 int cm_net_connect(cm_net_t *net, const cm_addr_t *to);
 
 /* Replace the fault settings (f NULL turns faults off). Returns 0,

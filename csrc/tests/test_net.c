@@ -2320,6 +2320,55 @@ CM_TEST(net_stale_budget_kept_from_strangers) {
   t_finish(&loop, all, 1);
 }
 
+/* A stale-peer report may open a connection only into a free place of the
+ * pool: anyone can write a member's address on a packet, and such packets
+ * must not make the node close an authenticated connection for it. */
+static void t_on_stale_connect(void *ud, const cm_addr_t *from) {
+  tnode_t *n = ud;
+  n->nstale++;
+  n->last_status = cm_net_connect(n->net, from);
+}
+
+static const cm_net_callbacks_t t_cb_stale_connect = {
+    .on_datagram = t_on_datagram,
+    .on_stream_request = t_on_request,
+    .on_stream_response = t_on_response,
+    .on_stale_peer = t_on_stale_connect,
+    .is_known_peer = t_is_known};
+
+CM_TEST(net_stale_report_never_evicts) {
+  uv_loop_t loop;
+  cm_net_config_t cfg, small;
+  tnode_t a, p[2];
+  tnode_t *all[] = {&a, &p[0], &p[1]};
+  uint64_t seed = 7;
+  int fd, i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  small = cfg;
+  small.max_connections = 2;
+  small.accept_rate_per_source = 0;
+  t_start_with(&a, &loop, &small, "127.0.0.1:1", &t_cb_stale_connect);
+  for (i = 0; i < 2; i++) {
+    t_start(&p[i], &loop, &cfg);
+    CM_CHECK_OK(
+        cm_net_send_datagram(p[i].net, &a.addr, (const uint8_t *)"x", 1));
+    CM_CHECK(t_wait_ge(&loop, &a.ndgram, i + 1, T_WAIT_MS));
+  }
+  /* a's pool: two idle authenticated connections. Packets from a member's
+   * address it holds no connection to ask it to connect there. */
+  fd = cm_tn_udp_socket_at("127.0.0.1");
+  t_send_unroutable(&loop, &a, fd, &seed, 50);
+  CM_CHECK(a.nstale >= 1);
+  CM_CHECK_EQ(a.last_status, CM_ELIMIT);
+  CM_CHECK_EQ(t_stats(&a).conns_evicted, 0);
+  CM_CHECK(cm_net_is_connected(a.net, &p[0].addr));
+  CM_CHECK(cm_net_is_connected(a.net, &p[1].addr));
+  close(fd);
+  t_finish(&loop, all, 3);
+}
+
 /* ---- figures (printed, not asserted) ------------------------------------- */
 
 #if defined(__SANITIZE_ADDRESS__)
