@@ -216,29 +216,8 @@ class Agents:
         With ``armed`` (from :meth:`arm`), the interpreter is already up and
         waiting: the agent starts the moment this is called.
         """
-        self._serial += 1
-        name = f"{node_id}.{self._serial}"
-        ctl = str(self.tmp / f"{name}.sock")
+        name, ctl, cmd = self._command(node_id, bind, join, profile, args)
         stderr = self.tmp / f"{name}.log"
-        cmd = [
-            *CLI,
-            "agent",
-            "--bind",
-            bind,
-            "--node-id",
-            node_id,
-            "--key-file",
-            str(self.key),
-            "--control",
-            ctl,
-            "--profile",
-            profile,
-            "--log-level",
-            "info",
-            *args,
-        ]
-        if join:
-            cmd += ["--join", join]
         if armed is not None:
             proc = armed.proc
             assert proc.stdin is not None
@@ -260,6 +239,45 @@ class Agents:
         if watch:
             agent.watch()
         return agent
+
+    def _command(
+        self, node_id: str, bind: str, join: str | None, profile: str, args: tuple[str, ...]
+    ) -> tuple[str, str, list[str]]:
+        """An agent's name (unique), control socket and command line."""
+        self._serial += 1
+        name = f"{node_id}.{self._serial}"
+        ctl = str(self.tmp / f"{name}.sock")
+        cmd = [
+            *CLI,
+            "agent",
+            "--bind",
+            bind,
+            "--node-id",
+            node_id,
+            "--key-file",
+            str(self.key),
+            "--control",
+            ctl,
+            "--profile",
+            profile,
+            "--log-level",
+            "info",
+            *args,
+        ]
+        if join:
+            cmd += ["--join", join]
+        return name, ctl, cmd
+
+    def run_to_exit(
+        self, node_id: str, *, join: str, profile: str = "local", timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run an agent that must stop by itself (a join refused to it), bounded
+        by ``timeout``; returns its exit code and output.
+
+        >>> r = agents.run_to_exit("n1", join=seed.addr)  # doctest: +SKIP
+        """
+        _, _, cmd = self._command(node_id, "127.0.0.1:0", join, profile, ())
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
     def arm(self) -> Armed:
         """An interpreter with clustermember imported, waiting on stdin for the

@@ -105,5 +105,26 @@ class JoinRefused(JoinTimeout):  # noqa: N818 - named like JoinTimeout, which it
         )
 
 
+class DuplicateNodeId(ClusterError):  # noqa: N818 - names fixed by the API
+    """Another live process answers to this node's id: ``join()`` refused.
+
+    ``node_id`` is the id, ``other_addr`` the address (``"host:port"``) where
+    a process answered to it, if known. A crashed predecessor of this node
+    does not answer, so a restart on a new port is not refused.
+
+    >>> str(DuplicateNodeId("web-1", "10.0.0.7:7946"))
+    "join failed: another live process answers to node id 'web-1' at ..."
+    """
+
+    def __init__(self, node_id: str, other_addr: str | None) -> None:
+        self.node_id = node_id
+        self.other_addr = other_addr
+        where = f" at {other_addr}" if other_addr else ""
+        super().__init__(
+            f"join failed: another live process answers to node id {node_id!r}{where}; "
+            "give this node its own node_id, or stop the other process and join again"
+        )
+
+
 class MissingDependency(ClusterError, ImportError):  # noqa: N818 - names fixed by the API
     """An optional dependency is not installed; the message names the extra."""

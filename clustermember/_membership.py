@@ -35,6 +35,7 @@ from clustermember._errors import (
     AlreadyJoined,
     ClusterClosed,
     ClusterError,
+    DuplicateNodeId,
     JoinRefused,
     JoinTimeout,
     NotJoined,
@@ -55,6 +56,7 @@ from clustermember._events import (
 from clustermember._log import RateLimitedLog, log
 from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState
 
+EDUPLICATE = -27
 ETIMEDOUT = -25
 ECLOSED = -23
 EAUTH = -19
@@ -202,6 +204,9 @@ class ClusterMembership:
         self._reading: set[Subscription] = set()
         self._bound = ""
         self._lines = RateLimitedLog(self._id)
+        # Where a member with this node's id was last reported (NodeConflict
+        # about ourselves): the address a DuplicateNodeId names.
+        self._id_claimed_at: str | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._seen_counters: dict[str, int] = {}
         _engine.register(self)
@@ -306,10 +311,11 @@ class ClusterMembership:
         (or joining), JoinTimeout naming the seeds if none answered within
         ``timeout`` (default ``config.join_timeout``), and its subclass
         JoinRefused if the seeds refused this node's key or certificate.
-        If a member at another address already has this node's id, both this
-        node and the seed log a WARNING; the join still succeeds, since the
-        other may be this node's own crashed predecessor (a restart on a new
-        port), which cannot be told from a duplicate at this point.
+        If the seed knows a live member with this node's id at another
+        address, this node asks that address (one ping, up to one probe
+        interval): DuplicateNodeId if a process there answers to the id,
+        and both processes log a WARNING; if none answers, the claim was
+        this node's own crashed predecessor and the join succeeds.
 
         >>> await cluster.join(["10.0.0.1:7946", "10.0.0.2:7946"], timeout=5.0)
         """
@@ -358,6 +364,8 @@ class ClusterMembership:
             raise JoinTimeout(tried, timeout, **self._handshake_failures(before))
         if status == EAUTH:
             raise JoinRefused(tried, timeout, **self._handshake_failures(before))
+        if status == EDUPLICATE:
+            raise DuplicateNodeId(self._id, self._id_claimed_at)
         if status == ECLOSED or self._state in ("closed", "leaving", "left"):
             raise ClusterClosed(f"node {self._id} closed while joining")
         raise ClusterError(f"join failed: {_core.strerror(status)}")
@@ -536,6 +544,8 @@ class ClusterMembership:
                 if cls is NodeConflict
                 else cls(member, wall, mono)
             )
+            if cls is NodeConflict and member.is_self:
+                self._id_claimed_at = other
             self._log_event(etype, member, other)
             for sub in list(self._subs):
                 sub._push(event)

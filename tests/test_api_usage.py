@@ -26,6 +26,7 @@ from clustermember import (
     ClusterEvent,
     ClusterMembership,
     ConfigError,
+    DuplicateNodeId,
     JoinRefused,
     JoinTimeout,
     MemberState,
@@ -268,30 +269,39 @@ async def test_replay_gives_current_members_then_every_change_once(key: bytes) -
 # ---------------------------------------------------- 3. duplicate id
 
 
-async def test_a_duplicate_id_is_logged_on_both_sides_and_a_restart_joins(
+async def test_a_duplicate_id_is_refused_and_logged_on_both_sides_and_a_restart_joins(
     key: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A second process with a live member's id: the seed and the newcomer
-    both log a WARNING. A crashed node restarted with its id on a new port
-    joins (it cannot be told from a duplicate at join time, and refusing it
-    would lock a restarted service out for a whole detection window)."""
+    """A second process with a live member's id: its join raises
+    DuplicateNodeId naming the id and the original's address, and the
+    newcomer, the original and the seed each log a WARNING. A crashed node
+    restarted with its id on a new port joins: its predecessor's address no
+    longer answers to the id."""
     caplog.set_level(logging.INFO, logger="clustermember")
     async with cluster(key, 2) as (a, b):
         dup = ClusterMembership("127.0.0.1:0", config(key, "n1"))
         try:
-            await dup.join([a.addr])
+            with pytest.raises(DuplicateNodeId) as exc:
+                await dup.join([a.addr])
+            assert (exc.value.node_id, exc.value.other_addr) == ("n1", b.addr)
+            assert f"node id 'n1' at {b.addr}" in str(exc.value)
+            assert dup.state == "started"
+            dup_addr = dup.addr
         finally:
             await dup.close()
 
-        def warned(prefix: str) -> bool:
+        def warned(prefix: str, *words: str) -> bool:
             return any(
                 r.levelno == logging.WARNING
                 and r.getMessage().startswith(prefix)
                 and "id conflict" in r.getMessage()
+                and all(w in r.getMessage() for w in words)
                 for r in caplog.records
             )
 
-        await eventually(lambda: warned("node n1: "), "the newcomer logs the conflict")
+        # n1's lines name the other process's address: b's is the newcomer's.
+        await eventually(lambda: warned("node n1: ", b.addr), "the newcomer logs the conflict")
+        await eventually(lambda: warned("node n1: ", dup_addr), "the original logs it")
         await eventually(lambda: warned("node n0: "), "the seed logs the conflict")
 
         # n1 crashes (closed without a leave) and comes back on a new port.

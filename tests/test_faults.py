@@ -159,24 +159,35 @@ def test_crashed_node_restarts_with_same_id_and_address(agents: Agents, when: st
 
 
 def test_two_nodes_with_one_id_are_reported_and_do_not_flap(agents: Agents) -> None:
-    """A second process started with a live member's id: the seed it joins
-    through and the newcomer itself report the conflict (event and log
-    line), and over several suspicion timeouts the others keep the address
-    they knew, with the member alive throughout: no address or state change
-    of that id anywhere."""
+    """A second process started with a live member's id: its join is
+    refused (the agent exits with one line naming the id and where it
+    answers), the seed it joined through and the original both report the
+    conflict (event and log line), and over several suspicion timeouts the
+    others keep the address they knew, with the member alive throughout: no
+    address or state change of that id anywhere."""
     nodes = agents.cluster(3, profile=PROFILE)
     original = nodes[1]
     t0 = time.monotonic()
-    dup = agents.start("n1", join=nodes[0].addr, profile=PROFILE)
+    dup = agents.run_to_exit("n1", join=nodes[0].addr, profile=PROFILE)
+    assert dup.returncode == 1, dup.stderr
+    refused = [ln for ln in dup.stderr.splitlines() if ln.startswith("error: ")]
+    assert refused == [
+        "error: join failed: another live process answers to node id 'n1' at "
+        f"{original.addr}; give this node its own node_id, or stop the other "
+        "process and join again"
+    ], dup.stderr
+    assert "id conflict" in dup.stderr
 
-    def conflict(view: Agent, other: str) -> bool:
-        return any(e.other_addr == other for e in view.since(t0, "NodeConflict", node="n1"))
+    def conflict(view: Agent) -> bool:
+        return any(
+            e.other_addr not in (None, original.addr)
+            for e in view.since(t0, "NodeConflict", node="n1")
+        )
 
-    eventually(lambda: conflict(nodes[0], dup.addr), "n0 reports the second n1")
-    eventually(lambda: conflict(dup, original.addr), "the newcomer reports its id taken")
+    eventually(lambda: conflict(nodes[0]), "n0 reports the second n1")
+    eventually(lambda: conflict(original), "the original reports its id claimed")
     eventually(lambda: "id conflict" in nodes[0].stderr.read_text(), "n0 logs the conflict")
-    eventually(lambda: "id conflict" in dup.stderr.read_text(), "the newcomer logs it")
-    assert dup.addr in nodes[0].stderr.read_text()
+    eventually(lambda: "id conflict" in original.stderr.read_text(), "the original logs it")
 
     low, high = suspicion_bounds(PROFILE, 4)
     end = time.monotonic() + max(high, 6 * low)

@@ -865,6 +865,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(refutations);
   N(failures_declared);
   N(conflicts);
+  N(duplicates);
   N(updates_dropped);
   N(drop_malformed);
   N(drop_wrong_target);

@@ -42,7 +42,8 @@ typedef uint64_t cm_time_t;
   XX(ECLOSED, -23, "closed")                                                   \
   XX(EAGAIN, -24, "resource temporarily unavailable")                          \
   XX(ETIMEDOUT, -25, "timed out")                                              \
-  XX(EADDRINUSE, -26, "address already in use")
+  XX(EADDRINUSE, -26, "address already in use")                                \
+  XX(EDUPLICATE, -27, "node id in use by another live process")
 
 enum cm_errno {
   CM_OK = 0,

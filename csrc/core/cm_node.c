@@ -21,6 +21,7 @@ void cm_node_tick(cm_node_t *n, cm_time_t now) {
   if (due != CM_TIME_NEVER && now > due + n->cfg.probe_timeout)
     cm_node__stalled(n, now - due);
   cm_node__expire_forwards(n, now);
+  cm_node__id_check_expire(n, now);
   if (n->probe.active) {
     if (!n->probe.acked && !n->probe.indirect && now >= n->probe.timeout_at)
       cm_node__probe_indirect(n, now);
@@ -73,6 +74,8 @@ cm_time_t cm_node_next_deadline(const cm_node_t *n) {
   if (cm_bcast_len(&n->bq) > 0)
     d = min_t(d, n->next_gossip);
   d = min_t(d, n->next_reap);
+  if (n->idcheck.state == CM_IDCHECK_PENDING)
+    d = min_t(d, n->idcheck.deadline);
   for (i = 0; i < CM_FWD_MAX; i++)
     if (n->fwd[i].active)
       d = min_t(d, n->fwd[i].deadline);

@@ -58,6 +58,7 @@ typedef struct cm_node_stats {
   uint64_t stalls; /* this node ran late: its own clocks were paused */
   uint64_t stale_corrections; /* newer news sent to a peer behind */
   uint64_t suspicions, refutations, failures_declared, conflicts;
+  uint64_t duplicates;      /* a process elsewhere answered to our id */
   uint64_t updates_dropped; /* broadcast queue overflowed */
   uint64_t events_dropped;  /* event queue overflowed */
   /* Drops by reason: never crash, never change state. */
@@ -178,6 +179,25 @@ int cm_node_member_get(const cm_node_t *n, uint32_t slot,
                        cm_member_info_t *info, cm_time_t now);
 int cm_node_member_find(const cm_node_t *n, const char *id,
                         cm_member_info_t *info, cm_time_t now);
+/* Another process may hold this node's id. When news arrives of a live
+ * member with our id at another address (a CM_EV_CONFLICT about ourselves),
+ * the node pings that address, naming our id as the target: a process that
+ * answers to our id there is a duplicate; silence until the deadline (one
+ * probe interval, scaled by local health) means the claim is stale, most
+ * likely our own crashed predecessor on another port. An unanswered check
+ * is not repeated for ten probe intervals. A driver that joins waits for a
+ * pending check before it reports the join (cm_engine does). */
+enum cm_idcheck_state {
+  CM_IDCHECK_NONE = 0,      /* no check, or the last went unanswered */
+  CM_IDCHECK_PENDING = 1,   /* a ping is out, its deadline not reached */
+  CM_IDCHECK_DUPLICATE = 2, /* a process at *other answered to our id */
+};
+/* The check's state; *other (if not NULL) gets the address asked. */
+int cm_node_id_check(const cm_node_t *n, cm_addr_t *other);
+/* Forget the last check's result and its back-off (a driver starting a new
+ * join: the other process may have stopped since). */
+void cm_node_id_check_reset(cm_node_t *n);
+
 /* 1 if a member other than this node, not left, is known at addr. The
  * transport asks for every packet it cannot route, before it spends a
  * connection or a report on an address that only claimed to be a peer:

@@ -49,6 +49,16 @@ struct cm_fwd {
   cm_time_t deadline;
 };
 
+/* Is another live process using our id? One ping, to the address a
+ * conflicting claim came from, asks it (cm_node_id_check). */
+struct cm_idcheck {
+  uint8_t state; /* enum cm_idcheck_state */
+  uint32_t seq;
+  cm_addr_t addr;
+  cm_time_t deadline;
+  cm_time_t next_allowed; /* after an unanswered check, the next one */
+};
+
 struct cm_dg {
   cm_addr_t to;
   size_t off, len;
@@ -78,6 +88,7 @@ struct cm_node {
   cm_time_t next_probe, next_gossip, next_pushpull, next_reconnect, next_reap;
 
   struct cm_fwd fwd[CM_FWD_MAX];
+  struct cm_idcheck idcheck;
   /* The suspects, keyed by when each is due to be declared failed. */
   cm_theap_t suspects;
 
@@ -176,6 +187,15 @@ void cm_node__gossip(cm_node_t *n, cm_time_t now);
 /* ------------------------------------------------------- push-pull (pp) */
 
 int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join);
+
+/* ------------------------------------------------------- duplicate ids */
+
+void cm_node__id_check_start(cm_node_t *n, const cm_addr_t *other,
+                             cm_time_t now);
+void cm_node__id_check_expire(cm_node_t *n, cm_time_t now);
+/* Two processes claim one id (see cm_node_state.c). */
+void cm_node__conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
+                       cm_time_t now);
 
 /* ---------------------------------------------------------------- reap */
 

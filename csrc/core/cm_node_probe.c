@@ -268,6 +268,11 @@ void cm_node__on_ping(cm_node_t *n, const cm_addr_t *from,
   src = cm_registry_find(&n->reg, p->source.s, p->source.len);
   if (src >= 0 && cm_addr_eq(&cm_node__m(n, (uint32_t)src)->addr, from))
     node_arrival(n, (uint32_t)src, now);
+  /* A ping from a process that calls itself by our id: the other side of a
+   * duplicate asking whether we are live. It hears yes below; we report the
+   * conflict too, so both processes say so. */
+  if ((uint32_t)src == n->self && !cm_addr_eq(&p->source_addr, &self->addr))
+    cm_node__conflict(n, n->self, &p->source_addr, now);
   memset(&ack, 0, sizeof(ack));
   ack.type = CM_MSG_ACK;
   ack.u.ack.seq = p->seq;
@@ -304,6 +309,12 @@ void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,
   size_t i;
   if (n->probe.active && !n->probe.acked && seq == n->probe.seq) {
     node_probe_acked(n, from, now);
+    return;
+  }
+  if (n->idcheck.state == CM_IDCHECK_PENDING && seq == n->idcheck.seq &&
+      cm_addr_eq(from, &n->idcheck.addr)) {
+    n->idcheck.state = CM_IDCHECK_DUPLICATE;
+    n->st.duplicates++;
     return;
   }
   for (i = 0; i < CM_FWD_MAX; i++) {
@@ -367,4 +378,47 @@ void cm_node__stalled(cm_node_t *n, cm_time_t lag) {
     n->probe.timeout_at += lag;
     n->probe.end_at += lag;
   }
+}
+
+/* ------------------------------------------------------- duplicate ids */
+
+/* Unanswered checks are not repeated sooner than this many probe
+ * intervals: the claim of a dead predecessor keeps arriving by gossip until
+ * the cluster declares it failed, and each would cost a ping. */
+#define CM_IDCHECK_BACKOFF 10
+
+void cm_node__id_check_start(cm_node_t *n, const cm_addr_t *other,
+                             cm_time_t now) {
+  struct cm_idcheck *c = &n->idcheck;
+  const cm_member_t *self = cm_node__self(n);
+  cm_msg_t ping;
+  if (c->state != CM_IDCHECK_NONE || now < c->next_allowed || n->leaving)
+    return;
+  c->state = CM_IDCHECK_PENDING;
+  c->seq = ++n->seq;
+  c->addr = *other;
+  c->deadline = now + cm_node__scaled(n, n->cfg.probe_interval);
+  node_ping_msg(n, &ping, c->seq, cm_member_id(self), self->id_len);
+  cm_node__send(n, other, &ping, 1);
+}
+
+void cm_node__id_check_expire(cm_node_t *n, cm_time_t now) {
+  struct cm_idcheck *c = &n->idcheck;
+  if (c->state != CM_IDCHECK_PENDING || now < c->deadline)
+    return;
+  c->state = CM_IDCHECK_NONE;
+  c->next_allowed = now + CM_IDCHECK_BACKOFF * n->cfg.probe_interval;
+}
+
+int cm_node_id_check(const cm_node_t *n, cm_addr_t *other) {
+  if (n == NULL)
+    return CM_IDCHECK_NONE;
+  if (other != NULL)
+    *other = n->idcheck.addr;
+  return n->idcheck.state;
+}
+
+void cm_node_id_check_reset(cm_node_t *n) {
+  if (n != NULL && n->idcheck.state != CM_IDCHECK_PENDING)
+    memset(&n->idcheck, 0, sizeof(n->idcheck));
 }

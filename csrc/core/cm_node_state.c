@@ -152,9 +152,10 @@ static void node_add(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
 }
 
 /* Two processes claim one id; reported once per member (every time about
- * ourselves), so a duel of incarnations never starts. */
-static void node_conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
-                          cm_time_t now) {
+ * ourselves), so a duel of incarnations never starts. About ourselves, the
+ * other address is asked whether a live process there answers to our id. */
+void cm_node__conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
+                       cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
   if (slot != n->self) {
     if (m->conflict_reported)
@@ -163,6 +164,8 @@ static void node_conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
   }
   n->st.conflicts++;
   cm_node__event(n, CM_EV_CONFLICT, m, other, now);
+  if (slot == n->self)
+    cm_node__id_check_start(n, other, now);
 }
 
 static void node_take_alive(cm_node_t *n, uint32_t slot,
@@ -311,7 +314,7 @@ static void node_merge(cm_node_t *n, const node_news_t *x, cm_time_t now,
     node_add(n, a, now, quiet);
     break;
   case CM_MERGE_CONFLICT:
-    node_conflict(n, slot, &a->addr, now);
+    cm_node__conflict(n, slot, &a->addr, now);
     break;
   case CM_MERGE_ALIVE:
     node_take_alive(n, slot, a, nw.other_addr, nw.other_tags, now);

@@ -72,6 +72,11 @@ struct join_state {
   size_t attempt_sent, attempt_refused;
   unsigned refused_in_a_row;
   int refused, answered;
+  /* A seed's answer merged, but it showed a live member with our id
+   * elsewhere: the core asks that address (cm_node_id_check) before the
+   * join is reported. refuted: what the answer made us refute. */
+  int await_idcheck;
+  uint64_t refuted;
 };
 
 struct cm_enode {
@@ -189,5 +194,6 @@ void cm_engine__join_check(cm_enode_t *n);
 /* A seed's answer merged: report success. refuted: the merge made us
  * refute a record of ourselves. */
 void cm_engine__join_succeeded(cm_enode_t *n, uint64_t refuted);
+void cm_engine__join_answered(cm_enode_t *n, uint64_t refuted);
 
 #endif

@@ -89,6 +89,14 @@ static void on_join_retry(uv_timer_t *t) {
 
 void cm_engine__join_check(cm_enode_t *n) {
   struct join_state *j = &n->join;
+  if (j->active && j->await_idcheck) {
+    int st = cm_node_id_check(n->node, NULL);
+    if (st == CM_IDCHECK_DUPLICATE)
+      cm_engine__join_finish(n, CM_EDUPLICATE);
+    else if (st != CM_IDCHECK_PENDING)
+      cm_engine__join_succeeded(n, j->refuted);
+    return;
+  }
   if (!j->active || j->nreqs > 0 || j->retry_pending)
     return;
   /* Every seed refused our credentials, attempt after attempt: retrying
@@ -132,6 +140,7 @@ void cm_engine__join_start(cm_enode_t *n, const struct cmd *c) {
     return;
   }
   memset(&n->join, 0, sizeof(n->join));
+  cm_node_id_check_reset(n->node);
   n->join.active = 1;
   n->join.token = c->token;
   memcpy(n->join.seeds, c->seeds, c->nseeds * sizeof(cm_addr_t));
@@ -167,4 +176,20 @@ void cm_engine__join_succeeded(cm_enode_t *n, uint64_t refuted) {
     join_connect_members(n);
   cm_engine__flush(n, 1);
   cm_engine__q_result(n, CM_EEV_JOINED, token, 0);
+}
+
+/* A seed's answer merged. If it showed a live member with our id at another
+ * address, the core is asking that address whether a process there answers
+ * to our id: the join is reported when it knows (cm_engine__join_check),
+ * as a failure if one does. A crashed predecessor on another port does
+ * not answer, and the join succeeds one probe interval later. */
+void cm_engine__join_answered(cm_enode_t *n, uint64_t refuted) {
+  if (cm_node_id_check(n->node, NULL) == CM_IDCHECK_NONE &&
+      !n->join.await_idcheck) {
+    cm_engine__join_succeeded(n, refuted);
+    return;
+  }
+  n->join.await_idcheck = 1;
+  n->join.refuted += refuted;
+  cm_engine__flush(n, 0);
 }

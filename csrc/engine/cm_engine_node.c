@@ -190,7 +190,7 @@ static void on_stream_response(void *ud, uint64_t req_id, int status,
     cm_node_pushpull_failed(n->node, req_id, cm_engine__now());
   }
   if (mine && rc == 0) {
-    cm_engine__join_succeeded(n, refuted);
+    cm_engine__join_answered(n, refuted);
     return;
   }
   cm_engine__flush(n, 0);

@@ -76,6 +76,16 @@ static cm_node_t *node_with_peers(uint32_t k, cm_config_t *cfg) {
   return n;
 }
 
+/* Tick at every deadline the node names before t, then at t: as a driver
+ * does. Jumping past a deadline by more than a probe timeout would be, to
+ * the node, a stall of its own (cm_node_tick). */
+static void tick_through(cm_node_t *n, cm_time_t t) {
+  cm_time_t d;
+  while ((d = cm_node_next_deadline(n)) < t)
+    cm_node_tick(n, d);
+  cm_node_tick(n, t);
+}
+
 /* Tick forward in 1 ms steps until the node sends a ping; return its time. */
 static cm_time_t run_to_ping(cm_node_t *n, cm_time_t from, struct sent *ping) {
   cm_time_t t;
@@ -138,7 +148,7 @@ CM_TEST(probe_timeout_asks_k_helpers_then_suspects) {
     CM_CHECK_EQ(r->u.ping_req.want_nack, 1);
   }
   CM_CHECK_EQ(reqs, c.indirect_checks);
-  cm_node_tick(n, t + c.probe_interval);
+  tick_through(n, t + c.probe_interval);
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.suspect, 1);
   CM_CHECK_EQ(st.probe_failures, 1);
@@ -169,7 +179,7 @@ CM_TEST(probe_nacks_spare_local_health) {
     nack.u.nack.seq = r->u.ping_req.seq;
     feed_from(n, out[i].to.ip[3], &nack, t + c.probe_timeout + 1);
   }
-  cm_node_tick(n, t + c.probe_interval);
+  tick_through(n, t + c.probe_interval);
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.nacks_in, c.indirect_checks);
   CM_CHECK_EQ(st.suspect, 1); /* the target is still suspected */
@@ -195,7 +205,7 @@ CM_TEST(indirect_ack_through_helper_counts) {
   ack.type = CM_MSG_ACK;
   ack.u.ack.seq = find_msg(&ping, CM_MSG_PING)->u.ping.seq;
   feed_from(n, out[0].to.ip[3], &ack, t + c.probe_timeout + 1);
-  cm_node_tick(n, t + c.probe_interval);
+  tick_through(n, t + c.probe_interval);
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.suspect, 0);
   CM_CHECK_EQ(st.probe_acks, 1);
@@ -552,5 +562,150 @@ CM_TEST(stale_accusation_is_answered_with_newer_news) {
   feed_from(n, 4, &m, T0 + 2);
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.stale_corrections, 1);
+  cm_node_free(n);
+}
+
+/* ------------------------------------------------------- duplicate ids */
+
+/* n1 hears alive(n1) from address 42: a conflict about itself. Returns the
+ * ping the node sent to ask 42 (its seq), checking where it went and what
+ * it names. */
+static uint32_t claim_of_own_id(cm_node_t *n, cm_time_t now) {
+  cm_msg_t m;
+  struct sent out[4];
+  size_t k, i;
+  uint32_t seq = 0;
+  int pings = 0;
+  cm_addr_t other = addr_of(42);
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  cm_wire_id_set(&m.u.alive.node, "n1", 2);
+  m.u.alive.incarnation = 3;
+  m.u.alive.addr = other;
+  feed_from(n, 5, &m, now);
+  k = collect(n, out, 4);
+  for (i = 0; i < k; i++) {
+    const cm_msg_t *p = find_msg(&out[i], CM_MSG_PING);
+    if (p == NULL)
+      continue;
+    pings++;
+    CM_CHECK(cm_addr_eq(&out[i].to, &other));
+    CM_CHECK_EQ(p->u.ping.target.len, 2);
+    CM_CHECK(memcmp(p->u.ping.target.s, "n1", 2) == 0);
+    seq = p->u.ping.seq;
+  }
+  CM_CHECK_EQ(pings, k > 0 ? 1 : 0);
+  return pings ? seq : 0;
+}
+
+static void ack_from(cm_node_t *n, uint32_t idx, uint32_t seq, cm_time_t now) {
+  cm_msg_t ack;
+  memset(&ack, 0, sizeof(ack));
+  ack.type = CM_MSG_ACK;
+  ack.u.ack.seq = seq;
+  feed_from(n, idx, &ack, now);
+}
+
+CM_TEST(idcheck_a_process_answering_to_our_id_is_a_duplicate) {
+  cm_node_t *n = node_with_peers(3, NULL);
+  cm_addr_t other;
+  cm_node_stats_t st;
+  uint32_t seq;
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_NONE);
+  seq = claim_of_own_id(n, T0);
+  CM_CHECK(seq != 0);
+  CM_CHECK_EQ(cm_node_id_check(n, &other), CM_IDCHECK_PENDING);
+  {
+    cm_addr_t want = addr_of(42);
+    CM_CHECK(cm_addr_eq(&other, &want));
+  }
+  CM_CHECK(cm_node_next_deadline(n) <= T0 + CM_MSEC(500));
+  /* The same seq from a third address proves nothing. */
+  ack_from(n, 7, seq, T0 + CM_MSEC(1));
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_PENDING);
+  ack_from(n, 42, seq, T0 + CM_MSEC(2));
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_DUPLICATE);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.duplicates, 1);
+  /* It stays known until a driver starts over. */
+  cm_node_tick(n, T0 + CM_SEC(5));
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_DUPLICATE);
+  cm_node_id_check_reset(n);
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_NONE);
+  cm_node_free(n);
+}
+
+CM_TEST(idcheck_silence_means_a_stale_claim_and_backs_off) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_node_stats_t st;
+  cm_time_t t;
+  cm_config_lan(&c);
+  n = node_with_peers(3, &c);
+  CM_CHECK(claim_of_own_id(n, T0) != 0);
+  /* Pending until one probe interval has passed without an answer. */
+  cm_node_tick(n, T0 + c.probe_interval - 1);
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_PENDING);
+  cm_node_tick(n, T0 + c.probe_interval);
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_NONE);
+  {
+    struct sent out[8];
+    collect(n, out, 8);
+  }
+  /* The predecessor's claim keeps arriving by gossip: not asked again
+   * for ten probe intervals... */
+  t = T0 + c.probe_interval + CM_MSEC(1);
+  CM_CHECK_EQ(claim_of_own_id(n, t), 0);
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_NONE);
+  /* ...then asked once more. */
+  t = T0 + 11 * c.probe_interval;
+  cm_node_tick(n, t);
+  {
+    struct sent out[8];
+    collect(n, out, 8);
+  }
+  CM_CHECK(claim_of_own_id(n, t) != 0);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.duplicates, 0);
+  CM_CHECK_EQ(st.conflicts, 3);
+  cm_node_free(n);
+}
+
+CM_TEST(idcheck_the_asked_process_reports_the_conflict_and_answers) {
+  cm_node_t *n = node_with_peers(3, NULL);
+  cm_msg_t ping;
+  cm_event_t ev;
+  struct sent out[4];
+  size_t k;
+  int conflict = 0;
+  cm_addr_t other = addr_of(42);
+  while (cm_node_poll_event(n, &ev))
+    ;
+  memset(&ping, 0, sizeof(ping));
+  ping.type = CM_MSG_PING;
+  ping.u.ping.seq = 77;
+  cm_wire_id_set(&ping.u.ping.target, "n1", 2);
+  cm_wire_id_set(&ping.u.ping.source, "n1", 2);
+  ping.u.ping.source_addr = other;
+  feed_from(n, 42, &ping, T0);
+  while (cm_node_poll_event(n, &ev))
+    if (ev.type == CM_EV_CONFLICT) {
+      conflict++;
+      CM_CHECK_STR(ev.id, "n1");
+      CM_CHECK(cm_addr_eq(&ev.other_addr, &other));
+    }
+  CM_CHECK_EQ(conflict, 1);
+  /* It answers, and asks back in turn: both processes learn it. */
+  k = collect(n, out, 4);
+  CM_CHECK_EQ(k, 2);
+  CM_CHECK(cm_addr_eq(&out[0].to, &other) && cm_addr_eq(&out[1].to, &other));
+  {
+    const cm_msg_t *a = find_msg(&out[0], CM_MSG_ACK);
+    if (a == NULL)
+      a = find_msg(&out[1], CM_MSG_ACK);
+    CM_CHECK(a != NULL);
+    CM_CHECK_EQ(a->u.ack.seq, 77);
+  }
+  CM_CHECK_EQ(cm_node_id_check(n, NULL), CM_IDCHECK_PENDING);
   cm_node_free(n);
 }
