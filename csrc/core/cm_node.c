@@ -103,6 +103,13 @@ int cm_node_check_tags(const cm_node_t *n, const uint8_t *blob, size_t len) {
   return 0;
 }
 
+/* A first deadline for a periodic timer: between half a period and one,
+ * uniformly (periods up to days do not fit cm_rand_below's 32 bits). */
+static cm_time_t node_phase(cm_node_t *n, cm_time_t period) {
+  cm_time_t half = period / 2;
+  return half + cm_rand_next(&n->rng) % (half + 1);
+}
+
 int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
                 const cm_addr_t *addr, const uint8_t *tags, size_t tags_len,
                 uint64_t seed, cm_time_t now) {
@@ -152,15 +159,14 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
     return CM_ENOMEM;
   }
   cm_node__count_state(n, CM_STATE_ALIVE, +1);
-  /* Timers start at a random phase so nodes started together do not probe
-   * and gossip in lockstep. */
+  /* Timers start at a random phase so nodes started together do not probe,
+   * gossip, reconnect or reap in lockstep, nor on whole seconds of the
+   * clock that started them. */
   n->next_probe = now + cm_rand_below(&n->rng, (uint32_t)cfg->probe_interval);
   n->next_gossip = now + cm_rand_below(&n->rng, (uint32_t)cfg->gossip_interval);
-  n->next_pushpull =
-      now + cfg->pushpull_interval / 2 +
-      cm_rand_below(&n->rng, (uint32_t)(cfg->pushpull_interval / 2 + 1));
-  n->next_reconnect = now + cfg->reconnect_interval;
-  n->next_reap = now + CM_REAP_PERIOD;
+  n->next_pushpull = now + node_phase(n, cfg->pushpull_interval);
+  n->next_reconnect = now + node_phase(n, cfg->reconnect_interval);
+  n->next_reap = now + node_phase(n, CM_REAP_PERIOD);
   cm_node__broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, 0, n->self, now);
   *out = n;
   return 0;
