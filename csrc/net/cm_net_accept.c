@@ -406,13 +406,14 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     cm_net__conn_refuse_first(c, rv);
     return;
   }
-  if (victim != NULL)
-    accept_displace(net, victim);
+  /* Joined first: if that fails (memory only), the victim keeps its place. */
   if (accept_half_open_join(c, known, now) != 0) {
     cm_net__conn_free(c);
     net->st.drop_half_open++;
     return;
   }
+  if (victim != NULL)
+    accept_displace(net, victim);
   net->st.conns_accepted++;
   cm_net__pool_add(c, 0);
   cm_net__mark_dirty(c);
