@@ -50,10 +50,11 @@ class JoinTimeout(ClusterError, TimeoutError):  # noqa: N818 - names fixed by th
 
     ``seeds`` holds the addresses that were tried, as given and as resolved.
     ``handshakes_failed`` and ``auth_refused`` count this node's QUIC
-    handshakes that failed during the join, and those of them that failed
-    authentication; ``handshakes_ok`` those that succeeded. When some
-    failed and none succeeded, the message says so: the seeds answered, but
-    not with this node's key.
+    handshakes that failed during the join (refused or unanswered), and
+    those of them that failed authentication; ``handshakes_ok`` those that
+    succeeded. When some failed and none succeeded, the message says so:
+    refused ones mean the seeds answered, but not with this node's key;
+    unanswered ones, that nothing answered.
 
     >>> str(JoinTimeout(["10.0.0.1:7946"], 5.0))
     'join timed out after 5 s: no answer from seeds 10.0.0.1:7946; check ...'
@@ -74,11 +75,18 @@ class JoinTimeout(ClusterError, TimeoutError):  # noqa: N818 - names fixed by th
         self.auth_refused = auth_refused
         self.handshakes_ok = handshakes_ok
         msg = self._message(", ".join(self.seeds) if self.seeds else "(none)")
-        if handshakes_failed > 0 and handshakes_ok == 0:
+        # A handshake that timed out counts as failed too: only a refusal
+        # says the seed is there, with other credentials.
+        if auth_refused > 0 and handshakes_ok == 0:
             msg += (
-                f" ({handshakes_failed} handshake(s) with the seeds failed"
-                + (f", {auth_refused} of them refused authentication" if auth_refused else "")
-                + ": they are reachable, but most likely use another cluster key or CA)"
+                f" ({handshakes_failed} handshake(s) with the seeds failed, {auth_refused} "
+                "of them refused authentication: they are reachable, but most likely use "
+                "another cluster key or CA)"
+            )
+        elif handshakes_failed > 0 and handshakes_ok == 0:
+            msg += (
+                f" ({handshakes_failed} handshake(s) with the seeds got no answer: nothing "
+                "listens there, or a firewall drops UDP, or they use another cluster key)"
             )
         super().__init__(msg)
 

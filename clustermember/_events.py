@@ -142,6 +142,8 @@ class Subscription:
         self._dropped_total = 0
         self._replay_left = 0  # replayed members still at the queue's head
         self._closed = False
+        # Inside ``async with``: its end closes, not the end of one loop.
+        self._managed = False
         # Readers waiting in get() or async for: each is woken by news.
         self._waiters: list[asyncio.Future[None]] = []
         self._local = local
@@ -251,7 +253,8 @@ class Subscription:
     async def _iterate(self) -> AsyncIterator[ClusterEvent]:
         # A generator, so that the end of the loop reading it (break, an
         # exception, the task's cancellation, or the generator being
-        # collected) runs the finally below and unregisters the subscriber.
+        # collected) runs the finally below and unregisters the subscriber;
+        # unless an ``async with`` holds the subscription: its end does.
         try:
             while True:
                 try:
@@ -260,7 +263,8 @@ class Subscription:
                     return
                 yield event
         finally:
-            self.close()
+            if not self._managed:
+                self.close()
 
     async def __anext__(self) -> ClusterEvent:
         try:
@@ -316,6 +320,7 @@ class Subscription:
         return await self._next(timeout)
 
     async def __aenter__(self) -> Subscription:
+        self._managed = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -207,6 +207,8 @@ class ClusterMembership:
         # Where a member with this node's id was last reported (NodeConflict
         # about ourselves): the address a DuplicateNodeId names.
         self._id_claimed_at: str | None = None
+        # Addresses whose claim of this node's id was logged (once each).
+        self._claims_logged: set[str | None] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._seen_counters: dict[str, int] = {}
         _engine.register(self)
@@ -563,6 +565,10 @@ class ClusterMembership:
         lines = self._lines
         if etype == "conflict":
             if m.is_self:
+                # Gossip repeats the other claim: one line per claiming address.
+                if other in self._claims_logged:
+                    return
+                self._claims_logged.add(other)
                 lines.emit(
                     "conflict",
                     logging.WARNING,
@@ -599,9 +605,13 @@ class ClusterMembership:
             lines.emit(
                 "recovered",
                 logging.INFO,
-                "member %s is alive again (refuted the suspicion, incarnation %d)",
+                "member %s is alive again (incarnation %d)",
                 m.id,
                 m.incarnation,
+            )
+        elif etype == "addr_changed":
+            lines.emit(
+                "moved", logging.INFO, "member %s is back at a new address, %s", m.id, m.addr
             )
 
     def _log_counters(self) -> None:
@@ -618,11 +628,11 @@ class ClusterMembership:
             c = node.stats()
         except _core.Error:
             return
+        # Counters start at 0 with the node: what rose before the first
+        # tick (a misconfigured peer at deploy time) is logged too.
         seen, self._seen_counters = self._seen_counters, c
-        if not seen:
-            return
         for counter, kind, msg in COUNTER_LINES:
-            delta = c[counter] - seen[counter]
+            delta = c[counter] - seen.get(counter, 0)
             if delta > 0:
                 self._lines.emit(kind, logging.WARNING, msg, delta)
 

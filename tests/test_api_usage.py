@@ -10,7 +10,9 @@ import gc
 import logging
 import math
 import re
+import socket
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,29 @@ async def test_two_readers_of_one_subscription_are_both_woken(key: bytes) -> Non
         await node.close()
 
 
+async def test_a_break_inside_async_with_keeps_the_subscription(key: bytes) -> None:
+    """``async with`` owns the subscription: a loop that breaks leaves it
+    open, and the next loop goes on with the next event. Without ``async
+    with``, the loop's end closes it (test_a_subscription_ends_with_its_reader)."""
+    node = ClusterMembership("127.0.0.1:0", config(key, "looped"))
+    try:
+        await node.join([])
+        async with node.subscribe(replay=True) as events:
+            async for ev in events:
+                assert isinstance(ev, NodeJoined)
+                break
+            gc.collect()  # the abandoned loop's generator is finalized
+            assert not events.closed
+            await node.update_tag("x", "1")
+            async for ev in events:
+                assert isinstance(ev, NodeTagsUpdated) and ev.node.tags["x"] == "1"
+                break
+            assert not events.closed and node._subscriber_count == 1
+        assert events.closed and node._subscriber_count == 0
+    finally:
+        await node.close()
+
+
 async def test_reading_a_closed_subscription_raises_cluster_closed(key: bytes) -> None:
     node = ClusterMembership("127.0.0.1:0", config(key, "closing"))
     try:
@@ -266,6 +291,40 @@ async def test_replay_gives_current_members_then_every_change_once(key: bytes) -
         assert changes_seen > 0  # the churn did overlap the subscriptions
 
 
+async def test_replay_does_not_repeat_a_change_still_queued_in_the_engine(key: bytes) -> None:
+    """A change the engine has queued but the blocked loop has not handed
+    out yet is already in the snapshot a replay reads: it must come in the
+    replay or after it, not in both. Every event after the replay is newer
+    than what the replay showed of its member."""
+    async with cluster(key, 3) as (a, b, c):
+        await eventually(lambda: len(c.nodes()) == 3, "c sees three")
+        for i in range(5):
+            await b.update_tag("k", str(i))
+            # Block c's loop until c's engine has the change (its snapshot
+            # shows it), so the event waits, undelivered, in the queue.
+            deadline = time.monotonic() + 30
+            while (m := c.member("n1")) is None or m.tags.get("k") != str(i):
+                assert time.monotonic() < deadline, "c's engine never saw the change"
+                time.sleep(0.005)
+            sub = c.subscribe(replay=True)
+            try:
+                replayed: dict[str, int] = {}
+                events: list[ClusterEvent] = []
+                while (e := sub.get_nowait()) is not None:
+                    events.append(e)
+                await asyncio.sleep(0)
+                while (e := sub.get_nowait()) is not None:
+                    events.append(e)
+                for e in events[:3]:
+                    replayed[e.node.id] = e.node.incarnation
+                assert sorted(replayed) == ["n0", "n1", "n2"]
+                assert replayed["n1"] == b.local_node.incarnation
+                later = [(type(e).__name__, e.node.id, e.node.incarnation) for e in events[3:]]
+                assert all(inc > replayed[i] for _, i, inc in later), later
+            finally:
+                sub.close()
+
+
 # ---------------------------------------------------- 3. duplicate id
 
 
@@ -303,6 +362,13 @@ async def test_a_duplicate_id_is_refused_and_logged_on_both_sides_and_a_restart_
         await eventually(lambda: warned("node n1: ", b.addr), "the newcomer logs the conflict")
         await eventually(lambda: warned("node n1: ", dup_addr), "the original logs it")
         await eventually(lambda: warned("node n0: "), "the seed logs the conflict")
+        # One line per claim on each side, however often gossip repeats it.
+        lines = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "id conflict" in r.getMessage()
+        ]
+        assert len(lines) == len(set(lines)), lines
 
         # n1 crashes (closed without a leave) and comes back on a new port.
         b_addr = b.addr
@@ -318,6 +384,10 @@ async def test_a_duplicate_id_is_refused_and_logged_on_both_sides_and_a_restart_
                     and m.state == MemberState.ALIVE
                 ),
                 "the seed knows n1 at its new address, alive",
+            )
+            moved = f"node n0: member n1 is back at a new address, {again.addr}"
+            await eventually(
+                lambda: any(r.getMessage() == moved for r in caplog.records), "the move logged"
             )
         finally:
             await again.close()
@@ -352,7 +422,7 @@ async def test_the_logger_records_joins_leaves_failures_and_refusals(
         )
         a.inject_faults()
         await eventually(
-            lambda: said(logging.INFO, "member n0 is alive again (refuted"), "recovery logged"
+            lambda: said(logging.INFO, "member n0 is alive again (incarnation"), "recovery logged"
         )
         await c.leave()
         await eventually(lambda: said(logging.INFO, "node n0: member n2 left"), "leave logged")
@@ -370,6 +440,37 @@ async def test_the_logger_records_joins_leaves_failures_and_refusals(
             lambda: said(logging.WARNING, "node n0: refused", "authentication"),
             "refused handshakes logged",
         )
+
+
+async def test_refusals_in_a_nodes_first_second_are_logged(
+    key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer with the wrong key at deploy time is refused before the node's
+    first log tick: the refusals are logged all the same (the counters start
+    at 0 with the node, and the first tick compares with that)."""
+    import secrets
+
+    caplog.set_level(logging.INFO, logger="clustermember")
+    seed = ClusterMembership("127.0.0.1:0", config(key, "s0"))
+    stranger = ClusterMembership("127.0.0.1:0", config(secrets.token_bytes(32), "x"))
+    try:
+        await seed.join([])
+        with pytest.raises(JoinTimeout):
+            await stranger.join([seed.addr], timeout=10)
+        refused = seed.stats().counters["net_auth_refused"]
+        assert refused >= 1
+        await eventually(
+            lambda: any(
+                r.levelno == logging.WARNING
+                and r.getMessage().startswith("node s0: refused")
+                and "authentication" in r.getMessage()
+                for r in caplog.records
+            ),
+            "the seed logs the refusals",
+        )
+    finally:
+        await stranger.close()
+        await seed.close()
 
 
 def test_log_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
@@ -404,14 +505,28 @@ def test_log_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     ]
 
 
-def test_a_join_timeout_says_when_handshakes_failed() -> None:
+async def test_a_join_timeout_says_when_handshakes_failed(key: bytes) -> None:
     plain = JoinTimeout(["10.0.0.1:7946"], 5.0)
     assert "handshake" not in str(plain)
     hint = JoinTimeout(["10.0.0.1:7946"], 5.0, handshakes_failed=3, auth_refused=3)
     assert "3 handshake(s) with the seeds failed, 3 of them refused authentication" in str(hint)
-    assert "another cluster key" in str(hint) and hint.auth_refused == 3
+    assert "they are reachable" in str(hint) and hint.auth_refused == 3
     assert "handshake" not in str(JoinTimeout(["x:1"], 5.0, handshakes_failed=2, handshakes_ok=1))
     assert isinstance(JoinRefused(["x:1"], 1.0, handshakes_failed=1), JoinTimeout)
+    # A seed address where nothing answers (a socket nobody reads): its
+    # handshakes time out, which must not be blamed on the key.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        seed = f"127.0.0.1:{silent.getsockname()[1]}"
+        node = ClusterMembership("127.0.0.1:0", config(key, "lonely"))
+        try:
+            with pytest.raises(JoinTimeout) as exc:
+                await node.join([seed], timeout=2.0)
+        finally:
+            await node.close()
+    assert type(exc.value) is JoinTimeout
+    assert exc.value.handshakes_failed >= 1 and exc.value.auth_refused == 0
+    assert "got no answer" in str(exc.value) and "they are reachable" not in str(exc.value)
 
 
 # ------------------------------------------------------------ 5. durations
