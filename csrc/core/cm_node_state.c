@@ -279,6 +279,20 @@ static void node_gone(cm_node_t *n, uint32_t slot, const node_news_t *x,
     cm_node__event(n, leave ? CM_EV_LEFT : CM_EV_FAILED, m, NULL, now);
 }
 
+/* An alive record at the incarnation we hold, from the address we hold:
+ * nothing to merge, but if what we hold came through a relay that dropped
+ * the versions, this one may carry them. Not news: no broadcast, no event. */
+static void node_fill_versions(cm_node_t *n, uint32_t slot,
+                               const cm_msg_alive_t *a) {
+  cm_member_t *m;
+  if (a == NULL || slot == CM_NO_SLOT || slot == n->self)
+    return;
+  m = cm_node__m(n, slot);
+  if (m->vmin == 0 && a->incarnation == m->incarnation &&
+      m->state == CM_STATE_ALIVE && cm_addr_eq(&a->addr, &m->addr))
+    node_keep_ext(m, &a->ext);
+}
+
 /* Apply news about a member with the one merge rule (cm_merge). */
 static void node_merge(cm_node_t *n, const node_news_t *x, cm_time_t now,
                        int quiet) {
@@ -334,6 +348,9 @@ static void node_merge(cm_node_t *n, const node_news_t *x, cm_time_t now,
     break;
   case CM_MERGE_REFUTE:
     node_refute(n, x->incarnation, now);
+    break;
+  case CM_MERGE_IGNORE:
+    node_fill_versions(n, slot, a);
     break;
   default:
     break;

@@ -1270,6 +1270,18 @@ CM_TEST(versions_are_recorded_per_member_and_advertised) {
   CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
   CM_CHECK_EQ(info_of(n, "b").proto_min, 2);
   CM_CHECK_EQ(info_of(n, "c").proto_min, 0); /* never advertised */
+  /* c's versions, learned late at the incarnation held, are filled in. */
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  cm_wire_id_set(&m.u.alive.node, "c", 1);
+  m.u.alive.incarnation = 1;
+  m.u.alive.addr = info_of(n, "c").addr;
+  m.u.alive.ext.vmin = 1;
+  m.u.alive.ext.vmax = 2;
+  feed(n, &m, T0);
+  CM_CHECK_EQ(info_of(n, "c").proto_min, 1);
+  CM_CHECK_EQ(info_of(n, "c").proto_max, 2);
+  CM_CHECK_EQ(info_of(n, "c").incarnation, 1);
   CM_CHECK_OK(cm_wire_pp_decode(reply, rlen, &h));
   CM_CHECK(h.flags & CM_PP_FLAG_EXT);
   CM_CHECK(cm_wire_pp_next(reply, rlen, &off, &got)); /* self first */
