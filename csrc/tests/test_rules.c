@@ -1753,6 +1753,39 @@ CM_TEST(rule_confirmations_shorten_the_suspicion_timeout) {
   cm_node_free(n);
 }
 
+/* A suspect record in a push-pull is the sender's accusation: its table
+ * vouches for it (the first entry names the sender). So it confirms a
+ * suspicion once per sender, however often that sender pushes, and never
+ * as this node's own: x, suspected by b, confirmed by c's table twice,
+ * fails at timeout(1), not at min (as it would with two confirmations). */
+CM_TEST(rule_pushpull_suspect_confirms_as_its_sender_once) {
+  cm_node_t *n = with_bcdx();
+  cm_pp_entry_t e[2];
+  struct drive_log l;
+  cm_event_t ev;
+  memset(&l, 0, sizeof(l));
+  e[0] = pp_entry("c", 1, 3, CM_STATE_ALIVE);
+  e[1] = pp_entry("x", 1, 5, CM_STATE_SUSPECT);
+  accuse(n, CM_MSG_SUSPECT, "x", 1, "b");
+  drain_events(n, CM_EV_SUSPECT, &ev);
+  drive(n, T0, T0 + CM_MSEC(400), &l);
+  pp_push_at(n, e, 2, T0 + CM_MSEC(500));
+  drive(n, T0 + CM_MSEC(500), T0 + CM_MSEC(1400), &l);
+  CM_CHECK_EQ(
+      sent_count(&l, CM_MSG_SUSPECT, "x", "c", NULL, T0, T0 + CM_MSEC(1400)),
+      4);
+  pp_push_at(n, e, 2, T0 + CM_MSEC(1500));
+  drive(n, T0 + CM_MSEC(1500), T0 + 5690702 - 1, &l);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, "x", "c", NULL, T0 + CM_MSEC(1500),
+                         T0 + CM_SEC(6)),
+              0);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  drive_tick(n, T0 + 5690702, &l);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
 /* With fewer than k + 2 live members nobody is left to confirm: the timeout
  * is min (2 s) from the start. */
 CM_TEST(rule_suspicion_with_too_few_members_to_confirm_is_min) {
