@@ -19,8 +19,11 @@
  * every record the target drains the node's outputs and checks invariants:
  * state counts add up, self is present and alive (left after LEAVE), the
  * look-up of members by address agrees with a scan, every datagram and
- * push-pull message the node produces decodes, every timer due has run. A
- * violation aborts.
+ * push-pull message the node produces decodes, every timer due has run,
+ * the node's own consistency check (cm_node_check_invariants) holds, and
+ * the protocol's: incarnations never go backwards, a failed or left member
+ * never comes back at the incarnation it went with, the node never accuses
+ * itself (fz_check_history, fz_drain). A violation aborts.
  *
  * Built with -DFUZZ_NODE_WRITE_SEEDS (no libFuzzer) it writes the seed
  * corpus instead: traces of real traffic towards this node, recorded from
@@ -124,10 +127,23 @@ typedef struct fz_sink {
   void *ud;
 } fz_sink_t;
 
+/* What the node held of one member after the last record: the protocol's
+ * invariants compare each record's outcome with it. */
+typedef struct fz_seen {
+  char id[CM_ID_MAX + 1];
+  uint32_t incarnation;
+  uint8_t state;
+  uint8_t mark;
+} fz_seen_t;
+
+#define FZ_SEEN_MAX 128
+
 typedef struct fz_state {
   cm_node_t *n;
   cm_time_t now;
   int left;
+  fz_seen_t seen[FZ_SEEN_MAX];
+  size_t nseen;
   uint64_t reqs[FZ_MAX_REQS];
   size_t nreqs;
   fz_sink_t sink;
@@ -149,6 +165,58 @@ static void fz_check_member_at(fz_state_t *s, const cm_addr_t *a) {
       want = 1;
   if (cm_node_has_member_at(s->n, a) != want)
     abort();
+}
+
+static fz_seen_t *fz_seen_find(fz_state_t *s, const char *id) {
+  size_t i;
+  for (i = 0; i < s->nseen; i++)
+    if (strcmp(s->seen[i].id, id) == 0)
+      return &s->seen[i];
+  return NULL;
+}
+
+/* The protocol's invariants across one record, member by member:
+ * - an incarnation never goes backwards while the member is held (only
+ *   reaping forgets it, and then it may come back at any incarnation);
+ * - a failed or left member comes back (alive or suspect) only at a higher
+ *   incarnation than it went with: never at the same one;
+ * - this node never suspects or fails itself (checked on every message it
+ *   sends, in fz_drain) and its own record stays alive (fz_check_node). */
+static void fz_check_history(fz_state_t *s) {
+  cm_member_info_t info;
+  uint32_t slot;
+  size_t i, k;
+  for (i = 0; i < s->nseen; i++)
+    s->seen[i].mark = 0;
+  for (slot = 0; slot < cm_node_member_slots(s->n); slot++) {
+    fz_seen_t *old;
+    if (!cm_node_member_get(s->n, slot, &info, s->now))
+      continue;
+    old = fz_seen_find(s, info.id);
+    if (old != NULL) {
+      int was_gone =
+          old->state == CM_STATE_FAILED || old->state == CM_STATE_LEFT;
+      int is_live =
+          info.state == CM_STATE_ALIVE || info.state == CM_STATE_SUSPECT;
+      if (info.incarnation < old->incarnation)
+        abort();
+      if (was_gone && is_live && info.incarnation <= old->incarnation)
+        abort();
+    } else {
+      if (s->nseen == FZ_SEEN_MAX)
+        abort(); /* max_members is 64: never more held at once */
+      old = &s->seen[s->nseen++];
+      snprintf(old->id, sizeof(old->id), "%s", info.id);
+    }
+    old->incarnation = info.incarnation;
+    old->state = info.state;
+    old->mark = 1;
+  }
+  /* Members no longer held were reaped: forget them. */
+  for (i = k = 0; i < s->nseen; i++)
+    if (s->seen[i].mark)
+      s->seen[k++] = s->seen[i];
+  s->nseen = k;
 }
 
 static void fz_check_node(fz_state_t *s) {
@@ -181,6 +249,9 @@ static void fz_check_node(fz_state_t *s) {
     abort();
   if (me.state != (s->left ? CM_STATE_LEFT : CM_STATE_ALIVE))
     abort();
+  if (cm_node_check_invariants(s->n, NULL) != 0)
+    abort();
+  fz_check_history(s);
 }
 
 /* Drain every output, checking that what the node sends decodes. */
@@ -192,13 +263,22 @@ static void fz_drain(fz_state_t *s) {
   cm_event_t ev;
   const uint8_t *d;
   uint8_t *sd;
-  size_t len, count;
+  size_t len, count, i;
   uint64_t rid;
   int join;
   while (cm_node_poll_datagram(s->n, &to, &d, &len)) {
     if (!cm_addr_valid(&to) || len > cfg->max_packet_size ||
         cm_wire_packet_decode(d, len, msgs, CM_WIRE_MAX_MSGS, &count) != 0)
       abort();
+    for (i = 0; i < count; i++)
+      if ((msgs[i].type == CM_MSG_SUSPECT || msgs[i].type == CM_MSG_DEAD) &&
+          msgs[i].u.suspect.node.len == strlen(fz_ids[0]) &&
+          memcmp(msgs[i].u.suspect.node.s, fz_ids[0],
+                 msgs[i].u.suspect.node.len) == 0 &&
+          msgs[i].u.suspect.from.len == strlen(fz_ids[0]) &&
+          memcmp(msgs[i].u.suspect.from.s, fz_ids[0],
+                 msgs[i].u.suspect.from.len) == 0)
+        abort(); /* this node accusing itself */
     if (s->sink.datagram != NULL)
       s->sink.datagram(s->sink.ud, &to, d, len);
   }
