@@ -563,6 +563,17 @@ async def test_call_timeouts_are_checked_like_the_config(key: bytes) -> None:
         await node.close()
 
 
+TRANSPORT_DURATIONS = ("idle_timeout", "handshake_timeout", "request_timeout")
+
+
+async def _start_and_close(cfg: ClusterConfig) -> None:
+    node = ClusterMembership("127.0.0.1:0", cfg)
+    try:
+        await node.start()
+    finally:
+        await node.close()
+
+
 def test_every_duration_has_a_range_the_profiles_and_core_agree_with(key: bytes) -> None:
     fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
     floats = {n for n, f in fields.items() if f.type == "float" and n != "phi_threshold"}
@@ -580,6 +591,9 @@ def test_every_duration_has_a_range_the_profiles_and_core_agree_with(key: bytes)
             ClusterConfig(cluster_key=key, **kw)
             if name in core:
                 assert _core.validate_config({**core, **kw}) is None, (name, end)
+            elif name in TRANSPORT_DURATIONS:
+                # The transport's own validator, at node start.
+                asyncio.run(_start_and_close(config(key, "ends", **{name: end})))
         span = f"from {seconds_text(lo)} to {seconds_text(hi)}"
         with pytest.raises(ConfigError, match=re.escape(name) + ".* " + re.escape(span)):
             ClusterConfig(cluster_key=key, **{name: hi * 2 + 1})
