@@ -190,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(exc: BaseException) -> str:
+    """What the command prints for an error: its message, or, for one that
+    has none (a bare TimeoutError), its kind and what to do, never nothing.
+
+    >>> error_message(TimeoutError())
+    'TimeoutError (no details); run the command again, and report it if it recurs'
+    """
+    text = str(exc).strip()
+    if text:
+        return text
+    return f"{type(exc).__name__} (no details); run the command again, and report it if it recurs"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clustermember`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -218,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return demo(args.nodes, args.seed)
     except (_cli.UsageError, ControlError) as exc:
-        return _cli.fail(str(exc))
+        return _cli.fail(error_message(exc))
     except Exception as exc:  # a library error: one line, no traceback
         from clustermember import ClusterError
 
@@ -226,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
             return _cli.fail(exc.strerror)  # its message names the address, without "[Errno N]"
         if isinstance(exc, (ClusterError, ValueError, TypeError, OSError)):
-            return _cli.fail(str(exc))
+            return _cli.fail(error_message(exc))
         raise
     return 2
 

@@ -22,10 +22,14 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from clustermember._cli import UsageError, check_states, parse_tag, tag_patterns, tags_match
-from clustermember._control import ControlError, ControlServer
+from clustermember._control import ControlError, ControlServer, send_line
 from clustermember._errors import ClusterError
+from clustermember._membership import JOIN_GRACE
 
 log = logging.getLogger("clustermember.agent")
+
+# How long a stopping agent waits for a pending leave to be answered.
+LEAVE_ANSWER_GRACE = 5.0
 
 
 def event_dict(event: Any) -> dict[str, Any]:
@@ -77,6 +81,8 @@ class Agent:
         self.done = asyncio.Event()
         self._signals = 0
         self._leaving: asyncio.Future[bool] | None = None
+        self._join_ends: float | None = None  # loop time by which the join has ended
+        self._answers: set[asyncio.Future[None]] = set()  # leave answers not yet sent
 
     async def handle(
         self, req: dict[str, Any], writer: asyncio.StreamWriter
@@ -91,12 +97,16 @@ class Agent:
             st = self.cluster.stats()
             flat = {"node_id": self.cluster.node_id, **st.flat()}
             return {"ok": True, "stats": st.to_dict(), "flat": flat}
+        if op == "status":
+            return {
+                "ok": True,
+                "node_id": self.cluster.node_id,
+                "state": self.cluster.state,
+                "leave_within": self.leave_within(),
+            }
         if op == "leave":
-            self.begin_leave()
-            assert self._leaving is not None
-            if not await self._leaving:
-                return {"ok": False, "error": "the node had not joined: nobody was told"}
-            return {"ok": True}
+            await self.answer_leave(writer)
+            return None
         if op == "events":
             await self.stream_events(writer)
             return None
@@ -152,6 +162,40 @@ class Agent:
                 writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
                 await writer.drain()
 
+    def leave_within(self) -> float:
+        """The longest, in seconds, a leave asked for now may take before it
+        is answered: the rest of a join still to come or in progress (a
+        leave waits for it), then the leave itself. Clients wait this long.
+
+        >>> agent.leave_within()  # doctest: +SKIP
+        10.0
+        """
+        leave = float(self.cluster.config.leave_timeout) + JOIN_GRACE
+        if self._join_ends is None:  # the join has not begun: all of it is to come
+            return leave + self.join_timeout + JOIN_GRACE
+        if self.cluster.state == "joining":
+            return leave + max(0.0, self._join_ends - asyncio.get_running_loop().time())
+        return leave
+
+    async def answer_leave(self, writer: asyncio.StreamWriter) -> None:
+        """Leave (once), and answer this client when the leave has ended,
+        even if the agent is stopping then (its join failed): ``run`` waits
+        for every leave answer before it returns.
+
+        >>> await agent.answer_leave(writer)  # doctest: +SKIP
+        """
+        self.begin_leave()
+        assert self._leaving is not None
+        answered = asyncio.get_running_loop().create_future()
+        self._answers.add(answered)
+        try:
+            left = await asyncio.shield(self._leaving)
+            answer = {"ok": False, "error": "the node had not joined: nobody was told"}
+            await send_line(writer, {"ok": True} if left else answer)
+        finally:
+            answered.set_result(None)
+            self._answers.discard(answered)
+
     def begin_leave(self) -> None:
         """Start a graceful leave (once), then stop."""
         if self._leaving is None:
@@ -196,6 +240,7 @@ class Agent:
                 "node %s listening on %s", self.cluster.local_node.id, self.cluster.local_node.addr
             )
             # The library logs the join, failures and id conflicts itself.
+            self._join_ends = loop.time() + self.join_timeout + JOIN_GRACE
             await self.cluster.join(self.seeds, timeout=self.join_timeout)
             print(
                 f"agent ready: node {self.cluster.local_node.id} at "
@@ -205,6 +250,12 @@ class Agent:
             await self.done.wait()
             return 0
         finally:
+            if self._leaving is not None:
+                # A leave asked for during a join that failed: the client
+                # hears how it ended before the agent stops.
+                await asyncio.wait([self._leaving], timeout=LEAVE_ANSWER_GRACE)
+                if self._answers:
+                    await asyncio.wait(list(self._answers), timeout=LEAVE_ANSWER_GRACE)
             await self.server.close()
             with contextlib.suppress(Exception):
                 await self.cluster.close()

@@ -184,9 +184,31 @@ def tags(endpoint: str | None, set_: list[str], delete: list[str]) -> int:
     return 0
 
 
+# How long past the time the agent says a leave may take a client still waits.
+LEAVE_MARGIN = 5.0
+
+
+async def leave_answer(endpoint: str | None, timeout: float = 10.0) -> dict[str, Any]:
+    """Ask the agent to leave; its answer, waited for as long as the agent
+    says the leave may take (a leave during a join waits for the join), and
+    at least ``timeout`` seconds.
+
+    >>> await leave_answer("/tmp/a.sock")  # doctest: +SKIP
+    {'ok': True}
+    """
+    async with ControlClient(endpoint, timeout) as client:
+        status = await client.request({"op": "status"})
+        if not status.get("ok"):
+            raise ControlError(status.get("error", "the agent refused the status request"))
+        limit = max(timeout, float(status["leave_within"]) + LEAVE_MARGIN)
+        return await client.request({"op": "leave"}, timeout=limit)
+
+
 def leave(endpoint: str | None) -> int:
     """``clustermember leave``: make the agent leave gracefully and stop."""
-    asyncio.run(_request(endpoint, {"op": "leave"}))
+    resp = asyncio.run(leave_answer(endpoint))
+    if not resp.get("ok"):
+        raise ControlError(resp.get("error", "the agent refused the request"))
     print("left the cluster")
     return 0
 
