@@ -153,14 +153,29 @@ class Agent:
         return dict(self.cluster.tags)
 
     async def stream_events(self, writer: asyncio.StreamWriter) -> None:
-        """Write one JSON line per event until the client goes away."""
-        import json
+        """Write one JSON line per event until the client goes away (noticed
+        at once, not at the next event) or the events end.
 
-        # ``async with`` closes the subscription when the client goes away.
+        >>> await agent.stream_events(writer)  # doctest: +SKIP
+        """
+        # ``async with`` closes the subscription when the stream ends.
         async with self.cluster.subscribe() as events:
-            async for event in events:
-                writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
-                await writer.drain()
+
+            async def pump() -> None:
+                async for event in events:
+                    await send_line(writer, {"event": event_dict(event)})
+
+            streaming = asyncio.ensure_future(pump())
+            gone = asyncio.ensure_future(self.server.client_gone(writer))
+            try:
+                await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (streaming, gone):
+                    task.cancel()
+                await asyncio.gather(streaming, gone, return_exceptions=True)
+            failed = None if streaming.cancelled() else streaming.exception()
+            if failed is not None:  # the client broke the connection mid-line
+                raise failed
 
     def leave_within(self) -> float:
         """The longest, in seconds, a leave asked for now may take before it

@@ -127,6 +127,7 @@ class ControlServer:
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
         self._token: str | None = None
+        self._readers: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
 
     async def start(self) -> None:
         """Bind and start accepting. Raises ControlError if the endpoint is taken."""
@@ -204,7 +205,23 @@ class ControlServer:
         except Exception as exc:  # noqa: BLE001 - reported to the client, never dropped
             return {"ok": False, "error": error_text(exc)}
 
+    async def client_gone(self, writer: asyncio.StreamWriter) -> None:
+        """Return once the client of a connection has closed it (or it
+        broke). A streaming handler runs this beside its stream, so a client
+        that goes away is let go at once, not at the next line written; what
+        the client sends meanwhile is read and dropped.
+
+        >>> await server.client_gone(writer)  # doctest: +SKIP
+        """
+        reader = self._readers.get(writer)
+        if reader is None:
+            return
+        with contextlib.suppress(ConnectionError, OSError):
+            while await reader.read(MAX_LINE):
+                pass
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._readers[writer] = reader
         try:
             uid = _peer_uid(writer)
             if self.kind == "unix" and uid not in (None, os.getuid()):
@@ -249,6 +266,7 @@ class ControlServer:
             # The agent is shutting down with this client still connected.
             return
         finally:
+            self._readers.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

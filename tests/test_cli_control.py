@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import eventually
 
 from clustermember import ClusterConfig, ClusterMembership, JoinTimeout
 from clustermember.__main__ import build_parser, main
@@ -280,3 +281,24 @@ def test_an_error_without_a_message_is_never_printed_empty(
     assert main(["stats"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: TimeoutError") and err.count("\n") == 1, err
+
+
+async def test_events_clients_that_go_away_are_let_go_at_once(agent: Agent) -> None:
+    """No membership event happens here: each stream must end because its
+    client closed the connection, not because an event was written."""
+    baseline = len(asyncio.all_tasks())
+    writers = []
+    for _ in range(10):
+        _, w = await asyncio.open_unix_connection(agent.server.endpoint)
+        w.write(b'{"op":"events"}\n')
+        await w.drain()
+        writers.append(w)
+    await eventually(lambda: agent.cluster._subscriber_count == 10, "ten event streams")
+    for w in writers:
+        w.close()
+        await w.wait_closed()
+    await eventually(
+        lambda: agent.cluster._subscriber_count == 0 and len(asyncio.all_tasks()) == baseline,
+        "every stream, and its task, gone",
+        timeout=10,
+    )
