@@ -15,13 +15,19 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import signal
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from clustermember._cli import UsageError, check_states, parse_tag, tag_patterns, tags_match
+from clustermember._cli import (
+    TagFilters,
+    UsageError,
+    check_states,
+    parse_tag,
+    tag_patterns,
+    tags_match,
+)
 from clustermember._control import ControlError, ControlServer, send_line
 from clustermember._errors import ClusterError
 from clustermember._membership import JOIN_GRACE
@@ -41,9 +47,7 @@ def event_dict(event: Any) -> dict[str, Any]:
     return out
 
 
-def matches(
-    node: dict[str, Any], patterns: dict[str, re.Pattern[str]], states: list[str] | None
-) -> bool:
+def matches(node: dict[str, Any], patterns: TagFilters, states: list[str] | None) -> bool:
     """True if the member is in one of the states (any, if none are given)
     and every pattern fully matches the value of its tag.
 
@@ -62,6 +66,20 @@ def _mapping_of_str(value: object, what: str) -> dict[str, str]:
     ):
         raise ValueError(f"{what!r} must be an object of string keys and string values")
     return value
+
+
+def _tag_filters(value: object) -> list[tuple[str, str]]:
+    """The (key, regex) filters of a members request: an object, or a list
+    of [key, regex] pairs, where a key may come several times."""
+    if isinstance(value, dict):
+        return list(_mapping_of_str(value, "tags").items())
+    if isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in value
+    ):
+        return [(k, v) for k, v in value]
+    raise ValueError(
+        "'tags' must be an object of string keys and string values, or a list of [key, regex] pairs"
+    )
 
 
 def _list_of_str(value: object, what: str) -> list[str]:
@@ -120,7 +138,7 @@ class Agent:
         [{'id': 'w1', 'addr': '127.0.0.1:7947', 'state': 'alive', ...}]
         """
         try:
-            patterns = tag_patterns(_mapping_of_str(tags or {}, "tags"))
+            patterns = tag_patterns(_tag_filters(tags or {}))
             states = check_states(_list_of_str(status or [], "status"))
         except ValueError as exc:
             raise ControlError(str(exc)) from None

@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clustermember._control import ControlClient, ControlError
@@ -46,17 +46,21 @@ def check_states(states: list[str]) -> list[str]:
     return states
 
 
-def tag_patterns(tags: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
-    """Compile tag filters: the key is exact, the value a regular expression
-    that must match the whole tag value (as ``serf members -tag`` does).
+TagFilters = list[tuple[str, re.Pattern[str]]]
 
-    >>> tag_patterns({"role": "w.*"})["role"].fullmatch("worker") is not None
-    True
+
+def tag_patterns(tags: Mapping[str, str] | Sequence[tuple[str, str]]) -> TagFilters:
+    """Compile tag filters, each (key, value): the key is exact, the value a
+    regular expression that must match the whole tag value (as ``serf
+    members -tag`` does). A key may come several times: all must match.
+
+    >>> [(k, p.pattern) for k, p in tag_patterns([("role", "w.*"), ("role", "wo.*")])]
+    [('role', 'w.*'), ('role', 'wo.*')]
     """
-    out = {}
-    for key, value in tags.items():
+    out = []
+    for key, value in tags.items() if isinstance(tags, Mapping) else tags:
         try:
-            out[key] = re.compile(value)
+            out.append((key, re.compile(value)))
         except re.error as exc:
             raise ValueError(
                 f"tag filter {key}={value}: bad regular expression ({exc}); "
@@ -65,28 +69,30 @@ def tag_patterns(tags: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
     return out
 
 
-def tags_match(tags: Mapping[str, str], patterns: Mapping[str, re.Pattern[str]]) -> bool:
+def tags_match(tags: Mapping[str, str], patterns: TagFilters) -> bool:
     """True if every pattern fully matches the tag of its key (absent: no match).
 
     >>> tags_match({"role": "worker"}, tag_patterns({"role": "work"}))
     False
     """
-    return all(k in tags and p.fullmatch(tags[k]) is not None for k, p in patterns.items())
+    return all(k in tags and p.fullmatch(tags[k]) is not None for k, p in patterns)
 
 
 def filter_members(
     members: list[dict[str, Any]], tags: list[str], status: list[str]
 ) -> list[dict[str, Any]]:
     """The members in one of the states (any, if none) whose tags match every
-    ``key=regex`` filter in full.
+    ``key=regex`` filter in full (several filters of one key: all of them).
 
     >>> ms = [{"id": "a", "state": "alive", "tags": {"role": "worker"}},
     ...       {"id": "b", "state": "alive", "tags": {"role": "db"}}]
     >>> [m["id"] for m in filter_members(ms, ["role=w.*"], ["alive"])]
     ['a']
+    >>> filter_members(ms, ["role=db", "role=w.*"], [])
+    []
     """
     try:
-        patterns = tag_patterns(dict(parse_tag(t) for t in tags))
+        patterns = tag_patterns([parse_tag(t) for t in tags])
         states = check_states(status)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -160,7 +166,8 @@ def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) 
     # The agent applies the same filters (tag_patterns), so a large cluster's
     # answer stays small; they are applied here again so that this command
     # means the same whatever the agent does with them.
-    req = {"op": "members", "tags": dict(parse_tag(t) for t in tags), "status": status}
+    # A list of [key, regex] pairs, not an object: a key may come twice.
+    req = {"op": "members", "tags": [parse_tag(t) for t in tags], "status": status}
     found = filter_members(asyncio.run(_request(endpoint, req))["members"], tags, status)
     if fmt == "json":
         print(json.dumps(found, indent=2, sort_keys=True))
@@ -175,7 +182,11 @@ def tags(endpoint: str | None, set_: list[str], delete: list[str]) -> int:
 
     >>> tags(None, ["zone=eu-1"], ["role"])  # doctest: +SKIP
     """
-    req = {"op": "tags", "set": dict(parse_tag(t) for t in set_), "delete": delete}
+    changes = [parse_tag(t) for t in set_]
+    twice = sorted({k for k, _ in changes if [k2 for k2, _ in changes].count(k) > 1})
+    if twice:
+        raise UsageError(f"--set {twice[0]} given twice; give each tag once")
+    req = {"op": "tags", "set": dict(changes), "delete": delete}
     resp = asyncio.run(_request(endpoint, req))
     for k, v in sorted(resp["tags"].items()):
         print(f"{k}={v}")

@@ -146,6 +146,9 @@ def test_filters_match_whole_values() -> None:
     assert [m["id"] for m in filter_members(ms, ["role=w.*"], ["alive"])] == ["w1"]
     assert filter_members(ms, ["role=work"], []) == []  # a full match, not a search
     assert [m["id"] for m in filter_members(ms, ["role=db|web", "zone=eu"], [])] == ["d1"]
+    # Several filters of one key: all must match, none replaces another.
+    assert filter_members(ms, ["role=db", "role=w.*"], []) == []
+    assert [m["id"] for m in filter_members(ms, ["role=w.*", "role=wo.*"], [])] == ["w1"]
 
 
 def test_a_bad_status_or_regex_is_one_line_and_exit_code_1(
@@ -302,3 +305,25 @@ async def test_events_clients_that_go_away_are_let_go_at_once(agent: Agent) -> N
         "every stream, and its task, gone",
         timeout=10,
     )
+
+
+async def test_several_filters_of_one_tag_must_all_match(agent: Agent) -> None:
+    ep = agent.server.endpoint
+    rc, out, err = await cli(
+        "members", "--control", ep, "--tag", "role=db", "--tag", "role=w.*", "--format", "json"
+    )
+    assert rc == 0 and json.loads(out) == [], (out, err)
+    async with ControlClient(ep) as c:
+        both = await c.request({"op": "members", "tags": [["role", "db"], ["role", "d.*"]]})
+        clash = await c.request({"op": "members", "tags": [["role", "db"], ["role", "w.*"]]})
+        bad = await c.request({"op": "members", "tags": [["role"]]})
+    assert [m["id"] for m in both["members"]] == ["solo"] and clash["members"] == []
+    assert bad["ok"] is False and "[key, regex] pairs" in bad["error"]
+
+
+def test_one_tag_set_twice_is_refused_before_the_agent_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = str(tmp_path / "nobody.sock")
+    assert main(["tags", "--set", "a=1", "--set", "a=2", "--control", nobody]) == 1
+    assert capsys.readouterr().err == "error: --set a given twice; give each tag once\n"
