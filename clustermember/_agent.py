@@ -28,6 +28,7 @@ from clustermember._cli import (
     tag_patterns,
     tags_match,
 )
+from clustermember._config import TIME_RANGES, seconds_text
 from clustermember._control import ControlError, ControlServer, send_line
 from clustermember._errors import ClusterError
 from clustermember._membership import JOIN_GRACE
@@ -362,31 +363,48 @@ def env_name(option: str) -> str:
     return ENV_PREFIX + option.upper().replace("-", "_")
 
 
-def _number(option: str, value: object, where: str) -> float:
+def _number(what: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UsageError(f"{where}: {option} must be a number, not {value!r}")
+        raise UsageError(f"{what} must be a number, not {value!r}")
     try:
         number = float(value)
     except ValueError:
-        raise UsageError(f"{where}: {option} must be a number, not {value!r}") from None
+        raise UsageError(f"{what} must be a number, not {value!r}") from None
     if not math.isfinite(number) or number < 0:
-        raise UsageError(f"{where}: {option} must be a finite number >= 0, not {value!r}")
+        raise UsageError(f"{what} must be a finite number >= 0, not {value!r}")
     return number
 
 
-def convert(option: str, value: object, where: str) -> Any:
-    """An option's value, from a string (environment) or a TOML value (file),
-    as the agent uses it; a UsageError naming ``where`` if it is wrong.
+def _seconds(what: str, value: object, lo: float, hi: float) -> float:
+    """A number of seconds from lo to hi; a UsageError naming ``what``."""
+    number = _number(what, value) if isinstance(value, str) else value
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        if math.isfinite(number) and lo <= number <= hi:
+            return float(number)
+    raise UsageError(
+        f"{what} must be a number of seconds from {seconds_text(lo)} to {seconds_text(hi)}, "
+        f"not {value!r}"
+    )
+
+
+def convert(option: str, value: object, where: str, name: str | None = None) -> Any:
+    """An option's value, from a string (environment), a TOML value (file)
+    or a parsed flag, as the agent uses it; a UsageError naming ``where``
+    (a flag, a variable, a file) and the option as given there (``name``,
+    default the option) if it is wrong.
 
     >>> convert("join", "10.0.0.1:7946, 10.0.0.2:7946", "CLUSTERMEMBER_JOIN")
     ['10.0.0.1:7946', '10.0.0.2:7946']
     >>> convert("tag", {"role": "db"}, "cm.toml")
     {'role': 'db'}
+    >>> convert("join-timeout", "45", "CLUSTERMEMBER_JOIN_TIMEOUT")
+    45.0
     """
+    what = where if where.startswith("--") else f"{where}: {name or option}"
     if option == "join":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise UsageError(f"{where}: join must be a list of HOST:PORT strings, not {value!r}")
+            raise UsageError(f"{what} must be a list of HOST:PORT strings, not {value!r}")
         return [x.strip() for x in items if x.strip()]
     if option == "tag":
         if isinstance(value, dict):
@@ -395,26 +413,28 @@ def convert(option: str, value: object, where: str) -> Any:
             return dict(value)
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise UsageError(f"{where}: tag must be a table or a list of K=V, not {value!r}")
+            raise UsageError(f"{what} must be a table or a list of K=V, not {value!r}")
         return dict(parse_tag(x.strip()) for x in items if x.strip())
     if option == "insecure":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in TRUE + FALSE:
             return value.lower() in TRUE
-        raise UsageError(f"{where}: insecure must be true or false, not {value!r}")
+        raise UsageError(f"{what} must be true or false, not {value!r}")
     if option == "join-timeout":
-        return _number(option, value, where)
+        # The range the library checks, but named as the user gave it, and
+        # checked before the agent binds anything.
+        return _seconds(what, value, *TIME_RANGES["join_timeout"])
     if option == "fault-drop":
-        number = _number(option, value, where)
+        number = _number(what, value)
         if number > 1:
-            raise UsageError(f"{where}: fault-drop must be a fraction from 0 to 1, not {value!r}")
+            raise UsageError(f"{what} must be a fraction from 0 to 1, not {value!r}")
         return number
     if not isinstance(value, str) or not value:
-        raise UsageError(f"{where}: {option} must be a non-empty string, not {value!r}")
+        raise UsageError(f"{what} must be a non-empty string, not {value!r}")
     choices = {"profile": PROFILES, "log-level": LOG_LEVELS}.get(option)
     if choices and value.lower() not in choices:
-        raise UsageError(f"{where}: {option} must be one of {', '.join(choices)}, not {value!r}")
+        raise UsageError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
     return value.lower() if choices else value
 
 
@@ -469,7 +489,7 @@ def file_settings(path: str) -> dict[str, Any]:
             )
         if option in out:
             raise UsageError(f"config file {path}: {option} is given twice")
-        out[option] = convert(option, value, f"config file {path}")
+        out[option] = convert(option, value, f"config file {path}", key)
     return out
 
 
@@ -502,8 +522,9 @@ def agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict
     '127.0.0.1:0'
     """
     given = {k.replace("_", "-"): v for k, v in flags.items() if k.replace("_", "-") in DEFAULTS}
-    if "tag" in given:
-        given["tag"] = convert("tag", given["tag"], "--tag")
+    for option in ("tag", "join-timeout"):  # the others argparse has checked
+        if option in given:
+            given[option] = convert(option, given[option], f"--{option}")
     path = flags.get("config") or environ.get(env_name("config"))
     from_file = file_settings(path) if path else {}
     return resolve_settings(from_file, env_settings(environ), given)
