@@ -438,12 +438,47 @@ def convert(option: str, value: object, where: str, name: str | None = None) -> 
     return value.lower() if choices else value
 
 
+def env_names() -> list[str]:
+    """Every CLUSTERMEMBER_* variable the agent reads: one per option, the
+    secrets by value, and the config file's.
+
+    >>> env_names()[:2]
+    ['CLUSTERMEMBER_BIND', 'CLUSTERMEMBER_JOIN']
+    """
+    return [env_name(option) for option in (*DEFAULTS, *SECRETS, "config")]
+
+
+def check_env_names(environ: Mapping[str, str]) -> None:
+    """A UsageError for a set CLUSTERMEMBER_* variable the agent does not
+    read (a misspelt one would otherwise be ignored without a word), naming
+    the closest known one or all of them. An empty one counts as unset.
+
+    >>> check_env_names({"CLUSTERMEMBER_BIND": "127.0.0.1:7946"})
+    """
+    import difflib
+
+    known = env_names()
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or not environ[name]:
+            continue
+        # Compared without the prefix, which every name shares.
+        tails = {k[len(ENV_PREFIX) :]: k for k in known}
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], tails, n=2, cutoff=0.7)
+        hint = (
+            f"did you mean {' or '.join(tails[c] for c in close)}?"
+            if close
+            else f"the variables are {', '.join(known)}"
+        )
+        raise UsageError(f"unknown environment variable {name}: unset it ({hint})")
+
+
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     """The options set in the environment (an empty variable counts as unset).
 
     >>> env_settings({"CLUSTERMEMBER_BIND": "0.0.0.0:7946", "CLUSTERMEMBER_KEY": "k"})
     {'bind': '0.0.0.0:7946', 'key': 'k'}
     """
+    check_env_names(environ)
     out = {
         option: convert(option, environ[env_name(option)], env_name(option))
         for option in DEFAULTS

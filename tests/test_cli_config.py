@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clustermember.__main__ import build_parser, main
-from clustermember._agent import agent_settings, auth_settings, resolve_settings
+from clustermember._agent import agent_settings, auth_settings, env_names, resolve_settings
 from clustermember._cli import UsageError
 
 
@@ -197,3 +197,22 @@ def test_a_join_timeout_out_of_range_is_named_as_given_before_anything_binds(
         assert main([*argv, "--join-timeout", "0"]) == 1
     err = capsys.readouterr().err
     assert err == f"error: --join-timeout {wanted}0.0\n", err
+
+
+def test_an_unknown_clustermember_variable_is_an_error_naming_the_known_ones() -> None:
+    with pytest.raises(
+        UsageError,
+        match=r"CLUSTERMEMBER_CONFIG_FILE: unset it \(did you mean CLUSTERMEMBER_CONFIG\?\)$",
+    ):
+        settings([], {"CLUSTERMEMBER_CONFIG_FILE": "agent.toml"})
+    with pytest.raises(UsageError, match=r"CLUSTERMEMBER_TLS_KEY_FILE: .*CLUSTERMEMBER_TLS_KEY\?"):
+        settings([], {"CLUSTERMEMBER_TLS_KEY_FILE": "key.pem"})
+    with pytest.raises(UsageError) as err:
+        settings([], {"CLUSTERMEMBER_BOGUS": "1"})
+    assert str(err.value).startswith("unknown environment variable CLUSTERMEMBER_BOGUS")
+    assert "CLUSTERMEMBER_BIND" in str(err.value) and "CLUSTERMEMBER_CONFIG" in str(err.value)
+    # Every name the agent, the client commands and the docs use is known;
+    # an empty variable counts as unset; other prefixes are not ours.
+    known = {n: "" for n in env_names()} | {"CLUSTERMEMBER_BOGUS": "", "CM_SANITIZE": "1"}
+    assert settings([], known)["bind"] == "127.0.0.1:7946"
+    assert "CLUSTERMEMBER_CONTROL" in env_names()
