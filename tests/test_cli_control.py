@@ -21,7 +21,7 @@ from conftest import eventually
 from clustermember import ClusterConfig, ClusterMembership, JoinTimeout
 from clustermember.__main__ import build_parser, main
 from clustermember._agent import Agent, agent_settings, configure_logging
-from clustermember._cli import filter_members, leave_answer
+from clustermember._cli import agent_client, filter_members, leave_answer
 from clustermember._control import ControlClient, ControlError, ControlServer
 from clustermember._demo import Demo
 
@@ -327,3 +327,35 @@ def test_one_tag_set_twice_is_refused_before_the_agent_is_asked(
     nobody = str(tmp_path / "nobody.sock")
     assert main(["tags", "--set", "a=1", "--set", "a=2", "--control", nobody]) == 1
     assert capsys.readouterr().err == "error: --set a given twice; give each tag once\n"
+
+
+async def test_wait_retries_until_the_agent_answers_and_has_joined(
+    agent: Agent, tmp_path: Path
+) -> None:
+    with pytest.raises(ControlError, match=r"no agent is running at .*\(waited 0.2 s\)$"):
+        async with agent_client(str(tmp_path / "nobody.sock"), wait=0.2):
+            pass
+    ep = agent.server.endpoint
+    with pytest.raises(ControlError, match=r"has not joined its cluster after 0.2 s \(it is"):
+        async with agent_client(ep, wait=0.2):
+            pass
+    # An agent that starts, and joins, while the client waits.
+    later = ControlServer(str(tmp_path / "later.sock"), agent.handle)
+    ready = asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(start()))
+
+    async def start() -> None:
+        await later.start()
+        await asyncio.sleep(0.2)
+        await agent.cluster.join([])
+
+    try:
+        async with agent_client(later.endpoint, wait=30) as c:
+            assert agent.cluster.state == "joined"
+            assert (await c.request({"op": "members"}))["ok"] is True
+    finally:
+        ready.cancel()
+        await later.close()
+    assert build_parser().parse_args(["members", "--wait", "5"]).wait == 5.0
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["leave", "--wait", bad])
