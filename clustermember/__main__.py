@@ -77,12 +77,21 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _add_control(p: argparse.ArgumentParser) -> None:
+def _add_control(p: argparse.ArgumentParser, client: bool = True) -> None:
     p.add_argument(
         "--control",
         help="the agent's control endpoint: a Unix socket path or 127.0.0.1:PORT "
         "(default $CLUSTERMEMBER_CONTROL or a socket in the per-user runtime dir)",
     )
+    if client:
+        p.add_argument(
+            "--wait",
+            type=_cli.seconds,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait up to SECONDS for the agent to answer and to have joined its "
+            "cluster (one just started in the background); default 0: ask once",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="testing: drop this fraction of outgoing datagrams (0-1)",
     )
-    _add_control(a)
+    _add_control(a, client=False)
 
     m = sub.add_parser("members", help="list members", description="List the members.")
     m.add_argument(
@@ -190,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(exc: BaseException) -> str:
+    """What the command prints for an error: its message, or, for one that
+    has none (a bare TimeoutError), its kind and what to do, never nothing.
+
+    >>> error_message(TimeoutError())
+    'TimeoutError (no details); run the command again, and report it if it recurs'
+    """
+    text = str(exc).strip()
+    if text:
+        return text
+    return f"{type(exc).__name__} (no details); run the command again, and report it if it recurs"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clustermember`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -197,15 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "agent":
             return _agent(args)
         if args.command == "members":
-            return _cli.members(args.control, args.tag, args.status, args.format)
+            return _cli.members(args.control, args.tag, args.status, args.format, args.wait)
         if args.command == "tags":
-            return _cli.tags(args.control, args.set_, args.delete)
+            return _cli.tags(args.control, args.set_, args.delete, args.wait)
         if args.command == "leave":
-            return _cli.leave(args.control)
+            return _cli.leave(args.control, args.wait)
         if args.command == "stats":
-            return _cli.stats(args.control, args.format)
+            return _cli.stats(args.control, args.format, args.wait)
         if args.command == "events":
-            return _cli.events(args.control)
+            return _cli.events(args.control, args.wait)
         if args.command == "keygen":
             print(_cli.keygen())
             return 0
@@ -218,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return demo(args.nodes, args.seed)
     except (_cli.UsageError, ControlError) as exc:
-        return _cli.fail(str(exc))
+        return _cli.fail(error_message(exc))
     except Exception as exc:  # a library error: one line, no traceback
         from clustermember import ClusterError
 
@@ -226,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
             return _cli.fail(exc.strerror)  # its message names the address, without "[Errno N]"
         if isinstance(exc, (ClusterError, ValueError, TypeError, OSError)):
-            return _cli.fail(str(exc))
+            return _cli.fail(error_message(exc))
         raise
     return 2
 

@@ -15,17 +15,28 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import signal
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from clustermember._cli import UsageError, check_states, parse_tag, tag_patterns, tags_match
-from clustermember._control import ControlError, ControlServer
+from clustermember._cli import (
+    TagFilters,
+    UsageError,
+    check_states,
+    parse_tag,
+    tag_patterns,
+    tags_match,
+)
+from clustermember._config import TIME_RANGES, seconds_text
+from clustermember._control import ControlError, ControlServer, send_line
 from clustermember._errors import ClusterError
+from clustermember._membership import JOIN_GRACE
 
 log = logging.getLogger("clustermember.agent")
+
+# How long a stopping agent waits for a pending leave to be answered.
+LEAVE_ANSWER_GRACE = 5.0
 
 
 def event_dict(event: Any) -> dict[str, Any]:
@@ -37,9 +48,7 @@ def event_dict(event: Any) -> dict[str, Any]:
     return out
 
 
-def matches(
-    node: dict[str, Any], patterns: dict[str, re.Pattern[str]], states: list[str] | None
-) -> bool:
+def matches(node: dict[str, Any], patterns: TagFilters, states: list[str] | None) -> bool:
     """True if the member is in one of the states (any, if none are given)
     and every pattern fully matches the value of its tag.
 
@@ -60,6 +69,20 @@ def _mapping_of_str(value: object, what: str) -> dict[str, str]:
     return value
 
 
+def _tag_filters(value: object) -> list[tuple[str, str]]:
+    """The (key, regex) filters of a members request: an object, or a list
+    of [key, regex] pairs, where a key may come several times."""
+    if isinstance(value, dict):
+        return list(_mapping_of_str(value, "tags").items())
+    if isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in value
+    ):
+        return [(k, v) for k, v in value]
+    raise ValueError(
+        "'tags' must be an object of string keys and string values, or a list of [key, regex] pairs"
+    )
+
+
 def _list_of_str(value: object, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise ValueError(f"{what!r} must be a list of strings")
@@ -77,6 +100,8 @@ class Agent:
         self.done = asyncio.Event()
         self._signals = 0
         self._leaving: asyncio.Future[bool] | None = None
+        self._join_ends: float | None = None  # loop time by which the join has ended
+        self._answers: set[asyncio.Future[None]] = set()  # leave answers not yet sent
 
     async def handle(
         self, req: dict[str, Any], writer: asyncio.StreamWriter
@@ -91,12 +116,16 @@ class Agent:
             st = self.cluster.stats()
             flat = {"node_id": self.cluster.node_id, **st.flat()}
             return {"ok": True, "stats": st.to_dict(), "flat": flat}
+        if op == "status":
+            return {
+                "ok": True,
+                "node_id": self.cluster.node_id,
+                "state": self.cluster.state,
+                "leave_within": self.leave_within(),
+            }
         if op == "leave":
-            self.begin_leave()
-            assert self._leaving is not None
-            if not await self._leaving:
-                return {"ok": False, "error": "the node had not joined: nobody was told"}
-            return {"ok": True}
+            await self.answer_leave(writer)
+            return None
         if op == "events":
             await self.stream_events(writer)
             return None
@@ -110,7 +139,7 @@ class Agent:
         [{'id': 'w1', 'addr': '127.0.0.1:7947', 'state': 'alive', ...}]
         """
         try:
-            patterns = tag_patterns(_mapping_of_str(tags or {}, "tags"))
+            patterns = tag_patterns(_tag_filters(tags or {}))
             states = check_states(_list_of_str(status or [], "status"))
         except ValueError as exc:
             raise ControlError(str(exc)) from None
@@ -143,14 +172,63 @@ class Agent:
         return dict(self.cluster.tags)
 
     async def stream_events(self, writer: asyncio.StreamWriter) -> None:
-        """Write one JSON line per event until the client goes away."""
-        import json
+        """Write one JSON line per event until the client goes away (noticed
+        at once, not at the next event) or the events end.
 
-        # ``async with`` closes the subscription when the client goes away.
+        >>> await agent.stream_events(writer)  # doctest: +SKIP
+        """
+        # ``async with`` closes the subscription when the stream ends.
         async with self.cluster.subscribe() as events:
-            async for event in events:
-                writer.write(json.dumps({"event": event_dict(event)}).encode() + b"\n")
-                await writer.drain()
+
+            async def pump() -> None:
+                async for event in events:
+                    await send_line(writer, {"event": event_dict(event)})
+
+            streaming = asyncio.ensure_future(pump())
+            gone = asyncio.ensure_future(self.server.client_gone(writer))
+            try:
+                await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (streaming, gone):
+                    task.cancel()
+                await asyncio.gather(streaming, gone, return_exceptions=True)
+            failed = None if streaming.cancelled() else streaming.exception()
+            if failed is not None:  # the client broke the connection mid-line
+                raise failed
+
+    def leave_within(self) -> float:
+        """The longest, in seconds, a leave asked for now may take before it
+        is answered: the rest of a join still to come or in progress (a
+        leave waits for it), then the leave itself. Clients wait this long.
+
+        >>> agent.leave_within()  # doctest: +SKIP
+        10.0
+        """
+        leave = float(self.cluster.config.leave_timeout) + JOIN_GRACE
+        if self._join_ends is None:  # the join has not begun: all of it is to come
+            return leave + self.join_timeout + JOIN_GRACE
+        if self.cluster.state == "joining":
+            return leave + max(0.0, self._join_ends - asyncio.get_running_loop().time())
+        return leave
+
+    async def answer_leave(self, writer: asyncio.StreamWriter) -> None:
+        """Leave (once), and answer this client when the leave has ended,
+        even if the agent is stopping then (its join failed): ``run`` waits
+        for every leave answer before it returns.
+
+        >>> await agent.answer_leave(writer)  # doctest: +SKIP
+        """
+        self.begin_leave()
+        assert self._leaving is not None
+        answered = asyncio.get_running_loop().create_future()
+        self._answers.add(answered)
+        try:
+            left = await asyncio.shield(self._leaving)
+            answer = {"ok": False, "error": "the node had not joined: nobody was told"}
+            await send_line(writer, {"ok": True} if left else answer)
+        finally:
+            answered.set_result(None)
+            self._answers.discard(answered)
 
     def begin_leave(self) -> None:
         """Start a graceful leave (once), then stop."""
@@ -196,6 +274,7 @@ class Agent:
                 "node %s listening on %s", self.cluster.local_node.id, self.cluster.local_node.addr
             )
             # The library logs the join, failures and id conflicts itself.
+            self._join_ends = loop.time() + self.join_timeout + JOIN_GRACE
             await self.cluster.join(self.seeds, timeout=self.join_timeout)
             print(
                 f"agent ready: node {self.cluster.local_node.id} at "
@@ -205,6 +284,12 @@ class Agent:
             await self.done.wait()
             return 0
         finally:
+            if self._leaving is not None:
+                # A leave asked for during a join that failed: the client
+                # hears how it ended before the agent stops.
+                await asyncio.wait([self._leaving], timeout=LEAVE_ANSWER_GRACE)
+                if self._answers:
+                    await asyncio.wait(list(self._answers), timeout=LEAVE_ANSWER_GRACE)
             await self.server.close()
             with contextlib.suppress(Exception):
                 await self.cluster.close()
@@ -278,31 +363,48 @@ def env_name(option: str) -> str:
     return ENV_PREFIX + option.upper().replace("-", "_")
 
 
-def _number(option: str, value: object, where: str) -> float:
+def _number(what: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UsageError(f"{where}: {option} must be a number, not {value!r}")
+        raise UsageError(f"{what} must be a number, not {value!r}")
     try:
         number = float(value)
     except ValueError:
-        raise UsageError(f"{where}: {option} must be a number, not {value!r}") from None
+        raise UsageError(f"{what} must be a number, not {value!r}") from None
     if not math.isfinite(number) or number < 0:
-        raise UsageError(f"{where}: {option} must be a finite number >= 0, not {value!r}")
+        raise UsageError(f"{what} must be a finite number >= 0, not {value!r}")
     return number
 
 
-def convert(option: str, value: object, where: str) -> Any:
-    """An option's value, from a string (environment) or a TOML value (file),
-    as the agent uses it; a UsageError naming ``where`` if it is wrong.
+def _seconds(what: str, value: object, lo: float, hi: float) -> float:
+    """A number of seconds from lo to hi; a UsageError naming ``what``."""
+    number = _number(what, value) if isinstance(value, str) else value
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        if math.isfinite(number) and lo <= number <= hi:
+            return float(number)
+    raise UsageError(
+        f"{what} must be a number of seconds from {seconds_text(lo)} to {seconds_text(hi)}, "
+        f"not {value!r}"
+    )
+
+
+def convert(option: str, value: object, where: str, name: str | None = None) -> Any:
+    """An option's value, from a string (environment), a TOML value (file)
+    or a parsed flag, as the agent uses it; a UsageError naming ``where``
+    (a flag, a variable, a file) and the option as given there (``name``,
+    default the option) if it is wrong.
 
     >>> convert("join", "10.0.0.1:7946, 10.0.0.2:7946", "CLUSTERMEMBER_JOIN")
     ['10.0.0.1:7946', '10.0.0.2:7946']
     >>> convert("tag", {"role": "db"}, "cm.toml")
     {'role': 'db'}
+    >>> convert("join-timeout", "45", "CLUSTERMEMBER_JOIN_TIMEOUT")
+    45.0
     """
+    what = where if where.startswith("--") else f"{where}: {name or option}"
     if option == "join":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise UsageError(f"{where}: join must be a list of HOST:PORT strings, not {value!r}")
+            raise UsageError(f"{what} must be a list of HOST:PORT strings, not {value!r}")
         return [x.strip() for x in items if x.strip()]
     if option == "tag":
         if isinstance(value, dict):
@@ -311,27 +413,63 @@ def convert(option: str, value: object, where: str) -> Any:
             return dict(value)
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise UsageError(f"{where}: tag must be a table or a list of K=V, not {value!r}")
+            raise UsageError(f"{what} must be a table or a list of K=V, not {value!r}")
         return dict(parse_tag(x.strip()) for x in items if x.strip())
     if option == "insecure":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in TRUE + FALSE:
             return value.lower() in TRUE
-        raise UsageError(f"{where}: insecure must be true or false, not {value!r}")
+        raise UsageError(f"{what} must be true or false, not {value!r}")
     if option == "join-timeout":
-        return _number(option, value, where)
+        # The range the library checks, but named as the user gave it, and
+        # checked before the agent binds anything.
+        return _seconds(what, value, *TIME_RANGES["join_timeout"])
     if option == "fault-drop":
-        number = _number(option, value, where)
+        number = _number(what, value)
         if number > 1:
-            raise UsageError(f"{where}: fault-drop must be a fraction from 0 to 1, not {value!r}")
+            raise UsageError(f"{what} must be a fraction from 0 to 1, not {value!r}")
         return number
     if not isinstance(value, str) or not value:
-        raise UsageError(f"{where}: {option} must be a non-empty string, not {value!r}")
+        raise UsageError(f"{what} must be a non-empty string, not {value!r}")
     choices = {"profile": PROFILES, "log-level": LOG_LEVELS}.get(option)
     if choices and value.lower() not in choices:
-        raise UsageError(f"{where}: {option} must be one of {', '.join(choices)}, not {value!r}")
+        raise UsageError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
     return value.lower() if choices else value
+
+
+def env_names() -> list[str]:
+    """Every CLUSTERMEMBER_* variable the agent reads: one per option, the
+    secrets by value, and the config file's.
+
+    >>> env_names()[:2]
+    ['CLUSTERMEMBER_BIND', 'CLUSTERMEMBER_JOIN']
+    """
+    return [env_name(option) for option in (*DEFAULTS, *SECRETS, "config")]
+
+
+def check_env_names(environ: Mapping[str, str]) -> None:
+    """A UsageError for a set CLUSTERMEMBER_* variable the agent does not
+    read (a misspelt one would otherwise be ignored without a word), naming
+    the closest known one or all of them. An empty one counts as unset.
+
+    >>> check_env_names({"CLUSTERMEMBER_BIND": "127.0.0.1:7946"})
+    """
+    import difflib
+
+    known = env_names()
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or not environ[name]:
+            continue
+        # Compared without the prefix, which every name shares.
+        tails = {k[len(ENV_PREFIX) :]: k for k in known}
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], tails, n=2, cutoff=0.7)
+        hint = (
+            f"did you mean {' or '.join(tails[c] for c in close)}?"
+            if close
+            else f"the variables are {', '.join(known)}"
+        )
+        raise UsageError(f"unknown environment variable {name}: unset it ({hint})")
 
 
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -340,6 +478,7 @@ def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     >>> env_settings({"CLUSTERMEMBER_BIND": "0.0.0.0:7946", "CLUSTERMEMBER_KEY": "k"})
     {'bind': '0.0.0.0:7946', 'key': 'k'}
     """
+    check_env_names(environ)
     out = {
         option: convert(option, environ[env_name(option)], env_name(option))
         for option in DEFAULTS
@@ -385,7 +524,7 @@ def file_settings(path: str) -> dict[str, Any]:
             )
         if option in out:
             raise UsageError(f"config file {path}: {option} is given twice")
-        out[option] = convert(option, value, f"config file {path}")
+        out[option] = convert(option, value, f"config file {path}", key)
     return out
 
 
@@ -418,8 +557,9 @@ def agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict
     '127.0.0.1:0'
     """
     given = {k.replace("_", "-"): v for k, v in flags.items() if k.replace("_", "-") in DEFAULTS}
-    if "tag" in given:
-        given["tag"] = convert("tag", given["tag"], "--tag")
+    for option in ("tag", "join-timeout"):  # the others argparse has checked
+        if option in given:
+            given[option] = convert(option, given[option], f"--{option}")
     path = flags.get("config") or environ.get(env_name("config"))
     from_file = file_settings(path) if path else {}
     return resolve_settings(from_file, env_settings(environ), given)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from clustermember._control import ControlClient, ControlError
@@ -46,17 +47,21 @@ def check_states(states: list[str]) -> list[str]:
     return states
 
 
-def tag_patterns(tags: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
-    """Compile tag filters: the key is exact, the value a regular expression
-    that must match the whole tag value (as ``serf members -tag`` does).
+TagFilters = list[tuple[str, re.Pattern[str]]]
 
-    >>> tag_patterns({"role": "w.*"})["role"].fullmatch("worker") is not None
-    True
+
+def tag_patterns(tags: Mapping[str, str] | Sequence[tuple[str, str]]) -> TagFilters:
+    """Compile tag filters, each (key, value): the key is exact, the value a
+    regular expression that must match the whole tag value (as ``serf
+    members -tag`` does). A key may come several times: all must match.
+
+    >>> [(k, p.pattern) for k, p in tag_patterns([("role", "w.*"), ("role", "wo.*")])]
+    [('role', 'w.*'), ('role', 'wo.*')]
     """
-    out = {}
-    for key, value in tags.items():
+    out = []
+    for key, value in tags.items() if isinstance(tags, Mapping) else tags:
         try:
-            out[key] = re.compile(value)
+            out.append((key, re.compile(value)))
         except re.error as exc:
             raise ValueError(
                 f"tag filter {key}={value}: bad regular expression ({exc}); "
@@ -65,28 +70,30 @@ def tag_patterns(tags: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
     return out
 
 
-def tags_match(tags: Mapping[str, str], patterns: Mapping[str, re.Pattern[str]]) -> bool:
+def tags_match(tags: Mapping[str, str], patterns: TagFilters) -> bool:
     """True if every pattern fully matches the tag of its key (absent: no match).
 
     >>> tags_match({"role": "worker"}, tag_patterns({"role": "work"}))
     False
     """
-    return all(k in tags and p.fullmatch(tags[k]) is not None for k, p in patterns.items())
+    return all(k in tags and p.fullmatch(tags[k]) is not None for k, p in patterns)
 
 
 def filter_members(
     members: list[dict[str, Any]], tags: list[str], status: list[str]
 ) -> list[dict[str, Any]]:
     """The members in one of the states (any, if none) whose tags match every
-    ``key=regex`` filter in full.
+    ``key=regex`` filter in full (several filters of one key: all of them).
 
     >>> ms = [{"id": "a", "state": "alive", "tags": {"role": "worker"}},
     ...       {"id": "b", "state": "alive", "tags": {"role": "db"}}]
     >>> [m["id"] for m in filter_members(ms, ["role=w.*"], ["alive"])]
     ['a']
+    >>> filter_members(ms, ["role=db", "role=w.*"], [])
+    []
     """
     try:
-        patterns = tag_patterns(dict(parse_tag(t) for t in tags))
+        patterns = tag_patterns([parse_tag(t) for t in tags])
         states = check_states(status)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -97,21 +104,38 @@ def filter_members(
     ]
 
 
+def _number_in(text: str, lo: float, hi: float, what: str, example: str) -> float:
+    """An argparse value: a number from lo to hi, else an error that says
+    what to give."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; give {what} such as {example}"
+        ) from None
+    if not lo <= v <= hi:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside {lo:g}-{hi:g}; give {what} such as {example}"
+        )
+    return v
+
+
 def fraction(text: str) -> float:
     """An argparse type: a number from 0 to 1.
 
     >>> fraction("0.1")
     0.1
     """
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number; give a fraction such as 0.1"
-        ) from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0-1; give a fraction such as 0.1")
-    return v
+    return _number_in(text, 0.0, 1.0, "a fraction", "0.1")
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds from 0 to 3,600.
+
+    >>> seconds("30")
+    30.0
+    """
+    return _number_in(text, 0.0, 3600.0, "a number of seconds", "30")
 
 
 def keygen() -> str:
@@ -142,15 +166,63 @@ def format_members(members: list[dict[str, Any]]) -> str:
     return _table(rows, ["NODE", "ADDRESS", "STATE", "INC", "TAGS"])
 
 
-async def _request(endpoint: str | None, req: dict[str, Any]) -> dict[str, Any]:
-    async with ControlClient(endpoint) as client:
+# An agent in these states has not joined yet: ``--wait`` waits on.
+NOT_READY = ("new", "started", "joining")
+
+
+@contextlib.asynccontextmanager
+async def agent_client(
+    endpoint: str | None, wait: float = 0.0, timeout: float = 10.0
+) -> AsyncIterator[ControlClient]:
+    """A connected client of the agent. With ``wait`` > 0, first retry for
+    up to ``wait`` seconds until an agent answers there and has joined its
+    cluster (as ``--wait`` does: for an agent just started in the background).
+
+    >>> async with agent_client("/tmp/a.sock", wait=30) as client:  # doctest: +SKIP
+    ...     print(await client.request({"op": "members"}))
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait
+    while True:
+        client = ControlClient(endpoint, timeout)
+        try:
+            await client.__aenter__()
+        except ControlError as exc:
+            if loop.time() >= end:
+                raise ControlError(f"{exc} (waited {wait:g} s)" if wait > 0 else str(exc)) from None
+            await asyncio.sleep(0.1)
+            continue
+        try:
+            state = (await client.request({"op": "status"})).get("state") if wait > 0 else None
+        except BaseException:
+            await client.__aexit__(None, None, None)
+            raise
+        if state not in NOT_READY:
+            break
+        await client.__aexit__(None, None, None)
+        if loop.time() >= end:
+            raise ControlError(
+                f"the agent at {client.endpoint} has not joined its cluster after {wait:g} s "
+                f"(it is {state}); wait longer (--wait) or see its log"
+            )
+        await asyncio.sleep(0.1)
+    try:
+        yield client
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+async def _request(endpoint: str | None, req: dict[str, Any], wait: float = 0.0) -> dict[str, Any]:
+    async with agent_client(endpoint, wait) as client:
         resp = await client.request(req)
     if not resp.get("ok"):
         raise ControlError(resp.get("error", "the agent refused the request"))
     return resp
 
 
-def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) -> int:
+def members(
+    endpoint: str | None, tags: list[str], status: list[str], fmt: str, wait: float = 0.0
+) -> int:
     """``clustermember members``: print the members, filtered here by state
     and by tag regular expressions.
 
@@ -160,8 +232,9 @@ def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) 
     # The agent applies the same filters (tag_patterns), so a large cluster's
     # answer stays small; they are applied here again so that this command
     # means the same whatever the agent does with them.
-    req = {"op": "members", "tags": dict(parse_tag(t) for t in tags), "status": status}
-    found = filter_members(asyncio.run(_request(endpoint, req))["members"], tags, status)
+    # A list of [key, regex] pairs, not an object: a key may come twice.
+    req = {"op": "members", "tags": [parse_tag(t) for t in tags], "status": status}
+    found = filter_members(asyncio.run(_request(endpoint, req, wait))["members"], tags, status)
     if fmt == "json":
         print(json.dumps(found, indent=2, sort_keys=True))
     else:
@@ -169,14 +242,18 @@ def members(endpoint: str | None, tags: list[str], status: list[str], fmt: str) 
     return 0
 
 
-def tags(endpoint: str | None, set_: list[str], delete: list[str]) -> int:
+def tags(endpoint: str | None, set_: list[str], delete: list[str], wait: float = 0.0) -> int:
     """``clustermember tags``: change this agent's tags (all or none of the
     change applies) and print the resulting tags; with no option, only print.
 
     >>> tags(None, ["zone=eu-1"], ["role"])  # doctest: +SKIP
     """
-    req = {"op": "tags", "set": dict(parse_tag(t) for t in set_), "delete": delete}
-    resp = asyncio.run(_request(endpoint, req))
+    changes = [parse_tag(t) for t in set_]
+    twice = sorted({k for k, _ in changes if [k2 for k2, _ in changes].count(k) > 1})
+    if twice:
+        raise UsageError(f"--set {twice[0]} given twice; give each tag once")
+    req = {"op": "tags", "set": dict(changes), "delete": delete}
+    resp = asyncio.run(_request(endpoint, req, wait))
     for k, v in sorted(resp["tags"].items()):
         print(f"{k}={v}")
     if not resp["tags"]:
@@ -184,21 +261,45 @@ def tags(endpoint: str | None, set_: list[str], delete: list[str]) -> int:
     return 0
 
 
-def leave(endpoint: str | None) -> int:
+# How long past the time the agent says a leave may take a client still waits.
+LEAVE_MARGIN = 5.0
+
+
+async def leave_answer(
+    endpoint: str | None, timeout: float = 10.0, wait: float = 0.0
+) -> dict[str, Any]:
+    """Ask the agent to leave; its answer, waited for as long as the agent
+    says the leave may take (a leave during a join waits for the join), and
+    at least ``timeout`` seconds.
+
+    >>> await leave_answer("/tmp/a.sock")  # doctest: +SKIP
+    {'ok': True}
+    """
+    async with agent_client(endpoint, wait, timeout) as client:
+        status = await client.request({"op": "status"})
+        if not status.get("ok"):
+            raise ControlError(status.get("error", "the agent refused the status request"))
+        limit = max(timeout, float(status["leave_within"]) + LEAVE_MARGIN)
+        return await client.request({"op": "leave"}, timeout=limit)
+
+
+def leave(endpoint: str | None, wait: float = 0.0) -> int:
     """``clustermember leave``: make the agent leave gracefully and stop."""
-    asyncio.run(_request(endpoint, {"op": "leave"}))
+    resp = asyncio.run(leave_answer(endpoint, wait=wait))
+    if not resp.get("ok"):
+        raise ControlError(resp.get("error", "the agent refused the request"))
     print("left the cluster")
     return 0
 
 
-def stats(endpoint: str | None, fmt: str) -> int:
+def stats(endpoint: str | None, fmt: str, wait: float = 0.0) -> int:
     """``clustermember stats``: print the agent's figures, one per line
     (or as one flat JSON object): ``node_id``, then
     :meth:`ClusterStats.flat`'s names, the same a Python service reads.
 
     >>> stats(None, "json")  # doctest: +SKIP
     """
-    resp = asyncio.run(_request(endpoint, {"op": "stats"}))
+    resp = asyncio.run(_request(endpoint, {"op": "stats"}, wait))
     flat: dict[str, Any] = resp["flat"]
     if fmt == "json":
         print(json.dumps(flat, indent=2))
@@ -209,11 +310,11 @@ def stats(endpoint: str | None, fmt: str) -> int:
     return 0
 
 
-def events(endpoint: str | None) -> int:
+def events(endpoint: str | None, wait: float = 0.0) -> int:
     """``clustermember events``: stream events as JSON lines until interrupted."""
 
     async def run() -> None:
-        async with ControlClient(endpoint) as client:
+        async with agent_client(endpoint, wait) as client:
             async for line in client.stream({"op": "events"}):
                 if "event" in line:
                     print(json.dumps(line["event"]), flush=True)

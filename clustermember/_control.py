@@ -104,7 +104,11 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return uid
 
 
-async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+async def send_line(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+    """Write one object as one JSON line and wait until it may be sent.
+
+    >>> await send_line(writer, {"ok": True})  # doctest: +SKIP
+    """
     writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
     await writer.drain()
 
@@ -123,6 +127,7 @@ class ControlServer:
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
         self._token: str | None = None
+        self._readers: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
 
     async def start(self) -> None:
         """Bind and start accepting. Raises ControlError if the endpoint is taken."""
@@ -200,18 +205,34 @@ class ControlServer:
         except Exception as exc:  # noqa: BLE001 - reported to the client, never dropped
             return {"ok": False, "error": error_text(exc)}
 
+    async def client_gone(self, writer: asyncio.StreamWriter) -> None:
+        """Return once the client of a connection has closed it (or it
+        broke). A streaming handler runs this beside its stream, so a client
+        that goes away is let go at once, not at the next line written; what
+        the client sends meanwhile is read and dropped.
+
+        >>> await server.client_gone(writer)  # doctest: +SKIP
+        """
+        reader = self._readers.get(writer)
+        if reader is None:
+            return
+        with contextlib.suppress(ConnectionError, OSError):
+            while await reader.read(MAX_LINE):
+                pass
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._readers[writer] = reader
         try:
             uid = _peer_uid(writer)
             if self.kind == "unix" and uid not in (None, os.getuid()):
-                await _send(writer, {"ok": False, "error": "permission denied"})
+                await send_line(writer, {"ok": False, "error": "permission denied"})
                 return
             authed = self.kind == "unix"
             while True:
                 try:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    await _send(writer, {"ok": False, "error": "request line too long"})
+                    await send_line(writer, {"ok": False, "error": "request line too long"})
                     return
                 if not line:
                     return
@@ -220,29 +241,32 @@ class ControlServer:
                     if not isinstance(req, dict):
                         raise ValueError("not an object")
                 except (ValueError, RecursionError):
-                    await _send(writer, {"ok": False, "error": "request is not a JSON object"})
+                    await send_line(writer, {"ok": False, "error": "request is not a JSON object"})
                     continue
                 if not authed:
                     got = req.get("token")
                     if not isinstance(got, str) or not hmac.compare_digest(
                         got.encode(), (self._token or "").encode()
                     ):
-                        await _send(writer, {"ok": False, "error": "bad or missing control token"})
+                        await send_line(
+                            writer, {"ok": False, "error": "bad or missing control token"}
+                        )
                         return
                     authed = True
                     if "op" not in req:
-                        await _send(writer, {"ok": True})
+                        await send_line(writer, {"ok": True})
                         continue
                 resp = await self._answer(req, writer)
                 if resp is None:  # a streaming operation that has finished
                     return
-                await _send(writer, resp)
+                await send_line(writer, resp)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         except asyncio.CancelledError:
             # The agent is shutting down with this client still connected.
             return
         finally:
+            self._readers.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -318,11 +342,25 @@ class ControlClient:
             with contextlib.suppress(Exception):
                 await self._writer.wait_closed()
 
-    async def request(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and return its response object."""
+    async def request(self, req: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and return its response object; a ControlError
+        naming the agent and the operation if no answer comes within
+        ``timeout`` seconds (default: the client's).
+
+        >>> await client.request({"op": "leave"}, timeout=60.0)  # doctest: +SKIP
+        {'ok': True}
+        """
         assert self._writer is not None and self._reader is not None
-        await _send(self._writer, req)
-        line = await asyncio.wait_for(self._reader.readline(), self.timeout)
+        wait = self.timeout if timeout is None else timeout
+        await send_line(self._writer, req)
+        try:
+            line = await asyncio.wait_for(self._reader.readline(), wait)
+        except asyncio.TimeoutError:
+            raise ControlError(
+                f"the agent at {self.endpoint} did not answer the {req.get('op', 'token')} "
+                f"request within {wait:g} s; it may be stuck: see its log, and stop it "
+                "(SIGTERM) if it does not recover"
+            ) from None
         if not line:
             raise ControlError(f"the agent at {self.endpoint} closed the connection")
         resp = json.loads(line)
@@ -333,7 +371,7 @@ class ControlClient:
     async def stream(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Send a streaming request and yield each line until the agent stops."""
         assert self._writer is not None and self._reader is not None
-        await _send(self._writer, req)
+        await send_line(self._writer, req)
         while True:
             line = await self._reader.readline()
             if not line:

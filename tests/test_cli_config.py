@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import pytest
 
 from clustermember.__main__ import build_parser, main
-from clustermember._agent import agent_settings, auth_settings, resolve_settings
+from clustermember._agent import agent_settings, auth_settings, env_names, resolve_settings
 from clustermember._cli import UsageError
 
 
@@ -169,3 +170,49 @@ def test_no_key_names_the_flags_not_the_python_arguments(
     assert "cluster_key=" not in err and "insecure=True" not in err
     assert main(["agent", "--tls-ca", "ca.pem"]) == 1
     assert "needs all of --tls-ca, --tls-cert and --tls-key" in capsys.readouterr().err
+
+
+def test_a_join_timeout_out_of_range_is_named_as_given_before_anything_binds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wanted = "must be a number of seconds from 0.1 to 3,600, not "
+    for value in ("0", "1e9", "nan", "-1"):
+        with pytest.raises(UsageError, match=rf"^--join-timeout {wanted}"):
+            settings(["--join-timeout", value])
+    with pytest.raises(
+        UsageError, match=rf"^CLUSTERMEMBER_JOIN_TIMEOUT: join-timeout {wanted}'0'$"
+    ):
+        settings([], {"CLUSTERMEMBER_JOIN_TIMEOUT": "0"})
+    path = tmp_path / "agent.toml"
+    path.write_text("join_timeout = 1e9\n")
+    with pytest.raises(UsageError, match=rf"agent.toml: join_timeout {wanted}1000000000.0$"):
+        settings(["--config", str(path)])
+    assert settings(["--join-timeout", "0.1"])["join-timeout"] == 0.1
+    # Refused before the node binds its port: the port held here would
+    # otherwise be the error.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{held.getsockname()[1]}"
+        argv = ["agent", "--insecure", "--bind", addr, "--control", str(tmp_path / "a.sock")]
+        assert main([*argv, "--join-timeout", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --join-timeout {wanted}0.0\n", err
+
+
+def test_an_unknown_clustermember_variable_is_an_error_naming_the_known_ones() -> None:
+    with pytest.raises(
+        UsageError,
+        match=r"CLUSTERMEMBER_CONFIG_FILE: unset it \(did you mean CLUSTERMEMBER_CONFIG\?\)$",
+    ):
+        settings([], {"CLUSTERMEMBER_CONFIG_FILE": "agent.toml"})
+    with pytest.raises(UsageError, match=r"CLUSTERMEMBER_TLS_KEY_FILE: .*CLUSTERMEMBER_TLS_KEY\?"):
+        settings([], {"CLUSTERMEMBER_TLS_KEY_FILE": "key.pem"})
+    with pytest.raises(UsageError) as err:
+        settings([], {"CLUSTERMEMBER_BOGUS": "1"})
+    assert str(err.value).startswith("unknown environment variable CLUSTERMEMBER_BOGUS")
+    assert "CLUSTERMEMBER_BIND" in str(err.value) and "CLUSTERMEMBER_CONFIG" in str(err.value)
+    # Every name the agent, the client commands and the docs use is known;
+    # an empty variable counts as unset; other prefixes are not ours.
+    known = {n: "" for n in env_names()} | {"CLUSTERMEMBER_BOGUS": "", "CM_SANITIZE": "1"}
+    assert settings([], known)["bind"] == "127.0.0.1:7946"
+    assert "CLUSTERMEMBER_CONTROL" in env_names()

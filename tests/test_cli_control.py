@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import eventually
 
-from clustermember import ClusterConfig, ClusterMembership
+from clustermember import ClusterConfig, ClusterMembership, JoinTimeout
 from clustermember.__main__ import build_parser, main
 from clustermember._agent import Agent, agent_settings, configure_logging
-from clustermember._cli import filter_members
+from clustermember._cli import agent_client, filter_members, leave_answer
 from clustermember._control import ControlClient, ControlError, ControlServer
 from clustermember._demo import Demo
 
@@ -145,6 +146,9 @@ def test_filters_match_whole_values() -> None:
     assert [m["id"] for m in filter_members(ms, ["role=w.*"], ["alive"])] == ["w1"]
     assert filter_members(ms, ["role=work"], []) == []  # a full match, not a search
     assert [m["id"] for m in filter_members(ms, ["role=db|web", "zone=eu"], [])] == ["d1"]
+    # Several filters of one key: all must match, none replaces another.
+    assert filter_members(ms, ["role=db", "role=w.*"], []) == []
+    assert [m["id"] for m in filter_members(ms, ["role=w.*", "role=wo.*"], [])] == ["w1"]
 
 
 def test_a_bad_status_or_regex_is_one_line_and_exit_code_1(
@@ -193,33 +197,47 @@ def test_the_demo_takes_a_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--port 65535 leaves no room" in capsys.readouterr().err
 
 
-async def test_a_leave_during_the_join_waits_for_it_and_says_what_happened(
-    tmp_path: Path,
-) -> None:
+def test_a_leave_during_the_join_waits_for_it_and_says_what_happened(tmp_path: Path) -> None:
     """A leave asked for while the agent is still joining (its seed never
     answers) is answered once the join has ended, and says nobody was told,
-    instead of {"ok": true} for a leave that left nothing."""
+    instead of {"ok": true} for a leave that left nothing.
+
+    The agent runs as ``clustermember agent`` runs it: in the main thread,
+    in its own asyncio.run, which cancels whatever is left once the agent
+    returns (here: its join failed), so the answer must be sent before."""
+    import threading
+    import time
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         silent = f"127.0.0.1:{s.getsockname()[1]}"  # closed again below: nobody there
     cluster = ClusterMembership("127.0.0.1:0", ClusterConfig.local(insecure=True, node_id="x"))
-    ag = Agent(cluster, str(tmp_path / "a.sock"), [silent], 2.0)
-    run = asyncio.create_task(ag.run())
-    try:
-        for _ in range(3000):
-            if cluster.state == "joining":
-                break
-            await asyncio.sleep(0.01)
-        assert cluster.state == "joining"
-        async with ControlClient(str(tmp_path / "a.sock"), timeout=60) as c:
-            answer = await c.request({"op": "leave"})
-        assert answer == {"ok": False, "error": "the node had not joined: nobody was told"}
-        assert cluster.state != "joining"  # answered after the join ended
-        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), 30)
-    finally:
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
-        await cluster.close()
+    sock = str(tmp_path / "a.sock")
+    ag = Agent(cluster, sock, [silent], 2.0)
+    heard: list[object] = []
+
+    def ask_to_leave() -> None:
+        end = time.monotonic() + 30
+        while cluster.state != "joining" and time.monotonic() < end:
+            time.sleep(0.01)
+        heard.append(cluster.state)
+        try:
+            # The CLI's leave waits as long as the agent says the leave may
+            # take (here the rest of the join), not its usual, shorter, timeout.
+            heard.append(asyncio.run(leave_answer(sock, timeout=0.5)))
+            heard.append(cluster.state)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            heard.append(exc)
+
+    client = threading.Thread(target=ask_to_leave, daemon=True)
+    client.start()
+    with pytest.raises(JoinTimeout):
+        asyncio.run(ag.run())
+    client.join(60)
+    assert not client.is_alive()
+    assert heard[0] == "joining", heard
+    assert heard[1] == {"ok": False, "error": "the node had not joined: nobody was told"}, heard
+    assert heard[2] != "joining"  # answered after the join ended
 
 
 async def test_the_control_endpoint_never_deletes_a_file_that_is_not_a_socket(
@@ -231,3 +249,113 @@ async def test_the_control_endpoint_never_deletes_a_file_that_is_not_a_socket(
     with pytest.raises(ControlError, match="exists and is not a socket"):
         await server.start()
     assert precious.read_text() == "keep me"
+
+
+async def test_a_request_left_unanswered_is_one_line_naming_the_agent_and_operation(
+    tmp_path: Path,
+) -> None:
+    release = asyncio.Event()
+
+    async def stuck(req: dict[str, object], writer: object) -> dict[str, object]:
+        await release.wait()
+        return {"ok": True}
+
+    server = ControlServer(str(tmp_path / "stuck.sock"), stuck)  # type: ignore[arg-type]
+    await server.start()
+    try:
+        async with ControlClient(server.endpoint, timeout=0.2) as c:
+            with pytest.raises(ControlError) as err:
+                await c.request({"op": "leave"})
+        text = str(err.value)
+        assert text.startswith(f"the agent at {server.endpoint} did not answer the leave request")
+        assert "within 0.2 s" in text and "\n" not in text
+    finally:
+        release.set()
+        await server.close()
+
+
+def test_an_error_without_a_message_is_never_printed_empty(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def times_out(*args: object) -> int:
+        raise TimeoutError
+
+    monkeypatch.setattr("clustermember._cli.stats", times_out)
+    assert main(["stats"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: TimeoutError") and err.count("\n") == 1, err
+
+
+async def test_events_clients_that_go_away_are_let_go_at_once(agent: Agent) -> None:
+    """No membership event happens here: each stream must end because its
+    client closed the connection, not because an event was written."""
+    baseline = len(asyncio.all_tasks())
+    writers = []
+    for _ in range(10):
+        _, w = await asyncio.open_unix_connection(agent.server.endpoint)
+        w.write(b'{"op":"events"}\n')
+        await w.drain()
+        writers.append(w)
+    await eventually(lambda: agent.cluster._subscriber_count == 10, "ten event streams")
+    for w in writers:
+        w.close()
+        await w.wait_closed()
+    await eventually(
+        lambda: agent.cluster._subscriber_count == 0 and len(asyncio.all_tasks()) == baseline,
+        "every stream, and its task, gone",
+        timeout=10,
+    )
+
+
+async def test_several_filters_of_one_tag_must_all_match(agent: Agent) -> None:
+    ep = agent.server.endpoint
+    rc, out, err = await cli(
+        "members", "--control", ep, "--tag", "role=db", "--tag", "role=w.*", "--format", "json"
+    )
+    assert rc == 0 and json.loads(out) == [], (out, err)
+    async with ControlClient(ep) as c:
+        both = await c.request({"op": "members", "tags": [["role", "db"], ["role", "d.*"]]})
+        clash = await c.request({"op": "members", "tags": [["role", "db"], ["role", "w.*"]]})
+        bad = await c.request({"op": "members", "tags": [["role"]]})
+    assert [m["id"] for m in both["members"]] == ["solo"] and clash["members"] == []
+    assert bad["ok"] is False and "[key, regex] pairs" in bad["error"]
+
+
+def test_one_tag_set_twice_is_refused_before_the_agent_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = str(tmp_path / "nobody.sock")
+    assert main(["tags", "--set", "a=1", "--set", "a=2", "--control", nobody]) == 1
+    assert capsys.readouterr().err == "error: --set a given twice; give each tag once\n"
+
+
+async def test_wait_retries_until_the_agent_answers_and_has_joined(
+    agent: Agent, tmp_path: Path
+) -> None:
+    with pytest.raises(ControlError, match=r"no agent is running at .*\(waited 0.2 s\)$"):
+        async with agent_client(str(tmp_path / "nobody.sock"), wait=0.2):
+            pass
+    ep = agent.server.endpoint
+    with pytest.raises(ControlError, match=r"has not joined its cluster after 0.2 s \(it is"):
+        async with agent_client(ep, wait=0.2):
+            pass
+    # An agent that starts, and joins, while the client waits.
+    later = ControlServer(str(tmp_path / "later.sock"), agent.handle)
+    ready = asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(start()))
+
+    async def start() -> None:
+        await later.start()
+        await asyncio.sleep(0.2)
+        await agent.cluster.join([])
+
+    try:
+        async with agent_client(later.endpoint, wait=30) as c:
+            assert agent.cluster.state == "joined"
+            assert (await c.request({"op": "members"}))["ok"] is True
+    finally:
+        ready.cancel()
+        await later.close()
+    assert build_parser().parse_args(["members", "--wait", "5"]).wait == 5.0
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["leave", "--wait", bad])
