@@ -113,6 +113,11 @@ async def send_line(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
     await writer.drain()
 
 
+#: How long a TCP client may take to present the control token before the
+#: agent lets it go: a connection nobody has authenticated holds nothing.
+AUTH_TIMEOUT = 10.0
+
+
 class ControlServer:
     """Serve control requests on a Unix socket or loopback TCP port.
 
@@ -230,9 +235,18 @@ class ControlServer:
             authed = self.kind == "unix"
             while True:
                 try:
-                    line = await reader.readline()
+                    if authed:
+                        line = await reader.readline()
+                    else:
+                        line = await asyncio.wait_for(reader.readline(), AUTH_TIMEOUT)
                 except (ValueError, asyncio.LimitOverrunError):
                     await send_line(writer, {"ok": False, "error": "request line too long"})
+                    return
+                except asyncio.TimeoutError:
+                    await send_line(
+                        writer,
+                        {"ok": False, "error": f"no control token within {AUTH_TIMEOUT:g} s"},
+                    )
                     return
                 if not line:
                     return
@@ -242,6 +256,8 @@ class ControlServer:
                         raise ValueError("not an object")
                 except (ValueError, RecursionError):
                     await send_line(writer, {"ok": False, "error": "request is not a JSON object"})
+                    if not authed:
+                        return  # a stranger gets one answer, not a session
                     continue
                 if not authed:
                     got = req.get("token")

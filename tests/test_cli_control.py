@@ -19,6 +19,7 @@ import pytest
 from conftest import eventually
 
 from clustermember import ClusterConfig, ClusterMembership, JoinTimeout
+from clustermember import _control as control_mod
 from clustermember.__main__ import build_parser, main
 from clustermember._agent import Agent, agent_settings, configure_logging
 from clustermember._cli import agent_client, filter_members, leave_answer
@@ -359,3 +360,33 @@ async def test_wait_retries_until_the_agent_answers_and_has_joined(
     for bad in ("-1", "nan", "soon"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["leave", "--wait", bad])
+
+
+async def test_a_tcp_client_without_the_token_gets_one_answer_and_is_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the token, invalid JSON closes the connection (after saying
+    why) instead of leaving a stranger a session to send more; a client
+    that sends nothing is let go after AUTH_TIMEOUT."""
+    monkeypatch.setattr(control_mod, "AUTH_TIMEOUT", 0.5)
+
+    async def handle(req: dict[str, object], writer: asyncio.StreamWriter) -> dict[str, object]:
+        return {"ok": True}
+
+    server = ControlServer("127.0.0.1:0", handle)
+    await server.start()
+    try:
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        for send, error in ((b"garbage\n", "not a JSON object"), (b"", "no control token")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(send)
+                await writer.drain()
+                answer = json.loads(await asyncio.wait_for(reader.readline(), 30))
+                assert answer["ok"] is False and error in answer["error"]
+                assert await asyncio.wait_for(reader.read(), 30) == b""  # closed
+            finally:
+                writer.close()
+    finally:
+        await server.close()
