@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from _cluster import cluster, config, state_of
+from conftest import eventually
 
 from clustermember import (
     ClusterConfig,
@@ -31,8 +33,6 @@ from clustermember import (
     Subscription,
     _membership,
 )
-from tests._cluster import cluster, config, state_of
-from tests.conftest import eventually
 
 # The tests of the shared cluster run on its event loop.
 shared = pytest.mark.asyncio(loop_scope="module")
