@@ -19,6 +19,8 @@ import dataclasses
 import hashlib
 import math
 import os
+import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -101,6 +103,19 @@ def check_duration(name: str, value: object, label: str | None = None) -> float:
         f"{label or name}={value!r} is out of range: it must be a number of seconds "
         f"from {seconds_text(lo)} to {seconds_text(hi)}"
     )
+
+
+def _caller_stacklevel() -> int:
+    """The stacklevel of the first frame outside this module and the
+    dataclass's generated ``__init__``: a warning names the caller's line,
+    whether it built the config directly or through a profile."""
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and (
+        frame.f_globals.get("__name__") == __name__ or frame.f_code.co_filename.startswith("<")
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def seconds_text(x: float) -> str:
@@ -317,6 +332,14 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+        if self.phi_threshold != _LAN["phi_threshold"]:
+            warnings.warn(
+                f"phi_threshold={self.phi_threshold!r} has no effect: phi takes no part in "
+                "the protocol (it is only reported, as Member.phi); leave phi_threshold "
+                "unset (docs/configuration.md)",
+                DeprecationWarning,
+                stacklevel=_caller_stacklevel(),
+            )
 
     # ------------------------------------------------------------ profiles
 

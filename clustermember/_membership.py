@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import copy
 import ipaddress
 import logging
 import re
@@ -185,7 +185,10 @@ class ClusterMembership:
         if not isinstance(config, ClusterConfig):
             raise TypeError(f"config must be a ClusterConfig, not {type(config).__name__}")
         config.validate()
-        self._config = dataclasses.replace(config, tags=dict(config.tags))
+        # A copy, not dataclasses.replace: that would build the config
+        # again and repeat its warnings (phi_threshold) against this line.
+        self._config = copy.copy(config)
+        self._config.tags = dict(config.tags)
         self._bind = resolve_bind(bind_addr)
         self._id = config.node_id or default_node_id(self._bind)
         self._tags: dict[str, str] = dict(config.tags)

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _cluster import cluster, config, state_of
+from _cluster import cluster, config, issue_certs, state_of
 from conftest import eventually
 
 from clustermember import (
@@ -249,12 +249,9 @@ def test_reads_outside_a_running_loop(key: bytes) -> None:
 
 
 async def test_mutual_tls(tmp_path: Path) -> None:
-    ca, ca_key = str(tmp_path / "ca.pem"), str(tmp_path / "ca.key")
-    _core.gen_ca(ca, ca_key)
+    ca, certs = issue_certs(tmp_path, ["t0", "t1"])
     nodes = []
-    for i in range(2):
-        cert, k = str(tmp_path / f"n{i}.pem"), str(tmp_path / f"n{i}.key")
-        _core.gen_cert(ca, ca_key, cert, k, common_name=f"t{i}")
+    for i, (cert, k) in enumerate(certs):
         cfg = ClusterConfig.local(node_id=f"t{i}", tls_ca=ca, tls_cert=cert, tls_key=k)
         nodes.append(ClusterMembership("127.0.0.1:0", cfg))
     a, b = nodes

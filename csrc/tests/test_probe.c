@@ -5,6 +5,7 @@
  */
 #include "cm_node.h"
 #include "cm_test.h"
+#include "cm_test_node.h"
 
 #define T0 CM_SEC(100)
 
@@ -44,12 +45,8 @@ static const cm_msg_t *find_msg(const struct sent *s, uint8_t type) {
 
 static void feed_from(cm_node_t *n, uint32_t from_idx, const cm_msg_t *m,
                       cm_time_t now) {
-  uint8_t buf[1500];
-  cm_wbuf_t w = {buf, 0, sizeof(buf)};
   cm_addr_t from = addr_of(from_idx);
-  CM_CHECK_OK(cm_wire_packet_begin(&w));
-  CM_CHECK_OK(cm_wire_packet_add(&w, m));
-  CM_CHECK_OK(cm_node_recv(n, &from, w.p, w.len, now));
+  cm_tnode_feed(n, &from, m, now);
 }
 
 /* Node "n1" (index 1) knowing peers n2..n{k+1}. */
@@ -64,14 +61,10 @@ static cm_node_t *node_with_peers(uint32_t k, cm_config_t *cfg) {
   }
   CM_CHECK_OK(cm_node_new(&n, cfg, "n1", &a, NULL, 0, 3, T0));
   for (i = 2; i < k + 2; i++) {
-    cm_msg_t m;
     char id[16];
-    memset(&m, 0, sizeof(m));
+    cm_addr_t p = addr_of(i);
     snprintf(id, sizeof(id), "n%u", i);
-    m.type = CM_MSG_ALIVE;
-    cm_wire_id_set(&m.u.alive.node, id, strlen(id));
-    m.u.alive.addr = addr_of(i);
-    feed_from(n, i, &m, T0);
+    cm_tnode_alive(n, id, 0, &p, T0);
   }
   return n;
 }

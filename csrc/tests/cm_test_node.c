@@ -1,0 +1,23 @@
+#include "cm_test_node.h"
+
+#include "cm_test.h"
+
+void cm_tnode_feed(cm_node_t *n, const cm_addr_t *from, const cm_msg_t *m,
+                   cm_time_t now) {
+  uint8_t buf[1500];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  CM_CHECK_OK(cm_wire_packet_add(&w, m));
+  CM_CHECK_OK(cm_node_recv(n, from, w.p, w.len, now));
+}
+
+void cm_tnode_alive(cm_node_t *n, const char *id, uint32_t inc,
+                    const cm_addr_t *addr, cm_time_t now) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_ALIVE;
+  cm_wire_id_set(&m.u.alive.node, id, strlen(id));
+  m.u.alive.incarnation = inc;
+  m.u.alive.addr = *addr;
+  cm_tnode_feed(n, addr, &m, now);
+}

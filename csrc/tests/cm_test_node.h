@@ -1,0 +1,20 @@
+/*
+ * Support for tests that drive one core node by hand: its input, one
+ * message at a time.
+ */
+#ifndef CM_TEST_NODE_H
+#define CM_TEST_NODE_H
+
+#include "cm_node.h"
+
+/* Deliver message m to n as one packet from `from` at now; fails the test
+ * if it cannot be encoded or the node refuses it. */
+void cm_tnode_feed(cm_node_t *n, const cm_addr_t *from, const cm_msg_t *m,
+                   cm_time_t now);
+
+/* An ALIVE record of id at incarnation inc and address addr, delivered from
+ * that address. */
+void cm_tnode_alive(cm_node_t *n, const char *id, uint32_t inc,
+                    const cm_addr_t *addr, cm_time_t now);
+
+#endif
