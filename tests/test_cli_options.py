@@ -65,12 +65,8 @@ def test_keyring_file_second_keys_let_agents_meet(tmp_path: Path) -> None:
     pair(tmp_path, first, second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="key ids are ring positions, so rings in different orders never match: "
-    "docs/security.md's rotation step 3 ([A, B] beside [B, A]) is refused",
-)
 def test_keyring_file_rings_in_either_order_meet(tmp_path: Path) -> None:
+    """Rotation step 3 of docs/security.md: [A, B] beside [B, A]."""
     first, second = rings(tmp_path, (0, 1), (1, 0))
     pair(tmp_path, first, second)
 

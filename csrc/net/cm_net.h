@@ -35,8 +35,10 @@ typedef enum cm_auth_mode {
  * max_packet_size. */
 #define CM_NET_DATAGRAM_MAX 1400
 
-/* A cluster key. The PSK identity sent in the handshake names the key by id,
- * so a keyring holding old and new keys lets a cluster rotate keys. */
+/* A cluster key. The PSK identity sent in the handshake names the key by a
+ * fingerprint of its content (never by id or place in the ring), so nodes
+ * whose keyrings hold the same keys in any order find a common one, which
+ * lets a cluster rotate keys. id is the caller's label for the key. */
 typedef struct cm_net_key {
   uint8_t id;
   uint8_t key[CM_KEY_LEN];

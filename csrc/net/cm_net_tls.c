@@ -2,6 +2,7 @@
  * TLS 1.3 for cm_net: credentials per authentication mode, and one GnuTLS
  * session per QUIC connection wired to ngtcp2's crypto layer.
  */
+#include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <stdio.h>
@@ -26,10 +27,27 @@ static const char tls_prio_cert[] =
 static const char tls_alpn[] = "clustermember/1";
 
 #define TLS_PSK_PREFIX "cm-key-"
-#define TLS_PSK_IDENT_MAX 16
+#define TLS_PSK_FP_LEN 8 /* bytes of the key's fingerprint, in hex */
+#define TLS_PSK_IDENT_MAX (sizeof(TLS_PSK_PREFIX) + 2 * TLS_PSK_FP_LEN)
 
-static void tls_psk_identity(uint8_t id, char *buf, size_t len) {
-  snprintf(buf, len, TLS_PSK_PREFIX "%u", (unsigned)id);
+/* A key's PSK identity: "cm-key-" and the first 8 bytes of
+ * SHA-256("clustermember psk identity" || key), in hex. Named by its
+ * content, not its place in a keyring: two nodes whose rings hold the same
+ * keys in another order (the middle of a rotation) find each other's. */
+static int tls_psk_identity(const uint8_t key[CM_KEY_LEN], char *buf,
+                            size_t len) {
+  static const char label[] = "clustermember psk identity";
+  uint8_t in[sizeof(label) - 1 + CM_KEY_LEN], digest[32];
+  size_t i, off;
+  memcpy(in, label, sizeof(label) - 1);
+  memcpy(in + sizeof(label) - 1, key, CM_KEY_LEN);
+  if (len < TLS_PSK_IDENT_MAX ||
+      gnutls_hash_fast(GNUTLS_DIG_SHA256, in, sizeof(in), digest) != 0)
+    return CM_ETLS;
+  off = (size_t)snprintf(buf, len, "%s", TLS_PSK_PREFIX);
+  for (i = 0; i < TLS_PSK_FP_LEN; i++)
+    off += (size_t)snprintf(buf + off, len - off, "%02x", digest[i]);
+  return 0;
 }
 
 /* Server side: the identity names the key; any key of the ring is
@@ -46,7 +64,8 @@ static int tls_psk_lookup(gnutls_session_t s, const gnutls_datum_t *ident,
   const uint8_t *found = NULL;
   size_t i;
   for (i = 0; i < net->cfg.nkeys && found == NULL; i++) {
-    tls_psk_identity(net->keys[i].id, want, sizeof(want));
+    if (tls_psk_identity(net->keys[i].key, want, sizeof(want)) != 0)
+      continue;
     if (ident->size == strlen(want) &&
         memcmp(ident->data, want, ident->size) == 0)
       found = net->keys[i].key;
@@ -92,7 +111,8 @@ int cm_net__tls_init(cm_net_t *net) {
       gnutls_datum_t user, key;
       if (gnutls_psk_allocate_client_credentials(&net->psk_clients[i]) != 0)
         return CM_ENOMEM;
-      tls_psk_identity(net->keys[i].id, ident, sizeof(ident));
+      if (tls_psk_identity(net->keys[i].key, ident, sizeof(ident)) != 0)
+        return CM_ETLS;
       user.data = (unsigned char *)ident;
       user.size = (unsigned)strlen(ident);
       key.data = (unsigned char *)net->keys[i].key;

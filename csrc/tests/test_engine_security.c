@@ -524,8 +524,12 @@ static void s_report(s_cluster_t *cl, const char *mode) {
 }
 
 CM_TEST(engine_security_cluster_key) {
+  /* Keys are named in the handshake by their content, not by id: the same
+   * bytes under another id are the same key (test_net.c,
+   * net_key_rings_in_any_order_meet); a wrong key is refused, whatever its
+   * id. */
   cm_net_key_t key = s_key(1, 0x11), wrong = s_key(1, 0x22);
-  cm_net_key_t unknown = s_key(7, 0x11); /* right bytes, unknown key id */
+  cm_net_key_t wrong_id = s_key(7, 0x33);
   cm_net_config_t net[S_NODES], bad;
   s_cluster_t cl;
   s_view_t before[S_NODES];
@@ -543,7 +547,7 @@ CM_TEST(engine_security_cluster_key) {
   s_net_cfg(&bad, &wrong, NULL, NULL, NULL);
   s_attack_join(&cl, &bad);
   s_attack_refused(&cl, &bad);
-  s_net_cfg(&bad, &unknown, NULL, NULL, NULL);
+  s_net_cfg(&bad, &wrong_id, NULL, NULL, NULL);
   s_attack_refused(&cl, &bad);
   s_attack_raw(&cl);
   s_attack_authenticated(&cl, &net[0]);

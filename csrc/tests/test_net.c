@@ -713,6 +713,39 @@ CM_TEST(net_key_rotation) {
   t_finish(&loop, all, 3);
 }
 
+/* Mid-rotation, two nodes hold the same keys in another order (and under
+ * other ids): the handshake names a key by its content, so the first key
+ * offered is found at once, either way. */
+CM_TEST(net_key_rings_in_any_order_meet) {
+  uv_loop_t loop;
+  cm_net_config_t c1, c2;
+  cm_net_key_t r1[2], r2[2];
+  tnode_t n1, n2;
+  tnode_t *all[] = {&n1, &n2};
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_key(&r1[0], 1, 0x11);
+  t_key(&r1[1], 2, 0x22);
+  t_key(&r2[0], 1, 0x22);
+  t_key(&r2[1], 2, 0x11);
+  cm_net_config_default(&c1);
+  c2 = c1;
+  c1.keys = r1;
+  c1.nkeys = 2;
+  c2.keys = r2;
+  c2.nkeys = 2;
+  t_start(&n1, &loop, &c1);
+  t_start(&n2, &loop, &c2);
+  CM_CHECK_OK(cm_net_send_datagram(n1.net, &n2.addr, (const uint8_t *)"a", 1));
+  CM_CHECK(t_wait_ge(&loop, &n2.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_OK(cm_net_send_datagram(n2.net, &n1.addr, (const uint8_t *)"b", 1));
+  CM_CHECK(t_wait_ge(&loop, &n1.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&n1).handshakes_failed, 0);
+  CM_CHECK_EQ(t_stats(&n2).handshakes_failed, 0);
+  CM_CHECK_EQ(t_stats(&n1).auth_refused + t_stats(&n2).auth_refused, 0);
+  t_finish(&loop, all, 2);
+}
+
 typedef struct {
   char dir[64];
   char path[8][96];
