@@ -518,15 +518,27 @@ async def test_a_join_timeout_says_when_handshakes_failed(key: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         seed = f"127.0.0.1:{silent.getsockname()[1]}"
-        node = ClusterMembership("127.0.0.1:0", config(key, "lonely"))
+        node = ClusterMembership("127.0.0.1:0", config(key, "lonely", handshake_timeout=0.3))
         try:
             with pytest.raises(JoinTimeout) as exc:
-                await node.join([seed], timeout=2.0)
+                await node.join([seed], timeout=3.0)
         finally:
             await node.close()
-    assert type(exc.value) is JoinTimeout
-    assert exc.value.handshakes_failed >= 1 and exc.value.auth_refused == 0
-    assert "got no answer" in str(exc.value) and "they are reachable" not in str(exc.value)
+        assert type(exc.value) is JoinTimeout
+        assert exc.value.handshakes_failed >= 1 and exc.value.auth_refused == 0
+        assert "got no answer" in str(exc.value) and "they are reachable" not in str(exc.value)
+
+        # The join ends at its own timeout, not when a longer handshake
+        # timeout would end the request it has out.
+        slow = ClusterMembership("127.0.0.1:0", config(key, "patient", handshake_timeout=60.0))
+        try:
+            start = time.monotonic()
+            with pytest.raises(JoinTimeout, match="after 0.5 s"):
+                await slow.join([seed], timeout=0.5)
+            # Not the 60 s handshake, nor the API's own give-up, 5 s later.
+            assert time.monotonic() - start < 5.0
+        finally:
+            await slow.close()
 
 
 # ------------------------------------------------------------ 5. durations

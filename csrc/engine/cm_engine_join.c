@@ -97,7 +97,16 @@ void cm_engine__join_check(cm_enode_t *n) {
       cm_engine__join_succeeded(n, j->refuted);
     return;
   }
-  if (!j->active || j->nreqs > 0 || j->retry_pending)
+  if (!j->active)
+    return;
+  /* The deadline ends the join even with requests still out (a handshake
+   * to a silent seed lasts handshake_timeout, which may be longer). */
+  if (cm_engine__now() >= j->deadline) {
+    cm_engine__join_finish(n, j->refused && !j->answered ? CM_EAUTH
+                                                         : CM_ETIMEDOUT);
+    return;
+  }
+  if (j->nreqs > 0 || j->retry_pending)
     return;
   /* Every seed refused our credentials, attempt after attempt: retrying
    * will not change that. */

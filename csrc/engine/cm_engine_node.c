@@ -113,6 +113,8 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
     d = n->leave_deadline;
   if (n->snap_held && d > n->snap_next)
     d = n->snap_next;
+  if (n->join.active && !n->join.await_idcheck && d > n->join.deadline)
+    d = n->join.deadline;
   if (d != CM_TIME_NEVER) {
     uint64_t ms = d > now ? (d - now + 999) / 1000 : 0;
     uv_timer_start(&n->timer, on_timer, ms, 0);
