@@ -5,49 +5,88 @@
 # the extension. The engine's multi-threaded tests under ThreadSanitizer and
 # a valgrind pass over engine start/stop follow the ASan step. Idempotent;
 # exits non-zero on the first failure.
+#
+# Each step's wall time is printed when it ends, and all of them with the
+# total when the suite ends (also on a failure). The suite must stay under
+# SUITE_LIMIT seconds (15 minutes) on a 2-core machine: past it, the run
+# fails even if every test passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
 
 PY=${PYTHON:-python3}
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}  # each; the suite must stay under 15 minutes
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}  # each
+SUITE_LIMIT=${SUITE_LIMIT:-900}
 
-# Side by side: both spend most of their time waiting on loopback timers.
-echo "== C unit tests, plain and under ASan + UBSan"
-make -s build/cm_tests build/asan/cm_tests
-./build/cm_tests >build/ctest.log 2>&1 &
-plain=$!
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ./build/asan/cm_tests >build/ctest-asan.log 2>&1 &
-asan=$!
-rc_plain=0 rc_asan=0
-wait "$plain" || rc_plain=$?
-wait "$asan" || rc_asan=$?
-for log in build/ctest.log build/ctest-asan.log; do
-  echo "-- $log"
-  if [ "$rc_plain" -ne 0 ] || [ "$rc_asan" -ne 0 ]; then cat "$log"; else tail -n 1 "$log"; fi
-done
-if [ "$rc_plain" -ne 0 ] || [ "$rc_asan" -ne 0 ]; then exit 1; fi
+suite_start=$EPOCHREALTIME
+step_names=()
+step_seconds=()
 
-echo "== engine tests under ThreadSanitizer"
-make -s ctest-tsan
+seconds_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 
-echo "== engine start/stop and transport under valgrind"
-make -s valgrind
+# step NAME COMMAND...: run one step, timed.
+step() {
+  local name=$1 start=$EPOCHREALTIME took
+  shift
+  echo "== $name"
+  "$@"
+  took=$(seconds_since "$start")
+  step_names+=("$name")
+  step_seconds+=("$took")
+  echo "-- $name: $took s"
+}
 
-echo "== fuzzers, ${FUZZ_SECONDS}s each"
-make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
+report() {
+  local rc=$? total i
+  total=$(seconds_since "$suite_start")
+  echo "== wall time per step"
+  for i in "${!step_names[@]}"; do
+    printf '%8s s  %s\n' "${step_seconds[$i]}" "${step_names[$i]}"
+  done
+  if [ "$rc" -ne 0 ]; then
+    printf '%8s s  total, stopped by a failure (exit %d)\n' "$total" "$rc"
+    exit "$rc"
+  fi
+  printf '%8s s  total (limit %d s)\n' "$total" "$SUITE_LIMIT"
+  if awk -v t="$total" -v l="$SUITE_LIMIT" 'BEGIN { exit !(t > l) }'; then
+    echo "FAIL: the suite took $total s, over its limit of $SUITE_LIMIT s" >&2
+    exit 1
+  fi
+}
+trap report EXIT
 
-echo "== lint"
-make -s format-check
-$PY -m ruff check clustermember tests bench examples scripts
-$PY -m ruff format --check clustermember tests bench examples scripts
-# The package's types as its users see them: the package, the examples and a
-# script importing it.
-$PY -m mypy --strict clustermember examples/director_worker.py tests/typecheck/user_script.py
+c_units() {
+  # Side by side: both spend most of their time waiting on loopback timers.
+  make -s build/cm_tests build/asan/cm_tests
+  ./build/cm_tests >build/ctest.log 2>&1 &
+  local plain=$!
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ./build/asan/cm_tests >build/ctest-asan.log 2>&1 &
+  local asan=$!
+  local rc_plain=0 rc_asan=0 log
+  wait "$plain" || rc_plain=$?
+  wait "$asan" || rc_asan=$?
+  for log in build/ctest.log build/ctest-asan.log; do
+    echo "-- $log"
+    if [ "$rc_plain" -ne 0 ] || [ "$rc_asan" -ne 0 ]; then cat "$log"; else tail -n 1 "$log"; fi
+  done
+  [ "$rc_plain" -eq 0 ] && [ "$rc_asan" -eq 0 ]
+}
 
-echo "== pytest"
-$PY -m pytest -q
+lint() {
+  make -s format-check
+  $PY -m ruff check clustermember tests bench examples scripts
+  $PY -m ruff format --check clustermember tests bench examples scripts
+  # The package's types as its users see them: the package, the examples and
+  # a script importing it.
+  $PY -m mypy --strict clustermember examples/director_worker.py tests/typecheck/user_script.py
+}
 
-echo "== pytest against the extension built with ASan + UBSan (engine, transport, binding)"
-sh scripts/asan_pytest.sh
+step "set-up" bash scripts/setup.sh
+step "C unit tests, plain and under ASan + UBSan" c_units
+step "engine tests under ThreadSanitizer" make -s ctest-tsan
+step "engine start/stop and transport under valgrind" make -s valgrind
+step "fuzzers, ${FUZZ_SECONDS}s each" make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
+step "lint" lint
+step "pytest" $PY -m pytest -q
+step "pytest against the extension built with ASan + UBSan (engine, transport, binding)" \
+  sh scripts/asan_pytest.sh
