@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, after set-up: C unit tests (plain and under
-# AddressSanitizer + UndefinedBehaviorSanitizer), the fuzzers for a bounded
-# time, lint, pytest, and the Python API tests again against an ASan build of
-# the extension. The engine's multi-threaded tests under ThreadSanitizer and
-# a valgrind pass over engine start/stop follow the ASan step. Idempotent;
-# exits non-zero on the first failure.
+# AddressSanitizer + UndefinedBehaviorSanitizer), the engine's
+# multi-threaded tests under ThreadSanitizer, a valgrind pass over engine
+# start/stop and the transport, the fuzzers for a bounded time, lint,
+# pytest, and the Python API tests again against an ASan build of the
+# extension. Steps that mostly wait on timers share the machine with work
+# that needs the CPU (see each step). Idempotent; exits non-zero on the
+# first failing step.
 #
 # Each step's wall time is printed when it ends, and all of them with the
 # total when the suite ends (also on a failure). The suite must stay under
@@ -54,22 +56,37 @@ report() {
 }
 trap report EXIT
 
+# The C unit tests spend most of their time waiting on loopback timers (one
+# of them watches 60 s of loss), so meanwhile the machine builds what the
+# later steps run and checks the lint, at a lower priority so the tests'
+# timers still fire on time.
 c_units() {
-  # Side by side: both spend most of their time waiting on loopback timers.
-  make -s build/cm_tests build/asan/cm_tests
+  make -s -j2 build/cm_tests build/asan/cm_tests
   ./build/cm_tests >build/ctest.log 2>&1 &
   local plain=$!
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ./build/asan/cm_tests >build/ctest-asan.log 2>&1 &
   local asan=$!
-  local rc_plain=0 rc_asan=0 log
+  local rc_plain=0 rc_asan=0 rc_side=0 log
+  nice -n 10 bash -c "$(declare -f side_work lint); side_work" >build/side.log 2>&1 || rc_side=$?
   wait "$plain" || rc_plain=$?
   wait "$asan" || rc_asan=$?
   for log in build/ctest.log build/ctest-asan.log; do
     echo "-- $log"
     if [ "$rc_plain" -ne 0 ] || [ "$rc_asan" -ne 0 ]; then cat "$log"; else tail -n 1 "$log"; fi
   done
-  [ "$rc_plain" -eq 0 ] && [ "$rc_asan" -eq 0 ]
+  echo "-- meanwhile: builds for the later steps, and lint"
+  cat build/side.log
+  [ "$rc_plain" -eq 0 ] && [ "$rc_asan" -eq 0 ] && [ "$rc_side" -eq 0 ]
+}
+
+# Builds of the ThreadSanitizer tests, the fuzzers and the ASan extension,
+# then lint.
+side_work() {
+  set -euo pipefail
+  make -s -j2 build/tsan/cm_tests fuzz-build
+  sh scripts/asan_pytest.sh --build-only
+  lint
 }
 
 lint() {
@@ -81,12 +98,27 @@ lint() {
   $PY -m mypy --strict clustermember examples/director_worker.py tests/typecheck/user_script.py
 }
 
+# Side by side: the fuzzers keep one core busy; the ThreadSanitizer tests
+# and valgrind, one after the other, mostly wait on loopback timers (with
+# deadlines of tens of seconds) on the other.
+sanitizers_and_fuzzers() {
+  make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS" >build/fuzz.log 2>&1 &
+  local fuzz=$! rc_fuzz=0 rc_tsan=0 rc_valgrind=0
+  echo "-- engine tests under ThreadSanitizer"
+  make -s ctest-tsan || rc_tsan=$?
+  echo "-- engine start/stop and transport under valgrind"
+  make -s valgrind || rc_valgrind=$?
+  wait "$fuzz" || rc_fuzz=$?
+  echo "-- fuzzers, ${FUZZ_SECONDS}s each"
+  cat build/fuzz.log
+  [ "$rc_tsan" -eq 0 ] && [ "$rc_valgrind" -eq 0 ] && [ "$rc_fuzz" -eq 0 ]
+}
+
+export PY FUZZ_SECONDS
 step "set-up" bash scripts/setup.sh
-step "C unit tests, plain and under ASan + UBSan" c_units
-step "engine tests under ThreadSanitizer" make -s ctest-tsan
-step "engine start/stop and transport under valgrind" make -s valgrind
-step "fuzzers, ${FUZZ_SECONDS}s each" make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
-step "lint" lint
+step "C unit tests, plain and under ASan + UBSan; meanwhile builds and lint" c_units
+step "ThreadSanitizer, valgrind, and the fuzzers (${FUZZ_SECONDS}s each) beside them" \
+  sanitizers_and_fuzzers
 step "pytest" $PY -m pytest -q
 step "pytest against the extension built with ASan + UBSan (engine, transport, binding)" \
-  sh scripts/asan_pytest.sh
+  sh scripts/asan_pytest.sh --no-build
