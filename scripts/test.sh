@@ -56,37 +56,75 @@ report() {
 }
 trap report EXIT
 
-# The C unit tests spend most of their time waiting on loopback timers (one
-# of them watches 60 s of loss), so meanwhile the machine builds what the
-# later steps run and checks the lint, at a lower priority so the tests'
-# timers still fire on time.
-c_units() {
-  make -s -j2 build/cm_tests build/asan/cm_tests
-  ./build/cm_tests >build/ctest.log 2>&1 &
-  local plain=$!
+# The C unit tests spend most of their time waiting on loopback timers: 60 s
+# of their 90 s is one test watching loss (LONG_C_TEST), so it runs in a
+# process of its own beside the others, plain and under ASan alike. Meanwhile,
+# at a lower priority so the tests' timers still fire on time, the machine
+# builds what the later steps run, checks the lint, and runs the Python tests
+# that need only the CPU (CPU_ONLY_TESTS; the pytest step leaves them out).
+LONG_C_TEST=test_engine.c:engine_loss_causes_no_false_failure
+CPU_ONLY_TESTS=(tests/test_wheel.py tests/test_packaging.py tests/test_sim.py)
+
+asan_tests() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ./build/asan/cm_tests >build/ctest-asan.log 2>&1 &
-  local asan=$!
-  local rc_plain=0 rc_asan=0 rc_side=0 log
-  nice -n 10 bash -c "$(declare -f side_work lint); side_work" >build/side.log 2>&1 || rc_side=$?
-  wait "$plain" || rc_plain=$?
-  wait "$asan" || rc_asan=$?
-  for log in build/ctest.log build/ctest-asan.log; do
-    echo "-- $log"
-    if [ "$rc_plain" -ne 0 ] || [ "$rc_asan" -ne 0 ]; then cat "$log"; else tail -n 1 "$log"; fi
+    ./build/asan/cm_tests "$@"
+}
+
+c_units() {
+  mkdir -p build
+  nice -n 10 bash -c "$(declare -p CPU_ONLY_TESTS); $(declare -f side_work lint); side_work" \
+    >build/side.log 2>&1 &
+  local side=$! rc_side=0
+  if ! make -s -j2 build/cm_tests build/asan/cm_tests; then
+    wait "$side" || true
+    return 1
+  fi
+  local all=() rest=() t
+  mapfile -t all < <(./build/cm_tests -l)
+  for t in "${all[@]}"; do [ "$t" = "$LONG_C_TEST" ] || rest+=("$t"); done
+  if [ "${#rest[@]}" -ne $((${#all[@]} - 1)) ]; then
+    echo "no C unit test $LONG_C_TEST among the ${#all[@]}" >&2
+    wait "$side" || true
+    return 1
+  fi
+  local pids=() logs=(build/ctest.log build/ctest-long.log build/ctest-asan.log
+    build/ctest-asan-long.log)
+  ./build/cm_tests "${rest[@]}" >"${logs[0]}" 2>&1 &
+  pids+=($!)
+  ./build/cm_tests "$LONG_C_TEST" >"${logs[1]}" 2>&1 &
+  pids+=($!)
+  asan_tests "${rest[@]}" >"${logs[2]}" 2>&1 &
+  pids+=($!)
+  asan_tests "$LONG_C_TEST" >"${logs[3]}" 2>&1 &
+  pids+=($!)
+  local rc=0 i
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || rc=1; done
+  wait "$side" || rc_side=$?
+  for i in "${!logs[@]}"; do
+    echo "-- ${logs[$i]}"
+    if [ "$rc" -ne 0 ]; then cat "${logs[$i]}"; else tail -n 1 "${logs[$i]}"; fi
   done
-  echo "-- meanwhile: builds for the later steps, and lint"
+  # Every test ran, in one process or the other, in each build.
+  local plain asan
+  plain=$(cat "${logs[0]}" "${logs[1]}" | awk '/ passed, 0 failed$/ { n += $1 } END { print n + 0 }')
+  asan=$(cat "${logs[2]}" "${logs[3]}" | awk '/ passed, 0 failed$/ { n += $1 } END { print n + 0 }')
+  if [ "$plain" -ne "${#all[@]}" ] || [ "$asan" -ne "${#all[@]}" ]; then
+    echo "C unit tests passed: $plain plain, $asan ASan, of ${#all[@]}" >&2
+    rc=1
+  fi
+  echo "-- meanwhile: builds for the later steps, lint, and the CPU-only Python tests"
   cat build/side.log
-  [ "$rc_plain" -eq 0 ] && [ "$rc_asan" -eq 0 ] && [ "$rc_side" -eq 0 ]
+  [ "$rc" -eq 0 ] && [ "$rc_side" -eq 0 ]
 }
 
 # Builds of the ThreadSanitizer tests, the fuzzers and the ASan extension,
-# then lint.
+# lint, then the Python tests that need only the CPU.
 side_work() {
   set -euo pipefail
   make -s -j2 build/tsan/cm_tests fuzz-build
   sh scripts/asan_pytest.sh --build-only
   lint
+  $PY -m pytest -q -p no:cacheprovider "${CPU_ONLY_TESTS[@]}"
 }
 
 lint() {
@@ -119,6 +157,7 @@ step "set-up" bash scripts/setup.sh
 step "C unit tests, plain and under ASan + UBSan; meanwhile builds and lint" c_units
 step "ThreadSanitizer, valgrind, and the fuzzers (${FUZZ_SECONDS}s each) beside them" \
   sanitizers_and_fuzzers
-step "pytest" $PY -m pytest -q
+step "pytest (but the CPU-only tests, run above)" \
+  $PY -m pytest -q --durations=15 "${CPU_ONLY_TESTS[@]/#/--ignore=}"
 step "pytest against the extension built with ASan + UBSan (engine, transport, binding)" \
   sh scripts/asan_pytest.sh --no-build
