@@ -60,10 +60,8 @@ trap report EXIT
 # of their 90 s is one test watching loss (LONG_C_TEST), so it runs in a
 # process of its own beside the others, plain and under ASan alike. Meanwhile,
 # at a lower priority so the tests' timers still fire on time, the machine
-# builds what the later steps run, checks the lint, and runs the Python tests
-# that need only the CPU (CPU_ONLY_TESTS; the pytest step leaves them out).
+# builds what the later steps run, checks the lint and runs the fuzzers.
 LONG_C_TEST=test_engine.c:engine_loss_causes_no_false_failure
-CPU_ONLY_TESTS=(tests/test_wheel.py tests/test_packaging.py tests/test_sim.py)
 
 asan_tests() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -72,8 +70,7 @@ asan_tests() {
 
 c_units() {
   mkdir -p build
-  nice -n 10 bash -c "$(declare -p CPU_ONLY_TESTS); $(declare -f side_work lint); side_work" \
-    >build/side.log 2>&1 &
+  nice -n 10 bash -c "$(declare -f side_work lint); side_work" >build/side.log 2>&1 &
   local side=$! rc_side=0
   if ! make -s -j2 build/cm_tests build/asan/cm_tests; then
     wait "$side" || true
@@ -112,19 +109,19 @@ c_units() {
     echo "C unit tests passed: $plain plain, $asan ASan, of ${#all[@]}" >&2
     rc=1
   fi
-  echo "-- meanwhile: builds for the later steps, lint, and the CPU-only Python tests"
+  echo "-- meanwhile: builds for the later steps, lint, and the fuzzers (${FUZZ_SECONDS}s each)"
   cat build/side.log
   [ "$rc" -eq 0 ] && [ "$rc_side" -eq 0 ]
 }
 
 # Builds of the ThreadSanitizer tests, the fuzzers and the ASan extension,
-# lint, then the Python tests that need only the CPU.
+# lint, then the fuzzers (one core, FUZZ_SECONDS each).
 side_work() {
   set -euo pipefail
   make -s -j2 build/tsan/cm_tests fuzz-build
   sh scripts/asan_pytest.sh --build-only
   lint
-  $PY -m pytest -q -p no:cacheprovider "${CPU_ONLY_TESTS[@]}"
+  make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
 }
 
 lint() {
@@ -136,28 +133,20 @@ lint() {
   $PY -m mypy --strict clustermember examples/director_worker.py tests/typecheck/user_script.py
 }
 
-# Side by side: the fuzzers keep one core busy; the ThreadSanitizer tests
-# and valgrind, one after the other, mostly wait on loopback timers (with
-# deadlines of tens of seconds) on the other.
-sanitizers_and_fuzzers() {
-  make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS" >build/fuzz.log 2>&1 &
-  local fuzz=$! rc_fuzz=0 rc_tsan=0 rc_valgrind=0
+# Alone: under valgrind a test runs tens of times slower, and the transport
+# tests' flood figures then depend on the CPU left to it (a fuzzer beside
+# it made net_refused_initials_turn_retry_on fail).
+sanitizers() {
   echo "-- engine tests under ThreadSanitizer"
-  make -s ctest-tsan || rc_tsan=$?
+  make -s ctest-tsan
   echo "-- engine start/stop and transport under valgrind"
-  make -s valgrind || rc_valgrind=$?
-  wait "$fuzz" || rc_fuzz=$?
-  echo "-- fuzzers, ${FUZZ_SECONDS}s each"
-  cat build/fuzz.log
-  [ "$rc_tsan" -eq 0 ] && [ "$rc_valgrind" -eq 0 ] && [ "$rc_fuzz" -eq 0 ]
+  make -s valgrind
 }
 
 export PY FUZZ_SECONDS
 step "set-up" bash scripts/setup.sh
-step "C unit tests, plain and under ASan + UBSan; meanwhile builds and lint" c_units
-step "ThreadSanitizer, valgrind, and the fuzzers (${FUZZ_SECONDS}s each) beside them" \
-  sanitizers_and_fuzzers
-step "pytest (but the CPU-only tests, run above)" \
-  $PY -m pytest -q --durations=15 "${CPU_ONLY_TESTS[@]/#/--ignore=}"
+step "C unit tests, plain and under ASan + UBSan; meanwhile builds, lint and fuzzers" c_units
+step "engine tests under ThreadSanitizer, then engine and transport under valgrind" sanitizers
+step "pytest" $PY -m pytest -q --durations=15
 step "pytest against the extension built with ASan + UBSan (engine, transport, binding)" \
   sh scripts/asan_pytest.sh --no-build
