@@ -114,23 +114,29 @@ c_units() {
   [ "$rc" -eq 0 ] && [ "$rc_side" -eq 0 ]
 }
 
-# Builds of the ThreadSanitizer tests, the fuzzers and the ASan extension,
-# lint, then the fuzzers (one core, FUZZ_SECONDS each).
+# Builds of the ThreadSanitizer tests and the fuzzers; then the fuzzers (one
+# core, FUZZ_SECONDS each) beside the ASan extension's build and lint.
 side_work() {
   set -euo pipefail
   make -s -j2 build/tsan/cm_tests fuzz-build
-  sh scripts/asan_pytest.sh --build-only
-  lint
-  make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
+  make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS" >build/fuzz.log 2>&1 &
+  local fuzz=$! rc=0
+  sh scripts/asan_pytest.sh --build-only || rc=$?
+  [ "$rc" -ne 0 ] || lint || rc=$?
+  wait "$fuzz" || rc=$?
+  cat build/fuzz.log
+  return "$rc"
 }
 
+# Chained, so a failure stops it wherever it is called from (set -e does
+# not act inside a command that is tested, as in "lint || rc=$?").
 lint() {
-  make -s format-check
-  $PY -m ruff check clustermember tests bench examples scripts
-  $PY -m ruff format --check clustermember tests bench examples scripts
-  # The package's types as its users see them: the package, the examples and
-  # a script importing it.
-  $PY -m mypy --strict clustermember examples/director_worker.py tests/typecheck/user_script.py
+  make -s format-check &&
+    $PY -m ruff check clustermember tests bench examples scripts &&
+    $PY -m ruff format --check clustermember tests bench examples scripts &&
+    # The package's types as its users see them: the package, the examples
+    # and a script importing it.
+    $PY -m mypy --strict clustermember examples/director_worker.py tests/typecheck/user_script.py
 }
 
 # Alone: under valgrind a test runs tens of times slower, and the transport
