@@ -23,7 +23,7 @@ FUZZ_SRCS := $(wildcard csrc/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst csrc/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all ctest ctest-asan ctest-tsan valgrind fuzz format format-check clean
+.PHONY: all ctest ctest-asan ctest-tsan valgrind fuzz fuzz-build format format-check clean
 
 all: build/cm_tests
 
@@ -90,6 +90,9 @@ build/fuzz/%: csrc/fuzz/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/fuzz
 	$(CLANG) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRCS) $(PKG_LIBS) -lm -lpthread
+
+# The fuzzers, built only (scripts/test.sh builds them while other tests run).
+fuzz-build: $(FUZZ_BINS)
 
 # Each fuzzer runs for FUZZ_SECONDS from its seed corpus; any crash fails.
 fuzz: $(FUZZ_BINS)

@@ -73,20 +73,43 @@ class Agent:
     proc: subprocess.Popen[str]
     addr: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
+    reader: threading.Thread | None = None
+    reader_error: BaseException | None = None
 
     def watch(self) -> None:
+        """Record this agent's event stream in a thread; check_stream() says
+        whether it is still whole."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.ctl)
         sock.sendall(b'{"op": "events"}\n')
 
         def run() -> None:
-            with sock, sock.makefile("r") as lines, contextlib.suppress(OSError, ValueError):
-                for line in lines:
-                    ev = json.loads(line).get("event")
-                    if ev:
-                        self.events.append(ev)
+            try:
+                with sock, sock.makefile("r") as lines:
+                    for line in lines:
+                        ev = json.loads(line).get("event")
+                        if ev:
+                            self.events.append(ev)
+            except Exception as exc:  # noqa: BLE001 - check_stream reports it
+                # Expected once the agent is killed (its socket resets);
+                # anything else fails the run at the next check_stream().
+                self.reader_error = exc
 
-        threading.Thread(target=run, daemon=True).start()
+        self.reader = threading.Thread(target=run, name=f"events-{self.node_id}", daemon=True)
+        self.reader.start()
+
+    def check_stream(self) -> None:
+        """Raise unless every event of this running agent since watch() was
+        seen: no events dropped, and its reader still reading while the
+        agent runs (a stream ends with its agent). Counting false failures on
+        a dead or lossy stream would report zero, wrongly."""
+        dropped = [e for e in list(self.events) if e["type"] == "EventsDropped"]
+        if dropped:
+            raise RuntimeError(f"agent {self.node_id} dropped events: {dropped}")
+        if self.proc.poll() is None and (self.reader is None or not self.reader.is_alive()):
+            raise RuntimeError(
+                f"the event stream of running agent {self.node_id} ended: {self.reader_error!r}"
+            )
 
     def alive_count(self) -> int:
         members = control(self.ctl, {"op": "members"})["members"]
@@ -185,11 +208,17 @@ class Cluster:
         agent.proc.wait(timeout=30)
         return t
 
+    def check_streams(self) -> None:
+        """Raise unless every running agent's event stream is whole."""
+        for a in self.agents:
+            a.check_stream()
+
     def detection(self, victim: Agent, t_kill: float, timeout: float) -> dict[str, float]:
         """Per-survivor detection delays (engine stamps), waiting for all."""
         survivors = [a for a in self.agents if a is not victim]
         end = time.monotonic() + timeout
         while True:
+            self.check_streams()
             delays = []
             for a in survivors:
                 stamps = [
@@ -217,6 +246,7 @@ class Cluster:
 
     def false_failures(self, t0: float, t1: float, exclude: set[str]) -> list[dict[str, Any]]:
         """NodeFailed events in [t0, t1) about nodes that were running."""
+        self.check_streams()
         out = []
         for a in self.agents:
             for e in list(a.events):
@@ -226,6 +256,7 @@ class Cluster:
         return out
 
     def count(self, kind: str, t0: float, t1: float) -> int:
+        self.check_streams()
         return sum(
             1
             for a in self.agents
@@ -248,6 +279,7 @@ def hold(cluster: Cluster, seconds: float) -> None:
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(left, 30.0))
         dead = [a.node_id for a in cluster.agents if a.proc.poll() is not None]
+        cluster.check_streams()
         say(f"{max(0.0, end - time.monotonic()):.0f} s to go; exited agents: {dead or 'none'}")
 
 

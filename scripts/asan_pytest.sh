@@ -3,10 +3,13 @@
 #
 #   scripts/asan_pytest.sh                       # the API tests
 #   scripts/asan_pytest.sh tests/test_api_input.py -k close
+#   scripts/asan_pytest.sh --build-only          # build, run nothing
+#   scripts/asan_pytest.sh --no-build            # run on the last build
 #
 # The ASan build goes to a separate directory (CM_ASAN_DIR, default
 # /tmp/cm-asan) and is put first on PYTHONPATH, so the normal in-place build
-# is untouched. Python itself is not instrumented: the ASan runtime is
+# is untouched. --build-only and --no-build split the two halves, so the
+# build can overlap other work (scripts/test.sh). Python itself is not instrumented: the ASan runtime is
 # preloaded, and leak detection is off because the interpreter keeps memory
 # alive until exit by design. python -P keeps the working directory off
 # sys.path, so the ASan copy of the package is the one imported.
@@ -15,14 +18,29 @@ cd "$(dirname "$0")/.."
 out="${CM_ASAN_DIR:-/tmp/cm-asan}"
 CC="${CC:-clang}"
 export CC
-rm -rf "$out"
-mkdir -p "$out"
-CM_SANITIZE=1 python setup.py -q build_ext --build-lib "$out" --build-temp "$out/tmp" \
-  >"$out/build.log" 2>&1 || { cat "$out/build.log"; exit 1; }
-# The package's Python files come from the tree; only _core comes from the
-# ASan build (a namespace overlay would shadow the package, so copy it in).
+build=1 run=1
+case "${1:-}" in
+  --build-only) build=1 run=0; shift ;;
+  --no-build) build=0; shift ;;
+esac
+if [ "$build" -eq 1 ]; then
+  rm -rf "$out"
+  mkdir -p "$out"
+  CM_SANITIZE=1 "${PYTHON:-python3}" setup.py -q build_ext --build-lib "$out" \
+    --build-temp "$out/tmp" >"$out/build.log" 2>&1 || { cat "$out/build.log"; exit 1; }
+fi
+[ "$run" -eq 1 ] || exit 0
+ls "$out"/clustermember/_core*.so >/dev/null 2>&1 || {
+  echo "no ASan build in $out: run without --no-build" >&2
+  exit 1
+}
+# The package's Python files come from the tree (as they are now); only
+# _core comes from the ASan build (a namespace overlay would shadow the
+# package, so copy it in).
+rm -rf "$out/pkg"
 mkdir -p "$out/pkg"
 cp -r clustermember "$out/pkg/"
+rm -f "$out"/pkg/clustermember/_core*.so
 cp "$out"/clustermember/_core*.so "$out/pkg/clustermember/"
 runtime="$($CC -print-file-name=libclang_rt.asan-x86_64.so)"
 [ -f "$runtime" ] || { echo "ASan runtime not found: $runtime" >&2; exit 1; }

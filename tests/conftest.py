@@ -27,14 +27,24 @@ def key() -> bytes:
     return secrets.token_bytes(32)
 
 
-async def eventually(cond: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-    """Poll cond until it is true; fail naming what was awaited."""
+async def eventually(
+    cond: Callable[[], object],
+    what: str,
+    timeout: float = DEADLINE,
+    retry: tuple[type[Exception], ...] = (),
+) -> None:
+    """Poll cond until it is true; fail naming what was awaited.
+
+    An exception from cond fails the wait at once: a real error must not
+    turn into a timeout. Only the exception types in ``retry`` are polled
+    through, for a condition that the caller knows may raise while the
+    awaited state forms."""
     end = time.monotonic() + timeout
     while True:
         try:
             if cond():
                 return
-        except Exception:  # noqa: BLE001 - a read may race a stop; poll again
+        except retry:
             pass
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
@@ -50,5 +60,11 @@ def agents(tmp_path: Path) -> Iterator[Agents]:
     a = Agents(tmp_path)
     try:
         yield a
+        # Every running agent's event stream was read whole: a reader that
+        # died, or events the agent dropped, would have hidden what a test
+        # checks for (tests that judge by events also check at once).
+        for agent in a.all:
+            if agent.alive() and agent.reader is not None:
+                agent.assert_stream_intact()
     finally:
         a.stop()

@@ -19,6 +19,8 @@ from clustermember import (
     NotJoined,
 )
 
+AWARENESS_MAX = config(bytes(32), "x").awareness_max
+
 
 def ids(members: list) -> set[str]:
     return {m.id for m in members}
@@ -114,8 +116,19 @@ async def test_stats_add_up(key: bytes) -> None:
             assert s.messages_in > 0 and s.messages_out > 0
             assert s.bytes_in > 0 and s.bytes_out > 0
             assert s.dropped == sum(s.drops.values())
-            assert s.health >= 0
+            assert 0 <= s.health < AWARENESS_MAX
             assert s.to_dict()["alive"] == s.alive
+        # health is Lifeguard's local health score: 0 while this node's probes
+        # are answered (each answered probe lowers it), rising while they go
+        # unanswered with no helper's nack to blame the target (as when the
+        # node hears nothing at all), and back to 0 once it hears again.
+        b = nodes[1]
+        await eventually(lambda: b.stats().health == 0, "n1 healthy")
+        b.inject_faults(drop_in=1.0)
+        await eventually(lambda: b.stats().health >= 2, "n1's health score rises while deaf")
+        assert b.stats().health < AWARENESS_MAX
+        b.inject_faults()
+        await eventually(lambda: b.stats().health == 0, "n1 healthy again")
 
 
 async def test_events_reach_a_subscriber_on_another_node(key: bytes) -> None:

@@ -49,6 +49,15 @@ def suspicion_bounds(profile: str, n: int) -> tuple[float, float]:
     return low, low * cfg.suspicion_max_mult
 
 
+def intact(views: list[Agent]) -> list[Agent]:
+    """views, once each one's event stream is shown whole: its reader still
+    running and no EventsDropped among its events. A check that no bad event
+    happened means nothing on a stream that ended or lost events."""
+    for v in views:
+        v.assert_stream_intact()
+    return views
+
+
 def bystanders(views: list[Agent], t0: float, target: str) -> str:
     """Suspicions of members other than target since t0: if a failure shows
     the target suspected, this tells load (others suspected too) from a
@@ -104,7 +113,7 @@ def test_crashed_node_restarts_with_same_id_and_address(agents: Agents, when: st
     t_back = time.monotonic()
     if when == "before_failed":
         # Otherwise this run did not exercise case a: say so rather than pass.
-        early = [e for s in survivors for e in s.since(t_kill, "NodeFailed", node="n3")]
+        early = [e for s in intact(survivors) for e in s.since(t_kill, "NodeFailed", node="n3")]
         if any(e.mono <= t_back for e in early):
             pytest.skip(
                 f"n3 was declared failed before its restart was up ({t_back - t_kill:.2f} s "
@@ -132,6 +141,7 @@ def test_crashed_node_restarts_with_same_id_and_address(agents: Agents, when: st
             assert m["state"] == "alive", f"{s.name} sees n3 {m['state']} after it was back"
             assert m["incarnation"] >= new_inc, f"{s.name} holds n3 at an old incarnation {m}"
         time.sleep(POLL)
+    intact([*survivors, again])
     relapses = [
         (s.name, e) for s in survivors for e in s.since(t0, "NodeFailed", "NodeLeft", node="n3")
     ]
@@ -179,6 +189,7 @@ def test_two_nodes_with_one_id_are_reported_and_do_not_flap(agents: Agents) -> N
     assert "id conflict" in dup.stderr
 
     def conflict(view: Agent) -> bool:
+        intact([view])
         return any(
             e.other_addr not in (None, original.addr)
             for e in view.since(t0, "NodeConflict", node="n1")
@@ -199,7 +210,7 @@ def test_two_nodes_with_one_id_are_reported_and_do_not_flap(agents: Agents) -> N
         time.sleep(POLL)
     changes = [
         (v.name, e.kind, e.state, e.addr)
-        for v in others
+        for v in intact(others)
         for e in v.since(t0, node="n1")
         if e.kind != "NodeConflict"
     ]
@@ -323,7 +334,7 @@ def test_ten_percent_loss_gives_no_false_failures_and_still_detects(agents: Agen
     t0 = time.monotonic()
     end = t0 + LOSS_SECONDS
     while time.monotonic() < end:
-        bad = false_failures(nodes, ids, t0)
+        bad = false_failures(intact(nodes), ids, t0)
         assert bad == [], f"false failures under 10% loss: {bad}"
         time.sleep(1.0)
     # The transport really dropped: this was not a loss-free run.
@@ -336,7 +347,7 @@ def test_ten_percent_loss_gives_no_false_failures_and_still_detects(agents: Agen
         lambda: all(states(s, [victim.node_id])[victim.node_id] == "failed" for s in survivors),
         "every survivor declares the killed node failed",
     )
-    assert false_failures(survivors, ids - {victim.node_id}, t0) == []
+    assert false_failures(intact(survivors), ids - {victim.node_id}, t0) == []
 
 
 # ------------------------------------------------------------ 5. CPU starvation
@@ -360,9 +371,9 @@ def test_sigstop_shorter_than_suspicion_is_not_a_failure(agents: Agents) -> None
         wait_alive_everywhere(nodes, sorted(ids))
     end = time.monotonic() + max(high, 6 * low)
     while time.monotonic() < end:
-        assert false_failures(nodes, ids, t0) == []
+        assert false_failures(intact(nodes), ids, t0) == []
         time.sleep(0.5)
-    assert false_failures(nodes, ids, t0) == []
+    assert false_failures(intact(nodes), ids, t0) == []
     wait_alive_everywhere(nodes, sorted(ids))
 
 
@@ -396,9 +407,9 @@ def test_busy_sibling_on_the_same_core_gives_no_false_failures(agents: Agents) -
     end = t0 + max(high, 6 * low)
     while time.monotonic() < end:
         assert busy.poll() is None
-        assert false_failures(nodes, ids, t0) == []
+        assert false_failures(intact(nodes), ids, t0) == []
         time.sleep(0.5)
-    assert false_failures(nodes, ids, t0) == []
+    assert false_failures(intact(nodes), ids, t0) == []
     # The starved agent kept working: it went on probing.
     assert control(starved.ctl, {"op": "stats"})["stats"]["counters"]["probes"] > before
     wait_alive_everywhere(nodes, sorted(ids))

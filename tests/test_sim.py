@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -105,8 +106,14 @@ def test_tag_churn_off_the_tick_grid_is_no_stall() -> None:
 
 
 def test_falsepos_loss_suspects_but_does_not_fail() -> None:
+    # The loss does cause suspicions (without loss there are none: the test
+    # above), and every one of them ends in a recovery, not a failure.
     r = sim.run("falsepos", nodes=N, seed=6, loss=0.05, duration=60.0)
+    assert r.metrics["alive_to_suspect"] > 0, r.metrics
+    assert r.metrics["refutations"] > 0, r.metrics
+    assert r.metrics["recovered"] == r.metrics["alive_to_suspect"], r.metrics
     assert r.metrics["to_failed"] == 0
+    assert r.metrics["alive_at_end"] == N
     assert r.ok
 
 
@@ -318,15 +325,31 @@ def test_tombstones_outlast_stale_records_over_two_days() -> None:
 
 
 def test_oneway_partition_and_loss() -> None:
-    s = formed(10, seed=5)
+    """A one-way partition blocks only what side 0 sends to side 1. Side 1
+    hears nothing from side 0 and suspects all of it; those accusations do
+    reach side 0, whose every node refutes. Side 0's accusations never reach
+    side 1, so no node there refutes (a two-way partition has no refutation
+    on either side). The partition ends on time; loss then drops datagrams
+    without blocking any, and once it stops the cluster converges again."""
+    n = 10
+    s = formed(n, seed=5)
+    refuted0 = [s.node_stats(i)["refutations"] for i in range(n)]
     sides = [0] * 5 + [1] * 5
     t = s.now()
     s.partition(sides, t, t + 5.0, oneway=True)
+    s.run_for(5.0)
+    refuted = [s.node_stats(i)["refutations"] - refuted0[i] for i in range(n)]
+    assert min(refuted[:5]) >= 1 and refuted[5:] == [0] * 5, refuted
+    assert s.alive_counts()[5:] == [5] * 5, s.alive_counts()
+    blocked = s.stats()["datagrams_blocked"]
+    assert blocked > 0
     s.set_loss(0.1)
-    s.run_for(6.0)
+    s.run_for(1.0)
     st = s.stats()
-    assert st["datagrams_blocked"] > 0 and st["datagrams_lost"] > 0
+    assert st["datagrams_blocked"] == blocked and st["datagrams_lost"] > 0, st
     assert s.now() == pytest.approx(t + 6.0)
+    s.set_loss(0.0)
+    assert s.run_until_condition("converged", timeout=60.0)
 
 
 def test_events_log() -> None:
@@ -352,9 +375,13 @@ def test_subclass_and_gc() -> None:
         pass
 
     m = Mine(3)
-    m.cycle = m  # a reference cycle the collector must break
+    m.cycle = m  # a reference cycle only the collector can break
+    collected: list[object] = []
+    ref = weakref.ref(m, collected.append)
     del m
+    assert ref() is not None  # the cycle keeps it alive ...
     gc.collect()
+    assert ref() is None and collected == [ref]  # ... until the collector frees it
     s = sim.Simulator(3)
     s.close()
     with pytest.raises(RuntimeError):

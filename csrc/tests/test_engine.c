@@ -181,6 +181,29 @@ static int tag_seen(cm_enode_t **nodes, void *arg) {
   return 1;
 }
 
+/* What n's queued events say about member `id`: how many times it failed
+ * and left, and how many events the queue dropped (a dropped event could
+ * have been a failure). Reads the queue empty. */
+struct history {
+  int failed;
+  int left;
+  uint64_t dropped;
+};
+
+static struct history read_history(cm_enode_t *n, const char *id) {
+  struct history h = {0, 0, 0};
+  cm_eevent_t ev;
+  while (cm_enode_next_event(n, &ev)) {
+    if (ev.kind == CM_EEV_DROPPED)
+      h.dropped += ev.dropped;
+    else if (ev.kind == CM_EEV_MEMBER && strcmp(ev.ev.id, id) == 0) {
+      h.failed += ev.ev.type == CM_EV_FAILED;
+      h.left += ev.ev.type == CM_EV_LEFT;
+    }
+  }
+  return h;
+}
+
 static void lifecycle(double loss) {
   cm_engine_t *e = NULL;
   cm_enode_t *nodes[NODES];
@@ -210,9 +233,19 @@ static void lifecycle(double loss) {
   cm_enode_stop(nodes[3]);
   nodes[3] = NULL;
   CM_CHECK(wait_for(all_see, nodes, &failed, 60));
-  /* A graceful leave: left everywhere, never failed. */
+  /* A graceful leave: left everywhere, never failed. The final state alone
+   * would not show a failure on the way (failed, then left), so each
+   * node's whole event history of node-4 is read: nodes 0-2 have queued
+   * every event since node-4 joined (nodes 1 and 2 read theirs only until
+   * their own join's result, before node-4 joined). */
   CM_CHECK(cm_enode_leave(nodes[4]) > 0);
   CM_CHECK(wait_for(all_see, nodes, &left, 30));
+  for (i = 0; i < 3; i++) {
+    struct history h = read_history(nodes[i], "node-4");
+    CM_CHECK_EQ(h.dropped, 0);
+    CM_CHECK_EQ(h.failed, 0);
+    CM_CHECK(h.left >= 1);
+  }
   for (i = 0; i < 3; i++) {
     char id[16];
     int j;
