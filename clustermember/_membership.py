@@ -396,9 +396,10 @@ class ClusterMembership:
     async def leave(self, timeout: float | None = None) -> None:
         """Leave gracefully, then stop: peers mark this node left, not failed.
 
-        Waits until the leave has spread (at most ``config.leave_timeout``).
-        NotJoined before a successful join. After a successful leave, calling
-        it again is a safe no-op.
+        Waits until the leave has spread, at most ``timeout`` seconds (default
+        ``config.leave_timeout``), then stops the node either way. NotJoined
+        before a successful join. After a successful leave, calling it again
+        is a safe no-op.
 
         >>> await cluster.leave()
         """
@@ -415,7 +416,7 @@ class ClusterMembership:
         assert self._node is not None
         loop = asyncio.get_running_loop()
         self._attach(loop)
-        token = self._node.leave()
+        token = self._node.leave(timeout)
         fut: asyncio.Future[int] = loop.create_future()
         self._pending[token] = fut
         self._leave_future = fut

@@ -748,11 +748,16 @@ static PyObject *node_join(node_object *self, PyObject *args) {
   return PyLong_FromLongLong(tok);
 }
 
-static PyObject *node_leave(node_object *self, PyObject *unused) {
+static PyObject *node_leave(node_object *self, PyObject *args) {
   int64_t tok;
-  if (node_check(self) < 0)
+  PyObject *timeout = Py_None;
+  cm_time_t t = 0;
+  if (!PyArg_ParseTuple(args, "|O", &timeout))
     return NULL;
-  tok = cm_enode_leave(self->node);
+  if (node_check(self) < 0 ||
+      (timeout != Py_None && seconds_to_time(timeout, &t, "timeout") < 0))
+    return NULL;
+  tok = cm_enode_leave(self->node, t);
   if (tok < 0)
     return node_result(self, (int)tok, "leave");
   return PyLong_FromLongLong(tok);
@@ -952,9 +957,10 @@ static PyMethodDef node_methods[] = {
     {"join", (PyCFunction)node_join, METH_VARARGS,
      "join(seeds, timeout) -> int\n\nStart joining; returns the token of "
      "the ('joined', token, status) event that follows."},
-    {"leave", (PyCFunction)node_leave, METH_NOARGS,
-     "leave() -> int\n\nStart a graceful leave; returns the token of the "
-     "('left', token, status) event that follows."},
+    {"leave", (PyCFunction)node_leave, METH_VARARGS,
+     "leave(timeout=None) -> int\n\nStart a graceful leave, given timeout "
+     "seconds to spread (None: the node's leave_timeout); returns the token "
+     "of the ('left', token, status) event that follows."},
     {"set_tags", (PyCFunction)node_set_tags, METH_O,
      "set_tags(tags)\n\nReplace the tag set; returns once applied."},
     {"set_fault", (PyCFunction)(void (*)(void))node_set_fault,

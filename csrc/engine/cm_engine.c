@@ -244,7 +244,8 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
     } else {
       n->leaving = 1;
       n->leave_token = c->token;
-      n->leave_deadline = cm_engine__now() + n->cfg.leave_grace;
+      n->leave_deadline =
+          cm_engine__now() + (c->timeout ? c->timeout : n->cfg.leave_grace);
       cm_node_leave(n->node, cm_engine__now());
       if (n->join.active)
         cm_engine__join_finish(n, CM_ECLOSED);
@@ -575,13 +576,14 @@ int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
   return submit_with_result(n, c);
 }
 
-int64_t cm_enode_leave(cm_enode_t *n) {
+int64_t cm_enode_leave(cm_enode_t *n, cm_time_t timeout) {
   struct cmd *c;
   if (n == NULL)
     return CM_EINVAL;
   c = cmd_new(CMD_LEAVE, n);
   if (c == NULL)
     return CM_ENOMEM;
+  c->timeout = timeout;
   return submit_with_result(n, c);
 }
 

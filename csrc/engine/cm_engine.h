@@ -131,11 +131,12 @@ void cm_enode_stop(cm_enode_t *n);
  * CM_ESTATE (a join under way), CM_ECLOSED (stopped or leaving). */
 int64_t cm_enode_join(cm_enode_t *n, const cm_addr_t *seeds, size_t nseeds,
                       cm_time_t timeout);
-/* Leave gracefully; CM_EEV_LEFT follows once the leave has spread (or the
- * grace period ran out) and the node has stopped. A call made while a
- * leave is under way is answered with CM_ESTATE at once. Returns a token
- * or a negative error (as cm_enode_join). */
-int64_t cm_enode_leave(cm_enode_t *n);
+/* Leave gracefully; CM_EEV_LEFT follows once the leave has spread (or
+ * `timeout` ran out; 0 for the node's leave_grace) and the node has
+ * stopped. A call made while a leave is under way is answered with
+ * CM_ESTATE at once. Returns a token or a negative error (as
+ * cm_enode_join). */
+int64_t cm_enode_leave(cm_enode_t *n, cm_time_t timeout);
 /* Replace the tag set (canonical blob). Blocks until applied. Errors as
  * cm_node_set_tags, and CM_ECLOSED once stopped. */
 int cm_enode_set_tags(cm_enode_t *n, const uint8_t *blob, size_t len);

@@ -45,7 +45,7 @@ struct cmd {
   /* CMD_JOIN */
   cm_addr_t seeds[ENGINE_MAX_SEEDS];
   size_t nseeds;
-  cm_time_t timeout;
+  cm_time_t timeout; /* also CMD_LEAVE's (0: the node's leave_grace) */
   /* CMD_SET_TAGS */
   uint8_t *blob;
   size_t blob_len;

@@ -238,7 +238,7 @@ static void lifecycle(double loss) {
    * node's whole event history of node-4 is read: nodes 0-2 have queued
    * every event since node-4 joined (nodes 1 and 2 read theirs only until
    * their own join's result, before node-4 joined). */
-  CM_CHECK(cm_enode_leave(nodes[4]) > 0);
+  CM_CHECK(cm_enode_leave(nodes[4], 0) > 0);
   CM_CHECK(wait_for(all_see, nodes, &left, 30));
   for (i = 0; i < 3; i++) {
     struct history h = read_history(nodes[i], "node-4");
@@ -418,7 +418,7 @@ CM_TEST(engine_results_of_many_calls_all_arrive) {
   CM_CHECK_OK(cm_addr_parse("127.0.0.1:9", &nowhere));
   for (i = 0; i < JOINS; i++)
     tok[i] = cm_enode_join(n, &nowhere, 1, CM_SEC(30));
-  tok[JOINS] = cm_enode_leave(n);
+  tok[JOINS] = cm_enode_leave(n, 0);
   for (i = 0; i < CALLS; i++)
     CM_CHECK(tok[i] > 0);
   CM_CHECK_EQ(wait_results(n, tok, status, CALLS, &seen), CALLS);
@@ -440,8 +440,8 @@ CM_TEST(engine_second_leave_is_answered) {
   int status[2];
   CM_CHECK_OK(cm_engine_new(&e));
   n = start_node(e, 0, &key);
-  tok[0] = cm_enode_leave(n);
-  tok[1] = cm_enode_leave(n);
+  tok[0] = cm_enode_leave(n, 0);
+  tok[1] = cm_enode_leave(n, 0);
   CM_CHECK(tok[0] > 0 && tok[1] > 0);
   CM_CHECK_EQ(wait_results(n, tok, status, 2, &seen), 2);
   CM_CHECK_EQ(status[0], 0);
