@@ -23,7 +23,7 @@ FUZZ_SRCS := $(wildcard csrc/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst csrc/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all ctest ctest-asan ctest-tsan valgrind fuzz fuzz-build format format-check clean
+.PHONY: all ctest ctest-asan ctest-tsan valgrind fuzz fuzz-build fuzz-long format format-check clean
 
 all: build/cm_tests
 
@@ -94,17 +94,40 @@ build/fuzz/%: csrc/fuzz/%.c $(LIB_SRCS) $(HDRS)
 # The fuzzers, built only (scripts/test.sh builds them while other tests run).
 fuzz-build: $(FUZZ_BINS)
 
-# Each fuzzer runs for FUZZ_SECONDS from its seed corpus; any crash fails.
+# Each fuzzer runs for FUZZ_SECONDS from its committed corpus
+# (csrc/fuzz/corpus/NAME, minimised) and its hand-made seeds; what it finds
+# goes to build/fuzz/corpus-NAME, never into the tree. Any crash fails.
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do \
 	  name=$$(basename $$f); corpus=build/fuzz/corpus-$$name; \
 	  mkdir -p $$corpus; \
 	  seeds=csrc/fuzz/seeds/$$name; [ -d $$seeds ] || seeds=; \
+	  kept=csrc/fuzz/corpus/$$name; [ -d $$kept ] || kept=; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    -artifact_prefix=build/fuzz/$$name- $$corpus $$seeds \
+	    -artifact_prefix=build/fuzz/$$name- $$corpus $$kept $$seeds \
 	    >build/fuzz/$$name.log 2>&1 || { tail -50 build/fuzz/$$name.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log; \
+	done
+
+# The long run (FUZZ_LONG_SECONDS each, an hour by default), then a
+# minimising merge of what it found into the committed corpus: commit
+# csrc/fuzz/corpus afterwards to keep what it learned. Any crash fails and
+# leaves its input in build/fuzz/.
+FUZZ_LONG_SECONDS ?= 3600
+fuzz-long: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+	  name=$$(basename $$f); corpus=build/fuzz/corpus-$$name; \
+	  kept=csrc/fuzz/corpus/$$name; mkdir -p $$corpus $$kept; \
+	  echo "fuzz-long: $$name for $(FUZZ_LONG_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_LONG_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/$$name- $$corpus $$kept \
+	    csrc/fuzz/seeds/$$name >build/fuzz/$$name-long.log 2>&1 \
+	    || { tail -50 build/fuzz/$$name-long.log; exit 1; }; \
+	  rm -rf $$kept.new && mkdir -p $$kept.new && \
+	  $$f -merge=1 $$kept.new $$kept $$corpus >/dev/null 2>&1 && \
+	  rm -rf $$kept && mv $$kept.new $$kept; \
+	  echo "fuzz-long: $$name corpus $$(ls $$kept | wc -l) inputs"; \
 	done
 
 format:
