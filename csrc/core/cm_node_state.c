@@ -89,6 +89,14 @@ static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
 
 static void node_order_insert(cm_node_t *n, uint32_t slot) {
   uint32_t pos;
+  /* Already due in the rest of this round (it went and came back before
+   * its turn): once is enough. Without this, a member that flaps would be
+   * added once per return, growing the order without bound and taking
+   * every probe period from the others. O(rest of the round), paid only
+   * when a member comes back. */
+  for (pos = n->order_pos; pos < n->order_len; pos++)
+    if (n->order[pos] == slot)
+      return;
   if (n->order_len == n->order_cap) {
     uint32_t ncap = n->order_cap ? n->order_cap * 2 : 16;
     uint32_t *no = realloc(n->order, ncap * sizeof(*no));

@@ -1786,6 +1786,41 @@ CM_TEST(rule_pushpull_suspect_confirms_as_its_sender_once) {
   cm_node_free(n);
 }
 
+/* A member that flaps (failed, then back at a higher incarnation, again and
+ * again: a peer flapping, or a key holder sending DEAD and ALIVE in turn)
+ * is in the probe round once, not once per return: the others are still
+ * each probed once per round, and the order does not grow with the flaps.
+ * Two rounds of 21 members here. */
+CM_TEST(rule_a_flapping_member_is_in_the_probe_round_once) {
+  cm_node_t *n = mk_node("a", 1);
+  struct drive_log l;
+  cm_event_t ev;
+  cm_addr_t b = addr_of(2);
+  cm_time_t end = T0 + 42 * CM_MSEC(500);
+  char id[8];
+  uint32_t i, inc = 1;
+  memset(&l, 0, sizeof(l));
+  for (i = 0; i < 20; i++) {
+    snprintf(id, sizeof(id), "m%u", i);
+    alive(n, id, 1, 10 + i, NULL, 0);
+  }
+  alive(n, "b", 1, 2, NULL, 0);
+  for (i = 0; i < 2000; i++) {
+    accuse(n, CM_MSG_DEAD, "b", inc, "m0");
+    alive(n, "b", ++inc, 2, NULL, 0);
+  }
+  while (cm_node_poll_event(n, &ev))
+    ;
+  drive(n, T0, end, &l);
+  for (i = 0; i < 20; i++) {
+    cm_addr_t m = addr_of(10 + i);
+    CM_CHECK(sent_count(&l, CM_MSG_PING, NULL, NULL, &m, T0, end) >= 1);
+  }
+  CM_CHECK(sent_count(&l, CM_MSG_PING, NULL, NULL, &b, T0, end) <= 3);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
 /* With fewer than k + 2 live members nobody is left to confirm: the timeout
  * is min (2 s) from the start. */
 CM_TEST(rule_suspicion_with_too_few_members_to_confirm_is_min) {
