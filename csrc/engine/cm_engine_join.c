@@ -87,6 +87,12 @@ static void on_join_retry(uv_timer_t *t) {
     join_send(n);
 }
 
+/* A join out of time: refused if a seed refused our credentials and none
+ * ever answered, else timed out. */
+static int join_verdict(const struct join_state *j) {
+  return j->refused && !j->answered ? CM_EAUTH : CM_ETIMEDOUT;
+}
+
 void cm_engine__join_check(cm_enode_t *n) {
   struct join_state *j = &n->join;
   if (j->active && j->await_idcheck) {
@@ -102,8 +108,7 @@ void cm_engine__join_check(cm_enode_t *n) {
   /* The deadline ends the join even with requests still out (a handshake
    * to a silent seed lasts handshake_timeout, which may be longer). */
   if (cm_engine__now() >= j->deadline) {
-    cm_engine__join_finish(n, j->refused && !j->answered ? CM_EAUTH
-                                                         : CM_ETIMEDOUT);
+    cm_engine__join_finish(n, join_verdict(j));
     return;
   }
   if (j->nreqs > 0 || j->retry_pending)
@@ -119,8 +124,7 @@ void cm_engine__join_check(cm_enode_t *n) {
     return;
   }
   if (cm_engine__now() + j->backoff >= j->deadline) {
-    cm_engine__join_finish(n, j->refused && !j->answered ? CM_EAUTH
-                                                         : CM_ETIMEDOUT);
+    cm_engine__join_finish(n, join_verdict(j));
     return;
   }
   n->join.retry_pending = 1;

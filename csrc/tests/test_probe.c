@@ -564,18 +564,12 @@ CM_TEST(stale_accusation_is_answered_with_newer_news) {
  * ping the node sent to ask 42 (its seq), checking where it went and what
  * it names. */
 static uint32_t claim_of_own_id(cm_node_t *n, cm_time_t now) {
-  cm_msg_t m;
   struct sent out[4];
   size_t k, i;
   uint32_t seq = 0;
   int pings = 0;
   cm_addr_t other = addr_of(42);
-  memset(&m, 0, sizeof(m));
-  m.type = CM_MSG_ALIVE;
-  cm_wire_id_set(&m.u.alive.node, "n1", 2);
-  m.u.alive.incarnation = 3;
-  m.u.alive.addr = other;
-  feed_from(n, 5, &m, now);
+  cm_tnode_alive(n, "n1", 3, &other, now);
   k = collect(n, out, 4);
   for (i = 0; i < k; i++) {
     const cm_msg_t *p = find_msg(&out[i], CM_MSG_PING);

@@ -6,6 +6,7 @@
 
 #include "cm_node.h"
 #include "cm_test.h"
+#include "cm_test_node.h"
 
 #define T0 CM_SEC(100)
 
@@ -26,12 +27,8 @@ static cm_node_t *mk_node(const char *id, uint32_t idx) {
 }
 
 static void feed(cm_node_t *n, const cm_msg_t *m, cm_time_t now) {
-  uint8_t buf[1500];
-  cm_wbuf_t w = {buf, 0, sizeof(buf)};
   cm_addr_t from = addr_of(99);
-  CM_CHECK_OK(cm_wire_packet_begin(&w));
-  CM_CHECK_OK(cm_wire_packet_add(&w, m));
-  CM_CHECK_OK(cm_node_recv(n, &from, w.p, w.len, now));
+  cm_tnode_feed(n, &from, m, now);
 }
 
 static void alive_at(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
