@@ -878,6 +878,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(drop_unknown);
   N(drop_forward_full);
   N(drop_limit);
+  N(tombstones_evicted);
   N(drop_pushpull);
   N(drop_left);
   N(drop_incarnation);

@@ -6,16 +6,33 @@ static int merge_gone(uint8_t state) {
   return state == CM_STATE_FAILED || state == CM_STATE_LEFT;
 }
 
+uint32_t cm_merge_refute_incarnation(uint32_t news_inc, uint32_t own) {
+  uint64_t inc = news_inc > own ? news_inc : own;
+  uint64_t cap = (uint64_t)own + CM_INC_STEP_MAX / 2;
+  if (inc > cap)
+    inc = cap;
+  return inc >= UINT32_MAX ? 0 : (uint32_t)inc + 1;
+}
+
 /* About this node: answer with a later incarnation, if there is one. */
 static int merge_refute(uint32_t news_inc, uint32_t own) {
-  uint32_t inc = news_inc > own ? news_inc : own;
-  return inc == UINT32_MAX ? CM_MERGE_DROP_INCARNATION : CM_MERGE_REFUTE;
+  return cm_merge_refute_incarnation(news_inc, own) == 0
+             ? CM_MERGE_DROP_INCARNATION
+             : CM_MERGE_REFUTE;
+}
+
+/* News about another member far above the incarnation held. */
+static int merge_too_far(const cm_merge_held_t *h, uint32_t i) {
+  return !h->is_self &&
+         (uint64_t)i > (uint64_t)h->incarnation + CM_INC_STEP_MAX;
 }
 
 static int merge_alive(const cm_merge_held_t *h, const cm_merge_news_t *x) {
   uint32_t i = x->incarnation, j = h->incarnation;
   if (!h->known)
     return CM_MERGE_ADD;
+  if (merge_too_far(h, i))
+    return CM_MERGE_DROP_INCARNATION;
   if (h->is_self) {
     /* Someone else uses our id. Refuting would start a duel of
      * incarnations; it is reported, and peers keep the address they know. */
@@ -42,7 +59,7 @@ int cm_merge(const cm_merge_held_t *h, const cm_merge_news_t *x) {
     return CM_MERGE_IGNORE;
   /* Honest peers accuse at the incarnation they hold, and the subject could
    * not refute an accusation at the last one: implausible. */
-  if (i == UINT32_MAX && j < UINT32_MAX)
+  if ((i == UINT32_MAX && j < UINT32_MAX) || merge_too_far(h, i))
     return CM_MERGE_DROP_INCARNATION;
   if (h->is_self)
     return h->leaving ? CM_MERGE_IGNORE : merge_refute(i, j);

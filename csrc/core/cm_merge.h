@@ -56,8 +56,26 @@ enum cm_merge_action {
   CM_MERGE_REFUTE,           /* about this node: alive at max(i, own) + 1 */
 };
 
+/* The largest step by which one piece of news may raise a member's
+ * incarnation. Honest members raise theirs by one per tag change or
+ * refutation; a record more than this above the one held (2^24, about
+ * 16.7 million changes since the two last met) can only come from a forger
+ * or a fault, and taking it would carry the member most of the way to the
+ * last incarnation, where it could no longer refute. Such news about
+ * another member is dropped and counted (CM_MERGE_DROP_INCARNATION); about
+ * this node, the refutation climbs at most half this step at a time
+ * (cm_merge_refute_incarnation), so peers still holding the incarnation we
+ * had accept it. docs/protocol.md, "Incarnations saturate". */
+#define CM_INC_STEP_MAX (UINT32_C(1) << 24)
+
 /* The action for news about a member held as held. Pure. */
 int cm_merge(const cm_merge_held_t *held, const cm_merge_news_t *news);
+
+/* The incarnation a refutation announces, given the news' incarnation and
+ * our own: one above the higher of the two, but at most
+ * CM_INC_STEP_MAX / 2 + 1 above our own; 0 if none is left (cm_merge
+ * then says CM_MERGE_DROP_INCARNATION). Pure. */
+uint32_t cm_merge_refute_incarnation(uint32_t news_inc, uint32_t own);
 
 /* Order two push-pull entries about one id: > 0 if a ranks above b, < 0 if
  * below, 0 if they are the same record. Higher incarnation first, then left >

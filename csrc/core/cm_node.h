@@ -62,15 +62,16 @@ typedef struct cm_node_stats {
   uint64_t updates_dropped; /* broadcast queue overflowed */
   uint64_t events_dropped;  /* event queue overflowed */
   /* Drops by reason: never crash, never change state. */
-  uint64_t drop_malformed;    /* failed to decode */
-  uint64_t drop_wrong_target; /* ping meant for another id */
-  uint64_t drop_stale;        /* ack or nack for no pending probe */
-  uint64_t drop_unknown;      /* about a node we do not know */
-  uint64_t drop_forward_full; /* too many indirect probes in flight */
-  uint64_t drop_limit;        /* registry at max_members */
-  uint64_t drop_pushpull;     /* bad or oversized push-pull */
-  uint64_t drop_left;         /* input after this node left */
-  uint64_t drop_incarnation;  /* accusation at the last incarnation */
+  uint64_t drop_malformed;     /* failed to decode */
+  uint64_t drop_wrong_target;  /* ping meant for another id */
+  uint64_t drop_stale;         /* ack or nack for no pending probe */
+  uint64_t drop_unknown;       /* about a node we do not know */
+  uint64_t drop_forward_full;  /* too many indirect probes in flight */
+  uint64_t drop_limit;         /* registry at max_members, no tombstone */
+  uint64_t tombstones_evicted; /* forgotten early to make room for a newcomer */
+  uint64_t drop_pushpull;      /* bad or oversized push-pull */
+  uint64_t drop_left;          /* input after this node left */
+  uint64_t drop_incarnation;   /* accusation at the last incarnation */
   /* A newer version's message type, skipped; the rest of its packet is
    * processed. */
   uint64_t skipped_unknown;

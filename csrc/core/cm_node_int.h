@@ -200,6 +200,10 @@ void cm_node__conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
 /* ---------------------------------------------------------------- reap */
 
 void cm_node__reap(cm_node_t *n, cm_time_t now);
+/* Forget the tombstone (a member that left or failed) that has been gone
+ * longest, to make room for a newcomer; 1 if there was one. O(registry),
+ * paid only when the registry is full. */
+int cm_node__evict_tombstone(cm_node_t *n, cm_time_t now);
 void cm_node__reconnect(cm_node_t *n, cm_time_t now);
 
 #endif

@@ -11,6 +11,16 @@ static int node_filter_reconnect(const cm_node_t *n, uint32_t s,
          now - m->state_change < n->cfg.reconnect_timeout;
 }
 
+/* Forget a member that left or failed: reported as reaped. */
+static void node_forget(cm_node_t *n, uint32_t i, cm_time_t now) {
+  cm_member_t *m = &n->reg.m[i];
+  cm_node__event(n, CM_EV_REAPED, m, NULL, now);
+  cm_node__count_state(n, m->state, -1);
+  cm_bcast_forget(&n->bq, i);
+  cm_bcast_forget_aux(&n->bq, i);
+  cm_registry_remove(&n->reg, i);
+}
+
 void cm_node__reap(cm_node_t *n, cm_time_t now) {
   uint32_t i;
   for (i = 0; i < n->reg.high; i++) {
@@ -20,14 +30,28 @@ void cm_node__reap(cm_node_t *n, cm_time_t now) {
       continue;
     age = now - m->state_change;
     if ((m->state == CM_STATE_LEFT && age >= n->cfg.reap_left_after) ||
-        (m->state == CM_STATE_FAILED && age >= n->cfg.reconnect_timeout)) {
-      cm_node__event(n, CM_EV_REAPED, m, NULL, now);
-      cm_node__count_state(n, m->state, -1);
-      cm_bcast_forget(&n->bq, i);
-      cm_bcast_forget_aux(&n->bq, i);
-      cm_registry_remove(&n->reg, i);
-    }
+        (m->state == CM_STATE_FAILED && age >= n->cfg.reconnect_timeout))
+      node_forget(n, i, now);
   }
+}
+
+int cm_node__evict_tombstone(cm_node_t *n, cm_time_t now) {
+  uint32_t i, oldest = CM_NO_SLOT;
+  if (n->st.failed + n->st.left == 0)
+    return 0;
+  for (i = 0; i < n->reg.high; i++) {
+    const cm_member_t *m = &n->reg.m[i];
+    if (!m->in_use || i == n->self ||
+        (m->state != CM_STATE_FAILED && m->state != CM_STATE_LEFT))
+      continue;
+    if (oldest == CM_NO_SLOT || m->state_change < n->reg.m[oldest].state_change)
+      oldest = i;
+  }
+  if (oldest == CM_NO_SLOT)
+    return 0;
+  node_forget(n, oldest, now);
+  n->st.tombstones_evicted++;
+  return 1;
 }
 
 /* Keep trying failed members, so a healed partition merges back

@@ -76,9 +76,9 @@ static void node_keep_ext(cm_member_t *m, const cm_wire_ext_t *x) {
  * (docs/protocol.md, "Incarnations saturate"). */
 static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
   cm_member_t *self = cm_node__self(n);
-  uint32_t inc =
-      accused_inc > self->incarnation ? accused_inc : self->incarnation;
-  self->incarnation = inc + 1; /* below UINT32_MAX: cm_merge checked */
+  /* Not 0: cm_merge checked that one is left. */
+  self->incarnation =
+      cm_merge_refute_incarnation(accused_inc, self->incarnation);
   n->st.refutations++;
   /* Being accused means our messages are not getting through in time: the
    * local-health score rises so we probe less aggressively (Lifeguard). */
@@ -134,7 +134,9 @@ static void node_add(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
                      int quiet) {
   int32_t slot;
   cm_member_t *m;
-  if (n->reg.count >= n->cfg.max_members) {
+  /* A full registry makes room by forgetting its oldest tombstone: a live
+   * newcomer matters more than the memory of one long gone. */
+  if (n->reg.count >= n->cfg.max_members && !cm_node__evict_tombstone(n, now)) {
     n->st.drop_limit++;
     return;
   }
@@ -211,8 +213,10 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
                          cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
   int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
-  if (x->incarnation > m->incarnation)
-    m->incarnation = x->incarnation;
+  /* The incarnation held stays (as memberlist's does): a confirmation at a
+   * higher one means its subject refuted and was accused again, and the
+   * refutation, if it comes second, must still be taken (alive needs a
+   * strictly higher incarnation). The news goes on as it came. */
   if (m->ext == NULL || m->ext->susp == NULL ||
       !cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len),
                             now))
@@ -220,7 +224,7 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
   cm_theap_update(&n->suspects, m->ext->susp_pos,
                   cm_suspicion_deadline(m->ext->susp));
   if (accuser >= 0)
-    cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, m->incarnation,
+    cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
 }
 

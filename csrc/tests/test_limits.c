@@ -10,6 +10,7 @@
 #include "cm_net_int.h"
 #include "cm_node.h"
 #include "cm_test.h"
+#include "cm_test_node.h"
 
 #define L_T0 CM_SEC(100)
 
@@ -105,6 +106,73 @@ CM_TEST(limit_members_at_its_edge) {
   CM_CHECK_EQ(l_info(n, "m3").incarnation, 2);
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.drop_limit, 2);
+  cm_node_free(n);
+}
+
+/* A member declared gone at `at`: failed by a dead record, or left. */
+static void l_gone(cm_node_t *n, const char *id, uint8_t type, cm_time_t at) {
+  cm_msg_t m;
+  cm_addr_t from = l_addr(99);
+  memset(&m, 0, sizeof(m));
+  m.type = type;
+  if (type == CM_MSG_LEAVE) {
+    CM_CHECK_OK(cm_wire_id_set(&m.u.leave.node, id, strlen(id)));
+    m.u.leave.incarnation = 1;
+  } else {
+    CM_CHECK_OK(cm_wire_id_set(&m.u.suspect.node, id, strlen(id)));
+    CM_CHECK_OK(cm_wire_id_set(&m.u.suspect.from, "m1", 2));
+    m.u.suspect.incarnation = 1;
+  }
+  cm_tnode_feed(n, &from, &m, at);
+}
+
+/* Tombstones (members that left or failed) are kept for a day, and they
+ * count toward max_members: with churn, a registry full of them would
+ * refuse every newcomer for that day. A full registry instead forgets the
+ * tombstone gone longest (reported as reaped, counted in
+ * tombstones_evicted) and takes the newcomer; only a registry of live
+ * members refuses one. */
+CM_TEST(limit_a_full_registry_forgets_its_oldest_tombstone) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_node_stats_t st;
+  cm_event_t ev;
+  int reaped = 0;
+  cm_config_lan(&c);
+  c.max_members = 4;
+  n = l_node(&c);
+  l_alive(n, "m1", 1, 2);
+  l_alive(n, "m2", 1, 3);
+  l_alive(n, "m3", 1, 4);
+  l_gone(n, "m3", CM_MSG_LEAVE, L_T0 + CM_SEC(1));
+  l_gone(n, "m2", CM_MSG_DEAD, L_T0 + CM_SEC(2));
+  while (cm_node_poll_event(n, &ev))
+    ;
+  l_alive(n, "m4", 1, 5); /* m3 has been gone longest */
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.members, 4);
+  CM_CHECK_EQ(st.drop_limit, 0);
+  CM_CHECK_EQ(st.tombstones_evicted, 1);
+  CM_CHECK_EQ(l_info(n, "m4").state, CM_STATE_ALIVE);
+  CM_CHECK_EQ(l_info(n, "m3").state, 0xff);
+  CM_CHECK_EQ(l_info(n, "m2").state, CM_STATE_FAILED);
+  while (cm_node_poll_event(n, &ev))
+    if (ev.type == CM_EV_REAPED) {
+      CM_CHECK_STR(ev.id, "m3");
+      reaped++;
+    }
+  CM_CHECK_EQ(reaped, 1);
+  l_alive(n, "m5", 1, 6); /* then m2 */
+  CM_CHECK_EQ(l_info(n, "m2").state, 0xff);
+  CM_CHECK_EQ(l_info(n, "m5").state, CM_STATE_ALIVE);
+  l_alive(n, "m6", 1, 7); /* every member alive: refused */
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.members, 4);
+  CM_CHECK_EQ(st.alive, 4);
+  CM_CHECK_EQ(st.tombstones_evicted, 2);
+  CM_CHECK_EQ(st.drop_limit, 1);
+  CM_CHECK_EQ(l_info(n, "m6").state, 0xff);
+  CM_CHECK_OK(cm_node_check_invariants(n, NULL));
   cm_node_free(n);
 }
 

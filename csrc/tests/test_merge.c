@@ -20,11 +20,16 @@ enum {
   RE = CM_MERGE_REFUTE
 };
 
-/* Incarnation of the news against the one held. The last two are at the top
- * of the range: the news reaches the last incarnation, or both are there. */
-enum { OLDER, EQUAL, NEWER, TO_LAST, AT_LAST, NREL };
-static const uint32_t held_inc[NREL] = {5, 5, 5, UINT32_MAX - 1, UINT32_MAX};
-static const uint32_t news_inc[NREL] = {4, 5, 6, UINT32_MAX, UINT32_MAX};
+/* Incarnation of the news against the one held. AT_STEP and PAST_STEP are
+ * as far above as one record may carry a member (CM_INC_STEP_MAX) and one
+ * more; the last two are at the top of the range: the news reaches the
+ * last incarnation, or both are there. */
+enum { OLDER, EQUAL, NEWER, AT_STEP, PAST_STEP, TO_LAST, AT_LAST, NREL };
+static const uint32_t held_inc[NREL] = {5,         5, 5, 5, 5, UINT32_MAX - 1,
+                                        UINT32_MAX};
+static const uint32_t news_inc[NREL] = {
+    4,          5,         6, 5 + CM_INC_STEP_MAX, 5 + CM_INC_STEP_MAX + 1,
+    UINT32_MAX, UINT32_MAX};
 
 /* News about another member, by kind (alive from the held address, alive
  * from another, suspect, dead, leave, push-pull failed), held state and
@@ -49,13 +54,15 @@ static const uint8_t kind_news[NKIND] = {CM_NEWS_ALIVE,   CM_NEWS_ALIVE,
 /* The documented action. */
 static int expected(int known, int self, int leaving, uint8_t state, int rel,
                     int kind, int other_tags) {
-  int accusation = kind >= 2, rel3 = rel == TO_LAST   ? NEWER
-                                     : rel == AT_LAST ? EQUAL
-                                                      : rel;
+  int accusation = kind >= 2, rel3 = rel == AT_LAST ? EQUAL
+                                     : rel >= NEWER ? NEWER
+                                                    : rel;
   if (!known)
     return accusation ? DU : AD;
   if (accusation && rel == TO_LAST)
     return DI; /* implausible, whoever it is about */
+  if (!self && rel == PAST_STEP)
+    return DI; /* too far above what is held, whatever it says */
   if (self) {
     int act;
     if (kind == 1) /* our id claimed elsewhere: reported, never refuted */

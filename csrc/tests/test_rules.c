@@ -4,6 +4,7 @@
  */
 #include <stdlib.h>
 
+#include "cm_merge.h"
 #include "cm_node.h"
 #include "cm_test.h"
 #include "cm_test_node.h"
@@ -795,6 +796,31 @@ CM_TEST(member_at_address_follows_address_changes) {
   cm_node_free(n);
 }
 
+/* Node a ("self") climbs to incarnation `to` by refutations, each as far
+ * as one accusation can take it (half of CM_INC_STEP_MAX): the only way up
+ * there, about 512 of them from 0 to the top. */
+static void climb_self(cm_node_t *n, uint32_t to) {
+  uint32_t inc = self_inc(n);
+  while (inc < to) {
+    uint64_t far = (uint64_t)inc + CM_INC_STEP_MAX / 2;
+    uint32_t next = far < (uint64_t)to - 1 ? (uint32_t)far : to - 1;
+    accuse(n, CM_MSG_SUSPECT, "a", next, "b");
+    CM_CHECK_EQ(self_inc(n), next + 1);
+    inc = next + 1;
+  }
+}
+
+/* Member b climbs to incarnation `to` by its own alive records, each as far
+ * as one may go (CM_INC_STEP_MAX). */
+static void climb_b(cm_node_t *n, uint32_t to) {
+  uint32_t inc = info_of(n, "b").incarnation;
+  while (inc < to) {
+    inc = to - inc > CM_INC_STEP_MAX ? inc + CM_INC_STEP_MAX : to;
+    alive(n, "b", inc, 2, NULL, 0);
+    CM_CHECK_EQ(info_of(n, "b").incarnation, inc);
+  }
+}
+
 /* Incarnations saturate instead of wrapping: a refutation of an accusation
  * at UINT32_MAX - 1 takes the last incarnation, and from there accusations
  * about us (at UINT32_MAX) cannot be answered. They are dropped and counted;
@@ -804,8 +830,12 @@ CM_TEST(rule_refutation_saturates_at_the_last_incarnation) {
   cm_node_t *n = with_b();
   static const uint8_t tags[] = {1, 'k', 0, 1, 'v'};
   cm_node_stats_t st;
-  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX - 1, "b");
+  uint64_t refuted;
+  climb_self(n, UINT32_MAX);
   CM_CHECK_EQ(self_inc(n), UINT32_MAX);
+  cm_node_stats(n, &st);
+  refuted = st.refutations;
+  CM_CHECK_EQ(st.drop_incarnation, 0);
   accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX, "b");
   CM_CHECK_EQ(self_inc(n), UINT32_MAX);
   accuse(n, CM_MSG_DEAD, "a", UINT32_MAX, "b");
@@ -817,7 +847,7 @@ CM_TEST(rule_refutation_saturates_at_the_last_incarnation) {
   CM_CHECK_EQ(info_of(n, "a").tags_len, 0);
   CM_CHECK_EQ(state_of(n, "a"), CM_STATE_ALIVE);
   cm_node_stats(n, &st);
-  CM_CHECK_EQ(st.refutations, 1);
+  CM_CHECK_EQ(st.refutations, refuted);
   CM_CHECK_EQ(st.drop_incarnation, 4);
   CM_CHECK(gossips_alive_self(n, UINT32_MAX));
   cm_node_free(n);
@@ -851,7 +881,7 @@ CM_TEST(rule_accusation_raising_to_the_last_incarnation_is_dropped) {
   CM_CHECK_EQ(st.refutations, 0);
   CM_CHECK_EQ(st.health, 0);
   CM_CHECK_EQ(st.drop_incarnation, 6);
-  alive(n, "b", UINT32_MAX, 2, NULL, 0);
+  climb_b(n, UINT32_MAX);
   CM_CHECK_EQ(info_of(n, "b").incarnation, UINT32_MAX);
   accuse(n, CM_MSG_SUSPECT, "b", UINT32_MAX, "c");
   CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
@@ -864,7 +894,7 @@ CM_TEST(tags_change_at_the_last_incarnation_is_refused) {
   cm_node_t *n = with_b();
   cm_event_t ev;
   CM_CHECK_OK(cm_node_set_tag(n, "role", "worker", T0));
-  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX - 1, "b");
+  climb_self(n, UINT32_MAX);
   CM_CHECK_EQ(self_inc(n), UINT32_MAX);
   drain_events(n, CM_EV_TAGS_UPDATED, &ev);
   CM_CHECK_EQ(cm_node_set_tag(n, "zone", "eu", T0), CM_ELIMIT);
@@ -873,6 +903,92 @@ CM_TEST(tags_change_at_the_last_incarnation_is_refused) {
   CM_CHECK_EQ(self_inc(n), UINT32_MAX);
   CM_CHECK_EQ(info_of(n, "a").tags_len, 1 + 4 + 2 + 6);
   CM_CHECK(!drain_events(n, CM_EV_TAGS_UPDATED, &ev));
+  cm_node_free(n);
+}
+
+/* One record cannot carry a member far up: news about another member more
+ * than CM_INC_STEP_MAX above the incarnation held (alive or accusation, by
+ * datagram or push-pull) is dropped and counted, so that no single forged
+ * or corrupt message (the review's alive or suspect at 2^32 - 2) can bring
+ * it near the last incarnation, where it could no longer refute. Up to the
+ * step, news applies as usual. */
+CM_TEST(rule_news_far_above_the_held_incarnation_is_dropped) {
+  cm_node_t *n = with_b();
+  const uint32_t far = 5 + CM_INC_STEP_MAX + 1;
+  cm_pp_entry_t e[2];
+  cm_node_stats_t st;
+  alive(n, "b", far, 2, NULL, 0);
+  alive(n, "b", UINT32_MAX - 1, 3, NULL, 0); /* elsewhere, too */
+  accuse(n, CM_MSG_SUSPECT, "b", far, "c");
+  accuse(n, CM_MSG_SUSPECT, "b", UINT32_MAX - 1, "c");
+  accuse(n, CM_MSG_DEAD, "b", far, "c");
+  leave(n, "b", far);
+  e[0] = pp_entry("s", 1, 9, CM_STATE_ALIVE);
+  e[1] = pp_entry("b", far, 2, CM_STATE_FAILED);
+  pp_push(n, e, 2);
+  e[1] = pp_entry("b", far, 2, CM_STATE_ALIVE);
+  pp_push(n, e, 2);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.drop_incarnation, 8);
+  CM_CHECK_EQ(st.suspicions, 0);
+  /* At the step exactly, it is news. */
+  accuse(n, CM_MSG_SUSPECT, "b", far - 1, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, far - 1);
+  cm_node_free(n);
+}
+
+/* About itself a node takes any incarnation (a restarted process begins at
+ * 0 below its old records), but one refutation climbs at most half a step:
+ * an accusation at 2^32 - 2 no longer carries it to the last incarnation,
+ * and a peer that still holds the incarnation it had accepts the
+ * refutation. An old record far above is passed in a few refutations, each
+ * drawn by hearing the record again. */
+CM_TEST(rule_a_refutation_climbs_at_most_half_a_step) {
+  const uint32_t half = CM_INC_STEP_MAX / 2, old = 3 * CM_INC_STEP_MAX;
+  cm_node_t *n = with_b(), *peer = mk_node("p", 3);
+  int rounds = 0;
+  alive(peer, "a", 0, 1, NULL, 0);
+  accuse(n, CM_MSG_SUSPECT, "a", UINT32_MAX - 1, "b");
+  CM_CHECK_EQ(self_inc(n), half + 1);
+  CM_CHECK(gossips_alive_self(n, half + 1));
+  alive(peer, "a", half + 1, 1, NULL, 0);
+  CM_CHECK_EQ(info_of(peer, "a").incarnation, half + 1);
+  cm_node_free(n);
+  /* A restart below a record far above: climbs out of it. */
+  n = with_b();
+  while (self_inc(n) <= old && rounds < 100) {
+    accuse(n, CM_MSG_DEAD, "a", old, "b");
+    rounds++;
+  }
+  CM_CHECK_EQ(rounds, 6);
+  CM_CHECK_EQ(self_inc(n), old + 1);
+  cm_node_free(n);
+  cm_node_free(peer);
+}
+
+/* A confirmation at a higher incarnation than the suspicion held (its
+ * subject refuted, then was accused again at the new incarnation) counts
+ * as a confirmation but does not raise the incarnation held: the
+ * refutation, arriving second, must still win (alive needs a strictly
+ * higher incarnation). Raising it kept the member suspect until its timer
+ * failed it. As memberlist does; the news goes on at its own incarnation. */
+CM_TEST(
+    rule_a_confirmation_at_a_higher_incarnation_leaves_the_refutation_to_win) {
+  cm_node_t *n = with_b();
+  alive(n, "c", 1, 3, NULL, 0);
+  alive(n, "d", 1, 4, NULL, 0);
+  accuse(n, CM_MSG_SUSPECT, "b", 5, "c");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  accuse(n, CM_MSG_SUSPECT, "b", 6, "d");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 5);
+  CM_CHECK(gossips(n, CM_MSG_SUSPECT, "b", 6));
+  alive(n, "b", 6, 2, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(info_of(n, "b").incarnation, 6);
   cm_node_free(n);
 }
 
