@@ -6,6 +6,7 @@
 
 #include "cm_merge.h"
 #include "cm_node.h"
+#include "cm_node_int.h"
 #include "cm_test.h"
 #include "cm_test_node.h"
 
@@ -1656,6 +1657,58 @@ CM_TEST(rule_reaping_drops_the_members_queued_updates) {
   CM_CHECK_EQ(st.bcast_queue, 1); /* alive(a) */
   drive_log_free(&l);
   cm_node_free(n);
+}
+
+/* Periodic timers start at a random phase, so nodes started together (a
+ * deployment, a simulator run) neither probe, gossip, push-pull, reconnect
+ * nor reap in step, nor on the whole seconds of the clock that started
+ * them: the first deadline of each is drawn per node, probes and gossip
+ * within one interval, the rest between half a period and one. In step,
+ * a 1,000-node partition's reconnects all fired at once, and news after
+ * a quiet spell met every node's stale deadline together and read as a
+ * stall. Sixteen nodes with sixteen seeds at one instant: every
+ * first deadline in its window, and spread over it. */
+CM_TEST(rule_timers_start_at_a_random_phase) {
+  enum { NODES = 16, TIMERS = 5 };
+  cm_time_t first[TIMERS][NODES], lo[TIMERS], hi[TIMERS];
+  cm_config_t c;
+  int t, i, j;
+  cm_config_lan(&c);
+  lo[0] = 0, hi[0] = c.probe_interval;
+  lo[1] = 0, hi[1] = c.gossip_interval;
+  lo[2] = c.pushpull_interval / 2, hi[2] = c.pushpull_interval + 1;
+  lo[3] = c.reconnect_interval / 2, hi[3] = c.reconnect_interval + 1;
+  lo[4] = CM_REAP_PERIOD / 2, hi[4] = CM_REAP_PERIOD + 1;
+  for (i = 0; i < NODES; i++) {
+    cm_node_t *n = NULL;
+    cm_addr_t a = addr_of(1);
+    CM_CHECK_OK(cm_node_new(&n, &c, "a", &a, NULL, 0, (uint64_t)i + 1, T0));
+    first[0][i] = n->next_probe - T0;
+    first[1][i] = n->next_gossip - T0;
+    first[2][i] = n->next_pushpull - T0;
+    first[3][i] = n->next_reconnect - T0;
+    first[4][i] = n->next_reap - T0;
+    cm_node_free(n);
+  }
+  for (t = 0; t < TIMERS; t++) {
+    int distinct = 0;
+    cm_time_t min = first[t][0], max = first[t][0];
+    for (i = 0; i < NODES; i++) {
+      int seen = 0;
+      CM_CHECK(first[t][i] >= lo[t] && first[t][i] < hi[t]);
+      for (j = 0; j < i; j++)
+        seen |= first[t][j] == first[t][i];
+      distinct += !seen;
+      min = first[t][i] < min ? first[t][i] : min;
+      max = first[t][i] > max ? first[t][i] : max;
+    }
+    if (distinct < NODES - 2 || max - min < (hi[t] - lo[t]) / 4)
+      cm_test_fail(__FILE__, __LINE__,
+                   "timer %d: %d distinct first deadlines of %d, spread "
+                   "%lld of a window of %lld",
+                   t, distinct, NODES, (long long)(max - min),
+                   (long long)(hi[t] - lo[t]));
+  }
 }
 
 /* While f is failed, every reconnect_interval the node opens a push-pull
