@@ -39,13 +39,21 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def window(sim: Simulator, name: str, seconds: float, chunk: float) -> list[dict[str, Any]]:
+def msgs_in(sim: Simulator, nodes: int) -> int:
+    """Messages (gossip items, probes, acks) every node's core has taken in."""
+    return sum((sim.node_stats(i) or {}).get("msgs_in", 0) for i in range(nodes))
+
+
+def window(
+    sim: Simulator, nodes: int, name: str, seconds: float, chunk: float
+) -> list[dict[str, Any]]:
     """Run seconds of simulated time in chunks; one record per chunk."""
     rows: list[dict[str, Any]] = []
     done = 0.0
     while done < seconds - 1e-9:
         step = min(chunk, seconds - done)
         before = sim.stats()
+        msgs_before = msgs_in(sim, nodes)
         t0 = time.perf_counter()
         sim.run_for(step)
         wall = time.perf_counter() - t0
@@ -60,6 +68,10 @@ def window(sim: Simulator, name: str, seconds: float, chunk: float) -> list[dict
             "wall_per_sim_s": round(wall / step, 4),
             "datagrams": after["datagrams_sent"] - before["datagrams_sent"],
             "streams": after["streams_sent"] - before["streams_sent"],
+            # Every message taken in against the membership events (state
+            # changes) they caused: the redundancy of the gossip.
+            "msgs_in": msgs_in(sim, nodes) - msgs_before,
+            "events": after["events"] - before["events"],
             **{f"node0_{k}": st.get(k) for k in STATES},
         }
         say(
@@ -79,12 +91,12 @@ def run(nodes: int, healthy: float, split: float, chunk: float, seed: int) -> di
         raise SystemExit("the cluster did not form")
     sim.run_for(5.0)  # let the formation's broadcasts drain
     formation = time.perf_counter() - t0
-    rows = window(sim, "healthy", healthy, chunk)
+    rows = window(sim, nodes, "healthy", healthy, chunk)
     sides = [0] * (nodes // 2) + [1] * (nodes - nodes // 2)
     cut = sim.now()
     # The partition outlasts the window: only its cost is measured here.
     sim.partition(sides, cut, cut + split + 3600.0)
-    rows += window(sim, "split", split, chunk)
+    rows += window(sim, nodes, "split", split, chunk)
     h = [r["wall_per_sim_s"] for r in rows if r["window"] == "healthy"]
     s = [r for r in rows if r["window"] == "split"]
     healthy_cost = sum(r["wall_s"] for r in rows if r["window"] == "healthy") / healthy
@@ -132,8 +144,41 @@ def table(doc: dict[str, Any]) -> str:
             f"{end['alive']:,} alive, {end['suspect']:,} suspect, {end['failed']:,} failed |"
         )
     out.append("")
+    out += receipts(doc)
+    out.append("")
     out.append(f"Commit {doc['commit']}; `{doc['command']}`.")
     return "\n".join(out)
+
+
+def receipts(doc: dict[str, Any]) -> list[str]:
+    """What the wall time buys: messages taken in, per node and simulated
+    second, and the membership events (state changes) among them, healthy
+    and in the first 30 s of the split; and the wall time per message."""
+    out = [
+        "| nodes | window | messages in per node per simulated s | events per node "
+        "| messages per event | wall µs per message |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in doc["runs"]:
+        if "msgs_in" not in r["chunks"][0]:
+            continue
+        n = r["nodes"]
+        split = [c for c in r["chunks"] if c["window"] == "split"]
+        first = [c for c in split if c["sim_end_s"] - split[0]["sim_end_s"] < 30 - 1e-9]
+        for name, rows in (
+            ("healthy", [c for c in r["chunks"] if c["window"] == "healthy"]),
+            ("first 30 s of the split", first),
+        ):
+            sim_s = sum(c["sim_s"] for c in rows)
+            msgs = sum(c["msgs_in"] for c in rows)
+            events = sum(c["events"] for c in rows)
+            wall = sum(c["wall_s"] for c in rows)
+            per_event = f"{msgs / events:,.0f}" if events else "–"
+            out.append(
+                f"| {n:,} | {name} | {msgs / n / sim_s:,.0f} | {events / n:,.0f} | "
+                f"{per_event} | {wall / msgs * 1e6:.2f} |"
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -586,6 +586,8 @@ static PyObject *sim_node_stats(sim_object *self, PyObject *arg) {
   ADD_U64(d, st, packets_out);
   ADD_U64(d, st, bytes_in);
   ADD_U64(d, st, bytes_out);
+  ADD_U64(d, st, msgs_in);
+  ADD_U64(d, st, msgs_out);
   ADD_U64(d, st, probes);
   ADD_U64(d, st, probe_failures);
   ADD_U64(d, st, indirect_probes);
