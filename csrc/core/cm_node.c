@@ -41,8 +41,12 @@ void cm_node_tick(cm_node_t *n, cm_time_t now) {
     uint32_t peer;
     if (cm_node__pick(n, 1, cm_node__filter_alive, CM_NO_SLOT, now, &peer) == 1)
       cm_node__pp_request(n, &cm_node__m(n, peer)->addr, 0);
-    n->next_pushpull =
-        now + cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
+    if (n->pushpull_after_followup > now)
+      n->next_pushpull = n->pushpull_after_followup;
+    else
+      n->next_pushpull =
+          now + cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
+    n->pushpull_after_followup = 0;
   }
   if (!n->leaving && now >= n->next_reconnect) {
     cm_node__reconnect(n, now);

@@ -86,6 +86,10 @@ struct cm_node {
   uint32_t *order;
   uint32_t order_len, order_pos, order_cap;
   cm_time_t next_probe, next_gossip, next_pushpull, next_reconnect, next_reap;
+  /* After a join's follow-up push-pull (cm_node_pp.c), the periodic one
+   * at its own phase; 0 if none is pending. */
+  cm_time_t pushpull_after_followup;
+  uint8_t join_followup; /* a join was asked: follow its first answer up */
 
   struct cm_fwd fwd[CM_FWD_MAX];
   struct cm_idcheck idcheck;

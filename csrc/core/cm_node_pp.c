@@ -86,6 +86,8 @@ int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
   s->data = data;
   s->len = len;
   s->is_join = join;
+  if (join)
+    n->join_followup = 1;
   n->st.pushpull_out++;
   return 0;
 }
@@ -248,10 +250,36 @@ static int node_pp_take_response(cm_node_t *n, const uint8_t *buf, size_t len,
   return rc;
 }
 
+/* After the first answer to a join, a follow-up push-pull with a random
+ * member, once news has had time to spread (between one and two times an
+ * update's whole retransmit budget): the table adopted is the seed's at the
+ * moment it answered, and in a join storm the members that joined after
+ * that, and those that missed our own alive, would otherwise wait for
+ * gossip that a full queue may never carry, or for the periodic push-pull.
+ * The periodic one keeps its random phase, after the follow-up. */
+static void node_pp_followup(cm_node_t *n, cm_time_t now) {
+  cm_time_t f =
+      (cm_time_t)cm_retransmit_limit(&n->cfg, cm_node__live_count(n)) *
+      n->cfg.gossip_interval;
+  if (f > (cm_time_t)UINT32_MAX / 2)
+    f = (cm_time_t)UINT32_MAX / 2;
+  f = now + f + cm_rand_below(&n->rng, (uint32_t)f + 1);
+  if (f >= n->next_pushpull)
+    return;
+  n->pushpull_after_followup = n->next_pushpull;
+  n->next_pushpull = f;
+}
+
 int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
                            size_t len, cm_time_t now) {
+  int rc;
   (void)req_id;
-  return node_pp_take_response(n, buf, len, now, 0);
+  rc = node_pp_take_response(n, buf, len, now, 0);
+  if (rc == 0 && n->join_followup) {
+    n->join_followup = 0;
+    node_pp_followup(n, now);
+  }
+  return rc;
 }
 
 int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,

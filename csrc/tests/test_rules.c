@@ -1743,6 +1743,46 @@ CM_TEST(rule_failed_member_is_reconnected_until_the_timeout) {
   cm_node_free(n);
 }
 
+/* A join is followed up: between one and two times an update's retransmit
+ * budget after the seed's answer, a push-pull with a random member, since
+ * in a join storm the seed's table lacks those who joined after it
+ * answered. Then the periodic push-pull, at the phase it had. */
+CM_TEST(rule_a_join_is_followed_up_by_a_pushpull_with_a_random_member) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_addr_t seed = addr_of(2), self = addr_of(1), to;
+  cm_pp_entry_t e[5];
+  struct drive_log l;
+  uint64_t req;
+  uint8_t *data, buf[4096];
+  size_t len;
+  int is_join = 0;
+  cm_time_t f;
+  cm_config_lan(&c);
+  n = mk_node_cfg("a", 1, &c);
+  memset(&l, 0, sizeof(l));
+  CM_CHECK_OK(cm_node_join(n, &seed, 1, T0));
+  CM_CHECK(cm_node_poll_stream(n, &to, &req, &data, &len, &is_join));
+  CM_CHECK(is_join && cm_addr_eq(&to, &seed));
+  free(data);
+  e[0] = pp_entry("s", 1, 2, CM_STATE_ALIVE);
+  e[1] = pp_entry("b", 1, 3, CM_STATE_ALIVE);
+  e[2] = pp_entry("c", 1, 4, CM_STATE_ALIVE);
+  e[3] = pp_entry("d", 1, 5, CM_STATE_ALIVE);
+  e[4] = pp_entry("e", 1, 6, CM_STATE_ALIVE);
+  len = pp_build(buf, sizeof(buf), CM_PP_RESPONSE, e, 5);
+  CM_CHECK_OK(cm_node_pushpull_reply(n, req, buf, len, T0));
+  f = (cm_time_t)cm_retransmit_limit(&c, 6) * c.gossip_interval;
+  drive(n, T0, T0 + c.pushpull_interval + CM_SEC(1), &l);
+  CM_CHECK_EQ(l.npp, 2);
+  CM_CHECK(l.pp[0].t >= T0 + f && l.pp[0].t <= T0 + 2 * f);
+  CM_CHECK(!cm_addr_eq(&l.pp[0].to, &self));
+  CM_CHECK(l.pp[1].t >= T0 + c.pushpull_interval / 2 &&
+           l.pp[1].t <= T0 + c.pushpull_interval);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
 /* The reconnect reaches f, which was only cut off: it refutes the verdict
  * in its reply, and the reply brings it back alive. */
 CM_TEST(rule_reconnect_reply_brings_a_failed_member_back) {
