@@ -210,11 +210,15 @@ class Agents:
         args: tuple[str, ...] = (),
         watch: bool = True,
         armed: Armed | None = None,
+        launched: Callable[[Path], None] | None = None,
     ) -> Agent:
         """Start an agent, wait for 'agent ready', and record its events.
 
         With ``armed`` (from :meth:`arm`), the interpreter is already up and
-        waiting: the agent starts the moment this is called.
+        waiting: the agent starts the moment this is called. ``launched``, if
+        given, is called with the agent's log file once the process has its
+        arguments and before its readiness is awaited (to resume peers its
+        join needs, say).
         """
         name, ctl, cmd = self._command(node_id, bind, join, profile, args)
         stderr = self.tmp / f"{name}.log"
@@ -227,6 +231,8 @@ class Agents:
         else:
             with stderr.open("w") as err:
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        if launched is not None:
+            launched(stderr)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("agent ready"):

@@ -35,6 +35,7 @@ struct cm_probe {
   uint8_t indirect;
   uint32_t slot;
   uint64_t target_hash;
+  uint32_t target_inc; /* the incarnation probed: what a failure accuses */
   uint32_t seq;
   cm_time_t start, timeout_at, end_at;
   uint32_t expected_nacks, nacks;

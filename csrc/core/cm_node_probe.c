@@ -169,6 +169,7 @@ void cm_node__start_probe(cm_node_t *n, cm_time_t now) {
   n->probe.active = 1;
   n->probe.slot = slot;
   n->probe.target_hash = t->id_hash;
+  n->probe.target_inc = t->incarnation;
   n->probe.seq = ++n->seq;
   n->probe.start = now;
   n->probe.timeout_at = now + cm_node__scaled(n, n->cfg.probe_timeout);
@@ -234,6 +235,12 @@ void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
     return;
   t = cm_node__m(n, n->probe.slot);
   if (!cm_node__live(t))
+    return;
+  /* The silence speaks only of the incarnation probed. News of a later one
+   * since (a refutation, or a restarted process back after it was declared
+   * failed) is newer than the probe: charged to it, a failure sent to the
+   * old process would suspect the new one. The next round probes that. */
+  if (t->incarnation != n->probe.target_inc)
     return;
   /* Already suspect: our failed probe is an independent confirmation. */
   self = cm_node__self(n);

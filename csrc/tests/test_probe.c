@@ -150,6 +150,44 @@ CM_TEST(probe_timeout_asks_k_helpers_then_suspects) {
   cm_node_free(n);
 }
 
+/* A probe asks after the incarnation it was sent to. A target declared
+ * failed that comes back at a higher incarnation while the probe is out (a
+ * restarted process refuting its old record) is not suspected when the
+ * probe, sent to the old process, ends unanswered: that silence says
+ * nothing about the new one, which the next round probes. */
+CM_TEST(probe_failure_accuses_only_the_probed_incarnation) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent ping;
+  cm_node_stats_t st;
+  cm_msg_t dead;
+  cm_time_t t;
+  char id[16], other[16];
+  uint32_t target;
+  cm_config_lan(&c);
+  n = node_with_peers(4, &c);
+  t = run_to_ping(n, T0, &ping);
+  target = ping.to.ip[3];
+  snprintf(id, sizeof(id), "n%u", target);
+  snprintf(other, sizeof(other), "n%u", target == 2 ? 3 : 2);
+  memset(&dead, 0, sizeof(dead));
+  dead.type = CM_MSG_DEAD;
+  cm_wire_id_set(&dead.u.suspect.node, id, strlen(id));
+  dead.u.suspect.incarnation = 0;
+  cm_wire_id_set(&dead.u.suspect.from, other, strlen(other));
+  feed_from(n, target == 2 ? 3 : 2, &dead, t + CM_MSEC(50));
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.failed, 1);
+  cm_tnode_alive(n, id, 1, &ping.to, t + CM_MSEC(250));
+  tick_through(n, t + c.probe_interval);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.probe_failures, 1);
+  CM_CHECK_EQ(st.failed, 0);
+  CM_CHECK_EQ(st.suspect, 0);
+  CM_CHECK_EQ(st.suspicions, 0);
+  cm_node_free(n);
+}
+
 CM_TEST(probe_nacks_spare_local_health) {
   cm_config_t c;
   cm_node_t *n;
