@@ -43,14 +43,19 @@ async def event_latency(samples: int) -> dict[str, float]:
     try:
         await a.join([])
         await b.join([a.addr])
-        events = a.subscribe()
-        for i in range(samples):
-            await b.update_tag("n", str(i))
-            async for ev in events:
-                now = time.monotonic()
-                if isinstance(ev, NodeTagsUpdated) and ev.node.tags.get("n") == str(i):
-                    lat.append(now - ev.monotonic)
-                    break
+        # get(), not "async for ... break": leaving an async for closes the
+        # subscription, and every sample after the first would be lost.
+        async with a.subscribe() as events:
+            for i in range(samples):
+                await b.update_tag("n", str(i))
+                while True:
+                    ev = await events.get(timeout=30)
+                    now = time.monotonic()
+                    if isinstance(ev, NodeTagsUpdated) and ev.node.tags.get("n") == str(i):
+                        lat.append(now - ev.monotonic)
+                        break
+        if len(lat) != samples:
+            raise SystemExit(f"{len(lat)} event samples of {samples}")
     finally:
         await a.close()
         await b.close()
