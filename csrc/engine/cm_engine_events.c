@@ -13,7 +13,7 @@
 
 /* --------------------------------------------------------- event queue */
 
-static void q_wake(cm_enode_t *n) {
+void cm_engine__q_wake(cm_enode_t *n) {
   uint64_t one = 1;
   ssize_t r = write(n->efd, &one, sizeof(one));
   (void)r; /* EAGAIN means the counter is already non-zero: still awake */
@@ -35,17 +35,22 @@ static void q_put_dropped_locked(cm_enode_t *n) {
   q_put_locked(n, &d);
 }
 
-void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev) {
+int cm_engine__q_put_locked(cm_enode_t *n, const cm_eevent_t *ev) {
   size_t need = n->q_dropped > 0 ? 2 : 1;
   if (n->q_len + need > n->q_max) {
     n->q_dropped++;
     n->stats.events_dropped++;
-    return;
+    return 0;
   }
   if (n->q_dropped > 0)
     q_put_dropped_locked(n);
   q_put_locked(n, ev);
-  q_wake(n);
+  return 1;
+}
+
+void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev) {
+  if (cm_engine__q_put_locked(n, ev))
+    cm_engine__q_wake(n);
 }
 
 /* The ring holds q_max events, plus what reserved results may add beyond
@@ -96,7 +101,7 @@ void cm_engine__q_result(cm_enode_t *n, uint8_t kind, uint64_t token,
   if (n->q_dropped > 0)
     q_put_dropped_locked(n);
   q_put_locked(n, &ev);
-  q_wake(n);
+  cm_engine__q_wake(n);
   pthread_mutex_unlock(&n->lock);
 }
 

@@ -163,6 +163,10 @@ void cm_engine__begin_stop(cm_enode_t *n);
 /* cm_engine_events.c. The _locked variant wants n->lock held. A member
  * event is dropped (and counted) when the queue is full. */
 void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev);
+/* The same without the wake-up: 1 if queued, 0 if dropped. The caller
+ * wakes the consumer (cm_engine__q_wake) once, after unlocking. */
+int cm_engine__q_put_locked(cm_enode_t *n, const cm_eevent_t *ev);
+void cm_engine__q_wake(cm_enode_t *n);
 /* Room for one result, taken on the caller's thread when join or leave is
  * called, so the result can never be dropped: 0 or CM_ENOMEM. Every
  * reservation ends in exactly one cm_engine__q_result, or is given back

@@ -16,37 +16,48 @@ static void on_timer(uv_timer_t *t);
  * times what the build took. */
 #define ENGINE_SNAPSHOT_DUTY 9
 
-/* Publish the core's events and a snapshot that shows them, under the
- * lock: the consumer can act on an event only once the snapshot agrees. */
+/* Publish the core's events and a snapshot that shows them. The snapshot
+ * is built before the lock is taken (the core belongs to this thread, and
+ * nothing changes it between the build and the poll below), so a reader
+ * waiting for the lock (next_events, holding the GIL) waits for a pointer
+ * swap and the queue, never for an O(members) build; the consumer can still
+ * act on an event only once the snapshot agrees, since both are published
+ * in one critical section. The eventfd is written once, after it. */
 static void flush_publish(cm_enode_t *n, int changed) {
   cm_event_t ev;
-  uint32_t prev_inc;
+  cm_node_stats_t st;
+  cm_snapshot_t *s = NULL;
+  int pushed = 0;
+  cm_node_stats(n->node, &st);
+  /* A refutation raises our own incarnation without any event: republish,
+   * or the snapshot's record of ourselves would lag the stats. */
+  if (cm_node_events_pending(n->node) > 0 ||
+      st.incarnation != n->stats.node.incarnation)
+    changed = 1;
+  if (changed) {
+    cm_time_t t0 = cm_engine__now();
+    s = cm_engine__snapshot_build(n->node,
+                                  n->snap != NULL ? n->snap->version + 1 : 1);
+    n->snap_next = cm_engine__now();
+    n->snap_next += (n->snap_next - t0) * ENGINE_SNAPSHOT_DUTY;
+  }
+  pthread_mutex_lock(&n->lock);
   while (cm_node_poll_event(n->node, &ev)) {
     cm_eevent_t e;
     memset(&e, 0, sizeof(e));
     e.kind = CM_EEV_MEMBER;
     e.ev = ev;
-    changed = 1;
-    cm_engine__q_push_locked(n, &e);
+    pushed |= cm_engine__q_put_locked(n, &e);
   }
-  /* A refutation raises our own incarnation without any event: republish,
-   * or the snapshot's record of ourselves would lag the stats. */
-  prev_inc = n->stats.node.incarnation;
-  cm_node_stats(n->node, &n->stats.node);
-  if (n->stats.node.incarnation != prev_inc)
-    changed = 1;
+  n->stats.node = st;
   n->snap_held = 0;
-  if (changed) {
-    cm_time_t t0 = cm_engine__now();
-    cm_snapshot_t *s = cm_engine__snapshot_build(
-        n->node, n->snap != NULL ? n->snap->version + 1 : 1);
-    if (s != NULL) {
-      cm_snapshot_release(n->snap);
-      n->snap = s;
-    }
-    n->snap_next = cm_engine__now();
-    n->snap_next += (n->snap_next - t0) * ENGINE_SNAPSHOT_DUTY;
+  if (s != NULL) {
+    cm_snapshot_release(n->snap);
+    n->snap = s;
   }
+  pthread_mutex_unlock(&n->lock);
+  if (pushed)
+    cm_engine__q_wake(n);
 }
 
 /* While a new snapshot must wait, is there anything it would publish? */
@@ -83,11 +94,11 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
       cm_node_pushpull_failed(n->node, req_id, cm_engine__now());
     }
   }
-  pthread_mutex_lock(&n->lock);
   if (force_snapshot || n->snap == NULL || cm_engine__now() >= n->snap_next)
     flush_publish(n, force_snapshot);
   else if (flush_has_news(n))
     n->snap_held = 1; /* the timer below comes back at snap_next */
+  pthread_mutex_lock(&n->lock);
   cm_net_stats(n->net, &n->stats.net);
   n->stats.send_errors += send_errors;
   pthread_mutex_unlock(&n->lock);
@@ -98,11 +109,8 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
   if (n->leaving && (cm_node_leave_done(n->node) || now >= n->leave_deadline)) {
     /* Events still held for the next snapshot go out with it now: the
      * node stops before that snapshot would have been due. */
-    if (n->snap_held) {
-      pthread_mutex_lock(&n->lock);
+    if (n->snap_held)
       flush_publish(n, 0);
-      pthread_mutex_unlock(&n->lock);
-    }
     /* Stop from the timer, not from inside a transport callback. */
     n->want_stop = 1;
     uv_timer_start(&n->timer, on_timer, 0, 0);
