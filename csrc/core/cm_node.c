@@ -39,14 +39,21 @@ void cm_node_tick(cm_node_t *n, cm_time_t now) {
   }
   if (!n->leaving && now >= n->next_pushpull) {
     uint32_t peer;
-    if (cm_node__pick(n, 1, cm_node__filter_alive, CM_NO_SLOT, now, &peer) == 1)
-      cm_node__pp_request(n, &cm_node__m(n, peer)->addr, 0);
-    if (n->pushpull_after_followup > now)
+    int followup = n->pushpull_after_followup > now;
+    n->followup_req = 0;
+    if (cm_node__pick(n, 1, cm_node__filter_alive, CM_NO_SLOT, now, &peer) ==
+            1 &&
+        cm_node__pp_request(n, &cm_node__m(n, peer)->addr, 0) == 0 && followup)
+      n->followup_req = n->next_req_id;
+    if (followup) {
+      /* A follow-up: the periodic one stays where it was (and a follow-up
+       * that brings news may be followed up again before it). */
       n->next_pushpull = n->pushpull_after_followup;
-    else
+    } else {
       n->next_pushpull =
           now + cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
-    n->pushpull_after_followup = 0;
+      n->pushpull_after_followup = 0;
+    }
   }
   if (!n->leaving && now >= n->next_reconnect) {
     cm_node__reconnect(n, now);

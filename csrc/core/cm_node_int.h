@@ -90,7 +90,9 @@ struct cm_node {
   /* After a join's follow-up push-pull (cm_node_pp.c), the periodic one
    * at its own phase; 0 if none is pending. */
   cm_time_t pushpull_after_followup;
-  uint8_t join_followup; /* a join was asked: follow its first answer up */
+  uint8_t join_followup;    /* a join was asked: follow its first answer up */
+  uint64_t followup_req;    /* the follow-up push-pull in flight, 0: none */
+  cm_time_t followup_delay; /* the last follow-up's wait */
 
   struct cm_fwd fwd[CM_FWD_MAX];
   struct cm_idcheck idcheck;

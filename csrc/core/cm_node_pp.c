@@ -256,30 +256,42 @@ static int node_pp_take_response(cm_node_t *n, const uint8_t *buf, size_t len,
  * moment it answered, and in a join storm the members that joined after
  * that, and those that missed our own alive, would otherwise wait for
  * gossip that a full queue may never carry, or for the periodic push-pull.
- * The periodic one keeps its random phase, after the follow-up. */
-static void node_pp_followup(cm_node_t *n, cm_time_t now) {
-  cm_time_t f =
-      (cm_time_t)cm_retransmit_limit(&n->cfg, cm_node__live_count(n)) *
-      n->cfg.gossip_interval;
-  if (f > (cm_time_t)UINT32_MAX / 2)
-    f = (cm_time_t)UINT32_MAX / 2;
-  f = now + f + cm_rand_below(&n->rng, (uint32_t)f + 1);
-  if (f >= n->next_pushpull)
+ * A follow-up that brings members we did not know is followed up again,
+ * after twice the wait, while the storm lasts. The periodic push-pull keeps
+ * its random phase after them; a follow-up never comes later than it. */
+static void node_pp_followup(cm_node_t *n, cm_time_t delay, cm_time_t now) {
+  cm_time_t at, periodic = n->pushpull_after_followup > now
+                               ? n->pushpull_after_followup
+                               : n->next_pushpull;
+  if (delay > (cm_time_t)UINT32_MAX / 2)
+    delay = (cm_time_t)UINT32_MAX / 2;
+  at = now + delay + cm_rand_below(&n->rng, (uint32_t)delay + 1);
+  if (at >= periodic)
     return;
-  n->pushpull_after_followup = n->next_pushpull;
-  n->next_pushpull = f;
+  n->followup_delay = delay;
+  n->pushpull_after_followup = periodic;
+  n->next_pushpull = at;
 }
 
 int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
                            size_t len, cm_time_t now) {
-  int rc;
-  (void)req_id;
-  rc = node_pp_take_response(n, buf, len, now, 0);
-  if (rc == 0 && n->join_followup) {
+  uint32_t known = n->reg.count;
+  int rc = node_pp_take_response(n, buf, len, now, 0);
+  if (rc != 0)
+    return rc;
+  if (n->join_followup) {
     n->join_followup = 0;
-    node_pp_followup(n, now);
+    node_pp_followup(
+        n,
+        (cm_time_t)cm_retransmit_limit(&n->cfg, cm_node__live_count(n)) *
+            n->cfg.gossip_interval,
+        now);
+  } else if (req_id != 0 && req_id == n->followup_req) {
+    n->followup_req = 0;
+    if (n->reg.count > known)
+      node_pp_followup(n, 2 * n->followup_delay, now);
   }
-  return rc;
+  return 0;
 }
 
 int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,

@@ -1437,6 +1437,10 @@ struct drive_log {
   cm_event_t ev[64];
   size_t nev;
   const cm_addr_t *silent; /* pings to it are not acked (NULL: none) */
+  /* If set, push-pull requests are answered with this table (the next
+   * one, then the last again); otherwise they fail. */
+  const uint8_t *replies[4];
+  size_t reply_lens[4], nreplies, replied;
 };
 
 static void log_msg(struct drive_log *l, cm_time_t t, const cm_addr_t *to,
@@ -1491,7 +1495,13 @@ static void drive_tick(cm_node_t *n, cm_time_t t, struct drive_log *l) {
     l->pp[l->npp].t = t;
     l->pp[l->npp++].to = to;
     free(data);
-    cm_node_pushpull_failed(n, req, t);
+    if (l->nreplies > 0) {
+      size_t k = l->replied < l->nreplies ? l->replied++ : l->nreplies - 1;
+      CM_CHECK_OK(
+          cm_node_pushpull_reply(n, req, l->replies[k], l->reply_lens[k], t));
+    } else {
+      cm_node_pushpull_failed(n, req, t);
+    }
   }
   for (i = 0; i < nseqs; i++) {
     cm_msg_t ack;
@@ -1779,6 +1789,53 @@ CM_TEST(rule_a_join_is_followed_up_by_a_pushpull_with_a_random_member) {
   CM_CHECK(!cm_addr_eq(&l.pp[0].to, &self));
   CM_CHECK(l.pp[1].t >= T0 + c.pushpull_interval / 2 &&
            l.pp[1].t <= T0 + c.pushpull_interval);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* A follow-up that brings members this node did not know is followed up
+ * again after twice the wait (the storm is still going on); one that
+ * brings nothing new ends the follow-ups, and the periodic push-pull keeps
+ * its phase. */
+CM_TEST(rule_a_followup_that_brings_news_is_followed_up_again) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_addr_t seed = addr_of(2), to;
+  cm_pp_entry_t e[6];
+  struct drive_log l;
+  uint64_t req;
+  uint8_t *data, first[4096], more[4096];
+  size_t len;
+  cm_time_t f;
+  cm_config_lan(&c);
+  n = mk_node_cfg("a", 1, &c);
+  memset(&l, 0, sizeof(l));
+  CM_CHECK_OK(cm_node_join(n, &seed, 1, T0));
+  CM_CHECK(cm_node_poll_stream(n, &to, &req, &data, &len, NULL));
+  free(data);
+  e[0] = pp_entry("s", 1, 2, CM_STATE_ALIVE);
+  e[1] = pp_entry("b", 1, 3, CM_STATE_ALIVE);
+  e[2] = pp_entry("c", 1, 4, CM_STATE_ALIVE);
+  e[3] = pp_entry("d", 1, 5, CM_STATE_ALIVE);
+  e[4] = pp_entry("e", 1, 6, CM_STATE_ALIVE);
+  e[5] =
+      pp_entry("x", 1, 7, CM_STATE_ALIVE); /* joined after the seed answered */
+  len = pp_build(first, sizeof(first), CM_PP_RESPONSE, e, 5);
+  CM_CHECK_OK(cm_node_pushpull_reply(n, req, first, len, T0));
+  f = (cm_time_t)cm_retransmit_limit(&c, 6) * c.gossip_interval;
+  /* The first follow-up brings x; the second brings nothing new. */
+  l.replies[0] = more;
+  l.reply_lens[0] = pp_build(more, sizeof(more), CM_PP_RESPONSE, e, 6);
+  l.replies[1] = more;
+  l.reply_lens[1] = l.reply_lens[0];
+  l.nreplies = 2;
+  drive(n, T0, T0 + c.pushpull_interval + CM_SEC(1), &l);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(l.npp, 3);
+  CM_CHECK(l.pp[0].t >= T0 + f && l.pp[0].t <= T0 + 2 * f);
+  CM_CHECK(l.pp[1].t >= l.pp[0].t + 2 * f && l.pp[1].t <= l.pp[0].t + 4 * f);
+  CM_CHECK(l.pp[2].t >= T0 + c.pushpull_interval / 2 &&
+           l.pp[2].t <= T0 + c.pushpull_interval);
   drive_log_free(&l);
   cm_node_free(n);
 }
