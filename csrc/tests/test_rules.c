@@ -1753,24 +1753,20 @@ CM_TEST(rule_failed_member_is_reconnected_until_the_timeout) {
   cm_node_free(n);
 }
 
-/* A join is followed up: between one and two times an update's retransmit
- * budget after the seed's answer, a push-pull with a random member, since
- * in a join storm the seed's table lacks those who joined after it
- * answered. Then the periodic push-pull, at the phase it had. */
-CM_TEST(rule_a_join_is_followed_up_by_a_pushpull_with_a_random_member) {
-  cm_config_t c;
+/* Node a (LAN profile) joins through s at T0, and s answers with itself and
+ * four others: e[0..4] of `e`, which has room for six (e[5] is x, a member
+ * that joined after s answered). The retransmit-budget wait of a follow-up
+ * at that size goes to *f. */
+static cm_node_t *joined_at_t0(cm_config_t *c, cm_pp_entry_t e[6],
+                               cm_time_t *f) {
+  cm_addr_t seed = addr_of(2), to;
   cm_node_t *n;
-  cm_addr_t seed = addr_of(2), self = addr_of(1), to;
-  cm_pp_entry_t e[5];
-  struct drive_log l;
   uint64_t req;
   uint8_t *data, buf[4096];
   size_t len;
   int is_join = 0;
-  cm_time_t f;
-  cm_config_lan(&c);
-  n = mk_node_cfg("a", 1, &c);
-  memset(&l, 0, sizeof(l));
+  cm_config_lan(c);
+  n = mk_node_cfg("a", 1, c);
   CM_CHECK_OK(cm_node_join(n, &seed, 1, T0));
   CM_CHECK(cm_node_poll_stream(n, &to, &req, &data, &len, &is_join));
   CM_CHECK(is_join && cm_addr_eq(&to, &seed));
@@ -1780,9 +1776,25 @@ CM_TEST(rule_a_join_is_followed_up_by_a_pushpull_with_a_random_member) {
   e[2] = pp_entry("c", 1, 4, CM_STATE_ALIVE);
   e[3] = pp_entry("d", 1, 5, CM_STATE_ALIVE);
   e[4] = pp_entry("e", 1, 6, CM_STATE_ALIVE);
+  e[5] = pp_entry("x", 1, 7, CM_STATE_ALIVE);
   len = pp_build(buf, sizeof(buf), CM_PP_RESPONSE, e, 5);
   CM_CHECK_OK(cm_node_pushpull_reply(n, req, buf, len, T0));
-  f = (cm_time_t)cm_retransmit_limit(&c, 6) * c.gossip_interval;
+  *f = (cm_time_t)cm_retransmit_limit(c, 6) * c->gossip_interval;
+  return n;
+}
+
+/* A join is followed up: between one and two times an update's retransmit
+ * budget after the seed's answer, a push-pull with a random member, since
+ * in a join storm the seed's table lacks those who joined after it
+ * answered. Then the periodic push-pull, at the phase it had. */
+CM_TEST(rule_a_join_is_followed_up_by_a_pushpull_with_a_random_member) {
+  cm_config_t c;
+  cm_addr_t self = addr_of(1);
+  cm_pp_entry_t e[6];
+  struct drive_log l;
+  cm_time_t f;
+  cm_node_t *n = joined_at_t0(&c, e, &f);
+  memset(&l, 0, sizeof(l));
   drive(n, T0, T0 + c.pushpull_interval + CM_SEC(1), &l);
   CM_CHECK_EQ(l.npp, 2);
   CM_CHECK(l.pp[0].t >= T0 + f && l.pp[0].t <= T0 + 2 * f);
@@ -1799,35 +1811,16 @@ CM_TEST(rule_a_join_is_followed_up_by_a_pushpull_with_a_random_member) {
  * its phase. */
 CM_TEST(rule_a_followup_that_brings_news_is_followed_up_again) {
   cm_config_t c;
-  cm_node_t *n;
-  cm_addr_t seed = addr_of(2), to;
   cm_pp_entry_t e[6];
   struct drive_log l;
-  uint64_t req;
-  uint8_t *data, first[4096], more[4096];
-  size_t len;
+  uint8_t more[4096];
   cm_time_t f;
-  cm_config_lan(&c);
-  n = mk_node_cfg("a", 1, &c);
+  cm_node_t *n = joined_at_t0(&c, e, &f);
   memset(&l, 0, sizeof(l));
-  CM_CHECK_OK(cm_node_join(n, &seed, 1, T0));
-  CM_CHECK(cm_node_poll_stream(n, &to, &req, &data, &len, NULL));
-  free(data);
-  e[0] = pp_entry("s", 1, 2, CM_STATE_ALIVE);
-  e[1] = pp_entry("b", 1, 3, CM_STATE_ALIVE);
-  e[2] = pp_entry("c", 1, 4, CM_STATE_ALIVE);
-  e[3] = pp_entry("d", 1, 5, CM_STATE_ALIVE);
-  e[4] = pp_entry("e", 1, 6, CM_STATE_ALIVE);
-  e[5] =
-      pp_entry("x", 1, 7, CM_STATE_ALIVE); /* joined after the seed answered */
-  len = pp_build(first, sizeof(first), CM_PP_RESPONSE, e, 5);
-  CM_CHECK_OK(cm_node_pushpull_reply(n, req, first, len, T0));
-  f = (cm_time_t)cm_retransmit_limit(&c, 6) * c.gossip_interval;
   /* The first follow-up brings x; the second brings nothing new. */
-  l.replies[0] = more;
-  l.reply_lens[0] = pp_build(more, sizeof(more), CM_PP_RESPONSE, e, 6);
-  l.replies[1] = more;
-  l.reply_lens[1] = l.reply_lens[0];
+  l.replies[0] = l.replies[1] = more;
+  l.reply_lens[0] = l.reply_lens[1] =
+      pp_build(more, sizeof(more), CM_PP_RESPONSE, e, 6);
   l.nreplies = 2;
   drive(n, T0, T0 + c.pushpull_interval + CM_SEC(1), &l);
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
