@@ -38,6 +38,7 @@ from bench.compare.accounting import Report, parse_cm_event, parse_serf_line, pa
 View = dict[str, tuple[str, dict[str, str]]]
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 60.0
+UP_POLL = 0.01  # pause between tries of a starting agent's control endpoint
 
 
 def _die_with_parent() -> None:
@@ -352,7 +353,7 @@ class ClusterMember(System):
                 self._call(node, {"op": "status"}, timeout=1.0)
                 break
             except (OSError, ValueError, AdapterError):
-                time.sleep(0.01)
+                time.sleep(UP_POLL)
         else:
             raise AdapterError(f"clustermember agent {node.name}: control not up")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -531,7 +532,7 @@ class Serf(System):
                 node.extra["rpc"] = SerfRPC(node.extra["rpc_port"])
                 return
             except OSError:
-                time.sleep(0.01)
+                time.sleep(UP_POLL)
         raise AdapterError(f"serf agent {node.name}: RPC not up after {READY_TIMEOUT} s")
 
     def _rpc(self, node: Node) -> SerfRPC:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.compare.adapters import UP_POLL
+
 Row = dict[str, Any]
 
 # (title, unit, getter, lower is better, polling step whose sweep time is shown beside it)
@@ -21,7 +23,7 @@ METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] 
         "s",
         lambda r: r.get("up_s"),
         True,
-        "join",
+        "up",
     ),
     (
         "join complete: the seed lists every joiner alive, from the joiners' launch",
@@ -178,11 +180,14 @@ def _cell(vals: list[float], unit: str) -> str:
 def _sweep(rows: list[Row], step: str) -> str:
     """The polling sweep time of a step over runs: median of the runs'
     medians, and the longest sweep, in ms."""
+    if step == "up":  # each agent's endpoint is tried on its own, not swept
+        return f" [tried every {UP_POLL * 1000:.0f} ms]"
     meds = [r["sweep"][step]["median_s"] for r in rows if step in (r.get("sweep") or {})]
     tops = [r["sweep"][step]["max_s"] for r in rows if step in (r.get("sweep") or {})]
     if not meds:
         return ""
-    return f" [sweep {statistics.median(meds) * 1000:.1f}, max {max(tops) * 1000:.0f} ms]"
+    med, top = statistics.median(meds) * 1000, max(tops) * 1000
+    return f" [sweep {med:.1f}, max {top:.{1 if top < 10 else 0}f} ms]"
 
 
 def collect(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
