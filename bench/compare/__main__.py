@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -50,7 +51,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     windows = Windows(falsepos=args.falsepos, busy=args.busy)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"meta": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
+    meta = {
+        "meta": versions(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": sys.argv,
+        "label": args.label,
+        "loadavg": os.getloadavg(),
+    }
     with out.open("a") as f:
         f.write(json.dumps(meta) + "\n")
     k = 0
@@ -70,7 +77,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 brief = {
                     k2: (round(v, 3) if isinstance(v, float) else v)
                     for k2, v in res.items()
-                    if k2 in ("converge_s", "tag_s", "leave_s", "detect_all_s", "wall_s", "error")
+                    if k2
+                    in (
+                        "up_s",
+                        "joined_s",
+                        "converge_s",
+                        "tag_s",
+                        "leave_s",
+                        "detect_all_s",
+                        "wall_s",
+                        "error",
+                    )
                 }
                 print(system, n, repeat, brief, flush=True)
     return 0
@@ -84,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--nodes", nargs="+", type=int, default=[5, 20, 50])
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--falsepos", type=float, default=30.0, help="seconds (cost measured then)")
-    r.add_argument("--busy", type=float, default=20.0, help="seconds of CPU starvation")
+    r.add_argument("--label", default="", help="a note kept in the results file's meta line")
+    r.add_argument(
+        "--busy", type=float, default=20.0, help="seconds of each busy stress (hog, thread)"
+    )
     r.add_argument("--base-port", type=int, default=23000)
     r.add_argument("--out", default="bench/compare/results.jsonl")
     rep = sub.add_parser("report", help="tables and plots from a results file")

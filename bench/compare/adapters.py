@@ -1,10 +1,14 @@
 """One adapter per membership system, all with the same small interface.
 
 An adapter starts node i on 127.0.0.1:PORT with a name, tags and a seed to
-join, reads the members one node sees (state and tags, with states mapped to
-alive / suspect / failed / left / leaving), changes a tag, leaves gracefully,
-kills hard (SIGKILL, by PID), makes a node's process CPU-starved and back,
-and stops everything it started::
+join (in a cgroup of its own, when given one, so its traffic is counted),
+waits until its process is up (its control endpoint answers), reads the
+members one node sees (state and tags, with states mapped to alive / suspect
+/ failed / left / leaving), starts a tag change without waiting for it,
+collects the node's own suspicion and failure reports, leaves gracefully,
+kills hard (SIGKILL, by PID), shares the node's core with a CPU hog (every
+system) or runs a busy Python thread in it (Python systems), and stops
+everything it started::
 
     sys_ = make("serf-lan", workdir)
     n0 = sys_.start(0, "n0", 23000, {"role": "web"}, seed=None)
@@ -23,14 +27,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.compare.accounting import Report, parse_cm_event, parse_serf_line, parse_swim_line
+
 View = dict[str, tuple[str, dict[str, str]]]
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 60.0
+UP_POLL = 0.01  # pause between tries of a starting agent's control endpoint
 
 
 def _die_with_parent() -> None:
@@ -39,6 +47,61 @@ def _die_with_parent() -> None:
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _child_setup(cgroup: Path | None) -> Any:
+    """preexec_fn: die with the parent, and enter cgroup (if any) before exec."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cgroup is not None:
+            with open(cgroup / "cgroup.procs", "w") as f:
+                f.write(str(os.getpid()))
+
+    return setup
+
+
+HOG = "while True:\n    pass"
+
+
+def hog_core() -> int:
+    """The core a starved agent shares with the hog: the last one."""
+    return max(os.sched_getaffinity(0))
+
+
+def _pin_all_threads(pid: int, cpus: set[int]) -> set[int]:
+    """Set the affinity of every thread of pid; returns the old one."""
+    old = os.sched_getaffinity(pid)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cpus)
+    return old
+
+
+class TagCall:
+    """A tag change prepared on an open connection: start() sends it and
+    returns at once; a thread reads the reply and notes when it came."""
+
+    def __init__(self, send: Any, wait_reply: Any) -> None:
+        self._send = send
+        self._wait_reply = wait_reply
+        self.returned: float | None = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._reply, daemon=True)
+
+    def start(self) -> None:
+        self._send()
+        self._thread.start()
+
+    def _reply(self) -> None:
+        try:
+            self._wait_reply()
+            self.returned = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            self.error = repr(exc)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
 
 class AdapterError(RuntimeError):
@@ -54,6 +117,7 @@ class Node:
     port: int
     proc: subprocess.Popen
     extra: dict[str, Any] = field(default_factory=dict)
+    log: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -80,6 +144,7 @@ class System:
     name = "system"
     supports_leave = True
     supports_loss = False
+    supports_busy_thread = False  # a busy Python thread inside the agent
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -87,20 +152,71 @@ class System:
         self.hogs: list[subprocess.Popen] = []
 
     # -- interface ----------------------------------------------------
-    def start(self, i: int, name: str, port: int, tags: dict[str, str], seed: int | None) -> Node:
+    def start(
+        self,
+        i: int,
+        name: str,
+        port: int,
+        tags: dict[str, str],
+        seed: int | None,
+        cgroup: Path | None = None,
+    ) -> Node:
+        raise NotImplementedError
+
+    def wait_up(self, node: Node) -> None:
+        """Return once the node's process is up: its control endpoint answers."""
         raise NotImplementedError
 
     def view(self, node: Node) -> View:
         raise NotImplementedError
 
-    def set_tag(self, node: Node, key: str, value: str) -> None:
+    def tag_call(self, node: Node, key: str, value: str) -> TagCall:
+        """A tag change ready to send (its connection already open)."""
         raise NotImplementedError
 
     def leave(self, node: Node) -> None:
         raise NotImplementedError
 
-    def starve(self, node: Node, on: bool) -> None:
+    def busy_thread(self, node: Node, on: bool) -> None:
+        raise AdapterError(f"{self.name} runs no Python in its agent")
+
+    def report_mark(self, node: Node) -> int:
+        """A position in the node's suspicion/failure reports (a log offset)."""
+        assert node.log is not None
+        return node.log.stat().st_size
+
+    def reports(self, node: Node, start: int, end: int) -> list[Report]:
+        """The node's suspicion and failure reports between two marks."""
+        assert node.log is not None
+        with node.log.open("rb") as f:
+            f.seek(start)
+            text = f.read(end - start).decode("utf-8", "replace")
+        return [r for r in map(self._parse, text.splitlines()) if r is not None]
+
+    def _parse(self, line: str) -> Report | None:
         raise NotImplementedError
+
+    def hog(self, node: Node, on: bool) -> None:
+        """Share the node's core with a CPU hog: every thread of the agent
+        and a spinning process pinned to the same core (the agent gets
+        about half of it), the same stress for every system."""
+        if on:
+            cpu = {hog_core()}
+            hog = subprocess.Popen(
+                [sys.executable, "-c", HOG],
+                preexec_fn=lambda: (_die_with_parent(), os.sched_setaffinity(0, cpu)),
+            )
+            self.hogs.append(hog)
+            node.extra["hog"] = hog
+            node.extra["affinity"] = _pin_all_threads(node.pid, cpu)
+        else:
+            hog = node.extra.pop("hog", None)
+            if hog is not None:
+                hog.kill()
+                hog.wait(timeout=10)
+            aff = node.extra.pop("affinity", None)
+            if aff:
+                _pin_all_threads(node.pid, aff)
 
     def kill(self, node: Node) -> None:
         """SIGKILL, by PID."""
@@ -125,19 +241,25 @@ class System:
                         s.close()
         self.hogs.clear()
 
-    def ports(self, node: Node) -> list[tuple[str, int]]:
-        """(protocol, port) pairs whose outgoing traffic is the node's."""
-        return [("udp", node.port)]
+    def rpc_port(self, port: int) -> int | None:
+        """The TCP port on which the agent of gossip port port answers the
+        benchmark's own reads, if any (its replies are not gossip traffic)."""
+        return None
 
-    def _spawn(self, cmd: list[str], log: Path, **kw: Any) -> subprocess.Popen:
-        return subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
-            text=True,
-            preexec_fn=_die_with_parent,
-            **kw,
-        )
+    def _spawn(
+        self, cmd: list[str], log: Path, cgroup: Path | None, both: bool = False, **kw: Any
+    ) -> subprocess.Popen:
+        """Start cmd in cgroup with stderr (both: stdout too) to log."""
+        f = open(log, "w")  # noqa: SIM115 - the child holds it
+        try:
+            if both:
+                kw.update(stdout=f, stderr=subprocess.STDOUT)
+            else:
+                kw.setdefault("stdout", subprocess.PIPE)
+                kw["stderr"] = f
+            return subprocess.Popen(cmd, text=True, preexec_fn=_child_setup(cgroup), **kw)
+        finally:
+            f.close()
 
 
 # ---------------------------------------------------------------- clustermember
@@ -177,7 +299,17 @@ class ClusterMember(System):
         self.key = workdir / "cluster.key"
         self.key.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
 
-    def start(self, i: int, name: str, port: int, tags: dict[str, str], seed: int | None) -> Node:
+    supports_busy_thread = True
+
+    def start(
+        self,
+        i: int,
+        name: str,
+        port: int,
+        tags: dict[str, str],
+        seed: int | None,
+        cgroup: Path | None = None,
+    ) -> Node:
         sock = self.workdir / f"{name}.sock"
         cmd = [
             sys.executable,
@@ -203,13 +335,47 @@ class ClusterMember(System):
             cmd += ["--join", f"127.0.0.1:{seed}"]
         if self.loss:
             cmd += ["--fault-drop", str(self.loss)]
-        proc = self._spawn(cmd, self.workdir / f"{name}.log")
-        node = Node(i, name, port, proc, {"sock": str(sock)})
+        log = self.workdir / f"{name}.log"
+        proc = self._spawn(cmd, log, cgroup, stdout=subprocess.DEVNULL)
+        node = Node(i, name, port, proc, {"sock": str(sock), "reports": []}, log)
         self.nodes.append(node)
         return node
 
-    def wait_ready(self, node: Node) -> None:
-        _wait_line(node.proc, "agent ready", f"clustermember agent {node.name}")
+    def wait_up(self, node: Node) -> None:
+        """Up: the control socket answers (the agent opens it just before it
+        binds its node socket). Then its event stream is opened, so every
+        suspicion it raises or learns from now on is kept."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if node.proc.poll() is not None:
+                raise AdapterError(f"clustermember agent {node.name} exited")
+            try:
+                self._call(node, {"op": "status"}, timeout=1.0)
+                break
+            except (OSError, ValueError, AdapterError):
+                time.sleep(UP_POLL)
+        else:
+            raise AdapterError(f"clustermember agent {node.name}: control not up")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(node.extra["sock"])
+        s.sendall(b'{"op": "events"}\n')
+        node.extra["events"] = s
+        t = threading.Thread(target=self._pump, args=(s, node.extra["reports"]), daemon=True)
+        t.start()
+
+    @staticmethod
+    def _pump(s: socket.socket, out: list[Report]) -> None:
+        with contextlib.suppress(OSError, ValueError), s.makefile("r") as f:
+            for line in f:
+                r = parse_cm_event(line)
+                if r is not None:
+                    out.append(r)
+
+    def report_mark(self, node: Node) -> int:
+        return len(node.extra["reports"])
+
+    def reports(self, node: Node, start: int, end: int) -> list[Report]:
+        return list(node.extra["reports"][start:end])
 
     def _call(self, node: Node, req: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -231,14 +397,41 @@ class ClusterMember(System):
         members = self._call(node, {"op": "members"})["members"]
         return {m["id"]: (m["state"], dict(m["tags"])) for m in members}
 
-    def set_tag(self, node: Node, key: str, value: str) -> None:
-        self._call(node, {"op": "tags", "set": {key: value}})
+    def tag_call(self, node: Node, key: str, value: str) -> TagCall:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30.0)
+        s.connect(node.extra["sock"])
+        req = json.dumps({"op": "tags", "set": {key: value}}).encode() + b"\n"
+
+        def reply() -> None:
+            with s, s.makefile("r") as f:
+                resp = json.loads(f.readline())
+            if not resp.get("ok"):
+                raise AdapterError(f"{node.name}: {resp.get('error')}")
+
+        return TagCall(lambda: s.sendall(req), reply)
 
     def leave(self, node: Node) -> None:
         os.kill(node.pid, signal.SIGTERM)  # the agent leaves gracefully, then exits
 
-    def starve(self, node: Node, on: bool) -> None:
+    def busy_thread(self, node: Node, on: bool) -> None:
         os.kill(node.pid, signal.SIGUSR1 if on else signal.SIGUSR2)
+
+    def _close(self, node: Node) -> None:
+        s = node.extra.pop("events", None)
+        if s is not None:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def kill(self, node: Node) -> None:
+        self._close(node)
+        super().kill(node)
+
+    def stop_all(self) -> None:
+        for n in self.nodes:
+            self._close(n)
+        super().stop_all()
 
 
 # ------------------------------------------------------------------------- Serf
@@ -265,16 +458,22 @@ class SerfRPC:
                 raise AdapterError("serf RPC connection closed")
             self.unpacker.feed(data)
 
-    def request(self, command: str, body: dict[str, Any] | None, reply: bool = False) -> Any:
+    def send(self, command: str, body: dict[str, Any] | None) -> None:
         self.seq += 1
         msg = self.packb({"Command": command, "Seq": self.seq})
         if body is not None:
             msg += self.packb(body)
         self.sock.sendall(msg)
+
+    def answer(self, command: str, reply: bool) -> Any:
         header = self._next()
         if header.get("Error"):
             raise AdapterError(f"serf {command}: {header['Error']}")
         return self._next() if reply else None
+
+    def request(self, command: str, body: dict[str, Any] | None, reply: bool = False) -> Any:
+        self.send(command, body)
+        return self.answer(command, reply)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -292,7 +491,15 @@ class Serf(System):
         self.name = f"serf-{profile}"
         self.key = base64.b64encode(secrets.token_bytes(32)).decode()
 
-    def start(self, i: int, name: str, port: int, tags: dict[str, str], seed: int | None) -> Node:
+    def start(
+        self,
+        i: int,
+        name: str,
+        port: int,
+        tags: dict[str, str],
+        seed: int | None,
+        cgroup: Path | None = None,
+    ) -> Node:
         rpc = port + self.RPC_OFFSET
         cmd = [
             "serf",
@@ -302,18 +509,21 @@ class Serf(System):
             f"-rpc-addr=127.0.0.1:{rpc}",
             f"-profile={self.profile}",
             f"-encrypt={self.key}",
-            "-log-level=warn",
+            # info: memberlist logs its suspicions at this level, and nowhere else
+            "-log-level=info",
         ]
         for k, v in tags.items():
             cmd.append(f"-tag={k}={v}")
         if seed is not None:
             cmd.append(f"-join=127.0.0.1:{seed}")
-        proc = self._spawn(cmd, self.workdir / f"{name}.log")
-        node = Node(i, name, port, proc, {"rpc_port": rpc})
+        log = self.workdir / f"{name}.log"
+        proc = self._spawn(cmd, log, cgroup, both=True)
+        node = Node(i, name, port, proc, {"rpc_port": rpc}, log)
         self.nodes.append(node)
         return node
 
-    def wait_ready(self, node: Node) -> None:
+    def wait_up(self, node: Node) -> None:
+        """Up: the RPC port answers a handshake."""
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if node.proc.poll() is not None:
@@ -322,7 +532,7 @@ class Serf(System):
                 node.extra["rpc"] = SerfRPC(node.extra["rpc_port"])
                 return
             except OSError:
-                time.sleep(0.05)
+                time.sleep(UP_POLL)
         raise AdapterError(f"serf agent {node.name}: RPC not up after {READY_TIMEOUT} s")
 
     def _rpc(self, node: Node) -> SerfRPC:
@@ -334,42 +544,28 @@ class Serf(System):
         body = self._rpc(node).request("members", None, reply=True)
         return {m["Name"]: (m["Status"], dict(m.get("Tags") or {})) for m in body["Members"]}
 
-    def set_tag(self, node: Node, key: str, value: str) -> None:
-        self._rpc(node).request("tags", {"Tags": {key: value}, "DeleteTags": []})
+    def tag_call(self, node: Node, key: str, value: str) -> TagCall:
+        """On a connection of its own: Serf answers a tags request only once
+        the update has been broadcast, so its reply is read by a thread."""
+        rpc = SerfRPC(node.extra["rpc_port"])
+        rpc.sock.settimeout(30.0)
+
+        def reply() -> None:
+            try:
+                rpc.answer("tags", reply=False)
+            finally:
+                rpc.close()
+
+        return TagCall(lambda: rpc.send("tags", {"Tags": {key: value}, "DeleteTags": []}), reply)
 
     def leave(self, node: Node) -> None:
         os.kill(node.pid, signal.SIGINT)  # Serf leaves gracefully on SIGINT
 
-    def starve(self, node: Node, on: bool) -> None:
-        """Pin the agent and a CPU hog to the same core (about half a core
-        for the agent, as a spinning Python thread leaves an event loop)."""
-        cpu = {os.cpu_count() - 1 if os.cpu_count() else 0}
-        if on:
-            hog = subprocess.Popen(
-                [sys.executable, "-c", "while True:\n    pass"], preexec_fn=_die_with_parent
-            )
-            self.hogs.append(hog)
-            node.extra["hog"] = hog
-            node.extra["affinity"] = os.sched_getaffinity(node.pid)
-            for pid in (node.pid, hog.pid):
-                os.sched_setaffinity(pid, cpu)
-            # the Go runtime's threads: pin every thread of the agent
-            for tid in os.listdir(f"/proc/{node.pid}/task"):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(int(tid), cpu)
-        else:
-            hog = node.extra.pop("hog", None)
-            if hog is not None:
-                hog.kill()
-                hog.wait(timeout=10)
-            aff = node.extra.pop("affinity", None)
-            if aff:
-                for tid in os.listdir(f"/proc/{node.pid}/task"):
-                    with contextlib.suppress(OSError):
-                        os.sched_setaffinity(int(tid), aff)
+    def _parse(self, line: str) -> Report | None:
+        return parse_serf_line(line)
 
-    def ports(self, node: Node) -> list[tuple[str, int]]:
-        return [("udp", node.port), ("tcp", node.port)]
+    def rpc_port(self, port: int) -> int | None:
+        return port + self.RPC_OFFSET
 
     def kill(self, node: Node) -> None:
         rpc = node.extra.pop("rpc", None)
@@ -393,13 +589,22 @@ class Swim(System):
 
     name = "swim-protocol"
     supports_leave = False
+    supports_busy_thread = True
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
         self.secret = secrets.token_hex(16)
         self.by_addr: dict[str, str] = {}
 
-    def start(self, i: int, name: str, port: int, tags: dict[str, str], seed: int | None) -> Node:
+    def start(
+        self,
+        i: int,
+        name: str,
+        port: int,
+        tags: dict[str, str],
+        seed: int | None,
+        cgroup: Path | None = None,
+    ) -> Node:
         cmd = [
             sys.executable,
             str(HERE / "swim_node.py"),
@@ -415,20 +620,16 @@ class Swim(System):
         cmd += ["--peer", f"127.0.0.1:{seed if seed is not None else port + 1}"]
         for k, v in tags.items():
             cmd += ["--tag", f"{k}={v}"]
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=open(self.workdir / f"{name}.log", "w"),  # noqa: SIM115
-            text=True,
-            preexec_fn=_die_with_parent,
-        )
+        log = self.workdir / f"{name}.log"
+        proc = self._spawn(cmd, log, cgroup, stdin=subprocess.PIPE)
         self.by_addr[f"127.0.0.1:{port}"] = name
-        node = Node(i, name, port, proc)
+        node = Node(i, name, port, proc, {}, log)
         self.nodes.append(node)
         return node
 
-    def wait_ready(self, node: Node) -> None:
+    def wait_up(self, node: Node) -> None:
+        """Up: the wrapper has bound its socket and says so (it has no
+        other endpoint to ask)."""
         _wait_line(node.proc, "ready", f"swim-protocol node {node.name}")
 
     def _cmd(self, node: Node, line: str) -> str:
@@ -448,14 +649,22 @@ class Swim(System):
             out[self.by_addr.get(key, key)] = (state, tags)
         return out
 
-    def set_tag(self, node: Node, key: str, value: str) -> None:
-        self._cmd(node, f"tag {key} {value}")
+    def tag_call(self, node: Node, key: str, value: str) -> TagCall:
+        """The wrapper applies a tag in its own process at once; its one
+        pipe is shared with the views, so the reply is read in start()."""
+        return TagCall(lambda: self._cmd(node, f"tag {key} {value}"), lambda: None)
 
     def leave(self, node: Node) -> None:
         raise AdapterError("swim-protocol has no graceful leave")
 
-    def starve(self, node: Node, on: bool) -> None:
+    def busy_thread(self, node: Node, on: bool) -> None:
         self._cmd(node, "busy" if on else "idle")
+
+    def _parse(self, line: str) -> Report | None:
+        r = parse_swim_line(line)
+        if r is None:
+            return None
+        return Report(r.t, r.kind, self.by_addr.get(r.subject, r.subject))
 
 
 SYSTEMS = (

@@ -12,53 +12,126 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.compare.adapters import UP_POLL
+
 Row = dict[str, Any]
 
-# (title, unit, getter, lower is better)
-METRICS: list[tuple[str, str, Callable[[Row], float | None], bool]] = [
+# (title, unit, getter, lower is better, polling step whose sweep time is shown beside it)
+METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] = [
+    (
+        "up: every joiner's control endpoint answers, from the joiners' launch",
+        "s",
+        lambda r: r.get("up_s"),
+        True,
+        "up",
+    ),
+    (
+        "join complete: the seed lists every joiner alive, from the joiners' launch",
+        "s",
+        lambda r: r.get("joined_s"),
+        True,
+        "join",
+    ),
     (
         "converge: every node sees all N alive, from the joiners' launch",
         "s",
         lambda r: r.get("converge_s"),
         True,
+        "converge",
     ),
     (
         "converge, from the moment every process was up",
         "s",
-        lambda r: r.get("converge_after_ready_s"),
+        lambda r: r.get("converge_after_up_s"),
         True,
+        "converge",
     ),
     (
         "detect: first survivor marks the killed node failed",
         "s",
         lambda r: r.get("detect_first_s"),
         True,
-    ),
-    ("detect: every survivor marks it failed", "s", lambda r: r.get("detect_all_s"), True),
-    ("leave: every node sees it left", "s", lambda r: r.get("leave_s"), True),
-    ("tag: every node sees the new tag", "s", lambda r: r.get("tag_s"), True),
-    (
-        "falsepos: changes away from alive, no faults",
-        "count",
-        lambda r: (r.get("falsepos") or {}).get("away_from_alive"),
-        True,
+        "detect",
     ),
     (
-        "falsepos: false failures, no faults",
-        "count",
-        lambda r: (r.get("falsepos") or {}).get("to_failed"),
+        "detect: every survivor marks it failed",
+        "s",
+        lambda r: r.get("detect_all_s"),
         True,
+        "detect",
+    ),
+    ("leave: every node sees it left", "s", lambda r: r.get("leave_s"), True, "leave"),
+    (
+        "tag: every node sees the new tag, clock started before the call",
+        "s",
+        lambda r: r.get("tag_s"),
+        True,
+        "tag",
     ),
     (
-        "busy: changes away from alive while one process is CPU-starved",
-        "count",
-        lambda r: (r.get("busy") or {}).get("away_from_alive"),
+        "tag: the call returned (Serf answers once the update is broadcast)",
+        "s",
+        lambda r: r.get("tag_call_returned_s"),
         True,
+        None,
     ),
-    ("busy: false failures", "count", lambda r: (r.get("busy") or {}).get("to_failed"), True),
-    ("cost: RSS per node", "MiB", lambda r: (r.get("cost") or {}).get("rss_mib"), True),
-    ("cost: CPU per node", "CPU s/min", lambda r: (r.get("cost") or {}).get("cpu_s_per_min"), True),
-    ("cost: bytes sent per node", "B/s", lambda r: (r.get("cost") or {}).get("bytes_per_s"), True),
+    (
+        "falsepos: suspicion episodes, no faults",
+        "count",
+        lambda r: (r.get("falsepos") or {}).get("suspect_episodes"),
+        True,
+        None,
+    ),
+    (
+        "falsepos: failure episodes, no faults",
+        "count",
+        lambda r: (r.get("falsepos") or {}).get("failed_episodes"),
+        True,
+        None,
+    ),
+    (
+        "busy (CPU hog on the agent's core): suspicion episodes",
+        "count",
+        lambda r: (r.get("busy_hog") or {}).get("suspect_episodes"),
+        True,
+        None,
+    ),
+    (
+        "busy (CPU hog on the agent's core): failure episodes",
+        "count",
+        lambda r: (r.get("busy_hog") or {}).get("failed_episodes"),
+        True,
+        None,
+    ),
+    (
+        "busy thread (Python systems: a spinning thread in the agent): suspicion episodes",
+        "count",
+        lambda r: (r.get("busy_thread") or {}).get("suspect_episodes"),
+        True,
+        None,
+    ),
+    (
+        "busy thread: failure episodes",
+        "count",
+        lambda r: (r.get("busy_thread") or {}).get("failed_episodes"),
+        True,
+        None,
+    ),
+    ("cost: RSS per node", "MiB", lambda r: (r.get("cost") or {}).get("rss_mib"), True, None),
+    (
+        "cost: CPU per node",
+        "CPU s/min",
+        lambda r: (r.get("cost") or {}).get("cpu_s_per_min"),
+        True,
+        None,
+    ),
+    (
+        "cost: bytes sent per node, every port of the process",
+        "B/s",
+        lambda r: (r.get("cost") or {}).get("bytes_per_s"),
+        True,
+        None,
+    ),
 ]
 
 ORDER = [
@@ -104,6 +177,19 @@ def _cell(vals: list[float], unit: str) -> str:
     return f"{_fmt(med, unit)} ({_fmt(min(vals), unit)}–{_fmt(max(vals), unit)})"
 
 
+def _sweep(rows: list[Row], step: str) -> str:
+    """The polling sweep time of a step over runs: median of the runs'
+    medians, and the longest sweep, in ms."""
+    if step == "up":  # each agent's endpoint is tried on its own, not swept
+        return f" [tried every {UP_POLL * 1000:.0f} ms]"
+    meds = [r["sweep"][step]["median_s"] for r in rows if step in (r.get("sweep") or {})]
+    tops = [r["sweep"][step]["max_s"] for r in rows if step in (r.get("sweep") or {})]
+    if not meds:
+        return ""
+    med, top = statistics.median(meds) * 1000, max(tops) * 1000
+    return f" [sweep {med:.1f}, max {top:.{1 if top < 10 else 0}f} ms]"
+
+
 def collect(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
     by: dict[tuple[str, int], list[Row]] = defaultdict(list)
     for r in rows:
@@ -117,14 +203,15 @@ def tables(rows: list[Row]) -> str:
     systems = [s for s in ORDER if any(k[0] == s for k in by)]
     ns = sorted({k[1] for k in by})
     out = []
-    for title, unit, get, _ in METRICS:
+    for title, unit, get, _, step in METRICS:
         head = ["system"] + [f"N = {n}" for n in ns]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in systems:
             cells = []
             for n in ns:
-                vals = [v for v in (get(r) for r in by.get((s, n), [])) if v is not None]
-                cells.append(_cell(vals, unit))
+                runs = by.get((s, n), [])
+                vals = [v for v in (get(r) for r in runs) if v is not None]
+                cells.append(_cell(vals, unit) + (_sweep(runs, step) if step and vals else ""))
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         for cm, serf in RATIO.items():
             if cm in systems and serf in systems:
@@ -140,8 +227,10 @@ def tables(rows: list[Row]) -> str:
                         cells.append("–")
                 lines.append(f"| ratio {cm} / {serf} | " + " | ".join(cells) + " |")
         runs = {len(by.get((s, n), [])) for s in systems for n in ns}
+        note = "; [the polling sweep: median, longest]" if step else ""
         out.append(
-            f"**{title}** ({unit}; median (min–max) over {'/'.join(map(str, sorted(runs)))} runs)\n"
+            f"**{title}** ({unit}; median (min–max) over "
+            f"{'/'.join(map(str, sorted(runs)))} runs{note})\n"
         )
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
@@ -192,22 +281,24 @@ def plots(rows: list[Row], img: Path) -> list[Path]:
 
 def report(results: Path, img: Path) -> str:
     metas, rows = load(results)
+    old = [r for r in rows if r.get("method") != 2]
+    rows = [r for r in rows if r.get("method") == 2]
     errors = [r for r in rows if "error" in r]
     ok = [r for r in rows if "error" not in r]
     parts = []
     if metas:
         parts.append("Versions: " + json.dumps(metas[-1]["meta"]) + "\n")
+        if metas[-1].get("label"):
+            parts.append(f"Label: {metas[-1]['label']}\n")
+    if old:
+        parts.append(
+            f"({len(old)} rows measured by the earlier method, before the two systems "
+            "were measured alike, are left out: see docs/benchmarks.md.)\n"
+        )
     parts.append(tables(ok))
     if errors:
         parts.append("Runs that failed:\n")
         parts += [f"- {r['system']} N={r['n']} repeat {r['repeat']}: {r['error']}" for r in errors]
-    res = [r.get("poll_resolution_s") for r in ok if r.get("poll_resolution_s") is not None]
-    if res:
-        med, top = statistics.median(res) * 1000, max(res) * 1000
-        parts.append(
-            f"\nPolling: one sweep of every node's view took {med:.1f} ms median "
-            f"(max {top:.1f} ms) while timing."
-        )
     for p in plots(ok, img):
         parts.append(f"\nwrote {p}")
     return "\n".join(parts)

@@ -1,8 +1,12 @@
 """The scenarios, run in one cluster lifetime per (system, N, repeat).
 
-Order: converge → tag → busy → (warm-up) → falsepos, with cost measured in
-the same window → leave → detect. Each step waits on a condition with a deadline; every
-process is killed by PID at the end, and the traffic counters removed.
+Order: up and join → converge → tag → busy (a CPU hog on the agent's core)
+→ busy-thread (Python systems: a busy thread in the agent) → (warm-up) →
+falsepos, with cost measured in the same window → leave → detect. Each
+timed step waits on a condition with a deadline and records the time one
+polling sweep took beside its figure; the counted windows read each agent's
+own reports instead of polling. Every process is killed by PID at the end,
+and the cgroups and traffic counters removed.
 
     run_one("serf-lan", 5, repeat=0, base_port=23000, windows=Windows())
 """
@@ -10,20 +14,22 @@ process is killed by PID at the end, and the traffic counters removed.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import subprocess
+import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.compare.accounting import CgroupTraffic, Report, count
 from bench.compare.adapters import AdapterError, Node, System, View, make
 
 DEADLINE = 120.0  # seconds any one step may take before it is recorded as not reached
 ALIVE = "alive"
+JOIN_POLL = 0.01  # pause between reads of the seed's list while the processes start
 
 
 @dataclass
@@ -35,89 +41,6 @@ class Windows:
     grace: float = 5.0  # after busy ends, keep counting suspicions it caused
     warmup: float = 32.0  # falsepos/cost start no earlier than this after launch
     fast_poll: float = 0.0  # pause between sweeps while timing (0: back to back)
-    slow_poll: float = 1.0  # pause between sweeps in falsepos (cost is measured then)
-
-
-class Traffic:
-    """Per-port byte counters in an nftables table of our own (root only)."""
-
-    made = 0
-
-    def __init__(self) -> None:
-        Traffic.made += 1
-        self.table = f"cmbench{os.getpid()}x{Traffic.made}"
-        self.ok = False
-        self.reason = ""
-        if shutil.which("nft") is None:
-            self.reason = "nft not installed"
-            return
-        r = subprocess.run(
-            ["nft", "add", "table", "inet", self.table], capture_output=True, text=True
-        )
-        if r.returncode != 0:
-            self.reason = f"nft refused: {r.stderr.strip()}"
-            return
-        r = subprocess.run(
-            [
-                "nft",
-                f"add chain inet {self.table} out "
-                "{ type filter hook output priority 0; policy accept; }",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        self.ok = r.returncode == 0
-        if not self.ok:
-            self.reason = f"nft chain: {r.stderr.strip()}"
-
-    def watch(self, ports: list[tuple[str, int]]) -> None:
-        for proto, port in ports:
-            subprocess.run(
-                [
-                    "nft",
-                    "add",
-                    "rule",
-                    "inet",
-                    self.table,
-                    "out",
-                    proto,
-                    "sport",
-                    str(port),
-                    "counter",
-                ],
-                check=True,
-            )
-
-    def read(self) -> dict[tuple[str, int], int]:
-        """Bytes sent so far by (proto, port)."""
-        r = subprocess.run(
-            ["nft", "-j", "list", "table", "inet", self.table],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out: dict[tuple[str, int], int] = {}
-        for item in json.loads(r.stdout)["nftables"]:
-            rule = item.get("rule")
-            if not rule:
-                continue
-            proto = port = nbytes = None
-            for e in rule["expr"]:
-                if "match" in e:
-                    left = e["match"]["left"].get("payload", {})
-                    proto, port = left.get("protocol"), e["match"]["right"]
-                if "counter" in e:
-                    nbytes = e["counter"]["bytes"]
-            if proto and port is not None and nbytes is not None:
-                out[(proto, int(port))] = nbytes
-        return out
-
-    def close(self) -> None:
-        if self.ok:
-            subprocess.run(
-                ["nft", "delete", "table", "inet", self.table], capture_output=True, check=False
-            )
-            self.ok = False
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,14 +59,19 @@ def rss_mib(pid: int) -> float:
 
 
 class Observer:
-    """Sweeps every live node's view, timestamping each one."""
+    """Sweeps every live node's view, timestamping each read, and keeps how
+    long each sweep took, per timed step."""
 
     def __init__(self, system: System, nodes: list[Node]) -> None:
         self.system = system
         self.live = list(nodes)
-        self.sweeps = 0
-        self.sweep_time = 0.0
         self.errors = 0
+        self.steps: dict[str, list[float]] = {}
+        self.current: list[float] = []
+
+    def step(self, name: str) -> None:
+        """Sweeps from now on belong to step name."""
+        self.current = self.steps.setdefault(name, [])
 
     def sweep(self) -> dict[str, tuple[float, View]]:
         t0 = time.monotonic()
@@ -155,13 +83,16 @@ class Observer:
                 self.errors += 1
                 continue
             out[n.name] = (time.monotonic(), v)
-        self.sweeps += 1
-        self.sweep_time += time.monotonic() - t0
+        self.current.append(time.monotonic() - t0)
         return out
 
-    @property
-    def resolution(self) -> float:
-        return self.sweep_time / self.sweeps if self.sweeps else 0.0
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per step: sweeps, and the median and longest sweep, in seconds."""
+        return {
+            k: {"sweeps": len(v), "median_s": statistics.median(v), "max_s": max(v)}
+            for k, v in self.steps.items()
+            if v
+        }
 
 
 def _until(
@@ -182,26 +113,56 @@ def _until(
     return None
 
 
-def _transitions(obs: Observer, seconds: float, pause: float, subjects: set[str]) -> dict[str, int]:
-    """Count, over a window, every change away from alive that any observer
-    sees of any subject: to suspect (or any non-alive state) and to failed."""
-    last: dict[tuple[str, str], str] = {}
-    away = failed = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for name, (_, v) in obs.sweep().items():
-            for subj, (state, _tags) in v.items():
-                if subj not in subjects:
-                    continue
-                prev = last.get((name, subj), ALIVE)
-                if prev == ALIVE and state != ALIVE:
-                    away += 1
-                if state == "failed" and prev != "failed":
-                    failed += 1
-                last[(name, subj)] = state
-        if pause:
-            time.sleep(pause)
-    return {"away_from_alive": away, "to_failed": failed}
+class Reports:
+    """Every live node's own suspicion and failure reports over a window."""
+
+    def __init__(self, system: System, nodes: list[Node]) -> None:
+        self.system = system
+        self.nodes = list(nodes)
+        self.marks = {n.name: system.report_mark(n) for n in self.nodes}
+
+    def collect(self) -> list[Report]:
+        out: list[Report] = []
+        for n in self.nodes:
+            end = self.system.report_mark(n)
+            out += self.system.reports(n, self.marks[n.name], end)
+        return out
+
+
+def _wait_all_up(system: System, nodes: list[Node]) -> dict[str, float]:
+    """Wait for every node's process to be up, all at once (a thread each);
+    the time each was first seen up."""
+    up: dict[str, float] = {}
+    errors: list[str] = []
+
+    def one(node: Node) -> None:
+        try:
+            system.wait_up(node)
+            up[node.name] = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{node.name}: {exc!r}")
+
+    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE)
+    if errors or len(up) < len(nodes):
+        raise AdapterError("not up: " + "; ".join(errors or ["timeout"]))
+    return up
+
+
+def _stressed(system: System, nodes: list[Node], windows: Windows, stress: Any) -> dict[str, Any]:
+    """Count every node's reports while stress(True) ... stress(False) is on,
+    and for the grace time after."""
+    rep = Reports(system, nodes)
+    stress(True)
+    try:
+        time.sleep(windows.busy)
+    finally:
+        stress(False)
+    time.sleep(windows.grace)
+    return {**count(rep.collect()), "window_s": windows.busy, "grace_s": windows.grace}
 
 
 def run_one(
@@ -212,89 +173,117 @@ def run_one(
         raise ValueError("need at least 3 nodes (one killed, one leaving, one observing)")
     workdir = Path(tempfile.mkdtemp(prefix=f"cmcmp-{system_name}-"))
     system = make(system_name, workdir)
-    traffic = Traffic()
-    res: dict[str, Any] = {"system": system.name, "n": n, "repeat": repeat}
+    traffic = CgroupTraffic()
+    res: dict[str, Any] = {"system": system.name, "n": n, "repeat": repeat, "method": 2}
+    if not traffic.ok:
+        res["traffic_note"] = traffic.reason
+    obs: Observer | None = None
     try:
         names = [f"n{i}" for i in range(n)]
         ports = [base_port + i for i in range(n)]
-        nodes = [system.start(0, names[0], ports[0], {"role": "seed"}, None)]
-        system.wait_ready(nodes[0])
+
+        def launch(i: int, tags: dict[str, str], seed: int | None) -> Node:
+            cg = traffic.add(names[i], system.rpc_port(ports[i]))
+            return system.start(i, names[i], ports[i], tags, seed, cg)
+
+        nodes = [launch(0, {"role": "seed"}, None)]
+        system.wait_up(nodes[0])
         t_spawn0 = time.monotonic()
         for i in range(1, n):
-            nodes.append(system.start(i, names[i], ports[i], {"role": "worker"}, ports[0]))
-        for node in nodes[1:]:
-            system.wait_ready(node)
-        t_ready = time.monotonic()
-        if traffic.ok:
-            for node in nodes:
-                traffic.watch(system.ports(node))
-        else:
-            res["traffic_note"] = traffic.reason
+            nodes.append(launch(i, {"role": "worker"}, ports[0]))
         obs = Observer(system, nodes)
         everyone = set(names)
+
+        # up: every joiner's control endpoint answers; join complete: the
+        # seed lists it alive. Both observed the same way for every system,
+        # the seed's list read while the processes come up.
+        up: dict[str, float] = {}
+        upper = threading.Thread(
+            target=lambda: up.update(_wait_all_up(system, nodes[1:])), daemon=True
+        )
+        upper.start()
+        obs.step("join")
+        seed_obs_live, obs.live = obs.live, nodes[:1]
+        joined: dict[str, float] = {}
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end and len(joined) < n - 1:
+            for _o, (t, v) in obs.sweep().items():
+                for name, (state, _tags) in v.items():
+                    if state == ALIVE and name != names[0]:
+                        joined.setdefault(name, t)
+            time.sleep(JOIN_POLL)
+        obs.live = seed_obs_live
+        upper.join(DEADLINE)
+        if len(up) < n - 1:
+            raise AdapterError("not every process came up")
+        t_up = max(up.values())
+        res["up_s"] = t_up - t_spawn0
+        res["joined_s"] = max(joined.values()) - t_spawn0 if len(joined) == n - 1 else None
 
         # converge: every node sees all n alive
         def all_alive(_o: str, v: View) -> bool:
             return everyone <= {k for k, (s, _) in v.items() if s == ALIVE}
 
+        obs.step("converge")
         got = _until(obs, all_alive, windows.fast_poll)
         res["converge_s"] = None if got is None else max(got.values()) - t_spawn0
-        res["converge_after_ready_s"] = None if got is None else max(got.values()) - t_ready
-        res["start_s"] = t_ready - t_spawn0
+        res["converge_after_up_s"] = None if got is None else max(got.values()) - t_up
         if got is None:
             return res
 
-        # tag: node 1 changes a tag; time until every node sees it
-        system.set_tag(nodes[1], "bench", "v2")
+        # tag: node 1 changes a tag; the clock starts before the call, which
+        # is sent without waiting for its reply (read by a thread)
+        call = system.tag_call(nodes[1], "bench", "v2")
+        obs.step("tag")
         t0 = time.monotonic()
+        call.start()
         got = _until(
             obs,
             lambda _o, v: v.get(names[1], ("", {}))[1].get("bench") == "v2",
             windows.fast_poll,
         )
         res["tag_s"] = None if got is None else max(got.values()) - t0
+        call.join(30.0)
+        res["tag_call_returned_s"] = None if call.returned is None else call.returned - t0
+        if call.error:
+            res["tag_call_error"] = call.error
 
-        # busy: node n-1's process is CPU-starved for a window
+        # busy: node n-1 shares its core with a CPU hog (every system); then,
+        # separately, a busy Python thread inside it (Python systems only)
         busy = nodes[n - 1]
-        system.starve(busy, True)
-        try:
-            b = _transitions(obs, windows.busy, windows.fast_poll, everyone)
-        finally:
-            system.starve(busy, False)
-        g = _transitions(obs, windows.grace, windows.fast_poll, everyone)
-        res["busy"] = {
-            "away_from_alive": b["away_from_alive"] + g["away_from_alive"],
-            "to_failed": b["to_failed"] + g["to_failed"],
-            "window_s": windows.busy,
-            "grace_s": windows.grace,
-        }
+        res["busy_hog"] = _stressed(system, nodes, windows, lambda on: system.hog(busy, on))
+        if system.supports_busy_thread:
+            res["busy_thread"] = _stressed(
+                system, nodes, windows, lambda on: system.busy_thread(busy, on)
+            )
 
-        # falsepos (+ cost): no faults, count changes away from alive
+        # falsepos (+ cost): no faults, no polling; the agents' own reports.
         # Startup costs (handshakes, the first push-pull round) are not
         # steady state: the window opens no earlier than warmup after launch.
         wait = t_spawn0 + windows.warmup - time.monotonic()
         if wait > 0:
-            _transitions(obs, wait, windows.slow_poll, set())
+            time.sleep(wait)
         pids = [node.pid for node in nodes]
         cpu0 = {p: cpu_seconds(p) for p in pids}
+        rep = Reports(system, nodes)
         bytes0 = traffic.read() if traffic.ok else {}
         t0 = time.monotonic()
-        res["falsepos"] = _transitions(obs, windows.falsepos, windows.slow_poll, everyone)
+        time.sleep(windows.falsepos)
+        bytes1 = traffic.read() if traffic.ok else {}
         dt = time.monotonic() - t0
-        res["falsepos"]["window_s"] = round(dt, 2)
+        res["falsepos"] = {**count(rep.collect()), "window_s": round(dt, 2)}
         res["cost"] = {
             "rss_mib": sum(rss_mib(p) for p in pids) / n,
             "cpu_s_per_min": sum(cpu_seconds(p) - cpu0[p] for p in pids) / n / dt * 60,
-            "poll_s": windows.slow_poll,
         }
         if traffic.ok:
-            b1 = traffic.read()
-            sent = sum(b1.get(k, 0) - bytes0.get(k, 0) for k in b1)
+            sent = sum(bytes1.get(k, 0) - bytes0.get(k, 0) for k in bytes1)
             res["cost"]["bytes_per_s"] = sent / n / dt
 
         # leave: node n-1 leaves gracefully
         survivors = [x for x in nodes if x is not busy]
         if system.supports_leave:
+            obs.step("leave")
             system.leave(busy)
             t0 = time.monotonic()
             obs.live = survivors
@@ -319,6 +308,7 @@ def run_one(
 
         # detect: SIGKILL node 1; first and all survivors mark it failed
         victim = nodes[1]
+        obs.step("detect")
         system.kill(victim)
         t0 = time.monotonic()
         obs.live = [x for x in survivors if x is not victim]
@@ -330,10 +320,11 @@ def run_one(
         else:
             res["detect_first_s"] = min(got.values()) - t0
             res["detect_all_s"] = max(got.values()) - t0
-        res["poll_resolution_s"] = obs.resolution
-        res["observer_errors"] = obs.errors
         return res
     finally:
+        if obs is not None:
+            res["sweep"] = obs.summary()
+            res["observer_errors"] = obs.errors
         system.stop_all()
         traffic.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -13,6 +13,10 @@ command on stdin: ``view`` (a JSON object: member name -> [state, tags]),
 without yielding, to starve the event loop the way a busy application does),
 ``quit``. States are mapped to the benchmark's names: online -> alive,
 suspect -> suspect, offline -> failed. swim-protocol has no graceful leave.
+
+Every status change this node records (from the package's member listener,
+so none is missed between reads) is written to stderr as
+``status WALLTIME MEMBER STATE``, the node's report stream.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from contextlib import AsyncExitStack
 
 from swimprotocol.members import Members
@@ -86,12 +91,22 @@ async def serve(args: argparse.Namespace) -> None:
     worker = Worker(config, members)
     transport = UdpTransport(config, worker)
     spinner = Spinner()
+    seen: dict[str, str] = {}
+
+    async def on_change(member: object) -> None:
+        name = getattr(member, "name", "")
+        state = STATES.get(getattr(member, "status", None), "other")  # type: ignore[arg-type]
+        if seen.get(name) != state:
+            seen[name] = state
+            print(f"status {time.time():.3f} {name} {state}", file=sys.stderr, flush=True)
+
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(transport)
         await stack.enter_async_context(worker)
+        await stack.enter_async_context(members.listener.on_notify(on_change))
         print("ready", flush=True)
         while True:
             line = (await reader.readline()).decode().strip()
