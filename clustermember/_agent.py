@@ -224,7 +224,13 @@ class Agent:
         self._answers.add(answered)
         try:
             left = await asyncio.shield(self._leaving)
-            answer = {"ok": False, "error": "the node had not joined: nobody was told"}
+            answer = {
+                "ok": False,
+                "error": (
+                    "the node had not joined, so no member was told it left; the agent "
+                    "stops now: start it again to join"
+                ),
+            }
             await send_line(writer, {"ok": True} if left else answer)
         finally:
             answered.set_result(None)

@@ -237,7 +237,11 @@ def test_a_leave_during_the_join_waits_for_it_and_says_what_happened(tmp_path: P
     client.join(60)
     assert not client.is_alive()
     assert heard[0] == "joining", heard
-    assert heard[1] == {"ok": False, "error": "the node had not joined: nobody was told"}, heard
+    assert heard[1] == {
+        "ok": False,
+        "error": "the node had not joined, so no member was told it left; the agent "
+        "stops now: start it again to join",
+    }, heard
     assert heard[2] != "joining"  # answered after the join ended
 
 
