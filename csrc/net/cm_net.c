@@ -771,6 +771,9 @@ int cm_net_send_datagram(cm_net_t *net, const cm_addr_t *to,
   int rv = net_check_send(net, to, data, len);
   if (rv != 0)
     return rv;
+  /* Nothing to send; ngtcp2 would abort on the empty frame's write. */
+  if (len == 0)
+    return CM_EINVAL;
   if (len > CM_NET_DATAGRAM_MAX) {
     net->st.drop_oversized++;
     return CM_ETOOBIG;
