@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Write the seed corpora of fuzz_net and fuzz_engine: short scripts, one per
-path worth reaching (the input formats are described atop each target).
+"""Write the seed corpora of fuzz_net, fuzz_engine and fuzz_control: short
+scripts, one per path worth reaching (the input formats are described atop
+each target; fuzz_control's is tests/fuzz_control.py).
 
 Usage: python3 csrc/fuzz/make_script_seeds.py  (from the repository root)
 """
 
+import json
 import pathlib
 import random
 import struct
@@ -167,10 +169,39 @@ def engine_seeds() -> dict[str, bytes]:
     }
 
 
+# ---- fuzz_control -----------------------------------------------------------
+
+UNIX, TCP = b"\x00", b"\x01"
+
+
+def lines(*reqs: object) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in reqs)
+
+
+def control_seeds() -> dict[str, bytes]:
+    return {
+        "members": UNIX + lines({"op": "members", "tags": {"role": "d.*"}, "status": ["alive"]}),
+        "tags": UNIX
+        + lines({"op": "tags", "set": {"zone": "a"}, "delete": ["role"]}, {"op": "tags"}),
+        "bad": UNIX
+        + b"[1,2]\n\n"
+        + lines(
+            {"op": "nope"},
+            {"op": "tags", "set": {"n": 1}},
+            {"op": "members", "tags": [["role", "("]]},
+        ),
+        "tcp": TCP + lines({"token": "fuzz-token"}, {"op": "status"}, {"op": "stats"}),
+        "tcp_bad": TCP + lines({"token": "nope", "op": "stats"}),
+        "events": UNIX + lines({"op": "events"}),
+        "leave": UNIX + lines({"op": "leave"}, {"op": "status"}),
+    }
+
+
 def main() -> None:
     for name, seeds in (
         ("fuzz_net", net_seeds()),
         ("fuzz_engine", engine_seeds()),
+        ("fuzz_control", control_seeds()),
     ):
         out = SEEDS / name
         out.mkdir(parents=True, exist_ok=True)
