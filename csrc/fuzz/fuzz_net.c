@@ -14,7 +14,8 @@
  *   1 INITIAL  u8 src | u8 flags | u8 dcidlen | u8 toklen | token |
  *              u16 len | frames: a client Initial sealed with the Initial
  *              keys of its DCID (so it passes the stateless check), padded
- *              to 1200 bytes unless flags & 1
+ *              to 1200 bytes unless flags & 1; with flags & 2, under the
+ *              token and SCID of the last Retry A sent, from its address
  *   2 FRAMES   u16 len | frames: a 1-RTT packet from B sealed with B's key
  *   3 B_REQ    u16 len | bytes: B sends a push-pull request to A
  *   4 B_DGRAM  u16 len | bytes: B sends a datagram to A
@@ -68,6 +69,11 @@ static cm_addr_t fz_a_addr, fz_b_addr;
 static fz_pkt_t fz_q[FZ_QMAX];
 static size_t fz_qn;
 static uint64_t fz_dropped_out; /* A's packets to strangers */
+/* The last Retry A sent a stranger: to whom, its SCID and its token, for
+ * an INITIAL to come back with (flags bit 1) */
+static cm_addr_t fz_retry_to;
+static uint8_t fz_retry_scid[20], fz_retry_token[256];
+static size_t fz_retry_scidlen, fz_retry_toklen;
 
 /* B's 1-RTT keys (AES-128-GCM), once its handshake is done */
 static uint8_t fz_secret[64];
@@ -134,6 +140,28 @@ static int fz_known(void *ud, const cm_addr_t *from) {
 /* ---- the wire between A and B ---------------------------------------------
  */
 
+/* A Retry (RFC 9000 17.2.5): type 3, version 1, DCID, SCID, token, then
+ * a 16-byte integrity tag. */
+static void fz_keep_retry(const cm_addr_t *to, const uint8_t *d, size_t len) {
+  size_t o = 5, dl, sl;
+  if (len < 7 || (d[0] & 0xf0) != 0xf0 || d[1] || d[2] || d[3] || d[4] != 1)
+    return;
+  dl = d[o++];
+  if (dl > 20 || o + dl + 1 > len)
+    return;
+  o += dl;
+  sl = d[o++];
+  if (sl > sizeof(fz_retry_scid) || o + sl + 16 > len ||
+      len - o - sl - 16 > sizeof(fz_retry_token))
+    return;
+  fz_retry_to = *to;
+  memcpy(fz_retry_scid, d + o, sl);
+  fz_retry_scidlen = sl;
+  o += sl;
+  fz_retry_toklen = len - o - 16;
+  memcpy(fz_retry_token, d + o, fz_retry_toklen);
+}
+
 static void fz_send(cm_net_t *net, const cm_addr_t *to, const uint8_t *data,
                     size_t len) {
   cm_net_t *dst = NULL;
@@ -141,6 +169,8 @@ static void fz_send(cm_net_t *net, const cm_addr_t *to, const uint8_t *data,
     dst = fz_b;
   else if (net == fz_b && cm_addr_eq(to, &fz_a_addr))
     dst = fz_a;
+  if (dst == NULL && net == fz_a)
+    fz_keep_retry(to, data, len);
   if (dst == NULL || fz_qn == FZ_QMAX) {
     fz_dropped_out++;
     return;
@@ -302,25 +332,32 @@ static int fz_keylog(gnutls_session_t s, const char *label,
 
 /* A client Initial carrying `frames`, sealed under its DCID's keys. */
 static void fz_initial(fz_in_t *in) {
-  uint8_t src, flags, dcidlen, toklen, pkt[1500], plain[1400];
+  uint8_t src, flags, dcidlen, tl, pkt[1500], plain[1400];
   uint16_t flen;
   const uint8_t *dcid, *tok, *frames;
-  size_t got, o = 0, plen, pn_off, len, i;
+  size_t got, toklen, o = 0, plen, pn_off, len, i;
   cm_net_initial_keys_t k;
   cm_addr_t from;
   if (fz_u8(in, &src) || fz_u8(in, &flags) || fz_u8(in, &dcidlen) ||
-      fz_u8(in, &toklen))
+      fz_u8(in, &tl))
     return;
   dcidlen = (uint8_t)(8 + dcidlen % 13); /* 8 to 20 */
-  toklen %= 64;
   dcid = fz_bytes(in, dcidlen, &got);
   if (got < dcidlen)
     return;
-  tok = fz_bytes(in, toklen, &got);
-  toklen = (uint8_t)got;
+  tok = fz_bytes(in, tl % 64, &toklen);
   if (fz_u16(in, &flen))
     return;
   frames = fz_bytes(in, flen % 1100, &got);
+  from = fz_src(src);
+  if ((flags & 2) && fz_retry_scidlen >= 8) {
+    /* back with the last Retry's token, from where it was sent */
+    from = fz_retry_to;
+    dcid = fz_retry_scid;
+    dcidlen = (uint8_t)fz_retry_scidlen;
+    tok = fz_retry_token;
+    toklen = fz_retry_toklen;
+  }
   pkt[o++] = 0xc3; /* Initial, 4-byte packet number */
   pkt[o++] = 0;
   pkt[o++] = 0;
@@ -332,7 +369,8 @@ static void fz_initial(fz_in_t *in) {
   pkt[o++] = 8;
   for (i = 0; i < 8; i++)
     pkt[o++] = (uint8_t)(0xa0 + i + src);
-  pkt[o++] = toklen;
+  pkt[o++] = (uint8_t)(0x40 | toklen >> 8); /* 2-byte varint */
+  pkt[o++] = (uint8_t)(toklen & 0xff);
   memcpy(pkt + o, tok, toklen);
   o += toklen;
   plen = got < 4 ? 4 : got;
@@ -346,7 +384,6 @@ static void fz_initial(fz_in_t *in) {
   pn_off = o;
   FZ_CHECK(cm_net__initial_keys(dcid, dcidlen, &k) == 0);
   fz_seal(pkt, pn_off, flags >> 4, k.key, k.iv, k.hp, plain, plen, &len);
-  from = fz_src(src);
   fz_deliver(fz_a, &from, pkt, len);
 }
 
@@ -455,6 +492,7 @@ static void fz_setup(uint8_t conf) {
   fz_have_keys = 0;
   fz_secret_len = 0;
   fz_pn = 1u << 16;
+  fz_retry_scidlen = fz_retry_toklen = 0;
   memset(fz_answered, 0, sizeof(fz_answered));
   fz_a = fz_new(conf, 1);
   fz_b = fz_new(conf, 0);
@@ -477,9 +515,35 @@ static void fz_setup(uint8_t conf) {
   }
 }
 
+/* FUZZ_NET_STATS set: A's counters after each input, to see what an input
+ * reached. */
+static void fz_print_stats(void) {
+  cm_net_stats_t st;
+  cm_net_stats(fz_a, &st);
+  fprintf(
+      stderr,
+      "A: %llu packets in, %llu garbage, %llu half-open (%llu "
+      "displaced, %llu refused), %llu accepted, %llu handshakes "
+      "refused, %llu retries, %llu bad tokens, %llu requests in, %llu "
+      "datagrams in, %llu oversized, %llu resets sent\n",
+      (unsigned long long)st.packets_in, (unsigned long long)st.drop_garbage,
+      (unsigned long long)st.conns_half_open,
+      (unsigned long long)st.half_open_displaced,
+      (unsigned long long)st.drop_half_open,
+      (unsigned long long)st.conns_accepted,
+      (unsigned long long)st.handshakes_refused,
+      (unsigned long long)st.retries_sent,
+      (unsigned long long)st.drop_bad_token, (unsigned long long)st.requests_in,
+      (unsigned long long)st.datagrams_in,
+      (unsigned long long)st.drop_oversized,
+      (unsigned long long)st.stateless_resets_sent);
+}
+
 static void fz_teardown(void) {
   int done = 0;
   unsigned i;
+  if (getenv("FUZZ_NET_STATS") != NULL)
+    fz_print_stats();
   cm_net_close(fz_a, fz_closed, &done);
   cm_net_close(fz_b, fz_closed, &done);
   while (done < 2)

@@ -40,7 +40,7 @@ def raw(src: int, data: bytes) -> bytes:
 
 
 def initial(src: int, frames: bytes, flags: int = 0, token: bytes = b"") -> bytes:
-    dcid = bytes(range(0x10, 0x18))
+    dcid = bytes((0x10 * (src + 1) + flags + i) & 0xFF for i in range(8))  # one per client
     return bytes([INITIAL, src, flags, 0, len(token)]) + dcid + token + u16(len(frames)) + frames
 
 
@@ -96,6 +96,12 @@ def net_seeds() -> dict[str, bytes]:
         "handshake": b"\x00",
         "retry_small_pool": b"\x03" + initial(5, crypto) + initial(6, crypto),
         "raw": b"\x00" + raw(4, garbage) + raw(0, short) + raw(15, b"\xc0\x00"),
+        "retry_token": b"\x01"
+        + initial(5, crypto)
+        + initial(6, crypto)
+        + initial(6, crypto, 2)
+        + initial(1, crypto)
+        + initial(2, crypto, 2),
         "initial_hello": b"\x04" + initial(4, crypto) + pump() + initial(1, crypto, 1),
         "b_request": b"\x00" + b_req(b"push-pull") + pump() + a_resp(0, b"reply") + pump(),
         "b_too_big": b"\x00" + b_req(b"x" * 100, 5000) + pump() + pump(),
