@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the agent's control endpoint: what a client sends on the control
 socket, byte for byte, through ControlServer's request loop into the
 agent's request handler, against a real node (a cluster of one).
