@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-FUZZ_SECONDS=${FUZZ_SECONDS:-10}  # each of the five
+FUZZ_SECONDS=${FUZZ_SECONDS:-8}  # each of the five
 SUITE_LIMIT=${SUITE_LIMIT:-900}
 
 suite_start=$EPOCHREALTIME
