@@ -460,7 +460,8 @@ static cm_net_t *fz_new(uint8_t conf, int is_a) {
   memcpy(key.key, fz_keybytes, CM_KEY_LEN);
   cfg.keys = &key;
   cfg.nkeys = 1;
-  cfg.max_stream_message = FZ_MAX_MESSAGE;
+  /* B may send what A must refuse as too big */
+  cfg.max_stream_message = is_a ? FZ_MAX_MESSAGE : 4 * FZ_MAX_MESSAGE;
   cfg.max_queued_datagrams = 8;
   if (is_a) {
     /* conf bit 0: Retry on (else never); bit 1: a pool of 2 (else 8);

@@ -48,8 +48,8 @@ def frames(data: bytes) -> bytes:
     return bytes([FRAMES]) + u16(len(data)) + data
 
 
-def b_req(data: bytes, length: int | None = None) -> bytes:
-    return bytes([B_REQ]) + u16(len(data) if length is None else length) + data
+def b_req(data: bytes) -> bytes:
+    return bytes([B_REQ]) + u16(len(data)) + data
 
 
 def pump(mode: int = 0) -> bytes:
@@ -104,7 +104,7 @@ def net_seeds() -> dict[str, bytes]:
         + initial(2, crypto, 2),
         "initial_hello": b"\x04" + initial(4, crypto) + pump() + initial(1, crypto, 1),
         "b_request": b"\x00" + b_req(b"push-pull") + pump() + a_resp(0, b"reply") + pump(),
-        "b_too_big": b"\x00" + b_req(b"x" * 100, 5000) + pump() + pump(),
+        "b_too_big": b"\x00" + b_req(b"x" * 5000) + pump(0x18) + pump(0x18),
         "b_datagram": b"\x00" + bytes([B_DGRAM]) + u16(5) + b"hello" + pump(),
         "a_request": b"\x00" + bytes([A_REQ]) + u16(4) + b"ping" + pump() + pump(),
         "lossy": b"\x00" + b_req(b"y" * 3000) + pump(7) + pump(2) + pump(),
