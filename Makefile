@@ -21,6 +21,16 @@ TEST_SRCS := $(wildcard csrc/tests/*.c)
 HDRS := $(wildcard csrc/*/*.h)
 FUZZ_SRCS := $(wildcard csrc/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst csrc/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+# The library, compiled once for every fuzzer: coverage-instrumented, with
+# the transport's fuzz hooks (cm_net_int.h).
+FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fsanitize=address,undefined \
+  -fno-sanitize-recover=undefined -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+FUZZ_OBJS := $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(LIB_SRCS))
+# The Python fuzzer (atheris) of the agent's control endpoint; it imports
+# the package from the tree, its extension built in place (scripts/setup.sh).
+PY ?= python3
+FUZZ_PY := fuzz_control
+FUZZ_NAMES := $(notdir $(FUZZ_BINS)) $(FUZZ_PY)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all ctest ctest-asan ctest-tsan valgrind fuzz fuzz-build fuzz-long format format-check clean
@@ -86,25 +96,34 @@ valgrind: build/cm_tests
 	  --show-leak-kinds=definite,indirect,possible \
 	  ./build/cm_tests $(VALGRIND_TESTS)
 
-build/fuzz/%: csrc/fuzz/%.c $(LIB_SRCS) $(HDRS)
+build/fuzz/obj/%.o: csrc/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/%: csrc/fuzz/%.c $(FUZZ_OBJS) $(HDRS)
 	@mkdir -p build/fuzz
-	$(CLANG) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -o $@ $< $(LIB_SRCS) $(PKG_LIBS) -lm -lpthread
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) \
+	  $(PKG_LIBS) -lm -lpthread
 
 # The fuzzers, built only (scripts/test.sh builds them while other tests run).
 fuzz-build: $(FUZZ_BINS)
+
+# How to run fuzzer $$name (in a recipe's shell loop).
+FUZZ_CMD = case $$name in $(FUZZ_PY)) \
+	    cmd="env PYTHONPATH=$(CURDIR) $(PY) tests/$$name.py";; \
+	  *) cmd=build/fuzz/$$name;; esac
 
 # Each fuzzer runs for FUZZ_SECONDS from its committed corpus
 # (csrc/fuzz/corpus/NAME, minimised) and its hand-made seeds; what it finds
 # goes to build/fuzz/corpus-NAME, never into the tree. Any crash fails.
 fuzz: $(FUZZ_BINS)
-	@for f in $(FUZZ_BINS); do \
-	  name=$$(basename $$f); corpus=build/fuzz/corpus-$$name; \
+	@for name in $(FUZZ_NAMES); do \
+	  $(FUZZ_CMD); corpus=build/fuzz/corpus-$$name; \
 	  mkdir -p $$corpus; \
 	  seeds=csrc/fuzz/seeds/$$name; [ -d $$seeds ] || seeds=; \
 	  kept=csrc/fuzz/corpus/$$name; [ -d $$kept ] || kept=; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  $$cmd -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    -artifact_prefix=build/fuzz/$$name- $$corpus $$kept $$seeds \
 	    >build/fuzz/$$name.log 2>&1 || { tail -50 build/fuzz/$$name.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log; \
@@ -116,16 +135,16 @@ fuzz: $(FUZZ_BINS)
 # leaves its input in build/fuzz/.
 FUZZ_LONG_SECONDS ?= 3600
 fuzz-long: $(FUZZ_BINS)
-	@for f in $(FUZZ_BINS); do \
-	  name=$$(basename $$f); corpus=build/fuzz/corpus-$$name; \
+	@for name in $(FUZZ_NAMES); do \
+	  $(FUZZ_CMD); corpus=build/fuzz/corpus-$$name; \
 	  kept=csrc/fuzz/corpus/$$name; mkdir -p $$corpus $$kept; \
 	  echo "fuzz-long: $$name for $(FUZZ_LONG_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_LONG_SECONDS) -print_final_stats=1 \
+	  $$cmd -max_total_time=$(FUZZ_LONG_SECONDS) -print_final_stats=1 \
 	    -artifact_prefix=build/fuzz/$$name- $$corpus $$kept \
 	    csrc/fuzz/seeds/$$name >build/fuzz/$$name-long.log 2>&1 \
 	    || { tail -50 build/fuzz/$$name-long.log; exit 1; }; \
 	  rm -rf $$kept.new && mkdir -p $$kept.new && \
-	  $$f -merge=1 $$kept.new $$kept $$corpus >/dev/null 2>&1 && \
+	  $$cmd -merge=1 $$kept.new $$kept $$corpus >/dev/null 2>&1 && \
 	  rm -rf $$kept && mv $$kept.new $$kept; \
 	  echo "fuzz-long: $$name corpus $$(ls $$kept | wc -l) inputs"; \
 	done

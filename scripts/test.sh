@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}  # each
+FUZZ_SECONDS=${FUZZ_SECONDS:-8}  # each of the five
 SUITE_LIMIT=${SUITE_LIMIT:-900}
 
 suite_start=$EPOCHREALTIME
@@ -70,7 +70,7 @@ asan_tests() {
 
 c_units() {
   mkdir -p build
-  nice -n 10 bash -c "$(declare -f side_work lint); side_work" >build/side.log 2>&1 &
+  nice -n 10 bash -c "$(declare -f side_work lint seconds_since); side_work" >build/side.log 2>&1 &
   local side=$! rc_side=0
   if ! make -s -j2 build/cm_tests build/asan/cm_tests; then
     wait "$side" || true
@@ -120,10 +120,14 @@ c_units() {
 # they made less than half as many runs in their time.
 side_work() {
   set -euo pipefail
+  local start=$EPOCHREALTIME fuzz_start
   make -s -j2 build/tsan/cm_tests fuzz-build
   sh scripts/asan_pytest.sh --build-only
   lint
+  echo "side work: builds and lint took $(seconds_since "$start") s"
+  fuzz_start=$EPOCHREALTIME
   make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
+  echo "side work: fuzzers took $(seconds_since "$fuzz_start") s, all of it $(seconds_since "$start") s"
 }
 
 # Chained, so a failure stops it wherever it is called from (set -e does

@@ -70,13 +70,37 @@
  * answered with a Retry. */
 #define NET_RETRY_HALF_OPEN_SHARE 4
 
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+uint64_t cm_net__fuzz_clock;
+uint64_t cm_net__fuzz_rand_state;
+void (*cm_net__fuzz_send)(cm_net_t *net, const cm_addr_t *to,
+                          const uint8_t *data, size_t len);
+#endif
+
 uint64_t cm_net__now(void) {
   struct timespec ts;
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+  if (cm_net__fuzz_clock != 0)
+    return cm_net__fuzz_clock;
+#endif
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
 }
 
 int cm_net__rand(void *dest, size_t len) {
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+  if (cm_net__fuzz_rand_state != 0) {
+    uint8_t *d = dest;
+    size_t i;
+    for (i = 0; i < len; i++) { /* xorshift64 */
+      cm_net__fuzz_rand_state ^= cm_net__fuzz_rand_state << 13;
+      cm_net__fuzz_rand_state ^= cm_net__fuzz_rand_state >> 7;
+      cm_net__fuzz_rand_state ^= cm_net__fuzz_rand_state << 17;
+      d[i] = (uint8_t)cm_net__fuzz_rand_state;
+    }
+    return 0;
+  }
+#endif
   return gnutls_rnd(GNUTLS_RND_NONCE, dest, len) == 0 ? 0 : CM_ETLS;
 }
 
@@ -175,6 +199,14 @@ void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
     net->st.drop_fault++;
     return;
   }
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+  if (cm_net__fuzz_send != NULL) {
+    net->st.packets_out++;
+    net->st.bytes_out += len;
+    cm_net__fuzz_send(net, to, data, len);
+    return;
+  }
+#endif
   rv = uv_udp_try_send(&net->udp, &b, 1, sa);
   if (rv >= 0) {
     net->st.packets_out++;
@@ -314,10 +346,14 @@ static void net_check_cb(uv_check_t *h) {
     net_flush(net);
 }
 
+void cm_net__flush_now(cm_net_t *net) {
+  if (net->flush_scheduled)
+    net_flush(net);
+}
+
 static void net_timer_cb(uv_poll_t *h, int status, int events) {
   cm_net_t *net = h->data;
-  cm_net_conn_t *c;
-  uint64_t expirations, now;
+  uint64_t expirations;
   ssize_t r;
   (void)status;
   (void)events;
@@ -325,7 +361,12 @@ static void net_timer_cb(uv_poll_t *h, int status, int events) {
   r = read(net->timer_fd, &expirations, sizeof(expirations));
   (void)r;
   net->timer_armed = UINT64_MAX;
-  now = cm_net__now();
+  cm_net__expire(net);
+}
+
+void cm_net__expire(cm_net_t *net) {
+  cm_net_conn_t *c;
+  uint64_t now = cm_net__now();
   /* Nothing is freed here (closes are carried out in the flush), so the
    * list can be walked while callbacks run. */
   for (c = net->lru_head; c != NULL; c = c->next)
@@ -417,11 +458,17 @@ static void net_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void net_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                         const struct sockaddr *sa, unsigned flags) {
   cm_net_t *net = h->data;
-  cm_addr_t from;
   (void)buf;
   /* nread 0 with no address only means the socket is drained. */
   if (nread < 0 || sa == NULL || net->closing)
     return;
+  cm_net__recv(net, sa, net->recvbuf, (size_t)nread,
+               (flags & UV_UDP_PARTIAL) != 0);
+}
+
+void cm_net__recv(cm_net_t *net, const struct sockaddr *sa, const uint8_t *data,
+                  size_t len, int partial) {
+  cm_addr_t from;
   if (cm_net__sa_to_addr(sa, &from) != 0) {
     net->st.drop_garbage++;
     return;
@@ -431,12 +478,12 @@ static void net_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     return;
   }
   net->st.packets_in++;
-  net->st.bytes_in += (uint64_t)nread;
-  if (nread == 0 || (flags & UV_UDP_PARTIAL)) {
+  net->st.bytes_in += (uint64_t)len;
+  if (len == 0 || partial) {
     net->st.drop_garbage++;
     return;
   }
-  net_dispatch(net, sa, &from, net->recvbuf, (size_t)nread);
+  net_dispatch(net, sa, &from, data, len);
 }
 
 /* ---- lifecycle ----------------------------------------------------------- */
@@ -771,6 +818,9 @@ int cm_net_send_datagram(cm_net_t *net, const cm_addr_t *to,
   int rv = net_check_send(net, to, data, len);
   if (rv != 0)
     return rv;
+  /* Nothing to send; ngtcp2 would abort on the empty frame's write. */
+  if (len == 0)
+    return CM_EINVAL;
   if (len > CM_NET_DATAGRAM_MAX) {
     net->st.drop_oversized++;
     return CM_ETOOBIG;

@@ -234,10 +234,10 @@ size_t cm_net_fds(const cm_net_t *net, int *out, size_t max);
 
 /* Send a datagram, opening a connection if none exists; queued until the
  * handshake completes. Returns 0 (queued or sent; delivery not promised),
- * CM_EINVAL, CM_EADDR (invalid or own address), CM_ETOOBIG (len over
- * CM_NET_DATAGRAM_MAX), CM_EAGAIN (queue full, counted), CM_ELIMIT (pool
- * full of busy connections), CM_ECLOSED (endpoint closing), CM_ETLS,
- * CM_EQUIC, CM_ENOMEM. */
+ * CM_EINVAL (also for an empty datagram), CM_EADDR (invalid or own address),
+ * CM_ETOOBIG (len over CM_NET_DATAGRAM_MAX), CM_EAGAIN (queue full, counted),
+ * CM_ELIMIT (pool full of busy connections), CM_ECLOSED (endpoint closing),
+ * CM_ETLS, CM_EQUIC, CM_ENOMEM. */
 int cm_net_send_datagram(cm_net_t *net, const cm_addr_t *to,
                          const uint8_t *data, size_t len);
 

@@ -35,8 +35,8 @@ static const char initial_label_prefix[] = "tls13 ";
 #define INITIAL_CID_MAX 20
 
 /* HKDF-Expand-Label (RFC 8446 7.1) with SHA-256 and an empty context. */
-static int initial_expand(const uint8_t secret[INITIAL_SECRET_LEN],
-                          const char *label, uint8_t *out, size_t outlen) {
+int cm_net__expand_label(const uint8_t secret[32], const char *label,
+                         uint8_t *out, size_t outlen) {
   uint8_t info[INITIAL_LABEL_INFO_MAX];
   size_t prefix = sizeof(initial_label_prefix) - 1, label_len = strlen(label);
   size_t n = 0;
@@ -68,11 +68,12 @@ int cm_net__initial_keys(const uint8_t *dcid, size_t dcidlen,
   int rv = CM_ETLS;
 
   if (gnutls_hkdf_extract(GNUTLS_MAC_SHA256, &ikm, &salt, initial) == 0 &&
-      (rv = initial_expand(initial, "client in", client, sizeof(client))) ==
+      (rv = cm_net__expand_label(initial, "client in", client,
+                                 sizeof(client))) == 0 &&
+      (rv = cm_net__expand_label(client, "quic key", k->key, sizeof(k->key))) ==
           0 &&
-      (rv = initial_expand(client, "quic key", k->key, sizeof(k->key))) == 0 &&
-      (rv = initial_expand(client, "quic iv", k->iv, sizeof(k->iv))) == 0)
-    rv = initial_expand(client, "quic hp", k->hp, sizeof(k->hp));
+      (rv = cm_net__expand_label(client, "quic iv", k->iv, sizeof(k->iv))) == 0)
+    rv = cm_net__expand_label(client, "quic hp", k->hp, sizeof(k->hp));
   return rv;
 }
 

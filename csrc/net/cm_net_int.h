@@ -290,6 +290,24 @@ void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
 int cm_net__rand(void *dest, size_t len);
 void cm_net__deliver_datagram(cm_net_t *net, const cm_addr_t *from,
                               const uint8_t *data, size_t len);
+/* A UDP datagram received from sa (partial: truncated by the socket). */
+void cm_net__recv(cm_net_t *net, const struct sockaddr *sa, const uint8_t *data,
+                  size_t len, int partial);
+/* Handle every deadline passed (the timer's work). */
+void cm_net__expire(cm_net_t *net);
+/* Carry out a scheduled flush now (the check handle's work). */
+void cm_net__flush_now(cm_net_t *net);
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+/* Fuzz builds only (the fuzzers' Makefile rule defines the macro): while
+ * nonzero, cm_net__now() returns cm_net__fuzz_clock and cm_net__rand()
+ * draws from a xorshift64 of this state, and a set cm_net__fuzz_send takes
+ * every outgoing packet instead of the socket, so a fuzzer drives
+ * endpoints deterministically in memory. */
+extern uint64_t cm_net__fuzz_clock;
+extern uint64_t cm_net__fuzz_rand_state;
+extern void (*cm_net__fuzz_send)(cm_net_t *net, const cm_addr_t *to,
+                                 const uint8_t *data, size_t len);
+#endif
 
 /* ---- cm_net_addr.c: addresses -------------------------------------------- */
 /* Peer map key: family, address and port bytes only. */
@@ -336,6 +354,10 @@ typedef struct cm_net_initial_keys {
  * first Initial. 0 or CM_ETLS. */
 int cm_net__initial_keys(const uint8_t *dcid, size_t dcidlen,
                          cm_net_initial_keys_t *k);
+/* HKDF-Expand-Label (RFC 8446 7.1) with SHA-256 and an empty context, of a
+ * label of at most 9 bytes. 0, CM_EINVAL (label too long) or CM_ETLS. */
+int cm_net__expand_label(const uint8_t secret[32], const char *label,
+                         uint8_t *out, size_t outlen);
 /* The header protection mask for a 16-byte sample. 0 or CM_ETLS. */
 int cm_net__initial_hp_mask(const uint8_t hp[CM_NET_INITIAL_KEY_LEN],
                             const uint8_t *sample, uint8_t mask[16]);

@@ -52,6 +52,9 @@ void cm_net__stream_append(cm_net_conn_t *c, cm_net_stream_t *s) {
 static int stream_append(cm_net_conn_t *c, cm_net_stream_t *s,
                          const uint8_t *data, size_t len) {
   size_t max = c->net->cfg.max_stream_message;
+  /* Nothing to keep: s->in may still be NULL, which takes no offset. */
+  if (len == 0)
+    return 0;
   if (len > max - s->inlen)
     return CM_ETOOBIG;
   if (s->inlen + len > s->incap) {

@@ -284,6 +284,54 @@ CM_TEST(net_datagrams_both_ways) {
   t_finish(&loop, all, 2);
 }
 
+/* An empty datagram is refused when it is sent: queued, it aborted the
+ * process in ngtcp2's write of an empty DATAGRAM frame (found by fuzz_net). */
+CM_TEST(net_empty_datagram_refused) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t none = 0;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, &b.addr, &none, 0), CM_EINVAL);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"ping", 4));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, &b.addr, NULL, 0), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, &b.addr, &none, 0), CM_EINVAL);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"pong", 4));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 2, T_WAIT_MS));
+  CM_CHECK_EQ(b.last_len, 4);
+  t_finish(&loop, all, 2);
+}
+
+/* An empty request and an empty response: each arrives as a FIN with no
+ * data, which the stream layer must take without touching its buffer
+ * before it has one (UBSan: an offset applied to NULL; found by
+ * fuzz_net). */
+CM_TEST(net_empty_messages) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t none = 0;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, &none, 0, 1));
+  CM_CHECK(t_wait_ge(&loop, &a.nresp, 1, T_WAIT_MS));
+  CM_CHECK_EQ(b.nreq, 1);
+  CM_CHECK_EQ(a.last_status, 0);
+  CM_CHECK_EQ(a.last_resp_len, 0);
+  CM_CHECK_EQ(a.nresp_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
 CM_TEST(net_three_endpoints) {
   uv_loop_t loop;
   cm_net_config_t cfg;
