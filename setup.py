@@ -56,8 +56,10 @@ if os.environ.get("CM_SANITIZE"):
     extra_link = ["-fsanitize=address,undefined"]
 elif os.environ.get("CM_COVERAGE"):
     # Clang's source-based coverage (scripts/cov_pytest.sh): each process
-    # that loads the extension writes its counts where LLVM_PROFILE_FILE says.
-    cflags += ["-fprofile-instr-generate", "-fcoverage-mapping", "-O2", "-g"]
+    # that loads the extension writes its counts to build/cov/profiles in
+    # this tree, unless LLVM_PROFILE_FILE says otherwise.
+    profiles = os.path.abspath(os.path.join("build", "cov", "profiles", "%p.profraw"))
+    cflags += [f"-fprofile-instr-generate={profiles}", "-fcoverage-mapping", "-O2", "-g"]
     extra_link = ["-fprofile-instr-generate"]
 else:
     # The tree's path mapped to ".": the debug information, and with it the
