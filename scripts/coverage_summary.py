@@ -67,7 +67,10 @@ def main() -> int:
         floor = FLOORS.get(layer)
         if floor is None:
             verdict = "none"
-        elif nlines and lines * 100 >= floor * nlines:
+        elif not nlines:
+            verdict = f"{floor}%, not measured"
+            failed.append(layer)
+        elif lines * 100 >= floor * nlines:
             verdict = f"{floor}%, ok"
         else:
             verdict = f"{floor}%, BELOW"
