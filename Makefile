@@ -33,7 +33,8 @@ FUZZ_PY := fuzz_control
 FUZZ_NAMES := $(notdir $(FUZZ_BINS)) $(FUZZ_PY)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all ctest ctest-asan ctest-tsan valgrind fuzz fuzz-build fuzz-long format format-check clean
+.PHONY: all ctest ctest-asan ctest-tsan valgrind coverage coverage-report fuzz fuzz-build \
+  fuzz-long format format-check clean
 
 all: build/cm_tests
 
@@ -95,6 +96,36 @@ valgrind: build/cm_tests
 	  --errors-for-leak-kinds=definite,indirect,possible \
 	  --show-leak-kinds=definite,indirect,possible \
 	  ./build/cm_tests $(VALGRIND_TESTS)
+
+# Coverage (docs/testing.md): the C unit tests built by clang with its
+# source-based coverage, at -O2 as the plain build; scripts/test.sh runs this
+# build for its plain run of the unit tests. `make coverage` runs every test
+# in it (T= picks some) and prints each layer's lines and branches covered
+# by them alone.
+# coverage-report reports on the profiles in build/cov/profiles: the unit
+# tests', and those of pytest on the extension built with coverage
+# (scripts/cov_pytest.sh) if it ran since. COV_CHECK=--check fails the report
+# if a layer is below its floor (scripts/coverage_summary.py), which
+# scripts/test.sh does once both have run.
+COVERAGE := -fprofile-instr-generate -fcoverage-mapping
+LLVM_PROFDATA ?= llvm-profdata
+LLVM_COV ?= llvm-cov
+COV_EXT = $(wildcard build/cov/ext/clustermember/_core*.so)
+
+build/cov/cm_tests: $(LIB_SRCS) $(TEST_SRCS) $(HDRS)
+	@mkdir -p build/cov
+	$(CLANG) $(CFLAGS_BASE) -O2 $(COVERAGE) -o $@ $(LIB_SRCS) $(TEST_SRCS) $(PKG_LIBS) -lm -lpthread
+
+coverage: build/cov/cm_tests
+	rm -rf build/cov/profiles
+	LLVM_PROFILE_FILE=build/cov/profiles/%p.profraw ./build/cov/cm_tests $(T)
+	@$(MAKE) -s coverage-report COV_EXT=
+
+coverage-report:
+	$(LLVM_PROFDATA) merge -sparse -o build/cov/cm.profdata build/cov/profiles/*.profraw
+	$(LLVM_COV) export -summary-only -instr-profile build/cov/cm.profdata \
+	  build/cov/cm_tests $(addprefix -object ,$(COV_EXT)) >build/cov/summary.json
+	$(PY) scripts/coverage_summary.py build/cov/summary.json $(COV_CHECK)
 
 build/fuzz/obj/%.o: csrc/%.c $(HDRS)
 	@mkdir -p $(dir $@)

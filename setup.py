@@ -54,6 +54,13 @@ cflags = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-unused-paramete
 if os.environ.get("CM_SANITIZE"):
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
     extra_link = ["-fsanitize=address,undefined"]
+elif os.environ.get("CM_COVERAGE"):
+    # Clang's source-based coverage (scripts/cov_pytest.sh): each process
+    # that loads the extension writes its counts to build/cov/profiles in
+    # this tree, unless LLVM_PROFILE_FILE says otherwise.
+    profiles = os.path.abspath(os.path.join("build", "cov", "profiles", "%p.profraw"))
+    cflags += [f"-fprofile-instr-generate={profiles}", "-fcoverage-mapping", "-O2", "-g"]
+    extra_link = ["-fprofile-instr-generate"]
 else:
     # The tree's path mapped to ".": the debug information, and with it the
     # build ID, is then the same wherever the tree is built.

@@ -18,18 +18,11 @@ cd "$(dirname "$0")/.."
 out="${CM_ASAN_DIR:-/tmp/cm-asan}"
 CC="${CC:-clang}"
 export CC
-build=1 run=1
 case "${1:-}" in
-  --build-only) build=1 run=0; shift ;;
-  --no-build) build=0; shift ;;
+  --build-only) exec env CM_SANITIZE=1 sh scripts/build_ext_variant.sh "$out" ;;
+  --no-build) shift ;;
+  *) CM_SANITIZE=1 sh scripts/build_ext_variant.sh "$out" ;;
 esac
-if [ "$build" -eq 1 ]; then
-  rm -rf "$out"
-  mkdir -p "$out"
-  CM_SANITIZE=1 "${PYTHON:-python3}" setup.py -q build_ext --build-lib "$out" \
-    --build-temp "$out/tmp" >"$out/build.log" 2>&1 || { cat "$out/build.log"; exit 1; }
-fi
-[ "$run" -eq 1 ] || exit 0
 ls "$out"/clustermember/_core*.so >/dev/null 2>&1 || {
   echo "no ASan build in $out: run without --no-build" >&2
   exit 1

@@ -4,7 +4,11 @@
 # multi-threaded tests under ThreadSanitizer, a valgrind pass over engine
 # start/stop and the transport, the fuzzers for a bounded time, lint,
 # pytest, and the Python API tests again against an ASan build of the
-# extension. Steps that mostly wait on timers share the machine with work
+# extension. Coverage is counted along the way (docs/testing.md): the plain
+# run of the C unit tests is clang's coverage build, pytest runs under
+# coverage.py against the extension built with coverage, and the pytest step
+# ends with the Python and the per-layer C figures, failing below a floor.
+# Steps that mostly wait on timers share the machine with work
 # that needs the CPU (see each step). Idempotent; exits non-zero on the
 # first failing step.
 #
@@ -63,6 +67,12 @@ trap report EXIT
 # builds what the later steps run, checks the lint and runs the fuzzers.
 LONG_C_TEST=test_engine.c:engine_loss_causes_no_false_failure
 
+# The plain run counts coverage (make coverage): clang at -O2, each process
+# writing what ran to build/cov/profiles.
+plain_tests() {
+  LLVM_PROFILE_FILE=build/cov/profiles/%p.profraw ./build/cov/cm_tests "$@"
+}
+
 asan_tests() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ./build/asan/cm_tests "$@"
@@ -72,12 +82,13 @@ c_units() {
   mkdir -p build
   nice -n 10 bash -c "$(declare -f side_work lint seconds_since); side_work" >build/side.log 2>&1 &
   local side=$! rc_side=0
-  if ! make -s -j2 build/cm_tests build/asan/cm_tests; then
+  rm -rf build/cov/profiles
+  if ! make -s -j2 build/cov/cm_tests build/asan/cm_tests; then
     wait "$side" || true
     return 1
   fi
   local all=() rest=() t
-  mapfile -t all < <(./build/cm_tests -l)
+  mapfile -t all < <(./build/cov/cm_tests -l)
   for t in "${all[@]}"; do [ "$t" = "$LONG_C_TEST" ] || rest+=("$t"); done
   if [ "${#rest[@]}" -ne $((${#all[@]} - 1)) ]; then
     echo "no C unit test $LONG_C_TEST among the ${#all[@]}" >&2
@@ -86,9 +97,9 @@ c_units() {
   fi
   local pids=() logs=(build/ctest.log build/ctest-long.log build/ctest-asan.log
     build/ctest-asan-long.log)
-  ./build/cm_tests "${rest[@]}" >"${logs[0]}" 2>&1 &
+  plain_tests "${rest[@]}" >"${logs[0]}" 2>&1 &
   pids+=($!)
-  ./build/cm_tests "$LONG_C_TEST" >"${logs[1]}" 2>&1 &
+  plain_tests "$LONG_C_TEST" >"${logs[1]}" 2>&1 &
   pids+=($!)
   asan_tests "${rest[@]}" >"${logs[2]}" 2>&1 &
   pids+=($!)
@@ -114,16 +125,20 @@ c_units() {
   [ "$rc" -eq 0 ] && [ "$rc_side" -eq 0 ]
 }
 
-# Builds of the ThreadSanitizer tests, the fuzzers and the ASan extension,
-# lint, then the fuzzers (one core, FUZZ_SECONDS each). The fuzzers run
+# Builds of the unit tests for valgrind (gcc), the ThreadSanitizer tests, the
+# fuzzers, the ASan extension and the extension with coverage, lint, then the
+# fuzzers (one core, FUZZ_SECONDS each). The fuzzers run
 # last, alone beside the timer-bound tests: beside the ASan build and lint
 # they made less than half as many runs in their time.
 side_work() {
   set -euo pipefail
-  local start=$EPOCHREALTIME fuzz_start
-  make -s -j2 build/tsan/cm_tests fuzz-build
+  local start=$EPOCHREALTIME fuzz_start cov
+  make -s -j2 build/cm_tests build/tsan/cm_tests fuzz-build
+  sh scripts/cov_pytest.sh --build-only &
+  cov=$!
   sh scripts/asan_pytest.sh --build-only
   lint
+  wait "$cov"
   echo "side work: builds and lint took $(seconds_since "$start") s"
   fuzz_start=$EPOCHREALTIME
   make -s fuzz FUZZ_SECONDS="$FUZZ_SECONDS"
@@ -151,10 +166,18 @@ sanitizers() {
   make -s valgrind
 }
 
+# Under coverage.py, against the extension built with coverage; then the C
+# figures of the unit tests and pytest together, layer by layer.
+pytest_coverage() {
+  PYTHON=$PY sh scripts/cov_pytest.sh --no-build -q --durations=15 &&
+    echo "-- C coverage: unit tests and pytest" &&
+    make -s coverage-report COV_CHECK=--check
+}
+
 export PY FUZZ_SECONDS
 step "set-up" bash scripts/setup.sh
-step "C unit tests, plain and under ASan + UBSan; meanwhile builds, lint and fuzzers" c_units
+step "C unit tests, plain (counting coverage) and under ASan + UBSan; meanwhile builds, lint and fuzzers" c_units
 step "engine tests under ThreadSanitizer, then engine and transport under valgrind" sanitizers
-step "pytest" $PY -m pytest -q --durations=15
+step "pytest under coverage, then the C coverage of the unit tests and pytest" pytest_coverage
 step "pytest against the extension built with ASan + UBSan (engine, transport, binding)" \
   sh scripts/asan_pytest.sh --no-build

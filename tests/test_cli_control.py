@@ -394,3 +394,38 @@ async def test_a_tcp_client_without_the_token_gets_one_answer_and_is_let_go(
                 writer.close()
     finally:
         await server.close()
+
+
+async def test_a_tcp_client_with_the_token_gets_a_session_and_a_wrong_token_none() -> None:
+    """Over TCP a client has a session only once it has sent the token the
+    agent keeps in token_path(port), which ControlClient reads and sends by
+    itself; a wrong token is refused once, the connection closed, and its
+    request never reaches the handler."""
+    seen: list[object] = []
+
+    async def handle(req: dict[str, object], writer: asyncio.StreamWriter) -> dict[str, object]:
+        seen.append(req["op"])
+        return {"ok": True, "op": req["op"]}
+
+    # A port given, not 0: the token file is named by the port configured.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ControlServer(f"127.0.0.1:{port}", handle)
+    await server.start()
+    try:
+        async with ControlClient(f"127.0.0.1:{port}") as client:
+            assert await client.request({"op": "stats"}) == {"ok": True, "op": "stats"}
+            assert await client.request({"op": "members"}) == {"ok": True, "op": "members"}
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b'{"token": "not-the-token", "op": "leave"}\n')
+            await writer.drain()
+            answer = json.loads(await asyncio.wait_for(reader.readline(), 30))
+            assert answer == {"ok": False, "error": "bad or missing control token"}
+            assert await asyncio.wait_for(reader.read(), 30) == b""  # closed
+        finally:
+            writer.close()
+        assert seen == ["stats", "members"]
+    finally:
+        await server.close()

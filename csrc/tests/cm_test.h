@@ -16,6 +16,9 @@ typedef void (*cm_test_fn)(void);
 void cm_test_register(const char *name, const char *file, cm_test_fn fn);
 void cm_test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
+/* _exit() for a fork() child: in the coverage build (make coverage) it
+ * first writes the child's counts, as exit() would have. */
+void cm_test_child_exit(int status) __attribute__((noreturn));
 
 #define CM_TEST(name)                                                          \
   static void cm_test_##name(void);                                            \

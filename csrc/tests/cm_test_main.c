@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CM_TEST_MAX 2048
 
@@ -41,6 +42,25 @@ void cm_test_fail(const char *file, int line, const char *fmt, ...) {
   va_end(ap);
   fputc('\n', stderr);
   longjmp(fail_jmp, 1);
+}
+
+/* Defined by clang's profile runtime, linked only into the coverage build. */
+int __llvm_profile_write_file(void) __attribute__((weak));
+void __llvm_profile_set_filename(const char *name) __attribute__((weak));
+
+void cm_test_child_exit(int status) {
+  const char *pattern = getenv("LLVM_PROFILE_FILE");
+  char name[4096];
+  if (__llvm_profile_write_file != NULL && pattern != NULL &&
+      pattern[0] != '\0') {
+    /* The runtime expanded %p to the parent's pid when it started, and
+     * parses a name again only if it is new: the same path, spelt with a
+     * "./" in front, makes it take this process's pid. */
+    snprintf(name, sizeof(name), pattern[0] == '/' ? "/.%s" : "./%s", pattern);
+    __llvm_profile_set_filename(name);
+    (void)__llvm_profile_write_file();
+  }
+  _exit(status);
 }
 
 static const char *basename_of(const char *path) {

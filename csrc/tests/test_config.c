@@ -31,6 +31,84 @@ CM_TEST(config_rejects_bad_values) {
   CM_CHECK_EQ(cm_config_validate(NULL, &why), CM_ECONFIG);
 }
 
+/* Each bound, broken alone in a valid configuration, is refused with a
+ * message that starts with the field's name. */
+CM_TEST(config_refuses_each_bound_by_name) {
+  static const char *const fields[] = {
+      "probe_interval",     "indirect_checks",     "awareness_max",
+      "suspicion_mult",     "suspicion_max_mult",  "phi_threshold",
+      "phi_window",         "phi_min_std",         "gossip_interval",
+      "retransmit_mult",    "max_broadcast_queue", "pushpull_interval",
+      "reconnect_interval", "max_packet_size",     "max_tag_key",
+      "max_tag_value",      "max_tags_size",       "max_pushpull_size"};
+  size_t i;
+  for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+    cm_config_t c;
+    const char *why = NULL;
+    cm_config_lan(&c);
+    switch (i) {
+    case 0:
+      c.probe_interval = CM_MSEC(9);
+      break;
+    case 1:
+      c.indirect_checks = 17;
+      break;
+    case 2:
+      c.awareness_max = 65;
+      break;
+    case 3:
+      c.suspicion_mult = 0;
+      break;
+    case 4:
+      c.suspicion_max_mult = 101;
+      break;
+    case 5:
+      c.phi_threshold = 0.0;
+      break;
+    case 6:
+      c.phi_window = 10001;
+      break;
+    case 7:
+      c.phi_min_std = 0;
+      break;
+    case 8:
+      c.gossip_interval = 0;
+      break;
+    case 9:
+      c.retransmit_mult = 65;
+      break;
+    case 10:
+      c.max_broadcast_queue = 15;
+      break;
+    case 11:
+      c.pushpull_interval = 0;
+      break;
+    case 12:
+      c.reconnect_interval = 0;
+      break;
+    case 13:
+      c.max_packet_size = 65508;
+      break;
+    case 14:
+      c.max_tag_key = 0;
+      break;
+    case 15:
+      c.max_tag_value = 1025;
+      break;
+    case 16:
+      c.max_tags_size = 4097;
+      break;
+    default:
+      c.max_pushpull_size = 4095;
+      break;
+    }
+    CM_CHECK_EQ(cm_config_validate(&c, &why), CM_ECONFIG);
+    CM_CHECK(why != NULL);
+    CM_CHECK(strncmp(why, fields[i], strlen(fields[i])) == 0 &&
+             why[strlen(fields[i])] == ' ');
+  }
+}
+
 /* memberlist's formulas: limit = mult * ceil(log10(n + 1)). */
 CM_TEST(config_retransmit_limit_table) {
   cm_config_t c;

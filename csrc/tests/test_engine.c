@@ -522,7 +522,7 @@ CM_TEST(engine_forget_after_fork_closes_descriptors) {
     pf.fd = hold[0];
     pf.events = POLLIN;
     (void)poll(&pf, 1, CHILD_LIFETIME_MS);
-    _exit(0);
+    cm_test_child_exit(0);
   }
   close(report[1]);
   close(hold[0]);

@@ -67,12 +67,31 @@ CM_TEST(addr_parse_and_format) {
   CM_CHECK_EQ(cm_addr_parse(":5", &a), CM_EADDR);
   CM_CHECK_EQ(cm_addr_parse("1.2.3.4:5x", &a), CM_EADDR);
   CM_CHECK_EQ(cm_addr_parse(NULL, &a), CM_EADDR);
+  CM_CHECK_EQ(cm_addr_parse("1.2.3.4:+5", &a), CM_EADDR);
+  CM_CHECK_EQ(cm_addr_parse("[]:5", &a), CM_EADDR);
+  CM_CHECK_EQ(cm_addr_parse("[1.2.3.4]:5", &a), CM_EADDR);
+  /* An address never set prints as such; a buffer too small is refused. */
+  memset(&a, 0, sizeof(a));
+  CM_CHECK_OK(cm_addr_format(&a, buf, sizeof(buf)));
+  CM_CHECK_STR(buf, "(unset)");
+  CM_CHECK_EQ(cm_addr_format(&a, buf, 0), CM_EINVAL);
+  CM_CHECK_EQ(cm_addr_format(&b, buf, 4), CM_ENOSPC);
 }
 
 CM_TEST(errors_have_names_and_text) {
   CM_CHECK_STR(cm_err_name(CM_ETAGKEY), "ETAGKEY");
   CM_CHECK_STR(cm_strerror(CM_OK), "success");
   CM_CHECK_STR(cm_strerror(-9999), "unknown error");
+  CM_CHECK_STR(cm_err_name(CM_OK), "OK");
+  CM_CHECK_STR(cm_err_name(-9999), "EUNKNOWN");
+  /* Every code has its own name and its own text: none falls through to
+   * the unknown ones. */
+#define CHECK_CODE(name, val, msg)                                             \
+  CM_CHECK_STR(cm_err_name(CM_##name), #name);                                 \
+  CM_CHECK_STR(cm_strerror(CM_##name), msg);                                   \
+  CM_CHECK(strcmp(msg, "unknown error") != 0);
+  CM_ERRNO_MAP(CHECK_CODE)
+#undef CHECK_CODE
 }
 
 /* Ids too long to store inline go to the heap; both kinds behave alike. */

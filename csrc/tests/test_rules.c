@@ -2094,3 +2094,18 @@ CM_TEST(rule_failed_probe_of_a_suspect_confirms_it) {
   suspicion_fails_after(n, NULL, 0, 5690702, 1);
   cm_node_free(n);
 }
+
+/* A node reports the id and address it was made with, and each state's
+ * name is the one the documentation and the Python API use. */
+CM_TEST(node_reports_its_id_address_and_state_names) {
+  cm_node_t *n = mk_node("a", 1);
+  cm_addr_t a = addr_of(1);
+  CM_CHECK_STR(cm_node_id(n), "a");
+  CM_CHECK(cm_addr_eq(cm_node_addr(n), &a));
+  CM_CHECK_STR(cm_state_name(CM_STATE_ALIVE), "alive");
+  CM_CHECK_STR(cm_state_name(CM_STATE_SUSPECT), "suspect");
+  CM_CHECK_STR(cm_state_name(CM_STATE_FAILED), "failed");
+  CM_CHECK_STR(cm_state_name(CM_STATE_LEFT), "left");
+  CM_CHECK_STR(cm_state_name(4), "unknown");
+  cm_node_free(n);
+}
