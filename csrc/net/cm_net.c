@@ -340,16 +340,12 @@ static void net_flush(cm_net_t *net) {
   net_timer_arm(net);
 }
 
-static void net_check_cb(uv_check_t *h) {
-  cm_net_t *net = h->data;
-  if (net->flush_scheduled)
-    net_flush(net);
-}
-
 void cm_net__flush_now(cm_net_t *net) {
   if (net->flush_scheduled)
     net_flush(net);
 }
+
+static void net_check_cb(uv_check_t *h) { cm_net__flush_now(h->data); }
 
 static void net_timer_cb(uv_poll_t *h, int status, int events) {
   cm_net_t *net = h->data;
