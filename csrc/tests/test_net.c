@@ -944,7 +944,7 @@ CM_TEST(net_auth_none_and_bad_config) {
   uv_loop_t loop;
   cm_net_config_t cfg;
   cm_net_t *net;
-  cm_addr_t any;
+  cm_addr_t any, other;
   tnode_t a, b;
   tnode_t *all[] = {&a, &b};
 
@@ -967,9 +967,24 @@ CM_TEST(net_auth_none_and_bad_config) {
   cfg.cert_file = "/nonexistent/c.pem";
   cfg.key_file = "/nonexistent/k.pem";
   CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, &t_cb, NULL), CM_ETLS);
+  /* Missing arguments, an address of no family, one this host does not
+   * have (TEST-NET-1, never sent to), a port another socket holds: each a
+   * clear error, nothing left open. */
+  t_cfg(&cfg);
+  CM_CHECK_EQ(cm_net_new(NULL, &loop, &any, &cfg, &t_cb, NULL), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_new(&net, NULL, &any, &cfg, &t_cb, NULL), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_new(&net, &loop, NULL, &cfg, &t_cb, NULL), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, NULL, &t_cb, NULL), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &any, &cfg, NULL, NULL), CM_EINVAL);
+  memset(&other, 0, sizeof(other));
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &other, &cfg, &t_cb, NULL), CM_EADDR);
+  CM_CHECK_OK(cm_addr_parse("192.0.2.1:7946", &other));
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &other, &cfg, &t_cb, NULL), CM_EADDR);
   cm_net_config_default(&cfg);
   cfg.auth = CM_AUTH_NONE;
   t_start(&a, &loop, &cfg);
+  CM_CHECK_EQ(cm_net_new(&net, &loop, &a.addr, &cfg, &t_cb, NULL),
+              CM_EADDRINUSE);
   t_start(&b, &loop, &cfg);
   CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
   CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
