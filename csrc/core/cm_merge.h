@@ -47,7 +47,7 @@ enum cm_merge_action {
   CM_MERGE_ALIVE,            /* alive at the news' incarnation, address, tags */
   CM_MERGE_SUSPECT,          /* alive -> suspect: a suspicion starts */
   CM_MERGE_CONFIRM,          /* already suspect: a confirmation; the
-                                incarnation rises to the news' if higher */
+                                incarnation held stays */
   CM_MERGE_FAIL,             /* alive or suspect -> failed */
   CM_MERGE_LEAVE,            /* -> left */
   CM_MERGE_RAISE,            /* gone member: the incarnation rises to the

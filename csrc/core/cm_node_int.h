@@ -93,6 +93,7 @@ struct cm_node {
   uint8_t join_followup;    /* a join was asked: follow its first answer up */
   uint64_t followup_req;    /* the follow-up push-pull in flight, 0: none */
   cm_time_t followup_delay; /* the last follow-up's wait */
+  uint64_t join_req_lo, join_req_hi; /* that join's request ids */
 
   struct cm_fwd fwd[CM_FWD_MAX];
   struct cm_idcheck idcheck;
@@ -208,8 +209,9 @@ void cm_node__conflict(cm_node_t *n, uint32_t slot, const cm_addr_t *other,
 
 void cm_node__reap(cm_node_t *n, cm_time_t now);
 /* Forget the tombstone (a member that left or failed) that has been gone
- * longest, to make room for a newcomer; 1 if there was one. O(registry),
- * paid only when the registry is full. */
+ * longest, if at least gossip_to_dead (so its news has spread and it is no
+ * longer gossiped to), to make room for a newcomer; 1 if there was one.
+ * O(registry), paid only when the registry is full. */
 int cm_node__evict_tombstone(cm_node_t *n, cm_time_t now);
 void cm_node__reconnect(cm_node_t *n, cm_time_t now);
 

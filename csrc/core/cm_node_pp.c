@@ -86,8 +86,14 @@ int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
   s->data = data;
   s->len = len;
   s->is_join = join;
-  if (join)
+  if (join) {
+    /* The join's requests (one per seed) have consecutive ids: the first
+     * answer among them is followed up, and no other reply is. */
+    if (!n->join_followup)
+      n->join_req_lo = s->req_id;
+    n->join_req_hi = s->req_id;
     n->join_followup = 1;
+  }
   n->st.pushpull_out++;
   return 0;
 }
@@ -279,7 +285,8 @@ int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
   int rc = node_pp_take_response(n, buf, len, now, 0);
   if (rc != 0)
     return rc;
-  if (n->join_followup) {
+  if (n->join_followup && req_id >= n->join_req_lo &&
+      req_id <= n->join_req_hi) {
     n->join_followup = 0;
     node_pp_followup(
         n,

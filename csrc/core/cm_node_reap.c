@@ -42,7 +42,8 @@ int cm_node__evict_tombstone(cm_node_t *n, cm_time_t now) {
   for (i = 0; i < n->reg.high; i++) {
     const cm_member_t *m = &n->reg.m[i];
     if (!m->in_use || i == n->self ||
-        (m->state != CM_STATE_FAILED && m->state != CM_STATE_LEFT))
+        (m->state != CM_STATE_FAILED && m->state != CM_STATE_LEFT) ||
+        now - m->state_change < n->cfg.gossip_to_dead)
       continue;
     if (oldest == CM_NO_SLOT || m->state_change < n->reg.m[oldest].state_change)
       oldest = i;

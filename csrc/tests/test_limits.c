@@ -130,17 +130,21 @@ static void l_gone(cm_node_t *n, const char *id, uint8_t type, cm_time_t at) {
  * count toward max_members: with churn, a registry full of them would
  * refuse every newcomer for that day. A full registry instead forgets the
  * tombstone gone longest (reported as reaped, counted in
- * tombstones_evicted) and takes the newcomer; only a registry of live
- * members refuses one. */
+ * tombstones_evicted) and takes the newcomer; but not one gone for less
+ * than gossip_to_dead, whose news may still be spreading. Only a registry
+ * of live members and young tombstones refuses one. */
 CM_TEST(limit_a_full_registry_forgets_its_oldest_tombstone) {
   cm_config_t c;
   cm_node_t *n;
   cm_node_stats_t st;
   cm_event_t ev;
+  cm_addr_t a4 = l_addr(5), a5 = l_addr(6), a6 = l_addr(7);
+  cm_time_t later;
   int reaped = 0;
   cm_config_lan(&c);
   c.max_members = 4;
   n = l_node(&c);
+  later = L_T0 + CM_SEC(2) + c.gossip_to_dead;
   l_alive(n, "m1", 1, 2);
   l_alive(n, "m2", 1, 3);
   l_alive(n, "m3", 1, 4);
@@ -148,10 +152,16 @@ CM_TEST(limit_a_full_registry_forgets_its_oldest_tombstone) {
   l_gone(n, "m2", CM_MSG_DEAD, L_T0 + CM_SEC(2));
   while (cm_node_poll_event(n, &ev))
     ;
-  l_alive(n, "m4", 1, 5); /* m3 has been gone longest */
+  /* Too young: both still spreading. Refused, counted. */
+  cm_tnode_alive(n, "m4", 1, &a4, L_T0 + CM_SEC(3));
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.drop_limit, 1);
+  CM_CHECK_EQ(st.tombstones_evicted, 0);
+  CM_CHECK_EQ(l_info(n, "m4").state, 0xff);
+  cm_tnode_alive(n, "m4", 1, &a4, later); /* m3 has been gone longest */
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.members, 4);
-  CM_CHECK_EQ(st.drop_limit, 0);
+  CM_CHECK_EQ(st.drop_limit, 1);
   CM_CHECK_EQ(st.tombstones_evicted, 1);
   CM_CHECK_EQ(l_info(n, "m4").state, CM_STATE_ALIVE);
   CM_CHECK_EQ(l_info(n, "m3").state, 0xff);
@@ -162,15 +172,15 @@ CM_TEST(limit_a_full_registry_forgets_its_oldest_tombstone) {
       reaped++;
     }
   CM_CHECK_EQ(reaped, 1);
-  l_alive(n, "m5", 1, 6); /* then m2 */
+  cm_tnode_alive(n, "m5", 1, &a5, later); /* then m2 */
   CM_CHECK_EQ(l_info(n, "m2").state, 0xff);
   CM_CHECK_EQ(l_info(n, "m5").state, CM_STATE_ALIVE);
-  l_alive(n, "m6", 1, 7); /* every member alive: refused */
+  cm_tnode_alive(n, "m6", 1, &a6, later); /* every member alive: refused */
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.members, 4);
   CM_CHECK_EQ(st.alive, 4);
   CM_CHECK_EQ(st.tombstones_evicted, 2);
-  CM_CHECK_EQ(st.drop_limit, 1);
+  CM_CHECK_EQ(st.drop_limit, 2);
   CM_CHECK_EQ(l_info(n, "m6").state, 0xff);
   CM_CHECK_OK(cm_node_check_invariants(n, NULL));
   cm_node_free(n);

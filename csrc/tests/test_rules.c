@@ -1833,6 +1833,34 @@ CM_TEST(rule_a_followup_that_brings_news_is_followed_up_again) {
   cm_node_free(n);
 }
 
+/* Only an answer to the join is followed up: after a join that failed, a
+ * later push-pull's reply leaves the periodic push-pull where it was. */
+CM_TEST(rule_only_the_join_answer_is_followed_up) {
+  cm_node_t *n = mk_node("a", 1);
+  cm_addr_t seed = addr_of(9), b = addr_of(2), to;
+  cm_pp_entry_t e[2];
+  uint64_t id;
+  uint8_t *req, buf[1024];
+  size_t len;
+  cm_time_t later = T0 + CM_SEC(3600), periodic;
+  alive(n, "b", 1, 2, NULL, 0);
+  CM_CHECK_OK(cm_node_join(n, &seed, 1, T0));
+  CM_CHECK(cm_node_poll_stream(n, &to, &id, &req, &len, NULL));
+  free(req);
+  cm_node_pushpull_failed(n, id, T0 + CM_SEC(1)); /* the join failed */
+  CM_CHECK_OK(cm_node__pp_request(n, &b, 0));     /* an hour later, with b */
+  CM_CHECK(cm_node_poll_stream(n, &to, &id, &req, &len, NULL));
+  free(req);
+  e[0] = pp_entry("b", 1, 2, CM_STATE_ALIVE);
+  e[1] = pp_entry("a", 0, 1, CM_STATE_ALIVE);
+  len = pp_build(buf, sizeof(buf), CM_PP_RESPONSE, e, 2);
+  periodic = n->next_pushpull = later + CM_SEC(20);
+  CM_CHECK_OK(cm_node_pushpull_reply(n, id, buf, len, later));
+  CM_CHECK_EQ(n->next_pushpull, periodic);
+  CM_CHECK_EQ(n->pushpull_after_followup, 0);
+  cm_node_free(n);
+}
+
 /* The reconnect reaches f, which was only cut off: it refutes the verdict
  * in its reply, and the reply brings it back alive. */
 CM_TEST(rule_reconnect_reply_brings_a_failed_member_back) {
