@@ -16,6 +16,14 @@ static void on_timer(uv_timer_t *t);
  * times what the build took. */
 #define ENGINE_SNAPSHOT_DUTY 9
 
+/* Is there anything a snapshot would publish? Events, or a refutation,
+ * which raises our own incarnation without any event (the snapshot's
+ * record of ourselves would lag the stats). st: the core's stats now. */
+static int flush_has_news(const cm_enode_t *n, const cm_node_stats_t *st) {
+  return cm_node_events_pending(n->node) > 0 ||
+         st->incarnation != n->stats.node.incarnation;
+}
+
 /* Publish the core's events and a snapshot that shows them. The snapshot
  * is built before the lock is taken (the core belongs to this thread, and
  * nothing changes it between the build and the poll below), so a reader
@@ -29,12 +37,7 @@ static void flush_publish(cm_enode_t *n, int changed) {
   cm_snapshot_t *s = NULL;
   int pushed = 0;
   cm_node_stats(n->node, &st);
-  /* A refutation raises our own incarnation without any event: republish,
-   * or the snapshot's record of ourselves would lag the stats. */
-  if (cm_node_events_pending(n->node) > 0 ||
-      st.incarnation != n->stats.node.incarnation)
-    changed = 1;
-  if (changed) {
+  if (changed || flush_has_news(n, &st)) {
     cm_time_t t0 = cm_engine__now();
     s = cm_engine__snapshot_build(n->node,
                                   n->snap != NULL ? n->snap->version + 1 : 1);
@@ -58,15 +61,6 @@ static void flush_publish(cm_enode_t *n, int changed) {
   pthread_mutex_unlock(&n->lock);
   if (pushed)
     cm_engine__q_wake(n);
-}
-
-/* While a new snapshot must wait, is there anything it would publish? */
-static int flush_has_news(cm_enode_t *n) {
-  cm_node_stats_t st;
-  if (cm_node_events_pending(n->node) > 0)
-    return 1;
-  cm_node_stats(n->node, &st);
-  return st.incarnation != n->stats.node.incarnation;
 }
 
 void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
@@ -96,8 +90,12 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
   }
   if (force_snapshot || n->snap == NULL || cm_engine__now() >= n->snap_next)
     flush_publish(n, force_snapshot);
-  else if (flush_has_news(n))
-    n->snap_held = 1; /* the timer below comes back at snap_next */
+  else {
+    cm_node_stats_t st;
+    cm_node_stats(n->node, &st);
+    if (flush_has_news(n, &st))
+      n->snap_held = 1; /* the timer below comes back at snap_next */
+  }
   pthread_mutex_lock(&n->lock);
   cm_net_stats(n->net, &n->stats.net);
   n->stats.send_errors += send_errors;

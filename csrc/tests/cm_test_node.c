@@ -21,3 +21,20 @@ void cm_tnode_alive(cm_node_t *n, const char *id, uint32_t inc,
   m.u.alive.addr = *addr;
   cm_tnode_feed(n, addr, &m, now);
 }
+
+void cm_tnode_accuse(cm_node_t *n, const cm_addr_t *from, uint8_t type,
+                     const char *id, uint32_t inc, const char *by,
+                     cm_time_t now) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.type = type;
+  if (type == CM_MSG_LEAVE) {
+    CM_CHECK_OK(cm_wire_id_set(&m.u.leave.node, id, strlen(id)));
+    m.u.leave.incarnation = inc;
+  } else {
+    CM_CHECK_OK(cm_wire_id_set(&m.u.suspect.node, id, strlen(id)));
+    m.u.suspect.incarnation = inc;
+    CM_CHECK_OK(cm_wire_id_set(&m.u.suspect.from, by, strlen(by)));
+  }
+  cm_tnode_feed(n, from, &m, now);
+}

@@ -17,4 +17,10 @@ void cm_tnode_feed(cm_node_t *n, const cm_addr_t *from, const cm_msg_t *m,
 void cm_tnode_alive(cm_node_t *n, const char *id, uint32_t inc,
                     const cm_addr_t *addr, cm_time_t now);
 
+/* An accusation (CM_MSG_SUSPECT or CM_MSG_DEAD) of id at incarnation inc
+ * by `by`, or a CM_MSG_LEAVE of id (`by` unused), delivered from `from`. */
+void cm_tnode_accuse(cm_node_t *n, const cm_addr_t *from, uint8_t type,
+                     const char *id, uint32_t inc, const char *by,
+                     cm_time_t now);
+
 #endif

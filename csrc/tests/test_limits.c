@@ -111,19 +111,8 @@ CM_TEST(limit_members_at_its_edge) {
 
 /* A member declared gone at `at`: failed by a dead record, or left. */
 static void l_gone(cm_node_t *n, const char *id, uint8_t type, cm_time_t at) {
-  cm_msg_t m;
   cm_addr_t from = l_addr(99);
-  memset(&m, 0, sizeof(m));
-  m.type = type;
-  if (type == CM_MSG_LEAVE) {
-    CM_CHECK_OK(cm_wire_id_set(&m.u.leave.node, id, strlen(id)));
-    m.u.leave.incarnation = 1;
-  } else {
-    CM_CHECK_OK(cm_wire_id_set(&m.u.suspect.node, id, strlen(id)));
-    CM_CHECK_OK(cm_wire_id_set(&m.u.suspect.from, "m1", 2));
-    m.u.suspect.incarnation = 1;
-  }
-  cm_tnode_feed(n, &from, &m, at);
+  cm_tnode_accuse(n, &from, type, id, 1, "m1", at);
 }
 
 /* Tombstones (members that left or failed) are kept for a day, and they

@@ -53,13 +53,8 @@ static void alive(cm_node_t *n, const char *id, uint32_t inc, uint32_t idx,
 
 static void accuse_at(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
                       const char *from, cm_time_t now) {
-  cm_msg_t m;
-  memset(&m, 0, sizeof(m));
-  m.type = type;
-  cm_wire_id_set(&m.u.suspect.node, id, strlen(id));
-  m.u.suspect.incarnation = inc;
-  cm_wire_id_set(&m.u.suspect.from, from, strlen(from));
-  feed(n, &m, now);
+  cm_addr_t src = addr_of(99);
+  cm_tnode_accuse(n, &src, type, id, inc, from, now);
 }
 
 static void accuse(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
