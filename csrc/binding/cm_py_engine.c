@@ -916,6 +916,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(drop_closed);
   T(drop_fault);
   T(send_errors);
+  T(sends_deferred);
   T(conns_half_open);
   T(drop_half_open);
   T(half_open_displaced);

@@ -236,6 +236,7 @@ void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
     return;
   }
   net->outstanding_sends++;
+  net->st.sends_deferred++;
 }
 
 static void net_send_reset(cm_net_t *net, const struct sockaddr *sa,

@@ -169,6 +169,8 @@ typedef struct cm_net_stats {
   uint64_t drop_closed;           /* queued payload lost with its connection */
   uint64_t drop_fault;            /* fault injection */
   uint64_t send_errors;           /* the socket refused a packet */
+  uint64_t sends_deferred;        /* packets the socket had no room for at
+                                     once, sent when it had */
   uint64_t conns_half_open;       /* inbound, not yet authenticated, open now */
   uint64_t drop_half_open;        /* inbound handshakes refused: half-open
                                      connections at max_half_open and none

@@ -20,6 +20,12 @@ void cm_test_fail(const char *file, int line, const char *fmt, ...)
  * first writes the child's counts, as exit() would have. */
 void cm_test_child_exit(int status) __attribute__((noreturn));
 
+/* Run fn(arg) in a fork() child and return how it ended: 0 if it returned,
+ * 1 if one of its checks failed, the status it passed to
+ * cm_test_child_exit, 128 + signal if a signal ended it, or -1 if it could
+ * not start or had not ended within ms (it is then killed). */
+int cm_test_in_child(void (*fn)(void *), void *arg, unsigned ms);
+
 #define CM_TEST(name)                                                          \
   static void cm_test_##name(void);                                            \
   __attribute__((constructor)) static void cm_test_reg_##name(void) {          \

@@ -6,8 +6,10 @@
  */
 #include "cm_test.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +63,40 @@ void cm_test_child_exit(int status) {
     (void)__llvm_profile_write_file();
   }
   _exit(status);
+}
+
+int cm_test_in_child(void (*fn)(void *), void *arg, unsigned ms) {
+  struct timespec pause = {0, 5 * 1000 * 1000};
+  unsigned waited = 0;
+  int status;
+  pid_t pid;
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    /* A failed check lands here, in the child: end it, not the run. */
+    if (setjmp(fail_jmp) == 0) {
+      fn(arg);
+      cm_test_child_exit(0);
+    }
+    cm_test_child_exit(1);
+  }
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid)
+      break;
+    if (r < 0 || waited >= ms) {
+      kill(pid, SIGKILL);
+      (void)waitpid(pid, &status, 0);
+      return -1;
+    }
+    nanosleep(&pause, NULL);
+    waited += 5;
+  }
+  if (WIFEXITED(status))
+    return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 static const char *basename_of(const char *path) {

@@ -109,10 +109,10 @@ void cm_tn_bad_hello(uint8_t hs[CM_TN_HELLO_LEN]) {
   hs[3] = CM_TN_HELLO_LEN - 4;
 }
 
-void cm_tn_sealed_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
-                          const uint8_t *dcid, size_t dcidlen,
-                          const uint8_t *token, size_t tokenlen,
-                          const uint8_t *hs, size_t hslen) {
+void cm_tn_sealed_initial_frames(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
+                                 const uint8_t *dcid, size_t dcidlen,
+                                 const uint8_t *token, size_t tokenlen,
+                                 const uint8_t *frames, size_t flen) {
   cm_net_initial_keys_t k;
   uint8_t plain[CM_TN_INITIAL_LEN], mask[16], nonce[CM_NET_INITIAL_IV_LEN];
   gnutls_datum_t key;
@@ -120,7 +120,7 @@ void cm_tn_sealed_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
   size_t o = 0, pn_off, rest, plen, clen, i;
 
   CM_CHECK(dcidlen >= 8 && dcidlen <= 20 && tokenlen < 64);
-  CM_CHECK(hslen < 1000);
+  CM_CHECK(flen < 1000);
   d[o++] = 0xc0 | (TN_PN_LEN - 1); /* long header, Initial */
   d[o++] = 0;
   d[o++] = 0;
@@ -142,14 +142,10 @@ void cm_tn_sealed_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
   d[o++] = (uint8_t)(rest & 0xff);
   pn_off = o;
   memset(d + pn_off, 0, TN_PN_LEN); /* packet number 0 */
-  /* CRYPTO at offset 0 with the handshake data, then PADDING (zeros). */
+  /* The frames, then PADDING (zeros). */
   plen = rest - TN_PN_LEN - TN_TAG_LEN;
   memset(plain, 0, plen);
-  plain[0] = TN_FRAME_CRYPTO;
-  plain[1] = 0;
-  plain[2] = (uint8_t)(0x40 | (hslen >> 8));
-  plain[3] = (uint8_t)(hslen & 0xff);
-  memcpy(plain + 4, hs, hslen);
+  memcpy(plain, frames, flen);
 
   CM_CHECK_OK(cm_net__initial_keys(dcid, dcidlen, &k));
   key.data = k.key;
@@ -167,6 +163,22 @@ void cm_tn_sealed_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
   d[0] ^= mask[0] & 0x0f;
   for (i = 0; i < TN_PN_LEN; i++)
     d[pn_off + i] ^= mask[1 + i];
+}
+
+void cm_tn_sealed_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
+                          const uint8_t *dcid, size_t dcidlen,
+                          const uint8_t *token, size_t tokenlen,
+                          const uint8_t *hs, size_t hslen) {
+  uint8_t f[1000];
+  CM_CHECK(hslen + 4 < sizeof(f));
+  /* CRYPTO at offset 0 with the handshake data. */
+  f[0] = TN_FRAME_CRYPTO;
+  f[1] = 0;
+  f[2] = (uint8_t)(0x40 | (hslen >> 8));
+  f[3] = (uint8_t)(hslen & 0xff);
+  memcpy(f + 4, hs, hslen);
+  cm_tn_sealed_initial_frames(s, d, dcid, dcidlen, token, tokenlen, f,
+                              hslen + 4);
 }
 
 /* ---- capture of real Initials ------------------------------------------- */

@@ -42,6 +42,13 @@ void cm_tn_sealed_initial(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
                           const uint8_t *dcid, size_t dcidlen,
                           const uint8_t *token, size_t tokenlen,
                           const uint8_t *hs, size_t hslen);
+/* The same with the given frames (under 1000 bytes) in place of the CRYPTO
+ * frame, padded: a packet that passes the stateless check whatever the
+ * frames are. */
+void cm_tn_sealed_initial_frames(uint64_t *s, uint8_t d[CM_TN_INITIAL_LEN],
+                                 const uint8_t *dcid, size_t dcidlen,
+                                 const uint8_t *token, size_t tokenlen,
+                                 const uint8_t *frames, size_t flen);
 /* Handshake data for it: the first bytes of a ClientHello declaring more
  * (a server waits for the rest: a handshake stalled half-open), or a
  * complete handshake message no server accepts first (TLS fails on it). */

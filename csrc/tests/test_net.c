@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -29,6 +30,9 @@ typedef struct tnode {
   int nreq;
   int no_reply;     /* leave requests unanswered */
   size_t reply_len; /* 0: as long as the request */
+  size_t retry_len; /* if the reply is refused, answer again with this many
+                       bytes (0: do not) */
+  int last_respond; /* what the last cm_net_stream_respond returned */
   int nresp, nresp_ok, nresp_bad;
   int last_status;
   size_t last_resp_len;
@@ -68,7 +72,9 @@ static void t_on_request(void *ud, const cm_addr_t *from, uint64_t token,
     return;
   for (i = 0; i < rlen; i++)
     r[i] = t_reply_byte(i);
-  cm_net_stream_respond(n->net, token, r, rlen);
+  n->last_respond = cm_net_stream_respond(n->net, token, r, rlen);
+  if (n->last_respond != 0 && n->retry_len > 0 && n->retry_len <= rlen)
+    cm_net_stream_respond(n->net, token, r, n->retry_len);
   free(r);
 }
 
@@ -483,10 +489,24 @@ CM_TEST(net_stream_limits_and_timeout) {
   CM_CHECK_EQ(a.nresp, 2);
   CM_CHECK_EQ(cm_net_stream_respond(b.net, 12345, buf, 1), CM_ENOENT);
 
+  /* A request to a peer that never answers the handshake times out at
+   * the request's deadline, not the handshake's, exactly once. */
+  {
+    int fd = cm_tn_udp_socket();
+    cm_addr_t silent = cm_tn_socket_addr(fd);
+    uint64_t t0 = t_now_us();
+    CM_CHECK_OK(cm_net_stream_request(a.net, &silent, buf, 10, 5));
+    CM_CHECK(t_wait_ge(&loop, &a.nresp, 3, T_WAIT_MS));
+    CM_CHECK_EQ(a.last_status, CM_ETIMEDOUT);
+    CM_CHECK(t_now_us() - t0 < 2000000); /* the handshake's is 5 s */
+    CM_CHECK(t_wait_ge(&loop, &a.nresp, 4, 300) == 0);
+    close(fd);
+  }
+
   /* Closing with a request in flight reports it as closed. */
   CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, buf, 10, 4));
   t_finish(&loop, all, 2);
-  CM_CHECK_EQ(a.nresp, 3);
+  CM_CHECK_EQ(a.nresp, 4);
   CM_CHECK_EQ(a.last_status, CM_ECLOSED);
 }
 
@@ -759,6 +779,59 @@ CM_TEST(net_key_rotation) {
   CM_CHECK_EQ(n3.ndgram, 1);
   CM_CHECK_EQ(t_stats(&n1).handshakes_failed, 1); /* the refused key 2 */
   t_finish(&loop, all, 3);
+}
+
+/* A client remembers which key each peer accepted, to skip the refused
+ * handshake next time; that memory is bounded (four hints per place in the
+ * pool, then it starts over), and a peer whose hint was forgotten is
+ * reached again through one more refusal. */
+#define T_HINT_PEERS 6
+CM_TEST(net_key_hints_bounded) {
+  uv_loop_t loop;
+  cm_net_config_t c1, c2;
+  cm_net_key_t ring[2], old;
+  tnode_t a, p[T_HINT_PEERS];
+  tnode_t *all[1 + T_HINT_PEERS];
+  uint64_t failed;
+  int i;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_key(&ring[0], 2, 0x22); /* the new key, primary */
+  t_key(&ring[1], 1, 0x11);
+  old = ring[1];
+  cm_net_config_default(&c1);
+  c2 = c1;
+  c1.keys = ring;
+  c1.nkeys = 2;
+  c1.max_connections = 1;
+  c1.max_half_open = 1;
+  c2.keys = &old;
+  c2.nkeys = 1;
+  t_start(&a, &loop, &c1);
+  all[0] = &a;
+  for (i = 0; i < T_HINT_PEERS; i++) {
+    t_start(&p[i], &loop, &c2);
+    all[1 + i] = &p[i];
+  }
+  for (i = 0; i < T_HINT_PEERS; i++) {
+    CM_CHECK_OK(
+        cm_net_send_datagram(a.net, &p[i].addr, (const uint8_t *)"k", 1));
+    CM_CHECK(t_wait_ge(&loop, &p[i].ndgram, 1, T_WAIT_MS));
+    CM_CHECK_EQ(t_stats(&a).handshakes_failed, (uint64_t)i + 1);
+    /* Four hints at most for a pool of one: the fifth starts over. */
+    CM_CHECK_EQ(a.net->key_hints.count, i < 4 ? i + 1 : i - 3);
+  }
+  /* The last peer's hint is held: no refusal to reach it again. */
+  failed = t_stats(&a).handshakes_failed;
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &p[T_HINT_PEERS - 1].addr,
+                                   (const uint8_t *)"k", 1));
+  CM_CHECK(t_wait_ge(&loop, &p[T_HINT_PEERS - 1].ndgram, 2, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).handshakes_failed, failed);
+  /* The first peer's was forgotten: one refusal, then through. */
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &p[0].addr, (const uint8_t *)"k", 1));
+  CM_CHECK(t_wait_ge(&loop, &p[0].ndgram, 2, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).handshakes_failed, failed + 1);
+  t_finish(&loop, all, 1 + T_HINT_PEERS);
 }
 
 /* Mid-rotation, two nodes hold the same keys in another order (and under
@@ -1061,11 +1134,13 @@ CM_TEST(net_garbage_dropped) {
   buf[0] = 0x40;
   t_udp_send(fd, &a.addr, buf, 60);
   t_udp_send(fd, &a.addr, buf, 5);
+  /* An empty UDP datagram. */
+  t_udp_send(fd, &a.addr, buf, 0);
 
-  g.want = 204;
+  g.want = 205;
   CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
   st = t_stats(&a);
-  CM_CHECK(st.drop_garbage >= 203);
+  CM_CHECK(st.drop_garbage >= 204);
   CM_CHECK_EQ(st.datagrams_in, 0);
   CM_CHECK_EQ(st.conns_open, 0); /* the forged Initial kept no connection */
   /* It was garbage, not a connection accepted and failed. */
@@ -1078,6 +1153,56 @@ CM_TEST(net_garbage_dropped) {
   CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"ok", 2));
   CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
   CM_CHECK(cm_addr_eq(&a.last_from, &b.addr));
+  close(fd);
+  t_finish(&loop, all, 2);
+}
+
+/* A connection is its peer's address as much as its connection ID: a
+ * packet under the ID from another source is dropped as garbage (a
+ * stranger who saw the ID cannot speak for the peer), and the connection
+ * carries on. */
+CM_TEST(net_connection_id_from_another_source_refused) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  uint8_t key[CM_NET_ADDR_KEY_LEN], pkt[64];
+  cm_net_conn_t *c;
+  const ngtcp2_cid *dcid;
+  cm_net_stats_t before, after;
+  t_garbage_t g;
+  uint64_t seed = 7;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"1", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  /* The ID b's packets to a carry: one a routes to its connection. */
+  cm_net__addr_key(&a.addr, key);
+  c = cm_net_map_get(&b.net->peers, key, sizeof(key));
+  CM_CHECK(c != NULL && c->qc != NULL);
+  dcid = ngtcp2_conn_get_dcid(c->qc);
+  CM_CHECK(dcid->datalen > 0);
+  CM_CHECK(cm_net_map_get(&a.net->cids, dcid->data, dcid->datalen) != NULL);
+  cm_tn_random_bytes(&seed, pkt, sizeof(pkt));
+  pkt[0] = 0x40 | (pkt[0] & 0x3f); /* short header */
+  memcpy(pkt + 1, dcid->data, dcid->datalen);
+  before = t_stats(&a);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  t_udp_send(fd, &a.addr, pkt, sizeof(pkt));
+  g.n = &a;
+  g.want = before.packets_in + 1;
+  CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+  after = t_stats(&a);
+  CM_CHECK_EQ(after.drop_garbage, before.drop_garbage + 1);
+  CM_CHECK_EQ(after.stateless_resets_sent, before.stateless_resets_sent);
+  CM_CHECK_EQ(after.conns_open, before.conns_open);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"2", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 2, T_WAIT_MS));
+  CM_CHECK_EQ(a.last[0], '2');
   close(fd);
   t_finish(&loop, all, 2);
 }
@@ -1256,6 +1381,20 @@ CM_TEST(net_stream_limit_at_its_edge) {
   CM_CHECK_EQ(c.last_status, CM_ETOOBIG);
   CM_CHECK_EQ(b.nreq, 1); /* only the one that fit */
   CM_CHECK(t_stats(&b).drop_oversized >= 1);
+  /* A reply over the responder's own bound: refused before sending,
+   * counted, and the request is still the responder's to answer. */
+  {
+    uint64_t over = t_stats(&b).drop_oversized;
+    b.reply_len = 2049;
+    b.retry_len = 2048;
+    CM_CHECK_OK(cm_net_stream_request(a.net, &b.addr, buf, 10, 5));
+    CM_CHECK(t_wait_ge(&loop, &a.nresp, 3, T_WAIT_MS));
+    CM_CHECK_EQ(b.last_respond, CM_ETOOBIG);
+    CM_CHECK_EQ(t_stats(&b).drop_oversized, over + 1);
+    CM_CHECK_EQ(a.last_status, 0);
+    CM_CHECK_EQ(a.last_resp_len, 2048);
+    CM_CHECK_EQ(a.nresp_ok, 2);
+  }
   t_finish(&loop, all, 3);
 }
 
@@ -1425,6 +1564,206 @@ CM_TEST(net_fault_injection) {
   t_finish(&loop, all, 3);
 }
 
+/* Delayed datagrams arrive in the order sent; those still held when the
+ * endpoint closes are freed, never delivered. */
+CM_TEST(net_fault_delay_keeps_order_and_dies_with_the_endpoint) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_net_fault_t f;
+  uint8_t d;
+  int i;
+  uint64_t t0;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"0", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  memset(&f, 0, sizeof(f));
+  f.delay = CM_MSEC(150);
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  t0 = t_now_us();
+  for (i = 1; i <= 3; i++) {
+    d = (uint8_t)('0' + i);
+    CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, &d, 1));
+  }
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 4, T_WAIT_MS));
+  CM_CHECK(t_now_us() - t0 >= 150000);
+  CM_CHECK_EQ(a.last[0], '3');
+  /* Held at a when it closes: wait until a has taken it in (its packet
+   * counted), well inside the delay, then close. */
+  {
+    uint64_t in = t_stats(&a).packets_in;
+    CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"5", 1));
+    t0 = t_now_us();
+    while (t_stats(&a).packets_in == in && t_now_us() - t0 < T_WAIT_MS * 1000u)
+      uv_run(&loop, UV_RUN_ONCE);
+    CM_CHECK(t_stats(&a).packets_in > in);
+    CM_CHECK(a.net->delay_head != NULL);
+  }
+  t_finish(&loop, all, 2);
+  CM_CHECK_EQ(a.ndgram, 4);
+}
+
+/* Every call refuses what it cannot act on, sends nothing and opens
+ * nothing; after cm_net_close, every call that would send says so. */
+CM_TEST(net_calls_refuse_bad_arguments_and_a_closing_endpoint) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  cm_net_fault_t f;
+  cm_addr_t out;
+  static uint8_t big[CM_NET_DATAGRAM_MAX + 1];
+  uint8_t x = 'x';
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.max_stream_message = 64;
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_EQ(cm_net_local_addr(NULL, &out), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_local_addr(a.net, NULL), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_send_datagram(NULL, &b.addr, &x, 1), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, NULL, &x, 1), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, &b.addr, NULL, 1), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, &b.addr, big, sizeof(big)),
+              CM_ETOOBIG);
+  CM_CHECK_EQ(cm_net_connect(a.net, NULL), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_connect(a.net, &a.addr), CM_EADDR);
+  CM_CHECK_EQ(cm_net_stream_request(a.net, &b.addr, NULL, 5, 1), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_stream_request(a.net, &a.addr, &x, 1, 1), CM_EADDR);
+  CM_CHECK_EQ(cm_net_stream_request(a.net, &b.addr, big, 65, 1), CM_ETOOBIG);
+  CM_CHECK_EQ(cm_net_stream_respond(NULL, 1, &x, 1), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_stream_respond(a.net, 1, NULL, 1), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_stream_respond(a.net, 1, &x, 1), CM_ENOENT);
+  CM_CHECK_EQ(cm_net_is_connected(NULL, &b.addr), 0);
+  CM_CHECK_EQ(cm_net_is_connected(a.net, NULL), 0);
+  CM_CHECK_EQ(cm_net_set_fault(NULL, NULL), CM_EINVAL);
+  memset(&f, 0, sizeof(f));
+  f.nblocked = 1; /* and no list */
+  CM_CHECK_EQ(cm_net_set_fault(a.net, &f), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_fds(NULL, NULL, 0), 0);
+  CM_CHECK_EQ(t_stats(&a).drop_oversized, 2);
+  CM_CHECK_EQ(t_stats(&a).conns_open, 0);
+  CM_CHECK_EQ(t_stats(&a).packets_out, 0);
+  CM_CHECK_EQ(t_stats(&a).drop_fault, 0);
+
+  /* Closing: refused from now on, before the close has run. */
+  cm_net_close(a.net, t_closed_cb, &a);
+  CM_CHECK_EQ(cm_net_send_datagram(a.net, &b.addr, &x, 1), CM_ECLOSED);
+  CM_CHECK_EQ(cm_net_connect(a.net, &b.addr), CM_ECLOSED);
+  CM_CHECK_EQ(cm_net_stream_request(a.net, &b.addr, &x, 1, 1), CM_ECLOSED);
+  CM_CHECK_EQ(cm_net_stream_respond(a.net, 1, &x, 1), CM_ECLOSED);
+  CM_CHECK_EQ(t_stats(&a).conns_open, 0);
+  cm_net_close(a.net, t_closed_cb, &a); /* a second close is a no-op */
+  CM_CHECK(t_wait_ge(&loop, &a.closed, 1, T_WAIT_MS));
+  all[0] = &b;
+  t_finish(&loop, all, 1);
+}
+
+/* cm_net_connect answers reports anyone can forge, so it takes only a free
+ * place in the pool: with the pool full it refuses and closes nothing, where
+ * a send (our own decision) may close an idle connection to make room. */
+CM_TEST(net_connect_takes_only_a_free_place) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b, c;
+  tnode_t *all[] = {&a, &b, &c};
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&b, &loop, &cfg);
+  t_start(&c, &loop, &cfg);
+  cfg.max_connections = 1;
+  cfg.max_half_open = 1;
+  t_start(&a, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"b", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(cm_net_connect(a.net, &c.addr), CM_ELIMIT);
+  CM_CHECK(cm_net_is_connected(a.net, &b.addr));
+  CM_CHECK_EQ(t_stats(&a).conns_open, 1);
+  CM_CHECK_OK(cm_net_connect(a.net, &b.addr)); /* already connected */
+  CM_CHECK_EQ(t_stats(&a).conns_open, 1);
+  t_finish(&loop, all, 3);
+}
+
+/* ---- a full socket ------------------------------------------------------- */
+
+#define T_SKIP 77
+#define T_FULL_DGRAMS 120
+#define T_FULL_LEN 600
+
+typedef struct {
+  tnode_t *a, *b;
+} t_pair_t;
+
+/* What a sent has arrived, whole: every packet a counted as sent, b
+ * counted as received. */
+static int t_sent_is_received(void *arg) {
+  t_pair_t *p = arg;
+  cm_net_stats_t sa = t_stats(p->a), sb = t_stats(p->b);
+  return sa.packets_out == sb.packets_in && sa.bytes_out == sb.bytes_in;
+}
+
+static void t_full_socket(void *arg) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_pair_t pair = {&a, &b};
+  uint8_t d[T_FULL_LEN];
+  int fds[2], small = 4096, i;
+  cm_net_stats_t st;
+  (void)arg;
+  /* Loopback of our own, behind a token bucket (2 Mbit/s): packets wait
+   * in the queue and keep their room in the sender's socket buffer. */
+  if (unshare(CLONE_NEWNET) != 0 ||
+      system("ip link set lo up && tc qdisc add dev lo root tbf rate 2mbit "
+             "burst 4kb limit 1mb") != 0)
+    cm_test_child_exit(T_SKIP);
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&a).sends_deferred, 0);
+  /* The smallest send buffer the kernel allows: room for a few packets. */
+  CM_CHECK_EQ(cm_net_fds(a.net, fds, 2), 2);
+  CM_CHECK_OK(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)));
+  for (i = 0; i < T_FULL_DGRAMS; i++) {
+    memset(d, i, sizeof(d));
+    CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, d, sizeof(d)));
+  }
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1 + T_FULL_DGRAMS, 4 * T_WAIT_MS));
+  CM_CHECK_EQ(b.last_len, T_FULL_LEN);
+  CM_CHECK_EQ(b.last[0], (uint8_t)(T_FULL_DGRAMS - 1));
+  CM_CHECK(t_run(&loop, t_sent_is_received, &pair, T_WAIT_MS));
+  st = t_stats(&a);
+  CM_CHECK(st.sends_deferred > 0);
+  CM_CHECK_EQ(st.send_errors, 0);
+  CM_CHECK_EQ(st.drop_queue_full, 0);
+  CM_CHECK_EQ(a.net->outstanding_sends, 0);
+  t_finish(&loop, all, 2);
+}
+
+/* A socket with no room (a slow link): packets wait for room, are sent
+ * whole and counted once, never lost or counted as errors. Runs in a
+ * child, in a network namespace of its own (needs root, ip and tc). */
+CM_TEST(net_packets_wait_for_room_in_a_full_socket) {
+  int rc = cm_test_in_child(t_full_socket, NULL, 60000);
+  if (rc == T_SKIP) {
+    printf("    skipped: no network namespace with a rate limit here "
+           "(needs root, ip and tc)\n");
+    return;
+  }
+  CM_CHECK_EQ(rc, 0);
+}
+
 /* ---- lifecycle ----------------------------------------------------------- */
 
 CM_TEST(net_create_close_cycles) {
@@ -1577,6 +1916,22 @@ CM_TEST(net_half_open_displaced_only_by_a_good_first_packet) {
   CM_CHECK_EQ(st.conns_accepted, 2);
   CM_CHECK_EQ(st.handshakes_failed, 1);
   CM_CHECK_EQ(st.drop_garbage, 0);
+  /* Nor does one that QUIC itself refuses before TLS sees anything (a
+   * STREAM frame has no place in an Initial): dropped as garbage. */
+  {
+    static const uint8_t stream_frame[] = {0x08, 0x00};
+    cm_tn_random_bytes(&seed, dcid, sizeof(dcid));
+    cm_tn_sealed_initial_frames(&seed, pkt, dcid, sizeof(dcid), NULL, 0,
+                                stream_frame, sizeof(stream_frame));
+    g.want = st.packets_in + 1;
+    t_udp_send(fd2, &a.addr, pkt, sizeof(pkt));
+    CM_CHECK(t_run(&loop, t_garbage_seen, &g, T_WAIT_MS));
+    st = t_stats(&a);
+    CM_CHECK_EQ(st.drop_garbage, 1);
+    CM_CHECK_EQ(st.half_open_displaced, 0);
+    CM_CHECK_EQ(st.conns_half_open, 2);
+    CM_CHECK_EQ(st.handshakes_failed, 1);
+  }
   /* A good one from there does displace. */
   t_send_stalled(&loop, &a, fd2, &seed, 1);
   st = t_stats(&a);
