@@ -64,13 +64,15 @@ build/tsan/cm_tests: $(LIB_SRCS) $(TEST_SRCS) $(HDRS)
 # a leave racing their results (full_event_queue, second_leave), start and
 # stop cycles, and refused peers (security_cluster_key); several callers
 # at once against a shutdown (start_stop_race_shutdown) and against one
-# snapshot (snapshot_find_from_racing_threads). Left out: tests that only
-# wait (timeouts, 60 s of loss) or load the transport (flood), which
+# snapshot (snapshot_find_from_racing_threads); a user event sent from
+# the caller's thread and read from others (user_event_reaches). Left out:
+# tests that only wait (timeouts, 60 s of loss) or load the transport (flood), which
 # exercise no cross-thread path the others miss. The first report fails
 # the run. T= picks other tests.
 TSAN_TESTS := engine_five_nodes_over_quic engine_full_event_queue \
   engine_second_leave engine_start_stop_cycles engine_security_cluster_key \
-  engine_start_stop_race_shutdown engine_snapshot_find_from_racing_threads
+  engine_start_stop_race_shutdown engine_snapshot_find_from_racing_threads \
+  engine_user_event_reaches
 ctest-tsan: build/tsan/cm_tests
 	TSAN_OPTIONS=halt_on_error=1 ./build/tsan/cm_tests $(or $(T),$(TSAN_TESTS))
 
@@ -82,7 +84,7 @@ ctest-tsan: build/tsan/cm_tests
 # ships. No suppressions are needed: GnuTLS, ngtcp2 and libuv free what they
 # allocate once the engine has stopped.
 VALGRIND_TESTS ?= engine_start_stop_cycles engine_join_timeout \
-  engine_five_nodes_over_quic net_create_close_cycles \
+  engine_five_nodes_over_quic engine_user_event_reaches net_create_close_cycles \
   net_datagrams_both_ways net_stream_limit_at_its_edge \
   net_accepts_per_source net_half_open_ net_retry_ net_initial_ \
   net_known_peer_ net_garbage_initials net_config_derived \

@@ -33,6 +33,7 @@ from clustermember._errors import (
     MissingDependency,
     NotJoined,
     NotStarted,
+    RateLimited,
     TagError,
 )
 from clustermember._events import (
@@ -48,6 +49,7 @@ from clustermember._events import (
     NodeSuspect,
     NodeTagsUpdated,
     Subscription,
+    UserEvent,
 )
 from clustermember._membership import ClusterMembership
 from clustermember._models import ClusterStats, Member, MemberState
@@ -83,7 +85,9 @@ __all__ = [
     "NodeTagsUpdated",
     "NotJoined",
     "NotStarted",
+    "RateLimited",
     "Subscription",
     "TagError",
+    "UserEvent",
     "__version__",
 ]

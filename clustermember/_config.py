@@ -80,6 +80,7 @@ TIME_RANGES: dict[str, tuple[float, float]] = {
     "request_timeout": (0.1, 600.0),
     "join_timeout": (0.1, _HOUR),
     "leave_timeout": (0.1, 600.0),
+    "user_event_coalesce": (0.0, _HOUR),
 }
 _TIME_FIELDS = set(TIME_RANGES)
 
@@ -241,6 +242,9 @@ class ConfigOverrides(TypedDict, total=False):
     max_tags_size: int
     max_members: int
     max_pushpull_size: int
+    user_event_buffer: int
+    max_user_event_size: int
+    user_event_rate: int
     max_connections: int
     idle_timeout: float
     handshake_timeout: float
@@ -255,6 +259,7 @@ class ConfigOverrides(TypedDict, total=False):
     leave_timeout: float
     event_queue_size: int
     subscriber_queue_size: int
+    user_event_coalesce: float
     seed: int | None
 
 
@@ -309,6 +314,9 @@ class ClusterConfig:
     max_tags_size: int = _LAN["max_tags_size"]
     max_members: int = _LAN["max_members"]
     max_pushpull_size: int = _LAN["max_pushpull_size"]
+    user_event_buffer: int = _LAN["user_event_buffer"]
+    max_user_event_size: int = _LAN["max_user_event_size"]
+    user_event_rate: int = _LAN["user_event_rate"]
 
     # Transport (QUIC connection pool).
     max_connections: int = _NET["max_connections"]
@@ -328,6 +336,9 @@ class ClusterConfig:
     leave_timeout: float = 5.0
     event_queue_size: int = 4096
     subscriber_queue_size: int = 1024
+    # Seconds to hold coalescable user events, delivering only the latest
+    # of each name; 0 delivers every one at once.
+    user_event_coalesce: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:

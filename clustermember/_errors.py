@@ -41,6 +41,10 @@ class NotJoined(ClusterError):  # noqa: N818 - names fixed by the API
     """``leave()`` was called before a successful ``join()``."""
 
 
+class RateLimited(ClusterError):  # noqa: N818 - names fixed by the API
+    """This node reached ``user_event_rate``: wait a moment and send again."""
+
+
 class ClusterClosed(ClusterError):  # noqa: N818 - names fixed by the API
     """The node was closed (or has left, or lost its engine to fork())."""
 

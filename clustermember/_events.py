@@ -89,6 +89,28 @@ class EventsDropped(ClusterEvent):
     count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class UserEvent(ClusterEvent):
+    """An application's event, sent with :meth:`ClusterMembership.send_event`.
+
+    Every member, its sender included, gets each event once. ``origin`` is
+    the sender's id and ``ltime`` its Lamport time: an event sent by a node
+    that had seen another carries a later ``ltime``. ``node`` is this node
+    (the receiver). ``coalesce``: the sender allows receivers that coalesce
+    (``user_event_coalesce`` > 0) to deliver only the latest of a name.
+
+    >>> async for event in cluster.subscribe():
+    ...     if isinstance(event, UserEvent) and event.name == "deploy":
+    ...         print(event.origin, event.payload)
+    """
+
+    name: str = ""
+    payload: bytes = b""
+    ltime: int = 0
+    origin: str = ""
+    coalesce: bool = False
+
+
 EVENT_TYPES: dict[str, type[ClusterEvent]] = {
     "joined": NodeJoined,
     "suspect": NodeSuspect,

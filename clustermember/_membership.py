@@ -40,6 +40,7 @@ from clustermember._errors import (
     JoinTimeout,
     NotJoined,
     NotStarted,
+    RateLimited,
     TagError,
 )
 from clustermember._events import (
@@ -51,6 +52,7 @@ from clustermember._events import (
     NodeLeft,
     NodeSuspect,
     Subscription,
+    UserEvent,
     wall_time,
 )
 from clustermember._log import RateLimitedLog, log
@@ -197,6 +199,11 @@ class ClusterMembership:
         self._fault: tuple[float, float, int] | None = None  # drop_out, drop_in, seed
         self._left = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # User events held for coalescing: the latest of each name, and the
+        # timer that delivers them.
+        self._coalesce: dict[str, UserEvent] = {}
+        self._coalesce_timer: asyncio.TimerHandle | None = None
+        self._coalesced = 0
         self._reader_fd: int | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._leave_future: asyncio.Future[int] | None = None
@@ -461,6 +468,10 @@ class ClusterMembership:
         self._fail_pending()
 
     def _fail_pending(self) -> None:
+        # Coalesced events still held go out before the subscriptions end.
+        if self._coalesce_timer is not None:
+            self._coalesce_timer.cancel()
+        self._flush_coalesced()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_result(ECLOSED)
@@ -564,6 +575,40 @@ class ClusterMembership:
         elif kind == "dropped":
             for sub in list(self._subs):
                 sub._push_dropped(ev[1])
+        elif kind == "user":
+            self._user_event(ev)
+
+    def _user_event(self, ev: tuple[Any, ...]) -> None:
+        _, name, payload, ltime, origin, coalesce, mono = ev
+        local = self._local_or_none()
+        assert local is not None
+        event = UserEvent(
+            local, wall_time(mono), mono, name, payload, ltime, origin, bool(coalesce)
+        )
+        window = self._config.user_event_coalesce
+        if not coalesce or window <= 0 or self._loop is None:
+            self._push_all(event)
+            return
+        held = self._coalesce.get(name)
+        if held is not None:
+            self._coalesced += 1
+            if held.ltime > ltime:
+                return
+        self._coalesce[name] = event
+        if self._coalesce_timer is None:
+            self._coalesce_timer = self._loop.call_later(window, self._flush_coalesced)
+
+    def _flush_coalesced(self) -> None:
+        """The coalescing window ended: deliver the latest event of each name."""
+        self._coalesce_timer = None
+        held = sorted(self._coalesce.values(), key=lambda e: e.ltime)
+        self._coalesce.clear()
+        for event in held:
+            self._push_all(event)
+
+    def _push_all(self, event: ClusterEvent) -> None:
+        for sub in list(self._subs):
+            sub._push(event)
 
     def _log_event(self, etype: str, m: Member, other: str | None) -> None:
         lines = self._lines
@@ -746,6 +791,55 @@ class ClusterMembership:
         """Replace the whole tag set at once (one incarnation bump)."""
         self._apply_tags(dict(tags))
 
+    # --------------------------------------------------------- user events
+
+    async def send_event(self, name: str, payload: bytes = b"", coalesce: bool = True) -> int:
+        """Send a user event to every member, this node included; returns its Lamport time.
+
+        ``name``: 1 to 128 printable ASCII characters without spaces.
+        ``name`` and ``payload`` together: at most ``max_user_event_size``
+        bytes (1024 by default). Every member gets it once, as a
+        :class:`UserEvent`, through :meth:`subscribe`. Raises
+        :class:`RateLimited` past ``user_event_rate`` events a second.
+
+        >>> await cluster.send_event("deploy", b"v1.2")
+        7
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"event name must be a str, not {type(name).__name__}")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"event payload must be bytes, not {type(payload).__name__}")
+        raw = name.encode("ascii", "replace")
+        if not 1 <= len(raw) <= 128 or any(not 0x21 <= b <= 0x7E for b in raw):
+            raise ValueError(
+                f"event name {name!r} must be 1 to 128 printable ASCII characters without spaces"
+            )
+        size = len(raw) + len(payload)
+        limit = self._config.max_user_event_size
+        if size > limit:
+            raise ValueError(
+                f"event {name!r} is {size} bytes (name and payload) and the limit is "
+                f"max_user_event_size={limit}: send a smaller payload, or raise "
+                "max_user_event_size on every node"
+            )
+        self._check_open()
+        if self._state in ("leaving", "left"):
+            raise ClusterClosed(f"node {self._id} has left; it can no longer send events")
+        if self._node is None:
+            raise NotStarted(f"node {self._id} is not started: await start() or join() first")
+        try:
+            ltime: int = self._node.send_event(name, bytes(payload), bool(coalesce))
+        except _core.Error as exc:
+            if getattr(exc, "reason", "") == "limit exceeded":
+                raise RateLimited(
+                    f"node {self._id} sent user_event_rate="
+                    f"{self._config.user_event_rate} events in the last second: wait "
+                    "and send again, or raise user_event_rate"
+                ) from None
+            raise ClusterClosed(f"node {self._id}: {exc}") from None
+        self._drain_all()
+        return ltime
+
     def _apply_tags(self, tags: dict[str, str]) -> None:
         self._check_open()
         if self._state in ("leaving", "left"):
@@ -875,7 +969,9 @@ class ClusterMembership:
         self._snapshot()
         assert self._node is not None
         try:
-            return ClusterStats._from_counters(self._id, self._node.stats())
+            counters = self._node.stats()
+            counters["user_events_coalesced"] = self._coalesced
+            return ClusterStats._from_counters(self._id, counters)
         except _core.Error as exc:
             raise ClusterClosed(f"node {self._id}: {exc}") from None
 

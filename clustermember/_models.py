@@ -38,6 +38,7 @@ _FLAT_NAMES = {
     "incarnation": "incarnation",
     "events_dropped": "engine_events_dropped",
     "send_errors": "engine_send_errors",
+    "user_events_coalesced": "engine_user_events_coalesced",
 }
 
 

@@ -53,7 +53,8 @@ static const struct config_field fields[] = {
     UF(max_broadcast_queue),  TF(pushpull_interval), TF(reconnect_interval),
     TF(reconnect_timeout),    TF(reap_left_after),   UF(max_packet_size),
     UF(max_tag_key),          UF(max_tag_value),     UF(max_tags_size),
-    UF(max_members),          UF(max_pushpull_size),
+    UF(max_members),          UF(max_pushpull_size), UF(user_event_buffer),
+    UF(max_user_event_size),  UF(user_event_rate),
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 

@@ -638,6 +638,7 @@ static PyObject *node_fileno(node_object *self, PyObject *unused) {
  *   ("member", type, id, addr, state, incarnation, time, tags, other_addr)
  *   ("joined", token, status) / ("left", token, status)
  *   ("dropped", count)
+ *   ("user", name, payload, ltime, origin, coalesce, time)
  * Member tags come from the snapshot, published before the event under the
  * same lock, so it is at least as new as the event. */
 static PyObject *event_tuple(const cm_eevent_t *ev, cm_snapshot_t **snap,
@@ -673,6 +674,13 @@ static PyObject *event_tuple(const cm_eevent_t *ev, cm_snapshot_t **snap,
                          ev->status);
   case CM_EEV_DROPPED:
     return Py_BuildValue("(sK)", "dropped", (unsigned long long)ev->dropped);
+  case CM_EEV_USER: {
+    const cm_user_event_t *u = &ev->uev;
+    return Py_BuildValue(
+        "(ss#y#Ksid)", "user", u->name, (Py_ssize_t)u->name_len, u->payload,
+        (Py_ssize_t)u->payload_len, (unsigned long long)u->ltime, u->origin,
+        (int)u->coalesce, (double)u->time / 1e6);
+  }
   default:
     return Py_BuildValue("(si)", "unknown", (int)ev->kind);
   }
@@ -695,6 +703,7 @@ static PyObject *node_next_events(node_object *self, PyObject *args) {
     if (!cm_enode_next_event(self->node, &ev))
       break;
     t = event_tuple(&ev, &snap, self->node);
+    cm_eevent_release(&ev);
     if (t == NULL || PyList_Append(out, t) < 0) {
       Py_XDECREF(t);
       Py_DECREF(out);
@@ -770,6 +779,26 @@ static PyObject *node_set_tags(node_object *self, PyObject *arg) {
     return NULL;
   return node_result(self, cm_enode_set_tags(self->node, blob, len),
                      "setting tags");
+}
+
+static PyObject *node_send_event(node_object *self, PyObject *args) {
+  const char *name;
+  Py_ssize_t name_len;
+  Py_buffer payload;
+  int coalesce = 0, rc;
+  uint64_t ltime = 0;
+  if (!PyArg_ParseTuple(args, "s#y*p", &name, &name_len, &payload, &coalesce))
+    return NULL;
+  if (node_check(self) < 0) {
+    PyBuffer_Release(&payload);
+    return NULL;
+  }
+  rc = cm_enode_send_event(self->node, name, (size_t)name_len, payload.buf,
+                           (size_t)payload.len, coalesce, &ltime);
+  PyBuffer_Release(&payload);
+  if (rc != 0)
+    return node_result(self, rc, "sending a user event");
+  return PyLong_FromUnsignedLongLong(ltime);
 }
 
 static PyObject *node_set_fault(node_object *self, PyObject *args,
@@ -883,6 +912,15 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(drop_left);
   N(drop_incarnation);
   N(skipped_unknown);
+  N(user_events_sent);
+  N(user_events_delivered);
+  N(user_events_duplicate);
+  N(user_events_dropped);
+  N(drop_user_event_old);
+  N(drop_user_event_rate);
+  N(drop_user_event_ltime);
+  N(drop_user_event_size);
+  N(user_event_queue);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);
@@ -963,6 +1001,9 @@ static PyMethodDef node_methods[] = {
      "leave(timeout=None) -> int\n\nStart a graceful leave, given timeout "
      "seconds to spread (None: the node's leave_timeout); returns the token "
      "of the ('left', token, status) event that follows."},
+    {"send_event", (PyCFunction)node_send_event, METH_VARARGS,
+     "send_event(name, payload, coalesce)\n\nSend a user event to every "
+     "member; returns its Lamport time."},
     {"set_tags", (PyCFunction)node_set_tags, METH_O,
      "set_tags(tags)\n\nReplace the tag set; returns once applied."},
     {"set_fault", (PyCFunction)(void (*)(void))node_set_fault,

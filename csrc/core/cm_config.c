@@ -35,6 +35,11 @@ void cm_config_lan(cm_config_t *c) {
   c->max_tags_size = 1024;
   c->max_members = 65536;
   c->max_pushpull_size = 16u << 20;
+  /* Serf's EventBuffer; twice Serf's UserEventSizeLimit, which still
+   * leaves a packet room for a probe and membership news. */
+  c->user_event_buffer = 512;
+  c->max_user_event_size = 1024;
+  c->user_event_rate = 50;
 }
 
 void cm_config_wan(cm_config_t *c) {
@@ -136,6 +141,15 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
             "tombstones): lower max_members");
   if (c->max_pushpull_size < 4096)
     CM_FAIL("max_pushpull_size must be at least 4096");
+  if (c->user_event_buffer < 16 || c->user_event_buffer > 65536)
+    CM_FAIL("user_event_buffer must be between 16 and 65536");
+  /* One event, with its header and origin, beside a probe in one packet. */
+  if (c->max_user_event_size < 1 ||
+      c->max_user_event_size + CM_UEV_OVERHEAD > c->max_packet_size)
+    CM_FAIL("max_user_event_size must be at least 1 and leave "
+            "max_packet_size room for a probe (256 bytes)");
+  if (c->user_event_rate < 1 || c->user_event_rate > 100000)
+    CM_FAIL("user_event_rate must be between 1 and 100000");
   return 0;
 }
 

@@ -42,6 +42,10 @@ typedef struct cm_config {
   uint32_t max_tags_size;     /* encoded size of one node's tag set */
   uint32_t max_members;       /* registry size; newcomers past it dropped */
   uint32_t max_pushpull_size; /* bytes of one push-pull message */
+  /* User events (cm_node_send_user_event). */
+  uint32_t user_event_buffer;   /* Lamport times remembered for duplicates */
+  uint32_t max_user_event_size; /* name + payload bytes of one event */
+  uint32_t user_event_rate;     /* events a node may send per second */
 } cm_config_t;
 
 /* Profiles. lan() is the default. */

@@ -82,7 +82,7 @@ cm_time_t cm_node_next_deadline(const cm_node_t *n) {
       d = min_t(d, n->probe.timeout_at);
     d = min_t(d, n->probe.end_at);
   }
-  if (cm_bcast_len(&n->bq) > 0)
+  if (cm_node__news_pending(n))
     d = min_t(d, n->next_gossip);
   d = min_t(d, n->next_reap);
   if (n->idcheck.state == CM_IDCHECK_PENDING)
@@ -151,6 +151,7 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
   cm_rand_seed(&n->rng, seed);
   cm_registry_init(&n->reg);
   cm_bcast_init(&n->bq, cfg->max_broadcast_queue);
+  cm_node__uev_init(n, now);
   cm_theap_init(&n->suspects, cm_node__suspect_moved, n);
   n->pkt = malloc(cfg->max_packet_size);
   slot = cm_registry_add(&n->reg, id, idlen);
@@ -192,6 +193,7 @@ void cm_node_free(cm_node_t *n) {
   free(n->streams);
   cm_registry_free(&n->reg);
   cm_bcast_free(&n->bq);
+  cm_node__uev_free(n);
   free(n->order);
   cm_theap_free(&n->suspects);
   free(n->pkt);
@@ -361,7 +363,8 @@ void cm_node_stats(const cm_node_t *n, cm_node_stats_t *out) {
   out->incarnation = n->reg.m[n->self].incarnation;
   out->health = n->awareness;
   out->bcast_queue = cm_bcast_len(&n->bq);
-  out->updates_dropped += n->bq.dropped;
+  out->updates_dropped += n->bq.dropped + n->uq.dropped;
+  out->user_event_queue = cm_bcast_len(&n->uq);
 }
 
 const char *cm_node_id(const cm_node_t *n) {

@@ -42,6 +42,20 @@ typedef struct cm_event {
   cm_time_t time;
 } cm_event_t;
 
+/* A user event as delivered (cm_node_poll_user_event): every member, its
+ * origin included, sees each event once. name is NUL-terminated; payload
+ * and name stay valid until the next call into the node. */
+typedef struct cm_user_event {
+  uint64_t ltime; /* the origin's Lamport time when it sent the event */
+  char origin[CM_ID_MAX + 1];
+  const char *name;
+  size_t name_len;
+  const uint8_t *payload;
+  size_t payload_len;
+  uint8_t coalesce; /* the sender allows only the latest of a name to count */
+  cm_time_t time;   /* when this node learnt of it */
+} cm_user_event_t;
+
 typedef struct cm_node_stats {
   /* Registry, by state. */
   uint32_t members, alive, suspect, failed, left;
@@ -75,6 +89,16 @@ typedef struct cm_node_stats {
   /* A newer version's message type, skipped; the rest of its packet is
    * processed. */
   uint64_t skipped_unknown;
+  /* User events. */
+  uint64_t user_events_sent;      /* originated here */
+  uint64_t user_events_delivered; /* new ones, own included */
+  uint64_t user_events_duplicate; /* copies of one already delivered */
+  uint64_t user_events_dropped;   /* output queue full: not delivered */
+  uint64_t drop_user_event_old;   /* older than the buffer remembers */
+  uint64_t drop_user_event_rate;  /* its origin over twice the send rate */
+  uint64_t drop_user_event_ltime; /* a Lamport time past CM_UEV_LTIME_MAX */
+  uint64_t drop_user_event_size;  /* name + payload over the size limit */
+  uint32_t user_event_queue;      /* relays waiting to be piggybacked */
 } cm_node_stats_t;
 
 typedef struct cm_member_info {
@@ -161,6 +185,15 @@ void cm_node_tick(cm_node_t *n, cm_time_t now);
 /* When cm_node_tick must next be called (CM_TIME_NEVER if never). */
 cm_time_t cm_node_next_deadline(const cm_node_t *n);
 
+/* Send a user event to every member (this node included): name 1..128
+ * bytes of 0x21..0x7e, name and payload together at most
+ * max_user_event_size bytes. *ltime (if not NULL) gets its Lamport time.
+ * Errors, nothing sent: CM_EINVAL (name), CM_ETOOBIG, CM_ELIMIT (over
+ * user_event_rate; try again later), CM_ESTATE (left). */
+int cm_node_send_user_event(cm_node_t *n, const char *name, size_t name_len,
+                            const uint8_t *payload, size_t payload_len,
+                            int coalesce, cm_time_t now, uint64_t *ltime);
+
 /* Outputs. Each returns 1 and fills its arguments, or 0 when empty.
  * Datagram data stays valid until the next call into the node other than a
  * poll; stream data is the caller's to free. */
@@ -169,6 +202,10 @@ int cm_node_poll_datagram(cm_node_t *n, cm_addr_t *to, const uint8_t **data,
 int cm_node_poll_stream(cm_node_t *n, cm_addr_t *to, uint64_t *req_id,
                         uint8_t **data, size_t *len, int *is_join);
 int cm_node_poll_event(cm_node_t *n, cm_event_t *ev);
+/* The next user event delivered here; pointers in ev stay valid until the
+ * next call into the node. At most CM_UEV_QUEUE_MAX wait; past that, new
+ * ones are dropped and counted (user_events_dropped). */
+int cm_node_poll_user_event(cm_node_t *n, cm_user_event_t *ev);
 /* Events waiting to be polled. */
 size_t cm_node_events_pending(const cm_node_t *n);
 

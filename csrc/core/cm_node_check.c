@@ -150,6 +150,32 @@ static int check_bcast(const cm_node_t *n, const char **what) {
   return 0;
 }
 
+/* User events: the count of records, every relay about a record held, the
+ * clock past every record, and the delivery queue's length. */
+static int check_user_events(const cm_node_t *n, const char **what) {
+  const cm_bcast_t *q = &n->uq;
+  const struct cm_uev_out *o;
+  uint32_t i, held = 0;
+  size_t queued = 0;
+  for (i = 0; n->uevs != NULL && i < n->cfg.user_event_buffer; i++)
+    if (n->uevs[i].in_use) {
+      held++;
+      CHECK(n->uevs[i].ltime < n->uev_clock,
+            "user events: a record not before the clock");
+    }
+  CHECK(held == n->nuev, "user events: records held != count");
+  for (i = 0; i < q->cap; i++)
+    if (q->items[i].in_use)
+      CHECK(n->uevs != NULL && q->items[i].key < n->cfg.user_event_buffer &&
+                n->uevs[q->items[i].key].in_use,
+            "user events: a relay of a record not held");
+  for (o = n->uout_head; o != NULL && queued <= n->nuout; o = o->next)
+    queued++;
+  CHECK(queued == n->nuout && n->nuout <= CM_UEV_QUEUE_MAX,
+        "user events: delivery queue length");
+  return 0;
+}
+
 /* The output queues' lengths within what they hold. */
 static int check_outputs(const cm_node_t *n, const char **what) {
   size_t i;
@@ -194,6 +220,8 @@ int cm_node_check_invariants(const cm_node_t *n, const char **what) {
   free(seen);
   if (rc == 0)
     rc = check_bcast(n, what);
+  if (rc == 0)
+    rc = check_user_events(n, what);
   if (rc == 0)
     rc = check_outputs(n, what);
   return rc;

@@ -28,6 +28,30 @@
  * so a sparse registry cannot make it spin. */
 #define CM_PICK_TRIES 8
 #define CM_NO_SLOT UINT32_MAX
+/* User events delivered and not yet polled, at most. */
+#define CM_UEV_QUEUE_MAX 4096
+/* No honest cluster's Lamport clock reaches this (2^48 events); a time past
+ * it is refused, so the clock cannot be pushed to wrap. */
+#define CM_UEV_LTIME_MAX (UINT64_C(1) << 48)
+
+/* A recent user event (cm_node_user.c): what duplicates are checked
+ * against, and what a relay is encoded from. */
+struct cm_uev {
+  uint64_t ltime;
+  uint64_t digest; /* of name and payload */
+  uint8_t in_use, flags, name_len, origin_len;
+  uint16_t payload_len;
+  char origin[CM_ID_MAX + 1];
+  char name[CM_WIRE_MAX_EVENT_NAME + 1];
+  uint8_t *payload; /* owned; NULL when empty */
+};
+
+/* A delivered user event waiting to be polled: the record and its bytes. */
+struct cm_uev_out {
+  struct cm_uev_out *next;
+  cm_user_event_t ev;
+  uint8_t data[]; /* name, NUL, payload */
+};
 
 struct cm_probe {
   uint8_t active;
@@ -114,6 +138,18 @@ struct cm_node {
   cm_peer_hint_fn hint;
   void *hint_ud;
 
+  /* User events (cm_node_user.c). */
+  struct cm_uev *uevs; /* cfg.user_event_buffer records, on first use */
+  uint32_t nuev;       /* records in use */
+  uint64_t uev_clock;  /* Lamport clock: the time of our next event */
+  cm_bcast_t uq;       /* relays, keyed by record index */
+  double uev_tokens;   /* our own sending budget, as of uev_ts */
+  cm_time_t uev_ts;
+  double uev_stranger_tokens; /* shared by origins we do not know */
+  cm_time_t uev_stranger_ts;
+  struct cm_uev_out *uout_head, *uout_tail, *uout_last;
+  size_t nuout;
+
   cm_node_stats_t st;
 };
 
@@ -134,6 +170,11 @@ static inline int cm_node__live(const cm_member_t *m) {
 
 static inline uint32_t cm_node__live_count(const cm_node_t *n) {
   return n->st.alive + n->st.suspect;
+}
+
+/* Something waits to be piggybacked: membership news or user events. */
+static inline int cm_node__news_pending(const cm_node_t *n) {
+  return cm_bcast_len(&n->bq) > 0 || cm_bcast_len(&n->uq) > 0;
 }
 
 static inline cm_time_t cm_node__scaled(const cm_node_t *n, cm_time_t t) {
@@ -191,6 +232,15 @@ void cm_node__broadcast(cm_node_t *n, uint32_t slot, uint8_t kind, uint8_t prio,
 void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
                    size_t nmsgs);
 void cm_node__gossip(cm_node_t *n, cm_time_t now);
+
+/* ------------------------------------------------------ user events */
+
+int cm_node__uev_init(cm_node_t *n, cm_time_t now);
+void cm_node__uev_free(cm_node_t *n);
+void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
+                            cm_time_t now);
+/* Append to w the queued relays of user events that fit. */
+void cm_node__uev_piggyback(cm_node_t *n, cm_wbuf_t *w, size_t max_msgs);
 
 /* ------------------------------------------------------- push-pull (pp) */
 

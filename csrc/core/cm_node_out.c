@@ -102,7 +102,7 @@ static size_t node_item_size(void *ud, const cm_bcast_item_t *it) {
  * for a stall of this node. */
 void cm_node__broadcast(cm_node_t *n, uint32_t slot, uint8_t kind, uint8_t prio,
                         uint32_t inc, uint32_t aux, cm_time_t now) {
-  if (cm_bcast_len(&n->bq) == 0 && n->next_gossip < now)
+  if (!cm_node__news_pending(n) && n->next_gossip < now)
     n->next_gossip = now;
   if (cm_bcast_push(&n->bq, slot, kind, prio, inc, aux) != 0)
     n->st.updates_dropped++;
@@ -161,6 +161,8 @@ void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
     if (node_item_msg(n, &items[i], &msg))
       cm_wire_packet_add(&w, &msg);
   }
+  /* User events after membership news, in the room left. */
+  cm_node__uev_piggyback(n, &w, CM_PIGGYBACK_MAX - cm_wire_packet_count(&w));
   count = cm_wire_packet_count(&w);
   if (count == 0)
     return;
@@ -240,6 +242,9 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
                     msg->u.leave.node.len, msg->u.leave.incarnation, NULL, 0,
                     now);
     break;
+  case CM_MSG_USER_EVENT:
+    cm_node__on_user_event(n, &msg->u.uev, now);
+    break;
   default:
     /* A newer version's message: skipped by its length. */
     n->st.skipped_unknown++;
@@ -278,7 +283,7 @@ int cm_node_recv(cm_node_t *n, const cm_addr_t *from, const uint8_t *buf,
 void cm_node__gossip(cm_node_t *n, cm_time_t now) {
   uint32_t cand[64 * CM_GOSSIP_OVERSAMPLE], targets[64];
   size_t want = n->cfg.gossip_nodes, k, i, nt = 0;
-  if (cm_bcast_len(&n->bq) == 0)
+  if (!cm_node__news_pending(n))
     return;
   if (n->hint == NULL) {
     nt = cm_node__pick(n, want, node_filter_gossip, CM_NO_SLOT, now, targets);

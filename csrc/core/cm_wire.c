@@ -82,6 +82,15 @@ static int wire_u32(wire_rd_t *r, uint32_t *v) {
   return rc;
 }
 
+static int wire_u64(wire_rd_t *r, uint64_t *v) {
+  uint32_t hi, lo;
+  int rc;
+  if ((rc = wire_u32(r, &hi)) != 0 || (rc = wire_u32(r, &lo)) != 0)
+    return rc;
+  *v = ((uint64_t)hi << 32) | lo;
+  return 0;
+}
+
 static int wire_rd_id(wire_rd_t *r, cm_wire_id_t *id) {
   const uint8_t *b;
   uint8_t n;
@@ -197,6 +206,23 @@ static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
     if ((rc = wire_rd_id(r, &m->u.leave.node)) != 0)
       return rc;
     return wire_u32(r, &m->u.leave.incarnation);
+  case CM_MSG_USER_EVENT: {
+    cm_msg_user_event_t *e = &m->u.uev;
+    if ((rc = wire_u64(r, &e->ltime)) != 0 ||
+        (rc = wire_rd_id(r, &e->origin)) != 0 ||
+        (rc = wire_u8(r, &e->flags)) != 0 ||
+        (rc = wire_u8(r, &e->name_len)) != 0 ||
+        (rc = wire_bytes(r, e->name_len, &e->name)) != 0)
+      return rc;
+    if (!cm_event_name_valid((const char *)e->name, e->name_len))
+      return CM_EBADMSG;
+    if ((rc = wire_u16(r, &e->payload_len)) != 0 ||
+        (rc = wire_bytes(r, e->payload_len, &e->payload)) != 0)
+      return rc;
+    if (e->payload_len == 0)
+      e->payload = NULL;
+    return 0;
+  }
   default:
     /* A newer version's message: kept whole, understood by nobody here. */
     m->u.raw.body = r->len > 0 ? r->p : NULL;
@@ -235,6 +261,11 @@ static uint8_t *wire_put_bytes(uint8_t *p, const void *b, size_t n) {
   if (n > 0)
     memcpy(p, b, n);
   return p + n;
+}
+
+static uint8_t *wire_put_u64(uint8_t *p, uint64_t v) {
+  p = wire_put_u32(p, (uint32_t)(v >> 32));
+  return wire_put_u32(p, (uint32_t)v);
 }
 
 static uint8_t *wire_put_id(uint8_t *p, const cm_wire_id_t *id) {
@@ -317,6 +348,11 @@ static int wire_msg_ok(const cm_msg_t *m) {
     return wire_id_ok(&m->u.suspect.node) && wire_id_ok(&m->u.suspect.from);
   case CM_MSG_LEAVE:
     return wire_id_ok(&m->u.leave.node);
+  case CM_MSG_USER_EVENT:
+    return wire_id_ok(&m->u.uev.origin) && m->u.uev.name != NULL &&
+           cm_event_name_valid((const char *)m->u.uev.name,
+                               m->u.uev.name_len) &&
+           (m->u.uev.payload_len == 0 || m->u.uev.payload != NULL);
   case 0:
     return 0;
   default:
@@ -346,6 +382,9 @@ static size_t wire_body_size(const cm_msg_t *m) {
            wire_id_size(&m->u.suspect.from);
   case CM_MSG_LEAVE:
     return wire_id_size(&m->u.leave.node) + 4;
+  case CM_MSG_USER_EVENT:
+    return 8 + wire_id_size(&m->u.uev.origin) + 1 + 1 + m->u.uev.name_len + 2 +
+           (size_t)m->u.uev.payload_len;
   default:
     return m->u.raw.len;
   }
@@ -382,6 +421,14 @@ static uint8_t *wire_put_body(uint8_t *p, const cm_msg_t *m) {
   case CM_MSG_LEAVE:
     p = wire_put_id(p, &m->u.leave.node);
     return wire_put_u32(p, m->u.leave.incarnation);
+  case CM_MSG_USER_EVENT:
+    p = wire_put_u64(p, m->u.uev.ltime);
+    p = wire_put_id(p, &m->u.uev.origin);
+    p = wire_put_u8(p, m->u.uev.flags);
+    p = wire_put_u8(p, m->u.uev.name_len);
+    p = wire_put_bytes(p, m->u.uev.name, m->u.uev.name_len);
+    p = wire_put_u16(p, m->u.uev.payload_len);
+    return wire_put_bytes(p, m->u.uev.payload, m->u.uev.payload_len);
   default:
     return wire_put_bytes(p, m->u.raw.body, m->u.raw.len);
   }
@@ -525,6 +572,17 @@ int cm_tag_key_valid(const char *key, size_t len) {
     return 0;
   for (i = 0; i < len; i++)
     if (!wire_key_byte_ok((uint8_t)key[i]))
+      return 0;
+  return 1;
+}
+
+int cm_event_name_valid(const char *name, size_t len) {
+  size_t i;
+  if (name == NULL || len == 0 || len > CM_WIRE_MAX_EVENT_NAME)
+    return 0;
+  for (i = 0; i < len; i++)
+    if ((uint8_t)name[i] < WIRE_TAG_KEY_MIN ||
+        (uint8_t)name[i] > WIRE_TAG_KEY_MAX)
       return 0;
   return 1;
 }

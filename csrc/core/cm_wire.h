@@ -36,6 +36,7 @@
 #define CM_WIRE_MAX_TAG_KEY 128      /* bytes in one key */
 #define CM_WIRE_MAX_TAG_VALUE 1024   /* bytes in one value */
 #define CM_WIRE_PP_MAX_ENTRIES 65536 /* members in one push-pull */
+#define CM_WIRE_MAX_EVENT_NAME 128   /* bytes in a user event's name */
 
 enum cm_msg_type {
   CM_MSG_PING = 1,
@@ -46,11 +47,14 @@ enum cm_msg_type {
   CM_MSG_SUSPECT = 6,
   CM_MSG_DEAD = 7,
   CM_MSG_LEAVE = 8,
+  CM_MSG_USER_EVENT = 9,
 };
+/* The last type this version knows. */
+#define CM_MSG_TYPE_LAST CM_MSG_USER_EVENT
 
-/* Types outside 1..CM_MSG_LEAVE other than 0 are a newer version's: decoded
- * as raw bodies, skipped by receivers, re-encoded verbatim. 0 is never a type.
- */
+/* Types outside 1..CM_MSG_TYPE_LAST other than 0 are a newer version's:
+ * decoded as raw bodies, skipped by receivers, re-encoded verbatim. 0 is
+ * never a type. */
 typedef struct cm_msg_raw {
   const uint8_t *body;
   uint16_t len;
@@ -127,6 +131,25 @@ typedef struct cm_msg_leave {
   uint32_t incarnation;
 } cm_msg_leave_t;
 
+/* An application's event for every member: its origin's Lamport time and
+ * id, a name (1..CM_WIRE_MAX_EVENT_NAME bytes of 0x21..0x7e) and an opaque
+ * payload. name and payload point into the decoded buffer (or the caller's
+ * memory when encoding). Flag bits other than CM_UEV_COALESCE are a later
+ * version's: kept and relayed, otherwise ignored. */
+#define CM_UEV_COALESCE 0x01
+/* Bytes a user event needs beside its name and payload, with room for a
+ * probe in the same packet: the bound max_user_event_size must leave. */
+#define CM_UEV_OVERHEAD 256
+typedef struct cm_msg_user_event {
+  uint64_t ltime;
+  cm_wire_id_t origin;
+  uint8_t flags;
+  uint8_t name_len;
+  const uint8_t *name;
+  uint16_t payload_len;
+  const uint8_t *payload;
+} cm_msg_user_event_t;
+
 typedef struct cm_msg {
   uint8_t type; /* enum cm_msg_type */
   union {
@@ -137,6 +160,7 @@ typedef struct cm_msg {
     cm_msg_alive_t alive;
     cm_msg_accuse_t suspect; /* also used for DEAD */
     cm_msg_leave_t leave;
+    cm_msg_user_event_t uev;
     cm_msg_raw_t raw; /* a type this version does not know */
   } u;
 } cm_msg_t;
@@ -211,6 +235,9 @@ int cm_tags_remove(const uint8_t *blob, size_t len, const char *key,
 /* 1 if key may be a tag key: 1..CM_WIRE_MAX_TAG_KEY bytes of 0x21..0x7e
  * other than '='; else 0. */
 int cm_tag_key_valid(const char *key, size_t len);
+/* 1 if name may name a user event: 1..CM_WIRE_MAX_EVENT_NAME bytes of
+ * 0x21..0x7e; else 0. */
+int cm_event_name_valid(const char *name, size_t len);
 
 /* ---- Push-pull: full state exchange ---- */
 enum cm_pp_kind { CM_PP_REQUEST = 1, CM_PP_RESPONSE = 2 };

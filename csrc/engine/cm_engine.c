@@ -263,6 +263,18 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
       cm_engine__flush(n, 1);
     cmd_complete(e, c, rc);
     return;
+  case CMD_SEND_EVENT:
+    if (n->node == NULL || n->closing || n->leaving) {
+      cmd_complete(e, c, CM_ECLOSED);
+      return;
+    }
+    rc = cm_node_send_user_event(
+        n->node, c->ev_name, c->ev_name_len, c->ev_payload, c->ev_payload_len,
+        c->ev_coalesce, cm_engine__now(), &c->ev_ltime);
+    if (rc == 0)
+      cm_engine__flush(n, 0);
+    cmd_complete(e, c, rc);
+    return;
   case CMD_SET_FAULT:
     if (n->net == NULL || n->closing) {
       cmd_complete(e, c, CM_ECLOSED);
@@ -376,6 +388,11 @@ static void enode_free_handle(cm_enode_t *n) {
   free(n->ca_file);
   free(n->cert_file);
   free(n->key_file);
+  while (n->q_len > 0) {
+    cm_eevent_release(&n->q[n->q_head]);
+    n->q_head = (n->q_head + 1) % n->q_cap;
+    n->q_len--;
+  }
   free(n->q);
   cm_snapshot_release(n->snap);
   enode_close_efd(n);
@@ -598,6 +615,28 @@ int cm_enode_set_tags(cm_enode_t *n, const uint8_t *blob, size_t len) {
   c.blob = (uint8_t *)blob; /* the caller waits: no copy needed */
   c.blob_len = len;
   return engine_submit(n->e, &c);
+}
+
+int cm_enode_send_event(cm_enode_t *n, const char *name, size_t name_len,
+                        const uint8_t *payload, size_t payload_len,
+                        int coalesce, uint64_t *ltime) {
+  struct cmd c;
+  int rc;
+  if (n == NULL || name == NULL || (payload == NULL && payload_len > 0))
+    return CM_EINVAL;
+  memset(&c, 0, sizeof(c));
+  c.kind = CMD_SEND_EVENT;
+  c.node = n;
+  c.sync = 1;
+  c.ev_name = name;
+  c.ev_name_len = name_len;
+  c.ev_payload = payload;
+  c.ev_payload_len = payload_len;
+  c.ev_coalesce = coalesce;
+  rc = engine_submit(n->e, &c);
+  if (rc == 0 && ltime != NULL)
+    *ltime = c.ev_ltime;
+  return rc;
 }
 
 int cm_enode_set_fault(cm_enode_t *n, const cm_net_fault_t *f) {

@@ -46,6 +46,7 @@ enum cm_eevent_kind {
   CM_EEV_JOINED = 2,  /* result of cm_enode_join: status 0 or error */
   CM_EEV_LEFT = 3,    /* result of cm_enode_leave: the node has stopped */
   CM_EEV_DROPPED = 4, /* dropped events because the queue was full */
+  CM_EEV_USER = 5,    /* a user event (uev), delivered once */
 };
 
 typedef struct cm_eevent {
@@ -54,7 +55,16 @@ typedef struct cm_eevent {
   uint64_t token;   /* JOINED / LEFT: the command's token */
   uint64_t dropped; /* DROPPED */
   cm_event_t ev;    /* MEMBER */
+  /* USER: its name and payload point into data, which the event owns:
+   * whoever takes it from cm_enode_next_event frees it with
+   * cm_eevent_release. */
+  cm_user_event_t uev;
+  uint8_t *data;
 } cm_eevent_t;
+
+/* Free what an event taken from cm_enode_next_event owns (a user event's
+ * bytes); any event, any number of times. */
+void cm_eevent_release(cm_eevent_t *ev);
 
 typedef struct cm_emember {
   char id[CM_ID_MAX + 1];
@@ -140,6 +150,12 @@ int64_t cm_enode_leave(cm_enode_t *n, cm_time_t timeout);
 /* Replace the tag set (canonical blob). Blocks until applied. Errors as
  * cm_node_set_tags, and CM_ECLOSED once stopped. */
 int cm_enode_set_tags(cm_enode_t *n, const uint8_t *blob, size_t len);
+/* Send a user event to every member (cm_node_send_user_event). Blocks
+ * until the loop has taken it; *ltime gets its Lamport time. Errors as
+ * cm_node_send_user_event, and CM_ECLOSED once stopped or leaving. */
+int cm_enode_send_event(cm_enode_t *n, const char *name, size_t name_len,
+                        const uint8_t *payload, size_t payload_len,
+                        int coalesce, uint64_t *ltime);
 /* Replace the transport's fault injection (NULL turns it off). */
 int cm_enode_set_fault(cm_enode_t *n, const cm_net_fault_t *f);
 

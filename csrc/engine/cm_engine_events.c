@@ -105,6 +105,45 @@ void cm_engine__q_result(cm_enode_t *n, uint8_t kind, uint64_t token,
   pthread_mutex_unlock(&n->lock);
 }
 
+void cm_eevent_release(cm_eevent_t *ev) {
+  if (ev == NULL)
+    return;
+  free(ev->data);
+  ev->data = NULL;
+  ev->uev.name = NULL;
+  ev->uev.payload = NULL;
+}
+
+/* Queue the user events the core delivered, each with a copy of its bytes;
+ * past the queue's bound they are dropped and counted as member events
+ * are. Returns 1 if any was queued. */
+int cm_engine__q_user_events_locked(cm_enode_t *n) {
+  cm_user_event_t u;
+  int pushed = 0;
+  while (cm_node_poll_user_event(n->node, &u)) {
+    cm_eevent_t e;
+    memset(&e, 0, sizeof(e));
+    e.kind = CM_EEV_USER;
+    e.uev = u;
+    e.data = malloc(u.name_len + 1u + u.payload_len);
+    if (e.data == NULL) {
+      n->q_dropped++;
+      n->stats.events_dropped++;
+      continue;
+    }
+    memcpy(e.data, u.name, u.name_len + 1u);
+    if (u.payload_len > 0)
+      memcpy(e.data + u.name_len + 1, u.payload, u.payload_len);
+    e.uev.name = (const char *)e.data;
+    e.uev.payload = u.payload_len > 0 ? e.data + u.name_len + 1 : NULL;
+    if (cm_engine__q_put_locked(n, &e))
+      pushed = 1;
+    else
+      free(e.data);
+  }
+  return pushed;
+}
+
 int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out) {
   int got = 0;
   pthread_mutex_lock(&n->lock);

@@ -32,6 +32,7 @@ enum cmd_kind {
   CMD_LEAVE,
   CMD_SET_TAGS,
   CMD_SET_FAULT,
+  CMD_SEND_EVENT,
   CMD_SHUTDOWN,
 };
 
@@ -52,6 +53,13 @@ struct cmd {
   /* CMD_SET_FAULT */
   cm_net_fault_t fault;
   int fault_off;
+  /* CMD_SEND_EVENT (the caller waits: no copies) */
+  const char *ev_name;
+  size_t ev_name_len;
+  const uint8_t *ev_payload;
+  size_t ev_payload_len;
+  int ev_coalesce;
+  uint64_t ev_ltime;
   struct cmd *next;
 };
 
@@ -166,6 +174,7 @@ void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev);
 /* The same without the wake-up: 1 if queued, 0 if dropped. The caller
  * wakes the consumer (cm_engine__q_wake) once, after unlocking. */
 int cm_engine__q_put_locked(cm_enode_t *n, const cm_eevent_t *ev);
+int cm_engine__q_user_events_locked(cm_enode_t *n);
 void cm_engine__q_wake(cm_enode_t *n);
 /* Room for one result, taken on the caller's thread when join or leave is
  * called, so the result can never be dropped: 0 or CM_ENOMEM. Every

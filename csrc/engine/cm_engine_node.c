@@ -99,7 +99,11 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
   pthread_mutex_lock(&n->lock);
   cm_net_stats(n->net, &n->stats.net);
   n->stats.send_errors += send_errors;
+  /* User events need no snapshot: out at once. */
+  rc = cm_engine__q_user_events_locked(n);
   pthread_mutex_unlock(&n->lock);
+  if (rc)
+    cm_engine__q_wake(n);
 
   cm_engine__join_check(n);
 

@@ -270,7 +270,8 @@ CM_TEST(limit_datagram_size_at_its_edge) {
   size_t len;
   cm_config_lan(&c);
   c.max_packet_size = 600;
-  c.max_tags_size = 400; /* an alive record must still fit one packet */
+  c.max_tags_size = 400;       /* an alive record must still fit one packet */
+  c.max_user_event_size = 300; /* so must a user event */
   CM_CHECK_OK(cm_config_validate(&c, NULL));
   n = l_node(&c);
   len = l_packet_of(buf, sizeof(buf), 600, "big");

@@ -125,6 +125,15 @@ static cm_msg_t sample(uint8_t type) {
     set_id(&m.u.leave.node, "node-a");
     m.u.leave.incarnation = 9;
     break;
+  case CM_MSG_USER_EVENT:
+    m.u.uev.ltime = 0x0102030405060708ull;
+    set_id(&m.u.uev.origin, "node-e");
+    m.u.uev.flags = CM_UEV_COALESCE | 0x80; /* a later version's bit too */
+    m.u.uev.name = (const uint8_t *)"deploy";
+    m.u.uev.name_len = 6;
+    m.u.uev.payload = (const uint8_t *)"v1.2\0\xff";
+    m.u.uev.payload_len = 6;
+    break;
   }
   return m;
 }
@@ -171,6 +180,14 @@ static int msg_eq(const cm_msg_t *a, const cm_msg_t *b) {
   case CM_MSG_LEAVE:
     return id_eq(&a->u.leave.node, &b->u.leave.node) &&
            a->u.leave.incarnation == b->u.leave.incarnation;
+  case CM_MSG_USER_EVENT:
+    return a->u.uev.ltime == b->u.uev.ltime &&
+           id_eq(&a->u.uev.origin, &b->u.uev.origin) &&
+           a->u.uev.flags == b->u.uev.flags &&
+           blob_eq(a->u.uev.name, a->u.uev.name_len, b->u.uev.name,
+                   b->u.uev.name_len) &&
+           blob_eq(a->u.uev.payload, a->u.uev.payload_len, b->u.uev.payload,
+                   b->u.uev.payload_len);
   default:
     return 0;
   }
@@ -206,7 +223,7 @@ static void accept1(const uint8_t *buf, size_t len, cm_msg_t *out) {
 
 CM_TEST(wire_roundtrip_every_message_type) {
   uint8_t t;
-  for (t = CM_MSG_PING; t <= CM_MSG_LEAVE; t++) {
+  for (t = CM_MSG_PING; t <= CM_MSG_TYPE_LAST; t++) {
     cm_msg_t in = sample(t), out;
     uint8_t buf[512];
     size_t len = encode(&in, 1, buf, sizeof(buf));
@@ -248,7 +265,7 @@ CM_TEST(wire_roundtrip_packet_of_several_messages) {
 CM_TEST(wire_msg_size_is_exactly_the_bytes_appended) {
   uint8_t buf[512];
   uint8_t t;
-  for (t = CM_MSG_PING; t <= CM_MSG_LEAVE; t++) {
+  for (t = CM_MSG_PING; t <= CM_MSG_TYPE_LAST; t++) {
     cm_msg_t m = sample(t);
     cm_wbuf_t w = {buf, 0, sizeof(buf)};
     size_t before;
@@ -268,7 +285,7 @@ CM_TEST(wire_msg_size_of_type_zero_is_zero) {
   memset(&m, 0, sizeof(m));
   CM_CHECK_EQ(cm_wire_msg_size(&m), 0);
   CM_CHECK_EQ(cm_wire_msg_size(NULL), 0);
-  m.type = CM_MSG_LEAVE + 1; /* a newer version's: its raw body */
+  m.type = CM_MSG_TYPE_LAST + 1; /* a newer version's: its raw body */
   m.u.raw.len = 0;
   CM_CHECK_EQ(cm_wire_msg_size(&m), 3);
 }
@@ -312,11 +329,49 @@ CM_TEST(wire_encoding_matches_documented_examples) {
   CM_CHECK(blob_eq(buf, len, alive, sizeof(alive)));
 }
 
+/* A user event's name is 1..128 bytes of 0x21..0x7e: the decoder refuses
+ * any other, and the encoder refuses to write one. */
+CM_TEST(wire_user_event_names_checked_both_ways) {
+  cm_msg_t m = sample(CM_MSG_USER_EVENT), out;
+  uint8_t buf[512];
+  size_t len = encode(&m, 1, buf, sizeof(buf));
+  /* version, count, type, u16 body_len, u64 ltime, origin (1 + 6), flags */
+  const size_t name_len_at = 2 + 3 + 8 + 7 + 1;
+  char longname[CM_WIRE_MAX_EVENT_NAME + 1];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  CM_CHECK_EQ(buf[name_len_at], 6);
+  accept1(buf, len, &out);
+  CM_CHECK_EQ(out.u.uev.flags, CM_UEV_COALESCE | 0x80);
+  buf[name_len_at + 1] = ' ';
+  CM_CHECK_EQ(reject(buf, len), CM_EBADMSG);
+  buf[name_len_at + 1] = 'd';
+  buf[name_len_at + 1 + 5] = 0x7f;
+  CM_CHECK_EQ(reject(buf, len), CM_EBADMSG);
+  buf[name_len_at + 1 + 5] = 'y';
+  buf[name_len_at] = 7; /* the name swallows the payload's length */
+  CM_CHECK(reject(buf, len) != 0);
+  buf[name_len_at] = 6;
+  accept1(buf, len, &out);
+
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  m.u.uev.name = (const uint8_t *)"a b";
+  m.u.uev.name_len = 3;
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_EINVAL);
+  m.u.uev.name_len = 0;
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_EINVAL);
+  memset(longname, 'n', sizeof(longname));
+  m.u.uev.name = (const uint8_t *)longname;
+  m.u.uev.name_len = CM_WIRE_MAX_EVENT_NAME;
+  CM_CHECK_OK(cm_wire_packet_add(&w, &m));
+  CM_CHECK_EQ(cm_event_name_valid(longname, CM_WIRE_MAX_EVENT_NAME + 1), 0);
+  CM_CHECK_EQ(cm_event_name_valid(NULL, 1), 0);
+}
+
 /* ---- Writer limits ---- */
 
 CM_TEST(wire_add_enospc_leaves_buffer_unchanged) {
   uint8_t t;
-  for (t = CM_MSG_PING; t <= CM_MSG_LEAVE; t++) {
+  for (t = CM_MSG_PING; t <= CM_MSG_TYPE_LAST; t++) {
     cm_msg_t first = sample(CM_MSG_ACK), m = sample(t);
     uint8_t buf[512], snap[512];
     cm_wbuf_t w = {buf, 0, 0};
@@ -544,9 +599,9 @@ CM_TEST(wire_decode_rejects_type_zero) {
   bb_u32(&body, 1);
   bb_packet1(&p, 0, &body);
   CM_CHECK_EQ(reject(p.b, p.n), CM_EMSGTYPE);
-  bb_packet1(&p, CM_MSG_LEAVE + 1, &body);
+  bb_packet1(&p, CM_MSG_TYPE_LAST + 1, &body);
   accept1(p.b, p.n, &out);
-  CM_CHECK_EQ(out.type, CM_MSG_LEAVE + 1);
+  CM_CHECK_EQ(out.type, CM_MSG_TYPE_LAST + 1);
   CM_CHECK_EQ(out.u.raw.len, 4);
   CM_CHECK(out.u.raw.body == p.b + 5);
   bb_packet1(&p, 0xff, &body);
@@ -569,7 +624,7 @@ CM_TEST(wire_decode_reports_type_zero_before_length) {
   bb_packet1(&p, 0, &body);
   CM_CHECK_EQ(reject(p.b, p.n - 1), CM_EMSGTYPE);
   CM_CHECK_EQ(reject(p.b, 4), CM_ETRUNC); /* inside body_len */
-  bb_packet1(&p, CM_MSG_LEAVE + 1, &body);
+  bb_packet1(&p, CM_MSG_TYPE_LAST + 1, &body);
   CM_CHECK_EQ(reject(p.b, p.n - 1), CM_ETRUNC);
   CM_CHECK_EQ(reject(p.b, 4), CM_ETRUNC);
 }

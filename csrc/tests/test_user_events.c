@@ -1,0 +1,448 @@
+/*
+ * User events (cm_node_user.c): delivered once everywhere, ordered by a
+ * Lamport clock, duplicates and stale copies dropped and counted, every
+ * bound checked at its edge with nothing changed by what it refuses.
+ */
+#include <stdlib.h>
+
+#include "cm_node.h"
+#include "cm_sim.h"
+#include "cm_test.h"
+#include "cm_test_node.h"
+
+#define U_T0 CM_SEC(100)
+
+static cm_addr_t u_addr(uint32_t i) { return cm_addr_from_index(i, 7946); }
+
+static cm_node_t *u_node(const cm_config_t *c) {
+  cm_node_t *n = NULL;
+  cm_addr_t a = u_addr(1);
+  CM_CHECK_OK(cm_node_new(&n, c, "self", &a, NULL, 0, 7, U_T0));
+  return n;
+}
+
+/* An event from origin at ltime, with a one-byte payload. */
+static cm_msg_t u_event(const char *origin, uint64_t ltime, const char *name,
+                        const uint8_t *payload, uint16_t len) {
+  cm_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_USER_EVENT;
+  m.u.uev.ltime = ltime;
+  CM_CHECK_OK(cm_wire_id_set(&m.u.uev.origin, origin, strlen(origin)));
+  m.u.uev.name = (const uint8_t *)name;
+  m.u.uev.name_len = (uint8_t)strlen(name);
+  m.u.uev.payload = len > 0 ? payload : NULL;
+  m.u.uev.payload_len = len;
+  return m;
+}
+
+static void u_feed(cm_node_t *n, const char *origin, uint64_t ltime,
+                   const char *name, cm_time_t now) {
+  cm_addr_t from = u_addr(99);
+  uint8_t b = (uint8_t)ltime;
+  cm_msg_t m = u_event(origin, ltime, name, &b, 1);
+  cm_tnode_feed(n, &from, &m, now);
+}
+
+/* What a test keeps of a delivered event (its pointers last only until
+ * the next call into the node). */
+typedef struct {
+  uint64_t ltime;
+  size_t payload_len;
+  uint8_t p[2]; /* the payload's first bytes */
+} u_got_t;
+
+/* Events waiting at n, drained: how many, the first max kept in out. */
+static size_t u_drain(cm_node_t *n, u_got_t *out, size_t max) {
+  cm_user_event_t ev;
+  size_t k = 0;
+  while (cm_node_poll_user_event(n, &ev)) {
+    if (k < max) {
+      memset(&out[k], 0, sizeof(out[k]));
+      out[k].ltime = ev.ltime;
+      out[k].payload_len = ev.payload_len;
+      memcpy(out[k].p, ev.payload, ev.payload_len < 2 ? ev.payload_len : 2);
+    }
+    k++;
+  }
+  return k;
+}
+
+/* The node's stats, once its bookkeeping is checked. */
+static cm_node_stats_t u_stats(cm_node_t *n) {
+  cm_node_stats_t st;
+  const char *what = NULL;
+  if (cm_node_check_invariants(n, &what) != 0)
+    cm_test_fail(__FILE__, __LINE__, "invariant: %s", what);
+  cm_node_stats(n, &st);
+  return st;
+}
+
+/* ---- one node, by hand --------------------------------------------------- */
+
+CM_TEST(uev_delivered_once_copies_counted) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_user_event_t ev;
+  cm_config_lan(&c);
+  n = u_node(&c);
+  u_feed(n, "a", 5, "deploy", U_T0);
+  u_feed(n, "a", 5, "deploy", U_T0 + 1);
+  u_feed(n, "a", 5, "deploy", U_T0 + 2);
+  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK_EQ(ev.ltime, 5);
+  CM_CHECK_STR(ev.origin, "a");
+  CM_CHECK_STR(ev.name, "deploy");
+  CM_CHECK_EQ(ev.name_len, 6);
+  CM_CHECK_EQ(ev.payload_len, 1);
+  CM_CHECK_EQ(ev.payload[0], 5);
+  CM_CHECK_EQ(ev.coalesce, 0);
+  CM_CHECK_EQ(ev.time, U_T0);
+  CM_CHECK(!cm_node_poll_user_event(n, &ev));
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 1);
+  CM_CHECK_EQ(u_stats(n).user_events_duplicate, 2);
+  /* Same time and name from another origin, or another payload: a
+   * different event. */
+  u_feed(n, "b", 5, "deploy", U_T0);
+  {
+    cm_addr_t from = u_addr(99);
+    uint8_t p = 9;
+    cm_msg_t m = u_event("a", 5, "deploy", &p, 1);
+    cm_tnode_feed(n, &from, &m, U_T0);
+  }
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 2);
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 3);
+  cm_node_free(n);
+}
+
+CM_TEST(uev_lamport_clock_witnesses_what_arrives) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_user_event_t ev;
+  uint64_t t;
+  cm_config_lan(&c);
+  n = u_node(&c);
+  CM_CHECK_OK(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t));
+  CM_CHECK_EQ(t, 0);
+  CM_CHECK_OK(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t));
+  CM_CHECK_EQ(t, 1);
+  u_feed(n, "a", 1000, "seen", U_T0);
+  CM_CHECK_OK(
+      cm_node_send_user_event(n, "y", 1, (const uint8_t *)"p", 1, 1, U_T0, &t));
+  CM_CHECK_EQ(t, 1001); /* after what it saw */
+  /* Its own events are delivered to itself too, in order. */
+  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK_EQ(ev.ltime, 0);
+  CM_CHECK_STR(ev.origin, "self");
+  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK_EQ(ev.ltime, 1);
+  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK_EQ(ev.ltime, 1000);
+  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK_EQ(ev.ltime, 1001);
+  CM_CHECK_EQ(ev.coalesce, 1);
+  CM_CHECK_EQ(ev.payload_len, 1);
+  CM_CHECK_EQ(u_stats(n).user_events_sent, 3);
+  cm_node_free(n);
+}
+
+/* Older than the buffer spans, an event could not be told from one
+ * forgotten: dropped and counted, as Serf does. So is one older than every
+ * record of a full buffer. */
+CM_TEST(uev_older_than_the_buffer_dropped) {
+  cm_config_t c;
+  cm_node_t *n;
+  uint64_t i;
+  cm_config_lan(&c);
+  c.user_event_buffer = 16;
+  n = u_node(&c);
+  u_feed(n, "a", 100, "e", U_T0);
+  u_feed(n, "a", 84, "e", U_T0); /* 101 - 16 = 85: too old */
+  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 1);
+  u_feed(n, "a", 85, "e", U_T0);
+  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 1);
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 2);
+  /* Fill the buffer with 86..100 (100 and 85 are held): 16 records. */
+  for (i = 86; i < 100; i++)
+    u_feed(n, "b", i, "e", U_T0 + CM_SEC(i));
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 14);
+  /* Within the clock's span but below every record: cannot be kept. */
+  u_feed(n, "c", 85, "e", U_T0 + CM_SEC(200));
+  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 2);
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 0);
+  /* A newer one takes the oldest record's place. */
+  u_feed(n, "c", 101, "e", U_T0 + CM_SEC(200));
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 1);
+  /* And the evicted one (85 from a) is now old by the clock. */
+  u_feed(n, "a", 85, "e", U_T0 + CM_SEC(200));
+  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 3);
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 17);
+  cm_node_free(n);
+}
+
+/* A Lamport time no honest cluster reaches is refused before the clock
+ * sees it, so no one event can push the clock to wrap. */
+CM_TEST(uev_implausible_time_refused) {
+  cm_config_t c;
+  cm_node_t *n;
+  uint64_t t;
+  cm_config_lan(&c);
+  n = u_node(&c);
+  u_feed(n, "a", UINT64_C(1) << 48, "e", U_T0);
+  u_feed(n, "a", UINT64_MAX, "e", U_T0);
+  CM_CHECK_EQ(u_stats(n).drop_user_event_ltime, 2);
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 0);
+  u_feed(n, "a", (UINT64_C(1) << 48) - 2, "e", U_T0);
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 1);
+  CM_CHECK_OK(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t));
+  CM_CHECK_EQ(t, (UINT64_C(1) << 48) - 1);
+  CM_CHECK_EQ(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t),
+              CM_ELIMIT);
+  cm_node_free(n);
+}
+
+/* One origin gets twice the send rate, an honest sender's budget with room
+ * to spare; past it, new events are dropped and counted. Others are not
+ * affected, and the budget refills with time. */
+CM_TEST(uev_flood_from_one_origin_limited) {
+  cm_config_t c;
+  cm_node_t *n;
+  uint64_t i;
+  cm_config_lan(&c);
+  c.user_event_rate = 10;
+  n = u_node(&c);
+  {
+    cm_addr_t a = u_addr(2);
+    cm_tnode_alive(n, "a", 1, &a, U_T0);
+  }
+  for (i = 0; i < 30; i++)
+    u_feed(n, "a", i, "e", U_T0);
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 20);
+  CM_CHECK_EQ(u_stats(n).drop_user_event_rate, 10);
+  u_feed(n, "b", 30, "e", U_T0); /* a stranger: the shared budget */
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 21);
+  u_feed(n, "a", 31, "e", U_T0 + CM_MSEC(100)); /* 2 tokens back */
+  u_feed(n, "a", 32, "e", U_T0 + CM_MSEC(100));
+  u_feed(n, "a", 33, "e", U_T0 + CM_MSEC(100));
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 23);
+  CM_CHECK_EQ(u_stats(n).drop_user_event_rate, 11);
+  /* A copy of one already delivered is a duplicate, not a new event: it
+   * costs nothing. */
+  u_feed(n, "a", 0, "e", U_T0 + CM_MSEC(100));
+  CM_CHECK_EQ(u_stats(n).user_events_duplicate, 1);
+  CM_CHECK_EQ(u_stats(n).drop_user_event_rate, 11);
+  cm_node_free(n);
+}
+
+/* Sizes: the receiver checks name + payload against its limit. */
+CM_TEST(uev_over_the_size_limit_dropped) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_addr_t from = u_addr(99);
+  static uint8_t big[2048];
+  cm_msg_t m;
+  cm_config_lan(&c);
+  c.max_user_event_size = 100;
+  n = u_node(&c);
+  m = u_event("a", 1, "ab", big, 98);
+  cm_tnode_feed(n, &from, &m, U_T0);
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 1);
+  m = u_event("a", 2, "ab", big, 99);
+  cm_tnode_feed(n, &from, &m, U_T0);
+  CM_CHECK_EQ(u_stats(n).drop_user_event_size, 1);
+  CM_CHECK_EQ(u_stats(n).user_events_delivered, 1);
+  cm_node_free(n);
+}
+
+/* What the sender is told, and that a refusal sends nothing and moves no
+ * clock. */
+CM_TEST(uev_send_refusals_change_nothing) {
+  cm_config_t c;
+  cm_node_t *n;
+  static uint8_t big[2048];
+  char longname[CM_WIRE_MAX_EVENT_NAME + 1];
+  uint64_t t = 77;
+  int i;
+  cm_config_lan(&c);
+  c.user_event_rate = 5;
+  c.max_user_event_size = 200;
+  n = u_node(&c);
+  memset(longname, 'n', sizeof(longname));
+  CM_CHECK_EQ(cm_node_send_user_event(n, "a b", 3, NULL, 0, 0, U_T0, &t),
+              CM_EINVAL);
+  CM_CHECK_EQ(cm_node_send_user_event(n, "", 0, NULL, 0, 0, U_T0, &t),
+              CM_EINVAL);
+  CM_CHECK_EQ(cm_node_send_user_event(n, longname, sizeof(longname), NULL, 0, 0,
+                                      U_T0, &t),
+              CM_EINVAL);
+  CM_CHECK_EQ(cm_node_send_user_event(n, "e", 1, NULL, 3, 0, U_T0, &t),
+              CM_EINVAL);
+  CM_CHECK_EQ(cm_node_send_user_event(n, "e", 1, big, 200, 0, U_T0, &t),
+              CM_ETOOBIG);
+  CM_CHECK_EQ(cm_node_send_user_event(NULL, "e", 1, NULL, 0, 0, U_T0, &t),
+              CM_EINVAL);
+  CM_CHECK_EQ(t, 77);
+  CM_CHECK_EQ(u_stats(n).user_events_sent, 0);
+  CM_CHECK_EQ(u_stats(n).user_event_queue, 0);
+  CM_CHECK_OK(cm_node_send_user_event(n, "e", 1, big, 199, 0, U_T0, &t));
+  CM_CHECK_EQ(t, 0);
+  for (i = 1; i < 5; i++)
+    CM_CHECK_OK(cm_node_send_user_event(n, "e", 1, NULL, 0, 0, U_T0, NULL));
+  CM_CHECK_EQ(cm_node_send_user_event(n, "e", 1, NULL, 0, 0, U_T0, &t),
+              CM_ELIMIT);
+  CM_CHECK_EQ(t, 0);
+  CM_CHECK_OK(
+      cm_node_send_user_event(n, "e", 1, NULL, 0, 0, U_T0 + CM_MSEC(200), &t));
+  CM_CHECK_EQ(t, 5); /* the refused one took no time */
+  CM_CHECK_EQ(u_stats(n).user_events_sent, 6);
+  CM_CHECK_OK(cm_node_leave(n, U_T0 + CM_SEC(1)));
+  CM_CHECK_EQ(
+      cm_node_send_user_event(n, "e", 1, NULL, 0, 0, U_T0 + CM_SEC(2), &t),
+      CM_ESTATE);
+  CM_CHECK_EQ(u_stats(n).user_events_sent, 6);
+  cm_node_free(n);
+}
+
+/* A relay is piggybacked up to the retransmit limit, then the queue is
+ * empty again and the gossip timer idles. */
+CM_TEST(uev_relayed_up_to_the_retransmit_limit) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_addr_t to;
+  const uint8_t *d;
+  size_t len, sends = 0;
+  cm_time_t now = U_T0;
+  int i;
+  cm_config_lan(&c);
+  n = u_node(&c);
+  for (i = 2; i < 6; i++) {
+    char id[8];
+    cm_addr_t a = u_addr((uint32_t)i);
+    snprintf(id, sizeof(id), "m%d", i);
+    cm_tnode_alive(n, id, 1, &a, now);
+  }
+  /* Let the membership news go first. */
+  while (u_stats(n).bcast_queue > 0 && now < U_T0 + CM_SEC(60)) {
+    now += CM_MSEC(10);
+    cm_node_tick(n, now);
+    while (cm_node_poll_datagram(n, &to, &d, &len))
+      ;
+  }
+  CM_CHECK_EQ(u_stats(n).bcast_queue, 0);
+  u_feed(n, "m2", 3, "e", now);
+  CM_CHECK_EQ(u_stats(n).user_event_queue, 1);
+  CM_CHECK(cm_node_next_deadline(n) <= now + c.gossip_interval);
+  while (u_stats(n).user_event_queue > 0 && now < U_T0 + CM_SEC(120)) {
+    now += CM_MSEC(10);
+    cm_node_tick(n, now);
+    while (cm_node_poll_datagram(n, &to, &d, &len)) {
+      cm_msg_t msgs[CM_WIRE_MAX_MSGS];
+      size_t k, j;
+      CM_CHECK_OK(cm_wire_packet_decode(d, len, msgs, CM_WIRE_MAX_MSGS, &k));
+      for (j = 0; j < k; j++)
+        if (msgs[j].type == CM_MSG_USER_EVENT) {
+          CM_CHECK_EQ(msgs[j].u.uev.ltime, 3);
+          sends++;
+        }
+    }
+  }
+  CM_CHECK_EQ(u_stats(n).user_event_queue, 0);
+  CM_CHECK_EQ(sends, cm_retransmit_limit(&c, 5));
+  cm_node_free(n);
+}
+
+/* ---- a cluster ----------------------------------------------------------- */
+
+#define U_NODES 50
+#define U_PER_SENDER 20
+
+static int u_all_alive(cm_sim_t *s, void *ud) {
+  uint32_t i;
+  (void)ud;
+  for (i = 0; i < cm_sim_size(s); i++) {
+    cm_node_stats_t st;
+    cm_node_stats(cm_sim_node(s, i), &st);
+    if (st.alive != cm_sim_size(s))
+      return 0;
+  }
+  return 1;
+}
+
+/* With 10% of datagrams lost, every member gets every event, exactly once:
+ * two senders, 20 events each, 50 nodes. */
+CM_TEST(uev_every_member_once_under_loss) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  uint32_t i, senders[2] = {3, 41};
+  uint64_t dups = 0;
+  int k;
+  cm_sim_config_default(&sc);
+  sc.nodes = U_NODES;
+  sc.seed = 21;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(30), u_all_alive, NULL));
+  cm_sim_set_loss(s, 0.10);
+  for (k = 0; k < U_PER_SENDER; k++) {
+    for (i = 0; i < 2; i++) {
+      uint8_t p[2] = {(uint8_t)i, (uint8_t)k};
+      CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, senders[i]), "tick", 4,
+                                          p, 2, 0, cm_sim_now(s), NULL));
+    }
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(37));
+  }
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(20));
+  for (i = 0; i < U_NODES; i++) {
+    cm_node_t *n = cm_sim_node(s, i);
+    u_got_t ev[2 * U_PER_SENDER + 1];
+    uint8_t seen[2][U_PER_SENDER];
+    size_t got = u_drain(n, ev, 2 * U_PER_SENDER + 1), j;
+    cm_node_stats_t st = u_stats(n);
+    CM_CHECK_EQ(got, 2 * U_PER_SENDER);
+    memset(seen, 0, sizeof(seen));
+    for (j = 0; j < got; j++) {
+      CM_CHECK_EQ(ev[j].payload_len, 2);
+      CM_CHECK(ev[j].p[0] < 2 && ev[j].p[1] < U_PER_SENDER);
+      seen[ev[j].p[0]][ev[j].p[1]]++;
+    }
+    for (j = 0; j < 2 * U_PER_SENDER; j++)
+      CM_CHECK_EQ(seen[j / U_PER_SENDER][j % U_PER_SENDER], 1);
+    CM_CHECK_EQ(st.drop_user_event_old + st.drop_user_event_rate +
+                    st.user_events_dropped,
+                0);
+    CM_CHECK_EQ(st.failures_declared, 0);
+    dups += st.user_events_duplicate;
+  }
+  CM_CHECK(dups > 0); /* copies arrived, and were recognised */
+  cm_sim_free(s);
+}
+
+/* An event sent by a node that has seen another comes after it, wherever
+ * the two are compared. */
+CM_TEST(uev_causal_order_in_a_cluster) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  cm_user_event_t ev;
+  uint64_t t1 = 0, t2 = 0;
+  uint32_t i;
+  cm_sim_config_default(&sc);
+  sc.nodes = 10;
+  sc.seed = 5;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  for (i = 0; i < 5; i++) /* move node 2's clock ahead of the others' */
+    CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 2), "warm", 4, NULL, 0,
+                                        0, cm_sim_now(s), NULL));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(5));
+  for (i = 0; i < 10; i++)
+    u_drain(cm_sim_node(s, i), NULL, 0);
+  CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 2), "first", 5, NULL, 0, 0,
+                                      cm_sim_now(s), &t1));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(5));
+  CM_CHECK(cm_node_poll_user_event(cm_sim_node(s, 7), &ev));
+  CM_CHECK_STR(ev.name, "first");
+  CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 7), "second", 6, NULL, 0,
+                                      0, cm_sim_now(s), &t2));
+  CM_CHECK(t2 > t1);
+  cm_sim_free(s);
+}
