@@ -42,7 +42,13 @@ def _agent(args: argparse.Namespace) -> int:
         )
         cluster.inject_faults(drop_out=settings["fault-drop"])
     control = settings["control"] or default_endpoint()
-    agent = Agent(cluster, control, settings["join"], settings["join-timeout"])
+    agent = Agent(
+        cluster,
+        control,
+        settings["join"],
+        settings["join-timeout"],
+        event_handler=settings["event-handler"],
+    )
     return asyncio.run(agent.run())
 
 
@@ -145,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="testing: drop this fraction of outgoing datagrams (0-1)",
     )
+    a.add_argument(
+        "--event-handler",
+        metavar="CMD",
+        help="shell command run once per user event: the payload on stdin, the event "
+        "in CLUSTERMEMBER_* variables (docs/cli.md)",
+    )
     _add_control(a, client=False)
 
     m = sub.add_parser("members", help="list members", description="List the members.")
@@ -183,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(st)
     ev = sub.add_parser("events", help="stream membership events as JSON lines")
     _add_control(ev)
+    ue = sub.add_parser(
+        "event",
+        help="send a user event to every member",
+        description="Send a user event through the agent to every member (docs/events.md).",
+    )
+    ue.add_argument("name", help="the event's name: 1-128 printable ASCII, no spaces")
+    ue.add_argument(
+        "payload", nargs="?", default="", help="its payload (text; '-' reads bytes from stdin)"
+    )
+    ue.add_argument(
+        "--no-coalesce",
+        action="store_true",
+        help="receivers that coalesce must deliver this one even if a later one of its name comes",
+    )
+    _add_control(ue, client=True)
     sub.add_parser("keygen", help="print a new base64 cluster key")
 
     d = sub.add_parser("demo", help="start a local cluster of agents and show it at work")
@@ -228,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cli.stats(args.control, args.format, args.wait)
         if args.command == "events":
             return _cli.events(args.control, args.wait)
+        if args.command == "event":
+            return _cli.event(
+                args.control, args.name, args.payload, not args.no_coalesce, args.wait
+            )
         if args.command == "keygen":
             print(_cli.keygen())
             return 0

@@ -10,6 +10,7 @@ it through its control endpoint (see :mod:`clustermember._control`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import logging
@@ -37,13 +38,23 @@ log = logging.getLogger("clustermember.agent")
 
 # How long a stopping agent waits for a pending leave to be answered.
 LEAVE_ANSWER_GRACE = 5.0
+# Seconds an --event-handler command may run before it is killed.
+HANDLER_TIMEOUT = 60
 
 
 def event_dict(event: Any) -> dict[str, Any]:
-    """An event as plain JSON-able data: its kind plus its fields."""
+    """An event as plain JSON-able data: its kind plus its fields. Bytes (a
+    user event's payload) come as text where they are UTF-8, else None, and
+    always in base64 beside (``payload_base64``)."""
     out: dict[str, Any] = {"type": type(event).__name__}
     for f in dataclasses.fields(event):
         value = getattr(event, f.name)
+        if isinstance(value, bytes):
+            out[f.name + "_base64"] = base64.b64encode(value).decode("ascii")
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                value = None
         out[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
     return out
 
@@ -92,10 +103,19 @@ def _list_of_str(value: object, what: str) -> list[str]:
 class Agent:
     """Glue between a ClusterMembership and the control endpoint."""
 
-    def __init__(self, cluster: Any, control: str, seeds: list[str], join_timeout: float) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        control: str,
+        seeds: list[str],
+        join_timeout: float,
+        event_handler: str | None = None,
+    ) -> None:
         self.cluster = cluster
         self.seeds = seeds
         self.join_timeout = join_timeout
+        self.event_handler = event_handler
+        self._handler_task: asyncio.Task[None] | None = None
         self.server = ControlServer(control, self.handle)
         self.done = asyncio.Event()
         self._signals = 0
@@ -129,7 +149,103 @@ class Agent:
         if op == "events":
             await self.stream_events(writer)
             return None
+        if op == "event":
+            return {"ok": True, "ltime": await self.send_event(req)}
         raise ControlError(f"unknown operation {op!r}")
+
+    async def send_event(self, req: dict[str, Any]) -> int:
+        """Send the user event a client asked for; its Lamport time.
+
+        >>> await agent.send_event({"name": "deploy", "payload_base64": "djE="})  # doctest: +SKIP
+        3
+        """
+        name, coalesce = req.get("name"), req.get("coalesce", True)
+        encoded = req.get("payload_base64", "")
+        if not isinstance(name, str):
+            raise ControlError("'name' must be a string")
+        if not isinstance(coalesce, bool):
+            raise ControlError("'coalesce' must be true or false")
+        if not isinstance(encoded, str):
+            raise ControlError("'payload_base64' must be a base64 string")
+        try:
+            payload = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise ControlError("'payload_base64' is not valid base64") from None
+        try:
+            ltime: int = await self.cluster.send_event(name, payload, coalesce)
+        except (ValueError, ClusterError) as exc:
+            raise ControlError(str(exc)) from None
+        return ltime
+
+    async def run_event_handler(self) -> None:
+        """Run the ``--event-handler`` command once per user event, one at a
+        time, in the order they arrive: the payload on its stdin, the event
+        in its environment (``CLUSTERMEMBER_EVENT=user``,
+        ``CLUSTERMEMBER_USER_EVENT``, ``CLUSTERMEMBER_USER_LTIME``,
+        ``CLUSTERMEMBER_ORIGIN``, ``CLUSTERMEMBER_SELF_NAME``), as Serf's
+        handlers get theirs. One that runs past HANDLER_TIMEOUT is killed;
+        a failure is logged, and the next event still runs.
+
+        >>> await agent.run_event_handler()  # doctest: +SKIP
+        """
+        from clustermember._events import EventsDropped, UserEvent
+
+        assert self.event_handler is not None
+        async with self.cluster.subscribe(replay=False) as events:
+            async for event in events:
+                if isinstance(event, UserEvent):
+                    await self._run_handler(event)
+                elif isinstance(event, EventsDropped):
+                    log.warning(
+                        "the event handler fell behind: %d events were lost before it "
+                        "saw them (raise subscriber_queue_size, or make the handler faster)",
+                        event.count,
+                    )
+
+    async def _run_handler(self, event: Any) -> None:
+        env = {
+            **os.environ,
+            "CLUSTERMEMBER_EVENT": "user",
+            "CLUSTERMEMBER_USER_EVENT": event.name,
+            "CLUSTERMEMBER_USER_LTIME": str(event.ltime),
+            "CLUSTERMEMBER_ORIGIN": event.origin,
+            "CLUSTERMEMBER_SELF_NAME": self.cluster.node_id,
+        }
+        assert self.event_handler is not None
+        try:
+            proc = await asyncio.create_subprocess_shell(
+                self.event_handler,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
+        except OSError as exc:
+            log.warning("event handler for %s could not start: %s", event.name, exc)
+            return
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(event.payload), HANDLER_TIMEOUT)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            log.warning(
+                "event handler for %s (ltime %d) ran past %d s and was killed",
+                event.name,
+                event.ltime,
+                HANDLER_TIMEOUT,
+            )
+            return
+        text = out.decode("utf-8", "replace").strip()
+        if proc.returncode != 0:
+            log.warning(
+                "event handler for %s (ltime %d) exited with %s%s",
+                event.name,
+                event.ltime,
+                proc.returncode,
+                f": {text[-500:]}" if text else "",
+            )
+        elif text:
+            log.info("event handler for %s (ltime %d): %s", event.name, event.ltime, text[-500:])
 
     def members(self, tags: object, status: object) -> list[dict[str, Any]]:
         """Every member whose tags match the patterns (full-match regular
@@ -279,6 +395,8 @@ class Agent:
             log.info(
                 "node %s listening on %s", self.cluster.local_node.id, self.cluster.local_node.addr
             )
+            if self.event_handler:
+                self._handler_task = asyncio.ensure_future(self.run_event_handler())
             # The library logs the join, failures and id conflicts itself.
             self._join_ends = loop.time() + self.join_timeout + JOIN_GRACE
             await self.cluster.join(self.seeds, timeout=self.join_timeout)
@@ -297,6 +415,9 @@ class Agent:
                 if self._answers:
                     await asyncio.wait(list(self._answers), timeout=LEAVE_ANSWER_GRACE)
             await self.server.close()
+            if self._handler_task is not None:
+                self._handler_task.cancel()
+                await asyncio.gather(self._handler_task, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.cluster.close()
 
@@ -349,6 +470,7 @@ DEFAULTS: dict[str, Any] = {
     "profile": "lan",
     "log-level": "info",
     "fault-drop": 0.0,
+    "event-handler": None,
     "control": None,
 }
 # Secrets the environment may hold by value (CLUSTERMEMBER_KEY) instead of in

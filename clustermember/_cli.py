@@ -328,6 +328,24 @@ def events(endpoint: str | None, wait: float = 0.0) -> int:
     return 0
 
 
+def event(endpoint: str | None, name: str, payload: str, coalesce: bool, wait: float = 0.0) -> int:
+    """``clustermember event``: send a user event through the agent; prints
+    its Lamport time. A payload of ``-`` is read from stdin, as bytes.
+
+    >>> event(None, "deploy", "v1.2", True)  # doctest: +SKIP
+    """
+    data = sys.stdin.buffer.read() if payload == "-" else payload.encode("utf-8")
+    req = {
+        "op": "event",
+        "name": name,
+        "payload_base64": base64.b64encode(data).decode("ascii"),
+        "coalesce": coalesce,
+    }
+    resp = asyncio.run(_request(endpoint, req, wait))
+    print(f"event {name} sent (ltime {resp['ltime']}, {len(data)} bytes of payload)")
+    return 0
+
+
 def fail(message: str) -> int:
     """Print a one-line error and return the exit code for it."""
     print(f"error: {message}", file=sys.stderr)

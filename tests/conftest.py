@@ -1,12 +1,15 @@
-"""Shared helpers for the tests: a cluster key, condition polling, and agent
-processes (``agents``, from bench/agents.py) killed by PID after each test."""
+"""Shared helpers for the tests: a cluster key, condition polling, agent
+processes (``agents``, from bench/agents.py) killed by PID after each test,
+an agent served in this process (``agent``) and the CLI run as a child
+(``cli``)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +17,7 @@ import pytest
 
 if TYPE_CHECKING:
     from bench.agents import Agents
+    from clustermember._agent import Agent
 
 # Deadline for any condition that depends on gossip or failure detection:
 # generous, so a loaded 2-core machine still passes; polls end early.
@@ -68,3 +72,37 @@ def agents(tmp_path: Path) -> Iterator[Agents]:
                 agent.assert_stream_intact()
     finally:
         a.stop()
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    """An agent serving a started node (a cluster of one) on a Unix socket."""
+    from clustermember import ClusterConfig, ClusterMembership
+    from clustermember._agent import Agent
+
+    cluster = ClusterMembership(
+        "127.0.0.1:0", ClusterConfig.local(insecure=True, node_id="solo", tags={"role": "db"})
+    )
+    a = Agent(cluster, str(tmp_path / "agent.sock"), [], 1.0)
+    await a.server.start()
+    await cluster.start()
+    try:
+        yield a
+    finally:
+        await a.server.close()
+        await cluster.close()
+
+
+async def cli(*argv: str) -> tuple[int, str, str]:
+    """Run a CLI command in a child process; its exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "clustermember",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

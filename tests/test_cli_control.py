@@ -11,12 +11,10 @@ import io
 import json
 import logging
 import socket
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import eventually
+from conftest import cli, eventually
 
 from clustermember import ClusterConfig, ClusterMembership, JoinTimeout
 from clustermember import _control as control_mod
@@ -27,37 +25,6 @@ from clustermember._control import ControlClient, ControlError, ControlServer
 from clustermember._demo import Demo
 
 BIG = "x" * 300  # over max_tag_value
-
-
-@pytest.fixture
-async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
-    """An agent serving a started node (a cluster of one) on a Unix socket."""
-    cluster = ClusterMembership(
-        "127.0.0.1:0", ClusterConfig.local(insecure=True, node_id="solo", tags={"role": "db"})
-    )
-    a = Agent(cluster, str(tmp_path / "agent.sock"), [], 1.0)
-    await a.server.start()
-    await cluster.start()
-    try:
-        yield a
-    finally:
-        await a.server.close()
-        await cluster.close()
-
-
-async def cli(*argv: str) -> tuple[int, str, str]:
-    """Run a CLI command in a child process; its exit code, stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "clustermember",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_a_tag_change_applies_whole_or_not_at_all(agent: Agent) -> None:

@@ -115,6 +115,7 @@ async def test_bad_events_refused_with_what_to_do(key: bytes) -> None:
         assert a.stats().counters["user_events_sent"] == 5
         got = await collect([sub], 5, "its own events")
         assert len(got[0]) == 5
+        assert [e.payload for e in got[0]][1:] == [b""] * 4  # bytes, never None
 
 
 async def test_no_events_after_leaving(key: bytes) -> None:

@@ -676,8 +676,10 @@ static PyObject *event_tuple(const cm_eevent_t *ev, cm_snapshot_t **snap,
     return Py_BuildValue("(sK)", "dropped", (unsigned long long)ev->dropped);
   case CM_EEV_USER: {
     const cm_user_event_t *u = &ev->uev;
+    /* y# turns a NULL pointer into None: an empty payload is b"". */
+    const char *payload = u->payload != NULL ? (const char *)u->payload : "";
     return Py_BuildValue(
-        "(ss#y#Ksid)", "user", u->name, (Py_ssize_t)u->name_len, u->payload,
+        "(ss#y#Ksid)", "user", u->name, (Py_ssize_t)u->name_len, payload,
         (Py_ssize_t)u->payload_len, (unsigned long long)u->ltime, u->origin,
         (int)u->coalesce, (double)u->time / 1e6);
   }
