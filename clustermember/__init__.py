@@ -53,6 +53,7 @@ from clustermember._events import (
 )
 from clustermember._membership import ClusterMembership
 from clustermember._models import ClusterStats, Member, MemberState
+from clustermember._queries import Query, QueryResponse, QueryResults
 
 __version__ = "0.1.0"
 WIRE_VERSION: int = _core.WIRE_VERSION
@@ -85,6 +86,9 @@ __all__ = [
     "NodeTagsUpdated",
     "NotJoined",
     "NotStarted",
+    "Query",
+    "QueryResponse",
+    "QueryResults",
     "RateLimited",
     "Subscription",
     "TagError",

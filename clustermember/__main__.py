@@ -210,6 +210,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="receivers that coalesce must deliver this one even if a later one of its name comes",
     )
     _add_control(ue, client=True)
+    qu = sub.add_parser(
+        "query",
+        help="ask every member and print the answers",
+        description="Ask every member a query through the agent; members whose tags "
+        "match answer (docs/events.md).",
+    )
+    qu.add_argument("name", help="the query's name: 1-128 printable ASCII, no spaces")
+    qu.add_argument(
+        "payload", nargs="?", default="", help="its payload (text; '-' reads bytes from stdin)"
+    )
+    qu.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="K=REGEX",
+        help="only members whose tag K fully matches REGEX (repeatable: all must match)",
+    )
+    qu.add_argument(
+        "--node", action="append", default=[], metavar="ID", help="only this member (repeatable)"
+    )
+    qu.add_argument("--timeout", type=_cli.seconds, help="seconds to listen (default: Serf's)")
+    qu.add_argument("--ack", action="store_true", help="ask selected members to ack at once")
+    qu.add_argument(
+        "--relay", type=int, default=0, choices=range(6), help="relay each answer through N others"
+    )
+    qu.add_argument("--format", choices=("text", "json"), default="text")
+    _add_control(qu, client=True)
     sub.add_parser("keygen", help="print a new base64 cluster key")
 
     d = sub.add_parser("demo", help="start a local cluster of agents and show it at work")
@@ -255,6 +282,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cli.stats(args.control, args.format, args.wait)
         if args.command == "events":
             return _cli.events(args.control, args.wait)
+        if args.command == "query":
+            return _cli.query(
+                args.control,
+                args.name,
+                args.payload,
+                args.tag,
+                args.node,
+                args.timeout,
+                args.ack,
+                args.relay,
+                args.format,
+                args.wait,
+            )
         if args.command == "event":
             return _cli.event(
                 args.control, args.name, args.payload, not args.no_coalesce, args.wait

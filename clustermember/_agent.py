@@ -151,6 +151,8 @@ class Agent:
             return None
         if op == "event":
             return {"ok": True, "ltime": await self.send_event(req)}
+        if op == "query":
+            return await self.run_query(req, writer)
         raise ControlError(f"unknown operation {op!r}")
 
     async def send_event(self, req: dict[str, Any]) -> int:
@@ -176,6 +178,55 @@ class Agent:
         except (ValueError, ClusterError) as exc:
             raise ControlError(str(exc)) from None
         return ltime
+
+    async def run_query(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> dict[str, Any]:
+        """Ask a query for a client: one line per answer as it comes, then
+        the tally once the query's time is up.
+
+        >>> await agent.run_query({"name": "load", "tags": {"role": "db"}}, w)  # doctest: +SKIP
+        {'ok': True, 'done': True, 'acks': 0, 'responses': 2}
+        """
+        name, encoded = req.get("name"), req.get("payload_base64", "")
+        timeout, want_ack, relay = (
+            req.get("timeout"),
+            req.get("want_ack", False),
+            req.get("relay", 0),
+        )
+        if not isinstance(name, str):
+            raise ControlError("'name' must be a string")
+        if not isinstance(encoded, str):
+            raise ControlError("'payload_base64' must be a base64 string")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+        ):
+            raise ControlError("'timeout' must be a number of seconds")
+        if not isinstance(want_ack, bool) or isinstance(relay, bool) or not isinstance(relay, int):
+            raise ControlError("'want_ack' must be true or false and 'relay' an int")
+        try:
+            payload = base64.b64decode(encoded, validate=True)
+            tags = dict(_tag_filters(req.get("tags") or {}))
+            ids = req.get("node_ids")
+            node_ids = None if ids is None else _list_of_str(ids, "node_ids")
+            results = self.cluster.query(
+                name,
+                payload,
+                tags=tags or None,
+                node_ids=node_ids,
+                timeout=timeout,
+                want_ack=want_ack,
+                relay=relay,
+            )
+        except (ValueError, TypeError, ClusterError) as exc:
+            raise ControlError(str(exc)) from None
+        acks = responses = 0
+        try:
+            async for r in results:
+                acks += r.ack
+                responses += not r.ack
+                await send_line(writer, {"response": event_dict(r)})
+        finally:
+            results.close()
+        return {"ok": True, "done": True, "acks": acks, "responses": responses}
 
     async def run_event_handler(self) -> None:
         """Run the ``--event-handler`` command once per user event, one at a

@@ -346,6 +346,73 @@ def event(endpoint: str | None, name: str, payload: str, coalesce: bool, wait: f
     return 0
 
 
+def answer_text(r: dict[str, Any]) -> str:
+    """One answer to a query as a line: who, what (its payload as text where
+    it is UTF-8, else its bytes), and how long it took.
+
+    >>> answer_text({"node_id": "n1", "ack": False, "payload": "0.4", "rtt": 0.0021})
+    "n1  '0.4'  (2.1 ms)"
+    """
+    if r["ack"]:
+        what = "ack"
+    elif r["payload"] is not None:
+        what = repr(r["payload"])
+    else:
+        what = repr(base64.b64decode(r["payload_base64"]))
+    return f"{r['node_id']}  {what}  ({r['rtt'] * 1000:.1f} ms)"
+
+
+def query(
+    endpoint: str | None,
+    name: str,
+    payload: str,
+    tags: list[str],
+    node_ids: list[str],
+    timeout: float | None,
+    want_ack: bool,
+    relay: int,
+    fmt: str,
+    wait: float = 0.0,
+) -> int:
+    """``clustermember query``: ask every member through the agent and print
+    each answer as it comes (a line each, or JSON lines), then the tally.
+
+    >>> query(None, "load", "", ["role=db.*"], [], None, False, 0, "text")  # doctest: +SKIP
+    """
+    data = sys.stdin.buffer.read() if payload == "-" else payload.encode("utf-8")
+    req: dict[str, Any] = {
+        "op": "query",
+        "name": name,
+        "payload_base64": base64.b64encode(data).decode("ascii"),
+        "tags": [parse_tag(t) for t in tags],
+        "want_ack": want_ack,
+        "relay": relay,
+    }
+    if node_ids:
+        req["node_ids"] = node_ids
+    if timeout is not None:
+        req["timeout"] = timeout
+
+    async def run() -> dict[str, Any]:
+        async with agent_client(endpoint, wait) as client:
+            async for line in client.stream(req):
+                if "response" in line:
+                    r = line["response"]
+                    if fmt == "json":
+                        print(json.dumps(r), flush=True)
+                    else:
+                        print(answer_text(r), flush=True)
+                elif line.get("done") or not line.get("ok", True):
+                    return line
+        raise ControlError("the agent closed the connection before the query ended")
+
+    end = asyncio.run(run())
+    if not end.get("ok"):
+        raise ControlError(end.get("error", "the agent refused the query"))
+    print(f"{end['responses']} responses, {end['acks']} acks", file=sys.stderr)
+    return 0
+
+
 def fail(message: str) -> int:
     """Print a one-line error and return the exit code for it."""
     print(f"error: {message}", file=sys.stderr)

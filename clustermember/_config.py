@@ -245,6 +245,7 @@ class ConfigOverrides(TypedDict, total=False):
     user_event_buffer: int
     max_user_event_size: int
     user_event_rate: int
+    query_timeout_mult: int
     max_connections: int
     idle_timeout: float
     handshake_timeout: float
@@ -317,6 +318,7 @@ class ClusterConfig:
     user_event_buffer: int = _LAN["user_event_buffer"]
     max_user_event_size: int = _LAN["max_user_event_size"]
     user_event_rate: int = _LAN["user_event_rate"]
+    query_timeout_mult: int = _LAN["query_timeout_mult"]
 
     # Transport (QUIC connection pool).
     max_connections: int = _NET["max_connections"]

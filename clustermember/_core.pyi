@@ -60,6 +60,17 @@ class Node:
     def leave(self, timeout: float | None = None, /) -> int: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def send_event(self, name: str, payload: bytes, coalesce: bool, /) -> int: ...
+    def query(
+        self,
+        name: str,
+        payload: bytes,
+        filter: bytes,
+        want_ack: bool,
+        relay: int,
+        timeout: float | None,
+        /,
+    ) -> int: ...
+    def query_respond(self, origin: str, qid: int, ack: bool, payload: bytes, /) -> None: ...
     def set_fault(
         self,
         *,

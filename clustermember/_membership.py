@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import inspect
 import ipaddress
 import logging
 import re
 import secrets
 import socket
+import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -57,6 +59,13 @@ from clustermember._events import (
 )
 from clustermember._log import RateLimitedLog, log
 from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState
+from clustermember._queries import (
+    Handler,
+    Query,
+    QueryResults,
+    encode_filter,
+    filter_matches,
+)
 
 EDUPLICATE = -27
 ETIMEDOUT = -25
@@ -204,6 +213,11 @@ class ClusterMembership:
         self._coalesce: dict[str, UserEvent] = {}
         self._coalesce_timer: asyncio.TimerHandle | None = None
         self._coalesced = 0
+        # Queries: ours waiting for answers, by id; handlers by name; the
+        # answers handlers are still computing.
+        self._queries: dict[int, QueryResults] = {}
+        self._query_handlers: dict[str, Handler] = {}
+        self._answering: set[asyncio.Task[None]] = set()
         self._reader_fd: int | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._leave_future: asyncio.Future[int] | None = None
@@ -468,10 +482,16 @@ class ClusterMembership:
         self._fail_pending()
 
     def _fail_pending(self) -> None:
-        # Coalesced events still held go out before the subscriptions end.
+        # Coalesced events still held go out before the subscriptions end;
+        # queries in flight end now.
         if self._coalesce_timer is not None:
             self._coalesce_timer.cancel()
         self._flush_coalesced()
+        for results in self._queries.values():
+            results._finish()
+        self._queries.clear()
+        for task in self._answering:
+            task.cancel()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_result(ECLOSED)
@@ -577,6 +597,17 @@ class ClusterMembership:
                 sub._push_dropped(ev[1])
         elif kind == "user":
             self._user_event(ev)
+        elif kind == "reply":
+            _, qid, sender, ack, payload, mono = ev
+            results = self._queries.get(qid)
+            if results is not None:
+                results._answer(sender, bool(ack), payload, mono)
+        elif kind == "query_done":
+            results = self._queries.pop(ev[1], None)
+            if results is not None:
+                results._finish()
+        elif kind == "query":
+            self._asked(ev)
 
     def _user_event(self, ev: tuple[Any, ...]) -> None:
         _, name, payload, ltime, origin, coalesce, mono = ev
@@ -805,15 +836,9 @@ class ClusterMembership:
         >>> await cluster.send_event("deploy", b"v1.2")
         7
         """
-        if not isinstance(name, str):
-            raise TypeError(f"event name must be a str, not {type(name).__name__}")
+        raw = self._check_event_name(name, "event")
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"event payload must be bytes, not {type(payload).__name__}")
-        raw = name.encode("ascii", "replace")
-        if not 1 <= len(raw) <= 128 or any(not 0x21 <= b <= 0x7E for b in raw):
-            raise ValueError(
-                f"event name {name!r} must be 1 to 128 printable ASCII characters without spaces"
-            )
         size = len(raw) + len(payload)
         limit = self._config.max_user_event_size
         if size > limit:
@@ -822,23 +847,171 @@ class ClusterMembership:
                 f"max_user_event_size={limit}: send a smaller payload, or raise "
                 "max_user_event_size on every node"
             )
-        self._check_open()
-        if self._state in ("leaving", "left"):
-            raise ClusterClosed(f"node {self._id} has left; it can no longer send events")
-        if self._node is None:
-            raise NotStarted(f"node {self._id} is not started: await start() or join() first")
+        node = self._sender("events")
         try:
-            ltime: int = self._node.send_event(name, bytes(payload), bool(coalesce))
+            ltime: int = node.send_event(name, bytes(payload), bool(coalesce))
         except _core.Error as exc:
-            if getattr(exc, "reason", "") == "limit exceeded":
-                raise RateLimited(
-                    f"node {self._id} sent user_event_rate="
-                    f"{self._config.user_event_rate} events in the last second: wait "
-                    "and send again, or raise user_event_rate"
-                ) from None
-            raise ClusterClosed(f"node {self._id}: {exc}") from None
+            raise self._send_error(exc, "events") from None
         self._drain_all()
         return ltime
+
+    # -------------------------------------------------------------- queries
+
+    def query(
+        self,
+        name: str,
+        payload: bytes = b"",
+        *,
+        tags: Mapping[str, str] | None = None,
+        node_ids: Iterable[str] | None = None,
+        timeout: float | None = None,
+        want_ack: bool = False,
+        relay: int = 0,
+    ) -> QueryResults:
+        """Ask every member; iterate the answers of those selected as they come.
+
+        ``tags`` selects members whose every named tag fully matches its
+        regular expression; ``node_ids``, members by id; both: members that
+        match both. ``want_ack`` asks each selected member to ack at once (it
+        got the query) before its handler's response. ``relay`` (0-5): each
+        answer also travels through that many other members, in case the
+        way back is what fails. ``timeout``: seconds to listen (default
+        Serf's: 16 gossip rounds per ceil(log10(N+1)), 3.2 s at 10-99 members
+        on the LAN profile). Raises :class:`RateLimited` past
+        ``user_event_rate`` queries a second.
+
+        >>> async for r in cluster.query("load", tags={"role": r"db.*"}, timeout=2):
+        ...     print(r.node_id, r.payload, r.rtt)
+        """
+        raw = self._check_event_name(name, "query")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"query payload must be bytes, not {type(payload).__name__}")
+        if isinstance(relay, bool) or not isinstance(relay, int) or not 0 <= relay <= 5:
+            raise ValueError(f"relay must be an int from 0 to 5, not {relay!r}")
+        if timeout is not None:
+            timeout = check_duration("request_timeout", timeout, "timeout")
+        filt = encode_filter(tags, node_ids)
+        size = len(raw) + len(payload) + len(filt)
+        limit = self._config.max_user_event_size
+        if size > limit:
+            raise ValueError(
+                f"query {name!r} is {size} bytes (name, payload and filter) and the limit is "
+                f"max_user_event_size={limit}: send a smaller payload or filter, or raise "
+                "max_user_event_size on every node"
+            )
+        node = self._sender("query")
+        started = time.monotonic()
+        try:
+            qid: int = node.query(name, bytes(payload), filt, bool(want_ack), relay, timeout)
+        except _core.Error as exc:
+            raise self._send_error(exc, "queries") from None
+        results = QueryResults(qid, started, self._query_closed)
+        self._queries[qid] = results
+        self._drain_all()
+        return results
+
+    def _query_closed(self, qid: int) -> None:
+        self._queries.pop(qid, None)
+
+    def on_query(self, name: str, handler: Handler | None) -> None:
+        """Answer queries of ``name`` with ``handler`` (None: stop answering).
+
+        The handler gets a :class:`Query` and returns the response (bytes,
+        at most ``max_user_event_size``), None for no response, or an
+        awaitable of either; it runs only for queries whose filter selects
+        this node. A handler that raises is logged; the asker gets no
+        response from this node.
+
+        >>> cluster.on_query("load", lambda q: b"0.42")
+        """
+        self._check_event_name(name, "query")
+        if handler is None:
+            self._query_handlers.pop(name, None)
+        elif not callable(handler):
+            raise TypeError(f"query handler must be callable, not {type(handler).__name__}")
+        else:
+            self._query_handlers[name] = handler
+
+    def _asked(self, ev: tuple[Any, ...]) -> None:
+        """A query reached this node: ack and answer it if it selects us."""
+        _, qid, name, payload, filt, ltime, origin, _addr, want_ack, deadline, _mono = ev
+        if self._node is None or not filter_matches(filt, self._id, self._tags):
+            return
+        if want_ack:
+            self._answer(origin, qid, name, True, b"")
+        handler = self._query_handlers.get(name)
+        if handler is None:
+            return
+        try:
+            result = handler(Query(name, payload, origin, ltime, deadline))
+        except Exception:  # noqa: BLE001 - a handler's bug must not stop the node
+            log.exception("node %s: query handler for %s raised", self._id, name)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._answer_later(origin, qid, name, result))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+        else:
+            self._answer(origin, qid, name, False, result)
+
+    async def _answer_later(
+        self, origin: str, qid: int, name: str, pending: Awaitable[bytes | None]
+    ) -> None:
+        try:
+            result = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a handler's bug must not stop the node
+            log.exception("node %s: query handler for %s raised", self._id, name)
+            return
+        self._answer(origin, qid, name, False, result)
+
+    def _answer(self, origin: str, qid: int, name: str, ack: bool, result: object) -> None:
+        if result is None or self._node is None:
+            return
+        if not isinstance(result, (bytes, bytearray, memoryview)):
+            log.warning(
+                "node %s: query handler for %s returned %s, not bytes: no response sent",
+                self._id,
+                name,
+                type(result).__name__,
+            )
+            return
+        try:
+            self._node.query_respond(origin, qid, ack, bytes(result))
+        except _core.Error as exc:
+            log.warning(
+                "node %s: answer to query %s from %s not sent: %s", self._id, name, origin, exc
+            )
+        self._drain_all()
+
+    def _check_event_name(self, name: object, what: str) -> bytes:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
+        raw = name.encode("ascii", "replace")
+        if not 1 <= len(raw) <= 128 or any(not 0x21 <= b <= 0x7E for b in raw):
+            raise ValueError(
+                f"{what} name {name!r} must be 1 to 128 printable ASCII characters without spaces"
+            )
+        return raw
+
+    def _sender(self, what: str) -> Any:
+        """The engine node, for a call that sends: clear errors when there is none."""
+        self._check_open()
+        if self._state in ("leaving", "left"):
+            raise ClusterClosed(f"node {self._id} has left; it can no longer send {what}")
+        if self._node is None:
+            raise NotStarted(f"node {self._id} is not started: await start() or join() first")
+        return self._node
+
+    def _send_error(self, exc: Exception, what: str) -> ClusterError:
+        if getattr(exc, "reason", "") == "limit exceeded":
+            return RateLimited(
+                f"node {self._id} sent user_event_rate={self._config.user_event_rate} "
+                f"{what} in the last second (or has 64 queries in flight): wait and send "
+                "again, or raise user_event_rate"
+            )
+        return ClusterClosed(f"node {self._id}: {exc}")
 
     def _apply_tags(self, tags: dict[str, str]) -> None:
         self._check_open()

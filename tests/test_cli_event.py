@@ -145,3 +145,46 @@ async def test_the_event_handler_runs_once_per_event_in_order(
     assert env["CLUSTERMEMBER_ORIGIN"] == "solo" and env["CLUSTERMEMBER_SELF_NAME"] == "solo"
     failed = [r.getMessage() for r in caplog.records if "exited with 3" in r.getMessage()]
     assert failed == [f"event handler for fail (ltime {t2}) exited with 3: broken"]
+
+
+async def test_the_cli_asks_a_query_and_prints_each_answer(agent: Agent) -> None:
+    agent.cluster.on_query("whoami", lambda q: agent.cluster.node_id.encode())
+    ep = agent.server.endpoint
+    code, out, err = await cli(
+        "query", "whoami", "--tag", "role=d.*", "--ack", "--timeout", "1", "--control", ep
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert sorted(line.split("  ")[:2] for line in lines) == [["solo", "'solo'"], ["solo", "ack"]]
+    assert err.strip() == "1 responses, 1 acks"
+    # Not selected: nothing comes back, and the tally says so.
+    code, out, err = await cli(
+        "query",
+        "whoami",
+        "--tag",
+        "role=cache",
+        "--timeout",
+        "0.5",
+        "--format",
+        "json",
+        "--control",
+        ep,
+    )
+    assert code == 0 and out == "" and err.strip() == "0 responses, 0 acks"
+    code, out, _ = await cli(
+        "query",
+        "whoami",
+        "--node",
+        "solo",
+        "--timeout",
+        "0.5",
+        "--format",
+        "json",
+        "--control",
+        ep,
+    )
+    answer = json.loads(out)
+    assert (answer["node_id"], answer["payload"], answer["ack"]) == ("solo", "solo", False)
+    code, _, err = await cli("query", "whoami", "--tag", "role=(", "--control", ep)
+    assert code == 1 and "not a regular expression" in err

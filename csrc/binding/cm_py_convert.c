@@ -54,7 +54,7 @@ static const struct config_field fields[] = {
     TF(reconnect_timeout),    TF(reap_left_after),   UF(max_packet_size),
     UF(max_tag_key),          UF(max_tag_value),     UF(max_tags_size),
     UF(max_members),          UF(max_pushpull_size), UF(user_event_buffer),
-    UF(max_user_event_size),  UF(user_event_rate),
+    UF(max_user_event_size),  UF(user_event_rate),   UF(query_timeout_mult),
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 

@@ -634,11 +634,52 @@ static PyObject *node_fileno(node_object *self, PyObject *unused) {
   return PyLong_FromLong(cm_enode_event_fd(self->node));
 }
 
+/* y# turns a NULL pointer into None: empty bytes are b"". */
+static const char *bytes_or_empty(const uint8_t *p) {
+  return p != NULL ? (const char *)p : "";
+}
+
+/* What the core has for the application, as a tuple (see event_tuple). */
+static PyObject *app_tuple(const cm_app_msg_t *m) {
+  double t = (double)m->time / 1e6;
+  switch (m->kind) {
+  case CM_APP_EVENT:
+    return Py_BuildValue("(ss#y#Ksid)", "user", m->name,
+                         (Py_ssize_t)m->name_len, bytes_or_empty(m->payload),
+                         (Py_ssize_t)m->payload_len,
+                         (unsigned long long)m->ltime, m->node,
+                         (int)(m->flags & CM_APP_COALESCE), t);
+  case CM_APP_QUERY: {
+    PyObject *addr = addr_to_str(&m->origin_addr);
+    if (addr == NULL)
+      return NULL;
+    return Py_BuildValue(
+        "(sks#y#y#KsNidd)", "query", (unsigned long)m->qid, m->name,
+        (Py_ssize_t)m->name_len, bytes_or_empty(m->payload),
+        (Py_ssize_t)m->payload_len, bytes_or_empty(m->filter),
+        (Py_ssize_t)m->filter_len, (unsigned long long)m->ltime, m->node, addr,
+        (int)(m->flags & CM_APP_WANT_ACK), (double)m->deadline / 1e6, t);
+  }
+  case CM_APP_REPLY:
+    return Py_BuildValue("(sksiy#d)", "reply", (unsigned long)m->qid, m->node,
+                         (int)(m->flags & CM_APP_ACK),
+                         bytes_or_empty(m->payload), (Py_ssize_t)m->payload_len,
+                         t);
+  case CM_APP_QUERY_DONE:
+    return Py_BuildValue("(skd)", "query_done", (unsigned long)m->qid, t);
+  default:
+    return Py_BuildValue("(si)", "unknown", (int)m->kind);
+  }
+}
+
 /* One engine event as a tuple:
  *   ("member", type, id, addr, state, incarnation, time, tags, other_addr)
  *   ("joined", token, status) / ("left", token, status)
  *   ("dropped", count)
  *   ("user", name, payload, ltime, origin, coalesce, time)
+ *   ("query", qid, name, payload, filter, ltime, origin, origin_addr,
+ *    want_ack, deadline, time)
+ *   ("reply", qid, from, ack, payload, time) / ("query_done", qid, time)
  * Member tags come from the snapshot, published before the event under the
  * same lock, so it is at least as new as the event. */
 static PyObject *event_tuple(const cm_eevent_t *ev, cm_snapshot_t **snap,
@@ -674,15 +715,8 @@ static PyObject *event_tuple(const cm_eevent_t *ev, cm_snapshot_t **snap,
                          ev->status);
   case CM_EEV_DROPPED:
     return Py_BuildValue("(sK)", "dropped", (unsigned long long)ev->dropped);
-  case CM_EEV_USER: {
-    const cm_user_event_t *u = &ev->uev;
-    /* y# turns a NULL pointer into None: an empty payload is b"". */
-    const char *payload = u->payload != NULL ? (const char *)u->payload : "";
-    return Py_BuildValue(
-        "(ss#y#Ksid)", "user", u->name, (Py_ssize_t)u->name_len, payload,
-        (Py_ssize_t)u->payload_len, (unsigned long long)u->ltime, u->origin,
-        (int)u->coalesce, (double)u->time / 1e6);
-  }
+  case CM_EEV_APP:
+    return app_tuple(&ev->app);
   default:
     return Py_BuildValue("(si)", "unknown", (int)ev->kind);
   }
@@ -803,6 +837,51 @@ static PyObject *node_send_event(node_object *self, PyObject *args) {
   return PyLong_FromUnsignedLongLong(ltime);
 }
 
+static PyObject *node_query(node_object *self, PyObject *args) {
+  const char *name;
+  Py_ssize_t name_len;
+  Py_buffer payload, filter;
+  int want_ack = 0, rc;
+  unsigned char relay = 0;
+  PyObject *timeout;
+  cm_time_t t = 0;
+  uint32_t qid = 0;
+  if (!PyArg_ParseTuple(args, "s#y*y*pbO", &name, &name_len, &payload, &filter,
+                        &want_ack, &relay, &timeout))
+    return NULL;
+  if (node_check(self) < 0 ||
+      (timeout != Py_None && seconds_to_time(timeout, &t, "timeout") < 0)) {
+    PyBuffer_Release(&payload);
+    PyBuffer_Release(&filter);
+    return NULL;
+  }
+  rc = cm_enode_query(self->node, name, (size_t)name_len, filter.buf,
+                      (size_t)filter.len, payload.buf, (size_t)payload.len,
+                      want_ack, relay, t, &qid);
+  PyBuffer_Release(&payload);
+  PyBuffer_Release(&filter);
+  if (rc != 0)
+    return node_result(self, rc, "sending a query");
+  return PyLong_FromUnsignedLong(qid);
+}
+
+static PyObject *node_query_respond(node_object *self, PyObject *args) {
+  const char *origin;
+  unsigned long qid;
+  int ack = 0, rc;
+  Py_buffer payload;
+  if (!PyArg_ParseTuple(args, "skpy*", &origin, &qid, &ack, &payload))
+    return NULL;
+  if (node_check(self) < 0) {
+    PyBuffer_Release(&payload);
+    return NULL;
+  }
+  rc = cm_enode_query_respond(self->node, origin, (uint32_t)qid, ack,
+                              payload.buf, (size_t)payload.len);
+  PyBuffer_Release(&payload);
+  return node_result(self, rc, "answering a query");
+}
+
 static PyObject *node_set_fault(node_object *self, PyObject *args,
                                 PyObject *kw) {
   static char *kwlist[] = {"drop_out", "drop_in", "peer",    "delay",
@@ -914,15 +993,31 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(drop_left);
   N(drop_incarnation);
   N(skipped_unknown);
-  N(user_events_sent);
-  N(user_events_delivered);
-  N(user_events_duplicate);
-  N(user_events_dropped);
-  N(drop_user_event_old);
-  N(drop_user_event_rate);
-  N(drop_user_event_ltime);
-  N(drop_user_event_size);
+#define A(kind, f, name) STAT(d, name, s.node.kind.f)
+  A(user_events, sent, "user_events_sent");
+  A(user_events, delivered, "user_events_delivered");
+  A(user_events, duplicate, "user_events_duplicate");
+  A(user_events, drop_old, "drop_user_event_old");
+  A(user_events, drop_rate, "drop_user_event_rate");
+  A(user_events, drop_ltime, "drop_user_event_ltime");
+  A(user_events, drop_size, "drop_user_event_size");
+  A(queries, sent, "queries_sent");
+  A(queries, delivered, "queries_delivered");
+  A(queries, duplicate, "queries_duplicate");
+  A(queries, drop_old, "drop_query_old");
+  A(queries, drop_rate, "drop_query_rate");
+  A(queries, drop_ltime, "drop_query_ltime");
+  A(queries, drop_size, "drop_query_size");
+#undef A
+  N(app_dropped);
+  N(replies_sent);
+  N(replies_in);
+  N(drop_reply);
+  N(reply_duplicate);
+  N(replies_relayed);
+  N(drop_relay);
   N(user_event_queue);
+  N(query_queue);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);
@@ -1006,6 +1101,11 @@ static PyMethodDef node_methods[] = {
     {"send_event", (PyCFunction)node_send_event, METH_VARARGS,
      "send_event(name, payload, coalesce)\n\nSend a user event to every "
      "member; returns its Lamport time."},
+    {"query", (PyCFunction)node_query, METH_VARARGS,
+     "query(name, payload, filter, want_ack, relay, timeout)\n\nAsk every "
+     "member; returns the query's id."},
+    {"query_respond", (PyCFunction)node_query_respond, METH_VARARGS,
+     "query_respond(origin, qid, ack, payload)\n\nAnswer a query."},
     {"set_tags", (PyCFunction)node_set_tags, METH_O,
      "set_tags(tags)\n\nReplace the tag set; returns once applied."},
     {"set_fault", (PyCFunction)(void (*)(void))node_set_fault,

@@ -40,6 +40,8 @@ void cm_config_lan(cm_config_t *c) {
   c->user_event_buffer = 512;
   c->max_user_event_size = 1024;
   c->user_event_rate = 50;
+  /* Serf's QueryTimeoutMult. */
+  c->query_timeout_mult = 16;
 }
 
 void cm_config_wan(cm_config_t *c) {
@@ -150,6 +152,8 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
             "max_packet_size room for a probe (256 bytes)");
   if (c->user_event_rate < 1 || c->user_event_rate > 100000)
     CM_FAIL("user_event_rate must be between 1 and 100000");
+  if (c->query_timeout_mult < 1 || c->query_timeout_mult > 1000)
+    CM_FAIL("query_timeout_mult must be between 1 and 1000");
   return 0;
 }
 
@@ -171,4 +175,11 @@ cm_time_t cm_pushpull_scaled(const cm_config_t *c, uint32_t n) {
     return c->pushpull_interval;
   mult = ceil(log2((double)n) - 5.0) + 1.0;
   return (cm_time_t)((double)c->pushpull_interval * mult);
+}
+
+cm_time_t cm_query_timeout(const cm_config_t *c, uint32_t n) {
+  cm_time_t rounds = (cm_time_t)ceil(log10((double)n + 1.0));
+  if (rounds < 1)
+    rounds = 1;
+  return (cm_time_t)c->query_timeout_mult * c->gossip_interval * rounds;
 }

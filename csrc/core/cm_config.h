@@ -46,6 +46,8 @@ typedef struct cm_config {
   uint32_t user_event_buffer;   /* Lamport times remembered for duplicates */
   uint32_t max_user_event_size; /* name + payload bytes of one event */
   uint32_t user_event_rate;     /* events a node may send per second */
+  uint32_t query_timeout_mult;  /* default query timeout, in gossip rounds
+                                   per ceil(log10(n + 1)) */
 } cm_config_t;
 
 /* Profiles. lan() is the default. */
@@ -60,5 +62,8 @@ int cm_config_validate(const cm_config_t *c, const char **why);
 cm_time_t cm_suspicion_min(const cm_config_t *c, uint32_t n);
 uint32_t cm_retransmit_limit(const cm_config_t *c, uint32_t n);
 cm_time_t cm_pushpull_scaled(const cm_config_t *c, uint32_t n);
+/* A query's default timeout at n members (Serf's DefaultQueryTimeout):
+ * query_timeout_mult x gossip_interval x ceil(log10(n + 1)). */
+cm_time_t cm_query_timeout(const cm_config_t *c, uint32_t n);
 
 #endif

@@ -22,6 +22,7 @@ void cm_node_tick(cm_node_t *n, cm_time_t now) {
     cm_node__stalled(n, now - due);
   cm_node__expire_forwards(n, now);
   cm_node__id_check_expire(n, now);
+  cm_node__queries_expire(n, now);
   if (n->probe.active) {
     if (!n->probe.acked && !n->probe.indirect && now >= n->probe.timeout_at)
       cm_node__probe_indirect(n, now);
@@ -91,6 +92,7 @@ cm_time_t cm_node_next_deadline(const cm_node_t *n) {
     if (n->fwd[i].active)
       d = min_t(d, n->fwd[i].deadline);
   d = min_t(d, cm_theap_min(&n->suspects));
+  d = min_t(d, cm_node__queries_deadline(n));
   return d;
 }
 
@@ -363,8 +365,10 @@ void cm_node_stats(const cm_node_t *n, cm_node_stats_t *out) {
   out->incarnation = n->reg.m[n->self].incarnation;
   out->health = n->awareness;
   out->bcast_queue = cm_bcast_len(&n->bq);
-  out->updates_dropped += n->bq.dropped + n->uq.dropped;
-  out->user_event_queue = cm_bcast_len(&n->uq);
+  out->updates_dropped +=
+      n->bq.dropped + n->ue.relay.dropped + n->qs.relay.dropped;
+  out->user_event_queue = cm_bcast_len(&n->ue.relay);
+  out->query_queue = cm_bcast_len(&n->qs.relay);
 }
 
 const char *cm_node_id(const cm_node_t *n) {

@@ -42,19 +42,46 @@ typedef struct cm_event {
   cm_time_t time;
 } cm_event_t;
 
-/* A user event as delivered (cm_node_poll_user_event): every member, its
- * origin included, sees each event once. name is NUL-terminated; payload
- * and name stay valid until the next call into the node. */
-typedef struct cm_user_event {
-  uint64_t ltime; /* the origin's Lamport time when it sent the event */
-  char origin[CM_ID_MAX + 1];
-  const char *name;
+/* What the application gets (cm_node_poll_app): user events and queries,
+ * each once, and the replies to and end of its own queries. Strings and
+ * bytes stay valid until the next call into the node; name is
+ * NUL-terminated. */
+enum cm_app_kind {
+  CM_APP_EVENT = 1,      /* a user event: node is its origin */
+  CM_APP_QUERY = 2,      /* a query to answer (or not): node is its origin */
+  CM_APP_REPLY = 3,      /* an ack or response to our query qid: node sent it */
+  CM_APP_QUERY_DONE = 4, /* our query qid's time is up: no more replies */
+};
+#define CM_APP_COALESCE 0x01 /* EVENT: only the latest of a name need count */
+#define CM_APP_WANT_ACK 0x01 /* QUERY: the origin asks for acks */
+#define CM_APP_ACK 0x01      /* REPLY: an ack, not a response */
+typedef struct cm_app_msg {
+  uint8_t kind;  /* enum cm_app_kind */
+  uint8_t flags; /* CM_APP_* of its kind */
+  uint64_t ltime;
+  uint32_t qid;
+  char node[CM_ID_MAX + 1];
+  cm_addr_t origin_addr; /* QUERY */
+  const char *name;      /* EVENT, QUERY */
   size_t name_len;
+  const uint8_t *filter; /* QUERY: opaque to the core */
+  size_t filter_len;
   const uint8_t *payload;
   size_t payload_len;
-  uint8_t coalesce; /* the sender allows only the latest of a name to count */
-  cm_time_t time;   /* when this node learnt of it */
-} cm_user_event_t;
+  cm_time_t deadline; /* QUERY: when the origin stops listening, on our clock */
+  cm_time_t time;     /* when this node learnt of it */
+} cm_app_msg_t;
+
+/* Counters of one kind of application message (events, queries). */
+typedef struct cm_app_counts {
+  uint64_t sent;       /* originated here */
+  uint64_t delivered;  /* new ones, own included */
+  uint64_t duplicate;  /* copies of one already delivered */
+  uint64_t drop_old;   /* older than the buffer remembers */
+  uint64_t drop_rate;  /* its origin over twice the send rate */
+  uint64_t drop_ltime; /* a Lamport time past CM_UEV_LTIME_MAX */
+  uint64_t drop_size;  /* over the size limit */
+} cm_app_counts_t;
 
 typedef struct cm_node_stats {
   /* Registry, by state. */
@@ -89,16 +116,17 @@ typedef struct cm_node_stats {
   /* A newer version's message type, skipped; the rest of its packet is
    * processed. */
   uint64_t skipped_unknown;
-  /* User events. */
-  uint64_t user_events_sent;      /* originated here */
-  uint64_t user_events_delivered; /* new ones, own included */
-  uint64_t user_events_duplicate; /* copies of one already delivered */
-  uint64_t user_events_dropped;   /* output queue full: not delivered */
-  uint64_t drop_user_event_old;   /* older than the buffer remembers */
-  uint64_t drop_user_event_rate;  /* its origin over twice the send rate */
-  uint64_t drop_user_event_ltime; /* a Lamport time past CM_UEV_LTIME_MAX */
-  uint64_t drop_user_event_size;  /* name + payload over the size limit */
-  uint32_t user_event_queue;      /* relays waiting to be piggybacked */
+  /* User events and queries. */
+  cm_app_counts_t user_events, queries;
+  uint64_t app_dropped;      /* application queue full: not delivered */
+  uint64_t replies_sent;     /* acks and responses to others' queries */
+  uint64_t replies_in;       /* acks and responses to ours, delivered */
+  uint64_t drop_reply;       /* for no query of ours in flight, or late */
+  uint64_t reply_duplicate;  /* a second ack or response from one member */
+  uint64_t replies_relayed;  /* passed on for another member's query */
+  uint64_t drop_relay;       /* a relay to an address of no live member */
+  uint32_t user_event_queue; /* event relays waiting to be piggybacked */
+  uint32_t query_queue;      /* query relays waiting to be piggybacked */
 } cm_node_stats_t;
 
 typedef struct cm_member_info {
@@ -194,6 +222,29 @@ int cm_node_send_user_event(cm_node_t *n, const char *name, size_t name_len,
                             const uint8_t *payload, size_t payload_len,
                             int coalesce, cm_time_t now, uint64_t *ltime);
 
+/* Ask every member (this node included) a query; those the application
+ * selects (by the opaque filter) answer with an ack, if want_ack, and a
+ * response, each sent to this node and through `relay` (0..5) other
+ * members. Replies come as CM_APP_REPLY until `timeout` (0: the default,
+ * cm_query_timeout), then CM_APP_QUERY_DONE. *qid gets the query's id. The
+ * limits of a user event apply to name and payload + filter; at most
+ * CM_QUERIES_MAX of this node's queries are in flight. Errors, nothing
+ * sent: those of cm_node_send_user_event, and CM_ELIMIT for too many in
+ * flight. */
+int cm_node_query(cm_node_t *n, const char *name, size_t name_len,
+                  const uint8_t *filter, size_t filter_len,
+                  const uint8_t *payload, size_t payload_len, int want_ack,
+                  uint8_t relay, cm_time_t timeout, cm_time_t now,
+                  uint32_t *qid);
+/* Answer query qid from origin (as delivered in a CM_APP_QUERY): an ack
+ * (ack nonzero, no payload) or a response, each at most once. Errors:
+ * CM_ENOENT (no such query remembered), CM_ETIMEDOUT (its origin stopped
+ * listening), CM_EEXIST (answered so already), CM_ETOOBIG (payload over
+ * max_user_event_size), CM_EINVAL, CM_ESTATE (left). */
+int cm_node_query_respond(cm_node_t *n, const char *origin, uint32_t qid,
+                          int ack, const uint8_t *payload, size_t payload_len,
+                          cm_time_t now);
+
 /* Outputs. Each returns 1 and fills its arguments, or 0 when empty.
  * Datagram data stays valid until the next call into the node other than a
  * poll; stream data is the caller's to free. */
@@ -202,10 +253,11 @@ int cm_node_poll_datagram(cm_node_t *n, cm_addr_t *to, const uint8_t **data,
 int cm_node_poll_stream(cm_node_t *n, cm_addr_t *to, uint64_t *req_id,
                         uint8_t **data, size_t *len, int *is_join);
 int cm_node_poll_event(cm_node_t *n, cm_event_t *ev);
-/* The next user event delivered here; pointers in ev stay valid until the
- * next call into the node. At most CM_UEV_QUEUE_MAX wait; past that, new
- * ones are dropped and counted (user_events_dropped). */
-int cm_node_poll_user_event(cm_node_t *n, cm_user_event_t *ev);
+/* The next message for the application; pointers in m stay valid until
+ * the next call into the node. At most CM_APP_QUEUE_MAX wait; past that,
+ * new ones are dropped and counted (app_dropped), except QUERY_DONE,
+ * which always comes. */
+int cm_node_poll_app(cm_node_t *n, cm_app_msg_t *m);
 /* Events waiting to be polled. */
 size_t cm_node_events_pending(const cm_node_t *n);
 

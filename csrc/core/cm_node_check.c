@@ -150,29 +150,50 @@ static int check_bcast(const cm_node_t *n, const char **what) {
   return 0;
 }
 
-/* User events: the count of records, every relay about a record held, the
- * clock past every record, and the delivery queue's length. */
-static int check_user_events(const cm_node_t *n, const char **what) {
-  const cm_bcast_t *q = &n->uq;
-  const struct cm_uev_out *o;
+/* One store of user events or queries: the count of records, every relay
+ * about a record held, the clock past every record. */
+static int check_store(const cm_node_t *n, const struct cm_ustore *s,
+                       const char **what) {
+  const cm_bcast_t *q = &s->relay;
   uint32_t i, held = 0;
-  size_t queued = 0;
-  for (i = 0; n->uevs != NULL && i < n->cfg.user_event_buffer; i++)
-    if (n->uevs[i].in_use) {
+  for (i = 0; s->recs != NULL && i < n->cfg.user_event_buffer; i++)
+    if (s->recs[i].in_use) {
       held++;
-      CHECK(n->uevs[i].ltime < n->uev_clock,
+      CHECK(s->recs[i].ltime < s->clock,
             "user events: a record not before the clock");
     }
-  CHECK(held == n->nuev, "user events: records held != count");
+  CHECK(held == s->n, "user events: records held != count");
   for (i = 0; i < q->cap; i++)
     if (q->items[i].in_use)
-      CHECK(n->uevs != NULL && q->items[i].key < n->cfg.user_event_buffer &&
-                n->uevs[q->items[i].key].in_use,
+      CHECK(s->recs != NULL && q->items[i].key < n->cfg.user_event_buffer &&
+                s->recs[q->items[i].key].in_use,
             "user events: a relay of a record not held");
-  for (o = n->uout_head; o != NULL && queued <= n->nuout; o = o->next)
+  return 0;
+}
+
+/* Both stores, this node's queries and the application queue. */
+static int check_user_events(const cm_node_t *n, const char **what) {
+  const struct cm_app_out *o;
+  size_t queued = 0, i, j;
+  int rc = check_store(n, &n->ue, what);
+  if (rc == 0)
+    rc = check_store(n, &n->qs, what);
+  if (rc != 0)
+    return rc;
+  for (i = 0; i < CM_QUERIES_MAX; i++) {
+    const struct cm_qout *q = &n->qout[i];
+    if (!q->active)
+      continue;
+    CHECK(q->qid != 0, "queries: an active query without an id");
+    CHECK(q->seen_n * 2 <= q->seen_cap || q->seen_cap == 0,
+          "queries: answer set over half full");
+    for (j = i + 1; j < CM_QUERIES_MAX; j++)
+      CHECK(!n->qout[j].active || n->qout[j].qid != q->qid,
+            "queries: two in flight under one id");
+  }
+  for (o = n->aout_head; o != NULL && queued <= n->naout; o = o->next)
     queued++;
-  CHECK(queued == n->nuout && n->nuout <= CM_UEV_QUEUE_MAX,
-        "user events: delivery queue length");
+  CHECK(queued == n->naout, "application queue length");
   return 0;
 }
 

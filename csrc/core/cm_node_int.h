@@ -28,29 +28,66 @@
  * so a sparse registry cannot make it spin. */
 #define CM_PICK_TRIES 8
 #define CM_NO_SLOT UINT32_MAX
-/* User events delivered and not yet polled, at most. */
-#define CM_UEV_QUEUE_MAX 4096
+/* Messages for the application not yet polled, at most. */
+#define CM_APP_QUEUE_MAX 4096
+/* This node's own queries in flight, at most. */
+#define CM_QUERIES_MAX 64
 /* No honest cluster's Lamport clock reaches this (2^48 events); a time past
  * it is refused, so the clock cannot be pushed to wrap. */
 #define CM_UEV_LTIME_MAX (UINT64_C(1) << 48)
 
-/* A recent user event (cm_node_user.c): what duplicates are checked
- * against, and what a relay is encoded from. */
-struct cm_uev {
+/* A recent user event or query (cm_node_user.c): what copies are checked
+ * against, what a relay is encoded from, and, for a query, what its answers
+ * need. */
+struct cm_urec {
   uint64_t ltime;
-  uint64_t digest; /* of name and payload */
+  uint64_t digest; /* of name, payload and filter */
   uint8_t in_use, flags, name_len, origin_len;
-  uint16_t payload_len;
+  uint16_t payload_len, filter_len;
   char origin[CM_ID_MAX + 1];
   char name[CM_WIRE_MAX_EVENT_NAME + 1];
-  uint8_t *payload; /* owned; NULL when empty */
+  uint8_t *data; /* owned: payload, then filter; NULL when both are empty */
+  /* Queries. */
+  uint32_t qid;
+  cm_addr_t origin_addr;
+  uint8_t relay;
+  uint8_t answered; /* CM_QRESP_ACK, and 0x02 once responded */
+  uint32_t timeout_ms;
+  cm_time_t deadline; /* when its origin stops listening, on our clock */
 };
 
-/* A delivered user event waiting to be polled: the record and its bytes. */
-struct cm_uev_out {
-  struct cm_uev_out *next;
-  cm_user_event_t ev;
-  uint8_t data[]; /* name, NUL, payload */
+/* One kind of application message (user events, queries): its Lamport
+ * clock, the recent ones, their relays, the sending budgets. */
+struct cm_ustore {
+  uint8_t type;         /* CM_MSG_USER_EVENT or CM_MSG_QUERY */
+  struct cm_urec *recs; /* cfg.user_event_buffer, on first use */
+  uint32_t n;           /* records in use */
+  uint64_t clock;       /* the time of our next one */
+  cm_bcast_t relay;     /* keyed by record index */
+  double tokens;        /* our own sending budget, as of ts */
+  cm_time_t ts;
+  double stranger_tokens; /* shared by origins we do not know */
+  cm_time_t stranger_ts;
+  cm_app_counts_t *count; /* in the node's stats */
+};
+
+/* One of this node's queries, waiting for replies. */
+struct cm_qout {
+  uint8_t active;
+  uint32_t qid;
+  uint64_t ltime;
+  cm_time_t deadline;
+  /* Who answered: id hashes, open addressing (0 is free), acks and
+   * responses apart. */
+  uint64_t *seen;
+  uint32_t seen_cap, seen_n;
+};
+
+/* A message for the application waiting to be polled, with its bytes. */
+struct cm_app_out {
+  struct cm_app_out *next;
+  cm_app_msg_t m;
+  uint8_t data[]; /* name, NUL, filter, payload */
 };
 
 struct cm_probe {
@@ -138,17 +175,11 @@ struct cm_node {
   cm_peer_hint_fn hint;
   void *hint_ud;
 
-  /* User events (cm_node_user.c). */
-  struct cm_uev *uevs; /* cfg.user_event_buffer records, on first use */
-  uint32_t nuev;       /* records in use */
-  uint64_t uev_clock;  /* Lamport clock: the time of our next event */
-  cm_bcast_t uq;       /* relays, keyed by record index */
-  double uev_tokens;   /* our own sending budget, as of uev_ts */
-  cm_time_t uev_ts;
-  double uev_stranger_tokens; /* shared by origins we do not know */
-  cm_time_t uev_stranger_ts;
-  struct cm_uev_out *uout_head, *uout_tail, *uout_last;
-  size_t nuout;
+  /* User events and queries (cm_node_user.c). */
+  struct cm_ustore ue, qs;
+  struct cm_qout qout[CM_QUERIES_MAX];
+  struct cm_app_out *aout_head, *aout_tail, *aout_last;
+  size_t naout;
 
   cm_node_stats_t st;
 };
@@ -174,7 +205,8 @@ static inline uint32_t cm_node__live_count(const cm_node_t *n) {
 
 /* Something waits to be piggybacked: membership news or user events. */
 static inline int cm_node__news_pending(const cm_node_t *n) {
-  return cm_bcast_len(&n->bq) > 0 || cm_bcast_len(&n->uq) > 0;
+  return cm_bcast_len(&n->bq) > 0 || cm_bcast_len(&n->ue.relay) > 0 ||
+         cm_bcast_len(&n->qs.relay) > 0;
 }
 
 static inline cm_time_t cm_node__scaled(const cm_node_t *n, cm_time_t t) {
@@ -235,12 +267,18 @@ void cm_node__gossip(cm_node_t *n, cm_time_t now);
 
 /* ------------------------------------------------------ user events */
 
-int cm_node__uev_init(cm_node_t *n, cm_time_t now);
+void cm_node__uev_init(cm_node_t *n, cm_time_t now);
 void cm_node__uev_free(cm_node_t *n);
 void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
                             cm_time_t now);
-/* Append to w the queued relays of user events that fit. */
+void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now);
+void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now);
+void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r);
+/* Append to w the queued relays of user events and queries that fit. */
 void cm_node__uev_piggyback(cm_node_t *n, cm_wbuf_t *w, size_t max_msgs);
+/* End this node's queries whose time is up; the earliest still running. */
+void cm_node__queries_expire(cm_node_t *n, cm_time_t now);
+cm_time_t cm_node__queries_deadline(const cm_node_t *n);
 
 /* ------------------------------------------------------- push-pull (pp) */
 

@@ -245,6 +245,15 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
   case CM_MSG_USER_EVENT:
     cm_node__on_user_event(n, &msg->u.uev, now);
     break;
+  case CM_MSG_QUERY:
+    cm_node__on_query(n, &msg->u.qry, now);
+    break;
+  case CM_MSG_QUERY_RESPONSE:
+    cm_node__on_reply(n, &msg->u.qresp, now);
+    break;
+  case CM_MSG_QUERY_RELAY:
+    cm_node__on_relay(n, &msg->u.qrelay);
+    break;
   default:
     /* A newer version's message: skipped by its length. */
     n->st.skipped_unknown++;

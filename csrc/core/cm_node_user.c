@@ -1,79 +1,121 @@
 /*
- * User events: an application's message for every member, spread by the
- * same gossip as membership news (docs/events.md).
+ * User events and queries: an application's messages for every member,
+ * spread by the same gossip as membership news (docs/events.md).
  *
- * Each node keeps a Lamport clock. An event carries its origin's time;
- * every node that learns of it moves its own clock past that time, so an
- * event sent after another was seen has a later time. The last
- * user_event_buffer events are remembered: a copy of one of them is a
- * duplicate, and an event older than the clock by more than the buffer
+ * Each kind has its own Lamport clock and store. A message carries its
+ * origin's time; every node that learns of it moves its own clock past that
+ * time, so one sent after another was seen has a later time. The last
+ * user_event_buffer messages of each kind are remembered: a copy of one of
+ * them is a duplicate, and one older than the clock by more than the buffer
  * spans is dropped, since it could no longer be told from one already
- * delivered (Serf's rule). A new event is delivered once here and relayed
- * up to the retransmit limit, behind membership news in each packet.
+ * delivered (Serf's rule). A new one is delivered once here and relayed up
+ * to the retransmit limit, behind membership news in each packet.
  *
- * Bounds: a node sends at most user_event_rate events per second; from any
- * one origin it accepts at most twice that (an honest sender never meets
- * it), origins it does not know sharing one such budget; sizes are checked
- * by the decoder and against max_user_event_size before anything is kept.
+ * A query is delivered to the application with its opaque filter; the
+ * application decides whether to answer, and answers through
+ * cm_node_query_respond: an ack and a response, each at most once, sent to
+ * the origin directly and through `relay` other members, who pass them on
+ * only to the address of a live member. The origin delivers the first ack
+ * and the first response of each member until the query's time is up, then
+ * ends it.
+ *
+ * Bounds: a node sends at most user_event_rate messages of each kind per
+ * second; from any one origin it accepts at most twice that (an honest
+ * sender never meets it), origins it does not know sharing one such
+ * budget; sizes are checked by the decoder and against
+ * max_user_event_size before anything is kept.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cm_node_int.h"
 
-/* FNV-1a over name and payload: a fingerprint that makes the comparison
- * of a copy against the records cheap; equal records are then compared
- * byte for byte. */
-static uint64_t uev_digest(const uint8_t *name, size_t name_len,
-                           const uint8_t *payload, size_t payload_len) {
-  uint64_t h = UINT64_C(14695981039346656037);
+#define URESP_DONE 0x02 /* in cm_urec.answered: responded */
+
+/* FNV-1a over name, payload and filter: a fingerprint that makes the
+ * comparison of a copy against the records cheap; equal records are then
+ * compared byte for byte. */
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t len) {
   size_t i;
-  for (i = 0; i < name_len; i++)
-    h = (h ^ name[i]) * UINT64_C(1099511628211);
-  h = (h ^ 0xff) * UINT64_C(1099511628211);
-  for (i = 0; i < payload_len; i++)
-    h = (h ^ payload[i]) * UINT64_C(1099511628211);
-  return h;
+  for (i = 0; i < len; i++)
+    h = (h ^ p[i]) * UINT64_C(1099511628211);
+  return (h ^ 0xff) * UINT64_C(1099511628211);
 }
 
-int cm_node__uev_init(cm_node_t *n, cm_time_t now) {
-  cm_bcast_init(&n->uq, n->cfg.user_event_buffer);
-  n->uev_tokens = (double)n->cfg.user_event_rate;
-  n->uev_ts = now;
-  n->uev_stranger_tokens = 2.0 * n->cfg.user_event_rate;
-  n->uev_stranger_ts = now;
-  return 0;
+/* What a received or sent message is made of, whatever its kind. */
+struct uin {
+  uint64_t ltime;
+  const cm_wire_id_t *origin;
+  uint8_t flags;
+  const uint8_t *name;
+  uint8_t name_len;
+  const uint8_t *payload;
+  uint16_t payload_len;
+  const uint8_t *filter;
+  uint16_t filter_len;
+  const cm_msg_query_t *q; /* queries */
+};
+
+static uint64_t uin_digest(const struct uin *u) {
+  uint64_t h = fnv(UINT64_C(14695981039346656037), u->name, u->name_len);
+  h = fnv(h, u->payload, u->payload_len);
+  return fnv(h, u->filter, u->filter_len);
 }
 
-static void uev_release(struct cm_uev *u) {
-  free(u->payload);
-  memset(u, 0, sizeof(*u));
+static void store_init(struct cm_ustore *s, uint8_t type, uint32_t cap,
+                       double rate, cm_app_counts_t *count, cm_time_t now) {
+  memset(s, 0, sizeof(*s));
+  s->type = type;
+  cm_bcast_init(&s->relay, cap);
+  s->tokens = rate;
+  s->ts = now;
+  s->stranger_tokens = 2.0 * rate;
+  s->stranger_ts = now;
+  s->count = count;
 }
 
-static void uev_out_free_all(cm_node_t *n) {
-  struct cm_uev_out *o, *next;
-  for (o = n->uout_head; o != NULL; o = next) {
-    next = o->next;
-    free(o);
-  }
-  free(n->uout_last);
-  n->uout_head = n->uout_tail = n->uout_last = NULL;
-  n->nuout = 0;
+void cm_node__uev_init(cm_node_t *n, cm_time_t now) {
+  double rate = (double)n->cfg.user_event_rate;
+  store_init(&n->ue, CM_MSG_USER_EVENT, n->cfg.user_event_buffer, rate,
+             &n->st.user_events, now);
+  store_init(&n->qs, CM_MSG_QUERY, n->cfg.user_event_buffer, rate,
+             &n->st.queries, now);
+}
+
+static void urec_release(struct cm_urec *r) {
+  free(r->data);
+  memset(r, 0, sizeof(*r));
+}
+
+static void store_free(cm_node_t *n, struct cm_ustore *s) {
+  uint32_t i;
+  if (s->recs != NULL)
+    for (i = 0; i < n->cfg.user_event_buffer; i++)
+      urec_release(&s->recs[i]);
+  free(s->recs);
+  s->recs = NULL;
+  cm_bcast_free(&s->relay);
 }
 
 void cm_node__uev_free(cm_node_t *n) {
-  uint32_t i;
-  if (n->uevs != NULL)
-    for (i = 0; i < n->cfg.user_event_buffer; i++)
-      uev_release(&n->uevs[i]);
-  free(n->uevs);
-  n->uevs = NULL;
-  cm_bcast_free(&n->uq);
-  uev_out_free_all(n);
+  struct cm_app_out *o, *next;
+  size_t i;
+  store_free(n, &n->ue);
+  store_free(n, &n->qs);
+  for (i = 0; i < CM_QUERIES_MAX; i++)
+    free(n->qout[i].seen);
+  for (o = n->aout_head; o != NULL; o = next) {
+    next = o->next;
+    free(o);
+  }
+  free(n->aout_last);
+  n->aout_head = n->aout_tail = n->aout_last = NULL;
+  n->naout = 0;
 }
 
 /* Refill a token bucket of capacity cap and rate cap per second. */
-static int uev_take(double *tokens, cm_time_t *ts, double cap, cm_time_t now) {
+static int bucket_take(double *tokens, cm_time_t *ts, double cap,
+                       cm_time_t now) {
   if (now > *ts) {
     *tokens += cap * (double)(now - *ts) / (double)CM_SEC(1);
     if (*tokens > cap)
@@ -86,258 +128,648 @@ static int uev_take(double *tokens, cm_time_t *ts, double cap, cm_time_t now) {
   return 1;
 }
 
-/* The origin's budget for one more new event: its own, once known. */
-static int uev_origin_allows(cm_node_t *n, const cm_wire_id_t *origin,
-                             cm_time_t now) {
+/* The origin's budget for one more new message of this kind: its own,
+ * once known. */
+static int origin_allows(cm_node_t *n, struct cm_ustore *s,
+                         const cm_wire_id_t *origin, cm_time_t now) {
   double cap = 2.0 * n->cfg.user_event_rate;
   int32_t slot = cm_registry_find(&n->reg, origin->s, origin->len);
   cm_member_ext_t *x;
   if (slot >= 0 && (uint32_t)slot != n->self &&
       (x = cm_member_ext(cm_node__m(n, (uint32_t)slot))) != NULL) {
-    if (x->uev_ts == 0) {
-      x->uev_tokens = cap;
-      x->uev_ts = now;
+    double *tokens = s->type == CM_MSG_QUERY ? &x->qry_tokens : &x->uev_tokens;
+    cm_time_t *ts = s->type == CM_MSG_QUERY ? &x->qry_ts : &x->uev_ts;
+    if (*ts == 0) {
+      *tokens = cap;
+      *ts = now;
     }
-    return uev_take(&x->uev_tokens, &x->uev_ts, cap, now);
+    return bucket_take(tokens, ts, cap, now);
   }
-  return uev_take(&n->uev_stranger_tokens, &n->uev_stranger_ts, cap, now);
+  return bucket_take(&s->stranger_tokens, &s->stranger_ts, cap, now);
 }
 
-static int uev_same(const struct cm_uev *u, const cm_msg_user_event_t *e,
-                    uint64_t digest) {
-  return u->in_use && u->ltime == e->ltime && u->digest == digest &&
-         u->origin_len == e->origin.len &&
-         memcmp(u->origin, e->origin.s, e->origin.len) == 0 &&
-         u->name_len == e->name_len &&
-         memcmp(u->name, e->name, e->name_len) == 0 &&
-         u->payload_len == e->payload_len &&
-         (e->payload_len == 0 ||
-          memcmp(u->payload, e->payload, e->payload_len) == 0);
+static const uint8_t *urec_filter(const struct cm_urec *r) {
+  return r->data != NULL ? r->data + r->payload_len : NULL;
+}
+
+static int urec_same(const struct cm_urec *r, const struct uin *u,
+                     uint64_t digest) {
+  return r->in_use && r->ltime == u->ltime && r->digest == digest &&
+         r->origin_len == u->origin->len &&
+         memcmp(r->origin, u->origin->s, u->origin->len) == 0 &&
+         (u->q == NULL || r->qid == u->q->qid) && r->name_len == u->name_len &&
+         memcmp(r->name, u->name, u->name_len) == 0 &&
+         r->payload_len == u->payload_len &&
+         (u->payload_len == 0 ||
+          memcmp(r->data, u->payload, u->payload_len) == 0) &&
+         r->filter_len == u->filter_len &&
+         (u->filter_len == 0 ||
+          memcmp(urec_filter(r), u->filter, u->filter_len) == 0);
 }
 
 /* A free record, or the one of the lowest time if that is below ltime
  * (evicted: its relay is forgotten). CM_NO_SLOT: every record is newer, so
- * the event is too old to tell from one forgotten. */
-static uint32_t uev_place(cm_node_t *n, uint64_t ltime) {
+ * the message is too old to tell from one forgotten. */
+static uint32_t store_place(cm_node_t *n, struct cm_ustore *s, uint64_t ltime) {
   uint32_t i, oldest = CM_NO_SLOT;
   for (i = 0; i < n->cfg.user_event_buffer; i++) {
-    if (!n->uevs[i].in_use)
+    if (!s->recs[i].in_use)
       return i;
-    if (oldest == CM_NO_SLOT || n->uevs[i].ltime < n->uevs[oldest].ltime)
+    if (oldest == CM_NO_SLOT || s->recs[i].ltime < s->recs[oldest].ltime)
       oldest = i;
   }
-  if (n->uevs[oldest].ltime >= ltime)
+  if (s->recs[oldest].ltime >= ltime)
     return CM_NO_SLOT;
-  cm_bcast_forget(&n->uq, oldest);
-  uev_release(&n->uevs[oldest]);
-  n->nuev--;
+  cm_bcast_forget(&s->relay, oldest);
+  urec_release(&s->recs[oldest]);
+  s->n--;
   return oldest;
 }
 
-/* Queue the event for the driver; past CM_UEV_QUEUE_MAX, counted. */
-static void uev_deliver(cm_node_t *n, const struct cm_uev *u, cm_time_t now) {
-  struct cm_uev_out *o;
-  if (n->nuout >= CM_UEV_QUEUE_MAX ||
-      (o = malloc(sizeof(*o) + u->name_len + 1u + u->payload_len)) == NULL) {
-    n->st.user_events_dropped++;
+/* ------------------------------------------------------ to the application */
+
+/* Queue m (its pointers copied into the record) for the application; past
+ * CM_APP_QUEUE_MAX, counted, unless `always`. */
+static void app_push(cm_node_t *n, const cm_app_msg_t *m, int always) {
+  struct cm_app_out *o;
+  size_t name = m->name != NULL ? m->name_len + 1u : 0;
+  uint8_t *p;
+  if ((n->naout >= CM_APP_QUEUE_MAX && !always) ||
+      (o = malloc(sizeof(*o) + name + m->filter_len + m->payload_len)) ==
+          NULL) {
+    n->st.app_dropped++;
     return;
   }
-  memset(o, 0, sizeof(*o));
-  memcpy(o->data, u->name, u->name_len);
-  o->data[u->name_len] = '\0';
-  if (u->payload_len > 0)
-    memcpy(o->data + u->name_len + 1, u->payload, u->payload_len);
-  o->ev.ltime = u->ltime;
-  memcpy(o->ev.origin, u->origin, u->origin_len + 1u);
-  o->ev.name = (const char *)o->data;
-  o->ev.name_len = u->name_len;
-  o->ev.payload = u->payload_len > 0 ? o->data + u->name_len + 1 : NULL;
-  o->ev.payload_len = u->payload_len;
-  o->ev.coalesce = (u->flags & CM_UEV_COALESCE) != 0;
-  o->ev.time = now;
-  if (n->uout_tail != NULL)
-    n->uout_tail->next = o;
+  o->next = NULL;
+  o->m = *m;
+  p = o->data;
+  if (m->name != NULL) {
+    memcpy(p, m->name, m->name_len);
+    p[m->name_len] = '\0';
+    o->m.name = (const char *)p;
+    p += name;
+  }
+  o->m.filter = m->filter_len > 0 ? p : NULL;
+  if (m->filter_len > 0)
+    memcpy(p, m->filter, m->filter_len);
+  p += m->filter_len;
+  o->m.payload = m->payload_len > 0 ? p : NULL;
+  if (m->payload_len > 0)
+    memcpy(p, m->payload, m->payload_len);
+  if (n->aout_tail != NULL)
+    n->aout_tail->next = o;
   else
-    n->uout_head = o;
-  n->uout_tail = o;
-  n->nuout++;
-  n->st.user_events_delivered++;
+    n->aout_head = o;
+  n->aout_tail = o;
+  n->naout++;
 }
 
-/* Keep, deliver and relay a new event. Returns 0, CM_ENOMEM or
+static void urec_deliver(cm_node_t *n, struct cm_ustore *s,
+                         const struct cm_urec *r, cm_time_t now) {
+  cm_app_msg_t m;
+  memset(&m, 0, sizeof(m));
+  m.kind = s->type == CM_MSG_QUERY ? CM_APP_QUERY : CM_APP_EVENT;
+  m.ltime = r->ltime;
+  memcpy(m.node, r->origin, r->origin_len + 1u);
+  m.name = r->name;
+  m.name_len = r->name_len;
+  m.payload = r->data;
+  m.payload_len = r->payload_len;
+  m.time = now;
+  if (s->type == CM_MSG_QUERY) {
+    m.flags = r->flags & CM_QUERY_WANT_ACK ? CM_APP_WANT_ACK : 0;
+    m.qid = r->qid;
+    m.origin_addr = r->origin_addr;
+    m.filter = urec_filter(r);
+    m.filter_len = r->filter_len;
+    m.deadline = r->deadline;
+  } else {
+    m.flags = r->flags & CM_UEV_COALESCE ? CM_APP_COALESCE : 0;
+  }
+  s->count->delivered++;
+  app_push(n, &m, 0);
+}
+
+int cm_node_poll_app(cm_node_t *n, cm_app_msg_t *m) {
+  struct cm_app_out *o;
+  free(n->aout_last);
+  n->aout_last = NULL;
+  o = n->aout_head;
+  if (o == NULL)
+    return 0;
+  n->aout_head = o->next;
+  if (n->aout_head == NULL)
+    n->aout_tail = NULL;
+  n->naout--;
+  n->aout_last = o; /* its bytes stay valid until the next call */
+  *m = o->m;
+  return 1;
+}
+
+/* ---------------------------------------------------------- the stores */
+
+/* Keep, deliver and relay a new message. Returns 0, CM_ENOMEM or
  * CM_ELIMIT (too old for the buffer). */
-static int uev_accept(cm_node_t *n, const cm_msg_user_event_t *e,
-                      uint64_t digest, cm_time_t now) {
-  struct cm_uev *u;
+static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
+                        uint64_t digest, cm_time_t now) {
+  struct cm_urec *r;
   uint32_t i;
-  if (n->uevs == NULL) {
-    n->uevs = calloc(n->cfg.user_event_buffer, sizeof(*n->uevs));
-    if (n->uevs == NULL)
+  size_t bytes = (size_t)u->payload_len + u->filter_len;
+  if (s->recs == NULL) {
+    s->recs = calloc(n->cfg.user_event_buffer, sizeof(*s->recs));
+    if (s->recs == NULL)
       return CM_ENOMEM;
   }
-  i = uev_place(n, e->ltime);
+  i = store_place(n, s, u->ltime);
   if (i == CM_NO_SLOT)
     return CM_ELIMIT;
-  u = &n->uevs[i];
-  if (e->payload_len > 0) {
-    u->payload = malloc(e->payload_len);
-    if (u->payload == NULL)
+  r = &s->recs[i];
+  if (bytes > 0) {
+    r->data = malloc(bytes);
+    if (r->data == NULL)
       return CM_ENOMEM;
-    memcpy(u->payload, e->payload, e->payload_len);
+    if (u->payload_len > 0)
+      memcpy(r->data, u->payload, u->payload_len);
+    if (u->filter_len > 0)
+      memcpy(r->data + u->payload_len, u->filter, u->filter_len);
   }
-  u->in_use = 1;
-  u->ltime = e->ltime;
-  u->digest = digest;
-  u->flags = e->flags;
-  u->name_len = e->name_len;
-  memcpy(u->name, e->name, e->name_len);
-  u->name[e->name_len] = '\0';
-  u->origin_len = e->origin.len;
-  memcpy(u->origin, e->origin.s, e->origin.len + 1u);
-  u->payload_len = e->payload_len;
-  n->nuev++;
-  uev_deliver(n, u, now);
+  r->in_use = 1;
+  r->ltime = u->ltime;
+  r->digest = digest;
+  r->flags = u->flags;
+  r->name_len = u->name_len;
+  memcpy(r->name, u->name, u->name_len);
+  r->name[u->name_len] = '\0';
+  r->origin_len = u->origin->len;
+  memcpy(r->origin, u->origin->s, u->origin->len + 1u);
+  r->payload_len = u->payload_len;
+  r->filter_len = u->filter_len;
+  if (u->q != NULL) {
+    r->qid = u->q->qid;
+    r->origin_addr = u->q->origin_addr;
+    r->relay = u->q->relay;
+    r->timeout_ms = u->q->timeout_ms;
+    r->deadline = now + (cm_time_t)u->q->timeout_ms * 1000;
+  }
+  s->n++;
+  urec_deliver(n, s, r, now);
   if (!cm_node__news_pending(n) && n->next_gossip < now)
     n->next_gossip = now;
-  if (cm_bcast_push(&n->uq, i, CM_MSG_USER_EVENT, CM_PRIO_NORMAL, 0, 0) != 0)
+  if (cm_bcast_push(&s->relay, i, s->type, CM_PRIO_NORMAL, 0, 0) != 0)
     n->st.updates_dropped++;
   return 0;
 }
 
-void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
-                            cm_time_t now) {
+/* A message from the network: the clock, staleness, copies, the origin's
+ * budget, then keep it. */
+static void store_receive(cm_node_t *n, struct cm_ustore *s,
+                          const struct uin *u, cm_time_t now) {
   uint64_t digest;
   uint32_t i;
-  if (e->ltime >= CM_UEV_LTIME_MAX) {
-    n->st.drop_user_event_ltime++;
+  if (u->ltime >= CM_UEV_LTIME_MAX) {
+    s->count->drop_ltime++;
     return;
   }
-  if ((size_t)e->name_len + e->payload_len > n->cfg.max_user_event_size) {
-    n->st.drop_user_event_size++;
+  if ((size_t)u->name_len + u->payload_len + u->filter_len >
+      n->cfg.max_user_event_size) {
+    s->count->drop_size++;
     return;
   }
-  /* Witness: our next event comes after this one. */
-  if (e->ltime >= n->uev_clock)
-    n->uev_clock = e->ltime + 1;
-  if (n->uev_clock > n->cfg.user_event_buffer &&
-      e->ltime < n->uev_clock - n->cfg.user_event_buffer) {
-    n->st.drop_user_event_old++;
+  /* Witness: our next one comes after this one. */
+  if (u->ltime >= s->clock)
+    s->clock = u->ltime + 1;
+  if (s->clock > n->cfg.user_event_buffer &&
+      u->ltime < s->clock - n->cfg.user_event_buffer) {
+    s->count->drop_old++;
     return;
   }
-  digest = uev_digest(e->name, e->name_len, e->payload, e->payload_len);
-  if (n->uevs != NULL)
+  digest = uin_digest(u);
+  if (s->recs != NULL)
     for (i = 0; i < n->cfg.user_event_buffer; i++)
-      if (uev_same(&n->uevs[i], e, digest)) {
-        n->st.user_events_duplicate++;
+      if (urec_same(&s->recs[i], u, digest)) {
+        s->count->duplicate++;
         return;
       }
-  if (!uev_origin_allows(n, &e->origin, now)) {
-    n->st.drop_user_event_rate++;
+  if (!origin_allows(n, s, u->origin, now)) {
+    s->count->drop_rate++;
     return;
   }
-  if (uev_accept(n, e, digest, now) == CM_ELIMIT)
-    n->st.drop_user_event_old++;
+  if (store_accept(n, s, u, digest, now) == CM_ELIMIT)
+    s->count->drop_old++;
+}
+
+/* A message of this node's: the checks a sender gets errors for, then
+ * keep it at the clock's time. */
+static int store_send(cm_node_t *n, struct cm_ustore *s, struct uin *u,
+                      cm_time_t now) {
+  cm_member_t *self = cm_node__self(n);
+  cm_wire_id_t origin;
+  int rc;
+  if (!cm_event_name_valid((const char *)u->name, u->name_len) ||
+      (u->payload == NULL && u->payload_len > 0) ||
+      (u->filter == NULL && u->filter_len > 0))
+    return CM_EINVAL;
+  if ((size_t)u->name_len + u->payload_len + u->filter_len >
+      n->cfg.max_user_event_size)
+    return CM_ETOOBIG;
+  if (n->leaving)
+    return CM_ESTATE;
+  if (s->clock >= CM_UEV_LTIME_MAX)
+    return CM_ELIMIT;
+  if (!bucket_take(&s->tokens, &s->ts, (double)n->cfg.user_event_rate, now))
+    return CM_ELIMIT;
+  cm_wire_id_set(&origin, cm_member_id(self), self->id_len);
+  u->ltime = s->clock;
+  u->origin = &origin;
+  rc = store_accept(n, s, u, uin_digest(u), now);
+  if (rc != 0) {
+    s->tokens += 1.0; /* nothing was sent */
+    return rc == CM_ELIMIT ? CM_ENOMEM : rc;
+  }
+  s->clock++;
+  s->count->sent++;
+  return 0;
+}
+
+/* ----------------------------------------------------------- user events */
+
+void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
+                            cm_time_t now) {
+  struct uin u;
+  memset(&u, 0, sizeof(u));
+  u.ltime = e->ltime;
+  u.origin = &e->origin;
+  u.flags = e->flags;
+  u.name = e->name;
+  u.name_len = e->name_len;
+  u.payload = e->payload;
+  u.payload_len = e->payload_len;
+  store_receive(n, &n->ue, &u, now);
 }
 
 int cm_node_send_user_event(cm_node_t *n, const char *name, size_t name_len,
                             const uint8_t *payload, size_t payload_len,
                             int coalesce, cm_time_t now, uint64_t *ltime) {
-  cm_msg_user_event_t e;
-  cm_member_t *self;
+  struct uin u;
   int rc;
-  if (n == NULL || !cm_event_name_valid(name, name_len) ||
-      (payload == NULL && payload_len > 0))
+  if (n == NULL || name_len > CM_WIRE_MAX_EVENT_NAME)
     return CM_EINVAL;
-  if (name_len + payload_len > n->cfg.max_user_event_size)
+  if (payload_len > UINT16_MAX)
+    return CM_ETOOBIG;
+  memset(&u, 0, sizeof(u));
+  u.flags = coalesce ? CM_UEV_COALESCE : 0;
+  u.name = (const uint8_t *)name;
+  u.name_len = (uint8_t)name_len;
+  u.payload = payload_len > 0 ? payload : NULL;
+  u.payload_len = (uint16_t)payload_len;
+  if (payload == NULL && payload_len > 0)
+    return CM_EINVAL;
+  rc = store_send(n, &n->ue, &u, now);
+  if (rc == 0 && ltime != NULL)
+    *ltime = u.ltime;
+  return rc;
+}
+
+/* --------------------------------------------------------------- queries */
+
+void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now) {
+  struct uin u;
+  memset(&u, 0, sizeof(u));
+  u.ltime = q->ltime;
+  u.origin = &q->origin;
+  u.flags = q->flags;
+  u.name = q->name;
+  u.name_len = q->name_len;
+  u.payload = q->payload;
+  u.payload_len = q->payload_len;
+  u.filter = q->filter;
+  u.filter_len = q->filter_len;
+  u.q = q;
+  store_receive(n, &n->qs, &u, now);
+}
+
+static struct cm_qout *qout_find(cm_node_t *n, uint32_t qid) {
+  size_t i;
+  for (i = 0; i < CM_QUERIES_MAX; i++)
+    if (n->qout[i].active && n->qout[i].qid == qid)
+      return &n->qout[i];
+  return NULL;
+}
+
+int cm_node_query(cm_node_t *n, const char *name, size_t name_len,
+                  const uint8_t *filter, size_t filter_len,
+                  const uint8_t *payload, size_t payload_len, int want_ack,
+                  uint8_t relay, cm_time_t timeout, cm_time_t now,
+                  uint32_t *qid) {
+  cm_msg_query_t q;
+  struct cm_qout *slot = NULL;
+  struct uin u;
+  size_t i;
+  int rc;
+  if (n == NULL || name_len > CM_WIRE_MAX_EVENT_NAME ||
+      relay > CM_WIRE_MAX_QUERY_RELAY || filter_len > CM_WIRE_MAX_QUERY_FILTER)
+    return CM_EINVAL;
+  if (payload_len > UINT16_MAX)
+    return CM_ETOOBIG;
+  if (timeout == 0)
+    timeout = cm_query_timeout(&n->cfg, cm_node__live_count(n));
+  if (timeout > CM_SEC(3600))
+    return CM_EINVAL;
+  for (i = 0; i < CM_QUERIES_MAX && slot == NULL; i++)
+    if (!n->qout[i].active)
+      slot = &n->qout[i];
+  if (slot == NULL)
+    return CM_ELIMIT;
+  memset(&q, 0, sizeof(q));
+  do
+    q.qid = cm_rand_next(&n->rng) & UINT32_MAX;
+  while (q.qid == 0 || qout_find(n, q.qid) != NULL);
+  q.origin_addr = cm_node__self(n)->addr;
+  q.flags = want_ack ? CM_QUERY_WANT_ACK : 0;
+  q.relay = relay;
+  q.timeout_ms = (uint32_t)((timeout + 999) / 1000);
+  memset(&u, 0, sizeof(u));
+  u.flags = q.flags;
+  u.name = (const uint8_t *)name;
+  u.name_len = (uint8_t)name_len;
+  u.payload = payload_len > 0 ? payload : NULL;
+  u.payload_len = (uint16_t)payload_len;
+  u.filter = filter_len > 0 ? filter : NULL;
+  u.filter_len = (uint16_t)filter_len;
+  u.q = &q;
+  if ((payload == NULL && payload_len > 0) || (filter == NULL && filter_len))
+    return CM_EINVAL;
+  /* In flight before it is delivered here: our own answer may come at
+   * once. */
+  free(slot->seen);
+  memset(slot, 0, sizeof(*slot));
+  slot->active = 1;
+  slot->qid = q.qid;
+  slot->ltime = n->qs.clock;
+  slot->deadline = now + timeout;
+  rc = store_send(n, &n->qs, &u, now);
+  if (rc != 0) {
+    slot->active = 0;
+    return rc;
+  }
+  if (qid != NULL)
+    *qid = q.qid;
+  return 0;
+}
+
+/* Record that `from` answered (acks and responses apart); 0 if it had. */
+static int qout_note(struct cm_qout *q, const cm_wire_id_t *from, int ack) {
+  uint64_t h = cm_id_hash(from->s, from->len) * 2u + (ack ? 1u : 0u), *t;
+  uint32_t i, cap;
+  if (h == 0)
+    h = 2;
+  if (q->seen_n * 2 >= q->seen_cap) {
+    cap = q->seen_cap ? q->seen_cap * 2 : 16;
+    t = calloc(cap, sizeof(*t));
+    if (t == NULL)
+      return 1; /* without memory, a repeat may go through: never a loss */
+    for (i = 0; i < q->seen_cap; i++) {
+      uint32_t j = (uint32_t)(q->seen[i] & (cap - 1));
+      if (q->seen[i] == 0)
+        continue;
+      while (t[j] != 0)
+        j = (j + 1) & (cap - 1);
+      t[j] = q->seen[i];
+    }
+    free(q->seen);
+    q->seen = t;
+    q->seen_cap = cap;
+  }
+  for (i = (uint32_t)(h & (q->seen_cap - 1)); q->seen[i] != 0;
+       i = (i + 1) & (q->seen_cap - 1))
+    if (q->seen[i] == h)
+      return 0;
+  q->seen[i] = h;
+  q->seen_n++;
+  return 1;
+}
+
+void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now) {
+  struct cm_qout *q = qout_find(n, r->qid);
+  cm_app_msg_t m;
+  int ack = (r->flags & CM_QRESP_ACK) != 0;
+  if (q == NULL || q->ltime != r->ltime || now >= q->deadline ||
+      (ack && r->payload_len > 0)) {
+    n->st.drop_reply++;
+    return;
+  }
+  if (r->payload_len > n->cfg.max_user_event_size) {
+    n->st.drop_reply++;
+    return;
+  }
+  if (!qout_note(q, &r->from, ack)) {
+    n->st.reply_duplicate++;
+    return;
+  }
+  memset(&m, 0, sizeof(m));
+  m.kind = CM_APP_REPLY;
+  m.flags = ack ? CM_APP_ACK : 0;
+  m.qid = r->qid;
+  m.ltime = r->ltime;
+  memcpy(m.node, r->from.s, r->from.len + 1u);
+  m.payload = r->payload;
+  m.payload_len = r->payload_len;
+  m.time = now;
+  n->st.replies_in++;
+  app_push(n, &m, 0);
+}
+
+void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r) {
+  cm_msg_t out;
+  /* Only to a live member: a relay must not reflect to any address. */
+  if (!cm_node_has_member_at(n, &r->target) ||
+      r->resp.payload_len > n->cfg.max_user_event_size) {
+    n->st.drop_relay++;
+    return;
+  }
+  memset(&out, 0, sizeof(out));
+  out.type = CM_MSG_QUERY_RESPONSE;
+  out.u.qresp = r->resp;
+  n->st.replies_relayed++;
+  cm_node__send(n, &r->target, &out, 1);
+}
+
+static struct cm_urec *query_find(cm_node_t *n, const char *origin,
+                                  size_t origin_len, uint32_t qid) {
+  uint32_t i;
+  if (n->qs.recs == NULL)
+    return NULL;
+  for (i = 0; i < n->cfg.user_event_buffer; i++) {
+    struct cm_urec *r = &n->qs.recs[i];
+    if (r->in_use && r->qid == qid && r->origin_len == origin_len &&
+        memcmp(r->origin, origin, origin_len) == 0)
+      return r;
+  }
+  return NULL;
+}
+
+int cm_node_query_respond(cm_node_t *n, const char *origin, uint32_t qid,
+                          int ack, const uint8_t *payload, size_t payload_len,
+                          cm_time_t now) {
+  size_t origin_len = origin != NULL ? strnlen(origin, CM_ID_MAX + 1) : 0;
+  uint8_t done = ack ? CM_QRESP_ACK : URESP_DONE;
+  uint32_t helpers[CM_WIRE_MAX_QUERY_RELAY];
+  cm_member_t *self;
+  struct cm_urec *r;
+  cm_msg_t msg;
+  size_t k, i;
+  if (n == NULL || !cm_id_valid(origin, origin_len) ||
+      (payload == NULL && payload_len > 0) || (ack && payload_len > 0))
+    return CM_EINVAL;
+  if (payload_len > n->cfg.max_user_event_size)
     return CM_ETOOBIG;
   if (n->leaving)
     return CM_ESTATE;
-  if (n->uev_clock >= CM_UEV_LTIME_MAX)
-    return CM_ELIMIT;
-  if (!uev_take(&n->uev_tokens, &n->uev_ts, (double)n->cfg.user_event_rate,
-                now))
-    return CM_ELIMIT;
+  r = query_find(n, origin, origin_len, qid);
+  if (r == NULL)
+    return CM_ENOENT;
+  if (now >= r->deadline)
+    return CM_ETIMEDOUT;
+  if (r->answered & done)
+    return CM_EEXIST;
+  r->answered |= done;
   self = cm_node__self(n);
-  memset(&e, 0, sizeof(e));
-  e.ltime = n->uev_clock;
-  cm_wire_id_set(&e.origin, cm_member_id(self), self->id_len);
-  e.flags = coalesce ? CM_UEV_COALESCE : 0;
-  e.name = (const uint8_t *)name;
-  e.name_len = (uint8_t)name_len;
-  e.payload = payload_len > 0 ? payload : NULL;
-  e.payload_len = (uint16_t)payload_len;
-  rc = uev_accept(n, &e, uev_digest(e.name, name_len, payload, payload_len),
-                  now);
-  if (rc != 0) {
-    n->uev_tokens += 1.0; /* nothing was sent */
-    return rc == CM_ELIMIT ? CM_ENOMEM : rc;
+  memset(&msg, 0, sizeof(msg));
+  msg.type = CM_MSG_QUERY_RESPONSE;
+  msg.u.qresp.ltime = r->ltime;
+  msg.u.qresp.qid = qid;
+  cm_wire_id_set(&msg.u.qresp.from, cm_member_id(self), self->id_len);
+  msg.u.qresp.flags = ack ? CM_QRESP_ACK : 0;
+  msg.u.qresp.payload = payload_len > 0 ? payload : NULL;
+  msg.u.qresp.payload_len = (uint16_t)payload_len;
+  n->st.replies_sent++;
+  if (origin_len == self->id_len &&
+      memcmp(origin, cm_member_id(self), origin_len) == 0) {
+    cm_node__on_reply(n, &msg.u.qresp, now); /* our own query */
+    return 0;
   }
-  n->uev_clock++;
-  n->st.user_events_sent++;
-  if (ltime != NULL)
-    *ltime = e.ltime;
+  cm_node__send(n, &r->origin_addr, &msg, 1);
+  /* The same through `relay` other members, in case the way from here to
+   * the origin is the one that fails. */
+  k = cm_node__pick(n, r->relay, cm_node__filter_alive, CM_NO_SLOT, now,
+                    helpers);
+  for (i = 0; i < k; i++) {
+    cm_msg_t rel;
+    if (cm_addr_eq(&cm_node__m(n, helpers[i])->addr, &r->origin_addr))
+      continue;
+    memset(&rel, 0, sizeof(rel));
+    rel.type = CM_MSG_QUERY_RELAY;
+    rel.u.qrelay.target = r->origin_addr;
+    rel.u.qrelay.resp = msg.u.qresp;
+    cm_node__send(n, &cm_node__m(n, helpers[i])->addr, &rel, 1);
+  }
   return 0;
+}
+
+void cm_node__queries_expire(cm_node_t *n, cm_time_t now) {
+  size_t i;
+  for (i = 0; i < CM_QUERIES_MAX; i++) {
+    struct cm_qout *q = &n->qout[i];
+    cm_app_msg_t m;
+    if (!q->active || now < q->deadline)
+      continue;
+    memset(&m, 0, sizeof(m));
+    m.kind = CM_APP_QUERY_DONE;
+    m.qid = q->qid;
+    m.ltime = q->ltime;
+    m.time = now;
+    app_push(n, &m, 1);
+    free(q->seen);
+    memset(q, 0, sizeof(*q));
+  }
+}
+
+cm_time_t cm_node__queries_deadline(const cm_node_t *n) {
+  cm_time_t d = CM_TIME_NEVER;
+  size_t i;
+  for (i = 0; i < CM_QUERIES_MAX; i++)
+    if (n->qout[i].active && n->qout[i].deadline < d)
+      d = n->qout[i].deadline;
+  return d;
 }
 
 /* ------------------------------------------------------------- relaying */
 
-static int uev_item_msg(cm_node_t *n, const cm_bcast_item_t *it,
-                        cm_msg_t *msg) {
-  const struct cm_uev *u;
-  if (n->uevs == NULL || it->key >= n->cfg.user_event_buffer ||
-      !n->uevs[it->key].in_use)
+static int urec_msg(const struct cm_ustore *s, uint32_t cap,
+                    const cm_bcast_item_t *it, cm_msg_t *msg) {
+  const struct cm_urec *r;
+  if (s->recs == NULL || it->key >= cap || !s->recs[it->key].in_use)
     return 0;
-  u = &n->uevs[it->key];
+  r = &s->recs[it->key];
   memset(msg, 0, sizeof(*msg));
-  msg->type = CM_MSG_USER_EVENT;
-  msg->u.uev.ltime = u->ltime;
-  cm_wire_id_set(&msg->u.uev.origin, u->origin, u->origin_len);
-  msg->u.uev.flags = u->flags;
-  msg->u.uev.name = (const uint8_t *)u->name;
-  msg->u.uev.name_len = u->name_len;
-  msg->u.uev.payload = u->payload;
-  msg->u.uev.payload_len = u->payload_len;
+  msg->type = s->type;
+  if (s->type == CM_MSG_USER_EVENT) {
+    cm_msg_user_event_t *e = &msg->u.uev;
+    e->ltime = r->ltime;
+    cm_wire_id_set(&e->origin, r->origin, r->origin_len);
+    e->flags = r->flags;
+    e->name = (const uint8_t *)r->name;
+    e->name_len = r->name_len;
+    e->payload = r->payload_len > 0 ? r->data : NULL;
+    e->payload_len = r->payload_len;
+  } else {
+    cm_msg_query_t *q = &msg->u.qry;
+    q->ltime = r->ltime;
+    q->qid = r->qid;
+    cm_wire_id_set(&q->origin, r->origin, r->origin_len);
+    q->origin_addr = r->origin_addr;
+    q->flags = r->flags;
+    q->relay = r->relay;
+    q->timeout_ms = r->timeout_ms;
+    q->filter = urec_filter(r);
+    q->filter_len = r->filter_len;
+    if (r->filter_len == 0)
+      q->filter = NULL;
+    q->name = (const uint8_t *)r->name;
+    q->name_len = r->name_len;
+    q->payload = r->payload_len > 0 ? r->data : NULL;
+    q->payload_len = r->payload_len;
+  }
   return 1;
 }
 
-static size_t uev_item_size(void *ud, const cm_bcast_item_t *it) {
+struct piggy {
+  cm_node_t *n;
+  const struct cm_ustore *s;
+};
+
+static size_t urec_size(void *ud, const cm_bcast_item_t *it) {
+  struct piggy *p = ud;
   cm_msg_t msg;
-  if (!uev_item_msg((cm_node_t *)ud, it, &msg))
+  if (!urec_msg(p->s, p->n->cfg.user_event_buffer, it, &msg))
     return 0;
   return cm_wire_msg_size(&msg);
 }
 
-void cm_node__uev_piggyback(cm_node_t *n, cm_wbuf_t *w, size_t max_msgs) {
+static void store_piggyback(cm_node_t *n, struct cm_ustore *s, cm_wbuf_t *w,
+                            size_t max_msgs) {
   cm_bcast_item_t items[CM_PIGGYBACK_MAX];
+  struct piggy p = {n, s};
   size_t k, i;
-  if (cm_bcast_len(&n->uq) == 0 || max_msgs == 0)
+  if (cm_bcast_len(&s->relay) == 0 || max_msgs == 0)
     return;
   if (max_msgs > CM_PIGGYBACK_MAX)
     max_msgs = CM_PIGGYBACK_MAX;
-  k = cm_bcast_take(&n->uq, w->cap - w->len,
-                    cm_retransmit_limit(&n->cfg, n->reg.count), uev_item_size,
-                    n, items, max_msgs);
+  k = cm_bcast_take(&s->relay, w->cap - w->len,
+                    cm_retransmit_limit(&n->cfg, n->reg.count), urec_size, &p,
+                    items, max_msgs);
   for (i = 0; i < k; i++) {
     cm_msg_t msg;
-    if (uev_item_msg(n, &items[i], &msg))
+    if (urec_msg(s, n->cfg.user_event_buffer, &items[i], &msg))
       cm_wire_packet_add(w, &msg);
   }
 }
 
-/* ----------------------------------------------------------------- output */
-
-int cm_node_poll_user_event(cm_node_t *n, cm_user_event_t *ev) {
-  struct cm_uev_out *o;
-  free(n->uout_last);
-  n->uout_last = NULL;
-  o = n->uout_head;
-  if (o == NULL)
-    return 0;
-  n->uout_head = o->next;
-  if (n->uout_head == NULL)
-    n->uout_tail = NULL;
-  n->nuout--;
-  n->uout_last = o; /* its bytes stay valid until the next call */
-  *ev = o->ev;
-  return 1;
+void cm_node__uev_piggyback(cm_node_t *n, cm_wbuf_t *w, size_t max_msgs) {
+  /* Queries first: they wait on answers, events on nothing. */
+  store_piggyback(n, &n->qs, w, max_msgs);
+  store_piggyback(n, &n->ue, w,
+                  CM_PIGGYBACK_MAX > cm_wire_packet_count(w)
+                      ? CM_PIGGYBACK_MAX - cm_wire_packet_count(w)
+                      : 0);
 }

@@ -20,10 +20,10 @@ typedef struct cm_member_ext {
   cm_suspicion_t *susp; /* while suspect */
   cm_phi_t *phi;        /* once something has arrived from it */
   uint32_t susp_pos; /* while suspect: its place in the node's deadline heap */
-  /* Once it has sent a user event: its budget of new ones (cm_node_user.c),
-   * as of uev_ts. */
-  double uev_tokens;
-  cm_time_t uev_ts;
+  /* Once it has sent user events or queries: its budget of new ones of
+   * each (cm_node_user.c), as of the time beside it. */
+  double uev_tokens, qry_tokens;
+  cm_time_t uev_ts, qry_ts;
 } cm_member_ext_t;
 
 typedef struct cm_member {

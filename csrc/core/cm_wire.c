@@ -164,6 +164,20 @@ static int wire_rd_ext(wire_rd_t *r, cm_wire_ext_t *x, int allow_empty) {
   return 0;
 }
 
+/* u64 ltime | u32 qid | id from | u8 flags | u16 payload_len | payload */
+static int wire_rd_qresp(wire_rd_t *r, cm_msg_qresp_t *q) {
+  int rc;
+  if ((rc = wire_u64(r, &q->ltime)) != 0 || (rc = wire_u32(r, &q->qid)) != 0 ||
+      (rc = wire_rd_id(r, &q->from)) != 0 ||
+      (rc = wire_u8(r, &q->flags)) != 0 ||
+      (rc = wire_u16(r, &q->payload_len)) != 0 ||
+      (rc = wire_bytes(r, q->payload_len, &q->payload)) != 0)
+    return rc;
+  if (q->payload_len == 0)
+    q->payload = NULL;
+  return 0;
+}
+
 static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
   int rc;
   switch (m->type) {
@@ -223,6 +237,41 @@ static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
       e->payload = NULL;
     return 0;
   }
+  case CM_MSG_QUERY: {
+    cm_msg_query_t *q = &m->u.qry;
+    if ((rc = wire_u64(r, &q->ltime)) != 0 ||
+        (rc = wire_u32(r, &q->qid)) != 0 ||
+        (rc = wire_rd_id(r, &q->origin)) != 0 ||
+        (rc = wire_rd_addr(r, &q->origin_addr)) != 0 ||
+        (rc = wire_u8(r, &q->flags)) != 0 ||
+        (rc = wire_u8(r, &q->relay)) != 0 ||
+        (rc = wire_u32(r, &q->timeout_ms)) != 0 ||
+        (rc = wire_u16(r, &q->filter_len)) != 0)
+      return rc;
+    if (q->relay > CM_WIRE_MAX_QUERY_RELAY ||
+        q->filter_len > CM_WIRE_MAX_QUERY_FILTER)
+      return CM_EBADMSG;
+    if ((rc = wire_bytes(r, q->filter_len, &q->filter)) != 0 ||
+        (rc = wire_u8(r, &q->name_len)) != 0 ||
+        (rc = wire_bytes(r, q->name_len, &q->name)) != 0)
+      return rc;
+    if (!cm_event_name_valid((const char *)q->name, q->name_len))
+      return CM_EBADMSG;
+    if ((rc = wire_u16(r, &q->payload_len)) != 0 ||
+        (rc = wire_bytes(r, q->payload_len, &q->payload)) != 0)
+      return rc;
+    if (q->filter_len == 0)
+      q->filter = NULL;
+    if (q->payload_len == 0)
+      q->payload = NULL;
+    return 0;
+  }
+  case CM_MSG_QUERY_RESPONSE:
+    return wire_rd_qresp(r, &m->u.qresp);
+  case CM_MSG_QUERY_RELAY:
+    if ((rc = wire_rd_addr(r, &m->u.qrelay.target)) != 0)
+      return rc;
+    return wire_rd_qresp(r, &m->u.qrelay.resp);
   default:
     /* A newer version's message: kept whole, understood by nobody here. */
     m->u.raw.body = r->len > 0 ? r->p : NULL;
@@ -327,6 +376,14 @@ static int wire_ext_ok(const cm_wire_ext_t *x) {
          (x->rest_len == 0 || x->rest != NULL);
 }
 
+static int wire_qresp_ok(const cm_msg_qresp_t *q) {
+  return wire_id_ok(&q->from) && (q->payload_len == 0 || q->payload != NULL);
+}
+
+static size_t wire_qresp_size(const cm_msg_qresp_t *q) {
+  return 8 + 4 + wire_id_size(&q->from) + 1 + 2 + (size_t)q->payload_len;
+}
+
 static int wire_msg_ok(const cm_msg_t *m) {
   switch (m->type) {
   case CM_MSG_PING:
@@ -348,6 +405,21 @@ static int wire_msg_ok(const cm_msg_t *m) {
     return wire_id_ok(&m->u.suspect.node) && wire_id_ok(&m->u.suspect.from);
   case CM_MSG_LEAVE:
     return wire_id_ok(&m->u.leave.node);
+  case CM_MSG_QUERY:
+    return wire_id_ok(&m->u.qry.origin) &&
+           cm_addr_valid(&m->u.qry.origin_addr) &&
+           m->u.qry.relay <= CM_WIRE_MAX_QUERY_RELAY &&
+           m->u.qry.filter_len <= CM_WIRE_MAX_QUERY_FILTER &&
+           (m->u.qry.filter_len == 0 || m->u.qry.filter != NULL) &&
+           m->u.qry.name != NULL &&
+           cm_event_name_valid((const char *)m->u.qry.name,
+                               m->u.qry.name_len) &&
+           (m->u.qry.payload_len == 0 || m->u.qry.payload != NULL);
+  case CM_MSG_QUERY_RESPONSE:
+    return wire_qresp_ok(&m->u.qresp);
+  case CM_MSG_QUERY_RELAY:
+    return cm_addr_valid(&m->u.qrelay.target) &&
+           wire_qresp_ok(&m->u.qrelay.resp);
   case CM_MSG_USER_EVENT:
     return wire_id_ok(&m->u.uev.origin) && m->u.uev.name != NULL &&
            cm_event_name_valid((const char *)m->u.uev.name,
@@ -385,9 +457,28 @@ static size_t wire_body_size(const cm_msg_t *m) {
   case CM_MSG_USER_EVENT:
     return 8 + wire_id_size(&m->u.uev.origin) + 1 + 1 + m->u.uev.name_len + 2 +
            (size_t)m->u.uev.payload_len;
+  case CM_MSG_QUERY:
+    return 8 + 4 + wire_id_size(&m->u.qry.origin) +
+           wire_addr_size(&m->u.qry.origin_addr) + 1 + 1 + 4 + 2 +
+           m->u.qry.filter_len + 1 + m->u.qry.name_len + 2 +
+           (size_t)m->u.qry.payload_len;
+  case CM_MSG_QUERY_RESPONSE:
+    return wire_qresp_size(&m->u.qresp);
+  case CM_MSG_QUERY_RELAY:
+    return wire_addr_size(&m->u.qrelay.target) +
+           wire_qresp_size(&m->u.qrelay.resp);
   default:
     return m->u.raw.len;
   }
+}
+
+static uint8_t *wire_put_qresp(uint8_t *p, const cm_msg_qresp_t *q) {
+  p = wire_put_u64(p, q->ltime);
+  p = wire_put_u32(p, q->qid);
+  p = wire_put_id(p, &q->from);
+  p = wire_put_u8(p, q->flags);
+  p = wire_put_u16(p, q->payload_len);
+  return wire_put_bytes(p, q->payload, q->payload_len);
 }
 
 static uint8_t *wire_put_body(uint8_t *p, const cm_msg_t *m) {
@@ -421,6 +512,27 @@ static uint8_t *wire_put_body(uint8_t *p, const cm_msg_t *m) {
   case CM_MSG_LEAVE:
     p = wire_put_id(p, &m->u.leave.node);
     return wire_put_u32(p, m->u.leave.incarnation);
+  case CM_MSG_QUERY: {
+    const cm_msg_query_t *q = &m->u.qry;
+    p = wire_put_u64(p, q->ltime);
+    p = wire_put_u32(p, q->qid);
+    p = wire_put_id(p, &q->origin);
+    p = wire_put_addr(p, &q->origin_addr);
+    p = wire_put_u8(p, q->flags);
+    p = wire_put_u8(p, q->relay);
+    p = wire_put_u32(p, q->timeout_ms);
+    p = wire_put_u16(p, q->filter_len);
+    p = wire_put_bytes(p, q->filter, q->filter_len);
+    p = wire_put_u8(p, q->name_len);
+    p = wire_put_bytes(p, q->name, q->name_len);
+    p = wire_put_u16(p, q->payload_len);
+    return wire_put_bytes(p, q->payload, q->payload_len);
+  }
+  case CM_MSG_QUERY_RESPONSE:
+    return wire_put_qresp(p, &m->u.qresp);
+  case CM_MSG_QUERY_RELAY:
+    p = wire_put_addr(p, &m->u.qrelay.target);
+    return wire_put_qresp(p, &m->u.qrelay.resp);
   case CM_MSG_USER_EVENT:
     p = wire_put_u64(p, m->u.uev.ltime);
     p = wire_put_id(p, &m->u.uev.origin);

@@ -48,9 +48,12 @@ enum cm_msg_type {
   CM_MSG_DEAD = 7,
   CM_MSG_LEAVE = 8,
   CM_MSG_USER_EVENT = 9,
+  CM_MSG_QUERY = 10,
+  CM_MSG_QUERY_RESPONSE = 11,
+  CM_MSG_QUERY_RELAY = 12,
 };
 /* The last type this version knows. */
-#define CM_MSG_TYPE_LAST CM_MSG_USER_EVENT
+#define CM_MSG_TYPE_LAST CM_MSG_QUERY_RELAY
 
 /* Types outside 1..CM_MSG_TYPE_LAST other than 0 are a newer version's:
  * decoded as raw bodies, skipped by receivers, re-encoded verbatim. 0 is
@@ -150,6 +153,49 @@ typedef struct cm_msg_user_event {
   const uint8_t *payload;
 } cm_msg_user_event_t;
 
+/* A query: asked of every member, answered by those its filter selects
+ * (the filter is opaque here: the application reads it), with an ack and
+ * a response each, sent straight to origin_addr and through `relay` other
+ * members. The same name and payload rules as a user event; the filter at
+ * most CM_WIRE_MAX_QUERY_FILTER bytes. */
+#define CM_QUERY_WANT_ACK 0x01
+#define CM_WIRE_MAX_QUERY_FILTER 1024
+#define CM_WIRE_MAX_QUERY_RELAY 5
+typedef struct cm_msg_query {
+  uint64_t ltime;
+  uint32_t qid; /* chosen by the origin */
+  cm_wire_id_t origin;
+  cm_addr_t origin_addr;
+  uint8_t flags;
+  uint8_t relay;       /* 0..CM_WIRE_MAX_QUERY_RELAY */
+  uint32_t timeout_ms; /* how long the origin waits, from when it asked */
+  uint16_t filter_len;
+  const uint8_t *filter;
+  uint8_t name_len;
+  const uint8_t *name;
+  uint16_t payload_len;
+  const uint8_t *payload;
+} cm_msg_query_t;
+
+/* An ack (flag CM_QRESP_ACK, no payload) or a response to query qid of
+ * ltime, from `from`. */
+#define CM_QRESP_ACK 0x01
+typedef struct cm_msg_qresp {
+  uint64_t ltime;
+  uint32_t qid;
+  cm_wire_id_t from;
+  uint8_t flags;
+  uint16_t payload_len;
+  const uint8_t *payload;
+} cm_msg_qresp_t;
+
+/* A response a member is asked to pass on to `target` (the query's
+ * origin): the relay sends it as a QUERY_RESPONSE. */
+typedef struct cm_msg_qrelay {
+  cm_addr_t target;
+  cm_msg_qresp_t resp;
+} cm_msg_qrelay_t;
+
 typedef struct cm_msg {
   uint8_t type; /* enum cm_msg_type */
   union {
@@ -161,6 +207,9 @@ typedef struct cm_msg {
     cm_msg_accuse_t suspect; /* also used for DEAD */
     cm_msg_leave_t leave;
     cm_msg_user_event_t uev;
+    cm_msg_query_t qry;
+    cm_msg_qresp_t qresp; /* also the inside of a QUERY_RELAY's */
+    cm_msg_qrelay_t qrelay;
     cm_msg_raw_t raw; /* a type this version does not know */
   } u;
 } cm_msg_t;

@@ -264,13 +264,25 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
     cmd_complete(e, c, rc);
     return;
   case CMD_SEND_EVENT:
+  case CMD_QUERY:
+  case CMD_QUERY_RESPOND:
     if (n->node == NULL || n->closing || n->leaving) {
       cmd_complete(e, c, CM_ECLOSED);
       return;
     }
-    rc = cm_node_send_user_event(
-        n->node, c->ev_name, c->ev_name_len, c->ev_payload, c->ev_payload_len,
-        c->ev_coalesce, cm_engine__now(), &c->ev_ltime);
+    if (c->kind == CMD_SEND_EVENT)
+      rc = cm_node_send_user_event(n->node, c->ev_name, c->ev_name_len,
+                                   c->ev_payload, c->ev_payload_len, c->ev_flag,
+                                   cm_engine__now(), &c->ev_ltime);
+    else if (c->kind == CMD_QUERY)
+      rc = cm_node_query(n->node, c->ev_name, c->ev_name_len, c->ev_filter,
+                         c->ev_filter_len, c->ev_payload, c->ev_payload_len,
+                         c->ev_flag, c->ev_relay, c->ev_timeout,
+                         cm_engine__now(), &c->ev_qid);
+    else
+      rc = cm_node_query_respond(n->node, c->ev_name, c->ev_qid, c->ev_flag,
+                                 c->ev_payload, c->ev_payload_len,
+                                 cm_engine__now());
     if (rc == 0)
       cm_engine__flush(n, 0);
     cmd_complete(e, c, rc);
@@ -632,11 +644,57 @@ int cm_enode_send_event(cm_enode_t *n, const char *name, size_t name_len,
   c.ev_name_len = name_len;
   c.ev_payload = payload;
   c.ev_payload_len = payload_len;
-  c.ev_coalesce = coalesce;
+  c.ev_flag = coalesce;
   rc = engine_submit(n->e, &c);
   if (rc == 0 && ltime != NULL)
     *ltime = c.ev_ltime;
   return rc;
+}
+
+int cm_enode_query(cm_enode_t *n, const char *name, size_t name_len,
+                   const uint8_t *filter, size_t filter_len,
+                   const uint8_t *payload, size_t payload_len, int want_ack,
+                   uint8_t relay, cm_time_t timeout, uint32_t *qid) {
+  struct cmd c;
+  int rc;
+  if (n == NULL || name == NULL || (payload == NULL && payload_len > 0) ||
+      (filter == NULL && filter_len > 0))
+    return CM_EINVAL;
+  memset(&c, 0, sizeof(c));
+  c.kind = CMD_QUERY;
+  c.node = n;
+  c.sync = 1;
+  c.ev_name = name;
+  c.ev_name_len = name_len;
+  c.ev_filter = filter;
+  c.ev_filter_len = filter_len;
+  c.ev_payload = payload;
+  c.ev_payload_len = payload_len;
+  c.ev_flag = want_ack;
+  c.ev_relay = relay;
+  c.ev_timeout = timeout;
+  rc = engine_submit(n->e, &c);
+  if (rc == 0 && qid != NULL)
+    *qid = c.ev_qid;
+  return rc;
+}
+
+int cm_enode_query_respond(cm_enode_t *n, const char *origin, uint32_t qid,
+                           int ack, const uint8_t *payload,
+                           size_t payload_len) {
+  struct cmd c;
+  if (n == NULL || origin == NULL || (payload == NULL && payload_len > 0))
+    return CM_EINVAL;
+  memset(&c, 0, sizeof(c));
+  c.kind = CMD_QUERY_RESPOND;
+  c.node = n;
+  c.sync = 1;
+  c.ev_name = origin;
+  c.ev_qid = qid;
+  c.ev_flag = ack;
+  c.ev_payload = payload;
+  c.ev_payload_len = payload_len;
+  return engine_submit(n->e, &c);
 }
 
 int cm_enode_set_fault(cm_enode_t *n, const cm_net_fault_t *f) {

@@ -46,7 +46,8 @@ enum cm_eevent_kind {
   CM_EEV_JOINED = 2,  /* result of cm_enode_join: status 0 or error */
   CM_EEV_LEFT = 3,    /* result of cm_enode_leave: the node has stopped */
   CM_EEV_DROPPED = 4, /* dropped events because the queue was full */
-  CM_EEV_USER = 5,    /* a user event (uev), delivered once */
+  CM_EEV_APP = 5,     /* for the application (app): user events, queries,
+                         replies to ours, their end */
 };
 
 typedef struct cm_eevent {
@@ -55,14 +56,14 @@ typedef struct cm_eevent {
   uint64_t token;   /* JOINED / LEFT: the command's token */
   uint64_t dropped; /* DROPPED */
   cm_event_t ev;    /* MEMBER */
-  /* USER: its name and payload point into data, which the event owns:
-   * whoever takes it from cm_enode_next_event frees it with
+  /* APP: its name, filter and payload point into data, which the event
+   * owns: whoever takes it from cm_enode_next_event frees it with
    * cm_eevent_release. */
-  cm_user_event_t uev;
+  cm_app_msg_t app;
   uint8_t *data;
 } cm_eevent_t;
 
-/* Free what an event taken from cm_enode_next_event owns (a user event's
+/* Free what an event taken from cm_enode_next_event owns (an APP event's
  * bytes); any event, any number of times. */
 void cm_eevent_release(cm_eevent_t *ev);
 
@@ -156,6 +157,17 @@ int cm_enode_set_tags(cm_enode_t *n, const uint8_t *blob, size_t len);
 int cm_enode_send_event(cm_enode_t *n, const char *name, size_t name_len,
                         const uint8_t *payload, size_t payload_len,
                         int coalesce, uint64_t *ltime);
+/* Ask every member a query (cm_node_query; timeout 0: the default). Blocks
+ * until the loop has taken it; *qid gets its id, and its replies and end
+ * come as CM_EEV_APP events. Errors as cm_node_query, and CM_ECLOSED. */
+int cm_enode_query(cm_enode_t *n, const char *name, size_t name_len,
+                   const uint8_t *filter, size_t filter_len,
+                   const uint8_t *payload, size_t payload_len, int want_ack,
+                   uint8_t relay, cm_time_t timeout, uint32_t *qid);
+/* Answer a query delivered here (cm_node_query_respond). Blocks until the
+ * loop has sent it. Errors as cm_node_query_respond, and CM_ECLOSED. */
+int cm_enode_query_respond(cm_enode_t *n, const char *origin, uint32_t qid,
+                           int ack, const uint8_t *payload, size_t payload_len);
 /* Replace the transport's fault injection (NULL turns it off). */
 int cm_enode_set_fault(cm_enode_t *n, const cm_net_fault_t *f);
 

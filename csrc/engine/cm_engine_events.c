@@ -110,32 +110,43 @@ void cm_eevent_release(cm_eevent_t *ev) {
     return;
   free(ev->data);
   ev->data = NULL;
-  ev->uev.name = NULL;
-  ev->uev.payload = NULL;
+  ev->app.name = NULL;
+  ev->app.filter = NULL;
+  ev->app.payload = NULL;
 }
 
-/* Queue the user events the core delivered, each with a copy of its bytes;
- * past the queue's bound they are dropped and counted as member events
- * are. Returns 1 if any was queued. */
-int cm_engine__q_user_events_locked(cm_enode_t *n) {
-  cm_user_event_t u;
+/* Queue what the core has for the application, each with a copy of its
+ * bytes; past the queue's bound they are dropped and counted as member
+ * events are. Returns 1 if any was queued. */
+int cm_engine__q_app_locked(cm_enode_t *n) {
+  cm_app_msg_t m;
   int pushed = 0;
-  while (cm_node_poll_user_event(n->node, &u)) {
+  while (cm_node_poll_app(n->node, &m)) {
+    size_t name = m.name != NULL ? m.name_len + 1u : 0;
     cm_eevent_t e;
+    uint8_t *p;
     memset(&e, 0, sizeof(e));
-    e.kind = CM_EEV_USER;
-    e.uev = u;
-    e.data = malloc(u.name_len + 1u + u.payload_len);
+    e.kind = CM_EEV_APP;
+    e.app = m;
+    e.data = malloc(name + m.filter_len + m.payload_len + 1u);
     if (e.data == NULL) {
       n->q_dropped++;
       n->stats.events_dropped++;
       continue;
     }
-    memcpy(e.data, u.name, u.name_len + 1u);
-    if (u.payload_len > 0)
-      memcpy(e.data + u.name_len + 1, u.payload, u.payload_len);
-    e.uev.name = (const char *)e.data;
-    e.uev.payload = u.payload_len > 0 ? e.data + u.name_len + 1 : NULL;
+    p = e.data;
+    if (m.name != NULL) {
+      memcpy(p, m.name, name);
+      e.app.name = (const char *)p;
+      p += name;
+    }
+    if (m.filter_len > 0)
+      memcpy(p, m.filter, m.filter_len);
+    e.app.filter = m.filter_len > 0 ? p : NULL;
+    p += m.filter_len;
+    if (m.payload_len > 0)
+      memcpy(p, m.payload, m.payload_len);
+    e.app.payload = m.payload_len > 0 ? p : NULL;
     if (cm_engine__q_put_locked(n, &e))
       pushed = 1;
     else

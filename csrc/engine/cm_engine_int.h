@@ -33,6 +33,8 @@ enum cmd_kind {
   CMD_SET_TAGS,
   CMD_SET_FAULT,
   CMD_SEND_EVENT,
+  CMD_QUERY,
+  CMD_QUERY_RESPOND,
   CMD_SHUTDOWN,
 };
 
@@ -53,13 +55,20 @@ struct cmd {
   /* CMD_SET_FAULT */
   cm_net_fault_t fault;
   int fault_off;
-  /* CMD_SEND_EVENT (the caller waits: no copies) */
+  /* CMD_SEND_EVENT, CMD_QUERY, CMD_QUERY_RESPOND (the caller waits: no
+   * copies). ev_name is the origin for a response; ev_flag the coalesce,
+   * want-ack or ack flag. */
   const char *ev_name;
   size_t ev_name_len;
   const uint8_t *ev_payload;
   size_t ev_payload_len;
-  int ev_coalesce;
+  const uint8_t *ev_filter;
+  size_t ev_filter_len;
+  int ev_flag;
+  uint8_t ev_relay;
+  cm_time_t ev_timeout;
   uint64_t ev_ltime;
+  uint32_t ev_qid;
   struct cmd *next;
 };
 
@@ -174,7 +183,7 @@ void cm_engine__q_push_locked(cm_enode_t *n, const cm_eevent_t *ev);
 /* The same without the wake-up: 1 if queued, 0 if dropped. The caller
  * wakes the consumer (cm_engine__q_wake) once, after unlocking. */
 int cm_engine__q_put_locked(cm_enode_t *n, const cm_eevent_t *ev);
-int cm_engine__q_user_events_locked(cm_enode_t *n);
+int cm_engine__q_app_locked(cm_enode_t *n);
 void cm_engine__q_wake(cm_enode_t *n);
 /* Room for one result, taken on the caller's thread when join or leave is
  * called, so the result can never be dropped: 0 or CM_ENOMEM. Every

@@ -100,7 +100,7 @@ void cm_engine__flush(cm_enode_t *n, int force_snapshot) {
   cm_net_stats(n->net, &n->stats.net);
   n->stats.send_errors += send_errors;
   /* User events need no snapshot: out at once. */
-  rc = cm_engine__q_user_events_locked(n);
+  rc = cm_engine__q_app_locked(n);
   pthread_mutex_unlock(&n->lock);
   if (rc)
     cm_engine__q_wake(n);

@@ -38,3 +38,19 @@ void cm_tnode_accuse(cm_node_t *n, const cm_addr_t *from, uint8_t type,
   }
   cm_tnode_feed(n, from, &m, now);
 }
+
+cm_node_t *cm_tnode_new(const cm_config_t *c, cm_time_t now) {
+  cm_node_t *n = NULL;
+  cm_addr_t a = cm_addr_from_index(1, 7946);
+  CM_CHECK_OK(cm_node_new(&n, c, "self", &a, NULL, 0, 7, now));
+  return n;
+}
+
+cm_node_stats_t cm_tnode_stats(cm_node_t *n) {
+  cm_node_stats_t st;
+  const char *what = NULL;
+  if (cm_node_check_invariants(n, &what) != 0)
+    cm_test_fail(__FILE__, __LINE__, "invariant: %s", what);
+  cm_node_stats(n, &st);
+  return st;
+}

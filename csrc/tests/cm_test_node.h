@@ -23,4 +23,11 @@ void cm_tnode_accuse(cm_node_t *n, const cm_addr_t *from, uint8_t type,
                      const char *id, uint32_t inc, const char *by,
                      cm_time_t now);
 
+/* A node "self" at cm_addr_from_index(1, 7946), seed 7, started at now. */
+cm_node_t *cm_tnode_new(const cm_config_t *c, cm_time_t now);
+
+/* The node's stats, once its bookkeeping has been checked
+ * (cm_node_check_invariants): a mismatch fails the test. */
+cm_node_stats_t cm_tnode_stats(cm_node_t *n);
+
 #endif

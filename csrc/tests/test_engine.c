@@ -269,11 +269,11 @@ static int uev_all_have(cm_enode_t **nodes, void *arg) {
   int i;
   for (i = 0; i < NODES; i++) {
     while (cm_enode_next_event(nodes[i], &ev)) {
-      if (ev.kind == CM_EEV_USER) {
+      if (ev.kind == CM_EEV_APP && ev.app.kind == CM_APP_EVENT) {
         u->count[i]++;
-        if (strcmp(ev.uev.name, "deploy") != 0 || ev.uev.payload_len != 4 ||
-            memcmp(ev.uev.payload, "v1.2", 4) != 0 ||
-            strcmp(ev.uev.origin, "node-2") != 0)
+        if (strcmp(ev.app.name, "deploy") != 0 || ev.app.payload_len != 4 ||
+            memcmp(ev.app.payload, "v1.2", 4) != 0 ||
+            strcmp(ev.app.node, "node-2") != 0)
           u->bad++;
       }
       cm_eevent_release(&ev);

@@ -14,13 +14,6 @@
 
 static cm_addr_t u_addr(uint32_t i) { return cm_addr_from_index(i, 7946); }
 
-static cm_node_t *u_node(const cm_config_t *c) {
-  cm_node_t *n = NULL;
-  cm_addr_t a = u_addr(1);
-  CM_CHECK_OK(cm_node_new(&n, c, "self", &a, NULL, 0, 7, U_T0));
-  return n;
-}
-
 /* An event from origin at ltime, with a one-byte payload. */
 static cm_msg_t u_event(const char *origin, uint64_t ltime, const char *name,
                         const uint8_t *payload, uint16_t len) {
@@ -52,11 +45,20 @@ typedef struct {
   uint8_t p[2]; /* the payload's first bytes */
 } u_got_t;
 
+/* The next message for the application, which must be a user event
+ * (nothing here sends queries). */
+static int u_poll(cm_node_t *n, cm_app_msg_t *m) {
+  if (!cm_node_poll_app(n, m))
+    return 0;
+  CM_CHECK_EQ(m->kind, CM_APP_EVENT);
+  return 1;
+}
+
 /* Events waiting at n, drained: how many, the first max kept in out. */
 static size_t u_drain(cm_node_t *n, u_got_t *out, size_t max) {
-  cm_user_event_t ev;
+  cm_app_msg_t ev;
   size_t k = 0;
-  while (cm_node_poll_user_event(n, &ev)) {
+  while (u_poll(n, &ev)) {
     if (k < max) {
       memset(&out[k], 0, sizeof(out[k]));
       out[k].ltime = ev.ltime;
@@ -68,39 +70,29 @@ static size_t u_drain(cm_node_t *n, u_got_t *out, size_t max) {
   return k;
 }
 
-/* The node's stats, once its bookkeeping is checked. */
-static cm_node_stats_t u_stats(cm_node_t *n) {
-  cm_node_stats_t st;
-  const char *what = NULL;
-  if (cm_node_check_invariants(n, &what) != 0)
-    cm_test_fail(__FILE__, __LINE__, "invariant: %s", what);
-  cm_node_stats(n, &st);
-  return st;
-}
-
 /* ---- one node, by hand --------------------------------------------------- */
 
 CM_TEST(uev_delivered_once_copies_counted) {
   cm_config_t c;
   cm_node_t *n;
-  cm_user_event_t ev;
+  cm_app_msg_t ev;
   cm_config_lan(&c);
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   u_feed(n, "a", 5, "deploy", U_T0);
   u_feed(n, "a", 5, "deploy", U_T0 + 1);
   u_feed(n, "a", 5, "deploy", U_T0 + 2);
-  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK(u_poll(n, &ev));
   CM_CHECK_EQ(ev.ltime, 5);
-  CM_CHECK_STR(ev.origin, "a");
+  CM_CHECK_STR(ev.node, "a");
   CM_CHECK_STR(ev.name, "deploy");
   CM_CHECK_EQ(ev.name_len, 6);
   CM_CHECK_EQ(ev.payload_len, 1);
   CM_CHECK_EQ(ev.payload[0], 5);
-  CM_CHECK_EQ(ev.coalesce, 0);
+  CM_CHECK_EQ(ev.flags, 0);
   CM_CHECK_EQ(ev.time, U_T0);
-  CM_CHECK(!cm_node_poll_user_event(n, &ev));
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 1);
-  CM_CHECK_EQ(u_stats(n).user_events_duplicate, 2);
+  CM_CHECK(!u_poll(n, &ev));
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.duplicate, 2);
   /* Same time and name from another origin, or another payload: a
    * different event. */
   u_feed(n, "b", 5, "deploy", U_T0);
@@ -111,17 +103,17 @@ CM_TEST(uev_delivered_once_copies_counted) {
     cm_tnode_feed(n, &from, &m, U_T0);
   }
   CM_CHECK_EQ(u_drain(n, NULL, 0), 2);
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 3);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 3);
   cm_node_free(n);
 }
 
 CM_TEST(uev_lamport_clock_witnesses_what_arrives) {
   cm_config_t c;
   cm_node_t *n;
-  cm_user_event_t ev;
+  cm_app_msg_t ev;
   uint64_t t;
   cm_config_lan(&c);
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   CM_CHECK_OK(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t));
   CM_CHECK_EQ(t, 0);
   CM_CHECK_OK(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t));
@@ -131,18 +123,18 @@ CM_TEST(uev_lamport_clock_witnesses_what_arrives) {
       cm_node_send_user_event(n, "y", 1, (const uint8_t *)"p", 1, 1, U_T0, &t));
   CM_CHECK_EQ(t, 1001); /* after what it saw */
   /* Its own events are delivered to itself too, in order. */
-  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK(u_poll(n, &ev));
   CM_CHECK_EQ(ev.ltime, 0);
-  CM_CHECK_STR(ev.origin, "self");
-  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK_STR(ev.node, "self");
+  CM_CHECK(u_poll(n, &ev));
   CM_CHECK_EQ(ev.ltime, 1);
-  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK(u_poll(n, &ev));
   CM_CHECK_EQ(ev.ltime, 1000);
-  CM_CHECK(cm_node_poll_user_event(n, &ev));
+  CM_CHECK(u_poll(n, &ev));
   CM_CHECK_EQ(ev.ltime, 1001);
-  CM_CHECK_EQ(ev.coalesce, 1);
+  CM_CHECK_EQ(ev.flags, CM_APP_COALESCE);
   CM_CHECK_EQ(ev.payload_len, 1);
-  CM_CHECK_EQ(u_stats(n).user_events_sent, 3);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.sent, 3);
   cm_node_free(n);
 }
 
@@ -155,12 +147,12 @@ CM_TEST(uev_older_than_the_buffer_dropped) {
   uint64_t i;
   cm_config_lan(&c);
   c.user_event_buffer = 16;
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   u_feed(n, "a", 100, "e", U_T0);
   u_feed(n, "a", 84, "e", U_T0); /* 101 - 16 = 85: too old */
-  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_old, 1);
   u_feed(n, "a", 85, "e", U_T0);
-  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_old, 1);
   CM_CHECK_EQ(u_drain(n, NULL, 0), 2);
   /* Fill the buffer with 86..100 (100 and 85 are held): 16 records. */
   for (i = 86; i < 100; i++)
@@ -168,15 +160,15 @@ CM_TEST(uev_older_than_the_buffer_dropped) {
   CM_CHECK_EQ(u_drain(n, NULL, 0), 14);
   /* Within the clock's span but below every record: cannot be kept. */
   u_feed(n, "c", 85, "e", U_T0 + CM_SEC(200));
-  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 2);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_old, 2);
   CM_CHECK_EQ(u_drain(n, NULL, 0), 0);
   /* A newer one takes the oldest record's place. */
   u_feed(n, "c", 101, "e", U_T0 + CM_SEC(200));
   CM_CHECK_EQ(u_drain(n, NULL, 0), 1);
   /* And the evicted one (85 from a) is now old by the clock. */
   u_feed(n, "a", 85, "e", U_T0 + CM_SEC(200));
-  CM_CHECK_EQ(u_stats(n).drop_user_event_old, 3);
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 17);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_old, 3);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 17);
   cm_node_free(n);
 }
 
@@ -187,10 +179,10 @@ CM_TEST(uev_implausible_time_refused) {
   cm_node_t *n;
   uint64_t t;
   cm_config_lan(&c);
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   u_feed(n, "a", UINT64_C(1) << 48, "e", U_T0);
   u_feed(n, "a", UINT64_MAX, "e", U_T0);
-  CM_CHECK_EQ(u_stats(n).drop_user_event_ltime, 2);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_ltime, 2);
   CM_CHECK_EQ(u_drain(n, NULL, 0), 0);
   u_feed(n, "a", (UINT64_C(1) << 48) - 2, "e", U_T0);
   CM_CHECK_EQ(u_drain(n, NULL, 0), 1);
@@ -210,27 +202,27 @@ CM_TEST(uev_flood_from_one_origin_limited) {
   uint64_t i;
   cm_config_lan(&c);
   c.user_event_rate = 10;
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   {
     cm_addr_t a = u_addr(2);
     cm_tnode_alive(n, "a", 1, &a, U_T0);
   }
   for (i = 0; i < 30; i++)
     u_feed(n, "a", i, "e", U_T0);
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 20);
-  CM_CHECK_EQ(u_stats(n).drop_user_event_rate, 10);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 20);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_rate, 10);
   u_feed(n, "b", 30, "e", U_T0); /* a stranger: the shared budget */
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 21);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 21);
   u_feed(n, "a", 31, "e", U_T0 + CM_MSEC(100)); /* 2 tokens back */
   u_feed(n, "a", 32, "e", U_T0 + CM_MSEC(100));
   u_feed(n, "a", 33, "e", U_T0 + CM_MSEC(100));
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 23);
-  CM_CHECK_EQ(u_stats(n).drop_user_event_rate, 11);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 23);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_rate, 11);
   /* A copy of one already delivered is a duplicate, not a new event: it
    * costs nothing. */
   u_feed(n, "a", 0, "e", U_T0 + CM_MSEC(100));
-  CM_CHECK_EQ(u_stats(n).user_events_duplicate, 1);
-  CM_CHECK_EQ(u_stats(n).drop_user_event_rate, 11);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.duplicate, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_rate, 11);
   cm_node_free(n);
 }
 
@@ -243,14 +235,14 @@ CM_TEST(uev_over_the_size_limit_dropped) {
   cm_msg_t m;
   cm_config_lan(&c);
   c.max_user_event_size = 100;
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   m = u_event("a", 1, "ab", big, 98);
   cm_tnode_feed(n, &from, &m, U_T0);
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 1);
   m = u_event("a", 2, "ab", big, 99);
   cm_tnode_feed(n, &from, &m, U_T0);
-  CM_CHECK_EQ(u_stats(n).drop_user_event_size, 1);
-  CM_CHECK_EQ(u_stats(n).user_events_delivered, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_size, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 1);
   cm_node_free(n);
 }
 
@@ -266,7 +258,7 @@ CM_TEST(uev_send_refusals_change_nothing) {
   cm_config_lan(&c);
   c.user_event_rate = 5;
   c.max_user_event_size = 200;
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   memset(longname, 'n', sizeof(longname));
   CM_CHECK_EQ(cm_node_send_user_event(n, "a b", 3, NULL, 0, 0, U_T0, &t),
               CM_EINVAL);
@@ -282,8 +274,8 @@ CM_TEST(uev_send_refusals_change_nothing) {
   CM_CHECK_EQ(cm_node_send_user_event(NULL, "e", 1, NULL, 0, 0, U_T0, &t),
               CM_EINVAL);
   CM_CHECK_EQ(t, 77);
-  CM_CHECK_EQ(u_stats(n).user_events_sent, 0);
-  CM_CHECK_EQ(u_stats(n).user_event_queue, 0);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.sent, 0);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_event_queue, 0);
   CM_CHECK_OK(cm_node_send_user_event(n, "e", 1, big, 199, 0, U_T0, &t));
   CM_CHECK_EQ(t, 0);
   for (i = 1; i < 5; i++)
@@ -294,12 +286,12 @@ CM_TEST(uev_send_refusals_change_nothing) {
   CM_CHECK_OK(
       cm_node_send_user_event(n, "e", 1, NULL, 0, 0, U_T0 + CM_MSEC(200), &t));
   CM_CHECK_EQ(t, 5); /* the refused one took no time */
-  CM_CHECK_EQ(u_stats(n).user_events_sent, 6);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.sent, 6);
   CM_CHECK_OK(cm_node_leave(n, U_T0 + CM_SEC(1)));
   CM_CHECK_EQ(
       cm_node_send_user_event(n, "e", 1, NULL, 0, 0, U_T0 + CM_SEC(2), &t),
       CM_ESTATE);
-  CM_CHECK_EQ(u_stats(n).user_events_sent, 6);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.sent, 6);
   cm_node_free(n);
 }
 
@@ -314,7 +306,7 @@ CM_TEST(uev_relayed_up_to_the_retransmit_limit) {
   cm_time_t now = U_T0;
   int i;
   cm_config_lan(&c);
-  n = u_node(&c);
+  n = cm_tnode_new(&c, U_T0);
   for (i = 2; i < 6; i++) {
     char id[8];
     cm_addr_t a = u_addr((uint32_t)i);
@@ -322,17 +314,17 @@ CM_TEST(uev_relayed_up_to_the_retransmit_limit) {
     cm_tnode_alive(n, id, 1, &a, now);
   }
   /* Let the membership news go first. */
-  while (u_stats(n).bcast_queue > 0 && now < U_T0 + CM_SEC(60)) {
+  while (cm_tnode_stats(n).bcast_queue > 0 && now < U_T0 + CM_SEC(60)) {
     now += CM_MSEC(10);
     cm_node_tick(n, now);
     while (cm_node_poll_datagram(n, &to, &d, &len))
       ;
   }
-  CM_CHECK_EQ(u_stats(n).bcast_queue, 0);
+  CM_CHECK_EQ(cm_tnode_stats(n).bcast_queue, 0);
   u_feed(n, "m2", 3, "e", now);
-  CM_CHECK_EQ(u_stats(n).user_event_queue, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_event_queue, 1);
   CM_CHECK(cm_node_next_deadline(n) <= now + c.gossip_interval);
-  while (u_stats(n).user_event_queue > 0 && now < U_T0 + CM_SEC(120)) {
+  while (cm_tnode_stats(n).user_event_queue > 0 && now < U_T0 + CM_SEC(120)) {
     now += CM_MSEC(10);
     cm_node_tick(n, now);
     while (cm_node_poll_datagram(n, &to, &d, &len)) {
@@ -346,7 +338,7 @@ CM_TEST(uev_relayed_up_to_the_retransmit_limit) {
         }
     }
   }
-  CM_CHECK_EQ(u_stats(n).user_event_queue, 0);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_event_queue, 0);
   CM_CHECK_EQ(sends, cm_retransmit_limit(&c, 5));
   cm_node_free(n);
 }
@@ -397,7 +389,7 @@ CM_TEST(uev_every_member_once_under_loss) {
     u_got_t ev[2 * U_PER_SENDER + 1];
     uint8_t seen[2][U_PER_SENDER];
     size_t got = u_drain(n, ev, 2 * U_PER_SENDER + 1), j;
-    cm_node_stats_t st = u_stats(n);
+    cm_node_stats_t st = cm_tnode_stats(n);
     CM_CHECK_EQ(got, 2 * U_PER_SENDER);
     memset(seen, 0, sizeof(seen));
     for (j = 0; j < got; j++) {
@@ -407,11 +399,10 @@ CM_TEST(uev_every_member_once_under_loss) {
     }
     for (j = 0; j < 2 * U_PER_SENDER; j++)
       CM_CHECK_EQ(seen[j / U_PER_SENDER][j % U_PER_SENDER], 1);
-    CM_CHECK_EQ(st.drop_user_event_old + st.drop_user_event_rate +
-                    st.user_events_dropped,
-                0);
+    CM_CHECK_EQ(
+        st.user_events.drop_old + st.user_events.drop_rate + st.app_dropped, 0);
     CM_CHECK_EQ(st.failures_declared, 0);
-    dups += st.user_events_duplicate;
+    dups += st.user_events.duplicate;
   }
   CM_CHECK(dups > 0); /* copies arrived, and were recognised */
   cm_sim_free(s);
@@ -422,7 +413,7 @@ CM_TEST(uev_every_member_once_under_loss) {
 CM_TEST(uev_causal_order_in_a_cluster) {
   cm_sim_config_t sc;
   cm_sim_t *s = NULL;
-  cm_user_event_t ev;
+  cm_app_msg_t ev;
   uint64_t t1 = 0, t2 = 0;
   uint32_t i;
   cm_sim_config_default(&sc);
@@ -439,7 +430,7 @@ CM_TEST(uev_causal_order_in_a_cluster) {
   CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 2), "first", 5, NULL, 0, 0,
                                       cm_sim_now(s), &t1));
   cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(5));
-  CM_CHECK(cm_node_poll_user_event(cm_sim_node(s, 7), &ev));
+  CM_CHECK(u_poll(cm_sim_node(s, 7), &ev));
   CM_CHECK_STR(ev.name, "first");
   CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 7), "second", 6, NULL, 0,
                                       0, cm_sim_now(s), &t2));

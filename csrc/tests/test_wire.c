@@ -134,6 +134,36 @@ static cm_msg_t sample(uint8_t type) {
     m.u.uev.payload = (const uint8_t *)"v1.2\0\xff";
     m.u.uev.payload_len = 6;
     break;
+  case CM_MSG_QUERY:
+    m.u.qry.ltime = 77;
+    m.u.qry.qid = 0xa1b2c3d4;
+    set_id(&m.u.qry.origin, "node-q");
+    m.u.qry.origin_addr = addr6(7950);
+    m.u.qry.flags = CM_QUERY_WANT_ACK | 0x40;
+    m.u.qry.relay = 2;
+    m.u.qry.timeout_ms = 3200;
+    m.u.qry.filter = (const uint8_t *)"{\"tags\":{\"role\":\"db.*\"}}";
+    m.u.qry.filter_len = 24;
+    m.u.qry.name = (const uint8_t *)"load";
+    m.u.qry.name_len = 4;
+    m.u.qry.payload = (const uint8_t *)"?";
+    m.u.qry.payload_len = 1;
+    break;
+  case CM_MSG_QUERY_RESPONSE:
+    m.u.qresp.ltime = 77;
+    m.u.qresp.qid = 0xa1b2c3d4;
+    set_id(&m.u.qresp.from, "node-r");
+    m.u.qresp.flags = 0;
+    m.u.qresp.payload = (const uint8_t *)"0.42";
+    m.u.qresp.payload_len = 4;
+    break;
+  case CM_MSG_QUERY_RELAY:
+    m.u.qrelay.target = addr4(9, 7950);
+    m.u.qrelay.resp.ltime = 78;
+    m.u.qrelay.resp.qid = 5;
+    set_id(&m.u.qrelay.resp.from, "node-s");
+    m.u.qrelay.resp.flags = CM_QRESP_ACK;
+    break;
   }
   return m;
 }
@@ -146,6 +176,12 @@ static int id_eq(const cm_wire_id_t *a, const cm_wire_id_t *b) {
 static int blob_eq(const uint8_t *a, size_t alen, const uint8_t *b,
                    size_t blen) {
   return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+static int qresp_eq(const cm_msg_qresp_t *a, const cm_msg_qresp_t *b) {
+  return a->ltime == b->ltime && a->qid == b->qid &&
+         id_eq(&a->from, &b->from) && a->flags == b->flags &&
+         blob_eq(a->payload, a->payload_len, b->payload, b->payload_len);
 }
 
 static int msg_eq(const cm_msg_t *a, const cm_msg_t *b) {
@@ -188,6 +224,24 @@ static int msg_eq(const cm_msg_t *a, const cm_msg_t *b) {
                    b->u.uev.name_len) &&
            blob_eq(a->u.uev.payload, a->u.uev.payload_len, b->u.uev.payload,
                    b->u.uev.payload_len);
+  case CM_MSG_QUERY:
+    return a->u.qry.ltime == b->u.qry.ltime && a->u.qry.qid == b->u.qry.qid &&
+           id_eq(&a->u.qry.origin, &b->u.qry.origin) &&
+           cm_addr_eq(&a->u.qry.origin_addr, &b->u.qry.origin_addr) &&
+           a->u.qry.flags == b->u.qry.flags &&
+           a->u.qry.relay == b->u.qry.relay &&
+           a->u.qry.timeout_ms == b->u.qry.timeout_ms &&
+           blob_eq(a->u.qry.filter, a->u.qry.filter_len, b->u.qry.filter,
+                   b->u.qry.filter_len) &&
+           blob_eq(a->u.qry.name, a->u.qry.name_len, b->u.qry.name,
+                   b->u.qry.name_len) &&
+           blob_eq(a->u.qry.payload, a->u.qry.payload_len, b->u.qry.payload,
+                   b->u.qry.payload_len);
+  case CM_MSG_QUERY_RESPONSE:
+    return qresp_eq(&a->u.qresp, &b->u.qresp);
+  case CM_MSG_QUERY_RELAY:
+    return cm_addr_eq(&a->u.qrelay.target, &b->u.qrelay.target) &&
+           qresp_eq(&a->u.qrelay.resp, &b->u.qrelay.resp);
   default:
     return 0;
   }
@@ -365,6 +419,36 @@ CM_TEST(wire_user_event_names_checked_both_ways) {
   CM_CHECK_OK(cm_wire_packet_add(&w, &m));
   CM_CHECK_EQ(cm_event_name_valid(longname, CM_WIRE_MAX_EVENT_NAME + 1), 0);
   CM_CHECK_EQ(cm_event_name_valid(NULL, 1), 0);
+}
+
+/* A query's relay count and filter are bounded, both ways. */
+CM_TEST(wire_query_bounds_checked_both_ways) {
+  cm_msg_t m = sample(CM_MSG_QUERY), out;
+  uint8_t buf[2048];
+  static uint8_t filter[CM_WIRE_MAX_QUERY_FILTER + 1];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  size_t len = encode(&m, 1, buf, sizeof(buf));
+  /* version, count, type, body_len, ltime, qid, origin (1 + 6), addr
+   * (1 + 16 + 2), flags: then relay. */
+  const size_t relay_at = 2 + 3 + 8 + 4 + 7 + 19 + 1;
+  accept1(buf, len, &out);
+  CM_CHECK_EQ(out.u.qry.relay, 2);
+  CM_CHECK_EQ(buf[relay_at], 2);
+  buf[relay_at] = CM_WIRE_MAX_QUERY_RELAY;
+  accept1(buf, len, &out);
+  buf[relay_at] = CM_WIRE_MAX_QUERY_RELAY + 1;
+  CM_CHECK_EQ(reject(buf, len), CM_EBADMSG);
+  CM_CHECK_OK(cm_wire_packet_begin(&w));
+  m.u.qry.relay = CM_WIRE_MAX_QUERY_RELAY + 1;
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_EINVAL);
+  m.u.qry.relay = 0;
+  m.u.qry.filter = filter;
+  m.u.qry.filter_len = CM_WIRE_MAX_QUERY_FILTER + 1;
+  CM_CHECK_EQ(cm_wire_packet_add(&w, &m), CM_EINVAL);
+  m.u.qry.filter_len = CM_WIRE_MAX_QUERY_FILTER;
+  CM_CHECK_OK(cm_wire_packet_add(&w, &m));
+  accept1(buf, w.len, &out);
+  CM_CHECK_EQ(out.u.qry.filter_len, CM_WIRE_MAX_QUERY_FILTER);
 }
 
 /* ---- Writer limits ---- */
