@@ -194,6 +194,7 @@ def study(opts: argparse.Namespace) -> dict[str, Any]:
     """Build each variant and run the matrix against it."""
     doc: dict[str, Any] = {
         "commit": commit(),
+        "command": " ".join(["python bench/phi_ab.py", *sys.argv[1:]]),
         "variants": {v: LABELS[v] for v in opts.variants},
         "sizes": opts.sizes,
         "seeds": opts.seeds,

@@ -134,6 +134,72 @@ METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] 
     ),
 ]
 
+# The same for rows measured by the earlier method (before issue 17, no
+# "method" field), as docs/benchmarks.md keeps them: "Superseded".
+EARLIER_METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] = [
+    (
+        "converge: every node sees all N alive, from the joiners' launch",
+        "s",
+        lambda r: r.get("converge_s"),
+        True,
+        None,
+    ),
+    (
+        "converge, from the moment every process was up",
+        "s",
+        lambda r: r.get("converge_after_ready_s"),
+        True,
+        None,
+    ),
+    (
+        "detect: first survivor marks the killed node failed",
+        "s",
+        lambda r: r.get("detect_first_s"),
+        True,
+        None,
+    ),
+    ("detect: every survivor marks it failed", "s", lambda r: r.get("detect_all_s"), True, None),
+    ("leave: every node sees it left", "s", lambda r: r.get("leave_s"), True, None),
+    ("tag: every node sees the new tag", "s", lambda r: r.get("tag_s"), True, None),
+    (
+        "falsepos: changes away from alive, no faults",
+        "count",
+        lambda r: (r.get("falsepos") or {}).get("away_from_alive"),
+        True,
+        None,
+    ),
+    (
+        "falsepos: false failures, no faults",
+        "count",
+        lambda r: (r.get("falsepos") or {}).get("to_failed"),
+        True,
+        None,
+    ),
+    (
+        "busy: changes away from alive while one process is CPU-starved",
+        "count",
+        lambda r: (r.get("busy") or {}).get("away_from_alive"),
+        True,
+        None,
+    ),
+    ("busy: false failures", "count", lambda r: (r.get("busy") or {}).get("to_failed"), True, None),
+    ("cost: RSS per node", "MiB", lambda r: (r.get("cost") or {}).get("rss_mib"), True, None),
+    (
+        "cost: CPU per node",
+        "CPU s/min",
+        lambda r: (r.get("cost") or {}).get("cpu_s_per_min"),
+        True,
+        None,
+    ),
+    (
+        "cost: bytes sent per node",
+        "B/s",
+        lambda r: (r.get("cost") or {}).get("bytes_per_s"),
+        True,
+        None,
+    ),
+]
+
 ORDER = [
     "clustermember-lan",
     "clustermember-local",
@@ -197,13 +263,16 @@ def collect(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
     return by
 
 
-def tables(rows: list[Row]) -> str:
+def tables(
+    rows: list[Row],
+    metrics: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] = METRICS,
+) -> str:
     """One Markdown table per metric: median (min–max) per system and N."""
     by = collect(rows)
     systems = [s for s in ORDER if any(k[0] == s for k in by)]
     ns = sorted({k[1] for k in by})
     out = []
-    for title, unit, get, _, step in METRICS:
+    for title, unit, get, _, step in metrics:
         head = ["system"] + [f"N = {n}" for n in ns]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in systems:
@@ -277,6 +346,24 @@ def plots(rows: list[Row], img: Path) -> list[Path]:
         plt.close(fig)
         made.append(path)
     return made
+
+
+def earlier_report(results: Path) -> str:
+    """The tables of the rows measured by the earlier method (no plots):
+    the versions, one table per metric, and how long a polling sweep took."""
+    metas, rows = load(results)
+    ok = [r for r in rows if r.get("method") != 2 and "error" not in r]
+    parts = []
+    if metas:
+        parts.append("Versions: " + json.dumps(metas[-1]["meta"]) + "\n")
+    parts.append(tables(ok, EARLIER_METRICS))
+    res = [r["poll_resolution_s"] for r in ok if r.get("poll_resolution_s") is not None]
+    if res:
+        parts.append(
+            f"\nPolling: one sweep of every node's view took {statistics.median(res) * 1000:.1f}"
+            f" ms median (max {max(res) * 1000:.1f} ms) while timing."
+        )
+    return "\n".join(parts)
 
 
 def report(results: Path, img: Path) -> str:
