@@ -17,7 +17,8 @@ from bench.compare.adapters import UP_POLL
 Row = dict[str, Any]
 
 # (title, unit, getter, lower is better, polling step whose sweep time is shown beside it)
-METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] = [
+Metric = tuple[str, str, Callable[[Row], float | None], bool, str | None]
+METRICS: list[Metric] = [
     (
         "up: every joiner's control endpoint answers, from the joiners' launch",
         "s",
@@ -134,70 +135,42 @@ METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] 
     ),
 ]
 
-# The same for rows measured by the earlier method (before issue 17, no
+
+def _earlier(title: str, unit: str, *path: str) -> Metric:
+    """A metric of the earlier method: the value at path (keys into nested
+    dicts) of a row, no polling sweep beside it."""
+
+    def get(r: Row) -> float | None:
+        for k in path[:-1]:
+            r = r.get(k) or {}
+        return r.get(path[-1])
+
+    return (title, unit, get, True, None)
+
+
+# The metrics of rows measured by the earlier method (before issue 17, no
 # "method" field), as docs/benchmarks.md keeps them: "Superseded".
-EARLIER_METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] = [
-    (
-        "converge: every node sees all N alive, from the joiners' launch",
-        "s",
-        lambda r: r.get("converge_s"),
-        True,
-        None,
+EARLIER_METRICS: list[Metric] = [
+    _earlier("converge: every node sees all N alive, from the joiners' launch", "s", "converge_s"),
+    _earlier("converge, from the moment every process was up", "s", "converge_after_ready_s"),
+    _earlier("detect: first survivor marks the killed node failed", "s", "detect_first_s"),
+    _earlier("detect: every survivor marks it failed", "s", "detect_all_s"),
+    _earlier("leave: every node sees it left", "s", "leave_s"),
+    _earlier("tag: every node sees the new tag", "s", "tag_s"),
+    _earlier(
+        "falsepos: changes away from alive, no faults", "count", "falsepos", "away_from_alive"
     ),
-    (
-        "converge, from the moment every process was up",
-        "s",
-        lambda r: r.get("converge_after_ready_s"),
-        True,
-        None,
-    ),
-    (
-        "detect: first survivor marks the killed node failed",
-        "s",
-        lambda r: r.get("detect_first_s"),
-        True,
-        None,
-    ),
-    ("detect: every survivor marks it failed", "s", lambda r: r.get("detect_all_s"), True, None),
-    ("leave: every node sees it left", "s", lambda r: r.get("leave_s"), True, None),
-    ("tag: every node sees the new tag", "s", lambda r: r.get("tag_s"), True, None),
-    (
-        "falsepos: changes away from alive, no faults",
-        "count",
-        lambda r: (r.get("falsepos") or {}).get("away_from_alive"),
-        True,
-        None,
-    ),
-    (
-        "falsepos: false failures, no faults",
-        "count",
-        lambda r: (r.get("falsepos") or {}).get("to_failed"),
-        True,
-        None,
-    ),
-    (
+    _earlier("falsepos: false failures, no faults", "count", "falsepos", "to_failed"),
+    _earlier(
         "busy: changes away from alive while one process is CPU-starved",
         "count",
-        lambda r: (r.get("busy") or {}).get("away_from_alive"),
-        True,
-        None,
+        "busy",
+        "away_from_alive",
     ),
-    ("busy: false failures", "count", lambda r: (r.get("busy") or {}).get("to_failed"), True, None),
-    ("cost: RSS per node", "MiB", lambda r: (r.get("cost") or {}).get("rss_mib"), True, None),
-    (
-        "cost: CPU per node",
-        "CPU s/min",
-        lambda r: (r.get("cost") or {}).get("cpu_s_per_min"),
-        True,
-        None,
-    ),
-    (
-        "cost: bytes sent per node",
-        "B/s",
-        lambda r: (r.get("cost") or {}).get("bytes_per_s"),
-        True,
-        None,
-    ),
+    _earlier("busy: false failures", "count", "busy", "to_failed"),
+    _earlier("cost: RSS per node", "MiB", "cost", "rss_mib"),
+    _earlier("cost: CPU per node", "CPU s/min", "cost", "cpu_s_per_min"),
+    _earlier("cost: bytes sent per node", "B/s", "cost", "bytes_per_s"),
 ]
 
 ORDER = [
@@ -265,7 +238,7 @@ def collect(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
 
 def tables(
     rows: list[Row],
-    metrics: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] = METRICS,
+    metrics: list[Metric] = METRICS,
 ) -> str:
     """One Markdown table per metric: median (min–max) per system and N."""
     by = collect(rows)
