@@ -144,10 +144,11 @@ async def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", type=Path, help="also write the results, commit and command here")
     args = ap.parse_args()
+    measured = commit()  # before the run: the tree may change while it runs
     res = {"event_latency": await event_latency(args.samples), **await update_tag_overhead()}
     if args.out:
         doc = {
-            "commit": commit(),
+            "commit": measured,
             "command": " ".join(["python bench/api_bench.py", *sys.argv[1:]]),
             "python": sys.version.split()[0],
             "results": res,
