@@ -62,9 +62,9 @@ def load(rel: str) -> Any:
 
 
 def shown(command: str) -> str:
-    """A recorded command as the page shows it: without its ``--out FILE``
-    (the page names the committed file instead)."""
-    return re.sub(r"\s--out[ =]\S+", "", command)
+    """A recorded command as the page shows it: without the file it wrote
+    (``--out FILE``, ``--json FILE.json``), which the page names instead."""
+    return re.sub(r"\s--(?:out[ =]\S+|json[ =]\S+\.json)", "", command)
 
 
 def measured_at(doc: dict[str, Any]) -> str:
@@ -184,7 +184,7 @@ def measured(res: dict[str, Any]) -> str:
             f"all failed {_t(m, 'all_failed')}; {m['false_failures']} false failures"
         )
     if sc == "tag":
-        qs = "; ".join(f"t{q} {m[f't{k}_s']:.3f} s" for q, k in TAG_QUANTILES)
+        qs = "; ".join(f"t{label} {m[f't{k}_s']:.3f} s" for label, k, _ in TAG_QUANTILES)
         return f"{qs}; t100 {_t(m, 't100', 3)}"
     if sc == "falsepos":
         return (
@@ -201,7 +201,8 @@ def measured(res: dict[str, Any]) -> str:
     raise ValueError(f"no cell for scenario {sc}")
 
 
-TAG_QUANTILES = (("50", "50"), ("90", "90"), ("99", "99"), ("99.9", "999"))
+#: The tag's quantiles: label, the simulator's metric suffix, q.
+TAG_QUANTILES = (("50", "50", 0.5), ("90", "90", 0.9), ("99", "99", 0.99), ("99.9", "999", 0.999))
 
 
 def scenario_label(res: dict[str, Any]) -> str:
@@ -347,14 +348,14 @@ def fig_sim_tag_quantiles() -> str:
         seen = [t for i, t in enumerate(res["timelines"]["tag_seen"]) if t is not None]
         first = min(seen)
         shifted = [t - first for t in seen]
-        cells = [ms(quantile(shifted, int(k) / 10 ** len(k), n - 1)) for _, k in TAG_QUANTILES]
+        cells = [ms(quantile(shifted, q, n - 1)) for _, _, q in TAG_QUANTILES]
         lines.append(
             f"| {n:,} | measured, from the first receipt | {ms(first)} | {' | '.join(cells)} |"
         )
         q = res["model"]["core_cadence_quantiles_s"]
         models.append(
             f"| {n:,} | core-cadence model | – | "
-            + " | ".join(ms(q[f"t{k}"]) for _, k in TAG_QUANTILES)
+            + " | ".join(ms(q[f"t{k}"]) for _, k, _ in TAG_QUANTILES)
             + " |"
         )
     return "\n".join(lines + models)
@@ -397,8 +398,7 @@ def compare_commands() -> str:
     metas, _ = compare_report.load(ROOT / COMPARE)
     cmds = []
     for meta in metas:
-        argv = [a for a in meta["argv"][1:]]
-        cmds.append("`python -m bench.compare " + shown(" ".join(argv)) + "`")
+        cmds.append("`python -m bench.compare " + shown(" ".join(meta["argv"][1:])) + "`")
     return "; ".join(cmds)
 
 
@@ -568,7 +568,83 @@ def fig_compare_targets() -> str:
     return "\n".join(rows_out)
 
 
-ENGINE = "bench/results/engine-COMMIT.json"
+TRANSPORT = "bench/results/transport-6638884.json"
+ENGINE = "bench/results/engine-6638884.json"
+FAULTS = (
+    "bench/results/fault-loss-6638884.json",
+    "bench/results/fault-scale50-6638884.json",
+    "bench/results/fault-scale100-6638884.json",
+)
+MODES = (("key", "key (PSK + ECDHE)"), ("mtls", "mTLS (ECDSA P-256)"), ("none", "none"))
+
+
+def fig_transport() -> str:
+    """cm_net on one loop: handshakes, probe round trip, memory per connection."""
+    doc = load(TRANSPORT)
+    r = doc["results"]
+    hs = r["handshake"]
+
+    def ms(us: float) -> str:
+        return f"{us / 1000:.2f}"
+
+    lines = [
+        "| figure | " + " | ".join(label for _, label in MODES) + " |",
+        "|---|---|---|---|",
+        "| first datagram to a new peer (handshake + delivery), median of 50 (`HS_PEERS`) | "
+        + " | ".join(
+            f"{ms(hs[m]['median_us'])} ms (p10 {ms(hs[m]['p10_us'])}, p90 {ms(hs[m]['p90_us'])})"
+            for m, _ in MODES
+        )
+        + " |",
+        "| UDP payload bytes of that handshake, both directions | "
+        + " | ".join(f"{hs[m]['bytes']:,}" for m, _ in MODES)
+        + " |",
+        "",
+        f"- Probe round trip ({r['rtt']['ping_bytes']}-byte DATAGRAM ping answered by a "
+        f"{r['rtt']['pong_bytes']}-byte pong over an established connection, "
+        f"{r['rtt']['pings']:,} pings): median {r['rtt']['median_us']:.1f} µs, "
+        f"p99 {r['rtt']['p99_us']:.1f} µs.",
+        f"- Memory per connection end: {r['memory']['heap_kib']:.1f} KiB of heap "
+        f"({r['memory']['connections']} connections, both ends in one process, `mallinfo2` "
+        f"before and after), {r['memory']['rss_kib']:.1f} KiB of RSS.",
+    ]
+    return "\n".join(lines) + "\n\n" + provenance(TRANSPORT, doc)
+
+
+def detection(d: dict[str, float]) -> str:
+    """First / median / last survivor's detection delay."""
+    return f"{d['first_s']:.2f} / {d['median_s']:.2f} / {d['all_s']:.2f} s"
+
+
+def fault_result(r: dict[str, Any]) -> str:
+    """The faults table's 'result' cell of one fault_bench run."""
+    ff = r["false_failures"]
+    minutes = r["duration_s"] / 60
+    head = f"**{ff} false failures in {minutes:g} minute{'' if minutes == 1 else 's'}**"
+    if r["benchmark"] == "loss":
+        return (
+            f"{head}; {r['suspicions']:,} suspicion events, {r['recoveries']:,} recoveries; "
+            f"{r['datagrams_dropped']:,} datagrams dropped; then a SIGKILLed agent marked "
+            f"failed by the first / median / last survivor after {detection(r['detection'])}"
+        )
+    cpu, rss = r["cpu_percent_per_agent"], r["rss_mib_per_agent"]
+    return (
+        f"{head}, {r['suspicions']} suspicions; the {r['nodes']} agents took "
+        f"{r['start_s']:.1f} s to start (one after another) and every agent saw all "
+        f"{r['nodes']} alive {r['converge_s']:.2f} s after the last joined; a SIGKILLed "
+        f"agent marked failed by the first / median / last survivor after "
+        f"{detection(r['detection'])}; {cpu['mean']:.2f}% of a core (max {cpu['max']:.2f}%) "
+        f"and {rss['mean']:.1f} MiB (max {rss['max']:.1f}) per agent"
+    )
+
+
+def fig_faults() -> str:
+    """Real agents on loopback: loss, and clusters of 50 and 100."""
+    lines = ["| command | result |", "|---|---|"]
+    docs = [(rel, load(rel)) for rel in FAULTS]
+    for _, doc in docs:
+        lines.append(f"| `{shown(doc['command'])}` | {fault_result(doc)} |")
+    return "\n".join([*lines, "", *(f"- {provenance(rel, doc)}" for rel, doc in docs)])
 
 
 def fig_engine() -> str:
@@ -606,6 +682,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "flood": fig_flood,
     "api": fig_api,
     "compare-targets": fig_compare_targets,
+    "transport": fig_transport,
+    "engine": fig_engine,
+    "faults": fig_faults,
 }
 
 
