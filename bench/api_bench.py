@@ -1,6 +1,6 @@
 """Benchmarks of the Python API over real QUIC on loopback.
 
-    python bench/api_bench.py [--samples 500] [--json]
+    python bench/api_bench.py [--samples 500] [--json] [--out bench/results/api-<commit>.json]
 
 1. Event latency: from the engine creating an event (its monotonic stamp,
    taken when the protocol core processed the input) to a coroutine that
@@ -21,9 +21,15 @@ import asyncio
 import json
 import secrets
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.raw import commit
 from clustermember import ClusterConfig, ClusterMembership, NodeTagsUpdated, _core
 
 REGISTRY = 10_000
@@ -136,8 +142,18 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", type=Path, help="also write the results, commit and command here")
     args = ap.parse_args()
+    measured = commit()  # before the run: the tree may change while it runs
     res = {"event_latency": await event_latency(args.samples), **await update_tag_overhead()}
+    if args.out:
+        doc = {
+            "commit": measured,
+            "command": " ".join(["python bench/api_bench.py", *sys.argv[1:]]),
+            "python": sys.version.split()[0],
+            "results": res,
+        }
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
     if args.json:
         print(json.dumps(res, indent=2))
         return

@@ -9,7 +9,8 @@ Kills only the processes it started. Every wait is bounded.
 
 Usage: python3 bench/engine_bench.py [--nodes 20 50] [--pool 0 8]
                                      [--window 30] [--settle 30] [--json out.json]
-Pool 0 means the transport's default (512 connections).
+Pool 0 means the transport's default (512 connections). --json writes the
+results with the commit measured and the command (bench/figures.py reads it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.raw import commit
 
 RUNNER = os.path.join(os.path.dirname(__file__), "..", "build", "bench", "cm_node_run")
 CONVERGE_TIMEOUT = 120.0  # seconds for all nodes to see all alive
@@ -166,6 +173,7 @@ def main() -> None:
     args = ap.parse_args()
     if not os.access(RUNNER, os.X_OK):
         sys.exit(f"{RUNNER} missing: run `make bench` first")
+    measured = commit()  # before the run: the tree may change while it runs
     results = []
     print(
         "| N | pool | converge s | bytes/s out per node (max) | bytes/s in | packets/s out"
@@ -185,8 +193,12 @@ def main() -> None:
                 flush=True,
             )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        doc = {
+            "commit": measured,
+            "command": " ".join(["python bench/engine_bench.py", *sys.argv[1:]]),
+            "results": results,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

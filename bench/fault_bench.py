@@ -40,6 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.raw import commit
+
 CLI = [sys.executable, "-m", "clustermember"]
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -389,7 +394,13 @@ def main() -> int:
         p.error("--drop must be a fraction in [0, 1)")
     # Ctrl-C or SIGTERM: unwind through the finally blocks that kill the agents.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    measured = commit()  # before the run: the tree may change while it runs
     result = run_loss(args) if args.bench == "loss" else run_scale(args)
+    result = {
+        "commit": measured,
+        "command": " ".join(["python bench/fault_bench.py", *sys.argv[1:]]),
+        **result,
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

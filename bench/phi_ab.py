@@ -50,6 +50,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.raw import dump_runs
+
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"a": 0, "b": 1, "c": 2}
 LABELS = {
@@ -189,6 +194,7 @@ def study(opts: argparse.Namespace) -> dict[str, Any]:
     """Build each variant and run the matrix against it."""
     doc: dict[str, Any] = {
         "commit": commit(),
+        "command": " ".join(["python bench/phi_ab.py", *sys.argv[1:]]),
         "variants": {v: LABELS[v] for v in opts.variants},
         "sizes": opts.sizes,
         "seeds": opts.seeds,
@@ -228,9 +234,7 @@ def dump(doc: dict[str, Any]) -> str:
     simulator's analytic expectation, the same for every variant) is left
     out: it is no measurement, and would double the file."""
     runs = [{k: v for k, v in r.items() if k != "model"} for r in doc["runs"]]
-    head = json.dumps({**doc, "runs": []}, indent=1)
-    body = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in runs)
-    return head.replace('"runs": []', '"runs": [\n' + body + "\n ]") + "\n"
+    return dump_runs({**doc, "runs": runs})
 
 
 def _stat(values: list[float], q: float) -> float | None:

@@ -122,8 +122,9 @@ def run(nodes: int, healthy: float, split: float, chunk: float, seed: int) -> di
     }
 
 
-def table(doc: dict[str, Any]) -> str:
-    """The Markdown rows of a saved run (one row per cluster size)."""
+def cost_table(doc: dict[str, Any]) -> str:
+    """The Markdown table of a saved run's wall-time costs, one row per
+    cluster size."""
     out = [
         "| nodes | healthy: wall s per simulated s | split: wall s per simulated s "
         "(ratio) | worst 5-s chunk (ratio, when) | last half of the split (ratio) "
@@ -143,9 +144,13 @@ def table(doc: dict[str, Any]) -> str:
             f"{late_cost:.3f} ({late_cost / r['healthy_wall_per_sim_s']:.2f}×) | "
             f"{end['alive']:,} alive, {end['suspect']:,} suspect, {end['failed']:,} failed |"
         )
-    out.append("")
-    out += receipts(doc)
-    out.append("")
+    return "\n".join(out)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The Markdown tables of a saved run: its costs, what the wall time
+    bought (when the run counted messages), the commit and command."""
+    out = [cost_table(doc), "", "\n".join(receipts(doc)), ""]
     out.append(f"Commit {doc['commit']}; `{doc['command']}`.")
     return "\n".join(out)
 

@@ -6,6 +6,12 @@ subprocess so its wall time is measured the same way a user would see it.
     python bench/sim_bench.py                 # the whole matrix
     python bench/sim_bench.py --max-nodes 1000 --wall-limit 600
     python bench/sim_bench.py --max-nodes 0 --detect-seeds 20   # first-detection average
+    python bench/sim_bench.py --max-nodes 1000 --timelines --out bench/results/sim-<commit>.json
+
+With ``--out`` every row's whole JSON result is kept, with the command that
+made it, its wall time and peak memory, under the commit measured and this
+script's own command line: bench/figures.py makes the documented tables from
+these files, and tests/test_figures.py re-runs the cheap rows.
 
 Runs of 10,000 nodes hold about 15 GB: they run under ``prlimit --as``
 (``--mem-cap``, 17 GB by default) so that running out fails the run instead
@@ -24,8 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.raw import commit, dump_runs
 from clustermember.sim import swim_first_detection_periods
 
 #: (scenario, nodes, loss, extra CLI arguments) of the acceptance matrix.
@@ -72,7 +83,8 @@ def run_one(
     cmd: list[str], wall_limit: float, mem_cap: int = 0
 ) -> tuple[dict[str, Any] | None, float, str]:
     """Run cmd (under an address-space cap if mem_cap); its JSON result (or
-    None), wall seconds, and a note (peak RSS when /usr/bin/time exists)."""
+    None), wall seconds, and a note (``peak X GB``, the peak RSS, when
+    /usr/bin/time exists; why it failed if it did)."""
     prefix: list[str] = []
     if mem_cap and shutil.which("prlimit"):
         prefix = ["prlimit", f"--as={mem_cap}", "--"]
@@ -156,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the matrix and print the table; 0 when every row reached its outcome."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-nodes", type=int, default=10000)
+    p.add_argument("--min-nodes", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--wall-limit", type=float, default=3600.0, help="per command, seconds")
     p.add_argument("--detect-seeds", type=int, default=0, help="seeds for the average")
@@ -164,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-cap", type=int, default=17_000_000_000, help="bytes, N >= 5000")
     p.add_argument("--converge-trend", action="store_true", help="also converge at 3k, 5k")
     p.add_argument("--only", nargs="*", help="run only these scenarios")
+    p.add_argument("--timelines", action="store_true", help="keep the tag rows' timelines")
+    p.add_argument("--out", type=Path, help="write every row's raw JSON result here")
     args = p.parse_args(argv)
+    raw: dict[str, Any] = {
+        "commit": commit(),
+        "command": " ".join(["python bench/sim_bench.py", *(argv or sys.argv[1:])]),
+        "runs": [],
+    }
 
     matrix = list(MATRIX)
     if args.converge_trend:
@@ -175,16 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     all_ok = True
     for scenario, nodes, loss, extra in matrix:
-        if nodes > args.max_nodes or (args.only and scenario not in args.only):
+        if not args.min_nodes <= nodes <= args.max_nodes:
+            continue
+        if args.only and scenario not in args.only:
             continue
         if scenario != "converge":
             extra = [*extra, "--formation", args.formation]
+        if args.timelines and scenario == "tag":
+            extra = [*extra, "--timelines"]
         cmd = command(scenario, nodes, loss, extra, args.seed)
         cap = args.mem_cap if nodes >= 5000 else 0
         r, wall, note = run_one(cmd, args.wall_limit, cap)
         shown = " ".join(["python", *cmd[1:]])
         if cap:
             shown = f"prlimit --as={cap} -- {shown}"
+        raw["runs"].append({"cli": shown, "wall_s": round(wall, 1), "note": note, "result": r})
         if r is None:
             all_ok = False
             print(f"| {scenario} | {nodes} | {loss:g} | — | {note} | {wall:.1f} s | `{shown}` |")
@@ -200,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{walls}{', ' + note if note else ''} | `{shown}` |"
             )
         sys.stdout.flush()
+    if args.out:
+        args.out.write_text(dump_runs(raw))
     if args.detect_seeds:
         print()
         for n in args.detect_nodes:

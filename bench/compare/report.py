@@ -17,7 +17,8 @@ from bench.compare.adapters import UP_POLL
 Row = dict[str, Any]
 
 # (title, unit, getter, lower is better, polling step whose sweep time is shown beside it)
-METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] = [
+Metric = tuple[str, str, Callable[[Row], float | None], bool, str | None]
+METRICS: list[Metric] = [
     (
         "up: every joiner's control endpoint answers, from the joiners' launch",
         "s",
@@ -134,6 +135,44 @@ METRICS: list[tuple[str, str, Callable[[Row], float | None], bool, str | None]] 
     ),
 ]
 
+
+def _earlier(title: str, unit: str, *path: str) -> Metric:
+    """A metric of the earlier method: the value at path (keys into nested
+    dicts) of a row, no polling sweep beside it."""
+
+    def get(r: Row) -> float | None:
+        for k in path[:-1]:
+            r = r.get(k) or {}
+        return r.get(path[-1])
+
+    return (title, unit, get, True, None)
+
+
+# The metrics of rows measured by the earlier method (before issue 17, no
+# "method" field), as docs/benchmarks.md keeps them: "Superseded".
+EARLIER_METRICS: list[Metric] = [
+    _earlier("converge: every node sees all N alive, from the joiners' launch", "s", "converge_s"),
+    _earlier("converge, from the moment every process was up", "s", "converge_after_ready_s"),
+    _earlier("detect: first survivor marks the killed node failed", "s", "detect_first_s"),
+    _earlier("detect: every survivor marks it failed", "s", "detect_all_s"),
+    _earlier("leave: every node sees it left", "s", "leave_s"),
+    _earlier("tag: every node sees the new tag", "s", "tag_s"),
+    _earlier(
+        "falsepos: changes away from alive, no faults", "count", "falsepos", "away_from_alive"
+    ),
+    _earlier("falsepos: false failures, no faults", "count", "falsepos", "to_failed"),
+    _earlier(
+        "busy: changes away from alive while one process is CPU-starved",
+        "count",
+        "busy",
+        "away_from_alive",
+    ),
+    _earlier("busy: false failures", "count", "busy", "to_failed"),
+    _earlier("cost: RSS per node", "MiB", "cost", "rss_mib"),
+    _earlier("cost: CPU per node", "CPU s/min", "cost", "cpu_s_per_min"),
+    _earlier("cost: bytes sent per node", "B/s", "cost", "bytes_per_s"),
+]
+
 ORDER = [
     "clustermember-lan",
     "clustermember-local",
@@ -197,13 +236,16 @@ def collect(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
     return by
 
 
-def tables(rows: list[Row]) -> str:
+def tables(
+    rows: list[Row],
+    metrics: list[Metric] = METRICS,
+) -> str:
     """One Markdown table per metric: median (min–max) per system and N."""
     by = collect(rows)
     systems = [s for s in ORDER if any(k[0] == s for k in by)]
     ns = sorted({k[1] for k in by})
     out = []
-    for title, unit, get, _, step in METRICS:
+    for title, unit, get, _, step in metrics:
         head = ["system"] + [f"N = {n}" for n in ns]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in systems:
@@ -277,6 +319,24 @@ def plots(rows: list[Row], img: Path) -> list[Path]:
         plt.close(fig)
         made.append(path)
     return made
+
+
+def earlier_report(results: Path) -> str:
+    """The tables of the rows measured by the earlier method (no plots):
+    the versions, one table per metric, and how long a polling sweep took."""
+    metas, rows = load(results)
+    ok = [r for r in rows if r.get("method") != 2 and "error" not in r]
+    parts = []
+    if metas:
+        parts.append("Versions: " + json.dumps(metas[-1]["meta"]) + "\n")
+    parts.append(tables(ok, EARLIER_METRICS))
+    res = [r["poll_resolution_s"] for r in ok if r.get("poll_resolution_s") is not None]
+    if res:
+        parts.append(
+            f"\nPolling: one sweep of every node's view took {statistics.median(res) * 1000:.1f}"
+            f" ms median (max {max(res) * 1000:.1f} ms) while timing."
+        )
+    return "\n".join(parts)
 
 
 def report(results: Path, img: Path) -> str:

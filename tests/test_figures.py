@@ -1,0 +1,75 @@
+"""The documented figures stay true to the raw results and to the code.
+
+Every generated table of docs/benchmarks.md and docs/reliability.md must be
+what ``bench/figures.py`` makes from the committed raw results, and the
+simulator's deterministic rows of at most 1,000 nodes, re-run at the current
+code, must give exactly what their raw results record: a change to the
+protocol core or the simulator that moves a documented figure fails here
+until the raw results, and with them the page, are made anew
+(``python bench/sim_bench.py --max-nodes 1000 --timelines --out ...``, then
+``python bench/figures.py --write``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bench import figures
+from clustermember.sim.__main__ import main as sim_main
+
+#: Wall-clock fields of a simulator result: the only ones not reproducible.
+WALL = {"wall_seconds", "wall_formation_seconds"}
+#: Rows left to the raw results alone: the 1,000-node partition takes about
+#: 23 s of wall by itself, more than this test may cost.
+SLOW = {"partition"}
+PREFIX = ["python", "-m", "clustermember.sim"]
+
+
+def cheap_rows() -> list[figures.SimRow]:
+    """The deterministic rows re-run here: N <= 1,000, not in SLOW."""
+    return [
+        r
+        for r in figures.sim_runs(figures.SIM_SMALL)
+        if r.result["nodes"] <= 1000 and r.result["scenario"] not in SLOW
+    ]
+
+
+def deterministic(result: dict[str, Any]) -> dict[str, Any]:
+    """A simulator result without its wall-clock fields."""
+    return {k: v for k, v in result.items() if k not in WALL}
+
+
+def test_every_marked_figure_is_what_the_raw_results_give(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = figures.main(["--check"])
+    assert code == 0, capsys.readouterr().out
+
+
+def test_the_cheap_rows_cover_every_scenario_of_the_matrix() -> None:
+    covered = {r.result["scenario"] for r in cheap_rows()}
+    assert covered == set(figures.SCENARIO_ORDER) - SLOW
+
+
+@pytest.mark.parametrize(
+    "row",
+    cheap_rows(),
+    ids=lambda r: f"{r.result['scenario']}-{r.result['nodes']}-loss{r.result['loss']:g}",
+)
+def test_a_simulator_row_gives_its_documented_figures_at_this_code(
+    row: figures.SimRow, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = row.cli.split()
+    assert argv[:3] == PREFIX, row.cli
+    code = sim_main(argv[3:])
+    now = deterministic(json.loads(capsys.readouterr().out))
+    then = deterministic(row.result)
+    assert code == (0 if then["ok"] else 1)
+    changed = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+    assert now == then, (
+        f"{row.cli} at this code differs from {row.source} (commit {row.commit}) in "
+        f"{changed}: re-run bench/sim_bench.py and bench/figures.py --write"
+    )
