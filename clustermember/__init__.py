@@ -51,6 +51,7 @@ from clustermember._events import (
     Subscription,
     UserEvent,
 )
+from clustermember._keys import KeyReport, Keyring
 from clustermember._membership import ClusterMembership
 from clustermember._models import ClusterStats, Member, MemberState
 from clustermember._queries import Query, QueryResponse, QueryResults
@@ -72,6 +73,8 @@ __all__ = [
     "DuplicateNodeId",
     "JoinRefused",
     "JoinTimeout",
+    "KeyReport",
+    "Keyring",
     "Member",
     "MemberState",
     "MissingDependency",

@@ -48,8 +48,19 @@ def _agent(args: argparse.Namespace) -> int:
         settings["join"],
         settings["join-timeout"],
         event_handler=settings["event-handler"],
+        key_source=key_source(settings),
     )
     return asyncio.run(agent.run())
+
+
+def key_source(settings: dict[str, object]) -> tuple[str, str] | None:
+    """Which file the agent's keys came from, if one: a live rotation keeps
+    a keyring file up to date and warns about a single key file."""
+    for kind in ("keyring-file", "key-file"):
+        path = settings.get(kind)
+        if isinstance(path, str) and path:
+            return (kind, path)
+    return None
 
 
 def version_text() -> str:
@@ -237,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qu.add_argument("--format", choices=("text", "json"), default="text")
     _add_control(qu, client=True)
+    ks = sub.add_parser(
+        "keys",
+        help="change or list the cluster keys on every member",
+        description="Live key rotation (docs/security.md): install a new key, use it, "
+        "remove the old one; each step reports every member.",
+    )
+    action = ks.add_mutually_exclusive_group(required=True)
+    action.add_argument("--install", metavar="KEY", help="every member accepts KEY (base64)")
+    action.add_argument("--use", metavar="KEY", help="every member offers KEY first")
+    action.add_argument("--remove", metavar="KEY", help="every member forgets KEY")
+    action.add_argument("--list", action="store_true", help="which keys the members hold")
+    ks.add_argument("--format", choices=("text", "json"), default="text")
+    _add_control(ks, client=True)
     sub.add_parser("keygen", help="print a new base64 cluster key")
 
     d = sub.add_parser("demo", help="start a local cluster of agents and show it at work")
@@ -282,6 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cli.stats(args.control, args.format, args.wait)
         if args.command == "events":
             return _cli.events(args.control, args.wait)
+        if args.command == "keys":
+            return _cli.keys(
+                args.control, args.install, args.use, args.remove, args.format, args.wait
+            )
         if args.command == "query":
             return _cli.query(
                 args.control,

@@ -110,8 +110,14 @@ class Agent:
         seeds: list[str],
         join_timeout: float,
         event_handler: str | None = None,
+        key_source: tuple[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        # Where the keys came from ("keyring-file" or "key-file", and the
+        # file), kept true when a live rotation changes them.
+        self.key_source = key_source
+        if key_source is not None:
+            cluster.keys.on_change.append(self.keys_changed)
         self.seeds = seeds
         self.join_timeout = join_timeout
         self.event_handler = event_handler
@@ -153,6 +159,8 @@ class Agent:
             return {"ok": True, "ltime": await self.send_event(req)}
         if op == "query":
             return await self.run_query(req, writer)
+        if op == "keys":
+            return await self.change_keys(req)
         raise ControlError(f"unknown operation {op!r}")
 
     async def send_event(self, req: dict[str, Any]) -> int:
@@ -178,6 +186,53 @@ class Agent:
         except (ValueError, ClusterError) as exc:
             raise ControlError(str(exc)) from None
         return ltime
+
+    def keys_changed(self, keys: list[bytes]) -> None:
+        """A live rotation changed this node's keys: rewrite the keyring
+        file (one base64 key a line, primary first, mode 0600), so a restart
+        keeps them; a single key file cannot hold them, so say what to do.
+
+        >>> agent.keys_changed([new_key, old_key])  # doctest: +SKIP
+        """
+        assert self.key_source is not None
+        kind, path = self.key_source
+        if kind != "keyring-file":
+            log.warning(
+                "the cluster's keys changed, but %s still holds the old key: before this "
+                "agent restarts, put the new primary key in it, or run it with "
+                "--keyring-file, which the agent keeps up to date",
+                path,
+            )
+            return
+        tmp = f"{path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            for k in keys:
+                f.write(base64.b64encode(k).decode("ascii") + "\n")
+        os.replace(tmp, path)
+        log.info("keyring file %s updated: %d keys", path, len(keys))
+
+    async def change_keys(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A key operation on every member, for a client: its report.
+
+        >>> await agent.change_keys({"action": "list"})  # doctest: +SKIP
+        {'ok': True, 'answered': 3, ...}
+        """
+        action, key = req.get("action"), req.get("key")
+        keys = self.cluster.keys
+        calls = {"install": keys.install, "use": keys.use, "remove": keys.remove}
+        try:
+            if action == "list":
+                report = await keys.list()
+            elif action in calls and isinstance(key, str):
+                report = await calls[action](key)
+            else:
+                raise ControlError(
+                    "'action' must be install, use or remove with a 'key' (base64), or list"
+                )
+        except (ValueError, ClusterError) as exc:
+            raise ControlError(str(exc)) from None
+        return {"ok": True, "report": {**dataclasses.asdict(report), "ok": report.ok}}
 
     async def run_query(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> dict[str, Any]:
         """Ask a query for a client: one line per answer as it comes, then

@@ -413,6 +413,44 @@ def query(
     return 0
 
 
+def keys(
+    endpoint: str | None,
+    install: str | None,
+    use: str | None,
+    remove: str | None,
+    fmt: str,
+    wait: float = 0.0,
+) -> int:
+    """``clustermember keys``: a key operation on every member, through the
+    agent; prints how it went on each (exit code 1 unless every member did
+    it), or the keys the members hold.
+
+    >>> keys(None, "Zm9v...", None, None, "text")  # doctest: +SKIP
+    """
+    if install is not None:
+        req = {"op": "keys", "action": "install", "key": install}
+    elif use is not None:
+        req = {"op": "keys", "action": "use", "key": use}
+    elif remove is not None:
+        req = {"op": "keys", "action": "remove", "key": remove}
+    else:
+        req = {"op": "keys", "action": "list"}
+    resp = asyncio.run(_request(endpoint, req, wait))
+    report: dict[str, Any] = resp["report"]
+    if fmt == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['answered']} members answered")
+        for node_id, why in sorted(report["errors"].items()):
+            print(f"  {node_id}: {why}")
+        for node_id in report["missing"]:
+            print(f"  {node_id}: no answer")
+        for k, count in sorted(report["keys"].items()):
+            first = report["primary"].get(k, 0)
+            print(f"  {k}  held by {count}, primary on {first}")
+    return 0 if report["ok"] else 1
+
+
 def fail(message: str) -> int:
     """Print a one-line error and return the exit code for it."""
     print(f"error: {message}", file=sys.stderr)

@@ -57,6 +57,7 @@ from clustermember._events import (
     UserEvent,
     wall_time,
 )
+from clustermember._keys import KEYS_QUERY, RESERVED_PREFIX, Keyring
 from clustermember._log import RateLimitedLog, log
 from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState
 from clustermember._queries import (
@@ -217,6 +218,8 @@ class ClusterMembership:
         # answers handlers are still computing.
         self._queries: dict[int, QueryResults] = {}
         self._query_handlers: dict[str, Handler] = {}
+        self._keyring = Keyring(self, self._config.keys() if self._config.auth == "key" else [])
+        self._query_handlers[KEYS_QUERY] = self._keyring.handle
         self._answering: set[asyncio.Task[None]] = set()
         self._reader_fd: int | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
@@ -248,6 +251,15 @@ class ClusterMembership:
     def config(self) -> ClusterConfig:
         """The configuration this node was made with (a copy)."""
         return self._config
+
+    @property
+    def keys(self) -> Keyring:
+        """The cluster key ring: this node's keys, and live rotation on every member.
+
+        >>> await cluster.keys.install(new_key)
+        KeyReport(answered=5, errors={}, missing=[], ...)
+        """
+        return self._keyring
 
     @property
     def state(self) -> str:
@@ -925,6 +937,11 @@ class ClusterMembership:
         >>> cluster.on_query("load", lambda q: b"0.42")
         """
         self._check_event_name(name, "query")
+        if name.startswith(RESERVED_PREFIX):
+            raise ValueError(
+                f"query names starting with {RESERVED_PREFIX!r} are reserved for the "
+                "library's own (key rotation); choose another name"
+            )
         if handler is None:
             self._query_handlers.pop(name, None)
         elif not callable(handler):

@@ -39,7 +39,7 @@ runtime="$($CC -print-file-name=libclang_rt.asan-x86_64.so)"
 [ -f "$runtime" ] || { echo "ASan runtime not found: $runtime" >&2; exit 1; }
 if [ "$#" -eq 0 ]; then
   set -- tests/test_api_input.py tests/test_api_cluster.py tests/test_api_failure.py \
-    tests/test_api_engine.py
+    tests/test_api_engine.py tests/test_user_events.py
 fi
 LD_PRELOAD="$runtime" \
 ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:${ASAN_OPTIONS:-}" \

@@ -882,6 +882,48 @@ static PyObject *node_query_respond(node_object *self, PyObject *args) {
   return node_result(self, rc, "answering a query");
 }
 
+static PyObject *node_set_keys(node_object *self, PyObject *args) {
+  PyObject *list, *seq;
+  Py_ssize_t primary, i, n;
+  cm_net_key_t *keys;
+  int rc;
+  if (!PyArg_ParseTuple(args, "On", &list, &primary))
+    return NULL;
+  if (node_check(self) < 0)
+    return NULL;
+  seq = PySequence_Fast(list, "keys must be a list of 32-byte bytes");
+  if (seq == NULL)
+    return NULL;
+  n = PySequence_Fast_GET_SIZE(seq);
+  if (n < 1 || n > 255 || primary < 0 || primary >= n) {
+    Py_DECREF(seq);
+    PyErr_SetString(PyExc_ValueError,
+                    "a keyring holds 1 to 255 keys and its primary is one "
+                    "of them");
+    return NULL;
+  }
+  keys = PyMem_Calloc((size_t)n, sizeof(*keys));
+  if (keys == NULL) {
+    Py_DECREF(seq);
+    return PyErr_NoMemory();
+  }
+  for (i = 0; i < n; i++) {
+    PyObject *k = PySequence_Fast_GET_ITEM(seq, i);
+    if (!PyBytes_Check(k) || PyBytes_GET_SIZE(k) != CM_KEY_LEN) {
+      PyMem_Free(keys);
+      Py_DECREF(seq);
+      PyErr_SetString(PyExc_ValueError, "every key must be 32 bytes");
+      return NULL;
+    }
+    keys[i].id = (uint8_t)(i + 1);
+    memcpy(keys[i].key, PyBytes_AS_STRING(k), CM_KEY_LEN);
+  }
+  Py_DECREF(seq);
+  rc = cm_enode_set_keys(self->node, keys, (size_t)n, (size_t)primary);
+  PyMem_Free(keys);
+  return node_result(self, rc, "replacing the keyring");
+}
+
 static PyObject *node_set_fault(node_object *self, PyObject *args,
                                 PyObject *kw) {
   static char *kwlist[] = {"drop_out", "drop_in", "peer",    "delay",
@@ -1106,6 +1148,9 @@ static PyMethodDef node_methods[] = {
      "member; returns the query's id."},
     {"query_respond", (PyCFunction)node_query_respond, METH_VARARGS,
      "query_respond(origin, qid, ack, payload)\n\nAnswer a query."},
+    {"set_keys", (PyCFunction)node_set_keys, METH_VARARGS,
+     "set_keys(keys, primary)\n\nReplace the keyring (cluster-key mode): "
+     "new handshakes offer keys[primary] first and accept any of them."},
     {"set_tags", (PyCFunction)node_set_tags, METH_O,
      "set_tags(tags)\n\nReplace the tag set; returns once applied."},
     {"set_fault", (PyCFunction)(void (*)(void))node_set_fault,

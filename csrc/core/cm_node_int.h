@@ -274,6 +274,8 @@ void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
 void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now);
 void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now);
 void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r);
+/* Relays of each user event and query: twice the retransmit limit. */
+uint32_t cm_node__app_limit(const cm_node_t *n);
 /* Append to w the queued relays of user events and queries that fit. */
 void cm_node__uev_piggyback(cm_node_t *n, cm_wbuf_t *w, size_t max_msgs);
 /* End this node's queries whose time is up; the earliest still running. */

@@ -9,7 +9,8 @@
  * them is a duplicate, and one older than the clock by more than the buffer
  * spans is dropped, since it could no longer be told from one already
  * delivered (Serf's rule). A new one is delivered once here and relayed up
- * to the retransmit limit, behind membership news in each packet.
+ * to twice the retransmit limit (cm_node__app_limit), behind membership
+ * news in each packet.
  *
  * A query is delivered to the application with its opaque filter; the
  * application decides whether to answer, and answers through
@@ -733,6 +734,15 @@ static int urec_msg(const struct cm_ustore *s, uint32_t cap,
   return 1;
 }
 
+/* How many times each node relays an event or a query: twice what it does
+ * for membership news. Nothing repairs a missed application message later
+ * (push-pull carries membership only), so each is sent more; they are rare
+ * beside probes, and each member stops relaying one after a second or two. */
+uint32_t cm_node__app_limit(const cm_node_t *n) {
+  uint32_t limit = 2 * cm_retransmit_limit(&n->cfg, n->reg.count);
+  return limit < CM_BCAST_MAX_TX ? limit : CM_BCAST_MAX_TX;
+}
+
 struct piggy {
   cm_node_t *n;
   const struct cm_ustore *s;
@@ -755,9 +765,8 @@ static void store_piggyback(cm_node_t *n, struct cm_ustore *s, cm_wbuf_t *w,
     return;
   if (max_msgs > CM_PIGGYBACK_MAX)
     max_msgs = CM_PIGGYBACK_MAX;
-  k = cm_bcast_take(&s->relay, w->cap - w->len,
-                    cm_retransmit_limit(&n->cfg, n->reg.count), urec_size, &p,
-                    items, max_msgs);
+  k = cm_bcast_take(&s->relay, w->cap - w->len, cm_node__app_limit(n),
+                    urec_size, &p, items, max_msgs);
   for (i = 0; i < k; i++) {
     cm_msg_t msg;
     if (urec_msg(s, n->cfg.user_event_buffer, &items[i], &msg))

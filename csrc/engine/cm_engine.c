@@ -287,6 +287,28 @@ static void engine_run_cmd(cm_engine_t *e, struct cmd *c) {
       cm_engine__flush(n, 0);
     cmd_complete(e, c, rc);
     return;
+  case CMD_SET_KEYS: {
+    cm_net_key_t *copy;
+    if (n->net == NULL || n->closing) {
+      cmd_complete(e, c, CM_ECLOSED);
+      return;
+    }
+    copy = malloc(c->nkeys * sizeof(*copy));
+    rc = copy == NULL ? CM_ENOMEM
+                      : cm_net_set_keys(n->net, c->keys, c->nkeys, c->primary);
+    if (rc == 0) {
+      memcpy(copy, c->keys, c->nkeys * sizeof(*copy));
+      free(n->keys);
+      n->keys = copy;
+      n->cfg.net.keys = copy;
+      n->cfg.net.nkeys = c->nkeys;
+      n->cfg.net.primary = c->primary;
+    } else {
+      free(copy);
+    }
+    cmd_complete(e, c, rc);
+    return;
+  }
   case CMD_SET_FAULT:
     if (n->net == NULL || n->closing) {
       cmd_complete(e, c, CM_ECLOSED);
@@ -694,6 +716,21 @@ int cm_enode_query_respond(cm_enode_t *n, const char *origin, uint32_t qid,
   c.ev_flag = ack;
   c.ev_payload = payload;
   c.ev_payload_len = payload_len;
+  return engine_submit(n->e, &c);
+}
+
+int cm_enode_set_keys(cm_enode_t *n, const cm_net_key_t *keys, size_t nkeys,
+                      size_t primary) {
+  struct cmd c;
+  if (n == NULL || keys == NULL || nkeys == 0 || primary >= nkeys)
+    return CM_EINVAL;
+  memset(&c, 0, sizeof(c));
+  c.kind = CMD_SET_KEYS;
+  c.node = n;
+  c.sync = 1;
+  c.keys = keys;
+  c.nkeys = nkeys;
+  c.primary = primary;
   return engine_submit(n->e, &c);
 }
 

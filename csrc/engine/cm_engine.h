@@ -168,6 +168,10 @@ int cm_enode_query(cm_enode_t *n, const char *name, size_t name_len,
  * loop has sent it. Errors as cm_node_query_respond, and CM_ECLOSED. */
 int cm_enode_query_respond(cm_enode_t *n, const char *origin, uint32_t qid,
                            int ack, const uint8_t *payload, size_t payload_len);
+/* Replace the transport's keyring (cm_net_set_keys). Blocks until
+ * applied. Errors as cm_net_set_keys. */
+int cm_enode_set_keys(cm_enode_t *n, const cm_net_key_t *keys, size_t nkeys,
+                      size_t primary);
 /* Replace the transport's fault injection (NULL turns it off). */
 int cm_enode_set_fault(cm_enode_t *n, const cm_net_fault_t *f);
 

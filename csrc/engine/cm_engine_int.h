@@ -35,6 +35,7 @@ enum cmd_kind {
   CMD_SEND_EVENT,
   CMD_QUERY,
   CMD_QUERY_RESPOND,
+  CMD_SET_KEYS,
   CMD_SHUTDOWN,
 };
 
@@ -69,6 +70,9 @@ struct cmd {
   cm_time_t ev_timeout;
   uint64_t ev_ltime;
   uint32_t ev_qid;
+  /* CMD_SET_KEYS (the caller waits: no copy) */
+  const cm_net_key_t *keys;
+  size_t nkeys, primary;
   struct cmd *next;
 };
 

@@ -552,7 +552,6 @@ static void net_free(cm_net_t *net) {
   cm_net_map_free(&net->key_hints);
   cm_net_map_free(&net->half_srcs);
   net_free_delayed(net);
-  free(net->keys);
   free(net->blocked);
   free(net);
 }
@@ -641,15 +640,6 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
   net->reset_ts = net->accept_ts = cm_net__now();
   net->retry_ts = net->accept_ts;
   net->unproven_ts = net->accept_ts;
-  if (cfg->nkeys > 0 && cfg->auth == CM_AUTH_KEY) {
-    net->keys = malloc(cfg->nkeys * sizeof(*net->keys));
-    if (net->keys == NULL) {
-      net_free(net);
-      return CM_ENOMEM;
-    }
-    memcpy(net->keys, cfg->keys, cfg->nkeys * sizeof(*net->keys));
-  }
-  net->cfg.keys = net->keys;
   if (cm_net__rand(seed, sizeof(seed)) != 0) {
     net_free(net);
     return CM_ETLS;

@@ -283,6 +283,14 @@ void cm_net_versions(cm_net_versions_t *out);
  * Errors: CM_EINVAL, CM_ECLOSED, CM_EADDR, CM_ELIMIT (pool full). */
 int cm_net_connect(cm_net_t *net, const cm_addr_t *to);
 
+/* Replace the keyring (cluster-key mode): new handshakes offer keys[primary]
+ * first and accept any key of the ring at once; connections already open
+ * stay open. Returns 0, CM_EINVAL (not in cluster-key mode, no keys, primary
+ * out of range), CM_ECLOSED, CM_ENOMEM or CM_ETLS; on error the old ring
+ * stays. */
+int cm_net_set_keys(cm_net_t *net, const cm_net_key_t *keys, size_t nkeys,
+                    size_t primary);
+
 /* Replace the fault settings (f NULL turns faults off). Returns 0,
  * CM_EINVAL (fractions outside [0, 1]) or CM_ENOMEM. */
 int cm_net_set_fault(cm_net_t *net, const cm_net_fault_t *f);

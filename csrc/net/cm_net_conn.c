@@ -132,6 +132,7 @@ void cm_net__conn_free(cm_net_conn_t *c) {
     ngtcp2_conn_del(c->qc);
   if (c->tls != NULL)
     gnutls_deinit(c->tls);
+  cm_net__ring_release(c->ring);
   free(c);
 }
 
@@ -340,6 +341,7 @@ int cm_net__conn_new_client(cm_net_t *net, const cm_addr_t *peer,
   rv = conn_alloc(net, peer, 1, &c);
   if (rv != 0)
     return rv;
+  c->ring = cm_net__ring_ref(net->ring);
   c->key_idx = key_idx;
   c->peer_salen = cm_net__addr_to_sa(peer, &c->peer_sa);
   rv = CM_EADDR;

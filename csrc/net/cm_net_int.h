@@ -109,6 +109,18 @@ int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
 
 /* ---- queued datagram ---------------------------------------------------- */
 
+/* A keyring as the transport holds it (CM_AUTH_KEY): the keys, its
+ * primary, and one GnuTLS client credential per key (a client offers one
+ * PSK identity per handshake). Reference-counted: a client connection holds
+ * the ring it offered a key from, so cm_net_set_keys never frees a
+ * credential a handshake still uses. */
+typedef struct cm_net_ring {
+  unsigned refs;
+  size_t n, primary;
+  cm_net_key_t *keys;
+  gnutls_psk_client_credentials_t *creds;
+} cm_net_ring_t;
+
 typedef struct cm_net_msg {
   struct cm_net_msg *next;
   cm_addr_t from; /* delayed delivery only */
@@ -177,10 +189,11 @@ struct cm_net_conn {
   int known_peer; /* inbound: is_known_peer said its source is a member's */
   uint64_t half_open_at; /* ngtcp2 timestamp it entered the half-open list */
   int current;           /* the peer map points here */
-  int retiring;     /* a duplicate of another connection to the same peer */
-  int writing;      /* inside conn_write: callbacks need not mark it dirty */
-  size_t key_idx;   /* client, CM_AUTH_KEY: the keyring entry offered */
-  size_t key_tries; /* keys tried before this one for the same send */
+  int retiring;        /* a duplicate of another connection to the same peer */
+  int writing;         /* inside conn_write: callbacks need not mark it dirty */
+  cm_net_ring_t *ring; /* client, CM_AUTH_KEY: the ring it offers from */
+  size_t key_idx;      /* client, CM_AUTH_KEY: the ring's entry offered */
+  size_t key_tries;    /* keys tried before this one for the same send */
   uint64_t established_at;
   int send_close;   /* CLOSING: send CONNECTION_CLOSE first */
   int close_status; /* CLOSING: why, as a CM_E* code for requests */
@@ -224,7 +237,7 @@ struct cm_net {
   /* TLS */
   gnutls_priority_t prio;
   gnutls_certificate_credentials_t cert_cred;
-  gnutls_psk_client_credentials_t *psk_clients; /* one per key */
+  cm_net_ring_t *ring; /* CM_AUTH_KEY: the keyring, replaceable */
   gnutls_psk_server_credentials_t psk_server;
 
   cm_net_map_t cids;      /* connection ID -> conn */
@@ -392,6 +405,13 @@ void cm_net__conn_touch(cm_net_conn_t *c);
 /* The keyring entry to offer a peer: the one it last accepted, else the
  * primary. */
 size_t cm_net__key_for(cm_net_t *net, const cm_addr_t *peer);
+/* A ring of copies of keys[0..n) with primary (refs 1): 0, CM_ENOMEM or
+ * CM_ETLS. */
+int cm_net__ring_new(const cm_net_key_t *keys, size_t n, size_t primary,
+                     cm_net_ring_t **out);
+cm_net_ring_t *cm_net__ring_ref(cm_net_ring_t *r);
+void cm_net__ring_release(cm_net_ring_t *r);
+
 /* A client handshake succeeded with c->key_idx: remember it for the peer. */
 void cm_net__key_accepted(cm_net_conn_t *c);
 /* After a refusal: a new connection with the next key, or NULL. */

@@ -63,12 +63,12 @@ static int tls_psk_lookup(gnutls_session_t s, const gnutls_datum_t *ident,
   char want[TLS_PSK_IDENT_MAX];
   const uint8_t *found = NULL;
   size_t i;
-  for (i = 0; i < net->cfg.nkeys && found == NULL; i++) {
-    if (tls_psk_identity(net->keys[i].key, want, sizeof(want)) != 0)
+  for (i = 0; i < net->ring->n && found == NULL; i++) {
+    if (tls_psk_identity(net->ring->keys[i].key, want, sizeof(want)) != 0)
       continue;
     if (ident->size == strlen(want) &&
         memcmp(ident->data, want, ident->size) == 0)
-      found = net->keys[i].key;
+      found = net->ring->keys[i].key;
   }
   key->data = gnutls_malloc(CM_KEY_LEN);
   if (key->data == NULL)
@@ -84,6 +84,64 @@ static int tls_psk_lookup(gnutls_session_t s, const gnutls_datum_t *ident,
   return 0;
 }
 
+cm_net_ring_t *cm_net__ring_ref(cm_net_ring_t *r) {
+  if (r != NULL)
+    r->refs++;
+  return r;
+}
+
+void cm_net__ring_release(cm_net_ring_t *r) {
+  size_t i;
+  if (r == NULL || --r->refs > 0)
+    return;
+  if (r->creds != NULL)
+    for (i = 0; i < r->n; i++)
+      if (r->creds[i] != NULL)
+        gnutls_psk_free_client_credentials(r->creds[i]);
+  free(r->creds);
+  free(r->keys);
+  free(r);
+}
+
+int cm_net__ring_new(const cm_net_key_t *keys, size_t n, size_t primary,
+                     cm_net_ring_t **out) {
+  cm_net_ring_t *r = calloc(1, sizeof(*r));
+  size_t i;
+  *out = NULL;
+  if (r == NULL)
+    return CM_ENOMEM;
+  r->refs = 1;
+  r->n = n;
+  r->primary = primary;
+  r->keys = malloc(n * sizeof(*r->keys));
+  r->creds = calloc(n, sizeof(*r->creds));
+  if (r->keys == NULL || r->creds == NULL) {
+    cm_net__ring_release(r);
+    return CM_ENOMEM;
+  }
+  memcpy(r->keys, keys, n * sizeof(*r->keys));
+  for (i = 0; i < n; i++) {
+    char ident[TLS_PSK_IDENT_MAX];
+    gnutls_datum_t user, key;
+    if (gnutls_psk_allocate_client_credentials(&r->creds[i]) != 0) {
+      cm_net__ring_release(r);
+      return CM_ENOMEM;
+    }
+    user.data = (unsigned char *)ident;
+    key.data = (unsigned char *)r->keys[i].key;
+    key.size = CM_KEY_LEN;
+    if (tls_psk_identity(r->keys[i].key, ident, sizeof(ident)) != 0 ||
+        (user.size = (unsigned)strlen(ident),
+         gnutls_psk_set_client_credentials2(r->creds[i], &user, &key,
+                                            GNUTLS_PSK_KEY_RAW) != 0)) {
+      cm_net__ring_release(r);
+      return CM_ETLS;
+    }
+  }
+  *out = r;
+  return 0;
+}
+
 int cm_net__tls_init(cm_net_t *net) {
   const cm_net_config_t *cfg = &net->cfg;
   int rv;
@@ -95,33 +153,13 @@ int cm_net__tls_init(cm_net_t *net) {
     return CM_ETLS;
 
   if (cfg->auth == CM_AUTH_KEY) {
-    size_t i;
     if (gnutls_psk_allocate_server_credentials(&net->psk_server) != 0)
       return CM_ENOMEM;
     gnutls_psk_set_server_credentials_function2(net->psk_server,
                                                 tls_psk_lookup);
-    /* A GnuTLS client offers one PSK identity per handshake, so there is
-     * one client credential per key and a refused handshake is retried
-     * with the next key (cm_net_conn.c). */
-    net->psk_clients = calloc(cfg->nkeys, sizeof(*net->psk_clients));
-    if (net->psk_clients == NULL)
-      return CM_ENOMEM;
-    for (i = 0; i < cfg->nkeys; i++) {
-      char ident[TLS_PSK_IDENT_MAX];
-      gnutls_datum_t user, key;
-      if (gnutls_psk_allocate_client_credentials(&net->psk_clients[i]) != 0)
-        return CM_ENOMEM;
-      if (tls_psk_identity(net->keys[i].key, ident, sizeof(ident)) != 0)
-        return CM_ETLS;
-      user.data = (unsigned char *)ident;
-      user.size = (unsigned)strlen(ident);
-      key.data = (unsigned char *)net->keys[i].key;
-      key.size = CM_KEY_LEN;
-      if (gnutls_psk_set_client_credentials2(net->psk_clients[i], &user, &key,
-                                             GNUTLS_PSK_KEY_RAW) != 0)
-        return CM_ETLS;
-    }
-    return 0;
+    /* One client credential per key: a refused handshake is retried with
+     * the next key (cm_net_keys.c). */
+    return cm_net__ring_new(cfg->keys, cfg->nkeys, cfg->primary, &net->ring);
   }
 
   if (gnutls_certificate_allocate_credentials(&net->cert_cred) != 0)
@@ -143,19 +181,13 @@ int cm_net__tls_init(cm_net_t *net) {
 void cm_net__tls_free(cm_net_t *net) {
   if (net->prio != NULL)
     gnutls_priority_deinit(net->prio);
-  if (net->psk_clients != NULL) {
-    size_t i;
-    for (i = 0; i < net->cfg.nkeys; i++)
-      if (net->psk_clients[i] != NULL)
-        gnutls_psk_free_client_credentials(net->psk_clients[i]);
-    free(net->psk_clients);
-  }
+  cm_net__ring_release(net->ring);
   if (net->psk_server != NULL)
     gnutls_psk_free_server_credentials(net->psk_server);
   if (net->cert_cred != NULL)
     gnutls_certificate_free_credentials(net->cert_cred);
   net->prio = NULL;
-  net->psk_clients = NULL;
+  net->ring = NULL;
   net->psk_server = NULL;
   net->cert_cred = NULL;
 }
@@ -179,10 +211,10 @@ int cm_net__tls_session(cm_net_t *net, cm_net_conn_t *c) {
 
   switch (net->cfg.auth) {
   case CM_AUTH_KEY:
-    rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_PSK,
-                                c->is_client
-                                    ? (void *)net->psk_clients[c->key_idx]
-                                    : (void *)net->psk_server);
+    rv =
+        gnutls_credentials_set(c->tls, GNUTLS_CRD_PSK,
+                               c->is_client ? (void *)c->ring->creds[c->key_idx]
+                                            : (void *)net->psk_server);
     break;
   case CM_AUTH_MTLS:
     rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, net->cert_cred);

@@ -834,6 +834,79 @@ CM_TEST(net_key_hints_bounded) {
   t_finish(&loop, all, 1 + T_HINT_PEERS);
 }
 
+/* The keyring replaced on a running endpoint: a key added is accepted at
+ * once, a new primary is offered first, a key removed is refused to new
+ * handshakes, and connections already open carry on throughout. */
+CM_TEST(net_keys_replaced_while_running) {
+  uv_loop_t loop;
+  cm_net_config_t c1, c2;
+  cm_net_key_t k1, k2, both[2];
+  tnode_t a, b, c, d;
+  tnode_t *all[] = {&a, &b, &c, &d};
+  cm_net_stats_t sb;
+  uint64_t a_hs;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_key(&k1, 1, 0x11);
+  t_key(&k2, 2, 0x22);
+  cm_net_config_default(&c1);
+  c2 = c1;
+  c1.keys = &k1;
+  c1.nkeys = 1;
+  c2.keys = &k2;
+  c2.nkeys = 1;
+  t_start(&a, &loop, &c1);
+  t_start(&b, &loop, &c1);
+  t_start(&c, &loop, &c2);
+  t_start(&d, &loop, &c2);
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"1", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  a_hs = t_stats(&a).handshakes_ok;
+
+  /* Install: b accepts the new key; c, which holds only it, gets in. */
+  both[0] = k1;
+  both[1] = k2;
+  CM_CHECK_OK(cm_net_set_keys(b.net, both, 2, 0));
+  CM_CHECK_OK(cm_net_send_datagram(c.net, &b.addr, (const uint8_t *)"2", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 2, T_WAIT_MS));
+  CM_CHECK(cm_addr_eq(&b.last_from, &c.addr));
+  CM_CHECK_EQ(t_stats(&b).auth_refused, 0);
+
+  /* Use: b offers the new key first: d, which holds only it, accepts at
+   * the first try. */
+  sb = t_stats(&b);
+  CM_CHECK_OK(cm_net_set_keys(b.net, both, 2, 1));
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &d.addr, (const uint8_t *)"3", 1));
+  CM_CHECK(t_wait_ge(&loop, &d.ndgram, 1, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&b).handshakes_failed, sb.handshakes_failed);
+
+  /* Remove: a new handshake with the old key is refused; the connection
+   * a already has is not touched. */
+  CM_CHECK_OK(cm_net_set_keys(b.net, &k2, 1, 0));
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"4", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 3, T_WAIT_MS));
+  CM_CHECK_EQ(b.last[0], '4');
+  CM_CHECK_EQ(t_stats(&a).handshakes_ok, a_hs);
+  {
+    tnode_t e;
+    t_start(&e, &loop, &c1);
+    CM_CHECK_OK(cm_net_send_datagram(e.net, &b.addr, (const uint8_t *)"5", 1));
+    CM_CHECK(t_run(&loop, t_refused, &b, T_WAIT_MS));
+    CM_CHECK_EQ(b.ndgram, 3);
+    cm_net_close(e.net, t_closed_cb, &e);
+    CM_CHECK(t_wait_ge(&loop, &e.closed, 1, T_WAIT_MS));
+  }
+
+  /* What cannot be a ring is refused, and changes nothing. */
+  CM_CHECK_EQ(cm_net_set_keys(b.net, &k2, 0, 0), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_set_keys(b.net, &k2, 1, 1), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_set_keys(b.net, NULL, 1, 0), CM_EINVAL);
+  CM_CHECK_EQ(cm_net_set_keys(NULL, &k2, 1, 0), CM_EINVAL);
+  CM_CHECK_OK(cm_net_send_datagram(d.net, &b.addr, (const uint8_t *)"6", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 4, T_WAIT_MS));
+  t_finish(&loop, all, 4);
+}
+
 /* Mid-rotation, two nodes hold the same keys in another order (and under
  * other ids): the handshake names a key by its content, so the first key
  * offered is found at once, either way. */
