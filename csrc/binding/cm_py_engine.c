@@ -1060,6 +1060,8 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(drop_relay);
   N(user_event_queue);
   N(query_queue);
+  N(events_synced);
+  N(events_before_join);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);

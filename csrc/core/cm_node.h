@@ -118,15 +118,17 @@ typedef struct cm_node_stats {
   uint64_t skipped_unknown;
   /* User events and queries. */
   cm_app_counts_t user_events, queries;
-  uint64_t app_dropped;      /* application queue full: not delivered */
-  uint64_t replies_sent;     /* acks and responses to others' queries */
-  uint64_t replies_in;       /* acks and responses to ours, delivered */
-  uint64_t drop_reply;       /* for no query of ours in flight, or late */
-  uint64_t reply_duplicate;  /* a second ack or response from one member */
-  uint64_t replies_relayed;  /* passed on for another member's query */
-  uint64_t drop_relay;       /* a relay to an address of no live member */
-  uint32_t user_event_queue; /* event relays waiting to be piggybacked */
-  uint32_t query_queue;      /* query relays waiting to be piggybacked */
+  uint64_t app_dropped;        /* application queue full: not delivered */
+  uint64_t replies_sent;       /* acks and responses to others' queries */
+  uint64_t replies_in;         /* acks and responses to ours, delivered */
+  uint64_t drop_reply;         /* for no query of ours in flight, or late */
+  uint64_t reply_duplicate;    /* a second ack or response from one member */
+  uint64_t replies_relayed;    /* passed on for another member's query */
+  uint64_t drop_relay;         /* a relay to an address of no live member */
+  uint64_t events_synced;      /* user events sent to a push-pull's asker */
+  uint64_t events_before_join; /* synced events that may predate our join */
+  uint32_t user_event_queue;   /* event relays waiting to be piggybacked */
+  uint32_t query_queue;        /* query relays waiting to be piggybacked */
 } cm_node_stats_t;
 
 typedef struct cm_member_info {

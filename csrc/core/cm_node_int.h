@@ -46,7 +46,8 @@ struct cm_urec {
   uint16_t payload_len, filter_len;
   char origin[CM_ID_MAX + 1];
   char name[CM_WIRE_MAX_EVENT_NAME + 1];
-  uint8_t *data; /* owned: payload, then filter; NULL when both are empty */
+  uint8_t *data;  /* owned: payload, then filter; NULL when both are empty */
+  cm_time_t seen; /* when this node learnt of it */
   /* Queries. */
   uint32_t qid;
   cm_addr_t origin_addr;
@@ -155,6 +156,7 @@ struct cm_node {
   uint64_t followup_req;    /* the follow-up push-pull in flight, 0: none */
   cm_time_t followup_delay; /* the last follow-up's wait */
   uint64_t join_req_lo, join_req_hi; /* that join's request ids */
+  cm_time_t joined_at; /* when a join was first answered; 0: never joined */
 
   struct cm_fwd fwd[CM_FWD_MAX];
   struct cm_idcheck idcheck;
@@ -274,6 +276,11 @@ void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
 void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now);
 void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now);
 void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r);
+/* A periodic push-pull came from `from`: send it the user events this
+ * node learnt of within the last two push-pull intervals (marked
+ * CM_UEV_SYNCED), which gossip may have failed to bring it. */
+void cm_node__app_sync(cm_node_t *n, const cm_addr_t *from, cm_time_t now);
+cm_time_t cm_node__sync_window(const cm_node_t *n);
 /* Relays of each user event and query: twice the retransmit limit. */
 uint32_t cm_node__app_limit(const cm_node_t *n);
 /* Append to w the queued relays of user events and queries that fit. */

@@ -226,6 +226,7 @@ static int node_pp_check(cm_node_t *n, const uint8_t *buf, size_t len,
 int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
                             const uint8_t *req, size_t len, cm_time_t now,
                             uint8_t **reply, size_t *reply_len) {
+  cm_pp_header_t h;
   uint32_t count;
   int rc;
   if (n == NULL || req == NULL || reply == NULL || reply_len == NULL)
@@ -239,7 +240,11 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
   rc = node_pp_merge(n, req, len, count, now, 0);
   if (rc != 0)
     return rc;
-  (void)from;
+  /* Anti-entropy for user events too, on the periodic exchanges (a join's
+   * would replay what came before the newcomer). */
+  if (from != NULL && cm_wire_pp_decode(req, len, &h) == 0 &&
+      !(h.flags & CM_PP_FLAG_JOIN))
+    cm_node__app_sync(n, from, now);
   return node_pp_build(n, CM_PP_RESPONSE, 0, reply, reply_len);
 }
 
@@ -288,6 +293,7 @@ int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
   if (n->join_followup && req_id >= n->join_req_lo &&
       req_id <= n->join_req_hi) {
     n->join_followup = 0;
+    n->joined_at = now;
     node_pp_followup(
         n,
         (cm_time_t)cm_retransmit_limit(&n->cfg, cm_node__live_count(n)) *

@@ -305,6 +305,7 @@ static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
   memcpy(r->origin, u->origin->s, u->origin->len + 1u);
   r->payload_len = u->payload_len;
   r->filter_len = u->filter_len;
+  r->seen = now;
   if (u->q != NULL) {
     r->qid = u->q->qid;
     r->origin_addr = u->q->origin_addr;
@@ -394,13 +395,26 @@ static int store_send(cm_node_t *n, struct cm_ustore *s, struct uin *u,
 
 /* ----------------------------------------------------------- user events */
 
+/* How far back anti-entropy reaches: two push-pull intervals. */
+cm_time_t cm_node__sync_window(const cm_node_t *n) {
+  return 2 * cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
+}
+
 void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
                             cm_time_t now) {
   struct uin u;
+  /* A newcomer gets no replay of what was sent before it joined: during
+   * its first sync window it cannot tell such an event from one it missed,
+   * so it takes events from gossip only. */
+  if ((e->flags & CM_UEV_SYNCED) && n->joined_at != 0 &&
+      now - n->joined_at < cm_node__sync_window(n)) {
+    n->st.events_before_join++;
+    return;
+  }
   memset(&u, 0, sizeof(u));
   u.ltime = e->ltime;
   u.origin = &e->origin;
-  u.flags = e->flags;
+  u.flags = e->flags & (uint8_t)~CM_UEV_SYNCED;
   u.name = e->name;
   u.name_len = e->name_len;
   u.payload = e->payload;
@@ -781,4 +795,41 @@ void cm_node__uev_piggyback(cm_node_t *n, cm_wbuf_t *w, size_t max_msgs) {
                   CM_PIGGYBACK_MAX > cm_wire_packet_count(w)
                       ? CM_PIGGYBACK_MAX - cm_wire_packet_count(w)
                       : 0);
+}
+
+/* ------------------------------------------------------- anti-entropy */
+
+void cm_node__app_sync(cm_node_t *n, const cm_addr_t *from, cm_time_t now) {
+  const struct cm_ustore *s = &n->ue;
+  cm_msg_t msgs[CM_PIGGYBACK_MAX];
+  size_t k = 0, room = 0, hdr = 3 + 2; /* one message's and the packet's */
+  cm_time_t window = cm_node__sync_window(n);
+  uint32_t i;
+  if (s->recs == NULL || n->leaving || !cm_node_has_member_at(n, from))
+    return;
+  for (i = 0; i < n->cfg.user_event_buffer; i++) {
+    const struct cm_urec *r = &s->recs[i];
+    cm_bcast_item_t it;
+    size_t size;
+    if (!r->in_use || now - r->seen > window)
+      continue;
+    memset(&it, 0, sizeof(it));
+    it.key = i;
+    if (!urec_msg(s, n->cfg.user_event_buffer, &it, &msgs[k]))
+      continue;
+    msgs[k].u.uev.flags |= CM_UEV_SYNCED;
+    size = cm_wire_msg_size(&msgs[k]);
+    if (k > 0 &&
+        (room + size + hdr > n->cfg.max_packet_size || k == CM_PIGGYBACK_MAX)) {
+      cm_node__send(n, from, msgs, k);
+      msgs[0] = msgs[k];
+      k = 0;
+      room = 0;
+    }
+    room += size;
+    k++;
+    n->st.events_synced++;
+  }
+  if (k > 0)
+    cm_node__send(n, from, msgs, k);
 }

@@ -137,9 +137,12 @@ typedef struct cm_msg_leave {
 /* An application's event for every member: its origin's Lamport time and
  * id, a name (1..CM_WIRE_MAX_EVENT_NAME bytes of 0x21..0x7e) and an opaque
  * payload. name and payload point into the decoded buffer (or the caller's
- * memory when encoding). Flag bits other than CM_UEV_COALESCE are a later
- * version's: kept and relayed, otherwise ignored. */
+ * memory when encoding). Flag bits other than CM_UEV_COALESCE and
+ * CM_UEV_SYNCED are a later version's: kept and relayed, otherwise
+ * ignored. */
 #define CM_UEV_COALESCE 0x01
+/* Sent again by a push-pull's answerer (anti-entropy), not by gossip. */
+#define CM_UEV_SYNCED 0x02
 /* Bytes a user event needs beside its name and payload, with room for a
  * probe in the same packet: the bound max_user_event_size must leave. */
 #define CM_UEV_OVERHEAD 256
