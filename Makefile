@@ -162,11 +162,15 @@ fuzz: $(FUZZ_BINS)
 	  grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log; \
 	done
 
-# The long run (FUZZ_LONG_SECONDS each, an hour by default), then a
-# minimising merge of what it found into the committed corpus: commit
-# csrc/fuzz/corpus afterwards to keep what it learned. Any crash fails and
-# leaves its input in build/fuzz/.
-FUZZ_LONG_SECONDS ?= 3600
+# The long run: FUZZ_LONG_TOTAL seconds (an hour) in all, shared by the
+# fuzzers one after another (FUZZ_LONG_SECONDS each, 720 for five), then
+# for each a minimising merge of what it found into the committed corpus:
+# commit csrc/fuzz/corpus afterwards to keep what it learned. Any crash
+# fails and leaves its input in build/fuzz/. A merge that fails, or keeps
+# nothing, fails too and leaves that fuzzer's corpus as it was (its log:
+# build/fuzz/NAME-merge.log).
+FUZZ_LONG_TOTAL ?= 3600
+FUZZ_LONG_SECONDS ?= $(shell echo $$(( $(FUZZ_LONG_TOTAL) / $(words $(FUZZ_NAMES)) )))
 fuzz-long: $(FUZZ_BINS)
 	@for name in $(FUZZ_NAMES); do \
 	  $(FUZZ_CMD); corpus=build/fuzz/corpus-$$name; \
@@ -176,8 +180,16 @@ fuzz-long: $(FUZZ_BINS)
 	    -artifact_prefix=build/fuzz/$$name- $$corpus $$kept \
 	    csrc/fuzz/seeds/$$name >build/fuzz/$$name-long.log 2>&1 \
 	    || { tail -50 build/fuzz/$$name-long.log; exit 1; }; \
+	  log=build/fuzz/$$name-merge.log; \
 	  rm -rf $$kept.new && mkdir -p $$kept.new && \
-	  $$cmd -merge=1 $$kept.new $$kept $$corpus >/dev/null 2>&1 && \
+	  $$cmd -merge=1 $$kept.new $$kept $$corpus >$$log 2>&1 \
+	    || { tail -50 $$log; rm -rf $$kept.new; \
+	         echo "fuzz-long: merging $$name's corpus failed; $$kept left as it was"; \
+	         exit 1; }; \
+	  [ -n "$$(ls $$kept.new)" ] \
+	    || { tail -50 $$log; rm -rf $$kept.new; \
+	         echo "fuzz-long: merging $$name's corpus kept nothing; $$kept left as it was"; \
+	         exit 1; }; \
 	  rm -rf $$kept && mv $$kept.new $$kept; \
 	  echo "fuzz-long: $$name corpus $$(ls $$kept | wc -l) inputs"; \
 	done

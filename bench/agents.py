@@ -16,7 +16,6 @@ is killed by PID by :meth:`Agents.stop`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -62,15 +61,30 @@ def control(path: str, req: dict[str, Any], timeout: float = 10.0) -> dict[str, 
     return resp
 
 
-def eventually(cond: Callable[[], object], what: str, deadline: float = DEADLINE) -> None:
-    """Poll cond until true; fail naming what was awaited."""
+def eventually(
+    cond: Callable[[], object],
+    what: str,
+    deadline: float = DEADLINE,
+    retry: tuple[type[Exception], ...] = (),
+) -> None:
+    """Poll cond until true; fail naming what was awaited.
+
+    An exception from cond fails the wait at once: a dead agent (its control
+    socket refuses) or a misspelt field (a KeyError) must not turn into a
+    timeout. Only the exception types in ``retry`` are polled through, for
+    a condition the caller knows may raise while the awaited state forms
+    (an agent still starting, say); the last of them is chained to the
+    timeout's error, which then shows why the condition never held."""
     end = time.monotonic() + deadline
+    last: Exception | None = None
     while True:
-        with contextlib.suppress(OSError, ConnectionError, KeyError):
+        try:
             if cond():
                 return
+        except retry as exc:
+            last = exc
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline:g} s waiting for {what}")
+            raise AssertionError(f"timed out after {deadline:g} s waiting for {what}") from last
         time.sleep(POLL)
 
 
@@ -335,11 +349,19 @@ def states(view: Agent, ids: list[str]) -> dict[str, str]:
     return {i: m[i]["state"] if i in m else "unknown" for i in ids}
 
 
-def wait_alive_everywhere(views: list[Agent], ids: list[str], deadline: float = DEADLINE) -> None:
+def wait_alive_everywhere(
+    views: list[Agent],
+    ids: list[str],
+    deadline: float = DEADLINE,
+    retry: tuple[type[Exception], ...] = (),
+) -> None:
+    """Wait until every view sees every one of ids alive (see
+    :func:`eventually` for ``retry``)."""
     eventually(
         lambda: all(set(states(v, ids).values()) == {"alive"} for v in views),
         f"{', '.join(ids)} alive at {', '.join(v.name for v in views)}",
         deadline,
+        retry,
     )
 
 

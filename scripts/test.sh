@@ -15,13 +15,17 @@
 # Each step's wall time is printed when it ends, and all of them with the
 # total when the suite ends (also on a failure). The suite must stay under
 # SUITE_LIMIT seconds (15 minutes) on a 2-core machine: past it, the run
-# fails even if every test passed.
+# fails even if every test passed. A hang cannot hold it much longer: each
+# step runs under timeout(1) with what is left of SUITE_LIMIT; when that
+# runs out, every process of the step is sent TERM and, if still there
+# STEP_KILL_GRACE seconds later, KILL, and the run fails naming the step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 FUZZ_SECONDS=${FUZZ_SECONDS:-8}  # each of the five
 SUITE_LIMIT=${SUITE_LIMIT:-900}
+STEP_KILL_GRACE=${STEP_KILL_GRACE:-20}
 
 suite_start=$EPOCHREALTIME
 step_names=()
@@ -29,17 +33,63 @@ step_seconds=()
 
 seconds_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 
-# step NAME COMMAND...: run one step, timed.
+# step NAME COMMAND...: run one step, timed, in a shell of its own (with
+# this one's options and functions) under timeout(1), which ends it once
+# the suite's time is up. timeout puts the step in a process group of its
+# own and sends the group TERM; what is left of the group STEP_KILL_GRACE
+# seconds later (a process that ignored it, or one still cleaning up) is
+# killed. An interrupt of the suite (^C, TERM) is passed on to the group.
+step_group=
+
+# end_group PGID: wait up to STEP_KILL_GRACE seconds for the processes of
+# a group already sent TERM to end, then kill what is left of it. Ended
+# ones may linger as zombies (an init that is slow to reap them), which
+# kill -0 would count: ps tells them apart.
+end_group() {
+  local i
+  for ((i = 0; i < STEP_KILL_GRACE * 10; i++)); do
+    ps -e -o pgid=,stat= 2>/dev/null |
+      awk -v g="$1" '$1 == g && $2 !~ /^Z/ { n++ } END { exit !n }' || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null || true
+}
+
 step() {
-  local name=$1 start=$EPOCHREALTIME took
+  local name=$1 start=$EPOCHREALTIME took left rc=0
   shift
-  echo "== $name"
-  "$@"
+  left=$(awk -v a="$suite_start" -v b="$EPOCHREALTIME" -v l="$SUITE_LIMIT" \
+    'BEGIN { t = int(l - (b - a)); print (t > 0 ? t : 0) }')
+  echo "== $name (time left: $left s)"
+  if [ "$left" -le 0 ]; then
+    echo "FAIL: no time left for step '$name': the suite's limit is $SUITE_LIMIT s" >&2
+    return 1
+  fi
+  timeout --kill-after="$STEP_KILL_GRACE" "$left" bash -euo pipefail -c '"$@"' step "$@" \
+    </dev/null &
+  step_group=$!
+  wait "$step_group" || rc=$?
   took=$(seconds_since "$start")
   step_names+=("$name")
   step_seconds+=("$took")
   echo "-- $name: $took s"
+  if { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } &&
+    awk -v t="$took" -v l="$left" 'BEGIN { exit !(t >= l) }'; then
+    echo "FAIL: step '$name' ran out of time: stopped after $took s, when the" \
+      "suite reached its limit of $SUITE_LIMIT s" >&2
+    end_group "$step_group"
+  fi
+  step_group=
+  return "$rc"
 }
+
+interrupted() {
+  if [ -n "$step_group" ]; then
+    kill -TERM -- "-$step_group" 2>/dev/null || true
+  fi
+  exit 130
+}
+trap interrupted INT TERM
 
 report() {
   local rc=$? total i
@@ -174,7 +224,10 @@ pytest_coverage() {
     make -s coverage-report COV_CHECK=--check
 }
 
-export PY FUZZ_SECONDS
+# What the steps' shells need from this one.
+export PY FUZZ_SECONDS LONG_C_TEST
+export -f seconds_since plain_tests asan_tests c_units side_work lint sanitizers \
+  pytest_coverage
 step "set-up" bash scripts/setup.sh
 step "C unit tests, plain (counting coverage) and under ASan + UBSan; meanwhile builds, lint and fuzzers" c_units
 step "engine tests under ThreadSanitizer, then engine and transport under valgrind" sanitizers

@@ -189,6 +189,15 @@ async def test_inject_faults_drop_in_loses_what_arrives() -> None:
     async with cluster(secrets.token_bytes(32), 2) as (a, b):
         await eventually(lambda: state_of(b, "n0") == MemberState.ALIVE, "b sees a")
         b.inject_faults(drop_in=1.0)
+        # Once b drops what arrives, it takes in no more messages, while what
+        # it sends still reaches a: the loss is on b's way in, not out (with
+        # drop_out, a would hear nothing and b would still hear a).
+        await eventually(lambda: b.stats().drops["net_drop_fault"] > 0, "b drops datagrams")
+        b_in, a_in = b.stats().messages_in, a.stats().messages_in
+        await eventually(
+            lambda: a.stats().messages_in >= a_in + 3, "a still hears b's probes", timeout=60
+        )
+        assert b.stats().messages_in == b_in
         # b hears nothing more: its probes of a go unanswered, a is suspected.
         await eventually(lambda: state_of(b, "n0") != MemberState.ALIVE, "b suspects a")
         assert b.stats().drops["net_drop_fault"] > 0

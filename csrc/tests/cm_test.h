@@ -17,12 +17,15 @@ void cm_test_register(const char *name, const char *file, cm_test_fn fn);
 void cm_test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 /* _exit() for a fork() child: in the coverage build (make coverage) it
- * first writes the child's counts, as exit() would have. */
+ * first writes the child's counts, as exit() would have, and in the ASan
+ * build it first runs LeakSanitizer's check, as exit() would have, ending
+ * with status 23 instead if the child leaked. */
 void cm_test_child_exit(int status) __attribute__((noreturn));
 
 /* Run fn(arg) in a fork() child and return how it ended: 0 if it returned,
  * 1 if one of its checks failed, the status it passed to
- * cm_test_child_exit, 128 + signal if a signal ended it, or -1 if it could
+ * cm_test_child_exit, 23 if it leaked (ASan build, detect_leaks=1),
+ * 128 + signal if a signal ended it, or -1 if it could
  * not start or had not ended within ms (it is then killed). */
 int cm_test_in_child(void (*fn)(void *), void *arg, unsigned ms);
 

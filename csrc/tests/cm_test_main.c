@@ -49,6 +49,13 @@ void cm_test_fail(const char *file, int line, const char *fmt, ...) {
 /* Defined by clang's profile runtime, linked only into the coverage build. */
 int __llvm_profile_write_file(void) __attribute__((weak));
 void __llvm_profile_set_filename(const char *name) __attribute__((weak));
+/* Defined by LeakSanitizer, linked only into the ASan build; non-zero if it
+ * found leaks (it prints them). Returns 0 when leak detection is off
+ * (ASAN_OPTIONS=detect_leaks=0). */
+int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+
+/* A child's exit status when LeakSanitizer found leaks in it: LSan's own. */
+#define CM_TEST_CHILD_LEAKED 23
 
 void cm_test_child_exit(int status) {
   const char *pattern = getenv("LLVM_PROFILE_FILE");
@@ -62,6 +69,11 @@ void cm_test_child_exit(int status) {
     __llvm_profile_set_filename(name);
     (void)__llvm_profile_write_file();
   }
+  /* _exit skips the leak check that exit would run at the end of the
+   * process: run it here, so what a child leaks fails its test. */
+  if (__lsan_do_recoverable_leak_check != NULL &&
+      __lsan_do_recoverable_leak_check() != 0)
+    _exit(CM_TEST_CHILD_LEAKED);
   _exit(status);
 }
 
