@@ -49,6 +49,7 @@ def _agent(args: argparse.Namespace) -> int:
         settings["join-timeout"],
         event_handler=settings["event-handler"],
         key_source=key_source(settings),
+        query_handlers=settings["query-handler"],
     )
     return asyncio.run(agent.run())
 
@@ -167,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="shell command run once per user event: the payload on stdin, the event "
         "in CLUSTERMEMBER_* variables (docs/cli.md)",
+    )
+    a.add_argument(
+        "--query-handler",
+        action="append",
+        metavar="NAME=CMD",
+        help="answer queries NAME with what shell command CMD prints, the payload on "
+        "its stdin (repeatable; docs/cli.md)",
     )
     _add_control(a, client=False)
 

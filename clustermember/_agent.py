@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -111,8 +112,11 @@ class Agent:
         join_timeout: float,
         event_handler: str | None = None,
         key_source: tuple[str, str] | None = None,
+        query_handlers: Mapping[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        for name, command in (query_handlers or {}).items():
+            cluster.on_query(name, self._query_runner(name, command))
         # Where the keys came from ("keyring-file" or "key-file", and the
         # file), kept true when a live rotation changes them.
         self.key_source = key_source
@@ -282,6 +286,71 @@ class Agent:
         finally:
             results.close()
         return {"ok": True, "done": True, "acks": acks, "responses": responses}
+
+    def _query_runner(self, name: str, command: str) -> Any:
+        """The on_query handler that runs `command` for queries of `name`."""
+
+        async def run(q: Any) -> bytes | None:
+            return await self.run_query_handler(command, q)
+
+        return run
+
+    async def run_query_handler(self, command: str, q: Any) -> bytes | None:
+        """Run a ``--query-handler`` command for one query, as Serf runs a
+        query's handler: the payload on stdin, the query in
+        ``CLUSTERMEMBER_EVENT=query``, ``CLUSTERMEMBER_QUERY_NAME``,
+        ``CLUSTERMEMBER_QUERY_LTIME``, ``CLUSTERMEMBER_ORIGIN`` and
+        ``CLUSTERMEMBER_SELF_NAME``; what it prints is the response. One
+        that fails, or is still running when the asker stops listening, sends
+        nothing (logged).
+
+        >>> await agent.run_query_handler("uptime", query)  # doctest: +SKIP
+        b' 10:02:01 up 3 days, ...'
+        """
+        env = {
+            **os.environ,
+            "CLUSTERMEMBER_EVENT": "query",
+            "CLUSTERMEMBER_QUERY_NAME": q.name,
+            "CLUSTERMEMBER_QUERY_LTIME": str(q.ltime),
+            "CLUSTERMEMBER_ORIGIN": q.origin,
+            "CLUSTERMEMBER_SELF_NAME": self.cluster.node_id,
+        }
+        left = min(float(HANDLER_TIMEOUT), q.deadline - time.monotonic())
+        if left <= 0:
+            return None
+        proc = await asyncio.create_subprocess_shell(
+            command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(q.payload), left)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            log.warning("query handler for %s ran past the query's time: no response", q.name)
+            return None
+        if proc.returncode != 0:
+            text = err.decode("utf-8", "replace").strip()
+            log.warning(
+                "query handler for %s exited with %s: no response%s",
+                q.name,
+                proc.returncode,
+                f": {text[-500:]}" if text else "",
+            )
+            return None
+        limit = self.cluster.config.max_user_event_size
+        if len(out) > limit:
+            log.warning(
+                "query handler for %s printed %d bytes, over max_user_event_size=%d: no response",
+                q.name,
+                len(out),
+                limit,
+            )
+            return None
+        return out
 
     async def run_event_handler(self) -> None:
         """Run the ``--event-handler`` command once per user event, one at a
@@ -577,6 +646,7 @@ DEFAULTS: dict[str, Any] = {
     "log-level": "info",
     "fault-drop": 0.0,
     "event-handler": None,
+    "query-handler": {},
     "control": None,
 }
 # Secrets the environment may hold by value (CLUSTERMEMBER_KEY) instead of in
@@ -649,6 +719,23 @@ def convert(option: str, value: object, where: str, name: str | None = None) -> 
         if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
             raise UsageError(f"{what} must be a table or a list of K=V, not {value!r}")
         return dict(parse_tag(x.strip()) for x in items if x.strip())
+    if option == "query-handler":
+        if isinstance(value, dict):
+            pairs = list(value.items())
+        else:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise UsageError(f"{what} must be NAME=COMMAND (or a table of them)")
+            pairs = []
+            for item in items:
+                name, sep, command = item.partition("=")
+                if not sep:
+                    raise UsageError(f"{what}: {item!r} is not NAME=COMMAND")
+                pairs.append((name.strip(), command))
+        for name, command in pairs:
+            if not isinstance(command, str) or not command.strip() or not name:
+                raise UsageError(f"{what}: {name!r} needs a non-empty command")
+        return dict(pairs)
     if option == "insecure":
         if isinstance(value, bool):
             return value
@@ -791,7 +878,7 @@ def agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict
     '127.0.0.1:0'
     """
     given = {k.replace("_", "-"): v for k, v in flags.items() if k.replace("_", "-") in DEFAULTS}
-    for option in ("tag", "join-timeout"):  # the others argparse has checked
+    for option in ("tag", "join-timeout", "query-handler"):  # argparse checked the rest
         if option in given:
             given[option] = convert(option, given[option], f"--{option}")
     path = flags.get("config") or environ.get(env_name("config"))

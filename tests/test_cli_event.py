@@ -188,3 +188,37 @@ async def test_the_cli_asks_a_query_and_prints_each_answer(agent: Agent) -> None
     assert (answer["node_id"], answer["payload"], answer["ack"]) == ("solo", "solo", False)
     code, _, err = await cli("query", "whoami", "--tag", "role=(", "--control", ep)
     assert code == 1 and "not a regular expression" in err
+
+
+async def test_query_handlers_answer_with_what_their_command_prints(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = agent.cluster
+    c.on_query(
+        "whoami",
+        agent._query_runner("whoami", 'printf "%s:" "$CLUSTERMEMBER_SELF_NAME"; cat'),
+    )
+    c.on_query("broken", agent._query_runner("broken", "echo oops >&2; exit 2"))
+    got = await c.query("whoami", b"payload", timeout=2.0).collect()
+    assert [(r.node_id, r.payload) for r in got] == [("solo", b"solo:payload")]
+    caplog.set_level(logging.WARNING, logger="clustermember")
+    assert await c.query("broken", timeout=1.0).collect() == []
+    assert any(
+        "query handler for broken exited with 2: no response: oops" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_query_handler_settings_from_flags_environment_and_file(tmp_path: Path) -> None:
+    from clustermember._agent import agent_settings
+    from clustermember._cli import UsageError
+
+    flags = agent_settings({"query_handler": ["load=uptime", "x=a=b"]}, {})
+    assert flags["query-handler"] == {"load": "uptime", "x": "a=b"}
+    env = agent_settings({}, {"CLUSTERMEMBER_QUERY_HANDLER": "load=cat /proc/loadavg"})
+    assert env["query-handler"] == {"load": "cat /proc/loadavg"}
+    conf = tmp_path / "a.toml"
+    conf.write_text('[query-handler]\nload = "uptime"\n')
+    assert agent_settings({"config": str(conf)}, {})["query-handler"] == {"load": "uptime"}
+    with pytest.raises(UsageError, match="NAME=COMMAND"):
+        agent_settings({"query_handler": ["nocommand"]}, {})
