@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -208,12 +209,27 @@ class Agent:
                 path,
             )
             return
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            for k in keys:
-                f.write(base64.b64encode(k).decode("ascii") + "\n")
-        os.replace(tmp, path)
+        # A new file of our own (mode 0600 whatever was there), synced, then
+        # renamed over the old one: a crash leaves the old ring or the new.
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".keyring.")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                for k in keys:
+                    f.write(base64.b64encode(k).decode("ascii") + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
         log.info("keyring file %s updated: %d keys", path, len(keys))
 
     async def change_keys(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -168,8 +168,11 @@ class Keyring:
             for callback in self.on_change:
                 try:
                     callback(list(keys))
-                except Exception:  # noqa: BLE001 - the change itself is done
-                    log.exception("node %s: keyring change hook failed", self._cluster.node_id)
+                except Exception as exc:  # noqa: BLE001 - reported to the asker
+                    log.exception("node %s: keeping the new keys failed", self._cluster.node_id)
+                    return self._answer(
+                        False, f"the keys changed here, but keeping them failed: {exc}"
+                    )
         return self._answer(True, None)
 
     def _answer(self, ok: bool, error: str | None) -> dict[str, Any]:

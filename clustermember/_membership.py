@@ -571,6 +571,14 @@ class ClusterMembership:
                 self._dispatch(ev)
 
     def _dispatch(self, ev: tuple[Any, ...]) -> None:
+        """One engine event to the subscribers and waiters; a failure in one
+        (a handler's, a filter's) is logged and costs only that event."""
+        try:
+            self._dispatch_one(ev)
+        except Exception:  # noqa: BLE001 - the rest of the batch must go on
+            log.exception("node %s: handling a %s event failed", self._id, ev[0])
+
+    def _dispatch_one(self, ev: tuple[Any, ...]) -> None:
         kind = ev[0]
         if kind == "member":
             _, etype, mid, addr, state, inc, mono, tags, other = ev

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,68 @@ from typing import Any
 # The filter's encoding: JSON, {"ids": [...], "tags": [[key, regex], ...]},
 # either part absent when not given. Opaque to the core.
 FILTER_MAX = 1024
+# Python's re backtracks: every member runs the asker's expressions on its
+# event loop, so they are held to a shape that cannot blow up (no repetition
+# of something that repeats or alternates, at most this many repetitions).
+MAX_REPEATS = 3
+PATTERN_MAX = 256
+
+if sys.version_info >= (3, 11):
+    from re import _constants as _sre_c  # type: ignore[attr-defined]
+    from re import _parser as _sre_p  # type: ignore[attr-defined]
+else:  # pragma: no cover - Python 3.10
+    import sre_constants as _sre_c
+    import sre_parse as _sre_p
+
+_REPEATS = {_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT} | (
+    {_sre_c.POSSESSIVE_REPEAT} if hasattr(_sre_c, "POSSESSIVE_REPEAT") else set()
+)
+
+
+def _shape(items: Any, inside_repeat: bool, count: list[int]) -> bool:
+    """Walk a parsed expression: False at a repetition of something that
+    repeats or alternates; counts the repetitions in count[0]."""
+    for op, av in items:
+        if op in _REPEATS:
+            _low, high, sub = av
+            if high > 1:
+                count[0] += 1
+                if inside_repeat or not _shape(sub, True, count):
+                    return False
+            elif not _shape(sub, inside_repeat, count):
+                return False
+        elif op is _sre_c.BRANCH:
+            if inside_repeat:
+                return False
+            if not all(_shape(alt, inside_repeat, count) for alt in av[1]):
+                return False
+        elif op is _sre_c.SUBPATTERN:
+            if not _shape(av[-1], inside_repeat, count):
+                return False
+        elif op in (_sre_c.ASSERT, _sre_c.ASSERT_NOT):
+            if not _shape(av[1], inside_repeat, count):
+                return False
+        elif op in (_sre_c.GROUPREF, _sre_c.GROUPREF_EXISTS):
+            return False
+    return True
+
+
+def safe_pattern(pattern: str) -> bool:
+    """True if a tag filter's expression is one members will run: at most
+    256 characters, no repetition of a repetition or an alternation, no
+    back-reference, at most three repetitions in all.
+
+    >>> safe_pattern("db-.*"), safe_pattern("(a+)+b"), safe_pattern("(?:.*){14}Z")
+    (True, False, False)
+    """
+    if len(pattern) > PATTERN_MAX:
+        return False
+    try:
+        parsed = _sre_p.parse(pattern)
+    except Exception:  # noqa: BLE001 - any unreadable pattern is unsafe
+        return False
+    count = [0]
+    return _shape(parsed, False, count) and count[0] <= MAX_REPEATS
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +148,13 @@ def encode_filter(tags: Mapping[str, str] | None, node_ids: Iterable[str] | None
                 raise ValueError(
                     f"tag filter {key}={pattern!r} is not a regular expression: {exc}"
                 ) from None
+            if not safe_pattern(pattern):
+                raise ValueError(
+                    f"tag filter {key}={pattern!r} is too costly for members to run: at most "
+                    f"{PATTERN_MAX} characters and {MAX_REPEATS} repetitions, and no repetition "
+                    "of a repetition, an alternation or a back-reference (write db-.* rather "
+                    "than (db|db-main)+)"
+                )
             pairs.append([key, pattern])
         doc["tags"] = pairs
     if not doc:
@@ -108,6 +178,8 @@ def filter_matches(raw: bytes, node_id: str, tags: Mapping[str, str]) -> bool:
     """
     if not raw:
         return True
+    if len(raw) > FILTER_MAX:
+        return False
     try:
         doc = json.loads(raw)
         ids = doc.get("ids")
@@ -116,9 +188,11 @@ def filter_matches(raw: bytes, node_id: str, tags: Mapping[str, str]) -> bool:
             return False
         for key, pattern in pairs:
             value = tags.get(key)
-            if value is None or re.fullmatch(pattern, value) is None:
+            if value is None or not safe_pattern(pattern):
                 return False
-    except (ValueError, TypeError, AttributeError, re.error):
+            if re.fullmatch(pattern, value) is None:
+                return False
+    except Exception:  # noqa: BLE001 - a filter no member can read selects nobody
         return False
     return True
 

@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -146,3 +147,27 @@ def cli_run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "clustermember", *argv], capture_output=True, text=True, timeout=120
     )
+
+
+async def test_an_agent_keeps_its_keyring_file_and_says_when_it_cannot(
+    key: bytes, tmp_path: Path
+) -> None:
+    """--keyring-file is rewritten after each change (mode 0600 whatever was
+    there before); a member that cannot keep its new keys answers so."""
+    from clustermember._agent import Agent
+
+    new = secrets.token_bytes(32)
+    ring = tmp_path / "ring"
+    ring.write_text(key_b64(key) + "\n")
+    ring.chmod(0o644)
+    async with cluster(key, 1) as (a,):
+        agent = Agent(a, str(tmp_path / "a.sock"), [], 1.0, key_source=("keyring-file", str(ring)))
+        report = await a.keys.install(new)
+        assert report.ok, report
+        assert ring.read_text().split() == [key_b64(key), key_b64(new)]
+        assert ring.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".keyring.")] == []
+        agent.key_source = ("keyring-file", str(tmp_path / "gone" / "ring"))
+        report = await a.keys.use(new)
+        assert not report.ok
+        assert "keeping them failed" in report.errors["n0"]

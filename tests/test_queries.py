@@ -122,3 +122,37 @@ async def test_bad_queries_refused_with_what_to_do(key: bytes) -> None:
         await a.leave()
         with pytest.raises(ClusterClosed, match="has left"):
             a.query("q")
+
+
+def test_hostile_filters_select_nobody_and_cost_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every member runs the asker's filter on its event loop: expressions
+    that could backtrack for seconds are never run, unreadable or deeply
+    nested filters select nobody, and the asker is told before sending."""
+    import re
+
+    from clustermember import _queries
+    from clustermember._queries import encode_filter, filter_matches, safe_pattern
+
+    ran: list[str] = []
+    real = re.fullmatch
+
+    def spy(pattern: str, value: str) -> re.Match[str] | None:
+        ran.append(pattern)
+        return real(pattern, value)
+
+    monkeypatch.setattr(_queries.re, "fullmatch", spy)
+    tags = {"role": "database-primary"}
+    assert filter_matches(b'{"tags":[["role","(?:.*){14}Z"]]}', "n1", tags) is False
+    assert ran == []  # refused before it could run
+    assert filter_matches(b"[" * 1000, "n1", tags) is False  # RecursionError inside
+    assert filter_matches(b'{"tags":[["role",7]]}', "n1", tags) is False
+    assert filter_matches(b"x" * 2000, "n1", tags) is False
+    assert filter_matches(encode_filter({"role": "data.*-primary"}, None), "n1", tags)
+    assert not filter_matches(encode_filter({"role": "db-.*"}, None), "n1", tags)
+    assert ran == ["data.*-primary", "db-.*"]
+    for bad in ("(a+)+b", "(?:.*){14}Z", "(a|aa)*", ".*.*.*.*Z", r"(a)\1", "a" * 257):
+        assert not safe_pattern(bad), bad
+        with pytest.raises(ValueError, match="too costly"):
+            encode_filter({"role": bad}, None)
+    for good in ("db-.*", "db-(main|replica)", "[a-z]+-[0-9]{1,3}", "x.*y.*z"):
+        assert safe_pattern(good), good

@@ -79,7 +79,7 @@ typedef struct cm_app_counts {
   uint64_t duplicate;  /* copies of one already delivered */
   uint64_t drop_old;   /* older than the buffer remembers */
   uint64_t drop_rate;  /* its origin over twice the send rate */
-  uint64_t drop_ltime; /* a Lamport time past CM_UEV_LTIME_MAX */
+  uint64_t drop_ltime; /* a Lamport time at or past 2^47 */
   uint64_t drop_size;  /* over the size limit */
 } cm_app_counts_t;
 
@@ -121,12 +121,16 @@ typedef struct cm_node_stats {
   uint64_t app_dropped;        /* application queue full: not delivered */
   uint64_t replies_sent;       /* acks and responses to others' queries */
   uint64_t replies_in;         /* acks and responses to ours, delivered */
-  uint64_t drop_reply;         /* for no query of ours in flight, or late */
+  uint64_t drop_reply;         /* for no query of ours in flight, late, from no
+                                  member, or past twice the members */
   uint64_t reply_duplicate;    /* a second ack or response from one member */
   uint64_t replies_relayed;    /* passed on for another member's query */
   uint64_t drop_relay;         /* a relay to an address of no live member */
   uint64_t events_synced;      /* user events sent to a push-pull's asker */
   uint64_t events_before_join; /* synced events that may predate our join */
+  uint64_t drop_sync_rate;     /* re-sent events over the anti-entropy budget */
+  uint64_t drop_query_origin;  /* queries whose answers would go to an
+                                  address not their origin's */
   uint32_t user_event_queue;   /* event relays waiting to be piggybacked */
   uint32_t query_queue;        /* query relays waiting to be piggybacked */
 } cm_node_stats_t;

@@ -32,9 +32,12 @@
 #define CM_APP_QUEUE_MAX 4096
 /* This node's own queries in flight, at most. */
 #define CM_QUERIES_MAX 64
-/* No honest cluster's Lamport clock reaches this (2^48 events); a time past
- * it is refused, so the clock cannot be pushed to wrap. */
+/* A node sends until its Lamport clock reaches CM_UEV_LTIME_MAX (2^48),
+ * and accepts times only below CM_UEV_LTIME_ACCEPT (2^47): a message at the
+ * highest time accepted still leaves every clock 2^47 messages of room, more
+ * than any cluster sends, so no message can pin the clocks at their end. */
 #define CM_UEV_LTIME_MAX (UINT64_C(1) << 48)
+#define CM_UEV_LTIME_ACCEPT (UINT64_C(1) << 47)
 
 /* A recent user event or query (cm_node_user.c): what copies are checked
  * against, what a relay is encoded from, and, for a query, what its answers
@@ -69,6 +72,8 @@ struct cm_ustore {
   cm_time_t ts;
   double stranger_tokens; /* shared by origins we do not know */
   cm_time_t stranger_ts;
+  double sync_tokens; /* re-sent messages (anti-entropy) taken, as of sync_ts */
+  cm_time_t sync_ts;
   cm_app_counts_t *count; /* in the node's stats */
 };
 
@@ -281,6 +286,14 @@ void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r);
  * CM_UEV_SYNCED), which gossip may have failed to bring it. */
 void cm_node__app_sync(cm_node_t *n, const cm_addr_t *from, cm_time_t now);
 cm_time_t cm_node__sync_window(const cm_node_t *n);
+/* The Lamport clocks of user events and queries as a push-pull self entry
+ * carries them (in its ext's later bytes): u64 events, u64 queries. 1 if
+ * there is any to send (either is not 0). */
+#define CM_PP_CLOCKS_LEN 16
+int cm_node__clocks(const cm_node_t *n, uint8_t out[CM_PP_CLOCKS_LEN]);
+/* A push-pull's sender told us its clocks: move ours up to them (times
+ * past 2^47 are refused, as in messages). */
+void cm_node__witness_clocks(cm_node_t *n, const uint8_t *in);
 /* Relays of each user event and query: twice the retransmit limit. */
 uint32_t cm_node__app_limit(const cm_node_t *n);
 /* Append to w the queued relays of user events and queries that fit. */

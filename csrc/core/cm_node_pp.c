@@ -10,6 +10,7 @@
 
 static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
                          uint8_t **out, size_t *out_len) {
+  uint8_t clocks[CM_PP_CLOCKS_LEN];
   cm_wbuf_t w;
   uint32_t i;
   size_t cap = 4096;
@@ -48,6 +49,13 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
     e.tags = m->tags;
     e.tags_len = m->tags_len;
     cm_node__ext_of(m, &e.ext);
+    /* Our own entry carries our user-event and query clocks, once we have
+     * any: a member that restarts, or joins, takes the cluster's, and its
+     * messages are not too old for everyone else's buffers. */
+    if (i == 0 && cm_node__clocks(n, clocks)) {
+      e.ext.rest = clocks;
+      e.ext.rest_len = sizeof(clocks);
+    }
     rc = cm_wire_pp_add(&w, &e);
     if (rc == CM_ENOSPC) {
       /* The state no longer fits the configured bound: send what fits;
@@ -180,6 +188,8 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
     if (first) {
       sender = e.node;
       first = 0;
+      if (e.ext.rest_len >= CM_PP_CLOCKS_LEN)
+        cm_node__witness_clocks(n, e.ext.rest);
     }
     if (node_pp_slot(tab, mask, buf, len, &e, at, hash)->off1 != at + 1)
       continue; /* a higher entry names the same id */

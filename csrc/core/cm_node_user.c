@@ -72,6 +72,8 @@ static void store_init(struct cm_ustore *s, uint8_t type, uint32_t cap,
   s->ts = now;
   s->stranger_tokens = 2.0 * rate;
   s->stranger_ts = now;
+  s->sync_tokens = (double)cap;
+  s->sync_ts = now;
   s->count = count;
 }
 
@@ -325,10 +327,10 @@ static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
 /* A message from the network: the clock, staleness, copies, the origin's
  * budget, then keep it. */
 static void store_receive(cm_node_t *n, struct cm_ustore *s,
-                          const struct uin *u, cm_time_t now) {
+                          const struct uin *u, int synced, cm_time_t now) {
   uint64_t digest;
   uint32_t i;
-  if (u->ltime >= CM_UEV_LTIME_MAX) {
+  if (u->ltime >= CM_UEV_LTIME_ACCEPT) {
     s->count->drop_ltime++;
     return;
   }
@@ -352,7 +354,25 @@ static void store_receive(cm_node_t *n, struct cm_ustore *s,
         s->count->duplicate++;
         return;
       }
-  if (!origin_allows(n, s, u->origin, now)) {
+  /* Re-sent by anti-entropy: bounded by their own budget (one buffer a
+   * push-pull interval), not the origin's, which a burst of re-sent
+   * events would exhaust though the origin kept to its rate. */
+  if (synced) {
+    double cap = (double)n->cfg.user_event_buffer;
+    cm_time_t interval = cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
+    if (now > s->sync_ts) {
+      s->sync_tokens +=
+          cap * (double)(now - s->sync_ts) / (double)(interval ? interval : 1);
+      if (s->sync_tokens > cap)
+        s->sync_tokens = cap;
+      s->sync_ts = now;
+    }
+    if (s->sync_tokens < 1.0) {
+      n->st.drop_sync_rate++;
+      return;
+    }
+    s->sync_tokens -= 1.0;
+  } else if (!origin_allows(n, s, u->origin, now)) {
     s->count->drop_rate++;
     return;
   }
@@ -419,7 +439,7 @@ void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
   u.name_len = e->name_len;
   u.payload = e->payload;
   u.payload_len = e->payload_len;
-  store_receive(n, &n->ue, &u, now);
+  store_receive(n, &n->ue, &u, (e->flags & CM_UEV_SYNCED) != 0, now);
 }
 
 int cm_node_send_user_event(cm_node_t *n, const char *name, size_t name_len,
@@ -449,6 +469,14 @@ int cm_node_send_user_event(cm_node_t *n, const char *name, size_t name_len,
 
 void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now) {
   struct uin u;
+  int32_t slot = cm_registry_find(&n->reg, q->origin.s, q->origin.len);
+  /* Answers go to origin_addr: only to the address of the live member that
+   * asked, or a query could aim every member's answers at any host. */
+  if (slot < 0 || !cm_node__live(cm_node__m(n, (uint32_t)slot)) ||
+      !cm_addr_eq(&cm_node__m(n, (uint32_t)slot)->addr, &q->origin_addr)) {
+    n->st.drop_query_origin++;
+    return;
+  }
   memset(&u, 0, sizeof(u));
   u.ltime = q->ltime;
   u.origin = &q->origin;
@@ -460,7 +488,7 @@ void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now) {
   u.filter = q->filter;
   u.filter_len = q->filter_len;
   u.q = q;
-  store_receive(n, &n->qs, &u, now);
+  store_receive(n, &n->qs, &u, 0, now);
 }
 
 static struct cm_qout *qout_find(cm_node_t *n, uint32_t qid) {
@@ -574,6 +602,13 @@ void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now) {
     return;
   }
   if (r->payload_len > n->cfg.max_user_event_size) {
+    n->st.drop_reply++;
+    return;
+  }
+  /* From members only, and no more than two a member: forged answers can
+   * neither speak for others nor grow the answer set without bound. */
+  if (cm_registry_find(&n->reg, r->from.s, r->from.len) < 0 ||
+      q->seen_n >= 2 * n->reg.count) {
     n->st.drop_reply++;
     return;
   }
@@ -797,6 +832,40 @@ void cm_node__uev_piggyback(cm_node_t *n, cm_wbuf_t *w, size_t max_msgs) {
                       : 0);
 }
 
+/* ------------------------------------------------------------ clocks */
+
+static void put_u64(uint8_t *p, uint64_t v) {
+  int i;
+  for (i = 7; i >= 0; i--, v >>= 8)
+    p[i] = (uint8_t)v;
+}
+
+static uint64_t get_u64(const uint8_t *p) {
+  uint64_t v = 0;
+  int i;
+  for (i = 0; i < 8; i++)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+int cm_node__clocks(const cm_node_t *n, uint8_t out[CM_PP_CLOCKS_LEN]) {
+  if (n->ue.clock == 0 && n->qs.clock == 0)
+    return 0;
+  put_u64(out, n->ue.clock);
+  put_u64(out + 8, n->qs.clock);
+  return 1;
+}
+
+static void witness(struct cm_ustore *s, uint64_t clock) {
+  if (clock < CM_UEV_LTIME_ACCEPT && clock > s->clock)
+    s->clock = clock;
+}
+
+void cm_node__witness_clocks(cm_node_t *n, const uint8_t *in) {
+  witness(&n->ue, get_u64(in));
+  witness(&n->qs, get_u64(in + 8));
+}
+
 /* ------------------------------------------------------- anti-entropy */
 
 void cm_node__app_sync(cm_node_t *n, const cm_addr_t *from, cm_time_t now) {
@@ -810,24 +879,25 @@ void cm_node__app_sync(cm_node_t *n, const cm_addr_t *from, cm_time_t now) {
   for (i = 0; i < n->cfg.user_event_buffer; i++) {
     const struct cm_urec *r = &s->recs[i];
     cm_bcast_item_t it;
+    cm_msg_t m;
     size_t size;
     if (!r->in_use || now - r->seen > window)
       continue;
     memset(&it, 0, sizeof(it));
     it.key = i;
-    if (!urec_msg(s, n->cfg.user_event_buffer, &it, &msgs[k]))
+    if (!urec_msg(s, n->cfg.user_event_buffer, &it, &m))
       continue;
-    msgs[k].u.uev.flags |= CM_UEV_SYNCED;
-    size = cm_wire_msg_size(&msgs[k]);
-    if (k > 0 &&
-        (room + size + hdr > n->cfg.max_packet_size || k == CM_PIGGYBACK_MAX)) {
+    m.u.uev.flags |= CM_UEV_SYNCED;
+    size = cm_wire_msg_size(&m);
+    /* A full packet goes before this one is added to the next. */
+    if (k == CM_PIGGYBACK_MAX ||
+        (k > 0 && room + size + hdr > n->cfg.max_packet_size)) {
       cm_node__send(n, from, msgs, k);
-      msgs[0] = msgs[k];
       k = 0;
       room = 0;
     }
+    msgs[k++] = m;
     room += size;
-    k++;
     n->st.events_synced++;
   }
   if (k > 0)

@@ -123,6 +123,10 @@ CM_TEST(query_respond_refusals_change_nothing) {
   cm_config_lan(&c);
   c.max_user_event_size = 100;
   n = cm_tnode_new(&c, Q_T0);
+  {
+    cm_addr_t origin = q_addr(2);
+    cm_tnode_alive(n, "o", 1, &origin, Q_T0);
+  }
   cm_tnode_feed(n, &from, &q, Q_T0);
   CM_CHECK(cm_node_poll_app(n, &m));
   q_sent(n, 0, NULL);
@@ -154,7 +158,7 @@ CM_TEST(query_origin_takes_each_reply_once_until_its_time_is_up) {
   cm_addr_t from = q_addr(99);
   cm_msg_t r;
   uint32_t qid = 0;
-  int acks = 0, resps = 0, done = 0;
+  int acks = 0, resps = 0, done = 0, i;
   cm_config_lan(&c);
   n = cm_tnode_new(&c, Q_T0);
   CM_CHECK_OK(cm_node_query(n, "load", 4, NULL, 0, NULL, 0, 1, 0, CM_SEC(2),
@@ -166,6 +170,11 @@ CM_TEST(query_origin_takes_each_reply_once_until_its_time_is_up) {
   CM_CHECK_EQ(m.kind, CM_APP_QUERY);
   CM_CHECK_EQ(m.qid, qid);
   CM_CHECK_STR(m.node, "self");
+  for (i = 0; i < 6; i++) { /* the members that answer: a to f */
+    char id[2] = {(char)('a' + i), 0};
+    cm_addr_t a = q_addr(10 + (uint32_t)i);
+    cm_tnode_alive(n, id, 1, &a, Q_T0);
+  }
   r = q_reply("a", 0, qid, 1);
   cm_tnode_feed(n, &from, &r, Q_T0 + 1);
   cm_tnode_feed(n, &from, &r, Q_T0 + 2); /* a relayed copy */
@@ -448,4 +457,75 @@ CM_TEST(query_answers_get_through_by_relays) {
     CM_CHECK(relay == 0 ? relayed == 0 : relayed >= 2);
     cm_sim_free(s);
   }
+}
+
+/* A query whose answers would go anywhere but the asking member's own
+ * address is dropped before anyone answers it: no member can be made to
+ * aim answers at an arbitrary host. */
+CM_TEST(query_answers_only_to_the_askers_address) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_app_msg_t m;
+  cm_addr_t from = q_addr(99), origin = q_addr(2);
+  cm_msg_t q = q_query("o", 9, 42, 5000);
+  cm_config_lan(&c);
+  n = cm_tnode_new(&c, Q_T0);
+  cm_tnode_feed(n, &from, &q, Q_T0); /* "o" is no member */
+  CM_CHECK(!cm_node_poll_app(n, &m));
+  cm_tnode_alive(n, "o", 1, &origin, Q_T0);
+  q.u.qry.origin_addr = q_addr(77); /* not o's address */
+  cm_tnode_feed(n, &from, &q, Q_T0);
+  CM_CHECK(!cm_node_poll_app(n, &m));
+  CM_CHECK_EQ(cm_tnode_stats(n).drop_query_origin, 2);
+  CM_CHECK_EQ(cm_node_query_respond(n, "o", 42, 1, NULL, 0, Q_T0), CM_ENOENT);
+  q.u.qry.origin_addr = origin;
+  cm_tnode_feed(n, &from, &q, Q_T0);
+  CM_CHECK(cm_node_poll_app(n, &m));
+  CM_CHECK_EQ(m.qid, 42);
+  cm_node_free(n);
+}
+
+/* Answers from ids that are no member are dropped, and one query takes at
+ * most two answers a member: a flood of forged answers neither speaks for
+ * others nor grows the answer set. */
+CM_TEST(query_answers_from_members_only_and_bounded) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_app_msg_t m;
+  cm_addr_t from = q_addr(99), a = q_addr(2);
+  uint32_t qid;
+  int i, got = 0;
+  cm_config_lan(&c);
+  n = cm_tnode_new(&c, Q_T0);
+  cm_tnode_alive(n, "a", 1, &a, Q_T0);
+  CM_CHECK_OK(
+      cm_node_query(n, "q", 1, NULL, 0, NULL, 0, 1, 0, CM_SEC(5), Q_T0, &qid));
+  for (i = 0; i < 1000; i++) {
+    char id[16];
+    cm_msg_t r;
+    snprintf(id, sizeof(id), "x%d", i);
+    r = q_reply(id, 0, qid, 1);
+    cm_tnode_feed(n, &from, &r, Q_T0 + 1);
+  }
+  CM_CHECK_EQ(cm_tnode_stats(n).drop_reply, 1000);
+  /* The members' answers: a's ack and response, this node's own. */
+  {
+    cm_msg_t r = q_reply("a", 0, qid, 1);
+    cm_tnode_feed(n, &from, &r, Q_T0 + 2);
+    r = q_reply("a", 0, qid, 0);
+    cm_tnode_feed(n, &from, &r, Q_T0 + 3);
+  }
+  CM_CHECK_OK(cm_node_query_respond(n, "self", qid, 1, NULL, 0, Q_T0 + 4));
+  CM_CHECK_OK(cm_node_query_respond(n, "self", qid, 0, NULL, 0, Q_T0 + 5));
+  while (cm_node_poll_app(n, &m))
+    got += m.kind == CM_APP_REPLY;
+  CM_CHECK_EQ(got, 4);
+  /* Two members, two answers each: the set is full. */
+  {
+    cm_msg_t r = q_reply("a", 0, qid, 0);
+    cm_tnode_feed(n, &from, &r, Q_T0 + 6);
+  }
+  CM_CHECK_EQ(cm_tnode_stats(n).drop_reply, 1001);
+  CM_CHECK_EQ(cm_tnode_stats(n).reply_duplicate, 0);
+  cm_node_free(n);
 }

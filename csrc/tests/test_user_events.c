@@ -172,25 +172,92 @@ CM_TEST(uev_older_than_the_buffer_dropped) {
   cm_node_free(n);
 }
 
-/* A Lamport time no honest cluster reaches is refused before the clock
- * sees it, so no one event can push the clock to wrap. */
+/* Lamport times at or past 2^47 are refused before the clock sees them;
+ * one just below moves the clock there and still leaves it 2^47 sends of
+ * room: no message can pin a clock at its end (sends stop only at 2^48). */
 CM_TEST(uev_implausible_time_refused) {
   cm_config_t c;
   cm_node_t *n;
   uint64_t t;
   cm_config_lan(&c);
   n = cm_tnode_new(&c, U_T0);
+  u_feed(n, "a", UINT64_C(1) << 47, "e", U_T0);
   u_feed(n, "a", UINT64_C(1) << 48, "e", U_T0);
   u_feed(n, "a", UINT64_MAX, "e", U_T0);
-  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_ltime, 2);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_ltime, 3);
   CM_CHECK_EQ(u_drain(n, NULL, 0), 0);
-  u_feed(n, "a", (UINT64_C(1) << 48) - 2, "e", U_T0);
-  CM_CHECK_EQ(u_drain(n, NULL, 0), 1);
   CM_CHECK_OK(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t));
-  CM_CHECK_EQ(t, (UINT64_C(1) << 48) - 1);
-  CM_CHECK_EQ(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t),
-              CM_ELIMIT);
+  CM_CHECK_EQ(t, 0); /* the refused ones moved nothing */
+  u_feed(n, "a", (UINT64_C(1) << 47) - 1, "e", U_T0);
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 2);
+  CM_CHECK_OK(cm_node_send_user_event(n, "x", 1, NULL, 0, 0, U_T0, &t));
+  CM_CHECK_EQ(t, UINT64_C(1) << 47);
   cm_node_free(n);
+}
+
+/* More events re-sent by one push-pull answer than fit one packet (61
+ * small ones: a packet holds at most 60 messages) go out in several. */
+CM_TEST(uev_sync_of_more_events_than_a_packet_holds) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  uint64_t synced = 0;
+  uint32_t i;
+  int k;
+  cm_sim_config_default(&sc);
+  sc.nodes = 3;
+  sc.seed = 1;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  for (k = 0; k < 61; k++) {
+    CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 0), "e", 1, NULL, 0, 0,
+                                        cm_sim_now(s), NULL));
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(25));
+  }
+  cm_sim_run_until(s, cm_sim_now(s) + 2 * cm_pushpull_scaled(&sc.node, 3));
+  for (i = 0; i < 3; i++) {
+    CM_CHECK_EQ(u_drain(cm_sim_node(s, i), NULL, 0), 61);
+    synced += cm_tnode_stats(cm_sim_node(s, i)).events_synced;
+  }
+  CM_CHECK(synced >= 61);
+  cm_sim_free(s);
+}
+
+/* Events re-sent by anti-entropy are bounded by their own budget, not the
+ * origin's: a member cut off while one origin sent 250 events, within its
+ * rate, gets all 250 from the push-pull that follows. */
+CM_TEST(uev_sync_burst_is_not_charged_to_the_origin) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  uint8_t side[5];
+  uint32_t cut = 4;
+  cm_time_t t0, end;
+  size_t got = 0;
+  int k;
+  cm_sim_config_default(&sc);
+  sc.nodes = 5;
+  sc.seed = 12;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(2));
+  memset(side, 0, sizeof(side));
+  side[cut] = 1;
+  t0 = cm_sim_now(s);
+  CM_CHECK_OK(cm_sim_partition(s, side, t0, t0 + CM_SEC(6), 0));
+  for (k = 0; k < 250; k++) {
+    CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 0), "tick", 4, NULL, 0,
+                                        0, cm_sim_now(s), NULL));
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(21)); /* 48 a second */
+  }
+  cm_sim_run_until(s, t0 + CM_SEC(6));
+  got = u_drain(cm_sim_node(s, cut), NULL, 0);
+  end = cm_sim_now(s) + 2 * cm_pushpull_scaled(&sc.node, 5);
+  while (cm_sim_now(s) < end && got < 250) {
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(500));
+    got += u_drain(cm_sim_node(s, cut), NULL, 0);
+  }
+  CM_CHECK_EQ(got, 250);
+  CM_CHECK_EQ(cm_tnode_stats(cm_sim_node(s, cut)).user_events.drop_rate, 0);
+  cm_sim_free(s);
 }
 
 /* One origin gets twice the send rate, an honest sender's budget with room
@@ -489,5 +556,144 @@ CM_TEST(uev_missed_event_comes_by_pushpull_not_replayed_to_newcomers) {
     synced += cm_tnode_stats(cm_sim_node(s, i)).events_synced;
   CM_CHECK(synced > 0);
   CM_CHECK(cm_tnode_stats(cm_sim_node(s, late)).events_before_join > 0);
+  cm_sim_free(s);
+}
+
+/* ---- clocks across restarts, and at their end ------------------------- */
+
+static size_t r_drain(cm_node_t *n, uint8_t kind) {
+  cm_app_msg_t m;
+  size_t k = 0;
+  while (cm_node_poll_app(n, &m))
+    if (m.kind == kind)
+      k++;
+  return k;
+}
+
+static int r_all_alive(cm_sim_t *s, void *ud) {
+  uint32_t i, want = *(uint32_t *)ud;
+  for (i = 0; i < cm_sim_size(s); i++) {
+    cm_node_t *n = cm_sim_node(s, i);
+    cm_node_stats_t st;
+    if (n == NULL)
+      return 0;
+    cm_node_stats(n, &st);
+    if (st.alive != want)
+      return 0;
+  }
+  return 1;
+}
+
+/* A restarted member starts its Lamport clocks at 0; the first push-pull
+ * (its join) gives it the cluster's, so after more than user_event_buffer
+ * events in the cluster's life its own events are not too old for anyone. */
+CM_TEST(uev_restarted_member_takes_the_clusters_clock) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  uint32_t i, five = 5;
+  int k;
+  size_t got = 0;
+  uint64_t old = 0;
+  cm_sim_config_default(&sc);
+  sc.nodes = 5;
+  sc.seed = 3;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  /* 600 events from node 0, at 40 a second (below user_event_rate). */
+  for (k = 0; k < 600; k++) {
+    static const uint8_t pad[40];
+    CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 0), "tick", 4, pad, 40,
+                                        0, cm_sim_now(s), NULL));
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(25));
+  }
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(5));
+  for (i = 0; i < 5; i++)
+    CM_CHECK_EQ(r_drain(cm_sim_node(s, i), CM_APP_EVENT), 600);
+  CM_CHECK_OK(cm_sim_crash(s, 4));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(1));
+  CM_CHECK_OK(cm_sim_restart(s, 4, 0));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(60), r_all_alive, &five));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(10));
+  for (i = 0; i < 5; i++) {
+    r_drain(cm_sim_node(s, i), CM_APP_EVENT);
+    if (i < 4)
+      old += cm_tnode_stats(cm_sim_node(s, i)).user_events.drop_old;
+  }
+  CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 4), "hello", 5, NULL, 0, 0,
+                                      cm_sim_now(s), NULL));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(10));
+  for (i = 0; i < 4; i++) {
+    got += r_drain(cm_sim_node(s, i), CM_APP_EVENT);
+    old -= cm_tnode_stats(cm_sim_node(s, i)).user_events.drop_old;
+  }
+  CM_CHECK_EQ(got, 4);
+  CM_CHECK_EQ(old, 0); /* none of its copies was taken for too old */
+  cm_sim_free(s);
+}
+
+/* The same for queries: a restarted member asks, every member gets it. */
+CM_TEST(query_restarted_member_takes_the_clusters_clock) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  uint32_t i, five = 5, qid;
+  int k;
+  size_t asked = 0;
+  cm_sim_config_default(&sc);
+  sc.nodes = 5;
+  sc.seed = 4;
+  sc.node.user_event_buffer = 16; /* 512 queries otherwise; same effect */
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  for (k = 0; k < 40; k++) {
+    CM_CHECK_OK(cm_node_query(cm_sim_node(s, 0), "q", 1, NULL, 0, NULL, 0, 1, 0,
+                              CM_MSEC(500), cm_sim_now(s), NULL));
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(50));
+  }
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(3));
+  for (i = 0; i < 5; i++)
+    r_drain(cm_sim_node(s, i), CM_APP_QUERY);
+  CM_CHECK_OK(cm_sim_crash(s, 4));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(1));
+  CM_CHECK_OK(cm_sim_restart(s, 4, 0));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(60), r_all_alive, &five));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(10));
+  CM_CHECK_OK(cm_node_query(cm_sim_node(s, 4), "keys", 4, NULL, 0, NULL, 0, 1,
+                            0, CM_SEC(2), cm_sim_now(s), &qid));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(3));
+  for (i = 0; i < 4; i++)
+    asked += r_drain(cm_sim_node(s, i), CM_APP_QUERY);
+  CM_CHECK_EQ(asked, 4);
+  cm_sim_free(s);
+}
+
+/* One event at the highest time accepted, from one key holder, spreads;
+ * every member can still send (the clocks keep 2^47 of room). */
+CM_TEST(uev_no_message_pins_the_clocks) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  cm_msg_t m;
+  cm_addr_t from = cm_sim_addr(2);
+  uint32_t i;
+  int refused = 0;
+  cm_sim_config_default(&sc);
+  sc.nodes = 5;
+  sc.seed = 9;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(2));
+  memset(&m, 0, sizeof(m));
+  m.type = CM_MSG_USER_EVENT;
+  m.u.uev.ltime = (UINT64_C(1) << 47) - 1;
+  CM_CHECK_OK(cm_wire_id_set(&m.u.uev.origin, "mallory", 7));
+  m.u.uev.name = (const uint8_t *)"x";
+  m.u.uev.name_len = 1;
+  cm_tnode_feed(cm_sim_node(s, 1), &from, &m, cm_sim_now(s));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(5));
+  for (i = 0; i < 5; i++) {
+    int rc = cm_node_send_user_event(cm_sim_node(s, i), "deploy", 6, NULL, 0, 0,
+                                     cm_sim_now(s), NULL);
+    refused += rc == CM_ELIMIT;
+  }
+  CM_CHECK_EQ(refused, 0);
   cm_sim_free(s);
 }
