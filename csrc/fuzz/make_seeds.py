@@ -12,6 +12,7 @@ import struct
 OUT = pathlib.Path(__file__).parent / "seeds" / "fuzz_decode"
 VERSION = 1
 PING, ACK, PING_REQ, NACK, ALIVE, SUSPECT, DEAD, LEAVE = range(1, 9)
+USER_EVENT, QUERY, QUERY_RESPONSE, QUERY_RELAY = range(9, 13)
 NEWER_TYPE = 0x40  # a type of a later version: skipped by its length
 FLAG_JOIN, FLAG_EXT, NEWER_FLAG = 0x01, 0x02, 0x80
 
@@ -57,6 +58,23 @@ def u32(v: int) -> bytes:
     return struct.pack(">I", v)
 
 
+def u64(v: int) -> bytes:
+    return struct.pack(">Q", v)
+
+
+def sized8(b: bytes) -> bytes:
+    return bytes([len(b)]) + b
+
+
+def sized16(b: bytes) -> bytes:
+    return struct.pack(">H", len(b)) + b
+
+
+def qresp(ltime: int, qid: int, sender: str, flags: int, payload: bytes) -> bytes:
+    """u64 ltime | u32 qid | id from | u8 flags | u16 payload_len | payload"""
+    return u64(ltime) + u32(qid) + node_id(sender) + bytes([flags]) + sized16(payload)
+
+
 V6 = bytes.fromhex("20010db8000000000000000000000001")
 TAGS = tags({"dc": "eu-west", "role": "db", "zone": "caf\u00e9 b"})
 
@@ -96,6 +114,32 @@ SEEDS = {
     + u32(1)
     + node_id("node-c") + u32(3) + addr4("10.0.0.3", 7946) + bytes([0]) + tagged(b"") + ext(1, 2, b"\xab\xcd"),
     "tags": TAGS,
+    # User events and queries (types 9..12).
+    "user_event": packet(
+        (USER_EVENT, u64(7) + node_id("node-e") + bytes([0x01]) + sized8(b"deploy") + sized16(b"v1.2")),
+        (USER_EVENT, u64(8) + node_id("node-e") + bytes([0x02]) + sized8(b"x") + sized16(b"")),
+    ),
+    "query": packet(
+        (
+            QUERY,
+            u64(77)
+            + u32(0xA1B2C3D4)
+            + node_id("node-q")
+            + addr4("10.0.0.9", 7950)
+            + bytes([0x01, 2])
+            + u32(3200)
+            + sized16(b'{"tags":[["role","db.*"]]}')
+            + sized8(b"load")
+            + sized16(b"?"),
+        ),
+        (QUERY_RESPONSE, qresp(77, 0xA1B2C3D4, "node-r", 0, b"0.42")),
+        (QUERY_RELAY, addr4("10.0.0.9", 7950) + qresp(77, 0xA1B2C3D4, "node-s", 0x01, b"")),
+    ),
+    # A sender's own entry with its event and query clocks in ext's later.
+    "pushpull_clocks": bytes([VERSION, 2, FLAG_EXT])
+    + u32(1)
+    + node_id("node-a") + u32(1) + addr4("10.0.0.1", 7946) + bytes([0]) + tagged(b"")
+    + ext(1, 1, u64(600) + u64(40)),
 }
 
 
