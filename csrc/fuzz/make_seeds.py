@@ -116,7 +116,10 @@ SEEDS = {
     "tags": TAGS,
     # User events and queries (types 9..12).
     "user_event": packet(
-        (USER_EVENT, u64(7) + node_id("node-e") + bytes([0x01]) + sized8(b"deploy") + sized16(b"v1.2")),
+        (
+            USER_EVENT,
+            u64(7) + node_id("node-e") + bytes([0x01]) + sized8(b"deploy") + sized16(b"v1.2"),
+        ),
         (USER_EVENT, u64(8) + node_id("node-e") + bytes([0x02]) + sized8(b"x") + sized16(b"")),
     ),
     "query": packet(
