@@ -9,9 +9,9 @@ nftables counter, bench/compare/accounting.py), all joined through the
 first and waited for until every agent sees N alive members. Then, in that
 one cluster lifetime:
 
-1. **Quiet baseline**: the bytes all agents send over BASELINE_S seconds,
-   with nothing asked of them; its rate is what the cluster sends anyway.
-2. **Events**: agent 0 sends EVENTS user events, one every SPACING_S
+After SETTLE_S for the joins' traffic to die down:
+
+1. **Events**: agent 0 sends EVENTS user events, one every SPACING_S
    seconds. The clock starts just before the request is written to agent 0's
    control endpoint (clustermember: its control socket, the request
    ``clustermember event`` sends; Serf: its RPC port, the request ``serf
@@ -19,22 +19,30 @@ one cluster lifetime:
    is timed. Every agent is observed the same way: a stream its agent pushes
    each user event on as it delivers it (clustermember: the control
    socket's ``events`` stream, as ``clustermember events``; Serf: the RPC
-   ``stream`` of type ``user``, as ``serf monitor`` uses), read by one
+   ``stream`` command of type ``user``, Serf's push of each user event to
+   an RPC client), read by one
    thread per agent here, the arrival stamped with time.monotonic(). The
    figure per event: the time to the last member's arrival, and the members
-   that had it. Bytes per event: what all agents sent in the SPACING_S after
-   the send, minus the baseline rate times that time.
-3. **Queries**: agent 0 asks QUERIES queries, every member asked to ack
+   that had it. Bytes per event: what all agents sent in the SPACING_S
+   window that starts with the send, less what they would have sent anyway:
+   the mean rate of the quiet SPACING_S windows just before and just after
+   it (nothing sent in them), times the window's length. Bytes are IP
+   packets with headers, every agent's, counted on output by its cgroup
+   (Serf's RPC replies to this script excluded; clustermember's control
+   socket is a Unix socket, never counted).
+2. **Queries**: agent 0 asks QUERIES queries, every member asked to ack
    (clustermember ``--ack``; Serf acks by default), with the same timeout
    for both; the time to the last ack as it arrives on the asker's stream,
    the acks, and the bytes as for an event.
-4. **Loss**: an nftables rule drops 10% of the UDP datagrams addressed to
+3. **Loss**: an nftables rule drops 10% of the UDP datagrams addressed to
    any agent's gossip port (``numgen random mod 100 < 10 drop`` on the
    input hook: silent loss at the receiver, for both systems alike); then
    EVENTS more events, one every SPACING_S, and the observation goes on
    until every member has every event or LOSS_TAIL_S after the last send.
    Per event: the members that had it within SPACING_S (gossip) and by the
-   end, and the time the last one got it.
+   end, and the time the last one got it. Serf's push-pull is TCP, so only
+   its gossip is lost; every clustermember datagram (push-pull included,
+   over QUIC) is subject to the rule.
 
 Every process is started and killed by PID (adapters.stop_all), the
 counters, cgroups and loss table removed, each step bounded by a deadline.
@@ -49,6 +57,7 @@ import json
 import os
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,8 +74,7 @@ from bench.compare.accounting import CgroupTraffic
 from bench.compare.adapters import ClusterMember, Node, SerfRPC, System, make
 
 CONVERGE_DEADLINE = 240.0  # every agent sees N alive members, or the run is recorded as failed
-SETTLE_S = 10.0  # after convergence, before the baseline: the joins' traffic dies down
-BASELINE_S = 20.0
+SETTLE_S = 30.0  # after convergence, before the first window: the joins' traffic dies down
 SPACING_S = 10.0  # between two events or queries; also each one's byte window
 QUERY_TIMEOUT_S = 5.0  # both systems' query time (Serf's default at N < 100 is 6.4 s)
 LOSS_PERCENT = 10
@@ -328,29 +336,41 @@ def run_one(system_name: str, n: int, events: int, queries: int, base_port: int)
         res["launch_to_converged_s"] = time.monotonic() - t_launch
         time.sleep(SETTLE_S)
 
-        b0, t0 = total(traffic), time.monotonic()
-        time.sleep(BASELINE_S)
-        b1, t1 = total(traffic), time.monotonic()
-        rate = (b1 - b0) / (t1 - t0)
-        res["baseline"] = {"seconds": t1 - t0, "bytes": b1 - b0, "bytes_per_s": rate}
+        quiet: list[float] = []  # bytes per second of each quiet window
 
-        def window(action: Any) -> tuple[Any, int]:
-            """Run action at the start of a SPACING_S window; its result and
-            the bytes beyond the baseline in that window."""
+        def hold(action: Any = None) -> tuple[Any, int, float]:
+            """Run action (if any) at the start of a SPACING_S window; its
+            result, and the bytes sent and seconds taken in the window."""
             ba, ta = total(traffic), time.monotonic()
-            out = action()
+            out = action() if action is not None else None
             rest = SPACING_S - (time.monotonic() - ta)
             if rest > 0:
                 time.sleep(rest)
             bb, tb = total(traffic), time.monotonic()
-            return out, int((bb - ba) - rate * (tb - ta))
+            return out, bb - ba, tb - ta
+
+        def window(action: Any) -> tuple[Any, dict[str, int]]:
+            """action's window between two quiet ones: its result, and its
+            bytes beyond the mean rate of the quiet windows either side."""
+            if not quiet:
+                _, qb, qs = hold()
+                quiet.append(qb / qs)
+            out, b, secs = hold(action)
+            _, qb, qs = hold()
+            quiet.append(qb / qs)
+            rate = (quiet[-2] + quiet[-1]) / 2
+            return out, {
+                "extra_bytes": int(b - rate * secs),
+                "window_bytes": b,
+                "quiet_bytes_per_s": [int(quiet[-2]), int(quiet[-1])],
+            }
 
         rows = []
         for k in range(events):
             name = f"ev{k}"
             ts, extra = window(lambda name=name: send_event(system, nodes[0], name))
             row = event_row(watch, name, ts, n, SPACING_S)
-            row["extra_bytes"] = extra
+            row.update(extra)
             rows.append(row)
         res["events"] = rows
 
@@ -365,10 +385,16 @@ def run_one(system_name: str, n: int, events: int, queries: int, base_port: int)
                     "acks": len(acks),
                     "last_ack_s": times[-1] if times else None,
                     "all_acked_s": times[-1] if len(acks) == n else None,
-                    "extra_bytes": extra,
+                    **extra,
                 }
             )
         res["queries"] = rows
+        res["quiet"] = {
+            "windows": len(quiet),
+            "bytes_per_s_median": statistics.median(quiet),
+            "bytes_per_s_min": min(quiet),
+            "bytes_per_s_max": max(quiet),
+        }
 
         loss = Loss(ports)
         time.sleep(2.0)
@@ -416,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "note": "loopback, a 2-core machine shared with other work",
         "settings": {
-            "baseline_s": BASELINE_S,
+            "settle_s": SETTLE_S,
             "spacing_s": SPACING_S,
             "query_timeout_s": QUERY_TIMEOUT_S,
             "loss_percent": LOSS_PERCENT,
