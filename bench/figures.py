@@ -668,6 +668,137 @@ def fig_engine() -> str:
 
 
 #: NAME → the function that makes the figure's text.
+USER_EVENTS = "bench/results/userevents-a7b81ff.json"
+UEV_SYSTEMS = (("clustermember-lan", "clustermember LAN"), ("serf-lan", "Serf LAN"))
+
+
+def secs(v: float | None) -> str:
+    """Seconds as ms below one second, else s; a dash for None."""
+    if v is None:
+        return "–"
+    return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def spread(vals: list[float | None]) -> str:
+    """Median and range of some timings; how many of them are missing."""
+    got = sorted(v for v in vals if v is not None)
+    if not got:
+        return "none"
+    out = f"**{secs(statistics.median(got))}** ({secs(got[0])}–{secs(got[-1])})"
+    missing = len(vals) - len(got)
+    return out + (f", {missing} of {len(vals)} not reached" if missing else "")
+
+
+def tally(counts: list[int], n: int) -> str:
+    """Members (or acks) per try as 'n/n each', or each count."""
+    if all(c == n for c in counts):
+        return f"{n}/{n} each"
+    return ", ".join(f"{c}/{n}" for c in counts)
+
+
+def bytes_each(rows: list[dict[str, Any]]) -> str:
+    """Median bytes beyond the baseline per try, and their range."""
+    vals = sorted(r["extra_bytes"] for r in rows)
+    return (
+        f"{statistics.median(vals) / 1000:,.1f} kB ({vals[0] / 1000:,.1f}–{vals[-1] / 1000:,.1f})"
+    )
+
+
+def fig_userevents(rel: str) -> Callable[[], str]:
+    """User events and queries beside Serf (bench/userevent_bench.py)."""
+
+    def make() -> str:
+        doc = load(rel)
+        runs = {(r["system"], r["n"]): r for r in doc["runs"]}
+        ns = sorted({n for _, n in runs})
+        ok = {k: r for k, r in runs.items() if "error" not in r}
+        rows = [
+            "| system | N | event: every member has it | members that got it "
+            "| query: last ack | acks | bytes per event | bytes per query | quiet cluster |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        order = [(n, s, label) for n in ns for s, label in UEV_SYSTEMS if (s, n) in runs]
+        for n, sys_, label in order:
+            r = runs[(sys_, n)]
+            if "error" in r:
+                rows.append(f"| {label} | {n} | failed: {r['error']} |||||||")
+                continue
+            ev, q = r["events"], r["queries"]
+            rows.append(
+                f"| {label} | {n} | {spread([e['all_s'] for e in ev])} "
+                f"| {tally([e['members'] for e in ev], n)} "
+                f"| {spread([x['all_acked_s'] for x in q])} "
+                f"| {tally([x['acks'] for x in q], n)} "
+                f"| {bytes_each(ev)} | {bytes_each(q)} "
+                f"| {r['quiet']['bytes_per_s_median'] / 1000:,.1f} kB/s |"
+            )
+        loss = [
+            "| system | N | members with it within the spacing (gossip) "
+            "| members with it by the end | last member got it "
+            "| observed after the last send | datagrams dropped |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n, sys_, label in order:
+            r = runs[(sys_, n)]
+            if "loss" not in r:
+                continue
+            ev = r["loss"]
+            early = [round(e["fraction_within_spacing"] * n) for e in ev]
+            d = r["loss_datagrams"]
+            loss.append(
+                f"| {label} | {n} | {tally(early, n)} | {tally([e['members'] for e in ev], n)} "
+                f"| {spread([e['all_s'] for e in ev])} | {r['loss_observed_s']:.0f} s "
+                f"| {100 * d['dropped'] / (d['dropped'] + d['passed']):.1f}% "
+                f"of {d['dropped'] + d['passed']:,} |"
+            )
+        goal = ["| goal | N | result |", "|---|---|---|"]
+        for n in ns:
+            cm, serf = ok.get(("clustermember-lan", n)), ok.get(("serf-lan", n))
+            if cm is None or serf is None:
+                goal.append(f"| – | {n} | not measured: no run of both systems |")
+                continue
+            for what, key, field in (
+                ("every member has an event sooner than Serf's", "events", "all_s"),
+                ("a query completes (last ack) sooner than Serf's", "queries", "all_acked_s"),
+            ):
+                a = [x[field] for x in cm[key]]
+                b = [x[field] for x in serf[key]]
+                if None in a or None in b:
+                    verdict = "not comparable: some tries did not reach every member"
+                else:
+                    ma, mb = statistics.median(a), statistics.median(b)
+                    met = ma < mb and max(a) < min(b)
+                    verdict = (
+                        f"**{'met' if met else 'missed'}**: median {secs(ma)} against "
+                        f"{secs(mb)} ({ma / mb:.2f}×); slowest {secs(max(a))} against "
+                        f"fastest {secs(min(b))}"
+                    )
+                goal.append(f"| {what} | {n} | {verdict} |")
+            lost = [e["members"] for e in cm["loss"]]
+            goal.append(
+                "| every member has every event under 10% loss (clustermember) "
+                f"| {n} | **{'met' if all(x == n for x in lost) else 'missed'}**: "
+                f"{tally(lost, n)} |"
+            )
+        s = doc["settings"]
+        return "\n".join(
+            [
+                *rows,
+                "",
+                f"Under {s['loss_percent']}% datagram loss (each system's own events, "
+                "in the same cluster lifetime):",
+                "",
+                *loss,
+                "",
+                *goal,
+                "",
+                f"{provenance(rel, doc)} Serf: `{doc['serf']}`; {doc['cpus']} CPUs, {doc['note']}.",
+            ]
+        )
+
+    return make
+
+
 FIGURES: dict[str, Callable[[], str]] = {
     "sim-matrix": fig_sim_matrix,
     "sim-targets": fig_sim_targets,
@@ -685,6 +816,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "transport": fig_transport,
     "engine": fig_engine,
     "faults": fig_faults,
+    "userevents": fig_userevents(USER_EVENTS),
 }
 
 
