@@ -894,6 +894,7 @@ CM_TEST(net_keys_replaced_while_running) {
     CM_CHECK(t_run(&loop, t_refused, &b, T_WAIT_MS));
     CM_CHECK_EQ(b.ndgram, 3);
     cm_net_close(e.net, t_closed_cb, &e);
+    CM_CHECK_EQ(cm_net_set_keys(e.net, &k2, 1, 0), CM_ECLOSED); /* closing */
     CM_CHECK(t_wait_ge(&loop, &e.closed, 1, T_WAIT_MS));
   }
 
@@ -905,6 +906,40 @@ CM_TEST(net_keys_replaced_while_running) {
   CM_CHECK_OK(cm_net_send_datagram(d.net, &b.addr, (const uint8_t *)"6", 1));
   CM_CHECK(t_wait_ge(&loop, &b.ndgram, 4, T_WAIT_MS));
   t_finish(&loop, all, 4);
+}
+
+/* A ring replaced while a handshake with the old one is under way: the
+ * refused handshake is retried from the new ring's primary, and the send
+ * still arrives. */
+CM_TEST(net_key_retry_after_the_ring_changes) {
+  uv_loop_t loop;
+  cm_net_config_t ca, cb;
+  cm_net_key_t k1, k2, k3, old_ring[2], new_ring[2];
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_key(&k1, 1, 0x11);
+  t_key(&k2, 2, 0x22);
+  t_key(&k3, 3, 0x33);
+  old_ring[0] = k1;
+  old_ring[1] = k2;
+  new_ring[0] = k3;
+  new_ring[1] = k2;
+  cm_net_config_default(&ca);
+  cb = ca;
+  ca.keys = old_ring;
+  ca.nkeys = 2;
+  cb.keys = &k2;
+  cb.nkeys = 1;
+  t_start(&a, &loop, &ca);
+  t_start(&b, &loop, &cb);
+  /* a offers k1 (refused); before the refusal comes, its ring changes. */
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"r", 1));
+  CM_CHECK_OK(cm_net_set_keys(a.net, new_ring, 2, 0));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  /* k1 refused, then k3 (the new primary) refused, then k2 accepted. */
+  CM_CHECK_EQ(t_stats(&a).handshakes_failed, 2);
+  t_finish(&loop, all, 2);
 }
 
 /* Mid-rotation, two nodes hold the same keys in another order (and under
@@ -1005,6 +1040,8 @@ CM_TEST(net_mtls) {
   t_start(&n2, &loop, &c2);
   t_start(&x, &loop, &cx);
   t_start(&nocert, &loop, &cn);
+  /* A keyring belongs to cluster-key mode only. */
+  CM_CHECK_EQ(cm_net_set_keys(n1.net, t_keys, 1, 0), CM_EINVAL);
 
   CM_CHECK_OK(cm_net_send_datagram(n1.net, &n2.addr, (const uint8_t *)"a", 1));
   CM_CHECK(t_wait_ge(&loop, &n2.ndgram, 1, T_WAIT_MS));
