@@ -651,6 +651,22 @@ int cm_enode_set_tags(cm_enode_t *n, const uint8_t *blob, size_t len) {
   return engine_submit(n->e, &c);
 }
 
+/* A command the caller waits for, about n, carrying a name (or origin) and
+ * a payload: what user events and queries share. */
+static void app_cmd(struct cmd *c, cm_enode_t *n, enum cmd_kind kind,
+                    const char *name, size_t name_len, const uint8_t *payload,
+                    size_t payload_len, int flag) {
+  memset(c, 0, sizeof(*c));
+  c->kind = kind;
+  c->node = n;
+  c->sync = 1;
+  c->ev_name = name;
+  c->ev_name_len = name_len;
+  c->ev_payload = payload;
+  c->ev_payload_len = payload_len;
+  c->ev_flag = flag;
+}
+
 int cm_enode_send_event(cm_enode_t *n, const char *name, size_t name_len,
                         const uint8_t *payload, size_t payload_len,
                         int coalesce, uint64_t *ltime) {
@@ -658,15 +674,8 @@ int cm_enode_send_event(cm_enode_t *n, const char *name, size_t name_len,
   int rc;
   if (n == NULL || name == NULL || (payload == NULL && payload_len > 0))
     return CM_EINVAL;
-  memset(&c, 0, sizeof(c));
-  c.kind = CMD_SEND_EVENT;
-  c.node = n;
-  c.sync = 1;
-  c.ev_name = name;
-  c.ev_name_len = name_len;
-  c.ev_payload = payload;
-  c.ev_payload_len = payload_len;
-  c.ev_flag = coalesce;
+  app_cmd(&c, n, CMD_SEND_EVENT, name, name_len, payload, payload_len,
+          coalesce);
   rc = engine_submit(n->e, &c);
   if (rc == 0 && ltime != NULL)
     *ltime = c.ev_ltime;
@@ -682,17 +691,9 @@ int cm_enode_query(cm_enode_t *n, const char *name, size_t name_len,
   if (n == NULL || name == NULL || (payload == NULL && payload_len > 0) ||
       (filter == NULL && filter_len > 0))
     return CM_EINVAL;
-  memset(&c, 0, sizeof(c));
-  c.kind = CMD_QUERY;
-  c.node = n;
-  c.sync = 1;
-  c.ev_name = name;
-  c.ev_name_len = name_len;
+  app_cmd(&c, n, CMD_QUERY, name, name_len, payload, payload_len, want_ack);
   c.ev_filter = filter;
   c.ev_filter_len = filter_len;
-  c.ev_payload = payload;
-  c.ev_payload_len = payload_len;
-  c.ev_flag = want_ack;
   c.ev_relay = relay;
   c.ev_timeout = timeout;
   rc = engine_submit(n->e, &c);
@@ -707,15 +708,8 @@ int cm_enode_query_respond(cm_enode_t *n, const char *origin, uint32_t qid,
   struct cmd c;
   if (n == NULL || origin == NULL || (payload == NULL && payload_len > 0))
     return CM_EINVAL;
-  memset(&c, 0, sizeof(c));
-  c.kind = CMD_QUERY_RESPOND;
-  c.node = n;
-  c.sync = 1;
-  c.ev_name = origin;
+  app_cmd(&c, n, CMD_QUERY_RESPOND, origin, 0, payload, payload_len, ack);
   c.ev_qid = qid;
-  c.ev_flag = ack;
-  c.ev_payload = payload;
-  c.ev_payload_len = payload_len;
   return engine_submit(n->e, &c);
 }
 
