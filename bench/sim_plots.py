@@ -31,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from clustermember import sim  # noqa: E402
+from clustermember import _core, sim  # noqa: E402
 from clustermember.sim._scenarios import LATENCY  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -127,7 +127,7 @@ def plot_dissemination(runs: list[dict[str, Any]], path: Path) -> None:
             )
             mo = r["model"]
             gossip, fanout = mo["gossip_interval_s"], mo["fanout"]
-            limit = 4 * math.ceil(math.log10(n + 1))
+            limit = _core.retransmit_limit(_core.config_profile("lan"), n)
             core = sim.epidemic_core_times(n, fanout, gossip, limit, 0.8, LATENCY, r["seed"])[1:]
             color = f"C{c}"
             ys = [(k + 1) / n + 1 / n for k in range(len(times))]

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clustermember._core import Simulator
+from clustermember._core import Simulator, retransmit_limit
 from clustermember.sim._models import (
     epidemic_continuous,
     epidemic_core_times,
@@ -348,7 +348,7 @@ def _epidemic(r: _Run, times: list[float], observers: int) -> None:
     }
     if n < 2:
         return
-    limit = int(cfg["retransmit_mult"]) * math.ceil(math.log10(n + 1))
+    limit = retransmit_limit(cfg, n)
     immediate = idle_gossip_immediate_fraction(cfg["probe_interval"], gossip)
     core = epidemic_core_times(n, fanout, gossip, limit, immediate, LATENCY, r.result.seed)[1:]
 

@@ -231,6 +231,22 @@ static PyObject *py_validate_config(PyObject *module, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
+/* How many times the core sends each update in a cluster of n members, so
+ * models and plots use the core's own rule, not a copy of it. */
+static PyObject *py_retransmit_limit(PyObject *module, PyObject *args) {
+  cm_config_t c;
+  PyObject *settings;
+  unsigned long n;
+  if (!PyArg_ParseTuple(args, "Ok:retransmit_limit", &settings, &n))
+    return NULL;
+  if (n > UINT32_MAX)
+    return PyErr_Format(PyExc_ValueError, "n must be at most %lu",
+                        (unsigned long)UINT32_MAX);
+  if (proto_from_dict(settings, &c) < 0)
+    return NULL;
+  return PyLong_FromUnsignedLong(cm_retransmit_limit(&c, (uint32_t)n));
+}
+
 /* The transport's defaults, with the settings derived from the pool as
  * the default pool derives them. */
 static PyObject *py_net_defaults(PyObject *module, PyObject *unused) {
@@ -1514,6 +1530,9 @@ static PyMethodDef engine_module_methods[] = {
     {"validate_config", (PyCFunction)py_validate_config, METH_O,
      "validate_config(settings) -> str | None\n\nThe core's reason for "
      "refusing these protocol settings, or None."},
+    {"retransmit_limit", (PyCFunction)py_retransmit_limit, METH_VARARGS,
+     "retransmit_limit(settings, n) -> int\n\nHow many times each update "
+     "is sent in a cluster of n members under these protocol settings."},
     {"net_defaults", (PyCFunction)py_net_defaults, METH_NOARGS,
      "net_defaults() -> dict\n\nThe transport's default bounds and "
      "timeouts."},

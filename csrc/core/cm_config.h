@@ -58,6 +58,10 @@ void cm_config_local(cm_config_t *c);
 /* 0, or CM_ECONFIG with a reason in why (may be NULL). */
 int cm_config_validate(const cm_config_t *c, const char **why);
 
+/* ln(100): the retransmit limit leaves under a 1% chance that an update's
+ * gossip misses some member (cm_retransmit_limit). */
+#define CM_RETRANSMIT_MISS_LN 4.6
+
 /* Derived quantities, shared by the core, the simulator and tests. */
 cm_time_t cm_suspicion_min(const cm_config_t *c, uint32_t n);
 uint32_t cm_retransmit_limit(const cm_config_t *c, uint32_t n);

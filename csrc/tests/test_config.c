@@ -109,16 +109,26 @@ CM_TEST(config_refuses_each_bound_by_name) {
   }
 }
 
-/* memberlist's formulas: limit = mult * ceil(log10(n + 1)). */
+/* memberlist's formula, limit = mult * ceil(log10(n + 1)), raised to
+ * ceil(ln(n - 1) + ln 100) where it falls short. */
 CM_TEST(config_retransmit_limit_table) {
   cm_config_t c;
   cm_config_lan(&c);
   CM_CHECK_EQ(cm_retransmit_limit(&c, 1), 4);
-  CM_CHECK_EQ(cm_retransmit_limit(&c, 9), 4);
-  CM_CHECK_EQ(cm_retransmit_limit(&c, 10), 8);
-  CM_CHECK_EQ(cm_retransmit_limit(&c, 100), 12);
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 2), 4);
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 3), 6);    /* ln 2 + 4.6 = 5.3 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 9), 7);    /* ln 8 + 4.6 = 6.7 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 10), 8);   /* 4 x 2 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 30), 8);   /* ln 29 + 4.6 = 7.97 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 31), 9);   /* ln 30 + 4.6 = 8.001 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 99), 10);  /* ln 98 + 4.6 = 9.2 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 100), 12); /* 4 x 3 */
   CM_CHECK_EQ(cm_retransmit_limit(&c, 1000), 16);
   CM_CHECK_EQ(cm_retransmit_limit(&c, 10000), 20);
+  cm_config_local(&c); /* mult 2: the floor, up to 10^6 members */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 6), 7);      /* ln 5 + 4.6 = 6.2 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 1000), 12);  /* ln 999 + 4.6 = 11.5 */
+  CM_CHECK_EQ(cm_retransmit_limit(&c, 10000), 14); /* 13.8 */
 }
 
 CM_TEST(config_suspicion_min_and_pushpull_scale) {

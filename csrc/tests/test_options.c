@@ -126,10 +126,12 @@ static uint32_t own_incarnation(const cm_node_t *n) {
   return st.incarnation;
 }
 
-/* An update is sent retransmit_mult x ceil(log10(n + 1)) times: with four
- * members (a and three others), exactly retransmit_mult times. */
+/* An update is sent retransmit_mult x ceil(log10(n + 1)) times, and never
+ * fewer than ceil(ln(n - 1) + ln 100): with four members (a and three
+ * others), retransmit_mult times, but at least 6. */
 CM_TEST(options_retransmit_mult_sets_how_often_an_update_is_sent) {
-  static const uint32_t mults[] = {1, 5};
+  static const uint32_t mults[] = {1, 5, 8};
+  static const uint32_t sends[] = {6, 6, 8};
   size_t i;
   for (i = 0; i < sizeof(mults) / sizeof(mults[0]); i++) {
     cm_config_t c;
@@ -138,12 +140,12 @@ CM_TEST(options_retransmit_mult_sets_how_often_an_update_is_sent) {
     cm_config_lan(&c);
     c.retransmit_mult = mults[i];
     n = opt_node(&c, 3);
-    CM_CHECK_EQ(cm_retransmit_limit(&c, 4), mults[i]);
+    CM_CHECK_EQ(cm_retransmit_limit(&c, 4), sends[i]);
     own_alive_sends(n, 0, T0, 5); /* the first announcement goes out */
     inc = own_incarnation(n);
     CM_CHECK_OK(cm_node_set_tag(n, "k", "v", T0 + CM_SEC(5)));
     CM_CHECK(own_incarnation(n) > inc);
-    CM_CHECK_EQ(own_alive_sends(n, inc + 1, T0 + CM_SEC(5), 10), mults[i]);
+    CM_CHECK_EQ(own_alive_sends(n, inc + 1, T0 + CM_SEC(5), 10), sends[i]);
     cm_node_free(n);
   }
 }
