@@ -50,7 +50,7 @@ BLOCK = re.compile(
 #: tests/test_figures.py but the partition), at 10,000, and the converge
 #: rows of 3,000 nodes and more (measured one by one, each command and peak
 #: memory in a .time.txt beside its result).
-SIM_SMALL = "bench/results/sim-ca6bd4a.json"
+SIM_SMALL = "bench/results/sim-96146a2.json"
 SIM_LARGE = "bench/results/sim-10000-ca6bd4a.json"
 CONVERGE_DIR = "bench/results/converge-62c17db"
 SCENARIO_ORDER = ("converge", "detect", "tag", "falsepos", "partition")
@@ -388,6 +388,33 @@ def fig_flood() -> str:
     rel = "bench/results/flood-b243525.json"
     doc = load(rel)
     return flood_bench.table(doc) + "\n\n" + provenance(rel, doc)
+
+
+GOSSIP_REACH = (
+    "bench/results/gossip-reach-07c89a5.json",
+    "bench/results/gossip-reach-96146a2.json",
+)
+
+
+def fig_gossip_reach() -> str:
+    """Whether gossip alone reached every member, before and after the
+    retransmit limit's floor."""
+    before, after = (load(rel) for rel in GOSSIP_REACH)
+    lines = [
+        "| profile | N | limit | runs where a member waited for push-pull (t100 > 1 s) "
+        "| slowest t100 | median t100 | bytes per run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for doc, label in ((before, "mult × ⌈log10(N+1)⌉"), (after, "with the floor")):
+        for r in doc["runs"]:
+            late = ", ".join(f"{t:.1f}" for t in r["late_t100_s"][-3:])
+            more = "…, " if r["late_runs"] > 3 else ""
+            waits = f"{r['late_runs']} of {r['seeds']}" + (f" ({more}{late} s)" if late else "")
+            lines.append(
+                f"| {r['profile']} | {r['nodes']} | {label} | {waits} | {r['max_t100_s']:.2f} s "
+                f"| {r['median_t100_s']:.3f} s | {r['mean_bytes']:,.0f} |"
+            )
+    return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for rel in GOSSIP_REACH)])
 
 
 COMPARE = "bench/compare/results.jsonl"
@@ -809,6 +836,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "scale-5dfecf1-messages": fig_scale("bench/results/scale-5dfecf1.json", receipts=True),
     "scale-10000-4ca1dc7": fig_scale("bench/results/scale-10000-4ca1dc7.json"),
     "phi-ab": fig_phi,
+    "gossip-reach": fig_gossip_reach,
     "compare-earlier": fig_compare_earlier,
     "flood": fig_flood,
     "api": fig_api,
