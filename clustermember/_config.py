@@ -244,6 +244,8 @@ class ConfigOverrides(TypedDict, total=False):
     max_pushpull_size: int
     user_event_buffer: int
     max_user_event_size: int
+    max_user_event_stream: int
+    user_event_store: int
     user_event_rate: int
     query_timeout_mult: int
     max_connections: int
@@ -317,6 +319,8 @@ class ClusterConfig:
     max_pushpull_size: int = _LAN["max_pushpull_size"]
     user_event_buffer: int = _LAN["user_event_buffer"]
     max_user_event_size: int = _LAN["max_user_event_size"]
+    max_user_event_stream: int = _LAN["max_user_event_stream"]
+    user_event_store: int = _LAN["user_event_store"]
     user_event_rate: int = _LAN["user_event_rate"]
     query_timeout_mult: int = _LAN["query_timeout_mult"]
 
@@ -415,6 +419,13 @@ class ClusterConfig:
         why = _core.validate_config(self.protocol_settings())
         if why is not None:
             raise ConfigError(f"invalid config: {why}")
+        # A payload on streams travels in one stream message.
+        if self.max_user_event_stream + 16 > self.max_stream_message:
+            raise ConfigError(
+                f"max_user_event_stream={self.max_user_event_stream} does not fit in "
+                f"max_stream_message={self.max_stream_message}: raise max_stream_message "
+                "or lower max_user_event_stream"
+            )
 
     @staticmethod
     def _check_time(name: str, value: object) -> None:

@@ -847,9 +847,11 @@ class ClusterMembership:
     async def send_event(self, name: str, payload: bytes = b"", coalesce: bool = True) -> int:
         """Send a user event to every member, this node included; returns its Lamport time.
 
-        ``name``: 1 to 128 printable ASCII characters without spaces.
-        ``name`` and ``payload`` together: at most ``max_user_event_size``
-        bytes (1024 by default). Every member gets it once, as a
+        ``name``: 1 to 128 printable ASCII characters without spaces. Up
+        to ``max_user_event_size`` bytes of name and payload together (1024
+        by default) the event rides the gossip; a larger payload, up to
+        ``max_user_event_stream`` bytes (1 MiB), is fetched by each member
+        on a stream from one that has it. Every member gets it once, as a
         :class:`UserEvent`, through :meth:`subscribe`. Raises
         :class:`RateLimited` past ``user_event_rate`` events a second.
 
@@ -860,12 +862,12 @@ class ClusterMembership:
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"event payload must be bytes, not {type(payload).__name__}")
         size = len(raw) + len(payload)
-        limit = self._config.max_user_event_size
-        if size > limit:
+        limit = self._config.max_user_event_stream
+        if size > self._config.max_user_event_size and len(payload) > limit:
             raise ValueError(
-                f"event {name!r} is {size} bytes (name and payload) and the limit is "
-                f"max_user_event_size={limit}: send a smaller payload, or raise "
-                "max_user_event_size on every node"
+                f"event {name!r} has a {len(payload)}-byte payload and the limit is "
+                f"max_user_event_stream={limit}: send a smaller payload, or raise "
+                "max_user_event_stream on every node"
             )
         node = self._sender("events")
         try:

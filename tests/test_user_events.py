@@ -96,18 +96,18 @@ async def test_coalescing_keeps_the_latest_of_a_name(key: bytes) -> None:
 
 
 async def test_bad_events_refused_with_what_to_do(key: bytes) -> None:
-    async with cluster(key, 1, user_event_rate=5) as (a,):
+    async with cluster(key, 1, user_event_rate=5, max_user_event_stream=4096) as (a,):
         sub = a.subscribe(replay=False)
         with pytest.raises(ValueError, match="printable ASCII"):
             await a.send_event("has space")
         with pytest.raises(ValueError, match="printable ASCII"):
             await a.send_event("")
-        with pytest.raises(ValueError, match="max_user_event_size"):
-            await a.send_event("big", bytes(1022))
+        with pytest.raises(ValueError, match="max_user_event_stream=4096"):
+            await a.send_event("big", bytes(4097))
         with pytest.raises(TypeError, match="payload must be bytes"):
             await a.send_event("e", "text")  # type: ignore[arg-type]
         assert a.stats().counters["user_events_sent"] == 0
-        await a.send_event("big", bytes(1021))  # exactly the limit
+        await a.send_event("big", bytes(1021))  # exactly what a datagram takes
         for _ in range(4):
             await a.send_event("e")
         with pytest.raises(RateLimited, match="user_event_rate=5"):
@@ -132,3 +132,21 @@ async def test_send_before_start_says_so(key: bytes) -> None:
     node = ClusterMembership("127.0.0.1:0", config(key, "lonely"))
     with pytest.raises(Exception, match="not started"):
         await node.send_event("e")
+
+
+async def test_a_large_payload_reaches_every_member_once_on_streams(key: bytes) -> None:
+    """A 1 MiB payload (the default max_user_event_stream): its reference
+    rides the gossip and each member fetches the payload from one that has
+    it; every member gets it once, byte for byte."""
+    payload = bytes((i * 31 + (i >> 11)) & 0xFF for i in range(1 << 20))
+    async with cluster(key, 4) as nodes:
+        await eventually(lambda: all(len(n.nodes()) == 4 for n in nodes), "formed")
+        subs = [n.subscribe(replay=False) for n in nodes]
+        ltime = await nodes[1].send_event("image", payload)
+        got = await collect(subs, 1, "the large event everywhere")
+        for events in got:
+            assert [(e.name, e.ltime, e.origin) for e in events] == [("image", ltime, "n1")]
+            assert events[0].payload == payload
+        fetched = sum(n.stats().counters["events_fetched"] for n in nodes)
+        served = sum(n.stats().counters["events_served"] for n in nodes)
+        assert fetched == 3 and served >= 3  # each member fetched it once

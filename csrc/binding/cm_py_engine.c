@@ -1078,6 +1078,12 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(query_queue);
   N(events_synced);
   N(events_before_join);
+  N(drop_sync_rate);
+  N(events_fetched);
+  N(fetch_failed);
+  N(events_served);
+  N(fetch_busy);
+  N(payloads_forgotten);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);

@@ -39,6 +39,9 @@ void cm_config_lan(cm_config_t *c) {
    * leaves a packet room for a probe and membership news. */
   c->user_event_buffer = 512;
   c->max_user_event_size = 1024;
+  /* 2,000 times Serf's limit of 512 bytes; 64 of them kept at most. */
+  c->max_user_event_stream = 1u << 20;
+  c->user_event_store = 64u << 20;
   c->user_event_rate = 50;
   /* Serf's QueryTimeoutMult. */
   c->query_timeout_mult = 16;
@@ -150,6 +153,12 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
       c->max_user_event_size + CM_UEV_OVERHEAD > c->max_packet_size)
     CM_FAIL("max_user_event_size must be at least 1 and leave "
             "max_packet_size room for a probe (256 bytes)");
+  if (c->max_user_event_stream > CM_UEV_STREAM_MAX)
+    CM_FAIL("max_user_event_stream must be at most 64 MiB");
+  if (c->user_event_store < c->max_user_event_stream ||
+      c->user_event_store > CM_UEV_STORE_MAX)
+    CM_FAIL("user_event_store must be at least max_user_event_stream and "
+            "at most 1 GiB");
   if (c->user_event_rate < 1 || c->user_event_rate > 100000)
     CM_FAIL("user_event_rate must be between 1 and 100000");
   if (c->query_timeout_mult < 1 || c->query_timeout_mult > 1000)

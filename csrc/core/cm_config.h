@@ -45,9 +45,15 @@ typedef struct cm_config {
   /* User events (cm_node_send_user_event). */
   uint32_t user_event_buffer;   /* Lamport times remembered for duplicates */
   uint32_t max_user_event_size; /* name + payload bytes of one event */
-  uint32_t user_event_rate;     /* events a node may send per second */
-  uint32_t query_timeout_mult;  /* default query timeout, in gossip rounds
-                                   per ceil(log10(n + 1)) */
+  /* Payload bytes of one event sent on streams (a larger one than
+   * max_user_event_size allows in a datagram); 0: none. */
+  uint32_t max_user_event_stream;
+  /* Bytes of such payloads a node keeps to deliver and pass on; the
+   * oldest are forgotten first. */
+  uint32_t user_event_store;
+  uint32_t user_event_rate;    /* events a node may send per second */
+  uint32_t query_timeout_mult; /* default query timeout, in gossip rounds
+                                  per ceil(log10(n + 1)) */
 } cm_config_t;
 
 /* Profiles. lan() is the default. */

@@ -129,6 +129,12 @@ typedef struct cm_node_stats {
   uint64_t events_synced;      /* user events sent to a push-pull's asker */
   uint64_t events_before_join; /* synced events that may predate our join */
   uint64_t drop_sync_rate;     /* re-sent events over the anti-entropy budget */
+  /* Payloads on streams (USER_EVENT_REF). */
+  uint64_t events_fetched;     /* payloads fetched, checked and delivered */
+  uint64_t fetch_failed;       /* fetches refused, lost or with a bad payload */
+  uint64_t events_served;      /* payloads sent to a member that fetched */
+  uint64_t fetch_busy;         /* references dropped: every fetch in use */
+  uint64_t payloads_forgotten; /* held payloads dropped for room */
   uint64_t drop_query_origin;  /* queries whose answers would go to an
                                   address not their origin's */
   uint32_t user_event_queue;   /* event relays waiting to be piggybacked */

@@ -44,9 +44,16 @@
  * need. */
 struct cm_urec {
   uint64_t ltime;
-  uint64_t digest; /* of name, payload and filter */
+  uint64_t digest; /* of name, payload (or its reference) and filter */
   uint8_t in_use, flags, name_len, origin_len;
-  uint16_t payload_len, filter_len;
+  /* A payload on streams (USER_EVENT_REF): its digest and reference; it
+   * is pending until fetched, and forgotten (data NULL) when the store
+   * needs its room. */
+  uint8_t big, pending;
+  uint8_t ref[CM_UEV_REF_LEN];
+  uint64_t pdigest;
+  uint32_t payload_len;
+  uint16_t filter_len;
   char origin[CM_ID_MAX + 1];
   char name[CM_WIRE_MAX_EVENT_NAME + 1];
   uint8_t *data;  /* owned: payload, then filter; NULL when both are empty */
@@ -73,8 +80,22 @@ struct cm_ustore {
   double stranger_tokens; /* shared by origins we do not know */
   cm_time_t stranger_ts;
   double sync_tokens; /* re-sent messages (anti-entropy) taken, as of sync_ts */
+  uint64_t big_bytes; /* of the payloads on streams held */
   cm_time_t sync_ts;
   cm_app_counts_t *count; /* in the node's stats */
+};
+
+/* The fetch of a pending event's payload: the record (and its time, which
+ * tells it from one that replaced it), the request in flight (0: none),
+ * and the members that told us of it, tried in turn. */
+#define CM_FETCH_MAX 16
+#define CM_FETCH_SOURCES 4
+struct cm_fetch {
+  uint8_t active, nsrc, next;
+  uint32_t rec;
+  uint64_t ltime, digest;
+  uint64_t req_id;
+  cm_addr_t src[CM_FETCH_SOURCES];
 };
 
 /* One of this node's queries, waiting for replies. */
@@ -185,6 +206,7 @@ struct cm_node {
   /* User events and queries (cm_node_user.c). */
   struct cm_ustore ue, qs;
   struct cm_qout qout[CM_QUERIES_MAX];
+  struct cm_fetch fetch[CM_FETCH_MAX];
   struct cm_app_out *aout_head, *aout_tail, *aout_last;
   size_t naout;
 
@@ -276,8 +298,16 @@ void cm_node__gossip(cm_node_t *n, cm_time_t now);
 
 void cm_node__uev_init(cm_node_t *n, cm_time_t now);
 void cm_node__uev_free(cm_node_t *n);
-void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
-                            cm_time_t now);
+void cm_node__on_user_event(cm_node_t *n, const cm_addr_t *from,
+                            const cm_msg_t *msg, cm_time_t now);
+/* Stream messages of the fetch of an event's payload: serve a FETCH (the
+ * reply is the caller's to free), take a FETCHED or a failure. The last two
+ * return CM_ENOENT if req_id is not a fetch's. */
+int cm_node__on_fetch(cm_node_t *n, const uint8_t *req, size_t len,
+                      uint8_t **reply, size_t *reply_len);
+int cm_node__fetch_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
+                         size_t len, cm_time_t now);
+int cm_node__fetch_failed(cm_node_t *n, uint64_t req_id, cm_time_t now);
 void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now);
 void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now);
 void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r);
@@ -305,6 +335,10 @@ cm_time_t cm_node__queries_deadline(const cm_node_t *n);
 /* ------------------------------------------------------- push-pull (pp) */
 
 int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join);
+/* Queue a stream request (data is taken over, freed on error); its id, or
+ * 0 without memory. */
+uint64_t cm_node__stream_out(cm_node_t *n, const cm_addr_t *to, uint8_t *data,
+                             size_t len, int join);
 
 /* ------------------------------------------------------- duplicate ids */
 

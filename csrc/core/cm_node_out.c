@@ -243,7 +243,8 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
                     now);
     break;
   case CM_MSG_USER_EVENT:
-    cm_node__on_user_event(n, &msg->u.uev, now);
+  case CM_MSG_USER_EVENT_REF:
+    cm_node__on_user_event(n, from, msg, now);
     break;
   case CM_MSG_QUERY:
     cm_node__on_query(n, &msg->u.qry, now);

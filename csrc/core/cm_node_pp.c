@@ -76,24 +76,35 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
   return 0;
 }
 
-int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
+uint64_t cm_node__stream_out(cm_node_t *n, const cm_addr_t *to, uint8_t *data,
+                             size_t len, int join) {
   struct cm_stream_out *s, *ns;
-  uint8_t *data;
-  size_t len;
-  int rc;
   ns = cm_grow(n->streams, &n->streams_cap, n->nstreams, sizeof(*ns), 8);
-  if (ns == NULL)
-    return CM_ENOMEM;
+  if (ns == NULL) {
+    free(data);
+    return 0;
+  }
   n->streams = ns;
-  rc = node_pp_build(n, CM_PP_REQUEST, join ? CM_PP_FLAG_JOIN : 0, &data, &len);
-  if (rc != 0)
-    return rc;
   s = &n->streams[n->nstreams++];
   s->to = *to;
   s->req_id = ++n->next_req_id;
   s->data = data;
   s->len = len;
   s->is_join = join;
+  return s->req_id;
+}
+
+int cm_node__pp_request(cm_node_t *n, const cm_addr_t *to, int join) {
+  struct cm_stream_out *s;
+  uint8_t *data;
+  size_t len;
+  int rc;
+  rc = node_pp_build(n, CM_PP_REQUEST, join ? CM_PP_FLAG_JOIN : 0, &data, &len);
+  if (rc != 0)
+    return rc;
+  if (cm_node__stream_out(n, to, data, len, join) == 0)
+    return CM_ENOMEM;
+  s = &n->streams[n->nstreams - 1];
   if (join) {
     /* The join's requests (one per seed) have consecutive ids: the first
      * answer among them is followed up, and no other reply is. */
@@ -241,6 +252,8 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
   int rc;
   if (n == NULL || req == NULL || reply == NULL || reply_len == NULL)
     return CM_EINVAL;
+  if (cm_wire_stream_kind(req, len) == CM_PP_FETCH)
+    return cm_node__on_fetch(n, req, len, reply, reply_len);
   rc = node_pp_check(n, req, len, CM_PP_REQUEST, &count);
   if (rc != 0)
     return rc;
@@ -296,8 +309,15 @@ static void node_pp_followup(cm_node_t *n, cm_time_t delay, cm_time_t now) {
 
 int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
                            size_t len, cm_time_t now) {
-  uint32_t known = n->reg.count;
-  int rc = node_pp_take_response(n, buf, len, now, 0);
+  uint32_t known;
+  int rc;
+  if (n == NULL)
+    return CM_EINVAL;
+  rc = cm_node__fetch_reply(n, req_id, buf, len, now);
+  if (rc != CM_ENOENT)
+    return rc;
+  known = n->reg.count;
+  rc = node_pp_take_response(n, buf, len, now, 0);
   if (rc != 0)
     return rc;
   if (n->join_followup && req_id >= n->join_req_lo &&
@@ -335,7 +355,7 @@ int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
 }
 
 void cm_node_pushpull_failed(cm_node_t *n, uint64_t req_id, cm_time_t now) {
-  (void)req_id;
-  (void)now;
+  if (cm_node__fetch_failed(n, req_id, now) != CM_ENOENT)
+    return;
   n->st.pushpull_failed++;
 }

@@ -50,16 +50,38 @@ struct uin {
   uint8_t flags;
   const uint8_t *name;
   uint8_t name_len;
-  const uint8_t *payload;
-  uint16_t payload_len;
+  const uint8_t *payload; /* NULL for a reference not yet fetched */
+  uint32_t payload_len;
   const uint8_t *filter;
   uint16_t filter_len;
   const cm_msg_query_t *q; /* queries */
+  /* A payload on streams: its digest; where its reference came from. */
+  uint8_t big;
+  uint64_t pdigest;
+  const cm_addr_t *from;
 };
 
+#define FNV_BASIS UINT64_C(14695981039346656037)
+
+/* A payload's reference: its size and digest (cm_wire.h). */
+static void ref_encode(uint8_t out[CM_UEV_REF_LEN], uint32_t size,
+                       uint64_t pdigest) {
+  int i;
+  for (i = 3; i >= 0; i--, size >>= 8)
+    out[i] = (uint8_t)size;
+  for (i = 11; i >= 4; i--, pdigest >>= 8)
+    out[i] = (uint8_t)pdigest;
+}
+
 static uint64_t uin_digest(const struct uin *u) {
-  uint64_t h = fnv(UINT64_C(14695981039346656037), u->name, u->name_len);
-  h = fnv(h, u->payload, u->payload_len);
+  uint64_t h = fnv(FNV_BASIS, u->name, u->name_len);
+  if (u->big) {
+    uint8_t ref[CM_UEV_REF_LEN];
+    ref_encode(ref, u->payload_len, u->pdigest);
+    h = fnv(h, ref, sizeof(ref));
+  } else {
+    h = fnv(h, u->payload, u->payload_len);
+  }
   return fnv(h, u->filter, u->filter_len);
 }
 
@@ -85,7 +107,9 @@ void cm_node__uev_init(cm_node_t *n, cm_time_t now) {
              &n->st.queries, now);
 }
 
-static void urec_release(struct cm_urec *r) {
+static void urec_release(struct cm_ustore *s, struct cm_urec *r) {
+  if (r->big && r->data != NULL)
+    s->big_bytes -= r->payload_len;
   free(r->data);
   memset(r, 0, sizeof(*r));
 }
@@ -94,7 +118,7 @@ static void store_free(cm_node_t *n, struct cm_ustore *s) {
   uint32_t i;
   if (s->recs != NULL)
     for (i = 0; i < n->cfg.user_event_buffer; i++)
-      urec_release(&s->recs[i]);
+      urec_release(s, &s->recs[i]);
   free(s->recs);
   s->recs = NULL;
   cm_bcast_free(&s->relay);
@@ -162,9 +186,10 @@ static int urec_same(const struct cm_urec *r, const struct uin *u,
          memcmp(r->origin, u->origin->s, u->origin->len) == 0 &&
          (u->q == NULL || r->qid == u->q->qid) && r->name_len == u->name_len &&
          memcmp(r->name, u->name, u->name_len) == 0 &&
-         r->payload_len == u->payload_len &&
-         (u->payload_len == 0 ||
-          memcmp(r->data, u->payload, u->payload_len) == 0) &&
+         r->payload_len == u->payload_len && r->big == u->big &&
+         (u->big ? r->pdigest == u->pdigest
+                 : (u->payload_len == 0 ||
+                    memcmp(r->data, u->payload, u->payload_len) == 0)) &&
          r->filter_len == u->filter_len &&
          (u->filter_len == 0 ||
           memcmp(urec_filter(r), u->filter, u->filter_len) == 0);
@@ -184,7 +209,7 @@ static uint32_t store_place(cm_node_t *n, struct cm_ustore *s, uint64_t ltime) {
   if (s->recs[oldest].ltime >= ltime)
     return CM_NO_SLOT;
   cm_bcast_forget(&s->relay, oldest);
-  urec_release(&s->recs[oldest]);
+  urec_release(s, &s->recs[oldest]);
   s->n--;
   return oldest;
 }
@@ -271,10 +296,61 @@ int cm_node_poll_app(cm_node_t *n, cm_app_msg_t *m) {
 
 /* ---------------------------------------------------------- the stores */
 
-/* Keep, deliver and relay a new message. Returns 0, CM_ENOMEM or
- * CM_ELIMIT (too old for the buffer). */
+/* Deliver a message now complete, and relay it. */
+static void store_announce(cm_node_t *n, struct cm_ustore *s, uint32_t i,
+                           cm_time_t now) {
+  urec_deliver(n, s, &s->recs[i], now);
+  if (!cm_node__news_pending(n) && n->next_gossip < now)
+    n->next_gossip = now;
+  if (cm_bcast_push(&s->relay, i, s->type, CM_PRIO_NORMAL, 0, 0) != 0)
+    n->st.updates_dropped++;
+}
+
+/* Forget the payloads on streams learnt of longest ago, other than record
+ * `keep`'s, until `need` more bytes fit in user_event_store. Their records
+ * stay, so a copy is still known for one; they are no longer relayed or
+ * served. */
+static void store_make_room(cm_node_t *n, struct cm_ustore *s, size_t need,
+                            uint32_t keep) {
+  while (s->big_bytes + need > n->cfg.user_event_store) {
+    uint32_t i, oldest = CM_NO_SLOT;
+    struct cm_urec *r;
+    for (i = 0; i < n->cfg.user_event_buffer; i++) {
+      r = &s->recs[i];
+      if (i != keep && r->in_use && r->big && r->data != NULL &&
+          (oldest == CM_NO_SLOT || r->seen < s->recs[oldest].seen))
+        oldest = i;
+    }
+    if (oldest == CM_NO_SLOT)
+      return;
+    r = &s->recs[oldest];
+    s->big_bytes -= r->payload_len;
+    free(r->data);
+    r->data = NULL;
+    cm_bcast_forget(&s->relay, oldest);
+    n->st.payloads_forgotten++;
+  }
+}
+
+/* Hold the payload of record i, fetched or sent: room made, copied,
+ * counted. 0 or CM_ENOMEM. */
+static int store_hold(cm_node_t *n, struct cm_ustore *s, uint32_t i,
+                      const uint8_t *payload, uint32_t len) {
+  struct cm_urec *r = &s->recs[i];
+  store_make_room(n, s, len, i);
+  r->data = malloc(len > 0 ? len : 1);
+  if (r->data == NULL)
+    return CM_ENOMEM;
+  memcpy(r->data, payload, len);
+  s->big_bytes += len;
+  return 0;
+}
+
+/* Keep a new message in record *at; deliver and relay it unless it is a
+ * reference still to fetch (pending). Returns 0, CM_ENOMEM or CM_ELIMIT
+ * (too old for the buffer). */
 static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
-                        uint64_t digest, cm_time_t now) {
+                        uint64_t digest, cm_time_t now, uint32_t *at) {
   struct cm_urec *r;
   uint32_t i;
   size_t bytes = (size_t)u->payload_len + u->filter_len;
@@ -287,7 +363,18 @@ static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
   if (i == CM_NO_SLOT)
     return CM_ELIMIT;
   r = &s->recs[i];
-  if (bytes > 0) {
+  if (u->big) {
+    r->big = 1;
+    r->pdigest = u->pdigest;
+    r->payload_len = u->payload_len;
+    ref_encode(r->ref, u->payload_len, u->pdigest);
+    if (u->payload == NULL) {
+      r->pending = 1;
+    } else if (store_hold(n, s, i, u->payload, u->payload_len) != 0) {
+      memset(r, 0, sizeof(*r));
+      return CM_ENOMEM;
+    }
+  } else if (bytes > 0) {
     r->data = malloc(bytes);
     if (r->data == NULL)
       return CM_ENOMEM;
@@ -316,13 +403,14 @@ static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
     r->deadline = now + (cm_time_t)u->q->timeout_ms * 1000;
   }
   s->n++;
-  urec_deliver(n, s, r, now);
-  if (!cm_node__news_pending(n) && n->next_gossip < now)
-    n->next_gossip = now;
-  if (cm_bcast_push(&s->relay, i, s->type, CM_PRIO_NORMAL, 0, 0) != 0)
-    n->st.updates_dropped++;
+  if (at != NULL)
+    *at = i;
+  if (!r->pending)
+    store_announce(n, s, i, now);
   return 0;
 }
+
+static void fetch_start(cm_node_t *n, uint32_t rec, const cm_addr_t *from);
 
 /* A message from the network: the clock, staleness, copies, the origin's
  * budget, then keep it. */
@@ -330,12 +418,15 @@ static void store_receive(cm_node_t *n, struct cm_ustore *s,
                           const struct uin *u, int synced, cm_time_t now) {
   uint64_t digest;
   uint32_t i;
+  int rc;
   if (u->ltime >= CM_UEV_LTIME_ACCEPT) {
     s->count->drop_ltime++;
     return;
   }
-  if ((size_t)u->name_len + u->payload_len + u->filter_len >
-      n->cfg.max_user_event_size) {
+  if (u->big
+          ? u->payload_len == 0 || u->payload_len > n->cfg.max_user_event_stream
+          : (size_t)u->name_len + u->payload_len + u->filter_len >
+                n->cfg.max_user_event_size) {
     s->count->drop_size++;
     return;
   }
@@ -352,6 +443,9 @@ static void store_receive(cm_node_t *n, struct cm_ustore *s,
     for (i = 0; i < n->cfg.user_event_buffer; i++)
       if (urec_same(&s->recs[i], u, digest)) {
         s->count->duplicate++;
+        /* Another member has it: one more place to fetch it from. */
+        if (s->recs[i].pending && u->from != NULL)
+          fetch_start(n, i, u->from);
         return;
       }
   /* Re-sent by anti-entropy: bounded by their own budget (one buffer a
@@ -376,8 +470,11 @@ static void store_receive(cm_node_t *n, struct cm_ustore *s,
     s->count->drop_rate++;
     return;
   }
-  if (store_accept(n, s, u, digest, now) == CM_ELIMIT)
+  rc = store_accept(n, s, u, digest, now, &i);
+  if (rc == CM_ELIMIT)
     s->count->drop_old++;
+  else if (rc == 0 && s->recs[i].pending)
+    fetch_start(n, i, u->from);
 }
 
 /* A message of this node's: the checks a sender gets errors for, then
@@ -391,8 +488,8 @@ static int store_send(cm_node_t *n, struct cm_ustore *s, struct uin *u,
       (u->payload == NULL && u->payload_len > 0) ||
       (u->filter == NULL && u->filter_len > 0))
     return CM_EINVAL;
-  if ((size_t)u->name_len + u->payload_len + u->filter_len >
-      n->cfg.max_user_event_size)
+  if (!u->big && (size_t)u->name_len + u->payload_len + u->filter_len >
+                     n->cfg.max_user_event_size)
     return CM_ETOOBIG;
   if (n->leaving)
     return CM_ESTATE;
@@ -403,7 +500,7 @@ static int store_send(cm_node_t *n, struct cm_ustore *s, struct uin *u,
   cm_wire_id_set(&origin, cm_member_id(self), self->id_len);
   u->ltime = s->clock;
   u->origin = &origin;
-  rc = store_accept(n, s, u, uin_digest(u), now);
+  rc = store_accept(n, s, u, uin_digest(u), now, NULL);
   if (rc != 0) {
     s->tokens += 1.0; /* nothing was sent */
     return rc == CM_ELIMIT ? CM_ENOMEM : rc;
@@ -420,8 +517,9 @@ cm_time_t cm_node__sync_window(const cm_node_t *n) {
   return 2 * cm_pushpull_scaled(&n->cfg, cm_node__live_count(n));
 }
 
-void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
-                            cm_time_t now) {
+void cm_node__on_user_event(cm_node_t *n, const cm_addr_t *from,
+                            const cm_msg_t *msg, cm_time_t now) {
+  const cm_msg_user_event_t *e = &msg->u.uev;
   struct uin u;
   /* A newcomer gets no replay of what was sent before it joined: during
    * its first sync window it cannot tell such an event from one it missed,
@@ -439,6 +537,22 @@ void cm_node__on_user_event(cm_node_t *n, const cm_msg_user_event_t *e,
   u.name_len = e->name_len;
   u.payload = e->payload;
   u.payload_len = e->payload_len;
+  if (msg->type == CM_MSG_USER_EVENT_REF) {
+    /* The payload's size and digest; the payload itself is fetched. */
+    const uint8_t *p = e->payload;
+    int k;
+    if (e->payload_len != CM_UEV_REF_LEN) {
+      n->st.user_events.drop_size++;
+      return;
+    }
+    u.big = 1;
+    u.payload = NULL;
+    u.payload_len = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+                    ((uint32_t)p[2] << 8) | p[3];
+    for (k = 4; k < CM_UEV_REF_LEN; k++)
+      u.pdigest = (u.pdigest << 8) | p[k];
+    u.from = from;
+  }
   store_receive(n, &n->ue, &u, (e->flags & CM_UEV_SYNCED) != 0, now);
 }
 
@@ -449,16 +563,22 @@ int cm_node_send_user_event(cm_node_t *n, const char *name, size_t name_len,
   int rc;
   if (n == NULL || name_len > CM_WIRE_MAX_EVENT_NAME)
     return CM_EINVAL;
-  if (payload_len > UINT16_MAX)
-    return CM_ETOOBIG;
+  if (payload == NULL && payload_len > 0)
+    return CM_EINVAL;
   memset(&u, 0, sizeof(u));
+  /* Too large for a datagram: its reference is gossiped, the payload
+   * fetched on streams. */
+  if (name_len + payload_len > n->cfg.max_user_event_size) {
+    if (payload_len > n->cfg.max_user_event_stream)
+      return CM_ETOOBIG;
+    u.big = 1;
+    u.pdigest = fnv(FNV_BASIS, payload, payload_len);
+  }
   u.flags = coalesce ? CM_UEV_COALESCE : 0;
   u.name = (const uint8_t *)name;
   u.name_len = (uint8_t)name_len;
   u.payload = payload_len > 0 ? payload : NULL;
-  u.payload_len = (uint16_t)payload_len;
-  if (payload == NULL && payload_len > 0)
-    return CM_EINVAL;
+  u.payload_len = (uint32_t)payload_len;
   rc = store_send(n, &n->ue, &u, now);
   if (rc == 0 && ltime != NULL)
     *ltime = u.ltime;
@@ -761,7 +881,15 @@ static int urec_msg(const struct cm_ustore *s, uint32_t cap,
     e->name = (const uint8_t *)r->name;
     e->name_len = r->name_len;
     e->payload = r->payload_len > 0 ? r->data : NULL;
-    e->payload_len = r->payload_len;
+    e->payload_len = (uint16_t)r->payload_len;
+    if (r->big) {
+      /* Only a payload held can be fetched from here. */
+      if (r->pending || r->data == NULL)
+        return 0;
+      msg->type = CM_MSG_USER_EVENT_REF;
+      e->payload = r->ref;
+      e->payload_len = CM_UEV_REF_LEN;
+    }
   } else {
     cm_msg_query_t *q = &msg->u.qry;
     q->ltime = r->ltime;
@@ -778,7 +906,7 @@ static int urec_msg(const struct cm_ustore *s, uint32_t cap,
     q->name = (const uint8_t *)r->name;
     q->name_len = r->name_len;
     q->payload = r->payload_len > 0 ? r->data : NULL;
-    q->payload_len = r->payload_len;
+    q->payload_len = (uint16_t)r->payload_len;
   }
   return 1;
 }
@@ -902,4 +1030,201 @@ void cm_node__app_sync(cm_node_t *n, const cm_addr_t *from, cm_time_t now) {
   }
   if (k > 0)
     cm_node__send(n, from, msgs, k);
+}
+
+/* ------------------------------------------- payloads on streams: fetch */
+
+/* Whether f still stands for a record waiting for its payload. */
+static int fetch_live(const cm_node_t *n, const struct cm_fetch *f) {
+  const struct cm_urec *r;
+  if (!f->active || n->ue.recs == NULL || f->rec >= n->cfg.user_event_buffer)
+    return 0;
+  r = &n->ue.recs[f->rec];
+  return r->in_use && r->pending && r->ltime == f->ltime &&
+         r->digest == f->digest;
+}
+
+/* Ask the next source for the payload; none left: idle until another
+ * member tells us of the event. */
+static void fetch_next(cm_node_t *n, struct cm_fetch *f) {
+  const struct cm_urec *r = &n->ue.recs[f->rec];
+  cm_wire_id_t origin;
+  f->req_id = 0;
+  while (f->next < f->nsrc) {
+    const cm_addr_t *to = &f->src[f->next++];
+    cm_wbuf_t w;
+    w.cap = 3 + 8 + 1 + CM_ID_MAX + 8;
+    w.len = 0;
+    w.p = malloc(w.cap);
+    if (w.p == NULL)
+      return;
+    if (cm_wire_id_set(&origin, r->origin, r->origin_len) != 0 ||
+        cm_wire_fetch_encode(&w, r->ltime, &origin, r->pdigest) != 0) {
+      free(w.p);
+      return;
+    }
+    f->req_id = cm_node__stream_out(n, to, w.p, w.len, 0);
+    return;
+  }
+}
+
+static void fetch_add_source(struct cm_fetch *f, const cm_addr_t *a) {
+  uint8_t i;
+  for (i = 0; i < f->nsrc; i++)
+    if (cm_addr_eq(&f->src[i], a)) {
+      /* Tried and failed, and it tells us again: try it again. */
+      if (f->req_id == 0 && i < f->next)
+        f->next = i;
+      return;
+    }
+  if (f->nsrc < CM_FETCH_SOURCES)
+    f->src[f->nsrc++] = *a;
+}
+
+/* Fetch record rec's payload from `from`, which told us of it, then from
+ * the others that do and from its origin. At most CM_FETCH_MAX at once: an
+ * entry whose record is gone, or that has tried every source, makes room;
+ * past that the reference is counted (fetch_busy) and a later copy of it
+ * starts the fetch. */
+static void fetch_start(cm_node_t *n, uint32_t rec, const cm_addr_t *from) {
+  const struct cm_urec *r = &n->ue.recs[rec];
+  struct cm_fetch *f = NULL, *room = NULL;
+  int32_t slot;
+  size_t i;
+  for (i = 0; i < CM_FETCH_MAX; i++) {
+    struct cm_fetch *g = &n->fetch[i];
+    if (g->active && !fetch_live(n, g))
+      memset(g, 0, sizeof(*g));
+    if (g->active && g->rec == rec)
+      f = g;
+    else if (!g->active && room == NULL)
+      room = g;
+  }
+  for (i = 0; f == NULL && room == NULL && i < CM_FETCH_MAX; i++)
+    if (n->fetch[i].req_id == 0 && n->fetch[i].next >= n->fetch[i].nsrc)
+      room = &n->fetch[i];
+  if (f == NULL) {
+    if (room == NULL) {
+      n->st.fetch_busy++;
+      return;
+    }
+    f = room;
+    memset(f, 0, sizeof(*f));
+    f->active = 1;
+    f->rec = rec;
+    f->ltime = r->ltime;
+    f->digest = r->digest;
+  }
+  if (from != NULL)
+    fetch_add_source(f, from);
+  /* The origin holds it too, unless it has had to forget it since. */
+  slot = cm_registry_find(&n->reg, r->origin, r->origin_len);
+  if (slot >= 0 && (uint32_t)slot != n->self &&
+      cm_node__live(cm_node__m(n, (uint32_t)slot)))
+    fetch_add_source(f, &cm_node__m(n, (uint32_t)slot)->addr);
+  if (f->req_id == 0)
+    fetch_next(n, f);
+}
+
+static struct cm_fetch *fetch_by_req(cm_node_t *n, uint64_t req_id) {
+  size_t i;
+  if (req_id == 0)
+    return NULL;
+  for (i = 0; i < CM_FETCH_MAX; i++)
+    if (n->fetch[i].active && n->fetch[i].req_id == req_id)
+      return &n->fetch[i];
+  return NULL;
+}
+
+int cm_node__fetch_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
+                         size_t len, cm_time_t now) {
+  struct cm_fetch *f = fetch_by_req(n, req_id);
+  struct cm_urec *r;
+  const uint8_t *payload;
+  uint32_t plen;
+  uint8_t status;
+  int rc;
+  if (f == NULL)
+    return CM_ENOENT;
+  f->req_id = 0;
+  if (!fetch_live(n, f)) {
+    memset(f, 0, sizeof(*f));
+    return 0;
+  }
+  r = &n->ue.recs[f->rec];
+  rc = buf != NULL ? cm_wire_fetched_decode(buf, len, &status, &payload, &plen)
+                   : CM_EINVAL;
+  if (rc == 0 && status == CM_FETCH_HELD &&
+      (plen != r->payload_len || fnv(FNV_BASIS, payload, plen) != r->pdigest))
+    rc = CM_EBADMSG; /* not the payload the reference names */
+  if (rc == 0 && status == CM_FETCH_HELD) {
+    rc = store_hold(n, &n->ue, f->rec, payload, plen);
+    if (rc == 0) {
+      r->pending = 0;
+      n->st.events_fetched++;
+      memset(f, 0, sizeof(*f));
+      store_announce(n, &n->ue, (uint32_t)(r - n->ue.recs), now);
+      return 0;
+    }
+  }
+  n->st.fetch_failed++;
+  fetch_next(n, f);
+  return rc;
+}
+
+int cm_node__fetch_failed(cm_node_t *n, uint64_t req_id, cm_time_t now) {
+  struct cm_fetch *f = fetch_by_req(n, req_id);
+  (void)now;
+  if (f == NULL)
+    return CM_ENOENT;
+  n->st.fetch_failed++;
+  if (fetch_live(n, f))
+    fetch_next(n, f);
+  else
+    memset(f, 0, sizeof(*f));
+  return 0;
+}
+
+/* ------------------------------------------- payloads on streams: serve */
+
+int cm_node__on_fetch(cm_node_t *n, const uint8_t *req, size_t len,
+                      uint8_t **reply, size_t *reply_len) {
+  const struct cm_ustore *s = &n->ue;
+  const struct cm_urec *found = NULL;
+  cm_wire_id_t origin;
+  uint64_t ltime, digest;
+  cm_wbuf_t w;
+  uint32_t i;
+  int rc = cm_wire_fetch_decode(req, len, &ltime, &origin, &digest);
+  if (rc != 0) {
+    n->st.drop_pushpull++;
+    return rc;
+  }
+  for (i = 0; s->recs != NULL && i < n->cfg.user_event_buffer; i++) {
+    const struct cm_urec *r = &s->recs[i];
+    if (r->in_use && r->big && !r->pending && r->data != NULL &&
+        r->ltime == ltime && r->pdigest == digest &&
+        r->origin_len == origin.len &&
+        memcmp(r->origin, origin.s, origin.len) == 0) {
+      found = r;
+      break;
+    }
+  }
+  w.cap = CM_WIRE_FETCHED_HDR + (found != NULL ? found->payload_len : 0);
+  w.len = 0;
+  w.p = malloc(w.cap);
+  if (w.p == NULL)
+    return CM_ENOMEM;
+  rc = found != NULL ? cm_wire_fetched_encode(&w, CM_FETCH_HELD, found->data,
+                                              found->payload_len)
+                     : cm_wire_fetched_encode(&w, CM_FETCH_NOT_HELD, NULL, 0);
+  if (rc != 0) {
+    free(w.p);
+    return rc;
+  }
+  if (found != NULL)
+    n->st.events_served++;
+  *reply = w.p;
+  *reply_len = w.len;
+  return 0;
 }

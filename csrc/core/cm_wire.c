@@ -220,7 +220,8 @@ static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
     if ((rc = wire_rd_id(r, &m->u.leave.node)) != 0)
       return rc;
     return wire_u32(r, &m->u.leave.incarnation);
-  case CM_MSG_USER_EVENT: {
+  case CM_MSG_USER_EVENT:
+  case CM_MSG_USER_EVENT_REF: {
     cm_msg_user_event_t *e = &m->u.uev;
     if ((rc = wire_u64(r, &e->ltime)) != 0 ||
         (rc = wire_rd_id(r, &e->origin)) != 0 ||
@@ -421,6 +422,7 @@ static int wire_msg_ok(const cm_msg_t *m) {
     return cm_addr_valid(&m->u.qrelay.target) &&
            wire_qresp_ok(&m->u.qrelay.resp);
   case CM_MSG_USER_EVENT:
+  case CM_MSG_USER_EVENT_REF:
     return wire_id_ok(&m->u.uev.origin) && m->u.uev.name != NULL &&
            cm_event_name_valid((const char *)m->u.uev.name,
                                m->u.uev.name_len) &&
@@ -455,6 +457,7 @@ static size_t wire_body_size(const cm_msg_t *m) {
   case CM_MSG_LEAVE:
     return wire_id_size(&m->u.leave.node) + 4;
   case CM_MSG_USER_EVENT:
+  case CM_MSG_USER_EVENT_REF:
     return 8 + wire_id_size(&m->u.uev.origin) + 1 + 1 + m->u.uev.name_len + 2 +
            (size_t)m->u.uev.payload_len;
   case CM_MSG_QUERY:
@@ -534,6 +537,7 @@ static uint8_t *wire_put_body(uint8_t *p, const cm_msg_t *m) {
     p = wire_put_addr(p, &m->u.qrelay.target);
     return wire_put_qresp(p, &m->u.qrelay.resp);
   case CM_MSG_USER_EVENT:
+  case CM_MSG_USER_EVENT_REF:
     p = wire_put_u64(p, m->u.uev.ltime);
     p = wire_put_id(p, &m->u.uev.origin);
     p = wire_put_u8(p, m->u.uev.flags);
@@ -982,4 +986,90 @@ int cm_wire_pp_next(const uint8_t *buf, size_t len, size_t *off,
     return 0;
   *off = r.off;
   return 1;
+}
+
+/* ---- Fetch ---- */
+
+uint8_t cm_wire_stream_kind(const uint8_t *buf, size_t len) {
+  if (buf == NULL || len < 2 || !wire_version_ok(buf[0]))
+    return 0;
+  return buf[1];
+}
+
+int cm_wire_fetch_encode(cm_wbuf_t *w, uint64_t ltime,
+                         const cm_wire_id_t *origin, uint64_t digest) {
+  uint8_t *p;
+  if (w == NULL || w->p == NULL || origin == NULL || !wire_id_ok(origin))
+    return CM_EINVAL;
+  if (w->cap < 3 + 8 + wire_id_size(origin) + 8)
+    return CM_ENOSPC;
+  p = wire_put_u8(w->p, CM_WIRE_VERSION);
+  p = wire_put_u8(p, CM_PP_FETCH);
+  p = wire_put_u8(p, 0);
+  p = wire_put_u64(p, ltime);
+  p = wire_put_id(p, origin);
+  p = wire_put_u64(p, digest);
+  w->len = (size_t)(p - w->p);
+  return 0;
+}
+
+/* The version and kind that open a stream message. */
+static int wire_rd_stream_head(wire_rd_t *r, uint8_t want, uint8_t *third) {
+  uint8_t ver, kind;
+  int rc;
+  if ((rc = wire_u8(r, &ver)) != 0)
+    return rc;
+  if (!wire_version_ok(ver))
+    return CM_EVERSION;
+  if ((rc = wire_u8(r, &kind)) != 0 || (rc = wire_u8(r, third)) != 0)
+    return rc;
+  return kind == want ? 0 : CM_EBADMSG;
+}
+
+int cm_wire_fetch_decode(const uint8_t *buf, size_t len, uint64_t *ltime,
+                         cm_wire_id_t *origin, uint64_t *digest) {
+  wire_rd_t r = wire_rd(buf, len, CM_ETRUNC);
+  uint8_t flags;
+  int rc;
+  if (buf == NULL || ltime == NULL || origin == NULL || digest == NULL)
+    return CM_EINVAL;
+  if ((rc = wire_rd_stream_head(&r, CM_PP_FETCH, &flags)) != 0 ||
+      (rc = wire_u64(&r, ltime)) != 0 || (rc = wire_rd_id(&r, origin)) != 0 ||
+      (rc = wire_u64(&r, digest)) != 0)
+    return rc;
+  return r.off == len ? 0 : CM_EBADMSG;
+}
+
+int cm_wire_fetched_encode(cm_wbuf_t *w, uint8_t status, const uint8_t *payload,
+                           uint32_t payload_len) {
+  uint8_t *p;
+  if (w == NULL || w->p == NULL || (payload == NULL && payload_len > 0) ||
+      (status != CM_FETCH_HELD && payload_len > 0) ||
+      status > CM_FETCH_NOT_HELD)
+    return CM_EINVAL;
+  if (w->cap < CM_WIRE_FETCHED_HDR + (size_t)payload_len)
+    return CM_ENOSPC;
+  p = wire_put_u8(w->p, CM_WIRE_VERSION);
+  p = wire_put_u8(p, CM_PP_FETCHED);
+  p = wire_put_u8(p, status);
+  p = wire_put_u32(p, payload_len);
+  p = wire_put_bytes(p, payload, payload_len);
+  w->len = (size_t)(p - w->p);
+  return 0;
+}
+
+int cm_wire_fetched_decode(const uint8_t *buf, size_t len, uint8_t *status,
+                           const uint8_t **payload, uint32_t *payload_len) {
+  wire_rd_t r = wire_rd(buf, len, CM_ETRUNC);
+  int rc;
+  if (buf == NULL || status == NULL || payload == NULL || payload_len == NULL)
+    return CM_EINVAL;
+  if ((rc = wire_rd_stream_head(&r, CM_PP_FETCHED, status)) != 0 ||
+      (rc = wire_u32(&r, payload_len)) != 0 ||
+      (rc = wire_bytes(&r, *payload_len, payload)) != 0)
+    return rc;
+  if (*status > CM_FETCH_NOT_HELD ||
+      (*status == CM_FETCH_NOT_HELD && *payload_len > 0) || r.off != len)
+    return CM_EBADMSG;
+  return 0;
 }

@@ -51,9 +51,10 @@ enum cm_msg_type {
   CM_MSG_QUERY = 10,
   CM_MSG_QUERY_RESPONSE = 11,
   CM_MSG_QUERY_RELAY = 12,
+  CM_MSG_USER_EVENT_REF = 13,
 };
 /* The last type this version knows. */
-#define CM_MSG_TYPE_LAST CM_MSG_QUERY_RELAY
+#define CM_MSG_TYPE_LAST CM_MSG_USER_EVENT_REF
 
 /* Types outside 1..CM_MSG_TYPE_LAST other than 0 are a newer version's:
  * decoded as raw bodies, skipped by receivers, re-encoded verbatim. 0 is
@@ -146,6 +147,13 @@ typedef struct cm_msg_leave {
 /* Bytes a user event needs beside its name and payload, with room for a
  * probe in the same packet: the bound max_user_event_size must leave. */
 #define CM_UEV_OVERHEAD 256
+/* USER_EVENT_REF has USER_EVENT's fields, but its payload is a reference
+ * to the event's, which travels on a stream (CM_PP_FETCH): the payload's
+ * size (u32) and FNV-1a digest (u64), CM_UEV_REF_LEN bytes. */
+#define CM_UEV_REF_LEN 12
+/* Bounds of the settings max_user_event_stream and user_event_store. */
+#define CM_UEV_STREAM_MAX (64u << 20)
+#define CM_UEV_STORE_MAX (1u << 30)
 typedef struct cm_msg_user_event {
   uint64_t ltime;
   cm_wire_id_t origin;
@@ -292,7 +300,14 @@ int cm_tag_key_valid(const char *key, size_t len);
 int cm_event_name_valid(const char *name, size_t len);
 
 /* ---- Push-pull: full state exchange ---- */
-enum cm_pp_kind { CM_PP_REQUEST = 1, CM_PP_RESPONSE = 2 };
+/* Stream messages: push-pull's request and response, and the fetch of an
+ * event's payload (below). Each begins with the version and the kind. */
+enum cm_pp_kind {
+  CM_PP_REQUEST = 1,
+  CM_PP_RESPONSE = 2,
+  CM_PP_FETCH = 3,
+  CM_PP_FETCHED = 4
+};
 #define CM_PP_FLAG_JOIN 0x01
 #define CM_PP_FLAG_EXT 0x02 /* every entry ends with an extension */
 #define CM_PP_FLAGS_KNOWN (CM_PP_FLAG_JOIN | CM_PP_FLAG_EXT)
@@ -338,5 +353,32 @@ int cm_wire_pp_finish(cm_wbuf_t *w);
 int cm_wire_pp_decode(const uint8_t *buf, size_t len, cm_pp_header_t *hdr);
 int cm_wire_pp_next(const uint8_t *buf, size_t len, size_t *off,
                     cm_pp_entry_t *e);
+
+/* ---- Fetching the payload of a USER_EVENT_REF, on a stream ---- */
+/* FETCH asks for the payload of the event (ltime, origin) whose digest is
+ * `digest`: u8 version, u8 kind CM_PP_FETCH, u8 flags (0; others
+ * ignored), u64 ltime, id origin, u64 digest. FETCHED answers: u8 version,
+ * u8 kind CM_PP_FETCHED, u8 status, u32 payload_len, payload; the payload
+ * is empty unless the status is CM_FETCH_HELD. */
+#define CM_FETCH_HELD 0
+#define CM_FETCH_NOT_HELD 1
+#define CM_WIRE_FETCHED_HDR 7
+int cm_wire_fetch_encode(cm_wbuf_t *w, uint64_t ltime,
+                         const cm_wire_id_t *origin, uint64_t digest);
+/* 0, or CM_ETRUNC / CM_EVERSION / CM_EBADMSG (another kind, a bad id,
+ * trailing bytes). */
+int cm_wire_fetch_decode(const uint8_t *buf, size_t len, uint64_t *ltime,
+                         cm_wire_id_t *origin, uint64_t *digest);
+/* w must hold CM_WIRE_FETCHED_HDR + payload_len bytes (CM_ENOSPC). */
+int cm_wire_fetched_encode(cm_wbuf_t *w, uint8_t status, const uint8_t *payload,
+                           uint32_t payload_len);
+/* 0, or CM_ETRUNC / CM_EVERSION / CM_EBADMSG (another kind, an unknown
+ * status, a payload with CM_FETCH_NOT_HELD, a length that is not the
+ * message's). *payload points into buf. */
+int cm_wire_fetched_decode(const uint8_t *buf, size_t len, uint8_t *status,
+                           const uint8_t **payload, uint32_t *payload_len);
+/* The kind of a stream message (enum cm_pp_kind), or 0 if it is too short
+ * or of a version this node does not read. */
+uint8_t cm_wire_stream_kind(const uint8_t *buf, size_t len);
 
 #endif

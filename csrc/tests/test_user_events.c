@@ -325,6 +325,7 @@ CM_TEST(uev_send_refusals_change_nothing) {
   cm_config_lan(&c);
   c.user_event_rate = 5;
   c.max_user_event_size = 200;
+  c.max_user_event_stream = 0; /* datagrams only */
   n = cm_tnode_new(&c, U_T0);
   memset(longname, 'n', sizeof(longname));
   CM_CHECK_EQ(cm_node_send_user_event(n, "a b", 3, NULL, 0, 0, U_T0, &t),
@@ -695,5 +696,270 @@ CM_TEST(uev_no_message_pins_the_clocks) {
     refused += rc == CM_ELIMIT;
   }
   CM_CHECK_EQ(refused, 0);
+  cm_sim_free(s);
+}
+
+/* ---- payloads on streams (USER_EVENT_REF, FETCH) ------------------------- */
+
+/* A reference to a payload of `size` bytes whose digest is `pdigest`. */
+static cm_msg_t u_ref(const char *origin, uint64_t ltime, const char *name,
+                      uint8_t ref[CM_UEV_REF_LEN], uint32_t size,
+                      uint64_t pdigest) {
+  cm_msg_t m = u_event(origin, ltime, name, ref, CM_UEV_REF_LEN);
+  int i;
+  m.type = CM_MSG_USER_EVENT_REF;
+  for (i = 3; i >= 0; i--, size >>= 8)
+    ref[i] = (uint8_t)size;
+  for (i = 11; i >= 4; i--, pdigest >>= 8)
+    ref[i] = (uint8_t)pdigest;
+  return m;
+}
+
+/* FNV-1a as the core computes a payload's digest. */
+static uint64_t u_fnv(const uint8_t *p, size_t len) {
+  uint64_t h = UINT64_C(14695981039346656037);
+  size_t i;
+  for (i = 0; i < len; i++)
+    h = (h ^ p[i]) * UINT64_C(1099511628211);
+  return (h ^ 0xff) * UINT64_C(1099511628211);
+}
+
+/* 1 if n has a stream request queued (taken and freed). */
+static int u_stream_queued(cm_node_t *n) {
+  cm_addr_t to;
+  uint64_t req;
+  uint8_t *data;
+  size_t len;
+  if (!cm_node_poll_stream(n, &to, &req, &data, &len, NULL))
+    return 0;
+  free(data);
+  return 1;
+}
+
+/* The one stream request n has queued: its target, id and FETCH fields. */
+static uint64_t u_fetch_out(cm_node_t *n, cm_addr_t *to, uint64_t *ltime) {
+  uint64_t req = 0, digest;
+  uint8_t *data;
+  size_t len;
+  cm_wire_id_t origin;
+  CM_CHECK(cm_node_poll_stream(n, to, &req, &data, &len, NULL));
+  CM_CHECK_OK(cm_wire_fetch_decode(data, len, ltime, &origin, &digest));
+  free(data);
+  CM_CHECK(!u_stream_queued(n));
+  return req;
+}
+
+/* Answer request req with a FETCHED; what the node said of it. */
+static int u_fetched(cm_node_t *n, uint64_t req, uint8_t status,
+                     const uint8_t *p, uint32_t len, cm_time_t now) {
+  cm_wbuf_t w;
+  int rc;
+  w.cap = CM_WIRE_FETCHED_HDR + len;
+  w.len = 0;
+  w.p = malloc(w.cap);
+  CM_CHECK(w.p != NULL);
+  CM_CHECK_OK(cm_wire_fetched_encode(&w, status, p, len));
+  rc = cm_node_pushpull_reply(n, req, w.p, w.len, now);
+  free(w.p);
+  return rc;
+}
+
+/* A reference is fetched from the member that sent it; one that does not
+ * hold it, or answers with another payload, costs only that try: the next
+ * member that tells of it is asked, and the event is delivered once, with
+ * the payload the reference names. */
+CM_TEST(uev_stream_fetch_tries_each_source_until_the_payload_checks) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_addr_t a = u_addr(7), b = u_addr(8), to;
+  static uint8_t payload[5000], wrong[5000];
+  uint8_t ref[CM_UEV_REF_LEN];
+  uint64_t req, lt;
+  cm_app_msg_t ev;
+  cm_msg_t m;
+  size_t i;
+  for (i = 0; i < sizeof(payload); i++) {
+    payload[i] = (uint8_t)(i * 7);
+    wrong[i] = (uint8_t)(i * 7 + (i == 4321));
+  }
+  cm_config_lan(&c);
+  n = cm_tnode_new(&c, U_T0);
+  m = u_ref("far", 5, "blob", ref, sizeof(payload), u_fnv(payload, 5000));
+  cm_tnode_feed(n, &a, &m, U_T0);
+  CM_CHECK(!cm_node_poll_app(n, &ev)); /* not before its payload */
+  req = u_fetch_out(n, &to, &lt);
+  CM_CHECK(cm_addr_eq(&to, &a) && lt == 5);
+  CM_CHECK_OK(u_fetched(n, req, CM_FETCH_NOT_HELD, NULL, 0, U_T0));
+  CM_CHECK_EQ(cm_tnode_stats(n).fetch_failed, 1);
+  /* b tells of it too: asked next; its payload is not the one named. */
+  cm_tnode_feed(n, &b, &m, U_T0 + 10);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.duplicate, 1);
+  req = u_fetch_out(n, &to, &lt);
+  CM_CHECK(cm_addr_eq(&to, &b));
+  CM_CHECK_EQ(u_fetched(n, req, CM_FETCH_HELD, wrong, sizeof(wrong), U_T0 + 20),
+              CM_EBADMSG);
+  CM_CHECK_EQ(cm_tnode_stats(n).fetch_failed, 2);
+  CM_CHECK(!cm_node_poll_app(n, &ev));
+  /* a again, now holding it (a request that failed may be retried). */
+  cm_tnode_feed(n, &a, &m, U_T0 + 30);
+  req = u_fetch_out(n, &to, &lt);
+  CM_CHECK(cm_addr_eq(&to, &a));
+  CM_CHECK_OK(
+      u_fetched(n, req, CM_FETCH_HELD, payload, sizeof(payload), U_T0 + 40));
+  CM_CHECK(u_poll(n, &ev));
+  CM_CHECK_STR(ev.name, "blob");
+  CM_CHECK_EQ(ev.payload_len, sizeof(payload));
+  CM_CHECK(memcmp(ev.payload, payload, sizeof(payload)) == 0);
+  CM_CHECK(!cm_node_poll_app(n, &ev));
+  CM_CHECK_EQ(cm_tnode_stats(n).events_fetched, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.delivered, 1);
+  /* A late answer to a finished fetch, and later copies: nothing more. */
+  /* (req is no fetch's now: read as a push-pull reply, and refused) */
+  CM_CHECK(u_fetched(n, req, CM_FETCH_HELD, payload, sizeof(payload),
+                     U_T0 + 50) != 0);
+  cm_tnode_feed(n, &b, &m, U_T0 + 60);
+  CM_CHECK(!cm_node_poll_app(n, &ev));
+  CM_CHECK(!u_stream_queued(n));
+  /* It is relayed now, as a reference (only a node holding it tells). */
+  CM_CHECK_EQ(cm_tnode_stats(n).user_event_queue, 1);
+  cm_node_free(n);
+}
+
+/* A node serves the payloads it holds, and says so when it does not. */
+static void u_serve(cm_node_t *n, const char *origin, uint64_t ltime,
+                    uint64_t digest, uint8_t want, uint32_t want_len) {
+  cm_wire_id_t id;
+  uint8_t buf[64], *reply = NULL, status;
+  const uint8_t *p;
+  uint32_t plen;
+  size_t rlen = 0;
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  CM_CHECK_OK(cm_wire_id_set(&id, origin, strlen(origin)));
+  CM_CHECK_OK(cm_wire_fetch_encode(&w, ltime, &id, digest));
+  CM_CHECK_OK(
+      cm_node_handle_pushpull(n, NULL, buf, w.len, U_T0, &reply, &rlen));
+  CM_CHECK_OK(cm_wire_fetched_decode(reply, rlen, &status, &p, &plen));
+  CM_CHECK_EQ(status, want);
+  CM_CHECK_EQ(plen, want_len);
+  free(reply);
+}
+
+/* Payloads kept are bounded by user_event_store: the oldest are forgotten
+ * (no longer served or relayed), the newest kept; sizes past the limits
+ * are refused with nothing sent. */
+CM_TEST(uev_stream_store_bounded_and_limits_refused) {
+  cm_config_t c;
+  cm_node_t *n;
+  static uint8_t p[3][40000];
+  uint64_t t[3];
+  const char *self = "self"; /* cm_tnode_new's id */
+  cm_node_stats_t st;
+  int i;
+  cm_config_lan(&c);
+  c.max_user_event_stream = 40000;
+  c.user_event_store = 80000;
+  n = cm_tnode_new(&c, U_T0);
+  for (i = 0; i < 3; i++) {
+    memset(p[i], 'a' + i, sizeof(p[i]));
+    CM_CHECK_OK(cm_node_send_user_event(n, "big", 3, p[i], sizeof(p[i]), 0,
+                                        U_T0 + i, &t[i]));
+  }
+  st = cm_tnode_stats(n);
+  CM_CHECK_EQ(st.user_events.sent, 3);
+  CM_CHECK_EQ(st.payloads_forgotten, 1);
+  u_serve(n, self, t[0], u_fnv(p[0], 40000), CM_FETCH_NOT_HELD, 0);
+  u_serve(n, self, t[1], u_fnv(p[1], 40000), CM_FETCH_HELD, 40000);
+  u_serve(n, self, t[2], u_fnv(p[2], 40000), CM_FETCH_HELD, 40000);
+  u_serve(n, self, t[2], u_fnv(p[1], 40000), CM_FETCH_NOT_HELD, 0);
+  u_serve(n, "other", t[2], u_fnv(p[2], 40000), CM_FETCH_NOT_HELD, 0);
+  CM_CHECK_EQ(cm_tnode_stats(n).events_served, 2);
+  /* Over the stream limit: refused, no time taken. */
+  CM_CHECK_EQ(cm_node_send_user_event(n, "big", 3, p[0], 40001, 0,
+                                      U_T0 + CM_SEC(1), &t[0]),
+              CM_ETOOBIG);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.sent, 3);
+  cm_node_free(n);
+}
+
+/* References that cannot be right are dropped and counted, and a FETCH
+ * that cannot be read is refused: nothing kept, nothing asked. */
+CM_TEST(uev_stream_bad_references_and_requests_change_nothing) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_addr_t a = u_addr(7);
+  uint8_t ref[CM_UEV_REF_LEN], *reply = NULL;
+  static const uint8_t junk[] = {1, CM_PP_FETCH, 0, 0, 0};
+  size_t rlen;
+  cm_msg_t m;
+  cm_config_lan(&c);
+  c.max_user_event_stream = 1000;
+  n = cm_tnode_new(&c, U_T0);
+  m = u_ref("far", 1, "x", ref, 1001, 5); /* over the limit */
+  cm_tnode_feed(n, &a, &m, U_T0);
+  m = u_ref("far", 2, "x", ref, 0, 5); /* empty */
+  cm_tnode_feed(n, &a, &m, U_T0);
+  m = u_ref("far", 3, "x", ref, 10, 5);
+  m.u.uev.payload_len = CM_UEV_REF_LEN - 1; /* not a reference */
+  cm_tnode_feed(n, &a, &m, U_T0);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_size, 3);
+  CM_CHECK(!u_stream_queued(n));
+  CM_CHECK_EQ(
+      cm_node_handle_pushpull(n, &a, junk, sizeof(junk), U_T0, &reply, &rlen),
+      CM_ETRUNC);
+  CM_CHECK(reply == NULL);
+  CM_CHECK_EQ(cm_tnode_stats(n).drop_pushpull, 1);
+  /* A reference with streams turned off is over the limit too. */
+  cm_node_free(n);
+  c.max_user_event_stream = 0;
+  n = cm_tnode_new(&c, U_T0);
+  m = u_ref("far", 1, "x", ref, 10, 5);
+  cm_tnode_feed(n, &a, &m, U_T0);
+  CM_CHECK_EQ(cm_tnode_stats(n).user_events.drop_size, 1);
+  CM_CHECK_EQ(cm_node_send_user_event(n, "x", 1, junk, 1024, 0, U_T0, NULL),
+              CM_ETOOBIG);
+  cm_node_free(n);
+}
+
+/* In a cluster, a 200 kB event reaches every member once, intact, each
+ * fetching it from a member that told it (one fetch a member), also with
+ * 10% of datagrams lost. */
+CM_TEST(uev_stream_payload_reaches_every_member_once) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  static uint8_t big[200000];
+  uint64_t fetched = 0, served = 0;
+  uint32_t i;
+  int round;
+  for (i = 0; i < sizeof(big); i++)
+    big[i] = (uint8_t)(i ^ (i >> 8));
+  cm_sim_config_default(&sc);
+  sc.nodes = 20;
+  sc.seed = 9;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(30), u_all_alive, NULL));
+  for (round = 0; round < 2; round++) {
+    if (round == 1)
+      cm_sim_set_loss(s, 0.10);
+    big[0] = (uint8_t)round;
+    CM_CHECK_OK(cm_node_send_user_event(cm_sim_node(s, 3), "big", 3, big,
+                                        sizeof(big), 0, cm_sim_now(s), NULL));
+    cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(20));
+    for (i = 0; i < sc.nodes; i++) {
+      cm_app_msg_t ev;
+      CM_CHECK(u_poll(cm_sim_node(s, i), &ev));
+      CM_CHECK_EQ(ev.payload_len, sizeof(big));
+      CM_CHECK(memcmp(ev.payload, big, sizeof(big)) == 0);
+      CM_CHECK(!cm_node_poll_app(cm_sim_node(s, i), &ev));
+    }
+  }
+  for (i = 0; i < sc.nodes; i++) {
+    cm_node_stats_t st = cm_tnode_stats(cm_sim_node(s, i));
+    fetched += st.events_fetched;
+    served += st.events_served;
+    CM_CHECK_EQ(st.failures_declared, 0);
+  }
+  CM_CHECK_EQ(fetched, 2 * (sc.nodes - 1));
+  CM_CHECK(served >= fetched);
   cm_sim_free(s);
 }

@@ -125,6 +125,14 @@ static cm_msg_t sample(uint8_t type) {
     set_id(&m.u.leave.node, "node-a");
     m.u.leave.incarnation = 9;
     break;
+  case CM_MSG_USER_EVENT_REF:
+    m.u.uev.ltime = 41;
+    set_id(&m.u.uev.origin, "node-f");
+    m.u.uev.name = (const uint8_t *)"blob";
+    m.u.uev.name_len = 4;
+    m.u.uev.payload = (const uint8_t *)"\0\x10\0\0\1\2\3\4\5\6\7\x08";
+    m.u.uev.payload_len = CM_UEV_REF_LEN;
+    break;
   case CM_MSG_USER_EVENT:
     m.u.uev.ltime = 0x0102030405060708ull;
     set_id(&m.u.uev.origin, "node-e");
@@ -217,6 +225,7 @@ static int msg_eq(const cm_msg_t *a, const cm_msg_t *b) {
     return id_eq(&a->u.leave.node, &b->u.leave.node) &&
            a->u.leave.incarnation == b->u.leave.incarnation;
   case CM_MSG_USER_EVENT:
+  case CM_MSG_USER_EVENT_REF:
     return a->u.uev.ltime == b->u.uev.ltime &&
            id_eq(&a->u.uev.origin, &b->u.uev.origin) &&
            a->u.uev.flags == b->u.uev.flags &&
@@ -1729,4 +1738,59 @@ CM_TEST(wire_alive_with_versions_matches_documented_example) {
   m.u.alive.ext.vmax = 1;
   CM_CHECK_EQ(encode(&m, 1, buf, sizeof(buf)), sizeof(doc));
   CM_CHECK(memcmp(buf, doc, sizeof(doc)) == 0);
+}
+
+/* FETCH and FETCHED round-trip; what is not one of them is refused, and a
+ * push-pull decoder refuses both. */
+CM_TEST(wire_fetch_round_trips_and_refuses_what_is_not_one) {
+  uint8_t buf[64], out[64];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  cm_wire_id_t id, got;
+  cm_pp_header_t h;
+  uint64_t ltime, digest;
+  const uint8_t *p;
+  uint32_t plen;
+  uint8_t status;
+  set_id(&id, "node-z");
+  CM_CHECK_OK(cm_wire_fetch_encode(&w, 42, &id, 0x0102030405060708ull));
+  CM_CHECK_EQ(w.len, 3 + 8 + 7 + 8);
+  CM_CHECK_EQ(cm_wire_stream_kind(buf, w.len), CM_PP_FETCH);
+  CM_CHECK_OK(cm_wire_fetch_decode(buf, w.len, &ltime, &got, &digest));
+  CM_CHECK(ltime == 42 && id_eq(&got, &id) && digest == 0x0102030405060708ull);
+  CM_CHECK_EQ(cm_wire_pp_decode(buf, w.len, &h), CM_EBADMSG);
+  CM_CHECK_EQ(cm_wire_fetch_decode(buf, w.len - 1, &ltime, &got, &digest),
+              CM_ETRUNC);
+  memcpy(out, buf, w.len);
+  out[w.len] = 0; /* a trailing byte */
+  CM_CHECK_EQ(cm_wire_fetch_decode(out, w.len + 1, &ltime, &got, &digest),
+              CM_EBADMSG);
+  out[0] = 0; /* no version */
+  CM_CHECK_EQ(cm_wire_fetch_decode(out, w.len, &ltime, &got, &digest),
+              CM_EVERSION);
+  CM_CHECK_EQ(cm_wire_stream_kind(out, w.len), 0);
+  /* FETCHED: held with its payload, or not held with none. */
+  w.len = 0;
+  CM_CHECK_OK(
+      cm_wire_fetched_encode(&w, CM_FETCH_HELD, (const uint8_t *)"abc", 3));
+  CM_CHECK_EQ(w.len, CM_WIRE_FETCHED_HDR + 3);
+  CM_CHECK_OK(cm_wire_fetched_decode(buf, w.len, &status, &p, &plen));
+  CM_CHECK(status == CM_FETCH_HELD && plen == 3 && memcmp(p, "abc", 3) == 0);
+  CM_CHECK_EQ(cm_wire_fetched_decode(buf, w.len - 1, &status, &p, &plen),
+              CM_ETRUNC);
+  CM_CHECK_EQ(cm_wire_fetch_decode(buf, w.len, &ltime, &got, &digest),
+              CM_EBADMSG); /* another kind */
+  CM_CHECK_EQ(
+      cm_wire_fetched_encode(&w, CM_FETCH_NOT_HELD, (const uint8_t *)"abc", 3),
+      CM_EINVAL);
+  memcpy(out, buf, w.len);
+  out[2] = CM_FETCH_NOT_HELD; /* "not held", yet a payload */
+  CM_CHECK_EQ(cm_wire_fetched_decode(out, w.len, &status, &p, &plen),
+              CM_EBADMSG);
+  out[2] = 9; /* no such status */
+  CM_CHECK_EQ(cm_wire_fetched_decode(out, w.len, &status, &p, &plen),
+              CM_EBADMSG);
+  w.cap = CM_WIRE_FETCHED_HDR + 2;
+  CM_CHECK_EQ(
+      cm_wire_fetched_encode(&w, CM_FETCH_HELD, (const uint8_t *)"abc", 3),
+      CM_ENOSPC);
 }
