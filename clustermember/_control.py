@@ -37,6 +37,11 @@ log = logging.getLogger("clustermember.control")
 # One request line at most: a members filter with many tags still fits easily,
 # and a client cannot make the agent buffer without bound.
 MAX_LINE = 64 * 1024
+# On the Unix socket, which only its owner can open, a request may carry a
+# user event of max_user_event_stream (1 MiB) in base64.
+MAX_LINE_UNIX = 2 * 1024 * 1024
+# What a client reads: an event stream line may carry such an event.
+MAX_LINE_CLIENT = 4 * 1024 * 1024
 
 
 class ControlError(Exception):
@@ -155,7 +160,7 @@ class ControlServer:
             old = os.umask(0o077)
             try:
                 self._server = await asyncio.start_unix_server(
-                    self._serve, path=str(path), limit=MAX_LINE
+                    self._serve, path=str(path), limit=MAX_LINE_UNIX
                 )
             finally:
                 os.umask(old)
@@ -240,7 +245,16 @@ class ControlServer:
                     else:
                         line = await asyncio.wait_for(reader.readline(), AUTH_TIMEOUT)
                 except (ValueError, asyncio.LimitOverrunError):
-                    await send_line(writer, {"ok": False, "error": "request line too long"})
+                    limit = MAX_LINE_UNIX if self.kind == "unix" else MAX_LINE
+                    await send_line(
+                        writer,
+                        {
+                            "ok": False,
+                            "error": f"request line too long (over {limit} bytes here; "
+                            "a Unix socket endpoint takes up to "
+                            f"{MAX_LINE_UNIX} for a large event)",
+                        },
+                    )
                     return
                 except asyncio.TimeoutError:
                     await send_line(
@@ -329,10 +343,10 @@ class ControlClient:
         kind, where = parse_endpoint(self.endpoint)
         try:
             if kind == "unix":
-                conn = asyncio.open_unix_connection(str(where), limit=16 * MAX_LINE)
+                conn = asyncio.open_unix_connection(str(where), limit=MAX_LINE_CLIENT)
             else:
                 host, port = _host_port(where)
-                conn = asyncio.open_connection(host, port, limit=16 * MAX_LINE)
+                conn = asyncio.open_connection(host, port, limit=MAX_LINE_CLIENT)
             self._reader, self._writer = await asyncio.wait_for(conn, self.timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise ControlError(

@@ -96,6 +96,46 @@ async def test_the_cli_sends_an_event_from_stdin_or_its_argument(
     assert code == 1 and "printable ASCII" in err and err.count("\n") == 1
 
 
+async def test_the_cli_sends_a_large_event_through_the_unix_socket(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """A 1 MiB payload (max_user_event_stream) from stdin: the Unix socket
+    takes its 1.4 MB request line; a line past that is refused."""
+    sub = agent.cluster.subscribe(replay=False)
+    data = bytes((i * 7) & 0xFF for i in range(1 << 20))
+    payload = tmp_path / "large.bin"
+    payload.write_bytes(data)
+    proc = await asyncio.create_subprocess_shell(
+        f"{shlex.quote(sys.executable)} -m clustermember event large - "
+        f"--control {shlex.quote(agent.server.endpoint)} < {shlex.quote(str(payload))}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err_b = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err_b.decode()
+    got: list[UserEvent] = []
+
+    def arrived() -> bool:
+        while (e := sub.get_nowait()) is not None:
+            if isinstance(e, UserEvent):
+                got.append(e)
+        return len(got) == 1
+
+    await eventually(arrived, "the large event")
+    assert got[0].name == "large" and got[0].payload == data
+    # Past the limit: refused (the agent answers and closes, and may reset
+    # a client still writing), nothing sent, and the agent still serves.
+    sent = agent.cluster.stats().counters["user_events_sent"]
+    try:
+        resp = await request(agent, {"op": "event", "name": "e", "payload_base64": "A" * (3 << 20)})
+        assert resp["ok"] is False and "request line too long" in str(resp["error"])
+    except ConnectionError:
+        pass
+    assert agent.cluster.stats().counters["user_events_sent"] == sent
+    ok = await request(agent, {"op": "event", "name": "after"})
+    assert ok["ok"] is True
+
+
 def test_a_user_event_is_json_with_its_payload_as_text_and_base64() -> None:
     from clustermember import Member, MemberState
 
