@@ -357,10 +357,12 @@ class Agent:
                 f": {text[-500:]}" if text else "",
             )
             return None
-        limit = self.cluster.config.max_user_event_size
+        limit = max(
+            self.cluster.config.max_user_event_size, self.cluster.config.max_user_event_stream
+        )
         if len(out) > limit:
             log.warning(
-                "query handler for %s printed %d bytes, over max_user_event_size=%d: no response",
+                "query handler for %s printed %d bytes, over max_user_event_stream=%d: no response",
                 q.name,
                 len(out),
                 limit,

@@ -938,8 +938,10 @@ class ClusterMembership:
     def on_query(self, name: str, handler: Handler | None) -> None:
         """Answer queries of ``name`` with ``handler`` (None: stop answering).
 
-        The handler gets a :class:`Query` and returns the response (bytes,
-        at most ``max_user_event_size``), None for no response, or an
+        The handler gets a :class:`Query` and returns the response (bytes:
+        up to ``max_user_event_size`` in a datagram, larger ones up to
+        ``max_user_event_stream`` on a stream to the asker), None for no
+        response, or an
         awaitable of either; it runs only for queries whose filter selects
         this node. A handler that raises is logged; the asker gets no
         response from this node.

@@ -156,3 +156,17 @@ def test_hostile_filters_select_nobody_and_cost_nothing(monkeypatch: pytest.Monk
             encode_filter({"role": bad}, None)
     for good in ("db-.*", "db-(main|replica)", "[a-z]+-[0-9]{1,3}", "x.*y.*z"):
         assert safe_pattern(good), good
+
+
+async def test_a_large_answer_comes_on_a_stream(key: bytes) -> None:
+    """An answer over max_user_event_size goes to the asker on a stream:
+    every member's 200 kB answer arrives once, intact."""
+    async with cluster(key, 3) as nodes:
+        await formed(nodes)
+        for n in nodes:
+            n.on_query("dump", lambda q, n=n: n.node_id.encode() * 50_000)
+        got = await nodes[0].query("dump", timeout=1.0).collect()
+        assert sorted((r.node_id, r.payload) for r in got) == [
+            (f"n{i}", f"n{i}".encode() * 50_000) for i in range(3)
+        ]
+        assert sum(n.stats().counters["replies_streamed"] for n in nodes) == 2

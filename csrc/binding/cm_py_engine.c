@@ -1084,6 +1084,8 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(events_served);
   N(fetch_busy);
   N(payloads_forgotten);
+  N(replies_streamed);
+  N(reply_stream_failed);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);

@@ -118,17 +118,19 @@ typedef struct cm_node_stats {
   uint64_t skipped_unknown;
   /* User events and queries. */
   cm_app_counts_t user_events, queries;
-  uint64_t app_dropped;        /* application queue full: not delivered */
-  uint64_t replies_sent;       /* acks and responses to others' queries */
-  uint64_t replies_in;         /* acks and responses to ours, delivered */
-  uint64_t drop_reply;         /* for no query of ours in flight, late, from no
-                                  member, or past twice the members */
-  uint64_t reply_duplicate;    /* a second ack or response from one member */
-  uint64_t replies_relayed;    /* passed on for another member's query */
-  uint64_t drop_relay;         /* a relay to an address of no live member */
-  uint64_t events_synced;      /* user events sent to a push-pull's asker */
-  uint64_t events_before_join; /* synced events that may predate our join */
-  uint64_t drop_sync_rate;     /* re-sent events over the anti-entropy budget */
+  uint64_t app_dropped;         /* application queue full: not delivered */
+  uint64_t replies_sent;        /* acks and responses to others' queries */
+  uint64_t replies_streamed;    /* of them, too large for a datagram */
+  uint64_t reply_stream_failed; /* of those, whose stream failed */
+  uint64_t replies_in;          /* acks and responses to ours, delivered */
+  uint64_t drop_reply;          /* for no query of ours in flight, late, from no
+                                   member, or past twice the members */
+  uint64_t reply_duplicate;     /* a second ack or response from one member */
+  uint64_t replies_relayed;     /* passed on for another member's query */
+  uint64_t drop_relay;          /* a relay to an address of no live member */
+  uint64_t events_synced;       /* user events sent to a push-pull's asker */
+  uint64_t events_before_join;  /* synced events that may predate our join */
+  uint64_t drop_sync_rate; /* re-sent events over the anti-entropy budget */
   /* Payloads on streams (USER_EVENT_REF). */
   uint64_t events_fetched;     /* payloads fetched, checked and delivered */
   uint64_t fetch_failed;       /* fetches refused, lost or with a bad payload */

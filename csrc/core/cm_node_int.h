@@ -98,6 +98,8 @@ struct cm_fetch {
   cm_addr_t src[CM_FETCH_SOURCES];
 };
 
+#define CM_SREPLY_MAX 16
+
 /* One of this node's queries, waiting for replies. */
 struct cm_qout {
   uint8_t active;
@@ -207,6 +209,9 @@ struct cm_node {
   struct cm_ustore ue, qs;
   struct cm_qout qout[CM_QUERIES_MAX];
   struct cm_fetch fetch[CM_FETCH_MAX];
+  /* Our answers to queries sent on streams, by request id (0: free). */
+  uint64_t sreply_req[CM_SREPLY_MAX];
+  uint32_t sreply_next;
   struct cm_app_out *aout_head, *aout_tail, *aout_last;
   size_t naout;
 
@@ -308,6 +313,14 @@ int cm_node__on_fetch(cm_node_t *n, const uint8_t *req, size_t len,
 int cm_node__fetch_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
                          size_t len, cm_time_t now);
 int cm_node__fetch_failed(cm_node_t *n, uint64_t req_id, cm_time_t now);
+/* A query's answer on a stream (CM_PP_REPLY): taken as from a datagram,
+ * with payloads up to max_user_event_stream; the reply (REPLIED) is the
+ * caller's to free. */
+int cm_node__on_sreply(cm_node_t *n, const uint8_t *req, size_t len,
+                       uint8_t **reply, size_t *reply_len, cm_time_t now);
+/* The end of one of our answers on a stream; CM_ENOENT if req_id is not
+ * one. */
+int cm_node__sreply_done(cm_node_t *n, uint64_t req_id, int failed);
 void cm_node__on_query(cm_node_t *n, const cm_msg_query_t *q, cm_time_t now);
 void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now);
 void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r);

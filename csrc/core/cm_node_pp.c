@@ -254,6 +254,8 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
     return CM_EINVAL;
   if (cm_wire_stream_kind(req, len) == CM_PP_FETCH)
     return cm_node__on_fetch(n, req, len, reply, reply_len);
+  if (cm_wire_stream_kind(req, len) == CM_PP_REPLY)
+    return cm_node__on_sreply(n, req, len, reply, reply_len, now);
   rc = node_pp_check(n, req, len, CM_PP_REQUEST, &count);
   if (rc != 0)
     return rc;
@@ -316,6 +318,8 @@ int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
   rc = cm_node__fetch_reply(n, req_id, buf, len, now);
   if (rc != CM_ENOENT)
     return rc;
+  if (cm_node__sreply_done(n, req_id, 0) == 0)
+    return 0;
   known = n->reg.count;
   rc = node_pp_take_response(n, buf, len, now, 0);
   if (rc != 0)
@@ -355,7 +359,8 @@ int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
 }
 
 void cm_node_pushpull_failed(cm_node_t *n, uint64_t req_id, cm_time_t now) {
-  if (cm_node__fetch_failed(n, req_id, now) != CM_ENOENT)
+  if (cm_node__fetch_failed(n, req_id, now) != CM_ENOENT ||
+      cm_node__sreply_done(n, req_id, 1) == 0)
     return;
   n->st.pushpull_failed++;
 }

@@ -712,16 +712,15 @@ static int qout_note(struct cm_qout *q, const cm_wire_id_t *from, int ack) {
   return 1;
 }
 
-void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now) {
+/* An answer to one of our queries, from a datagram or a stream (whose
+ * payload may be up to `limit`): delivered once per member and kind. */
+static void reply_take(cm_node_t *n, const cm_wire_sreply_t *r, size_t limit,
+                       cm_time_t now) {
   struct cm_qout *q = qout_find(n, r->qid);
   cm_app_msg_t m;
   int ack = (r->flags & CM_QRESP_ACK) != 0;
   if (q == NULL || q->ltime != r->ltime || now >= q->deadline ||
-      (ack && r->payload_len > 0)) {
-    n->st.drop_reply++;
-    return;
-  }
-  if (r->payload_len > n->cfg.max_user_event_size) {
+      (ack && r->payload_len > 0) || r->payload_len > limit) {
     n->st.drop_reply++;
     return;
   }
@@ -747,6 +746,81 @@ void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now) {
   m.time = now;
   n->st.replies_in++;
   app_push(n, &m, 0);
+}
+
+static void sreply_of(cm_wire_sreply_t *out, const cm_msg_qresp_t *r) {
+  memset(out, 0, sizeof(*out));
+  out->ltime = r->ltime;
+  out->qid = r->qid;
+  out->from = r->from;
+  out->flags = r->flags;
+  out->payload_len = r->payload_len;
+  out->payload = r->payload;
+}
+
+void cm_node__on_reply(cm_node_t *n, const cm_msg_qresp_t *r, cm_time_t now) {
+  cm_wire_sreply_t s;
+  sreply_of(&s, r);
+  reply_take(n, &s, n->cfg.max_user_event_size, now);
+}
+
+int cm_node__on_sreply(cm_node_t *n, const uint8_t *req, size_t len,
+                       uint8_t **reply, size_t *reply_len, cm_time_t now) {
+  cm_wire_sreply_t r;
+  cm_wbuf_t w;
+  int rc = cm_wire_sreply_decode(req, len, &r);
+  if (rc != 0) {
+    n->st.drop_reply++;
+    return rc;
+  }
+  reply_take(n, &r, n->cfg.max_user_event_stream, now);
+  w.cap = CM_WIRE_REPLIED_LEN;
+  w.len = 0;
+  w.p = malloc(w.cap);
+  if (w.p == NULL)
+    return CM_ENOMEM;
+  cm_wire_replied_encode(&w);
+  *reply = w.p;
+  *reply_len = w.len;
+  return 0;
+}
+
+/* Our answers in flight on streams, by request id: their end is theirs,
+ * not a push-pull's. */
+int cm_node__sreply_done(cm_node_t *n, uint64_t req_id, int failed) {
+  size_t i;
+  if (req_id == 0)
+    return CM_ENOENT;
+  for (i = 0; i < CM_SREPLY_MAX; i++)
+    if (n->sreply_req[i] == req_id) {
+      n->sreply_req[i] = 0;
+      if (failed)
+        n->st.reply_stream_failed++;
+      return 0;
+    }
+  return CM_ENOENT;
+}
+
+/* Send an answer too large for a datagram to the origin on a stream. */
+static int sreply_send(cm_node_t *n, const cm_addr_t *to,
+                       const cm_wire_sreply_t *r) {
+  cm_wbuf_t w;
+  uint64_t req;
+  w.cap = cm_wire_sreply_size(r);
+  w.len = 0;
+  w.p = malloc(w.cap);
+  if (w.p == NULL)
+    return CM_ENOMEM;
+  if (cm_wire_sreply_encode(&w, r) != 0) {
+    free(w.p);
+    return CM_EINVAL;
+  }
+  req = cm_node__stream_out(n, to, w.p, w.len, 0);
+  if (req == 0)
+    return CM_ENOMEM;
+  n->sreply_req[n->sreply_next++ % CM_SREPLY_MAX] = req;
+  n->st.replies_streamed++;
+  return 0;
 }
 
 void cm_node__on_relay(cm_node_t *n, const cm_msg_qrelay_t *r) {
@@ -791,7 +865,8 @@ int cm_node_query_respond(cm_node_t *n, const char *origin, uint32_t qid,
   if (n == NULL || !cm_id_valid(origin, origin_len) ||
       (payload == NULL && payload_len > 0) || (ack && payload_len > 0))
     return CM_EINVAL;
-  if (payload_len > n->cfg.max_user_event_size)
+  if (payload_len > n->cfg.max_user_event_size &&
+      payload_len > n->cfg.max_user_event_stream)
     return CM_ETOOBIG;
   if (n->leaving)
     return CM_ESTATE;
@@ -812,6 +887,19 @@ int cm_node_query_respond(cm_node_t *n, const char *origin, uint32_t qid,
   msg.u.qresp.flags = ack ? CM_QRESP_ACK : 0;
   msg.u.qresp.payload = payload_len > 0 ? payload : NULL;
   msg.u.qresp.payload_len = (uint16_t)payload_len;
+  if (payload_len > n->cfg.max_user_event_size) {
+    /* Too large for a datagram: on a stream, to the origin only. */
+    cm_wire_sreply_t big;
+    sreply_of(&big, &msg.u.qresp);
+    big.payload_len = (uint32_t)payload_len;
+    n->st.replies_sent++;
+    if (origin_len == self->id_len &&
+        memcmp(origin, cm_member_id(self), origin_len) == 0) {
+      reply_take(n, &big, n->cfg.max_user_event_stream, now);
+      return 0;
+    }
+    return sreply_send(n, &r->origin_addr, &big);
+  }
   n->st.replies_sent++;
   if (origin_len == self->id_len &&
       memcmp(origin, cm_member_id(self), origin_len) == 0) {

@@ -1073,3 +1073,61 @@ int cm_wire_fetched_decode(const uint8_t *buf, size_t len, uint8_t *status,
     return CM_EBADMSG;
   return 0;
 }
+
+/* ---- A query's answer on a stream ---- */
+
+size_t cm_wire_sreply_size(const cm_wire_sreply_t *r) {
+  return 3 + 8 + 4 + wire_id_size(&r->from) + 1 + 4 + (size_t)r->payload_len;
+}
+
+int cm_wire_sreply_encode(cm_wbuf_t *w, const cm_wire_sreply_t *r) {
+  uint8_t *p;
+  if (w == NULL || w->p == NULL || r == NULL || !wire_id_ok(&r->from) ||
+      (r->payload == NULL && r->payload_len > 0))
+    return CM_EINVAL;
+  if (w->cap < cm_wire_sreply_size(r))
+    return CM_ENOSPC;
+  p = wire_put_u8(w->p, CM_WIRE_VERSION);
+  p = wire_put_u8(p, CM_PP_REPLY);
+  p = wire_put_u8(p, 0);
+  p = wire_put_u64(p, r->ltime);
+  p = wire_put_u32(p, r->qid);
+  p = wire_put_id(p, &r->from);
+  p = wire_put_u8(p, r->flags);
+  p = wire_put_u32(p, r->payload_len);
+  p = wire_put_bytes(p, r->payload, r->payload_len);
+  w->len = (size_t)(p - w->p);
+  return 0;
+}
+
+int cm_wire_sreply_decode(const uint8_t *buf, size_t len, cm_wire_sreply_t *r) {
+  wire_rd_t rd = wire_rd(buf, len, CM_ETRUNC);
+  uint8_t zero;
+  int rc;
+  if (buf == NULL || r == NULL)
+    return CM_EINVAL;
+  if ((rc = wire_rd_stream_head(&rd, CM_PP_REPLY, &zero)) != 0 ||
+      (rc = wire_u64(&rd, &r->ltime)) != 0 ||
+      (rc = wire_u32(&rd, &r->qid)) != 0 ||
+      (rc = wire_rd_id(&rd, &r->from)) != 0 ||
+      (rc = wire_u8(&rd, &r->flags)) != 0 ||
+      (rc = wire_u32(&rd, &r->payload_len)) != 0 ||
+      (rc = wire_bytes(&rd, r->payload_len, &r->payload)) != 0)
+    return rc;
+  if (r->payload_len == 0)
+    r->payload = NULL;
+  return rd.off == len ? 0 : CM_EBADMSG;
+}
+
+int cm_wire_replied_encode(cm_wbuf_t *w) {
+  uint8_t *p;
+  if (w == NULL || w->p == NULL)
+    return CM_EINVAL;
+  if (w->cap < CM_WIRE_REPLIED_LEN)
+    return CM_ENOSPC;
+  p = wire_put_u8(w->p, CM_WIRE_VERSION);
+  p = wire_put_u8(p, CM_PP_REPLIED);
+  wire_put_u8(p, 0);
+  w->len = CM_WIRE_REPLIED_LEN;
+  return 0;
+}

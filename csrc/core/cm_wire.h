@@ -306,7 +306,9 @@ enum cm_pp_kind {
   CM_PP_REQUEST = 1,
   CM_PP_RESPONSE = 2,
   CM_PP_FETCH = 3,
-  CM_PP_FETCHED = 4
+  CM_PP_FETCHED = 4,
+  CM_PP_REPLY = 5,
+  CM_PP_REPLIED = 6
 };
 #define CM_PP_FLAG_JOIN 0x01
 #define CM_PP_FLAG_EXT 0x02 /* every entry ends with an extension */
@@ -380,5 +382,28 @@ int cm_wire_fetched_decode(const uint8_t *buf, size_t len, uint8_t *status,
 /* The kind of a stream message (enum cm_pp_kind), or 0 if it is too short
  * or of a version this node does not read. */
 uint8_t cm_wire_stream_kind(const uint8_t *buf, size_t len);
+
+/* ---- A query's answer too large for a datagram, on a stream ---- */
+/* REPLY: u8 version, u8 kind CM_PP_REPLY, u8 0, then a QUERY_RESPONSE's
+ * fields with a u32 payload length: u64 ltime, u32 qid, id from, u8 flags,
+ * u32 payload_len, payload. REPLIED (u8 version, u8 kind CM_PP_REPLIED, u8
+ * 0) says it was read. */
+typedef struct cm_wire_sreply {
+  uint64_t ltime;
+  uint32_t qid;
+  cm_wire_id_t from;
+  uint8_t flags;
+  uint32_t payload_len;
+  const uint8_t *payload;
+} cm_wire_sreply_t;
+#define CM_WIRE_REPLIED_LEN 3
+/* Its encoded size. */
+size_t cm_wire_sreply_size(const cm_wire_sreply_t *r);
+/* 0, or CM_EINVAL / CM_ENOSPC. */
+int cm_wire_sreply_encode(cm_wbuf_t *w, const cm_wire_sreply_t *r);
+/* 0, or CM_ETRUNC / CM_EVERSION / CM_EBADMSG; r->payload points into buf. */
+int cm_wire_sreply_decode(const uint8_t *buf, size_t len, cm_wire_sreply_t *r);
+/* 0, or CM_EINVAL / CM_ENOSPC. */
+int cm_wire_replied_encode(cm_wbuf_t *w);
 
 #endif

@@ -122,6 +122,7 @@ CM_TEST(query_respond_refusals_change_nothing) {
   static uint8_t big[2048];
   cm_config_lan(&c);
   c.max_user_event_size = 100;
+  c.max_user_event_stream = 1000;
   n = cm_tnode_new(&c, Q_T0);
   {
     cm_addr_t origin = q_addr(2);
@@ -135,7 +136,8 @@ CM_TEST(query_respond_refusals_change_nothing) {
   CM_CHECK_EQ(cm_node_query_respond(n, "o", 42, 1, big, 1, Q_T0), CM_EINVAL);
   CM_CHECK_EQ(cm_node_query_respond(n, "o", 42, 0, NULL, 1, Q_T0), CM_EINVAL);
   CM_CHECK_EQ(cm_node_query_respond(n, "", 42, 0, NULL, 0, Q_T0), CM_EINVAL);
-  CM_CHECK_EQ(cm_node_query_respond(n, "o", 42, 0, big, 101, Q_T0), CM_ETOOBIG);
+  CM_CHECK_EQ(cm_node_query_respond(n, "o", 42, 0, big, 1001, Q_T0),
+              CM_ETOOBIG);
   CM_CHECK_EQ(cm_node_query_respond(n, "o", 42, 0, NULL, 0, Q_T0 + CM_SEC(1)),
               CM_ETIMEDOUT);
   CM_CHECK_EQ(q_sent(n, CM_MSG_QUERY_RESPONSE, NULL), 0);
@@ -299,10 +301,12 @@ CM_TEST(query_default_timeout_is_serfs) {
 /* ---- a cluster ----------------------------------------------------------- */
 
 #define Q_NODES 30
+#define Q_LARGE 20000
 
 struct q_run {
   uint32_t origin;
   uint32_t qid;
+  size_t large; /* answers of this many bytes (0: one byte) */
   int acks, resps, done, extra;
   uint8_t acked[Q_NODES], responded[Q_NODES];
   int delivered[Q_NODES];
@@ -317,14 +321,16 @@ static void q_drive(cm_sim_t *s, struct q_run *r) {
     cm_app_msg_t m;
     while (cm_node_poll_app(n, &m)) {
       if (m.kind == CM_APP_QUERY && m.qid == r->qid) {
-        uint8_t idx = (uint8_t)i;
+        static uint8_t answer[Q_LARGE];
         char origin[CM_ID_MAX + 1];
         r->delivered[i]++;
         memcpy(origin, m.node, sizeof(origin));
+        memset(answer, (int)i, sizeof(answer));
         CM_CHECK_OK(
             cm_node_query_respond(n, origin, m.qid, 1, NULL, 0, cm_sim_now(s)));
-        CM_CHECK_OK(
-            cm_node_query_respond(n, origin, m.qid, 0, &idx, 1, cm_sim_now(s)));
+        CM_CHECK_OK(cm_node_query_respond(n, origin, m.qid, 0, answer,
+                                          r->large ? r->large : 1,
+                                          cm_sim_now(s)));
       } else if (m.kind == CM_APP_REPLY && i == r->origin) {
         char id[16];
         uint32_t who;
@@ -336,8 +342,9 @@ static void q_drive(cm_sim_t *s, struct q_run *r) {
           r->acks++;
           r->acked[who]++;
         } else {
-          CM_CHECK_EQ(m.payload_len, 1);
+          CM_CHECK_EQ(m.payload_len, r->large ? r->large : 1);
           CM_CHECK_EQ(m.payload[0], who);
+          CM_CHECK_EQ(m.payload[m.payload_len - 1], who);
           r->resps++;
           r->responded[who]++;
         }
@@ -392,6 +399,38 @@ CM_TEST(query_every_member_answers_once) {
   CM_CHECK_EQ(r.done, 1);
   CM_CHECK_EQ(r.extra, 0);
   CM_CHECK_EQ(cm_tnode_stats(cm_sim_node(s, r.origin)).reply_duplicate, 0);
+  cm_sim_free(s);
+}
+
+/* Answers too large for a datagram (20 kB) come on streams, to the origin:
+ * every one once, none lost, and nothing taken for a push-pull. */
+CM_TEST(query_large_answers_come_on_streams) {
+  cm_sim_config_t sc;
+  cm_sim_t *s = NULL;
+  struct q_run r;
+  uint64_t streamed = 0;
+  uint32_t i;
+  cm_sim_config_default(&sc);
+  sc.nodes = Q_NODES;
+  sc.seed = 34;
+  CM_CHECK_OK(cm_sim_new(&s, &sc));
+  CM_CHECK_OK(cm_sim_bootstrap(s));
+  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(2));
+  memset(&r, 0, sizeof(r));
+  r.origin = 7;
+  r.large = Q_LARGE;
+  q_run(s, &sc, &r, 0);
+  for (i = 0; i < Q_NODES; i++) {
+    cm_node_stats_t st = cm_tnode_stats(cm_sim_node(s, i));
+    CM_CHECK_EQ(r.responded[i], 1);
+    CM_CHECK_EQ(st.reply_stream_failed, 0);
+    CM_CHECK_EQ(st.pushpull_failed + st.drop_pushpull, 0);
+    streamed += st.replies_streamed;
+  }
+  CM_CHECK_EQ(r.resps, Q_NODES);
+  CM_CHECK_EQ(r.acks, Q_NODES);
+  CM_CHECK_EQ(streamed, Q_NODES - 1); /* the origin answers itself */
+  CM_CHECK_EQ(cm_tnode_stats(cm_sim_node(s, r.origin)).drop_reply, 0);
   cm_sim_free(s);
 }
 
@@ -527,5 +566,44 @@ CM_TEST(query_answers_from_members_only_and_bounded) {
   }
   CM_CHECK_EQ(cm_tnode_stats(n).drop_reply, 1001);
   CM_CHECK_EQ(cm_tnode_stats(n).reply_duplicate, 0);
+  cm_node_free(n);
+}
+
+/* An answer on a stream whose stream fails is counted as such, not as a
+ * failed push-pull; a stream answer that cannot be read is dropped. */
+CM_TEST(query_stream_answer_failure_and_bad_input_counted) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_app_msg_t m;
+  cm_addr_t from = q_addr(99), to;
+  cm_msg_t q = q_query("o", 9, 42, 1000);
+  static uint8_t big[3000];
+  static const uint8_t junk[] = {1, CM_PP_REPLY, 0, 0};
+  uint8_t *data = NULL, *reply = NULL;
+  size_t len, rlen;
+  uint64_t req;
+  cm_config_lan(&c);
+  n = cm_tnode_new(&c, Q_T0);
+  {
+    cm_addr_t origin = q_addr(2);
+    cm_tnode_alive(n, "o", 1, &origin, Q_T0);
+  }
+  cm_tnode_feed(n, &from, &q, Q_T0);
+  CM_CHECK(cm_node_poll_app(n, &m));
+  CM_CHECK_OK(cm_node_query_respond(n, "o", 42, 0, big, sizeof(big), Q_T0));
+  CM_CHECK_EQ(q_sent(n, CM_MSG_QUERY_RESPONSE, NULL), 0); /* no datagram */
+  CM_CHECK(cm_node_poll_stream(n, &to, &req, &data, &len, NULL));
+  CM_CHECK(cm_addr_eq(&to, &q.u.qry.origin_addr));
+  CM_CHECK_EQ(cm_wire_stream_kind(data, len), CM_PP_REPLY);
+  free(data);
+  cm_node_pushpull_failed(n, req, Q_T0 + 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).reply_stream_failed, 1);
+  CM_CHECK_EQ(cm_tnode_stats(n).pushpull_failed, 0);
+  CM_CHECK_EQ(cm_tnode_stats(n).replies_streamed, 1);
+  CM_CHECK_EQ(cm_node_handle_pushpull(n, &from, junk, sizeof(junk), Q_T0,
+                                      &reply, &rlen),
+              CM_ETRUNC);
+  CM_CHECK(reply == NULL);
+  CM_CHECK_EQ(cm_tnode_stats(n).drop_reply, 1);
   cm_node_free(n);
 }

@@ -1794,3 +1794,34 @@ CM_TEST(wire_fetch_round_trips_and_refuses_what_is_not_one) {
       cm_wire_fetched_encode(&w, CM_FETCH_HELD, (const uint8_t *)"abc", 3),
       CM_ENOSPC);
 }
+
+/* A query's answer on a stream round-trips; cut or padded, it is refused. */
+CM_TEST(wire_stream_reply_round_trips) {
+  uint8_t buf[64], out[64];
+  cm_wbuf_t w = {buf, 0, sizeof(buf)};
+  cm_wire_sreply_t r, got;
+  memset(&r, 0, sizeof(r));
+  r.ltime = 7;
+  r.qid = 0xdeadbeef;
+  set_id(&r.from, "node-r");
+  r.flags = 0;
+  r.payload = (const uint8_t *)"answer";
+  r.payload_len = 6;
+  CM_CHECK_OK(cm_wire_sreply_encode(&w, &r));
+  CM_CHECK_EQ(w.len, cm_wire_sreply_size(&r));
+  CM_CHECK_EQ(cm_wire_stream_kind(buf, w.len), CM_PP_REPLY);
+  CM_CHECK_OK(cm_wire_sreply_decode(buf, w.len, &got));
+  CM_CHECK(got.ltime == 7 && got.qid == 0xdeadbeef &&
+           id_eq(&got.from, &r.from));
+  CM_CHECK(got.payload_len == 6 && memcmp(got.payload, "answer", 6) == 0);
+  CM_CHECK_EQ(cm_wire_sreply_decode(buf, w.len - 1, &got), CM_ETRUNC);
+  memcpy(out, buf, w.len);
+  out[w.len] = 1;
+  CM_CHECK_EQ(cm_wire_sreply_decode(out, w.len + 1, &got), CM_EBADMSG);
+  w.cap = w.len - 1;
+  CM_CHECK_EQ(cm_wire_sreply_encode(&w, &r), CM_ENOSPC);
+  w.cap = sizeof(buf);
+  CM_CHECK_OK(cm_wire_replied_encode(&w));
+  CM_CHECK_EQ(w.len, CM_WIRE_REPLIED_LEN);
+  CM_CHECK_EQ(cm_wire_stream_kind(buf, w.len), CM_PP_REPLIED);
+}
