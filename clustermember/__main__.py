@@ -32,7 +32,10 @@ def _agent(args: argparse.Namespace) -> int:
     auth = auth_settings(settings)
     configure_logging(settings["log-level"])
     config = getattr(ClusterConfig, settings["profile"])(
-        node_id=settings["node-id"], tags=settings["tag"], **auth
+        node_id=settings["node-id"],
+        tags=settings["tag"],
+        user_event_coalesce=settings["event-coalesce"],
+        **auth,
     )
     cluster = ClusterMembership(settings["bind"], config)
     if settings["fault-drop"]:
@@ -168,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="shell command run once per user event: the payload on stdin, the event "
         "in CLUSTERMEMBER_* variables (docs/cli.md)",
+    )
+    a.add_argument(
+        "--event-coalesce",
+        type=float,
+        metavar="SECONDS",
+        help="hold user events sent with coalescing this long and deliver only the "
+        "latest of each name (default 0: off)",
     )
     a.add_argument(
         "--query-handler",

@@ -664,6 +664,7 @@ DEFAULTS: dict[str, Any] = {
     "log-level": "info",
     "fault-drop": 0.0,
     "event-handler": None,
+    "event-coalesce": 0.0,
     "query-handler": {},
     "control": None,
 }
@@ -764,6 +765,8 @@ def convert(option: str, value: object, where: str, name: str | None = None) -> 
         # The range the library checks, but named as the user gave it, and
         # checked before the agent binds anything.
         return _seconds(what, value, *TIME_RANGES["join_timeout"])
+    if option == "event-coalesce":
+        return _seconds(what, value, *TIME_RANGES["user_event_coalesce"])
     if option == "fault-drop":
         number = _number(what, value)
         if number > 1:
@@ -896,7 +899,8 @@ def agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict
     '127.0.0.1:0'
     """
     given = {k.replace("_", "-"): v for k, v in flags.items() if k.replace("_", "-") in DEFAULTS}
-    for option in ("tag", "join-timeout", "query-handler"):  # argparse checked the rest
+    # argparse checked the rest
+    for option in ("tag", "join-timeout", "event-coalesce", "query-handler"):
         if option in given:
             given[option] = convert(option, given[option], f"--{option}")
     path = flags.get("config") or environ.get(env_name("config"))

@@ -100,12 +100,13 @@ def test_every_option_from_flags() -> None:
     s = settings(
         "--bind 127.0.0.1:7201 --join 127.0.0.1:7202 --join-timeout 9 --node-id flag "
         "--tag role=cache --key-file k --profile local --log-level error --fault-drop 0.1 "
-        "--control /tmp/f.sock --insecure".split()
+        "--control /tmp/f.sock --insecure --event-coalesce 2.5".split()
     )
     assert s["bind"] == "127.0.0.1:7201" and s["join"] == ["127.0.0.1:7202"]
     assert s["join-timeout"] == 9.0 and s["node-id"] == "flag" and s["tag"] == {"role": "cache"}
     assert s["key-file"] == "k" and s["profile"] == "local" and s["log-level"] == "error"
     assert s["fault-drop"] == 0.1 and s["control"] == "/tmp/f.sock" and s["insecure"] is True
+    assert s["event-coalesce"] == 2.5
 
 
 def test_flags_win_over_the_environment_which_wins_over_the_file(toml: Path) -> None:
@@ -156,6 +157,9 @@ def test_unknown_or_bad_options_are_named(tmp_path: Path) -> None:
         settings([], {"CLUSTERMEMBER_INSECURE": "maybe"})
     with pytest.raises(UsageError, match="CLUSTERMEMBER_PROFILE: profile must be one of"):
         settings([], {"CLUSTERMEMBER_PROFILE": "fast"})
+    with pytest.raises(UsageError, match="CLUSTERMEMBER_EVENT_COALESCE: event-coalesce must be"):
+        settings([], {"CLUSTERMEMBER_EVENT_COALESCE": "-1"})
+    assert settings([], {"CLUSTERMEMBER_EVENT_COALESCE": "0.5"})["event-coalesce"] == 0.5
     assert resolve_settings({"fault-drop": 0.5}, {})["fault-drop"] == 0.5
 
 
