@@ -1037,7 +1037,8 @@ class ClusterMembership:
         if getattr(exc, "reason", "") == "limit exceeded":
             return RateLimited(
                 f"node {self._id} sent user_event_rate={self._config.user_event_rate} "
-                f"{what} in the last second (or has 64 queries in flight): wait and send "
+                f"{what} in the last second (or has 64 queries in flight, or its large "
+                "events still being passed on fill user_event_store): wait and send "
                 "again, or raise user_event_rate"
             )
         return ClusterClosed(f"node {self._id}: {exc}")

@@ -150,3 +150,18 @@ async def test_a_large_payload_reaches_every_member_once_on_streams(key: bytes) 
         fetched = sum(n.stats().counters["events_fetched"] for n in nodes)
         served = sum(n.stats().counters["events_served"] for n in nodes)
         assert fetched == 3 and served >= 3  # each member fetched it once
+
+
+async def test_large_events_still_being_passed_on_hold_the_sender_back(key: bytes) -> None:
+    """A node keeps its own large payloads until they have had their turn
+    (here 4 gossip rounds of 5 s): a send that would push one out of
+    user_event_store raises RateLimited."""
+    async with cluster(
+        key, 1, max_user_event_stream=40_000, user_event_store=80_000, gossip_interval=5.0
+    ) as (a,):
+        await a.send_event("big", bytes(40_000))
+        await a.send_event("big", bytes(40_000))
+        with pytest.raises(RateLimited, match="user_event_store"):
+            await a.send_event("big", bytes(40_000))
+        assert a.stats().counters["user_events_sent"] == 2
+        await a.send_event("small", b"x")  # what rides the gossip is not held back

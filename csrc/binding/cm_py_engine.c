@@ -235,6 +235,7 @@ static PyObject *py_validate_config(PyObject *module, PyObject *arg) {
  * models and plots use the core's own rule, not a copy of it. */
 static PyObject *py_retransmit_limit(PyObject *module, PyObject *args) {
   cm_config_t c;
+  const char *why = NULL;
   PyObject *settings;
   unsigned long n;
   if (!PyArg_ParseTuple(args, "Ok:retransmit_limit", &settings, &n))
@@ -244,6 +245,9 @@ static PyObject *py_retransmit_limit(PyObject *module, PyObject *args) {
                         (unsigned long)UINT32_MAX);
   if (proto_from_dict(settings, &c) < 0)
     return NULL;
+  if (cm_config_validate(&c, &why) != 0)
+    return PyErr_Format(PyExc_ValueError, "invalid settings: %s",
+                        why != NULL ? why : "refused");
   return PyLong_FromUnsignedLong(cm_retransmit_limit(&c, (uint32_t)n));
 }
 

@@ -66,7 +66,7 @@ int cm_config_validate(const cm_config_t *c, const char **why);
 
 /* ln(100): the retransmit limit leaves under a 1% chance that an update's
  * gossip misses some member (cm_retransmit_limit). */
-#define CM_RETRANSMIT_MISS_LN 4.6
+#define CM_RETRANSMIT_MISS_LN 4.605170185988091
 
 /* Derived quantities, shared by the core, the simulator and tests. */
 cm_time_t cm_suspicion_min(const cm_config_t *c, uint32_t n);

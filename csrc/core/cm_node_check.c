@@ -156,17 +156,27 @@ static int check_store(const cm_node_t *n, const struct cm_ustore *s,
                        const char **what) {
   const cm_bcast_t *q = &s->relay;
   uint32_t i, held = 0;
-  for (i = 0; s->recs != NULL && i < n->cfg.user_event_buffer; i++)
-    if (s->recs[i].in_use) {
-      held++;
-      CHECK(s->recs[i].ltime < s->clock,
-            "user events: a record not before the clock");
-    }
+  uint64_t big = 0;
+  for (i = 0; s->recs != NULL && i < n->cfg.user_event_buffer; i++) {
+    const struct cm_urec *r = &s->recs[i];
+    if (!r->in_use)
+      continue;
+    held++;
+    CHECK(r->ltime < s->clock, "user events: a record not before the clock");
+    CHECK(!r->pending || (r->big && r->data == NULL),
+          "user events: a pending record that is not a reference, or holds");
+    CHECK(!r->big || r->payload_len > 0, "user events: an empty reference");
+    if (r->big && r->data != NULL)
+      big += r->payload_len;
+  }
   CHECK(held == s->n, "user events: records held != count");
+  CHECK(big == s->big_bytes, "user events: payloads held != big_bytes");
+  CHECK(big <= n->cfg.user_event_store, "user events: over user_event_store");
   for (i = 0; i < q->cap; i++)
     if (q->items[i].in_use)
       CHECK(s->recs != NULL && q->items[i].key < n->cfg.user_event_buffer &&
-                s->recs[q->items[i].key].in_use,
+                s->recs[q->items[i].key].in_use &&
+                !s->recs[q->items[i].key].pending,
             "user events: a relay of a record not held");
   return 0;
 }

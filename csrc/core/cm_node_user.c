@@ -252,8 +252,11 @@ static void app_push(cm_node_t *n, const cm_app_msg_t *m, int always) {
   n->naout++;
 }
 
+/* Deliver record r, its payload at `payload` (r->data, or the bytes just
+ * fetched when they could not be kept). */
 static void urec_deliver(cm_node_t *n, struct cm_ustore *s,
-                         const struct cm_urec *r, cm_time_t now) {
+                         const struct cm_urec *r, const uint8_t *payload,
+                         cm_time_t now) {
   cm_app_msg_t m;
   memset(&m, 0, sizeof(m));
   m.kind = s->type == CM_MSG_QUERY ? CM_APP_QUERY : CM_APP_EVENT;
@@ -261,7 +264,7 @@ static void urec_deliver(cm_node_t *n, struct cm_ustore *s,
   memcpy(m.node, r->origin, r->origin_len + 1u);
   m.name = r->name;
   m.name_len = r->name_len;
-  m.payload = r->data;
+  m.payload = payload;
   m.payload_len = r->payload_len;
   m.time = now;
   if (s->type == CM_MSG_QUERY) {
@@ -298,46 +301,97 @@ int cm_node_poll_app(cm_node_t *n, cm_app_msg_t *m) {
 
 /* Deliver a message now complete, and relay it. */
 static void store_announce(cm_node_t *n, struct cm_ustore *s, uint32_t i,
-                           cm_time_t now) {
-  urec_deliver(n, s, &s->recs[i], now);
+                           const uint8_t *payload, cm_time_t now) {
+  urec_deliver(n, s, &s->recs[i], payload, now);
   if (!cm_node__news_pending(n) && n->next_gossip < now)
     n->next_gossip = now;
   if (cm_bcast_push(&s->relay, i, s->type, CM_PRIO_NORMAL, 0, 0) != 0)
     n->st.updates_dropped++;
 }
 
-/* Forget the payloads on streams learnt of longest ago, other than record
- * `keep`'s, until `need` more bytes fit in user_event_store. Their records
- * stay, so a copy is still known for one; they are no longer relayed or
- * served. */
-static void store_make_room(cm_node_t *n, struct cm_ustore *s, size_t need,
-                            uint32_t keep) {
+/* Whether the payload of record i has served its turn: relayed to the
+ * end, or held as long as relaying takes (the app limit's gossip rounds;
+ * a node with no one to tell never finishes). */
+static int urec_spent(const cm_node_t *n, const struct cm_ustore *s, uint32_t i,
+                      cm_time_t now) {
+  cm_time_t turn = (cm_time_t)cm_node__app_limit(n) * n->cfg.gossip_interval;
+  return cm_bcast_peek_key(&s->relay, i) == NULL ||
+         now - s->recs[i].seen >= turn;
+}
+
+/* Whether record r is one of this node's own events. */
+static int urec_own(cm_node_t *n, const struct cm_urec *r) {
+  const cm_member_t *self = cm_node__self(n);
+  return r->origin_len == self->id_len &&
+         memcmp(r->origin, cm_member_id(self), self->id_len) == 0;
+}
+
+/* Whether record i's payload must be kept: this node's own, still having
+ * its turn. Its origin is the source of last resort for every member. */
+static int urec_protected(cm_node_t *n, const struct cm_ustore *s, uint32_t i,
+                          cm_time_t now) {
+  return urec_own(n, &s->recs[i]) && !urec_spent(n, s, i, now);
+}
+
+/* Whether `need` more bytes of our own fit in user_event_store beside our
+ * payloads still having their turn. */
+static int store_room_for(cm_node_t *n, const struct cm_ustore *s, size_t need,
+                          cm_time_t now) {
+  uint64_t kept = 0;
+  uint32_t i;
+  for (i = 0; s->recs != NULL && i < n->cfg.user_event_buffer; i++) {
+    const struct cm_urec *r = &s->recs[i];
+    if (r->in_use && r->big && r->data != NULL && urec_protected(n, s, i, now))
+      kept += r->payload_len;
+  }
+  return kept + need <= n->cfg.user_event_store;
+}
+
+/* Forget payloads on streams, other than record `keep`'s and our own still
+ * having their turn, until `need` more bytes fit in user_event_store: first
+ * those that have served their turn (urec_spent: the members this node told
+ * have had their chance to fetch), the oldest first. Their records stay, so
+ * a copy is still known for one, and their references are still passed on
+ * (a member that fetches it from here is told it is not held, and asks the
+ * next source, the origin last); the payload is no longer served from here.
+ * 1 if the room was made, 0 if only protected payloads are left. */
+static int store_make_room(cm_node_t *n, struct cm_ustore *s, size_t need,
+                           uint32_t keep, cm_time_t now) {
   while (s->big_bytes + need > n->cfg.user_event_store) {
     uint32_t i, oldest = CM_NO_SLOT;
+    int oldest_spent = 0;
     struct cm_urec *r;
     for (i = 0; i < n->cfg.user_event_buffer; i++) {
+      int spent;
       r = &s->recs[i];
-      if (i != keep && r->in_use && r->big && r->data != NULL &&
-          (oldest == CM_NO_SLOT || r->seen < s->recs[oldest].seen))
+      if (i == keep || !r->in_use || !r->big || r->data == NULL ||
+          urec_protected(n, s, i, now))
+        continue;
+      spent = urec_spent(n, s, i, now);
+      if (oldest == CM_NO_SLOT || spent > oldest_spent ||
+          (spent == oldest_spent && r->seen < s->recs[oldest].seen)) {
         oldest = i;
+        oldest_spent = spent;
+      }
     }
     if (oldest == CM_NO_SLOT)
-      return;
+      return 0;
     r = &s->recs[oldest];
     s->big_bytes -= r->payload_len;
     free(r->data);
     r->data = NULL;
-    cm_bcast_forget(&s->relay, oldest);
     n->st.payloads_forgotten++;
   }
+  return 1;
 }
 
 /* Hold the payload of record i, fetched or sent: room made, copied,
- * counted. 0 or CM_ENOMEM. */
+ * counted. 0, CM_ELIMIT (no room: not held) or CM_ENOMEM. */
 static int store_hold(cm_node_t *n, struct cm_ustore *s, uint32_t i,
-                      const uint8_t *payload, uint32_t len) {
+                      const uint8_t *payload, uint32_t len, cm_time_t now) {
   struct cm_urec *r = &s->recs[i];
-  store_make_room(n, s, len, i);
+  if (!store_make_room(n, s, len, i, now))
+    return CM_ELIMIT;
   r->data = malloc(len > 0 ? len : 1);
   if (r->data == NULL)
     return CM_ENOMEM;
@@ -370,7 +424,7 @@ static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
     ref_encode(r->ref, u->payload_len, u->pdigest);
     if (u->payload == NULL) {
       r->pending = 1;
-    } else if (store_hold(n, s, i, u->payload, u->payload_len) != 0) {
+    } else if (store_hold(n, s, i, u->payload, u->payload_len, now) != 0) {
       memset(r, 0, sizeof(*r));
       return CM_ENOMEM;
     }
@@ -406,7 +460,7 @@ static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
   if (at != NULL)
     *at = i;
   if (!r->pending)
-    store_announce(n, s, i, now);
+    store_announce(n, s, i, r->data, now);
   return 0;
 }
 
@@ -495,6 +549,10 @@ static int store_send(cm_node_t *n, struct cm_ustore *s, struct uin *u,
     return CM_ESTATE;
   if (s->clock >= CM_UEV_LTIME_MAX)
     return CM_ELIMIT;
+  /* A large payload does not push out one of ours still being passed on:
+   * the sender is the source of last resort (wait, and send again). */
+  if (u->big && !store_room_for(n, s, u->payload_len, now))
+    return CM_ELIMIT;
   if (!bucket_take(&s->tokens, &s->ts, (double)n->cfg.user_event_rate, now))
     return CM_ELIMIT;
   cm_wire_id_set(&origin, cm_member_id(self), self->id_len);
@@ -569,7 +627,8 @@ int cm_node_send_user_event(cm_node_t *n, const char *name, size_t name_len,
   /* Too large for a datagram: its reference is gossiped, the payload
    * fetched on streams. */
   if (name_len + payload_len > n->cfg.max_user_event_size) {
-    if (payload_len > n->cfg.max_user_event_stream)
+    /* (A name alone over the limit has nothing to put on a stream.) */
+    if (payload_len == 0 || payload_len > n->cfg.max_user_event_stream)
       return CM_ETOOBIG;
     u.big = 1;
     u.pdigest = fnv(FNV_BASIS, payload, payload_len);
@@ -971,8 +1030,9 @@ static int urec_msg(const struct cm_ustore *s, uint32_t cap,
     e->payload = r->payload_len > 0 ? r->data : NULL;
     e->payload_len = (uint16_t)r->payload_len;
     if (r->big) {
-      /* Only a payload held can be fetched from here. */
-      if (r->pending || r->data == NULL)
+      /* Told on only once fetched here (those told fetch from us); still
+       * told on once forgotten, since others hold it (its origin, first). */
+      if (r->pending)
         return 0;
       msg->type = CM_MSG_USER_EVENT_REF;
       e->payload = r->ref;
@@ -1165,6 +1225,13 @@ static void fetch_add_source(struct cm_fetch *f, const cm_addr_t *a) {
         f->next = i;
       return;
     }
+  /* Full: the oldest source already tried makes room, so a member that
+   * holds the payload is never shut out by ones that did not. */
+  if (f->nsrc == CM_FETCH_SOURCES && f->next > 0) {
+    memmove(&f->src[0], &f->src[1], (CM_FETCH_SOURCES - 1) * sizeof(f->src[0]));
+    f->nsrc--;
+    f->next--;
+  }
   if (f->nsrc < CM_FETCH_SOURCES)
     f->src[f->nsrc++] = *a;
 }
@@ -1246,12 +1313,19 @@ int cm_node__fetch_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
       (plen != r->payload_len || fnv(FNV_BASIS, payload, plen) != r->pdigest))
     rc = CM_EBADMSG; /* not the payload the reference names */
   if (rc == 0 && status == CM_FETCH_HELD) {
-    rc = store_hold(n, &n->ue, f->rec, payload, plen);
+    rc = store_hold(n, &n->ue, f->rec, payload, plen, now);
+    if (rc == CM_ELIMIT) {
+      /* No room beside what must be kept: delivered all the same, and
+       * passed on for others to fetch elsewhere. */
+      n->st.payloads_forgotten++;
+      r->data = NULL;
+      rc = 0;
+    }
     if (rc == 0) {
       r->pending = 0;
       n->st.events_fetched++;
       memset(f, 0, sizeof(*f));
-      store_announce(n, &n->ue, (uint32_t)(r - n->ue.recs), now);
+      store_announce(n, &n->ue, (uint32_t)(r - n->ue.recs), payload, now);
       return 0;
     }
   }
