@@ -695,7 +695,7 @@ def fig_engine() -> str:
 
 
 #: NAME → the function that makes the figure's text.
-USER_EVENTS = "bench/results/userevents-a7b81ff.json"
+USER_EVENTS = "bench/results/userevents-cd39c40.json"
 UEV_SYSTEMS = (("clustermember-lan", "clustermember LAN"), ("serf-lan", "Serf LAN"))
 
 
