@@ -440,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
             "\n"
         )[0],
         "cpus": os.cpu_count(),
-        "note": "loopback, a 2-core machine shared with other work",
+        # What the machine was doing, measured rather than claimed.
+        "note": "loopback",
+        "loadavg_at_start": list(os.getloadavg()),
         "settings": {
             "settle_s": SETTLE_S,
             "spacing_s": SPACING_S,
