@@ -126,7 +126,7 @@ static void fuzz_tags(const uint8_t *data, size_t size) {
 
 /* The fetch of a payload: what decodes re-encodes to the same bytes. */
 static void fuzz_fetch(const uint8_t *data, size_t size) {
-  uint8_t out[64];
+  uint8_t out[3 + 8 + 1 + CM_ID_MAX + 8];
   cm_wbuf_t w = {out, 0, sizeof(out)};
   cm_wire_id_t origin;
   uint64_t ltime, digest;
