@@ -252,10 +252,14 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
   int rc;
   if (n == NULL || req == NULL || reply == NULL || reply_len == NULL)
     return CM_EINVAL;
-  if (cm_wire_stream_kind(req, len) == CM_PP_FETCH)
+  switch (cm_wire_stream_kind(req, len)) {
+  case CM_PP_FETCH:
     return cm_node__on_fetch(n, req, len, reply, reply_len);
-  if (cm_wire_stream_kind(req, len) == CM_PP_REPLY)
+  case CM_PP_REPLY:
     return cm_node__on_sreply(n, req, len, reply, reply_len, now);
+  default:
+    break;
+  }
   rc = node_pp_check(n, req, len, CM_PP_REQUEST, &count);
   if (rc != 0)
     return rc;

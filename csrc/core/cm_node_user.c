@@ -73,6 +73,17 @@ static void ref_encode(uint8_t out[CM_UEV_REF_LEN], uint32_t size,
     out[i] = (uint8_t)pdigest;
 }
 
+static void ref_decode(const uint8_t in[CM_UEV_REF_LEN], uint32_t *size,
+                       uint64_t *pdigest) {
+  int i;
+  *size = 0;
+  *pdigest = 0;
+  for (i = 0; i < 4; i++)
+    *size = (*size << 8) | in[i];
+  for (i = 4; i < CM_UEV_REF_LEN; i++)
+    *pdigest = (*pdigest << 8) | in[i];
+}
+
 static uint64_t uin_digest(const struct uin *u) {
   uint64_t h = fnv(FNV_BASIS, u->name, u->name_len);
   if (u->big) {
@@ -597,18 +608,13 @@ void cm_node__on_user_event(cm_node_t *n, const cm_addr_t *from,
   u.payload_len = e->payload_len;
   if (msg->type == CM_MSG_USER_EVENT_REF) {
     /* The payload's size and digest; the payload itself is fetched. */
-    const uint8_t *p = e->payload;
-    int k;
     if (e->payload_len != CM_UEV_REF_LEN) {
       n->st.user_events.drop_size++;
       return;
     }
     u.big = 1;
     u.payload = NULL;
-    u.payload_len = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-                    ((uint32_t)p[2] << 8) | p[3];
-    for (k = 4; k < CM_UEV_REF_LEN; k++)
-      u.pdigest = (u.pdigest << 8) | p[k];
+    ref_decode(e->payload, &u.payload_len, &u.pdigest);
     u.from = from;
   }
   store_receive(n, &n->ue, &u, (e->flags & CM_UEV_SYNCED) != 0, now);
