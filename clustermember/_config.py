@@ -248,6 +248,7 @@ class ConfigOverrides(TypedDict, total=False):
     user_event_store: int
     user_event_rate: int
     query_timeout_mult: int
+    coordinates: bool
     max_connections: int
     idle_timeout: float
     handshake_timeout: float
@@ -323,6 +324,8 @@ class ClusterConfig:
     user_event_store: int = _LAN["user_event_store"]
     user_event_rate: int = _LAN["user_event_rate"]
     query_timeout_mult: int = _LAN["query_timeout_mult"]
+    # Network coordinates (Vivaldi), learnt from probes; see Member.coordinate.
+    coordinates: bool = _LAN["coordinates"]
 
     # Transport (QUIC connection pool).
     max_connections: int = _NET["max_connections"]
@@ -403,13 +406,18 @@ class ClusterConfig:
             value = getattr(self, f.name)
             if f.name in _TIME_FIELDS:
                 self._check_time(f.name, value)
-            elif f.type == "int" or (f.name in _LAN and isinstance(_LAN[f.name], int)):
+            elif f.type == "int" or (
+                f.name in _LAN
+                and isinstance(_LAN[f.name], int)
+                and not isinstance(_LAN[f.name], bool)
+            ):
                 self._check_int(f.name, value)
         self._check_int("seed", self.seed, optional=True)
         if not isinstance(self.phi_threshold, (int, float)) or isinstance(self.phi_threshold, bool):
             raise ConfigError("phi_threshold must be a number")
-        if not isinstance(self.insecure, bool):
-            raise ConfigError("insecure must be True or False")
+        for name in ("insecure", "coordinates"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False")
         for name in ("event_queue_size", "subscriber_queue_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

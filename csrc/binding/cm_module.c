@@ -5,6 +5,7 @@
 #include <errno.h>
 
 #include "cm_common.h"
+#include "cm_coord.h"
 
 cm_py_state_t *cm_py_state(PyObject *module) {
   return (cm_py_state_t *)PyModule_GetState(module);
@@ -56,9 +57,22 @@ static PyObject *py_strerror(PyObject *module, PyObject *arg) {
   return PyUnicode_FromString(cm_strerror((int)code));
 }
 
+static PyObject *py_coord_rtt(PyObject *module, PyObject *args) {
+  PyObject *a, *b;
+  cm_coord_t ca, cb;
+  (void)module;
+  if (!PyArg_ParseTuple(args, "OO:coord_rtt", &a, &b) ||
+      cm_py_coord_parse(a, &ca) < 0 || cm_py_coord_parse(b, &cb) < 0)
+    return NULL;
+  return PyFloat_FromDouble(cm_coord_rtt(&ca, &cb));
+}
+
 static PyMethodDef module_methods[] = {
     {"strerror", py_strerror, METH_O,
      "strerror(code) -> str\n\nText of a clustermember error code."},
+    {"coord_rtt", py_coord_rtt, METH_VARARGS,
+     "coord_rtt(a, b) -> float\n\nEstimated round trip in seconds between "
+     "two network coordinates, each (vec, height, adjustment, error)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -30,6 +30,12 @@ int cm_py_config_set(struct cm_config *c, PyObject *key, PyObject *val);
 PyObject *cm_py_config_dict(const struct cm_config *c);
 /* A canonical tags blob as dict[str, str] (undecodable bytes replaced). */
 PyObject *cm_py_tags_dict(const uint8_t *blob, size_t len);
+/* A network coordinate as (vec: tuple of CM_COORD_DIMS floats, height,
+ * adjustment, error), seconds; and back, raising ValueError (-1) for
+ * anything that is not a valid one. */
+struct cm_coord;
+PyObject *cm_py_coord_tuple(const struct cm_coord *c);
+int cm_py_coord_parse(PyObject *o, struct cm_coord *out);
 
 /* Each feature file adds its types and functions to the module. */
 int cm_py_sim_exec(PyObject *module);

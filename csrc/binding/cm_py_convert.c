@@ -30,7 +30,7 @@ PyObject *cm_py_tags_dict(const uint8_t *blob, size_t len) {
   return d;
 }
 
-enum field_kind { F_TIME, F_U32, F_DOUBLE };
+enum field_kind { F_TIME, F_U32, F_DOUBLE, F_BOOL };
 
 struct config_field {
   const char *name;
@@ -44,6 +44,8 @@ struct config_field {
   { #f, F_U32, offsetof(cm_config_t, f) }
 #define DF(f)                                                                  \
   { #f, F_DOUBLE, offsetof(cm_config_t, f) }
+#define BF(f)                                                                  \
+  { #f, F_BOOL, offsetof(cm_config_t, f) }
 static const struct config_field fields[] = {
     TF(probe_interval),        TF(probe_timeout),     UF(indirect_checks),
     UF(awareness_max),         UF(suspicion_mult),    UF(suspicion_max_mult),
@@ -55,7 +57,7 @@ static const struct config_field fields[] = {
     UF(max_tag_key),           UF(max_tag_value),     UF(max_tags_size),
     UF(max_members),           UF(max_pushpull_size), UF(user_event_buffer),
     UF(max_user_event_size),   UF(user_event_rate),   UF(query_timeout_mult),
-    UF(max_user_event_stream), UF(user_event_store),
+    UF(max_user_event_stream), UF(user_event_store),  BF(coordinates),
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -93,6 +95,15 @@ static int config_set_field(char *base, const struct config_field *f,
       return -1;
     }
     u = (uint32_t)v;
+    memcpy(base + f->off, &u, sizeof(u));
+  } else if (f->kind == F_BOOL) {
+    uint32_t u;
+    if (!PyBool_Check(val)) {
+      PyErr_Format(PyExc_TypeError, "%s must be True or False, not %.100s",
+                   f->name, Py_TYPE(val)->tp_name);
+      return -1;
+    }
+    u = val == Py_True;
     memcpy(base + f->off, &u, sizeof(u));
   } else {
     double d = PyFloat_AsDouble(val);
@@ -132,6 +143,10 @@ PyObject *cm_py_config_dict(const cm_config_t *c) {
       uint32_t u;
       memcpy(&u, p, sizeof(u));
       v = PyLong_FromUnsignedLong(u);
+    } else if (f->kind == F_BOOL) {
+      uint32_t u;
+      memcpy(&u, p, sizeof(u));
+      v = PyBool_FromLong(u != 0);
     } else {
       double x;
       memcpy(&x, p, sizeof(x));
@@ -145,4 +160,57 @@ PyObject *cm_py_config_dict(const cm_config_t *c) {
     Py_DECREF(v);
   }
   return d;
+}
+
+PyObject *cm_py_coord_tuple(const cm_coord_t *c) {
+  PyObject *vec = PyTuple_New(CM_COORD_DIMS);
+  int i;
+  if (vec == NULL)
+    return NULL;
+  for (i = 0; i < CM_COORD_DIMS; i++) {
+    PyObject *f = PyFloat_FromDouble(c->vec[i]);
+    if (f == NULL) {
+      Py_DECREF(vec);
+      return NULL;
+    }
+    PyTuple_SET_ITEM(vec, i, f);
+  }
+  return Py_BuildValue("(Nddd)", vec, c->height, c->adjustment, c->error);
+}
+
+int cm_py_coord_parse(PyObject *o, cm_coord_t *out) {
+  PyObject *vec, *seq;
+  Py_ssize_t i;
+  memset(out, 0, sizeof(*out));
+  if (!PyArg_ParseTuple(o,
+                        "Oddd;a coordinate is (vec, height, adjustment, "
+                        "error)",
+                        &vec, &out->height, &out->adjustment, &out->error))
+    return -1;
+  seq = PySequence_Fast(vec, "a coordinate's vec must be a sequence");
+  if (seq == NULL)
+    return -1;
+  if (PySequence_Fast_GET_SIZE(seq) != CM_COORD_DIMS) {
+    Py_DECREF(seq);
+    PyErr_Format(PyExc_ValueError, "a coordinate's vec has %d numbers",
+                 CM_COORD_DIMS);
+    return -1;
+  }
+  for (i = 0; i < CM_COORD_DIMS; i++) {
+    out->vec[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+    if (out->vec[i] == -1.0 && PyErr_Occurred()) {
+      Py_DECREF(seq);
+      return -1;
+    }
+  }
+  Py_DECREF(seq);
+  if (!cm_coord_valid(out)) {
+    PyErr_Format(PyExc_ValueError,
+                 "not a valid coordinate: every number must be finite and "
+                 "within %g s, the height not negative and the error in "
+                 "[0, %g]",
+                 CM_COORD_LIMIT, CM_COORD_ERROR_MAX);
+    return -1;
+  }
+  return 0;
 }

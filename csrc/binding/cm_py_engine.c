@@ -156,21 +156,26 @@ static int dict_to_tags(PyObject *module, PyObject *dict, uint8_t *out,
 }
 
 /* A member as (id, addr, state, incarnation, tags, state_change, phi,
- * is_self). */
+ * is_self, coordinate or None). */
 static PyObject *member_tuple(const cm_emember_t *m) {
   PyObject *tags = cm_py_tags_dict(m->tags, m->tags_len);
   PyObject *addr = addr_to_str(&m->addr);
+  PyObject *coord = m->has_coord ? cm_py_coord_tuple(&m->coord) : Py_None;
   PyObject *t;
-  if (tags == NULL || addr == NULL) {
+  if (tags == NULL || addr == NULL || coord == NULL) {
     Py_XDECREF(tags);
     Py_XDECREF(addr);
+    if (coord != Py_None)
+      Py_XDECREF(coord);
     return NULL;
   }
-  t = Py_BuildValue("(sNskNddO)", m->id, addr,
+  if (coord == Py_None)
+    Py_INCREF(coord);
+  t = Py_BuildValue("(sNskNddON)", m->id, addr,
                     m->state < NSTATES ? state_names[m->state] : "unknown",
                     (unsigned long)m->incarnation, tags,
                     (double)m->state_change / 1e6, m->phi,
-                    m->is_self ? Py_True : Py_False);
+                    m->is_self ? Py_True : Py_False, coord);
   return t;
 }
 
@@ -553,7 +558,7 @@ static PyMethodDef snapshot_methods[] = {
      "query(states=1, tags=None) -> list[tuple]\n\nMembers whose state bit "
      "(1 << state index: alive 0, suspect 1, failed 2, left 3) is in "
      "states and that carry every tag of tags, as (id, addr, state, "
-     "incarnation, tags, state_change, phi, is_self)."},
+     "incarnation, tags, state_change, phi, is_self, coordinate)."},
     {"find", (PyCFunction)snapshot_find_py, METH_O,
      "find(id) -> tuple | None\n\nOne member by id."},
     {"self_member", (PyCFunction)snapshot_self, METH_NOARGS,

@@ -104,15 +104,16 @@ static int parse_state(PyObject *obj, uint8_t *out) {
 /* -------------------------------------------------------------- lifecycle */
 
 static int sim_init(sim_object *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {
-      "nodes",  "seed",           "loss",        "latency",       "profile",
-      "config", "stream_timeout", "leave_grace", "record_events", NULL};
+  static char *kwlist[] = {"nodes",          "seed",        "loss",
+                           "latency",        "profile",     "config",
+                           "stream_timeout", "leave_grace", "record_events",
+                           "sites",          NULL};
   Py_ssize_t nodes;
   unsigned long long seed = 1;
   double loss = 0.0, lat_min = 0.0002, lat_max = 0.001;
   double stream_timeout = 5.0, leave_grace = 5.0;
   const char *profile = "lan";
-  PyObject *config = Py_None;
+  PyObject *config = Py_None, *sites = Py_None;
   int record = 0;
   cm_sim_config_t c;
   const char *why = NULL;
@@ -122,9 +123,10 @@ static int sim_init(sim_object *self, PyObject *args, PyObject *kw) {
     PyErr_SetString(PyExc_RuntimeError, "Simulator is already initialised");
     return -1;
   }
-  if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "n|$Kd(dd)sOddp", kwlist, &nodes, &seed, &loss, &lat_min,
-          &lat_max, &profile, &config, &stream_timeout, &leave_grace, &record))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "n|$Kd(dd)sOddpO", kwlist, &nodes,
+                                   &seed, &loss, &lat_min, &lat_max, &profile,
+                                   &config, &stream_timeout, &leave_grace,
+                                   &record, &sites))
     return -1;
   if (nodes < 1 || nodes > (1 << 24)) {
     PyErr_Format(PyExc_ValueError, "nodes must be between 1 and %d, got %zd",
@@ -176,6 +178,28 @@ static int sim_init(sim_object *self, PyObject *args, PyObject *kw) {
     PyErr_SetString(PyExc_ValueError,
                     "latency must be (min, max) with min <= max");
     return -1;
+  }
+  if (sites != Py_None) {
+    unsigned long k;
+    double local, lo, hi;
+    if (!PyArg_ParseTuple(sites,
+                          "kdddd;sites is (count, rtt inside a site, least "
+                          "and most RTT between two, jitter)",
+                          &k, &local, &lo, &hi, &c.jitter))
+      return -1;
+    if (k < 1 || k > CM_SIM_MAX_SITES || !(c.jitter >= 0 && c.jitter <= 1) ||
+        !(lo <= hi)) {
+      PyErr_Format(PyExc_ValueError,
+                   "sites: count must be 1..%d, jitter in [0, 1] and the "
+                   "least RTT at most the most",
+                   CM_SIM_MAX_SITES);
+      return -1;
+    }
+    c.sites = (uint32_t)k;
+    if (seconds_to_time(local, &c.site_rtt, "sites' rtt") < 0 ||
+        seconds_to_time(lo, &c.site_rtt_min, "sites' least rtt") < 0 ||
+        seconds_to_time(hi, &c.site_rtt_max, "sites' most rtt") < 0)
+      return -1;
   }
   rc = cm_sim_new(&self->sim, &c);
   if (rc != 0) {
@@ -602,17 +626,29 @@ static PyObject *sim_node_stats(sim_object *self, PyObject *arg) {
   return d;
 }
 
-static PyObject *sim_members(sim_object *self, PyObject *arg) {
+/* The up node an int argument names, or NULL with an exception set. */
+static cm_node_t *sim_up_node(sim_object *self, PyObject *arg,
+                              const char *doing) {
   Py_ssize_t i = PyLong_AsSsize_t(arg);
   cm_node_t *node;
-  PyObject *list;
-  uint32_t slot, slots;
   if (check_live(self) < 0 || (i == -1 && PyErr_Occurred()) ||
       check_node(self, i, "node") < 0)
     return NULL;
   node = cm_sim_node(self->sim, (uint32_t)i);
+  if (node == NULL) {
+    char msg[64];
+    snprintf(msg, sizeof(msg), "%s: the node is down", doing);
+    sim_result(self, CM_ESTATE, msg);
+  }
+  return node;
+}
+
+static PyObject *sim_members(sim_object *self, PyObject *arg) {
+  cm_node_t *node = sim_up_node(self, arg, "members");
+  PyObject *list;
+  uint32_t slot, slots;
   if (node == NULL)
-    return sim_result(self, CM_ESTATE, "members: the node is down");
+    return NULL;
   list = PyList_New(0);
   if (list == NULL)
     return NULL;
@@ -640,6 +676,42 @@ static PyObject *sim_members(sim_object *self, PyObject *arg) {
     Py_DECREF(item);
   }
   return list;
+}
+
+static PyObject *sim_coordinates(sim_object *self, PyObject *arg) {
+  cm_node_t *node = sim_up_node(self, arg, "coordinates");
+  PyObject *out;
+  uint32_t slot, slots;
+  if (node == NULL)
+    return NULL;
+  out = PyDict_New();
+  if (out == NULL)
+    return NULL;
+  slots = cm_node_member_slots(node);
+  for (slot = 0; slot < slots; slot++) {
+    cm_member_info_t info;
+    PyObject *t;
+    if (!cm_node_member_get(node, slot, &info, cm_sim_now(self->sim)) ||
+        !info.has_coord)
+      continue;
+    t = cm_py_coord_tuple(&info.coord);
+    if (t == NULL || PyDict_SetItemString(out, info.id, t) < 0) {
+      Py_XDECREF(t);
+      Py_DECREF(out);
+      return NULL;
+    }
+    Py_DECREF(t);
+  }
+  return out;
+}
+
+static PyObject *sim_true_rtt(sim_object *self, PyObject *args) {
+  Py_ssize_t a, b;
+  if (check_live(self) < 0 || !PyArg_ParseTuple(args, "nn:true_rtt", &a, &b) ||
+      check_node(self, a, "a") < 0 || check_node(self, b, "b") < 0)
+    return NULL;
+  return PyFloat_FromDouble(
+      (double)cm_sim_true_rtt(self->sim, (uint32_t)a, (uint32_t)b) / 1e6);
 }
 
 static PyObject *sim_alive_counts(sim_object *self, PyObject *unused) {
@@ -901,6 +973,13 @@ static PyMethodDef sim_methods[] = {
     {"members", (PyCFunction)sim_members, METH_O,
      "members(node) -> list[tuple[str, str, str, int, dict]]\n\nThe node's "
      "view: (id, addr, state, incarnation, tags) per member."},
+    {"coordinates", (PyCFunction)sim_coordinates, METH_O,
+     "coordinates(node) -> dict[str, tuple]\n\nThe network coordinates the "
+     "node holds, its own included, by member id: (vec, height, adjustment, "
+     "error) in seconds."},
+    {"true_rtt", (PyCFunction)sim_true_rtt, METH_VARARGS,
+     "true_rtt(a, b) -> float\n\nThe mean RTT in seconds the simulated "
+     "network gives between nodes a and b."},
     {"alive_counts", (PyCFunction)sim_alive_counts, METH_NOARGS,
      "alive_counts() -> list[int | None]\n\nMembers each node sees alive "
      "(None for a down node)."},

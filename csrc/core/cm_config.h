@@ -54,6 +54,9 @@ typedef struct cm_config {
   uint32_t user_event_rate;    /* events a node may send per second */
   uint32_t query_timeout_mult; /* default query timeout, in gossip rounds
                                   per ceil(log10(n + 1)) */
+  /* Network coordinates (cm_coord.h): 1 to learn this node's from probes,
+   * send it with acks and carry members' in push-pull; 0 for none. */
+  uint32_t coordinates;
 } cm_config_t;
 
 /* Profiles. lan() is the default. */

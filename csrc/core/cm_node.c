@@ -151,6 +151,9 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
     return rc;
   }
   cm_rand_seed(&n->rng, seed);
+  /* Its own stream: coordinates never change the protocol's draws. */
+  cm_coord_client_init(&n->coord, seed ^ 0x9e3779b97f4a7c15ULL);
+  n->coord_rtt_slot = CM_NO_SLOT;
   cm_registry_init(&n->reg);
   cm_bcast_init(&n->bq, cfg->max_broadcast_queue);
   cm_node__uev_init(n, now);
@@ -336,6 +339,7 @@ int cm_node_member_get(const cm_node_t *n, uint32_t slot,
   info->is_self = slot == n->self;
   info->proto_min = m->vmin;
   info->proto_max = m->vmax;
+  info->has_coord = cm_node__coord_of(n, slot, &info->coord);
   return 1;
 }
 
@@ -369,6 +373,9 @@ void cm_node_stats(const cm_node_t *n, cm_node_stats_t *out) {
       n->bq.dropped + n->ue.relay.dropped + n->qs.relay.dropped;
   out->user_event_queue = cm_bcast_len(&n->ue.relay);
   out->query_queue = cm_bcast_len(&n->qs.relay);
+  out->coord_updates = n->coord.updates;
+  out->coord_rejected = n->coord.rejected;
+  out->coord_resets = n->coord.resets;
 }
 
 const char *cm_node_id(const cm_node_t *n) {

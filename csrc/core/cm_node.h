@@ -139,8 +139,13 @@ typedef struct cm_node_stats {
   uint64_t payloads_forgotten; /* held payloads dropped for room */
   uint64_t drop_query_origin;  /* queries whose answers would go to an
                                   address not their origin's */
-  uint32_t user_event_queue;   /* event relays waiting to be piggybacked */
-  uint32_t query_queue;        /* query relays waiting to be piggybacked */
+  /* Network coordinates. */
+  uint64_t coord_updates;    /* RTT samples that moved our coordinate */
+  uint64_t coord_rejected;   /* coordinates out of bounds, outlier samples */
+  uint64_t coord_resets;     /* our coordinate diverged and began again */
+  uint64_t coord_ignored;    /* a COORD not after the ACK of our probe */
+  uint32_t user_event_queue; /* event relays waiting to be piggybacked */
+  uint32_t query_queue;      /* query relays waiting to be piggybacked */
 } cm_node_stats_t;
 
 typedef struct cm_member_info {
@@ -155,6 +160,9 @@ typedef struct cm_member_info {
   int is_self;
   /* Protocol versions it advertised; 0, 0 if none (it speaks 1 only). */
   uint8_t proto_min, proto_max;
+  /* Its network coordinate (this node's own for is_self), if known. */
+  int has_coord;
+  cm_coord_t coord;
 } cm_member_info_t;
 
 /* Create a node. id: 1..64 printable bytes; addr: where peers reach it;
@@ -314,6 +322,12 @@ const char *cm_node_id(const cm_node_t *n);
 const cm_addr_t *cm_node_addr(const cm_node_t *n);
 const char *cm_state_name(uint8_t state);
 const char *cm_event_name(uint8_t type);
+
+/* This node's network coordinate. Errors: CM_EINVAL, CM_ESTATE
+ * (coordinates are off). Set one (restored from an earlier run, or a
+ * test's): CM_EINVAL if not cm_coord_valid. */
+int cm_node_coord(const cm_node_t *n, cm_coord_t *out);
+int cm_node_coord_set(cm_node_t *n, const cm_coord_t *c);
 
 /* A test and debugging aid, O(members): recomputes from the member table
  * every count and list the node keeps by hand beside it (members per

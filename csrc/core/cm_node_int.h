@@ -173,6 +173,12 @@ struct cm_node {
   uint32_t awareness;
 
   struct cm_probe probe;
+  /* This node's network coordinate, and the RTT of the probe acked in the
+   * packet being read, for the COORD that follows its ACK (valid while
+   * coord_rtt_slot is not CM_NO_SLOT). */
+  cm_coord_client_t coord;
+  uint32_t coord_rtt_slot;
+  cm_time_t coord_rtt;
   uint32_t seq;
   uint32_t *order;
   uint32_t order_len, order_pos, order_cap;
@@ -332,7 +338,9 @@ cm_time_t cm_node__sync_window(const cm_node_t *n);
 /* The Lamport clocks of user events and queries as a push-pull self entry
  * carries them (in its ext's later bytes): u64 events, u64 queries. 1 if
  * there is any to send (either is not 0). */
-#define CM_PP_CLOCKS_LEN 16
+/* The most a push-pull entry's later bytes hold here: clocks and a
+ * coordinate (entry 0). */
+#define CM_PP_LATER_MAX (CM_PP_CLOCKS_LEN + CM_COORD_WIRE_LEN)
 int cm_node__clocks(const cm_node_t *n, uint8_t out[CM_PP_CLOCKS_LEN]);
 /* A push-pull's sender told us its clocks: move ours up to them (times
  * past 2^47 are refused, as in messages). */
@@ -371,5 +379,16 @@ void cm_node__reap(cm_node_t *n, cm_time_t now);
  * O(registry), paid only when the registry is full. */
 int cm_node__evict_tombstone(cm_node_t *n, cm_time_t now);
 void cm_node__reconnect(cm_node_t *n, cm_time_t now);
+
+/* Network coordinates (cm_node_coord.c). */
+void cm_node__coord_acked(cm_node_t *n, uint32_t slot, cm_time_t rtt);
+void cm_node__on_coord(cm_node_t *n, const cm_addr_t *from,
+                       const cm_msg_coord_t *msg, cm_time_t now);
+int cm_node__coord_msg(const cm_node_t *n, int32_t slot, cm_msg_t *msg);
+int cm_node__coord_of(const cm_node_t *n, uint32_t slot, cm_coord_t *out);
+int cm_node__coord_wire(const cm_node_t *n, uint32_t slot,
+                        uint8_t out[CM_COORD_WIRE_LEN]);
+void cm_node__coord_from_pp(cm_node_t *n, uint32_t slot, const cm_wire_ext_t *x,
+                            int sender, cm_time_t now);
 
 #endif

@@ -255,6 +255,9 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
   case CM_MSG_QUERY_RELAY:
     cm_node__on_relay(n, &msg->u.qrelay);
     break;
+  case CM_MSG_COORD:
+    cm_node__on_coord(n, from, &msg->u.coord, now);
+    break;
   default:
     /* A newer version's message: skipped by its length. */
     n->st.skipped_unknown++;
@@ -281,8 +284,10 @@ int cm_node_recv(cm_node_t *n, const cm_addr_t *from, const uint8_t *buf,
     return rc;
   }
   n->st.msgs_in += count;
+  n->coord_rtt_slot = CM_NO_SLOT;
   for (i = 0; i < count; i++)
     node_dispatch(n, from, &msgs[i], now);
+  n->coord_rtt_slot = CM_NO_SLOT;
   return 0;
 }
 

@@ -10,13 +10,13 @@
 
 static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
                          uint8_t **out, size_t *out_len) {
-  uint8_t clocks[CM_PP_CLOCKS_LEN];
+  uint8_t later[CM_PP_LATER_MAX];
   cm_wbuf_t w;
   uint32_t i;
   size_t cap = 4096;
   int rc;
   /* Estimate generously; grow and retry if short, bounded by the limit. */
-  cap += (size_t)n->reg.count * (CM_ID_MAX + 32);
+  cap += (size_t)n->reg.count * (CM_ID_MAX + 32 + CM_COORD_WIRE_LEN);
   for (i = 0; i < n->reg.high; i++)
     if (n->reg.m[i].in_use)
       cap += n->reg.m[i].tags_len;
@@ -49,12 +49,23 @@ static int node_pp_build(cm_node_t *n, uint8_t kind, uint8_t flags,
     e.tags = m->tags;
     e.tags_len = m->tags_len;
     cm_node__ext_of(m, &e.ext);
-    /* Our own entry carries our user-event and query clocks, once we have
-     * any: a member that restarts, or joins, takes the cluster's, and its
-     * messages are not too old for everyone else's buffers. */
-    if (i == 0 && cm_node__clocks(n, clocks)) {
-      e.ext.rest = clocks;
-      e.ext.rest_len = sizeof(clocks);
+    e.ext.rest = later;
+    if (i == 0) {
+      /* Our own entry carries our user-event and query clocks, once we
+       * have any (a member that restarts, or joins, takes the cluster's,
+       * and its messages are not too old for everyone else's buffers),
+       * then our coordinate, after clocks of 0 if there are none yet. */
+      int clocks = cm_node__clocks(n, later);
+      if (cm_node__coord_wire(n, s, later + CM_PP_CLOCKS_LEN)) {
+        if (!clocks)
+          memset(later, 0, CM_PP_CLOCKS_LEN);
+        e.ext.rest_len = CM_PP_LATER_MAX;
+      } else if (clocks) {
+        e.ext.rest_len = CM_PP_CLOCKS_LEN;
+      }
+    } else if (cm_node__coord_wire(n, s, later)) {
+      /* Everyone else's: the member's coordinate, as we hold it. */
+      e.ext.rest_len = CM_COORD_WIRE_LEN;
     }
     rc = cm_wire_pp_add(&w, &e);
     if (rc == CM_ENOSPC) {
@@ -189,13 +200,14 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
   struct node_pp_win *tab;
   cm_pp_entry_t e;
   cm_wire_id_t sender;
-  int first = 1;
+  int first = 1, is_sender;
   int rc = node_pp_winners(buf, len, count, &tab, &mask);
   if (rc != 0)
     return rc;
   memset(&sender, 0, sizeof(sender));
   for (; cm_wire_pp_next(buf, len, &off, &e); at = off) {
     uint64_t hash = cm_id_hash(e.node.s, e.node.len);
+    is_sender = first;
     if (first) {
       sender = e.node;
       first = 0;
@@ -218,6 +230,11 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
                                       CM_NEWS_LEAVE};
       cm_node__accuse(n, kinds[e.state & 3], e.node.s, e.node.len,
                       e.incarnation, sender.s, sender.len, now);
+    }
+    if (e.ext.rest_len >= CM_COORD_WIRE_LEN) {
+      int32_t slot = cm_registry_find(&n->reg, e.node.s, e.node.len);
+      if (slot >= 0)
+        cm_node__coord_from_pp(n, (uint32_t)slot, &e.ext, is_sender, now);
     }
   }
   free(tab);

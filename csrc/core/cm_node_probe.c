@@ -255,8 +255,13 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
   n->st.probe_acks++;
   cm_node__awareness(n, -1);
   if (node_probe_target_ok(n) &&
-      cm_addr_eq(from, &cm_node__m(n, n->probe.slot)->addr))
+      cm_addr_eq(from, &cm_node__m(n, n->probe.slot)->addr)) {
     node_arrival(n, n->probe.slot, now);
+    /* Answered by the target itself (not through a helper): a round trip
+     * for the network coordinate. */
+    if (!n->probe.indirect)
+      cm_node__coord_acked(n, n->probe.slot, now - n->probe.start);
+  }
 }
 
 /* ---------------------------------------------------------------- inputs */
@@ -264,7 +269,7 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
 void cm_node__on_ping(cm_node_t *n, const cm_addr_t *from,
                       const cm_msg_ping_t *p, cm_time_t now) {
   cm_member_t *self = cm_node__self(n);
-  cm_msg_t ack;
+  cm_msg_t ack[2];
   int32_t src;
   n->st.pings_in++;
   if (p->target.len != self->id_len ||
@@ -280,10 +285,11 @@ void cm_node__on_ping(cm_node_t *n, const cm_addr_t *from,
    * conflict too, so both processes say so. */
   if ((uint32_t)src == n->self && !cm_addr_eq(&p->source_addr, &self->addr))
     cm_node__conflict(n, n->self, &p->source_addr, now);
-  memset(&ack, 0, sizeof(ack));
-  ack.type = CM_MSG_ACK;
-  ack.u.ack.seq = p->seq;
-  cm_node__send(n, from, &ack, 1);
+  memset(&ack[0], 0, sizeof(ack[0]));
+  ack[0].type = CM_MSG_ACK;
+  ack[0].u.ack.seq = p->seq;
+  /* Our coordinate rides with the ack: the prober measures the RTT. */
+  cm_node__send(n, from, ack, 1 + (size_t)cm_node__coord_msg(n, src, &ack[1]));
 }
 
 void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,

@@ -42,6 +42,7 @@ static void reg_member_release(cm_member_t *m) {
   if (m->ext != NULL) {
     free(m->ext->susp);
     cm_phi_free(m->ext->phi);
+    free(m->ext->coord);
     free(m->ext);
   }
 }

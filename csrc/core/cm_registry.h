@@ -7,6 +7,7 @@
 #define CM_REGISTRY_H
 
 #include "cm_common.h"
+#include "cm_coord.h"
 #include "cm_phi.h"
 #include "cm_suspicion.h"
 
@@ -16,9 +17,18 @@
 #define CM_MEMBER_ID_INLINE 24
 
 /* State only some members need: suspects, and peers heard from directly. */
+/* What a node holds of a member's network coordinate. */
+typedef struct cm_coord_cache {
+  cm_coord_t c;
+  cm_time_t at;          /* when it arrived */
+  uint8_t first_hand;    /* from the member itself, not relayed */
+  cm_coord_filter_t rtt; /* our last RTT samples to it */
+} cm_coord_cache_t;
+
 typedef struct cm_member_ext {
-  cm_suspicion_t *susp; /* while suspect */
-  cm_phi_t *phi;        /* once something has arrived from it */
+  cm_suspicion_t *susp;    /* while suspect */
+  cm_coord_cache_t *coord; /* once its coordinate or an RTT is known */
+  cm_phi_t *phi;           /* once something has arrived from it */
   uint32_t susp_pos; /* while suspect: its place in the node's deadline heap */
   /* Once it has sent user events or queries: its budget of new ones of
    * each (cm_node_user.c), as of the time beside it. */

@@ -273,6 +273,13 @@ static int wire_rd_body(wire_rd_t *r, cm_msg_t *m) {
     if ((rc = wire_rd_addr(r, &m->u.qrelay.target)) != 0)
       return rc;
     return wire_rd_qresp(r, &m->u.qrelay.resp);
+  case CM_MSG_COORD: {
+    const uint8_t *b;
+    if ((rc = wire_bytes(r, CM_COORD_WIRE_LEN, &b)) != 0)
+      return rc;
+    memcpy(m->u.coord.b, b, CM_COORD_WIRE_LEN);
+    return 0;
+  }
   default:
     /* A newer version's message: kept whole, understood by nobody here. */
     m->u.raw.body = r->len > 0 ? r->p : NULL;
@@ -392,6 +399,7 @@ static int wire_msg_ok(const cm_msg_t *m) {
            cm_addr_valid(&m->u.ping.source_addr);
   case CM_MSG_ACK:
   case CM_MSG_NACK:
+  case CM_MSG_COORD:
     return 1;
   case CM_MSG_PING_REQ:
     return wire_id_ok(&m->u.ping_req.target) &&
@@ -470,6 +478,8 @@ static size_t wire_body_size(const cm_msg_t *m) {
   case CM_MSG_QUERY_RELAY:
     return wire_addr_size(&m->u.qrelay.target) +
            wire_qresp_size(&m->u.qrelay.resp);
+  case CM_MSG_COORD:
+    return CM_COORD_WIRE_LEN;
   default:
     return m->u.raw.len;
   }
@@ -545,6 +555,8 @@ static uint8_t *wire_put_body(uint8_t *p, const cm_msg_t *m) {
     p = wire_put_bytes(p, m->u.uev.name, m->u.uev.name_len);
     p = wire_put_u16(p, m->u.uev.payload_len);
     return wire_put_bytes(p, m->u.uev.payload, m->u.uev.payload_len);
+  case CM_MSG_COORD:
+    return wire_put_bytes(p, m->u.coord.b, CM_COORD_WIRE_LEN);
   default:
     return wire_put_bytes(p, m->u.raw.body, m->u.raw.len);
   }

@@ -19,13 +19,14 @@
 #define CM_WIRE_H
 
 #include "cm_common.h"
+#include "cm_coord.h"
 
 /* The version this code writes, and the range it speaks (advertised in
  * ALIVE messages and push-pull entries). Version bytes 1..COMPAT all share
  * this framing and are read; 0 and COMPAT+1..255 are refused. */
 #define CM_WIRE_VERSION 1
 #define CM_WIRE_VERSION_MIN 1
-#define CM_WIRE_VERSION_MAX 1
+#define CM_WIRE_VERSION_MAX 2 /* 2: network coordinates (COORD, ext) */
 #define CM_WIRE_VERSION_COMPAT 127
 #define CM_WIRE_EXT_MAX_REST 253 /* ext_len is a u8 and holds vmin, vmax */
 
@@ -52,9 +53,10 @@ enum cm_msg_type {
   CM_MSG_QUERY_RESPONSE = 11,
   CM_MSG_QUERY_RELAY = 12,
   CM_MSG_USER_EVENT_REF = 13,
+  CM_MSG_COORD = 14,
 };
 /* The last type this version knows. */
-#define CM_MSG_TYPE_LAST CM_MSG_USER_EVENT_REF
+#define CM_MSG_TYPE_LAST CM_MSG_COORD
 
 /* Types outside 1..CM_MSG_TYPE_LAST other than 0 are a newer version's:
  * decoded as raw bodies, skipped by receivers, re-encoded verbatim. 0 is
@@ -207,6 +209,14 @@ typedef struct cm_msg_qrelay {
   cm_msg_qresp_t resp;
 } cm_msg_qrelay_t;
 
+/* The sender's network coordinate (version 2), sent with the ACK that
+ * answers a direct probe: exactly CM_COORD_WIRE_LEN bytes, kept as they
+ * came (cm_coord_from_wire reads them; any bit pattern decodes, and the
+ * reader checks the values). */
+typedef struct cm_msg_coord {
+  uint8_t b[CM_COORD_WIRE_LEN];
+} cm_msg_coord_t;
+
 typedef struct cm_msg {
   uint8_t type; /* enum cm_msg_type */
   union {
@@ -221,6 +231,7 @@ typedef struct cm_msg {
     cm_msg_query_t qry;
     cm_msg_qresp_t qresp; /* also the inside of a QUERY_RELAY's */
     cm_msg_qrelay_t qrelay;
+    cm_msg_coord_t coord;
     cm_msg_raw_t raw; /* a type this version does not know */
   } u;
 } cm_msg_t;
@@ -313,6 +324,11 @@ enum cm_pp_kind {
 #define CM_PP_FLAG_JOIN 0x01
 #define CM_PP_FLAG_EXT 0x02 /* every entry ends with an extension */
 #define CM_PP_FLAGS_KNOWN (CM_PP_FLAG_JOIN | CM_PP_FLAG_EXT)
+/* The later bytes of an entry's ext (docs/protocol.md, "ext"): in the
+ * sender's own entry (entry 0), its user-event and query Lamport clocks
+ * (u64 each), then (version 2) its network coordinate; in every other
+ * entry, (version 2) the member's coordinate as the sender holds it. */
+#define CM_PP_CLOCKS_LEN 16
 
 typedef struct cm_pp_entry {
   cm_wire_id_t node;

@@ -77,6 +77,8 @@ typedef struct cm_emember {
   const uint8_t *tags; /* points into the snapshot */
   cm_time_t state_change;
   double phi;
+  uint8_t has_coord;
+  cm_coord_t coord; /* network coordinate, if has_coord */
 } cm_emember_t;
 
 struct cm_snapshot_index;

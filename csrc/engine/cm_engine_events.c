@@ -302,6 +302,8 @@ cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
     m->is_self = (uint8_t)info.is_self;
     m->state_change = info.state_change;
     m->phi = info.phi;
+    m->has_coord = (uint8_t)info.has_coord;
+    m->coord = info.coord;
     m->tags_len = (uint16_t)info.tags_len;
     m->tags = tp;
     if (info.tags_len > 0)

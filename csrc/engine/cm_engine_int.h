@@ -136,6 +136,10 @@ struct cm_enode {
    * snap_held says some do. */
   cm_time_t snap_next;
   int snap_held;
+  /* When the last snapshot was built: coordinates, which move with every
+   * probe, are republished at most every CM_ENGINE_COORD_REFRESH. */
+  cm_time_t snap_built;
+  uint64_t snap_coord_updates; /* the core's coord_updates at that build */
 
   /* Shared, under lock. */
   pthread_mutex_t lock;

@@ -15,13 +15,18 @@ static void on_timer(uv_timer_t *t);
 /* A tenth of the thread's time at most: the wait after a build is nine
  * times what the build took. */
 #define ENGINE_SNAPSHOT_DUTY 9
+/* Coordinates move a little with every probe; readers see them at most
+ * this stale, without an O(members) build per probe. */
+#define CM_ENGINE_COORD_REFRESH CM_SEC(2)
 
 /* Is there anything a snapshot would publish? Events, or a refutation,
  * which raises our own incarnation without any event (the snapshot's
  * record of ourselves would lag the stats). st: the core's stats now. */
 static int flush_has_news(const cm_enode_t *n, const cm_node_stats_t *st) {
   return cm_node_events_pending(n->node) > 0 ||
-         st->incarnation != n->stats.node.incarnation;
+         st->incarnation != n->stats.node.incarnation ||
+         (st->coord_updates != n->snap_coord_updates &&
+          cm_engine__now() >= n->snap_built + CM_ENGINE_COORD_REFRESH);
 }
 
 /* Publish the core's events and a snapshot that shows them. The snapshot
@@ -42,6 +47,8 @@ static void flush_publish(cm_enode_t *n, int changed) {
     s = cm_engine__snapshot_build(n->node,
                                   n->snap != NULL ? n->snap->version + 1 : 1);
     n->snap_next = cm_engine__now();
+    n->snap_built = n->snap_next;
+    n->snap_coord_updates = st.coord_updates;
     n->snap_next += (n->snap_next - t0) * ENGINE_SNAPSHOT_DUTY;
   }
   pthread_mutex_lock(&n->lock);

@@ -52,6 +52,7 @@ struct cm_sim {
   cm_sim_config_t cfg;
   cm_time_t now;
   cm_rand_t rng;
+  cm_time_t *site_rtt; /* sites x sites, with cfg.sites */
   struct sim_node *nodes;
   uint32_t n;
   struct sim_ev *heap;
@@ -191,8 +192,22 @@ static int sim_rewrite(cm_sim_t *s, uint32_t node, int stream, uint8_t **data,
   return 0;
 }
 
-static cm_time_t sim_latency(cm_sim_t *s) {
+cm_time_t cm_sim_true_rtt(const cm_sim_t *s, uint32_t i, uint32_t j) {
+  uint32_t a, b;
+  if (s->cfg.sites == 0)
+    return s->cfg.latency_min + s->cfg.latency_max;
+  a = i % s->cfg.sites;
+  b = j % s->cfg.sites;
+  return s->site_rtt[a * s->cfg.sites + b];
+}
+
+static cm_time_t sim_latency(cm_sim_t *s, uint32_t src, uint32_t dst) {
   cm_time_t span = s->cfg.latency_max - s->cfg.latency_min;
+  if (s->cfg.sites > 0) {
+    double half = (double)cm_sim_true_rtt(s, src, dst) / 2;
+    double j = s->cfg.jitter * (2 * cm_rand_unit(&s->rng) - 1);
+    return (cm_time_t)(half * (1 + j) + 0.5);
+  }
   if (span == 0)
     return s->cfg.latency_min;
   return s->cfg.latency_min + cm_rand_below(&s->rng, (uint32_t)span + 1);
@@ -247,7 +262,7 @@ static void sim_after_step(cm_sim_t *s, uint32_t i) {
     if (!sim_rewrite(s, i, 0, &e.data, &e.len))
       continue;
     e.kind = SIM_DGRAM;
-    e.at = s->now + sim_latency(s);
+    e.at = s->now + sim_latency(s, i, dst);
     e.src = i;
     e.dst = dst;
     sim_push(s, &e);
@@ -277,7 +292,7 @@ static void sim_after_step(cm_sim_t *s, uint32_t i) {
         e.gen = sn->inst;
         e.at = s->now + s->cfg.stream_timeout;
       }
-      e.at = s->now + sim_latency(s);
+      e.at = s->now + sim_latency(s, i, dst);
     }
     sim_push(s, &e);
   }
@@ -378,7 +393,7 @@ static void sim_process(cm_sim_t *s, struct sim_ev *e) {
       r.kind = SIM_PP_REPLY;
       r.data = reply;
       r.len = rlen;
-      r.at = s->now + sim_latency(s);
+      r.at = s->now + sim_latency(s, e->dst, e->src);
       s->st.stream_bytes += rlen;
     } else {
       free(reply);
@@ -434,7 +449,9 @@ int cm_sim_new(cm_sim_t **out, const cm_sim_config_t *c) {
   uint32_t i;
   int rc;
   if (out == NULL || c == NULL || c->nodes == 0 || c->nodes > SIM_MAX_NODES ||
-      c->loss < 0 || c->loss > 1 || c->latency_max < c->latency_min)
+      c->loss < 0 || c->loss > 1 || c->latency_max < c->latency_min ||
+      c->sites > CM_SIM_MAX_SITES || !(c->jitter >= 0 && c->jitter <= 1) ||
+      (c->sites > 0 && c->site_rtt_max < c->site_rtt_min))
     return CM_EINVAL;
   if (cm_config_validate(&c->node, NULL) != 0)
     return CM_ECONFIG;
@@ -445,8 +462,27 @@ int cm_sim_new(cm_sim_t **out, const cm_sim_config_t *c) {
   s->n = c->nodes;
   s->now = CM_SEC(1); /* 0 is "never" for some timestamps */
   cm_rand_seed(&s->rng, c->seed);
+  if (c->sites > 0) {
+    /* Drawn from their own stream: the run's draws stay as without. */
+    cm_rand_t r;
+    uint32_t a, b, k = c->sites;
+    cm_time_t span = c->site_rtt_max - c->site_rtt_min;
+    cm_rand_seed(&r, c->seed ^ 0x5173u);
+    s->site_rtt = calloc((size_t)k * k, sizeof(*s->site_rtt));
+    if (s->site_rtt == NULL) {
+      free(s);
+      return CM_ENOMEM;
+    }
+    for (a = 0; a < k; a++) {
+      s->site_rtt[a * k + a] = c->site_rtt;
+      for (b = a + 1; b < k; b++)
+        s->site_rtt[a * k + b] = s->site_rtt[b * k + a] =
+            c->site_rtt_min + (span > 0 ? cm_rand_next(&r) % (span + 1) : 0);
+    }
+  }
   s->nodes = calloc(s->n, sizeof(*s->nodes));
   if (s->nodes == NULL) {
+    free(s->site_rtt);
     free(s);
     return CM_ENOMEM;
   }
@@ -474,6 +510,7 @@ void cm_sim_free(cm_sim_t *s) {
   free(s->parts);
   free(s->heap);
   free(s->nodes);
+  free(s->site_rtt);
   free(s);
 }
 

@@ -19,6 +19,15 @@ typedef struct cm_sim_config {
   double loss;           /* probability a datagram is lost */
   cm_time_t latency_min; /* one-way latency, uniform in [min, max] */
   cm_time_t latency_max;
+  /* Sites, in place of the uniform latency when not 0 (at most
+   * CM_SIM_MAX_SITES): node i is in site i % sites, two nodes of one site
+   * are site_rtt apart, and each pair of sites an RTT drawn once from
+   * [site_rtt_min, site_rtt_max]. Each datagram or stream message takes
+   * half its pair's RTT times 1 +- jitter (uniform), so the RTT's mean is
+   * the pair's (cm_sim_true_rtt). */
+  uint32_t sites;
+  cm_time_t site_rtt, site_rtt_min, site_rtt_max;
+  double jitter;            /* 0..1 */
   cm_time_t stream_timeout; /* a push-pull to an unreachable peer fails */
   uint32_t pause_buffer;    /* datagrams a paused node's socket holds */
   cm_time_t leave_grace;    /* a leaving node stops at the latest after this */
@@ -42,6 +51,8 @@ typedef void (*cm_sim_event_fn)(void *ud, uint32_t node, const cm_event_t *ev);
 typedef size_t (*cm_sim_rewrite_fn)(void *ud, uint32_t node, int stream,
                                     const uint8_t *in, size_t len, uint8_t *out,
                                     size_t cap);
+
+#define CM_SIM_MAX_SITES 64
 
 void cm_sim_config_default(cm_sim_config_t *c);
 /* Errors: CM_EINVAL (0 nodes or more than 16M), CM_ECONFIG, CM_ENOMEM. */
@@ -99,6 +110,10 @@ void cm_sim_run_until(cm_sim_t *s, cm_time_t t);
 int cm_sim_run_cond(cm_sim_t *s, cm_time_t deadline,
                     int (*cond)(cm_sim_t *s, void *ud), void *ud);
 void cm_sim_stats(const cm_sim_t *s, cm_sim_stats_t *out);
+
+/* The mean RTT between nodes i and j that the network gives: the pair's
+ * with sites, else latency_min + latency_max. */
+cm_time_t cm_sim_true_rtt(const cm_sim_t *s, uint32_t i, uint32_t j);
 
 /* How many up nodes see member `id` in `state` (searching each registry). */
 uint32_t cm_sim_count_seeing(cm_sim_t *s, uint32_t id_index, uint8_t state);

@@ -256,10 +256,11 @@ CM_TEST(cluster_paused_node_counts_its_stall) {
 #define V2_TYPE 0x40 /* a message type version 1 does not know */
 #define V2_FLAG 0x80 /* a push-pull flag bit version 1 does not know */
 
-/* Stands in for a version-2 build of one node: every packet it sends goes
- * out as version 2 and leads with a message of V2_TYPE; its push-pulls
- * carry V2_FLAG; it advertises versions 1..2 with one byte of a field
- * version 2 adds. */
+/* Stands in for a build of one node of the next version (V_NEXT, past
+ * every version this build speaks): every packet it sends goes out as
+ * V_NEXT and leads with a message of V2_TYPE; its push-pulls carry V2_FLAG;
+ * it advertises versions 1..V_NEXT with one byte of a field V_NEXT adds. */
+#define V_NEXT (CM_WIRE_VERSION_MAX + 1)
 struct v2 {
   uint32_t node;
   char id[CM_ID_MAX + 1];
@@ -273,7 +274,7 @@ static void v2_ext(const struct v2 *v, const cm_wire_id_t *id,
   if (strcmp(id->s, v->id) != 0)
     return;
   x->vmin = 1;
-  x->vmax = 2;
+  x->vmax = V_NEXT;
   x->rest = V2_LATER;
   x->rest_len = sizeof(V2_LATER);
 }
@@ -289,7 +290,7 @@ static size_t v2_packet(struct v2 *v, const uint8_t *in, size_t len,
   extra.type = V2_TYPE;
   extra.u.raw.body = hello;
   extra.u.raw.len = sizeof(hello);
-  CM_CHECK_OK(cm_wire_packet_begin_version(&w, 2));
+  CM_CHECK_OK(cm_wire_packet_begin_version(&w, V_NEXT));
   CM_CHECK_OK(cm_wire_packet_add(&w, &extra));
   for (i = 0; i < count; i++) {
     if (msgs[i].type == CM_MSG_ALIVE)
@@ -312,8 +313,8 @@ static size_t v2_pushpull(struct v2 *v, const uint8_t *in, size_t len,
   size_t off = 0;
   CM_CHECK_OK(cm_wire_pp_decode(in, len, &h));
   CM_CHECK(h.flags & CM_PP_FLAG_EXT);
-  CM_CHECK_OK(
-      cm_wire_pp_begin_version(&w, 2, h.kind, (uint8_t)(h.flags | V2_FLAG)));
+  CM_CHECK_OK(cm_wire_pp_begin_version(&w, V_NEXT, h.kind,
+                                       (uint8_t)(h.flags | V2_FLAG)));
   while (cm_wire_pp_next(in, len, &off, &e)) {
     v2_ext(v, &e.node, &e.ext);
     CM_CHECK_OK(cm_wire_pp_add(&w, &e));
@@ -370,7 +371,7 @@ CM_TEST(cluster_with_a_version_2_node_stays_whole) {
     CM_CHECK(st.skipped_unknown > 0);
     CM_CHECK(cm_node_member_find(node, v.id, &info, cm_sim_now(s)));
     CM_CHECK_EQ(info.proto_min, 1);
-    CM_CHECK_EQ(info.proto_max, 2);
+    CM_CHECK_EQ(info.proto_max, V_NEXT);
     CM_CHECK(cm_node_member_find(node, cm_node_id(cm_sim_node(s, 0)), &info,
                                  cm_sim_now(s)));
     CM_CHECK_EQ(info.proto_min, CM_WIRE_VERSION_MIN);

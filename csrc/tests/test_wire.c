@@ -172,6 +172,12 @@ static cm_msg_t sample(uint8_t type) {
     set_id(&m.u.qrelay.resp.from, "node-s");
     m.u.qrelay.resp.flags = CM_QRESP_ACK;
     break;
+  case CM_MSG_COORD: {
+    size_t i;
+    for (i = 0; i < CM_COORD_WIRE_LEN; i++)
+      m.u.coord.b[i] = (uint8_t)(0x11 * i + 3);
+    break;
+  }
   }
   return m;
 }
@@ -251,6 +257,8 @@ static int msg_eq(const cm_msg_t *a, const cm_msg_t *b) {
   case CM_MSG_QUERY_RELAY:
     return cm_addr_eq(&a->u.qrelay.target, &b->u.qrelay.target) &&
            qresp_eq(&a->u.qrelay.resp, &b->u.qrelay.resp);
+  case CM_MSG_COORD:
+    return memcmp(a->u.coord.b, b->u.coord.b, CM_COORD_WIRE_LEN) == 0;
   default:
     return 0;
   }
