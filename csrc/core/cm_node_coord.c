@@ -55,10 +55,32 @@ void cm_node__on_coord(cm_node_t *n, const cm_addr_t *from,
   cc->first_hand = 1;
 }
 
+/* An ACK of our probe came without a COORD: the RTT still counts, against
+ * the target's coordinate as we hold it (from an earlier ACK or a
+ * push-pull). A coordinate moves little between a member's rounds. */
+void cm_node__coord_unpaired(cm_node_t *n) {
+  uint32_t slot = n->coord_rtt_slot;
+  cm_coord_cache_t *cc;
+  double rtt;
+  n->coord_rtt_slot = CM_NO_SLOT;
+  if (slot >= n->reg.high || !n->reg.m[slot].in_use ||
+      n->reg.m[slot].ext == NULL || (cc = n->reg.m[slot].ext->coord) == NULL)
+    return;
+  rtt = cm_coord_filter_add(&cc->rtt, (double)n->coord_rtt / 1e6);
+  if (cc->at != 0)
+    cm_coord_update(&n->coord, &cc->c, rtt);
+}
+
 /* The COORD to send with an ACK to the member at slot (-1: unknown): only
- * to a member that speaks version 2, which reads it. */
-int cm_node__coord_msg(const cm_node_t *n, int32_t slot, cm_msg_t *msg) {
+ * to a member that speaks version 2, which reads it. While our coordinate
+ * is still settling (error above CM_COORD_SETTLED), with every ACK; then
+ * with one in CM_COORD_ACK_EVERY: the prober uses the copy it holds in
+ * between, and a settled coordinate moves little in a few rounds. */
+int cm_node__coord_msg(cm_node_t *n, int32_t slot, cm_msg_t *msg) {
   if (!n->cfg.coordinates || slot < 0 || n->reg.m[(uint32_t)slot].vmax < 2)
+    return 0;
+  if (n->coord.c.error <= CM_COORD_SETTLED &&
+      n->coord_acks++ % CM_COORD_ACK_EVERY != 0)
     return 0;
   memset(msg, 0, sizeof(*msg));
   msg->type = CM_MSG_COORD;

@@ -179,6 +179,8 @@ struct cm_node {
   cm_coord_client_t coord;
   uint32_t coord_rtt_slot;
   cm_time_t coord_rtt;
+  uint32_t coord_acks; /* ACKs to version-2 members: every
+                          CM_COORD_ACK_EVERY-th carries a COORD */
   uint32_t seq;
   uint32_t *order;
   uint32_t order_len, order_pos, order_cap;
@@ -340,6 +342,10 @@ cm_time_t cm_node__sync_window(const cm_node_t *n);
  * there is any to send (either is not 0). */
 /* The most a push-pull entry's later bytes hold here: clocks and a
  * coordinate (entry 0). */
+/* Once our coordinate's error is at most CM_COORD_SETTLED, one ACK in
+ * CM_COORD_ACK_EVERY carries it (cm_node_coord.c). */
+#define CM_COORD_ACK_EVERY 4
+#define CM_COORD_SETTLED 0.3
 #define CM_PP_LATER_MAX (CM_PP_CLOCKS_LEN + CM_COORD_WIRE_LEN)
 int cm_node__clocks(const cm_node_t *n, uint8_t out[CM_PP_CLOCKS_LEN]);
 /* A push-pull's sender told us its clocks: move ours up to them (times
@@ -384,7 +390,8 @@ void cm_node__reconnect(cm_node_t *n, cm_time_t now);
 void cm_node__coord_acked(cm_node_t *n, uint32_t slot, cm_time_t rtt);
 void cm_node__on_coord(cm_node_t *n, const cm_addr_t *from,
                        const cm_msg_coord_t *msg, cm_time_t now);
-int cm_node__coord_msg(const cm_node_t *n, int32_t slot, cm_msg_t *msg);
+int cm_node__coord_msg(cm_node_t *n, int32_t slot, cm_msg_t *msg);
+void cm_node__coord_unpaired(cm_node_t *n);
 int cm_node__coord_of(const cm_node_t *n, uint32_t slot, cm_coord_t *out);
 int cm_node__coord_wire(const cm_node_t *n, uint32_t slot,
                         uint8_t out[CM_COORD_WIRE_LEN]);

@@ -287,7 +287,8 @@ int cm_node_recv(cm_node_t *n, const cm_addr_t *from, const uint8_t *buf,
   n->coord_rtt_slot = CM_NO_SLOT;
   for (i = 0; i < count; i++)
     node_dispatch(n, from, &msgs[i], now);
-  n->coord_rtt_slot = CM_NO_SLOT;
+  if (n->coord_rtt_slot != CM_NO_SLOT)
+    cm_node__coord_unpaired(n);
   return 0;
 }
 
