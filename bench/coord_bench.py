@@ -12,10 +12,14 @@ between two, each message's delay varying by +-10%), formed at once
   of the truly nearest one's.
 
 Then the cost: the bytes every node sends per second in a healthy cluster
-(datagrams and push-pull streams), with coordinates on and off.
+(datagrams and push-pull streams, from 60 s to 360 s after formation), with
+coordinates on and off, on the three sites and on one LAN (the simulator's
+default network, 0.2-1 ms one way).
 
     python bench/coord_bench.py --nodes 100,1000 \\
         --out bench/results/coords-<commit>.json
+    python bench/coord_bench.py --plot bench/results/coords-<commit>.json \\
+        docs/img/sim_coords.png      # the accuracy plot, from the raw file
 
 The commit recorded is that of the ``clustermember`` package imported.
 """
@@ -60,8 +64,7 @@ def vectors(coords: dict[str, Any], ids: list[str]) -> tuple[np.ndarray, np.ndar
 
 def estimate(me: np.ndarray, others: np.ndarray) -> np.ndarray:
     """cm_coord_rtt, vectorised: distance plus heights, plus adjustments when
-    that stays positive (tests/test_coordinates.py checks it against the
-    C one)."""
+    that stays positive (sample() checks it against the C one)."""
     raw = np.linalg.norm(others[:, :8] - me[:8], axis=1) + others[:, 8] + me[8]
     adj = raw + others[:, 9] + me[9]
     return np.where(adj > 0, adj, raw)
@@ -74,9 +77,15 @@ def sample(s: _core.Simulator, n: int, truth: np.ndarray, site: np.ndarray) -> d
     right = 0
     held = 0
     for i in range(min(n, OBSERVERS)):
-        vec, have = vectors(s.coordinates(i), ids)
+        coords = s.coordinates(i)
+        vec, have = vectors(coords, ids)
         have[i] = False
         est = estimate(vec[i], vec[have])
+        if i == 0 and have.any():
+            j = int(np.flatnonzero(have)[0])
+            c = _core.coord_rtt(coords[ids[0]], coords[ids[j]])
+            if abs(est[0] - c) > 1e-9 * max(1.0, c):
+                raise SystemExit(f"the vectorised estimate {est[0]} is not the core's {c}")
         t = truth[i, have]
         err = np.abs(est - t) / t
         same = site[have] == site[i]
@@ -128,8 +137,8 @@ def accuracy(n: int, seed: int) -> dict[str, Any]:
     }
 
 
-def cost(n: int, seed: int, on: bool) -> dict[str, Any]:
-    s = _core.Simulator(n, seed=seed, sites=SITES, config={"coordinates": on})
+def cost(n: int, seed: int, on: bool, sites: bool) -> dict[str, Any]:
+    s = _core.Simulator(n, seed=seed, sites=SITES if sites else None, config={"coordinates": on})
     s.bootstrap()
     s.run_for(60.0)  # past formation's gossip
     a = s.stats()
@@ -138,6 +147,7 @@ def cost(n: int, seed: int, on: bool) -> dict[str, Any]:
     per = n * COST_SECONDS
     return {
         "nodes": n,
+        "network": "three sites" if sites else "one LAN (0.2-1 ms one way)",
         "coordinates": on,
         "seconds": COST_SECONDS,
         "datagram_bytes_per_node_s": (b["bytes_sent"] - a["bytes_sent"]) / per,
@@ -145,18 +155,61 @@ def cost(n: int, seed: int, on: bool) -> dict[str, Any]:
     }
 
 
+def plot(raw: Path, png: Path) -> None:
+    """Median relative error against time, per size: all pairs, pairs
+    between sites, and the share of right nearest(1) answers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(raw.read_text())
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    for r in (x for x in doc["runs"] if x["kind"] == "accuracy"):
+        t = [s["t_s"] for s in r["samples"]]
+        n = f"N = {r['nodes']:,}"
+        ax.plot(t, [s["median_rel_error"] for s in r["samples"]], "o-", label=f"{n}, all pairs")
+        ax.plot(
+            t,
+            [s["median_rel_error_between_sites"] for s in r["samples"]],
+            "s--",
+            label=f"{n}, between sites",
+        )
+        bx.plot(t, [s["nearest_right"] for s in r["samples"]], "o-", label=n)
+    ax.axhline(0.15, color="grey", lw=0.8, ls=":", label="15%")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("simulated seconds after formation")
+    ax.set_ylabel("median |estimate - truth| / truth")
+    ax.legend(fontsize=8)
+    bx.axhline(0.95, color="grey", lw=0.8, ls=":", label="95%")
+    bx.set_xscale("log")
+    bx.set_ylim(0, 1.05)
+    bx.set_xlabel("simulated seconds after formation")
+    bx.set_ylabel("nearest(1) within 10% of the truly nearest")
+    bx.legend(fontsize=8)
+    fig.suptitle(f"Network coordinates, three sites (commit {doc['commit']})")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", default="100,1000")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--plot", type=Path, nargs=2, metavar=("RAW", "PNG"))
     args = ap.parse_args()
+    if args.plot:
+        plot(*args.plot)
+        return
     sizes = [int(x) for x in args.nodes.split(",")]
     runs: list[dict[str, Any]] = []
     for n in sizes:
         runs.append({"kind": "accuracy", **accuracy(n, args.seed)})
-        for on in (True, False):
-            runs.append({"kind": "cost", **cost(n, args.seed, on)})
+        for sites in (True, False):
+            for on in (True, False):
+                runs.append({"kind": "cost", **cost(n, args.seed, on, sites)})
     doc = {
         "commit": package_commit(),
         "command": "python bench/coord_bench.py " + " ".join(sys.argv[1:]),

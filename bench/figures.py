@@ -50,7 +50,7 @@ BLOCK = re.compile(
 #: tests/test_figures.py but the partition), at 10,000, and the converge
 #: rows of 3,000 nodes and more (measured one by one, each command and peak
 #: memory in a .time.txt beside its result).
-SIM_SMALL = "bench/results/sim-96146a2.json"
+SIM_SMALL = "bench/results/sim-506a0ef.json"
 SIM_LARGE = "bench/results/sim-10000-ca6bd4a.json"
 CONVERGE_DIR = "bench/results/converge-62c17db"
 SCENARIO_ORDER = ("converge", "detect", "tag", "falsepos", "partition")
@@ -415,6 +415,40 @@ def fig_gossip_reach() -> str:
                 f"| {r['median_t100_s']:.3f} s | {r['mean_bytes']:,.0f} |"
             )
     return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for rel in GOSSIP_REACH)])
+
+
+COORDS = "bench/results/coords-506a0ef.json"
+
+
+def fig_coords() -> str:
+    """Network coordinates: accuracy over time at each size, and the bytes
+    they cost a healthy cluster."""
+    doc = load(COORDS)
+    lines = [
+        "| N | after | median relative error | between sites | inside a site "
+        "| 90th percentile | nearest(1) right | coordinates held |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (x for x in doc["runs"] if x["kind"] == "accuracy"):
+        for s in r["samples"]:
+            lines.append(
+                f"| {r['nodes']:,} | {s['t_s']} s | {100 * s['median_rel_error']:.1f}% "
+                f"| {100 * s['median_rel_error_between_sites']:.1f}% "
+                f"| {100 * s['median_rel_error_inside_sites']:,.0f}% "
+                f"| {100 * s['p90_rel_error']:,.0f}% | {100 * s['nearest_right']:.0f}% "
+                f"| {100 * s['held_fraction']:.0f}% |"
+            )
+    lines += [
+        "",
+        "| N | network | coordinates | datagram bytes / node / s | push-pull bytes / node / s |",
+        "|---|---|---|---|---|",
+    ]
+    for r in (x for x in doc["runs"] if x["kind"] == "cost"):
+        lines.append(
+            f"| {r['nodes']:,} | {r['network']} | {'on' if r['coordinates'] else 'off'} "
+            f"| {r['datagram_bytes_per_node_s']:.1f} | {r['stream_bytes_per_node_s']:.1f} |"
+        )
+    return "\n".join([*lines, "", provenance(COORDS, doc)])
 
 
 COMPARE = "bench/compare/results.jsonl"
@@ -845,6 +879,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "engine": fig_engine,
     "faults": fig_faults,
     "userevents": fig_userevents(USER_EVENTS),
+    "coords": fig_coords,
 }
 
 
