@@ -7,6 +7,7 @@ and the SVG map of the coordinates."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import math
@@ -134,6 +135,11 @@ async def test_a_live_cluster_learns_every_coordinate_and_estimates_rtts(key: by
 
         # What Jupyter shows: an RTT column, and a point per member.
         assert "<th>rtt (ms)</th>" in n0._repr_html_()
+        if importlib.util.find_spec("rich") is not None:
+            table = n0.__rich__()
+            assert [c.header for c in table.columns][-1] == "rtt (ms)"
+            rows = dict(zip(table.columns[0].cells, table.columns[-1].cells, strict=True))
+            assert rows["n0"] == "0.000" and rows["n1"] not in ("0.000", "-")
         svg = ET.fromstring(n0.coordinate_map()._repr_svg_())
         drawn = {c.get("data-id") for c in svg.iter(f"{SVG}circle")}
         assert drawn == set(ids)
