@@ -1156,7 +1156,10 @@ class ClusterMembership:
     @property
     def local_node(self) -> Member:
         """This node's own record (its state, incarnation, tags, address)."""
-        t = self._snapshot().self_member()
+        return self._self_in(self._snapshot())
+
+    def _self_in(self, snap: _core.Snapshot) -> Member:
+        t = snap.self_member()
         if t is None:
             raise NotStarted(f"node {self._id} has no record yet")
         return Member._from_tuple(t)
@@ -1179,12 +1182,7 @@ class ClusterMembership:
         """
         snap = self._snapshot()
         first = self._find(snap, a)
-        if b is None:
-            t = snap.self_member()
-            if t is None:
-                raise NotStarted(f"node {self._id} has no record yet")
-            return rtt_between(Member._from_tuple(t), first)
-        return rtt_between(first, self._find(snap, b))
+        return rtt_between(first, self._self_in(snap) if b is None else self._find(snap, b))
 
     @staticmethod
     def _find(snap: _core.Snapshot, node_id: str) -> Member:
@@ -1220,10 +1218,7 @@ class ClusterMembership:
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
         snap = self._snapshot()
-        t = snap.self_member()
-        if t is None:
-            raise NotStarted(f"node {self._id} has no record yet")
-        me = Member._from_tuple(t)
+        me = self._self_in(snap)
         found = []
         for m in self._tagged(snap, tags or {}, states):
             if m.id != me.id:
