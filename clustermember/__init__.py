@@ -35,6 +35,7 @@ from clustermember._errors import (
     NotStarted,
     RateLimited,
     TagError,
+    UnknownMember,
 )
 from clustermember._events import (
     ClusterEvent,
@@ -53,7 +54,7 @@ from clustermember._events import (
 )
 from clustermember._keys import KeyReport, Keyring
 from clustermember._membership import ClusterMembership
-from clustermember._models import ClusterStats, Member, MemberState
+from clustermember._models import ClusterStats, Coordinate, Member, MemberState
 from clustermember._queries import Query, QueryResponse, QueryResults
 
 __version__ = "0.1.0"
@@ -69,6 +70,7 @@ __all__ = [
     "ClusterMembership",
     "ClusterStats",
     "ConfigError",
+    "Coordinate",
     "EventsDropped",
     "DuplicateNodeId",
     "JoinRefused",
@@ -95,6 +97,7 @@ __all__ = [
     "RateLimited",
     "Subscription",
     "TagError",
+    "UnknownMember",
     "UserEvent",
     "__version__",
 ]

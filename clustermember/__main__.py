@@ -1,7 +1,7 @@
 """Command line: ``clustermember <command>`` (also ``python -m clustermember``).
 
-Commands: ``agent`` runs a node; ``members``, ``tags``, ``leave``, ``stats``
-and ``events`` talk to a running agent; ``keygen`` prints a new cluster key;
+Commands: ``agent`` runs a node; ``members``, ``rtt``, ``tags``, ``leave``,
+``stats`` and ``events`` talk to a running agent; ``keygen`` prints a new cluster key;
 ``demo`` starts a local cluster of agents and shows it at work; ``simdemo``
 prints the timeline of a simulated cluster::
 
@@ -205,7 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="only members in this state: alive, suspect, failed or left (repeatable)",
     )
     m.add_argument("--format", choices=("table", "json"), default="table")
+    m.add_argument(
+        "--sort",
+        choices=("id", "rtt"),
+        default="id",
+        help="order: by id (the default), or nearest first by the estimated RTT from "
+        "the agent's node (unknown last), shown in an RTT column",
+    )
     _add_control(m)
+
+    r = sub.add_parser(
+        "rtt",
+        help="estimated round-trip time between members",
+        description="Print the estimated RTT between members A and B, or from the "
+        "agent's node to A, from their network coordinates (no message is sent).",
+    )
+    r.add_argument("a", metavar="A", help="a member's id")
+    r.add_argument("b", metavar="B", nargs="?", help="another member's id (default: the agent's)")
+    _add_control(r)
 
     t = sub.add_parser(
         "tags",
@@ -315,7 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "agent":
             return _agent(args)
         if args.command == "members":
-            return _cli.members(args.control, args.tag, args.status, args.format, args.wait)
+            return _cli.members(
+                args.control, args.tag, args.status, args.format, args.wait, args.sort
+            )
+        if args.command == "rtt":
+            return _cli.rtt(args.control, args.a, args.b, args.wait)
         if args.command == "tags":
             return _cli.tags(args.control, args.set_, args.delete, args.wait)
         if args.command == "leave":

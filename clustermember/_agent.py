@@ -3,7 +3,7 @@
 ``clustermember agent --bind 127.0.0.1:7946 --key-file cluster.key
 --join 127.0.0.1:7947 --tag role=worker`` runs a node until SIGINT or
 SIGTERM, which make it leave gracefully (a second signal exits at once). The
-``members``, ``tags``, ``leave``, ``stats`` and ``events`` commands talk to
+``members``, ``rtt``, ``tags``, ``leave``, ``stats`` and ``events`` commands talk to
 it through its control endpoint (see :mod:`clustermember._control`).
 """
 
@@ -33,8 +33,9 @@ from clustermember._cli import (
 )
 from clustermember._config import TIME_RANGES, seconds_text
 from clustermember._control import ControlError, ControlServer, send_line
-from clustermember._errors import ClusterError
+from clustermember._errors import ClusterError, UnknownMember
 from clustermember._membership import JOIN_GRACE
+from clustermember._models import rtt_between
 
 log = logging.getLogger("clustermember.agent")
 
@@ -140,7 +141,13 @@ class Agent:
         """Answer one control request."""
         op = req.get("op")
         if op == "members":
-            return {"ok": True, "members": self.members(req.get("tags"), req.get("status"))}
+            rtt = req.get("rtt", False)
+            if not isinstance(rtt, bool):
+                raise ControlError("'rtt' must be true or false")
+            members = self.members(req.get("tags"), req.get("status"), rtt)
+            return {"ok": True, "members": members}
+        if op == "rtt":
+            return {"ok": True, **self.rtt(req.get("a"), req.get("b"))}
         if op == "tags":
             return {"ok": True, "tags": await self.change_tags(req.get("set"), req.get("delete"))}
         if op == "stats":
@@ -440,9 +447,11 @@ class Agent:
         elif text:
             log.info("event handler for %s (ltime %d): %s", event.name, event.ltime, text[-500:])
 
-    def members(self, tags: object, status: object) -> list[dict[str, Any]]:
+    def members(self, tags: object, status: object, rtt: bool = False) -> list[dict[str, Any]]:
         """Every member whose tags match the patterns (full-match regular
-        expressions, as ``serf members -tag``) and whose state is listed.
+        expressions, as ``serf members -tag``) and whose state is listed;
+        with ``rtt``, each with its estimated RTT from this node in seconds
+        (``rtt``: None where a coordinate is unknown, 0.0 for this node).
 
         >>> agent.members({"role": "w.*"}, ["alive"])  # doctest: +SKIP
         [{'id': 'w1', 'addr': '127.0.0.1:7947', 'state': 'alive', ...}]
@@ -452,8 +461,39 @@ class Agent:
             states = check_states(_list_of_str(status or [], "status"))
         except ValueError as exc:
             raise ControlError(str(exc)) from None
-        nodes = [n.to_dict() for n in self.cluster.nodes(states=None)]
-        return [n for n in nodes if matches(n, patterns, states)]
+        members = self.cluster.nodes(states=None)
+        me = next((m for m in members if m.is_self), None)
+        out = []
+        for m in members:
+            n = m.to_dict()
+            if matches(n, patterns, states):
+                if rtt:
+                    n["rtt"] = None if me is None else rtt_between(me, m)
+                out.append(n)
+        return out
+
+    def rtt(self, a: object, b: object) -> dict[str, Any]:
+        """The estimated RTT in seconds between members ``a`` and ``b``, or
+        from this node to ``a`` when ``b`` is None: ``rtt`` (None when a
+        coordinate is unknown), the two ids, and ``missing``, the ids of
+        the two whose coordinate is unknown.
+
+        >>> agent.rtt("n1", None)  # doctest: +SKIP
+        {'rtt': 0.00019, 'a': 'n1', 'b': 'n0', 'missing': []}
+        """
+        if not isinstance(a, str) or not (b is None or isinstance(b, str)):
+            raise ControlError("'a' must be a member id (a string), and 'b' one or null")
+        try:
+            value = self.cluster.rtt(a, b)
+        except UnknownMember as exc:
+            raise ControlError(str(exc)) from None
+        pair = [a, self.cluster.node_id if b is None else b]
+        missing = []
+        for node_id in dict.fromkeys(pair):
+            m = self.cluster.member(node_id)
+            if m is None or m.coordinate is None:
+                missing.append(node_id)
+        return {"rtt": value, "a": pair[0], "b": pair[1], "missing": missing}
 
     async def change_tags(self, set_: object, delete: object) -> dict[str, str]:
         """Apply a whole tag change at once, or nothing; the resulting tags.

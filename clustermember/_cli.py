@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from clustermember._control import ControlClient, ControlError
+from clustermember._display import ms_text
 
 STATES = ("alive", "suspect", "failed", "left")
 
@@ -148,11 +149,28 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
-def format_members(members: list[dict[str, Any]]) -> str:
-    """Members as a table like ``serf members``."""
+def by_rtt(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Members nearest first by their ``rtt`` (unknown last), then by id.
+
+    >>> [m["id"] for m in by_rtt([{"id": "a", "rtt": None}, {"id": "b", "rtt": 0.002},
+    ...                           {"id": "c", "rtt": 0.001}])]
+    ['c', 'b', 'a']
+    """
+    return sorted(members, key=lambda m: (m["rtt"] is None, m["rtt"] or 0.0, m["id"]))
+
+
+def format_members(members: list[dict[str, Any]], rtt: bool = False) -> str:
+    """Members as a table like ``serf members``, by id; with ``rtt``, in
+    the order given, with their RTT in ms (``-`` where unknown).
+
+    >>> print(format_members([{"id": "n1", "addr": "127.0.0.1:7947", "state": "alive",
+    ...                        "incarnation": 0, "tags": {}, "rtt": 0.000213}], rtt=True))
+    NODE  ADDRESS         STATE  INC  TAGS  RTT (ms)
+    n1    127.0.0.1:7947  alive  0          0.213
+    """
     rows = [
         [
             m["id"],
@@ -160,10 +178,11 @@ def format_members(members: list[dict[str, Any]]) -> str:
             m["state"],
             str(m["incarnation"]),
             ",".join(f"{k}={v}" for k, v in sorted(m["tags"].items())),
+            *([("-" if m["rtt"] is None else ms_text(m["rtt"]))] if rtt else []),
         ]
-        for m in sorted(members, key=lambda m: m["id"])
+        for m in (members if rtt else sorted(members, key=lambda m: m["id"]))
     ]
-    return _table(rows, ["NODE", "ADDRESS", "STATE", "INC", "TAGS"])
+    return _table(rows, ["NODE", "ADDRESS", "STATE", "INC", "TAGS", *(["RTT (ms)"] if rtt else [])])
 
 
 # An agent in these states has not joined yet: ``--wait`` waits on.
@@ -221,24 +240,55 @@ async def _request(endpoint: str | None, req: dict[str, Any], wait: float = 0.0)
 
 
 def members(
-    endpoint: str | None, tags: list[str], status: list[str], fmt: str, wait: float = 0.0
+    endpoint: str | None,
+    tags: list[str],
+    status: list[str],
+    fmt: str,
+    wait: float = 0.0,
+    sort: str = "id",
 ) -> int:
     """``clustermember members``: print the members, filtered here by state
-    and by tag regular expressions.
+    and by tag regular expressions; with ``sort="rtt"``, nearest first by
+    their estimated RTT from the agent's node (unknown last), with it.
 
-    >>> members(None, ["role=w.*"], ["alive"], "table")  # doctest: +SKIP
+    >>> members(None, ["role=w.*"], ["alive"], "table", sort="rtt")  # doctest: +SKIP
     """
     filter_members([], tags, status)  # bad input fails before the agent is asked
+    if sort not in ("id", "rtt"):
+        raise UsageError(f"unknown sort {sort!r}: use id or rtt")
+    rtt = sort == "rtt"
     # The agent applies the same filters (tag_patterns), so a large cluster's
     # answer stays small; they are applied here again so that this command
     # means the same whatever the agent does with them.
     # A list of [key, regex] pairs, not an object: a key may come twice.
-    req = {"op": "members", "tags": [parse_tag(t) for t in tags], "status": status}
+    req = {"op": "members", "tags": [parse_tag(t) for t in tags], "status": status, "rtt": rtt}
     found = filter_members(asyncio.run(_request(endpoint, req, wait))["members"], tags, status)
+    if rtt:
+        found = by_rtt(found)
     if fmt == "json":
         print(json.dumps(found, indent=2, sort_keys=True))
     else:
-        print(format_members(found))
+        print(format_members(found, rtt))
+    return 0
+
+
+def rtt(endpoint: str | None, a: str, b: str | None, wait: float = 0.0) -> int:
+    """``clustermember rtt A [B]``: print the estimated RTT between members
+    A and B, or from the agent's node to A, from their network coordinates;
+    an error (exit code 1) for an unknown member or coordinate.
+
+    >>> rtt(None, "n1", None)  # doctest: +SKIP
+    estimated rtt n0 <-> n1: 0.193 ms
+    """
+    resp = asyncio.run(_request(endpoint, {"op": "rtt", "a": a, "b": b}, wait))
+    if resp["rtt"] is None:
+        missing = " and ".join(resp["missing"]) or f"{resp['a']} or {resp['b']}"
+        raise ControlError(
+            f"no network coordinate is known for {missing} yet: coordinates are learnt "
+            "from probes within seconds of a join (unless the agent's node turned them off); "
+            "try again shortly"
+        )
+    print(f"estimated rtt {resp['a']} <-> {resp['b']}: {ms_text(resp['rtt'])} ms")
     return 0
 
 

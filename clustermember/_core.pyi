@@ -35,8 +35,8 @@ def gen_cert(
     days: int = ...,
 ) -> None: ...
 
-# (id, addr, state, incarnation, tags, state_change, phi, is_self)
-MemberTuple = tuple[str, str, str, int, dict[str, str], float, float, bool]
+# (id, addr, state, incarnation, tags, state_change, phi, is_self, coordinate)
+MemberTuple = tuple[str, str, str, int, dict[str, str], float, float, bool, Coordinate | None]
 
 @final
 class Snapshot:

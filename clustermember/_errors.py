@@ -138,5 +138,27 @@ class DuplicateNodeId(ClusterError):  # noqa: N818 - names fixed by the API
         )
 
 
+class UnknownMember(ClusterError, KeyError):  # noqa: N818 - names fixed by the API
+    """No member of that id is known to this node (in any state).
+
+    Also a :class:`KeyError`, as a lookup by key that missed; ``node_id``
+    is the id asked for, and the message is plain text.
+
+    >>> str(UnknownMember("web-9"))
+    "no member 'web-9' is known to this node: a misspelt id, one not joined yet, or one reaped"
+    """
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(
+            f"no member {node_id!r} is known to this node: a misspelt id, one not "
+            "joined yet, or one reaped"
+        )
+
+    def __str__(self) -> str:
+        # KeyError's own str() is the repr of its argument, quotes included.
+        return str(self.args[0])
+
+
 class MissingDependency(ClusterError, ImportError):  # noqa: N818 - names fixed by the API
     """An optional dependency is not installed; the message names the extra."""

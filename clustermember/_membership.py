@@ -33,6 +33,7 @@ from typing import Any
 
 from clustermember import _core, _display, _engine
 from clustermember._config import ClusterConfig, check_duration, check_tag, check_tags
+from clustermember._coordmap import CoordinateMap
 from clustermember._errors import (
     AlreadyJoined,
     ClusterClosed,
@@ -44,6 +45,7 @@ from clustermember._errors import (
     NotStarted,
     RateLimited,
     TagError,
+    UnknownMember,
 )
 from clustermember._events import (
     EVENT_TYPES,
@@ -59,7 +61,7 @@ from clustermember._events import (
 )
 from clustermember._keys import KEYS_QUERY, RESERVED_PREFIX, Keyring
 from clustermember._log import RateLimitedLog, log
-from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState
+from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState, rtt_between
 from clustermember._queries import (
     Handler,
     Query,
@@ -1101,10 +1103,14 @@ class ClusterMembership:
         >>> cluster.nodes_with_all_tags({"role": "worker", "zone": "eu-1"})
         [Member(id='w1', ...)]
         """
+        return self._tagged(self._snapshot(), tags, states)
+
+    @staticmethod
+    def _tagged(snap: _core.Snapshot, tags: Mapping[str, str], states: StatesArg) -> list[Member]:
         if not isinstance(tags, Mapping):
             raise TypeError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
         mask = _states_mask(states)
-        return [Member._from_tuple(t) for t in self._snapshot().query(mask, dict(tags))]
+        return [Member._from_tuple(t) for t in snap.query(mask, dict(tags))]
 
     def nodes_matching(
         self, patterns: Mapping[str, str], states: StatesArg = MemberState.ALIVE
@@ -1150,10 +1156,87 @@ class ClusterMembership:
     @property
     def local_node(self) -> Member:
         """This node's own record (its state, incarnation, tags, address)."""
-        t = self._snapshot().self_member()
+        return self._self_in(self._snapshot())
+
+    def _self_in(self, snap: _core.Snapshot) -> Member:
+        t = snap.self_member()
         if t is None:
             raise NotStarted(f"node {self._id} has no record yet")
         return Member._from_tuple(t)
+
+    def rtt(self, a: str, b: str | None = None) -> float | None:
+        """Estimated round-trip time in seconds between members ``a`` and
+        ``b``, or from this node to ``a`` when ``b`` is None.
+
+        It comes from the two members' network coordinates as this node
+        holds them (:attr:`Member.coordinate`), so it costs no message and
+        reaches members this node never probed. None if either coordinate
+        is unknown (coordinates off, or none heard yet); 0.0 for a member
+        with itself. Raises :class:`UnknownMember` (a ``KeyError``) for an
+        id this node does not know, in any state.
+
+        >>> cluster.rtt("db-1")               # from this node
+        0.00041
+        >>> cluster.rtt("web-1", "db-1")      # between two others
+        0.00187
+        """
+        snap = self._snapshot()
+        first = self._find(snap, a)
+        return rtt_between(first, self._self_in(snap) if b is None else self._find(snap, b))
+
+    @staticmethod
+    def _find(snap: _core.Snapshot, node_id: str) -> Member:
+        if not isinstance(node_id, str):
+            raise TypeError(f"node_id must be a str, not {type(node_id).__name__}")
+        t = snap.find(node_id)
+        if t is None:
+            raise UnknownMember(node_id)
+        return Member._from_tuple(t)
+
+    def nearest(
+        self,
+        k: int = 1,
+        *,
+        tags: Mapping[str, str] | None = None,
+        states: StatesArg = MemberState.ALIVE,
+    ) -> list[Member]:
+        """The ``k`` members nearest to this node by estimated RTT, nearest
+        first: members other than this node carrying every tag of ``tags``
+        and in one of ``states`` (alive by default).
+
+        Members whose coordinate is unknown come after every member with
+        one, by id (all of them, by id, when this node's own is unknown:
+        coordinates off), so the list holds ``min(k, matches)`` members;
+        check ``m.coordinate is None`` to tell. Ties go by id. ``k`` must
+        be an int of at least 1 (ValueError otherwise).
+
+        >>> [m.id for m in cluster.nearest(2, tags={"role": "db"})]
+        ['db-eu-1', 'db-eu-2']
+        """
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"k must be an int, not {type(k).__name__}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        snap = self._snapshot()
+        me = self._self_in(snap)
+        found = []
+        for m in self._tagged(snap, tags or {}, states):
+            if m.id != me.id:
+                rtt = rtt_between(me, m)
+                found.append((rtt is None, rtt or 0.0, m.id, m))
+        found.sort(key=lambda x: x[:3])
+        return [x[3] for x in found[:k]]
+
+    def coordinate_map(self, states: StatesArg = None) -> CoordinateMap:
+        """A map of the members' network coordinates, for Jupyter: it shows
+        as an SVG (``_repr_svg_``; ``to_svg()`` gives the text), points
+        coloured by state, this node ringed, members without a coordinate
+        left out. Every state by default.
+
+        >>> cluster.coordinate_map()          # in a notebook cell
+        <CoordinateMap of 5 members>
+        """
+        return CoordinateMap(self.nodes(states), self._title())
 
     def _local_or_none(self) -> Member | None:
         try:
@@ -1243,9 +1326,11 @@ class ClusterMembership:
         from rich.table import Table
 
         table = Table(title=self._title())
-        for h in _display.HEADERS:
+        members = self._members_for_display()
+        rtts = _display.rtt_texts(members)
+        for h in _display.headers(rtts):
             table.add_column(h)
-        for m in self._members_for_display():
+        for m in members:
             colour = _display.STATE_COLOURS.get(m.state.value, "")
             table.add_row(
                 m.id,
@@ -1253,6 +1338,7 @@ class ClusterMembership:
                 f"[{colour}]{m.state.value}[/]",
                 str(m.incarnation),
                 _display.tags_text(m.tags),
+                *([] if rtts is None else [rtts[m.id]]),
             )
         return table
 

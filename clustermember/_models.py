@@ -8,7 +8,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from clustermember import _display
+from clustermember import _core, _display
 
 
 class MemberState(str, Enum):
@@ -69,6 +69,71 @@ STATE_BITS = {
 
 
 @dataclass(frozen=True, slots=True)
+class Coordinate:
+    """A member's network coordinate (Vivaldi), in seconds.
+
+    ``vec`` is a point in 8 dimensions; ``height`` the member's own access
+    delay, added to every distance from it; ``adjustment`` a per-node
+    correction; ``error`` how unsure the member is of its place (from 1.5
+    at the start, falling as its estimates come true). :meth:`rtt` is the
+    estimated round-trip time between two members, as the core computes it.
+
+    >>> a, b = cluster.member("n1").coordinate, cluster.member("n2").coordinate
+    >>> round(a.rtt(b) * 1000, 2)
+    0.31
+    """
+
+    vec: tuple[float, ...]
+    height: float
+    adjustment: float
+    error: float
+
+    @classmethod
+    def _from_tuple(cls, t: _core.Coordinate) -> Coordinate:
+        return cls(tuple(t[0]), t[1], t[2], t[3])
+
+    def _tuple(self) -> _core.Coordinate:
+        return (self.vec, self.height, self.adjustment, self.error)
+
+    def rtt(self, other: Coordinate) -> float:
+        """Estimated round-trip time to ``other``, in seconds (symmetric).
+
+        Raises ValueError if either coordinate is out of bounds (a number
+        not finite or beyond the core's limits, a vec not of 8 numbers).
+
+        >>> me = cluster.local_node.coordinate
+        >>> me.rtt(cluster.member("n2").coordinate)
+        0.000312
+        """
+        if not isinstance(other, Coordinate):
+            raise TypeError(f"other must be a Coordinate, not {type(other).__name__}")
+        return _core.coord_rtt(self._tuple(), other._tuple())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able data.
+
+        >>> sorted(cluster.local_node.coordinate.to_dict())
+        ['adjustment', 'error', 'height', 'vec']
+        """
+        return {
+            "vec": list(self.vec),
+            "height": self.height,
+            "adjustment": self.adjustment,
+            "error": self.error,
+        }
+
+
+def rtt_between(a: Member, b: Member) -> float | None:
+    """Estimated RTT in seconds between two members from their coordinates:
+    0.0 for one member with itself, None if either coordinate is unknown."""
+    if a.id == b.id:
+        return 0.0
+    if a.coordinate is None or b.coordinate is None:
+        return None
+    return a.coordinate.rtt(b.coordinate)
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     """One member of the cluster as seen by the local node.
 
@@ -93,6 +158,7 @@ class Member:
     state_change: float = field(default=0.0, compare=False)
     phi: float | None = field(default=None, compare=False)
     is_self: bool = field(default=False, compare=False)
+    coordinate: Coordinate | None = field(default=None, compare=False)
 
     @classmethod
     def _from_tuple(cls, t: tuple[Any, ...]) -> Member:
@@ -100,10 +166,11 @@ class Member:
         # The core reports 0 when it has too few samples, and keeps a value
         # for members whose state makes it meaningless: shown as None.
         phi = t[6] if state is MemberState.ALIVE and not t[7] and t[6] > 0 else None
-        return cls(t[0], t[1], state, t[3], MappingProxyType(t[4]), t[5], phi, t[7])
+        coord = Coordinate._from_tuple(t[8]) if t[8] is not None else None
+        return cls(t[0], t[1], state, t[3], MappingProxyType(t[4]), t[5], phi, t[7], coord)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-able data.
+        """Plain, JSON-able data; ``coordinate`` is nested (or None).
 
         >>> cluster.local_node.to_dict()["state"]
         'alive'
@@ -114,6 +181,7 @@ class Member:
             "state": self.state.value,
             "incarnation": self.incarnation,
             "tags": dict(self.tags),
+            "coordinate": None if self.coordinate is None else self.coordinate.to_dict(),
         }
 
     def to_row(self) -> dict[str, Any]:

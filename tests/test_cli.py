@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,6 +137,48 @@ def test_members_tags_leave_through_the_cli(agents: Agents) -> None:
         ),
         "n2 left",
     )
+
+
+def test_rtt_and_members_sorted_by_rtt(agents: Agents) -> None:
+    for i in range(3):
+        agents.start(i)
+
+    def learnt() -> bool:
+        found = agents.members(0, "--status", "alive", "--sort", "rtt")
+        # Every member's RTT known, from coordinates samples have moved.
+        return len(found) == 3 and all(
+            m["rtt"] is not None and m["coordinate"]["error"] < 1.5 for m in found
+        )
+
+    eventually(learnt, "three alive agents with coordinates learnt")
+    rtt_line = re.compile(r"estimated rtt (\S+) <-> (\S+): (\d+\.\d+) ms\n")
+    # From the agent's node, and between two others as it holds them.
+    for args, pair in (
+        (["n1"], ("n1", "n0")),
+        (["n2"], ("n2", "n0")),
+        (["n1", "n2"], ("n1", "n2")),
+    ):
+        out = cli("rtt", "--control", agents.control(0), *args)
+        match = rtt_line.fullmatch(out.stdout)
+        assert match is not None, out.stdout
+        assert match.groups()[:2] == pair and 0 < float(match.group(3)) < 1000, out.stdout
+    # Nearest first, the agent's node first of all (0 from itself).
+    found = agents.members(0, "--sort", "rtt")
+    assert found[0]["id"] == "n0" and found[0]["rtt"] == 0.0
+    rtts = [m["rtt"] for m in found]
+    assert rtts == sorted(rtts) and all(isinstance(r, float) and r < 1 for r in rtts)
+    table = cli("members", "--control", agents.control(0), "--sort", "rtt").stdout.splitlines()
+    assert table[0].split()[-2:] == ["RTT", "(ms)"]
+    # Its own order (coordinates may have moved since the JSON above).
+    shown = [float(row.split()[-1]) for row in table[1:]]
+    assert len(shown) == 3 and shown == sorted(shown) and shown[0] == 0.0
+    assert table[1].split()[0] == "n0"
+    assert "RTT" not in cli("members", "--control", agents.control(0)).stdout
+    # An unknown member: one line naming it, exit code 1.
+    for args in (["nope"], ["n1", "nope"]):
+        out = cli("rtt", "--control", agents.control(0), *args, check=False)
+        assert out.returncode == 1 and out.stdout == "", out
+        assert "'nope'" in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
 def test_sigterm_leaves_gracefully_and_sigkill_is_a_failure(agents: Agents) -> None:

@@ -90,6 +90,66 @@ async def test_tag_filters_are_full_match_regexes_and_stats_are_flat(agent: Agen
     assert rc == 0 and all(len(r) == 2 for r in rows) and ["members_alive", "1"] in rows, out
 
 
+async def test_rtt_requests_answer_errors_on_the_same_connection(agent: Agent) -> None:
+    async with ControlClient(agent.server.endpoint) as c:
+        for req, words in (
+            ({"op": "rtt"}, "'a' must be a member id"),
+            ({"op": "rtt", "a": 1}, "'a' must be a member id"),
+            ({"op": "rtt", "a": "solo", "b": ["x"]}, "'b' one or null"),
+            ({"op": "rtt", "a": "nope"}, "no member 'nope'"),
+            ({"op": "rtt", "a": "solo", "b": "nope"}, "no member 'nope'"),
+            ({"op": "members", "rtt": "yes"}, "'rtt' must be true or false"),
+        ):
+            resp = await c.request(req)
+            assert resp["ok"] is False and words in resp["error"], (req, resp)
+        assert await c.request({"op": "rtt", "a": "solo"}) == {
+            "ok": True,
+            "rtt": 0.0,
+            "a": "solo",
+            "b": "solo",
+            "missing": [],
+        }
+        (me,) = (await c.request({"op": "members", "rtt": True}))["members"]
+        assert me["id"] == "solo" and me["rtt"] == 0.0
+        (me,) = (await c.request({"op": "members"}))["members"]
+        assert "rtt" not in me
+
+
+async def test_rtt_without_coordinates_is_an_error_that_names_the_member(
+    tmp_path: Path, key: bytes
+) -> None:
+    def node(node_id: str) -> ClusterMembership:
+        return ClusterMembership(
+            "127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id=node_id, coordinates=False)
+        )
+
+    a, b = node("a"), node("b")
+    served = Agent(a, str(tmp_path / "a.sock"), [], 1.0)
+    await served.server.start()
+    try:
+        await a.join([])
+        await b.join([a.addr])
+        await eventually(lambda: len(a.nodes()) == 2, "b known to a")
+        ep = served.server.endpoint
+        rc, out, err = await cli("rtt", "--control", ep, "b")
+        assert rc == 1 and out == "" and err.count("\n") == 1, (out, err)
+        assert "no network coordinate is known for b" in err
+        rc, out, err = await cli("members", "--control", ep, "--sort", "rtt", "--format", "json")
+        assert rc == 0, err
+        # This node first (0 from itself), then the member of unknown RTT.
+        assert [(m["id"], m["rtt"], m["coordinate"]) for m in json.loads(out)] == [
+            ("a", 0.0, None),
+            ("b", None, None),
+        ]
+        rc, out, _ = await cli("members", "--control", ep, "--sort", "rtt")
+        assert rc == 0 and out.splitlines()[2].split()[0] == "b"
+        assert out.splitlines()[2].split()[-1] == "-"
+    finally:
+        await served.server.close()
+        await b.close()
+        await a.close()
+
+
 async def test_a_control_port_in_use_is_named() -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))

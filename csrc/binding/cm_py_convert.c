@@ -182,6 +182,14 @@ int cm_py_coord_parse(PyObject *o, cm_coord_t *out) {
   PyObject *vec, *seq;
   Py_ssize_t i;
   memset(out, 0, sizeof(*out));
+  /* PyArg_ParseTuple takes only a tuple: anything else is a SystemError. */
+  if (!PyTuple_Check(o)) {
+    PyErr_Format(PyExc_TypeError,
+                 "a coordinate is a tuple (vec, height, adjustment, error), "
+                 "not %.100s",
+                 Py_TYPE(o)->tp_name);
+    return -1;
+  }
   if (!PyArg_ParseTuple(o,
                         "Oddd;a coordinate is (vec, height, adjustment, "
                         "error)",

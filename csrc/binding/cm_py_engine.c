@@ -1095,6 +1095,10 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(payloads_forgotten);
   N(replies_streamed);
   N(reply_stream_failed);
+  N(coord_updates);
+  N(coord_rejected);
+  N(coord_resets);
+  N(coord_ignored);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);
