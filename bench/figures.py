@@ -417,7 +417,7 @@ def fig_gossip_reach() -> str:
     return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for rel in GOSSIP_REACH)])
 
 
-COORDS = "bench/results/coords-506a0ef.json"
+COORDS = "bench/results/coords-e1a2690.json"
 
 
 def fig_coords() -> str:
