@@ -19,8 +19,10 @@ from _cluster import cluster
 from conftest import eventually
 
 from clustermember import (
+    ClusterConfig,
     ClusterError,
     ClusterMembership,
+    ConfigError,
     Coordinate,
     Member,
     MemberState,
@@ -288,3 +290,52 @@ def test_a_coordinate_map_of_few_members_is_still_a_picture(count: int) -> None:
     assert len(list(root.iter(f"{SVG}circle"))) == count
     for c in root.iter(f"{SVG}circle"):
         assert math.isfinite(float(c.get("cx", "nan"))) and math.isfinite(float(c.get("cy", "nan")))
+
+
+# -- the simulator's sites and the coordinates setting, as bad input --------
+
+
+def test_simulator_sites_refuse_what_is_not_a_network() -> None:
+    good = (3, 0.0002, 0.020, 0.080, 0.1)
+    for bad, exc in (
+        ((0, *good[1:]), ValueError),
+        ((65, *good[1:]), ValueError),
+        ((3, 0.0002, 0.080, 0.020, 0.1), ValueError),
+        ((3, 0.0002, 0.020, 0.080, 1.5), ValueError),
+        ((3, -1.0, 0.020, 0.080, 0.1), ValueError),
+        ((3, 0.0002, 0.020), TypeError),
+        ("three", TypeError),
+    ):
+        with pytest.raises(exc):
+            _core.Simulator(6, sites=bad)  # type: ignore[arg-type]
+    s = _core.Simulator(6, seed=2, sites=good)
+    try:
+        assert s.true_rtt(0, 3) == pytest.approx(0.0002)
+        assert s.true_rtt(0, 1) == s.true_rtt(1, 0)
+        assert 0.020 <= s.true_rtt(0, 1) <= 0.080
+        with pytest.raises(IndexError):
+            s.true_rtt(0, 6)
+        s.bootstrap()
+        s.run_for(5.0)
+        held = s.coordinates(0)
+        assert "n0" in held and len(held["n0"][0]) == 8
+        s.crash(4)
+        with pytest.raises(_core.Error, match="down"):
+            s.coordinates(4)
+    finally:
+        s.close()
+
+
+def test_coordinates_setting_is_a_bool() -> None:
+    with pytest.raises(TypeError, match="True or False"):
+        _core.Simulator(3, config={"coordinates": 1})
+    s = _core.Simulator(3, config={"coordinates": False})
+    try:
+        assert s.config()["coordinates"] is False
+        s.bootstrap()
+        s.run_for(5.0)
+        assert s.coordinates(0) == {}
+    finally:
+        s.close()
+    with pytest.raises(ConfigError, match="coordinates must be True or False"):
+        ClusterConfig(insecure=True, coordinates=1)  # type: ignore[arg-type]

@@ -182,11 +182,16 @@ static int sim_init(sim_object *self, PyObject *args, PyObject *kw) {
   if (sites != Py_None) {
     unsigned long k;
     double local, lo, hi;
-    if (!PyArg_ParseTuple(sites,
-                          "kdddd;sites is (count, rtt inside a site, least "
-                          "and most RTT between two, jitter)",
-                          &k, &local, &lo, &hi, &c.jitter))
+    static const char shape[] = "sites is (count, rtt inside a site, least "
+                                "and most RTT between two, jitter)";
+    if (!PyTuple_Check(sites)) {
+      PyErr_SetString(PyExc_TypeError, shape);
       return -1;
+    }
+    if (!PyArg_ParseTuple(sites, "kdddd", &k, &local, &lo, &hi, &c.jitter)) {
+      PyErr_SetString(PyExc_TypeError, shape);
+      return -1;
+    }
     if (k < 1 || k > CM_SIM_MAX_SITES || !(c.jitter >= 0 && c.jitter <= 1) ||
         !(lo <= hi)) {
       PyErr_Format(PyExc_ValueError,
