@@ -213,11 +213,13 @@ int cm_py_coord_parse(PyObject *o, cm_coord_t *out) {
   }
   Py_DECREF(seq);
   if (!cm_coord_valid(out)) {
-    PyErr_Format(PyExc_ValueError,
-                 "not a valid coordinate: every number must be finite and "
-                 "within %g s, the height not negative and the error in "
-                 "[0, %g]",
-                 CM_COORD_LIMIT, CM_COORD_ERROR_MAX);
+    char msg[160];
+    PyOS_snprintf(msg, sizeof(msg),
+                  "not a valid coordinate: every number must be finite and "
+                  "within %g s, the height not negative and the error in "
+                  "[0, %g]",
+                  CM_COORD_LIMIT, CM_COORD_ERROR_MAX);
+    PyErr_SetString(PyExc_ValueError, msg);
     return -1;
   }
   return 0;

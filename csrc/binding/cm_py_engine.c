@@ -1099,6 +1099,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(coord_rejected);
   N(coord_resets);
   N(coord_ignored);
+  N(coord_heard);
 #undef N
 #define T(f) STAT(d, "net_" #f, s.net.f)
   T(handshakes_ok);

@@ -11,9 +11,6 @@
 #include <string.h>
 
 #define CM_COORD_ZERO 1e-6 /* below this, two positions coincide */
-/* Outliers are measured against at least this RTT, so that the relative
- * error of a sub-millisecond pair does not count as absurd. */
-#define CM_COORD_OUTLIER_FLOOR 0.010
 
 void cm_coord_init(cm_coord_t *c) {
   memset(c, 0, sizeof(*c));
@@ -111,8 +108,8 @@ static void coord_reset(cm_coord_client_t *cl) {
   cl->resets++;
 }
 
-int cm_coord_update(cm_coord_client_t *cl, const cm_coord_t *remote,
-                    double rtt) {
+int cm_coord_update(cm_coord_client_t *cl, const cm_coord_t *remote, double rtt,
+                    uint64_t peer) {
   cm_coord_t *c = &cl->c, origin;
   double dist, wrongness, total, w, sum = 0;
   int i;
@@ -132,7 +129,12 @@ int cm_coord_update(cm_coord_client_t *cl, const cm_coord_t *remote,
       (c->error <= CM_COORD_OUTLIER_ERROR ||
        remote->error <= CM_COORD_OUTLIER_ERROR)) {
     cl->rejected++;
-    if (++cl->outliers_in_row >= CM_COORD_OUTLIERS_RESET)
+    /* Ours is the odd one out only if peer after peer says so: one peer,
+     * however often it lies, never makes it look so. */
+    if (cl->outliers_in_row == 0 || peer != cl->last_outlier_peer)
+      cl->outliers_in_row++;
+    cl->last_outlier_peer = peer;
+    if (cl->outliers_in_row >= CM_COORD_OUTLIERS_RESET)
       coord_reset(cl);
     return CM_ELIMIT;
   }

@@ -30,11 +30,14 @@
 #define CM_COORD_HEIGHT_MIN 10e-6 /* seconds */
 #define CM_COORD_GRAVITY_RHO 150.0
 #define CM_COORD_ADJ_WINDOW 20
-/* Outliers: a sample whose estimate is off by more than this many times the
- * measured RTT is refused once the coordinate is confident (error at most
- * CM_COORD_OUTLIER_ERROR); this many refusals in a row mean our own
- * coordinate is the odd one out, and it starts again from the origin. */
+/* Outliers: a sample whose estimate is off by more than CM_COORD_OUTLIER
+ * times the measured RTT (or CM_COORD_OUTLIER_FLOOR, if more) is refused
+ * when either side claims confidence (error at most CM_COORD_OUTLIER_ERROR).
+ * Refusals in a row, each from another peer than the last, this many of
+ * them: our own coordinate is the odd one out, and starts again from the
+ * origin. */
 #define CM_COORD_OUTLIER 10.0
+#define CM_COORD_OUTLIER_FLOOR 0.001 /* seconds */
 #define CM_COORD_OUTLIER_ERROR 0.5
 #define CM_COORD_OUTLIERS_RESET 8
 
@@ -51,6 +54,7 @@ typedef struct cm_coord_client {
   double adj[CM_COORD_ADJ_WINDOW]; /* the last samples of rtt - distance */
   uint32_t adj_pos;
   uint32_t outliers_in_row;
+  uint64_t last_outlier_peer;
   uint64_t rng; /* a direction when two coordinates coincide */
   uint64_t updates, rejected, resets;
 } cm_coord_client_t;
@@ -72,13 +76,15 @@ int cm_coord_valid(const cm_coord_t *c);
 double cm_coord_rtt(const cm_coord_t *a, const cm_coord_t *b);
 
 void cm_coord_client_init(cm_coord_client_t *cl, uint64_t seed);
-/* One observation: the peer at `remote` answered in rtt seconds. Returns 0
- * (applied), CM_EINVAL (remote invalid, or rtt not in (0, 10 s]: nothing
- * changes) or CM_ELIMIT (an outlier, refused; the CM_COORD_OUTLIERS_RESET-th
- * in a row resets the coordinate). A coordinate that leaves the valid range
+/* One observation: peer (any value naming it, such as its id's hash), at
+ * `remote`, answered in rtt seconds. Returns 0 (applied), CM_EINVAL (remote
+ * invalid, or rtt not in [0, 10 s]: nothing changes; an RTT under 1 us
+ * counts as 1 us) or CM_ELIMIT (an outlier, refused; the
+ * CM_COORD_OUTLIERS_RESET-th in a row, each from another peer than the one
+ * before, resets the coordinate). A coordinate that leaves the valid range
  * resets too. `rejected` and `resets` count them. */
-int cm_coord_update(cm_coord_client_t *cl, const cm_coord_t *remote,
-                    double rtt);
+int cm_coord_update(cm_coord_client_t *cl, const cm_coord_t *remote, double rtt,
+                    uint64_t peer);
 
 /* Add a sample and return the median of the ones held. */
 double cm_coord_filter_add(cm_coord_filter_t *f, double rtt);

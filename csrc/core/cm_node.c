@@ -166,7 +166,9 @@ int cm_node_new(cm_node_t **out, const cm_config_t *cfg, const char *id,
   }
   n->self = (uint32_t)slot;
   n->reg.m[slot].vmin = CM_WIRE_VERSION_MIN;
-  n->reg.m[slot].vmax = CM_WIRE_VERSION_MAX;
+  /* Version 2 is the coordinates: a node without them speaks 1, so that
+   * no one sends it a COORD it would only skip. */
+  n->reg.m[slot].vmax = cfg->coordinates ? CM_WIRE_VERSION_MAX : 1;
   cm_registry_set_addr(&n->reg, n->self, addr);
   self = cm_node__self(n);
   self->state = CM_STATE_ALIVE;

@@ -144,6 +144,7 @@ typedef struct cm_node_stats {
   uint64_t coord_rejected;   /* coordinates out of bounds, outlier samples */
   uint64_t coord_resets;     /* our coordinate diverged and began again */
   uint64_t coord_ignored;    /* a COORD not after the ACK of our probe */
+  uint64_t coord_heard;      /* members' coordinates taken and held */
   uint32_t user_event_queue; /* event relays waiting to be piggybacked */
   uint32_t query_queue;      /* query relays waiting to be piggybacked */
 } cm_node_stats_t;

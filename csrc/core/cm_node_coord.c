@@ -49,15 +49,18 @@ void cm_node__on_coord(cm_node_t *n, const cm_addr_t *from,
   if ((cc = node_coord_cache(n, slot)) == NULL)
     return;
   cm_coord_update(&n->coord, &remote,
-                  cm_coord_filter_add(&cc->rtt, (double)n->coord_rtt / 1e6));
+                  cm_coord_filter_add(&cc->rtt, (double)n->coord_rtt / 1e6),
+                  n->reg.m[slot].id_hash);
   cc->c = remote;
   cc->at = now == 0 ? 1 : now;
   cc->first_hand = 1;
+  n->st.coord_heard++;
 }
 
 /* An ACK of our probe came without a COORD: the RTT still counts, against
- * the target's coordinate as we hold it (from an earlier ACK or a
- * push-pull). A coordinate moves little between a member's rounds. */
+ * the target's coordinate as it last sent it (with an earlier ACK, or in its
+ * own push-pull entry). A coordinate moves little between a member's
+ * rounds. */
 void cm_node__coord_unpaired(cm_node_t *n) {
   uint32_t slot = n->coord_rtt_slot;
   cm_coord_cache_t *cc;
@@ -67,8 +70,9 @@ void cm_node__coord_unpaired(cm_node_t *n) {
       n->reg.m[slot].ext == NULL || (cc = n->reg.m[slot].ext->coord) == NULL)
     return;
   rtt = cm_coord_filter_add(&cc->rtt, (double)n->coord_rtt / 1e6);
-  if (cc->at != 0)
-    cm_coord_update(&n->coord, &cc->c, rtt);
+  /* Only what the member itself said: a relayed copy moves no one. */
+  if (cc->at != 0 && cc->first_hand)
+    cm_coord_update(&n->coord, &cc->c, rtt, n->reg.m[slot].id_hash);
 }
 
 /* The COORD to send with an ACK to the member at slot (-1: unknown): only
@@ -101,17 +105,29 @@ int cm_node__coord_wire(const cm_node_t *n, uint32_t slot,
   return 1;
 }
 
+/* All ones: "no coordinate here", for a writer that must fill the field
+ * (a later version appending past it). Not a refusal. */
+static int node_coord_absent(const uint8_t *b) {
+  size_t i;
+  for (i = 0; i < CM_COORD_WIRE_LEN; i++)
+    if (b[i] != 0xff)
+      return 0;
+  return 1;
+}
+
 /* A push-pull entry's coordinate for the member at slot, from the entry's
- * later bytes: first-hand in the sender's own entry (entry 0). A relayed
- * one does not replace a first-hand one younger than a push-pull
- * interval: the member's own word is fresher than a relay's copy. */
+ * later bytes (after the clocks in the sender's entry, entry 0; the caller
+ * has decided the exchange may give it). First-hand when the entry is the
+ * peer's own, from the stream's address: it replaces anything held. A
+ * relayed one (the answer to our join) fills in only what we hold nothing
+ * of, or hold relayed. */
 void cm_node__coord_from_pp(cm_node_t *n, uint32_t slot, const cm_wire_ext_t *x,
-                            int sender, cm_time_t now) {
-  size_t at = sender ? CM_PP_CLOCKS_LEN : 0;
+                            int entry0, int first_hand, cm_time_t now) {
+  size_t at = entry0 ? CM_PP_CLOCKS_LEN : 0;
   cm_coord_cache_t *cc;
   cm_coord_t c;
   if (!n->cfg.coordinates || slot == n->self ||
-      x->rest_len < at + CM_COORD_WIRE_LEN)
+      x->rest_len < at + CM_COORD_WIRE_LEN || node_coord_absent(x->rest + at))
     return;
   cm_coord_from_wire(x->rest + at, &c);
   if (!cm_coord_valid(&c)) {
@@ -120,12 +136,12 @@ void cm_node__coord_from_pp(cm_node_t *n, uint32_t slot, const cm_wire_ext_t *x,
   }
   if ((cc = node_coord_cache(n, slot)) == NULL)
     return;
-  if (!sender && cc->first_hand && cc->at != 0 &&
-      now - cc->at < n->cfg.pushpull_interval)
+  if (!first_hand && cc->at != 0 && cc->first_hand)
     return;
   cc->c = c;
   cc->at = now == 0 ? 1 : now;
-  cc->first_hand = (uint8_t)sender;
+  cc->first_hand = (uint8_t)first_hand;
+  n->st.coord_heard++;
 }
 
 int cm_node__coord_of(const cm_node_t *n, uint32_t slot, cm_coord_t *out) {

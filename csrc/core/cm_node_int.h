@@ -396,6 +396,6 @@ int cm_node__coord_of(const cm_node_t *n, uint32_t slot, cm_coord_t *out);
 int cm_node__coord_wire(const cm_node_t *n, uint32_t slot,
                         uint8_t out[CM_COORD_WIRE_LEN]);
 void cm_node__coord_from_pp(cm_node_t *n, uint32_t slot, const cm_wire_ext_t *x,
-                            int sender, cm_time_t now);
+                            int entry0, int first_hand, cm_time_t now);
 
 #endif

@@ -200,8 +200,20 @@ static int node_pp_winners(const uint8_t *buf, size_t len, uint32_t count,
  * send duplicates: their tables are keyed by id). The first entry is the
  * sender, the accuser of the suspect and failed entries. Returns 0, or
  * CM_ENOMEM with nothing merged. */
+/* Coordinates taken from a push-pull: from the entry of the peer that
+ * sent it (entry 0, when its address is the stream's: first-hand), and,
+ * from the answer to our own join only, everyone's as the seed holds
+ * them (relayed: shown until first-hand ones come, never used to move our
+ * own). Any other exchange gives none: one member could otherwise replace
+ * what we hold of all the others. */
+struct node_pp_coords {
+  const cm_addr_t *peer; /* NULL: entry 0 is not taken first-hand */
+  int relayed;
+};
+
 static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
-                         uint32_t count, cm_time_t now, int quiet) {
+                         uint32_t count, cm_time_t now, int quiet,
+                         const struct node_pp_coords *co) {
   size_t off = 0, at = 0, mask;
   struct node_pp_win *tab;
   cm_pp_entry_t e;
@@ -237,10 +249,15 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
       cm_node__accuse(n, kinds[e.state & 3], e.node.s, e.node.len,
                       e.incarnation, sender.s, sender.len, now);
     }
-    if (e.ext.rest_len >= CM_COORD_WIRE_LEN) {
+    if (e.ext.rest_len >= CM_COORD_WIRE_LEN &&
+        (co->relayed ||
+         (is_sender && co->peer != NULL && cm_addr_eq(&e.addr, co->peer)))) {
       int32_t slot = cm_registry_find(&n->reg, e.node.s, e.node.len);
       if (slot >= 0)
-        cm_node__coord_from_pp(n, (uint32_t)slot, &e.ext, is_sender, now);
+        cm_node__coord_from_pp(n, (uint32_t)slot, &e.ext, is_sender,
+                               is_sender && co->peer != NULL &&
+                                   cm_addr_eq(&e.addr, co->peer),
+                               now);
     }
   }
   free(tab);
@@ -289,7 +306,10 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
   n->st.pushpull_in++;
   /* Merge before answering, so a refutation this exchange provokes (the
    * peer thought we had failed) is already in the reply. */
-  rc = node_pp_merge(n, req, len, count, now, 0);
+  {
+    struct node_pp_coords co = {from, 0};
+    rc = node_pp_merge(n, req, len, count, now, 0, &co);
+  }
   if (rc != 0)
     return rc;
   /* Anti-entropy for user events too, on the periodic exchanges (a join's
@@ -304,14 +324,15 @@ int cm_node_handle_pushpull(cm_node_t *n, const cm_addr_t *from,
 
 /* Validate and merge a push-pull response; quiet as for cm_node__alive. */
 static int node_pp_take_response(cm_node_t *n, const uint8_t *buf, size_t len,
-                                 cm_time_t now, int quiet) {
+                                 cm_time_t now, int quiet, int join_reply) {
+  struct node_pp_coords co = {NULL, join_reply};
   uint32_t count;
   int rc;
   if (n == NULL || buf == NULL)
     return CM_EINVAL;
   rc = node_pp_check(n, buf, len, CM_PP_RESPONSE, &count);
   if (rc == 0)
-    rc = node_pp_merge(n, buf, len, count, now, quiet);
+    rc = node_pp_merge(n, buf, len, count, now, quiet, &co);
   return rc;
 }
 
@@ -350,7 +371,9 @@ int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
   if (cm_node__sreply_done(n, req_id, 0) == 0)
     return 0;
   known = n->reg.count;
-  rc = node_pp_take_response(n, buf, len, now, 0);
+  rc = node_pp_take_response(n, buf, len, now, 0,
+                             n->join_followup && req_id >= n->join_req_lo &&
+                                 req_id <= n->join_req_hi);
   if (rc != 0)
     return rc;
   if (n->join_followup && req_id >= n->join_req_lo &&
@@ -372,7 +395,7 @@ int cm_node_pushpull_reply(cm_node_t *n, uint64_t req_id, const uint8_t *buf,
 
 int cm_node_adopt_table(cm_node_t *n, const uint8_t *buf, size_t len,
                         cm_time_t now) {
-  int rc = node_pp_take_response(n, buf, len, now, 1);
+  int rc = node_pp_take_response(n, buf, len, now, 1, 0);
   if (rc != 0)
     return rc;
   /* In a cluster that has run for a while, push-pull phases are spread

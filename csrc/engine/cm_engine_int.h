@@ -139,7 +139,9 @@ struct cm_enode {
   /* When the last snapshot was built: coordinates, which move with every
    * probe, are republished at most every CM_ENGINE_COORD_REFRESH. */
   cm_time_t snap_built;
-  uint64_t snap_coord_updates; /* the core's coord_updates at that build */
+  /* The core's coord_updates + coord_heard at that build: ours moved, or
+   * a member's came. */
+  uint64_t snap_coord_updates;
 
   /* Shared, under lock. */
   pthread_mutex_t lock;

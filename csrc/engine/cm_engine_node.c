@@ -25,7 +25,7 @@ static void on_timer(uv_timer_t *t);
 static int flush_has_news(const cm_enode_t *n, const cm_node_stats_t *st) {
   return cm_node_events_pending(n->node) > 0 ||
          st->incarnation != n->stats.node.incarnation ||
-         (st->coord_updates != n->snap_coord_updates &&
+         (st->coord_updates + st->coord_heard != n->snap_coord_updates &&
           cm_engine__now() >= n->snap_built + CM_ENGINE_COORD_REFRESH);
 }
 
@@ -48,7 +48,7 @@ static void flush_publish(cm_enode_t *n, int changed) {
                                   n->snap != NULL ? n->snap->version + 1 : 1);
     n->snap_next = cm_engine__now();
     n->snap_built = n->snap_next;
-    n->snap_coord_updates = st.coord_updates;
+    n->snap_coord_updates = st.coord_updates + st.coord_heard;
     n->snap_next += (n->snap_next - t0) * ENGINE_SNAPSHOT_DUTY;
   }
   pthread_mutex_lock(&n->lock);
