@@ -1007,6 +1007,33 @@ static PyObject *node_snapshot(node_object *self, PyObject *unused) {
     Py_DECREF(x_);                                                             \
   } while (0)
 
+/* The probe round-trip histogram: {"buckets": [(upper bound, count), ...]
+ * (not cumulative; the last bound is inf), "sum": seconds, "count"}. */
+static PyObject *node_probe_rtts(node_object *self, PyObject *unused) {
+  cm_enode_stats_t s;
+  PyObject *buckets;
+  size_t i;
+  if (node_check(self) < 0)
+    return NULL;
+  cm_enode_stats(self->node, &s);
+  buckets = PyList_New(CM_RTT_BUCKETS);
+  if (buckets == NULL)
+    return NULL;
+  for (i = 0; i < CM_RTT_BUCKETS; i++) {
+    PyObject *t =
+        Py_BuildValue("(dK)", cm_rtt_bucket_bounds[i],
+                      (unsigned long long)s.node.probe_rtt_buckets[i]);
+    if (t == NULL) {
+      Py_DECREF(buckets);
+      return NULL;
+    }
+    PyList_SET_ITEM(buckets, (Py_ssize_t)i, t);
+  }
+  return Py_BuildValue("{s:N,s:d,s:K}", "buckets", buckets, "sum",
+                       s.node.probe_rtt_sum, "count",
+                       (unsigned long long)s.node.probe_rtt_count);
+}
+
 static PyObject *node_stats(node_object *self, PyObject *unused) {
   cm_enode_stats_t s;
   PyObject *d;
@@ -1203,6 +1230,10 @@ static PyMethodDef node_methods[] = {
     {"stats", (PyCFunction)node_stats, METH_NOARGS,
      "stats() -> dict[str, int]\n\nCore counters, transport counters "
      "(net_*), events_dropped, send_errors."},
+    {"probe_rtts", (PyCFunction)node_probe_rtts, METH_NOARGS,
+     "probe_rtts() -> dict\n\nThe round trips of direct probes acked by "
+     "their target: buckets [(upper bound s, count)] (not cumulative, the "
+     "last bound inf), sum (s), count."},
     {"stop", (PyCFunction)node_stop, METH_NOARGS,
      "stop()\n\nStop at once, without leaving; idempotent."},
     {NULL, NULL, 0, NULL},

@@ -4,6 +4,7 @@
  * table. The work is done in cm_node_state.c, cm_node_probe.c,
  * cm_node_out.c, cm_node_pp.c and cm_node_reap.c (cm_node_int.h).
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,6 +116,12 @@ int cm_node_check_tags(const cm_node_t *n, const uint8_t *blob, size_t len) {
   }
   return 0;
 }
+
+/* From a LAN's fraction of a millisecond to a probe timeout's seconds,
+ * about three to a decade (Prometheus's default buckets, shifted down). */
+const double cm_rtt_bucket_bounds[CM_RTT_BUCKETS] = {
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,    0.1,    0.25,  0.5,    1.0,   2.5,  INFINITY};
 
 /* A first deadline for a periodic timer: between half a period and one,
  * uniformly (periods up to days do not fit cm_rand_below's 32 bits). */

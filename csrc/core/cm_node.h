@@ -83,6 +83,11 @@ typedef struct cm_app_counts {
   uint64_t drop_size;  /* over the size limit */
 } cm_app_counts_t;
 
+/* Buckets of the probe round-trip histogram (cm_node_stats_t): upper
+ * bounds in seconds, the last one +inf; the buckets are not cumulative. */
+#define CM_RTT_BUCKETS 14
+extern const double cm_rtt_bucket_bounds[CM_RTT_BUCKETS];
+
 typedef struct cm_node_stats {
   /* Registry, by state. */
   uint32_t members, alive, suspect, failed, left;
@@ -139,6 +144,10 @@ typedef struct cm_node_stats {
   uint64_t payloads_forgotten; /* held payloads dropped for room */
   uint64_t drop_query_origin;  /* queries whose answers would go to an
                                   address not their origin's */
+  /* Round trips of direct probes acked by their target, in seconds. */
+  uint64_t probe_rtt_count;
+  double probe_rtt_sum;
+  uint64_t probe_rtt_buckets[CM_RTT_BUCKETS]; /* by cm_rtt_bucket_bounds */
   /* Network coordinates. */
   uint64_t coord_updates;    /* RTT samples that moved our coordinate */
   uint64_t coord_rejected;   /* coordinates out of bounds, outlier samples */

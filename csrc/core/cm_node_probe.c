@@ -257,10 +257,19 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
   if (node_probe_target_ok(n) &&
       cm_addr_eq(from, &cm_node__m(n, n->probe.slot)->addr)) {
     node_arrival(n, n->probe.slot, now);
-    /* Answered by the target itself (not through a helper): a round trip
-     * for the network coordinate. */
-    if (!n->probe.indirect)
-      cm_node__coord_acked(n, n->probe.slot, now - n->probe.start);
+    /* Answered by the target itself (not through a helper): a round trip,
+     * for the histogram and the network coordinate. */
+    if (!n->probe.indirect) {
+      cm_time_t rtt = now - n->probe.start;
+      double s = (double)rtt / 1e6;
+      size_t b = 0;
+      while (b + 1 < CM_RTT_BUCKETS && s > cm_rtt_bucket_bounds[b])
+        b++;
+      n->st.probe_rtt_count++;
+      n->st.probe_rtt_sum += s;
+      n->st.probe_rtt_buckets[b]++;
+      cm_node__coord_acked(n, n->probe.slot, rtt);
+    }
   }
 }
 

@@ -329,6 +329,11 @@ CM_TEST(coord_ack_carries_the_target_coordinate_and_rtt) {
   st = cm_tnode_stats(n);
   CM_CHECK_EQ(st.probe_acks, 1);
   CM_CHECK_EQ(st.coord_updates, 1);
+  /* The round trip is in the histogram too: 30 ms, in (25 ms, 50 ms]. */
+  CM_CHECK_EQ(st.probe_rtt_count, 1);
+  CM_CHECK_NEAR(st.probe_rtt_sum, 0.030, 1e-9);
+  CM_CHECK_EQ(cm_rtt_bucket_bounds[7], 0.05);
+  CM_CHECK_EQ(st.probe_rtt_buckets[7], 1);
   CM_CHECK(cm_node_member_find(n, "b", &info, now));
   CM_CHECK(info.has_coord);
   CM_CHECK_NEAR(info.coord.vec[0], 0.020, 1e-9);
