@@ -54,7 +54,7 @@ from clustermember._events import (
 )
 from clustermember._keys import KeyReport, Keyring
 from clustermember._membership import ClusterMembership
-from clustermember._models import ClusterStats, Coordinate, Member, MemberState
+from clustermember._models import ClusterStats, Coordinate, HistoryEntry, Member, MemberState
 from clustermember._queries import Query, QueryResponse, QueryResults
 
 __version__ = "0.1.0"
@@ -71,6 +71,7 @@ __all__ = [
     "ClusterStats",
     "ConfigError",
     "Coordinate",
+    "HistoryEntry",
     "EventsDropped",
     "DuplicateNodeId",
     "JoinRefused",

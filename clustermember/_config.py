@@ -249,6 +249,7 @@ class ConfigOverrides(TypedDict, total=False):
     user_event_rate: int
     query_timeout_mult: int
     coordinates: bool
+    history: int
     max_connections: int
     idle_timeout: float
     handshake_timeout: float
@@ -326,6 +327,8 @@ class ClusterConfig:
     query_timeout_mult: int = _LAN["query_timeout_mult"]
     # Network coordinates (Vivaldi), learnt from probes; see Member.coordinate.
     coordinates: bool = _LAN["coordinates"]
+    # State changes kept per member for history() (0..64).
+    history: int = _LAN["history"]
 
     # Transport (QUIC connection pool).
     max_connections: int = _NET["max_connections"]

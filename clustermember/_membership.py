@@ -61,7 +61,14 @@ from clustermember._events import (
 )
 from clustermember._keys import KEYS_QUERY, RESERVED_PREFIX, Keyring
 from clustermember._log import RateLimitedLog, log
-from clustermember._models import STATE_BITS, ClusterStats, Member, MemberState, rtt_between
+from clustermember._models import (
+    STATE_BITS,
+    ClusterStats,
+    HistoryEntry,
+    Member,
+    MemberState,
+    rtt_between,
+)
 from clustermember._queries import (
     Handler,
     Query,
@@ -1163,6 +1170,27 @@ class ClusterMembership:
         if t is None:
             raise NotStarted(f"node {self._id} has no record yet")
         return Member._from_tuple(t)
+
+    def history(self, member_id: str) -> list[HistoryEntry]:
+        """Why ``member_id`` was suspected, failed or came back, as this
+        node saw it: its recent state changes, oldest first, each with its
+        cause (this node's failed probe, an accuser's gossip, a timeout, the
+        member's own refutation) and this node's local health then.
+
+        A member's record starts with its first suspicion, failure or leave,
+        so a member never in trouble has none ([]); at most
+        ``config.history`` entries are kept per member (the most recent).
+        Raises :class:`UnknownMember` for an id this node does not know.
+
+        >>> for h in cluster.history("worker-3"):
+        ...     print(h.event, h.source, h.by, h.helpers, h.nacks)
+        suspect probe api-1 3 0
+        failed timeout None 0 0
+        """
+        snap = self._snapshot()
+        self._find(snap, member_id)
+        rows = snap.history(member_id)
+        return [HistoryEntry._from_tuple(t) for t in rows or ()]
 
     def rtt(self, a: str, b: str | None = None) -> float | None:
         """Estimated round-trip time in seconds between members ``a`` and

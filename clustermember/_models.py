@@ -69,6 +69,57 @@ STATE_BITS = {
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One state change of a member, as this node saw it, and its cause.
+
+    ``event`` is ``"suspect"``, ``"confirmed"`` (another member accused it
+    too), ``"failed"``, ``"recovered"``, ``"left"`` or ``"joined"``; ``state``
+    its state after. ``source`` says what caused it: ``"probe"`` (this
+    node's own probe of it failed: ``helpers`` members were asked to probe
+    it too and ``nacks`` of them could not reach it either), ``"gossip"`` or
+    ``"pushpull"`` (news from ``by``), ``"timeout"`` (its suspicion ran out
+    here), ``"alive"`` (its own word: a refutation or a return), ``"leave"``.
+    ``by`` is the accuser, None if none or forgotten since; ``health`` this
+    node's local health score then (0 is healthy: a high one says the
+    problem may have been here); ``rtt`` the last round trip of a direct
+    probe of it before (seconds), None if none. ``monotonic`` is
+    ``time.monotonic()`` at the change.
+
+    >>> [(h.event, h.source, h.by) for h in cluster.history("worker-3")]
+    [('suspect', 'probe', 'api-1'), ('failed', 'timeout', None)]
+    """
+
+    monotonic: float
+    event: str
+    state: MemberState
+    source: str
+    by: str | None
+    incarnation: int
+    health: int
+    rtt: float | None
+    helpers: int
+    nacks: int
+    confirmations: int
+
+    @classmethod
+    def _from_tuple(cls, t: tuple[Any, ...]) -> HistoryEntry:
+        mono, event, state, source, health, inc, rtt, helpers, nacks, conf, by = t
+        return cls(
+            mono, event, MemberState(state), source, by, inc, health, rtt, helpers, nacks, conf
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able data.
+
+        >>> cluster.history("worker-3")[0].to_dict()["source"]
+        'probe'
+        """
+        d = {f: getattr(self, f) for f in self.__slots__}
+        d["state"] = self.state.value
+        return d
+
+
+@dataclass(frozen=True, slots=True)
 class Coordinate:
     """A member's network coordinate (Vivaldi), in seconds.
 

@@ -47,17 +47,23 @@ struct config_field {
 #define BF(f)                                                                  \
   { #f, F_BOOL, offsetof(cm_config_t, f) }
 static const struct config_field fields[] = {
-    TF(probe_interval),        TF(probe_timeout),     UF(indirect_checks),
-    UF(awareness_max),         UF(suspicion_mult),    UF(suspicion_max_mult),
-    DF(phi_threshold),         UF(phi_window),        TF(phi_min_std),
-    TF(phi_acceptable_pause),  UF(phi_min_samples),   TF(gossip_interval),
-    UF(gossip_nodes),          TF(gossip_to_dead),    UF(retransmit_mult),
-    UF(max_broadcast_queue),   TF(pushpull_interval), TF(reconnect_interval),
-    TF(reconnect_timeout),     TF(reap_left_after),   UF(max_packet_size),
-    UF(max_tag_key),           UF(max_tag_value),     UF(max_tags_size),
-    UF(max_members),           UF(max_pushpull_size), UF(user_event_buffer),
-    UF(max_user_event_size),   UF(user_event_rate),   UF(query_timeout_mult),
-    UF(max_user_event_stream), UF(user_event_store),  BF(coordinates),
+    TF(probe_interval),        TF(probe_timeout),
+    UF(indirect_checks),       UF(awareness_max),
+    UF(suspicion_mult),        UF(suspicion_max_mult),
+    DF(phi_threshold),         UF(phi_window),
+    TF(phi_min_std),           TF(phi_acceptable_pause),
+    UF(phi_min_samples),       TF(gossip_interval),
+    UF(gossip_nodes),          TF(gossip_to_dead),
+    UF(retransmit_mult),       UF(max_broadcast_queue),
+    TF(pushpull_interval),     TF(reconnect_interval),
+    TF(reconnect_timeout),     TF(reap_left_after),
+    UF(max_packet_size),       UF(max_tag_key),
+    UF(max_tag_value),         UF(max_tags_size),
+    UF(max_members),           UF(max_pushpull_size),
+    UF(user_event_buffer),     UF(max_user_event_size),
+    UF(user_event_rate),       UF(query_timeout_mult),
+    UF(max_user_event_stream), UF(user_event_store),
+    BF(coordinates),           UF(history),
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 

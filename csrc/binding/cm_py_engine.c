@@ -436,6 +436,55 @@ static PyObject *snapshot_find_py(snapshot_object *self, PyObject *arg) {
   return member_tuple(m);
 }
 
+/* A member's history as tuples (time, event, state, source, health,
+ * incarnation, rtt or None, helpers, nacks, confirmations, by or None);
+ * None for an unknown member. */
+static PyObject *snapshot_history(snapshot_object *self, PyObject *arg) {
+  static const char *const sources[] = {
+      "", "probe", "gossip", "pushpull", "timeout", "alive", "leave"};
+  const char *id = PyUnicode_AsUTF8(arg);
+  const cm_emember_t *m;
+  PyObject *list;
+  uint32_t i;
+  if (id == NULL)
+    return NULL;
+  m = snapshot_find(self->snap, id);
+  if (m == NULL)
+    Py_RETURN_NONE;
+  list = PyList_New((Py_ssize_t)m->nhist);
+  if (list == NULL)
+    return NULL;
+  for (i = 0; i < m->nhist; i++) {
+    const cm_hist_read_t *h = &m->hist[i];
+    PyObject *rtt = h->e.rtt_us ? PyFloat_FromDouble(h->e.rtt_us / 1e6)
+                                : Py_NewRef(Py_None);
+    PyObject *by = h->by[0] ? PyUnicode_FromString(h->by) : Py_NewRef(Py_None);
+    PyObject *t;
+    if (rtt == NULL || by == NULL) {
+      Py_XDECREF(rtt);
+      Py_XDECREF(by);
+      Py_DECREF(list);
+      return NULL;
+    }
+    t = Py_BuildValue("(dsssIkNIIIN)", (double)h->e.time / 1e6,
+                      h->e.event == CM_EV_CONFIRMED ? "confirmed"
+                                                    : cm_event_name(h->e.event),
+                      cm_state_name(h->e.state),
+                      h->e.source < sizeof(sources) / sizeof(sources[0])
+                          ? sources[h->e.source]
+                          : "",
+                      (unsigned)h->e.health, (unsigned long)h->e.incarnation,
+                      rtt, (unsigned)h->e.helpers, (unsigned)h->e.nacks,
+                      (unsigned)h->e.confirmations, by);
+    if (t == NULL) {
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+  }
+  return list;
+}
+
 static PyObject *snapshot_self(snapshot_object *self, PyObject *unused) {
   uint32_t i;
   for (i = 0; self->snap != NULL && i < self->snap->count; i++)
@@ -559,6 +608,11 @@ static PyMethodDef snapshot_methods[] = {
      "(1 << state index: alive 0, suspect 1, failed 2, left 3) is in "
      "states and that carry every tag of tags, as (id, addr, state, "
      "incarnation, tags, state_change, phi, is_self, coordinate)."},
+    {"history", (PyCFunction)snapshot_history, METH_O,
+     "history(id) -> list[tuple] | None\n\nThe member's recorded state "
+     "changes, oldest first: (time, event, state, source, health, "
+     "incarnation, rtt, helpers, nacks, confirmations, by); None for an "
+     "unknown member."},
     {"find", (PyCFunction)snapshot_find_py, METH_O,
      "find(id) -> tuple | None\n\nOne member by id."},
     {"self_member", (PyCFunction)snapshot_self, METH_NOARGS,

@@ -47,6 +47,9 @@ void cm_config_lan(cm_config_t *c) {
   c->query_timeout_mult = 16;
   /* On, as in Serf: 47 bytes per ack and 44 per push-pull entry. */
   c->coordinates = 1;
+  /* 8 x 40 bytes for each member that ever had trouble: 320 KiB for 1,000
+   * of them, enough to read a flap. */
+  c->history = 8;
 }
 
 void cm_config_wan(cm_config_t *c) {
@@ -167,6 +170,8 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
     CM_FAIL("query_timeout_mult must be between 1 and 1000");
   if (c->coordinates > 1)
     CM_FAIL("coordinates must be 0 (off) or 1 (on)");
+  if (c->history > CM_HIST_LIMIT)
+    CM_FAIL("history must be between 0 and 64");
   return 0;
 }
 

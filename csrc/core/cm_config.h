@@ -57,7 +57,13 @@ typedef struct cm_config {
   /* Network coordinates (cm_coord.h): 1 to learn this node's from probes,
    * send it with acks and carry members' in push-pull; 0 for none. */
   uint32_t coordinates;
+  /* State changes kept per member for cm_node_history (0..CM_HIST_LIMIT):
+   * a member's record starts with its first suspicion, failure or leave. */
+  uint32_t history;
 } cm_config_t;
+
+/* Bound of the setting history. */
+#define CM_HIST_LIMIT 64
 
 /* Profiles. lan() is the default. */
 void cm_config_lan(cm_config_t *c);

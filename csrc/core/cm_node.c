@@ -349,6 +349,8 @@ int cm_node_member_get(const cm_node_t *n, uint32_t slot,
   info->proto_min = m->vmin;
   info->proto_max = m->vmax;
   info->has_coord = cm_node__coord_of(n, slot, &info->coord);
+  info->history =
+      m->ext != NULL && m->ext->hist != NULL ? m->ext->hist->len : 0;
   return 1;
 }
 

@@ -158,6 +158,43 @@ typedef struct cm_node_stats {
   uint32_t query_queue;      /* query relays waiting to be piggybacked */
 } cm_node_stats_t;
 
+/* Why a member's state changed, as this node saw it (cm_node_history). */
+enum cm_hist_source {
+  CM_HIST_PROBE = 1,    /* this node's probe of it failed */
+  CM_HIST_GOSSIP = 2,   /* news by gossip: an accusation (by: the accuser) */
+  CM_HIST_PUSHPULL = 3, /* a push-pull's record (by: whom it blames) */
+  CM_HIST_TIMEOUT = 4,  /* its suspicion ran out here */
+  CM_HIST_ALIVE = 5,    /* an alive record: a refutation, a return */
+  CM_HIST_LEAVE = 6,    /* it said it was leaving */
+};
+/* History only: another member confirmed a suspicion held here. */
+#define CM_EV_CONFIRMED 100
+
+/* One entry of a member's history. by names a member by its slot and id
+ * hash, kept small; cm_node_history resolves it. */
+typedef struct cm_hist_entry {
+  cm_time_t time;
+  uint8_t event;  /* CM_EV_SUSPECT, FAILED, RECOVERED, LEFT, JOINED, or
+                     CM_EV_CONFIRMED */
+  uint8_t state;  /* its state after */
+  uint8_t source; /* enum cm_hist_source */
+  uint8_t health; /* this node's local health score then */
+  uint32_t incarnation;
+  uint32_t rtt_us; /* last round trip of a direct probe of it; 0: none */
+  uint8_t helpers; /* CM_HIST_PROBE: members asked to probe it for us */
+  uint8_t nacks;   /* CM_HIST_PROBE: of them, those that could not either */
+  uint8_t confirmations; /* accusers of the suspicion besides the first */
+  uint32_t by_slot;      /* the accuser; CM_HIST_NOBODY if none */
+  uint64_t by_hash;
+} cm_hist_entry_t;
+#define CM_HIST_NOBODY UINT32_MAX
+
+/* A history entry as read: the accuser's id, "" if none or forgotten. */
+typedef struct cm_hist_read {
+  cm_hist_entry_t e;
+  char by[CM_ID_MAX + 1];
+} cm_hist_read_t;
+
 typedef struct cm_member_info {
   const char *id;
   cm_addr_t addr;
@@ -173,6 +210,7 @@ typedef struct cm_member_info {
   /* Its network coordinate (this node's own for is_self), if known. */
   int has_coord;
   cm_coord_t coord;
+  uint32_t history; /* entries cm_node_history holds for it */
 } cm_member_info_t;
 
 /* Create a node. id: 1..64 printable bytes; addr: where peers reach it;
@@ -332,6 +370,15 @@ const char *cm_node_id(const cm_node_t *n);
 const cm_addr_t *cm_node_addr(const cm_node_t *n);
 const char *cm_state_name(uint8_t state);
 const char *cm_event_name(uint8_t type);
+
+/* Member id's recorded history, oldest first, at most cap entries (the
+ * most recent ones) into out: its suspicions, confirmations, failures,
+ * leaves and returns as this node saw them, with who accused it, what
+ * this node's own probe found, and this node's local health then. At most
+ * cfg.history entries are kept per member. Returns how many were written;
+ * 0 for an unknown member or none recorded. */
+size_t cm_node_history(const cm_node_t *n, const char *id, cm_hist_read_t *out,
+                       size_t cap);
 
 /* This node's network coordinate. Errors: CM_EINVAL, CM_ESTATE
  * (coordinates are off). Set one (restored from an earlier run, or a

@@ -119,6 +119,19 @@ struct cm_app_out {
   uint8_t data[]; /* name, NUL, filter, payload */
 };
 
+/* A member's recent state changes (cm_node_history): a ring of cap. */
+struct cm_hist {
+  uint8_t head, len, cap;
+  cm_hist_entry_t e[];
+};
+
+/* The cause of the state change about to be reported (cm_node_hist.c):
+ * set by whoever makes it, read when its event is recorded. */
+struct cm_hist_cause {
+  uint8_t source; /* enum cm_hist_source; 0: none set */
+  const char *by;
+  size_t by_len;
+};
 struct cm_probe {
   uint8_t active;
   uint8_t acked;
@@ -177,6 +190,8 @@ struct cm_node {
    * packet being read, for the COORD that follows its ACK (valid while
    * coord_rtt_slot is not CM_NO_SLOT). */
   cm_coord_client_t coord;
+  struct cm_hist_cause hcause; /* of the change being made (cm_node_hist.c) */
+  uint8_t in_pushpull;         /* merging a push-pull's table */
   uint32_t coord_rtt_slot;
   cm_time_t coord_rtt;
   uint32_t coord_acks; /* ACKs to version-2 members: every
@@ -397,5 +412,11 @@ int cm_node__coord_wire(const cm_node_t *n, uint32_t slot,
                         uint8_t out[CM_COORD_WIRE_LEN]);
 void cm_node__coord_from_pp(cm_node_t *n, uint32_t slot, const cm_wire_ext_t *x,
                             int entry0, int first_hand, cm_time_t now);
+
+/* History (cm_node_hist.c). */
+void cm_node__hist_cause(cm_node_t *n, uint8_t source, const char *by,
+                         size_t by_len);
+void cm_node__hist_record(cm_node_t *n, uint32_t slot, uint8_t event,
+                          cm_time_t now);
 
 #endif

@@ -41,6 +41,9 @@ void cm_node__event(cm_node_t *n, uint8_t type, const cm_member_t *m,
     ev->other_addr = *other;
   ev->incarnation = m->incarnation;
   ev->time = now;
+  if (type == CM_EV_SUSPECT || type == CM_EV_FAILED ||
+      type == CM_EV_RECOVERED || type == CM_EV_LEFT || type == CM_EV_JOINED)
+    cm_node__hist_record(n, (uint32_t)(m - n->reg.m), type, now);
 }
 
 /* ------------------------------------------------------------ broadcasts */

@@ -223,6 +223,7 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
   if (rc != 0)
     return rc;
   memset(&sender, 0, sizeof(sender));
+  n->in_pushpull = 1;
   for (; cm_wire_pp_next(buf, len, &off, &e); at = off) {
     uint64_t hash = cm_id_hash(e.node.s, e.node.len);
     is_sender = first;
@@ -260,6 +261,7 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
                                now);
     }
   }
+  n->in_pushpull = 0;
   free(tab);
   return 0;
 }

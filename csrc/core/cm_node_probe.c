@@ -268,6 +268,10 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
       n->st.probe_rtt_count++;
       n->st.probe_rtt_sum += s;
       n->st.probe_rtt_buckets[b]++;
+      if (cm_node__m(n, n->probe.slot)->ext != NULL ||
+          cm_member_ext(cm_node__m(n, n->probe.slot)) != NULL)
+        cm_node__m(n, n->probe.slot)->ext->rtt_us =
+            (uint32_t)(rtt > UINT32_MAX ? UINT32_MAX : rtt);
       cm_node__coord_acked(n, n->probe.slot, rtt);
     }
   }

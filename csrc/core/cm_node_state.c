@@ -223,6 +223,8 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
     return;
   cm_theap_update(&n->suspects, m->ext->susp_pos,
                   cm_suspicion_deadline(m->ext->susp));
+  cm_node__hist_record(n, slot, CM_EV_CONFIRMED, now);
+  cm_node__hist_cause(n, n->hcause.source, x->from, x->from_len);
   if (accuser >= 0)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
@@ -378,7 +380,9 @@ void cm_node__alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
   x.id = a->node.s;
   x.id_len = a->node.len;
   x.alive = a;
+  cm_node__hist_cause(n, CM_HIST_ALIVE, NULL, 0);
   node_merge(n, &x, now, quiet);
+  cm_node__hist_cause(n, 0, NULL, 0);
 }
 
 /* An accusation (suspect, dead or push-pull failed record) or a leave. */
@@ -393,7 +397,18 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
   x.id_len = id_len;
   x.from = from;
   x.from_len = from_len;
+  {
+    const cm_member_t *self = cm_node__self(n);
+    uint8_t source = kind == CM_NEWS_LEAVE ? CM_HIST_LEAVE
+                     : n->in_pushpull      ? CM_HIST_PUSHPULL
+                                           : CM_HIST_GOSSIP;
+    if (kind == CM_NEWS_SUSPECT && from_len == self->id_len &&
+        memcmp(from, cm_member_id(self), from_len) == 0)
+      source = CM_HIST_PROBE;
+    cm_node__hist_cause(n, source, from, from_len);
+  }
   node_merge(n, &x, now, 0);
+  cm_node__hist_cause(n, 0, NULL, 0);
 }
 
 /* Declare failed the suspects whose time has come. */
@@ -403,6 +418,7 @@ void cm_node__check_suspects(cm_node_t *n, cm_time_t now) {
     cm_member_t *m = cm_node__m(n, slot);
     uint32_t inc = m->incarnation;
     n->st.failures_declared++;
+    cm_node__hist_cause(n, CM_HIST_TIMEOUT, NULL, 0);
     cm_node__set_state(n, slot, CM_STATE_FAILED, now); /* leaves the heap */
     cm_node__broadcast(n, slot, CM_MSG_DEAD, CM_PRIO_NORMAL, inc, n->self, now);
     cm_node__event(n, CM_EV_FAILED, m, NULL, now);

@@ -43,6 +43,7 @@ static void reg_member_release(cm_member_t *m) {
     free(m->ext->susp);
     cm_phi_free(m->ext->phi);
     free(m->ext->coord);
+    free(m->ext->hist);
     free(m->ext);
   }
 }

@@ -16,7 +16,6 @@
  * simulation holds 10^8 member records, so every byte here counts. */
 #define CM_MEMBER_ID_INLINE 24
 
-/* State only some members need: suspects, and peers heard from directly. */
 /* What a node holds of a member's network coordinate. */
 typedef struct cm_coord_cache {
   cm_coord_t c;
@@ -25,9 +24,13 @@ typedef struct cm_coord_cache {
   cm_coord_filter_t rtt; /* our last RTT samples to it */
 } cm_coord_cache_t;
 
+/* State only some members need: suspects, and peers heard from directly. */
 typedef struct cm_member_ext {
   cm_suspicion_t *susp;    /* while suspect */
   cm_coord_cache_t *coord; /* once its coordinate or an RTT is known */
+  struct cm_hist *hist;    /* once it had trouble, with history on (one
+                              allocation: free() frees it) */
+  uint32_t rtt_us;         /* last round trip of a direct probe of it */
   cm_phi_t *phi;           /* once something has arrived from it */
   uint32_t susp_pos; /* while suspect: its place in the node's deadline heap */
   /* Once it has sent user events or queries: its budget of new ones of

@@ -79,6 +79,9 @@ typedef struct cm_emember {
   double phi;
   uint8_t has_coord;
   cm_coord_t coord; /* network coordinate, if has_coord */
+  uint32_t nhist;
+  const cm_hist_read_t *hist; /* its history (cm_node_history), oldest first;
+                                 points into the snapshot */
 } cm_emember_t;
 
 struct cm_snapshot_index;

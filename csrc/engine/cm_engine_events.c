@@ -269,18 +269,24 @@ cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len) {
   return s;
 }
 
-/* Layout: header, members, tag bytes; one allocation. */
+/* Layout: header, members, histories, tag bytes; one allocation. */
+_Static_assert(sizeof(cm_emember_t) % _Alignof(cm_hist_read_t) == 0,
+               "histories follow the members, aligned");
 cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
   uint32_t slots = cm_node_member_slots(node), i, k = 0;
-  size_t tags = 0, size;
+  size_t tags = 0, hists = 0, size;
   cm_member_info_t info;
   cm_time_t now = cm_engine__now();
   cm_snapshot_t *s;
+  cm_hist_read_t *hp;
   uint8_t *tp;
   for (i = 0; i < slots; i++)
-    if (cm_node_member_get(node, i, &info, now))
+    if (cm_node_member_get(node, i, &info, now)) {
       tags += info.tags_len;
-  size = sizeof(cm_snapshot_t) + (size_t)slots * sizeof(cm_emember_t) + tags;
+      hists += info.history;
+    }
+  size = sizeof(cm_snapshot_t) + (size_t)slots * sizeof(cm_emember_t) +
+         hists * sizeof(cm_hist_read_t) + tags;
   s = malloc(size);
   if (s == NULL)
     return NULL;
@@ -288,7 +294,8 @@ cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
   atomic_init(&s->index, NULL);
   atomic_init(&s->lookups, 0);
   s->members = (cm_emember_t *)(s + 1);
-  tp = (uint8_t *)(s->members + slots);
+  hp = (cm_hist_read_t *)(s->members + slots);
+  tp = (uint8_t *)(hp + hists);
   for (i = 0; i < slots; i++) {
     cm_emember_t *m;
     if (!cm_node_member_get(node, i, &info, now))
@@ -304,6 +311,11 @@ cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
     m->phi = info.phi;
     m->has_coord = (uint8_t)info.has_coord;
     m->coord = info.coord;
+    if (info.history > 0) {
+      m->hist = hp;
+      m->nhist = (uint32_t)cm_node_history(node, info.id, hp, info.history);
+      hp += m->nhist;
+    }
     m->tags_len = (uint16_t)info.tags_len;
     m->tags = tp;
     if (info.tags_len > 0)

@@ -1,0 +1,77 @@
+"""Why a node was suspected: ClusterMembership.history() against a live
+cluster whose member is cut off by the transport's fault hook."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from _cluster import cluster, state_of
+from conftest import eventually
+
+from clustermember import ClusterConfig, HistoryEntry, MemberState, UnknownMember
+
+
+@pytest.mark.asyncio
+async def test_history_names_the_accuser_and_the_probe_that_failed() -> None:
+    key = secrets.token_bytes(32)
+    async with cluster(key, 4) as nodes:
+        await eventually(lambda: all(len(n.nodes()) == 4 for n in nodes), "everyone sees everyone")
+        observers, victim = nodes[:3], nodes[3]
+        # Three probe rounds (three peers each): every observer has had an
+        # answer from n3 itself, whose round trip its history then shows.
+        await eventually(
+            lambda: all(o.stats().flat()["protocol_probe_acks"] >= 9 for o in observers),
+            "three probe rounds",
+        )
+        assert all(o.history("n3") == [] for o in observers)
+        victim.inject_faults(drop_out=1.0, drop_in=1.0)
+        await eventually(
+            lambda: all(state_of(o, "n3") is not MemberState.ALIVE for o in observers),
+            "every observer suspects n3",
+        )
+        victim.inject_faults()
+        await eventually(
+            lambda: all(state_of(o, "n3") is MemberState.ALIVE for o in observers),
+            "n3 refutes and is alive again everywhere",
+            timeout=60,
+        )
+        # The history reaches the snapshot with the recovery's event.
+        probers = 0
+        for o in observers:
+            hist = o.history("n3")
+            assert all(isinstance(h, HistoryEntry) for h in hist)
+            first = hist[0]
+            assert first.event == "suspect" and first.state is MemberState.SUSPECT
+            assert first.by is not None and first.by != "n3"
+            if first.source == "probe":
+                # This node's own probe failed: it names itself, and the
+                # helpers it asked, none of which could reach n3 either.
+                probers += 1
+                assert first.by == o.local_node.id
+                assert first.helpers >= 1
+                assert first.rtt is not None and 0 < first.rtt < 1.0
+            else:
+                assert first.source in ("gossip", "pushpull")
+                assert first.by != o.local_node.id
+            last = hist[-1]
+            assert last.event == "recovered" and last.source == "alive"
+            assert last.incarnation > first.incarnation
+            assert [h.monotonic for h in hist] == sorted(h.monotonic for h in hist)
+            json.dumps([h.to_dict() for h in hist])
+        assert probers >= 1
+        with pytest.raises(UnknownMember):
+            observers[0].history("nobody")
+        with pytest.raises(TypeError):
+            observers[0].history(3)  # type: ignore[arg-type]
+
+
+def test_history_setting_is_checked() -> None:
+    from clustermember import ConfigError
+
+    assert ClusterConfig(insecure=True).history == 8
+    with pytest.raises(ConfigError, match="history"):
+        ClusterConfig(insecure=True, history=65)
+    with pytest.raises(ConfigError, match="history"):
+        ClusterConfig(insecure=True, history=-1)
