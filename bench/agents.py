@@ -133,6 +133,7 @@ class Agent:
     stderr: Path
     events: list[Seen] = field(default_factory=list)
     reader: threading.Thread | None = None
+    ready: str = ""  # the line it printed when ready (addresses it serves)
 
     def members(self) -> dict[str, dict[str, Any]]:
         """Member id -> record (state, incarnation, addr, tags) in this agent's view."""
@@ -254,7 +255,7 @@ class Agents:
             proc.wait(timeout=30)
             raise AssertionError(f"agent {name} did not start: {line!r}\n{stderr.read_text()}")
         addr = line.split(" at ")[1].split(",")[0]
-        agent = Agent(name, node_id, ctl, proc, addr, stderr)
+        agent = Agent(name, node_id, ctl, proc, addr, stderr, ready=line.strip())
         self.all.append(agent)
         if watch:
             agent.watch()

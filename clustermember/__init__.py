@@ -54,6 +54,7 @@ from clustermember._events import (
 )
 from clustermember._keys import KeyReport, Keyring
 from clustermember._membership import ClusterMembership
+from clustermember._metrics import ClusterCollector
 from clustermember._models import ClusterStats, Coordinate, HistoryEntry, Member, MemberState
 from clustermember._queries import Query, QueryResponse, QueryResults
 
@@ -64,6 +65,7 @@ __all__ = [
     "WIRE_VERSION",
     "AlreadyJoined",
     "ClusterClosed",
+    "ClusterCollector",
     "ClusterConfig",
     "ClusterError",
     "ClusterEvent",

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from clustermember import _cli
 from clustermember._agent import LOG_LEVELS, PROFILES
 from clustermember._control import ControlError, default_endpoint
+from clustermember._metrics_server import DEFAULT_METRICS
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -53,6 +54,7 @@ def _agent(args: argparse.Namespace) -> int:
         event_handler=settings["event-handler"],
         key_source=key_source(settings),
         query_handlers=settings["query-handler"],
+        metrics=settings["metrics"],
     )
     return asyncio.run(agent.run())
 
@@ -185,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=CMD",
         help="answer queries NAME with what shell command CMD prints, the payload on "
         "its stdin (repeatable; docs/cli.md)",
+    )
+    a.add_argument(
+        "--metrics",
+        nargs="?",
+        const=DEFAULT_METRICS,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP at /metrics on HOST:PORT (or PORT, on "
+        f"127.0.0.1; alone: {DEFAULT_METRICS}); default off (docs/operations.md)",
     )
     _add_control(a, client=False)
 

@@ -35,6 +35,7 @@ from clustermember._config import TIME_RANGES, seconds_text
 from clustermember._control import ControlError, ControlServer, send_line
 from clustermember._errors import ClusterError, UnknownMember
 from clustermember._membership import JOIN_GRACE
+from clustermember._metrics_server import DEFAULT_METRICS, MetricsServer, parse_metrics_addr
 from clustermember._models import rtt_between
 
 log = logging.getLogger("clustermember.agent")
@@ -115,8 +116,11 @@ class Agent:
         event_handler: str | None = None,
         key_source: tuple[str, str] | None = None,
         query_handlers: Mapping[str, str] | None = None,
+        metrics: str | None = None,
     ) -> None:
         self.cluster = cluster
+        # --metrics: /metrics over HTTP, bound in run() before the node starts.
+        self.metrics = None if metrics is None else MetricsServer(metrics, cluster.metrics_text)
         for name, command in (query_handlers or {}).items():
             cluster.on_query(name, self._query_runner(name, command))
         # Where the keys came from ("keyring-file" or "key-file", and the
@@ -624,6 +628,9 @@ class Agent:
             loop.add_signal_handler(sig, self.on_signal)
         await self.server.start()
         try:
+            if self.metrics is not None:
+                await self.metrics.start()
+                log.info("serving metrics at %s", self.metrics.url)
             await self.cluster.start()
             log.info(
                 "node %s listening on %s", self.cluster.local_node.id, self.cluster.local_node.addr
@@ -635,7 +642,8 @@ class Agent:
             await self.cluster.join(self.seeds, timeout=self.join_timeout)
             print(
                 f"agent ready: node {self.cluster.local_node.id} at "
-                f"{self.cluster.local_node.addr}, control {self.server.endpoint}",
+                f"{self.cluster.local_node.addr}, control {self.server.endpoint}"
+                + (f", metrics {self.metrics.url}" if self.metrics is not None else ""),
                 flush=True,
             )
             await self.done.wait()
@@ -648,6 +656,8 @@ class Agent:
                 if self._answers:
                     await asyncio.wait(list(self._answers), timeout=LEAVE_ANSWER_GRACE)
             await self.server.close()
+            if self.metrics is not None:
+                await self.metrics.close()
             if self._handler_task is not None:
                 self._handler_task.cancel()
                 await asyncio.gather(self._handler_task, return_exceptions=True)
@@ -707,6 +717,7 @@ DEFAULTS: dict[str, Any] = {
     "event-coalesce": 0.0,
     "query-handler": {},
     "control": None,
+    "metrics": None,
 }
 # Secrets the environment may hold by value (CLUSTERMEMBER_KEY) instead of in
 # a file (CLUSTERMEMBER_KEY_FILE, the --key-file option), as swim-protocol's
@@ -807,6 +818,16 @@ def convert(option: str, value: object, where: str, name: str | None = None) -> 
         return _seconds(what, value, *TIME_RANGES["join_timeout"])
     if option == "event-coalesce":
         return _seconds(what, value, *TIME_RANGES["user_event_coalesce"])
+    if option == "metrics":
+        try:
+            if isinstance(value, str):
+                parse_metrics_addr(value)
+                return value.strip()
+        except ValueError:
+            pass
+        raise UsageError(
+            f"{what} must be HOST:PORT or PORT (e.g. {DEFAULT_METRICS}), not {value!r}"
+        )
     if option == "fault-drop":
         number = _number(what, value)
         if number > 1:
@@ -940,7 +961,7 @@ def agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict
     """
     given = {k.replace("_", "-"): v for k, v in flags.items() if k.replace("_", "-") in DEFAULTS}
     # argparse checked the rest
-    for option in ("tag", "join-timeout", "event-coalesce", "query-handler"):
+    for option in ("tag", "join-timeout", "event-coalesce", "query-handler", "metrics"):
         if option in given:
             given[option] = convert(option, given[option], f"--{option}")
     path = flags.get("config") or environ.get(env_name("config"))

@@ -187,11 +187,8 @@ class ControlServer:
 
     async def close(self) -> None:
         """Stop accepting and remove the socket or token file."""
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
+        server, self._server = self._server, None
+        await close_server(server)
         with contextlib.suppress(OSError):
             if self.kind == "unix":
                 os.unlink(str(self.where))
@@ -300,6 +297,17 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def close_server(server: asyncio.AbstractServer | None) -> None:
+    """Stop a server accepting, waiting up to 2 s for it to close.
+
+    >>> await close_server(server)  # doctest: +SKIP
+    """
+    if server is not None:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2.0)
 
 
 def error_text(exc: BaseException) -> str:

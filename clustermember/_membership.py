@@ -1289,6 +1289,39 @@ class ClusterMembership:
         except _core.Error as exc:
             raise ClusterClosed(f"node {self._id}: {exc}") from None
 
+    def _probe_rtts(self) -> dict[str, Any]:
+        """The core's histogram of direct-probe round trips (for metrics)."""
+        self._snapshot()
+        assert self._node is not None
+        try:
+            return self._node.probe_rtts()
+        except _core.Error as exc:
+            raise ClusterClosed(f"node {self._id}: {exc}") from None
+
+    def _event_backlog(self) -> tuple[int, int]:
+        """Events waiting in the fullest subscriber queue, and the number of
+        subscriptions. Safe from another thread (a metrics scrape): it
+        copies the set of references in one step before reading them."""
+        # WeakSet.data: its set of references, copied whole under the GIL;
+        # iterating the WeakSet itself fails if the loop's thread adds to it.
+        refs: set[weakref.ref[Subscription]] = self._subs.data  # type: ignore[attr-defined]
+        subs = [ref() for ref in list(refs)]
+        pending = [s.pending for s in subs if s is not None]
+        return max(pending, default=0), len(pending)
+
+    def metrics_text(self) -> str:
+        """Every metric of this node in the Prometheus text format 0.0.4, as
+        the agent's ``/metrics`` serves it (docs/operations.md). For
+        ``prometheus_client``, register a ``ClusterCollector`` instead.
+
+        >>> print(cluster.metrics_text())  # doctest: +ELLIPSIS
+        # HELP clustermember_info This node's id and the package version; always 1.
+        ...
+        """
+        from clustermember._metrics import metrics_text
+
+        return metrics_text(self)
+
     def inject_faults(self, drop_out: float = 0.0, drop_in: float = 0.0, seed: int = 1) -> None:
         """Drop a fraction of this node's datagrams, for tests and benchmarks.
 

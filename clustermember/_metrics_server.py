@@ -1,0 +1,214 @@
+"""The agent's ``/metrics`` endpoint: a minimal HTTP/1.x server on asyncio.
+
+It answers ``GET /metrics`` (and ``HEAD``) with :func:`metrics_text`, 404
+for any other path, 405 for any other method, and closes each connection
+after one answer. A client gets :data:`READ_TIMEOUT` seconds and
+:data:`MAX_HEAD` bytes for its request line and headers; past either it
+gets 408 or 431 and is let go, and at most :data:`MAX_CLIENTS` are served
+at once (more are closed at once), so a slow or garbage client costs the
+agent one socket for a bounded time and nothing else.
+
+    >>> server = MetricsServer("127.0.0.1:9946", lambda: "up 1\\n")  # doctest: +SKIP
+    >>> await server.start(); server.url                             # doctest: +SKIP
+    'http://127.0.0.1:9946/metrics'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+from collections.abc import Callable
+
+from clustermember._control import close_server
+from clustermember._errors import ClusterError
+from clustermember._metrics import CONTENT_TYPE
+
+log = logging.getLogger("clustermember.agent")
+
+#: Where ``--metrics`` with no address serves, and the host a bare port gets.
+DEFAULT_METRICS = "127.0.0.1:9946"
+#: Seconds a client has to send its request line and headers, and then to
+#: take the answer.
+READ_TIMEOUT = 5.0
+#: Bytes of request line and headers at most (a scraper sends a few hundred).
+MAX_HEAD = 8192
+#: Connections served at once at most.
+MAX_CLIENTS = 32
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class MetricsAddressError(ValueError):
+    """A ``--metrics`` address that is not HOST:PORT or a port."""
+
+
+def parse_metrics_addr(text: str) -> tuple[str, int]:
+    """The (host, port) of a ``--metrics`` value: ``HOST:PORT``, ``:PORT``
+    or ``PORT`` (both on 127.0.0.1); an IPv6 host in brackets. Port 0 lets
+    the system pick one.
+
+    >>> parse_metrics_addr("9100"), parse_metrics_addr("[::1]:9100")
+    (('127.0.0.1', 9100), ('::1', 9100))
+    """
+    s = text.strip()
+    host, sep, port = s.rpartition(":")  # no colon: host and sep are empty
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isdigit() or int(port) > 65535 or (sep and not host and s != f":{port}"):
+        raise MetricsAddressError(f"{text!r} is not HOST:PORT or PORT (e.g. {DEFAULT_METRICS})")
+    return host or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or ``localhost``.
+
+    >>> is_loopback("127.0.0.2"), is_loopback("0.0.0.0")
+    (True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsServer:
+    """Serve ``render()`` at ``/metrics`` on ``addr`` (see the module's doc)."""
+
+    def __init__(self, addr: str, render: Callable[[], str]) -> None:
+        self.host, self.port = parse_metrics_addr(addr)
+        self.addr = addr
+        self._render = render
+        self._server: asyncio.AbstractServer | None = None
+        self._clients = 0
+
+    @property
+    def url(self) -> str:
+        """The URL scrapers use, with the port bound (port 0 resolved)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    async def start(self) -> None:
+        """Bind and start serving; OSError naming the address if it cannot."""
+        if not is_loopback(self.host):
+            log.warning(
+                "metrics are served on %s, beyond loopback, to anyone who can reach it "
+                "(no authentication): firewall it or use a loopback address",
+                self.host,
+            )
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self.host, self.port, limit=MAX_HEAD
+            )
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else None
+            reason = reason or (os.strerror(exc.errno) if exc.errno else str(exc))
+            raise OSError(
+                exc.errno,
+                f"metrics endpoint {self.addr}: {reason}; pass another --metrics "
+                "(port 0 lets the system pick one)",
+            ) from None
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop serving (idempotent)."""
+        server, self._server = self._server, None
+        await close_server(server)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients += 1
+        try:
+            if self._clients <= MAX_CLIENTS:
+                status, body, head_only = await self._answer(reader)
+                if status:
+                    await asyncio.wait_for(
+                        self._send(writer, status, body, head_only), READ_TIMEOUT
+                    )
+        except (OSError, asyncio.TimeoutError):
+            pass  # the client went away or would not take the answer
+        finally:
+            self._clients -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, str, bool]:
+        """The status, body and whether to send headers only; status 0 for a
+        client that went away before asking anything."""
+        try:
+            head = await asyncio.wait_for(_read_head(reader), READ_TIMEOUT)
+        except asyncio.TimeoutError:
+            return 408, "no request within the time limit\n", False
+        except (ValueError, asyncio.LimitOverrunError, _HeadTooLargeError):
+            return 431, f"request line and headers over {MAX_HEAD} bytes\n", False
+        if head is None:
+            return 0, "", False
+        parts = head.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return 400, "not an HTTP/1.x request\n", False
+        method, target = parts[0], parts[1]
+        if target.split("?", 1)[0] != "/metrics":
+            return 404, "not found: metrics are at /metrics\n", False
+        if method not in ("GET", "HEAD"):
+            return 405, "only GET and HEAD\n", False
+        try:
+            return 200, self._render(), method == "HEAD"
+        except Exception as exc:  # noqa: BLE001 - the scraper hears of it, the agent goes on
+            if isinstance(exc, ClusterError):
+                return 503, f"{exc}\n", False
+            log.exception("rendering the metrics failed")
+            return 500, "rendering the metrics failed (logged)\n", False
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, status: int, body: str, head_only: bool) -> None:
+        data = body.encode("utf-8")
+        ctype = CONTENT_TYPE if status == 200 else "text/plain; charset=utf-8"
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS[status]}",
+            f"Content-Type: {ctype}",
+            f"Content-Length: {len(data)}",
+            "Connection: close",
+        ]
+        if status == 405:
+            lines.append("Allow: GET, HEAD")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        if not head_only:
+            writer.write(data)
+        await writer.drain()
+
+
+class _HeadTooLargeError(Exception):
+    pass
+
+
+async def _read_head(reader: asyncio.StreamReader) -> str | None:
+    """The request line, once the headers after it have been read whole
+    (and dropped); None if the client closed before the request ended."""
+    total = 0
+    first: str | None = None
+    while True:
+        line = await reader.readline()  # ValueError past the reader's limit
+        total += len(line)
+        if total > MAX_HEAD:
+            raise _HeadTooLargeError
+        if not line.endswith(b"\n"):  # the client closed before the request ended
+            return None
+        if first is None:
+            first = line.decode("latin-1").strip()
+            continue
+        if not line.strip():
+            return first
