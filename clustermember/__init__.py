@@ -55,7 +55,14 @@ from clustermember._events import (
 from clustermember._keys import KeyReport, Keyring
 from clustermember._membership import ClusterMembership
 from clustermember._metrics import ClusterCollector
-from clustermember._models import ClusterStats, Coordinate, HistoryEntry, Member, MemberState
+from clustermember._models import (
+    ClusterStats,
+    Coordinate,
+    HistoryEntry,
+    Member,
+    MemberState,
+    PeerHealth,
+)
 from clustermember._queries import Query, QueryResponse, QueryResults
 
 __version__ = "0.1.0"
@@ -74,6 +81,7 @@ __all__ = [
     "ConfigError",
     "Coordinate",
     "HistoryEntry",
+    "PeerHealth",
     "EventsDropped",
     "DuplicateNodeId",
     "JoinRefused",

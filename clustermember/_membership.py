@@ -67,6 +67,7 @@ from clustermember._models import (
     HistoryEntry,
     Member,
     MemberState,
+    PeerHealth,
     rtt_between,
 )
 from clustermember._queries import (
@@ -1191,6 +1192,19 @@ class ClusterMembership:
         self._find(snap, member_id)
         rows = snap.history(member_id)
         return [HistoryEntry._from_tuple(t) for t in rows or ()]
+
+    def peer_health(self) -> list[PeerHealth]:
+        """Every other member as this node sees its health, by id: the
+        round trips of this node's direct probes of it (median, 90th
+        percentile, largest of the last 16), its phi, when it was last
+        heard from and whether a connection to it is open
+        (:class:`PeerHealth`). The CLI's ``members --verbose`` shows it.
+
+        >>> [(h.id, h.rtt_median, h.connected) for h in cluster.peer_health()]
+        [('worker-1', 0.00021, True), ('worker-2', 0.00034, True)]
+        """
+        rows = [PeerHealth._from_tuple(t) for t in self._snapshot().health()]
+        return sorted(rows, key=lambda h: h.id)
 
     def rtt(self, a: str, b: str | None = None) -> float | None:
         """Estimated round-trip time in seconds between members ``a`` and

@@ -69,6 +69,57 @@ STATE_BITS = {
 
 
 @dataclass(frozen=True, slots=True)
+class PeerHealth:
+    """How one member looks from this node: the round trips of this node's
+    direct probes of it (over the last ``samples``, at most 16: median,
+    90th percentile and largest, in seconds; None with no sample), its phi
+    (None when not alive or too few samples, as :attr:`Member.phi`), when
+    it was last heard from (``last_heard``: ``time.monotonic()`` of its
+    last ping or ack here, None if never) and whether the transport holds a
+    connection to it now.
+
+    >>> h = cluster.peer_health()[0]; h.id, h.rtt_median, h.connected
+    ('worker-1', 0.00021, True)
+    """
+
+    id: str
+    state: MemberState
+    samples: int
+    rtt_median: float | None
+    rtt_p90: float | None
+    rtt_max: float | None
+    phi: float | None
+    last_heard: float | None
+    connected: bool
+
+    @classmethod
+    def _from_tuple(cls, t: tuple[Any, ...]) -> PeerHealth:
+        mid, state, samples, med, p90, mx, phi, heard, connected = t
+        st = MemberState(state)
+        return cls(
+            mid,
+            st,
+            samples,
+            med,
+            p90,
+            mx,
+            phi if st is MemberState.ALIVE and phi > 0 else None,
+            None if heard < 0 else heard,
+            bool(connected),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able data.
+
+        >>> cluster.peer_health()[0].to_dict()["samples"]
+        16
+        """
+        d = {f: getattr(self, f) for f in self.__slots__}
+        d["state"] = self.state.value
+        return d
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One state change of a member, as this node saw it, and its cause.
 

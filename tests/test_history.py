@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 
 import pytest
 from _cluster import cluster, state_of
@@ -26,6 +27,23 @@ async def test_history_names_the_accuser_and_the_probe_that_failed() -> None:
             "three probe rounds",
         )
         assert all(o.history("n3") == [] for o in observers)
+        # The health table, as n0 sees the others after those rounds (it is
+        # republished with the round trips at most every 2 s).
+        await eventually(
+            lambda: all(h.samples > 0 for h in observers[0].peer_health()),
+            "n0 holds round trips to everyone",
+        )
+        now = time.monotonic()
+        health = observers[0].peer_health()
+        assert [h.id for h in health] == ["n1", "n2", "n3"]
+        for h in health:
+            assert h.state is MemberState.ALIVE and h.connected
+            assert 1 <= h.samples <= 16
+            assert h.rtt_median is not None and h.rtt_p90 is not None
+            assert h.rtt_max is not None
+            assert 0 < h.rtt_median <= h.rtt_p90 <= h.rtt_max < 1.0
+            assert h.last_heard is not None and now - 60 < h.last_heard <= now
+            json.dumps(h.to_dict())
         victim.inject_faults(drop_out=1.0, drop_in=1.0)
         await eventually(
             lambda: all(state_of(o, "n3") is not MemberState.ALIVE for o in observers),

@@ -485,6 +485,40 @@ static PyObject *snapshot_history(snapshot_object *self, PyObject *arg) {
   return list;
 }
 
+/* Every member but this node as (id, state, samples, rtt median, p90, max
+ * (seconds, None without samples), phi, last heard (monotonic seconds or
+ * None), connected). */
+static PyObject *snapshot_health(snapshot_object *self, PyObject *unused) {
+  PyObject *list = PyList_New(0);
+  uint32_t i;
+  if (list == NULL)
+    return NULL;
+  for (i = 0; self->snap != NULL && i < self->snap->count; i++) {
+    const cm_emember_t *m = &self->snap->members[i];
+    PyObject *t;
+    if (m->is_self)
+      continue;
+    if (m->rtt_samples > 0)
+      t = Py_BuildValue("(ssIdddddO)", m->id, cm_state_name(m->state),
+                        (unsigned)m->rtt_samples, m->rtt_median_us / 1e6,
+                        m->rtt_p90_us / 1e6, m->rtt_max_us / 1e6, m->phi,
+                        m->last_heard ? (double)m->last_heard / 1e6 : -1.0,
+                        m->connected ? Py_True : Py_False);
+    else
+      t = Py_BuildValue("(ssIOOOddO)", m->id, cm_state_name(m->state), 0u,
+                        Py_None, Py_None, Py_None, m->phi,
+                        m->last_heard ? (double)m->last_heard / 1e6 : -1.0,
+                        m->connected ? Py_True : Py_False);
+    if (t == NULL || PyList_Append(list, t) < 0) {
+      Py_XDECREF(t);
+      Py_DECREF(list);
+      return NULL;
+    }
+    Py_DECREF(t);
+  }
+  return list;
+}
+
 static PyObject *snapshot_self(snapshot_object *self, PyObject *unused) {
   uint32_t i;
   for (i = 0; self->snap != NULL && i < self->snap->count; i++)
@@ -608,6 +642,10 @@ static PyMethodDef snapshot_methods[] = {
      "(1 << state index: alive 0, suspect 1, failed 2, left 3) is in "
      "states and that carry every tag of tags, as (id, addr, state, "
      "incarnation, tags, state_change, phi, is_self, coordinate)."},
+    {"health", (PyCFunction)snapshot_health, METH_NOARGS,
+     "health() -> list[tuple]\n\nEvery member but this node: (id, state, "
+     "samples, rtt median, p90, max (s or None), phi, last heard "
+     "(monotonic s, -1 if never), connected)."},
     {"history", (PyCFunction)snapshot_history, METH_O,
      "history(id) -> list[tuple] | None\n\nThe member's recorded state "
      "changes, oldest first: (time, event, state, source, health, "

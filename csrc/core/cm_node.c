@@ -331,6 +331,34 @@ int cm_node_remove_tag(cm_node_t *n, const char *key, cm_time_t now) {
 
 uint32_t cm_node_member_slots(const cm_node_t *n) { return n->reg.high; }
 
+static int node_u32_cmp(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Percentiles of the direct round trips held, and when it was last heard
+ * from (phi's last arrival). */
+static void node_rtt_info(const cm_member_t *m, cm_member_info_t *info) {
+  uint32_t s[16];
+  size_t k;
+  info->rtt_samples = info->rtt_median_us = info->rtt_p90_us =
+      info->rtt_max_us = 0;
+  info->last_heard = 0;
+  if (m->ext == NULL)
+    return;
+  if (m->ext->phi != NULL)
+    info->last_heard = m->ext->phi->last;
+  k = m->ext->rtt_n;
+  if (k == 0)
+    return;
+  memcpy(s, m->ext->rtt_ring, k * sizeof(s[0]));
+  qsort(s, k, sizeof(s[0]), node_u32_cmp);
+  info->rtt_samples = (uint32_t)k;
+  info->rtt_median_us = s[(k - 1) / 2];
+  info->rtt_p90_us = s[(9 * k + 9) / 10 - 1];
+  info->rtt_max_us = s[k - 1];
+}
+
 int cm_node_member_get(const cm_node_t *n, uint32_t slot,
                        cm_member_info_t *info, cm_time_t now) {
   const cm_member_t *m;
@@ -351,6 +379,7 @@ int cm_node_member_get(const cm_node_t *n, uint32_t slot,
   info->has_coord = cm_node__coord_of(n, slot, &info->coord);
   info->history =
       m->ext != NULL && m->ext->hist != NULL ? m->ext->hist->len : 0;
+  node_rtt_info(m, info);
   return 1;
 }
 

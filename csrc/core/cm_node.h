@@ -211,6 +211,11 @@ typedef struct cm_member_info {
   int has_coord;
   cm_coord_t coord;
   uint32_t history; /* entries cm_node_history holds for it */
+  /* Round trips of this node's direct probes of it, over the last
+   * rtt_samples (at most 16), in microseconds: median, 90th percentile
+   * (nearest rank) and largest; 0 with no sample. */
+  uint32_t rtt_samples, rtt_median_us, rtt_p90_us, rtt_max_us;
+  cm_time_t last_heard; /* when a ping or an ack last came from it; 0: never */
 } cm_member_info_t;
 
 /* Create a node. id: 1..64 printable bytes; addr: where peers reach it;

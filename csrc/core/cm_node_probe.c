@@ -269,9 +269,14 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
       n->st.probe_rtt_sum += s;
       n->st.probe_rtt_buckets[b]++;
       if (cm_node__m(n, n->probe.slot)->ext != NULL ||
-          cm_member_ext(cm_node__m(n, n->probe.slot)) != NULL)
-        cm_node__m(n, n->probe.slot)->ext->rtt_us =
-            (uint32_t)(rtt > UINT32_MAX ? UINT32_MAX : rtt);
+          cm_member_ext(cm_node__m(n, n->probe.slot)) != NULL) {
+        cm_member_ext_t *x = cm_node__m(n, n->probe.slot)->ext;
+        x->rtt_us = (uint32_t)(rtt > UINT32_MAX ? UINT32_MAX : rtt);
+        x->rtt_ring[x->rtt_pos] = x->rtt_us;
+        x->rtt_pos = (uint8_t)((x->rtt_pos + 1) % 16);
+        if (x->rtt_n < 16)
+          x->rtt_n++;
+      }
       cm_node__coord_acked(n, n->probe.slot, rtt);
     }
   }

@@ -31,7 +31,10 @@ typedef struct cm_member_ext {
   struct cm_hist *hist;    /* once it had trouble, with history on (one
                               allocation: free() frees it) */
   uint32_t rtt_us;         /* last round trip of a direct probe of it */
-  cm_phi_t *phi;           /* once something has arrived from it */
+  /* The last CM_RTT_RING of them, in microseconds, for percentiles. */
+  uint32_t rtt_ring[16];
+  uint8_t rtt_n, rtt_pos;
+  cm_phi_t *phi;     /* once something has arrived from it */
   uint32_t susp_pos; /* while suspect: its place in the node's deadline heap */
   /* Once it has sent user events or queries: its budget of new ones of
    * each (cm_node_user.c), as of the time beside it. */

@@ -82,6 +82,11 @@ typedef struct cm_emember {
   uint32_t nhist;
   const cm_hist_read_t *hist; /* its history (cm_node_history), oldest first;
                                  points into the snapshot */
+  /* Health: direct round trips (cm_member_info_t), when last heard from,
+   * and whether the transport holds a connection to it now. */
+  uint32_t rtt_samples, rtt_median_us, rtt_p90_us, rtt_max_us;
+  cm_time_t last_heard;
+  uint8_t connected;
 } cm_emember_t;
 
 struct cm_snapshot_index;

@@ -272,7 +272,8 @@ cm_snapshot_t *cm_snapshot_alloc(uint32_t count, size_t tags_len) {
 /* Layout: header, members, histories, tag bytes; one allocation. */
 _Static_assert(sizeof(cm_emember_t) % _Alignof(cm_hist_read_t) == 0,
                "histories follow the members, aligned");
-cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
+cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, const cm_net_t *net,
+                                         uint64_t version) {
   uint32_t slots = cm_node_member_slots(node), i, k = 0;
   size_t tags = 0, hists = 0, size;
   cm_member_info_t info;
@@ -311,6 +312,13 @@ cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version) {
     m->phi = info.phi;
     m->has_coord = (uint8_t)info.has_coord;
     m->coord = info.coord;
+    m->rtt_samples = info.rtt_samples;
+    m->rtt_median_us = info.rtt_median_us;
+    m->rtt_p90_us = info.rtt_p90_us;
+    m->rtt_max_us = info.rtt_max_us;
+    m->last_heard = info.last_heard;
+    m->connected = (uint8_t)(net != NULL && !info.is_self &&
+                             cm_net_is_connected(net, &info.addr));
     if (info.history > 0) {
       m->hist = hp;
       m->nhist = (uint32_t)cm_node_history(node, info.id, hp, info.history);

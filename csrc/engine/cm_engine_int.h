@@ -139,9 +139,8 @@ struct cm_enode {
   /* When the last snapshot was built: coordinates, which move with every
    * probe, are republished at most every CM_ENGINE_COORD_REFRESH. */
   cm_time_t snap_built;
-  /* The core's coord_updates + coord_heard at that build: ours moved, or
-   * a member's came. */
-  uint64_t snap_coord_updates;
+  /* What moves with every probe (flush_soft) at that build. */
+  uint64_t snap_soft;
 
   /* Shared, under lock. */
   pthread_mutex_t lock;
@@ -204,7 +203,9 @@ void cm_engine__q_unreserve(cm_enode_t *n);
 void cm_engine__q_result(cm_enode_t *n, uint8_t kind, uint64_t token,
                          int status);
 /* A snapshot of node's registry; NULL when out of memory. */
-cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, uint64_t version);
+/* net (may be NULL): to say which members it holds a connection to. */
+cm_snapshot_t *cm_engine__snapshot_build(cm_node_t *node, const cm_net_t *net,
+                                         uint64_t version);
 
 /* cm_engine_node.c */
 extern const cm_net_callbacks_t cm_engine__net_callbacks;

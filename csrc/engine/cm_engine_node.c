@@ -15,9 +15,15 @@ static void on_timer(uv_timer_t *t);
 /* A tenth of the thread's time at most: the wait after a build is nine
  * times what the build took. */
 #define ENGINE_SNAPSHOT_DUTY 9
-/* Coordinates move a little with every probe; readers see them at most
- * this stale, without an O(members) build per probe. */
+/* Coordinates and round trips move a little with every probe; readers see
+ * them at most this stale, without an O(members) build per probe. */
 #define CM_ENGINE_COORD_REFRESH CM_SEC(2)
+
+/* What moves with every probe, and is republished at that pace: our
+ * coordinate, members', the round trips measured. */
+static uint64_t flush_soft(const cm_node_stats_t *st) {
+  return st->coord_updates + st->coord_heard + st->probe_rtt_count;
+}
 
 /* Is there anything a snapshot would publish? Events, or a refutation,
  * which raises our own incarnation without any event (the snapshot's
@@ -25,7 +31,7 @@ static void on_timer(uv_timer_t *t);
 static int flush_has_news(const cm_enode_t *n, const cm_node_stats_t *st) {
   return cm_node_events_pending(n->node) > 0 ||
          st->incarnation != n->stats.node.incarnation ||
-         (st->coord_updates + st->coord_heard != n->snap_coord_updates &&
+         (flush_soft(st) != n->snap_soft &&
           cm_engine__now() >= n->snap_built + CM_ENGINE_COORD_REFRESH);
 }
 
@@ -44,11 +50,11 @@ static void flush_publish(cm_enode_t *n, int changed) {
   cm_node_stats(n->node, &st);
   if (changed || flush_has_news(n, &st)) {
     cm_time_t t0 = cm_engine__now();
-    s = cm_engine__snapshot_build(n->node,
+    s = cm_engine__snapshot_build(n->node, n->net,
                                   n->snap != NULL ? n->snap->version + 1 : 1);
     n->snap_next = cm_engine__now();
     n->snap_built = n->snap_next;
-    n->snap_coord_updates = st.coord_updates + st.coord_heard;
+    n->snap_soft = flush_soft(&st);
     n->snap_next += (n->snap_next - t0) * ENGINE_SNAPSHOT_DUTY;
   }
   pthread_mutex_lock(&n->lock);

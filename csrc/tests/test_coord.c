@@ -882,3 +882,38 @@ CM_TEST(coord_one_members_pushpull_moves_no_one) {
   CM_CHECK(a.median <= 0.15);
   cm_sim_free(s);
 }
+
+/* The health table's round trips: the last 16 direct ones, as percentiles,
+ * and when the member was last heard from. */
+CM_TEST(probe_rtt_percentiles_of_the_last_sixteen) {
+  cm_config_t cfg;
+  cm_time_t now = CM_SEC(1), acked = 0;
+  cm_node_t *n;
+  cm_member_info_t info;
+  uint32_t k;
+  cm_config_lan(&cfg);
+  n = cm_tnode_new(&cfg, now);
+  coord_alive(n, "b", 2, 2, now);
+  CM_CHECK(cm_node_member_find(n, "b", &info, now));
+  CM_CHECK_EQ(info.rtt_samples, 0);
+  CM_CHECK_EQ(info.rtt_median_us, 0);
+  /* Probes acked after 1, 2, ..., 20 ms: the ring keeps 5..20. */
+  for (k = 1; k <= 20; k++) {
+    cm_addr_t to;
+    cm_msg_t ack;
+    uint32_t seq = coord_next_ping(n, &now, &to);
+    memset(&ack, 0, sizeof(ack));
+    ack.type = CM_MSG_ACK;
+    ack.u.ack.seq = seq;
+    acked = now + CM_MSEC(k);
+    cm_tnode_feed(n, &to, &ack, acked);
+    now = acked + CM_MSEC(1);
+  }
+  CM_CHECK(cm_node_member_find(n, "b", &info, now));
+  CM_CHECK_EQ(info.rtt_samples, 16);
+  CM_CHECK_EQ(info.rtt_median_us, 12000); /* lower median of 5..20 */
+  CM_CHECK_EQ(info.rtt_p90_us, 19000);    /* nearest rank: the 15th of 16 */
+  CM_CHECK_EQ(info.rtt_max_us, 20000);
+  CM_CHECK_EQ(info.last_heard, acked);
+  cm_node_free(n);
+}
