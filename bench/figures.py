@@ -728,6 +728,28 @@ def fig_engine() -> str:
     return "\n".join(lines) + "\n\n" + provenance(ENGINE, doc)
 
 
+OBS_COST = ("bench/results/engine-725699d.json", "bench/results/engine-8aa2616.json")
+
+
+def fig_obs_cost() -> str:
+    """The steady-state cost of a node before and after history, per-peer
+    health and the probe round-trip histogram."""
+    lines = [
+        "| commit | N | CPU, % of one core (max) | RSS MiB | bytes/s out per node "
+        "| suspicions / failures in the window |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rel in OBS_COST:
+        doc = load(rel)
+        for r in doc["results"]:
+            lines.append(
+                f"| {doc['commit']} | {r['nodes']} | {r['cpu_pct']:.2f} ({r['cpu_pct_max']:.2f}) "
+                f"| {r['rss_mib']} | {r['bytes_out_per_s']:,} "
+                f"| {r['suspicions']} / {r['failures']} |"
+            )
+    return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for rel in OBS_COST)])
+
+
 #: NAME → the function that makes the figure's text.
 USER_EVENTS = "bench/results/userevents-cd39c40.json"
 UEV_SYSTEMS = (("clustermember-lan", "clustermember LAN"), ("serf-lan", "Serf LAN"))
@@ -880,6 +902,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "faults": fig_faults,
     "userevents": fig_userevents(USER_EVENTS),
     "coords": fig_coords,
+    "obs-cost": fig_obs_cost,
 }
 
 
