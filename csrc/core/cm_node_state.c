@@ -223,8 +223,8 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
     return;
   cm_theap_update(&n->suspects, m->ext->susp_pos,
                   cm_suspicion_deadline(m->ext->susp));
+  /* The cause cm_node__accuse set names this confirmer. */
   cm_node__hist_record(n, slot, CM_EV_CONFIRMED, now);
-  cm_node__hist_cause(n, n->hcause.source, x->from, x->from_len);
   if (accuser >= 0)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
