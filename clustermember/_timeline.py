@@ -18,10 +18,13 @@ from clustermember._explain import SOURCE_NAMES, ago_text, cause_text
 if TYPE_CHECKING:
     from clustermember._models import HistoryEntry
 
-WIDTH, HEIGHT, MARGIN = 640, 184, 48
+WIDTH, HEIGHT, MARGIN = 640, 198, 48
 BAR_TOP, BAR_HEIGHT = 52, 24
 AXIS_Y = BAR_TOP + BAR_HEIGHT + 8
-LABEL_TOP, LABEL_ROWS, LABEL_STEP = AXIS_Y + 30, 3, 14
+LABEL_TOP, LABEL_ROWS, LABEL_STEP = AXIS_Y + 30, 4, 14
+# Width of a character of the labels' 11 px sans-serif, roughly, and the
+# room kept between two labels of a row.
+CHAR_WIDTH, LABEL_GAP = 6.2, 8.0
 
 
 class Band(NamedTuple):
@@ -54,6 +57,24 @@ def bands(entries: Iterable[HistoryEntry], now: float) -> list[Band]:
         if out:
             out[-1] = out[-1]._replace(end=e.monotonic)
         out.append(Band(e.state.value, e.monotonic, now))
+    return out
+
+
+def label_rows(spans: Iterable[tuple[float, float]], rows: int = LABEL_ROWS) -> list[int]:
+    """A row for each label, given its (left, right) extent in order: the
+    first row where it clears the label before it, else the row whose last
+    label ends first (overlap is then least).
+
+    >>> label_rows([(0, 50), (40, 90), (60, 100), (95, 120)], 3)
+    [0, 1, 0, 2]
+    """
+    ends = [float("-inf")] * rows
+    out = []
+    for left, right in spans:
+        free = [r for r in range(rows) if ends[r] + LABEL_GAP <= left]
+        row = free[0] if free else min(range(rows), key=lambda r: ends[r])
+        ends[row] = right
+        out.append(row)
     return out
 
 
@@ -130,9 +151,16 @@ class HistoryTimeline:
                 f"<title>{html.escape(tip)}</title></rect>"
             )
         out += self._axis(start, span, x_of)
+        xs = [x_of(e.monotonic) for e in self.entries]
+        texts = [_label(e) for e in self.entries]
+        # Labels on the right half read leftwards, so they stay in the picture.
+        spans = [
+            (x, x + CHAR_WIDTH * len(t)) if x <= WIDTH / 2 else (x - CHAR_WIDTH * len(t), x)
+            for x, t in zip(xs, texts, strict=True)
+        ]
+        rows = label_rows(spans)
         before: str | None = None
-        for i, e in enumerate(self.entries):
-            x = x_of(e.monotonic)
+        for e, x, text, row in zip(self.entries, xs, texts, rows, strict=True):
             tip = html.escape(
                 f"{e.event} {ago_text(self.now - e.monotonic)}: {cause_text(e, before)}"
             )
@@ -142,7 +170,7 @@ class HistoryTimeline:
                     f'<path class="confirmation" d="M{x:.1f},{BAR_TOP - 12} l5,5 l-5,5 '
                     f'l-5,-5 z" fill="black"><title>{tip}</title></path>'
                 )
-            y = LABEL_TOP + (i % LABEL_ROWS) * LABEL_STEP
+            y = LABEL_TOP + row * LABEL_STEP
             out.append(
                 f'<line class="change" x1="{x:.1f}" y1="{BAR_TOP}" x2="{x:.1f}" y2="{y - 10}" '
                 f'stroke="#57606a" stroke-dasharray="2,2"/>'
@@ -150,7 +178,7 @@ class HistoryTimeline:
             anchor = "" if x <= WIDTH / 2 else ' text-anchor="end"'
             out.append(
                 f'<text class="label" x="{x:.1f}" y="{y}"{anchor}>'
-                f"<title>{tip}</title>{html.escape(_label(e))}</text>"
+                f"<title>{tip}</title>{html.escape(text)}</text>"
             )
         out += self._legend()
         return out

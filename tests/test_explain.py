@@ -10,7 +10,7 @@ import pytest
 
 from clustermember import HistoryEntry, MemberState
 from clustermember._explain import ago_text, explain_lines, explain_text, summary_line
-from clustermember._timeline import HistoryTimeline, bands
+from clustermember._timeline import HistoryTimeline, bands, label_rows
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -172,3 +172,12 @@ def test_a_short_or_empty_history_is_still_a_picture(count: int) -> None:
     if count == 0:
         texts = ["".join(x.itertext()) for x in root.iter(f"{SVG}text")]
         assert "no suspicion, failure or leave of n3 recorded" in texts
+
+
+def test_labels_close_together_take_other_rows() -> None:
+    # Changes a fraction of a second apart on a minute's timeline: each
+    # label in a row of its own, none written over another.
+    root = _svg(HistoryTimeline("n3", FLAP[:3], 100.0, "n0"))
+    labels = [x for x in root.iter(f"{SVG}text") if x.get("class") == "label"]
+    assert len({x.get("y") for x in labels}) == 3
+    assert label_rows([(0, 50), (60, 90), (10, 40)], 2) == [0, 0, 1]
