@@ -1,7 +1,7 @@
 """Command line: ``clustermember <command>`` (also ``python -m clustermember``).
 
-Commands: ``agent`` runs a node; ``members``, ``rtt``, ``tags``, ``leave``,
-``stats`` and ``events`` talk to a running agent; ``keygen`` prints a new cluster key;
+Commands: ``agent`` runs a node; ``members``, ``rtt``, ``explain``, ``tags``,
+``leave``, ``stats`` and ``events`` talk to a running agent; ``keygen`` prints a new cluster key;
 ``demo`` starts a local cluster of agents and shows it at work; ``simdemo``
 prints the timeline of a simulated cluster::
 
@@ -234,6 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("b", metavar="B", nargs="?", help="another member's id (default: the agent's)")
     _add_control(r)
 
+    x = sub.add_parser(
+        "explain",
+        help="why a member was suspected, failed or came back",
+        description="Explain NODE's recent state changes as the agent's node saw them, "
+        "one line each: when, the event, and its cause (its own probe, an accuser's "
+        "gossip, a timeout, the member's refutation); docs/operations.md.",
+    )
+    x.add_argument("node", metavar="NODE", help="a member's id")
+    x.add_argument("--format", choices=("text", "json"), default="text")
+    x.add_argument(
+        "--json",
+        dest="format",
+        action="store_const",
+        const="json",
+        help="the recorded entries as JSON (the same as --format json)",
+    )
+    _add_control(x)
+
     t = sub.add_parser(
         "tags",
         help="show or change this agent's tags",
@@ -347,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "rtt":
             return _cli.rtt(args.control, args.a, args.b, args.wait)
+        if args.command == "explain":
+            return _cli.explain(args.control, args.node, args.format, args.wait)
         if args.command == "tags":
             return _cli.tags(args.control, args.set_, args.delete, args.wait)
         if args.command == "leave":

@@ -3,8 +3,9 @@
 ``clustermember agent --bind 127.0.0.1:7946 --key-file cluster.key
 --join 127.0.0.1:7947 --tag role=worker`` runs a node until SIGINT or
 SIGTERM, which make it leave gracefully (a second signal exits at once). The
-``members``, ``rtt``, ``tags``, ``leave``, ``stats`` and ``events`` commands talk to
-it through its control endpoint (see :mod:`clustermember._control`).
+``members``, ``rtt``, ``explain``, ``tags``, ``leave``, ``stats`` and ``events``
+commands talk to it through its control endpoint (see
+:mod:`clustermember._control`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ class Agent:
             return {"ok": True, "members": members}
         if op == "rtt":
             return {"ok": True, **self.rtt(req.get("a"), req.get("b"))}
+        if op == "history":
+            return {"ok": True, **self.history(req.get("node"))}
         if op == "tags":
             return {"ok": True, "tags": await self.change_tags(req.get("set"), req.get("delete"))}
         if op == "stats":
@@ -498,6 +501,36 @@ class Agent:
             if m is None or m.coordinate is None:
                 missing.append(node_id)
         return {"rtt": value, "a": pair[0], "b": pair[1], "missing": missing}
+
+    def history(self, node: object) -> dict[str, Any]:
+        """Member ``node``'s history as this node saw it, for ``explain``:
+        ``history`` (each entry's ``to_dict()``, oldest first), its
+        ``state`` and ``incarnation`` now and ``since`` (the
+        ``time.monotonic()`` of its last state change), this node's id
+        (``observer``), and ``now``, this node's ``time.monotonic()``, from
+        which the entries' times are read.
+
+        >>> agent.history("n3")  # doctest: +SKIP
+        {'node': 'n3', 'observer': 'n0', 'state': 'alive', 'incarnation': 4, ...}
+        """
+        if not isinstance(node, str):
+            raise ControlError("'node' must be a member id (a string)")
+        try:
+            entries = self.cluster.history(node)
+        except UnknownMember as exc:
+            raise ControlError(str(exc)) from None
+        member = self.cluster.member(node)
+        if member is None:  # reaped in between
+            raise ControlError(str(UnknownMember(node)))
+        return {
+            "node": member.id,
+            "observer": self.cluster.node_id,
+            "state": member.state.value,
+            "incarnation": member.incarnation,
+            "since": member.state_change,
+            "now": time.monotonic(),
+            "history": [e.to_dict() for e in entries],
+        }
 
     async def change_tags(self, set_: object, delete: object) -> dict[str, str]:
         """Apply a whole tag change at once, or nothing; the resulting tags.

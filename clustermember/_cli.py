@@ -16,6 +16,8 @@ from typing import Any
 
 from clustermember._control import ControlClient, ControlError
 from clustermember._display import ms_text
+from clustermember._explain import explain_text
+from clustermember._models import HistoryEntry
 
 STATES = ("alive", "suspect", "failed", "left")
 
@@ -289,6 +291,39 @@ def rtt(endpoint: str | None, a: str, b: str | None, wait: float = 0.0) -> int:
             "try again shortly"
         )
     print(f"estimated rtt {resp['a']} <-> {resp['b']}: {ms_text(resp['rtt'])} ms")
+    return 0
+
+
+def explain(endpoint: str | None, node: str, fmt: str = "text", wait: float = 0.0) -> int:
+    """``clustermember explain NODE``: why NODE was suspected, failed or
+    came back, as the agent's node saw it: a first line with its state now
+    and since when, then one line per recorded change with when (relative
+    to now) and what caused it, as ``ClusterMembership.explain()`` gives
+    it; ``fmt="json"``: the entries as ``HistoryEntry.to_dict()`` gives
+    them. An unknown NODE is an error (exit code 1).
+
+    >>> explain(None, "n3")  # doctest: +SKIP
+    n3 is alive (incarnation 4) since 2.1 s ago, as n0 sees it
+    12.0 s ago  suspect    by n0 (its own probe: no ack; 3 helpers asked: ...
+    """
+    if fmt not in ("text", "json"):
+        raise UsageError(f"unknown format {fmt!r}: use text or json")
+    resp = asyncio.run(_request(endpoint, {"op": "history", "node": node}, wait))
+    if fmt == "json":
+        print(json.dumps(resp["history"], indent=2))
+        return 0
+    entries = [HistoryEntry.from_dict(d) for d in resp["history"]]
+    print(
+        explain_text(
+            resp["node"],
+            resp["state"],
+            resp["incarnation"],
+            resp["since"],
+            entries,
+            resp["now"],
+            resp["observer"],
+        )
+    )
     return 0
 
 

@@ -99,13 +99,28 @@ def project(points: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
     return out
 
 
-def _nice(seconds: float) -> float:
-    """A round length (1, 2 or 5 times a power of ten) at most ``seconds``."""
+def nice_length(seconds: float) -> float:
+    """A round length (1, 2 or 5 times a power of ten) at most ``seconds``.
+
+    >>> nice_length(0.0042), nice_length(37.0)
+    (0.002, 20.0)
+    """
     exp = math.floor(math.log10(seconds))
     for step in (5.0, 2.0, 1.0):
         if step * 10.0**exp <= seconds:
             return step * 10.0**exp
     return 10.0**exp
+
+
+def svg_open(width: int, height: int, title: str) -> str:
+    """The start of an SVG picture: its size, a white ground and a bold
+    title at the top left (the caller closes it with ``</svg>``)."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
+        f'<rect width="{width}" height="{height}" fill="white"/>'
+        f'<text x="8" y="16" font-weight="bold">{html.escape(title)}</text>'
+    )
 
 
 class CoordinateMap:
@@ -134,12 +149,7 @@ class CoordinateMap:
 
     def to_svg(self) -> str:
         """The map as an SVG document (text)."""
-        head = (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">'
-            f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>'
-            f'<text x="8" y="16" font-weight="bold">{html.escape(self.title)}</text>'
-        )
+        head = svg_open(WIDTH, HEIGHT, self.title)
         note = f"{len(self.members)} members"
         if self.missing:
             note += f"; {len(self.missing)} without a coordinate not shown"
@@ -182,7 +192,7 @@ class CoordinateMap:
                 f"{label}>{html.escape(name)}</text>"
             )
         if spans:
-            bar = _nice(room_x / scale / 4)
+            bar = nice_length(room_x / scale / 4)
             length = bar * scale
             y = HEIGHT - 14
             out.append(

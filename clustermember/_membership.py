@@ -59,6 +59,7 @@ from clustermember._events import (
     UserEvent,
     wall_time,
 )
+from clustermember._explain import explain_text
 from clustermember._keys import KEYS_QUERY, RESERVED_PREFIX, Keyring
 from clustermember._log import RateLimitedLog, log
 from clustermember._models import (
@@ -77,6 +78,7 @@ from clustermember._queries import (
     encode_filter,
     filter_matches,
 )
+from clustermember._timeline import HistoryTimeline
 
 EDUPLICATE = -27
 ETIMEDOUT = -25
@@ -1188,10 +1190,54 @@ class ClusterMembership:
         suspect probe api-1 3 0
         failed timeout None 0 0
         """
+        return self._history_of(member_id)[1]
+
+    def _history_of(self, member_id: str) -> tuple[Member, list[HistoryEntry]]:
+        """The member's record and its history, from one snapshot."""
         snap = self._snapshot()
-        self._find(snap, member_id)
+        member = self._find(snap, member_id)
         rows = snap.history(member_id)
-        return [HistoryEntry._from_tuple(t) for t in rows or ()]
+        return member, [HistoryEntry._from_tuple(t) for t in rows or ()]
+
+    def explain(self, member_id: str) -> str:
+        """:meth:`history` as text to read: a first line with the member's
+        state now and since when, then one line per change, oldest first,
+        with when it was (relative to now) and what caused it
+        (docs/operations.md, "Reading an explanation"); for a member with
+        no history, a line that says so. The same text as ``clustermember
+        explain``. Raises :class:`UnknownMember` for an unknown id.
+
+        >>> print(cluster.explain("worker-3"))
+        worker-3 is alive (incarnation 4) since 2.1 s ago, as api-1 sees it
+        12.0 s ago  suspect    by api-1 (its own probe: no ack; 3 helpers asked: ...
+        11.6 s ago  confirmed  by web-2 (gossip; 2 accusers so far)
+         9.0 s ago  failed     suspicion timed out here, 2 accusers
+         2.1 s ago  recovered  it came back at incarnation 4
+        """
+        member, entries = self._history_of(member_id)
+        return explain_text(
+            member.id,
+            member.state.value,
+            member.incarnation,
+            member.state_change,
+            entries,
+            time.monotonic(),
+            self._id,
+        )
+
+    def history_timeline(self, member_id: str) -> HistoryTimeline:
+        """:meth:`history` as a picture for Jupyter: a ``HistoryTimeline``
+        that shows as an SVG (``_repr_svg_``; ``to_svg()`` gives the text),
+        the member's states as this node saw them in coloured bands between
+        the recorded changes up to now, confirmations marked, each change
+        labelled with its accuser or source. Raises :class:`UnknownMember`
+        for an unknown id.
+
+        >>> cluster.history_timeline("worker-3")      # in a notebook cell
+        <HistoryTimeline of worker-3: 4 changes, 3 states>
+        """
+        member, entries = self._history_of(member_id)
+        return HistoryTimeline(member.id, entries, time.monotonic(), self._id)
 
     def peer_health(self) -> list[PeerHealth]:
         """Every other member as this node sees its health, by id: the

@@ -169,6 +169,20 @@ class HistoryEntry:
         d["state"] = self.state.value
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HistoryEntry:
+        """The entry back from :meth:`to_dict`'s data (as the CLI gets it
+        from an agent); a KeyError or ValueError if a field is missing or
+        a state unknown.
+
+        >>> h = cluster.history("worker-3")[0]
+        >>> HistoryEntry.from_dict(h.to_dict()) == h
+        True
+        """
+        values = {f: d[f] for f in cls.__slots__}
+        values["state"] = MemberState(d["state"])
+        return cls(**values)
+
 
 @dataclass(frozen=True, slots=True)
 class Coordinate:

@@ -181,6 +181,58 @@ def test_rtt_and_members_sorted_by_rtt(agents: Agents) -> None:
         assert "'nope'" in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
+def test_explain_names_the_accuser_and_the_failed_probe(agents: Agents) -> None:
+    """An agent paused (SIGSTOP) until every other suspects it, then let go:
+    each one's explanation of it names who accused it first, and the one
+    whose own probe failed says so, with the helpers it asked."""
+    for i in range(4):
+        agents.start(i)
+    observers = range(3)
+
+    def states(i: int) -> dict[str, object]:
+        return {m["id"]: m["state"] for m in agents.members(i)}
+
+    eventually(
+        lambda: all(
+            states(i) == dict.fromkeys(["n0", "n1", "n2", "n3"], "alive") for i in observers
+        ),
+        "four alive agents everywhere",
+    )
+    victim = agents.procs[3]
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        eventually(
+            lambda: all(states(i)["n3"] != "alive" for i in observers), "n3 suspected everywhere"
+        )
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    eventually(lambda: all(states(i)["n3"] == "alive" for i in observers), "n3 back everywhere")
+    probers = 0
+    for i in observers:
+        entries = json.loads(cli("explain", "n3", "--json", "--control", agents.control(i)).stdout)
+        head, *lines = cli("explain", "n3", "--control", agents.control(i)).stdout.splitlines()
+        assert head.startswith("n3 is alive (incarnation ") and head.endswith(f"as n{i} sees it")
+        first = entries[0]
+        assert first["event"] == "suspect" and first["by"] not in (None, "n3"), entries
+        assert re.fullmatch(r"\d+\.\d s ago  suspect    .*", lines[0]), lines
+        if first["source"] == "probe":
+            # This agent's own probe failed: it is the accuser, and says
+            # what its helpers found.
+            probers += 1
+            assert first["by"] == f"n{i}"
+            assert f"suspect    by n{i} (its own probe: no ack; " in lines[0], lines
+            helpers = f"{first['helpers']} helper{'s' if first['helpers'] != 1 else ''} asked: "
+            assert helpers in lines[0] and f"our health {first['health']})" in lines[0], lines
+        else:
+            kind = {"gossip": "gossip", "pushpull": "push-pull"}[first["source"]]
+            assert f"suspect    by {first['by']} ({kind}" in lines[0], lines
+        assert entries[-1]["event"] in ("recovered", "joined"), entries
+        assert re.search(r"  recovered  it (refuted|came back) at incarnation \d+$", lines[-1])
+    assert probers >= 1
+    out = cli("explain", "nobody", "--control", agents.control(0), check=False)
+    assert out.returncode == 1 and out.stdout == "" and "no member 'nobody'" in out.stderr
+
+
 def test_sigterm_leaves_gracefully_and_sigkill_is_a_failure(agents: Agents) -> None:
     for i in range(3):
         agents.start(i)

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,33 @@ async def test_rtt_requests_answer_errors_on_the_same_connection(agent: Agent) -
         assert me["id"] == "solo" and me["rtt"] == 0.0
         (me,) = (await c.request({"op": "members"}))["members"]
         assert "rtt" not in me
+
+
+async def test_history_requests_answer_errors_on_the_same_connection(agent: Agent) -> None:
+    async with ControlClient(agent.server.endpoint) as c:
+        for req, words in (
+            ({"op": "history"}, "'node' must be a member id"),
+            ({"op": "history", "node": 1}, "'node' must be a member id"),
+            ({"op": "history", "node": ["solo"]}, "'node' must be a member id"),
+            ({"op": "history", "node": "nope"}, "no member 'nope'"),
+        ):
+            resp = await c.request(req)
+            assert resp["ok"] is False and words in resp["error"], (req, resp)
+        resp = await c.request({"op": "history", "node": "solo"})
+        now = time.monotonic()
+        assert resp["ok"] is True and resp["history"] == []
+        assert (resp["node"], resp["observer"], resp["state"]) == ("solo", "solo", "alive")
+        assert resp["since"] <= resp["now"] <= now
+    # Through the CLI: no history is said in words, an unknown id is an error.
+    ep = agent.server.endpoint
+    rc, out, err = await cli("explain", "solo", "--control", ep)
+    assert rc == 0 and err == "", err
+    assert out.splitlines()[1:] == ["no suspicion, failure or leave of solo seen by solo"]
+    assert out.startswith("solo is alive (incarnation 0) since "), out
+    rc, out, err = await cli("explain", "solo", "--json", "--control", ep)
+    assert rc == 0 and json.loads(out) == [], (out, err)
+    rc, out, err = await cli("explain", "nope", "--control", ep)
+    assert rc == 1 and out == "" and "no member 'nope'" in err and err.count("\n") == 1, err
 
 
 async def test_rtt_without_coordinates_is_an_error_that_names_the_member(

@@ -44,6 +44,9 @@ async def test_history_names_the_accuser_and_the_probe_that_failed() -> None:
             assert 0 < h.rtt_median <= h.rtt_p90 <= h.rtt_max < 1.0
             assert h.last_heard is not None and now - 60 < h.last_heard <= now
             json.dumps(h.to_dict())
+        assert observers[0].explain("n3").splitlines()[1] == (
+            "no suspicion, failure or leave of n3 seen by n0"
+        )
         victim.inject_faults(drop_out=1.0, drop_in=1.0)
         await eventually(
             lambda: all(state_of(o, "n3") is not MemberState.ALIVE for o in observers),
@@ -78,9 +81,27 @@ async def test_history_names_the_accuser_and_the_probe_that_failed() -> None:
             assert last.incarnation > first.incarnation
             assert [h.monotonic for h in hist] == sorted(h.monotonic for h in hist)
             json.dumps([h.to_dict() for h in hist])
+            # The same history read aloud and drawn.
+            me = o.local_node.id
+            head, *lines = o.explain("n3").splitlines()
+            assert head.startswith("n3 is alive (incarnation ") and f"as {me} sees it" in head
+            assert len(lines) >= len(hist)  # entries may have come since
+            assert lines[0].split()[3:5] == ["suspect", "by"]
+            assert f"by {first.by} (" in lines[0]
+            if first.source == "probe":
+                assert f"its own probe: no ack; {first.helpers} helper" in lines[0]
+            timeline = o.history_timeline("n3")
+            assert timeline.member_id == "n3" and timeline.observer == me
+            assert [b.state for b in timeline.bands][0] == "suspect"
+            assert timeline.bands[-1].state == "alive"
+            assert "<svg" in timeline._repr_svg_()
         assert probers >= 1
         with pytest.raises(UnknownMember):
             observers[0].history("nobody")
+        with pytest.raises(UnknownMember):
+            observers[0].explain("nobody")
+        with pytest.raises(UnknownMember):
+            observers[0].history_timeline("nobody")
         with pytest.raises(TypeError):
             observers[0].history(3)  # type: ignore[arg-type]
 
