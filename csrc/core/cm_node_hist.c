@@ -65,6 +65,10 @@ void cm_node__hist_record(cm_node_t *n, uint32_t slot, uint8_t event,
   }
   if (x->susp != NULL)
     e->confirmations = (uint8_t)(x->susp->n > 255 ? 255 : x->susp->n);
+  else if (x->susp_ended == now && now != 0)
+    /* What ended a suspicion just now (a timeout, a death, a refutation):
+     * the confirmations it had gathered. */
+    e->confirmations = (uint8_t)(x->susp_last_n > 255 ? 255 : x->susp_last_n);
 }
 
 size_t cm_node_history(const cm_node_t *n, const char *id, cm_hist_read_t *out,

@@ -40,6 +40,8 @@ void cm_node__set_state(cm_node_t *n, uint32_t slot, uint8_t state,
   cm_member_t *m = cm_node__m(n, slot);
   if (m->state == CM_STATE_SUSPECT && state != CM_STATE_SUSPECT &&
       m->ext != NULL && m->ext->susp != NULL) {
+    m->ext->susp_last_n = m->ext->susp->n;
+    m->ext->susp_ended = now;
     cm_theap_remove(&n->suspects, m->ext->susp_pos);
     free(m->ext->susp);
     m->ext->susp = NULL;

@@ -31,6 +31,10 @@ typedef struct cm_member_ext {
   struct cm_hist *hist;    /* once it had trouble, with history on (one
                               allocation: free() frees it) */
   uint32_t rtt_us;         /* last round trip of a direct probe of it */
+  /* The confirmations of the suspicion that ended at susp_ended, for the
+   * history entry of what ended it (cm_node_hist.c). */
+  uint32_t susp_last_n;
+  cm_time_t susp_ended;
   /* The last CM_RTT_RING of them, in microseconds, for percentiles. */
   uint32_t rtt_ring[16];
   uint8_t rtt_n, rtt_pos;

@@ -47,6 +47,7 @@ CM_TEST(history_names_the_accuser_and_the_probe_that_failed) {
     cm_hist_read_t h[8];
     size_t k, j;
     int failed = 0;
+    uint32_t confirmed = 0;
     if (i == victim)
       continue;
     node = cm_sim_node(s, i);
@@ -79,8 +80,13 @@ CM_TEST(history_names_the_accuser_and_the_probe_that_failed) {
                  h[j].e.source == CM_HIST_GOSSIP ||
                  h[j].e.source == CM_HIST_PUSHPULL);
       }
-      if (h[j].e.event == CM_EV_CONFIRMED)
+      if (h[j].e.event == CM_EV_CONFIRMED) {
         CM_CHECK(h[j].by[0] != '\0');
+        confirmed = h[j].e.confirmations;
+      }
+      /* What ended the suspicion says how many had confirmed it. */
+      if (h[j].e.event == CM_EV_FAILED)
+        CM_CHECK_EQ(h[j].e.confirmations, confirmed);
     }
     CM_CHECK(failed);
   }
