@@ -222,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="order: by id (the default), or nearest first by the estimated RTT from "
         "the agent's node (unknown last), shown in an RTT column",
     )
+    m.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="with each member's health as the agent's node sees it: direct probes "
+        "answered, their round trips (median, 90th percentile, largest), phi, when "
+        "last heard from, and whether a connection is open",
+    )
     _add_control(m)
 
     r = sub.add_parser(
@@ -361,7 +369,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _agent(args)
         if args.command == "members":
             return _cli.members(
-                args.control, args.tag, args.status, args.format, args.wait, args.sort
+                args.control,
+                args.tag,
+                args.status,
+                args.format,
+                args.wait,
+                args.sort,
+                args.verbose,
             )
         if args.command == "rtt":
             return _cli.rtt(args.control, args.a, args.b, args.wait)

@@ -147,9 +147,12 @@ class Agent:
         op = req.get("op")
         if op == "members":
             rtt = req.get("rtt", False)
+            verbose = req.get("verbose", False)
             if not isinstance(rtt, bool):
                 raise ControlError("'rtt' must be true or false")
-            members = self.members(req.get("tags"), req.get("status"), rtt)
+            if not isinstance(verbose, bool):
+                raise ControlError("'verbose' must be true or false")
+            members = self.members(req.get("tags"), req.get("status"), rtt, verbose)
             return {"ok": True, "members": members}
         if op == "rtt":
             return {"ok": True, **self.rtt(req.get("a"), req.get("b"))}
@@ -454,11 +457,15 @@ class Agent:
         elif text:
             log.info("event handler for %s (ltime %d): %s", event.name, event.ltime, text[-500:])
 
-    def members(self, tags: object, status: object, rtt: bool = False) -> list[dict[str, Any]]:
+    def members(
+        self, tags: object, status: object, rtt: bool = False, verbose: bool = False
+    ) -> list[dict[str, Any]]:
         """Every member whose tags match the patterns (full-match regular
         expressions, as ``serf members -tag``) and whose state is listed;
         with ``rtt``, each with its estimated RTT from this node in seconds
-        (``rtt``: None where a coordinate is unknown, 0.0 for this node).
+        (``rtt``: None where a coordinate is unknown, 0.0 for this node);
+        with ``verbose``, each other member with its ``health``
+        (:class:`PeerHealth` as a dict, ``last_heard`` as seconds ago).
 
         >>> agent.members({"role": "w.*"}, ["alive"])  # doctest: +SKIP
         [{'id': 'w1', 'addr': '127.0.0.1:7947', 'state': 'alive', ...}]
@@ -470,12 +477,21 @@ class Agent:
             raise ControlError(str(exc)) from None
         members = self.cluster.nodes(states=None)
         me = next((m for m in members if m.is_self), None)
+        health = {}
+        if verbose:
+            now = time.monotonic()
+            for h in self.cluster.peer_health():
+                d = h.to_dict()
+                d["last_heard"] = None if h.last_heard is None else now - h.last_heard
+                health[h.id] = d
         out = []
         for m in members:
             n = m.to_dict()
             if matches(n, patterns, states):
                 if rtt:
                     n["rtt"] = None if me is None else rtt_between(me, m)
+                if verbose:
+                    n["health"] = health.get(m.id)
                 out.append(n)
         return out
 

@@ -164,9 +164,40 @@ def by_rtt(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(members, key=lambda m: (m["rtt"] is None, m["rtt"] or 0.0, m["id"]))
 
 
-def format_members(members: list[dict[str, Any]], rtt: bool = False) -> str:
+def health_cells(h: dict[str, Any] | None) -> list[str]:
+    """A member's health as the verbose table's cells: probes answered,
+    round trips in ms (median, 90th percentile, largest), phi, seconds
+    since last heard from, and whether a connection is open; ``-`` where
+    there is nothing (this node's own row).
+
+    >>> health_cells({"samples": 16, "rtt_median": 0.0002, "rtt_p90": 0.0004,
+    ...               "rtt_max": 0.0011, "phi": 0.31, "last_heard": 0.4, "connected": True})
+    ['16', '0.200', '0.400', '1.10', '0.31', '0.4', 'yes']
+    """
+    if h is None:
+        return ["-"] * 7
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else ms_text(v)
+
+    return [
+        str(h["samples"]),
+        ms(h["rtt_median"]),
+        ms(h["rtt_p90"]),
+        ms(h["rtt_max"]),
+        "-" if h["phi"] is None else f"{h['phi']:.2f}",
+        "-" if h["last_heard"] is None else f"{h['last_heard']:.1f}",
+        "yes" if h["connected"] else "no",
+    ]
+
+
+HEALTH_HEADERS = ["PROBES", "RTT50 (ms)", "RTT90", "RTTMAX", "PHI", "HEARD (s ago)", "CONN"]
+
+
+def format_members(members: list[dict[str, Any]], rtt: bool = False, verbose: bool = False) -> str:
     """Members as a table like ``serf members``, by id; with ``rtt``, in
-    the order given, with their RTT in ms (``-`` where unknown).
+    the order given, with their RTT in ms (``-`` where unknown); with
+    ``verbose``, each member's health as this node sees it (health_cells).
 
     >>> print(format_members([{"id": "n1", "addr": "127.0.0.1:7947", "state": "alive",
     ...                        "incarnation": 0, "tags": {}, "rtt": 0.000213}], rtt=True))
@@ -181,10 +212,22 @@ def format_members(members: list[dict[str, Any]], rtt: bool = False) -> str:
             str(m["incarnation"]),
             ",".join(f"{k}={v}" for k, v in sorted(m["tags"].items())),
             *([("-" if m["rtt"] is None else ms_text(m["rtt"]))] if rtt else []),
+            *(health_cells(m.get("health")) if verbose else []),
         ]
         for m in (members if rtt else sorted(members, key=lambda m: m["id"]))
     ]
-    return _table(rows, ["NODE", "ADDRESS", "STATE", "INC", "TAGS", *(["RTT (ms)"] if rtt else [])])
+    return _table(
+        rows,
+        [
+            "NODE",
+            "ADDRESS",
+            "STATE",
+            "INC",
+            "TAGS",
+            *(["RTT (ms)"] if rtt else []),
+            *(HEALTH_HEADERS if verbose else []),
+        ],
+    )
 
 
 # An agent in these states has not joined yet: ``--wait`` waits on.
@@ -248,10 +291,12 @@ def members(
     fmt: str,
     wait: float = 0.0,
     sort: str = "id",
+    verbose: bool = False,
 ) -> int:
     """``clustermember members``: print the members, filtered here by state
     and by tag regular expressions; with ``sort="rtt"``, nearest first by
-    their estimated RTT from the agent's node (unknown last), with it.
+    their estimated RTT from the agent's node (unknown last), with it; with
+    ``verbose``, with each one's health as the agent's node sees it.
 
     >>> members(None, ["role=w.*"], ["alive"], "table", sort="rtt")  # doctest: +SKIP
     """
@@ -263,14 +308,20 @@ def members(
     # answer stays small; they are applied here again so that this command
     # means the same whatever the agent does with them.
     # A list of [key, regex] pairs, not an object: a key may come twice.
-    req = {"op": "members", "tags": [parse_tag(t) for t in tags], "status": status, "rtt": rtt}
+    req = {
+        "op": "members",
+        "tags": [parse_tag(t) for t in tags],
+        "status": status,
+        "rtt": rtt,
+        "verbose": verbose,
+    }
     found = filter_members(asyncio.run(_request(endpoint, req, wait))["members"], tags, status)
     if rtt:
         found = by_rtt(found)
     if fmt == "json":
         print(json.dumps(found, indent=2, sort_keys=True))
     else:
-        print(format_members(found, rtt))
+        print(format_members(found, rtt, verbose))
     return 0
 
 

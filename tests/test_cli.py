@@ -174,6 +174,26 @@ def test_rtt_and_members_sorted_by_rtt(agents: Agents) -> None:
     assert len(shown) == 3 and shown == sorted(shown) and shown[0] == 0.0
     assert table[1].split()[0] == "n0"
     assert "RTT" not in cli("members", "--control", agents.control(0)).stdout
+
+    # --verbose: each other member's health as n0 sees it.
+    def healthy() -> bool:
+        found = {m["id"]: m for m in agents.members(0, "--verbose")}
+        return found["n0"]["health"] is None and all(
+            found[i]["health"] is not None and found[i]["health"]["samples"] > 0
+            for i in ("n1", "n2")
+        )
+
+    eventually(healthy, "n0 holds round trips to both others")
+    found = {m["id"]: m for m in agents.members(0, "--verbose")}
+    for i in ("n1", "n2"):
+        h = found[i]["health"]
+        assert 0 < h["rtt_median"] <= h["rtt_p90"] <= h["rtt_max"] < 1.0, h
+        assert h["connected"] is True and 0 <= h["last_heard"] < 60, h
+    table = cli("members", "--control", agents.control(0), "--verbose").stdout.splitlines()
+    assert table[0].split()[-1] == "CONN" and "PROBES" in table[0].split()
+    rows = {row.split()[0]: row.split() for row in table[1:]}
+    assert rows["n0"][-7:] == ["-"] * 7
+    assert rows["n1"][-1] == "yes" and int(rows["n1"][-7]) > 0
     # An unknown member: one line naming it, exit code 1.
     for args in (["nope"], ["n1", "nope"]):
         out = cli("rtt", "--control", agents.control(0), *args, check=False)

@@ -100,6 +100,7 @@ async def test_rtt_requests_answer_errors_on_the_same_connection(agent: Agent) -
             ({"op": "rtt", "a": "nope"}, "no member 'nope'"),
             ({"op": "rtt", "a": "solo", "b": "nope"}, "no member 'nope'"),
             ({"op": "members", "rtt": "yes"}, "'rtt' must be true or false"),
+            ({"op": "members", "verbose": 1}, "'verbose' must be true or false"),
         ):
             resp = await c.request(req)
             assert resp["ok"] is False and words in resp["error"], (req, resp)
