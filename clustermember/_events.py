@@ -157,6 +157,7 @@ class Subscription:
         local: Callable[[], Member | None],
         on_close: Callable[[Subscription], None],
         hold: Callable[[Subscription, bool], None] | None = None,
+        on_drop: Callable[[], None] | None = None,
     ) -> None:
         self.maxsize = maxsize
         self._queue: collections.deque[ClusterEvent] = collections.deque()
@@ -175,6 +176,8 @@ class Subscription:
         # waiting task (referenced only through this subscription's waiters)
         # would be collected with it, still pending.
         self._hold = hold
+        # The node's count of events its subscribers lost (for metrics).
+        self._on_drop = on_drop
 
     @property
     def pending(self) -> int:
@@ -200,6 +203,8 @@ class Subscription:
             del self._queue[self._replay_left]
             self._dropped += 1
             self._dropped_total += 1
+            if self._on_drop is not None:
+                self._on_drop()
         self._queue.append(event)
         self._wake()
 

@@ -226,6 +226,7 @@ class ClusterMembership:
         self._coalesce: dict[str, UserEvent] = {}
         self._coalesce_timer: asyncio.TimerHandle | None = None
         self._coalesced = 0
+        self._subscriber_drops = 0  # events subscribers lost, all of them ever
         # Queries: ours waiting for answers, by id; handlers by name; the
         # answers handlers are still computing.
         self._queries: dict[int, QueryResults] = {}
@@ -775,7 +776,9 @@ class ClusterMembership:
         size = maxsize if maxsize is not None else self._config.subscriber_queue_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"maxsize must be a positive int, got {size!r}")
-        sub = Subscription(size, self._local_or_none, self._unsubscribe, self._hold_reader)
+        sub = Subscription(
+            size, self._local_or_none, self._unsubscribe, self._hold_reader, self._sub_dropped
+        )
         if self._left:
             sub._end()
             return sub
@@ -1187,7 +1190,7 @@ class ClusterMembership:
 
         >>> for h in cluster.history("worker-3"):
         ...     print(h.event, h.source, h.by, h.helpers, h.nacks)
-        suspect probe api-1 3 0
+        suspect probe api-1 3 3
         failed timeout None 0 0
         """
         return self._history_of(member_id)[1]
@@ -1334,6 +1337,9 @@ class ClusterMembership:
                 self._id, self._bind, MemberState.ALIVE, 0, MappingProxyType(dict(self._tags))
             )
 
+    def _sub_dropped(self) -> None:
+        self._subscriber_drops += 1
+
     def stats(self) -> ClusterStats:
         """Counters of this node: members by state, connections, traffic, drops.
 
@@ -1341,10 +1347,13 @@ class ClusterMembership:
         (3, 2)
         """
         self._snapshot()
-        assert self._node is not None
+        node = self._node  # once: close() may clear it meanwhile (a scrape's thread)
+        if node is None:
+            raise ClusterClosed(f"node {self._id} is closed")
         try:
-            counters = self._node.stats()
+            counters = node.stats()
             counters["user_events_coalesced"] = self._coalesced
+            counters["subscriber_events_dropped"] = self._subscriber_drops
             return ClusterStats._from_counters(self._id, counters)
         except _core.Error as exc:
             raise ClusterClosed(f"node {self._id}: {exc}") from None

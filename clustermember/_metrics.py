@@ -137,6 +137,7 @@ DROP_REASONS: tuple[DropReason, ...] = (
             "reply": "a query reply for no query in flight, late, or from no member",
             "relay": "a reply relay to an address of no live member",
             "sync_rate": "user events to re-send past the anti-entropy budget",
+            "query_origin": "a query whose answers would go to an address not its origin's",
         },
     ),
     DropReason(
@@ -163,6 +164,12 @@ DROP_REASONS: tuple[DropReason, ...] = (
     ),
     DropReason(
         "engine", "event_queue_full", "events_dropped", "the engine's event queue overflowed"
+    ),
+    DropReason(
+        "engine",
+        "subscriber_queue_full",
+        "subscriber_events_dropped",
+        "a subscriber (subscribe(), an --event-handler) read too slowly: its queue was full",
     ),
 )
 

@@ -5,8 +5,9 @@ for any other path, 405 for any other method, and closes each connection
 after one answer. A client gets :data:`READ_TIMEOUT` seconds and
 :data:`MAX_HEAD` bytes for its request line and headers; past either it
 gets 408 or 431 and is let go, and at most :data:`MAX_CLIENTS` are served
-at once (more are closed at once), so a slow or garbage client costs the
-agent one socket for a bounded time and nothing else.
+at once: a new one past that closes the one that has waited longest without
+finishing its request, so a slow or garbage client costs the agent one
+socket for a bounded time, and idle connections cannot lock a scraper out.
 
     >>> server = MetricsServer("127.0.0.1:9946", lambda: "up 1\\n")  # doctest: +SKIP
     >>> await server.start(); server.url                             # doctest: +SKIP
@@ -21,6 +22,7 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Callable
 
 from clustermember._control import close_server
@@ -65,9 +67,15 @@ def parse_metrics_addr(text: str) -> tuple[str, int]:
     """
     s = text.strip()
     host, sep, port = s.rpartition(":")  # no colon: host and sep are empty
-    if host.startswith("[") and host.endswith("]"):
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
-    if not port.isdigit() or int(port) > 65535 or (sep and not host and s != f":{port}"):
+    if (
+        not port.isdigit()
+        or int(port) > 65535
+        or (sep and not host and s != f":{port}")
+        or (":" in host and not bracketed)  # an IPv6 host goes in brackets
+    ):
         raise MetricsAddressError(f"{text!r} is not HOST:PORT or PORT (e.g. {DEFAULT_METRICS})")
     return host or "127.0.0.1", int(port)
 
@@ -95,6 +103,8 @@ class MetricsServer:
         self._render = render
         self._server: asyncio.AbstractServer | None = None
         self._clients = 0
+        # Connections still reading their request, oldest first.
+        self._reading: dict[asyncio.StreamWriter, None] = {}
 
     @property
     def url(self) -> str:
@@ -116,6 +126,8 @@ class MetricsServer:
             )
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else None
+            if reason is None and isinstance(exc, socket.gaierror):
+                reason = exc.strerror  # a resolver's code, not an errno
             reason = reason or (os.strerror(exc.errno) if exc.errno else str(exc))
             raise OSError(
                 exc.errno,
@@ -131,13 +143,19 @@ class MetricsServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients += 1
+        if len(self._reading) >= MAX_CLIENTS:
+            # Full: the one that has waited longest for its request goes.
+            oldest = next(iter(self._reading))
+            del self._reading[oldest]
+            oldest.close()
+        self._reading[writer] = None
         try:
-            if self._clients <= MAX_CLIENTS:
+            try:
                 status, body, head_only = await self._answer(reader)
-                if status:
-                    await asyncio.wait_for(
-                        self._send(writer, status, body, head_only), READ_TIMEOUT
-                    )
+            finally:
+                self._reading.pop(writer, None)
+            if status:
+                await asyncio.wait_for(self._send(writer, status, body, head_only), READ_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             pass  # the client went away or would not take the answer
         finally:

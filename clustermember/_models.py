@@ -39,6 +39,7 @@ _FLAT_NAMES = {
     "events_dropped": "engine_events_dropped",
     "send_errors": "engine_send_errors",
     "user_events_coalesced": "engine_user_events_coalesced",
+    "subscriber_events_dropped": "engine_subscriber_events_dropped",
 }
 
 

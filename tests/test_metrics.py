@@ -5,6 +5,7 @@ an endpoint that bad clients cannot hang."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
@@ -35,7 +36,14 @@ from clustermember._metrics import (
     render,
     samples,
 )
-from clustermember._metrics_server import MAX_HEAD, READ_TIMEOUT, is_loopback
+from clustermember._metrics_server import (
+    MAX_CLIENTS,
+    MAX_HEAD,
+    READ_TIMEOUT,
+    MetricsAddressError,
+    is_loopback,
+    parse_metrics_addr,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "clustermember"]
@@ -333,6 +341,17 @@ def test_bad_clients_get_an_error_or_a_close_and_the_agent_stays_healthy(
     finally:
         idle.close()
         half.close()
+    # More idle connections than are served at once cannot lock a scraper
+    # out: each newcomer past the limit closes the one idle longest.
+    crowd = [
+        socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 15)
+        for _ in range(MAX_CLIENTS + 8)
+    ]
+    try:
+        assert value(scrape(url), "clustermember_members", state="alive") == 1
+    finally:
+        for s in crowd:
+            s.close()
     assert a.alive()
     assert value(scrape(url), "clustermember_members", state="alive") == 1
     assert raw_request(url, b"HEAD /metrics HTTP/1.0\r\n\r\n")[0].endswith(b"\r\n\r\n")
@@ -401,3 +420,40 @@ def test_the_cli_refuses_a_bad_metrics_address_in_one_line() -> None:
     )
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "--metrics must be HOST:PORT" in out.stderr
+    # An IPv6 host goes in brackets: "::1" is refused, not read as ":" port 1.
+    for bad in ("::1", "fe80::1"):
+        with pytest.raises(MetricsAddressError):
+            parse_metrics_addr(bad)
+    assert parse_metrics_addr("[::1]:9100") == ("::1", 9100)
+
+
+@pytest.mark.asyncio
+async def test_events_a_slow_subscriber_loses_are_counted(key: bytes) -> None:
+    """A subscriber that never reads loses events past its queue: counted in
+    drops_total{reason="subscriber_queue_full"}, and never counted down when
+    the subscription goes."""
+    node = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="s0"))
+    await node.start()
+    await node.join([])
+    try:
+        sub = node.subscribe(maxsize=2)
+        for i in range(20):
+            await node.update_tag("n", str(i))
+        deadline = time.monotonic() + 60
+        while sub.dropped == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # a poll on a condition, bounded above
+        lost = sub.dropped
+        assert lost > 0
+        fams = families(node.metrics_text())
+        assert (
+            value(fams, "clustermember_drops_total", layer="engine", reason="subscriber_queue_full")
+            == lost
+        )
+        sub.close()
+        fams = families(node.metrics_text())
+        assert (
+            value(fams, "clustermember_drops_total", layer="engine", reason="subscriber_queue_full")
+            == lost
+        )
+    finally:
+        await node.close()

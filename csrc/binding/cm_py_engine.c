@@ -425,12 +425,23 @@ static PyObject *snapshot_query(snapshot_object *self, PyObject *args,
   return out;
 }
 
-static PyObject *snapshot_find_py(snapshot_object *self, PyObject *arg) {
-  const char *id = PyUnicode_AsUTF8(arg);
-  const cm_emember_t *m;
-  if (id == NULL)
+/* The member an id names, or NULL (none, or no id could be that string:
+ * one with a NUL in it is no member's, not the member before the NUL). */
+static const cm_emember_t *snapshot_find_arg(snapshot_object *self,
+                                             PyObject *arg, int *err) {
+  Py_ssize_t len;
+  const char *id = PyUnicode_AsUTF8AndSize(arg, &len);
+  *err = id == NULL;
+  if (id == NULL || strlen(id) != (size_t)len)
     return NULL;
-  m = snapshot_find(self->snap, id);
+  return snapshot_find(self->snap, id);
+}
+
+static PyObject *snapshot_find_py(snapshot_object *self, PyObject *arg) {
+  int err;
+  const cm_emember_t *m = snapshot_find_arg(self, arg, &err);
+  if (err)
+    return NULL;
   if (m == NULL)
     Py_RETURN_NONE;
   return member_tuple(m);
@@ -442,13 +453,12 @@ static PyObject *snapshot_find_py(snapshot_object *self, PyObject *arg) {
 static PyObject *snapshot_history(snapshot_object *self, PyObject *arg) {
   static const char *const sources[] = {
       "", "probe", "gossip", "pushpull", "timeout", "alive", "leave"};
-  const char *id = PyUnicode_AsUTF8(arg);
-  const cm_emember_t *m;
+  int err;
+  const cm_emember_t *m = snapshot_find_arg(self, arg, &err);
   PyObject *list;
   uint32_t i;
-  if (id == NULL)
+  if (err)
     return NULL;
-  m = snapshot_find(self->snap, id);
   if (m == NULL)
     Py_RETURN_NONE;
   list = PyList_New((Py_ssize_t)m->nhist);
@@ -1202,6 +1212,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   N(reply_duplicate);
   N(replies_relayed);
   N(drop_relay);
+  N(drop_query_origin);
   N(user_event_queue);
   N(query_queue);
   N(events_synced);

@@ -152,6 +152,7 @@ static int sim_init(sim_object *self, PyObject *args, PyObject *kw) {
                  "unknown profile %s: expected lan, wan or local", profile);
     return -1;
   }
+  c.node.history = 0; /* as cm_sim_config_default: asked for, or none */
   if (config != Py_None) {
     PyObject *key, *val;
     Py_ssize_t pos = 0;

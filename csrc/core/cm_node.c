@@ -348,10 +348,10 @@ static void node_rtt_info(const cm_member_t *m, cm_member_info_t *info) {
     return;
   if (m->ext->phi != NULL)
     info->last_heard = m->ext->phi->last;
-  k = m->ext->rtt_n;
+  k = m->ext->rtt != NULL ? m->ext->rtt->n : 0;
   if (k == 0)
     return;
-  memcpy(s, m->ext->rtt_ring, k * sizeof(s[0]));
+  memcpy(s, m->ext->rtt->ring, k * sizeof(s[0]));
   qsort(s, k, sizeof(s[0]), node_u32_cmp);
   info->rtt_samples = (uint32_t)k;
   info->rtt_median_us = s[(k - 1) / 2];

@@ -51,7 +51,9 @@ void cm_node__hist_record(cm_node_t *n, uint32_t slot, uint8_t event,
   e->source = c.source;
   e->health = (uint8_t)(n->awareness > 255 ? 255 : n->awareness);
   e->incarnation = m->incarnation;
-  e->rtt_us = x->rtt_us;
+  e->rtt_us = x->rtt != NULL && x->rtt->n > 0
+                  ? x->rtt->ring[(x->rtt->pos + 15) % 16]
+                  : 0;
   e->by_slot = CM_HIST_NOBODY;
   if (c.by_len > 0 && (by = cm_registry_find(&n->reg, c.by, c.by_len)) >= 0) {
     e->by_slot = (uint32_t)by;

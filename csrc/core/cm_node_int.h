@@ -192,6 +192,7 @@ struct cm_node {
   cm_coord_client_t coord;
   struct cm_hist_cause hcause; /* of the change being made (cm_node_hist.c) */
   uint8_t in_pushpull;         /* merging a push-pull's table */
+  uint8_t in_probe_end;        /* accusing for our own failed probe */
   uint32_t coord_rtt_slot;
   cm_time_t coord_rtt;
   uint32_t coord_acks; /* ACKs to version-2 members: every

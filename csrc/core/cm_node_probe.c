@@ -244,8 +244,10 @@ void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
     return;
   /* Already suspect: our failed probe is an independent confirmation. */
   self = cm_node__self(n);
+  n->in_probe_end = 1;
   cm_node__accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len,
                   t->incarnation, cm_member_id(self), self->id_len, now);
+  n->in_probe_end = 0;
 }
 
 static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
@@ -271,11 +273,13 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
       if (cm_node__m(n, n->probe.slot)->ext != NULL ||
           cm_member_ext(cm_node__m(n, n->probe.slot)) != NULL) {
         cm_member_ext_t *x = cm_node__m(n, n->probe.slot)->ext;
-        x->rtt_us = (uint32_t)(rtt > UINT32_MAX ? UINT32_MAX : rtt);
-        x->rtt_ring[x->rtt_pos] = x->rtt_us;
-        x->rtt_pos = (uint8_t)((x->rtt_pos + 1) % 16);
-        if (x->rtt_n < 16)
-          x->rtt_n++;
+        if (x->rtt != NULL || (x->rtt = calloc(1, sizeof(*x->rtt))) != NULL) {
+          x->rtt->ring[x->rtt->pos] =
+              (uint32_t)(rtt > UINT32_MAX ? UINT32_MAX : rtt);
+          x->rtt->pos = (uint8_t)((x->rtt->pos + 1) % 16);
+          if (x->rtt->n < 16)
+            x->rtt->n++;
+        }
       }
       cm_node__coord_acked(n, n->probe.slot, rtt);
     }

@@ -399,16 +399,16 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
   x.id_len = id_len;
   x.from = from;
   x.from_len = from_len;
-  {
-    const cm_member_t *self = cm_node__self(n);
-    uint8_t source = kind == CM_NEWS_LEAVE ? CM_HIST_LEAVE
-                     : n->in_pushpull      ? CM_HIST_PUSHPULL
-                                           : CM_HIST_GOSSIP;
-    if (kind == CM_NEWS_SUSPECT && from_len == self->id_len &&
-        memcmp(from, cm_member_id(self), from_len) == 0)
-      source = CM_HIST_PROBE;
-    cm_node__hist_cause(n, source, from, from_len);
-  }
+  /* Our own probe's failure says so (n->in_probe_end): news that names us
+   * as its accuser and came back over the wire is gossip like any other. */
+  if (kind == CM_NEWS_LEAVE)
+    cm_node__hist_cause(n, CM_HIST_LEAVE, NULL, 0);
+  else
+    cm_node__hist_cause(n,
+                        n->in_probe_end  ? CM_HIST_PROBE
+                        : n->in_pushpull ? CM_HIST_PUSHPULL
+                                         : CM_HIST_GOSSIP,
+                        from, from_len);
   node_merge(n, &x, now, 0);
   cm_node__hist_cause(n, 0, NULL, 0);
 }

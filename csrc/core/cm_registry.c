@@ -44,6 +44,7 @@ static void reg_member_release(cm_member_t *m) {
     cm_phi_free(m->ext->phi);
     free(m->ext->coord);
     free(m->ext->hist);
+    free(m->ext->rtt);
     free(m->ext);
   }
 }

@@ -24,20 +24,24 @@ typedef struct cm_coord_cache {
   cm_coord_filter_t rtt; /* our last RTT samples to it */
 } cm_coord_cache_t;
 
+/* The round trips of our last direct probes of a member answered, in
+ * microseconds; the last is ring[(pos + 15) % 16]. */
+typedef struct cm_rtt_ring {
+  uint32_t ring[16];
+  uint8_t n, pos;
+} cm_rtt_ring_t;
+
 /* State only some members need: suspects, and peers heard from directly. */
 typedef struct cm_member_ext {
   cm_suspicion_t *susp;    /* while suspect */
   cm_coord_cache_t *coord; /* once its coordinate or an RTT is known */
   struct cm_hist *hist;    /* once it had trouble, with history on (one
                               allocation: free() frees it) */
-  uint32_t rtt_us;         /* last round trip of a direct probe of it */
+  struct cm_rtt_ring *rtt; /* once a direct probe of it was answered */
   /* The confirmations of the suspicion that ended at susp_ended, for the
    * history entry of what ended it (cm_node_hist.c). */
   uint32_t susp_last_n;
   cm_time_t susp_ended;
-  /* The last CM_RTT_RING of them, in microseconds, for percentiles. */
-  uint32_t rtt_ring[16];
-  uint8_t rtt_n, rtt_pos;
   cm_phi_t *phi;     /* once something has arrived from it */
   uint32_t susp_pos; /* while suspect: its place in the node's deadline heap */
   /* Once it has sent user events or queries: its budget of new ones of

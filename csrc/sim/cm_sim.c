@@ -151,6 +151,9 @@ void cm_sim_config_default(cm_sim_config_t *c) {
   c->nodes = 10;
   cm_config_lan(&c->node);
   c->seed = 1;
+  /* History per member per node multiplies as N^2 in one process: off
+   * unless a run asks for it. */
+  c->node.history = 0;
   c->latency_min = CM_USEC(200);
   c->latency_max = CM_USEC(1000);
   c->stream_timeout = CM_SEC(5);

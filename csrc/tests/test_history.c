@@ -80,6 +80,11 @@ CM_TEST(history_names_the_accuser_and_the_probe_that_failed) {
                  h[j].e.source == CM_HIST_GOSSIP ||
                  h[j].e.source == CM_HIST_PUSHPULL);
       }
+      /* Only this node's own failed probe is a probe: it asked helpers. */
+      if (h[j].e.source == CM_HIST_PROBE) {
+        CM_CHECK_STR(h[j].by, cm_node_id(node));
+        CM_CHECK(h[j].e.helpers >= 1);
+      }
       if (h[j].e.event == CM_EV_CONFIRMED) {
         CM_CHECK(h[j].by[0] != '\0');
         confirmed = h[j].e.confirmations;
@@ -140,6 +145,18 @@ CM_TEST(history_is_bounded_and_can_be_off) {
   CM_CHECK_EQ(cm_node_history(n, "b", h, 16), 3);
   CM_CHECK_EQ(h[2].e.event, CM_EV_LEFT);
   CM_CHECK_EQ(h[2].e.source, CM_HIST_LEAVE);
+  cm_node_free(n);
+
+  /* News naming this node as the accuser, come back over the wire (a
+   * push-pull of ours, relayed): gossip, not a probe of ours. */
+  cfg.history = 8;
+  n = cm_tnode_new(&cfg, now);
+  cm_tnode_alive(n, "b", 0, &b, now);
+  cm_tnode_accuse(n, &c, CM_MSG_SUSPECT, "b", 0, "self", now);
+  CM_CHECK_EQ(cm_node_history(n, "b", h, 16), 1);
+  CM_CHECK_EQ(h[0].e.source, CM_HIST_GOSSIP);
+  CM_CHECK_STR(h[0].by, "self");
+  CM_CHECK_EQ(h[0].e.helpers, 0);
   cm_node_free(n);
 
   cfg.history = 0;
