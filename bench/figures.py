@@ -728,7 +728,11 @@ def fig_engine() -> str:
     return "\n".join(lines) + "\n\n" + provenance(ENGINE, doc)
 
 
-OBS_COST = ("bench/results/engine-725699d.json", "bench/results/engine-8aa2616.json")
+OBS_COST = (
+    "bench/results/engine-725699d.json",
+    "bench/results/engine-8aa2616.json",
+    "bench/results/engine-007c522.json",
+)
 
 
 def fig_obs_cost() -> str:
