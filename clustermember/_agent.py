@@ -868,6 +868,9 @@ def convert(option: str, value: object, where: str, name: str | None = None) -> 
     if option == "event-coalesce":
         return _seconds(what, value, *TIME_RANGES["user_event_coalesce"])
     if option == "metrics":
+        # A config file's bare port may be a TOML integer.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         try:
             if isinstance(value, str):
                 parse_metrics_addr(value)

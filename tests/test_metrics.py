@@ -402,6 +402,11 @@ def test_the_metrics_option_from_flags_environment_and_file(tmp_path: Path) -> N
     toml = tmp_path / "a.toml"
     toml.write_text('metrics = "[::1]:9102"\n')
     assert settings(["--config", str(toml)]) == "[::1]:9102"
+    toml.write_text("metrics = 9103\n")  # a bare port, as a TOML integer
+    assert settings(["--config", str(toml)]) == "9103"
+    toml.write_text("metrics = true\n")
+    with pytest.raises(UsageError, match="metrics must be HOST:PORT or PORT"):
+        settings(["--config", str(toml)])
     for bad in ("nope", "127.0.0.1:70000", "host:"):
         with pytest.raises(UsageError, match="--metrics must be HOST:PORT or PORT"):
             settings(["--metrics", bad])
