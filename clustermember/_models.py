@@ -69,6 +69,13 @@ STATE_BITS = {
 }
 
 
+def _plain(obj: Any) -> dict[str, Any]:
+    """A slotted dataclass with a ``state`` as JSON-able data."""
+    d = {f: getattr(obj, f) for f in obj.__slots__}
+    d["state"] = obj.state.value
+    return d
+
+
 @dataclass(frozen=True, slots=True)
 class PeerHealth:
     """How one member looks from this node: the round trips of this node's
@@ -115,9 +122,7 @@ class PeerHealth:
         >>> cluster.peer_health()[0].to_dict()["samples"]
         16
         """
-        d = {f: getattr(self, f) for f in self.__slots__}
-        d["state"] = self.state.value
-        return d
+        return _plain(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +171,7 @@ class HistoryEntry:
         >>> cluster.history("worker-3")[0].to_dict()["source"]
         'probe'
         """
-        d = {f: getattr(self, f) for f in self.__slots__}
-        d["state"] = self.state.value
-        return d
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HistoryEntry:

@@ -218,7 +218,7 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
   struct node_pp_win *tab;
   cm_pp_entry_t e;
   cm_wire_id_t sender;
-  int first = 1, is_sender;
+  int first = 1, is_sender, first_hand;
   int rc = node_pp_winners(buf, len, count, &tab, &mask);
   if (rc != 0)
     return rc;
@@ -250,14 +250,11 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
       cm_node__accuse(n, kinds[e.state & 3], e.node.s, e.node.len,
                       e.incarnation, sender.s, sender.len, now);
     }
-    if (e.ext.rest_len >= CM_COORD_WIRE_LEN &&
-        (co->relayed ||
-         (is_sender && co->peer != NULL && cm_addr_eq(&e.addr, co->peer)))) {
+    first_hand = is_sender && co->peer != NULL && cm_addr_eq(&e.addr, co->peer);
+    if (e.ext.rest_len >= CM_COORD_WIRE_LEN && (co->relayed || first_hand)) {
       int32_t slot = cm_registry_find(&n->reg, e.node.s, e.node.len);
       if (slot >= 0)
-        cm_node__coord_from_pp(n, (uint32_t)slot, &e.ext, is_sender,
-                               is_sender && co->peer != NULL &&
-                                   cm_addr_eq(&e.addr, co->peer),
+        cm_node__coord_from_pp(n, (uint32_t)slot, &e.ext, is_sender, first_hand,
                                now);
     }
   }

@@ -250,6 +250,27 @@ void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
   n->in_probe_end = 0;
 }
 
+/* A direct probe of slot answered by the target itself after rtt: into the
+ * histogram, the member's last round trips, and the network coordinate. */
+static void node_rtt_sample(cm_node_t *n, uint32_t slot, cm_time_t rtt) {
+  cm_member_ext_t *x = cm_member_ext(cm_node__m(n, slot));
+  double s = (double)rtt / 1e6;
+  size_t b = 0;
+  while (b + 1 < CM_RTT_BUCKETS && s > cm_rtt_bucket_bounds[b])
+    b++;
+  n->st.probe_rtt_count++;
+  n->st.probe_rtt_sum += s;
+  n->st.probe_rtt_buckets[b]++;
+  if (x != NULL &&
+      (x->rtt != NULL || (x->rtt = calloc(1, sizeof(*x->rtt))) != NULL)) {
+    x->rtt->ring[x->rtt->pos] = (uint32_t)(rtt > UINT32_MAX ? UINT32_MAX : rtt);
+    x->rtt->pos = (uint8_t)((x->rtt->pos + 1) % 16);
+    if (x->rtt->n < 16)
+      x->rtt->n++;
+  }
+  cm_node__coord_acked(n, slot, rtt);
+}
+
 static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
                              cm_time_t now) {
   n->probe.acked = 1;
@@ -261,28 +282,8 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
     node_arrival(n, n->probe.slot, now);
     /* Answered by the target itself (not through a helper): a round trip,
      * for the histogram and the network coordinate. */
-    if (!n->probe.indirect) {
-      cm_time_t rtt = now - n->probe.start;
-      double s = (double)rtt / 1e6;
-      size_t b = 0;
-      while (b + 1 < CM_RTT_BUCKETS && s > cm_rtt_bucket_bounds[b])
-        b++;
-      n->st.probe_rtt_count++;
-      n->st.probe_rtt_sum += s;
-      n->st.probe_rtt_buckets[b]++;
-      if (cm_node__m(n, n->probe.slot)->ext != NULL ||
-          cm_member_ext(cm_node__m(n, n->probe.slot)) != NULL) {
-        cm_member_ext_t *x = cm_node__m(n, n->probe.slot)->ext;
-        if (x->rtt != NULL || (x->rtt = calloc(1, sizeof(*x->rtt))) != NULL) {
-          x->rtt->ring[x->rtt->pos] =
-              (uint32_t)(rtt > UINT32_MAX ? UINT32_MAX : rtt);
-          x->rtt->pos = (uint8_t)((x->rtt->pos + 1) % 16);
-          if (x->rtt->n < 16)
-            x->rtt->n++;
-        }
-      }
-      cm_node__coord_acked(n, n->probe.slot, rtt);
-    }
+    if (!n->probe.indirect)
+      node_rtt_sample(n, n->probe.slot, now - n->probe.start);
   }
 }
 
