@@ -36,6 +36,8 @@ static void report(cm_enode_t *n, double t, int joined) {
          "\"suspect\": %u, \"failed\": %u, "
          "\"bytes_in\": %llu, \"bytes_out\": %llu, "
          "\"packets_in\": %llu, \"packets_out\": %llu, "
+         "\"control_packets_out\": %llu, \"control_bytes_out\": %llu, "
+         "\"core_bytes_out\": %llu, "
          "\"datagrams_out\": %llu, \"msgs_out\": %llu, "
          "\"handshakes_ok\": %llu, \"handshakes_failed\": %llu, "
          "\"conns_open\": %llu, \"conns_evicted\": %llu, "
@@ -48,6 +50,9 @@ static void report(cm_enode_t *n, double t, int joined) {
          (unsigned long long)st.net.bytes_out,
          (unsigned long long)st.net.packets_in,
          (unsigned long long)st.net.packets_out,
+         (unsigned long long)st.net.control_packets_out,
+         (unsigned long long)st.net.control_bytes_out,
+         (unsigned long long)st.node.bytes_out,
          (unsigned long long)st.net.datagrams_out,
          (unsigned long long)st.node.msgs_out,
          (unsigned long long)st.net.handshakes_ok,

@@ -138,6 +138,9 @@ def run(n: int, pool: int, window: float, settle: float) -> dict:
     in_bps = rate("bytes_in")
     hs = rate("handshakes_ok")
     pkts = rate("packets_out")
+    ctl_pkts = rate("control_packets_out")
+    ctl_bps = rate("control_bytes_out")
+    core_bps = rate("core_bytes_out")
     cpu = [(e[1] - s[1]) / dt * 100.0 for s, e in zip(start, end, strict=True)]
     last = [e[0] for e in end]
     return {
@@ -148,6 +151,9 @@ def run(n: int, pool: int, window: float, settle: float) -> dict:
         "bytes_out_per_s_max": round(max(out_bps)),
         "bytes_in_per_s": round(statistics.median(in_bps)),
         "packets_out_per_s": round(statistics.median(pkts), 1),
+        "control_packets_out_per_s": round(statistics.median(ctl_pkts), 1),
+        "control_bytes_out_per_s": round(statistics.median(ctl_bps)),
+        "core_bytes_out_per_s": round(statistics.median(core_bps)),
         "handshakes_per_s": round(statistics.mean(hs), 3),
         "cpu_pct": round(statistics.median(cpu), 2),
         "cpu_pct_max": round(max(cpu), 2),

@@ -317,6 +317,19 @@ METRICS: tuple[Metric, ...] = (
         "bytes",
     ),
     _in_out("clustermember_packets_total", "UDP datagrams, by direction.", "net_packets"),
+    _one(
+        "clustermember_control_packets_sent_total",
+        "counter",
+        "Packets sent with no membership payload: acknowledgements alone, "
+        "handshakes, loss probes, closes.",
+        "net_control_packets_out",
+    ),
+    _one(
+        "clustermember_control_bytes_sent_total",
+        "counter",
+        "UDP payload bytes of those packets.",
+        "net_control_bytes_out",
+    ),
     _in_out("clustermember_messages_total", "Protocol messages, by direction.", "msgs"),
     Metric(
         "clustermember_drops_total",

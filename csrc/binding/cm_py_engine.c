@@ -1246,6 +1246,8 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(bytes_out);
   T(packets_in);
   T(packets_out);
+  T(control_packets_out);
+  T(control_bytes_out);
   T(datagrams_in);
   T(datagrams_out);
   T(requests_out);

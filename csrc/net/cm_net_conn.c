@@ -494,6 +494,8 @@ static int conn_write_packets(cm_net_conn_t *c, uint64_t ts) {
   ngtcp2_path_storage ps;
   ngtcp2_pkt_info pi;
   int dgram_ok = c->state == CM_CONN_ESTABLISHED && c->verified;
+  int payload = 0; /* the packet being built carries a datagram or stream
+                      data (it may take several calls: WRITE_MORE) */
 
   if (maxpkt > sizeof(net->sendbuf))
     maxpkt = sizeof(net->sendbuf);
@@ -513,6 +515,7 @@ static int conn_write_packets(cm_net_conn_t *c, uint64_t ts) {
                                      &accepted, NGTCP2_WRITE_DATAGRAM_FLAG_MORE,
                                      0, m->data, m->len, ts);
       if (accepted) {
+        payload = 1;
         c->qhead = m->next;
         if (c->qhead == NULL)
           c->qtail = NULL;
@@ -549,6 +552,7 @@ static int conn_write_packets(cm_net_conn_t *c, uint64_t ts) {
                                     &ndatalen, flags, s->id, &v,
                                     v.len > 0 ? 1 : 0, ts);
       if (ndatalen >= 0) {
+        payload |= ndatalen > 0 || v.len == 0;
         s->outoff += (size_t)ndatalen;
         if (s->outoff == s->outlen)
           s->fin_sent = 1;
@@ -576,6 +580,11 @@ static int conn_write_packets(cm_net_conn_t *c, uint64_t ts) {
     }
     cm_net__send_packet(net, (struct sockaddr *)&c->peer_sa, &c->peer,
                         net->sendbuf, (size_t)n);
+    if (!payload) {
+      net->st.control_packets_out++;
+      net->st.control_bytes_out += (uint64_t)n;
+    }
+    payload = 0;
     npkts++;
   }
   ngtcp2_conn_update_pkt_tx_time(c->qc, ts);
