@@ -325,6 +325,15 @@ static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
   p->initial_max_streams_uni = 0;
   p->max_idle_timeout = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
   p->max_datagram_frame_size = CONN_MAX_DATAGRAM_FRAME;
+  /* ngtcp2 puts an ACK frame in an outgoing packet only once the packet
+   * to acknowledge is older than min(max_ack_delay, srtt / 8). A probe's
+   * answer is written a few microseconds after its ping arrives, sooner
+   * than that, so it went out without the ACK and an ACK-only packet
+   * followed it (three packets in four on loopback). With no delay, the
+   * answer carries the ACK. The write pass still runs once per loop
+   * iteration, after every packet read in it, so acknowledgements of a
+   * burst stay batched. */
+  p->max_ack_delay = 0;
   /* The source address is the peer's identity: no migration. */
   p->disable_active_migration = 1;
 }
