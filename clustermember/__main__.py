@@ -18,26 +18,51 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from clustermember import _cli
 from clustermember._agent import LOG_LEVELS, PROFILES
 from clustermember._control import ControlError, default_endpoint
 from clustermember._metrics_server import DEFAULT_METRICS
 
+if TYPE_CHECKING:
+    from clustermember import ClusterConfig
+
+
+def agent_config(settings: dict[str, Any]) -> ClusterConfig:
+    """The node's ClusterConfig for the agent's resolved settings: the
+    profile, changed by ``--set``; a UsageError for a setting out of range.
+
+    >>> from clustermember._agent import agent_settings
+    >>> s = agent_settings({"insecure": True, "set": ["probe_interval=1.5"]}, {})
+    >>> agent_config(s).probe_interval
+    1.5
+    """
+    from clustermember import ClusterConfig
+    from clustermember._agent import auth_settings
+
+    try:
+        config: ClusterConfig = getattr(ClusterConfig, settings["profile"])(
+            node_id=settings["node-id"],
+            tags=settings["tag"],
+            user_event_coalesce=settings["event-coalesce"],
+            **settings["set"],
+            **auth_settings(settings),
+        )
+    except ValueError as exc:
+        if not settings["set"]:
+            raise
+        raise _cli.UsageError(f"--set: {exc}") from exc
+    return config
+
 
 def _agent(args: argparse.Namespace) -> int:
-    from clustermember import ClusterConfig, ClusterMembership
-    from clustermember._agent import Agent, agent_settings, auth_settings, configure_logging
+    from clustermember import ClusterMembership
+    from clustermember._agent import Agent, agent_settings, configure_logging
 
     settings = agent_settings(vars(args), os.environ)
-    auth = auth_settings(settings)
     configure_logging(settings["log-level"])
-    config = getattr(ClusterConfig, settings["profile"])(
-        node_id=settings["node-id"],
-        tags=settings["tag"],
-        user_event_coalesce=settings["event-coalesce"],
-        **auth,
-    )
+    config = agent_config(settings)
     cluster = ClusterMembership(settings["bind"], config)
     if settings["fault-drop"]:
         log = logging.getLogger("clustermember")
@@ -152,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--node-id", help="this node's id (default: host-port)")
     a.add_argument("--tag", action="append", metavar="K=V", help="a tag (repeatable)")
+    a.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="change one setting of the profile, e.g. probe_interval=1.0 (repeatable; "
+        "the settings: docs/configuration.md)",
+    )
     a.add_argument("--key-file", help="file with the base64 cluster key")
     a.add_argument("--keyring-file", help="file with several keys, one per line, primary first")
     a.add_argument("--tls-ca", help="mutual TLS: CA certificate (PEM)")

@@ -767,6 +767,7 @@ DEFAULTS: dict[str, Any] = {
     "query-handler": {},
     "control": None,
     "metrics": None,
+    "set": {},
 }
 # Secrets the environment may hold by value (CLUSTERMEMBER_KEY) instead of in
 # a file (CLUSTERMEMBER_KEY_FILE, the --key-file option), as swim-protocol's
@@ -810,6 +811,80 @@ def _seconds(what: str, value: object, lo: float, hi: float) -> float:
     )
 
 
+# ClusterConfig fields with options of their own (or, for seed, none).
+_NOT_SETTABLE = {
+    "node_id": "--node-id",
+    "tags": "--tag",
+    "cluster_key": "--key-file",
+    "keyring": "--keyring-file",
+    "tls_ca": "--tls-ca",
+    "tls_cert": "--tls-cert",
+    "tls_key": "--tls-key",
+    "insecure": "--insecure",
+    "join_timeout": "--join-timeout",
+    "user_event_coalesce": "--event-coalesce",
+    "seed": None,
+}
+
+
+def settable() -> dict[str, type]:
+    """The ClusterConfig settings ``--set NAME=VALUE`` may change, with the
+    type of each: every tunable of the protocol, transport and engine.
+
+    >>> settable()["probe_interval"], settable()["coordinates"]
+    (<class 'float'>, <class 'bool'>)
+    """
+    import dataclasses
+
+    from clustermember._config import ClusterConfig
+
+    out: dict[str, type] = {}
+    for f in dataclasses.fields(ClusterConfig):
+        if f.name not in _NOT_SETTABLE:
+            out[f.name] = int if f.default is None else type(f.default)
+    return out
+
+
+def _setting(what: str, name: str, value: object) -> float | int | bool:
+    """One ``--set`` value, of its setting's type; a UsageError otherwise."""
+    import difflib
+
+    kinds = settable()
+    if name in _NOT_SETTABLE:
+        own = _NOT_SETTABLE[name]
+        raise UsageError(
+            f"{what}: {name} is not set this way"
+            + (f": use {own}" if own else " (the agent seeds its randomness itself)")
+        )
+    if name not in kinds:
+        close = difflib.get_close_matches(name, kinds, n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else "see docs/configuration.md"
+        raise UsageError(f"{what}: {name!r} is not a setting ({hint})")
+    kind = kinds[name]
+    text = value.strip().lower() if isinstance(value, str) else None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text in TRUE + FALSE:
+            return text in TRUE
+        raise UsageError(f"{what}: {name} must be true or false, not {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if text is not None and text.lstrip("-").isdigit():
+            return int(text)
+        raise UsageError(f"{what}: {name} must be a whole number, not {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(text) if text is not None else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise UsageError(f"{what}: {name} must be a number, not {value!r}")
+    return number
+
+
 def convert(option: str, value: object, where: str, name: str | None = None) -> Any:
     """An option's value, from a string (environment), a TOML value (file)
     or a parsed flag, as the agent uses it; a UsageError naming ``where``
@@ -822,6 +897,8 @@ def convert(option: str, value: object, where: str, name: str | None = None) -> 
     {'role': 'db'}
     >>> convert("join-timeout", "45", "CLUSTERMEMBER_JOIN_TIMEOUT")
     45.0
+    >>> convert("set", ["probe_interval=1", "coordinates=off"], "--set")
+    {'probe_interval': 1.0, 'coordinates': False}
     """
     what = where if where.startswith("--") else f"{where}: {name or option}"
     if option == "join":
@@ -838,6 +915,20 @@ def convert(option: str, value: object, where: str, name: str | None = None) -> 
         if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
             raise UsageError(f"{what} must be a table or a list of K=V, not {value!r}")
         return dict(parse_tag(x.strip()) for x in items if x.strip())
+    if option == "set":
+        if isinstance(value, dict):
+            pairs = [(str(k), v) for k, v in value.items()]
+        else:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise UsageError(f"{what} must be a table or a list of NAME=VALUE, not {value!r}")
+            pairs = []
+            for item in (x.strip() for x in items if x.strip()):
+                key, sep, val = item.partition("=")
+                if not sep:
+                    raise UsageError(f"{what}: {item!r} is not NAME=VALUE")
+                pairs.append((key.strip(), val))
+        return {key: _setting(what, key, val) for key, val in pairs}
     if option == "query-handler":
         if isinstance(value, dict):
             pairs = list(value.items())
@@ -986,20 +1077,21 @@ def file_settings(path: str) -> dict[str, Any]:
 def resolve_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
     """Every option, from the layers given lowest first (file, environment,
     flags) over the defaults. A higher layer replaces an option's value,
-    except tags, which merge key by key (the higher layer's value wins). A
+    except tags and settings (``set``), which merge key by key (the higher
+    layer's value wins). A
     key given in a layer (by value or as a file) replaces both forms below.
 
     >>> s = resolve_settings({"bind": "a:1", "tag": {"x": "1"}}, {"tag": {"y": "2"}})
     >>> s["bind"], s["tag"], s["log-level"]
     ('a:1', {'x': '1', 'y': '2'}, 'info')
     """
-    out = dict(DEFAULTS, tag={}, key=None, keyring=None)
+    out = dict(DEFAULTS, tag={}, key=None, keyring=None, set={})
     for layer in layers:
         for secret, file_option in SECRETS.items():
             if secret in layer or file_option in layer:
                 out[secret] = out[file_option] = None
         for option, value in layer.items():
-            out[option] = {**out["tag"], **value} if option == "tag" else value
+            out[option] = {**out[option], **value} if option in ("tag", "set") else value
     return out
 
 
@@ -1013,7 +1105,7 @@ def agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict
     """
     given = {k.replace("_", "-"): v for k, v in flags.items() if k.replace("_", "-") in DEFAULTS}
     # argparse checked the rest
-    for option in ("tag", "join-timeout", "event-coalesce", "query-handler", "metrics"):
+    for option in ("tag", "join-timeout", "event-coalesce", "query-handler", "metrics", "set"):
         if option in given:
             given[option] = convert(option, given[option], f"--{option}")
     path = flags.get("config") or environ.get(env_name("config"))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clustermember.__main__ import build_parser, main
+from clustermember import ClusterConfig
+from clustermember.__main__ import agent_config, build_parser, main
 from clustermember._agent import agent_settings, auth_settings, env_names, resolve_settings
 from clustermember._cli import UsageError
 
@@ -220,3 +221,45 @@ def test_an_unknown_clustermember_variable_is_an_error_naming_the_known_ones() -
     known = {n: "" for n in env_names()} | {"CLUSTERMEMBER_BOGUS": "", "CM_SANITIZE": "1"}
     assert settings([], known)["bind"] == "127.0.0.1:7946"
     assert "CLUSTERMEMBER_CONTROL" in env_names()
+
+
+def test_settings_change_the_profile_key_by_key_in_every_layer(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("insecure = true\n[set]\nprobe_interval = 2\ncoordinates = false\n")
+    env = {"CLUSTERMEMBER_SET": "probe_timeout=0.4, probe_interval=3"}
+    s = settings(["--config", str(path), "--set", "probe_interval=1.5"], env)
+    assert s["set"] == {"probe_interval": 1.5, "coordinates": False, "probe_timeout": 0.4}
+    config = agent_config(settings(["--insecure", "--profile", "local", "--set", "history=3"]))
+    local = ClusterConfig.local(insecure=True)
+    assert config.history == 3 and local.history != 3
+    # The rest of the profile stays as it was.
+    assert config.probe_interval == local.probe_interval
+    assert config.suspicion_mult == local.suspicion_mult
+    assert agent_config(s).probe_interval == 1.5 and agent_config(s).coordinates is False
+
+
+def test_a_bad_setting_is_named_before_anything_binds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = {
+        "probe_intervl=1": r"'probe_intervl' is not a setting \(did you mean probe_interval",
+        "probe_interval=soon": "probe_interval must be a number, not 'soon'",
+        "history=1.5": "history must be a whole number, not '1.5'",
+        "coordinates=maybe": "coordinates must be true or false",
+        "node_id=x": "node_id is not set this way: use --node-id",
+        "probe_interval": "'probe_interval' is not NAME=VALUE",
+    }
+    for arg, message in cases.items():
+        with pytest.raises(UsageError, match=rf"^--set: {message}"):
+            settings(["--set", arg])
+    with pytest.raises(UsageError, match=r"^CLUSTERMEMBER_SET: set: history must be a whole"):
+        settings([], {"CLUSTERMEMBER_SET": "history=x"})
+    # In range only once combined with the profile: refused by the config,
+    # named as a setting, before the node binds its port.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{held.getsockname()[1]}"
+        argv = ["agent", "--insecure", "--bind", addr, "--control", str(tmp_path / "a.sock")]
+        assert main([*argv, "--set", "probe_timeout=5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set: ") and "probe_timeout" in err, err
