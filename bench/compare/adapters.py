@@ -291,11 +291,21 @@ class ClusterMember(System):
 
     supports_loss = True
 
-    def __init__(self, workdir: Path, profile: str = "lan", loss: float = 0.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        profile: str = "lan",
+        loss: float = 0.0,
+        settings: dict[str, float] | None = None,
+        suffix: str = "",
+    ) -> None:
         super().__init__(workdir)
         self.profile = profile
         self.loss = loss
-        self.name = f"clustermember-{profile}" + (f"-loss{int(loss * 100)}" if loss else "")
+        self.settings = dict(settings or {})
+        self.name = (
+            f"clustermember-{profile}" + (f"-loss{int(loss * 100)}" if loss else "") + suffix
+        )
         self.key = workdir / "cluster.key"
         self.key.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
 
@@ -335,6 +345,8 @@ class ClusterMember(System):
             cmd += ["--join", f"127.0.0.1:{seed}"]
         if self.loss:
             cmd += ["--fault-drop", str(self.loss)]
+        for key, value in self.settings.items():
+            cmd += ["--set", f"{key}={value}"]
         log = self.workdir / f"{name}.log"
         proc = self._spawn(cmd, log, cgroup, stdout=subprocess.DEVNULL)
         node = Node(i, name, port, proc, {"sock": str(sock), "reports": []}, log)
@@ -674,7 +686,12 @@ SYSTEMS = (
     "serf-local",
     "swim-protocol",
     "clustermember-lan-loss10",
+    "clustermember-lan-1s",
 )
+
+# Serf's LAN timing (memberlist DefaultLANConfig: ProbeInterval 1 s,
+# ProbeTimeout 500 ms), for a comparison at equal probing.
+SERF_LAN_PROBING = {"probe_interval": 1.0, "probe_timeout": 0.5}
 
 
 def make(name: str, workdir: Path) -> System:
@@ -685,6 +702,8 @@ def make(name: str, workdir: Path) -> System:
         return ClusterMember(workdir, "local")
     if name == "clustermember-lan-loss10":
         return ClusterMember(workdir, "lan", loss=0.1)
+    if name == "clustermember-lan-1s":
+        return ClusterMember(workdir, "lan", settings=SERF_LAN_PROBING, suffix="-1s")
     if name == "serf-lan":
         return Serf(workdir, "lan")
     if name == "serf-local":

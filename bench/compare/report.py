@@ -175,13 +175,43 @@ EARLIER_METRICS: list[Metric] = [
 
 ORDER = [
     "clustermember-lan",
+    "clustermember-lan-1s",
     "clustermember-local",
     "clustermember-lan-loss10",
     "serf-lan",
     "serf-local",
     "swim-protocol",
 ]
-RATIO = {"clustermember-lan": "serf-lan", "clustermember-local": "serf-local"}
+RATIO = {
+    "clustermember-lan": "serf-lan",
+    "clustermember-lan-1s": "serf-lan",
+    "clustermember-local": "serf-local",
+}
+
+
+def detect_per_byte(rows: list[Row]) -> list[tuple[str, int, float, float, int]]:
+    """(system, N, detect-all s, bytes/s per node, runs): medians over the
+    runs of each system and N that measured both."""
+    out = []
+    for (s, n), runs in sorted(
+        collect(rows).items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])
+    ):
+        pairs = [
+            (r["detect_all_s"], r["cost"]["bytes_per_s"])
+            for r in runs
+            if r.get("detect_all_s") is not None and (r.get("cost") or {}).get("bytes_per_s")
+        ]
+        if pairs:
+            out.append(
+                (
+                    s,
+                    n,
+                    statistics.median(p[0] for p in pairs),
+                    statistics.median(p[1] for p in pairs),
+                    len(pairs),
+                )
+            )
+    return out
 
 
 def load(path: Path) -> tuple[list[dict[str, Any]], list[Row]]:
@@ -315,6 +345,28 @@ def plots(rows: list[Row], img: Path) -> list[Path]:
         fig.tight_layout()
         img.mkdir(parents=True, exist_ok=True)
         path = img / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    points = detect_per_byte(rows)
+    if points:
+        fig, ax = plt.subplots(figsize=(7, 4.6))
+        marks = {n: m for n, m in zip(ns, "os^Dv", strict=False)}
+        colours = {s: f"C{i}" for i, s in enumerate(ORDER)}
+        for s, n, detect, bps, _ in points:
+            ax.scatter(bps, detect, marker=marks.get(n, "o"), color=colours[s])
+            ax.annotate(
+                f"{n}", (bps, detect), textcoords="offset points", xytext=(4, 3), fontsize=7
+            )
+        for s in dict.fromkeys(p[0] for p in points):
+            ax.scatter([], [], color=colours[s], label=s)
+        ax.set_xlabel("bytes sent per node per second (every port, IP headers included)")
+        ax.set_ylabel("detect: every survivor (s)")
+        ax.set_title("Detection against bytes (label: N; lower left is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = img / "compare_detect_vs_bytes.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
