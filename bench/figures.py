@@ -525,6 +525,59 @@ def fig_api() -> str:
     )
 
 
+COMPARE_DPB = "bench/results/compare-b78ffcc.jsonl"
+
+
+def fig_compare_dpb() -> str:
+    """Detection per byte (current method): detect-all against bytes per
+    node, every profile of both systems, with the false alarms beside, and
+    the goal (clustermember at most half Serf LAN's time, at no more bytes)."""
+    metas, rows = compare_report.load(ROOT / COMPARE_DPB)
+    ok = [r for r in rows if r.get("method") == 2 and "error" not in r]
+    by = compare_report.collect(ok)
+
+    def episodes(s: str, n: int, key: str) -> str:
+        counts = [
+            (r.get(w) or {}).get(key)
+            for r in by[(s, n)]
+            for w in ("falsepos", "busy_hog", "busy_thread")
+        ]
+        return str(sum(c for c in counts if c is not None))
+
+    lines = [
+        "| system | N | detect: every survivor | bytes/s per node | runs "
+        "| suspicion / failure episodes (falsepos, busy) |",
+        "|---|---|---|---|---|---|",
+    ]
+    points = compare_report.detect_per_byte(ok)
+    for s, n, detect, bps, runs in points:
+        lines.append(
+            f"| {s} | {n} | {detect:.2f} s | {bps:.0f} | {runs} "
+            f"| {episodes(s, n, 'suspect_episodes')} / {episodes(s, n, 'failed_episodes')} |"
+        )
+    serf = {n: (d, b) for s, n, d, b, _ in points if s == "serf-lan"}
+    goal = ["", "| clustermember profile | N | detect / Serf LAN's | bytes / Serf LAN's | goal |"]
+    goal.append("|---|---|---|---|---|")
+    for s, n, d, b, _ in points:
+        if s.startswith("clustermember") and n in serf:
+            rd, rb = d / serf[n][0], b / serf[n][1]
+            met = "met" if rd <= 0.5 and rb <= 1.0 else "missed"
+            goal.append(f"| {s} | {n} | {rd:.2f} | {rb:.2f} | {met} |")
+    cmd = "; ".join(
+        "`python -m bench.compare " + shown(" ".join(m["argv"][1:])) + "`" for m in metas
+    )
+    label = metas[-1].get("label", "") if metas else ""
+    return "\n".join(
+        [
+            *lines,
+            *goal,
+            "",
+            f"Raw results `{COMPARE_DPB}` ({label}): {cmd}. Versions: "
+            + json.dumps(metas[-1]["meta"] if metas else {}),
+        ]
+    )
+
+
 def ns_text(ns: list[int]) -> str:
     """Cluster sizes as 'N = 5, 20, 50'."""
     return "N = " + ", ".join(str(n) for n in ns)
@@ -754,6 +807,34 @@ def fig_obs_cost() -> str:
     return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for rel in OBS_COST)])
 
 
+QUIC_BYTES = (
+    (
+        "16-byte connection IDs; ACKs delayed min(25 ms, srtt/8)",
+        "bench/results/engine-f58f62e.json",
+    ),
+    ("8-byte connection IDs; no ACK delay", "bench/results/engine-3a2d6c7.json"),
+)
+
+
+def fig_quic_bytes() -> str:
+    """What a node sends at steady state, split into the membership
+    protocol's own bytes and QUIC's, before and after the transport's cuts."""
+    lines = [
+        "| transport | N | UDP bytes/s out per node | of them, packets without payload "
+        "(ACK-only, handshake, probes) | protocol bytes inside | packets/s out "
+        "| of them, without payload |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for what, rel in QUIC_BYTES:
+        for r in load(rel)["results"]:
+            lines.append(
+                f"| {what} | {r['nodes']} | {r['bytes_out_per_s']:,} "
+                f"| {r['control_bytes_out_per_s']:,} | {r['core_bytes_out_per_s']:,} "
+                f"| {r['packets_out_per_s']} | {r['control_packets_out_per_s']} |"
+            )
+    return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for _, rel in QUIC_BYTES)])
+
+
 #: NAME → the function that makes the figure's text.
 USER_EVENTS = "bench/results/userevents-cd39c40.json"
 UEV_SYSTEMS = (("clustermember-lan", "clustermember LAN"), ("serf-lan", "Serf LAN"))
@@ -907,6 +988,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     "userevents": fig_userevents(USER_EVENTS),
     "coords": fig_coords,
     "obs-cost": fig_obs_cost,
+    "quic-bytes": fig_quic_bytes,
+    "compare-dpb": fig_compare_dpb,
 }
 
 
