@@ -578,6 +578,32 @@ def fig_compare_dpb() -> str:
     )
 
 
+PROFILES = "bench/results/profiles-1b03bbb.json"
+
+
+def fig_profiles() -> str:
+    """Timing profiles in the simulator: detection, protocol bytes and
+    false alarms under loss."""
+    doc = load(PROFILES)
+    losses = list(doc["results"][0]["falsepos"])
+    lines = [
+        "| profile | N | detect: every survivor, median of seeds | protocol bytes / node / s "
+        + "".join(f"| suspicions / false failures, {float(x):.0%} loss " for x in losses)
+        + "|",
+        "|---|---|---|---|" + "---|" * len(losses),
+    ]
+    for r in doc["results"]:
+        fp = "".join(
+            f"| {r['falsepos'][x]['suspicions']:,} / {r['falsepos'][x]['failures']} "
+            for x in losses
+        )
+        lines.append(
+            f"| {r['profile']} | {r['nodes']} | {r['detect_all_median_s']:.2f} s "
+            f"| {r['bytes_per_node_s']:.0f} {fp}|"
+        )
+    return "\n".join([*lines, "", provenance(PROFILES, doc)])
+
+
 def ns_text(ns: list[int]) -> str:
     """Cluster sizes as 'N = 5, 20, 50'."""
     return "N = " + ", ".join(str(n) for n in ns)
@@ -990,6 +1016,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "obs-cost": fig_obs_cost,
     "quic-bytes": fig_quic_bytes,
     "compare-dpb": fig_compare_dpb,
+    "profiles": fig_profiles,
 }
 
 

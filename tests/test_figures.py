@@ -73,3 +73,22 @@ def test_a_simulator_row_gives_its_documented_figures_at_this_code(
         f"{row.cli} at this code differs from {row.source} (commit {row.commit}) in "
         f"{changed}: re-run bench/sim_bench.py and bench/figures.py --write"
     )
+
+
+def test_the_profile_study_gives_its_documented_figures_at_this_code() -> None:
+    """One row of bench/profile_study.py (the simulator, so exact): the
+    profile the page weighs as a default, at the smaller size."""
+    from bench import profile_study
+
+    doc = figures.load(figures.PROFILES)
+    row = next(
+        r
+        for r in doc["results"]
+        if r["profile"] == "1 s probes, suspicion_mult 2" and r["nodes"] == 20
+    )
+    seeds = len(row["detect_all_s"])
+    now = profile_study.study(row["profile"], row["config"], 20, seeds, doc["watch_s"])
+    assert json.loads(json.dumps(now)) == row, (
+        f"bench/profile_study.py at this code differs from {figures.PROFILES}: "
+        "re-run it and bench/figures.py --write"
+    )

@@ -687,6 +687,8 @@ SYSTEMS = (
     "swim-protocol",
     "clustermember-lan-loss10",
     "clustermember-lan-1s",
+    "clustermember-lan-1s-m2",
+    "clustermember-lan-1s-m1",
 )
 
 # Serf's LAN timing (memberlist DefaultLANConfig: ProbeInterval 1 s,
@@ -704,6 +706,11 @@ def make(name: str, workdir: Path) -> System:
         return ClusterMember(workdir, "lan", loss=0.1)
     if name == "clustermember-lan-1s":
         return ClusterMember(workdir, "lan", settings=SERF_LAN_PROBING, suffix="-1s")
+    if name in ("clustermember-lan-1s-m2", "clustermember-lan-1s-m1"):
+        # Serf's probing with a shorter suspicion (bench/profile_study.py).
+        mult = int(name[-1])
+        settings = {**SERF_LAN_PROBING, "suspicion_mult": mult}
+        return ClusterMember(workdir, "lan", settings=settings, suffix=f"-1s-m{mult}")
     if name == "serf-lan":
         return Serf(workdir, "lan")
     if name == "serf-local":

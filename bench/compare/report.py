@@ -176,6 +176,8 @@ EARLIER_METRICS: list[Metric] = [
 ORDER = [
     "clustermember-lan",
     "clustermember-lan-1s",
+    "clustermember-lan-1s-m2",
+    "clustermember-lan-1s-m1",
     "clustermember-local",
     "clustermember-lan-loss10",
     "serf-lan",
@@ -185,6 +187,8 @@ ORDER = [
 RATIO = {
     "clustermember-lan": "serf-lan",
     "clustermember-lan-1s": "serf-lan",
+    "clustermember-lan-1s-m2": "serf-lan",
+    "clustermember-lan-1s-m1": "serf-lan",
     "clustermember-local": "serf-local",
 }
 
