@@ -61,8 +61,10 @@ def _agent(args: argparse.Namespace) -> int:
     from clustermember._agent import Agent, agent_settings, configure_logging
 
     settings = agent_settings(vars(args), os.environ)
-    configure_logging(settings["log-level"])
+    # Every usage error before logging is set up: a refused command line
+    # changes nothing in the process (a test's logging included).
     config = agent_config(settings)
+    configure_logging(settings["log-level"])
     cluster = ClusterMembership(settings["bind"], config)
     if settings["fault-drop"]:
         log = logging.getLogger("clustermember")

@@ -5,6 +5,7 @@ secrets by value or from a file, and the messages for what is wrong."""
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
 import socket
@@ -255,7 +256,10 @@ def test_a_bad_setting_is_named_before_anything_binds(
     with pytest.raises(UsageError, match=r"^CLUSTERMEMBER_SET: set: history must be a whole"):
         settings([], {"CLUSTERMEMBER_SET": "history=x"})
     # In range only once combined with the profile: refused by the config,
-    # named as a setting, before the node binds its port.
+    # named as a setting, before the node binds its port, and before the
+    # agent sets up its logging (a refused command line changes nothing).
+    log = logging.getLogger("clustermember")
+    before = (list(log.handlers), log.propagate, log.level)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
         held.bind(("127.0.0.1", 0))
         addr = f"127.0.0.1:{held.getsockname()[1]}"
@@ -263,3 +267,4 @@ def test_a_bad_setting_is_named_before_anything_binds(
         assert main([*argv, "--set", "probe_timeout=5"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --set: ") and "probe_timeout" in err, err
+    assert (list(log.handlers), log.propagate, log.level) == before
