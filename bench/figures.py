@@ -525,14 +525,20 @@ def fig_api() -> str:
     )
 
 
-COMPARE_DPB = "bench/results/compare-b78ffcc.jsonl"
+def fig_compare_dpb(rel: str) -> Callable[[], str]:
+    """Detection per byte (current method) from one raw results file."""
+
+    def make() -> str:
+        return compare_dpb(rel)
+
+    return make
 
 
-def fig_compare_dpb() -> str:
+def compare_dpb(rel: str) -> str:
     """Detection per byte (current method): detect-all against bytes per
     node, every profile of both systems, with the false alarms beside, and
     the goal (clustermember at most half Serf LAN's time, at no more bytes)."""
-    metas, rows = compare_report.load(ROOT / COMPARE_DPB)
+    metas, rows = compare_report.load(ROOT / rel)
     ok = [r for r in rows if r.get("method") == 2 and "error" not in r]
     by = compare_report.collect(ok)
 
@@ -545,14 +551,17 @@ def fig_compare_dpb() -> str:
         return str(sum(c for c in counts if c is not None))
 
     lines = [
-        "| system | N | detect: every survivor | bytes/s per node | runs "
+        "| system | N | detect: every survivor, median (min–max) | bytes/s per node | runs "
         "| suspicion / failure episodes (falsepos, busy) |",
         "|---|---|---|---|---|---|",
     ]
     points = compare_report.detect_per_byte(ok)
-    for s, n, detect, bps, runs in points:
+    for s, n, _, _, runs in points:
+        det = [r["detect_all_s"] for r in by[(s, n)] if r.get("detect_all_s") is not None]
+        bps = [(r.get("cost") or {}).get("bytes_per_s") for r in by[(s, n)]]
         lines.append(
-            f"| {s} | {n} | {detect:.2f} s | {bps:.0f} | {runs} "
+            f"| {s} | {n} | {compare_report._cell(det, 's')} s "
+            f"| {compare_report._cell([b for b in bps if b], 'B/s')} | {runs} "
             f"| {episodes(s, n, 'suspect_episodes')} / {episodes(s, n, 'failed_episodes')} |"
         )
     serf = {n: (d, b) for s, n, d, b, _ in points if s == "serf-lan"}
@@ -572,7 +581,7 @@ def fig_compare_dpb() -> str:
             *lines,
             *goal,
             "",
-            f"Raw results `{COMPARE_DPB}` ({label}): {cmd}. Versions: "
+            f"Raw results `{rel}` ({label}): {cmd}. Versions: "
             + json.dumps(metas[-1]["meta"] if metas else {}),
         ]
     )
@@ -1015,7 +1024,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     "coords": fig_coords,
     "obs-cost": fig_obs_cost,
     "quic-bytes": fig_quic_bytes,
-    "compare-dpb": fig_compare_dpb,
+    "compare-dpb": fig_compare_dpb("bench/results/compare-b78ffcc.jsonl"),
+    "compare-dpb-ed119a0": fig_compare_dpb("bench/results/compare-ed119a0.jsonl"),
     "profiles": fig_profiles,
 }
 
