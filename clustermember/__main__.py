@@ -41,18 +41,21 @@ def agent_config(settings: dict[str, Any]) -> ClusterConfig:
     from clustermember import ClusterConfig
     from clustermember._agent import auth_settings
 
+    profile = getattr(ClusterConfig, settings["profile"])
+    base = {
+        "node_id": settings["node-id"],
+        "tags": settings["tag"],
+        "user_event_coalesce": settings["event-coalesce"],
+        **auth_settings(settings),
+    }
+    if not settings["set"]:
+        return profile(**base)  # type: ignore[no-any-return]
+    # Refused only with the settings: then it is theirs to name.
+    profile(**base)
     try:
-        config: ClusterConfig = getattr(ClusterConfig, settings["profile"])(
-            node_id=settings["node-id"],
-            tags=settings["tag"],
-            user_event_coalesce=settings["event-coalesce"],
-            **settings["set"],
-            **auth_settings(settings),
-        )
+        config: ClusterConfig = profile(**base, **settings["set"])
     except ValueError as exc:
-        if not settings["set"]:
-            raise
-        raise _cli.UsageError(f"--set: {exc}") from exc
+        raise _cli.UsageError(f"setting refused (--set): {exc}") from exc
     return config
 
 

@@ -824,7 +824,12 @@ _NOT_SETTABLE = {
     "join_timeout": "--join-timeout",
     "user_event_coalesce": "--event-coalesce",
     "seed": None,
+    "phi_threshold": None,
 }
+
+
+# What the engine takes for a whole-number setting (a C uint32_t).
+_UINT32_MAX = 2**32 - 1
 
 
 def settable() -> dict[str, type]:
@@ -852,9 +857,12 @@ def _setting(what: str, name: str, value: object) -> float | int | bool:
     kinds = settable()
     if name in _NOT_SETTABLE:
         own = _NOT_SETTABLE[name]
+        why = {
+            "seed": " (the agent seeds its randomness itself)",
+            "phi_threshold": " (it has no effect: phi is only reported)",
+        }
         raise UsageError(
-            f"{what}: {name} is not set this way"
-            + (f": use {own}" if own else " (the agent seeds its randomness itself)")
+            f"{what}: {name} is not set this way" + (f": use {own}" if own else why.get(name, ""))
         )
     if name not in kinds:
         close = difflib.get_close_matches(name, kinds, n=2, cutoff=0.6)
@@ -869,11 +877,19 @@ def _setting(what: str, name: str, value: object) -> float | int | bool:
             return text in TRUE
         raise UsageError(f"{what}: {name} must be true or false, not {value!r}")
     if kind is int:
+        whole: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if text is not None and text.lstrip("-").isdigit():
-            return int(text)
-        raise UsageError(f"{what}: {name} must be a whole number, not {value!r}")
+            whole = value
+        elif text is not None:
+            try:
+                whole = int(text)
+            except ValueError:
+                whole = None
+        if whole is None:
+            raise UsageError(f"{what}: {name} must be a whole number, not {value!r}")
+        if not 0 <= whole <= _UINT32_MAX:
+            raise UsageError(f"{what}: {name} must be from 0 to {_UINT32_MAX:,}, not {value!r}")
+        return whole
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     try:

@@ -320,8 +320,8 @@ METRICS: tuple[Metric, ...] = (
     _one(
         "clustermember_control_packets_sent_total",
         "counter",
-        "Packets sent with no membership payload: acknowledgements alone, "
-        "handshakes, loss probes, closes.",
+        "Packets sent with no new membership payload: acknowledgements alone, "
+        "handshakes, loss probes and resends, closes, resets, Retries.",
         "net_control_packets_out",
     ),
     _one(

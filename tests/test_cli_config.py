@@ -248,6 +248,9 @@ def test_a_bad_setting_is_named_before_anything_binds(
         "history=1.5": "history must be a whole number, not '1.5'",
         "coordinates=maybe": "coordinates must be true or false",
         "node_id=x": "node_id is not set this way: use --node-id",
+        "phi_threshold=9": "phi_threshold is not set this way",
+        "history=--5": "history must be a whole number, not '--5'",
+        "event_queue_size=4294967296": "event_queue_size must be from 0 to 4,294,967,295",
         "probe_interval": "'probe_interval' is not NAME=VALUE",
     }
     for arg, message in cases.items():
@@ -266,5 +269,8 @@ def test_a_bad_setting_is_named_before_anything_binds(
         argv = ["agent", "--insecure", "--bind", addr, "--control", str(tmp_path / "a.sock")]
         assert main([*argv, "--set", "probe_timeout=5"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: --set: ") and "probe_timeout" in err, err
+    assert err.startswith("error: setting refused (--set): ") and "probe_timeout" in err, err
     assert (list(log.handlers), log.propagate, log.level) == before
+    # An error of another option is named as that option, settings or not.
+    with pytest.raises(ValueError, match="CLUSTERMEMBER_KEY is not valid base64"):
+        agent_config(settings(["--set", "history=3"], {"CLUSTERMEMBER_KEY": "not a key!"}))

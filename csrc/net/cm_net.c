@@ -176,13 +176,28 @@ static void net_free_delayed(cm_net_t *net) {
 
 /* ---- sending ------------------------------------------------------------- */
 
+/* What a deferred send keeps before the packet's bytes. */
+struct net_sent {
+  size_t len;
+  int control;
+};
+
+/* A packet gone out: counted, and apart if it carries no payload. */
+static void net_count_sent(cm_net_t *net, size_t len, int control) {
+  net->st.packets_out++;
+  net->st.bytes_out += len;
+  if (control) {
+    net->st.control_packets_out++;
+    net->st.control_bytes_out += len;
+  }
+}
+
 static void net_send_cb(uv_udp_send_t *req, int status) {
   cm_net_t *net = req->handle->data;
-  size_t len = *(size_t *)(req + 1);
+  const struct net_sent *sent = (const struct net_sent *)(req + 1);
   net->outstanding_sends--;
   if (status == 0) {
-    net->st.packets_out++;
-    net->st.bytes_out += len;
+    net_count_sent(net, sent->len, sent->control);
   } else if (status != UV_ECANCELED) {
     net->st.send_errors++;
   }
@@ -190,9 +205,11 @@ static void net_send_cb(uv_udp_send_t *req, int status) {
 }
 
 void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
-                         const cm_addr_t *to, const uint8_t *data, size_t len) {
+                         const cm_addr_t *to, const uint8_t *data, size_t len,
+                         int control) {
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   uv_udp_send_t *req;
+  struct net_sent *sent;
   int rv;
 
   if (net_blocked(net, to)) {
@@ -201,16 +218,14 @@ void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
   }
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
   if (cm_net__fuzz_send != NULL) {
-    net->st.packets_out++;
-    net->st.bytes_out += len;
+    net_count_sent(net, len, control);
     cm_net__fuzz_send(net, to, data, len);
     return;
   }
 #endif
   rv = uv_udp_try_send(&net->udp, &b, 1, sa);
   if (rv >= 0) {
-    net->st.packets_out++;
-    net->st.bytes_out += len;
+    net_count_sent(net, len, control);
     return;
   }
   if (rv != UV_EAGAIN) {
@@ -221,15 +236,17 @@ void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
     net->st.drop_queue_full++;
     return;
   }
-  /* The request, its length, then the packet bytes, in one allocation. */
-  req = malloc(sizeof(*req) + sizeof(size_t) + len);
+  /* The request, what to count, then the packet bytes, in one allocation. */
+  req = malloc(sizeof(*req) + sizeof(*sent) + len);
   if (req == NULL) {
     net->st.drop_queue_full++;
     return;
   }
-  *(size_t *)(req + 1) = len;
-  memcpy((uint8_t *)(req + 1) + sizeof(size_t), data, len);
-  b = uv_buf_init((char *)(req + 1) + sizeof(size_t), (unsigned)len);
+  sent = (struct net_sent *)(req + 1);
+  sent->len = len;
+  sent->control = control;
+  memcpy((uint8_t *)(sent + 1), data, len);
+  b = uv_buf_init((char *)(sent + 1), (unsigned)len);
   if (uv_udp_send(req, &net->udp, &b, 1, sa, net_send_cb) != 0) {
     free(req);
     net->st.send_errors++;
@@ -269,7 +286,7 @@ static void net_send_reset(cm_net_t *net, const struct sockaddr *sa,
   if (n <= 0)
     return;
   net->st.stateless_resets_sent++;
-  cm_net__send_packet(net, sa, from, buf, (size_t)n);
+  cm_net__send_packet(net, sa, from, buf, (size_t)n, 1);
 }
 
 /* ---- flush and timer ----------------------------------------------------- */

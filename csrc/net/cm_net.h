@@ -149,8 +149,10 @@ typedef struct cm_net_stats {
   uint64_t conns_timed_out;         /* closed by idle or handshake timeout */
   uint64_t bytes_in, bytes_out;     /* UDP payload bytes */
   uint64_t packets_in, packets_out; /* UDP datagrams */
-  /* Of packets_out, and of bytes_out: packets with no datagram or stream
-   * data in them (acknowledgements alone, handshake, PTO probes, closes). */
+  /* Of packets_out, and of bytes_out: packets with no new datagram or
+   * stream data in them (acknowledgements alone, handshakes, loss probes
+   * and ngtcp2's resends of lost stream data, closes, stateless resets,
+   * Retries). */
   uint64_t control_packets_out, control_bytes_out;
   uint64_t datagrams_in, datagrams_out; /* DATAGRAM frames (payloads) */
   uint64_t requests_out, requests_in, responses_out;

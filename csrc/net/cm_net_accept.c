@@ -138,7 +138,7 @@ static void accept_send_retry(cm_net_t *net, const struct sockaddr *sa,
   if (n < 0)
     return;
   net->st.retries_sent++;
-  cm_net__send_packet(net, sa, from, buf, (size_t)n);
+  cm_net__send_packet(net, sa, from, buf, (size_t)n, 1);
 }
 
 /* ---- half-open table ----------------------------------------------------- */

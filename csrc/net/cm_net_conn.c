@@ -149,7 +149,7 @@ void cm_net__conn_finish(cm_net_conn_t *c) {
                                            cm_net__now());
     if (n > 0)
       cm_net__send_packet(net, (struct sockaddr *)&c->peer_sa, &c->peer,
-                          net->sendbuf, (size_t)n);
+                          net->sendbuf, (size_t)n, 1);
   }
   c->state = CM_CONN_DEAD;
   cm_net__conn_free(c);
@@ -307,6 +307,18 @@ static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
    * fits without waiting for path MTU discovery; clusters run on LANs. */
   s->no_tx_udp_payload_size_shaping = 1;
   s->no_pmtud = 1;
+  /* ngtcp2 puts an ACK frame in an outgoing packet only once the packet
+   * to acknowledge is older than min(max_ack_delay, srtt / 8), or is due
+   * at once. A probe's answer is written a few microseconds after its ping
+   * arrives, sooner than that, so it went out without the ACK and an
+   * ACK-only packet followed it (three probes in four on loopback). Every
+   * ack-eliciting packet is acknowledged at once instead, so the answer
+   * carries the ACK. The write pass runs once per loop turn, after every
+   * packet read in it, so a burst's acknowledgements stay batched; and
+   * max_ack_delay keeps its default, which peers add to their probe
+   * timeout (RFC 9002, 6.2.1): a 0 there would make them send loss probes
+   * on any millisecond's scheduling delay. */
+  s->ack_thresh = 1;
 
   ngtcp2_transport_params_default(p);
   /* A stream carries one message each way, so its window holds a whole
@@ -325,15 +337,6 @@ static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
   p->initial_max_streams_uni = 0;
   p->max_idle_timeout = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
   p->max_datagram_frame_size = CONN_MAX_DATAGRAM_FRAME;
-  /* ngtcp2 puts an ACK frame in an outgoing packet only once the packet
-   * to acknowledge is older than min(max_ack_delay, srtt / 8). A probe's
-   * answer is written a few microseconds after its ping arrives, sooner
-   * than that, so it went out without the ACK and an ACK-only packet
-   * followed it (three packets in four on loopback). With no delay, the
-   * answer carries the ACK. The write pass still runs once per loop
-   * iteration, after every packet read in it, so acknowledgements of a
-   * burst stay batched. */
-  p->max_ack_delay = 0;
   /* The source address is the peer's identity: no migration. */
   p->disable_active_migration = 1;
 }
@@ -588,11 +591,7 @@ static int conn_write_packets(cm_net_conn_t *c, uint64_t ts) {
         break;
     }
     cm_net__send_packet(net, (struct sockaddr *)&c->peer_sa, &c->peer,
-                        net->sendbuf, (size_t)n);
-    if (!payload) {
-      net->st.control_packets_out++;
-      net->st.control_bytes_out += (uint64_t)n;
-    }
+                        net->sendbuf, (size_t)n, !payload);
     payload = 0;
     npkts++;
   }

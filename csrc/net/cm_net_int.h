@@ -302,8 +302,11 @@ struct cm_net {
 uint64_t cm_net__now(void);
 void cm_net__schedule_flush(cm_net_t *net);
 void cm_net__mark_dirty(cm_net_conn_t *c);
+/* Send one UDP packet (now, or once the socket has room); counted once it
+ * is out, in the control counters too if `control` (no payload). */
 void cm_net__send_packet(cm_net_t *net, const struct sockaddr *sa,
-                         const cm_addr_t *to, const uint8_t *data, size_t len);
+                         const cm_addr_t *to, const uint8_t *data, size_t len,
+                         int control);
 int cm_net__rand(void *dest, size_t len);
 void cm_net__deliver_datagram(cm_net_t *net, const cm_addr_t *from,
                               const uint8_t *data, size_t len);

@@ -306,14 +306,18 @@ static int t_quiet_both_ways(void *arg) {
 /* Packets with no payload are counted apart: b, which only receives, sends
  * nothing else (its handshake and its acknowledgements); of a's packets,
  * all but its ten datagrams (one per packet, each sent once the one before
- * had arrived) are. */
+ * had arrived) are. A burst queued at once shares packets: fewer payload
+ * packets than datagrams, still none of them counted as control. Packets
+ * that never leave (a blocked peer) are in neither count. */
 CM_TEST(net_control_packets_are_counted_apart) {
   uv_loop_t loop;
   cm_net_config_t cfg;
-  tnode_t a, b;
-  tnode_t *all[] = {&a, &b};
+  cm_net_fault_t f;
+  tnode_t a, b, c;
+  tnode_t *all[] = {&a, &b, &c};
   t_pair_t pair = {&a, &b};
-  cm_net_stats_t sa, sb;
+  cm_net_stats_t sa, sb, sc;
+  uint64_t payload_before;
   int i;
 
   CM_CHECK_OK(uv_loop_init(&loop));
@@ -334,7 +338,32 @@ CM_TEST(net_control_packets_are_counted_apart) {
   CM_CHECK(sb.packets_out > 0);
   CM_CHECK_EQ(sb.control_packets_out, sb.packets_out);
   CM_CHECK_EQ(sb.control_bytes_out, sb.bytes_out);
-  t_finish(&loop, all, 2);
+
+  payload_before = sa.packets_out - sa.control_packets_out;
+  for (i = 0; i < 20; i++)
+    CM_CHECK_OK(
+        cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"burst", 5));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 30, T_WAIT_MS));
+  CM_CHECK(t_run(&loop, t_quiet_both_ways, &pair, T_WAIT_MS));
+  sa = t_stats(&a);
+  CM_CHECK_EQ(sa.datagrams_out, 30);
+  CM_CHECK(sa.packets_out - sa.control_packets_out - payload_before >= 1);
+  CM_CHECK(sa.packets_out - sa.control_packets_out - payload_before < 20);
+  CM_CHECK_EQ(t_stats(&b).control_packets_out, t_stats(&b).packets_out);
+
+  /* c's packets to a blocked peer are dropped before the socket. */
+  t_start(&c, &loop, &cfg);
+  memset(&f, 0, sizeof(f));
+  f.blocked = &b.addr;
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(c.net, &f));
+  CM_CHECK_OK(cm_net_send_datagram(c.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 31, 300) == 0);
+  sc = t_stats(&c);
+  CM_CHECK(sc.drop_fault > 0);
+  CM_CHECK_EQ(sc.packets_out, 0);
+  CM_CHECK_EQ(sc.control_packets_out, 0);
+  t_finish(&loop, all, 3);
 }
 
 /* An empty datagram is refused when it is sent: queued, it aborted the
@@ -604,7 +633,7 @@ static int t_flood_streams(void *arg) {
         progress = 1;
       }
       cm_net__send_packet(f->from->net, (struct sockaddr *)&f->c->peer_sa,
-                          &f->c->peer, pkt, (size_t)n);
+                          &f->c->peer, pkt, (size_t)n, nd <= 0);
     }
   }
   ngtcp2_conn_update_pkt_tx_time(f->c->qc, now);
