@@ -848,6 +848,10 @@ QUIC_BYTES = (
         "bench/results/engine-f58f62e.json",
     ),
     ("8-byte connection IDs; no ACK delay", "bench/results/engine-3a2d6c7.json"),
+    (
+        "8-byte connection IDs; ack at once (ack_thresh 1), max_ack_delay default",
+        "bench/results/engine-62aaf8b.json",
+    ),
 )
 
 
