@@ -424,6 +424,16 @@ class ClusterConfig:
         for name in ("event_queue_size", "subscriber_queue_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        # Passed to the engine as C uint32_t: larger would wrap, silently.
+        for name in (
+            "event_queue_size",
+            "subscriber_queue_size",
+            "max_queued_datagrams",
+            "accept_rate",
+            "accept_rate_per_source",
+        ):
+            if getattr(self, name) > _U32_MAX:
+                raise ConfigError(f"{name} must be at most {_U32_MAX:,}, got {getattr(self, name)}")
         check_tags(self.tags, self.max_tag_key, self.max_tag_value, self.max_tags_size)
         self._check_admission()
         self._check_auth()

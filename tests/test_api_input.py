@@ -44,6 +44,8 @@ ROOT = Path(__file__).parent.parent
         ({"tags": {f"k{i}": "v" * 200 for i in range(6)}}, "max_tags_size"),
         ({"tags": {"a=b": "v"}}, "'='"),
         ({"tags": {"k": 1}}, "str"),
+        ({"event_queue_size": 2**32}, "event_queue_size must be at most 4,294,967,295"),
+        ({"accept_rate_per_source": 2**40}, "accept_rate_per_source"),
     ],
 )
 def test_config_errors_name_the_field(key: bytes, kwargs: dict, words: str) -> None:
