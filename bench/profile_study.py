@@ -27,25 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.raw import commit  # noqa: E402
 from clustermember.sim import run  # noqa: E402
 
+# Serf LAN's probing: memberlist's DefaultLANConfig.
+_ONE_S = {"probe_interval": 1.0, "probe_timeout": 0.5}
 #: name -> ClusterConfig overrides on the LAN profile.
 PROFILES: dict[str, dict[str, float]] = {
     "lan (default)": {},
-    "1 s probes, suspicion_mult 4 (Serf LAN's)": {"probe_interval": 1.0, "probe_timeout": 0.5},
-    "1 s probes, suspicion_mult 3": {
-        "probe_interval": 1.0,
-        "probe_timeout": 0.5,
-        "suspicion_mult": 3,
-    },
-    "1 s probes, suspicion_mult 2": {
-        "probe_interval": 1.0,
-        "probe_timeout": 0.5,
-        "suspicion_mult": 2,
-    },
-    "1 s probes, suspicion_mult 1": {
-        "probe_interval": 1.0,
-        "probe_timeout": 0.5,
-        "suspicion_mult": 1,
-    },
+    "1 s probes, suspicion_mult 4 (Serf LAN's)": _ONE_S,
+    **{f"1 s probes, suspicion_mult {k}": {**_ONE_S, "suspicion_mult": k} for k in (3, 2, 1)},
 }
 LOSSES = (0.05, 0.10)
 

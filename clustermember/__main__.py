@@ -38,25 +38,24 @@ def agent_config(settings: dict[str, Any]) -> ClusterConfig:
     >>> agent_config(s).probe_interval
     1.5
     """
+    import dataclasses
+
     from clustermember import ClusterConfig
     from clustermember._agent import auth_settings
 
-    profile = getattr(ClusterConfig, settings["profile"])
-    base = {
-        "node_id": settings["node-id"],
-        "tags": settings["tag"],
-        "user_event_coalesce": settings["event-coalesce"],
+    config: ClusterConfig = getattr(ClusterConfig, settings["profile"])(
+        node_id=settings["node-id"],
+        tags=settings["tag"],
+        user_event_coalesce=settings["event-coalesce"],
         **auth_settings(settings),
-    }
+    )
     if not settings["set"]:
-        return profile(**base)  # type: ignore[no-any-return]
-    # Refused only with the settings: then it is theirs to name.
-    profile(**base)
+        return config
+    # Refused only once the settings are applied: then it is theirs to name.
     try:
-        config: ClusterConfig = profile(**base, **settings["set"])
+        return dataclasses.replace(config, **settings["set"])
     except ValueError as exc:
         raise _cli.UsageError(f"setting refused (--set): {exc}") from exc
-    return config
 
 
 def _agent(args: argparse.Namespace) -> int:

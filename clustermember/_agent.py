@@ -32,7 +32,7 @@ from clustermember._cli import (
     tag_patterns,
     tags_match,
 )
-from clustermember._config import TIME_RANGES, seconds_text
+from clustermember._config import _U32_MAX, TIME_RANGES, seconds_text
 from clustermember._control import ControlError, ControlServer, send_line
 from clustermember._errors import ClusterError, UnknownMember
 from clustermember._membership import JOIN_GRACE
@@ -811,25 +811,21 @@ def _seconds(what: str, value: object, lo: float, hi: float) -> float:
     )
 
 
-# ClusterConfig fields with options of their own (or, for seed, none).
+# ClusterConfig fields --set refuses, and why: most have options of their own.
 _NOT_SETTABLE = {
-    "node_id": "--node-id",
-    "tags": "--tag",
-    "cluster_key": "--key-file",
-    "keyring": "--keyring-file",
-    "tls_ca": "--tls-ca",
-    "tls_cert": "--tls-cert",
-    "tls_key": "--tls-key",
-    "insecure": "--insecure",
-    "join_timeout": "--join-timeout",
-    "user_event_coalesce": "--event-coalesce",
-    "seed": None,
-    "phi_threshold": None,
+    "node_id": ": use --node-id",
+    "tags": ": use --tag",
+    "cluster_key": ": use --key-file",
+    "keyring": ": use --keyring-file",
+    "tls_ca": ": use --tls-ca",
+    "tls_cert": ": use --tls-cert",
+    "tls_key": ": use --tls-key",
+    "insecure": ": use --insecure",
+    "join_timeout": ": use --join-timeout",
+    "user_event_coalesce": ": use --event-coalesce",
+    "seed": " (the agent seeds its randomness itself)",
+    "phi_threshold": " (it has no effect: phi is only reported)",
 }
-
-
-# What the engine takes for a whole-number setting (a C uint32_t).
-_UINT32_MAX = 2**32 - 1
 
 
 def settable() -> dict[str, type]:
@@ -856,14 +852,7 @@ def _setting(what: str, name: str, value: object) -> float | int | bool:
 
     kinds = settable()
     if name in _NOT_SETTABLE:
-        own = _NOT_SETTABLE[name]
-        why = {
-            "seed": " (the agent seeds its randomness itself)",
-            "phi_threshold": " (it has no effect: phi is only reported)",
-        }
-        raise UsageError(
-            f"{what}: {name} is not set this way" + (f": use {own}" if own else why.get(name, ""))
-        )
+        raise UsageError(f"{what}: {name} is not set this way{_NOT_SETTABLE[name]}")
     if name not in kinds:
         close = difflib.get_close_matches(name, kinds, n=2, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}?" if close else "see docs/configuration.md"
@@ -887,8 +876,9 @@ def _setting(what: str, name: str, value: object) -> float | int | bool:
                 whole = None
         if whole is None:
             raise UsageError(f"{what}: {name} must be a whole number, not {value!r}")
-        if not 0 <= whole <= _UINT32_MAX:
-            raise UsageError(f"{what}: {name} must be from 0 to {_UINT32_MAX:,}, not {value!r}")
+        # The engine takes whole numbers as C uint32_t.
+        if not 0 <= whole <= _U32_MAX:
+            raise UsageError(f"{what}: {name} must be from 0 to {_U32_MAX:,}, not {value!r}")
         return whole
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)

@@ -25,6 +25,17 @@ def settings(argv: list[str], environ: dict[str, str] | None = None) -> dict[str
     return agent_settings(vars(args), environ or {})
 
 
+def agent_on_a_held_port(tmp_path: Path, argv: list[str]) -> int:
+    """main() for an insecure agent with argv, bound to a port another
+    socket holds: an error refused before the node binds is that error, not
+    the port's."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{held.getsockname()[1]}"
+        control = str(tmp_path / "a.sock")
+        return main(["agent", "--insecure", "--bind", addr, "--control", control, *argv])
+
+
 def b64key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -194,13 +205,8 @@ def test_a_join_timeout_out_of_range_is_named_as_given_before_anything_binds(
     with pytest.raises(UsageError, match=rf"agent.toml: join_timeout {wanted}1000000000.0$"):
         settings(["--config", str(path)])
     assert settings(["--join-timeout", "0.1"])["join-timeout"] == 0.1
-    # Refused before the node binds its port: the port held here would
-    # otherwise be the error.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
-        held.bind(("127.0.0.1", 0))
-        addr = f"127.0.0.1:{held.getsockname()[1]}"
-        argv = ["agent", "--insecure", "--bind", addr, "--control", str(tmp_path / "a.sock")]
-        assert main([*argv, "--join-timeout", "0"]) == 1
+    # Refused before the node binds its port.
+    assert agent_on_a_held_port(tmp_path, ["--join-timeout", "0"]) == 1
     err = capsys.readouterr().err
     assert err == f"error: --join-timeout {wanted}0.0\n", err
 
@@ -263,11 +269,7 @@ def test_a_bad_setting_is_named_before_anything_binds(
     # agent sets up its logging (a refused command line changes nothing).
     log = logging.getLogger("clustermember")
     before = (list(log.handlers), log.propagate, log.level)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
-        held.bind(("127.0.0.1", 0))
-        addr = f"127.0.0.1:{held.getsockname()[1]}"
-        argv = ["agent", "--insecure", "--bind", addr, "--control", str(tmp_path / "a.sock")]
-        assert main([*argv, "--set", "probe_timeout=5"]) == 1
+    assert agent_on_a_held_port(tmp_path, ["--set", "probe_timeout=5"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: setting refused (--set): ") and "probe_timeout" in err, err
     assert (list(log.handlers), log.propagate, log.level) == before

@@ -297,15 +297,13 @@ class ClusterMember(System):
         profile: str = "lan",
         loss: float = 0.0,
         settings: dict[str, float] | None = None,
-        suffix: str = "",
+        name: str | None = None,
     ) -> None:
         super().__init__(workdir)
         self.profile = profile
         self.loss = loss
         self.settings = dict(settings or {})
-        self.name = (
-            f"clustermember-{profile}" + (f"-loss{int(loss * 100)}" if loss else "") + suffix
-        )
+        self.name = name or f"clustermember-{profile}" + (f"-loss{int(loss * 100)}" if loss else "")
         self.key = workdir / "cluster.key"
         self.key.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
 
@@ -692,8 +690,14 @@ SYSTEMS = (
 )
 
 # Serf's LAN timing (memberlist DefaultLANConfig: ProbeInterval 1 s,
-# ProbeTimeout 500 ms), for a comparison at equal probing.
+# ProbeTimeout 500 ms), for a comparison at equal probing; then with a
+# shorter suspicion (bench/profile_study.py).
 SERF_LAN_PROBING = {"probe_interval": 1.0, "probe_timeout": 0.5}
+LAN_WITH_SETTINGS: dict[str, dict[str, float]] = {
+    "clustermember-lan-1s": SERF_LAN_PROBING,
+    "clustermember-lan-1s-m2": {**SERF_LAN_PROBING, "suspicion_mult": 2},
+    "clustermember-lan-1s-m1": {**SERF_LAN_PROBING, "suspicion_mult": 1},
+}
 
 
 def make(name: str, workdir: Path) -> System:
@@ -704,13 +708,8 @@ def make(name: str, workdir: Path) -> System:
         return ClusterMember(workdir, "local")
     if name == "clustermember-lan-loss10":
         return ClusterMember(workdir, "lan", loss=0.1)
-    if name == "clustermember-lan-1s":
-        return ClusterMember(workdir, "lan", settings=SERF_LAN_PROBING, suffix="-1s")
-    if name in ("clustermember-lan-1s-m2", "clustermember-lan-1s-m1"):
-        # Serf's probing with a shorter suspicion (bench/profile_study.py).
-        mult = int(name[-1])
-        settings = {**SERF_LAN_PROBING, "suspicion_mult": mult}
-        return ClusterMember(workdir, "lan", settings=settings, suffix=f"-1s-m{mult}")
+    if name in LAN_WITH_SETTINGS:
+        return ClusterMember(workdir, "lan", settings=LAN_WITH_SETTINGS[name], name=name)
     if name == "serf-lan":
         return Serf(workdir, "lan")
     if name == "serf-local":
