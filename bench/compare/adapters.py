@@ -180,6 +180,11 @@ class System:
     def busy_thread(self, node: Node, on: bool) -> None:
         raise AdapterError(f"{self.name} runs no Python in its agent")
 
+    def counters(self, node: Node) -> dict[str, float]:
+        """The agent's own counters (cumulative), where it exposes them: the
+        cost window records their growth beside the bytes it measures."""
+        return {}
+
     def report_mark(self, node: Node) -> int:
         """A position in the node's suspicion/failure reports (a log offset)."""
         assert node.log is not None
@@ -284,6 +289,21 @@ signal.signal(signal.SIGUSR2, off)
 from clustermember.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+# What the cost window records of a clustermember agent's own counters: the
+# transport's bytes and how many of them carried no payload, new connections
+# (each costs a handshake of about 3.8 kB both ways) and idle closes, and the
+# protocol's own bytes and push-pulls.
+COUNTERS = (
+    "transport_bytes_out",
+    "transport_control_bytes_out",
+    "transport_handshakes_ok",
+    "transport_conns_timed_out",
+    "protocol_bytes_out",
+    "protocol_pushpull_out",
+    "protocol_probes",
+)
 
 
 class ClusterMember(System):
@@ -402,6 +422,10 @@ class ClusterMember(System):
         if not resp.get("ok"):
             raise AdapterError(f"{node.name}: {resp.get('error')}")
         return resp
+
+    def counters(self, node: Node) -> dict[str, float]:
+        flat = self._call(node, {"op": "stats"})["flat"]
+        return {k: float(flat[k]) for k in COUNTERS}
 
     def view(self, node: Node) -> View:
         members = self._call(node, {"op": "members"})["members"]

@@ -152,6 +152,19 @@ def _wait_all_up(system: System, nodes: list[Node]) -> dict[str, float]:
     return up
 
 
+def _counters(system: System, nodes: list[Node]) -> dict[str, float]:
+    """Every node's counters summed, or {} if the system has none (or one
+    node did not answer: a partial sum would read as a low rate)."""
+    total: dict[str, float] = {}
+    try:
+        for node in nodes:
+            for k, v in system.counters(node).items():
+                total[k] = total.get(k, 0.0) + v
+    except (OSError, ValueError, AdapterError):
+        return {}
+    return total
+
+
 def _stressed(system: System, nodes: list[Node], windows: Windows, stress: Any) -> dict[str, Any]:
     """Count every node's reports while stress(True) ... stress(False) is on,
     and for the grace time after."""
@@ -267,10 +280,12 @@ def run_one(
         cpu0 = {p: cpu_seconds(p) for p in pids}
         rep = Reports(system, nodes)
         bytes0 = traffic.read() if traffic.ok else {}
+        counters0 = _counters(system, nodes)
         t0 = time.monotonic()
         time.sleep(windows.falsepos)
         bytes1 = traffic.read() if traffic.ok else {}
         dt = time.monotonic() - t0
+        counters1 = _counters(system, nodes)
         res["falsepos"] = {**count(rep.collect()), "window_s": round(dt, 2)}
         res["cost"] = {
             "rss_mib": sum(rss_mib(p) for p in pids) / n,
@@ -279,6 +294,11 @@ def run_one(
         if traffic.ok:
             sent = sum(bytes1.get(k, 0) - bytes0.get(k, 0) for k in bytes1)
             res["cost"]["bytes_per_s"] = sent / n / dt
+        if counters0 and counters1:
+            # per node per second, over the same window as the bytes
+            res["cost"]["counters_per_s"] = {
+                k: (counters1[k] - counters0[k]) / n / dt for k in counters1
+            }
 
         # leave: node n-1 leaves gracefully
         survivors = [x for x in nodes if x is not busy]

@@ -18,6 +18,9 @@
 /* Ring slots reserved per join or leave call: its result, and the report
  * of events dropped before it, which must go first. */
 #define ENGINE_RESULT_SLOTS 2
+/* The longest idle timeout the engine gives connections: a config's own
+ * maximum (ClusterConfig.idle_timeout). */
+#define ENGINE_IDLE_FLOOR_MAX CM_SEC(86400)
 /* Descriptors recorded for cm_engine_forget_after_fork. The loop's: its
  * epoll instance, its wake-up eventfd (or pipe, both ends) and its signal
  * pipe. A node's: its eventfd, then the transport's (a UDP socket and a

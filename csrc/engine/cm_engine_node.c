@@ -35,6 +35,21 @@ static int flush_has_news(const cm_enode_t *n, const cm_node_stats_t *st) {
           cm_engine__now() >= n->snap_built + CM_ENGINE_COORD_REFRESH);
 }
 
+/* Keep connections' idle timeout at two probe rounds of the current
+ * membership (cm_net_set_idle_floor): in a shuffled round a peer is probed
+ * at most two rounds apart, so a connection outlives the gap and the pair
+ * pays no handshake for it. Below the configured idle_timeout it changes
+ * nothing; past a day it stops there. */
+static void flush_idle_floor(cm_enode_t *n, const cm_node_stats_t *st) {
+  uint64_t members = (uint64_t)st->alive + st->suspect;
+  cm_time_t interval = n->cfg.proto.probe_interval, floor;
+  if (interval > 0 && members > ENGINE_IDLE_FLOOR_MAX / (2u * interval))
+    floor = ENGINE_IDLE_FLOOR_MAX;
+  else
+    floor = 2u * members * interval;
+  cm_net_set_idle_floor(n->net, floor);
+}
+
 /* Publish the core's events and a snapshot that shows them. The snapshot
  * is built before the lock is taken (the core belongs to this thread, and
  * nothing changes it between the build and the poll below), so a reader
@@ -48,6 +63,7 @@ static void flush_publish(cm_enode_t *n, int changed) {
   cm_snapshot_t *s = NULL;
   int pushed = 0;
   cm_node_stats(n->node, &st);
+  flush_idle_floor(n, &st);
   if (changed || flush_has_news(n, &st)) {
     cm_time_t t0 = cm_engine__now();
     s = cm_engine__snapshot_build(n->node, n->net,

@@ -876,6 +876,11 @@ int cm_net_is_connected(const cm_net_t *net, const cm_addr_t *peer) {
   return c != NULL && c->state == CM_CONN_ESTABLISHED;
 }
 
+void cm_net_set_idle_floor(cm_net_t *net, cm_time_t floor) {
+  if (net != NULL)
+    net->idle_floor = floor;
+}
+
 int cm_net_set_fault(cm_net_t *net, const cm_net_fault_t *f) {
   cm_addr_t *blocked = NULL;
   if (net == NULL)

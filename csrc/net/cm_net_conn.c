@@ -335,7 +335,10 @@ static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
       net->cfg.max_stream_message + 1 + CM_NET_CONN_WINDOW_SLACK;
   p->initial_max_streams_bidi = CONN_MAX_STREAMS_BIDI;
   p->initial_max_streams_uni = 0;
-  p->max_idle_timeout = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
+  p->max_idle_timeout =
+      (net->idle_floor > net->cfg.idle_timeout ? net->idle_floor
+                                               : net->cfg.idle_timeout) *
+      NGTCP2_MICROSECONDS;
   p->max_datagram_frame_size = CONN_MAX_DATAGRAM_FRAME;
   /* The source address is the peer's identity: no migration. */
   p->disable_active_migration = 1;

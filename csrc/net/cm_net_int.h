@@ -222,6 +222,7 @@ struct cm_net_conn {
 struct cm_net {
   uv_loop_t *loop;
   cm_net_config_t cfg;
+  cm_time_t idle_floor; /* cm_net_set_idle_floor: new connections' minimum */
   cm_net_key_t *keys;
   cm_net_callbacks_t cb;
   void *ud;

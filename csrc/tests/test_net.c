@@ -1673,6 +1673,37 @@ CM_TEST(net_idle_timeout) {
   t_finish(&loop, all, 2);
 }
 
+static int t_either_timed_out(void *arg) {
+  t_pair_t *p = arg;
+  return t_stats(p->a).conns_timed_out + t_stats(p->b).conns_timed_out > 0;
+}
+
+/* An idle floor raised on both ends outlasts the configured timeout: the
+ * connection that net_idle_timeout sees closed within 300 ms is still open
+ * five times later. */
+CM_TEST(net_idle_floor_keeps_a_connection_open) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_open_t oa = {&a, 1};
+  t_pair_t pair = {&a, &b};
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.idle_timeout = CM_MSEC(300);
+  t_start(&a, &loop, &cfg);
+  t_start(&b, &loop, &cfg);
+  cm_net_set_idle_floor(a.net, CM_SEC(30));
+  cm_net_set_idle_floor(b.net, CM_SEC(30));
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  CM_CHECK(!t_run(&loop, t_either_timed_out, &pair, 1500));
+  CM_CHECK(t_run(&loop, t_open_is, &oa, 0));
+  CM_CHECK_EQ(t_stats(&a).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
 typedef struct {
   tnode_t *n;
   uint64_t want;

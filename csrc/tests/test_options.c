@@ -175,6 +175,16 @@ CM_TEST(options_max_broadcast_queue_bounds_pending_updates) {
 
 /* ----------------------------------------------------------- transport */
 
+/* The default transport settings with one cluster key. */
+static void opt_net_config(cm_net_config_t *net, cm_net_key_t *key) {
+  memset(key, 0, sizeof(*key));
+  key->id = 1;
+  memset(key->key, 0x5a, sizeof(key->key));
+  cm_net_config_default(net);
+  net->keys = key;
+  net->nkeys = 1;
+}
+
 /* A handshake nobody answers fails after handshake_timeout (300 ms here),
  * not after the idle timeout (60 s) nor the request's (20 s): a join
  * through a socket that reads nothing counts a failed, timed out handshake
@@ -188,12 +198,7 @@ CM_TEST(options_handshake_timeout_ends_an_unanswered_handshake) {
   cm_addr_t silent;
   uint64_t start, took;
   int fd = cm_tn_udp_socket();
-  memset(&key, 0, sizeof(key));
-  key.id = 1;
-  memset(key.key, 0x5a, sizeof(key.key));
-  cm_net_config_default(&net);
-  net.keys = &key;
-  net.nkeys = 1;
+  opt_net_config(&net, &key);
   net.handshake_timeout = CM_MSEC(300);
   net.request_timeout = CM_SEC(20);
   CM_CHECK_OK(cm_engine_new(&e));
@@ -212,4 +217,56 @@ CM_TEST(options_handshake_timeout_ends_an_unanswered_handshake) {
   CM_CHECK(took < 4000);
   cm_engine_free(e);
   close(fd);
+}
+
+static uint64_t opt_handshakes(cm_enode_t **nodes, int count) {
+  cm_enode_stats_t st;
+  uint64_t total = 0;
+  int i;
+  for (i = 0; i < count; i++) {
+    cm_enode_stats(nodes[i], &st);
+    total += st.net.handshakes_ok;
+  }
+  return total;
+}
+
+/* The engine keeps connections open across the probe round, whatever the
+ * configured idle_timeout: three nodes probing every 0.5 s with an idle
+ * timeout of 0.2 s would reconnect at almost every probe (each pair hears
+ * from each other about once a second). With the idle floor at two probe
+ * rounds (3 s here), at most the connections made while joining, when the
+ * membership was smaller, are made again: at most 2 connections, 4
+ * handshakes counting both ends, over 4 s. */
+CM_TEST(options_idle_timeout_stays_above_the_probe_round) {
+  cm_engine_t *e = NULL;
+  cm_net_config_t net;
+  cm_net_key_t key;
+  cm_enode_t *nodes[3];
+  cm_addr_t seed;
+  uint64_t before, start;
+  int i, all;
+  opt_net_config(&net, &key);
+  net.idle_timeout = CM_MSEC(200);
+  CM_CHECK_OK(cm_engine_new(&e));
+  for (i = 0; i < 3; i++)
+    nodes[i] = cm_te_start(e,
+                           i == 0   ? "i0"
+                           : i == 1 ? "i1"
+                                    : "i2",
+                           &net, (uint64_t)i + 1, 0);
+  seed = cm_enode_addr(nodes[0]);
+  for (i = 1; i < 3; i++)
+    CM_CHECK(cm_enode_join(nodes[i], &seed, 1, CM_SEC(10)) > 0);
+  start = cm_te_now_ms();
+  do {
+    cm_te_nap_ms(20);
+    all = 1;
+    for (i = 0; i < 3; i++)
+      all &= cm_te_alive_count(nodes[i]) == 3;
+  } while (!all && cm_te_now_ms() - start < 30000);
+  CM_CHECK(all);
+  before = opt_handshakes(nodes, 3);
+  cm_te_nap_ms(4000);
+  CM_CHECK(opt_handshakes(nodes, 3) - before <= 4);
+  cm_engine_free(e);
 }
