@@ -6,6 +6,10 @@
    taken when the protocol core processed the input) to a coroutine that
    iterates ``subscribe()`` receiving it. Events are NodeTagsUpdated on
    node A caused by node B's tag changes, one at a time.
+   Beside it, the wake-up floor: the same idle gap, then another process
+   writes a pipe that the event loop watches; its callback resolves a
+   future a coroutine awaits. No asyncio program on the machine is woken
+   faster; what the events take beyond it is the library's.
 2. ``nodes_with_tag`` on a 10,000-member registry (a synthetic snapshot laid
    out exactly like the engine's, read through the same code path), for
    1% / 10% / 0% matches.
@@ -19,8 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import statistics
+import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +74,59 @@ async def event_latency(samples: int) -> dict[str, float]:
         await b.close()
     return {
         "samples": len(lat),
+        "median_us": statistics.median(lat) * 1e6,
+        "p99_us": pct(lat, 99) * 1e6,
+        "max_us": max(lat) * 1e6,
+    }
+
+
+# The wake-up floor's writer: another process (no GIL or engine shared
+# with the loop) that sleeps `gap` seconds, then writes its monotonic clock
+# (system-wide) down a pipe, `count` times.
+FLOOR_WRITER = """
+import os, struct, sys, time
+fd, count, gap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+for _ in range(count):
+    time.sleep(gap)
+    os.write(fd, struct.pack("d", time.monotonic()))
+"""
+
+
+async def wake_floor(samples: int, gap: float) -> dict[str, float]:
+    """What any asyncio code pays on this machine for what the event path
+    does first: an idle event loop woken by a descriptor another process
+    wrote, its reader callback, and a coroutine awaiting a future that the
+    callback resolves. The same idle gap before each sample as the events
+    (the gossip interval of the profile they use)."""
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    waiter: asyncio.Future[float] | None = None
+
+    def readable() -> None:
+        data = os.read(r, 8)
+        if waiter is not None and not waiter.done() and len(data) == 8:
+            waiter.set_result(struct.unpack("d", data)[0])
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_WRITER, str(w), str(samples), str(gap)], pass_fds=(w,)
+    )
+    os.close(w)
+    loop.add_reader(r, readable)
+    lat: list[float] = []
+    try:
+        for _ in range(samples):
+            waiter = loop.create_future()
+            stamp = await asyncio.wait_for(waiter, timeout=30)
+            lat.append(time.monotonic() - stamp)
+    finally:
+        loop.remove_reader(r)
+        os.close(r)
+        writer.kill()
+        writer.wait()
+    return {
+        "samples": len(lat),
+        "gap_s": gap,
         "median_us": statistics.median(lat) * 1e6,
         "p99_us": pct(lat, 99) * 1e6,
         "max_us": max(lat) * 1e6,
@@ -145,7 +205,13 @@ async def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the results, commit and command here")
     args = ap.parse_args()
     measured = commit()  # before the run: the tree may change while it runs
-    res = {"event_latency": await event_latency(args.samples), **await update_tag_overhead()}
+    res = {
+        "event_latency": await event_latency(args.samples),
+        "wake_floor": await wake_floor(
+            args.samples, ClusterConfig.local(insecure=True).gossip_interval
+        ),
+        **await update_tag_overhead(),
+    }
     if args.out:
         doc = {
             "commit": measured,

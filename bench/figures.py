@@ -495,6 +495,19 @@ def fig_api() -> str:
         "| Event latency, engine → coroutine (`async for ev in cluster.subscribe()`) "
         f"| median **{duration(lat['median_us'])}**, p99 **{duration(lat['p99_us'])}** "
         f"(max {duration(lat['max_us'])}; {lat['samples']} samples) |",
+        *(
+            [
+                "| the machine's wake-up floor: an idle event loop woken through a pipe by "
+                "another process, the callback resolving a future a coroutine awaits "
+                f"({floor['gap_s'] * 1000:g} ms idle before each, as the events) "
+                f"| median {duration(floor['median_us'])}, p99 {duration(floor['p99_us'])} "
+                f"(max {duration(floor['max_us'])}) |",
+                "| event latency beyond the floor (difference of the medians) "
+                f"| **{duration(lat['median_us'] - floor['median_us'])}** |",
+            ]
+            if (floor := r.get("wake_floor"))
+            else []
+        ),
         "| `nodes_with_tag` on a 10,000-member registry, 100 matches (1 %) "
         f"| **{duration(r['nodes_with_tag_1pct_us'])}** per call |",
         f"| same, 1,000 matches (10 %) | {duration(r['nodes_with_tag_10pct_us'])} per call |",
