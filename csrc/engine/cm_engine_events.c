@@ -19,6 +19,15 @@ void cm_engine__q_wake(cm_enode_t *n) {
   (void)r; /* EAGAIN means the counter is already non-zero: still awake */
 }
 
+/* Under the lock, with the queue empty: reset the eventfd. A producer
+ * queues under the lock and writes the eventfd after it, so an event queued
+ * after this read still wakes the consumer. */
+static void q_clear_locked(cm_enode_t *n) {
+  uint64_t v;
+  ssize_t r = read(n->efd, &v, sizeof(v));
+  (void)r; /* EAGAIN: already clear */
+}
+
 /* Append to the ring; the caller has checked there is room. */
 static void q_put_locked(cm_enode_t *n, const cm_eevent_t *ev) {
   n->q[(n->q_head + n->q_len++) % n->q_cap] = *ev;
@@ -163,6 +172,10 @@ int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out) {
     n->q_head = (n->q_head + 1) % n->q_cap;
     n->q_len--;
     got = 1;
+    /* The last one: clear the eventfd now, so that a consumer draining
+     * until it gets no event is not woken once more just to read it. */
+    if (n->q_len == 0 && n->q_dropped == 0)
+      q_clear_locked(n);
   } else if (n->q_dropped > 0) {
     memset(out, 0, sizeof(*out));
     out->kind = CM_EEV_DROPPED;
@@ -170,9 +183,7 @@ int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out) {
     n->q_dropped = 0;
     got = 1;
   } else {
-    uint64_t v;
-    ssize_t r = read(n->efd, &v, sizeof(v));
-    (void)r;
+    q_clear_locked(n);
   }
   pthread_mutex_unlock(&n->lock);
   return got;

@@ -490,6 +490,46 @@ CM_TEST(engine_results_of_many_calls_all_arrive) {
   cm_engine_free(e);
 }
 
+static int fd_readable(int fd) {
+  struct pollfd pf = {fd, POLLIN, 0};
+  return poll(&pf, 1, 0) == 1;
+}
+
+/* Taking the last queued event also clears the eventfd: a consumer that
+ * drains until it gets nothing is not woken once more to read it. A second
+ * join answered at once (CM_ESTATE) is the last event for 30 s while the
+ * first one waits on a port that never answers. */
+CM_TEST(engine_last_event_taken_clears_the_eventfd) {
+  cm_engine_t *e = NULL;
+  cm_net_key_t key = test_key();
+  cm_enode_t *n;
+  cm_addr_t nowhere;
+  cm_eevent_t ev;
+  int64_t first, second;
+  int fd, got_second = 0;
+  uint64_t start;
+  CM_CHECK_OK(cm_engine_new(&e));
+  n = start_node(e, 0, &key);
+  fd = cm_enode_event_fd(n);
+  CM_CHECK_OK(cm_addr_parse("127.0.0.1:9", &nowhere));
+  first = cm_enode_join(n, &nowhere, 1, CM_SEC(30));
+  second = cm_enode_join(n, &nowhere, 1, CM_SEC(30));
+  CM_CHECK(first > 0 && second > 0);
+  start = cm_te_now_ms();
+  while (!got_second && cm_te_now_ms() - start < 20000) {
+    if (!cm_enode_next_event(n, &ev)) {
+      cm_te_nap_ms(5);
+      continue;
+    }
+    got_second = ev.kind == CM_EEV_JOINED && ev.token == (uint64_t)second;
+    cm_eevent_release(&ev);
+  }
+  CM_CHECK(got_second);
+  CM_CHECK(!fd_readable(fd));
+  CM_CHECK(!cm_enode_next_event(n, &ev));
+  cm_engine_free(e);
+}
+
 /* A leave called while one is under way is answered too (CM_ESTATE), and
  * the first one's result follows once the node has stopped. */
 CM_TEST(engine_second_leave_is_answered) {
