@@ -475,7 +475,7 @@ def fig_compare_earlier() -> str:
     )
 
 
-API = "bench/results/api-c7102c7.json"
+API = "bench/results/api-7c996cc.json"
 EVENTS = "bench/results/events-b243525.json"
 EVENTS_BEFORE = "bench/results/events-144cdec.json"
 
