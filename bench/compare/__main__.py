@@ -1,7 +1,7 @@
 """Command line of the comparison benchmark.
 
     python -m bench.compare run [--systems ...] [--nodes 5 20 50] [--repeats 3]
-        [--falsepos 30] [--busy 20] [--out bench/compare/results.jsonl]
+        [--falsepos 30] [--warmup 32] [--busy 20] [--out bench/compare/results.jsonl]
     python -m bench.compare report bench/compare/results.jsonl [--md docs/...] [--img docs/img]
 
 `run` appends one JSON line per (system, N, repeat) to --out, so an
@@ -48,7 +48,7 @@ def versions() -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    windows = Windows(falsepos=args.falsepos, busy=args.busy)
+    windows = Windows(falsepos=args.falsepos, busy=args.busy, warmup=args.warmup)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -101,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--nodes", nargs="+", type=int, default=[5, 20, 50])
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--falsepos", type=float, default=30.0, help="seconds (cost measured then)")
+    r.add_argument(
+        "--warmup",
+        type=float,
+        default=Windows.warmup,
+        help="seconds after launch before the falsepos/cost window may open: formation's "
+        "handshakes, push-pulls and first connections are not steady state",
+    )
     r.add_argument("--label", default="", help="a note kept in the results file's meta line")
     r.add_argument(
         "--busy", type=float, default=20.0, help="seconds of each busy stress (hog, thread)"
