@@ -563,19 +563,32 @@ def compare_dpb(rel: str) -> str:
         ]
         return str(sum(c for c in counts if c is not None))
 
+    def counter(s: str, n: int, key: str) -> list[float]:
+        return [
+            c[key]
+            for r in by[(s, n)]
+            if key in (c := (r.get("cost") or {}).get("counters_per_s") or {})
+        ]
+
+    # The agents' own counters, where the file has them: handshakes in the
+    # same window as the bytes (each ~1.9 kB sent, both ends count one).
+    hs = any("counters_per_s" in (r.get("cost") or {}) for r in ok)
     lines = [
         "| system | N | detect: every survivor, median (min–max) | bytes/s per node | runs "
-        "| suspicion / failure episodes (falsepos, busy) |",
-        "|---|---|---|---|---|---|",
+        + ("| handshakes/s per node " if hs else "")
+        + "| suspicion / failure episodes (falsepos, busy) |",
+        "|---|---|---|---|---|" + ("---|" if hs else "") + "---|",
     ]
     points = compare_report.detect_per_byte(ok)
     for s, n, _, _, runs in points:
         det = [r["detect_all_s"] for r in by[(s, n)] if r.get("detect_all_s") is not None]
         bps = [(r.get("cost") or {}).get("bytes_per_s") for r in by[(s, n)]]
+        hsk = counter(s, n, "transport_handshakes_ok")
         lines.append(
             f"| {s} | {n} | {compare_report._cell(det, 's')} s "
             f"| {compare_report._cell([b for b in bps if b], 'B/s')} | {runs} "
-            f"| {episodes(s, n, 'suspect_episodes')} / {episodes(s, n, 'failed_episodes')} |"
+            + (f"| {statistics.median(hsk):.3f} " if hs and hsk else "| — " if hs else "")
+            + f"| {episodes(s, n, 'suspect_episodes')} / {episodes(s, n, 'failed_episodes')} |"
         )
     serf = {n: (d, b) for s, n, d, b, _ in points if s == "serf-lan"}
     goal = ["", "| clustermember profile | N | detect / Serf LAN's | bytes / Serf LAN's | goal |"]
@@ -1043,6 +1056,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quic-bytes": fig_quic_bytes,
     "compare-dpb": fig_compare_dpb("bench/results/compare-b78ffcc.jsonl"),
     "compare-dpb-ed119a0": fig_compare_dpb("bench/results/compare-ed119a0.jsonl"),
+    "compare-dpb-e10100a": fig_compare_dpb("bench/results/compare-e10100a.jsonl"),
     "profiles": fig_profiles,
 }
 
