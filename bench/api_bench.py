@@ -6,7 +6,7 @@
    taken when the protocol core processed the input) to a coroutine that
    iterates ``subscribe()`` receiving it. Events are NodeTagsUpdated on
    node A caused by node B's tag changes, one at a time.
-   Beside it, in alternating blocks, the wake-up floor: the same idle gap,
+   Beside it, in alternating blocks, the wake-up floor: a like idle gap,
    then another process writes a pipe that the event loop watches; its
    callback resolves a future a coroutine awaits. No asyncio program on the
    machine is woken faster; what the events take beyond it is the
@@ -94,13 +94,14 @@ async def event_latency(samples: int, blocks: int = 5) -> dict[str, dict[str, fl
 
 
 # The wake-up floor's writer: another process (no GIL or engine shared
-# with the loop) that sleeps `gap` seconds, then writes its monotonic clock
-# (system-wide) down a pipe, `count` times.
+# with the loop) that sleeps up to `gap` seconds (uniformly: an event waits
+# for the sender's next gossip tick, 0 to one interval away), then writes
+# its monotonic clock (system-wide) down a pipe, `count` times.
 FLOOR_WRITER = """
-import os, struct, sys, time
+import os, random, struct, sys, time
 fd, count, gap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 for _ in range(count):
-    time.sleep(gap)
+    time.sleep(random.uniform(0.0, gap))
     os.write(fd, struct.pack("d", time.monotonic()))
 """
 
@@ -109,7 +110,7 @@ async def wake_floor(samples: int, gap: float) -> list[float]:
     """What any asyncio code pays on this machine for what the event path
     does first: an idle event loop woken by a descriptor another process
     wrote, its reader callback, and a coroutine awaiting a future that the
-    callback resolves; after the same idle gap as the events (the gossip
+    callback resolves; after an idle gap like the events' (up to the gossip
     interval of the profile they use). Latencies in seconds."""
     loop = asyncio.get_running_loop()
     r, w = os.pipe()
@@ -211,6 +212,8 @@ async def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", type=Path, help="also write the results, commit and command here")
     args = ap.parse_args()
+    if args.samples < 5 or args.samples % 5:
+        ap.error("--samples must be a multiple of 5 (five alternating blocks)")
     measured = commit()  # before the run: the tree may change while it runs
     res = {**await event_latency(args.samples), **await update_tag_overhead()}
     if args.out:

@@ -499,10 +499,10 @@ def fig_api() -> str:
             [
                 "| the machine's wake-up floor: an idle event loop woken through a pipe by "
                 "another process, the callback resolving a future a coroutine awaits "
-                f"({floor['gap_s'] * 1000:g} ms idle before each, as the events) "
+                f"(idle up to {floor['gap_s'] * 1000:g} ms before each, as the events) "
                 f"| median {duration(floor['median_us'])}, p99 {duration(floor['p99_us'])} "
                 f"(max {duration(floor['max_us'])}) |",
-                "| event latency beyond the floor (difference of the medians) "
+                "| difference of the two medians "
                 f"| **{duration(lat['median_us'] - floor['median_us'])}** |",
             ]
             if (floor := r.get("wake_floor"))
@@ -536,6 +536,42 @@ def fig_api() -> str:
     return "\n".join(
         [*rows, "", *(f"- {provenance(f, load(f))}" for f in (API, EVENTS, EVENTS_BEFORE))]
     )
+
+
+def fig_startup(rel: str) -> Callable[[], str]:
+    """One agent's start-up (bench/startup_bench.py): wall and CPU time to
+    its control socket answering, compiled and from source, and the imports
+    that cost most."""
+
+    def make() -> str:
+        doc = load(rel)
+        r = doc["results"]
+        imp = r["imports"]
+        lines = [
+            "| agent, alone, until its control socket answers | wall (median) | CPU (median) |",
+            "|---|---|---|",
+        ]
+        for mode, what in (
+            ("compiled", "modules compiled to bytecode beforehand (as pip installs a wheel)"),
+            ("source", "no bytecode, none written (PYTHONDONTWRITEBYTECODE, as this machine sets)"),
+        ):
+            lines.append(
+                f"| {what} | {r[mode]['up_s_median'] * 1000:.0f} ms "
+                f"| {r[mode]['cpu_s_median'] * 1000:.0f} ms |"
+            )
+        top = ", ".join(f"`{k}` {v:.1f}" for k, v in list(imp["top_own_ms"].items())[:8])
+        lines += [
+            "",
+            f"- `python -c pass`: {imp['python_c_pass_s'] * 1000:.0f} ms (median, wall).",
+            f"- `import clustermember.__main__` (compiled): {imp['import_main_ms']:.1f} ms, "
+            f"of which clustermember's own modules {imp['clustermember_own_ms']:.1f} ms; "
+            f"largest own times (ms): {top}.",
+            "",
+            provenance(rel, doc),
+        ]
+        return "\n".join(lines)
+
+    return make
 
 
 def fig_compare_dpb(rel: str) -> Callable[[], str]:
@@ -575,7 +611,7 @@ def compare_dpb(rel: str) -> str:
     hs = any("counters_per_s" in (r.get("cost") or {}) for r in ok)
     lines = [
         "| system | N | detect: every survivor, median (min–max) | bytes/s per node | runs "
-        + ("| handshakes/s per node " if hs else "")
+        + ("| handshakes/s per node (median) " if hs else "")
         + "| suspicion / failure episodes (falsepos, busy) |",
         "|---|---|---|---|---|" + ("---|" if hs else "") + "---|",
     ]

@@ -53,10 +53,14 @@ def precompile() -> None:
     """Compile the package's modules to bytecode once, as pip does when it
     installs a wheel: run from a source checkout with PYTHONDONTWRITEBYTECODE
     set (this machine sets it), every agent would compile all of them again
-    at start, about 0.1 s of CPU each, which no installed agent pays."""
+    at start, about 0.1 s of CPU each, which no installed agent pays. The
+    agents import the same copy: they run this interpreter, from this
+    environment."""
     spec = importlib.util.find_spec("clustermember")
-    assert spec is not None and spec.submodule_search_locations
-    compileall.compile_dir(spec.submodule_search_locations[0], quiet=1)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("clustermember is not importable here: install it (pip install -e .)")
+    if not compileall.compile_dir(spec.submodule_search_locations[0], quiet=1):
+        raise SystemExit("compiling clustermember to bytecode failed (see above)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

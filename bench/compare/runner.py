@@ -152,17 +152,19 @@ def _wait_all_up(system: System, nodes: list[Node]) -> dict[str, float]:
     return up
 
 
-def _counters(system: System, nodes: list[Node]) -> dict[str, float]:
-    """Every node's counters summed, or {} if the system has none (or one
-    node did not answer: a partial sum would read as a low rate)."""
+def _counters(system: System, nodes: list[Node]) -> tuple[dict[str, float], float]:
+    """Every node's counters summed, and the midpoint of the time taken to
+    read them; {} if the system has none (or one node did not answer: a
+    partial sum would read as a low rate)."""
     total: dict[str, float] = {}
+    start = time.monotonic()
     try:
         for node in nodes:
             for k, v in system.counters(node).items():
                 total[k] = total.get(k, 0.0) + v
-    except (OSError, ValueError, AdapterError):
-        return {}
-    return total
+    except (OSError, ValueError, KeyError, AdapterError):
+        return {}, start
+    return total, (start + time.monotonic()) / 2
 
 
 def _stressed(system: System, nodes: list[Node], windows: Windows, stress: Any) -> dict[str, Any]:
@@ -277,28 +279,33 @@ def run_one(
         if wait > 0:
             time.sleep(wait)
         pids = [node.pid for node in nodes]
+        # The agents' counters are read around the window, not in it: their
+        # reads cost the agents work the CPU and byte figures should not hold.
+        counters0, tc0 = _counters(system, nodes)
         cpu0 = {p: cpu_seconds(p) for p in pids}
         rep = Reports(system, nodes)
         bytes0 = traffic.read() if traffic.ok else {}
-        counters0 = _counters(system, nodes)
         t0 = time.monotonic()
         time.sleep(windows.falsepos)
         bytes1 = traffic.read() if traffic.ok else {}
         dt = time.monotonic() - t0
-        counters1 = _counters(system, nodes)
+        cpu1 = {p: cpu_seconds(p) for p in pids}
+        counters1, tc1 = _counters(system, nodes)
         res["falsepos"] = {**count(rep.collect()), "window_s": round(dt, 2)}
         res["cost"] = {
             "rss_mib": sum(rss_mib(p) for p in pids) / n,
-            "cpu_s_per_min": sum(cpu_seconds(p) - cpu0[p] for p in pids) / n / dt * 60,
+            "cpu_s_per_min": sum(cpu1[p] - cpu0[p] for p in pids) / n / dt * 60,
         }
         if traffic.ok:
             sent = sum(bytes1.get(k, 0) - bytes0.get(k, 0) for k in bytes1)
             res["cost"]["bytes_per_s"] = sent / n / dt
         if counters0 and counters1:
-            # per node per second, over the same window as the bytes
+            # per node per second, over the time between the two readings
+            # (their midpoints), which brackets the bytes' window
             res["cost"]["counters_per_s"] = {
-                k: (counters1[k] - counters0[k]) / n / dt for k in counters1
+                k: (counters1[k] - counters0[k]) / n / (tc1 - tc0) for k in counters1
             }
+            res["cost"]["counters_window_s"] = round(tc1 - tc0, 2)
 
         # leave: node n-1 leaves gracefully
         survivors = [x for x in nodes if x is not busy]

@@ -1303,8 +1303,8 @@ static PyMethodDef node_methods[] = {
      "fileno() -> int\n\nThe eventfd that is readable while events wait; "
      "watch it with loop.add_reader and drain with next_events()."},
     {"next_events", (PyCFunction)node_next_events, METH_VARARGS,
-     "next_events(max=256) -> list[tuple]\n\nTake up to max events; an "
-     "empty list resets the eventfd."},
+     "next_events(max=256) -> list[tuple]\n\nTake up to max events; the "
+     "eventfd is reset once none is left."},
     {"join", (PyCFunction)node_join, METH_VARARGS,
      "join(seeds, timeout) -> int\n\nStart joining; returns the token of "
      "the ('joined', token, status) event that follows."},

@@ -187,8 +187,9 @@ int cm_enode_set_fault(cm_enode_t *n, const cm_net_fault_t *f);
 
 /* The eventfd to watch for readability. */
 int cm_enode_event_fd(const cm_enode_t *n);
-/* Take the next event: 1 if one was taken, 0 if none (the eventfd is then
- * reset). Safe from any thread, one consumer at a time. */
+/* Take the next event: 1 if one was taken, 0 if none. The eventfd is reset
+ * with the last event taken, or by a call that finds none. Safe from any
+ * thread, one consumer at a time. */
 int cm_enode_next_event(cm_enode_t *n, cm_eevent_t *out);
 
 /* Reads. The snapshot must be released; it stays valid until then. */

@@ -20,8 +20,9 @@ void cm_engine__q_wake(cm_enode_t *n) {
 }
 
 /* Under the lock, with the queue empty: reset the eventfd. A producer
- * queues under the lock and writes the eventfd after it, so an event queued
- * after this read still wakes the consumer. */
+ * queues under the lock and writes the eventfd after that (under the lock
+ * or after releasing it), so an event queued after this read still wakes
+ * the consumer. */
 static void q_clear_locked(cm_enode_t *n) {
   uint64_t v;
   ssize_t r = read(n->efd, &v, sizeof(v));

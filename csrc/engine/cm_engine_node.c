@@ -43,7 +43,8 @@ static int flush_has_news(const cm_enode_t *n, const cm_node_stats_t *st) {
 static void flush_idle_floor(cm_enode_t *n, const cm_node_stats_t *st) {
   uint64_t members = (uint64_t)st->alive + st->suspect;
   cm_time_t interval = n->cfg.proto.probe_interval, floor;
-  if (interval > 0 && members > ENGINE_IDLE_FLOOR_MAX / (2u * interval))
+  if (interval > ENGINE_IDLE_FLOOR_MAX / 2u ||
+      (interval > 0 && members > ENGINE_IDLE_FLOOR_MAX / (2u * interval)))
     floor = ENGINE_IDLE_FLOOR_MAX;
   else
     floor = 2u * members * interval;

@@ -292,6 +292,8 @@ static int conn_alloc(cm_net_t *net, const cm_addr_t *peer, int is_client,
   c->is_client = is_client;
   c->state = CM_CONN_HANDSHAKE;
   c->expiry = UINT64_MAX;
+  if (net->idle_floor > net->cfg.idle_timeout)
+    c->unanswered = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
   ngtcp2_ccerr_default(&c->ccerr);
   *out = c;
   return 0;
@@ -495,8 +497,15 @@ static void conn_fail(cm_net_conn_t *c, int liberr) {
 }
 
 /* Open streams for queued requests and carry out stream shutdowns. */
+static uint64_t conn_unanswered_at(const cm_net_conn_t *c) {
+  return c->unanswered > 0 && c->wait_since > 0 ? c->wait_since + c->unanswered
+                                                : UINT64_MAX;
+}
+
 static void conn_update_expiry(cm_net_conn_t *c) {
-  c->expiry = cm_net__streams_deadline(c, ngtcp2_conn_get_expiry(c->qc));
+  uint64_t e = cm_net__streams_deadline(c, ngtcp2_conn_get_expiry(c->qc));
+  uint64_t u = conn_unanswered_at(c);
+  c->expiry = u < e ? u : e;
 }
 
 /* Write packets until ngtcp2 has nothing more or the send quantum is used.
@@ -595,6 +604,8 @@ static int conn_write_packets(cm_net_conn_t *c, uint64_t ts) {
     }
     cm_net__send_packet(net, (struct sockaddr *)&c->peer_sa, &c->peer,
                         net->sendbuf, (size_t)n, !payload);
+    if (payload && c->wait_since == 0)
+      c->wait_since = ts;
     payload = 0;
     npkts++;
   }
@@ -681,6 +692,7 @@ void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
   if (c->state >= CM_CONN_CLOSING)
     return;
   if (rv == 0) {
+    c->wait_since = 0; /* answered */
     cm_net__mark_dirty(c);
     return;
   }
@@ -707,6 +719,14 @@ void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
 void cm_net__conn_handle_expiry(cm_net_conn_t *c, uint64_t now) {
   if (c->state >= CM_CONN_CLOSING)
     return;
+  if (conn_unanswered_at(c) <= now) {
+    /* Silent for the configured idle timeout after we sent it something:
+     * closed as QUIC's idle timer would have closed it without the floor,
+     * so what waits on it (queued datagrams, requests, a congestion window
+     * spent before a partition) goes to a new connection. */
+    cm_net__conn_close(c, CM_ETIMEDOUT, 0);
+    return;
+  }
   if (ngtcp2_conn_get_expiry(c->qc) <= now) {
     int rv = ngtcp2_conn_handle_expiry(c->qc, now);
     if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {

@@ -214,7 +214,15 @@ struct cm_net_conn {
   struct cm_net_conn *hprev, *hnext; /* half-open list, oldest first */
   struct cm_net_conn *dirty_next;
   int dirty;
-  uint64_t expiry; /* ngtcp2 timestamp: min(QUIC expiry, request deadlines) */
+  uint64_t expiry; /* ngtcp2 timestamp: min(QUIC expiry, request deadlines,
+                      unanswered deadline) */
+  /* When the idle floor raised this connection's QUIC idle timeout above
+   * the configured one, a peer that stops answering is still given up
+   * after the configured one: `unanswered` is that (ns; 0: QUIC's own idle
+   * timer is the configured one), `wait_since` the first packet we sent
+   * with payload (ack-eliciting) since the last one we received (0: none). */
+  uint64_t unanswered;
+  uint64_t wait_since;
 };
 
 /* ---- endpoint ----------------------------------------------------------- */

@@ -1678,29 +1678,87 @@ static int t_either_timed_out(void *arg) {
   return t_stats(p->a).conns_timed_out + t_stats(p->b).conns_timed_out > 0;
 }
 
+/* a and b on a new loop, with the given idle timeout and floor on both,
+ * connected by a datagram from a that b has received. */
+static void t_floor_pair(uv_loop_t *loop, tnode_t *a, tnode_t *b,
+                         cm_time_t idle, cm_time_t floor) {
+  cm_net_config_t cfg;
+  CM_CHECK_OK(uv_loop_init(loop));
+  t_cfg(&cfg);
+  cfg.idle_timeout = idle;
+  t_start(a, loop, &cfg);
+  t_start(b, loop, &cfg);
+  cm_net_set_idle_floor(a->net, floor);
+  cm_net_set_idle_floor(b->net, floor);
+  CM_CHECK_OK(cm_net_send_datagram(a->net, &b->addr, (const uint8_t *)"x", 1));
+  CM_CHECK(t_wait_ge(loop, &b->ndgram, 1, T_WAIT_MS));
+}
+
 /* An idle floor raised on both ends outlasts the configured timeout: the
  * connection that net_idle_timeout sees closed within 300 ms is still open
  * five times later. */
 CM_TEST(net_idle_floor_keeps_a_connection_open) {
   uv_loop_t loop;
-  cm_net_config_t cfg;
   tnode_t a, b;
   tnode_t *all[] = {&a, &b};
   t_open_t oa = {&a, 1};
   t_pair_t pair = {&a, &b};
 
-  CM_CHECK_OK(uv_loop_init(&loop));
-  t_cfg(&cfg);
-  cfg.idle_timeout = CM_MSEC(300);
-  t_start(&a, &loop, &cfg);
-  t_start(&b, &loop, &cfg);
-  cm_net_set_idle_floor(a.net, CM_SEC(30));
-  cm_net_set_idle_floor(b.net, CM_SEC(30));
-  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
-  CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
+  t_floor_pair(&loop, &a, &b, CM_MSEC(300), CM_SEC(30));
   CM_CHECK(!t_run(&loop, t_either_timed_out, &pair, 1500));
   CM_CHECK(t_run(&loop, t_open_is, &oa, 0));
   CM_CHECK_EQ(t_stats(&a).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
+typedef struct {
+  tnode_t *n;
+  uint64_t want;
+} t_timed_out_t;
+
+static int t_timed_out_ge(void *arg) {
+  t_timed_out_t *t = arg;
+  return t_stats(t->n).conns_timed_out >= t->want;
+}
+
+/* The floor is the connection's idle timeout, in the same unit: with the
+ * floor at 600 ms over a configured 200 ms, a quiet connection closes, and
+ * not before about 600 ms (load can only make it later). */
+CM_TEST(net_idle_floor_is_the_idle_timeout) {
+  uv_loop_t loop;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_timed_out_t gone_a = {&a, 1};
+  uint64_t t0 = t_now_us();
+
+  t_floor_pair(&loop, &a, &b, CM_MSEC(200), CM_MSEC(600));
+  CM_CHECK(t_run(&loop, t_timed_out_ge, &gone_a, 10000));
+  CM_CHECK(t_now_us() - t0 >= 500000);
+
+  t_finish(&loop, all, 2);
+}
+
+/* The floor extends quiet connections only: once a peer stops answering
+ * what we send, the configured idle timeout (300 ms) still ends the
+ * connection, not the floor (30 s). Without it a partitioned peer's
+ * connection would hold its queue and spent congestion window until the
+ * floor ran out. */
+CM_TEST(net_idle_floor_still_gives_up_an_unanswering_peer) {
+  uv_loop_t loop;
+  cm_net_fault_t f;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_timed_out_t gone = {&a, 1};
+
+  t_floor_pair(&loop, &a, &b, CM_MSEC(300), CM_SEC(30));
+  memset(&f, 0, sizeof(f));
+  f.blocked = &b.addr;
+  f.nblocked = 1;
+  CM_CHECK_OK(cm_net_set_fault(a.net, &f));
+  CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"y", 1));
+  CM_CHECK(t_run(&loop, t_timed_out_ge, &gone, 10000));
+  CM_CHECK_EQ(b.ndgram, 1);
+  CM_CHECK_OK(cm_net_set_fault(a.net, NULL));
   t_finish(&loop, all, 2);
 }
 
