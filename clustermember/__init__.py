@@ -20,6 +20,8 @@ implemented in C on its own thread (it never takes the GIL), over QUIC::
     result = sim.run("detect", nodes=100, seed=1)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from clustermember import _core
 from clustermember._config import ClusterConfig
 from clustermember._errors import (
@@ -54,7 +56,6 @@ from clustermember._events import (
 )
 from clustermember._keys import KeyReport, Keyring
 from clustermember._membership import ClusterMembership
-from clustermember._metrics import ClusterCollector
 from clustermember._models import (
     ClusterStats,
     Coordinate,
@@ -64,6 +65,20 @@ from clustermember._models import (
     PeerHealth,
 )
 from clustermember._queries import Query, QueryResponse, QueryResults
+
+if TYPE_CHECKING:
+    from clustermember._metrics import ClusterCollector
+
+
+def __getattr__(name: str) -> Any:
+    # The Prometheus collector is imported when first asked for: an agent
+    # or a service that never exports metrics does not pay for it at start.
+    if name == "ClusterCollector":
+        from clustermember._metrics import ClusterCollector
+
+        return ClusterCollector
+    raise AttributeError(f"module 'clustermember' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 WIRE_VERSION: int = _core.WIRE_VERSION

@@ -27,7 +27,6 @@ from collections.abc import Callable
 
 from clustermember._control import close_server
 from clustermember._errors import ClusterError
-from clustermember._metrics import CONTENT_TYPE
 
 log = logging.getLogger("clustermember.agent")
 
@@ -193,6 +192,8 @@ class MetricsServer:
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, status: int, body: str, head_only: bool) -> None:
+        from clustermember._metrics import CONTENT_TYPE  # with the first answer, not at start
+
         data = body.encode("utf-8")
         ctype = CONTENT_TYPE if status == 200 else "text/plain; charset=utf-8"
         lines = [

@@ -462,3 +462,23 @@ async def test_events_a_slow_subscriber_loses_are_counted(key: bytes) -> None:
         )
     finally:
         await node.close()
+
+
+def test_the_collector_is_imported_only_when_asked_for() -> None:
+    """An agent or service that exports no metrics does not import them at
+    start; ``clustermember.ClusterCollector`` still resolves, and a name the
+    package does not have is still an AttributeError."""
+    code = (
+        "import sys, clustermember, clustermember.__main__\n"
+        "assert 'clustermember._metrics' not in sys.modules, 'imported at start'\n"
+        "from clustermember import ClusterCollector\n"
+        "assert ClusterCollector.__module__ == 'clustermember._metrics'\n"
+        "try:\n"
+        "    clustermember.NoSuchName\n"
+        "except AttributeError as exc:\n"
+        "    assert 'NoSuchName' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
