@@ -96,13 +96,16 @@ async def event_latency(samples: int, blocks: int = 5) -> dict[str, dict[str, fl
 # The wake-up floor's writer: another process (no GIL or engine shared
 # with the loop) that sleeps up to `gap` seconds (uniformly: an event waits
 # for the sender's next gossip tick, 0 to one interval away), then writes
-# its monotonic clock (system-wide) down a pipe, `count` times.
+# its monotonic clock (system-wide) down a pipe and waits for the reader's
+# acknowledgement, `count` times.
 FLOOR_WRITER = """
 import os, random, struct, sys, time
-fd, count, gap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+fd, ack, count, gap = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 for _ in range(count):
     time.sleep(random.uniform(0.0, gap))
     os.write(fd, struct.pack("d", time.monotonic()))
+    if os.read(ack, 1) != b"k":
+        break
 """
 
 
@@ -114,6 +117,7 @@ async def wake_floor(samples: int, gap: float) -> list[float]:
     interval of the profile they use). Latencies in seconds."""
     loop = asyncio.get_running_loop()
     r, w = os.pipe()
+    ack_r, ack_w = os.pipe()
     os.set_blocking(r, False)
     waiter: asyncio.Future[float] | None = None
 
@@ -123,9 +127,11 @@ async def wake_floor(samples: int, gap: float) -> list[float]:
             waiter.set_result(struct.unpack("d", data)[0])
 
     writer = subprocess.Popen(
-        [sys.executable, "-c", FLOOR_WRITER, str(w), str(samples), str(gap)], pass_fds=(w,)
+        [sys.executable, "-c", FLOOR_WRITER, str(w), str(ack_r), str(samples), str(gap)],
+        pass_fds=(w, ack_r),
     )
     os.close(w)
+    os.close(ack_r)
     loop.add_reader(r, readable)
     lat: list[float] = []
     try:
@@ -133,9 +139,11 @@ async def wake_floor(samples: int, gap: float) -> list[float]:
             waiter = loop.create_future()
             stamp = await asyncio.wait_for(waiter, timeout=30)
             lat.append(time.monotonic() - stamp)
+            os.write(ack_w, b"k")  # one stamp in flight at a time, as one event
     finally:
         loop.remove_reader(r)
         os.close(r)
+        os.close(ack_w)
         writer.kill()
         writer.wait()
     return lat
