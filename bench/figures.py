@@ -475,7 +475,7 @@ def fig_compare_earlier() -> str:
     )
 
 
-API = "bench/results/api-7c996cc.json"
+API = "bench/results/api-2129c4d.json"
 EVENTS = "bench/results/events-b243525.json"
 EVENTS_BEFORE = "bench/results/events-144cdec.json"
 
@@ -1093,6 +1093,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-dpb": fig_compare_dpb("bench/results/compare-b78ffcc.jsonl"),
     "compare-dpb-ed119a0": fig_compare_dpb("bench/results/compare-ed119a0.jsonl"),
     "compare-dpb-e10100a": fig_compare_dpb("bench/results/compare-e10100a.jsonl"),
+    "compare-dpb-steady": fig_compare_dpb("bench/results/compare-c8cf810-steady120.jsonl"),
+    "startup": fig_startup("bench/results/startup-abaaa19.json"),
     "profiles": fig_profiles,
 }
 
