@@ -574,6 +574,33 @@ def fig_startup(rel: str) -> Callable[[], str]:
     return make
 
 
+def fig_compare_join(rel: str) -> Callable[[], str]:
+    """Join storms (current method): every process up, then every node
+    seeing all N alive, from the joiners' launch and from the last one up."""
+
+    def make() -> str:
+        metas, rows = compare_report.load(ROOT / rel)
+        ok = [r for r in rows if r.get("method") == 2 and "error" not in r]
+        lines = [
+            "| system | N | every process up | converged, from launch "
+            "| converged, after every process was up | runs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for (sname, n), rs in sorted(compare_report.collect(ok).items()):
+            cells = [
+                compare_report._cell([r[k] for r in rs if r.get(k) is not None], "s") + " s"
+                for k in ("up_s", "converge_s", "converge_after_up_s")
+            ]
+            lines.append(f"| {sname} | {n} | " + " | ".join(cells) + f" | {len(rs)} |")
+        cmd = "; ".join(
+            "`python -m bench.compare " + shown(" ".join(m["argv"][1:])) + "`" for m in metas
+        )
+        label = metas[-1].get("label", "") if metas else ""
+        return "\n".join([*lines, "", f"Raw results `{rel}` ({label}): {cmd}."])
+
+    return make
+
+
 def fig_compare_dpb(rel: str) -> Callable[[], str]:
     """Detection per byte (current method) from one raw results file."""
 
@@ -1095,6 +1122,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-dpb-e10100a": fig_compare_dpb("bench/results/compare-e10100a.jsonl"),
     "compare-dpb-steady": fig_compare_dpb("bench/results/compare-c8cf810-steady120.jsonl"),
     "startup": fig_startup("bench/results/startup-abaaa19.json"),
+    "compare-join-n100": fig_compare_join("bench/results/compare-cae3a0c-n100.jsonl"),
     "profiles": fig_profiles,
 }
 
