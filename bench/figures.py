@@ -574,6 +574,16 @@ def fig_startup(rel: str) -> Callable[[], str]:
     return make
 
 
+def compare_source(rel: str, metas: list[dict[str, Any]]) -> str:
+    """Where a comparison figure comes from: its raw file, the label of its
+    last run and every command that added to it."""
+    cmd = "; ".join(
+        "`python -m bench.compare " + shown(" ".join(m["argv"][1:])) + "`" for m in metas
+    )
+    label = metas[-1].get("label", "") if metas else ""
+    return f"Raw results `{rel}` ({label}): {cmd}"
+
+
 def fig_compare_join(rel: str) -> Callable[[], str]:
     """Join storms (current method): every process up, then every node
     seeing all N alive, from the joiners' launch and from the last one up."""
@@ -592,11 +602,7 @@ def fig_compare_join(rel: str) -> Callable[[], str]:
                 for k in ("up_s", "converge_s", "converge_after_up_s")
             ]
             lines.append(f"| {sname} | {n} | " + " | ".join(cells) + f" | {len(rs)} |")
-        cmd = "; ".join(
-            "`python -m bench.compare " + shown(" ".join(m["argv"][1:])) + "`" for m in metas
-        )
-        label = metas[-1].get("label", "") if metas else ""
-        return "\n".join([*lines, "", f"Raw results `{rel}` ({label}): {cmd}."])
+        return "\n".join([*lines, "", compare_source(rel, metas) + "."])
 
     return make
 
@@ -661,16 +667,13 @@ def compare_dpb(rel: str) -> str:
             rd, rb = d / serf[n][0], b / serf[n][1]
             met = "met" if rd <= 0.5 and rb <= 1.0 else "missed"
             goal.append(f"| {s} | {n} | {rd:.2f} | {rb:.2f} | {met} |")
-    cmd = "; ".join(
-        "`python -m bench.compare " + shown(" ".join(m["argv"][1:])) + "`" for m in metas
-    )
-    label = metas[-1].get("label", "") if metas else ""
     return "\n".join(
         [
             *lines,
             *goal,
             "",
-            f"Raw results `{rel}` ({label}): {cmd}. Versions: "
+            compare_source(rel, metas)
+            + ". Versions: "
             + json.dumps(metas[-1]["meta"] if metas else {}),
         ]
     )

@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,16 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
+from bench.agents import control, free_port  # noqa: E402
+from bench.compare.runner import cpu_seconds  # noqa: E402
 from bench.raw import commit  # noqa: E402
 
 PKG = ROOT / "clustermember"
 UP_DEADLINE = 60.0
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def clear_bytecode() -> None:
@@ -59,13 +54,6 @@ def clear_bytecode() -> None:
 
 def compile_bytecode() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(PKG)], check=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def one_agent(workdir: Path, key: Path, i: int) -> dict[str, float]:
@@ -100,16 +88,12 @@ def one_agent(workdir: Path, key: Path, i: int) -> dict[str, float]:
             if time.monotonic() - t0 > UP_DEADLINE:
                 raise SystemExit("the agent's control socket did not answer")
             try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(5.0)
-                    s.connect(str(sock))
-                    s.sendall(b'{"op": "status"}\n')
-                    if s.recv(4096):
-                        break
-            except OSError:
+                control(str(sock), {"op": "status"}, timeout=5.0)
+                break
+            except (OSError, ValueError):
                 time.sleep(0.002)
         up = time.monotonic() - t0
-        cpu = cpu_s(proc.pid)
+        cpu = cpu_seconds(proc.pid)
     finally:
         proc.kill()
         proc.wait()
