@@ -4,10 +4,14 @@ It answers ``GET /metrics`` (and ``HEAD``) with :func:`metrics_text`, 404
 for any other path, 405 for any other method, and closes each connection
 after one answer. A client gets :data:`READ_TIMEOUT` seconds and
 :data:`MAX_HEAD` bytes for its request line and headers; past either it
-gets 408 or 431 and is let go, and at most :data:`MAX_CLIENTS` are served
-at once: a new one past that closes the one that has waited longest without
-finishing its request, so a slow or garbage client costs the agent one
-socket for a bounded time, and idle connections cannot lock a scraper out.
+gets 408 or 431 and is let go. At most :data:`MAX_PER_SOURCE` connections
+from one address (an IPv6 client's /64) wait for their request at once: a
+new one past that closes the one from the same address that has waited
+longest. At most :data:`MAX_CLIENTS` wait in all: past that, a newcomer
+closes the oldest waiting connection of the address that holds the most
+(of those, the one heard from last). So a slow or garbage
+client costs the agent a few sockets for a bounded time, and one address,
+however many connections it opens, cannot close a scraper's from another.
 
     >>> server = MetricsServer("127.0.0.1:9946", lambda: "up 1\\n")  # doctest: +SKIP
     >>> await server.start(); server.url                             # doctest: +SKIP
@@ -37,8 +41,10 @@ DEFAULT_METRICS = "127.0.0.1:9946"
 READ_TIMEOUT = 5.0
 #: Bytes of request line and headers at most (a scraper sends a few hundred).
 MAX_HEAD = 8192
-#: Connections served at once at most.
+#: Connections waiting for their request at once, at most.
 MAX_CLIENTS = 32
+#: Of those, from one address at most.
+MAX_PER_SOURCE = 8
 
 _REASONS = {
     200: "OK",
@@ -93,17 +99,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def source_of(host: str) -> str:
+    """What the per-address bound counts a client by: its IPv4 address, or
+    the /64 of an IPv6 one (one host may hold a whole /64), as the transport
+    does.
+
+    >>> source_of("10.0.0.7"), source_of("2001:db8::1"), source_of("::ffff:10.0.0.7")
+    ('10.0.0.7', '2001:db8::/64', '10.0.0.7')
+    """
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class MetricsServer:
     """Serve ``render()`` at ``/metrics`` on ``addr`` (see the module's doc)."""
 
-    def __init__(self, addr: str, render: Callable[[], str]) -> None:
+    def __init__(
+        self, addr: str, render: Callable[[], str], read_timeout: float = READ_TIMEOUT
+    ) -> None:
         self.host, self.port = parse_metrics_addr(addr)
         self.addr = addr
         self._render = render
+        self._read_timeout = read_timeout
         self._server: asyncio.AbstractServer | None = None
         self._clients = 0
-        # Connections still reading their request, oldest first.
-        self._reading: dict[asyncio.StreamWriter, None] = {}
+        # Connections still reading their request, oldest first, by address.
+        self._reading: dict[str, dict[asyncio.StreamWriter, None]] = {}
+        self._waiting = 0
 
     @property
     def url(self) -> str:
@@ -140,21 +169,51 @@ class MetricsServer:
         server, self._server = self._server, None
         await close_server(server)
 
+    def _admit(self, source: str, writer: asyncio.StreamWriter) -> None:
+        """Count a new connection as waiting for its request, first closing
+        one that waits already if a bound is reached (see the module's doc)."""
+        if len(self._reading.get(source, ())) >= MAX_PER_SOURCE:
+            self._drop(source)
+        elif self._waiting >= MAX_CLIENTS:
+            # The address holding the most; of those, the one heard from
+            # last (dicts keep the order keys were added in, and an address
+            # is added anew once it holds none), so that many addresses of
+            # one connection each close their own newest, not a scraper's.
+            most = max(map(len, self._reading.values()))
+            self._drop([k for k, v in self._reading.items() if len(v) == most][-1])
+        self._reading.setdefault(source, {})[writer] = None
+        self._waiting += 1
+
+    def _drop(self, source: str) -> None:
+        """Close the connection from source that has waited longest."""
+        oldest = next(iter(self._reading[source]))
+        self._forget(source, oldest)
+        oldest.close()
+
+    def _forget(self, source: str, writer: asyncio.StreamWriter) -> None:
+        """No longer count writer as waiting (if it still was)."""
+        mine = self._reading.get(source)
+        if mine is None or writer not in mine:
+            return
+        del mine[writer]
+        self._waiting -= 1
+        if not mine:
+            del self._reading[source]
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients += 1
-        if len(self._reading) >= MAX_CLIENTS:
-            # Full: the one that has waited longest for its request goes.
-            oldest = next(iter(self._reading))
-            del self._reading[oldest]
-            oldest.close()
-        self._reading[writer] = None
+        peer = writer.get_extra_info("peername")
+        source = source_of(str(peer[0])) if isinstance(peer, tuple) and peer else ""
+        self._admit(source, writer)
         try:
             try:
                 status, body, head_only = await self._answer(reader)
             finally:
-                self._reading.pop(writer, None)
+                self._forget(source, writer)
             if status:
-                await asyncio.wait_for(self._send(writer, status, body, head_only), READ_TIMEOUT)
+                await asyncio.wait_for(
+                    self._send(writer, status, body, head_only), self._read_timeout
+                )
         except (OSError, asyncio.TimeoutError):
             pass  # the client went away or would not take the answer
         finally:
@@ -167,7 +226,7 @@ class MetricsServer:
         """The status, body and whether to send headers only; status 0 for a
         client that went away before asking anything."""
         try:
-            head = await asyncio.wait_for(_read_head(reader), READ_TIMEOUT)
+            head = await asyncio.wait_for(_read_head(reader), self._read_timeout)
         except asyncio.TimeoutError:
             return 408, "no request within the time limit\n", False
         except (ValueError, asyncio.LimitOverrunError, _HeadTooLargeError):
