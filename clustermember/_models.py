@@ -322,6 +322,11 @@ class Member:
         return row
 
 
+#: Drop counters that count a part of another one (the transport's
+#: per-source handshake limit is in its rate limit too).
+_DROP_SUBSETS = frozenset({"net_drop_source_limit"})
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterStats:
     """A node's view and traffic, from one consistent read of the engine.
@@ -381,8 +386,10 @@ class ClusterStats:
 
     @property
     def dropped(self) -> int:
-        """Everything dropped, all reasons together."""
-        return sum(self.drops.values())
+        """Everything dropped, all reasons together, each drop once (a
+        handshake over its per-source rate, ``net_drop_source_limit``, is
+        also in ``net_drop_rate_limit`` and is not added again)."""
+        return sum(v for k, v in self.drops.items() if k not in _DROP_SUBSETS)
 
     def flat(self) -> dict[str, int]:
         """Every figure once, flat, named by its source, in a stable order.

@@ -6,6 +6,7 @@ an endpoint that bad clients cannot hang."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.agents import Agents, eventually
-from clustermember import ClusterCollector, ClusterConfig, ClusterMembership
+from clustermember import ClusterCollector, ClusterConfig, ClusterMembership, ClusterStats
 from clustermember._errors import MissingDependency
 from clustermember._metrics import (
     DROP_REASONS,
@@ -39,8 +40,10 @@ from clustermember._metrics import (
 from clustermember._metrics_server import (
     MAX_CLIENTS,
     MAX_HEAD,
+    MAX_PER_SOURCE,
     READ_TIMEOUT,
     MetricsAddressError,
+    MetricsServer,
     is_loopback,
     parse_metrics_addr,
 )
@@ -139,6 +142,17 @@ def test_help_and_type_precede_each_family_and_drop_reasons_are_disjoint() -> No
     assert value(fams, drops, layer="transport", reason="source_limit") == 2
     assert value(fams, drops, layer="protocol", reason="stale") == 7
     assert value(fams, "clustermember_event_queue_depth") == 4
+
+
+def test_stats_dropped_counts_a_per_source_drop_once() -> None:
+    """ClusterStats.dropped does not add the per-source handshake limit on
+    top of the rate limit it is part of (the metrics show the two apart)."""
+    c = collections.defaultdict(
+        int, net_drop_rate_limit=5, net_drop_source_limit=2, drop_stale=7, events_dropped=1
+    )
+    s = ClusterStats._from_counters("n0", c)
+    assert s.drops["net_drop_source_limit"] == 2
+    assert s.dropped == 5 + 7 + 1
 
 
 # ---------------------------------------------------------------- the docs
@@ -355,6 +369,89 @@ def test_bad_clients_get_an_error_or_a_close_and_the_agent_stays_healthy(
     assert a.alive()
     assert value(scrape(url), "clustermember_members", state="alive") == 1
     assert raw_request(url, b"HEAD /metrics HTTP/1.0\r\n\r\n")[0].endswith(b"\r\n\r\n")
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+GET = b"GET /metrics HTTP/1.0\r\n\r\n"
+#: Long enough that no connection of the test below times out on a loaded
+#: machine: what closes one there is the bound alone.
+PATIENT = 120.0
+
+
+async def answer(conn: Conn, rest: bytes = GET) -> bytes:
+    """Send (the rest of) a request on conn; what comes back before the
+    server closes it, empty if it had closed it already."""
+    reader, writer = conn
+    try:
+        writer.write(rest)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), PATIENT)
+    except (ConnectionResetError, BrokenPipeError):
+        return b""
+
+
+async def test_one_address_keeps_at_most_its_share_waiting() -> None:
+    """Below the bound on all connections, one address still keeps at most
+    MAX_PER_SOURCE waiting: each newer one closes its oldest."""
+    server = MetricsServer("127.0.0.1:0", lambda: "up 1\n", read_timeout=PATIENT)
+    await server.start()
+    conns: list[Conn] = []
+    try:
+        for _ in range(MAX_PER_SOURCE + 2):
+            conns.append(await asyncio.open_connection("127.0.0.1", server.port))
+        # Answered, so every connection before it was taken in (in order).
+        other = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+        conns.append(other)
+        assert (await answer(other)).startswith(b"HTTP/1.1 200 ")
+        got = await asyncio.gather(*map(answer, conns[:-1]))
+        assert [g.startswith(b"HTTP/1.1 200 ") for g in got] == [False] * 2 + [
+            True
+        ] * MAX_PER_SOURCE
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await server.close()
+
+
+async def test_one_address_cannot_close_a_scrape_from_another() -> None:
+    """A scraper sends half its request; then five addresses each open more
+    connections than one address may keep waiting, and forty more addresses
+    one each, more than the server keeps waiting in all. The scraper is
+    still answered; each of the five keeps at most MAX_PER_SOURCE, its
+    newest, and all of them together at most MAX_CLIENTS."""
+    server = MetricsServer("127.0.0.1:0", lambda: "up 1\n", read_timeout=PATIENT)
+    await server.start()
+    conns: list[Conn] = []
+
+    async def connect(source: str) -> Conn:
+        conn = await asyncio.open_connection("127.0.0.1", server.port, local_addr=(source, 0))
+        conns.append(conn)
+        return conn
+
+    try:
+        scraper = await connect("127.0.0.1")
+        scraper[1].write(b"GET /metr")
+        await scraper[1].drain()
+        flooders = [f"127.0.0.{i}" for i in range(2, 7)]
+        crowd = {a: [await connect(a) for _ in range(MAX_PER_SOURCE + 2)] for a in flooders}
+        singles = [await connect(f"127.0.1.{i}") for i in range(1, 41)]
+        # Answered, so every connection before it was taken in (in order).
+        assert (await answer(await connect("127.0.0.7"))).startswith(b"HTTP/1.1 200 ")
+        assert (await answer(scraper, b"ics HTTP/1.0\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+        got = await asyncio.gather(
+            *(answer(c) for a in flooders for c in crowd[a]), *map(answer, singles)
+        )
+        ok = [g.startswith(b"HTTP/1.1 200 ") for g in got]
+        per = MAX_PER_SOURCE + 2
+        for i, a in enumerate(flooders):
+            kept = ok[i * per : (i + 1) * per]
+            assert sum(kept) <= MAX_PER_SOURCE, (a, kept)
+            assert kept == sorted(kept), f"{a} lost a newer connection before an older one: {kept}"
+        assert sum(ok) <= MAX_CLIENTS - 1, ok
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await server.close()
 
 
 def test_a_metrics_port_in_use_is_one_line_and_a_nonzero_exit(agents: Agents) -> None:
