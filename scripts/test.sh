@@ -217,15 +217,23 @@ sanitizers() {
 }
 
 # Under coverage.py, against the extension built with coverage; then the C
-# figures of the unit tests and pytest together, layer by layer.
+# figures of the unit tests and pytest together, layer by layer. The long
+# tests that mostly wait on timers (a minute of 10% loss, crashed nodes
+# coming back, partitions between network namespaces: about 130 s) run in
+# a second pytest process beside the rest (LONG_PY_TESTS, as for the C
+# unit tests above).
+LONG_PY_TESTS="tests/test_faults.py::test_ten_percent_loss_gives_no_false_failures_and_still_detects
+tests/test_faults.py::test_crashed_node_restarts_with_same_id_and_address[before_failed]
+tests/test_faults.py::test_crashed_node_restarts_with_same_id_and_address[after_failed]
+tests/test_netns_faults.py"
 pytest_coverage() {
-  PYTHON=$PY sh scripts/cov_pytest.sh --no-build -q --durations=15 &&
+  PYTHON=$PY sh scripts/cov_pytest.sh --no-build --lane "$LONG_PY_TESTS" -q --durations=15 &&
     echo "-- C coverage: unit tests and pytest" &&
     make -s coverage-report COV_CHECK=--check
 }
 
 # What the steps' shells need from this one.
-export PY FUZZ_SECONDS LONG_C_TEST
+export PY FUZZ_SECONDS LONG_C_TEST LONG_PY_TESTS
 export -f seconds_since plain_tests asan_tests c_units side_work lint sanitizers \
   pytest_coverage
 step "set-up" bash scripts/setup.sh
