@@ -1711,6 +1711,27 @@ CM_TEST(net_idle_floor_keeps_a_connection_open) {
   t_finish(&loop, all, 2);
 }
 
+/* A peer that answers only at the QUIC level (its acknowledgements of our
+ * datagrams), never with a datagram of its own, is answering: the
+ * connection stays open past the configured idle timeout while one end
+ * sends one way, as gossip and a probe round's one-way traffic do. */
+CM_TEST(net_idle_floor_keeps_a_one_way_connection_open) {
+  uv_loop_t loop;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_pair_t pair = {&a, &b};
+  int i;
+
+  t_floor_pair(&loop, &a, &b, CM_MSEC(300), CM_SEC(30));
+  for (i = 0; i < 15; i++) {
+    CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"z", 1));
+    CM_CHECK(!t_run(&loop, t_either_timed_out, &pair, 100));
+  }
+  CM_CHECK_EQ(b.ndgram, 16);
+  CM_CHECK_EQ(t_stats(&a).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
 typedef struct {
   tnode_t *n;
   uint64_t want;
