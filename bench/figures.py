@@ -607,21 +607,149 @@ def fig_compare_join(rel: str) -> Callable[[], str]:
     return make
 
 
-def fig_compare_dpb(rel: str) -> Callable[[], str]:
-    """Detection per byte (current method) from one raw results file."""
+def fig_compare_full(*rels: str) -> Callable[[], str]:
+    """Every metric of the current method, one table each (median (min–max)
+    per system and N, with clustermember's ratio to Serf's profile), the
+    runs of the files pooled."""
 
     def make() -> str:
-        return compare_dpb(rel)
+        ok: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        sources = []
+        for rel in rels:
+            metas, rows = compare_report.load(ROOT / rel)
+            ok += [r for r in rows if r.get("method") == 2 and "error" not in r]
+            failed += [r for r in rows if r.get("method") == 2 and "error" in r]
+            sources.append(
+                compare_source(rel, metas)
+                + ". Versions: "
+                + json.dumps(metas[-1]["meta"] if metas else {})
+            )
+        parts = [compare_report.tables(ok).rstrip()]
+        if failed:
+            parts.append(
+                "Runs that failed: "
+                + "; ".join(
+                    f"{r['system']} N = {r['n']} run {r['repeat']}: {r['error']}" for r in failed
+                )
+            )
+        return "\n\n".join([*parts, *sources])
 
     return make
 
 
-def compare_dpb(rel: str) -> str:
+#: Join storms are judged against the Serf profile of the same name (LAN for
+#: the LAN-based profiles, local for local); the 10%-loss profile has no
+#: Serf counterpart, so only the 10-s bound applies to it.
+def _serf_for(system: str) -> str | None:
+    if system == "clustermember-lan-loss10":
+        return None
+    return "serf-local" if system == "clustermember-local" else "serf-lan"
+
+
+def fig_compare_join_goals(rels: list[str], n: int = 100) -> Callable[[], str]:
+    """Join storms at N = n against the goals: converge once every process is
+    up no slower than Serf's, from launch within 1.5 x Serf's, and no run of
+    any profile (10% loss included) slower than 10 s once every process was
+    up. Every run of every file is a sample; a run that did not converge
+    within the harness's deadline counts as over 10 s."""
+
+    def make() -> str:
+        by: dict[str, list[dict[str, Any]]] = {}
+        sources = []
+        for rel in rels:
+            metas, rows = compare_report.load(ROOT / rel)
+            sources.append(compare_source(rel, metas))
+            for r in rows:
+                if r.get("method") == 2 and "error" not in r and r["n"] == n:
+                    by.setdefault(r["system"], []).append(r)
+
+        def times(rs: list[dict[str, Any]], key: str) -> tuple[list[float], int]:
+            """The runs' times, and how many runs did not converge."""
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            return vals, len(rs) - len(vals)
+
+        def cell(vals: list[float], missing: int) -> str:
+            if not vals:
+                return f"none of {missing} converged"
+            text = f"{statistics.median(vals):.2f} s ({max(vals):.2f})"
+            return text + (f", {missing} did not converge" if missing else "")
+
+        def ratio(a: list[float], serf: str | None, key: str) -> float | None:
+            b, _ = times(by.get(serf, []), key) if serf else ([], 0)
+            if not a or not b or statistics.median(b) <= 0:
+                return None
+            return statistics.median(a) / statistics.median(b)
+
+        lines = [
+            f"| system (N = {n}) | converged after every process was up: median (slowest) "
+            "| against Serf's | from launch: median (slowest) | against Serf's | runs "
+            "| goal (≤ Serf's after up, ≤ 1.5× from launch, no run over 10 s after up) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for system in compare_report.ORDER:
+            rs = by.get(system)
+            if not rs:
+                continue
+            after, lost = times(rs, "converge_after_up_s")
+            launch, lost_l = times(rs, "converge_s")
+            if not system.startswith("clustermember"):
+                lines.append(
+                    f"| {system} | {cell(after, lost)} | – | {cell(launch, lost_l)} | – "
+                    f"| {len(rs)} | – |"
+                )
+                continue
+            serf = _serf_for(system)
+            ra = ratio(after, serf, "converge_after_up_s")
+            rl = ratio(launch, serf, "converge_s")
+            verdicts = []
+            if serf is not None:
+                if ra is None or rl is None:
+                    verdicts.append(f"no {serf} run to compare with")
+                if ra is not None and ra > 1.0:
+                    verdicts.append("after up")
+                if rl is not None and rl > 1.5:
+                    verdicts.append("from launch")
+            if lost or (after and max(after) > 10.0):
+                verdicts.append("a run over 10 s")
+            missed = [v for v in verdicts if not v.startswith("no ")]
+            verdict = ("missed: " + ", ".join(missed)) if missed else "met"
+            if serf is None:
+                verdict += " (the 10-s bound only: Serf has no such profile)"
+            elif len(missed) != len(verdicts):
+                verdict += f" ({verdicts[0]}: the 10-s bound only)"
+            lines.append(
+                f"| {system} | {cell(after, lost)} "
+                f"| {f'{ra:.2f} of {serf}' if ra is not None else '–'} "
+                f"| {cell(launch, lost_l)} "
+                f"| {f'{rl:.2f} of {serf}' if rl is not None else '–'} | {len(rs)} "
+                f"| {verdict} |"
+            )
+        return "\n".join([*lines, "", "\n\n".join(f"{src}." for src in sources)])
+
+    return make
+
+
+def fig_compare_dpb(*rels: str) -> Callable[[], str]:
+    """Detection per byte (current method) from raw results files (their
+    runs pooled)."""
+
+    def make() -> str:
+        return compare_dpb(*rels)
+
+    return make
+
+
+def compare_dpb(*rels: str) -> str:
     """Detection per byte (current method): detect-all against bytes per
     node, every profile of both systems, with the false alarms beside, and
     the goal (clustermember at most half Serf LAN's time, at no more bytes)."""
-    metas, rows = compare_report.load(ROOT / rel)
-    ok = [r for r in rows if r.get("method") == 2 and "error" not in r]
+    ok: list[dict[str, Any]] = []
+    sources: list[tuple[str, list[dict[str, Any]]]] = []
+    for rel in rels:
+        metas, rows = compare_report.load(ROOT / rel)
+        sources.append((rel, metas))
+        ok += [r for r in rows if r.get("method") == 2 and "error" not in r]
     by = compare_report.collect(ok)
 
     def episodes(s: str, n: int, key: str) -> str:
@@ -672,9 +800,12 @@ def compare_dpb(rel: str) -> str:
             *lines,
             *goal,
             "",
-            compare_source(rel, metas)
-            + ". Versions: "
-            + json.dumps(metas[-1]["meta"] if metas else {}),
+            "\n\n".join(
+                compare_source(rel, metas)
+                + ". Versions: "
+                + json.dumps(metas[-1]["meta"] if metas else {})
+                for rel, metas in sources
+            ),
         ]
     )
 
@@ -1098,6 +1229,11 @@ def fig_userevents(rel: str) -> Callable[[], str]:
     return make
 
 
+#: The full comparison at one commit (every N, three runs), and the other
+#: profiles at N = 100 beside it.
+COMPARE_FULL = "bench/results/compare-e567356-full.jsonl"
+COMPARE_FULL_N100 = "bench/results/compare-e567356-n100-profiles.jsonl"
+
 FIGURES: dict[str, Callable[[], str]] = {
     "sim-matrix": fig_sim_matrix,
     "sim-targets": fig_sim_targets,
@@ -1126,6 +1262,12 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-dpb-steady": fig_compare_dpb("bench/results/compare-c8cf810-steady120.jsonl"),
     "startup": fig_startup("bench/results/startup-abaaa19.json"),
     "compare-join-n100": fig_compare_join("bench/results/compare-cae3a0c-n100.jsonl"),
+    "compare-full": fig_compare_full(COMPARE_FULL, COMPARE_FULL_N100),
+    "compare-dpb-full": fig_compare_dpb(COMPARE_FULL, COMPARE_FULL_N100),
+    "compare-join-goals": fig_compare_join_goals([COMPARE_FULL, COMPARE_FULL_N100]),
+    "compare-dpb-steady-n100": fig_compare_dpb(
+        "bench/results/compare-e567356-n100-steady180.jsonl"
+    ),
     "profiles": fig_profiles,
 }
 

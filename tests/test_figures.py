@@ -92,3 +92,45 @@ def test_the_profile_study_gives_its_documented_figures_at_this_code() -> None:
         f"bench/profile_study.py at this code differs from {figures.PROFILES}: "
         "re-run it and bench/figures.py --write"
     )
+
+
+def test_the_join_goals_count_a_run_that_never_converged_as_a_miss(tmp_path: Any) -> None:
+    """A join storm that did not converge within the harness's deadline is a
+    run over 10 s, not a run left out; a profile Serf has no counterpart for
+    is held to the 10-s bound alone."""
+
+    def row(system: str, after: float | None, launch: float | None) -> str:
+        return json.dumps(
+            {
+                "system": system,
+                "n": 100,
+                "repeat": 0,
+                "method": 2,
+                "converge_after_up_s": after,
+                "converge_s": launch,
+            }
+        )
+
+    raw = tmp_path / "join.jsonl"
+    meta = {"meta": {}, "argv": ["x", "run"], "label": "made up"}
+    raw.write_text(
+        "\n".join(
+            [
+                json.dumps(meta),
+                row("clustermember-lan", 0.5, 4.0),
+                row("clustermember-lan", 0.6, 4.2),
+                row("clustermember-lan", None, None),
+                row("clustermember-lan-loss10", 3.0, 9.0),
+                row("clustermember-local", 0.5, 4.0),
+                row("serf-lan", 1.0, 3.0),
+            ]
+        )
+        + "\n"
+    )
+    table = figures.fig_compare_join_goals([str(raw)])()
+    lines = {ln.split(" | ")[0].lstrip("| "): ln for ln in table.splitlines() if ln.startswith("|")}
+    assert "1 did not converge" in lines["clustermember-lan"]
+    assert lines["clustermember-lan"].endswith("| missed: a run over 10 s |")
+    assert "met (the 10-s bound only" in lines["clustermember-lan-loss10"]
+    assert "no serf-local run to compare with" in lines["clustermember-local"]
+    assert lines["serf-lan"].endswith("| – |")

@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--base-port", type=int, default=23000)
     r.add_argument("--out", default="bench/compare/results.jsonl")
     rep = sub.add_parser("report", help="tables and plots from a results file")
-    rep.add_argument("results")
+    rep.add_argument("results", nargs="+", help="results files (their runs pooled)")
     rep.add_argument("--img", default="docs/img")
+    rep.add_argument("--prefix", default="compare", help="the plots' file names start so")
     args = p.parse_args(argv)
     if args.cmd == "run":
         if min(args.nodes) < 3:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     from bench.compare.report import report
 
-    print(report(Path(args.results), Path(args.img)))
+    print(report([Path(r) for r in args.results], Path(args.img), args.prefix))
     return 0
 
 

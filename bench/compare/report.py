@@ -312,8 +312,10 @@ def tables(
     return "\n".join(out)
 
 
-def plots(rows: list[Row], img: Path) -> list[Path]:
-    """detect (all survivors) and converge against N, every system."""
+def plots(rows: list[Row], img: Path, prefix: str = "compare") -> list[Path]:
+    """detect (all survivors) and converge against N, every system, and
+    detection against bytes: PREFIX_detect_vs_n.png, PREFIX_converge_vs_n.png
+    and PREFIX_detect_vs_bytes.png in img."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,8 +326,8 @@ def plots(rows: list[Row], img: Path) -> list[Path]:
     ns = sorted({k[1] for k in by})
     made = []
     for key, title, fname in (
-        ("detect_all_s", "Killed node marked failed by every survivor", "compare_detect_vs_n.png"),
-        ("converge_s", "Every node sees all N alive (from launch)", "compare_converge_vs_n.png"),
+        ("detect_all_s", "Killed node marked failed by every survivor", "detect_vs_n"),
+        ("converge_s", "Every node sees all N alive (from launch)", "converge_vs_n"),
     ):
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for s in systems:
@@ -348,7 +350,7 @@ def plots(rows: list[Row], img: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         img.mkdir(parents=True, exist_ok=True)
-        path = img / fname
+        path = img / f"{prefix}_{fname}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
@@ -370,7 +372,7 @@ def plots(rows: list[Row], img: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = img / "compare_detect_vs_bytes.png"
+        path = img / f"{prefix}_detect_vs_bytes.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
@@ -395,8 +397,15 @@ def earlier_report(results: Path) -> str:
     return "\n".join(parts)
 
 
-def report(results: Path, img: Path) -> str:
-    metas, rows = load(results)
+def report(results: Path | list[Path], img: Path, prefix: str = "compare") -> str:
+    """Tables of every metric and the plots (see plots) of one or more
+    results files, their runs pooled."""
+    metas: list[dict[str, Any]] = []
+    rows: list[Row] = []
+    for path in [results] if isinstance(results, Path) else results:
+        m, r = load(path)
+        metas += m
+        rows += r
     old = [r for r in rows if r.get("method") != 2]
     rows = [r for r in rows if r.get("method") == 2]
     errors = [r for r in rows if "error" in r]
@@ -415,6 +424,6 @@ def report(results: Path, img: Path) -> str:
     if errors:
         parts.append("Runs that failed:\n")
         parts += [f"- {r['system']} N={r['n']} repeat {r['repeat']}: {r['error']}" for r in errors]
-    for p in plots(ok, img):
+    for p in plots(ok, img, prefix):
         parts.append(f"\nwrote {p}")
     return "\n".join(parts)
