@@ -475,7 +475,7 @@ def fig_compare_earlier() -> str:
     )
 
 
-API = "bench/results/api-2129c4d.json"
+API = "bench/results/api-b55b769.json"
 EVENTS = "bench/results/events-b243525.json"
 EVENTS_BEFORE = "bench/results/events-144cdec.json"
 
