@@ -584,6 +584,26 @@ def compare_source(rel: str, metas: list[dict[str, Any]]) -> str:
     return f"Raw results `{rel}` ({label}): {cmd}"
 
 
+def compare_files(
+    rels: Iterable[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The current method's runs of raw comparison files, pooled: those that
+    ran, those that failed, and each file's source line with its versions."""
+    ok: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    sources = []
+    for rel in rels:
+        metas, rows = compare_report.load(ROOT / rel)
+        ok += [r for r in rows if r.get("method") == 2 and "error" not in r]
+        failed += [r for r in rows if r.get("method") == 2 and "error" in r]
+        sources.append(
+            compare_source(rel, metas)
+            + ". Versions: "
+            + json.dumps(metas[-1]["meta"] if metas else {})
+        )
+    return ok, failed, sources
+
+
 def fig_compare_join(rel: str) -> Callable[[], str]:
     """Join storms (current method): every process up, then every node
     seeing all N alive, from the joiners' launch and from the last one up."""
@@ -613,18 +633,7 @@ def fig_compare_full(*rels: str) -> Callable[[], str]:
     runs of the files pooled."""
 
     def make() -> str:
-        ok: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        sources = []
-        for rel in rels:
-            metas, rows = compare_report.load(ROOT / rel)
-            ok += [r for r in rows if r.get("method") == 2 and "error" not in r]
-            failed += [r for r in rows if r.get("method") == 2 and "error" in r]
-            sources.append(
-                compare_source(rel, metas)
-                + ". Versions: "
-                + json.dumps(metas[-1]["meta"] if metas else {})
-            )
+        ok, failed, sources = compare_files(rels)
         parts = [compare_report.tables(ok).rstrip()]
         if failed:
             parts.append(
@@ -744,12 +753,7 @@ def compare_dpb(*rels: str) -> str:
     """Detection per byte (current method): detect-all against bytes per
     node, every profile of both systems, with the false alarms beside, and
     the goal (clustermember at most half Serf LAN's time, at no more bytes)."""
-    ok: list[dict[str, Any]] = []
-    sources: list[tuple[str, list[dict[str, Any]]]] = []
-    for rel in rels:
-        metas, rows = compare_report.load(ROOT / rel)
-        sources.append((rel, metas))
-        ok += [r for r in rows if r.get("method") == 2 and "error" not in r]
+    ok, _, sources = compare_files(rels)
     by = compare_report.collect(ok)
 
     def episodes(s: str, n: int, key: str) -> str:
@@ -800,12 +804,7 @@ def compare_dpb(*rels: str) -> str:
             *lines,
             *goal,
             "",
-            "\n\n".join(
-                compare_source(rel, metas)
-                + ". Versions: "
-                + json.dumps(metas[-1]["meta"] if metas else {})
-                for rel, metas in sources
-            ),
+            "\n\n".join(sources),
         ]
     )
 

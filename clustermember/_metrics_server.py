@@ -129,10 +129,8 @@ class MetricsServer:
         self._render = render
         self._read_timeout = read_timeout
         self._server: asyncio.AbstractServer | None = None
-        self._clients = 0
         # Connections still reading their request, oldest first, by address.
         self._reading: dict[str, dict[asyncio.StreamWriter, None]] = {}
-        self._waiting = 0
 
     @property
     def url(self) -> str:
@@ -174,7 +172,7 @@ class MetricsServer:
         one that waits already if a bound is reached (see the module's doc)."""
         if len(self._reading.get(source, ())) >= MAX_PER_SOURCE:
             self._drop(source)
-        elif self._waiting >= MAX_CLIENTS:
+        elif sum(map(len, self._reading.values())) >= MAX_CLIENTS:
             # The address holding the most; of those, the one heard from
             # last (dicts keep the order keys were added in, and an address
             # is added anew once it holds none), so that many addresses of
@@ -182,7 +180,6 @@ class MetricsServer:
             most = max(map(len, self._reading.values()))
             self._drop([k for k, v in self._reading.items() if len(v) == most][-1])
         self._reading.setdefault(source, {})[writer] = None
-        self._waiting += 1
 
     def _drop(self, source: str) -> None:
         """Close the connection from source that has waited longest."""
@@ -196,12 +193,10 @@ class MetricsServer:
         if mine is None or writer not in mine:
             return
         del mine[writer]
-        self._waiting -= 1
         if not mine:
             del self._reading[source]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients += 1
         peer = writer.get_extra_info("peername")
         source = source_of(str(peer[0])) if isinstance(peer, tuple) and peer else ""
         self._admit(source, writer)
@@ -217,7 +212,6 @@ class MetricsServer:
         except (OSError, asyncio.TimeoutError):
             pass  # the client went away or would not take the answer
         finally:
-            self._clients -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)

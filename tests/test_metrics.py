@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import re
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -390,35 +392,11 @@ async def answer(conn: Conn, rest: bytes = GET) -> bytes:
         return b""
 
 
-async def test_one_address_keeps_at_most_its_share_waiting() -> None:
-    """Below the bound on all connections, one address still keeps at most
-    MAX_PER_SOURCE waiting: each newer one closes its oldest."""
-    server = MetricsServer("127.0.0.1:0", lambda: "up 1\n", read_timeout=PATIENT)
-    await server.start()
-    conns: list[Conn] = []
-    try:
-        for _ in range(MAX_PER_SOURCE + 2):
-            conns.append(await asyncio.open_connection("127.0.0.1", server.port))
-        # Answered, so every connection before it was taken in (in order).
-        other = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
-        conns.append(other)
-        assert (await answer(other)).startswith(b"HTTP/1.1 200 ")
-        got = await asyncio.gather(*map(answer, conns[:-1]))
-        assert [g.startswith(b"HTTP/1.1 200 ") for g in got] == [False] * 2 + [
-            True
-        ] * MAX_PER_SOURCE
-    finally:
-        for _, writer in conns:
-            writer.close()
-        await server.close()
-
-
-async def test_one_address_cannot_close_a_scrape_from_another() -> None:
-    """A scraper sends half its request; then five addresses each open more
-    connections than one address may keep waiting, and forty more addresses
-    one each, more than the server keeps waiting in all. The scraper is
-    still answered; each of the five keeps at most MAX_PER_SOURCE, its
-    newest, and all of them together at most MAX_CLIENTS."""
+@contextlib.asynccontextmanager
+async def patient_server() -> AsyncIterator[Callable[[str], Awaitable[Conn]]]:
+    """A metrics server whose clients never time out, and a function that
+    opens a connection to it from a given local address; every connection
+    and the server are closed at the end."""
     server = MetricsServer("127.0.0.1:0", lambda: "up 1\n", read_timeout=PATIENT)
     await server.start()
     conns: list[Conn] = []
@@ -429,6 +407,33 @@ async def test_one_address_cannot_close_a_scrape_from_another() -> None:
         return conn
 
     try:
+        yield connect
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await server.close()
+
+
+async def test_one_address_keeps_at_most_its_share_waiting() -> None:
+    """Below the bound on all connections, one address still keeps at most
+    MAX_PER_SOURCE waiting: each newer one closes its oldest."""
+    async with patient_server() as connect:
+        mine = [await connect("127.0.0.1") for _ in range(MAX_PER_SOURCE + 2)]
+        # Answered, so every connection before it was taken in (in order).
+        assert (await answer(await connect("127.0.0.2"))).startswith(b"HTTP/1.1 200 ")
+        got = await asyncio.gather(*map(answer, mine))
+        assert [g.startswith(b"HTTP/1.1 200 ") for g in got] == [False] * 2 + [
+            True
+        ] * MAX_PER_SOURCE
+
+
+async def test_one_address_cannot_close_a_scrape_from_another() -> None:
+    """A scraper sends half its request; then five addresses each open more
+    connections than one address may keep waiting, and forty more addresses
+    one each, more than the server keeps waiting in all. The scraper is
+    still answered; each of the five keeps at most MAX_PER_SOURCE, its
+    newest, and all of them together at most MAX_CLIENTS."""
+    async with patient_server() as connect:
         scraper = await connect("127.0.0.1")
         scraper[1].write(b"GET /metr")
         await scraper[1].drain()
@@ -448,10 +453,6 @@ async def test_one_address_cannot_close_a_scrape_from_another() -> None:
             assert sum(kept) <= MAX_PER_SOURCE, (a, kept)
             assert kept == sorted(kept), f"{a} lost a newer connection before an older one: {kept}"
         assert sum(ok) <= MAX_CLIENTS - 1, ok
-    finally:
-        for _, writer in conns:
-            writer.close()
-        await server.close()
 
 
 def test_a_metrics_port_in_use_is_one_line_and_a_nonzero_exit(agents: Agents) -> None:

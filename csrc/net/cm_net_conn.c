@@ -496,12 +496,15 @@ static void conn_fail(cm_net_conn_t *c, int liberr) {
   cm_net__conn_close(c, CM_EQUIC, 1);
 }
 
-/* Open streams for queued requests and carry out stream shutdowns. */
+/* When an unanswering peer is given up (see cm_net_conn.unanswered);
+ * UINT64_MAX while nothing we sent waits for an answer. */
 static uint64_t conn_unanswered_at(const cm_net_conn_t *c) {
   return c->unanswered > 0 && c->wait_since > 0 ? c->wait_since + c->unanswered
                                                 : UINT64_MAX;
 }
 
+/* The connection's next deadline: QUIC's timers, request deadlines and the
+ * unanswered-peer deadline, whichever comes first. */
 static void conn_update_expiry(cm_net_conn_t *c) {
   uint64_t e = cm_net__streams_deadline(c, ngtcp2_conn_get_expiry(c->qc));
   uint64_t u = conn_unanswered_at(c);
