@@ -222,6 +222,7 @@ class ConfigOverrides(TypedDict, total=False):
     awareness_max: int
     suspicion_mult: int
     suspicion_max_mult: int
+    suspicion_confirmations: int
     phi_threshold: float
     phi_window: int
     phi_min_std: float
@@ -299,6 +300,7 @@ class ClusterConfig:
     awareness_max: int = _LAN["awareness_max"]
     suspicion_mult: int = _LAN["suspicion_mult"]
     suspicion_max_mult: int = _LAN["suspicion_max_mult"]
+    suspicion_confirmations: int = _LAN["suspicion_confirmations"]
     phi_threshold: float = _LAN["phi_threshold"]
     phi_window: int = _LAN["phi_window"]
     phi_min_std: float = _LAN["phi_min_std"]

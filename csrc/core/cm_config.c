@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cm_suspicion.h"
 #include "cm_wire.h"
 
 /* Values and reasons: docs/configuration.md. */
@@ -14,6 +15,7 @@ void cm_config_lan(cm_config_t *c) {
   c->awareness_max = 8;
   c->suspicion_mult = 4;
   c->suspicion_max_mult = 6;
+  c->suspicion_confirmations = 2;
   c->phi_threshold = 8.0;
   c->phi_window = 32;
   c->phi_min_std = CM_MSEC(100);
@@ -57,6 +59,7 @@ void cm_config_wan(cm_config_t *c) {
   c->probe_interval = CM_SEC(5);
   c->probe_timeout = CM_SEC(3);
   c->suspicion_mult = 6;
+  c->suspicion_confirmations = 4;
   c->gossip_interval = CM_MSEC(500);
   c->gossip_nodes = 4;
   c->gossip_to_dead = CM_SEC(60);
@@ -72,6 +75,7 @@ void cm_config_local(cm_config_t *c) {
   c->probe_timeout = CM_MSEC(100);
   c->indirect_checks = 1;
   c->suspicion_mult = 3;
+  c->suspicion_confirmations = 1;
   c->retransmit_mult = 2;
   c->gossip_interval = CM_MSEC(50);
   c->gossip_to_dead = CM_SEC(15);
@@ -92,6 +96,8 @@ void cm_config_local(cm_config_t *c) {
 #define CM_MIN_PACKET 512
 
 /* The max_members message names the format's limit. */
+_Static_assert(CM_SUSPICION_MAX_K == 16,
+               "update suspicion_confirmations' message");
 _Static_assert(CM_WIRE_PP_MAX_ENTRIES == 65536, "update max_members' message");
 
 int cm_config_validate(const cm_config_t *c, const char **why) {
@@ -109,6 +115,8 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
     CM_FAIL("suspicion_mult must be between 1 and 100");
   if (c->suspicion_max_mult < 1 || c->suspicion_max_mult > 100)
     CM_FAIL("suspicion_max_mult must be between 1 and 100");
+  if (c->suspicion_confirmations > CM_SUSPICION_MAX_K)
+    CM_FAIL("suspicion_confirmations must be at most 16");
   if (!(c->phi_threshold > 0.0) || c->phi_threshold > 1000.0)
     CM_FAIL("phi_threshold must be in (0, 1000]");
   if (c->phi_window < 2 || c->phi_window > 10000)

@@ -14,9 +14,11 @@ typedef struct cm_config {
   uint32_t indirect_checks; /* helpers asked to probe on our behalf (k) */
   uint32_t awareness_max;   /* local health score ceiling (multiplier) */
   /* Lifeguard suspicion: min = mult * max(1, log10 n) * probe_interval,
-   * max = max_mult * min, shrinking with independent confirmations. */
+   * max = max_mult * min, shrinking to min once `confirmations`
+   * independent accusers besides the first have confirmed it. */
   uint32_t suspicion_mult;
   uint32_t suspicion_max_mult;
+  uint32_t suspicion_confirmations; /* k; memberlist derives mult - 2 */
   /* Phi accrual over arrivals from each peer (Akka's meaning), reported
    * per member; it takes no part in the protocol. */
   double phi_threshold;           /* no effect: accepted for old configs */

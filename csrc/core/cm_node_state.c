@@ -241,7 +241,7 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   if (cm_member_ext(m) == NULL)
     return;
   live = cm_node__live_count(n);
-  k = n->cfg.suspicion_mult > 2 ? n->cfg.suspicion_mult - 2 : 0;
+  k = n->cfg.suspicion_confirmations;
   /* Too few others to confirm: do not wait for confirmations. */
   if (live < k + 2)
     k = 0;

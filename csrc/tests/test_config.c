@@ -40,7 +40,8 @@ CM_TEST(config_refuses_each_bound_by_name) {
       "phi_window",         "phi_min_std",         "gossip_interval",
       "retransmit_mult",    "max_broadcast_queue", "pushpull_interval",
       "reconnect_interval", "max_packet_size",     "max_tag_key",
-      "max_tag_value",      "max_tags_size",       "max_pushpull_size"};
+      "max_tag_value",      "max_tags_size",       "suspicion_confirmations",
+      "max_pushpull_size"};
   size_t i;
   for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
     cm_config_t c;
@@ -97,6 +98,9 @@ CM_TEST(config_refuses_each_bound_by_name) {
       break;
     case 16:
       c.max_tags_size = 4097;
+      break;
+    case 17:
+      c.suspicion_confirmations = 17;
       break;
     default:
       c.max_pushpull_size = 4095;

@@ -1604,7 +1604,7 @@ CM_TEST(rule_left_and_failed_members_are_reaped_on_time) {
   cm_config_lan(&c);
   c.reap_left_after = CM_SEC(30);
   c.reconnect_timeout = CM_SEC(45);
-  c.suspicion_mult = 100; /* 3 live < k + 2: timeout = min = 50 s */
+  c.suspicion_mult = 100; /* 3 live < k + 2 = 4: timeout = min = 50 s */
   n = mk_node_cfg("a", 1, &c);
   memset(&l, 0, sizeof(l));
   alive_each(n, ids, 4, 2);
@@ -1935,16 +1935,23 @@ CM_TEST(rule_gossip_reaches_the_dead_for_gossip_to_dead) {
 }
 
 /* A node "a" with b, c, d and x alive at incarnation 1: five live members,
- * so k = suspicion_mult - 2 = 2 confirmations are expected, and the
- * suspicion timeout runs from min = 4 x 0.5 s = 2 s to max = 6 x min =
- * 12 s. */
-static cm_node_t *with_bcdx(void) {
+ * so with c's k confirmations expected (<= 3) the suspicion timeout runs
+ * from min = suspicion_mult x 0.5 s to max = 6 x min. */
+static cm_node_t *with_bcdx_cfg(const cm_config_t *c) {
   static const char *const ids[] = {"b", "c", "d", "x"};
-  cm_node_t *n = mk_node("a", 1);
+  cm_node_t *n = mk_node_cfg("a", 1, c);
   cm_event_t ev;
   alive_each(n, ids, 4, 2);
   drain_events(n, CM_EV_JOINED, &ev);
   return n;
+}
+
+/* The LAN profile's: k = 2 confirmations, min = 4 x 0.5 s = 2 s, max =
+ * 12 s. */
+static cm_node_t *with_bcdx(void) {
+  cm_config_t c;
+  cm_config_lan(&c);
+  return with_bcdx_cfg(&c);
 }
 
 /* An independent accuser's SUSPECT about a member already suspected is
@@ -2029,6 +2036,30 @@ CM_TEST(rule_confirmations_shorten_the_suspicion_timeout) {
   cm_node_free(n);
   n = with_bcdx();
   suspicion_fails_after(n, by, 2, CM_SEC(2), 0);
+  cm_node_free(n);
+}
+
+/* The confirmations awaited are suspicion_confirmations, not memberlist's
+ * suspicion_mult - 2: with multiplier 4 and none awaited, an unconfirmed
+ * suspicion is due at min (2 s), not max; with multiplier 2 (min 1 s, max
+ * 6 s) and one awaited, unconfirmed at max, and one confirmation (at
+ * 0.5 s) brings it to min. */
+CM_TEST(rule_confirmations_awaited_are_set_apart_from_the_multiplier) {
+  static const char *const by[] = {"c"};
+  cm_config_t c;
+  cm_node_t *n;
+  cm_config_lan(&c);
+  c.suspicion_confirmations = 0;
+  n = with_bcdx_cfg(&c);
+  suspicion_fails_after(n, NULL, 0, CM_SEC(2), 0);
+  cm_node_free(n);
+  c.suspicion_mult = 2;
+  c.suspicion_confirmations = 1;
+  n = with_bcdx_cfg(&c);
+  suspicion_fails_after(n, NULL, 0, CM_SEC(6), 0);
+  cm_node_free(n);
+  n = with_bcdx_cfg(&c);
+  suspicion_fails_after(n, by, 1, CM_SEC(1), 0);
   cm_node_free(n);
 }
 
