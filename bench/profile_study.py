@@ -7,7 +7,8 @@ until every survivor lists a killed node failed) and ``falsepos`` with
 uniform loss (suspicions and false failures over a watch window, no fault
 but the loss), and reports the protocol's own bytes per node per second
 in the healthy run (QUIC's overhead is not simulated: bench/engine_bench.py
-measures it)::
+measures it), and the longest pause of one node that no member takes for
+a failure (seeds 1-3, in steps of a quarter second)::
 
     python bench/profile_study.py --nodes 20 50 --seeds 8 --out bench/results/profiles-COMMIT.json
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -25,17 +27,60 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.raw import commit  # noqa: E402
+from clustermember._core import Simulator  # noqa: E402
 from clustermember.sim import run  # noqa: E402
+from clustermember.sim._scenarios import LATENCY  # noqa: E402
 
 # Serf LAN's probing: memberlist's DefaultLANConfig.
 _ONE_S = {"probe_interval": 1.0, "probe_timeout": 0.5}
-#: name -> ClusterConfig overrides on the LAN profile.
+#: name -> ClusterConfig overrides on the LAN profile. A multiplier alone
+#: awaits memberlist's mult - 2 confirmations (none under 3).
 PROFILES: dict[str, dict[str, float]] = {
     "lan (default)": {},
     "1 s probes, suspicion_mult 4 (Serf LAN's)": _ONE_S,
-    **{f"1 s probes, suspicion_mult {k}": {**_ONE_S, "suspicion_mult": k} for k in (3, 2, 1)},
+    **{
+        f"1 s probes, suspicion_mult {m}": {
+            **_ONE_S,
+            "suspicion_mult": m,
+            "suspicion_confirmations": max(0, m - 2),
+        }
+        for m in (3, 2, 1)
+    },
+    "1 s probes, suspicion_mult 1, 1 confirmation": {
+        **_ONE_S,
+        "suspicion_mult": 1,
+        "suspicion_confirmations": 1,
+    },
 }
 LOSSES = (0.05, 0.10)
+#: Pauses tried, shortest first, and the seeds each is tried with.
+PAUSES = [0.25 * i for i in range(1, 81)]
+PAUSE_SEEDS = (1, 2, 3)
+
+
+def pause_survived(cfg: dict[str, float], n: int, seed: int) -> float:
+    """The longest pause in PAUSES, below the first that some member took for
+    a failure, of one node (chosen by the seed) in a settled cluster.
+
+    >>> pause_survived({}, 20, 1)  # doctest: +SKIP
+    3.0
+    """
+    victim = random.Random(seed).randrange(1, n)
+    survived = 0.0
+    for p in PAUSES:
+        sim = Simulator(n, seed=seed, latency=LATENCY, config=cfg or None)
+        try:
+            sim.bootstrap()
+            sim.run_for(5.0)
+            sim.reset_event_counts()
+            sim.pause(victim, p)
+            sim.run_for(p + 20.0)
+            if sim.event_counts()["failed"]:
+                return survived
+        finally:
+            sim.close()
+        survived = p
+    return survived
 
 
 def study(name: str, cfg: dict[str, float], n: int, seeds: int, watch: float) -> dict[str, Any]:
@@ -47,6 +92,7 @@ def study(name: str, cfg: dict[str, float], n: int, seeds: int, watch: float) ->
         for loss in LOSSES
     }
     times = [r.metrics["all_failed_s"] for r in detect]
+    pauses = [pause_survived(cfg, n, s) for s in PAUSE_SEEDS]
     return {
         "profile": name,
         "config": cfg,
@@ -55,6 +101,7 @@ def study(name: str, cfg: dict[str, float], n: int, seeds: int, watch: float) ->
         "detect_all_median_s": statistics.median(t for t in times if t is not None),
         "false_failures_in_detect": sum(r.metrics["false_failures"] for r in detect),
         "bytes_per_node_s": healthy.network["bytes_sent"] / n / watch,
+        "pause_survived_s": pauses,
         "falsepos": {
             loss: {
                 "suspicions": r.metrics["alive_to_suspect"],
@@ -85,7 +132,8 @@ def main() -> None:
             )
             print(
                 f"{name:45} N={n:3} detect {r['detect_all_median_s']:.2f} s "
-                f"bytes {r['bytes_per_node_s']:.0f}/s  loss susp/fail {fp}",
+                f"bytes {r['bytes_per_node_s']:.0f}/s  loss susp/fail {fp}  "
+                f"pause survived {r['pause_survived_s']}",
                 flush=True,
             )
     doc = {

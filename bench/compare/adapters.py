@@ -711,16 +711,31 @@ SYSTEMS = (
     "clustermember-lan-1s",
     "clustermember-lan-1s-m2",
     "clustermember-lan-1s-m1",
+    "clustermember-lan-1s-m1k1",
 )
 
 # Serf's LAN timing (memberlist DefaultLANConfig: ProbeInterval 1 s,
 # ProbeTimeout 500 ms), for a comparison at equal probing; then with a
-# shorter suspicion (bench/profile_study.py).
+# shorter suspicion (bench/profile_study.py): m2 and m1 await memberlist's
+# mult - 2 confirmations (none), m1k1 one.
 SERF_LAN_PROBING = {"probe_interval": 1.0, "probe_timeout": 0.5}
 LAN_WITH_SETTINGS: dict[str, dict[str, float]] = {
     "clustermember-lan-1s": SERF_LAN_PROBING,
-    "clustermember-lan-1s-m2": {**SERF_LAN_PROBING, "suspicion_mult": 2},
-    "clustermember-lan-1s-m1": {**SERF_LAN_PROBING, "suspicion_mult": 1},
+    "clustermember-lan-1s-m2": {
+        **SERF_LAN_PROBING,
+        "suspicion_mult": 2,
+        "suspicion_confirmations": 0,
+    },
+    "clustermember-lan-1s-m1": {
+        **SERF_LAN_PROBING,
+        "suspicion_mult": 1,
+        "suspicion_confirmations": 0,
+    },
+    "clustermember-lan-1s-m1k1": {
+        **SERF_LAN_PROBING,
+        "suspicion_mult": 1,
+        "suspicion_confirmations": 1,
+    },
 }
 
 

@@ -178,6 +178,7 @@ ORDER = [
     "clustermember-lan-1s",
     "clustermember-lan-1s-m2",
     "clustermember-lan-1s-m1",
+    "clustermember-lan-1s-m1k1",
     "clustermember-local",
     "clustermember-lan-loss10",
     "serf-lan",
@@ -189,6 +190,7 @@ RATIO = {
     "clustermember-lan-1s": "serf-lan",
     "clustermember-lan-1s-m2": "serf-lan",
     "clustermember-lan-1s-m1": "serf-lan",
+    "clustermember-lan-1s-m1k1": "serf-lan",
     "clustermember-local": "serf-local",
 }
 
