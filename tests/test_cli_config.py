@@ -245,6 +245,22 @@ def test_settings_change_the_profile_key_by_key_in_every_layer(tmp_path: Path) -
     assert agent_config(s).probe_interval == 1.5 and agent_config(s).coordinates is False
 
 
+def test_the_confirmations_a_suspicion_awaits_are_a_setting_apart_from_its_multiplier() -> None:
+    """--set suspicion_confirmations reaches the core's settings on its own;
+    changing the multiplier leaves it; past 16 it is refused by name."""
+    config = agent_config(
+        settings(["--insecure", "--set", "suspicion_mult=1", "--set", "suspicion_confirmations=1"])
+    )
+    core = config.protocol_settings()
+    assert (core["suspicion_mult"], core["suspicion_confirmations"]) == (1, 1)
+    lan = ClusterConfig.lan(insecure=True)
+    assert agent_config(
+        settings(["--insecure", "--set", "suspicion_mult=6"])
+    ).suspicion_confirmations == (lan.suspicion_confirmations)
+    with pytest.raises(UsageError, match="refused.*suspicion_confirmations must be at most 16"):
+        agent_config(settings(["--insecure", "--set", "suspicion_confirmations=17"]))
+
+
 def test_a_bad_setting_is_named_before_anything_binds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
