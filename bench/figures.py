@@ -1269,6 +1269,11 @@ FIGURES: dict[str, Callable[[], str]] = {
         "bench/results/compare-e567356-n100-steady180.jsonl"
     ),
     "profiles": fig_profiles,
+    "compare-9a182ed": fig_compare_full("bench/results/compare-9a182ed.jsonl"),
+    "compare-dpb-9a182ed": fig_compare_dpb("bench/results/compare-9a182ed.jsonl"),
+    "compare-dpb-steady-n100-ba7f8b5": fig_compare_dpb(
+        "bench/results/compare-ba7f8b5-n100-steady180.jsonl"
+    ),
 }
 
 
