@@ -32,8 +32,7 @@
 #define CM_NET_INITIAL_DCID_LEN 18
 /* UDP payload we build packets into: 1500-byte MTU less IPv6 and UDP. */
 #define CM_NET_MAX_UDP_PAYLOAD 1452
-/* QUIC max_idle_timeout advertised (cm_net_conn.c), and the longest idle
- * timeout or floor: a day, in cm_time_t. */
+/* QUIC max_idle_timeout advertised (cm_net_conn.c): a day, in cm_time_t. */
 #define CM_NET_IDLE_ADVERTISED CM_SEC(86400)
 /* Receive buffer: the largest UDP datagram, so nothing is truncated. */
 #define CM_NET_RECV_BUF 65536
@@ -167,10 +166,9 @@ typedef struct cm_net_stream {
  * for a large one comes back. */
 #define CM_NET_CONN_WINDOW_SLACK (64 * 1024)
 
-/* Application error codes: on stream shutdown, then on connection close. */
+/* Application error codes on stream shutdown. */
 #define CM_NET_APP_CANCEL 1 /* requester gave up (timeout) */
 #define CM_NET_APP_TOOBIG 2 /* message over max_stream_message */
-#define CM_NET_APP_IDLE 3   /* idle: the peer counts it as its own timeout */
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -221,13 +219,10 @@ struct cm_net_conn {
   uint64_t expiry; /* ngtcp2 timestamp: min(QUIC expiry, request deadlines,
                       unanswered deadline) */
   /* The idle timer (cm_net_conn.c, conn_idle_at): `last_rx` the last
-   * packet received from the peer (creation before any), `wait_since` the
-   * first packet we sent with payload (ack-eliciting) since then (0: none).
-   * A packet counts as the peer's when QUIC authenticated it, which shows
-   * as a callback during the read: `rx_proof`. */
+   * packet received (creation before any), `wait_since` the first packet
+   * we sent with payload (ack-eliciting) since then (0: none). */
   uint64_t last_rx;
   uint64_t wait_since;
-  int rx_proof;
 };
 
 /* ---- endpoint ----------------------------------------------------------- */
