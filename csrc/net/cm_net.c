@@ -877,15 +877,8 @@ int cm_net_is_connected(const cm_net_t *net, const cm_addr_t *peer) {
 }
 
 void cm_net_set_idle_floor(cm_net_t *net, cm_time_t floor) {
-  cm_net_conn_t *c;
-  if (net == NULL || net->idle_floor == floor)
-    return;
-  net->idle_floor = floor;
-  /* Open connections' idle deadlines move with it: the write pass
-   * recomputes each one's expiry. */
-  for (c = net->lru_head; c != NULL; c = c->next)
-    if (c->state < CM_CONN_CLOSING)
-      cm_net__mark_dirty(c);
+  if (net != NULL)
+    net->idle_floor = floor;
 }
 
 int cm_net_set_fault(cm_net_t *net, const cm_net_fault_t *f) {

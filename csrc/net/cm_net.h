@@ -296,14 +296,12 @@ int cm_net_connect(cm_net_t *net, const cm_addr_t *to);
 int cm_net_set_keys(cm_net_t *net, const cm_net_key_t *keys, size_t nkeys,
                     size_t primary);
 
-/* Give connections an idle timeout of at least `floor` (0: the configured
- * idle_timeout alone), open ones included: a quiet connection is closed,
- * with a CONNECTION_CLOSE to the peer, once the timeout in force when its
- * deadline comes has run since its last packet in. A peer that stops
- * answering what we send is still given up after idle_timeout. The
- * engine keeps the floor at two probe rounds of its current membership: a
- * peer probed once a round then stays connected, where a fixed timeout
- * below the round made it pay a handshake every round. */
+/* Give connections made from now on an idle timeout of at least `floor`
+ * (0: the configured idle_timeout alone); connections already open keep
+ * theirs. QUIC keeps the smaller of the two ends' timeouts, so both ends
+ * raise theirs. The engine keeps it at two probe rounds of its current
+ * membership: a peer probed once a round then stays connected, where a
+ * fixed timeout below the round made it pay a handshake every round. */
 void cm_net_set_idle_floor(cm_net_t *net, cm_time_t floor);
 
 /* Replace the fault settings (f NULL turns faults off). Returns 0,

@@ -292,25 +292,11 @@ static int conn_alloc(cm_net_t *net, const cm_addr_t *peer, int is_client,
   c->is_client = is_client;
   c->state = CM_CONN_HANDSHAKE;
   c->expiry = UINT64_MAX;
-  c->last_rx = cm_net__now();
+  if (net->idle_floor > net->cfg.idle_timeout)
+    c->unanswered = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
   ngtcp2_ccerr_default(&c->ccerr);
   *out = c;
   return 0;
-}
-
-/* The idle timeout in force now: the configured one, raised to the floor
- * (cm_net_set_idle_floor). */
-static cm_time_t conn_idle_timeout(const cm_net_t *net) {
-  return net->idle_floor > net->cfg.idle_timeout ? net->idle_floor
-                                                 : net->cfg.idle_timeout;
-}
-
-/* What a connection advertises as QUIC's max_idle_timeout: a day, or the
- * timeout in force if longer. A peer advertising less (QUIC keeps the
- * smaller) closes by QUIC's timer as before. */
-static cm_time_t conn_advertised_idle(const cm_net_t *net) {
-  cm_time_t t = conn_idle_timeout(net);
-  return t > CM_NET_IDLE_ADVERTISED ? t : CM_NET_IDLE_ADVERTISED;
 }
 
 static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
@@ -351,11 +337,10 @@ static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
       net->cfg.max_stream_message + 1 + CM_NET_CONN_WINDOW_SLACK;
   p->initial_max_streams_bidi = CONN_MAX_STREAMS_BIDI;
   p->initial_max_streams_uni = 0;
-  /* The idle timeout is kept here (conn_idle_at), where it follows the
-   * floor as the membership grows; QUIC's own, which the handshake fixes
-   * for the connection's life, is made long enough never to come first
-   * between two ends that both do so. */
-  p->max_idle_timeout = conn_advertised_idle(net) * NGTCP2_MICROSECONDS;
+  p->max_idle_timeout =
+      (net->idle_floor > net->cfg.idle_timeout ? net->idle_floor
+                                               : net->cfg.idle_timeout) *
+      NGTCP2_MICROSECONDS;
   p->max_datagram_frame_size = CONN_MAX_DATAGRAM_FRAME;
   /* The source address is the peer's identity: no migration. */
   p->disable_active_migration = 1;
@@ -511,29 +496,18 @@ static void conn_fail(cm_net_conn_t *c, int liberr) {
   cm_net__conn_close(c, CM_EQUIC, 1);
 }
 
-/* When the connection is given up for silence (RFC 9000, 10.1, with the
- * timeout in force now, so a connection made while the membership was
- * small gets the floor it has grown to): the timeout after the last packet
- * received. Once we have sent the peer something since, only the
- * configured timeout after that: a peer that stops answering is given up
- * as it would be without the floor. */
-static uint64_t conn_idle_at(const cm_net_conn_t *c) {
-  const cm_net_t *net = c->net;
-  /* Never under three probe timeouts, as QUIC's own timer (RFC 9000,
-   * 10.1): a slow handshake or a lossy path is not silence. */
-  uint64_t pto3 = 3 * ngtcp2_conn_get_pto(c->qc);
-  uint64_t cfg = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
-  uint64_t now = conn_idle_timeout(net) * NGTCP2_MICROSECONDS;
-  if (c->wait_since > 0)
-    return c->wait_since + (cfg > pto3 ? cfg : pto3);
-  return c->last_rx + (now > pto3 ? now : pto3);
+/* When an unanswering peer is given up (see cm_net_conn.unanswered);
+ * UINT64_MAX while nothing we sent waits for an answer. */
+static uint64_t conn_unanswered_at(const cm_net_conn_t *c) {
+  return c->unanswered > 0 && c->wait_since > 0 ? c->wait_since + c->unanswered
+                                                : UINT64_MAX;
 }
 
 /* The connection's next deadline: QUIC's timers, request deadlines and the
- * idle deadline, whichever comes first. */
+ * unanswered-peer deadline, whichever comes first. */
 static void conn_update_expiry(cm_net_conn_t *c) {
   uint64_t e = cm_net__streams_deadline(c, ngtcp2_conn_get_expiry(c->qc));
-  uint64_t u = conn_idle_at(c);
+  uint64_t u = conn_unanswered_at(c);
   c->expiry = u < e ? u : e;
 }
 
@@ -721,7 +695,6 @@ void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
   if (c->state >= CM_CONN_CLOSING)
     return;
   if (rv == 0) {
-    c->last_rx = cm_net__now();
     c->wait_since = 0; /* answered */
     cm_net__mark_dirty(c);
     return;
@@ -749,15 +722,12 @@ void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
 void cm_net__conn_handle_expiry(cm_net_conn_t *c, uint64_t now) {
   if (c->state >= CM_CONN_CLOSING)
     return;
-  if (conn_idle_at(c) <= now) {
-    /* Quiet for the timeout in force: closed with a CONNECTION_CLOSE, since
-     * the peer's timeout, from its own view of the membership, may be
-     * longer, and a datagram it sent on later would be lost. Silent for
-     * the configured timeout after we sent it something: closed without
-     * one, as QUIC's idle timer closes, so what waits on it (queued
-     * datagrams, requests, a congestion window spent before a partition)
-     * goes to a new connection. */
-    cm_net__conn_close(c, CM_ETIMEDOUT, c->wait_since == 0);
+  if (conn_unanswered_at(c) <= now) {
+    /* Silent for the configured idle timeout after we sent it something:
+     * closed as QUIC's idle timer would have closed it without the floor,
+     * so what waits on it (queued datagrams, requests, a congestion window
+     * spent before a partition) goes to a new connection. */
+    cm_net__conn_close(c, CM_ETIMEDOUT, 0);
     return;
   }
   if (ngtcp2_conn_get_expiry(c->qc) <= now) {

@@ -32,8 +32,6 @@
 #define CM_NET_INITIAL_DCID_LEN 18
 /* UDP payload we build packets into: 1500-byte MTU less IPv6 and UDP. */
 #define CM_NET_MAX_UDP_PAYLOAD 1452
-/* QUIC max_idle_timeout advertised (cm_net_conn.c): a day, in cm_time_t. */
-#define CM_NET_IDLE_ADVERTISED CM_SEC(86400)
 /* Receive buffer: the largest UDP datagram, so nothing is truncated. */
 #define CM_NET_RECV_BUF 65536
 
@@ -218,10 +216,12 @@ struct cm_net_conn {
   int dirty;
   uint64_t expiry; /* ngtcp2 timestamp: min(QUIC expiry, request deadlines,
                       unanswered deadline) */
-  /* The idle timer (cm_net_conn.c, conn_idle_at): `last_rx` the last
-   * packet received (creation before any), `wait_since` the first packet
-   * we sent with payload (ack-eliciting) since then (0: none). */
-  uint64_t last_rx;
+  /* When the idle floor raised this connection's QUIC idle timeout above
+   * the configured one, a peer that stops answering is still given up
+   * after the configured one: `unanswered` is that (ns; 0: QUIC's own idle
+   * timer is the configured one), `wait_since` the first packet we sent
+   * with payload (ack-eliciting) since the last one we received (0: none). */
+  uint64_t unanswered;
   uint64_t wait_since;
 };
 
@@ -230,7 +230,7 @@ struct cm_net_conn {
 struct cm_net {
   uv_loop_t *loop;
   cm_net_config_t cfg;
-  cm_time_t idle_floor; /* cm_net_set_idle_floor: connections' minimum */
+  cm_time_t idle_floor; /* cm_net_set_idle_floor: new connections' minimum */
   cm_net_key_t *keys;
   cm_net_callbacks_t cb;
   void *ud;
