@@ -664,14 +664,11 @@ def fig_compare_join_goals(rels: list[str], n: int = 100) -> Callable[[], str]:
     within the harness's deadline counts as over 10 s."""
 
     def make() -> str:
+        ok, _, sources = compare_files(rels)
         by: dict[str, list[dict[str, Any]]] = {}
-        sources = []
-        for rel in rels:
-            metas, rows = compare_report.load(ROOT / rel)
-            sources.append(compare_source(rel, metas))
-            for r in rows:
-                if r.get("method") == 2 and "error" not in r and r["n"] == n:
-                    by.setdefault(r["system"], []).append(r)
+        for r in ok:
+            if r["n"] == n:
+                by.setdefault(r["system"], []).append(r)
 
         def times(rs: list[dict[str, Any]], key: str) -> tuple[list[float], int]:
             """The runs' times, and how many runs did not converge."""
@@ -734,7 +731,7 @@ def fig_compare_join_goals(rels: list[str], n: int = 100) -> Callable[[], str]:
                 f"| {f'{rl:.2f} of {serf}' if rl is not None else '–'} | {len(rs)} "
                 f"| {verdict} |"
             )
-        return "\n".join([*lines, "", "\n\n".join(f"{src}." for src in sources)])
+        return "\n".join([*lines, "", "\n\n".join(sources)])
 
     return make
 
