@@ -500,6 +500,7 @@ NOT_EXPORTED = frozenset(
         "coord_heard",
         "coord_ignored",
         "net_conns_accepted",
+        "net_accepts_fresh",
         "net_handshakes_refused",
         "net_half_open_displaced",
         "net_datagrams_in",

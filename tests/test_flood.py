@@ -55,6 +55,9 @@ MEMBER_PACKETS = 2000
 # Initials without a token admitted per second, endpoint-wide, before Retry
 # is on whatever the table holds (docs/security.md, admission step 2).
 UNPROVEN_RATE = 100
+# Past accept_rate, sources not let in lately have a quarter of it of their
+# own (docs/security.md, admission step 4).
+FRESH_SHARE = 0.25
 # Every way the transport answers or refuses an Initial, each under its name.
 OUTCOMES = (
     "net_drop_garbage",
@@ -126,9 +129,10 @@ def check_outcomes(r: FloodResult, members: int, may_be_suspected: str = "") -> 
         assert d.get("net_drop_garbage", 0) >= fresh * 0.3, d
         # What got as far as TLS: without a proof, at the endpoint's budget
         # for unproven addresses; strangers whose addresses Retries proved,
-        # at accept_rate besides.
+        # at accept_rate and the budget of sources new lately besides.
         admitted = d.get("net_conns_accepted", 0) + d.get("net_handshakes_refused", 0)
-        rate = UNPROVEN_RATE + (defaults["accept_rate"] if r.follow_retry else 0)
+        proven = defaults["accept_rate"] * (1 + FRESH_SHARE)
+        rate = UNPROVEN_RATE + (proven if r.follow_retry else 0)
         assert admitted <= rate * (SECONDS + SETTLE + 1), (admitted, d)
 
 

@@ -1261,6 +1261,7 @@ static PyObject *node_stats(node_object *self, PyObject *unused) {
   T(drop_auth);
   T(drop_rate_limit);
   T(drop_source_limit);
+  T(accepts_fresh);
   T(drop_pool_full);
   T(drop_closed);
   T(drop_fault);

@@ -678,7 +678,7 @@ int cm_net_new(cm_net_t **out, uv_loop_t *loop, const cm_addr_t *bind,
                         cfg->accept_rate_per_source, 0);
   cm_net__srclimit_init(&net->peerretry, seed[3] ^ seed[0],
                         cm_net__retry_rate(), 1);
-  rv = cm_net__accept_init(net);
+  rv = cm_net__accept_init(net, seed[2] ^ seed[1]);
   if (rv != 0) {
     net_free(net);
     return rv;

@@ -23,7 +23,9 @@
  *      on, as anyone can write a member's address on a packet; a known
  *      peer's Initial is held to its own per-address rate, a proven
  *      stranger's to its IP's rate and to the endpoint-wide rate strangers
- *      share (drop_source_limit, drop_rate_limit); an unproven one let in
+ *      share, past which a source not let in lately has a budget of its
+ *      own (drop_source_limit, drop_rate_limit; accepts_fresh); an
+ *      unproven one let in
  *      while calm has spent the unproven budget and nothing more;
  *   4. room among the half-open connections: a known peer displaces the
  *      oldest stranger's; a stranger displaces the oldest of the stranger
@@ -61,10 +63,26 @@
 /* Room for a Retry: header, two connection IDs of at most 20 bytes, the
  * token and the 16-byte integrity tag. */
 #define ACCEPT_RETRY_BUF 256
-/* A token answers one Retry: a round trip and the client's processing. A
- * loaded host needs well under a second; beyond a few, a token seen on
- * the path is worth nothing to whoever saw it. */
-#define ACCEPT_TOKEN_LIFETIME (3 * NGTCP2_SECONDS)
+/* A token answers one Retry, but the client carries it on every Initial
+ * of that connection, retransmissions included, until its handshake
+ * completes or handshake_timeout gives it up: with its first
+ * retransmission a second after the Initial (ngtcp2's PTO at its initial
+ * RTT, 333 ms) and the next two seconds later, a token that expired
+ * sooner would leave an Initial dropped under load to wait out the rest of
+ * handshake_timeout. Never under 3 s; beyond that, a token seen on the
+ * path is still of use only from the address and port it was issued to,
+ * for that connection. */
+#define ACCEPT_TOKEN_MIN_LIFETIME (3 * NGTCP2_SECONDS)
+/* Strangers' sources let in lately: one let in within the last one to two
+ * windows is not new. A new node needs one handshake per peer; a source
+ * flooding from many addresses, answering Retries, is let in more often
+ * than this at accept_rate unless it owns more than accept_rate × this
+ * many addresses. */
+#define ACCEPT_FRESH_WINDOW NGTCP2_SECONDS
+/* The budget past accept_rate for sources not let in lately, as a
+ * fraction of accept_rate: strangers' handshakes are bounded by
+ * accept_rate × (1 + 1/ACCEPT_FRESH_SHARE) in all. */
+#define ACCEPT_FRESH_SHARE 4
 /* Initials without a token admitted per second while the endpoint is
  * calm, endpoint-wide: a cluster starting at once gets its first
  * handshakes without the Retry's round trip, and a flood of them, from
@@ -76,9 +94,23 @@ static const char accept_token_label[] = "clustermember retry token";
 
 uint32_t cm_net__retry_rate(void) { return ACCEPT_RETRY_RATE; }
 
-int cm_net__accept_init(cm_net_t *net) {
+static double accept_fresh_rate(const cm_net_t *net) {
+  double r = (double)net->cfg.accept_rate / ACCEPT_FRESH_SHARE;
+  return r < 1.0 ? 1.0 : r;
+}
+
+static uint64_t accept_token_lifetime(const cm_net_t *net) {
+  uint64_t t = net->cfg.handshake_timeout * NGTCP2_MICROSECONDS;
+  return t < ACCEPT_TOKEN_MIN_LIFETIME ? ACCEPT_TOKEN_MIN_LIFETIME : t;
+}
+
+int cm_net__accept_init(cm_net_t *net, uint64_t seed) {
+  uint64_t now = cm_net__now();
   net->retry_tokens = ACCEPT_RETRY_RATE;
   net->unproven_tokens = ACCEPT_UNPROVEN_RATE;
+  net->fresh_tokens = accept_fresh_rate(net);
+  net->fresh_ts = now;
+  cm_net__recent_init(&net->admitted, seed, ACCEPT_FRESH_WINDOW, now);
   if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, net->cfg.static_secret,
                        sizeof(net->cfg.static_secret), accept_token_label,
                        sizeof(accept_token_label) - 1, net->token_secret) != 0)
@@ -308,7 +340,7 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_cid odcid;
   const ngtcp2_cid *retried = NULL;
   cm_net_conn_t *c, *victim = NULL;
-  int known;
+  int known, fresh = 0;
   int retry_on = net->cfg.retry_threshold < net->cfg.max_half_open;
   /* Its address not shown to be the sender's, while a Retry could show it
    * (with Retry off, no address is ever proven and each is taken as it
@@ -340,7 +372,8 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     if (ngtcp2_crypto_verify_retry_token(
             &odcid, hd.token, hd.tokenlen, net->token_secret,
             sizeof(net->token_secret), hd.version, (const ngtcp2_sockaddr *)sa,
-            (ngtcp2_socklen)salen, &hd.dcid, ACCEPT_TOKEN_LIFETIME, now) != 0) {
+            (ngtcp2_socklen)salen, &hd.dcid, accept_token_lifetime(net),
+            now) != 0) {
       net->st.drop_bad_token++;
       return;
     }
@@ -374,11 +407,20 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
       net->st.drop_rate_limit++;
       return;
     }
+    /* Past accept_rate, a source not let in lately has a budget of its
+     * own: a flood from many addresses it owns, each let in more often
+     * than that, leaves a new node's handshake the whole of it, not the
+     * chance accept_rate leaves among everything strangers send. */
     if (!known && net->cfg.accept_rate > 0 &&
         !cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
                              (double)net->cfg.accept_rate, now)) {
-      net->st.drop_rate_limit++;
-      return;
+      if (cm_net__recent_seen(&net->admitted, from, now) ||
+          !cm_net__bucket_take(&net->fresh_tokens, &net->fresh_ts,
+                               accept_fresh_rate(net), now)) {
+        net->st.drop_rate_limit++;
+        return;
+      }
+      fresh = 1;
     }
   }
   /* Chosen once, displaced only after a good first packet (below): nothing
@@ -394,6 +436,12 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     net->st.drop_pool_full++;
     return;
   }
+  /* Let in as far as TLS, whatever TLS then makes of it: not new for a
+   * while. */
+  if (!unproven && !known)
+    cm_net__recent_mark(&net->admitted, from, now);
+  if (fresh)
+    net->st.accepts_fresh++;
   if (cm_net__conn_new_server(net, sa, salen, from, &hd, retried, &c) != 0) {
     net->st.drop_garbage++;
     return;

@@ -111,6 +111,30 @@ void cm_net__srclimit_init(cm_net_srclimit_t *l, uint64_t seed, uint32_t rate,
 int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
                           uint64_t now);
 
+/* ---- sources admitted lately -------------------------------------------
+ * Which strangers' sources (IP addresses, cm_net__ip_key) were let in
+ * lately: two generations of a bit set, each marked source setting two
+ * bits (seeded hash). A source marked stays seen for one to two windows.
+ * Fixed-size: many sources only make others look seen too (a false
+ * positive), which withholds a priority and never grants one. */
+#define CM_NET_RECENT_BITS 65536
+
+typedef struct cm_net_recent {
+  uint64_t seed;
+  uint64_t window; /* ngtcp2 duration of one generation */
+  uint64_t epoch;  /* ngtcp2 timestamp the current generation began */
+  int cur;
+  uint64_t bits[2][CM_NET_RECENT_BITS / 64];
+} cm_net_recent_t;
+
+void cm_net__recent_init(cm_net_recent_t *r, uint64_t seed, uint64_t window,
+                         uint64_t now);
+void cm_net__recent_mark(cm_net_recent_t *r, const cm_addr_t *from,
+                         uint64_t now);
+/* 1 if `from` (its IP) was marked within the last one to two windows. */
+int cm_net__recent_seen(cm_net_recent_t *r, const cm_addr_t *from,
+                        uint64_t now);
+
 /* ---- queued datagram ---------------------------------------------------- */
 
 /* A keyring as the transport holds it (CM_AUTH_KEY): the keys, its
@@ -280,11 +304,14 @@ struct cm_net {
   uint64_t retry_ts;
   double unproven_tokens; /* Initials without a token admitted (calm only) */
   uint64_t unproven_ts;
+  double fresh_tokens; /* strangers new lately, past accept_rate */
+  uint64_t fresh_ts;
   uint8_t token_secret[32];     /* Retry tokens: derived from static_secret */
   cm_net_srclimit_t srclimit;   /* strangers' accepts per IP address */
   cm_net_srclimit_t peerlimit;  /* known peers' accepts per address */
   cm_net_srclimit_t retrylimit; /* Retries to strangers per IP address */
   cm_net_srclimit_t peerretry;  /* Retries to members' addresses, each */
+  cm_net_recent_t admitted;     /* strangers' IPs let in lately */
 
   /* fault injection */
   cm_net_fault_t fault;
@@ -352,8 +379,9 @@ socklen_t cm_net__addr_to_sa(const cm_addr_t *a, struct sockaddr_storage *ss);
 /* A long-header packet under a connection ID we do not know. */
 void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
                     const cm_addr_t *from, const uint8_t *data, size_t len);
-/* Derive the Retry token secret from the static secret. 0 or CM_ETLS. */
-int cm_net__accept_init(cm_net_t *net);
+/* Derive the Retry token secret from the static secret, and start the
+ * budget and record of strangers new lately. 0 or CM_ETLS. */
+int cm_net__accept_init(cm_net_t *net, uint64_t seed);
 /* Retries a second: to strangers in all, and to each member's address. */
 uint32_t cm_net__retry_rate(void);
 /* A Retry token for a client at sa whose Initial (QUIC `version`) had DCID

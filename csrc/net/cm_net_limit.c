@@ -74,3 +74,65 @@ int cm_net__srclimit_take(cm_net_srclimit_t *l, const cm_addr_t *from,
   s->tokens -= 1.0;
   return 1;
 }
+
+/* ---- sources admitted lately -------------------------------------------- */
+
+void cm_net__recent_init(cm_net_recent_t *r, uint64_t seed, uint64_t window,
+                         uint64_t now) {
+  memset(r, 0, sizeof(*r));
+  r->seed = seed;
+  r->window = window > 0 ? window : 1;
+  r->epoch = now;
+}
+
+/* Begin the generations `now` falls in: marks older than two windows are
+ * gone, those of the last window kept. */
+static void recent_advance(cm_net_recent_t *r, uint64_t now) {
+  if (now < r->epoch + r->window)
+    return;
+  if (now >= r->epoch + 2 * r->window) {
+    memset(r->bits, 0, sizeof(r->bits));
+    r->epoch = now;
+    return;
+  }
+  r->cur ^= 1;
+  memset(r->bits[r->cur], 0, sizeof(r->bits[r->cur]));
+  r->epoch += r->window;
+}
+
+static void recent_bits(const cm_net_recent_t *r, const cm_addr_t *from,
+                        uint32_t bit[2]) {
+  uint8_t key[CM_NET_IP_KEY_LEN];
+  uint64_t h;
+  cm_net__ip_key(from, key);
+  h = cm_net__hash(r->seed, key, sizeof(key));
+  bit[0] = (uint32_t)(h % CM_NET_RECENT_BITS);
+  bit[1] = (uint32_t)((h >> 32) % CM_NET_RECENT_BITS);
+}
+
+void cm_net__recent_mark(cm_net_recent_t *r, const cm_addr_t *from,
+                         uint64_t now) {
+  uint32_t bit[2];
+  int i;
+  recent_advance(r, now);
+  recent_bits(r, from, bit);
+  for (i = 0; i < 2; i++)
+    r->bits[r->cur][bit[i] / 64] |= (uint64_t)1 << (bit[i] % 64);
+}
+
+int cm_net__recent_seen(cm_net_recent_t *r, const cm_addr_t *from,
+                        uint64_t now) {
+  uint32_t bit[2];
+  int g, i, all;
+  recent_advance(r, now);
+  recent_bits(r, from, bit);
+  for (g = 0; g < 2; g++) {
+    all = 1;
+    for (i = 0; i < 2; i++)
+      if (!(r->bits[g][bit[i] / 64] & ((uint64_t)1 << (bit[i] % 64))))
+        all = 0;
+    if (all)
+      return 1;
+  }
+  return 0;
+}

@@ -512,3 +512,54 @@ CM_TEST(limit_accepts_per_source_at_its_edge) {
     CM_CHECK_EQ(cm_net__srclimit_take(l, &a, t0), 1);
   free(l);
 }
+
+/* The record of sources let in lately, with explicit clock readings: a
+ * marked source is seen until two windows after the window it was marked
+ * in began, then forgotten; other sources are not seen; a source is an IP
+ * address whatever the port, and for IPv6 its /64; a jump of two windows
+ * forgets everything; and 100,000 sources marked are all seen (a full set
+ * may see more than were marked, never fewer). */
+CM_TEST(limit_sources_let_in_lately_at_their_edge) {
+  cm_net_recent_t *r = malloc(sizeof(*r));
+  cm_addr_t a = l_src(1), b = l_src(2), a2 = l_src(1);
+  const uint64_t t0 = 1000 * NGTCP2_SECONDS, w = NGTCP2_SECONDS;
+  uint32_t i, seen = 0;
+  CM_CHECK(r != NULL);
+  cm_net__recent_init(r, 7, w, t0);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &a, t0), 0);
+  cm_net__recent_mark(r, &a, t0);
+  a2.port++;
+  CM_CHECK_EQ(cm_net__recent_seen(r, &a, t0), 1);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &a2, t0), 1); /* another port */
+  CM_CHECK_EQ(cm_net__recent_seen(r, &b, t0), 0);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &a, t0 + w), 1);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &a, t0 + 2 * w - 1), 1);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &a, t0 + 2 * w), 0);
+  /* Marked late in a window: seen through the next one only. */
+  cm_net__recent_mark(r, &b, t0 + 3 * w - 1);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &b, t0 + 4 * w - 1), 1);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &b, t0 + 4 * w), 0);
+  /* A long quiet forgets all at once. */
+  cm_net__recent_mark(r, &a, t0 + 5 * w);
+  CM_CHECK_EQ(cm_net__recent_seen(r, &a, t0 + 9 * w), 0);
+  /* IPv6: one /64 is one source. */
+  {
+    cm_addr_t v1, v2, v3;
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:2::1]:7000", &v1));
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:2:ffff::9]:7001", &v2));
+    CM_CHECK_OK(cm_addr_parse("[2001:db8:1:3::1]:7000", &v3));
+    cm_net__recent_mark(r, &v1, t0 + 10 * w);
+    CM_CHECK_EQ(cm_net__recent_seen(r, &v2, t0 + 10 * w), 1);
+    CM_CHECK_EQ(cm_net__recent_seen(r, &v3, t0 + 10 * w), 0);
+  }
+  for (i = 0; i < 100000; i++) {
+    cm_addr_t s = l_src(1000 + i);
+    cm_net__recent_mark(r, &s, t0 + 20 * w);
+  }
+  for (i = 0; i < 100000; i++) {
+    cm_addr_t s = l_src(1000 + i);
+    seen += (uint32_t)cm_net__recent_seen(r, &s, t0 + 20 * w);
+  }
+  CM_CHECK_EQ(seen, 100000);
+  free(r);
+}

@@ -2361,9 +2361,9 @@ CM_TEST(net_known_peer_never_displaced_by_a_stranger) {
   t_finish(&loop, all, 1);
 }
 
-/* Strangers use up the per-IP budget of a member's IP and the endpoint's
- * budget they share: the member connects at its first attempt all the
- * same, on budgets of its own. */
+/* Strangers use up the per-IP budget of a member's IP, the endpoint's
+ * budget they share and the budget of sources new lately: the member
+ * connects at its first attempt all the same, on budgets of its own. */
 CM_TEST(net_known_peer_rates_apart_from_strangers) {
   uv_loop_t loop;
   cm_net_config_t cfg, peer;
@@ -2371,7 +2371,7 @@ CM_TEST(net_known_peer_rates_apart_from_strangers) {
   tnode_t *all[] = {&a, &b};
   uint64_t seed = 53;
   cm_net_stats_t st;
-  int s1, s2, s3;
+  int s1, s2, s3, s4;
 
   CM_CHECK_OK(uv_loop_init(&loop));
   t_cfg(&cfg);
@@ -2387,13 +2387,16 @@ CM_TEST(net_known_peer_rates_apart_from_strangers) {
   s1 = cm_tn_udp_socket_at("127.0.0.1"); /* the member's IP */
   s2 = cm_tn_udp_socket_at("127.0.0.2");
   s3 = cm_tn_udp_socket_at("127.0.0.3");
+  s4 = cm_tn_udp_socket_at("127.0.0.4");
   t_send_stalled(&loop, &a, s1, &seed, 2); /* 127.0.0.1's one, then none */
   t_send_stalled(&loop, &a, s2, &seed, 1); /* the endpoint's second */
-  t_send_stalled(&loop, &a, s3, &seed, 1); /* none left */
+  t_send_stalled(&loop, &a, s3, &seed, 2); /* the new's one, then none */
+  t_send_stalled(&loop, &a, s4, &seed, 1); /* none left for the new */
   st = t_stats(&a);
-  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK_EQ(st.conns_accepted, 3);
+  CM_CHECK_EQ(st.accepts_fresh, 1);
   CM_CHECK(st.drop_source_limit >= 1);
-  CM_CHECK(st.drop_rate_limit >= 2);
+  CM_CHECK(st.drop_rate_limit >= 3);
   CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"m", 1));
   CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
   CM_CHECK_EQ(t_stats(&a).drop_source_limit, st.drop_source_limit);
@@ -2401,6 +2404,7 @@ CM_TEST(net_known_peer_rates_apart_from_strangers) {
   close(s1);
   close(s2);
   close(s3);
+  close(s4);
   t_finish(&loop, all, 2);
 }
 
@@ -2607,9 +2611,11 @@ static void t_send_token(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
 }
 
 /* Tokens are bound to the address and port the Retry went to and to the
- * connection it answered, and expire: a forged token, one replayed from
- * another address or port, and an expired one are counted drops; the
- * right one from the right address passes and its handshake begins. */
+ * connection it answered, and expire with the handshake the client makes
+ * with them: a forged token, one replayed from another address or port,
+ * and one older than handshake_timeout are counted drops; one a second
+ * younger, and the right one from the right address, pass and their
+ * handshakes begin. */
 CM_TEST(net_retry_tokens_checked) {
   uv_loop_t loop;
   cm_net_config_t cfg;
@@ -2618,7 +2624,7 @@ CM_TEST(net_retry_tokens_checked) {
   uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], forged[sizeof(token)];
   struct sockaddr_storage ss;
   socklen_t sslen;
-  ngtcp2_cid scid, odcid;
+  ngtcp2_cid scid, scid2, odcid;
   cm_addr_t from;
   uint64_t seed = 99;
   int fd1, fd2, fd3, tlen, old;
@@ -2654,20 +2660,37 @@ CM_TEST(net_retry_tokens_checked) {
   t_send_token(&loop, &a, fd1, &seed, &odcid, token, (size_t)tlen);
   CM_CHECK_EQ(t_stats(&a).drop_bad_token, 4);
   odcid.data[0] ^= 1;
-  old = cm_net__retry_token(a.net, forged, sizeof(forged), NGTCP2_PROTO_VER_V1,
-                            (struct sockaddr *)&ss, sslen, &scid, &odcid,
-                            cm_net__now() - 10 * NGTCP2_SECONDS);
+  /* Older than handshake_timeout: the client has given that connection up. */
+  old =
+      cm_net__retry_token(a.net, forged, sizeof(forged), NGTCP2_PROTO_VER_V1,
+                          (struct sockaddr *)&ss, sslen, &scid, &odcid,
+                          cm_net__now() - (cfg.handshake_timeout + CM_SEC(1)) *
+                                              NGTCP2_MICROSECONDS);
   CM_CHECK(old > 0);
   t_send_token(&loop, &a, fd1, &seed, &scid, forged, (size_t)old);
   CM_CHECK_EQ(t_stats(&a).drop_bad_token, 5);
+  /* Within it, as a retransmission carries the token a few seconds after
+   * the Retry (PTOs of 1 s, then 2 s): it still passes. */
+  scid2.datalen = CM_NET_SCID_LEN;
+  cm_tn_random_bytes(&seed, scid2.data, scid2.datalen);
+  old =
+      cm_net__retry_token(a.net, forged, sizeof(forged), NGTCP2_PROTO_VER_V1,
+                          (struct sockaddr *)&ss, sslen, &scid2, &odcid,
+                          cm_net__now() - (cfg.handshake_timeout - CM_SEC(1)) *
+                                              NGTCP2_MICROSECONDS);
+  CM_CHECK(old > 0);
+  t_send_token(&loop, &a, fd1, &seed, &scid2, forged, (size_t)old);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.drop_bad_token, 5);
+  CM_CHECK_EQ(st.conns_accepted, 1);
   /* The right token from the right address passes the check. */
   t_send_token(&loop, &a, fd1, &seed, &scid, token, (size_t)tlen);
   st = t_stats(&a);
   CM_CHECK_EQ(st.drop_bad_token, 5);
   CM_CHECK_EQ(st.drop_garbage, 0);
   CM_CHECK_EQ(st.retries_sent, 0);
-  CM_CHECK_EQ(st.conns_accepted, 1);
-  CM_CHECK_EQ(st.conns_half_open, 1);
+  CM_CHECK_EQ(st.conns_accepted, 2);
+  CM_CHECK_EQ(st.conns_half_open, 2);
   close(fd1);
   close(fd2);
   close(fd3);
@@ -2946,6 +2969,68 @@ CM_TEST(net_stranger_gets_a_place_in_a_table_held_by_many) {
   CM_CHECK_EQ(st.drop_rate_limit, 0);
   for (i = 0; i < PLACES + 2; i++)
     close(fd[i]);
+  t_finish(&loop, all, 1);
+}
+
+/* accept_rate spent by strangers (as a flood from many addresses owned
+ * and answering Retries spends it): a source not let in lately is let in
+ * past it, on a budget of its own (a quarter of accept_rate, at least 1 a
+ * second), once; a source let in lately, or one more new source once that
+ * budget is spent, is refused. A source is new again once it has not been
+ * let in for two seconds (two windows). */
+CM_TEST(net_new_source_let_in_past_a_spent_accept_rate) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint64_t seed = 515, t0;
+  cm_net_stats_t st;
+  int fa, fb, fc, young;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.accept_rate = 1; /* a burst of 1, then 1 a second; the new: as many */
+  cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rates alone */
+  t0 = t_now_us();
+  t_start(&a, &loop, &cfg);
+  fa = cm_tn_udp_socket_at("127.0.0.2");
+  fb = cm_tn_udp_socket_at("127.0.0.3");
+  fc = cm_tn_udp_socket_at("127.0.0.4");
+  t_send_stalled(&loop, &a, fa, &seed, 2); /* 1 in; then it is not new */
+  st = t_stats(&a);
+  young = t_now_us() - t0 < 900000u;
+  t_send_stalled(&loop, &a, fb, &seed, 2); /* new: 1 in; then it is not */
+  t_send_stalled(&loop, &a, fc, &seed, 1); /* new, but that budget is spent */
+  /* Exactly so while neither budget has refilled a whole handshake (on a
+   * machine this slow, more got in on a refill). */
+  if (young) {
+    CM_CHECK_EQ(st.conns_accepted, 1);
+    CM_CHECK_EQ(st.accepts_fresh, 0);
+    CM_CHECK_EQ(st.drop_rate_limit, 1);
+  }
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_accepted + st.drop_rate_limit, 5);
+  CM_CHECK_EQ(st.drop_source_limit, 0);
+  if (t_now_us() - t0 < 900000u) {
+    CM_CHECK_EQ(st.conns_accepted, 2);
+    CM_CHECK_EQ(st.accepts_fresh, 1);
+    CM_CHECK_EQ(st.drop_rate_limit, 3);
+  }
+  /* Two windows later the first source is new again: with the rate's one
+   * handshake taken (by the second), it gets the budget of the new. */
+  t_run_until(&loop, t_now_us() + 2100000u);
+  t0 = t_now_us();
+  st = t_stats(&a);
+  t_send_stalled(&loop, &a, fb, &seed, 1);
+  t_send_stalled(&loop, &a, fa, &seed, 1);
+  if (t_now_us() - t0 < 900000u) {
+    cm_net_stats_t now = t_stats(&a);
+    CM_CHECK_EQ(now.conns_accepted, st.conns_accepted + 2);
+    CM_CHECK_EQ(now.accepts_fresh, st.accepts_fresh + 1);
+  }
+  close(fa);
+  close(fb);
+  close(fc);
   t_finish(&loop, all, 1);
 }
 
