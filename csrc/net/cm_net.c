@@ -534,6 +534,7 @@ void cm_net_config_derive(cm_net_config_t *cfg) {
 /* Checks a configuration whose derived settings were filled in. */
 static int net_config_check(const cm_net_config_t *cfg) {
   if (cfg->max_connections == 0 || cfg->idle_timeout == 0 ||
+      cfg->idle_timeout > CM_NET_IDLE_ADVERTISED ||
       cfg->handshake_timeout == 0 || cfg->request_timeout == 0 ||
       cfg->max_stream_message == 0 ||
       cfg->max_stream_message > NET_MAX_STREAM_MESSAGE ||
@@ -877,8 +878,24 @@ int cm_net_is_connected(const cm_net_t *net, const cm_addr_t *peer) {
 }
 
 void cm_net_set_idle_floor(cm_net_t *net, cm_time_t floor) {
-  if (net != NULL)
-    net->idle_floor = floor;
+  cm_net_conn_t *c;
+  cm_time_t was, now;
+  if (net == NULL)
+    return;
+  if (floor > CM_NET_IDLE_ADVERTISED)
+    floor = CM_NET_IDLE_ADVERTISED;
+  was = net->idle_floor > net->cfg.idle_timeout ? net->idle_floor
+                                                : net->cfg.idle_timeout;
+  net->idle_floor = floor;
+  now = floor > net->cfg.idle_timeout ? floor : net->cfg.idle_timeout;
+  /* Open connections' idle deadlines move with it. A later one is found
+   * when the earlier comes due (cm_net__conn_handle_expiry); an earlier
+   * one is set now, by the write pass, which recomputes each expiry. */
+  if (now >= was)
+    return;
+  for (c = net->lru_head; c != NULL; c = c->next)
+    if (c->state < CM_CONN_CLOSING)
+      cm_net__mark_dirty(c);
 }
 
 int cm_net_set_fault(cm_net_t *net, const cm_net_fault_t *f) {

@@ -65,7 +65,7 @@ typedef struct cm_net_config {
   const char *key_file;
   uint32_t max_connections;        /* pool of authenticated connections (and our
                                       own attempts); LRU idle one evicted */
-  cm_time_t idle_timeout;          /* QUIC max_idle_timeout */
+  cm_time_t idle_timeout;          /* idle connections closed; <= a day */
   cm_time_t handshake_timeout;     /* give up a connection attempt after this */
   cm_time_t request_timeout;       /* a stream request fails after this */
   size_t max_stream_message;       /* bound on one push-pull message */
@@ -299,12 +299,16 @@ int cm_net_connect(cm_net_t *net, const cm_addr_t *to);
 int cm_net_set_keys(cm_net_t *net, const cm_net_key_t *keys, size_t nkeys,
                     size_t primary);
 
-/* Give connections made from now on an idle timeout of at least `floor`
- * (0: the configured idle_timeout alone); connections already open keep
- * theirs. QUIC keeps the smaller of the two ends' timeouts, so both ends
- * raise theirs. The engine keeps it at two probe rounds of its current
- * membership: a peer probed once a round then stays connected, where a
- * fixed timeout below the round made it pay a handshake every round. */
+/* Give connections an idle timeout of at least `floor` (0: the configured
+ * idle_timeout alone; at most a day), open ones included: a quiet
+ * connection is closed once the timeout in force when its deadline comes
+ * has run since the peer's last packet, with a CONNECTION_CLOSE that the
+ * peer counts as an idle close too (the end that accepted the connection
+ * waits a second longer, so the two closes do not cross). A peer that
+ * stops answering what we send is still given up after idle_timeout. The
+ * engine keeps the floor at two probe rounds of its current membership: a
+ * peer probed once a round then stays connected, where a fixed timeout
+ * below the round made it pay a handshake every round. */
 void cm_net_set_idle_floor(cm_net_t *net, cm_time_t floor);
 
 /* Replace the fault settings (f NULL turns faults off). Returns 0,

@@ -22,6 +22,10 @@
  * writing (pacing), at most this often, instead of a round through the
  * loop. */
 #define CONN_INLINE_EXPIRY_ROUNDS 4
+/* How much longer the end that accepted a connection waits before closing
+ * it for idleness (conn_idle_at): far more than a close takes to arrive,
+ * nothing beside a floor of minutes. */
+#define CONN_IDLE_ACCEPTOR_GRACE CM_SEC(1)
 
 static ngtcp2_conn *conn_get_qc(ngtcp2_crypto_conn_ref *ref) {
   return ((cm_net_conn_t *)ref->user_data)->qc;
@@ -205,6 +209,7 @@ static void conn_established(cm_net_conn_t *c) {
 static int conn_handshake_completed_cb(ngtcp2_conn *qc, void *ud) {
   cm_net_conn_t *c = ud;
   (void)qc;
+  c->rx_proof = 1;
   /* The peer proved the key or a CA-issued certificate. A client still
    * waits for confirmation before sending: the server may yet refuse the
    * client's certificate. */
@@ -215,8 +220,32 @@ static int conn_handshake_completed_cb(ngtcp2_conn *qc, void *ud) {
 }
 
 static int conn_handshake_confirmed_cb(ngtcp2_conn *qc, void *ud) {
+  cm_net_conn_t *c = ud;
   (void)qc;
-  conn_established(ud);
+  c->rx_proof = 1;
+  conn_established(c);
+  return 0;
+}
+
+/* The peer acknowledged a datagram or stream data of ours: a packet of its
+ * that QUIC authenticated (cm_net_conn.rx_proof). */
+static int conn_ack_datagram_cb(ngtcp2_conn *qc, uint64_t id, void *ud) {
+  cm_net_conn_t *c = ud;
+  (void)qc;
+  (void)id;
+  c->rx_proof = 1;
+  return 0;
+}
+
+static int conn_acked_stream_cb(ngtcp2_conn *qc, int64_t id, uint64_t offset,
+                                uint64_t len, void *ud, void *sud) {
+  cm_net_conn_t *c = ud;
+  (void)qc;
+  (void)id;
+  (void)offset;
+  (void)len;
+  (void)sud;
+  c->rx_proof = 1;
   return 0;
 }
 
@@ -225,6 +254,7 @@ static int conn_recv_datagram_cb(ngtcp2_conn *qc, uint32_t flags,
   cm_net_conn_t *c = ud;
   (void)qc;
   (void)flags;
+  c->rx_proof = 1;
   if (!c->verified || c->state >= CM_CONN_CLOSING) {
     c->net->st.drop_auth++;
     return 0;
@@ -274,6 +304,8 @@ static const ngtcp2_callbacks conn_callbacks = {
     .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
     .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
     .recv_datagram = conn_recv_datagram_cb,
+    .ack_datagram = conn_ack_datagram_cb,
+    .acked_stream_data_offset = conn_acked_stream_cb,
     .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
 };
@@ -292,11 +324,17 @@ static int conn_alloc(cm_net_t *net, const cm_addr_t *peer, int is_client,
   c->is_client = is_client;
   c->state = CM_CONN_HANDSHAKE;
   c->expiry = UINT64_MAX;
-  if (net->idle_floor > net->cfg.idle_timeout)
-    c->unanswered = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
+  c->last_rx = cm_net__now();
   ngtcp2_ccerr_default(&c->ccerr);
   *out = c;
   return 0;
+}
+
+/* The idle timeout in force now: the configured one, raised to the floor
+ * (cm_net_set_idle_floor). Both are at most CM_NET_IDLE_ADVERTISED. */
+static cm_time_t conn_idle_timeout(const cm_net_t *net) {
+  return net->idle_floor > net->cfg.idle_timeout ? net->idle_floor
+                                                 : net->cfg.idle_timeout;
 }
 
 static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
@@ -337,10 +375,12 @@ static void conn_settings(cm_net_t *net, ngtcp2_settings *s,
       net->cfg.max_stream_message + 1 + CM_NET_CONN_WINDOW_SLACK;
   p->initial_max_streams_bidi = CONN_MAX_STREAMS_BIDI;
   p->initial_max_streams_uni = 0;
-  p->max_idle_timeout =
-      (net->idle_floor > net->cfg.idle_timeout ? net->idle_floor
-                                               : net->cfg.idle_timeout) *
-      NGTCP2_MICROSECONDS;
+  /* The idle timeout is kept here (conn_idle_at), where it follows the
+   * floor as the membership grows; QUIC's own, which the handshake fixes
+   * for the connection's life, is made long enough never to come first
+   * between two ends that both do so. A peer advertising less (QUIC keeps
+   * the smaller) closes by QUIC's timer. */
+  p->max_idle_timeout = CM_NET_IDLE_ADVERTISED * NGTCP2_MICROSECONDS;
   p->max_datagram_frame_size = CONN_MAX_DATAGRAM_FRAME;
   /* The source address is the peer's identity: no migration. */
   p->disable_active_migration = 1;
@@ -496,18 +536,36 @@ static void conn_fail(cm_net_conn_t *c, int liberr) {
   cm_net__conn_close(c, CM_EQUIC, 1);
 }
 
-/* When an unanswering peer is given up (see cm_net_conn.unanswered);
- * UINT64_MAX while nothing we sent waits for an answer. */
-static uint64_t conn_unanswered_at(const cm_net_conn_t *c) {
-  return c->unanswered > 0 && c->wait_since > 0 ? c->wait_since + c->unanswered
-                                                : UINT64_MAX;
+/* When the connection is given up for silence (RFC 9000, 10.1, with the
+ * timeout in force now, so a connection made while the membership was
+ * small gets the floor it has grown to): the timeout after the last packet
+ * received. Once we have sent the peer something since, only the
+ * configured timeout after that: a peer that stops answering is given up
+ * as it would be without the floor. */
+static uint64_t conn_idle_at(const cm_net_conn_t *c) {
+  const cm_net_t *net = c->net;
+  /* Never under three probe timeouts, as QUIC's own timer (RFC 9000,
+   * 10.1): a slow handshake or a lossy path is not silence. */
+  uint64_t pto3 = 3 * ngtcp2_conn_get_pto(c->qc);
+  uint64_t cfg = net->cfg.idle_timeout * NGTCP2_MICROSECONDS;
+  uint64_t now = conn_idle_timeout(net) * NGTCP2_MICROSECONDS;
+  if (c->wait_since > 0)
+    return c->wait_since + (cfg > pto3 ? cfg : pto3);
+  /* The end that accepted the connection waits a little longer: where both
+   * ends' timeouts agree, the one that opened it closes, and its close
+   * arrives before the other's timer runs out instead of crossing a close
+   * of the other's (a packet to a connection already gone is answered with
+   * a stateless reset, and a member's with a new connection). */
+  if (!c->is_client)
+    now += CONN_IDLE_ACCEPTOR_GRACE * NGTCP2_MICROSECONDS;
+  return c->last_rx + (now > pto3 ? now : pto3);
 }
 
 /* The connection's next deadline: QUIC's timers, request deadlines and the
- * unanswered-peer deadline, whichever comes first. */
+ * idle deadline, whichever comes first. */
 static void conn_update_expiry(cm_net_conn_t *c) {
   uint64_t e = cm_net__streams_deadline(c, ngtcp2_conn_get_expiry(c->qc));
-  uint64_t u = conn_unanswered_at(c);
+  uint64_t u = conn_idle_at(c);
   c->expiry = u < e ? u : e;
 }
 
@@ -654,7 +712,9 @@ static int conn_peer_close_status(cm_net_conn_t *c) {
       (e->error_code & 0xff00u) == NGTCP2_CRYPTO_ERROR &&
       cm_net__tls_alert_is_auth((uint8_t)(e->error_code & 0xffu)))
     return CM_EAUTH;
-  if (e->type == NGTCP2_CCERR_TYPE_IDLE_CLOSE)
+  if (e->type == NGTCP2_CCERR_TYPE_IDLE_CLOSE ||
+      (e->type == NGTCP2_CCERR_TYPE_APPLICATION &&
+       e->error_code == CM_NET_APP_IDLE))
     return CM_ETIMEDOUT;
   return CM_ECLOSED;
 }
@@ -691,11 +751,19 @@ void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
   int rv;
   if (c->state >= CM_CONN_CLOSING)
     return;
+  c->rx_proof = 0;
   rv = cm_net__conn_read_pkt(c, data, len);
   if (c->state >= CM_CONN_CLOSING)
     return;
   if (rv == 0) {
-    c->wait_since = 0; /* answered */
+    /* Answered, if the packet was the peer's: QUIC returns 0 for packets
+     * it drops too (undecryptable, duplicate, or a stateless reset with a
+     * token it does not know, which anyone can send from the peer's
+     * address). */
+    if (c->rx_proof) {
+      c->last_rx = cm_net__now();
+      c->wait_since = 0;
+    }
     cm_net__mark_dirty(c);
     return;
   }
@@ -722,12 +790,17 @@ void cm_net__conn_read(cm_net_conn_t *c, const uint8_t *data, size_t len) {
 void cm_net__conn_handle_expiry(cm_net_conn_t *c, uint64_t now) {
   if (c->state >= CM_CONN_CLOSING)
     return;
-  if (conn_unanswered_at(c) <= now) {
-    /* Silent for the configured idle timeout after we sent it something:
-     * closed as QUIC's idle timer would have closed it without the floor,
-     * so what waits on it (queued datagrams, requests, a congestion window
-     * spent before a partition) goes to a new connection. */
-    cm_net__conn_close(c, CM_ETIMEDOUT, 0);
+  if (conn_idle_at(c) <= now) {
+    /* Quiet for the timeout in force: closed with a CONNECTION_CLOSE, since
+     * the peer's timeout, from its own view of the membership, may be
+     * longer, and a datagram it sent on later would be lost. Silent for
+     * the configured timeout after we sent it something: closed without
+     * one, as QUIC's idle timer closes, so what waits on it (queued
+     * datagrams, requests, a congestion window spent before a partition)
+     * goes to a new connection. */
+    if (c->wait_since == 0)
+      ngtcp2_ccerr_set_application_error(&c->ccerr, CM_NET_APP_IDLE, NULL, 0);
+    cm_net__conn_close(c, CM_ETIMEDOUT, c->wait_since == 0);
     return;
   }
   if (ngtcp2_conn_get_expiry(c->qc) <= now) {

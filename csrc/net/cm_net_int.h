@@ -32,6 +32,9 @@
 #define CM_NET_INITIAL_DCID_LEN 18
 /* UDP payload we build packets into: 1500-byte MTU less IPv6 and UDP. */
 #define CM_NET_MAX_UDP_PAYLOAD 1452
+/* QUIC max_idle_timeout advertised (cm_net_conn.c), and the longest idle
+ * timeout or floor: a day, in cm_time_t. */
+#define CM_NET_IDLE_ADVERTISED CM_SEC(86400)
 /* Receive buffer: the largest UDP datagram, so nothing is truncated. */
 #define CM_NET_RECV_BUF 65536
 
@@ -188,9 +191,10 @@ typedef struct cm_net_stream {
  * for a large one comes back. */
 #define CM_NET_CONN_WINDOW_SLACK (64 * 1024)
 
-/* Application error codes on stream shutdown. */
+/* Application error codes: on stream shutdown, then on connection close. */
 #define CM_NET_APP_CANCEL 1 /* requester gave up (timeout) */
 #define CM_NET_APP_TOOBIG 2 /* message over max_stream_message */
+#define CM_NET_APP_IDLE 3   /* idle: the peer counts it as its own timeout */
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -240,13 +244,14 @@ struct cm_net_conn {
   int dirty;
   uint64_t expiry; /* ngtcp2 timestamp: min(QUIC expiry, request deadlines,
                       unanswered deadline) */
-  /* When the idle floor raised this connection's QUIC idle timeout above
-   * the configured one, a peer that stops answering is still given up
-   * after the configured one: `unanswered` is that (ns; 0: QUIC's own idle
-   * timer is the configured one), `wait_since` the first packet we sent
-   * with payload (ack-eliciting) since the last one we received (0: none). */
-  uint64_t unanswered;
+  /* The idle timer (cm_net_conn.c, conn_idle_at): `last_rx` the last
+   * packet received from the peer (creation before any), `wait_since` the
+   * first packet we sent with payload (ack-eliciting) since then (0: none).
+   * A packet counts as the peer's when QUIC authenticated it, which shows
+   * as a callback during the read: `rx_proof`. */
+  uint64_t last_rx;
   uint64_t wait_since;
+  int rx_proof;
 };
 
 /* ---- endpoint ----------------------------------------------------------- */
@@ -254,7 +259,7 @@ struct cm_net_conn {
 struct cm_net {
   uv_loop_t *loop;
   cm_net_config_t cfg;
-  cm_time_t idle_floor; /* cm_net_set_idle_floor: new connections' minimum */
+  cm_time_t idle_floor; /* cm_net_set_idle_floor: connections' minimum */
   cm_net_key_t *keys;
   cm_net_callbacks_t cb;
   void *ud;

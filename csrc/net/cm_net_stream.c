@@ -116,6 +116,7 @@ int cm_net__stream_recv_cb(ngtcp2_conn *qc, uint32_t flags, int64_t id,
   int rv;
   (void)offset;
 
+  c->rx_proof = 1;
   if (!c->verified || c->state >= CM_CONN_CLOSING) {
     ngtcp2_conn_extend_max_offset(qc, len);
     net->st.drop_auth++;

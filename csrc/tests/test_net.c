@@ -1666,7 +1666,13 @@ CM_TEST(net_idle_timeout) {
   CM_CHECK(t_wait_ge(&loop, &b.ndgram, 1, T_WAIT_MS));
   CM_CHECK(t_run(&loop, t_open_is, &oa, T_WAIT_MS));
   CM_CHECK(t_run(&loop, t_open_is, &ob, T_WAIT_MS));
-  CM_CHECK(t_stats(&a).conns_timed_out >= 1);
+  /* a, which opened it, timed out first and told b, which counts it so;
+   * no close crossed another (a packet to a connection already gone would
+   * have drawn a stateless reset). */
+  CM_CHECK_EQ(t_stats(&a).conns_timed_out, 1);
+  CM_CHECK_EQ(t_stats(&b).conns_timed_out, 1);
+  CM_CHECK_EQ(t_stats(&a).stateless_resets_sent, 0);
+  CM_CHECK_EQ(t_stats(&b).stateless_resets_sent, 0);
   /* A new send reconnects. */
   CM_CHECK_OK(cm_net_send_datagram(a.net, &b.addr, (const uint8_t *)"x", 1));
   CM_CHECK(t_wait_ge(&loop, &b.ndgram, 2, T_WAIT_MS));
@@ -1732,6 +1738,47 @@ CM_TEST(net_idle_floor_keeps_a_one_way_connection_open) {
   t_finish(&loop, all, 2);
 }
 
+/* A floor raised once the connection is open reaches it: QUIC fixes its
+ * own idle timeout at the handshake, so a connection made while the
+ * membership was small kept the small timeout and paid a handshake the
+ * next time its pair was quiet that long. */
+CM_TEST(net_idle_floor_raised_reaches_an_open_connection) {
+  uv_loop_t loop;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_open_t oa = {&a, 1}, ob = {&b, 1};
+  t_pair_t pair = {&a, &b};
+
+  t_floor_pair(&loop, &a, &b, CM_MSEC(300), 0);
+  cm_net_set_idle_floor(a.net, CM_SEC(30));
+  cm_net_set_idle_floor(b.net, CM_SEC(30));
+  CM_CHECK(!t_run(&loop, t_either_timed_out, &pair, 1500));
+  CM_CHECK(t_run(&loop, t_open_is, &oa, 0));
+  CM_CHECK(t_run(&loop, t_open_is, &ob, 0));
+  CM_CHECK_EQ(t_stats(&a).handshakes_ok, 1);
+  t_finish(&loop, all, 2);
+}
+
+/* The end whose timeout runs out first closes the connection and tells
+ * the other, whose own timeout (from its view of the membership) is
+ * longer: b, floored at 30 s, sees it closed as idle within seconds, and
+ * nothing it sends later is lost to a connection a has dropped. */
+CM_TEST(net_idle_close_tells_the_peer) {
+  uv_loop_t loop;
+  tnode_t a, b;
+  tnode_t *all[] = {&a, &b};
+  t_open_t ob = {&b, 0};
+
+  t_floor_pair(&loop, &a, &b, CM_MSEC(300), CM_SEC(30));
+  cm_net_set_idle_floor(a.net, 0);
+  CM_CHECK(t_run(&loop, t_open_is, &ob, 5000));
+  CM_CHECK_EQ(t_stats(&a).conns_timed_out, 1);
+  CM_CHECK_EQ(t_stats(&b).conns_timed_out, 1);
+  CM_CHECK_OK(cm_net_send_datagram(b.net, &a.addr, (const uint8_t *)"w", 1));
+  CM_CHECK(t_wait_ge(&loop, &a.ndgram, 1, T_WAIT_MS));
+  t_finish(&loop, all, 2);
+}
+
 typedef struct {
   tnode_t *n;
   uint64_t want;
@@ -1744,17 +1791,22 @@ static int t_timed_out_ge(void *arg) {
 
 /* The floor is the connection's idle timeout, in the same unit: with the
  * floor at 600 ms over a configured 200 ms, a quiet connection closes, and
- * not before about 600 ms (load can only make it later). */
+ * not before about 600 ms (load can only make it later). a opened it, so
+ * a closes it (the acceptor waits a little longer) and tells b. */
 CM_TEST(net_idle_floor_is_the_idle_timeout) {
   uv_loop_t loop;
   tnode_t a, b;
   tnode_t *all[] = {&a, &b};
   t_timed_out_t gone_a = {&a, 1};
+  t_open_t ob = {&b, 0};
   uint64_t t0 = t_now_us();
 
   t_floor_pair(&loop, &a, &b, CM_MSEC(200), CM_MSEC(600));
   CM_CHECK(t_run(&loop, t_timed_out_ge, &gone_a, 10000));
   CM_CHECK(t_now_us() - t0 >= 500000);
+  CM_CHECK(t_run(&loop, t_open_is, &ob, T_WAIT_MS));
+  CM_CHECK_EQ(t_stats(&b).conns_timed_out, 1);
+  CM_CHECK_EQ(t_stats(&b).stateless_resets_sent, 0);
 
   t_finish(&loop, all, 2);
 }

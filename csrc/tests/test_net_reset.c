@@ -355,3 +355,46 @@ CM_TEST(net_stale_peer_without_callback_stays_unreached) {
 
   r_end(&loop, &a2, &b);
 }
+
+/* B keeps sending to A's restarted process, which answers each packet with
+ * a stateless reset B cannot recognise (A opened the connection: B
+ * addresses A's first connection ID, which has no reset token). QUIC
+ * drops those packets without a word, but they are not the peer's: B
+ * still gives the connection up once the configured idle timeout (300 ms)
+ * has passed since its first unanswered send, not at its floor (30 s). */
+typedef struct {
+  rnode_t *from, *to;
+  uint64_t last_send;
+} r_unanswered_t;
+
+static int r_send_until_timed_out(void *arg) {
+  r_unanswered_t *r = arg;
+  uint64_t now = r_now_ms();
+  if (r_stats(r->from).conns_timed_out >= 1)
+    return 1;
+  if (now - r->last_send >= 100) {
+    r->last_send = now;
+    cm_net_send_datagram(r->from->net, &r->to->addr, (const uint8_t *)"u", 1);
+  }
+  return 0;
+}
+
+CM_TEST(net_unrecognised_resets_do_not_answer_for_the_peer) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  rnode_t a, a2, b;
+  r_unanswered_t r = {&b, NULL, 0};
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  r_cfg(&cfg, 0x42);
+  cfg.idle_timeout = CM_MSEC(300);
+  r_pair(&loop, &cfg, &a, &b, 1);
+  cm_net_set_idle_floor(b.net, CM_SEC(30));
+  r_restart(&loop, &a, &a2, &b, &cfg, &r_cb);
+  r.to = &a2;
+  CM_CHECK(r_run(&loop, r_send_until_timed_out, &r, R_WAIT_MS));
+  CM_CHECK(r_stats(&a2).stateless_resets_sent >= 1);
+  CM_CHECK_EQ(a2.ndgram, 0);
+
+  r_end(&loop, &a2, &b);
+}
