@@ -168,9 +168,10 @@ typedef struct cm_net_stats {
   uint64_t drop_source_limit;     /* of those: handshakes over the per-source
                                      rate, a stranger's IP's or a known
                                      peer's own (also in drop_rate_limit) */
-  uint64_t accepts_fresh;         /* strangers' handshakes let in past
-                                     accept_rate: from a source not let in
-                                     lately, on a budget of their own */
+  uint64_t accepts_fresh;         /* strangers' handshakes let past
+                                     accept_rate on the budget of sources
+                                     not let in lately (whatever then
+                                     became of them) */
   uint64_t drop_pool_full;        /* inbound connection with no room in
                                      the pool: Initial dropped, or closed
                                      once authenticated */

@@ -73,6 +73,10 @@
  * path is still of use only from the address and port it was issued to,
  * for that connection. */
 #define ACCEPT_TOKEN_MIN_LIFETIME (3 * NGTCP2_SECONDS)
+/* And never over 10 s (ngtcp2's examples' lifetime), whatever
+ * handshake_timeout says: an Initial captured on the path replays from its
+ * address, port and connection ID no longer than that. */
+#define ACCEPT_TOKEN_MAX_LIFETIME (10 * NGTCP2_SECONDS)
 /* Strangers' sources let in lately: one let in within the last one to two
  * windows is not new. A new node needs one handshake per peer; a source
  * flooding from many addresses, answering Retries, is let in more often
@@ -100,8 +104,13 @@ static double accept_fresh_rate(const cm_net_t *net) {
 }
 
 static uint64_t accept_token_lifetime(const cm_net_t *net) {
-  uint64_t t = net->cfg.handshake_timeout * NGTCP2_MICROSECONDS;
-  return t < ACCEPT_TOKEN_MIN_LIFETIME ? ACCEPT_TOKEN_MIN_LIFETIME : t;
+  if (net->cfg.handshake_timeout >=
+      ACCEPT_TOKEN_MAX_LIFETIME / NGTCP2_MICROSECONDS)
+    return ACCEPT_TOKEN_MAX_LIFETIME;
+  if (net->cfg.handshake_timeout * NGTCP2_MICROSECONDS <
+      ACCEPT_TOKEN_MIN_LIFETIME)
+    return ACCEPT_TOKEN_MIN_LIFETIME;
+  return net->cfg.handshake_timeout * NGTCP2_MICROSECONDS;
 }
 
 int cm_net__accept_init(cm_net_t *net, uint64_t seed) {
@@ -340,7 +349,7 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
   ngtcp2_cid odcid;
   const ngtcp2_cid *retried = NULL;
   cm_net_conn_t *c, *victim = NULL;
-  int known, fresh = 0;
+  int known;
   int retry_on = net->cfg.retry_threshold < net->cfg.max_half_open;
   /* Its address not shown to be the sender's, while a Retry could show it
    * (with Retry off, no address is ever proven and each is taken as it
@@ -410,17 +419,23 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     /* Past accept_rate, a source not let in lately has a budget of its
      * own: a flood from many addresses it owns, each let in more often
      * than that, leaves a new node's handshake the whole of it, not the
-     * chance accept_rate leaves among everything strangers send. */
-    if (!known && net->cfg.accept_rate > 0 &&
-        !cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
-                             (double)net->cfg.accept_rate, now)) {
-      if (cm_net__recent_seen(&net->admitted, from, now) ||
-          !cm_net__bucket_take(&net->fresh_tokens, &net->fresh_ts,
-                               accept_fresh_rate(net), now)) {
-        net->st.drop_rate_limit++;
-        return;
+     * chance accept_rate leaves among everything strangers send. A
+     * source that takes a token from either is marked at once, whatever
+     * becomes of its Initial (a full half-open table, a full pool): else
+     * Initials refused further on would spend the budget of the new
+     * again and again from the same few addresses. */
+    if (!known && net->cfg.accept_rate > 0) {
+      if (!cm_net__bucket_take(&net->accept_tokens, &net->accept_ts,
+                               (double)net->cfg.accept_rate, now)) {
+        if (cm_net__recent_seen(&net->admitted, from, now) ||
+            !cm_net__bucket_take(&net->fresh_tokens, &net->fresh_ts,
+                                 accept_fresh_rate(net), now)) {
+          net->st.drop_rate_limit++;
+          return;
+        }
+        net->st.accepts_fresh++;
       }
-      fresh = 1;
+      cm_net__recent_mark(&net->admitted, from, now);
     }
   }
   /* Chosen once, displaced only after a good first packet (below): nothing
@@ -436,12 +451,6 @@ void cm_net__accept(cm_net_t *net, const struct sockaddr *sa,
     net->st.drop_pool_full++;
     return;
   }
-  /* Let in as far as TLS, whatever TLS then makes of it: not new for a
-   * while. */
-  if (!unproven && !known)
-    cm_net__recent_mark(&net->admitted, from, now);
-  if (fresh)
-    net->st.accepts_fresh++;
   if (cm_net__conn_new_server(net, sa, salen, from, &hd, retried, &c) != 0) {
     net->st.drop_garbage++;
     return;

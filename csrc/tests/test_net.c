@@ -2442,7 +2442,7 @@ CM_TEST(net_known_peer_rates_apart_from_strangers) {
   s4 = cm_tn_udp_socket_at("127.0.0.4");
   t_send_stalled(&loop, &a, s1, &seed, 2); /* 127.0.0.1's one, then none */
   t_send_stalled(&loop, &a, s2, &seed, 1); /* the endpoint's second */
-  t_send_stalled(&loop, &a, s3, &seed, 2); /* the new's one, then none */
+  t_send_stalled(&loop, &a, s3, &seed, 2); /* the new's, then its IP's over */
   t_send_stalled(&loop, &a, s4, &seed, 1); /* none left for the new */
   st = t_stats(&a);
   CM_CHECK_EQ(st.conns_accepted, 3);
@@ -2749,6 +2749,57 @@ CM_TEST(net_retry_tokens_checked) {
   t_finish(&loop, all, 1);
 }
 
+/* A token `age_s` seconds old from fd, for a new connection: 1 if n
+ * accepted it (a handshake began), 0 if it was dropped as a bad token. */
+static int t_token_of_age(uv_loop_t *loop, tnode_t *n, int fd, uint64_t *seed,
+                          double age_s) {
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
+  struct sockaddr_storage ss;
+  cm_addr_t from = cm_tn_socket_addr(fd);
+  socklen_t sslen = cm_net__addr_to_sa(&from, &ss);
+  ngtcp2_cid scid, odcid;
+  uint64_t bad = t_stats(n).drop_bad_token;
+  int tlen;
+  scid.datalen = CM_NET_SCID_LEN;
+  cm_tn_random_bytes(seed, scid.data, scid.datalen);
+  odcid.datalen = 8;
+  cm_tn_random_bytes(seed, odcid.data, odcid.datalen);
+  tlen = cm_net__retry_token(n->net, token, sizeof(token), NGTCP2_PROTO_VER_V1,
+                             (struct sockaddr *)&ss, sslen, &scid, &odcid,
+                             cm_net__now() -
+                                 (uint64_t)(age_s * (double)NGTCP2_SECONDS));
+  CM_CHECK(tlen > 0);
+  t_send_token(loop, n, fd, seed, &scid, token, (size_t)tlen);
+  return t_stats(n).drop_bad_token == bad;
+}
+
+/* A token lasts handshake_timeout, but never under 3 s (the client's
+ * retransmissions carry it a second and three seconds after its Initial)
+ * nor over 10 s (a captured Initial replays no longer). */
+CM_TEST(net_retry_token_life_bounded) {
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t shortt, longt;
+  tnode_t *all[] = {&shortt, &longt};
+  uint64_t seed = 717;
+  int fd;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg(&cfg);
+  cfg.retry_threshold = 0;
+  cfg.handshake_timeout = CM_SEC(1);
+  t_start(&shortt, &loop, &cfg);
+  cfg.handshake_timeout = CM_SEC(60);
+  t_start(&longt, &loop, &cfg);
+  fd = cm_tn_udp_socket_at("127.0.0.2");
+  CM_CHECK_EQ(t_token_of_age(&loop, &shortt, fd, &seed, 2.5), 1);
+  CM_CHECK_EQ(t_token_of_age(&loop, &shortt, fd, &seed, 3.5), 0);
+  CM_CHECK_EQ(t_token_of_age(&loop, &longt, fd, &seed, 9.0), 1);
+  CM_CHECK_EQ(t_token_of_age(&loop, &longt, fd, &seed, 11.0), 0);
+  close(fd);
+  t_finish(&loop, all, 2);
+}
+
 /* ---- unproven addresses ------------------------------------------------ */
 
 /* Initials whose ClientHello TLS refuses hold no half-open place, so they
@@ -3043,8 +3094,8 @@ CM_TEST(net_new_source_let_in_past_a_spent_accept_rate) {
   t_cfg(&cfg);
   cfg.accept_rate = 1; /* a burst of 1, then 1 a second; the new: as many */
   cfg.retry_threshold = CM_NET_RETRY_NEVER; /* the rates alone */
-  t0 = t_now_us();
   t_start(&a, &loop, &cfg);
+  t0 = t_now_us(); /* the buckets are full from the start */
   fa = cm_tn_udp_socket_at("127.0.0.2");
   fb = cm_tn_udp_socket_at("127.0.0.3");
   fc = cm_tn_udp_socket_at("127.0.0.4");
@@ -3083,6 +3134,58 @@ CM_TEST(net_new_source_let_in_past_a_spent_accept_rate) {
   close(fa);
   close(fb);
   close(fc);
+  t_finish(&loop, all, 1);
+}
+
+/* A source whose Initials take rate tokens and are then refused a
+ * half-open place (the table full, its places too young to give up) is
+ * marked at the first token all the same: once accept_rate is spent, it
+ * cannot go on to spend the budget of the new, which a new source then
+ * finds whole. */
+CM_TEST(net_initials_refused_a_place_spend_nothing_of_the_new) {
+  enum { PLACES = 2, RATE = 4 }; /* the new: 1 a second; life 0.5 s */
+  uv_loop_t loop;
+  cm_net_config_t cfg;
+  tnode_t a;
+  tnode_t *all[] = {&a};
+  uint64_t seed = 616, t0;
+  cm_net_stats_t st;
+  int f1, f2, fs, fn;
+
+  CM_CHECK_OK(uv_loop_init(&loop));
+  t_cfg_small_table(&cfg, PLACES);
+  cfg.accept_rate = RATE;
+  t_start(&a, &loop, &cfg);
+  t0 = t_now_us();
+  f1 = cm_tn_udp_socket_at("127.0.0.2");
+  f2 = cm_tn_udp_socket_at("127.0.0.3");
+  fs = cm_tn_udp_socket_at("127.0.0.4");
+  fn = cm_tn_udp_socket_at("127.0.0.5");
+  t_send_stalled(&loop, &a, f1, &seed, 1); /* a place each */
+  t_send_stalled(&loop, &a, f2, &seed, 1);
+  /* The rate's last two tokens, each refused a place; then over the rate. */
+  t_send_stalled(&loop, &a, fs, &seed, 6);
+  st = t_stats(&a);
+  CM_CHECK_EQ(st.conns_half_open, PLACES);
+  CM_CHECK_EQ(st.conns_accepted, PLACES);
+  CM_CHECK_EQ(st.drop_half_open + st.drop_rate_limit, 6);
+  /* Exactly so while the rate has not refilled a token (250 ms) and the
+   * places are young (500 ms). */
+  if (t_now_us() - t0 < 200000u) {
+    CM_CHECK_EQ(st.drop_half_open, 2);
+    CM_CHECK_EQ(st.accepts_fresh, 0);
+    /* A new source finds the budget of the new whole (and then the
+     * table full, like the other). */
+    t_send_stalled(&loop, &a, fn, &seed, 1);
+    st = t_stats(&a);
+    CM_CHECK_EQ(st.accepts_fresh, 1);
+    CM_CHECK_EQ(st.drop_rate_limit, 4);
+    CM_CHECK_EQ(st.drop_half_open, 3);
+  }
+  close(f1);
+  close(f2);
+  close(fs);
+  close(fn);
   t_finish(&loop, all, 1);
 }
 
