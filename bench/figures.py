@@ -1271,6 +1271,10 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-dpb-steady-n100-ba7f8b5": fig_compare_dpb(
         "bench/results/compare-ba7f8b5-n100-steady180.jsonl"
     ),
+    "compare-dpb-steady-9f659c5": fig_compare_dpb(
+        "bench/results/compare-9f659c5-n50-steady180.jsonl",
+        "bench/results/compare-9f659c5-n100-steady180.jsonl",
+    ),
 }
 
 
