@@ -385,7 +385,7 @@ def fig_phi() -> str:
 
 def fig_flood() -> str:
     """The keyless flood at every rate and outsider."""
-    rel = "bench/results/flood-b243525.json"
+    rel = "bench/results/flood-9f659c5.json"
     doc = load(rel)
     return flood_bench.table(doc) + "\n\n" + provenance(rel, doc)
 
