@@ -9,10 +9,14 @@
 int cm_net__bucket_take(double *tokens, uint64_t *last, double rate,
                         uint64_t now) {
   double burst = rate;
-  *tokens += (double)(now - *last) * rate / (double)NGTCP2_SECONDS;
+  /* A reading earlier than the last refills nothing (unsigned, the
+   * difference would be huge and refill the whole burst). */
+  if (now > *last) {
+    *tokens += (double)(now - *last) * rate / (double)NGTCP2_SECONDS;
+    *last = now;
+  }
   if (*tokens > burst)
     *tokens = burst;
-  *last = now;
   if (*tokens < 1.0)
     return 0;
   *tokens -= 1.0;

@@ -563,3 +563,26 @@ CM_TEST(limit_sources_let_in_lately_at_their_edge) {
   CM_CHECK_EQ(seen, 100000);
   free(r);
 }
+
+/* The endpoint-wide token bucket with explicit clock readings: a burst of
+ * `rate`, then one a 1/rate s; a reading earlier than the last refills
+ * nothing and does not move the bucket's clock back. */
+CM_TEST(limit_bucket_at_its_edge) {
+  const uint64_t t0 = 1000 * NGTCP2_SECONDS, tick = NGTCP2_SECONDS / 10;
+  double tokens = 10.0;
+  uint64_t last = t0;
+  int i;
+  for (i = 0; i < 10; i++)
+    CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0), 1);
+  CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0), 0);
+  CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0 + tick - 1), 0);
+  CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0 + tick), 1);
+  /* Backwards: nothing refilled, the clock kept. */
+  CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0 - 50 * tick), 0);
+  CM_CHECK_EQ(last, t0 + tick);
+  CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0 + 2 * tick), 1);
+  /* A quiet minute refills the burst, no more. */
+  for (i = 0; i < 10; i++)
+    CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0 + 600 * tick), 1);
+  CM_CHECK_EQ(cm_net__bucket_take(&tokens, &last, 10.0, t0 + 600 * tick), 0);
+}
