@@ -2,6 +2,14 @@
 
 #include "cm_test.h"
 
+void cm_tconfig_pinned(cm_config_t *c) {
+  cm_config_lan(c);
+  c->probe_interval = CM_MSEC(500);
+  c->probe_timeout = CM_MSEC(200);
+  c->suspicion_mult = 4;
+  c->suspicion_confirmations = 2;
+}
+
 void cm_tnode_feed(cm_node_t *n, const cm_addr_t *from, const cm_msg_t *m,
                    cm_time_t now) {
   uint8_t buf[1500];

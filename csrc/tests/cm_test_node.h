@@ -7,6 +7,12 @@
 
 #include "cm_node.h"
 
+/* The LAN profile with the probe and suspicion settings these tests were
+ * written against pinned (0.5-s probes, 0.2-s timeout, suspicion_mult 4,
+ * two confirmations awaited): what they check is a rule, not the default
+ * profile, and must not move when the default does. */
+void cm_tconfig_pinned(cm_config_t *c);
+
 /* Deliver message m to n as one packet from `from` at now; fails the test
  * if it cannot be encoded or the node refuses it. */
 void cm_tnode_feed(cm_node_t *n, const cm_addr_t *from, const cm_msg_t *m,

@@ -304,7 +304,7 @@ CM_TEST(coord_ack_carries_the_target_coordinate_and_rtt) {
   cm_member_info_t info;
   cm_node_stats_t st;
   uint32_t seq;
-  cm_config_lan(&cfg);
+  cm_tconfig_pinned(&cfg);
   n = cm_tnode_new(&cfg, now);
   coord_alive(n, "b", 2, 2, now);
   cm_coord_init(&peer);
@@ -388,7 +388,7 @@ CM_TEST(coord_sent_only_to_members_that_read_it) {
   cm_msg_t out[CM_WIRE_MAX_MSGS];
   cm_coord_t c;
   size_t k;
-  cm_config_lan(&cfg);
+  cm_tconfig_pinned(&cfg);
   n = cm_tnode_new(&cfg, now);
   coord_alive(n, "v2", 2, 2, now);
   coord_alive(n, "v1", 3, 0, now);
@@ -509,7 +509,7 @@ CM_TEST(coord_pushpull_carries_the_senders_own_and_a_joins_everyones) {
   cm_addr_t to;
   uint64_t req_id;
   int is_join;
-  cm_config_lan(&cfg);
+  cm_tconfig_pinned(&cfg);
   n = cm_tnode_new(&cfg, now);
   /* b's periodic push-pull, from b's address: b's own word is taken; what
    * it says of c is not (one member must not set what we hold of all). */
@@ -655,6 +655,7 @@ static cm_sim_t *coord_sites_sim(uint32_t n, uint64_t seed) {
   cm_sim_config_t c;
   cm_sim_t *s = NULL;
   cm_sim_config_default(&c);
+  cm_tconfig_pinned(&c.node);
   c.nodes = n;
   c.seed = seed;
   c.sites = 3;
@@ -788,6 +789,7 @@ static cm_sim_t *coord_lan_sim(uint32_t n, uint64_t seed) {
   cm_sim_config_t c;
   cm_sim_t *s = NULL;
   cm_sim_config_default(&c);
+  cm_tconfig_pinned(&c.node);
   c.nodes = n;
   c.seed = seed;
   c.sites = 1;
@@ -891,7 +893,7 @@ CM_TEST(probe_rtt_percentiles_of_the_last_sixteen) {
   cm_node_t *n;
   cm_member_info_t info;
   uint32_t k;
-  cm_config_lan(&cfg);
+  cm_tconfig_pinned(&cfg);
   n = cm_tnode_new(&cfg, now);
   coord_alive(n, "b", 2, 2, now);
   CM_CHECK(cm_node_member_find(n, "b", &info, now));

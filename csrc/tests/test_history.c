@@ -15,6 +15,7 @@ static cm_sim_t *hist_cluster(uint32_t n, uint64_t seed, uint32_t history) {
   cm_sim_config_t c;
   cm_sim_t *s = NULL;
   cm_sim_config_default(&c);
+  cm_tconfig_pinned(&c.node);
   c.nodes = n;
   c.seed = seed;
   c.node.history = history;
@@ -110,7 +111,7 @@ CM_TEST(history_is_bounded_and_can_be_off) {
   cm_hist_read_t h[16];
   uint32_t inc;
   size_t k;
-  cm_config_lan(&cfg);
+  cm_tconfig_pinned(&cfg);
   cfg.history = 3;
   n = cm_tnode_new(&cfg, now);
   cm_tnode_alive(n, "b", 0, &b, now);

@@ -56,7 +56,7 @@ static cm_node_t *node_with_peers(uint32_t k, cm_config_t *cfg) {
   cm_addr_t a = addr_of(1);
   uint32_t i;
   if (cfg == NULL) {
-    cm_config_lan(&c);
+    cm_tconfig_pinned(&c);
     cfg = &c;
   }
   CM_CHECK_OK(cm_node_new(&n, cfg, "n1", &a, NULL, 0, 3, T0));
@@ -123,7 +123,7 @@ CM_TEST(probe_timeout_asks_k_helpers_then_suspects) {
   cm_node_stats_t st;
   cm_time_t t;
   size_t k, i, reqs = 0;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(5, &c);
   t = run_to_ping(n, T0, &ping);
   /* Just before the timeout: nothing yet. */
@@ -164,7 +164,7 @@ CM_TEST(probe_failure_accuses_only_the_probed_incarnation) {
   cm_time_t t;
   char id[16], other[16];
   uint32_t target;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(4, &c);
   t = run_to_ping(n, T0, &ping);
   target = ping.to.ip[3];
@@ -195,7 +195,7 @@ CM_TEST(probe_nacks_spare_local_health) {
   cm_node_stats_t st;
   cm_time_t t;
   size_t k, i;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(5, &c);
   t = run_to_ping(n, T0, &ping);
   cm_node_tick(n, t + c.probe_timeout);
@@ -226,7 +226,7 @@ CM_TEST(indirect_ack_through_helper_counts) {
   cm_time_t t;
   size_t k;
   cm_msg_t ack;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(5, &c);
   t = run_to_ping(n, T0, &ping);
   cm_node_tick(n, t + c.probe_timeout);
@@ -249,7 +249,7 @@ CM_TEST(awareness_stretches_probe_interval) {
   struct sent ping;
   cm_time_t t1, t2, t3, t4;
   cm_node_stats_t st;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(5, &c);
   /* Nobody answers anything: each failed probe with three silent helpers
    * adds 3 to the health score (capped at awareness_max - 1 = 7), and each
@@ -311,7 +311,7 @@ CM_TEST(helper_forwards_ack_or_nacks) {
   struct sent out[4];
   cm_msg_t req, ack;
   const cm_msg_t *p;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(3, &c);
   memset(&req, 0, sizeof(req));
   req.type = CM_MSG_PING_REQ;
@@ -407,7 +407,7 @@ CM_TEST(probe_round_holds_for_a_quiet_peer) {
   cm_member_info_t info;
   uint32_t probes[32] = {0}, i, total = 0;
   cm_time_t t = T0, start;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(20, &c);
   memset(&p, 0, sizeof(p));
   p.type = CM_MSG_PING;
@@ -483,7 +483,7 @@ CM_TEST(own_stall_does_not_count_against_suspects) {
   cm_member_info_t info;
   cm_node_stats_t st;
   cm_time_t d;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(5, &c);
   memset(&sus, 0, sizeof(sus));
   sus.type = CM_MSG_SUSPECT;
@@ -665,7 +665,7 @@ CM_TEST(idcheck_silence_means_a_stale_claim_and_backs_off) {
   cm_node_t *n;
   cm_node_stats_t st;
   cm_time_t t;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   n = node_with_peers(3, &c);
   CM_CHECK(claim_of_own_id(n, T0) != 0);
   /* Pending until one probe interval has passed without an answer. */

@@ -24,7 +24,7 @@ static cm_node_t *mk_node_cfg(const char *id, uint32_t idx,
 
 static cm_node_t *mk_node(const char *id, uint32_t idx) {
   cm_config_t c;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   return mk_node_cfg(id, idx, &c);
 }
 
@@ -528,7 +528,7 @@ CM_TEST(node_new_rejects_bad_arguments) {
   cm_config_t c;
   cm_node_t *n = NULL;
   cm_addr_t a = addr_of(1), bad = {0};
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   CM_CHECK_EQ(cm_node_new(&n, &c, "", &a, NULL, 0, 1, T0), CM_ENODEID);
   CM_CHECK_EQ(cm_node_new(&n, &c, "has space", &a, NULL, 0, 1, T0), CM_ENODEID);
   CM_CHECK_EQ(cm_node_new(&n, &c, "x", &bad, NULL, 0, 1, T0), CM_EADDR);
@@ -1601,7 +1601,7 @@ CM_TEST(rule_left_and_failed_members_are_reaped_on_time) {
   cm_node_t *n;
   struct drive_log l;
   cm_event_t ev;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   c.reap_left_after = CM_SEC(30);
   c.reconnect_timeout = CM_SEC(45);
   c.suspicion_mult = 100; /* 3 live < k + 2 = 4: timeout = min = 50 s */
@@ -1647,7 +1647,7 @@ CM_TEST(rule_reaping_drops_the_members_queued_updates) {
   cm_node_t *n;
   cm_node_stats_t st;
   struct drive_log l;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   c.reap_left_after = CM_SEC(30);
   c.gossip_to_dead = 0;
   n = with_gone(&c, "l", "x", "l");
@@ -1678,7 +1678,7 @@ CM_TEST(rule_timers_start_at_a_random_phase) {
   cm_time_t first[TIMERS][NODES], lo[TIMERS], hi[TIMERS];
   cm_config_t c;
   int t, i, j;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   lo[0] = 0, hi[0] = c.probe_interval;
   lo[1] = 0, hi[1] = c.gossip_interval;
   lo[2] = c.pushpull_interval / 2, hi[2] = c.pushpull_interval + 1;
@@ -1727,7 +1727,7 @@ CM_TEST(rule_failed_member_is_reconnected_until_the_timeout) {
   cm_addr_t f = addr_of(3);
   cm_time_t first;
   size_t i;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   c.reconnect_timeout = CM_SEC(60);
   n = with_gone(&c, "l", "f", "z");
   memset(&l, 0, sizeof(l));
@@ -1760,7 +1760,7 @@ static cm_node_t *joined_at_t0(cm_config_t *c, cm_pp_entry_t e[6],
   uint8_t *data, buf[4096];
   size_t len;
   int is_join = 0;
-  cm_config_lan(c);
+  cm_tconfig_pinned(c);
   n = mk_node_cfg("a", 1, c);
   CM_CHECK_OK(cm_node_join(n, &seed, 1, T0));
   CM_CHECK(cm_node_poll_stream(n, &to, &req, &data, &len, &is_join));
@@ -1950,7 +1950,7 @@ static cm_node_t *with_bcdx_cfg(const cm_config_t *c) {
  * 12 s. */
 static cm_node_t *with_bcdx(void) {
   cm_config_t c;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   return with_bcdx_cfg(&c);
 }
 
@@ -2048,7 +2048,7 @@ CM_TEST(rule_confirmations_awaited_are_set_apart_from_the_multiplier) {
   static const char *const by[] = {"c"};
   cm_config_t c;
   cm_node_t *n;
-  cm_config_lan(&c);
+  cm_tconfig_pinned(&c);
   c.suspicion_confirmations = 0;
   n = with_bcdx_cfg(&c);
   suspicion_fails_after(n, NULL, 0, CM_SEC(2), 0);
