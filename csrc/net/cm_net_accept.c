@@ -78,14 +78,15 @@
  * address, port and connection ID no longer than that. */
 #define ACCEPT_TOKEN_MAX_LIFETIME (10 * NGTCP2_SECONDS)
 /* Strangers' sources let in lately: one let in within the last one to two
- * windows is not new. A new node needs one handshake per peer; a source
- * flooding from many addresses, answering Retries, is let in more often
- * than this at accept_rate unless it owns more than accept_rate × this
- * many addresses. */
+ * windows is not new. A new node needs one handshake per peer; a flood
+ * spends the budget of the new only from addresses not let in for a
+ * window or more, so it must spread over about accept_rate /
+ * ACCEPT_FRESH_SHARE to twice that many addresses it owns to keep it
+ * spent. */
 #define ACCEPT_FRESH_WINDOW NGTCP2_SECONDS
 /* The budget past accept_rate for sources not let in lately, as a
- * fraction of accept_rate: strangers' handshakes are bounded by
- * accept_rate × (1 + 1/ACCEPT_FRESH_SHARE) in all. */
+ * fraction of accept_rate (at least 1 a second): proven strangers'
+ * handshakes are bounded by accept_rate plus that budget. */
 #define ACCEPT_FRESH_SHARE 4
 /* Initials without a token admitted per second while the endpoint is
  * calm, endpoint-wide: a cluster starting at once gets its first
@@ -103,14 +104,15 @@ static double accept_fresh_rate(const cm_net_t *net) {
   return r < 1.0 ? 1.0 : r;
 }
 
+/* handshake_timeout, within [ACCEPT_TOKEN_MIN_LIFETIME,
+ * ACCEPT_TOKEN_MAX_LIFETIME]; compared in microseconds first, so a huge
+ * setting cannot overflow the conversion. */
 static uint64_t accept_token_lifetime(const cm_net_t *net) {
-  if (net->cfg.handshake_timeout >=
-      ACCEPT_TOKEN_MAX_LIFETIME / NGTCP2_MICROSECONDS)
+  uint64_t t = net->cfg.handshake_timeout;
+  if (t >= ACCEPT_TOKEN_MAX_LIFETIME / NGTCP2_MICROSECONDS)
     return ACCEPT_TOKEN_MAX_LIFETIME;
-  if (net->cfg.handshake_timeout * NGTCP2_MICROSECONDS <
-      ACCEPT_TOKEN_MIN_LIFETIME)
-    return ACCEPT_TOKEN_MIN_LIFETIME;
-  return net->cfg.handshake_timeout * NGTCP2_MICROSECONDS;
+  t *= NGTCP2_MICROSECONDS;
+  return t < ACCEPT_TOKEN_MIN_LIFETIME ? ACCEPT_TOKEN_MIN_LIFETIME : t;
 }
 
 int cm_net__accept_init(cm_net_t *net, uint64_t seed) {

@@ -114,6 +114,10 @@ static void recent_bits(const cm_net_recent_t *r, const cm_addr_t *from,
   bit[1] = (uint32_t)((h >> 32) % CM_NET_RECENT_BITS);
 }
 
+static int recent_has(const uint64_t *set, uint32_t bit) {
+  return (set[bit / 64] >> (bit % 64)) & 1u;
+}
+
 void cm_net__recent_mark(cm_net_recent_t *r, const cm_addr_t *from,
                          uint64_t now) {
   uint32_t bit[2];
@@ -127,16 +131,11 @@ void cm_net__recent_mark(cm_net_recent_t *r, const cm_addr_t *from,
 int cm_net__recent_seen(cm_net_recent_t *r, const cm_addr_t *from,
                         uint64_t now) {
   uint32_t bit[2];
-  int g, i, all;
+  int g;
   recent_advance(r, now);
   recent_bits(r, from, bit);
-  for (g = 0; g < 2; g++) {
-    all = 1;
-    for (i = 0; i < 2; i++)
-      if (!(r->bits[g][bit[i] / 64] & ((uint64_t)1 << (bit[i] % 64))))
-        all = 0;
-    if (all)
+  for (g = 0; g < 2; g++)
+    if (recent_has(r->bits[g], bit[0]) && recent_has(r->bits[g], bit[1]))
       return 1;
-  }
   return 0;
 }
