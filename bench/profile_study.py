@@ -34,22 +34,24 @@ from clustermember.sim._scenarios import LATENCY  # noqa: E402
 # Serf LAN's probing: memberlist's DefaultLANConfig.
 _ONE_S = {"probe_interval": 1.0, "probe_timeout": 0.5}
 #: name -> ClusterConfig overrides on the LAN profile. A multiplier alone
-#: awaits memberlist's mult - 2 confirmations (none under 3).
+#: awaits memberlist's mult - 2 confirmations (none under 3). Every profile
+#: but the default names all four settings, so a change of the default
+#: moves only its own row.
 PROFILES: dict[str, dict[str, float]] = {
-    "lan (default)": {},
-    "1 s probes, suspicion_mult 4 (Serf LAN's)": _ONE_S,
+    "lan (default): 1 s probes, suspicion_mult 1, 1 confirmation": {},
+    "former lan: 0.5 s probes, suspicion_mult 4, 2 confirmations": {
+        "probe_interval": 0.5,
+        "probe_timeout": 0.2,
+        "suspicion_mult": 4,
+        "suspicion_confirmations": 2,
+    },
     **{
-        f"1 s probes, suspicion_mult {m}": {
+        f"1 s probes, suspicion_mult {m}" + (" (Serf LAN's)" if m == 4 else ""): {
             **_ONE_S,
             "suspicion_mult": m,
             "suspicion_confirmations": max(0, m - 2),
         }
-        for m in (3, 2, 1)
-    },
-    "1 s probes, suspicion_mult 1, 1 confirmation": {
-        **_ONE_S,
-        "suspicion_mult": 1,
-        "suspicion_confirmations": 1,
+        for m in (4, 3, 2, 1)
     },
 }
 LOSSES = (0.05, 0.10)

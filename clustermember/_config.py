@@ -280,7 +280,7 @@ class ClusterConfig:
 
     >>> import secrets
     >>> ClusterConfig(cluster_key=secrets.token_bytes(32), tags={"role": "db"}).probe_interval
-    0.5
+    1.0
     """
 
     node_id: str | None = None
@@ -370,10 +370,10 @@ class ClusterConfig:
 
     @classmethod
     def lan(cls, **overrides: Unpack[ConfigOverrides]) -> ClusterConfig:
-        """The LAN profile (the default): 0.5 s probes, failure in a few seconds.
+        """The LAN profile (the default): 1 s probes, failure in a few seconds.
 
         >>> ClusterConfig.lan(cluster_key=key).probe_interval
-        0.5
+        1.0
         """
         return cls._profile("lan", overrides)
 

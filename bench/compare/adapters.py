@@ -712,15 +712,24 @@ SYSTEMS = (
     "clustermember-lan-1s-m2",
     "clustermember-lan-1s-m1",
     "clustermember-lan-1s-m1k1",
+    "clustermember-lan-500ms",
 )
 
 # Serf's LAN timing (memberlist DefaultLANConfig: ProbeInterval 1 s,
-# ProbeTimeout 500 ms), for a comparison at equal probing; then with a
-# shorter suspicion (bench/profile_study.py): m2 and m1 await memberlist's
-# mult - 2 confirmations (none), m1k1 one.
+# ProbeTimeout 500 ms), for a comparison at equal probing: with memberlist's
+# suspicion (multiplier 4, mult - 2 = 2 confirmations), then shorter ones
+# (bench/profile_study.py): m2 and m1 await memberlist's mult - 2
+# confirmations (none), m1k1 one (the LAN profile's values since it became
+# the default). 500ms is the LAN profile before that, so that the figures
+# measured with it can be made again. Each names every setting, so that a
+# change of the LAN profile changes none of them.
 SERF_LAN_PROBING = {"probe_interval": 1.0, "probe_timeout": 0.5}
 LAN_WITH_SETTINGS: dict[str, dict[str, float]] = {
-    "clustermember-lan-1s": SERF_LAN_PROBING,
+    "clustermember-lan-1s": {
+        **SERF_LAN_PROBING,
+        "suspicion_mult": 4,
+        "suspicion_confirmations": 2,
+    },
     "clustermember-lan-1s-m2": {
         **SERF_LAN_PROBING,
         "suspicion_mult": 2,
@@ -735,6 +744,12 @@ LAN_WITH_SETTINGS: dict[str, dict[str, float]] = {
         **SERF_LAN_PROBING,
         "suspicion_mult": 1,
         "suspicion_confirmations": 1,
+    },
+    "clustermember-lan-500ms": {
+        "probe_interval": 0.5,
+        "probe_timeout": 0.2,
+        "suspicion_mult": 4,
+        "suspicion_confirmations": 2,
     },
 }
 

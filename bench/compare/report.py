@@ -179,6 +179,7 @@ ORDER = [
     "clustermember-lan-1s-m2",
     "clustermember-lan-1s-m1",
     "clustermember-lan-1s-m1k1",
+    "clustermember-lan-500ms",
     "clustermember-local",
     "clustermember-lan-loss10",
     "serf-lan",
@@ -191,6 +192,7 @@ RATIO = {
     "clustermember-lan-1s-m2": "serf-lan",
     "clustermember-lan-1s-m1": "serf-lan",
     "clustermember-lan-1s-m1k1": "serf-lan",
+    "clustermember-lan-500ms": "serf-lan",
     "clustermember-local": "serf-local",
 }
 

@@ -9,13 +9,16 @@
 /* Values and reasons: docs/configuration.md. */
 void cm_config_lan(cm_config_t *c) {
   memset(c, 0, sizeof(*c));
-  c->probe_interval = CM_MSEC(500);
-  c->probe_timeout = CM_MSEC(200);
+  /* memberlist's LAN probing (1 s, 0.5 s) with a suspicion that ends at
+   * log10(n) probe intervals once a second accuser confirms it, and at
+   * six times that without one. */
+  c->probe_interval = CM_SEC(1);
+  c->probe_timeout = CM_MSEC(500);
   c->indirect_checks = 3;
   c->awareness_max = 8;
-  c->suspicion_mult = 4;
+  c->suspicion_mult = 1;
   c->suspicion_max_mult = 6;
-  c->suspicion_confirmations = 2;
+  c->suspicion_confirmations = 1;
   c->phi_threshold = 8.0;
   c->phi_window = 32;
   c->phi_min_std = CM_MSEC(100);
