@@ -50,8 +50,8 @@ BLOCK = re.compile(
 #: tests/test_figures.py but the partition), at 10,000, and the converge
 #: rows of 3,000 nodes and more (measured one by one, each command and peak
 #: memory in a .time.txt beside its result).
-SIM_SMALL = "bench/results/sim-102090b.json"
-SIM_LARGE = "bench/results/sim-10000-ca6bd4a.json"
+SIM_SMALL = "bench/results/sim-db97bd1.json"
+SIM_LARGE = "bench/results/sim-10000-db97bd1.json"
 CONVERGE_DIR = "bench/results/converge-62c17db"
 SCENARIO_ORDER = ("converge", "detect", "tag", "falsepos", "partition")
 
@@ -417,7 +417,7 @@ def fig_gossip_reach() -> str:
     return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for rel in GOSSIP_REACH)])
 
 
-COORDS = "bench/results/coords-102090b.json"
+COORDS = "bench/results/coords-db97bd1.json"
 
 
 def fig_coords() -> str:
@@ -806,7 +806,7 @@ def compare_dpb(*rels: str) -> str:
     )
 
 
-PROFILES = "bench/results/profiles-5db9bd4.json"
+PROFILES = "bench/results/profiles-db97bd1.json"
 
 
 def fig_profiles() -> str:

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="NAME=VALUE",
-        help="change one setting of the profile, e.g. probe_interval=1.0 (repeatable; "
+        help="change one setting of the profile, e.g. probe_interval=2.0 (repeatable; "
         "the settings: docs/configuration.md)",
     )
     a.add_argument("--key-file", help="file with the base64 cluster key")
