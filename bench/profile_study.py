@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.raw import commit  # noqa: E402
+from clustermember import ClusterConfig  # noqa: E402
 from clustermember._core import Simulator  # noqa: E402
 from clustermember.sim import run  # noqa: E402
 from clustermember.sim._scenarios import LATENCY  # noqa: E402
@@ -35,10 +36,15 @@ from clustermember.sim._scenarios import LATENCY  # noqa: E402
 _ONE_S = {"probe_interval": 1.0, "probe_timeout": 0.5}
 #: name -> ClusterConfig overrides on the LAN profile. A multiplier alone
 #: awaits memberlist's mult - 2 confirmations (none under 3). Every profile
-#: but the default names all four settings, so a change of the default
-#: moves only its own row.
+#: names all four settings, so a change of the default moves no row; the
+#: one named the default is checked against it (default_row_is_the_default).
+DEFAULT = "lan (default): 1 s probes, suspicion_mult 1, 1 confirmation"
 PROFILES: dict[str, dict[str, float]] = {
-    "lan (default): 1 s probes, suspicion_mult 1, 1 confirmation": {},
+    DEFAULT: {
+        **_ONE_S,
+        "suspicion_mult": 1,
+        "suspicion_confirmations": 1,
+    },
     "former lan: 0.5 s probes, suspicion_mult 4, 2 confirmations": {
         "probe_interval": 0.5,
         "probe_timeout": 0.2,
@@ -115,7 +121,22 @@ def study(name: str, cfg: dict[str, float], n: int, seeds: int, watch: float) ->
     }
 
 
+def default_row_is_the_default() -> None:
+    """Refuse to run when the row named the default no longer is it.
+
+    >>> default_row_is_the_default()
+    """
+    lan = ClusterConfig.lan(insecure=True)
+    differ = {k: v for k, v in PROFILES[DEFAULT].items() if getattr(lan, k) != v}
+    if differ:
+        raise SystemExit(
+            f"the row {DEFAULT!r} sets {differ}, which the LAN profile no longer has: "
+            "rename it and give the default a row of its own"
+        )
+
+
 def main() -> None:
+    default_row_is_the_default()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[20, 50])
     ap.add_argument("--seeds", type=int, default=8)

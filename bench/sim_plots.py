@@ -31,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from clustermember import _core, sim  # noqa: E402
+from clustermember import ClusterConfig, _core, sim  # noqa: E402
 from clustermember.sim._scenarios import LATENCY  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -59,7 +59,8 @@ def detect_points(sizes: list[int], seeds: int, extra: list[dict[str, Any]]) -> 
 
 
 def plot_detect(pts: dict[int, dict], path: Path) -> None:
-    period = 0.5  # LAN probe interval
+    lan = ClusterConfig.lan(insecure=True)
+    period, mult = lan.probe_interval, lan.suspicion_mult
     ns = list(pts)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for key, label, marker in (
@@ -89,18 +90,18 @@ def plot_detect(pts: dict[int, dict], path: Path) -> None:
     )
     ax.plot(
         grid,
-        [(2 + 4 * max(1.0, math.log10(g))) * period for g in grid],
+        [(2 + mult * max(1.0, math.log10(g))) * period for g in grid],
         "--",
         color="C1",
         alpha=0.6,
-        label="≈2 periods + Lifeguard minimum suspicion 4·log10(N) periods",
+        label=f"≈2 periods + Lifeguard minimum suspicion {mult}·log10(N) periods",
     )
     ax.axhline(10.0, color="red", lw=0.8, alpha=0.5)
     ax.text(min(ns), 10.15, "target at N = 1,000: 10 s", color="red", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("nodes (N)")
     ax.set_ylabel("virtual seconds after the crash")
-    ax.set_title("Detection time against N (simulator, LAN profile, 0.5 s period)")
+    ax.set_title(f"Detection time against N (simulator, LAN profile, {period:g} s period)")
     ax.set_ylim(0, 12)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7.5, loc="center right")

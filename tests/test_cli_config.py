@@ -249,11 +249,12 @@ def test_the_confirmations_a_suspicion_awaits_are_a_setting_apart_from_its_multi
     """--set suspicion_confirmations reaches the core's settings on its own;
     changing the multiplier leaves it; past 16 it is refused by name."""
     config = agent_config(
-        settings(["--insecure", "--set", "suspicion_mult=1", "--set", "suspicion_confirmations=1"])
+        settings(["--insecure", "--set", "suspicion_mult=2", "--set", "suspicion_confirmations=3"])
     )
     core = config.protocol_settings()
-    assert (core["suspicion_mult"], core["suspicion_confirmations"]) == (1, 1)
     lan = ClusterConfig.lan(insecure=True)
+    assert (lan.suspicion_mult, lan.suspicion_confirmations) != (2, 3)
+    assert (core["suspicion_mult"], core["suspicion_confirmations"]) == (2, 3)
     assert agent_config(
         settings(["--insecure", "--set", "suspicion_mult=6"])
     ).suspicion_confirmations == (lan.suspicion_confirmations)

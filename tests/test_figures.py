@@ -134,3 +134,13 @@ def test_the_join_goals_count_a_run_that_never_converged_as_a_miss(tmp_path: Any
     assert "met (the 10-s bound only" in lines["clustermember-lan-loss10"]
     assert "no serf-local run to compare with" in lines["clustermember-local"]
     assert lines["serf-lan"].endswith("| – |")
+
+
+def test_the_profile_study_row_named_the_default_is_the_default() -> None:
+    """The study names each row by its settings; the one it calls the
+    default must set what the LAN profile does."""
+    from bench import profile_study
+
+    profile_study.default_row_is_the_default()
+    lan = figures.load(figures.PROFILES)
+    assert any(r["profile"] == profile_study.DEFAULT for r in lan["results"])

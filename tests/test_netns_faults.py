@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from clustermember import ClusterConfig
 from tests.netns.rig import Rig, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -111,13 +113,18 @@ def test_brief_isolation_is_not_a_failure(hosts: Hosts) -> None:
     for i in range(5):
         hosts.start(i)
     eventually(lambda: all_alive(hosts, range(5)), "five hosts alive everywhere")
-    hosts.rig.isolate(4)
-    # Shorter than the suspicion minimum (2 s for five nodes on the LAN
-    # profile): suspicion may start, but nobody may declare h4 failed. One
-    # view at a time, so the isolation outlasts 1.5 s by one view at most,
+    # A probe period and a quarter of the suspicion minimum (1 s and 1 s
+    # for five nodes on the LAN profile): a probe sent in the first quarter
+    # second fails, so suspicion may start, but no verdict can come before
+    # a period and the whole minimum, and nobody may declare h4 failed. One
+    # view at a time, so the isolation outlasts the cut by one view at most,
     # however slow the CLI is on a busy machine (or under coverage), not by
     # four.
-    end = time.monotonic() + 1.5
+    lan = ClusterConfig.lan(insecure=True)
+    low = lan.suspicion_mult * max(1.0, math.log10(5)) * lan.probe_interval
+    cut = lan.probe_interval + 0.25 * low
+    hosts.rig.isolate(4)
+    end = time.monotonic() + cut
     i = 0
     while time.monotonic() < end:
         assert hosts.view(i % 4)["h4"] != "failed"

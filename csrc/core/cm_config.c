@@ -186,6 +186,18 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
   return 0;
 }
 
+/* memberlist's relay nacks after ProbeTimeout, while its asker, which sent
+ * the request ProbeTimeout into its probe, judges at ProbeInterval: at its
+ * LAN values (1 s, 0.5 s) every nack arrives just after the verdict and
+ * counts against the asker's own health. */
+cm_time_t cm_nack_wait(const cm_config_t *c) {
+  cm_time_t left = c->probe_interval > c->probe_timeout
+                       ? c->probe_interval - c->probe_timeout
+                       : 0;
+  cm_time_t w = left / 5 * 4;
+  return w < c->probe_timeout ? w : c->probe_timeout;
+}
+
 cm_time_t cm_suspicion_min(const cm_config_t *c, uint32_t n) {
   double scale = n > 10 ? log10((double)n) : 1.0;
   return (cm_time_t)((double)c->suspicion_mult * scale *

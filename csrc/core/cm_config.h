@@ -83,6 +83,11 @@ int cm_config_validate(const cm_config_t *c, const char **why);
 cm_time_t cm_suspicion_min(const cm_config_t *c, uint32_t n);
 uint32_t cm_retransmit_limit(const cm_config_t *c, uint32_t n);
 cm_time_t cm_pushpull_scaled(const cm_config_t *c, uint32_t n);
+/* How long a helper waits for the target before it nacks an indirect probe:
+ * probe_timeout, but no later than 4/5 of what the asker has left of its
+ * period once it asked (probe_interval - probe_timeout), so the nack is back
+ * before the asker judges its probe. */
+cm_time_t cm_nack_wait(const cm_config_t *c);
 /* A query's default timeout at n members (Serf's DefaultQueryTimeout):
  * query_timeout_mult x gossip_interval x ceil(log10(n + 1)). */
 cm_time_t cm_query_timeout(const cm_config_t *c, uint32_t n);

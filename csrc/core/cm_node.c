@@ -90,8 +90,11 @@ cm_time_t cm_node_next_deadline(const cm_node_t *n) {
   if (n->idcheck.state == CM_IDCHECK_PENDING)
     d = min_t(d, n->idcheck.deadline);
   for (i = 0; i < CM_FWD_MAX; i++)
-    if (n->fwd[i].active)
+    if (n->fwd[i].active) {
       d = min_t(d, n->fwd[i].deadline);
+      if (n->fwd[i].want_nack && !n->fwd[i].nacked)
+        d = min_t(d, n->fwd[i].nack_at);
+    }
   d = min_t(d, cm_theap_min(&n->suspects));
   d = min_t(d, cm_node__queries_deadline(n));
   return d;

@@ -46,6 +46,7 @@ struct cm_urec {
   uint64_t ltime;
   uint64_t digest; /* of name, payload (or its reference) and filter */
   uint8_t in_use, flags, name_len, origin_len;
+  uint8_t synced; /* learnt by anti-entropy: relayed with CM_UEV_SYNCED */
   /* A payload on streams (USER_EVENT_REF): its digest and reference; it
    * is pending until fetched, and forgotten (data NULL) when the store
    * needs its room. */
@@ -150,7 +151,9 @@ struct cm_fwd {
   uint32_t seq;      /* of our ping to the target */
   uint32_t orig_seq; /* of the requester's probe */
   cm_addr_t requester;
-  cm_time_t deadline;
+  cm_time_t nack_at;  /* want_nack: when the nack goes, unless an ack came */
+  uint8_t nacked;     /* the nack went; an ack is still relayed till deadline */
+  cm_time_t deadline; /* the relay ends: probe_timeout after the request */
 };
 
 /* Is another live process using our id? One ping, to the address a

@@ -332,6 +332,8 @@ void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
   }
   f->active = 1;
   f->want_nack = r->want_nack;
+  f->nacked = 0;
+  f->nack_at = now + cm_nack_wait(&n->cfg);
   f->seq = ++n->seq;
   f->orig_seq = r->seq;
   f->requester = *from;
@@ -381,16 +383,18 @@ void cm_node__expire_forwards(cm_node_t *n, cm_time_t now) {
   size_t i;
   for (i = 0; i < CM_FWD_MAX; i++) {
     struct cm_fwd *f = &n->fwd[i];
-    if (!f->active || f->deadline > now)
+    if (!f->active)
       continue;
-    f->active = 0;
-    if (f->want_nack) {
+    if (f->want_nack && !f->nacked && f->nack_at <= now) {
       cm_msg_t nack;
       memset(&nack, 0, sizeof(nack));
       nack.type = CM_MSG_NACK;
       nack.u.nack.seq = f->orig_seq;
+      f->nacked = 1;
       cm_node__send(n, &f->requester, &nack, 1);
     }
+    if (f->deadline <= now)
+      f->active = 0;
   }
 }
 

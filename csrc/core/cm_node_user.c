@@ -55,6 +55,8 @@ struct uin {
   const uint8_t *filter;
   uint16_t filter_len;
   const cm_msg_query_t *q; /* queries */
+  /* Learnt by anti-entropy: passed on marked so (CM_UEV_SYNCED). */
+  uint8_t synced;
   /* A payload on streams: its digest; where its reference came from. */
   uint8_t big;
   uint64_t pdigest;
@@ -452,6 +454,7 @@ static int store_accept(cm_node_t *n, struct cm_ustore *s, const struct uin *u,
   r->ltime = u->ltime;
   r->digest = digest;
   r->flags = u->flags;
+  r->synced = u->synced;
   r->name_len = u->name_len;
   memcpy(r->name, u->name, u->name_len);
   r->name[u->name_len] = '\0';
@@ -602,6 +605,7 @@ void cm_node__on_user_event(cm_node_t *n, const cm_addr_t *from,
   u.ltime = e->ltime;
   u.origin = &e->origin;
   u.flags = e->flags & (uint8_t)~CM_UEV_SYNCED;
+  u.synced = (e->flags & CM_UEV_SYNCED) != 0;
   u.name = e->name;
   u.name_len = e->name_len;
   u.payload = e->payload;
@@ -1031,6 +1035,10 @@ static int urec_msg(const struct cm_ustore *s, uint32_t cap,
     e->ltime = r->ltime;
     cm_wire_id_set(&e->origin, r->origin, r->origin_len);
     e->flags = r->flags;
+    /* What anti-entropy brought stays marked as it travels on: a newcomer
+     * must not take an event sent before it joined for a fresh one. */
+    if (r->synced)
+      e->flags |= CM_UEV_SYNCED;
     e->name = (const uint8_t *)r->name;
     e->name_len = r->name_len;
     e->payload = r->payload_len > 0 ? r->data : NULL;

@@ -134,6 +134,56 @@ CM_TEST(cluster_detects_crash) {
   SIM_DONE(s);
 }
 
+/* Lifeguard's nacks tell a prober that the target, not itself, is the
+ * trouble: at every profile a crash found by probes costs no survivor any
+ * of its health, and every nack arrives while its probe is still open. */
+CM_TEST(cluster_crash_costs_no_prober_its_health_at_every_profile) {
+  void (*profiles[])(cm_config_t *) = {cm_config_lan, cm_config_wan,
+                                       cm_config_local};
+  size_t pi;
+  for (pi = 0; pi < sizeof(profiles) / sizeof(profiles[0]); pi++) {
+    cm_sim_config_t sc;
+    cm_sim_t *s = NULL;
+    struct watch w = {8, 3, CM_STATE_FAILED};
+    uint64_t nacks = 0, stale = 0;
+    uint32_t i, worst = 0;
+    cm_time_t end;
+    cm_sim_config_default(&sc);
+    profiles[pi](&sc.node);
+    sc.nodes = 8;
+    sc.seed = 11;
+    CM_CHECK_OK(cm_sim_new(&s, &sc));
+    for (i = 1; i < 8; i++)
+      CM_CHECK_OK(cm_sim_join(s, i, 0));
+    CM_CHECK(cm_sim_run_cond(s, cm_sim_now(s) + CM_SEC(120), all_alive, NULL));
+    cm_sim_run_until(s, cm_sim_now(s) + 4 * sc.node.probe_interval);
+    CM_CHECK_OK(cm_sim_crash(s, 3));
+    end = cm_sim_now(s) + CM_SEC(300);
+    while (!others_see(s, &w) && cm_sim_now(s) < end) {
+      cm_sim_run_until(s, cm_sim_now(s) + sc.node.probe_interval / 10);
+      for (i = 0; i < 8; i++)
+        if (i != 3) {
+          cm_node_stats_t st;
+          cm_node_stats(cm_sim_node(s, i), &st);
+          if (st.health > worst)
+            worst = st.health;
+        }
+    }
+    CM_CHECK(others_see(s, &w));
+    for (i = 0; i < 8; i++)
+      if (i != 3) {
+        cm_node_stats_t st;
+        cm_node_stats(cm_sim_node(s, i), &st);
+        nacks += st.nacks_in;
+        stale += st.drop_stale;
+      }
+    CM_CHECK(nacks > 0);
+    CM_CHECK_EQ(stale, 0);
+    CM_CHECK_EQ(worst, 0);
+    SIM_DONE(s);
+  }
+}
+
 CM_TEST(cluster_leave_is_left_not_failed) {
   cm_sim_t *s = formed_cluster(5, 3);
   struct watch w = {5, 4, CM_STATE_LEFT};
@@ -174,12 +224,21 @@ CM_TEST(cluster_paused_node_refutes) {
   cm_member_info_t info;
   uint32_t inc0;
   struct watch w = {5, 1, CM_STATE_ALIVE};
+  const cm_config_t *c = cm_node_config(cm_sim_node(s, 0));
+  cm_time_t end;
   CM_CHECK(cm_node_member_find(cm_sim_node(s, 1), "n1", &info, 0));
   inc0 = info.incarnation;
-  /* Paused longer than a probe round but far shorter than the suspicion
-   * timeout: it is suspected, then refutes when it resumes. */
-  CM_CHECK_OK(cm_sim_pause(s, 1, CM_SEC(2)));
-  cm_sim_run_until(s, cm_sim_now(s) + CM_SEC(20));
+  /* Paused for a probe period and half the suspicion's minimum: a probe
+   * sent in its first half fails, so it is suspected; no verdict can come
+   * before a period and the whole minimum, and it refutes when it
+   * resumes. Nobody holds it failed at any moment. */
+  CM_CHECK_OK(
+      cm_sim_pause(s, 1, c->probe_interval + cm_suspicion_min(c, 5) / 2));
+  end = cm_sim_now(s) + CM_SEC(20);
+  while (cm_sim_now(s) < end) {
+    cm_sim_run_until(s, cm_sim_now(s) + CM_MSEC(20));
+    CM_CHECK_EQ(cm_sim_count_seeing(s, 1, CM_STATE_FAILED), 0);
+  }
   CM_CHECK(others_see(s, &w));
   CM_CHECK_EQ(cm_sim_count_seeing(s, 1, CM_STATE_FAILED), 0);
   CM_CHECK(cm_node_member_find(cm_sim_node(s, 1), "n1", &info, 0));

@@ -341,6 +341,76 @@ CM_TEST(helper_forwards_ack_or_nacks) {
   cm_node_free(n);
 }
 
+/* The messages of a given type among k packets sent, and the first. */
+static size_t count_msgs(const struct sent *out, size_t k, uint8_t type,
+                         const cm_msg_t **first) {
+  size_t i, c = 0;
+  for (i = 0; i < k; i++)
+    if (find_msg(&out[i], type) != NULL) {
+      if (c++ == 0 && first != NULL)
+        *first = find_msg(&out[i], type);
+    }
+  return c;
+}
+
+/* The helper nacks early enough for the nack to be counted: the asker asks
+ * probe_timeout into its period and judges at its end; a nack later than
+ * that would count as missing, against the asker's own health. After the
+ * nack the helper still relays an ack until probe_timeout. */
+CM_TEST(helper_nacks_before_the_asker_judges_at_every_profile) {
+  void (*profiles[])(cm_config_t *) = {cm_config_lan, cm_config_wan,
+                                       cm_config_local, cm_tconfig_pinned};
+  size_t pi;
+  for (pi = 0; pi < sizeof(profiles) / sizeof(profiles[0]); pi++) {
+    cm_config_t c;
+    cm_node_t *n;
+    struct sent out[16];
+    cm_msg_t req, ack;
+    const cm_msg_t *m = NULL;
+    cm_time_t wait;
+    uint32_t seq;
+    size_t k;
+    profiles[pi](&c);
+    wait = cm_nack_wait(&c);
+    /* Room for the trip back: a fifth of what the asker has left. */
+    CM_CHECK(c.probe_timeout + wait +
+                 (c.probe_interval - c.probe_timeout) / 5 <=
+             c.probe_interval);
+    CM_CHECK(wait > 0 && wait <= c.probe_timeout);
+    n = node_with_peers(3, &c);
+    memset(&req, 0, sizeof(req));
+    req.type = CM_MSG_PING_REQ;
+    req.u.ping_req.seq = 700;
+    cm_wire_id_set(&req.u.ping_req.target, "n3", 2);
+    req.u.ping_req.target_addr = addr_of(3);
+    req.u.ping_req.want_nack = 1;
+    feed_from(n, 2, &req, T0);
+    CM_CHECK_EQ(collect(n, out, 16), 1);
+    seq = find_msg(&out[0], CM_MSG_PING)->u.ping.seq;
+    CM_CHECK(cm_node_next_deadline(n) <= T0 + wait);
+    cm_node_tick(n, T0 + wait - 1);
+    CM_CHECK_EQ(count_msgs(out, collect(n, out, 16), CM_MSG_NACK, NULL), 0);
+    cm_node_tick(n, T0 + wait);
+    CM_CHECK_EQ(count_msgs(out, collect(n, out, 16), CM_MSG_NACK, &m), 1);
+    CM_CHECK_EQ(m->u.nack.seq, 700);
+    /* A late ack from the target, before probe_timeout: relayed. */
+    memset(&ack, 0, sizeof(ack));
+    ack.type = CM_MSG_ACK;
+    ack.u.ack.seq = seq;
+    if (wait < c.probe_timeout) {
+      feed_from(n, 3, &ack, T0 + c.probe_timeout - 1);
+      k = collect(n, out, 16);
+      CM_CHECK_EQ(k, 1);
+      CM_CHECK_EQ(out[0].to.ip[3], 2);
+      CM_CHECK_EQ(find_msg(&out[0], CM_MSG_ACK)->u.ack.seq, 700);
+    }
+    /* And no second nack, whatever comes later. */
+    cm_node_tick(n, T0 + c.probe_timeout + CM_SEC(1));
+    CM_CHECK_EQ(count_msgs(out, collect(n, out, 16), CM_MSG_NACK, NULL), 0);
+    cm_node_free(n);
+  }
+}
+
 CM_TEST(forward_table_is_bounded) {
   cm_node_t *n = node_with_peers(3, NULL);
   struct sent out[4];
