@@ -117,9 +117,9 @@ def test_brief_isolation_is_not_a_failure(hosts: Hosts) -> None:
     # for five nodes on the LAN profile): a probe sent in the first quarter
     # second fails, so suspicion may start, but no verdict can come before
     # a period and the whole minimum, and nobody may declare h4 failed. One
-    # view at a time, so the isolation outlasts the cut by one view at most,
-    # however slow the CLI is on a busy machine (or under coverage), not by
-    # four.
+    # view at a time, so the isolation outlasts the cut by one view at most
+    # (not by four): three quarters of the minimum leave room for a slow
+    # CLI on a busy machine or under coverage.
     lan = ClusterConfig.lan(insecure=True)
     low = lan.suspicion_mult * max(1.0, math.log10(5)) * lan.probe_interval
     cut = lan.probe_interval + 0.25 * low

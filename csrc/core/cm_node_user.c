@@ -511,6 +511,10 @@ static void store_receive(cm_node_t *n, struct cm_ustore *s,
     for (i = 0; i < n->cfg.user_event_buffer; i++)
       if (urec_same(&s->recs[i], u, digest)) {
         s->count->duplicate++;
+        /* A fresh copy still going round: the event is news to whoever
+         * joined meanwhile, so pass it on as such. */
+        if (!synced)
+          s->recs[i].synced = 0;
         /* Another member has it: one more place to fetch it from. */
         if (s->recs[i].pending && u->from != NULL)
           fetch_start(n, i, u->from);

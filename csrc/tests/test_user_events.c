@@ -413,6 +413,73 @@ CM_TEST(uev_relayed_up_to_the_retransmit_limit) {
   cm_node_free(n);
 }
 
+/* The user events in the datagrams n sends until `until`: how many, and
+ * how many of them carry CM_UEV_SYNCED. */
+static void u_relayed(cm_node_t *n, cm_time_t *now, cm_time_t until,
+                      size_t *sent, size_t *synced) {
+  cm_addr_t to;
+  const uint8_t *d;
+  size_t len;
+  *sent = *synced = 0;
+  while (*now < until) {
+    *now += CM_MSEC(10);
+    cm_node_tick(n, *now);
+    while (cm_node_poll_datagram(n, &to, &d, &len)) {
+      cm_msg_t msgs[CM_WIRE_MAX_MSGS];
+      size_t k, j;
+      CM_CHECK_OK(cm_wire_packet_decode(d, len, msgs, CM_WIRE_MAX_MSGS, &k));
+      for (j = 0; j < k; j++)
+        if (msgs[j].type == CM_MSG_USER_EVENT) {
+          (*sent)++;
+          if (msgs[j].u.uev.flags & CM_UEV_SYNCED)
+            (*synced)++;
+        }
+    }
+  }
+}
+
+/* An event learnt by anti-entropy is passed on still marked re-sent, so a
+ * newcomer does not take it for a fresh one; once a fresh copy of it
+ * arrives, it is passed on as fresh. An event learnt by gossip never
+ * carries the mark. */
+CM_TEST(uev_learnt_by_antientropy_relayed_marked_until_a_fresh_copy) {
+  cm_config_t c;
+  cm_node_t *n;
+  cm_addr_t from = u_addr(99);
+  cm_time_t now = U_T0;
+  uint8_t b = 1;
+  cm_msg_t m;
+  size_t sent, synced;
+  int i;
+  cm_config_lan(&c);
+  n = cm_tnode_new(&c, U_T0);
+  for (i = 2; i < 6; i++) {
+    char id[8];
+    cm_addr_t a = u_addr((uint32_t)i);
+    snprintf(id, sizeof(id), "m%d", i);
+    cm_tnode_alive(n, id, 1, &a, now);
+  }
+  u_relayed(n, &now, now + CM_SEC(30), &sent, &synced); /* membership first */
+  m = u_event("m2", 3, "a", &b, 1);
+  m.u.uev.flags = CM_UEV_SYNCED;
+  cm_tnode_feed(n, &from, &m, now);
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 1);
+  u_relayed(n, &now, now + c.gossip_interval * 2, &sent, &synced);
+  CM_CHECK(sent > 0);
+  CM_CHECK_EQ(synced, sent);
+  m.u.uev.flags = 0; /* the same event, fresh */
+  cm_tnode_feed(n, &from, &m, now);
+  CM_CHECK_EQ(u_drain(n, NULL, 0), 0);
+  u_relayed(n, &now, now + c.gossip_interval * 2, &sent, &synced);
+  CM_CHECK(sent > 0);
+  CM_CHECK_EQ(synced, 0);
+  u_feed(n, "m3", 4, "b", now); /* by gossip */
+  u_relayed(n, &now, now + CM_SEC(30), &sent, &synced);
+  CM_CHECK(sent > 0);
+  CM_CHECK_EQ(synced, 0);
+  cm_node_free(n);
+}
+
 /* ---- a cluster ----------------------------------------------------------- */
 
 #define U_NODES 50
