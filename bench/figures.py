@@ -50,7 +50,7 @@ BLOCK = re.compile(
 #: tests/test_figures.py but the partition), at 10,000, and the converge
 #: rows of 3,000 nodes and more (measured one by one, each command and peak
 #: memory in a .time.txt beside its result).
-SIM_SMALL = "bench/results/sim-db97bd1.json"
+SIM_SMALL = "bench/results/sim-2b33068.json"
 SIM_LARGE = "bench/results/sim-10000-db97bd1.json"
 CONVERGE_DIR = "bench/results/converge-62c17db"
 SCENARIO_ORDER = ("converge", "detect", "tag", "falsepos", "partition")
@@ -417,7 +417,7 @@ def fig_gossip_reach() -> str:
     return "\n".join([*lines, "", *(f"- {provenance(rel, load(rel))}" for rel in GOSSIP_REACH)])
 
 
-COORDS = "bench/results/coords-db97bd1.json"
+COORDS = "bench/results/coords-2b33068.json"
 
 
 def fig_coords() -> str:
@@ -806,7 +806,7 @@ def compare_dpb(*rels: str) -> str:
     )
 
 
-PROFILES = "bench/results/profiles-db97bd1.json"
+PROFILES = "bench/results/profiles-2b33068.json"
 
 
 def fig_profiles() -> str:
@@ -940,7 +940,7 @@ def fig_compare_targets() -> str:
 TRANSPORT = "bench/results/transport-6638884.json"
 ENGINE = "bench/results/engine-6638884.json"
 FAULTS = (
-    "bench/results/fault-loss-6638884.json",
+    "bench/results/fault-loss-2b33068.json",
     "bench/results/fault-scale50-6638884.json",
     "bench/results/fault-scale100-6638884.json",
 )
@@ -1230,6 +1230,8 @@ def fig_userevents(rel: str) -> Callable[[], str]:
 #: profiles at N = 100 beside it.
 COMPARE_FULL = "bench/results/compare-e567356-full.jsonl"
 COMPARE_FULL_N100 = "bench/results/compare-e567356-n100-profiles.jsonl"
+#: The whole comparison with the 1-s LAN profile (the default since db97bd1).
+COMPARE_1S = "bench/results/compare-2b33068-full.jsonl"
 
 FIGURES: dict[str, Callable[[], str]] = {
     "sim-matrix": fig_sim_matrix,
@@ -1275,6 +1277,9 @@ FIGURES: dict[str, Callable[[], str]] = {
         "bench/results/compare-9f659c5-n50-steady180.jsonl",
         "bench/results/compare-9f659c5-n100-steady180.jsonl",
     ),
+    "compare-2b33068": fig_compare_full(COMPARE_1S),
+    "compare-dpb-2b33068": fig_compare_dpb(COMPARE_1S),
+    "compare-join-goals-2b33068": fig_compare_join_goals([COMPARE_1S]),
 }
 
 
