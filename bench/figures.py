@@ -1280,6 +1280,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-2b33068": fig_compare_full(COMPARE_1S),
     "compare-dpb-2b33068": fig_compare_dpb(COMPARE_1S),
     "compare-join-goals-2b33068": fig_compare_join_goals([COMPARE_1S]),
+    "compare-dpb-steady-e2a7536": fig_compare_dpb(
+        "bench/results/compare-e2a7536-n100-steady180.jsonl"
+    ),
 }
 
 
