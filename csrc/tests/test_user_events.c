@@ -367,6 +367,19 @@ CM_TEST(uev_send_refusals_change_nothing) {
 /* A relay is piggybacked up to twice the retransmit limit (nothing
  * repairs a missed event later), then the queue is empty again and the
  * gossip timer idles. */
+/* A LAN node at U_T0 that holds members m2..m5 alive. */
+static cm_node_t *u_node_with_members(const cm_config_t *c) {
+  cm_node_t *n = cm_tnode_new(c, U_T0);
+  int i;
+  for (i = 2; i < 6; i++) {
+    char id[8];
+    cm_addr_t a = u_addr((uint32_t)i);
+    snprintf(id, sizeof(id), "m%d", i);
+    cm_tnode_alive(n, id, 1, &a, U_T0);
+  }
+  return n;
+}
+
 CM_TEST(uev_relayed_up_to_the_retransmit_limit) {
   cm_config_t c;
   cm_node_t *n;
@@ -374,15 +387,8 @@ CM_TEST(uev_relayed_up_to_the_retransmit_limit) {
   const uint8_t *d;
   size_t len, sends = 0;
   cm_time_t now = U_T0;
-  int i;
   cm_config_lan(&c);
-  n = cm_tnode_new(&c, U_T0);
-  for (i = 2; i < 6; i++) {
-    char id[8];
-    cm_addr_t a = u_addr((uint32_t)i);
-    snprintf(id, sizeof(id), "m%d", i);
-    cm_tnode_alive(n, id, 1, &a, now);
-  }
+  n = u_node_with_members(&c);
   /* Let the membership news go first. */
   while (cm_tnode_stats(n).bcast_queue > 0 && now < U_T0 + CM_SEC(60)) {
     now += CM_MSEC(10);
@@ -450,15 +456,8 @@ CM_TEST(uev_learnt_by_antientropy_relayed_marked_until_a_fresh_copy) {
   uint8_t b = 1;
   cm_msg_t m;
   size_t sent, synced;
-  int i;
   cm_config_lan(&c);
-  n = cm_tnode_new(&c, U_T0);
-  for (i = 2; i < 6; i++) {
-    char id[8];
-    cm_addr_t a = u_addr((uint32_t)i);
-    snprintf(id, sizeof(id), "m%d", i);
-    cm_tnode_alive(n, id, 1, &a, now);
-  }
+  n = u_node_with_members(&c);
   u_relayed(n, &now, now + CM_SEC(30), &sent, &synced); /* membership first */
   m = u_event("m2", 3, "a", &b, 1);
   m.u.uev.flags = CM_UEV_SYNCED;
