@@ -64,19 +64,24 @@ from clustermember._models import (
     MemberState,
     PeerHealth,
 )
-from clustermember._queries import Query, QueryResponse, QueryResults
 
 if TYPE_CHECKING:
     from clustermember._metrics import ClusterCollector
+    from clustermember._queries import Query, QueryResponse, QueryResults
 
 
 def __getattr__(name: str) -> Any:
-    # The Prometheus collector is imported when first asked for: an agent
-    # or a service that never exports metrics does not pay for it at start.
+    # The Prometheus collector and the query types are imported when first
+    # asked for: an agent or a service that never exports metrics or meets
+    # a query does not pay for them at start.
     if name == "ClusterCollector":
         from clustermember._metrics import ClusterCollector
 
         return ClusterCollector
+    if name in ("Query", "QueryResponse", "QueryResults"):
+        from clustermember import _queries
+
+        return getattr(_queries, name)
     raise AttributeError(f"module 'clustermember' has no attribute {name!r}")
 
 

@@ -19,7 +19,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -226,6 +225,8 @@ class Agent:
                 path,
             )
             return
+        import tempfile  # only a live rotation writes the file
+
         # A new file of our own (mode 0600 whatever was there), synced, then
         # renamed over the old one: a crash leaves the old ring or the new.
         directory = os.path.dirname(os.path.abspath(path))
@@ -848,12 +849,12 @@ def settable() -> dict[str, type]:
 
 def _setting(what: str, name: str, value: object) -> float | int | bool:
     """One ``--set`` value, of its setting's type; a UsageError otherwise."""
-    import difflib
-
     kinds = settable()
     if name in _NOT_SETTABLE:
         raise UsageError(f"{what}: {name} is not set this way{_NOT_SETTABLE[name]}")
     if name not in kinds:
+        import difflib  # only to suggest a name for one that is wrong
+
         close = difflib.get_close_matches(name, kinds, n=2, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}?" if close else "see docs/configuration.md"
         raise UsageError(f"{what}: {name!r} is not a setting ({hint})")
@@ -1007,12 +1008,12 @@ def check_env_names(environ: Mapping[str, str]) -> None:
 
     >>> check_env_names({"CLUSTERMEMBER_BIND": "127.0.0.1:7946"})
     """
-    import difflib
-
     known = env_names()
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in known or not environ[name]:
             continue
+        import difflib  # only a wrong name needs it, not every agent's start
+
         # Compared without the prefix, which every name shares.
         tails = {k[len(ENV_PREFIX) :]: k for k in known}
         close = difflib.get_close_matches(name[len(ENV_PREFIX) :], tails, n=2, cutoff=0.7)

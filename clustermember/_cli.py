@@ -9,14 +9,12 @@ import base64
 import contextlib
 import json
 import re
-import secrets
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from clustermember._control import ControlClient, ControlError
 from clustermember._display import ms_text
-from clustermember._explain import explain_text
 from clustermember._models import HistoryEntry
 
 STATES = ("alive", "suspect", "failed", "left")
@@ -143,6 +141,8 @@ def seconds(text: str) -> float:
 
 def keygen() -> str:
     """A new 32-byte cluster key, base64-encoded (what --key-file expects)."""
+    import secrets
+
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
@@ -363,6 +363,8 @@ def explain(endpoint: str | None, node: str, fmt: str = "text", wait: float = 0.
     if fmt == "json":
         print(json.dumps(resp["history"], indent=2))
         return 0
+    from clustermember._explain import explain_text
+
     entries = [HistoryEntry.from_dict(d) for d in resp["history"]]
     print(
         explain_text(

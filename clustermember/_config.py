@@ -16,17 +16,18 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
 import math
 import os
 import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from clustermember._overrides import ConfigOverrides
 
 from clustermember import _core
 from clustermember._errors import ConfigError, TagError
@@ -199,74 +200,6 @@ def check_tag(key: object, value: object, max_key: int, max_value: int) -> None:
         raise TagError(f"tag {key!r}: value is {len(v)} bytes, over max_tag_value={max_value}")
     if any(c < 0x20 or c == 0x7F for c in v):
         raise TagError(f"tag {key!r}: value must not contain control characters")
-
-
-class ConfigOverrides(TypedDict, total=False):
-    """The keyword arguments a profile constructor takes: every field of
-    :class:`ClusterConfig`, each optional (a test keeps the two in step).
-
-    >>> ClusterConfig.local(cluster_key=key, probe_interval=0.1)
-    """
-
-    node_id: str | None
-    tags: dict[str, str]
-    cluster_key: bytes | str | None
-    keyring: list[bytes | str]
-    tls_ca: str | os.PathLike[str] | None
-    tls_cert: str | os.PathLike[str] | None
-    tls_key: str | os.PathLike[str] | None
-    insecure: bool
-    probe_interval: float
-    probe_timeout: float
-    indirect_checks: int
-    awareness_max: int
-    suspicion_mult: int
-    suspicion_max_mult: int
-    suspicion_confirmations: int
-    phi_threshold: float
-    phi_window: int
-    phi_min_std: float
-    phi_acceptable_pause: float
-    phi_min_samples: int
-    gossip_interval: float
-    gossip_nodes: int
-    gossip_to_dead: float
-    retransmit_mult: int
-    max_broadcast_queue: int
-    pushpull_interval: float
-    reconnect_interval: float
-    reconnect_timeout: float
-    reap_left_after: float
-    max_packet_size: int
-    max_tag_key: int
-    max_tag_value: int
-    max_tags_size: int
-    max_members: int
-    max_pushpull_size: int
-    user_event_buffer: int
-    max_user_event_size: int
-    max_user_event_stream: int
-    user_event_store: int
-    user_event_rate: int
-    query_timeout_mult: int
-    coordinates: bool
-    history: int
-    max_connections: int
-    idle_timeout: float
-    handshake_timeout: float
-    request_timeout: float
-    max_stream_message: int
-    max_queued_datagrams: int
-    accept_rate: int
-    accept_rate_per_source: int
-    max_half_open: int | None
-    retry_threshold: int | None
-    join_timeout: float
-    leave_timeout: float
-    event_queue_size: int
-    subscriber_queue_size: int
-    user_event_coalesce: float
-    seed: int | None
 
 
 @dataclass(kw_only=True)
@@ -558,6 +491,8 @@ class ClusterConfig:
             material = b"insecure:" + bind.encode()
         # Deterministic, so a node restarted with the same id and key can
         # send stateless resets to peers still holding its old connections.
+        import hashlib  # when a node starts, not when the package is imported
+
         net["static_secret"] = hashlib.sha256(
             b"clustermember static secret\0" + material + b"\0" + node_id.encode()
         ).digest()

@@ -17,15 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hmac
 import json
 import logging
 import os
-import secrets
 import socket
 import stat
 import struct
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +47,11 @@ class ControlError(Exception):
 
 def runtime_dir() -> Path:
     """The per-user directory for control sockets and tokens (mode 0700)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base:
+        import tempfile  # only where XDG_RUNTIME_DIR is unset
+
+        base = tempfile.gettempdir()
     path = Path(base) / f"clustermember-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
     st = path.stat()
@@ -166,6 +167,8 @@ class ControlServer:
                 os.umask(old)
             os.chmod(path, 0o600)
         else:
+            import secrets  # a token only guards a TCP endpoint
+
             host, port = _host_port(self.where)
             self._token = secrets.token_hex(16)
             try:
@@ -271,6 +274,8 @@ class ControlServer:
                         return  # a stranger gets one answer, not a session
                     continue
                 if not authed:
+                    import hmac  # only a TCP client presents a token
+
                     got = req.get("token")
                     if not isinstance(got, str) or not hmac.compare_digest(
                         got.encode(), (self._token or "").encode()

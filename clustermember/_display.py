@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +59,8 @@ def headers(rtts: dict[str, str] | None) -> tuple[str, ...]:
 def members_html(title: str, members: Sequence[Member]) -> str:
     """A table of members, states in colour, and the RTT from this node
     where coordinates are known."""
+    import html  # for notebooks only: a terminal or an agent never needs it
+
     rtts = rtt_texts(members)
     rows = []
     for m in members:
@@ -124,6 +125,8 @@ def stats_rows(s: ClusterStats) -> list[tuple[str, int]]:
 
 def stats_html(s: ClusterStats) -> str:
     """Stats as a two-column HTML table."""
+    import html
+
     body = "".join(
         f"<tr><td>{html.escape(k)}</td><td style='text-align:right'>{v:,}</td></tr>"
         for k, v in stats_rows(s)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clustermember._log import log
-from clustermember._queries import Query
 
 if TYPE_CHECKING:
     from clustermember._membership import ClusterMembership
+    from clustermember._queries import Query
 
 #: Queries a key operation sends at most, the later ones to the members
 #: that have not answered.

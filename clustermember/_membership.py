@@ -21,19 +21,18 @@ import copy
 import inspect
 import ipaddress
 import logging
+import os
 import re
-import secrets
 import socket
 import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clustermember import _core, _display, _engine
 from clustermember._config import ClusterConfig, check_duration, check_tag, check_tags
-from clustermember._coordmap import CoordinateMap
 from clustermember._errors import (
     AlreadyJoined,
     ClusterClosed,
@@ -59,7 +58,6 @@ from clustermember._events import (
     UserEvent,
     wall_time,
 )
-from clustermember._explain import explain_text
 from clustermember._keys import KEYS_QUERY, RESERVED_PREFIX, Keyring
 from clustermember._log import RateLimitedLog, log
 from clustermember._models import (
@@ -71,14 +69,13 @@ from clustermember._models import (
     PeerHealth,
     rtt_between,
 )
-from clustermember._queries import (
-    Handler,
-    Query,
-    QueryResults,
-    encode_filter,
-    filter_matches,
-)
-from clustermember._timeline import HistoryTimeline
+
+if TYPE_CHECKING:
+    # Queries, explanations and pictures are imported when first used: a
+    # node (an agent) that never meets one does not pay for them at start.
+    from clustermember._coordmap import CoordinateMap
+    from clustermember._queries import Handler, QueryResults
+    from clustermember._timeline import HistoryTimeline
 
 EDUPLICATE = -27
 ETIMEDOUT = -25
@@ -191,7 +188,15 @@ def default_node_id(bind: str) -> str:
     """hostname-port, or hostname-random when the port is picked by the kernel."""
     host = "".join(c for c in socket.gethostname() if 0x20 < ord(c) < 0x7F)[:HOST_ID_MAX]
     port = bind.rpartition(":")[2]
-    return f"{host or 'node'}-{port if port != '0' else secrets.token_hex(3)}"
+    # os.urandom(3).hex() is what secrets.token_hex(3) returns.
+    return f"{host or 'node'}-{port if port != '0' else os.urandom(3).hex()}"
+
+
+def random_seed() -> int:
+    """63 random bits from the operating system, exactly as
+    ``secrets.randbits(63)`` draws them, without importing ``secrets``
+    (and, through it, ``hmac`` and ``hashlib``) at every node's start."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
 
 
 class ClusterMembership:
@@ -324,7 +329,7 @@ class ClusterMembership:
             tags=self._tags,
             proto=c.protocol_settings(),
             net=c.transport_settings(self._id, self._bind),
-            seed=c.seed if c.seed is not None else secrets.randbits(63),
+            seed=c.seed if c.seed is not None else random_seed(),
             event_queue=c.event_queue_size,
             leave_grace=c.leave_timeout,
         )
@@ -927,6 +932,8 @@ class ClusterMembership:
             raise ValueError(f"relay must be an int from 0 to 5, not {relay!r}")
         if timeout is not None:
             timeout = check_duration("request_timeout", timeout, "timeout")
+        from clustermember._queries import QueryResults, encode_filter
+
         filt = encode_filter(tags, node_ids)
         size = len(raw) + len(payload) + len(filt)
         limit = self._config.max_user_event_size
@@ -978,6 +985,8 @@ class ClusterMembership:
 
     def _asked(self, ev: tuple[Any, ...]) -> None:
         """A query reached this node: ack and answer it if it selects us."""
+        from clustermember._queries import Query, filter_matches
+
         _, qid, name, payload, filt, ltime, origin, _addr, want_ack, deadline, _mono = ev
         if self._node is None or not filter_matches(filt, self._id, self._tags):
             return
@@ -1217,6 +1226,8 @@ class ClusterMembership:
          9.0 s ago  failed     suspicion timed out here, 2 accusers
          2.1 s ago  recovered  it came back at incarnation 4
         """
+        from clustermember._explain import explain_text
+
         member, entries = self._history_of(member_id)
         return explain_text(
             member.id,
@@ -1239,6 +1250,8 @@ class ClusterMembership:
         >>> cluster.history_timeline("worker-3")      # in a notebook cell
         <HistoryTimeline of worker-3: 4 changes, 3 states>
         """
+        from clustermember._timeline import HistoryTimeline
+
         member, entries = self._history_of(member_id)
         return HistoryTimeline(member.id, entries, time.monotonic(), self._id)
 
@@ -1327,6 +1340,8 @@ class ClusterMembership:
         >>> cluster.coordinate_map()          # in a notebook cell
         <CoordinateMap of 5 members>
         """
+        from clustermember._coordmap import CoordinateMap
+
         return CoordinateMap(self.nodes(states), self._title())
 
     def _local_or_none(self) -> Member | None:

@@ -38,8 +38,9 @@ from clustermember import (
     Subscription,
     _core,
 )
-from clustermember._config import TIME_RANGES, ConfigOverrides, seconds_text
+from clustermember._config import TIME_RANGES, seconds_text
 from clustermember._log import RateLimitedLog
+from clustermember._overrides import ConfigOverrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
