@@ -128,8 +128,11 @@ def plot_dissemination(runs: list[dict[str, Any]], path: Path) -> None:
             )
             mo = r["model"]
             gossip, fanout = mo["gossip_interval_s"], mo["fanout"]
-            limit = _core.retransmit_limit(_core.config_profile("lan"), n)
-            core = sim.epidemic_core_times(n, fanout, gossip, limit, 0.8, LATENCY, r["seed"])[1:]
+            lan = _core.config_profile("lan")
+            limit = _core.retransmit_limit(lan, n)
+            immediate = sim.idle_gossip_immediate_fraction(lan["probe_interval"], gossip)
+            seed = r["seed"]
+            core = sim.epidemic_core_times(n, fanout, gossip, limit, immediate, LATENCY, seed)[1:]
             color = f"C{c}"
             ys = [(k + 1) / n + 1 / n for k in range(len(times))]
             ax.step(times, ys, where="post", color=color, lw=2, label=f"measured, N={n:,}")
