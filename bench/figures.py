@@ -51,7 +51,7 @@ BLOCK = re.compile(
 #: rows of 3,000 nodes and more (measured one by one, each command and peak
 #: memory in a .time.txt beside its result).
 SIM_SMALL = "bench/results/sim-2b33068.json"
-SIM_LARGE = "bench/results/sim-10000-db97bd1.json"
+SIM_LARGE = "bench/results/sim-10000-8ff0179.json"
 CONVERGE_DIR = "bench/results/converge-62c17db"
 SCENARIO_ORDER = ("converge", "detect", "tag", "falsepos", "partition")
 
