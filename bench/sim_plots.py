@@ -102,9 +102,9 @@ def plot_detect(pts: dict[int, dict], path: Path) -> None:
     ax.set_xlabel("nodes (N)")
     ax.set_ylabel("virtual seconds after the crash")
     ax.set_title(f"Detection time against N (simulator, LAN profile, {period:g} s period)")
-    ax.set_ylim(0, 12)
+    ax.set_ylim(0, 14)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="center right")
+    ax.legend(fontsize=7.5, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -130,7 +130,11 @@ def plot_dissemination(runs: list[dict[str, Any]], path: Path) -> None:
             gossip, fanout = mo["gossip_interval_s"], mo["fanout"]
             lan = _core.config_profile("lan")
             limit = _core.retransmit_limit(lan, n)
-            immediate = sim.idle_gossip_immediate_fraction(lan["probe_interval"], gossip)
+            # The run's own share if it recorded one (its profile's); else the
+            # LAN profile's.
+            immediate = mo.get("core_cadence_immediate_fraction")
+            if immediate is None:
+                immediate = sim.idle_gossip_immediate_fraction(lan["probe_interval"], gossip)
             seed = r["seed"]
             core = sim.epidemic_core_times(n, fanout, gossip, limit, immediate, LATENCY, seed)[1:]
             color = f"C{c}"

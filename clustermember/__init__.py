@@ -85,6 +85,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'clustermember' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The lazily imported names too, for completion and introspection.
+    return sorted(set(globals()) | set(__all__))
+
+
 __version__ = "0.1.0"
 WIRE_VERSION: int = _core.WIRE_VERSION
 

@@ -195,7 +195,7 @@ def default_node_id(bind: str) -> str:
 def random_seed() -> int:
     """63 random bits from the operating system, exactly as
     ``secrets.randbits(63)`` draws them, without importing ``secrets``
-    (and, through it, ``hmac`` and ``hashlib``) at every node's start."""
+    (and, through it, ``hmac``) at every node's start."""
     return int.from_bytes(os.urandom(8), "big") >> 1
 
 

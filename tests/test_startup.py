@@ -20,12 +20,14 @@ DEFERRED = (
     "clustermember._queries",
     "clustermember._timeline",
     "difflib",
-    "hashlib",
     "hmac",
     "html",
     "secrets",
-    "tempfile",
 )
+# Left out though imported lazily: hashlib, which every node needs once it
+# starts (its transport settings), and tempfile, which an agent needs for
+# its control socket when XDG_RUNTIME_DIR is unset. Deferring them keeps
+# only the bare import cheaper.
 
 
 def _modules(code: str) -> set[str]:
