@@ -21,7 +21,6 @@ import copy
 import inspect
 import ipaddress
 import logging
-import os
 import re
 import socket
 import time
@@ -188,15 +187,11 @@ def default_node_id(bind: str) -> str:
     """hostname-port, or hostname-random when the port is picked by the kernel."""
     host = "".join(c for c in socket.gethostname() if 0x20 < ord(c) < 0x7F)[:HOST_ID_MAX]
     port = bind.rpartition(":")[2]
-    # os.urandom(3).hex() is what secrets.token_hex(3) returns.
-    return f"{host or 'node'}-{port if port != '0' else os.urandom(3).hex()}"
+    if port != "0":
+        return f"{host or 'node'}-{port}"
+    import secrets  # imported where used: the package's import stays cheap
 
-
-def random_seed() -> int:
-    """63 random bits from the operating system, exactly as
-    ``secrets.randbits(63)`` draws them, without importing ``secrets``
-    (and, through it, ``hmac``) at every node's start."""
-    return int.from_bytes(os.urandom(8), "big") >> 1
+    return f"{host or 'node'}-{secrets.token_hex(3)}"
 
 
 class ClusterMembership:
@@ -312,6 +307,8 @@ class ClusterMembership:
         return self
 
     def _start_node(self) -> None:
+        import secrets  # imported where used: the package's import stays cheap
+
         c = self._config
         if c.auth == "none":
             text = (
@@ -329,7 +326,7 @@ class ClusterMembership:
             tags=self._tags,
             proto=c.protocol_settings(),
             net=c.transport_settings(self._id, self._bind),
-            seed=c.seed if c.seed is not None else random_seed(),
+            seed=c.seed if c.seed is not None else secrets.randbits(63),
             event_queue=c.event_queue_size,
             leave_grace=c.leave_timeout,
         )

@@ -27,7 +27,9 @@ DEFERRED = (
 # Left out though imported lazily: hashlib, which every node needs once it
 # starts (its transport settings), and tempfile, which an agent needs for
 # its control socket when XDG_RUNTIME_DIR is unset. Deferring them keeps
-# only the bare import cheaper.
+# only the bare import cheaper. secrets (and hmac through it) is in the same
+# case once a node starts (its seed), but stays listed: neither the import
+# nor an agent's settings path needs it.
 
 
 def _modules(code: str) -> set[str]:
