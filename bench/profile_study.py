@@ -35,27 +35,37 @@ from clustermember.sim._scenarios import LATENCY  # noqa: E402
 # Serf LAN's probing: memberlist's DefaultLANConfig.
 _ONE_S = {"probe_interval": 1.0, "probe_timeout": 0.5}
 #: name -> ClusterConfig overrides on the LAN profile. A multiplier alone
-#: awaits memberlist's mult - 2 confirmations (none under 3). Every profile
-#: names all four settings, so a change of the default moves no row; the
-#: one named the default is checked against it (default_row_is_the_default).
-DEFAULT = "lan (default): 1 s probes, suspicion_mult 1, 1 confirmation"
+#: awaits memberlist's mult - 2 confirmations (none under 3) and, as in
+#: memberlist, counts no helper's nack among them. Every profile names all
+#: five settings, so a change of the default moves no row; the one named the
+#: default is checked against it (default_row_is_the_default).
+DEFAULT = "lan (default): 1 s probes, suspicion_mult 1, 1 confirmation, nacks confirm"
 PROFILES: dict[str, dict[str, float]] = {
     DEFAULT: {
         **_ONE_S,
         "suspicion_mult": 1,
         "suspicion_confirmations": 1,
+        "nack_confirms": True,
+    },
+    "lan without nack confirmations (the default from db97bd1)": {
+        **_ONE_S,
+        "suspicion_mult": 1,
+        "suspicion_confirmations": 1,
+        "nack_confirms": False,
     },
     "former lan: 0.5 s probes, suspicion_mult 4, 2 confirmations": {
         "probe_interval": 0.5,
         "probe_timeout": 0.2,
         "suspicion_mult": 4,
         "suspicion_confirmations": 2,
+        "nack_confirms": False,
     },
     **{
         f"1 s probes, suspicion_mult {m}" + (" (Serf LAN's)" if m == 4 else ""): {
             **_ONE_S,
             "suspicion_mult": m,
             "suspicion_confirmations": max(0, m - 2),
+            "nack_confirms": False,
         }
         for m in (4, 3, 2, 1)
     },

@@ -234,6 +234,8 @@ class ClusterConfig:
     suspicion_mult: int = _LAN["suspicion_mult"]
     suspicion_max_mult: int = _LAN["suspicion_max_mult"]
     suspicion_confirmations: int = _LAN["suspicion_confirmations"]
+    # A helper's nack confirms the suspicion its asker raised.
+    nack_confirms: bool = _LAN["nack_confirms"]
     phi_threshold: float = _LAN["phi_threshold"]
     phi_window: int = _LAN["phi_window"]
     phi_min_std: float = _LAN["phi_min_std"]
@@ -353,7 +355,7 @@ class ClusterConfig:
         self._check_int("seed", self.seed, optional=True)
         if not isinstance(self.phi_threshold, (int, float)) or isinstance(self.phi_threshold, bool):
             raise ConfigError("phi_threshold must be a number")
-        for name in ("insecure", "coordinates"):
+        for name in ("insecure", "coordinates", "nack_confirms"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False")
         for name in ("event_queue_size", "subscriber_queue_size"):

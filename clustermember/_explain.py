@@ -6,7 +6,8 @@ and ``ClusterMembership.explain()`` returns it (docs/operations.md,
 Each line is ``<when>  <event>  <cause>``: when relative to now, the
 event, and what caused it: this node's own failed probe (with the helpers
 it asked, their nacks, the last round trip and this node's health), an
-accuser's gossip or push-pull, the suspicion's timeout here, or the
+accuser's gossip or push-pull, a helper of this node's probe that could
+not reach it either, the suspicion's timeout here, or the
 member's own word (a refutation, a return, a leave).
 """
 
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 
 # Width of the event column: the longest event name.
 EVENT_WIDTH = len("recovered") + 1
-SOURCE_NAMES = {"gossip": "gossip", "pushpull": "push-pull"}
+SOURCE_NAMES = {
+    "gossip": "gossip",
+    "pushpull": "push-pull",
+    "nack": "asked by this node's probe, it could not reach it either",
+}
 
 
 def ago_text(seconds: float) -> str:

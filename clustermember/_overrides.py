@@ -34,6 +34,7 @@ class ConfigOverrides(TypedDict, total=False):
     suspicion_mult: int
     suspicion_max_mult: int
     suspicion_confirmations: int
+    nack_confirms: bool
     phi_threshold: float
     phi_window: int
     phi_min_std: float

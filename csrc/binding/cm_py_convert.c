@@ -54,6 +54,7 @@ static const struct config_field fields[] = {
     UF(suspicion_mult),
     UF(suspicion_max_mult),
     UF(suspicion_confirmations),
+    BF(nack_confirms),
     DF(phi_threshold),
     UF(phi_window),
     TF(phi_min_std),

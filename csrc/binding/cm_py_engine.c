@@ -452,7 +452,7 @@ static PyObject *snapshot_find_py(snapshot_object *self, PyObject *arg) {
  * None for an unknown member. */
 static PyObject *snapshot_history(snapshot_object *self, PyObject *arg) {
   static const char *const sources[] = {
-      "", "probe", "gossip", "pushpull", "timeout", "alive", "leave"};
+      "", "probe", "gossip", "pushpull", "timeout", "alive", "leave", "nack"};
   int err;
   const cm_emember_t *m = snapshot_find_arg(self, arg, &err);
   PyObject *list;

@@ -19,6 +19,7 @@ void cm_config_lan(cm_config_t *c) {
   c->suspicion_mult = 1;
   c->suspicion_max_mult = 6;
   c->suspicion_confirmations = 1;
+  c->nack_confirms = 1;
   c->phi_threshold = 8.0;
   c->phi_window = 32;
   c->phi_min_std = CM_MSEC(100);
@@ -181,6 +182,8 @@ int cm_config_validate(const cm_config_t *c, const char **why) {
     CM_FAIL("query_timeout_mult must be between 1 and 1000");
   if (c->coordinates > 1)
     CM_FAIL("coordinates must be 0 (off) or 1 (on)");
+  if (c->nack_confirms > 1)
+    CM_FAIL("nack_confirms must be 0 (off) or 1 (on)");
   if (c->history > CM_HIST_LIMIT)
     CM_FAIL("history must be between 0 and 64");
   return 0;

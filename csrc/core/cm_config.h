@@ -19,6 +19,10 @@ typedef struct cm_config {
   uint32_t suspicion_mult;
   uint32_t suspicion_max_mult;
   uint32_t suspicion_confirmations; /* k; memberlist derives mult - 2 */
+  /* 1: a helper's nack (it could not reach the target either) confirms the
+   * suspicion the probe raised, as that helper's own accusation; 0:
+   * memberlist's rule, a nack speaks only of the asker's health. */
+  uint32_t nack_confirms;
   /* Phi accrual over arrivals from each peer (Akka's meaning), reported
    * per member; it takes no part in the protocol. */
   double phi_threshold;           /* no effect: accepted for old configs */

@@ -166,6 +166,8 @@ enum cm_hist_source {
   CM_HIST_TIMEOUT = 4,  /* its suspicion ran out here */
   CM_HIST_ALIVE = 5,    /* an alive record: a refutation, a return */
   CM_HIST_LEAVE = 6,    /* it said it was leaving */
+  CM_HIST_NACK = 7,     /* a helper our probe asked could not reach it either
+                           (by: the helper) */
 };
 /* History only: another member confirmed a suspicion held here. */
 #define CM_EV_CONFIRMED 100

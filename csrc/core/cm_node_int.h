@@ -133,6 +133,7 @@ struct cm_hist_cause {
   const char *by;
   size_t by_len;
 };
+#define CM_PROBE_HELPERS_MAX 16
 struct cm_probe {
   uint8_t active;
   uint8_t acked;
@@ -143,6 +144,11 @@ struct cm_probe {
   uint32_t seq;
   cm_time_t start, timeout_at, end_at;
   uint32_t expected_nacks, nacks;
+  /* The helpers asked (cm_node__probe_indirect), and which of them nacked:
+   * each nack is a second member's failure to reach the target. */
+  uint32_t helper[CM_PROBE_HELPERS_MAX];
+  uint64_t helper_hash[CM_PROBE_HELPERS_MAX];
+  uint8_t helper_nacked[CM_PROBE_HELPERS_MAX];
 };
 
 struct cm_fwd {
@@ -195,7 +201,8 @@ struct cm_node {
   cm_coord_client_t coord;
   struct cm_hist_cause hcause; /* of the change being made (cm_node_hist.c) */
   uint8_t in_pushpull;         /* merging a push-pull's table */
-  uint8_t in_probe_end;        /* accusing for our own failed probe */
+  uint8_t in_probe_end;        /* accusing for our own failed probe: 1; for a
+                                  helper of it that nacked: 2 */
   uint32_t coord_rtt_slot;
   cm_time_t coord_rtt;
   uint32_t coord_acks; /* ACKs to version-2 members: every
@@ -312,7 +319,7 @@ void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
                           const cm_msg_ping_req_t *r, cm_time_t now);
 void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,
                      cm_time_t now);
-void cm_node__on_nack(cm_node_t *n, uint32_t seq);
+void cm_node__on_nack(cm_node_t *n, const cm_addr_t *from, uint32_t seq);
 void cm_node__expire_forwards(cm_node_t *n, cm_time_t now);
 void cm_node__stalled(cm_node_t *n, cm_time_t lag);
 

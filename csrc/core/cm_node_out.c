@@ -227,7 +227,7 @@ static void node_dispatch(cm_node_t *n, const cm_addr_t *from,
     cm_node__on_ping_req(n, from, &msg->u.ping_req, now);
     break;
   case CM_MSG_NACK:
-    cm_node__on_nack(n, msg->u.nack.seq);
+    cm_node__on_nack(n, from, msg->u.nack.seq);
     break;
   case CM_MSG_ALIVE:
     cm_node__alive(n, &msg->u.alive, now, 0);

@@ -196,7 +196,7 @@ static int node_probe_target_ok(cm_node_t *n) {
 }
 
 void cm_node__probe_indirect(cm_node_t *n, cm_time_t now) {
-  uint32_t helpers[16], k, i;
+  uint32_t helpers[CM_PROBE_HELPERS_MAX], k, i;
   cm_member_t *t;
   cm_msg_t msg;
   n->probe.indirect = 1;
@@ -211,10 +211,42 @@ void cm_node__probe_indirect(cm_node_t *n, cm_time_t now) {
   cm_wire_id_set(&msg.u.ping_req.target, cm_member_id(t), t->id_len);
   msg.u.ping_req.target_addr = t->addr;
   msg.u.ping_req.want_nack = 1;
-  for (i = 0; i < k; i++)
+  for (i = 0; i < k; i++) {
+    n->probe.helper[i] = helpers[i];
+    n->probe.helper_hash[i] = cm_node__m(n, helpers[i])->id_hash;
+    n->probe.helper_nacked[i] = 0;
     cm_node__send(n, &cm_node__m(n, helpers[i])->addr, &msg, 1);
+  }
   n->probe.expected_nacks = k;
   n->st.indirect_probes += k;
+}
+
+/* A helper that nacked tried the target from where it stands and heard
+ * nothing either: a second member's failure to reach it, which is what a
+ * confirmation is (Lifeguard counts a suspicion's independent accusers;
+ * memberlist uses the nack only for the asker's own health). Each such
+ * helper confirms the suspicion our failed probe raised, as its own
+ * accusation would once its turn to probe came. A lone accuser with a bad
+ * link of its own gets no nack (the helpers reach the target, or the nacks
+ * do not reach it), so it still waits the maximum. */
+static void node_nacks_confirm(cm_node_t *n, cm_time_t now) {
+  uint32_t i;
+  cm_member_t *t = cm_node__m(n, n->probe.slot);
+  for (i = 0; i < n->probe.expected_nacks && i < CM_PROBE_HELPERS_MAX; i++) {
+    uint32_t h = n->probe.helper[i];
+    cm_member_t *hm;
+    if (!n->probe.helper_nacked[i] || h >= n->reg.high || !n->reg.m[h].in_use ||
+        n->reg.m[h].id_hash != n->probe.helper_hash[i])
+      continue;
+    if (!node_probe_target_ok(n) || t->state != CM_STATE_SUSPECT ||
+        t->incarnation != n->probe.target_inc)
+      return;
+    hm = cm_node__m(n, h);
+    n->in_probe_end = 2;
+    cm_node__accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len,
+                    t->incarnation, cm_member_id(hm), hm->id_len, now);
+    n->in_probe_end = 0;
+  }
 }
 
 void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
@@ -248,6 +280,8 @@ void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
   cm_node__accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len,
                   t->incarnation, cm_member_id(self), self->id_len, now);
   n->in_probe_end = 0;
+  if (n->cfg.nack_confirms)
+    node_nacks_confirm(n, now);
 }
 
 /* A direct probe of slot answered by the target itself after rtt: into the
@@ -370,13 +404,22 @@ void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,
   n->st.drop_stale++;
 }
 
-void cm_node__on_nack(cm_node_t *n, uint32_t seq) {
-  if (n->probe.active && seq == n->probe.seq) {
-    n->probe.nacks++;
-    n->st.nacks_in++;
-  } else {
-    n->st.drop_stale++;
-  }
+void cm_node__on_nack(cm_node_t *n, const cm_addr_t *from, uint32_t seq) {
+  uint32_t i;
+  if (n->probe.active && seq == n->probe.seq)
+    for (i = 0; i < n->probe.expected_nacks && i < CM_PROBE_HELPERS_MAX; i++) {
+      uint32_t h = n->probe.helper[i];
+      if (n->probe.helper_nacked[i] || h >= n->reg.high ||
+          !n->reg.m[h].in_use ||
+          n->reg.m[h].id_hash != n->probe.helper_hash[i] ||
+          !cm_addr_eq(from, &n->reg.m[h].addr))
+        continue;
+      n->probe.helper_nacked[i] = 1;
+      n->probe.nacks++;
+      n->st.nacks_in++;
+      return;
+    }
+  n->st.drop_stale++;
 }
 
 void cm_node__expire_forwards(cm_node_t *n, cm_time_t now) {

@@ -227,7 +227,11 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
                   cm_suspicion_deadline(m->ext->susp));
   /* The cause cm_node__accuse set names this confirmer. */
   cm_node__hist_record(n, slot, CM_EV_CONFIRMED, now);
-  if (accuser >= 0)
+  /* A helper's nack (in_probe_end 2) confirms here only: passed on, it
+   * would be an accusation in the helper's name that the helper never
+   * made, and would take the place of ours in the broadcast queue. The
+   * failure this node declares at the minimum is the news. */
+  if (accuser >= 0 && n->in_probe_end != 2)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
 }
@@ -399,15 +403,17 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
   x.id_len = id_len;
   x.from = from;
   x.from_len = from_len;
-  /* Our own probe's failure says so (n->in_probe_end): news that names us
-   * as its accuser and came back over the wire is gossip like any other. */
+  /* Our own probe's failure says so (n->in_probe_end), or a helper it asked
+   * (n->in_probe_end == 2): news that names us as its accuser and came back
+   * over the wire is gossip like any other. */
   if (kind == CM_NEWS_LEAVE)
     cm_node__hist_cause(n, CM_HIST_LEAVE, NULL, 0);
   else
     cm_node__hist_cause(n,
-                        n->in_probe_end  ? CM_HIST_PROBE
-                        : n->in_pushpull ? CM_HIST_PUSHPULL
-                                         : CM_HIST_GOSSIP,
+                        n->in_probe_end == 2 ? CM_HIST_NACK
+                        : n->in_probe_end    ? CM_HIST_PROBE
+                        : n->in_pushpull     ? CM_HIST_PUSHPULL
+                                             : CM_HIST_GOSSIP,
                         from, from_len);
   node_merge(n, &x, now, 0);
   cm_node__hist_cause(n, 0, NULL, 0);

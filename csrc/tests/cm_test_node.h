@@ -9,8 +9,9 @@
 
 /* The LAN profile with the probe and suspicion settings these tests were
  * written against pinned (0.5-s probes, 0.2-s timeout, suspicion_mult 4,
- * two confirmations awaited): what they check is a rule, not the default
- * profile, and must not move when the default does. */
+ * two confirmations awaited, nacks not counted among them): what they check
+ * is a rule, not the default profile, and must not move when the default
+ * does. */
 void cm_tconfig_pinned(cm_config_t *c);
 
 /* Deliver message m to n as one packet from `from` at now; fails the test

@@ -41,7 +41,7 @@ CM_TEST(config_refuses_each_bound_by_name) {
       "retransmit_mult",    "max_broadcast_queue", "pushpull_interval",
       "reconnect_interval", "max_packet_size",     "max_tag_key",
       "max_tag_value",      "max_tags_size",       "suspicion_confirmations",
-      "max_pushpull_size"};
+      "nack_confirms",      "max_pushpull_size"};
   size_t i;
   for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
     cm_config_t c;
@@ -101,6 +101,9 @@ CM_TEST(config_refuses_each_bound_by_name) {
       break;
     case 17:
       c.suspicion_confirmations = 17;
+      break;
+    case 18:
+      c.nack_confirms = 2;
       break;
     default:
       c.max_pushpull_size = 4095;

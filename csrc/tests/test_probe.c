@@ -218,6 +218,179 @@ CM_TEST(probe_nacks_spare_local_health) {
   cm_node_free(n);
 }
 
+/* How the helpers of n1's first probe answer (nack_plan): each helper asked
+ * nacks `nacks[i]` times (0: silent); with `strangers`, the one member
+ * neither probed nor asked, and an address no member has, each send a nack
+ * of the same seq. */
+struct nack_plan {
+  uint32_t nacks[3];
+  int strangers;
+};
+
+/* n1 with 5 peers (so k = 2 confirmations are awaited: 6 live members),
+ * nack_confirms as given. Its first probe goes unanswered and its helpers
+ * answer as `plan` says; after that every ping but to the target is acked
+ * and nobody nacks. Returns the target's id in `id` and the probe's end
+ * (the suspicion's start); st is read there. */
+static cm_node_t *first_probe_fails(uint32_t nack_confirms,
+                                    const struct nack_plan *plan, char *id,
+                                    size_t id_cap, cm_time_t *end,
+                                    cm_node_stats_t *st) {
+  cm_config_t c;
+  cm_node_t *n;
+  struct sent ping, out[16];
+  cm_time_t t;
+  size_t k, i, h = 0;
+  uint32_t j, asked = 0, seq = 0;
+  cm_tconfig_pinned(&c);
+  c.nack_confirms = nack_confirms;
+  n = node_with_peers(5, &c);
+  t = run_to_ping(n, T0, &ping);
+  snprintf(id, id_cap, "n%u", ping.to.ip[3]);
+  cm_node_tick(n, t + c.probe_timeout);
+  k = collect(n, out, 16);
+  for (i = 0; i < k; i++) {
+    const cm_msg_t *r = find_msg(&out[i], CM_MSG_PING_REQ);
+    cm_msg_t nack;
+    if (r == NULL)
+      continue;
+    CM_CHECK(h < 3);
+    memset(&nack, 0, sizeof(nack));
+    nack.type = CM_MSG_NACK;
+    nack.u.nack.seq = r->u.ping_req.seq;
+    for (j = 0; j < plan->nacks[h]; j++)
+      feed_from(n, out[i].to.ip[3], &nack, t + c.probe_timeout + 1);
+    asked |= 1u << out[i].to.ip[3];
+    seq = r->u.ping_req.seq;
+    h++;
+  }
+  CM_CHECK_EQ(h, 3);
+  if (plan->strangers) {
+    cm_msg_t nack;
+    memset(&nack, 0, sizeof(nack));
+    nack.type = CM_MSG_NACK;
+    nack.u.nack.seq = seq;
+    for (j = 2; j < 7; j++)
+      if (j != ping.to.ip[3] && !(asked & (1u << j)))
+        feed_from(n, j, &nack, t + c.probe_timeout + 1);
+    feed_from(n, 9, &nack, t + c.probe_timeout + 1);
+  }
+  *end = t + c.probe_interval;
+  tick_through(n, *end);
+  cm_node_stats(n, st);
+  return n;
+}
+
+/* From the probe's end on, ack every ping but to the target; ask nothing
+ * of anyone else. Ticks every millisecond and at every deadline the node
+ * names. Returns the time the target was declared failed, or 0 if not by
+ * `until`. */
+static cm_time_t failed_at(cm_node_t *n, const char *id, cm_time_t from,
+                           cm_time_t until) {
+  cm_time_t t = from;
+  while (t < until) {
+    struct sent out[16];
+    cm_member_info_t info;
+    size_t k, i;
+    cm_time_t d = cm_node_next_deadline(n);
+    t = d > t && d < t + CM_MSEC(1) ? d : t + CM_MSEC(1);
+    cm_node_tick(n, t);
+    k = collect(n, out, 16);
+    for (i = 0; i < k; i++) {
+      const cm_msg_t *p = find_msg(&out[i], CM_MSG_PING);
+      char to[16];
+      cm_msg_t ack;
+      snprintf(to, sizeof(to), "n%u", out[i].to.ip[3]);
+      if (p == NULL || strcmp(to, id) == 0)
+        continue;
+      memset(&ack, 0, sizeof(ack));
+      ack.type = CM_MSG_ACK;
+      ack.u.ack.seq = p->u.ping.seq;
+      feed_from(n, out[i].to.ip[3], &ack, t);
+    }
+    CM_CHECK(cm_node_member_find(n, id, &info, t));
+    if (info.state == CM_STATE_FAILED)
+      return t;
+  }
+  return 0;
+}
+
+/* A helper that nacks could not reach the target from where it stands: a
+ * second member's failure, which confirms the suspicion the probe raised as
+ * that helper's own accusation would. With two of three helpers nacking,
+ * the two confirmations awaited are in at once and the suspicion ends at
+ * the minimum, 4 x 0.5 s = 2 s (12 s unconfirmed). Each is in the member's
+ * history as a nack, naming its helper; the silent third still counts
+ * against n1's health. */
+CM_TEST(probe_nacks_confirm_the_suspicion) {
+  struct nack_plan plan = {{1, 0, 1}, 0};
+  cm_hist_read_t h[8];
+  cm_node_stats_t st;
+  cm_time_t end;
+  char id[16];
+  size_t nh, i, nacked = 0;
+  cm_node_t *n = first_probe_fails(1, &plan, id, sizeof(id), &end, &st);
+  CM_CHECK_EQ(st.nacks_in, 2);
+  CM_CHECK_EQ(st.health, 1);
+  CM_CHECK_EQ(st.suspect, 1);
+  nh = cm_node_history(n, id, h, 8);
+  CM_CHECK_EQ(nh, 3);
+  CM_CHECK_EQ(h[0].e.event, CM_EV_SUSPECT);
+  CM_CHECK_EQ(h[0].e.source, CM_HIST_PROBE);
+  CM_CHECK_STR(h[0].by, "n1");
+  for (i = 1; i < nh; i++) {
+    CM_CHECK_EQ(h[i].e.event, CM_EV_CONFIRMED);
+    CM_CHECK_EQ(h[i].e.source, CM_HIST_NACK);
+    CM_CHECK_EQ(h[i].e.confirmations, i);
+    CM_CHECK(strcmp(h[i].by, "n1") != 0 && strcmp(h[i].by, id) != 0 &&
+             h[i].by[0] == 'n');
+    nacked++;
+  }
+  CM_CHECK_EQ(nacked, 2);
+  CM_CHECK(strcmp(h[1].by, h[2].by) != 0);
+  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13)), end + CM_SEC(2));
+  cm_node_free(n);
+}
+
+/* Only a helper asked counts, and once: a nack of the same seq from a
+ * member n1 did not ask, and a helper's second nack, are dropped as stale;
+ * one helper's nack is one confirmation of two, so the suspicion ends at
+ * timeout(1) = 12 - 10 log 2 / log 3 = 5.690702 s. */
+CM_TEST(probe_nack_counts_once_and_only_from_a_helper) {
+  struct nack_plan plan = {{2, 0, 0}, 0};
+  cm_node_stats_t st;
+  cm_time_t end;
+  char id[16];
+  cm_node_t *n = first_probe_fails(1, &plan, id, sizeof(id), &end, &st);
+  CM_CHECK_EQ(st.nacks_in, 1);
+  CM_CHECK_EQ(st.drop_stale, 1);
+  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13)), end + 5690702);
+  cm_node_free(n);
+  /* Nacks from the member not asked and from an address no member has,
+   * and none from the helpers. */
+  plan.nacks[0] = 0;
+  plan.strangers = 1;
+  n = first_probe_fails(1, &plan, id, sizeof(id), &end, &st);
+  CM_CHECK_EQ(st.nacks_in, 0);
+  CM_CHECK_EQ(st.drop_stale, 2);
+  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13)), end + CM_SEC(12));
+  cm_node_free(n);
+}
+
+/* nack_confirms 0 is memberlist's rule: nacks spare n1's health and
+ * confirm nothing; unconfirmed, the suspicion waits the maximum, 12 s. */
+CM_TEST(probe_nacks_confirm_nothing_when_off) {
+  struct nack_plan plan = {{1, 1, 1}, 0};
+  cm_node_stats_t st;
+  cm_time_t end;
+  char id[16];
+  cm_node_t *n = first_probe_fails(0, &plan, id, sizeof(id), &end, &st);
+  CM_CHECK_EQ(st.nacks_in, 3);
+  CM_CHECK_EQ(st.health, 0);
+  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13)), end + CM_SEC(12));
+  cm_node_free(n);
+}
+
 CM_TEST(indirect_ack_through_helper_counts) {
   cm_config_t c;
   cm_node_t *n;
