@@ -6,7 +6,7 @@ and ``ClusterMembership.explain()`` returns it (docs/operations.md,
 Each line is ``<when>  <event>  <cause>``: when relative to now, the
 event, and what caused it: this node's own failed probe (with the helpers
 it asked, their nacks, the last round trip and this node's health), an
-accuser's gossip or push-pull, a helper of this node's probe that could
+accuser's gossip or push-pull, the helpers of this node's probe that could
 not reach it either, the suspicion's timeout here, or the
 member's own word (a refutation, a return, a leave).
 """
@@ -23,11 +23,7 @@ if TYPE_CHECKING:
 
 # Width of the event column: the longest event name.
 EVENT_WIDTH = len("recovered") + 1
-SOURCE_NAMES = {
-    "gossip": "gossip",
-    "pushpull": "push-pull",
-    "nack": "asked by this node's probe, it could not reach it either",
-}
+SOURCE_NAMES = {"gossip": "gossip", "pushpull": "push-pull"}
 
 
 def ago_text(seconds: float) -> str:
@@ -92,6 +88,12 @@ def cause_text(e: HistoryEntry, before: str | None) -> str:
     health = f"; our health {e.health}" if e.health > 0 else ""
     if e.source == "probe":
         return f"{_accuser(e)} ({probe_text(e)})"
+    if e.source == "nack":
+        return (
+            f"{_accuser(e)} and the other helpers that nacked this node's probe "
+            f"({e.nacks} of {_plural(e.helpers, 'helper')} asked could not reach it either; "
+            f"{e.confirmations + 1} accusers so far)"
+        )
     if e.event == "suspect":
         return f"{_accuser(e)} ({source}{health})"
     if e.event == "confirmed":

@@ -134,10 +134,11 @@ class HistoryEntry:
     its state after. ``source`` says what caused it: ``"probe"`` (this
     node's own probe of it failed: ``helpers`` members were asked to probe
     it too and ``nacks`` of them could not reach it either), ``"gossip"`` or
-    ``"pushpull"`` (news from ``by``), ``"nack"`` (``by``, asked by this
-    node's probe to try it too, could not reach it either: a
-    confirmation), ``"timeout"`` (its suspicion ran out here), ``"alive"``
-    (its own word: a refutation or a return), ``"leave"``.
+    ``"pushpull"`` (news from ``by``), ``"nack"`` (two or more of the
+    helpers this node's probe asked, ``by`` the first, could not reach it
+    either: ``nacks`` of ``helpers``; one confirmation), ``"timeout"``
+    (its suspicion ran out here), ``"alive"`` (its own word: a refutation or
+    a return), ``"leave"``.
     ``by`` is the accuser, None if none or forgotten since; ``health`` this
     node's local health score then (0 is healthy: a high one says the
     problem may have been here); ``rtt`` the last round trip of a direct

@@ -75,8 +75,8 @@ def test_what_is_unusual_is_said_too() -> None:
         entry(6.0, "joined", "alive", "alive", inc=7),
         entry(7.0, "left", "left", "pushpull", "n1"),
         entry(8.0, "failed", "failed", ""),
-        # A helper of this node's probe that could not reach it either.
-        entry(9.0, "confirmed", "suspect", "nack", "n2", confirmations=1),
+        # Helpers of this node's probe that could not reach it either.
+        entry(9.0, "confirmed", "suspect", "nack", "n2", helpers=3, nacks=2, confirmations=1),
     ]
     causes = [line.split(None, 4)[4] for line in explain_lines(odd, 10.0)]
     assert causes == [
@@ -89,7 +89,8 @@ def test_what_is_unusual_is_said_too() -> None:
         "it came back at incarnation 7",
         "by n1 (push-pull)",
         "by an accuser this node has forgotten since (cause not recorded)",
-        "by n2 (asked by this node's probe, it could not reach it either; 2 accusers so far)",
+        "by n2 and the other helpers that nacked this node's probe (2 of 3 helpers asked "
+        "could not reach it either; 2 accusers so far)",
     ]
 
 

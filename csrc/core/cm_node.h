@@ -110,7 +110,8 @@ typedef struct cm_node_stats {
   /* Drops by reason: never crash, never change state. */
   uint64_t drop_malformed;     /* failed to decode */
   uint64_t drop_wrong_target;  /* ping meant for another id */
-  uint64_t drop_stale;         /* ack or nack for no pending probe */
+  uint64_t drop_stale;         /* ack or nack for no pending probe; a nack
+                                  from no helper of it, or a second */
   uint64_t drop_unknown;       /* about a node we do not know */
   uint64_t drop_forward_full;  /* too many indirect probes in flight */
   uint64_t drop_limit;         /* registry at max_members, no tombstone */
@@ -166,8 +167,8 @@ enum cm_hist_source {
   CM_HIST_TIMEOUT = 4,  /* its suspicion ran out here */
   CM_HIST_ALIVE = 5,    /* an alive record: a refutation, a return */
   CM_HIST_LEAVE = 6,    /* it said it was leaving */
-  CM_HIST_NACK = 7,     /* a helper our probe asked could not reach it either
-                           (by: the helper) */
+  CM_HIST_NACK = 7,     /* two or more helpers our probe asked could not
+                           reach it either (by: the first of them) */
 };
 /* History only: another member confirmed a suspicion held here. */
 #define CM_EV_CONFIRMED 100
@@ -183,8 +184,8 @@ typedef struct cm_hist_entry {
   uint8_t health; /* this node's local health score then */
   uint32_t incarnation;
   uint32_t rtt_us; /* last round trip of a direct probe of it; 0: none */
-  uint8_t helpers; /* CM_HIST_PROBE: members asked to probe it for us */
-  uint8_t nacks;   /* CM_HIST_PROBE: of them, those that could not either */
+  uint8_t helpers; /* CM_HIST_PROBE, _NACK: members asked to probe it for us */
+  uint8_t nacks; /* CM_HIST_PROBE, _NACK: nacks, those that could not either */
   uint8_t confirmations; /* accusers of the suspicion besides the first */
   uint32_t by_slot;      /* the accuser; CM_HIST_NOBODY if none */
   uint64_t by_hash;

@@ -59,7 +59,7 @@ void cm_node__hist_record(cm_node_t *n, uint32_t slot, uint8_t event,
     e->by_slot = (uint32_t)by;
     e->by_hash = cm_node__m(n, (uint32_t)by)->id_hash;
   }
-  if (c.source == CM_HIST_PROBE) {
+  if (c.source == CM_HIST_PROBE || c.source == CM_HIST_NACK) {
     e->helpers =
         (uint8_t)(n->probe.expected_nacks > 255 ? 255
                                                 : n->probe.expected_nacks);

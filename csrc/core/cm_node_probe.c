@@ -221,32 +221,50 @@ void cm_node__probe_indirect(cm_node_t *n, cm_time_t now) {
   n->st.indirect_probes += k;
 }
 
-/* A helper that nacked tried the target from where it stands and heard
- * nothing either: a second member's failure to reach it, which is what a
- * confirmation is (Lifeguard counts a suspicion's independent accusers;
- * memberlist uses the nack only for the asker's own health). Each such
- * helper confirms the suspicion our failed probe raised, as its own
- * accusation would once its turn to probe came. A lone accuser with a bad
- * link of its own gets no nack (the helpers reach the target, or the nacks
- * do not reach it), so it still waits the maximum. */
+/* Helper i of the probe nacked and is still the live member it was. */
+static int node_helper_nacked(const cm_node_t *n, uint32_t i) {
+  uint32_t h = n->probe.helper[i];
+  return n->probe.helper_nacked[i] && h < n->reg.high && n->reg.m[h].in_use &&
+         n->reg.m[h].id_hash == n->probe.helper_hash[i] &&
+         cm_node__live(&n->reg.m[h]);
+}
+
+/* When two or more helpers, at distinct addresses, nacked, two other
+ * members tried the target (each also at the address it holds for it) and
+ * heard nothing either. That is what a confirmation says, so it counts as
+ * one, credited to the first of them; memberlist uses nacks only for the
+ * asker's own health. One helper's nack alone (one link, perhaps bad) does
+ * not count, nor does a probe ever bring more than one confirmation. A
+ * lone accuser with a bad link of its own gets no nack (its helpers reach
+ * the target, or their nacks do not reach it), so it still waits. */
 static void node_nacks_confirm(cm_node_t *n, cm_time_t now) {
-  uint32_t i;
-  cm_member_t *t = cm_node__m(n, n->probe.slot);
+  uint32_t i, j, distinct = 0, first = CM_NO_SLOT;
+  cm_member_t *t, *hm;
+  if (!node_probe_target_ok(n))
+    return;
+  t = cm_node__m(n, n->probe.slot);
+  if (t->state != CM_STATE_SUSPECT || t->incarnation != n->probe.target_inc)
+    return;
   for (i = 0; i < n->probe.expected_nacks && i < CM_PROBE_HELPERS_MAX; i++) {
-    uint32_t h = n->probe.helper[i];
-    cm_member_t *hm;
-    if (!n->probe.helper_nacked[i] || h >= n->reg.high || !n->reg.m[h].in_use ||
-        n->reg.m[h].id_hash != n->probe.helper_hash[i])
+    int dup = 0;
+    if (!node_helper_nacked(n, i))
       continue;
-    if (!node_probe_target_ok(n) || t->state != CM_STATE_SUSPECT ||
-        t->incarnation != n->probe.target_inc)
-      return;
-    hm = cm_node__m(n, h);
-    n->in_probe_end = 2;
-    cm_node__accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len,
-                    t->incarnation, cm_member_id(hm), hm->id_len, now);
-    n->in_probe_end = 0;
+    for (j = 0; j < i && !dup; j++)
+      dup = node_helper_nacked(n, j) &&
+            cm_addr_eq(&n->reg.m[n->probe.helper[j]].addr,
+                       &n->reg.m[n->probe.helper[i]].addr);
+    if (dup)
+      continue;
+    if (distinct++ == 0)
+      first = n->probe.helper[i];
   }
+  if (distinct < 2)
+    return;
+  hm = cm_node__m(n, first);
+  n->in_probe_end = 2;
+  cm_node__accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len,
+                  t->incarnation, cm_member_id(hm), hm->id_len, now);
+  n->in_probe_end = 0;
 }
 
 void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
@@ -354,6 +372,7 @@ void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
   struct cm_fwd *f = NULL;
   cm_msg_t ping;
   size_t i;
+  int32_t t;
   n->st.ping_reqs_in++;
   for (i = 0; i < CM_FWD_MAX; i++)
     if (!n->fwd[i].active) {
@@ -374,6 +393,15 @@ void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
   f->deadline = now + n->cfg.probe_timeout;
   node_ping_msg(n, &ping, f->seq, r->target.s, r->target.len);
   cm_node__send(n, &r->target_addr, &ping, 1);
+  /* From where we stand too: a target we hold live at another address (it
+   * moved, and one of us has not heard yet) is tried there as well, with
+   * the same seq, so that a stale address on either side does not make a
+   * nack. */
+  t = cm_registry_find(&n->reg, r->target.s, r->target.len);
+  if (t >= 0 && (uint32_t)t != n->self &&
+      cm_node__live(cm_node__m(n, (uint32_t)t)) &&
+      !cm_addr_eq(&cm_node__m(n, (uint32_t)t)->addr, &r->target_addr))
+    cm_node__send(n, &cm_node__m(n, (uint32_t)t)->addr, &ping, 1);
 }
 
 void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,
@@ -404,22 +432,25 @@ void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,
   n->st.drop_stale++;
 }
 
+/* Any nack of the probe's seq counts for this node's health, as in
+ * memberlist; the helper it came from (the first asked at that address not
+ * yet heard) is marked for node_nacks_confirm. */
 void cm_node__on_nack(cm_node_t *n, const cm_addr_t *from, uint32_t seq) {
   uint32_t i;
-  if (n->probe.active && seq == n->probe.seq)
-    for (i = 0; i < n->probe.expected_nacks && i < CM_PROBE_HELPERS_MAX; i++) {
-      uint32_t h = n->probe.helper[i];
-      if (n->probe.helper_nacked[i] || h >= n->reg.high ||
-          !n->reg.m[h].in_use ||
-          n->reg.m[h].id_hash != n->probe.helper_hash[i] ||
-          !cm_addr_eq(from, &n->reg.m[h].addr))
-        continue;
+  if (!n->probe.active || seq != n->probe.seq) {
+    n->st.drop_stale++;
+    return;
+  }
+  n->probe.nacks++;
+  n->st.nacks_in++;
+  for (i = 0; i < n->probe.expected_nacks && i < CM_PROBE_HELPERS_MAX; i++) {
+    uint32_t h = n->probe.helper[i];
+    if (!n->probe.helper_nacked[i] && h < n->reg.high &&
+        cm_addr_eq(from, &n->reg.m[h].addr)) {
       n->probe.helper_nacked[i] = 1;
-      n->probe.nacks++;
-      n->st.nacks_in++;
       return;
     }
-  n->st.drop_stale++;
+  }
 }
 
 void cm_node__expire_forwards(cm_node_t *n, cm_time_t now) {
