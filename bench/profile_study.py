@@ -39,19 +39,19 @@ _ONE_S = {"probe_interval": 1.0, "probe_timeout": 0.5}
 #: memberlist, counts no helper's nack among them. Every profile names all
 #: five settings, so a change of the default moves no row; the one named the
 #: default is checked against it (default_row_is_the_default).
-DEFAULT = "lan (default): 1 s probes, suspicion_mult 1, 1 confirmation, nacks confirm"
+DEFAULT = "lan (default): 1 s probes, suspicion_mult 1, 1 confirmation"
 PROFILES: dict[str, dict[str, float]] = {
     DEFAULT: {
         **_ONE_S,
         "suspicion_mult": 1,
         "suspicion_confirmations": 1,
-        "nack_confirms": True,
+        "nack_confirms": False,
     },
-    "lan without nack confirmations (the default from db97bd1)": {
+    "lan with nack_confirms on (two helpers' nacks are a confirmation)": {
         **_ONE_S,
         "suspicion_mult": 1,
         "suspicion_confirmations": 1,
-        "nack_confirms": False,
+        "nack_confirms": True,
     },
     "former lan: 0.5 s probes, suspicion_mult 4, 2 confirmations": {
         "probe_interval": 0.5,

@@ -90,7 +90,7 @@ def cause_text(e: HistoryEntry, before: str | None) -> str:
         return f"{_accuser(e)} ({probe_text(e)})"
     if e.source == "nack":
         return (
-            f"{_accuser(e)} and the other helpers that nacked this node's probe "
+            f"{_accuser(e)} among the helpers of this node's probe "
             f"({e.nacks} of {_plural(e.helpers, 'helper')} asked could not reach it either; "
             f"{e.confirmations + 1} accusers so far)"
         )

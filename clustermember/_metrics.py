@@ -119,10 +119,7 @@ DROP_REASONS: tuple[DropReason, ...] = (
         {
             "malformed": "a message that failed to decode",
             "wrong_target": "a ping meant for another node id",
-            "stale": (
-                "an ack or nack for no pending probe, or a nack from no helper the probe asked "
-                "(or its second)"
-            ),
+            "stale": "an ack or nack for no pending probe",
             "unknown": "news about a node this one does not know",
             "forward_full": "too many indirect probes in flight",
             "limit": "a newcomer while the registry is at max_members",

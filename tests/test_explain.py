@@ -89,8 +89,8 @@ def test_what_is_unusual_is_said_too() -> None:
         "it came back at incarnation 7",
         "by n1 (push-pull)",
         "by an accuser this node has forgotten since (cause not recorded)",
-        "by n2 and the other helpers that nacked this node's probe (2 of 3 helpers asked "
-        "could not reach it either; 2 accusers so far)",
+        "by n2 among the helpers of this node's probe (2 of 3 helpers asked could not reach "
+        "it either; 2 accusers so far)",
     ]
 
 

@@ -722,9 +722,8 @@ SYSTEMS = (
 # confirmations (none), m1k1 one (the LAN profile's values since it became
 # the default). 500ms is the LAN profile before that, so that the figures
 # measured with it can be made again. Each names every setting, so that a
-# change of the LAN profile changes none of them. None counts helpers'
-# nacks as confirmations (nack_confirms, on in every profile now): memberlist
-# does not, and no profile did when these were measured.
+# change of the LAN profile changes none of them, nack_confirms (off in
+# every profile, as in memberlist) included.
 SERF_LAN_PROBING = {"probe_interval": 1.0, "probe_timeout": 0.5}
 LAN_WITH_SETTINGS: dict[str, dict[str, float]] = {
     "clustermember-lan-1s": {

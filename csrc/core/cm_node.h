@@ -110,8 +110,7 @@ typedef struct cm_node_stats {
   /* Drops by reason: never crash, never change state. */
   uint64_t drop_malformed;     /* failed to decode */
   uint64_t drop_wrong_target;  /* ping meant for another id */
-  uint64_t drop_stale;         /* ack or nack for no pending probe; a nack
-                                  from no helper of it, or a second */
+  uint64_t drop_stale;         /* ack or nack for no pending probe */
   uint64_t drop_unknown;       /* about a node we do not know */
   uint64_t drop_forward_full;  /* too many indirect probes in flight */
   uint64_t drop_limit;         /* registry at max_members, no tombstone */

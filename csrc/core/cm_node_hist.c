@@ -60,10 +60,15 @@ void cm_node__hist_record(cm_node_t *n, uint32_t slot, uint8_t event,
     e->by_hash = cm_node__m(n, (uint32_t)by)->id_hash;
   }
   if (c.source == CM_HIST_PROBE || c.source == CM_HIST_NACK) {
+    /* The helpers asked, and those of them that nacked (a nack from no
+     * helper, or a second, counts for health only). */
+    uint32_t i, nacked = 0;
+    for (i = 0; i < n->probe.expected_nacks && i < CM_PROBE_HELPERS_MAX; i++)
+      nacked += n->probe.helper_nacked[i];
     e->helpers =
         (uint8_t)(n->probe.expected_nacks > 255 ? 255
                                                 : n->probe.expected_nacks);
-    e->nacks = (uint8_t)(n->probe.nacks > 255 ? 255 : n->probe.nacks);
+    e->nacks = (uint8_t)nacked;
   }
   if (x->susp != NULL)
     e->confirmations = (uint8_t)(x->susp->n > 255 ? 255 : x->susp->n);

@@ -229,14 +229,17 @@ static int node_helper_nacked(const cm_node_t *n, uint32_t i) {
          cm_node__live(&n->reg.m[h]);
 }
 
-/* When two or more helpers, at distinct addresses, nacked, two other
- * members tried the target (each also at the address it holds for it) and
- * heard nothing either. That is what a confirmation says, so it counts as
- * one, credited to the first of them; memberlist uses nacks only for the
- * asker's own health. One helper's nack alone (one link, perhaps bad) does
- * not count, nor does a probe ever bring more than one confirmation. A
- * lone accuser with a bad link of its own gets no nack (its helpers reach
- * the target, or their nacks do not reach it), so it still waits. */
+/* When two or more helpers, at distinct addresses, nacked the probe that
+ * raised a suspicion, two other members tried the target (each also at the
+ * address it holds for it) and heard nothing either. That is what a
+ * confirmation says, so it counts as one, credited to the first of them;
+ * memberlist uses nacks only for the asker's own health. One helper's nack
+ * alone (one link, perhaps bad) does not count. Only the probe that raised
+ * the suspicion counts its nacks: a probe of a member already suspect is
+ * itself the confirmation, so neither a probe nor an asker ever brings more
+ * than one. A lone accuser with a bad link of its own gets no nack (its
+ * helpers reach the target, or their nacks do not reach it), so it still
+ * waits. */
 static void node_nacks_confirm(cm_node_t *n, cm_time_t now) {
   uint32_t i, j, distinct = 0, first = CM_NO_SLOT;
   cm_member_t *t, *hm;
@@ -269,6 +272,7 @@ static void node_nacks_confirm(cm_node_t *n, cm_time_t now) {
 
 void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
   cm_member_t *t, *self;
+  int raised;
   n->probe.active = 0;
   if (n->probe.acked)
     return;
@@ -293,12 +297,13 @@ void cm_node__probe_end(cm_node_t *n, cm_time_t now) {
   if (t->incarnation != n->probe.target_inc)
     return;
   /* Already suspect: our failed probe is an independent confirmation. */
+  raised = t->state != CM_STATE_SUSPECT;
   self = cm_node__self(n);
   n->in_probe_end = 1;
   cm_node__accuse(n, CM_NEWS_SUSPECT, cm_member_id(t), t->id_len,
                   t->incarnation, cm_member_id(self), self->id_len, now);
   n->in_probe_end = 0;
-  if (n->cfg.nack_confirms)
+  if (raised && n->cfg.nack_confirms)
     node_nacks_confirm(n, now);
 }
 
@@ -396,9 +401,9 @@ void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
   /* From where we stand too: a target we hold live at another address (it
    * moved, and one of us has not heard yet) is tried there as well, with
    * the same seq, so that a stale address on either side does not make a
-   * nack. */
+   * nack that would confirm (nack_confirms; off, memberlist's rule). */
   t = cm_registry_find(&n->reg, r->target.s, r->target.len);
-  if (t >= 0 && (uint32_t)t != n->self &&
+  if (n->cfg.nack_confirms && t >= 0 && (uint32_t)t != n->self &&
       cm_node__live(cm_node__m(n, (uint32_t)t)) &&
       !cm_addr_eq(&cm_node__m(n, (uint32_t)t)->addr, &r->target_addr))
     cm_node__send(n, &cm_node__m(n, (uint32_t)t)->addr, &ping, 1);

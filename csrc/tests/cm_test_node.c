@@ -8,7 +8,6 @@ void cm_tconfig_pinned(cm_config_t *c) {
   c->probe_timeout = CM_MSEC(200);
   c->suspicion_mult = 4;
   c->suspicion_confirmations = 2;
-  c->nack_confirms = 0;
 }
 
 void cm_tnode_feed(cm_node_t *n, const cm_addr_t *from, const cm_msg_t *m,

@@ -9,7 +9,7 @@
 
 /* The LAN profile with the probe and suspicion settings these tests were
  * written against pinned (0.5-s probes, 0.2-s timeout, suspicion_mult 4,
- * two confirmations awaited, nacks not counted among them): what they check
+ * two confirmations awaited): what they check
  * is a rule, not the default profile, and must not move when the default
  * does. */
 void cm_tconfig_pinned(cm_config_t *c);

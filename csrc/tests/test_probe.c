@@ -225,6 +225,9 @@ CM_TEST(probe_nacks_spare_local_health) {
 struct nack_plan {
   uint32_t nacks[3];
   int strangers;
+  /* 1: the target is accused by another member first, while the probe is
+   * out; 2: the second helper is declared failed before the verdict. */
+  int twist;
 };
 
 /* n1 with 5 peers, the pinned profile but for k (`confirmations`) and
@@ -250,6 +253,12 @@ static cm_node_t *first_probe_fails(uint32_t confirmations,
   n = node_with_peers(5, &c);
   t = run_to_ping(n, T0, &ping);
   snprintf(id, id_cap, "n%u", ping.to.ip[3]);
+  if (plan->twist == 1) {
+    char by[16];
+    cm_addr_t from = addr_of(ping.to.ip[3] == 2 ? 3 : 2);
+    snprintf(by, sizeof(by), "n%u", ping.to.ip[3] == 2 ? 3 : 2);
+    cm_tnode_accuse(n, &from, CM_MSG_SUSPECT, id, 0, by, t + 1);
+  }
   cm_node_tick(n, t + c.probe_timeout);
   k = collect(n, out, 16);
   for (i = 0; i < k; i++) {
@@ -280,6 +289,14 @@ static cm_node_t *first_probe_fails(uint32_t confirmations,
     feed_from(n, 9, &nack, t + c.probe_timeout + 1);
     nack.u.nack.seq = seq + 1000;
     feed_from(n, helpers[0], &nack, t + c.probe_timeout + 1);
+  }
+  if (plan->twist == 2) {
+    char dead[16], by[16];
+    cm_addr_t from = addr_of(helpers[0]);
+    snprintf(dead, sizeof(dead), "n%u", helpers[1]);
+    snprintf(by, sizeof(by), "n%u", helpers[0]);
+    cm_tnode_accuse(n, &from, CM_MSG_DEAD, dead, 0, by,
+                    t + c.probe_timeout + 2);
   }
   *end = t + c.probe_interval;
   tick_through(n, *end);
@@ -333,7 +350,7 @@ static cm_time_t failed_at(cm_node_t *n, const char *id, cm_time_t from,
  * gossiped as that helper's accusation (n1's own SUSPECT is, naming n1).
  * The silent third still counts against n1's health. */
 CM_TEST(probe_nacks_of_two_helpers_confirm_the_suspicion) {
-  struct nack_plan plan = {{1, 0, 1}, 0};
+  struct nack_plan plan = {{1, 0, 1}, 0, 0};
   cm_hist_read_t h[8];
   cm_node_stats_t st;
   cm_time_t end;
@@ -386,7 +403,7 @@ CM_TEST(probe_nacks_of_two_helpers_confirm_the_suspicion) {
  * health, as any nack of its probe does in memberlist. A nack of another
  * seq is dropped and counted. */
 CM_TEST(probe_nack_of_one_helper_confirms_nothing) {
-  struct nack_plan plan = {{1, 0, 0}, 0};
+  struct nack_plan plan = {{1, 0, 0}, 0, 0};
   cm_node_stats_t st;
   cm_time_t end;
   uint32_t helpers[3];
@@ -410,7 +427,7 @@ CM_TEST(probe_nack_of_one_helper_confirms_nothing) {
  * awaited (k = 2) and all three nacking, the suspicion ends at timeout(1)
  * = 12 - 10 log 2 / log 3 = 5.690702 s, not at the minimum. */
 CM_TEST(probe_nacks_bring_one_confirmation_at_most) {
-  struct nack_plan plan = {{1, 1, 1}, 0};
+  struct nack_plan plan = {{1, 1, 1}, 0, 0};
   cm_node_stats_t st;
   cm_time_t end;
   uint32_t helpers[3];
@@ -422,10 +439,37 @@ CM_TEST(probe_nacks_bring_one_confirmation_at_most) {
   cm_node_free(n);
 }
 
+/* A probe of a member already suspect is itself the confirmation; its
+ * helpers' nacks add none. The target, accused by another member while
+ * n1's probe is out (at t + 1), has with k = 2 and all three helpers
+ * nacking one confirmation, n1's: timeout(1) = 5.690702 s from the
+ * accusation, not the minimum. And a helper declared failed before the
+ * verdict is no second helper: with two nacks, one of them its, the
+ * suspicion waits the maximum (k = 1). */
+CM_TEST(probe_nacks_count_only_for_the_suspicion_they_raise) {
+  struct nack_plan plan = {{1, 1, 1}, 0, 1};
+  cm_node_stats_t st;
+  cm_time_t end;
+  uint32_t helpers[3];
+  char id[16];
+  cm_node_t *n =
+      first_probe_fails(2, 1, &plan, id, sizeof(id), helpers, &end, &st);
+  CM_CHECK_EQ(st.nacks_in, 3);
+  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL),
+              end - CM_MSEC(500) + 1 + 5690702);
+  cm_node_free(n);
+  plan.nacks[2] = 0;
+  plan.twist = 2;
+  n = first_probe_fails(1, 1, &plan, id, sizeof(id), helpers, &end, &st);
+  CM_CHECK_EQ(st.nacks_in, 2);
+  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL), end + CM_SEC(12));
+  cm_node_free(n);
+}
+
 /* nack_confirms 0 is memberlist's rule: nacks spare n1's health and
  * confirm nothing; unconfirmed, the suspicion waits the maximum, 12 s. */
 CM_TEST(probe_nacks_confirm_nothing_when_off) {
-  struct nack_plan plan = {{1, 1, 1}, 0};
+  struct nack_plan plan = {{1, 1, 1}, 0, 0};
   cm_node_stats_t st;
   cm_time_t end;
   uint32_t helpers[3];
@@ -509,6 +553,7 @@ CM_TEST(helper_tries_the_address_it_holds_too) {
   cm_msg_t req, ack;
   const cm_msg_t *p0, *p1;
   cm_tconfig_pinned(&c);
+  c.nack_confirms = 1;
   n = node_with_peers(3, &c);
   memset(&req, 0, sizeof(req));
   req.type = CM_MSG_PING_REQ;
@@ -531,6 +576,19 @@ CM_TEST(helper_tries_the_address_it_holds_too) {
   CM_CHECK_EQ(collect(n, out, 4), 1);
   CM_CHECK_EQ(out[0].to.ip[3], 2);
   CM_CHECK_EQ(find_msg(&out[0], CM_MSG_ACK)->u.ack.seq, 500);
+  /* A target it does not know is tried where the asker said only. */
+  cm_wire_id_set(&req.u.ping_req.target, "n9", 2);
+  feed_from(n, 2, &req, T0 + 2);
+  CM_CHECK_EQ(collect(n, out, 4), 1);
+  CM_CHECK_EQ(out[0].to.ip[3], 9);
+  cm_node_free(n);
+  /* nack_confirms 0: memberlist's helper, the asker's address only. */
+  c.nack_confirms = 0;
+  n = node_with_peers(3, &c);
+  cm_wire_id_set(&req.u.ping_req.target, "n3", 2);
+  feed_from(n, 2, &req, T0);
+  CM_CHECK_EQ(collect(n, out, 4), 1);
+  CM_CHECK_EQ(out[0].to.ip[3], 9);
   cm_node_free(n);
 }
 
