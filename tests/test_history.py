@@ -106,6 +106,54 @@ async def test_history_names_the_accuser_and_the_probe_that_failed() -> None:
             observers[0].history(3)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
+async def test_history_names_the_helpers_whose_nacks_confirmed() -> None:
+    """With nack_confirms on, a prober whose helpers both nacked (n3 cut
+    off, four nodes: two helpers each) has its suspicion confirmed at once
+    by the first of them, recorded as a nack and read aloud so. Probes every
+    2 s with a 0.5-s timeout: a helper nacks 0.5 s after it is asked, a
+    second before the asker's verdict, so a loaded machine still has it."""
+    key = secrets.token_bytes(32)
+    timing = {"probe_interval": 2.0, "probe_timeout": 0.5, "indirect_checks": 2}
+    async with cluster(key, 4, nack_confirms=True, **timing) as nodes:
+        await eventually(lambda: all(len(n.nodes()) == 4 for n in nodes), "everyone sees everyone")
+        observers, victim = nodes[:3], nodes[3]
+        victim.inject_faults(drop_out=1.0, drop_in=1.0)
+        await eventually(
+            lambda: all(state_of(o, "n3") is MemberState.FAILED for o in observers),
+            "every observer has n3 failed",
+            timeout=60,
+        )
+        victim.inject_faults()
+        await eventually(
+            lambda: all(state_of(o, "n3") is MemberState.ALIVE for o in observers),
+            "n3 is alive again everywhere",
+            timeout=60,
+        )
+        checked = 0
+        for o in observers:
+            hist = o.history("n3")
+            first = hist[0]
+            if first.source != "probe" or first.nacks < 2:
+                # Its probe did not raise the suspicion, or a helper's nack
+                # came late: no nack may confirm it.
+                assert all(h.source != "nack" for h in hist)
+                continue
+            checked += 1
+            me = o.local_node.id
+            conf = hist[1]
+            assert (conf.event, conf.source) == ("confirmed", "nack")
+            assert conf.by not in (None, me, "n3")
+            assert (conf.helpers, conf.nacks, conf.confirmations) == (2, 2, 1)
+            assert conf.monotonic == first.monotonic
+            line = o.explain("n3").splitlines()[2]
+            assert f"confirmed  by {conf.by} among the helpers of this node's probe" in line
+            assert "(2 of 2 helpers asked could not reach it either; 2 accusers so far)" in line
+        # Every observer probes n3 within a few rounds of four nodes; the
+        # first to fail raises the suspicion with both helpers live.
+        assert checked >= 1
+
+
 def test_history_setting_is_checked() -> None:
     from clustermember import ConfigError
 
