@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--watch", type=float, default=300.0, help="simulated s per run")
     ap.add_argument("--out")
     args = ap.parse_args()
+    measured = commit()
     t0 = time.perf_counter()
     rows = []
     for name, cfg in PROFILES.items():
@@ -74,7 +75,7 @@ def main() -> None:
                 f"{name:58} N={n:3} seeds with a false failure: {sorted(per.items())}", flush=True
             )
     doc = {
-        "commit": commit(),
+        "commit": measured,
         "command": " ".join(["python bench/falsepos_seeds.py", *sys.argv[1:]]),
         "seeds": args.seeds,
         "loss": args.loss,

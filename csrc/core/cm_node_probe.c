@@ -378,6 +378,7 @@ void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
   cm_msg_t ping;
   size_t i;
   int32_t t;
+  const cm_member_t *held;
   n->st.ping_reqs_in++;
   for (i = 0; i < CM_FWD_MAX; i++)
     if (!n->fwd[i].active) {
@@ -402,11 +403,13 @@ void cm_node__on_ping_req(cm_node_t *n, const cm_addr_t *from,
    * moved, and one of us has not heard yet) is tried there as well, with
    * the same seq, so that a stale address on either side does not make a
    * nack that would confirm (nack_confirms; off, memberlist's rule). */
-  t = cm_registry_find(&n->reg, r->target.s, r->target.len);
-  if (n->cfg.nack_confirms && t >= 0 && (uint32_t)t != n->self &&
-      cm_node__live(cm_node__m(n, (uint32_t)t)) &&
-      !cm_addr_eq(&cm_node__m(n, (uint32_t)t)->addr, &r->target_addr))
-    cm_node__send(n, &cm_node__m(n, (uint32_t)t)->addr, &ping, 1);
+  if (!n->cfg.nack_confirms ||
+      (t = cm_registry_find(&n->reg, r->target.s, r->target.len)) < 0 ||
+      (uint32_t)t == n->self)
+    return;
+  held = cm_node__m(n, (uint32_t)t);
+  if (cm_node__live(held) && !cm_addr_eq(&held->addr, &r->target_addr))
+    cm_node__send(n, &held->addr, &ping, 1);
 }
 
 void cm_node__on_ack(cm_node_t *n, const cm_addr_t *from, uint32_t seq,

@@ -307,7 +307,8 @@ static cm_node_t *first_probe_fails(uint32_t confirmations,
 /* From `from` on, ack every ping but to the target (`id`); ask nothing of
  * anyone else. Ticks every millisecond and at every deadline the node
  * names. Returns the time the target was declared failed, or 0 if not by
- * `until`. With `suspects_out`, counts the SUSPECTs of the target sent. */
+ * `until`. With `suspects_out`, counts the SUSPECTs of the target sent,
+ * each of which must name n1 as its accuser. */
 static cm_time_t failed_at(cm_node_t *n, const char *id, cm_time_t from,
                            cm_time_t until, size_t *suspects_out) {
   cm_time_t t = from;
@@ -325,8 +326,10 @@ static cm_time_t failed_at(cm_node_t *n, const char *id, cm_time_t from,
       cm_msg_t ack;
       for (m = 0; suspects_out != NULL && m < out[i].count; m++)
         if (out[i].msgs[m].type == CM_MSG_SUSPECT &&
-            strcmp(out[i].msgs[m].u.suspect.node.s, id) == 0)
+            strcmp(out[i].msgs[m].u.suspect.node.s, id) == 0) {
+          CM_CHECK_STR(out[i].msgs[m].u.suspect.from.s, "n1");
           (*suspects_out)++;
+        }
       snprintf(to, sizeof(to), "n%u", out[i].to.ip[3]);
       if (p == NULL || strcmp(to, id) == 0)
         continue;
@@ -340,6 +343,22 @@ static cm_time_t failed_at(cm_node_t *n, const char *id, cm_time_t from,
       return t;
   }
   return 0;
+}
+
+/* first_probe_fails, then failed_at over the next 13 s: how long after the
+ * probe's end the target was declared failed (0: not within them). */
+static cm_time_t fails_after_probe(uint32_t confirmations,
+                                   uint32_t nack_confirms,
+                                   const struct nack_plan *plan,
+                                   cm_node_stats_t *st) {
+  uint32_t helpers[3];
+  char id[16];
+  cm_time_t end, at;
+  cm_node_t *n = first_probe_fails(confirmations, nack_confirms, plan, id,
+                                   sizeof(id), helpers, &end, st);
+  at = failed_at(n, id, end, end + CM_SEC(13), NULL);
+  cm_node_free(n);
+  return at == 0 ? 0 : at - end;
 }
 
 /* Two helpers that nacked are two other members that could not reach the
@@ -377,23 +396,9 @@ CM_TEST(probe_nacks_of_two_helpers_confirm_the_suspicion) {
               end + CM_SEC(2));
   cm_node_free(n);
   /* What n1 gossiped of the target in those 2 s: its own SUSPECT (the
-   * pending one, and the buddy's), never one naming a helper. */
+   * pending one, and the buddy's), never one naming a helper (failed_at
+   * checks each). */
   CM_CHECK(suspects > 0);
-  n = first_probe_fails(1, 1, &plan, id, sizeof(id), helpers, &end, &st);
-  {
-    struct sent out[16];
-    size_t k, i, m;
-    cm_time_t t;
-    for (t = end; t < end + CM_SEC(1); t += CM_MSEC(1)) {
-      cm_node_tick(n, t);
-      k = collect(n, out, 16);
-      for (i = 0; i < k; i++)
-        for (m = 0; m < out[i].count; m++)
-          if (out[i].msgs[m].type == CM_MSG_SUSPECT)
-            CM_CHECK_STR(out[i].msgs[m].u.suspect.from.s, "n1");
-    }
-  }
-  cm_node_free(n);
 }
 
 /* One helper's nack is one link's word, perhaps a bad link: no
@@ -405,22 +410,14 @@ CM_TEST(probe_nacks_of_two_helpers_confirm_the_suspicion) {
 CM_TEST(probe_nack_of_one_helper_confirms_nothing) {
   struct nack_plan plan = {{1, 0, 0}, 0, 0};
   cm_node_stats_t st;
-  cm_time_t end;
-  uint32_t helpers[3];
-  char id[16];
-  cm_node_t *n =
-      first_probe_fails(1, 1, &plan, id, sizeof(id), helpers, &end, &st);
+  CM_CHECK_EQ(fails_after_probe(1, 1, &plan, &st), CM_SEC(12));
   CM_CHECK_EQ(st.nacks_in, 1);
-  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL), end + CM_SEC(12));
-  cm_node_free(n);
   plan.nacks[0] = 2;
   plan.strangers = 1;
-  n = first_probe_fails(1, 1, &plan, id, sizeof(id), helpers, &end, &st);
+  CM_CHECK_EQ(fails_after_probe(1, 1, &plan, &st), CM_SEC(12));
   CM_CHECK_EQ(st.nacks_in, 4);
   CM_CHECK_EQ(st.drop_stale, 1);
   CM_CHECK_EQ(st.health, 0);
-  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL), end + CM_SEC(12));
-  cm_node_free(n);
 }
 
 /* However many helpers nack, a probe brings one confirmation: with two
@@ -429,14 +426,8 @@ CM_TEST(probe_nack_of_one_helper_confirms_nothing) {
 CM_TEST(probe_nacks_bring_one_confirmation_at_most) {
   struct nack_plan plan = {{1, 1, 1}, 0, 0};
   cm_node_stats_t st;
-  cm_time_t end;
-  uint32_t helpers[3];
-  char id[16];
-  cm_node_t *n =
-      first_probe_fails(2, 1, &plan, id, sizeof(id), helpers, &end, &st);
+  CM_CHECK_EQ(fails_after_probe(2, 1, &plan, &st), 5690702);
   CM_CHECK_EQ(st.nacks_in, 3);
-  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL), end + 5690702);
-  cm_node_free(n);
 }
 
 /* A probe of a member already suspect is itself the confirmation; its
@@ -449,21 +440,13 @@ CM_TEST(probe_nacks_bring_one_confirmation_at_most) {
 CM_TEST(probe_nacks_count_only_for_the_suspicion_they_raise) {
   struct nack_plan plan = {{1, 1, 1}, 0, 1};
   cm_node_stats_t st;
-  cm_time_t end;
-  uint32_t helpers[3];
-  char id[16];
-  cm_node_t *n =
-      first_probe_fails(2, 1, &plan, id, sizeof(id), helpers, &end, &st);
+  /* The accusation came at t + 1, the probe's end at t + 500 ms. */
+  CM_CHECK_EQ(fails_after_probe(2, 1, &plan, &st), 5690702 + 1 - CM_MSEC(500));
   CM_CHECK_EQ(st.nacks_in, 3);
-  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL),
-              end - CM_MSEC(500) + 1 + 5690702);
-  cm_node_free(n);
   plan.nacks[2] = 0;
   plan.twist = 2;
-  n = first_probe_fails(1, 1, &plan, id, sizeof(id), helpers, &end, &st);
+  CM_CHECK_EQ(fails_after_probe(1, 1, &plan, &st), CM_SEC(12));
   CM_CHECK_EQ(st.nacks_in, 2);
-  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL), end + CM_SEC(12));
-  cm_node_free(n);
 }
 
 /* nack_confirms 0 is memberlist's rule: nacks spare n1's health and
@@ -471,15 +454,9 @@ CM_TEST(probe_nacks_count_only_for_the_suspicion_they_raise) {
 CM_TEST(probe_nacks_confirm_nothing_when_off) {
   struct nack_plan plan = {{1, 1, 1}, 0, 0};
   cm_node_stats_t st;
-  cm_time_t end;
-  uint32_t helpers[3];
-  char id[16];
-  cm_node_t *n =
-      first_probe_fails(1, 0, &plan, id, sizeof(id), helpers, &end, &st);
+  CM_CHECK_EQ(fails_after_probe(1, 0, &plan, &st), CM_SEC(12));
   CM_CHECK_EQ(st.nacks_in, 3);
   CM_CHECK_EQ(st.health, 0);
-  CM_CHECK_EQ(failed_at(n, id, end, end + CM_SEC(13), NULL), end + CM_SEC(12));
-  cm_node_free(n);
 }
 
 /* Two helpers at one address are one process (a member restarted under a
