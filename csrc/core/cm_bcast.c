@@ -156,6 +156,11 @@ int cm_bcast_push(cm_bcast_t *q, uint32_t key, uint8_t kind, uint8_t prio,
   return 0;
 }
 
+void cm_bcast_mark_vital(cm_bcast_t *q, uint32_t key) {
+  if (key < q->nkeys && q->by_key[key] >= 0)
+    q->items[q->by_key[key]].vital = 1;
+}
+
 void cm_bcast_forget(cm_bcast_t *q, uint32_t key) {
   if (key < q->nkeys && q->by_key[key] >= 0)
     bcast_release(q, q->by_key[key]);
@@ -226,7 +231,8 @@ done:
     it->transmits++;
     out[k].transmits = it->transmits;
     bcast_link(q, i);
-    if (it->transmits >= limit)
+    if (it->transmits >= (it->vital ? 2 * limit : limit) ||
+        it->transmits >= CM_BCAST_MAX_TX)
       bcast_release(q, i);
   }
   return n;

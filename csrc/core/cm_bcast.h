@@ -3,7 +3,8 @@
  * - one pending update per key (a member); a newer one supersedes the older;
  * - higher priority first, then fewest transmissions, then the most
  *   recently queued or sent (so fresh news goes first);
- * - each update is sent up to a retransmit limit, then dropped;
+ * - each update is sent up to a retransmit limit, then dropped; one marked
+ *   vital (cm_bcast_mark_vital) up to twice that limit;
  * - bounded: when full, the least valuable update (lowest priority, most
  *   transmitted, oldest) makes room.
  * Items are small references; the owner encodes them when they are sent.
@@ -27,7 +28,8 @@ typedef struct cm_bcast_item {
   uint8_t prio;
   uint8_t transmits;
   uint8_t in_use;
-  uint64_t seq; /* insertion order: larger is newer */
+  uint8_t vital; /* sent up to twice the limit */
+  uint64_t seq;  /* insertion order: larger is newer */
   int32_t prev, next;
 } cm_bcast_item_t;
 
@@ -56,6 +58,10 @@ void cm_bcast_free(cm_bcast_t *q);
  * Returns 0 or CM_ENOMEM. */
 int cm_bcast_push(cm_bcast_t *q, uint32_t key, uint8_t kind, uint8_t prio,
                   uint32_t incarnation, uint32_t aux);
+/* Send the pending update about key, if any, up to twice the limit: an
+ * update whose miss costs more than a delay. A later push about the key
+ * supersedes it unmarked. */
+void cm_bcast_mark_vital(cm_bcast_t *q, uint32_t key);
 /* Drop the pending update about key, if any. */
 void cm_bcast_forget(cm_bcast_t *q, uint32_t key);
 /* Drop every pending update whose aux equals aux (a reaped accuser). */
@@ -65,7 +71,8 @@ const cm_bcast_item_t *cm_bcast_peek_key(const cm_bcast_t *q, uint32_t key);
 
 /* Choose updates for one packet with room bytes free, in queue order,
  * skipping those that do not fit. Chosen items are copied to out[0..ret) and
- * their transmission counted; those that reached limit are removed. */
+ * their transmission counted; those that reached limit (twice limit if
+ * vital, at most CM_BCAST_MAX_TX) are removed. */
 size_t cm_bcast_take(cm_bcast_t *q, size_t room, uint32_t limit,
                      cm_bcast_size_fn size_fn, void *ud, cm_bcast_item_t *out,
                      size_t max_out);

@@ -25,9 +25,16 @@ enum cm_news_kind {
   CM_NEWS_DEAD = 3,
   CM_NEWS_LEAVE = 4,
   /* A push-pull entry in state failed: we have not seen the failure
-   * ourselves, so about a live member it is a suspicion by the sender;
-   * about one held failed or left it is a dead record. */
+   * ourselves, so about a member held alive it is a suspicion
+   * (CM_NEWS_PP_SUSPECT); about one held failed or left it is a dead
+   * record. */
   CM_NEWS_PP_FAILED = 5,
+  /* A push-pull entry in state suspect. A table says what its sender holds,
+   * not who accused: the sender may only be passing on the accusation we
+   * hold already. So it starts a suspicion of a member held alive, with no
+   * accuser named, and confirms none (Lifeguard counts independent
+   * accusers only). */
+  CM_NEWS_PP_SUSPECT = 6,
 };
 
 typedef struct cm_merge_news {

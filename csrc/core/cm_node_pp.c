@@ -245,7 +245,7 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
       a.ext = e.ext;
       cm_node__alive(n, &a, now, quiet);
     } else {
-      static const uint8_t kinds[] = {0, CM_NEWS_SUSPECT, CM_NEWS_PP_FAILED,
+      static const uint8_t kinds[] = {0, CM_NEWS_PP_SUSPECT, CM_NEWS_PP_FAILED,
                                       CM_NEWS_LEAVE};
       cm_node__accuse(n, kinds[e.state & 3], e.node.s, e.node.len,
                       e.incarnation, sender.s, sender.len, now);

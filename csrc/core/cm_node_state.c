@@ -87,6 +87,7 @@ static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
   cm_node__awareness(n, +1);
   cm_node__broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, self->incarnation,
                      n->self, now);
+  cm_bcast_mark_vital(&n->bq, n->self);
 }
 
 static void node_order_insert(cm_node_t *n, uint32_t slot) {
@@ -199,6 +200,10 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
   cm_node__broadcast(n, slot, CM_MSG_ALIVE,
                      tags_changed ? CM_PRIO_HIGH : CM_PRIO_NORMAL,
                      a->incarnation, 0, now);
+  /* It clears an accusation: a member that misses it keeps a timer that
+   * will declare a live member failed (docs/protocol.md, "Dissemination"). */
+  if (old == CM_STATE_SUSPECT || old == CM_STATE_FAILED)
+    cm_bcast_mark_vital(&n->bq, slot);
   if (addr_changed)
     cm_node__event(n, CM_EV_ADDR_CHANGED, m, NULL, now);
   if (old == CM_STATE_LEFT)
@@ -210,23 +215,31 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
 }
 
 /* An independent accuser of a suspect shortens the timeout; the news is
- * passed on so others count it too. */
+ * passed on so others count it too. The first accuser named for a
+ * suspicion learnt from a table shortens nothing (it is likely the one whose
+ * accusation the table passed on) but is passed on: this node never
+ * gossiped the suspicion it holds. */
 static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
                          cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
   int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
+  int rc;
   /* The incarnation held stays (as memberlist's does): a confirmation at a
    * higher one means its subject refuted and was accused again, and the
    * refutation, if it comes second, must still be taken (alive needs a
    * strictly higher incarnation). The news goes on as it came. */
-  if (m->ext == NULL || m->ext->susp == NULL ||
-      !cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len),
-                            now))
+  if (m->ext == NULL || m->ext->susp == NULL)
     return;
-  cm_theap_update(&n->suspects, m->ext->susp_pos,
-                  cm_suspicion_deadline(m->ext->susp));
-  /* The cause cm_node__accuse set names this confirmer. */
-  cm_node__hist_record(n, slot, CM_EV_CONFIRMED, now);
+  rc =
+      cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len), now);
+  if (rc == 0)
+    return;
+  if (rc == CM_SUSPICION_COUNTED) {
+    cm_theap_update(&n->suspects, m->ext->susp_pos,
+                    cm_suspicion_deadline(m->ext->susp));
+    /* The cause cm_node__accuse set names this confirmer. */
+    cm_node__hist_record(n, slot, CM_EV_CONFIRMED, now);
+  }
   /* A helper's nack (in_probe_end 2) confirms here only: passed on, it
    * would be an accusation in the helper's name that the helper never
    * made, and would take the place of ours in the broadcast queue. The
@@ -240,6 +253,9 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
                                  const node_news_t *x, cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
   int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
+  /* A table's record names no accuser (CM_NEWS_PP_SUSPECT). */
+  int named = x->kind == CM_NEWS_SUSPECT;
+  uint64_t from_hash = cm_id_hash(x->from, x->from_len);
   uint32_t k, live;
   cm_time_t min;
   if (cm_member_ext(m) == NULL)
@@ -252,7 +268,7 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   min = cm_suspicion_min(&n->cfg, live);
   m->ext->susp =
       cm_suspicion_new(now, k, min, min * (cm_time_t)n->cfg.suspicion_max_mult,
-                       cm_id_hash(x->from, x->from_len));
+                       named ? &from_hash : NULL);
   if (m->ext->susp == NULL)
     return;
   if (cm_theap_push(&n->suspects, cm_suspicion_deadline(m->ext->susp), slot) !=
@@ -269,7 +285,10 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   cm_node__count_state(n, CM_STATE_SUSPECT, +1);
   m->state_change = now;
   n->st.suspicions++;
-  if (accuser >= 0)
+  /* Gossiped in its accuser's name; a table's record, in nobody's: in the
+   * sender's it would count, wherever the original accusation is held, as
+   * a second accuser who never accused. */
+  if (named && accuser >= 0)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
   cm_node__event(n, CM_EV_SUSPECT, m, NULL, now);

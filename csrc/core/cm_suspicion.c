@@ -5,7 +5,7 @@
 #include <string.h>
 
 cm_suspicion_t *cm_suspicion_new(cm_time_t now, uint32_t k, cm_time_t min,
-                                 cm_time_t max, uint64_t from_hash) {
+                                 cm_time_t max, const uint64_t *from_hash) {
   cm_suspicion_t *s;
   if (k > CM_SUSPICION_MAX_K)
     k = CM_SUSPICION_MAX_K;
@@ -17,13 +17,20 @@ cm_suspicion_t *cm_suspicion_new(cm_time_t now, uint32_t k, cm_time_t min,
   s->k = k;
   s->min = min;
   s->max = max < min ? min : max;
-  s->from[0] = from_hash;
-  s->nfrom = 1;
+  if (from_hash != NULL) {
+    s->from[0] = *from_hash;
+    s->nfrom = 1;
+  }
   return s;
 }
 
 int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now) {
   uint32_t i;
+  if (s->nfrom == 0) {
+    s->from[0] = from_hash;
+    s->nfrom = 1;
+    return CM_SUSPICION_ORIGIN;
+  }
   if (s->n >= s->k)
     return 0;
   for (i = 0; i < s->nfrom; i++)
@@ -33,7 +40,7 @@ int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now) {
   s->n++;
   if (now > s->confirmed)
     s->confirmed = now;
-  return 1;
+  return CM_SUSPICION_COUNTED;
 }
 
 cm_time_t cm_suspicion_timeout(cm_time_t min, cm_time_t max, uint32_t k,

@@ -20,19 +20,30 @@ typedef struct cm_suspicion {
   cm_time_t min, max;
   uint32_t k;      /* confirmations expected */
   uint32_t n;      /* confirmations seen */
-  uint32_t nfrom;  /* accusers seen: the first and the confirmers */
+  uint32_t nfrom;  /* accusers seen: the first and the confirmers; 0 while
+                      the suspicion has no accuser named (from a table) */
   uint64_t from[]; /* their hashes: room for k + 1 */
 } cm_suspicion_t;
 
-/* A suspicion accused by from_hash at now, sized for its k (clamped to
- * MAX_K): 64 bytes for the default k of 2, where room for MAX_K took 184;
- * a node holds one per suspect, and a simulated partition of 10,000 nodes
- * 5 * 10^7. Free it with free(). NULL when out of memory. */
+/* A suspicion accused by *from_hash at now, or with no accuser named if
+ * from_hash is NULL (learnt from a push-pull table, which says what its
+ * sender holds, not who accused), sized for its k (clamped to MAX_K): 64
+ * bytes for the default k of 2, where room for MAX_K took 184; a node holds
+ * one per suspect, and a simulated partition of 10,000 nodes 5 * 10^7. Free
+ * it with free(). NULL when out of memory. */
 cm_suspicion_t *cm_suspicion_new(cm_time_t now, uint32_t k, cm_time_t min,
-                                 cm_time_t max, uint64_t from_hash);
-/* Record an accusation received at now. Returns 1 if it was a new,
- * independent confirmation (which shortens the timeout), 0 if the accuser
- * was already counted or enough confirmations are in. */
+                                 cm_time_t max, const uint64_t *from_hash);
+
+enum {
+  CM_SUSPICION_COUNTED = 1, /* a new, independent confirmation */
+  CM_SUSPICION_ORIGIN = 2,  /* the first accuser of an unnamed suspicion */
+};
+/* Record an accusation received at now. Returns CM_SUSPICION_COUNTED if it
+ * was a new, independent confirmation (which shortens the timeout);
+ * CM_SUSPICION_ORIGIN if the suspicion had no accuser named and this one
+ * becomes its first (no shorter timeout: that accuser is likely the very one
+ * whose suspicion the table passed on); 0 if the accuser was already
+ * counted or enough confirmations are in. */
 int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now);
 /* The timeout for c confirmations, as a duration from start. */
 cm_time_t cm_suspicion_timeout(cm_time_t min, cm_time_t max, uint32_t k,

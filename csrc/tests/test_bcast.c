@@ -87,6 +87,38 @@ CM_TEST(bcast_retransmit_limit) {
   cm_bcast_free(&q);
 }
 
+/* A vital update is sent twice the limit, never past CM_BCAST_MAX_TX; a
+ * newer update about its key supersedes it unmarked; marking a key with
+ * nothing queued does nothing. */
+static int sends_until_gone(cm_bcast_t *q, uint32_t limit) {
+  cm_bcast_item_t out[4];
+  int sends = 0;
+  while (cm_bcast_take(q, 1000, limit, item_size, NULL, out, 4) == 1)
+    sends++;
+  return sends;
+}
+
+CM_TEST(bcast_vital_update_is_sent_twice_the_limit) {
+  cm_bcast_t q;
+  cm_bcast_item_t out[4];
+  cm_bcast_init(&q, 64);
+  cm_bcast_mark_vital(&q, 7); /* nothing queued: no effect */
+  cm_bcast_mark_vital(&q, 100000);
+  CM_CHECK_EQ(cm_bcast_len(&q), 0);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 0));
+  cm_bcast_mark_vital(&q, 1);
+  CM_CHECK_EQ(sends_until_gone(&q, 6), 12);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 0));
+  cm_bcast_mark_vital(&q, 1);
+  CM_CHECK_EQ(cm_bcast_take(&q, 1000, 6, item_size, NULL, out, 4), 1);
+  CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 1, 0)); /* newer */
+  CM_CHECK_EQ(sends_until_gone(&q, 6), 6);
+  CM_CHECK_OK(cm_bcast_push(&q, 2, 5, CM_PRIO_NORMAL, 0, 0));
+  cm_bcast_mark_vital(&q, 2);
+  CM_CHECK_EQ(sends_until_gone(&q, 200), CM_BCAST_MAX_TX);
+  cm_bcast_free(&q);
+}
+
 CM_TEST(bcast_skips_what_does_not_fit) {
   cm_bcast_t q;
   uint32_t keys[8];

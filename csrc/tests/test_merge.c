@@ -32,9 +32,10 @@ static const uint32_t news_inc[NREL] = {
     UINT32_MAX, UINT32_MAX};
 
 /* News about another member, by kind (alive from the held address, alive
- * from another, suspect, dead, leave, push-pull failed), held state and
- * older / equal / newer. */
-#define NKIND 6
+ * from another, suspect, dead, leave, push-pull failed, push-pull suspect),
+ * held state and older / equal / newer. A push-pull record never confirms a
+ * suspicion held: it names no accuser. */
+#define NKIND 7
 static const uint8_t others[NKIND][4][3] = {
     /* alive */ {{I, I, AL}, {I, I, AL}, {I, I, AL}, {I, I, AL}},
     /* alive, other address */
@@ -42,14 +43,16 @@ static const uint8_t others[NKIND][4][3] = {
     /* suspect */ {{I, SU, SU}, {I, CO, CO}, {I, I, I}, {I, I, I}},
     /* dead */ {{I, FA, FA}, {I, FA, FA}, {I, I, RA}, {I, I, RA}},
     /* leave */ {{I, LE, LE}, {I, LE, LE}, {I, LE, LE}, {I, I, RA}},
-    /* push-pull failed */ {{I, SU, SU}, {I, CO, CO}, {I, I, RA}, {I, I, RA}},
+    /* push-pull failed */ {{I, SU, SU}, {I, I, I}, {I, I, RA}, {I, I, RA}},
+    /* push-pull suspect */ {{I, SU, SU}, {I, I, I}, {I, I, I}, {I, I, I}},
 };
 
 static const char *const kind_names[NKIND] = {
-    "alive", "alive-elsewhere", "suspect", "dead", "leave", "pp-failed"};
-static const uint8_t kind_news[NKIND] = {CM_NEWS_ALIVE,   CM_NEWS_ALIVE,
-                                         CM_NEWS_SUSPECT, CM_NEWS_DEAD,
-                                         CM_NEWS_LEAVE,   CM_NEWS_PP_FAILED};
+    "alive", "alive-elsewhere", "suspect",   "dead",
+    "leave", "pp-failed",       "pp-suspect"};
+static const uint8_t kind_news[NKIND] = {
+    CM_NEWS_ALIVE, CM_NEWS_ALIVE,     CM_NEWS_SUSPECT,   CM_NEWS_DEAD,
+    CM_NEWS_LEAVE, CM_NEWS_PP_FAILED, CM_NEWS_PP_SUSPECT};
 
 /* The documented action. */
 static int expected(int known, int self, int leaving, uint8_t state, int rel,

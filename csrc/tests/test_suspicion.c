@@ -3,6 +3,12 @@
 #include "cm_suspicion.h"
 #include "cm_test.h"
 
+/* A suspicion accused by `from`. */
+static cm_suspicion_t *named(cm_time_t now, uint32_t k, cm_time_t min,
+                             cm_time_t max, uint64_t from) {
+  return cm_suspicion_new(now, k, min, max, &from);
+}
+
 /* memberlist's TestMemberList_ProbeNode_Suspect_Dogpile: suspicion mult 5,
  * max mult 2, interval 100 ms, k = 3 -> 1000, 750, 604, 500 ms. */
 CM_TEST(suspicion_timeout_table) {
@@ -18,8 +24,7 @@ CM_TEST(suspicion_timeout_table) {
 }
 
 CM_TEST(suspicion_counts_only_independent_confirmations) {
-  cm_suspicion_t *s =
-      cm_suspicion_new(CM_SEC(10), 3, CM_MSEC(500), CM_MSEC(1000), 111);
+  cm_suspicion_t *s = named(CM_SEC(10), 3, CM_MSEC(500), CM_MSEC(1000), 111);
   CM_CHECK(s != NULL);
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(1000));
   CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10)),
@@ -35,11 +40,28 @@ CM_TEST(suspicion_counts_only_independent_confirmations) {
   free(s);
 }
 
+/* A suspicion learnt from a push-pull table names no accuser: the first one
+ * heard of becomes its origin and shortens nothing (it is likely the one
+ * whose accusation the table passed on); the next distinct one counts. */
+CM_TEST(suspicion_from_a_table_counts_its_first_accuser_as_origin) {
+  cm_suspicion_t *s =
+      cm_suspicion_new(CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), NULL);
+  CM_CHECK(s != NULL);
+  CM_CHECK_EQ(s->nfrom, 0);
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(1000));
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10)), CM_SUSPICION_ORIGIN);
+  CM_CHECK_EQ(s->n, 0);
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(1000));
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10)), 0);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10)), CM_SUSPICION_COUNTED);
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(500));
+  free(s);
+}
+
 /* A confirmation that arrives after the timeout it shortens to has run out
  * makes the suspicion due when it arrived, never earlier. */
 CM_TEST(suspicion_late_confirmation_is_due_when_it_arrives) {
-  cm_suspicion_t *s =
-      cm_suspicion_new(CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), 111);
+  cm_suspicion_t *s = named(CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), 111);
   CM_CHECK(s != NULL);
   CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10) + CM_MSEC(800)), 1);
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(800));
@@ -52,7 +74,7 @@ CM_TEST(suspicion_late_confirmation_is_due_when_it_arrives) {
 CM_TEST(suspicion_room_is_k_plus_one_and_k_is_clamped) {
   uint32_t k, i, counted;
   for (k = 0; k <= CM_SUSPICION_MAX_K + 4; k += 4) {
-    cm_suspicion_t *s = cm_suspicion_new(0, k, CM_MSEC(500), CM_SEC(1), 1000);
+    cm_suspicion_t *s = named(0, k, CM_MSEC(500), CM_SEC(1), 1000);
     uint32_t want = k > CM_SUSPICION_MAX_K ? CM_SUSPICION_MAX_K : k;
     CM_CHECK(s != NULL);
     CM_CHECK_EQ(s->k, want);
