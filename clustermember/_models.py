@@ -133,8 +133,9 @@ class HistoryEntry:
     too), ``"failed"``, ``"recovered"``, ``"left"`` or ``"joined"``; ``state``
     its state after. ``source`` says what caused it: ``"probe"`` (this
     node's own probe of it failed: ``helpers`` members were asked to probe
-    it too and ``nacks`` of them could not reach it either), ``"gossip"`` or
-    ``"pushpull"`` (news from ``by``), ``"nack"`` (two or more of the
+    it too and ``nacks`` of them could not reach it either), ``"gossip"``
+    (an accusation by ``by``) or ``"pushpull"`` (a record in ``by``'s
+    table, which names no accuser), ``"nack"`` (two or more of the
     helpers this node's probe asked, ``by`` the first, could not reach it
     either: ``nacks`` of ``helpers``; one confirmation), ``"timeout"``
     (its suspicion ran out here), ``"alive"`` (its own word: a refutation or

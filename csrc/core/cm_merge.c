@@ -64,9 +64,9 @@ int cm_merge(const cm_merge_held_t *h, const cm_merge_news_t *x) {
   if (h->is_self)
     return h->leaving ? CM_MERGE_IGNORE : merge_refute(i, j);
   if (kind == CM_NEWS_PP_FAILED)
-    kind = merge_gone(h->state) ? CM_NEWS_DEAD : CM_NEWS_PP_SUSPECT;
+    kind = merge_gone(h->state) ? CM_NEWS_DEAD : CM_NEWS_UNNAMED_SUSPECT;
   switch (kind) {
-  case CM_NEWS_PP_SUSPECT:
+  case CM_NEWS_UNNAMED_SUSPECT:
     return h->state == CM_STATE_ALIVE ? CM_MERGE_SUSPECT : CM_MERGE_IGNORE;
   case CM_NEWS_SUSPECT:
     if (h->state == CM_STATE_SUSPECT)

@@ -26,15 +26,16 @@ enum cm_news_kind {
   CM_NEWS_LEAVE = 4,
   /* A push-pull entry in state failed: we have not seen the failure
    * ourselves, so about a member held alive it is a suspicion
-   * (CM_NEWS_PP_SUSPECT); about one held failed or left it is a dead
+   * (CM_NEWS_UNNAMED_SUSPECT); about one held failed or left it is a dead
    * record. */
   CM_NEWS_PP_FAILED = 5,
-  /* A push-pull entry in state suspect. A table says what its sender holds,
-   * not who accused: the sender may only be passing on the accusation we
-   * hold already. So it starts a suspicion of a member held alive, with no
-   * accuser named, and confirms none (Lifeguard counts independent
-   * accusers only). */
-  CM_NEWS_PP_SUSPECT = 6,
+  /* A suspicion naming no accuser: a push-pull entry in state suspect (a
+   * table says what its sender holds, not who accused: the sender may only
+   * be passing on the accusation we hold already), or a SUSPECT whose
+   * accuser is its subject, which is how such a suspicion is gossiped. It
+   * starts a suspicion of a member held alive, with no accuser named, and
+   * confirms none (Lifeguard counts independent accusers only). */
+  CM_NEWS_UNNAMED_SUSPECT = 6,
 };
 
 typedef struct cm_merge_news {

@@ -162,7 +162,8 @@ typedef struct cm_node_stats {
 enum cm_hist_source {
   CM_HIST_PROBE = 1,    /* this node's probe of it failed */
   CM_HIST_GOSSIP = 2,   /* news by gossip: an accusation (by: the accuser) */
-  CM_HIST_PUSHPULL = 3, /* a push-pull's record (by: whom it blames) */
+  CM_HIST_PUSHPULL = 3, /* a push-pull's record (by: whose table it was in,
+                           which names no accuser) */
   CM_HIST_TIMEOUT = 4,  /* its suspicion ran out here */
   CM_HIST_ALIVE = 5,    /* an alive record: a refutation, a return */
   CM_HIST_LEAVE = 6,    /* it said it was leaving */

@@ -105,10 +105,17 @@ static size_t node_item_size(void *ud, const cm_bcast_item_t *it) {
  * for a stall of this node. */
 void cm_node__broadcast(cm_node_t *n, uint32_t slot, uint8_t kind, uint8_t prio,
                         uint32_t inc, uint32_t aux, cm_time_t now) {
+  const cm_bcast_item_t *was = cm_bcast_peek_key(&n->bq, slot);
+  /* A later alive record that supersedes a vital one (a refutation, then a
+   * tag change) still clears what that one cleared. */
+  int vital = was != NULL && was->vital && was->kind == CM_MSG_ALIVE &&
+              kind == CM_MSG_ALIVE;
   if (!cm_node__news_pending(n) && n->next_gossip < now)
     n->next_gossip = now;
   if (cm_bcast_push(&n->bq, slot, kind, prio, inc, aux) != 0)
     n->st.updates_dropped++;
+  else if (vital)
+    cm_bcast_mark_vital(&n->bq, slot);
 }
 
 /* ---------------------------------------------------------------- output */

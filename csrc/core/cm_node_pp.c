@@ -198,7 +198,8 @@ static int node_pp_winners(const uint8_t *buf, size_t len, uint32_t count,
  * An id named more than once is merged once, with its highest entry, so the
  * result does not depend on the order of the entries (honest peers never
  * send duplicates: their tables are keyed by id). The first entry is the
- * sender, the accuser of the suspect and failed entries. Returns 0, or
+ * sender; its suspect and failed entries name no accuser (a table says what
+ * its sender holds, not who accused). Returns 0, or
  * CM_ENOMEM with nothing merged. */
 /* Coordinates taken from a push-pull: from the entry of the peer that
  * sent it (entry 0, when its address is the stream's: first-hand), and,
@@ -245,8 +246,8 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
       a.ext = e.ext;
       cm_node__alive(n, &a, now, quiet);
     } else {
-      static const uint8_t kinds[] = {0, CM_NEWS_PP_SUSPECT, CM_NEWS_PP_FAILED,
-                                      CM_NEWS_LEAVE};
+      static const uint8_t kinds[] = {0, CM_NEWS_UNNAMED_SUSPECT,
+                                      CM_NEWS_PP_FAILED, CM_NEWS_LEAVE};
       cm_node__accuse(n, kinds[e.state & 3], e.node.s, e.node.len,
                       e.incarnation, sender.s, sender.len, now);
     }

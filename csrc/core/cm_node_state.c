@@ -200,9 +200,9 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
   cm_node__broadcast(n, slot, CM_MSG_ALIVE,
                      tags_changed ? CM_PRIO_HIGH : CM_PRIO_NORMAL,
                      a->incarnation, 0, now);
-  /* It clears an accusation: a member that misses it keeps a timer that
-   * will declare a live member failed (docs/protocol.md, "Dissemination"). */
-  if (old == CM_STATE_SUSPECT || old == CM_STATE_FAILED)
+  /* It clears a suspicion: a member that misses it keeps a timer that will
+   * declare a live member failed (docs/protocol.md, "Dissemination"). */
+  if (old == CM_STATE_SUSPECT)
     cm_bcast_mark_vital(&n->bq, slot);
   if (addr_changed)
     cm_node__event(n, CM_EV_ADDR_CHANGED, m, NULL, now);
@@ -230,8 +230,10 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
    * strictly higher incarnation). The news goes on as it came. */
   if (m->ext == NULL || m->ext->susp == NULL)
     return;
-  rc =
-      cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len), now);
+  /* This node's own probe (or its helpers' nacks) cannot be what a table
+   * passed on: it counts even against a suspicion with no accuser named. */
+  rc = cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len), now,
+                            n->in_probe_end != 0);
   if (rc == 0)
     return;
   if (rc == CM_SUSPICION_COUNTED) {
@@ -249,11 +251,22 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
                        (uint32_t)accuser, now);
 }
 
+/* Tell m directly that it is suspected, in its own name (no accuser). */
+static void node_tell_subject(cm_node_t *n, const cm_member_t *m) {
+  cm_msg_t msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.type = CM_MSG_SUSPECT;
+  cm_wire_id_set(&msg.u.suspect.node, cm_member_id(m), m->id_len);
+  msg.u.suspect.incarnation = m->incarnation;
+  cm_wire_id_set(&msg.u.suspect.from, cm_member_id(m), m->id_len);
+  cm_node__send(n, &m->addr, &msg, 1);
+}
+
 static void node_start_suspicion(cm_node_t *n, uint32_t slot,
                                  const node_news_t *x, cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
   int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
-  /* A table's record names no accuser (CM_NEWS_PP_SUSPECT). */
+  /* A table's record names no accuser (CM_NEWS_UNNAMED_SUSPECT). */
   int named = x->kind == CM_NEWS_SUSPECT;
   uint64_t from_hash = cm_id_hash(x->from, x->from_len);
   uint32_t k, live;
@@ -285,12 +298,18 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   cm_node__count_state(n, CM_STATE_SUSPECT, +1);
   m->state_change = now;
   n->st.suspicions++;
-  /* Gossiped in its accuser's name; a table's record, in nobody's: in the
-   * sender's it would count, wherever the original accusation is held, as
-   * a second accuser who never accused. */
+  /* Gossiped in its accuser's name. A table's record is not gossiped: in
+   * the table's sender's name it would count, wherever the original
+   * accusation is held, as a second accuser who never accused. Its subject
+   * is told directly, in its own name, which names none, so that it
+   * refutes: the original accusation's gossip is often over, and whoever
+   * holds it (a node back from a partition, typically) would otherwise
+   * convict a live member at its timeout. */
   if (named && accuser >= 0)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
+  else if (!named)
+    node_tell_subject(n, m);
   cm_node__event(n, CM_EV_SUSPECT, m, NULL, now);
 }
 
@@ -422,6 +441,14 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
   x.id_len = id_len;
   x.from = from;
   x.from_len = from_len;
+  /* A SUSPECT whose accuser is its subject names none (node_start_suspicion
+   * gossips a table's record so). */
+  if (kind == CM_NEWS_SUSPECT && from != NULL && from_len == id_len &&
+      memcmp(from, id, id_len) == 0) {
+    x.kind = CM_NEWS_UNNAMED_SUSPECT;
+    from = NULL;
+    from_len = 0;
+  }
   /* Our own probe's failure says so (n->in_probe_end), or a helper it asked
    * (n->in_probe_end == 2): news that names us as its accuser and came back
    * over the wire is gossip like any other. */

@@ -20,22 +20,26 @@ cm_suspicion_t *cm_suspicion_new(cm_time_t now, uint32_t k, cm_time_t min,
   if (from_hash != NULL) {
     s->from[0] = *from_hash;
     s->nfrom = 1;
+  } else {
+    s->unnamed = 1;
   }
   return s;
 }
 
-int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now) {
+/* from[] holds the origin and up to k confirmers: k + 1 at most. */
+int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now,
+                         int independent) {
   uint32_t i;
-  if (s->nfrom == 0) {
-    s->from[0] = from_hash;
-    s->nfrom = 1;
+  for (i = 0; i < s->nfrom; i++)
+    if (s->from[i] == from_hash)
+      return 0;
+  if (s->unnamed && !independent) {
+    s->from[s->nfrom++] = from_hash;
+    s->unnamed = 0;
     return CM_SUSPICION_ORIGIN;
   }
   if (s->n >= s->k)
     return 0;
-  for (i = 0; i < s->nfrom; i++)
-    if (s->from[i] == from_hash)
-      return 0;
   s->from[s->nfrom++] = from_hash;
   s->n++;
   if (now > s->confirmed)

@@ -20,8 +20,8 @@ typedef struct cm_suspicion {
   cm_time_t min, max;
   uint32_t k;      /* confirmations expected */
   uint32_t n;      /* confirmations seen */
-  uint32_t nfrom;  /* accusers seen: the first and the confirmers; 0 while
-                      the suspicion has no accuser named (from a table) */
+  uint32_t nfrom;  /* accusers seen: the first and the confirmers */
+  uint8_t unnamed; /* no first accuser named yet (learnt from a table) */
   uint64_t from[]; /* their hashes: room for k + 1 */
 } cm_suspicion_t;
 
@@ -38,13 +38,16 @@ enum {
   CM_SUSPICION_COUNTED = 1, /* a new, independent confirmation */
   CM_SUSPICION_ORIGIN = 2,  /* the first accuser of an unnamed suspicion */
 };
-/* Record an accusation received at now. Returns CM_SUSPICION_COUNTED if it
- * was a new, independent confirmation (which shortens the timeout);
- * CM_SUSPICION_ORIGIN if the suspicion had no accuser named and this one
- * becomes its first (no shorter timeout: that accuser is likely the very one
- * whose suspicion the table passed on); 0 if the accuser was already
- * counted or enough confirmations are in. */
-int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now);
+/* Record an accusation received at now; `independent` if it cannot be the
+ * one a table passed on (this node's own probe). Returns
+ * CM_SUSPICION_COUNTED if it was a new, independent confirmation (which
+ * shortens the timeout); CM_SUSPICION_ORIGIN if the suspicion had no accuser
+ * named and this one, not independent, becomes its first (no shorter
+ * timeout: that accuser is likely the very one whose suspicion the table
+ * passed on); 0 if the accuser was already counted or enough confirmations
+ * are in. */
+int cm_suspicion_confirm(cm_suspicion_t *s, uint64_t from_hash, cm_time_t now,
+                         int independent);
 /* The timeout for c confirmations, as a duration from start. */
 cm_time_t cm_suspicion_timeout(cm_time_t min, cm_time_t max, uint32_t k,
                                uint32_t c);

@@ -51,8 +51,8 @@ static const char *const kind_names[NKIND] = {
     "alive", "alive-elsewhere", "suspect",   "dead",
     "leave", "pp-failed",       "pp-suspect"};
 static const uint8_t kind_news[NKIND] = {
-    CM_NEWS_ALIVE, CM_NEWS_ALIVE,     CM_NEWS_SUSPECT,   CM_NEWS_DEAD,
-    CM_NEWS_LEAVE, CM_NEWS_PP_FAILED, CM_NEWS_PP_SUSPECT};
+    CM_NEWS_ALIVE, CM_NEWS_ALIVE,     CM_NEWS_SUSPECT,        CM_NEWS_DEAD,
+    CM_NEWS_LEAVE, CM_NEWS_PP_FAILED, CM_NEWS_UNNAMED_SUSPECT};
 
 /* The documented action. */
 static int expected(int known, int self, int leaving, uint8_t state, int rel,

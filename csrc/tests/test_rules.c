@@ -655,7 +655,7 @@ static void count_alive_gossip(cm_node_t *n, cm_time_t from, int secs,
  * which most of the cluster has not heard of; passing such records on once
  * instead made a 1,000-node join take 30 s instead of 6 s in the simulator)
  * and changes to known ones (a failed member alive again after a partition
- * heals), the latter twice the limit since it clears an accusation. */
+ * heals). */
 CM_TEST(pushpull_news_is_relayed_in_full) {
   cm_node_t *n = with_b();
   uint8_t buf[4096], *reply = NULL;
@@ -680,7 +680,7 @@ CM_TEST(pushpull_news_is_relayed_in_full) {
   /* 4 members: limit max(4 * ceil(log10(5)), ceil(ln 3 + ln 100)) = 6. */
   CM_CHECK_EQ(counts[0], 6);
   CM_CHECK_EQ(counts[1], 6);
-  CM_CHECK_EQ(counts[2], 12);
+  CM_CHECK_EQ(counts[2], 6);
   cm_node_free(n);
 }
 
@@ -2063,6 +2063,23 @@ CM_TEST(rule_confirmations_awaited_are_set_apart_from_the_multiplier) {
   cm_node_free(n);
 }
 
+/* x, suspect, is still suspect just before `at` and failed at `at`. */
+static void x_fails_at(cm_node_t *n, cm_time_t from, cm_time_t at,
+                       struct drive_log *l) {
+  drive(n, from, at - 1, l);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  drive_tick(n, at, l);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+}
+
+/* c pushes its table at t, in which x is in `state`. */
+static void table_says_x(cm_node_t *n, uint8_t state, cm_time_t t) {
+  cm_pp_entry_t e[2];
+  e[0] = pp_entry("c", 1, 3, CM_STATE_ALIVE);
+  e[1] = pp_entry("x", 1, 5, state);
+  pp_push_at(n, e, 2, t);
+}
+
 /* A push-pull table says what its sender holds, not who accused: c may
  * hold x suspect only because it heard b. So c's record confirms nothing
  * (however often c pushes) and is never gossiped in c's name: x, suspected
@@ -2071,57 +2088,100 @@ CM_TEST(rule_confirmations_awaited_are_set_apart_from_the_multiplier) {
  * table relayed one accusation, which then counted twice. */
 CM_TEST(rule_pushpull_suspect_confirms_nothing) {
   cm_node_t *n = with_bcdx();
-  cm_pp_entry_t e[2];
   struct drive_log l;
   cm_event_t ev;
   memset(&l, 0, sizeof(l));
-  e[0] = pp_entry("c", 1, 3, CM_STATE_ALIVE);
-  e[1] = pp_entry("x", 1, 5, CM_STATE_SUSPECT);
   accuse(n, CM_MSG_SUSPECT, "x", 1, "b");
   drain_events(n, CM_EV_SUSPECT, &ev);
   drive(n, T0, T0 + CM_MSEC(400), &l);
-  pp_push_at(n, e, 2, T0 + CM_MSEC(500));
+  table_says_x(n, CM_STATE_SUSPECT, T0 + CM_MSEC(500));
   drive(n, T0 + CM_MSEC(500), T0 + CM_MSEC(1400), &l);
-  e[1].state = CM_STATE_FAILED; /* c has since declared it failed */
-  pp_push_at(n, e, 2, T0 + CM_MSEC(1500));
-  drive(n, T0 + CM_MSEC(1500), T0 + CM_SEC(12) - 1, &l);
+  /* c has since declared it failed */
+  table_says_x(n, CM_STATE_FAILED, T0 + CM_MSEC(1500));
+  x_fails_at(n, T0 + CM_MSEC(1500), T0 + CM_SEC(12), &l);
   CM_CHECK_EQ(
       sent_count(&l, CM_MSG_SUSPECT, "x", "c", NULL, T0, T0 + CM_SEC(12)), 0);
-  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
-  drive_tick(n, T0 + CM_SEC(12), &l);
-  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
   drive_log_free(&l);
   cm_node_free(n);
 }
 
 /* A suspicion learnt from a table (x held alive, c's table says suspect)
- * names no accuser and is gossiped in nobody's name. The first accusation
+ * names no accuser and is not gossiped; x is told once, directly, in its
+ * own name, which names none (so that it refutes). The first accusation
  * heard after it, b's, is likely the one the table passed on: it is relayed
  * (this node never gossiped the suspicion) but shortens nothing; d's, the
  * next, counts: x fails at timeout(1) = 5.690702 s from the table, where
  * counting b too would have made it min (2 s). */
 CM_TEST(rule_pushpull_suspicion_names_its_first_accuser_heard) {
   cm_node_t *n = with_bcdx();
-  cm_pp_entry_t e[2];
+  cm_addr_t xa = addr_of(5);
   struct drive_log l;
   memset(&l, 0, sizeof(l));
-  e[0] = pp_entry("c", 1, 3, CM_STATE_ALIVE);
-  e[1] = pp_entry("x", 1, 5, CM_STATE_SUSPECT);
-  pp_push_at(n, e, 2, T0);
+  table_says_x(n, CM_STATE_SUSPECT, T0);
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
   drive(n, T0, T0 + CM_MSEC(400), &l);
   CM_CHECK_EQ(
-      sent_count(&l, CM_MSG_SUSPECT, "x", NULL, NULL, T0, T0 + CM_SEC(1)), 0);
+      sent_count(&l, CM_MSG_SUSPECT, "x", "x", &xa, T0, T0 + CM_MSEC(400)), 1);
+  CM_CHECK_EQ(
+      sent_count(&l, CM_MSG_SUSPECT, "x", NULL, NULL, T0, T0 + CM_MSEC(400)),
+      1);
   accuse_at(n, CM_MSG_SUSPECT, "x", 1, "b", T0 + CM_MSEC(500));
   drive(n, T0 + CM_MSEC(500), T0 + CM_MSEC(900), &l);
   CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, "x", "b", NULL, T0 + CM_MSEC(500),
                          T0 + CM_MSEC(900)),
               6);
   accuse_at(n, CM_MSG_SUSPECT, "x", 1, "d", T0 + CM_SEC(1));
-  drive(n, T0 + CM_SEC(1), T0 + 5690702 - 1, &l);
-  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
-  drive_tick(n, T0 + 5690702, &l);
-  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  x_fails_at(n, T0 + CM_SEC(1), T0 + 5690702, &l);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* This node's own failed probe cannot be the accusation a table passed on:
+ * against a suspicion learnt from c's table it counts as a confirmation
+ * (x silent, no other accuser): x fails at timeout(1) = 5.690702 s, not
+ * unconfirmed at max (12 s). */
+CM_TEST(rule_own_probe_confirms_a_suspicion_learnt_from_a_table) {
+  cm_node_t *n = with_bcdx();
+  cm_addr_t xa = addr_of(5);
+  struct drive_log l;
+  memset(&l, 0, sizeof(l));
+  l.silent = &xa;
+  table_says_x(n, CM_STATE_SUSPECT, T0);
+  x_fails_at(n, T0, T0 + 5690702, &l);
+  /* its own accusation, gossiped */
+  CM_CHECK(sent_count(&l, CM_MSG_SUSPECT, "x", "a", NULL, T0, T0 + CM_SEC(6)) >
+           0);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* A SUSPECT whose accuser is its subject names none (how the subject of a
+ * table's record is told): about a member held suspect (by b) it confirms
+ * nothing and is not relayed, so x fails unconfirmed at max (12 s); about
+ * one held alive it starts a suspicion with no accuser named, not gossiped,
+ * its subject told once; about this node it is refuted. */
+CM_TEST(rule_suspect_in_its_subjects_name_names_no_accuser) {
+  cm_node_t *n = with_bcdx();
+  cm_addr_t da = addr_of(4);
+  struct drive_log l;
+  cm_event_t ev;
+  memset(&l, 0, sizeof(l));
+  accuse(n, CM_MSG_SUSPECT, "x", 1, "b");
+  drain_events(n, CM_EV_SUSPECT, &ev);
+  drive(n, T0, T0 + CM_MSEC(400), &l);
+  accuse_at(n, CM_MSG_SUSPECT, "x", 1, "x", T0 + CM_MSEC(500));
+  accuse_at(n, CM_MSG_SUSPECT, "d", 1, "d", T0 + CM_MSEC(500));
+  CM_CHECK_EQ(state_of(n, "d"), CM_STATE_SUSPECT);
+  x_fails_at(n, T0 + CM_MSEC(500), T0 + CM_SEC(12), &l);
+  CM_CHECK_EQ(
+      sent_count(&l, CM_MSG_SUSPECT, "x", "x", NULL, T0, T0 + CM_SEC(12)), 0);
+  CM_CHECK_EQ(
+      sent_count(&l, CM_MSG_SUSPECT, "d", "d", NULL, T0, T0 + CM_SEC(12)), 1);
+  CM_CHECK_EQ(
+      sent_count(&l, CM_MSG_SUSPECT, "d", "d", &da, T0, T0 + CM_SEC(12)), 1);
+  CM_CHECK_EQ(self_inc(n), 0);
+  accuse_at(n, CM_MSG_SUSPECT, "a", 0, "a", T0 + CM_SEC(12));
+  CM_CHECK_EQ(self_inc(n), 1);
   drive_log_free(&l);
   cm_node_free(n);
 }
@@ -2131,14 +2191,15 @@ CM_TEST(rule_pushpull_suspicion_names_its_first_accuser_heard) {
  * failed, where a missed tag change only waits for a push-pull. In the
  * simulator (10% loss, 40 seeds of 300 s at 50 members) a member missed a
  * refutation and so convicted it in 3 seeds; in none with twice the limit.
- * Here (5 members: limit 6) this node's own refutation and the relays of
- * x's (held suspect) and d's (held failed) go out 12 times; c's new tags,
- * 6. */
+ * Here (5 members: limit 6) this node's own refutation and the relay of
+ * x's (held suspect) go out 12 times; d's return (held failed: no timer
+ * to beat) and c's new tags, 6. A refutation superseded by a tag change
+ * before it is done still goes out twice the limit. */
 CM_TEST(rule_news_that_clears_an_accusation_is_sent_twice_the_limit) {
   cm_node_t *n = with_bcdx();
   static const uint8_t tags[] = {1, 'k', 0, 1, 'v'};
   static const char *const ids[] = {"a", "x", "d", "c"};
-  static const size_t want[] = {12, 12, 12, 6};
+  static const size_t want[] = {12, 12, 6, 6};
   struct drive_log l;
   size_t i;
   memset(&l, 0, sizeof(l));
@@ -2158,6 +2219,15 @@ CM_TEST(rule_news_that_clears_an_accusation_is_sent_twice_the_limit) {
     CM_CHECK_EQ(sent_count(&l, CM_MSG_ALIVE, ids[i], NULL, NULL,
                            T0 + CM_SEC(10), T0 + CM_SEC(40)),
                 want[i]);
+  accuse_at(n, CM_MSG_SUSPECT, "a", self_inc(n), "b", T0 + CM_SEC(40));
+  drive(n, T0 + CM_SEC(40), T0 + CM_SEC(40) + CM_MSEC(100), &l);
+  CM_CHECK(sent_count(&l, CM_MSG_ALIVE, "a", NULL, NULL, T0 + CM_SEC(40),
+                      T0 + CM_SEC(41)) > 0);
+  CM_CHECK_OK(cm_node_set_tag(n, "k", "v", T0 + CM_SEC(41)));
+  drive(n, T0 + CM_SEC(41), T0 + CM_SEC(70), &l);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_ALIVE, "a", NULL, NULL, T0 + CM_SEC(41),
+                         T0 + CM_SEC(70)),
+              12);
   drive_log_free(&l);
   cm_node_free(n);
 }

@@ -27,15 +27,15 @@ CM_TEST(suspicion_counts_only_independent_confirmations) {
   cm_suspicion_t *s = named(CM_SEC(10), 3, CM_MSEC(500), CM_MSEC(1000), 111);
   CM_CHECK(s != NULL);
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(1000));
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10)),
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10), 0),
               0); /* the first accuser */
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10)), 1);
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10)), 0); /* repeated */
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10), 0), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10), 0), 0); /* repeated */
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(750));
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 333, CM_SEC(10)), 1);
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 444, CM_SEC(10)), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 333, CM_SEC(10), 0), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 444, CM_SEC(10), 0), 1);
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(500));
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 555, CM_SEC(10)), 0); /* k reached */
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 555, CM_SEC(10), 0), 0); /* k reached */
   CM_CHECK_EQ(s->n, 3);
   free(s);
 }
@@ -49,11 +49,23 @@ CM_TEST(suspicion_from_a_table_counts_its_first_accuser_as_origin) {
   CM_CHECK(s != NULL);
   CM_CHECK_EQ(s->nfrom, 0);
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(1000));
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10)), CM_SUSPICION_ORIGIN);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10), 0), CM_SUSPICION_ORIGIN);
   CM_CHECK_EQ(s->n, 0);
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(1000));
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10)), 0);
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10)), CM_SUSPICION_COUNTED);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10), 0), 0);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10), 0),
+              CM_SUSPICION_COUNTED);
+  free(s);
+  /* This node's own probe is independent: it counts, and the origin stays
+   * to be named by the next accuser heard. */
+  s = cm_suspicion_new(CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), NULL);
+  CM_CHECK(s != NULL);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 999, CM_SEC(10), 1),
+              CM_SUSPICION_COUNTED);
+  CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(500));
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 999, CM_SEC(10), 0), 0);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 111, CM_SEC(10), 0), CM_SUSPICION_ORIGIN);
+  CM_CHECK_EQ(s->nfrom, 2); /* k + 1 */
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(500));
   free(s);
 }
@@ -63,7 +75,7 @@ CM_TEST(suspicion_from_a_table_counts_its_first_accuser_as_origin) {
 CM_TEST(suspicion_late_confirmation_is_due_when_it_arrives) {
   cm_suspicion_t *s = named(CM_SEC(10), 1, CM_MSEC(500), CM_MSEC(1000), 111);
   CM_CHECK(s != NULL);
-  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10) + CM_MSEC(800)), 1);
+  CM_CHECK_EQ(cm_suspicion_confirm(s, 222, CM_SEC(10) + CM_MSEC(800), 0), 1);
   CM_CHECK_EQ(cm_suspicion_deadline(s), CM_SEC(10) + CM_MSEC(800));
   free(s);
 }
@@ -79,7 +91,7 @@ CM_TEST(suspicion_room_is_k_plus_one_and_k_is_clamped) {
     CM_CHECK(s != NULL);
     CM_CHECK_EQ(s->k, want);
     for (i = 0, counted = 0; i < 3 * CM_SUSPICION_MAX_K; i++)
-      counted += (uint32_t)cm_suspicion_confirm(s, 2000 + i, 0);
+      counted += (uint32_t)cm_suspicion_confirm(s, 2000 + i, 0, 0);
     CM_CHECK_EQ(counted, want);
     CM_CHECK_EQ(s->nfrom, want + 1);
     free(s);
