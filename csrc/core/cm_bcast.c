@@ -156,9 +156,9 @@ int cm_bcast_push(cm_bcast_t *q, uint32_t key, uint8_t kind, uint8_t prio,
   return 0;
 }
 
-void cm_bcast_mark_vital(cm_bcast_t *q, uint32_t key) {
+void cm_bcast_mark_vital(cm_bcast_t *q, uint32_t key, uint8_t how) {
   if (key < q->nkeys && q->by_key[key] >= 0)
-    q->items[q->by_key[key]].vital = 1;
+    q->items[q->by_key[key]].vital = how;
 }
 
 void cm_bcast_forget(cm_bcast_t *q, uint32_t key) {

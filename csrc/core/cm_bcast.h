@@ -28,7 +28,7 @@ typedef struct cm_bcast_item {
   uint8_t prio;
   uint8_t transmits;
   uint8_t in_use;
-  uint8_t vital; /* sent up to twice the limit */
+  uint8_t vital; /* sent up to twice the limit: CM_BCAST_VITAL_* or 0 */
   uint64_t seq;  /* insertion order: larger is newer */
   int32_t prev, next;
 } cm_bcast_item_t;
@@ -58,10 +58,13 @@ void cm_bcast_free(cm_bcast_t *q);
  * Returns 0 or CM_ENOMEM. */
 int cm_bcast_push(cm_bcast_t *q, uint32_t key, uint8_t kind, uint8_t prio,
                   uint32_t incarnation, uint32_t aux);
+/* How an update came to be vital: of its own (a refutation), or inherited
+ * from the vital update it superseded, which passes on no further. */
+enum { CM_BCAST_VITAL_OWN = 1, CM_BCAST_VITAL_INHERITED = 2 };
 /* Send the pending update about key, if any, up to twice the limit: an
- * update whose miss costs more than a delay. A later push about the key
- * supersedes it unmarked. */
-void cm_bcast_mark_vital(cm_bcast_t *q, uint32_t key);
+ * update whose miss costs more than a delay. `how` is a CM_BCAST_VITAL_*.
+ * A later push about the key supersedes it unmarked. */
+void cm_bcast_mark_vital(cm_bcast_t *q, uint32_t key, uint8_t how);
 /* Drop the pending update about key, if any. */
 void cm_bcast_forget(cm_bcast_t *q, uint32_t key);
 /* Drop every pending update whose aux equals aux (a reaped accuser). */

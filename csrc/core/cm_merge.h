@@ -32,9 +32,10 @@ enum cm_news_kind {
   /* A suspicion naming no accuser: a push-pull entry in state suspect (a
    * table says what its sender holds, not who accused: the sender may only
    * be passing on the accusation we hold already), or a SUSPECT whose
-   * accuser is its subject, which is how such a suspicion is gossiped. It
-   * starts a suspicion of a member held alive, with no accuser named, and
-   * confirms none (Lifeguard counts independent accusers only). */
+   * accuser is its subject, which is how such a suspicion is told to its
+   * subject and passed on. It starts a suspicion of a member held alive,
+   * with no accuser named, and confirms none (Lifeguard counts independent
+   * accusers only). */
   CM_NEWS_UNNAMED_SUSPECT = 6,
 };
 

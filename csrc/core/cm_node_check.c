@@ -79,6 +79,10 @@ static int check_lists(const cm_node_t *n, uint8_t *seen, const char **what) {
           "suspects: entry without a suspicion");
     CHECK(!(seen[s] & 1), "suspects: entry listed twice");
     CHECK(m->ext->susp_pos == i, "suspects: member's heap position is stale");
+    CHECK(m->ext->susp->n <= m->ext->susp->k &&
+              m->ext->susp->nfrom ==
+                  m->ext->susp->n + (m->ext->susp->unnamed ? 0u : 1u),
+          "suspects: accusers counted != confirmations + the origin");
     CHECK(h->e[i].key == cm_suspicion_deadline(m->ext->susp),
           "suspects: heap key != the suspicion's deadline");
     CHECK(i == 0 || h->e[(i - 1) / 2].key <= h->e[i].key,

@@ -201,6 +201,7 @@ struct cm_node {
   cm_coord_client_t coord;
   struct cm_hist_cause hcause; /* of the change being made (cm_node_hist.c) */
   uint8_t in_pushpull;         /* merging a push-pull's table */
+  uint32_t pp_tells;           /* subjects told directly in this merge */
   uint8_t in_probe_end;        /* accusing for our own failed probe: 1; for a
                                   helper of it that nacked: 2 */
   uint32_t coord_rtt_slot;
@@ -331,6 +332,9 @@ void cm_node__broadcast(cm_node_t *n, uint32_t slot, uint8_t kind, uint8_t prio,
                         uint32_t inc, uint32_t aux, cm_time_t now);
 void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
                    size_t nmsgs);
+/* One packet of exactly msgs, with no queued update riding along. */
+void cm_node__send_bare(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
+                        size_t nmsgs);
 void cm_node__gossip(cm_node_t *n, cm_time_t now);
 
 /* ------------------------------------------------------ user events */

@@ -107,15 +107,17 @@ void cm_node__broadcast(cm_node_t *n, uint32_t slot, uint8_t kind, uint8_t prio,
                         uint32_t inc, uint32_t aux, cm_time_t now) {
   const cm_bcast_item_t *was = cm_bcast_peek_key(&n->bq, slot);
   /* A later alive record that supersedes a vital one (a refutation, then a
-   * tag change) still clears what that one cleared. */
-  int vital = was != NULL && was->vital && was->kind == CM_MSG_ALIVE &&
-              kind == CM_MSG_ALIVE;
+   * tag change) still clears what that one cleared; once: a third (another
+   * tag change) goes the usual limit, so a chain of changes cannot keep
+   * the doubled budget forever. */
+  int vital = was != NULL && was->vital == CM_BCAST_VITAL_OWN &&
+              was->kind == CM_MSG_ALIVE && kind == CM_MSG_ALIVE;
   if (!cm_node__news_pending(n) && n->next_gossip < now)
     n->next_gossip = now;
   if (cm_bcast_push(&n->bq, slot, kind, prio, inc, aux) != 0)
     n->st.updates_dropped++;
   else if (vital)
-    cm_bcast_mark_vital(&n->bq, slot);
+    cm_bcast_mark_vital(&n->bq, slot, CM_BCAST_VITAL_INHERITED);
 }
 
 /* ---------------------------------------------------------------- output */
@@ -177,6 +179,21 @@ void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
   if (count == 0)
     return;
   n->st.msgs_out += count;
+  node_emit(n, to, w.p, w.len);
+}
+
+/* One packet of exactly these messages: nothing queued rides along. */
+void cm_node__send_bare(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
+                        size_t nmsgs) {
+  cm_wbuf_t w = {n->pkt, 0, n->cfg.max_packet_size};
+  size_t i;
+  cm_wire_packet_begin(&w);
+  for (i = 0; i < nmsgs; i++)
+    if (cm_wire_packet_add(&w, &msgs[i]) != 0)
+      return;
+  if (nmsgs == 0)
+    return;
+  n->st.msgs_out += nmsgs;
   node_emit(n, to, w.p, w.len);
 }
 

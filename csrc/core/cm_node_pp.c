@@ -225,6 +225,7 @@ static int node_pp_merge(cm_node_t *n, const uint8_t *buf, size_t len,
     return rc;
   memset(&sender, 0, sizeof(sender));
   n->in_pushpull = 1;
+  n->pp_tells = 0;
   for (; cm_wire_pp_next(buf, len, &off, &e); at = off) {
     uint64_t hash = cm_id_hash(e.node.s, e.node.len);
     is_sender = first;

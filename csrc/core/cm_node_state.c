@@ -87,7 +87,7 @@ static void node_refute(cm_node_t *n, uint32_t accused_inc, cm_time_t now) {
   cm_node__awareness(n, +1);
   cm_node__broadcast(n, n->self, CM_MSG_ALIVE, CM_PRIO_HIGH, self->incarnation,
                      n->self, now);
-  cm_bcast_mark_vital(&n->bq, n->self);
+  cm_bcast_mark_vital(&n->bq, n->self, CM_BCAST_VITAL_OWN);
 }
 
 static void node_order_insert(cm_node_t *n, uint32_t slot) {
@@ -203,7 +203,7 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
   /* It clears a suspicion: a member that misses it keeps a timer that will
    * declare a live member failed (docs/protocol.md, "Dissemination"). */
   if (old == CM_STATE_SUSPECT)
-    cm_bcast_mark_vital(&n->bq, slot);
+    cm_bcast_mark_vital(&n->bq, slot, CM_BCAST_VITAL_OWN);
   if (addr_changed)
     cm_node__event(n, CM_EV_ADDR_CHANGED, m, NULL, now);
   if (old == CM_STATE_LEFT)
@@ -251,24 +251,40 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
                        (uint32_t)accuser, now);
 }
 
-/* Tell m directly that it is suspected, in its own name (no accuser). */
-static void node_tell_subject(cm_node_t *n, const cm_member_t *m) {
+/* Subjects of a table's suspect records told directly per push-pull; the
+ * others' suspicions are gossiped in their subjects' names. */
+#define CM_PP_TELLS_MAX 16
+
+/* Tell m that it is suspected, in its own name (no accuser): directly, in a
+ * packet of its own (queued updates riding along would all go to the
+ * suspects of one table, likely crashed), for the first CM_PP_TELLS_MAX of
+ * a push-pull; otherwise by gossip, bounded by the broadcast queue. */
+static void node_tell_subject(cm_node_t *n, uint32_t slot, cm_time_t now) {
+  const cm_member_t *m = cm_node__m(n, slot);
   cm_msg_t msg;
+  if (!n->in_pushpull || n->pp_tells >= CM_PP_TELLS_MAX) {
+    cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, m->incarnation,
+                       slot, now);
+    return;
+  }
+  n->pp_tells++;
   memset(&msg, 0, sizeof(msg));
   msg.type = CM_MSG_SUSPECT;
   cm_wire_id_set(&msg.u.suspect.node, cm_member_id(m), m->id_len);
   msg.u.suspect.incarnation = m->incarnation;
   cm_wire_id_set(&msg.u.suspect.from, cm_member_id(m), m->id_len);
-  cm_node__send(n, &m->addr, &msg, 1);
+  cm_node__send_bare(n, &m->addr, &msg, 1);
 }
 
 static void node_start_suspicion(cm_node_t *n, uint32_t slot,
                                  const node_news_t *x, cm_time_t now) {
   cm_member_t *m = cm_node__m(n, slot);
-  int32_t accuser = cm_registry_find(&n->reg, x->from, x->from_len);
-  /* A table's record names no accuser (CM_NEWS_UNNAMED_SUSPECT). */
+  /* A table's record, or a SUSPECT in its subject's name, names no accuser
+   * (CM_NEWS_UNNAMED_SUSPECT, CM_NEWS_PP_FAILED). */
   int named = x->kind == CM_NEWS_SUSPECT;
-  uint64_t from_hash = cm_id_hash(x->from, x->from_len);
+  int32_t accuser =
+      named ? cm_registry_find(&n->reg, x->from, x->from_len) : -1;
+  uint64_t from_hash = named ? cm_id_hash(x->from, x->from_len) : 0;
   uint32_t k, live;
   cm_time_t min;
   if (cm_member_ext(m) == NULL)
@@ -298,18 +314,18 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
   cm_node__count_state(n, CM_STATE_SUSPECT, +1);
   m->state_change = now;
   n->st.suspicions++;
-  /* Gossiped in its accuser's name. A table's record is not gossiped: in
-   * the table's sender's name it would count, wherever the original
-   * accusation is held, as a second accuser who never accused. Its subject
-   * is told directly, in its own name, which names none, so that it
-   * refutes: the original accusation's gossip is often over, and whoever
-   * holds it (a node back from a partition, typically) would otherwise
-   * convict a live member at its timeout. */
+  /* Gossiped in its accuser's name. A suspicion that names none (a table's
+   * record, or one gossiped so) is passed on in its subject's name, which
+   * names none: in the table's sender's it would count, wherever the
+   * original accusation is held, as a second accuser who never accused. The
+   * subject must hear it and refute: the original accusation's gossip is
+   * often over, and whoever holds it (a node back from a partition,
+   * typically) would otherwise convict a live member at its timeout. */
   if (named && accuser >= 0)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
   else if (!named)
-    node_tell_subject(n, m);
+    node_tell_subject(n, slot, now);
   cm_node__event(n, CM_EV_SUSPECT, m, NULL, now);
 }
 
@@ -446,8 +462,8 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
   if (kind == CM_NEWS_SUSPECT && from != NULL && from_len == id_len &&
       memcmp(from, id, id_len) == 0) {
     x.kind = CM_NEWS_UNNAMED_SUSPECT;
-    from = NULL;
-    from_len = 0;
+    x.from = from = NULL;
+    x.from_len = from_len = 0;
   }
   /* Our own probe's failure says so (n->in_probe_end), or a helper it asked
    * (n->in_probe_end == 2): news that names us as its accuser and came back

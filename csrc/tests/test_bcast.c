@@ -102,19 +102,20 @@ CM_TEST(bcast_vital_update_is_sent_twice_the_limit) {
   cm_bcast_t q;
   cm_bcast_item_t out[4];
   cm_bcast_init(&q, 64);
-  cm_bcast_mark_vital(&q, 7); /* nothing queued: no effect */
-  cm_bcast_mark_vital(&q, 100000);
+  cm_bcast_mark_vital(&q, 7,
+                      CM_BCAST_VITAL_OWN); /* nothing queued: no effect */
+  cm_bcast_mark_vital(&q, 100000, CM_BCAST_VITAL_OWN);
   CM_CHECK_EQ(cm_bcast_len(&q), 0);
   CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 0));
-  cm_bcast_mark_vital(&q, 1);
+  cm_bcast_mark_vital(&q, 1, CM_BCAST_VITAL_OWN);
   CM_CHECK_EQ(sends_until_gone(&q, 6), 12);
   CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 0, 0));
-  cm_bcast_mark_vital(&q, 1);
+  cm_bcast_mark_vital(&q, 1, CM_BCAST_VITAL_OWN);
   CM_CHECK_EQ(cm_bcast_take(&q, 1000, 6, item_size, NULL, out, 4), 1);
   CM_CHECK_OK(cm_bcast_push(&q, 1, 5, CM_PRIO_NORMAL, 1, 0)); /* newer */
   CM_CHECK_EQ(sends_until_gone(&q, 6), 6);
   CM_CHECK_OK(cm_bcast_push(&q, 2, 5, CM_PRIO_NORMAL, 0, 0));
-  cm_bcast_mark_vital(&q, 2);
+  cm_bcast_mark_vital(&q, 2, CM_BCAST_VITAL_OWN);
   CM_CHECK_EQ(sends_until_gone(&q, 200), CM_BCAST_MAX_TX);
   cm_bcast_free(&q);
 }

@@ -2158,11 +2158,12 @@ CM_TEST(rule_own_probe_confirms_a_suspicion_learnt_from_a_table) {
 /* A SUSPECT whose accuser is its subject names none (how the subject of a
  * table's record is told): about a member held suspect (by b) it confirms
  * nothing and is not relayed, so x fails unconfirmed at max (12 s); about
- * one held alive it starts a suspicion with no accuser named, not gossiped,
- * its subject told once; about this node it is refuted. */
+ * one held alive it starts a suspicion with no accuser named, passed on in
+ * the subject's name (6 sends), whose first named accuser (b, at 1 s) then
+ * shortens nothing (d would fail at 6.19 s if b counted); about this node
+ * it is refuted. */
 CM_TEST(rule_suspect_in_its_subjects_name_names_no_accuser) {
   cm_node_t *n = with_bcdx();
-  cm_addr_t da = addr_of(4);
   struct drive_log l;
   cm_event_t ev;
   memset(&l, 0, sizeof(l));
@@ -2172,16 +2173,71 @@ CM_TEST(rule_suspect_in_its_subjects_name_names_no_accuser) {
   accuse_at(n, CM_MSG_SUSPECT, "x", 1, "x", T0 + CM_MSEC(500));
   accuse_at(n, CM_MSG_SUSPECT, "d", 1, "d", T0 + CM_MSEC(500));
   CM_CHECK_EQ(state_of(n, "d"), CM_STATE_SUSPECT);
-  x_fails_at(n, T0 + CM_MSEC(500), T0 + CM_SEC(12), &l);
+  drive(n, T0 + CM_MSEC(500), T0 + CM_SEC(1), &l);
+  accuse_at(n, CM_MSG_SUSPECT, "d", 1, "b", T0 + CM_SEC(1));
+  x_fails_at(n, T0 + CM_SEC(1), T0 + CM_SEC(12), &l);
   CM_CHECK_EQ(
       sent_count(&l, CM_MSG_SUSPECT, "x", "x", NULL, T0, T0 + CM_SEC(12)), 0);
   CM_CHECK_EQ(
-      sent_count(&l, CM_MSG_SUSPECT, "d", "d", NULL, T0, T0 + CM_SEC(12)), 1);
-  CM_CHECK_EQ(
-      sent_count(&l, CM_MSG_SUSPECT, "d", "d", &da, T0, T0 + CM_SEC(12)), 1);
+      sent_count(&l, CM_MSG_SUSPECT, "d", "d", NULL, T0, T0 + CM_SEC(12)), 6);
+  CM_CHECK_EQ(state_of(n, "d"), CM_STATE_SUSPECT);
   CM_CHECK_EQ(self_inc(n), 0);
   accuse_at(n, CM_MSG_SUSPECT, "a", 0, "a", T0 + CM_SEC(12));
   CM_CHECK_EQ(self_inc(n), 1);
+  drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* A table that names 20 members suspect, all held alive: the first 16 are
+ * told directly, each in a packet of its own (the alive record queued for
+ * gossip does not ride along to members likely crashed), during the merge;
+ * the other 4 are passed on by gossip in their own names. */
+CM_TEST(rule_a_table_tells_sixteen_subjects_directly_in_bare_packets) {
+  cm_node_t *n = mk_node("a", 1);
+  static char ids[24][8];
+  const char *idp[24];
+  cm_pp_entry_t e[21];
+  uint8_t buf[4096], *reply = NULL;
+  size_t len, rlen, dlen, count;
+  cm_addr_t from = addr_of(99), to;
+  const uint8_t *d;
+  cm_msg_t msgs[CM_WIRE_MAX_MSGS];
+  struct drive_log l;
+  uint32_t i, told = 0;
+  memset(&l, 0, sizeof(l));
+  for (i = 0; i < 24; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "m%u", i);
+    idp[i] = ids[i];
+  }
+  alive_each(n, idp, 24, 10);
+  drain_datagrams(n);
+  alive(n, "late", 1, 50, NULL, 0); /* queued for gossip */
+  e[0] = pp_entry("s", 1, 60, CM_STATE_ALIVE);
+  for (i = 0; i < 20; i++)
+    e[i + 1] = pp_entry(ids[i], 1, 10 + i, CM_STATE_SUSPECT);
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, 21);
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0, &reply, &rlen));
+  free(reply);
+  while (cm_node_poll_datagram(n, &to, &d, &dlen)) {
+    CM_CHECK_OK(cm_wire_packet_decode(d, dlen, msgs, CM_WIRE_MAX_MSGS, &count));
+    CM_CHECK_EQ(count, 1);
+    CM_CHECK_EQ(msgs[0].type, CM_MSG_SUSPECT);
+    CM_CHECK_STR(msgs[0].u.suspect.from.s, msgs[0].u.suspect.node.s);
+    CM_CHECK_STR(msgs[0].u.suspect.node.s, ids[told]);
+    {
+      cm_addr_t want = addr_of(10 + told);
+      CM_CHECK(cm_addr_eq(&to, &want));
+    }
+    told++;
+  }
+  CM_CHECK_EQ(told, 16);
+  drive(n, T0, T0 + CM_SEC(1), &l);
+  for (i = 0; i < 20; i++)
+    CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, ids[i], ids[i], NULL, T0,
+                           T0 + CM_SEC(1)) > 0,
+                i >= 16);
+  CM_CHECK(
+      sent_count(&l, CM_MSG_ALIVE, "late", NULL, NULL, T0, T0 + CM_SEC(1)) > 0);
   drive_log_free(&l);
   cm_node_free(n);
 }
@@ -2194,7 +2250,8 @@ CM_TEST(rule_suspect_in_its_subjects_name_names_no_accuser) {
  * Here (5 members: limit 6) this node's own refutation and the relay of
  * x's (held suspect) go out 12 times; d's return (held failed: no timer
  * to beat) and c's new tags, 6. A refutation superseded by a tag change
- * before it is done still goes out twice the limit. */
+ * before it is done still goes out twice the limit; a second change, the
+ * usual limit. */
 CM_TEST(rule_news_that_clears_an_accusation_is_sent_twice_the_limit) {
   cm_node_t *n = with_bcdx();
   static const uint8_t tags[] = {1, 'k', 0, 1, 'v'};
@@ -2228,6 +2285,15 @@ CM_TEST(rule_news_that_clears_an_accusation_is_sent_twice_the_limit) {
   CM_CHECK_EQ(sent_count(&l, CM_MSG_ALIVE, "a", NULL, NULL, T0 + CM_SEC(41),
                          T0 + CM_SEC(70)),
               12);
+  /* Once: a refutation, a tag change, another tag change: the last goes
+   * the usual limit. */
+  accuse_at(n, CM_MSG_SUSPECT, "a", self_inc(n), "b", T0 + CM_SEC(70));
+  CM_CHECK_OK(cm_node_set_tag(n, "k", "w", T0 + CM_SEC(70)));
+  CM_CHECK_OK(cm_node_set_tag(n, "k", "x", T0 + CM_SEC(70)));
+  drive(n, T0 + CM_SEC(70), T0 + CM_SEC(100), &l);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_ALIVE, "a", NULL, NULL, T0 + CM_SEC(70),
+                         T0 + CM_SEC(100)),
+              6);
   drive_log_free(&l);
   cm_node_free(n);
 }
