@@ -50,7 +50,7 @@ BLOCK = re.compile(
 #: tests/test_figures.py but the partition), at 10,000, and the converge
 #: rows of 3,000 nodes and more (measured one by one, each command and peak
 #: memory in a .time.txt beside its result).
-SIM_SMALL = "bench/results/sim-8ed45ea.json"
+SIM_SMALL = "bench/results/sim-808a65d.json"
 SIM_LARGE = "bench/results/sim-10000-8ff0179.json"
 #: The converge rows measured one command at a time, newest first: a size
 #: takes its row from the first folder that has it (the 10,000-node join no
@@ -812,7 +812,7 @@ def compare_dpb(*rels: str) -> str:
     )
 
 
-PROFILES = "bench/results/profiles-8ed45ea.json"
+PROFILES = "bench/results/profiles-808a65d.json"
 
 
 def fig_profiles() -> str:
