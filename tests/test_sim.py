@@ -155,7 +155,7 @@ def test_a_few_members_back_from_a_partition_convict_nobody(seed: int) -> None:
     network: the 47 never lose sight of one another, so none of them may
     declare another failed. The three come back holding some of the 47
     suspect; the 47 learn it from their tables (push-pull), which name no
-    accuser, and the member accused is told directly and refutes. While a
+    accuser, and the member accused is told and refutes. While a
     table's record counted as its sender's accusation (up to c8a2843) 2-4 of
     the 47 were convicted on every one of these seeds; seeds 1 and 4 still
     convict one (docs/protocol.md, "Suspicion")."""

@@ -85,14 +85,28 @@ static int bcast_reserve_key(cm_bcast_t *q, uint32_t key) {
   return 0;
 }
 
-/* The least valuable item: lowest priority, most transmitted, oldest. */
+/* The least valuable item: lowest priority, most transmitted, oldest; a
+ * vital one only if every item is vital (a refutation's relay, often sent a
+ * few times already, would otherwise be the first to go when a flood of
+ * news fills the queue). */
 static int32_t bcast_victim(const cm_bcast_t *q) {
+  int32_t first = -1, i;
   int p, w;
   for (p = 0; p < CM_PRIO_COUNT; p++)
-    for (w = CM_BCAST_WORDS - 1; w >= 0; w--)
-      if (q->nonempty[p][w] != 0)
-        return q->tails[p][w * 64 + 63 - __builtin_clzll(q->nonempty[p][w])];
-  return -1;
+    for (w = CM_BCAST_WORDS - 1; w >= 0; w--) {
+      uint64_t bits = q->nonempty[p][w];
+      while (bits != 0) {
+        int b = 63 - __builtin_clzll(bits);
+        bits &= ~(UINT64_C(1) << b);
+        for (i = q->tails[p][w * 64 + b]; i >= 0; i = q->items[i].prev) {
+          if (first < 0)
+            first = i;
+          if (!q->items[i].vital)
+            return i;
+        }
+      }
+    }
+  return first;
 }
 
 static int32_t bcast_alloc(cm_bcast_t *q) {

@@ -6,7 +6,7 @@
  * - each update is sent up to a retransmit limit, then dropped; one marked
  *   vital (cm_bcast_mark_vital) up to twice that limit;
  * - bounded: when full, the least valuable update (lowest priority, most
- *   transmitted, oldest) makes room.
+ *   transmitted, oldest; a vital one only if all are) makes room.
  * Items are small references; the owner encodes them when they are sent.
  */
 #ifndef CM_BCAST_H

@@ -155,6 +155,31 @@ CM_TEST(bcast_bounded_evicts_least_valuable) {
   cm_bcast_free(&q);
 }
 
+/* A vital update is evicted last: a full queue of normal updates, one of
+ * them vital and the most sent, drops an unmarked one instead; when every
+ * update is vital, the least valuable of them goes. */
+CM_TEST(bcast_eviction_spares_vital_updates) {
+  cm_bcast_t q;
+  cm_bcast_item_t out[4];
+  uint32_t k;
+  cm_bcast_init(&q, 4);
+  for (k = 0; k < 4; k++)
+    CM_CHECK_OK(cm_bcast_push(&q, k, 5, CM_PRIO_NORMAL, 0, 0));
+  cm_bcast_mark_vital(&q, 3, CM_BCAST_VITAL_OWN);
+  CM_CHECK_EQ(cm_bcast_take(&q, 100, 10, item_size, NULL, out, 1), 1);
+  CM_CHECK_EQ(out[0].key, 3); /* the newest: now the most sent */
+  CM_CHECK_OK(cm_bcast_push(&q, 9, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK(cm_bcast_peek_key(&q, 3) != NULL);
+  CM_CHECK_EQ(cm_bcast_len(&q), 4);
+  CM_CHECK_EQ(q.dropped, 1);
+  for (k = 0; k < 10; k++)
+    cm_bcast_mark_vital(&q, k, CM_BCAST_VITAL_OWN);
+  CM_CHECK_OK(cm_bcast_push(&q, 10, 5, CM_PRIO_NORMAL, 0, 0));
+  CM_CHECK(cm_bcast_peek_key(&q, 3) == NULL); /* all vital: the most sent */
+  CM_CHECK_EQ(q.dropped, 2);
+  cm_bcast_free(&q);
+}
+
 CM_TEST(bcast_forget) {
   cm_bcast_t q;
   cm_bcast_init(&q, 64);

@@ -2238,6 +2238,17 @@ CM_TEST(rule_a_table_tells_sixteen_subjects_directly_in_bare_packets) {
                 i >= 16);
   CM_CHECK(
       sent_count(&l, CM_MSG_ALIVE, "late", NULL, NULL, T0, T0 + CM_SEC(1)) > 0);
+  /* The count is per table: the next one tells its first 16 again. */
+  for (i = 0; i < 4; i++)
+    e[i + 1] = pp_entry(ids[20 + i], 1, 30 + i, CM_STATE_SUSPECT);
+  len = pp_build(buf, sizeof(buf), CM_PP_REQUEST, e, 5);
+  CM_CHECK_OK(cm_node_handle_pushpull(n, &from, buf, len, T0 + CM_SEC(1),
+                                      &reply, &rlen));
+  free(reply);
+  told = 0;
+  while (cm_node_poll_datagram(n, &to, &d, &dlen))
+    told++;
+  CM_CHECK_EQ(told, 4);
   drive_log_free(&l);
   cm_node_free(n);
 }
