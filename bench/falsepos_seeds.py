@@ -11,7 +11,6 @@ says how often a profile convicts a live member at all.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.raw import commit  # noqa: E402
+from bench.raw import commit, write_results  # noqa: E402
 from clustermember.sim import run  # noqa: E402
 
 #: name -> ClusterConfig overrides on the LAN profile.
@@ -74,17 +73,17 @@ def main() -> None:
             print(
                 f"{name:58} N={n:3} seeds with a false failure: {sorted(per.items())}", flush=True
             )
-    doc = {
-        "commit": measured,
-        "command": " ".join(["python bench/falsepos_seeds.py", *sys.argv[1:]]),
-        "seeds": args.seeds,
-        "loss": args.loss,
-        "watch_s": args.watch,
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "results": rows,
-    }
-    if args.out:
-        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(
+        args.out,
+        "bench/falsepos_seeds.py",
+        sys.argv[1:],
+        measured,
+        t0,
+        rows,
+        seeds=args.seeds,
+        loss=args.loss,
+        watch_s=args.watch,
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ a failure (seeds 1-3, in steps of a quarter second)::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.raw import commit  # noqa: E402
+from bench.raw import commit, write_results  # noqa: E402
 from clustermember import ClusterConfig  # noqa: E402
 from clustermember._core import Simulator  # noqa: E402
 from clustermember.sim import run  # noqa: E402
@@ -169,15 +168,15 @@ def main() -> None:
                 f"pause survived {r['pause_survived_s']}",
                 flush=True,
             )
-    doc = {
-        "commit": measured,
-        "command": " ".join(["python bench/profile_study.py", *sys.argv[1:]]),
-        "watch_s": args.watch,
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "results": rows,
-    }
-    if args.out:
-        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(
+        args.out,
+        "bench/profile_study.py",
+        sys.argv[1:],
+        measured,
+        t0,
+        rows,
+        watch_s=args.watch,
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,31 @@ def commit() -> str:
         capture_output=True,
         text=True,
     ).stdout.strip()
+
+
+def write_results(
+    out: str | None,
+    script: str,
+    argv: list[str],
+    measured: str,
+    t0: float,
+    rows: list[Any],
+    **fields: Any,
+) -> None:
+    """Write a study's results file, if ``out``: the commit measured, the
+    command, ``fields``, the wall time since ``t0`` and the rows.
+
+    >>> write_results(None, "bench/x.py", [], "abc1234", 0.0, [])  # no file
+    """
+    doc = {
+        "commit": measured,
+        "command": " ".join(["python " + script, *argv]),
+        **fields,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "results": rows,
+    }
+    if out:
+        Path(out).write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def dump_runs(doc: dict[str, Any]) -> str:

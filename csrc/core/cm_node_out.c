@@ -155,10 +155,11 @@ static int node_emit(cm_node_t *n, const cm_addr_t *to, const uint8_t *data,
   return 0;
 }
 
-/* Build and emit one packet to `to`: the given messages first, then as many
- * queued broadcasts as fit. Nothing is sent if the packet would be empty. */
-void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
-                   size_t nmsgs) {
+/* Build and emit one packet to `to`: the given messages first, then, if
+ * `piggyback`, as many queued broadcasts and user events as fit. Nothing
+ * is sent if the packet would be empty. */
+static void node_send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
+                      size_t nmsgs, int piggyback) {
   cm_wbuf_t w = {n->pkt, 0, n->cfg.max_packet_size};
   cm_bcast_item_t items[CM_PIGGYBACK_MAX];
   size_t i, k, count;
@@ -166,15 +167,17 @@ void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
   for (i = 0; i < nmsgs; i++)
     if (cm_wire_packet_add(&w, &msgs[i]) != 0)
       return;
-  k = cm_bcast_take(&n->bq, w.cap - w.len, node_retransmit_limit(n),
-                    node_item_size, n, items, CM_PIGGYBACK_MAX - nmsgs);
-  for (i = 0; i < k; i++) {
-    cm_msg_t msg;
-    if (node_item_msg(n, &items[i], &msg))
-      cm_wire_packet_add(&w, &msg);
+  if (piggyback) {
+    k = cm_bcast_take(&n->bq, w.cap - w.len, node_retransmit_limit(n),
+                      node_item_size, n, items, CM_PIGGYBACK_MAX - nmsgs);
+    for (i = 0; i < k; i++) {
+      cm_msg_t msg;
+      if (node_item_msg(n, &items[i], &msg))
+        cm_wire_packet_add(&w, &msg);
+    }
+    /* User events after membership news, in the room left. */
+    cm_node__uev_piggyback(n, &w, CM_PIGGYBACK_MAX - cm_wire_packet_count(&w));
   }
-  /* User events after membership news, in the room left. */
-  cm_node__uev_piggyback(n, &w, CM_PIGGYBACK_MAX - cm_wire_packet_count(&w));
   count = cm_wire_packet_count(&w);
   if (count == 0)
     return;
@@ -182,19 +185,14 @@ void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
   node_emit(n, to, w.p, w.len);
 }
 
-/* One packet of exactly these messages: nothing queued rides along. */
+void cm_node__send(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
+                   size_t nmsgs) {
+  node_send(n, to, msgs, nmsgs, 1);
+}
+
 void cm_node__send_bare(cm_node_t *n, const cm_addr_t *to, const cm_msg_t *msgs,
                         size_t nmsgs) {
-  cm_wbuf_t w = {n->pkt, 0, n->cfg.max_packet_size};
-  size_t i;
-  cm_wire_packet_begin(&w);
-  for (i = 0; i < nmsgs; i++)
-    if (cm_wire_packet_add(&w, &msgs[i]) != 0)
-      return;
-  if (nmsgs == 0)
-    return;
-  n->st.msgs_out += nmsgs;
-  node_emit(n, to, w.p, w.len);
+  node_send(n, to, msgs, nmsgs, 0);
 }
 
 /* Gossip also reaches recently failed members, so a falsely failed node
