@@ -197,6 +197,8 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
     cm_node__set_state(n, slot, CM_STATE_ALIVE, now);
   if (old == CM_STATE_FAILED || old == CM_STATE_LEFT)
     node_order_insert(n, slot);
+  if (old == CM_STATE_FAILED && cm_member_ext(m) != NULL)
+    m->ext->recovered = now;
   cm_node__broadcast(n, slot, CM_MSG_ALIVE,
                      tags_changed ? CM_PRIO_HIGH : CM_PRIO_NORMAL,
                      a->incarnation, 0, now);
@@ -445,6 +447,28 @@ void cm_node__alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
   cm_node__hist_cause(n, 0, NULL, 0);
 }
 
+/* Whether a conviction in the name from/from_len comes from across a cut:
+ * this node holds its accuser failed, or took it back from failed less than
+ * a suspicion's longest timeout ago. Such an accuser's suspicion ran where
+ * this node could not see it, and its subject (whom this node may have
+ * heard from all along) was never told. */
+static int node_accuser_cut_off(cm_node_t *n, const char *from, size_t from_len,
+                                cm_time_t now) {
+  int32_t a = cm_registry_find(&n->reg, from, from_len);
+  const cm_member_t *m;
+  cm_time_t window;
+  if (a < 0 || (uint32_t)a == n->self)
+    return 0;
+  m = cm_node__m(n, (uint32_t)a);
+  if (m->state == CM_STATE_FAILED)
+    return 1;
+  if (m->ext == NULL || m->ext->recovered == 0)
+    return 0;
+  window = cm_suspicion_min(&n->cfg, cm_node__live_count(n)) *
+           (cm_time_t)n->cfg.suspicion_max_mult;
+  return now - m->ext->recovered < window;
+}
+
 /* An accusation (suspect, dead or push-pull failed record) or a leave. */
 void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
                      uint32_t inc, const char *from, size_t from_len,
@@ -464,6 +488,16 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
     x.kind = CM_NEWS_UNNAMED_SUSPECT;
     x.from = from = NULL;
     x.from_len = from_len = 0;
+  }
+  /* A conviction from across a cut is an accusation here: its subject, held
+   * alive or suspect, is suspected and told, and refutes if it lives. */
+  if (kind == CM_NEWS_DEAD && from != NULL &&
+      node_accuser_cut_off(n, from, from_len, now)) {
+    int32_t s = cm_registry_find(&n->reg, id, id_len);
+    if (s >= 0 && (uint32_t)s != n->self &&
+        (cm_node__m(n, (uint32_t)s)->state == CM_STATE_ALIVE ||
+         cm_node__m(n, (uint32_t)s)->state == CM_STATE_SUSPECT))
+      x.kind = CM_NEWS_SUSPECT;
   }
   /* Our own probe's failure says so (n->in_probe_end), or a helper it asked
    * (n->in_probe_end == 2): news that names us as its accuser and came back

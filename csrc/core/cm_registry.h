@@ -42,6 +42,9 @@ typedef struct cm_member_ext {
    * history entry of what ended it (cm_node_hist.c). */
   uint32_t susp_last_n;
   cm_time_t susp_ended;
+  /* When this node last took it back from failed (0: never): a conviction
+   * it sends soon after is from across a cut (cm_node__accuse). */
+  cm_time_t recovered;
   cm_phi_t *phi;     /* once something has arrived from it */
   uint32_t susp_pos; /* while suspect: its place in the node's deadline heap */
   /* Once it has sent user events or queries: its budget of new ones of

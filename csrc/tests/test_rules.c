@@ -176,8 +176,9 @@ CM_TEST(rule_failed_beats_alive_and_suspect) {
   accuse(n, CM_MSG_DEAD, "b", 5, "c"); /* alive -> failed */
   CM_CHECK_EQ(state_of(n, "b"), CM_STATE_FAILED);
   CM_CHECK(drain_events(n, CM_EV_FAILED, &ev));
-  accuse(n, CM_MSG_SUSPECT, "c", 1, "b");
-  accuse(n, CM_MSG_DEAD, "c", 1, "b"); /* suspect -> failed */
+  /* (by e, not b: a conviction by a member held failed is an accusation) */
+  accuse(n, CM_MSG_SUSPECT, "c", 1, "e");
+  accuse(n, CM_MSG_DEAD, "c", 1, "e"); /* suspect -> failed */
   CM_CHECK_EQ(state_of(n, "c"), CM_STATE_FAILED);
   /* A suspicion cannot bring a failed node back to suspect. */
   accuse(n, CM_MSG_SUSPECT, "c", 1, "b");
@@ -2374,5 +2375,43 @@ CM_TEST(node_reports_its_id_address_and_state_names) {
   CM_CHECK_STR(cm_state_name(CM_STATE_FAILED), "failed");
   CM_CHECK_STR(cm_state_name(CM_STATE_LEFT), "left");
   CM_CHECK_STR(cm_state_name(4), "unknown");
+  cm_node_free(n);
+}
+
+/* A conviction from across a cut is an accusation (docs/protocol.md,
+ * "Suspicion"): its accuser's suspicion ran where this node could not see
+ * it, and its subject was never told. c, convicted by b, convicts x: x is
+ * suspected in c's name (so x hears it and refutes) and d, already
+ * suspected by b, is not convicted. Back at incarnation 2 (1 s), c is still
+ * from across the cut for a suspicion's longest timeout (12 s): its
+ * conviction of b just before is an accusation, of x (which refuted) at
+ * that instant a conviction. */
+CM_TEST(rule_conviction_from_across_a_cut_is_an_accusation) {
+  cm_node_t *n = with_bcdx();
+  struct drive_log l;
+  cm_event_t ev;
+  memset(&l, 0, sizeof(l));
+  accuse(n, CM_MSG_DEAD, "c", 1, "b");
+  accuse(n, CM_MSG_SUSPECT, "d", 1, "b");
+  drain_events(n, CM_EV_FAILED, &ev);
+  accuse_at(n, CM_MSG_DEAD, "x", 1, "c", T0 + 1);
+  accuse_at(n, CM_MSG_DEAD, "d", 1, "c", T0 + 1);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(state_of(n, "d"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(drain_events(n, CM_EV_FAILED, &ev), 0);
+  drive(n, T0 + 1, T0 + CM_MSEC(400), &l);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_DEAD, "x", NULL, NULL, T0, T0 + CM_SEC(1)),
+              0);
+  CM_CHECK_EQ(
+      sent_count(&l, CM_MSG_SUSPECT, "x", "c", NULL, T0, T0 + CM_SEC(1)), 6);
+  alive_at(n, "c", 2, 3, NULL, 0, T0 + CM_SEC(1));
+  alive_at(n, "x", 2, 5, NULL, 0, T0 + CM_SEC(1));
+  CM_CHECK_EQ(state_of(n, "c"), CM_STATE_ALIVE);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
+  accuse_at(n, CM_MSG_DEAD, "b", 1, "c", T0 + CM_SEC(13) - 1);
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_SUSPECT);
+  accuse_at(n, CM_MSG_DEAD, "x", 2, "c", T0 + CM_SEC(13));
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  drive_log_free(&l);
   cm_node_free(n);
 }
