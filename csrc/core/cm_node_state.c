@@ -481,14 +481,6 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
   x.id_len = id_len;
   x.from = from;
   x.from_len = from_len;
-  /* A SUSPECT whose accuser is its subject names none (node_start_suspicion
-   * gossips a table's record so). */
-  if (kind == CM_NEWS_SUSPECT && from != NULL && from_len == id_len &&
-      memcmp(from, id, id_len) == 0) {
-    x.kind = CM_NEWS_UNNAMED_SUSPECT;
-    x.from = from = NULL;
-    x.from_len = from_len = 0;
-  }
   /* A conviction from across a cut is an accusation here: its subject, held
    * alive or suspect, is suspected and told, and refutes if it lives. */
   if (kind == CM_NEWS_DEAD && from != NULL &&
@@ -498,6 +490,14 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
         (cm_node__m(n, (uint32_t)s)->state == CM_STATE_ALIVE ||
          cm_node__m(n, (uint32_t)s)->state == CM_STATE_SUSPECT))
       x.kind = CM_NEWS_SUSPECT;
+  }
+  /* A SUSPECT whose accuser is its subject names none (node_start_suspicion
+   * gossips a table's record so), nor does such a conviction taken as one. */
+  if (x.kind == CM_NEWS_SUSPECT && from != NULL && from_len == id_len &&
+      memcmp(from, id, id_len) == 0) {
+    x.kind = CM_NEWS_UNNAMED_SUSPECT;
+    x.from = from = NULL;
+    x.from_len = from_len = 0;
   }
   /* Our own probe's failure says so (n->in_probe_end), or a helper it asked
    * (n->in_probe_end == 2): news that names us as its accuser and came back

@@ -2378,6 +2378,17 @@ CM_TEST(node_reports_its_id_address_and_state_names) {
   cm_node_free(n);
 }
 
+/* with_bcdx, c convicted by b (this node holds it failed) and `suspect`
+ * suspected by b. */
+static cm_node_t *with_c_cut_off(const char *suspect) {
+  cm_node_t *n = with_bcdx();
+  cm_event_t ev;
+  accuse(n, CM_MSG_DEAD, "c", 1, "b");
+  accuse(n, CM_MSG_SUSPECT, suspect, 1, "b");
+  drain_events(n, CM_EV_FAILED, &ev);
+  return n;
+}
+
 /* A conviction from across a cut is an accusation (docs/protocol.md,
  * "Suspicion"): its accuser's suspicion ran where this node could not see
  * it, and its subject was never told. c, convicted by b, convicts x: x is
@@ -2387,13 +2398,10 @@ CM_TEST(node_reports_its_id_address_and_state_names) {
  * conviction of b just before is an accusation, of x (which refuted) at
  * that instant a conviction. */
 CM_TEST(rule_conviction_from_across_a_cut_is_an_accusation) {
-  cm_node_t *n = with_bcdx();
+  cm_node_t *n = with_c_cut_off("d");
   struct drive_log l;
   cm_event_t ev;
   memset(&l, 0, sizeof(l));
-  accuse(n, CM_MSG_DEAD, "c", 1, "b");
-  accuse(n, CM_MSG_SUSPECT, "d", 1, "b");
-  drain_events(n, CM_EV_FAILED, &ev);
   accuse_at(n, CM_MSG_DEAD, "x", 1, "c", T0 + 1);
   accuse_at(n, CM_MSG_DEAD, "d", 1, "c", T0 + 1);
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
@@ -2413,5 +2421,58 @@ CM_TEST(rule_conviction_from_across_a_cut_is_an_accusation) {
   accuse_at(n, CM_MSG_DEAD, "x", 2, "c", T0 + CM_SEC(13));
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
   drive_log_free(&l);
+  cm_node_free(n);
+}
+
+/* What a conviction from across a cut does, and where the cut ends: about
+ * x, suspected by b, c's conviction (c held failed) is c's confirmation,
+ * relayed in c's name, and x fails at timeout(1) = 5.690702 s, not at once
+ * and not at max; x's own name, once x is back from failed, confirms
+ * nothing (d fails unconfirmed at max, 12 s); a member whose suspicion was
+ * refuted, or who left and came back, was never across a cut: their
+ * convictions convict. */
+CM_TEST(rule_conviction_from_across_a_cut_confirms_and_no_more) {
+  cm_node_t *n = with_c_cut_off("x");
+  struct drive_log l;
+  cm_event_t ev;
+  memset(&l, 0, sizeof(l));
+  drive(n, T0, T0 + CM_MSEC(400), &l);
+  accuse_at(n, CM_MSG_DEAD, "x", 1, "c", T0 + CM_MSEC(500));
+  drive(n, T0 + CM_MSEC(500), T0 + CM_MSEC(900), &l);
+  CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, "x", "c", NULL, T0 + CM_MSEC(500),
+                         T0 + CM_MSEC(900)),
+              6);
+  x_fails_at(n, T0 + CM_MSEC(900), T0 + 5690702, &l);
+  drive_log_free(&l);
+  cm_node_free(n);
+
+  /* d back from failed, suspected by b, then "DEAD d from d" */
+  n = with_bcdx();
+  memset(&l, 0, sizeof(l));
+  accuse(n, CM_MSG_DEAD, "d", 1, "b");
+  drive(n, T0, T0 + CM_SEC(1), &l);
+  alive_at(n, "d", 2, 4, NULL, 0, T0 + CM_SEC(1));
+  drive(n, T0 + CM_SEC(1), T0 + CM_SEC(2) - 1, &l);
+  accuse_at(n, CM_MSG_SUSPECT, "d", 2, "b", T0 + CM_SEC(2));
+  accuse_at(n, CM_MSG_DEAD, "d", 2, "d", T0 + CM_SEC(2) + 1);
+  drive(n, T0 + CM_SEC(2), T0 + CM_SEC(14) - 1, &l);
+  CM_CHECK_EQ(state_of(n, "d"), CM_STATE_SUSPECT);
+  drive_tick(n, T0 + CM_SEC(14), &l);
+  CM_CHECK_EQ(state_of(n, "d"), CM_STATE_FAILED);
+  drive_log_free(&l);
+  cm_node_free(n);
+
+  /* c suspected and refuted; d left and came back */
+  n = with_bcdx();
+  accuse(n, CM_MSG_SUSPECT, "c", 1, "b");
+  alive(n, "c", 2, 3, NULL, 0);
+  leave(n, "d", 1);
+  alive(n, "d", 2, 4, NULL, 0);
+  CM_CHECK_EQ(state_of(n, "d"), CM_STATE_ALIVE);
+  accuse(n, CM_MSG_DEAD, "x", 1, "c");
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
+  accuse(n, CM_MSG_DEAD, "b", 1, "d");
+  CM_CHECK_EQ(state_of(n, "b"), CM_STATE_FAILED);
+  CM_CHECK(drain_events(n, CM_EV_FAILED, &ev) > 0);
   cm_node_free(n);
 }
