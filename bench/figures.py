@@ -1240,6 +1240,9 @@ COMPARE_FULL_N100 = "bench/results/compare-e567356-n100-profiles.jsonl"
 COMPARE_1S = "bench/results/compare-2b33068-full.jsonl"
 #: The same comparison again at 65e0fcd (the same membership code as 2b33068).
 COMPARE_1S_AGAIN = "bench/results/compare-65e0fcd-full.jsonl"
+#: The same comparison at e19257f, after the suspicion and dissemination
+#: rules changed (push-pull records, refutations, convictions across a cut).
+COMPARE_E19257F = "bench/results/compare-e19257f-full.jsonl"
 
 FIGURES: dict[str, Callable[[], str]] = {
     "sim-matrix": fig_sim_matrix,
@@ -1296,6 +1299,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-dpb-1s-pooled": fig_compare_dpb(COMPARE_1S, COMPARE_1S_AGAIN),
     "compare-join-goals-65e0fcd": fig_compare_join_goals([COMPARE_1S_AGAIN]),
     "compare-dpb-0fa1067": fig_compare_dpb("bench/results/compare-0fa1067.jsonl"),
+    "compare-e19257f": fig_compare_full(COMPARE_E19257F),
+    "compare-dpb-e19257f": fig_compare_dpb(COMPARE_E19257F),
+    "compare-join-goals-e19257f": fig_compare_join_goals([COMPARE_E19257F]),
 }
 
 
