@@ -457,7 +457,7 @@ static int node_accuser_cut_off(cm_node_t *n, const char *from, size_t from_len,
   int32_t a = cm_registry_find(&n->reg, from, from_len);
   const cm_member_t *m;
   cm_time_t window;
-  if (a < 0 || (uint32_t)a == n->self)
+  if (a < 0)
     return 0;
   m = cm_node__m(n, (uint32_t)a);
   if (m->state == CM_STATE_FAILED)
