@@ -307,6 +307,7 @@ void cm_node__check_suspects(cm_node_t *n, cm_time_t now);
 typedef int (*cm_node__filter_fn)(const cm_node_t *n, uint32_t slot,
                                   cm_time_t now);
 void cm_node__awareness(cm_node_t *n, int delta);
+void cm_node__tell_suspects(cm_node_t *n);
 size_t cm_node__pick(cm_node_t *n, size_t want, cm_node__filter_fn filter,
                      uint32_t exclude, cm_time_t now, uint32_t *out);
 int cm_node__filter_alive(const cm_node_t *n, uint32_t s, cm_time_t now);

@@ -333,6 +333,8 @@ static void node_probe_acked(cm_node_t *n, const cm_addr_t *from,
   n->probe.acked = 1;
   n->probe.active = 0;
   n->st.probe_acks++;
+  if (n->awareness > 0)
+    cm_node__tell_suspects(n);
   cm_node__awareness(n, -1);
   if (node_probe_target_ok(n) &&
       cm_addr_eq(from, &cm_node__m(n, n->probe.slot)->addr)) {

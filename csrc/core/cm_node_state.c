@@ -130,6 +130,10 @@ typedef struct node_news {
   const cm_msg_alive_t *alive; /* CM_NEWS_ALIVE: the record */
   const char *from;            /* suspicions and dead records: the accuser */
   size_t from_len;
+  /* A conviction taken as an accusation (cm_node__accuse): its subject is
+   * told directly; it is not gossiped, where it would be a suspicion that
+   * others saw coming. */
+  uint8_t from_verdict;
 } node_news_t;
 
 /* quiet: a member new to us is not queued for gossip (cm_node_adopt_table). */
@@ -216,6 +220,8 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
     cm_node__event(n, CM_EV_TAGS_UPDATED, m, NULL, now);
 }
 
+static void node_send_suspect_to_subject(cm_node_t *n, uint32_t slot);
+
 /* An independent accuser of a suspect shortens the timeout; the news is
  * passed on so others count it too. The first accuser named for a
  * suspicion learnt from a table shortens nothing (it is likely the one whose
@@ -248,7 +254,9 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
    * would be an accusation in the helper's name that the helper never
    * made, and would take the place of ours in the broadcast queue. The
    * failure this node declares at the minimum is the news. */
-  if (accuser >= 0 && n->in_probe_end != 2)
+  if (x->from_verdict)
+    node_send_suspect_to_subject(n, slot);
+  else if (accuser >= 0 && n->in_probe_end != 2)
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
 }
@@ -257,25 +265,44 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
  * others' suspicions are gossiped in their subjects' names. */
 #define CM_PP_TELLS_MAX 16
 
-/* Tell m that it is suspected, in its own name (no accuser): directly, in a
- * packet of its own (queued updates riding along would all go to the
- * suspects of one table, likely crashed), for the first CM_PP_TELLS_MAX of
- * a push-pull; otherwise by gossip, bounded by the broadcast queue. */
-static void node_tell_subject(cm_node_t *n, uint32_t slot, cm_time_t now) {
+/* A SUSPECT of m in its own name (no accuser), sent to m alone, in a packet
+ * of its own: m refutes it if it lives. */
+static void node_send_suspect_to_subject(cm_node_t *n, uint32_t slot) {
   const cm_member_t *m = cm_node__m(n, slot);
   cm_msg_t msg;
-  if (!n->in_pushpull || n->pp_tells >= CM_PP_TELLS_MAX) {
-    cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, m->incarnation,
-                       slot, now);
-    return;
-  }
-  n->pp_tells++;
   memset(&msg, 0, sizeof(msg));
   msg.type = CM_MSG_SUSPECT;
   cm_wire_id_set(&msg.u.suspect.node, cm_member_id(m), m->id_len);
   msg.u.suspect.incarnation = m->incarnation;
   cm_wire_id_set(&msg.u.suspect.from, cm_member_id(m), m->id_len);
   cm_node__send_bare(n, &m->addr, &msg, 1);
+}
+
+/* Tell m that it is suspected, in its own name (no accuser): directly, in a
+ * packet of its own (queued updates riding along would all go to the
+ * suspects of one table, likely crashed), for the first CM_PP_TELLS_MAX of
+ * a push-pull; otherwise by gossip, bounded by the broadcast queue. */
+static void node_tell_subject(cm_node_t *n, uint32_t slot, cm_time_t now) {
+  if (!n->in_pushpull || n->pp_tells >= CM_PP_TELLS_MAX) {
+    cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL,
+                       cm_node__m(n, slot)->incarnation, slot, now);
+    return;
+  }
+  n->pp_tells++;
+  node_send_suspect_to_subject(n, slot);
+}
+
+/* This node, its local health poor, reached a member again: the suspicions
+ * it holds may have been raised, or gossiped, where their subjects could not
+ * hear (a node cut off suspects those it cannot reach, and its gossip goes
+ * nowhere). Each subject is told directly, in its own name (which counts
+ * as no accuser anywhere), so that a live one refutes before this node's
+ * timer convicts it. At most CM_PP_TELLS_MAX per call: the first entries of
+ * the deadline heap (the soonest first; the rest in no set order). */
+void cm_node__tell_suspects(cm_node_t *n) {
+  size_t i;
+  for (i = 0; i < n->suspects.len && i < CM_PP_TELLS_MAX; i++)
+    node_send_suspect_to_subject(n, n->suspects.e[i].id);
 }
 
 static void node_start_suspicion(cm_node_t *n, uint32_t slot,
@@ -322,12 +349,19 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
    * original accusation is held, as a second accuser who never accused. The
    * subject must hear it and refute: the original accusation's gossip is
    * often over, and whoever holds it (a node back from a partition,
-   * typically) would otherwise convict a live member at its timeout. */
-  if (named && accuser >= 0)
+   * typically) would otherwise convict a live member at its timeout. One
+   * started by a conviction not seen coming is told to its subject only:
+   * gossiped, it would be a suspicion others saw coming, and their
+   * convictions would convict. */
+  if (x->from_verdict) {
+    m->ext->susp->from_verdict = 1;
+    node_send_suspect_to_subject(n, slot);
+  } else if (named && accuser >= 0) {
     cm_node__broadcast(n, slot, CM_MSG_SUSPECT, CM_PRIO_NORMAL, x->incarnation,
                        (uint32_t)accuser, now);
-  else if (!named)
+  } else if (!named) {
     node_tell_subject(n, slot, now);
+  }
   cm_node__event(n, CM_EV_SUSPECT, m, NULL, now);
 }
 
@@ -447,11 +481,11 @@ void cm_node__alive(cm_node_t *n, const cm_msg_alive_t *a, cm_time_t now,
   cm_node__hist_cause(n, 0, NULL, 0);
 }
 
-/* Whether a conviction in the name from/from_len comes from across a cut:
- * this node holds its accuser failed, or took it back from failed less than
- * a suspicion's longest timeout ago. Such an accuser's suspicion ran where
- * this node could not see it, and its subject (whom this node may have
- * heard from all along) was never told. */
+/* Whether the accuser from/from_len was across a cut from this node: it
+ * holds it failed, or took it back from failed less than a suspicion's
+ * longest timeout ago. Such an accuser's suspicion ran where this node
+ * could not see it, and its subject (whom this node may have heard from
+ * all along) was never told. */
 static int node_accuser_cut_off(cm_node_t *n, const char *from, size_t from_len,
                                 cm_time_t now) {
   int32_t a = cm_registry_find(&n->reg, from, from_len);
@@ -469,6 +503,36 @@ static int node_accuser_cut_off(cm_node_t *n, const char *from, size_t from_len,
   return now - m->ext->recovered < window;
 }
 
+/* Whether a conviction (a DEAD in the name from/from_len) of the member
+ * id/id_len is only an accusation here. It is taken as the verdict it is
+ * where this node saw it coming: it held the subject suspect (so the
+ * suspicion reached it, and likely the subject too), on a suspicion that
+ * was not itself started by such a conviction, and the accuser was not
+ * across a cut from it (node_accuser_cut_off). Otherwise the suspicion may
+ * have run where its subject could not hear it: the subject is suspected
+ * here in the accuser's name, or the accuser confirms the suspicion held,
+ * and the subject is told directly, so that a live one refutes; a dead
+ * one is convicted by this node's own timer. */
+static int node_verdict_unseen(cm_node_t *n, const char *id, size_t id_len,
+                               const char *from, size_t from_len,
+                               cm_time_t now) {
+  int32_t s = cm_registry_find(&n->reg, id, id_len);
+  const cm_suspicion_t *susp;
+  uint8_t held;
+  if (s < 0 || (uint32_t)s == n->self)
+    return 0;
+  held = cm_node__m(n, (uint32_t)s)->state;
+  if (held == CM_STATE_ALIVE)
+    return 1;
+  if (held != CM_STATE_SUSPECT)
+    return 0;
+  susp = cm_node__m(n, (uint32_t)s)->ext != NULL
+             ? cm_node__m(n, (uint32_t)s)->ext->susp
+             : NULL;
+  return (susp != NULL && susp->from_verdict) ||
+         node_accuser_cut_off(n, from, from_len, now);
+}
+
 /* An accusation (suspect, dead or push-pull failed record) or a leave. */
 void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
                      uint32_t inc, const char *from, size_t from_len,
@@ -481,15 +545,11 @@ void cm_node__accuse(cm_node_t *n, uint8_t kind, const char *id, size_t id_len,
   x.id_len = id_len;
   x.from = from;
   x.from_len = from_len;
-  /* A conviction from across a cut is an accusation here: its subject, held
-   * alive or suspect, is suspected and told, and refutes if it lives. */
+  /* A conviction this node did not see coming is an accusation here. */
   if (kind == CM_NEWS_DEAD && from != NULL &&
-      node_accuser_cut_off(n, from, from_len, now)) {
-    int32_t s = cm_registry_find(&n->reg, id, id_len);
-    if (s >= 0 && (uint32_t)s != n->self &&
-        (cm_node__m(n, (uint32_t)s)->state == CM_STATE_ALIVE ||
-         cm_node__m(n, (uint32_t)s)->state == CM_STATE_SUSPECT))
-      x.kind = CM_NEWS_SUSPECT;
+      node_verdict_unseen(n, id, id_len, from, from_len, now)) {
+    x.kind = CM_NEWS_SUSPECT;
+    x.from_verdict = 1;
   }
   /* A SUSPECT whose accuser is its subject names none (node_start_suspicion
    * gossips a table's record so), nor does such a conviction taken as one. */

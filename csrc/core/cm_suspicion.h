@@ -22,6 +22,9 @@ typedef struct cm_suspicion {
   uint32_t n;      /* confirmations seen */
   uint32_t nfrom;  /* accusers seen: the first and the confirmers */
   uint8_t unnamed; /* no first accuser named yet (learnt from a table) */
+  /* Started by a conviction this node did not see coming (cm_node__accuse):
+   * later ones are confirmations too. */
+  uint8_t from_verdict;
   uint64_t from[]; /* their hashes: room for k + 1 */
 } cm_suspicion_t;
 

@@ -175,6 +175,11 @@ CM_TEST(probe_failure_accuses_only_the_probed_incarnation) {
   cm_wire_id_set(&dead.u.suspect.node, id, strlen(id));
   dead.u.suspect.incarnation = 0;
   cm_wire_id_set(&dead.u.suspect.from, other, strlen(other));
+  /* Suspected first: a conviction alone of a member held alive would be an
+   * accusation (docs/protocol.md, "Suspicion"). */
+  dead.type = CM_MSG_SUSPECT;
+  feed_from(n, target == 2 ? 3 : 2, &dead, t + CM_MSEC(50));
+  dead.type = CM_MSG_DEAD;
   feed_from(n, target == 2 ? 3 : 2, &dead, t + CM_MSEC(50));
   cm_node_stats(n, &st);
   CM_CHECK_EQ(st.failed, 1);
@@ -184,8 +189,55 @@ CM_TEST(probe_failure_accuses_only_the_probed_incarnation) {
   CM_CHECK_EQ(st.probe_failures, 1);
   CM_CHECK_EQ(st.failed, 0);
   CM_CHECK_EQ(st.suspect, 0);
-  CM_CHECK_EQ(st.suspicions, 0);
+  CM_CHECK_EQ(st.suspicions, 1); /* the one before the conviction: none since */
   cm_node_free(n);
+}
+
+/* The SUSPECTs of n5 in its own name that n1 sends n5 when a probe of it
+ * is answered, n1 holding n5 suspect, its own health poor (it was accused)
+ * or not. */
+static size_t tells_after_ack(int poor) {
+  cm_node_t *n = node_with_peers(4, NULL);
+  cm_addr_t by = addr_of(4), five = addr_of(5);
+  struct sent ping, out[16];
+  cm_node_stats_t st;
+  cm_msg_t ack;
+  cm_time_t t;
+  size_t k, i, m, told = 0;
+  cm_tnode_accuse(n, &by, CM_MSG_SUSPECT, "n5", 0, "n4", T0);
+  if (poor)
+    cm_tnode_accuse(n, &by, CM_MSG_SUSPECT, "n1", 0, "n4", T0);
+  cm_node_stats(n, &st);
+  CM_CHECK_EQ(st.health, poor ? 1u : 0u);
+  CM_CHECK_EQ(st.suspect, 1);
+  t = run_to_ping(n, T0, &ping);
+  memset(&ack, 0, sizeof(ack));
+  ack.type = CM_MSG_ACK;
+  ack.u.ack.seq = find_msg(&ping, CM_MSG_PING)->u.ping.seq;
+  cm_tnode_feed(n, &ping.to, &ack, t + CM_MSEC(1));
+  k = collect(n, out, 16);
+  for (i = 0; i < k; i++)
+    for (m = 0; m < out[i].count; m++)
+      if (out[i].msgs[m].type == CM_MSG_SUSPECT &&
+          strcmp(out[i].msgs[m].u.suspect.node.s, "n5") == 0 &&
+          strcmp(out[i].msgs[m].u.suspect.from.s, "n5") == 0 &&
+          out[i].msgs[m].u.suspect.incarnation == 0) {
+        CM_CHECK(cm_addr_eq(&out[i].to, &five));
+        told++;
+      }
+  cm_node_free(n);
+  return told;
+}
+
+/* A node whose local health is poor that reaches a member again (a probe
+ * answered) tells each member it holds suspect so, directly: a suspicion
+ * raised, or gossiped, while it was cut off never reached its subject, and
+ * a live one refutes before this node's timer convicts it (docs/
+ * protocol.md, "Suspicion"). In good health it tells none: its suspicions'
+ * gossip went out. */
+CM_TEST(probe_ack_after_poor_health_tells_the_suspects) {
+  CM_CHECK_EQ(tells_after_ack(1), 1);
+  CM_CHECK_EQ(tells_after_ack(0), 0);
 }
 
 CM_TEST(probe_nacks_spare_local_health) {
@@ -295,6 +347,8 @@ static cm_node_t *first_probe_fails(uint32_t confirmations,
     cm_addr_t from = addr_of(helpers[0]);
     snprintf(dead, sizeof(dead), "n%u", helpers[1]);
     snprintf(by, sizeof(by), "n%u", helpers[0]);
+    cm_tnode_accuse(n, &from, CM_MSG_SUSPECT, dead, 0, by,
+                    t + c.probe_timeout + 2);
     cm_tnode_accuse(n, &from, CM_MSG_DEAD, dead, 0, by,
                     t + c.probe_timeout + 2);
   }
@@ -324,13 +378,17 @@ static cm_time_t failed_at(cm_node_t *n, const char *id, cm_time_t from,
       const cm_msg_t *p = find_msg(&out[i], CM_MSG_PING);
       char to[16];
       cm_msg_t ack;
+      snprintf(to, sizeof(to), "n%u", out[i].to.ip[3]);
+      /* (One sent to the target itself, in its own name, tells it: n1's
+       * health is poor (a helper did not nack) and it reached a member.) */
       for (m = 0; suspects_out != NULL && m < out[i].count; m++)
         if (out[i].msgs[m].type == CM_MSG_SUSPECT &&
-            strcmp(out[i].msgs[m].u.suspect.node.s, id) == 0) {
+            strcmp(out[i].msgs[m].u.suspect.node.s, id) == 0 &&
+            !(strcmp(to, id) == 0 &&
+              strcmp(out[i].msgs[m].u.suspect.from.s, id) == 0)) {
           CM_CHECK_STR(out[i].msgs[m].u.suspect.from.s, "n1");
           (*suspects_out)++;
         }
-      snprintf(to, sizeof(to), "n%u", out[i].to.ip[3]);
       if (p == NULL || strcmp(to, id) == 0)
         continue;
       memset(&ack, 0, sizeof(ack));
