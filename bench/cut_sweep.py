@@ -63,6 +63,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--loss", type=float, default=0.0)
     ap.add_argument("--out")
     a = ap.parse_args(argv)
+    measured = commit()
     t0 = time.perf_counter()
     rows = []
     for d in a.durations:
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
         a.out,
         "bench/cut_sweep.py",
         argv,
-        commit(),
+        measured,
         t0,
         rows,
         nodes=a.nodes,

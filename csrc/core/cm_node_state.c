@@ -238,6 +238,11 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
    * strictly higher incarnation). The news goes on as it came. */
   if (m->ext == NULL || m->ext->susp == NULL)
     return;
+  /* A conviction at a higher one is not a refutation passed by: its
+   * subject was convicted there, and an alive record of that incarnation
+   * must not clear the suspicion (rule 3). */
+  if (x->from_verdict && x->incarnation > m->incarnation)
+    m->incarnation = x->incarnation;
   /* This node's own probe (or its helpers' nacks) cannot be what a table
    * passed on: it counts even against a suspicion with no accuser named. */
   rc = cm_suspicion_confirm(m->ext->susp, cm_id_hash(x->from, x->from_len), now,
@@ -292,13 +297,14 @@ static void node_tell_subject(cm_node_t *n, uint32_t slot, cm_time_t now) {
   node_send_suspect_to_subject(n, slot);
 }
 
-/* This node, its local health poor, reached a member again: the suspicions
- * it holds may have been raised, or gossiped, where their subjects could not
- * hear (a node cut off suspects those it cannot reach, and its gossip goes
- * nowhere). Each subject is told directly, in its own name (which counts
- * as no accuser anywhere), so that a live one refutes before this node's
- * timer convicts it. At most CM_PP_TELLS_MAX per call: the first entries of
- * the deadline heap (the soonest first; the rest in no set order). */
+/* This node, its local health score above 0 (a probe of its failed with a
+ * nack missing, it was accused, it stalled), reached a member again: the
+ * suspicions it holds may have been raised, or gossiped, where their
+ * subjects could not hear (a node cut off suspects those it cannot reach,
+ * and its gossip goes nowhere). Each subject is told directly, in its own name
+ * (which counts as no accuser anywhere), so that a live one refutes before this
+ * node's timer convicts it. At most CM_PP_TELLS_MAX per call: the first entries
+ * of the deadline heap (the soonest first; the rest in no set order). */
 void cm_node__tell_suspects(cm_node_t *n) {
   size_t i;
   for (i = 0; i < n->suspects.len && i < CM_PP_TELLS_MAX; i++)
@@ -320,8 +326,11 @@ static void node_start_suspicion(cm_node_t *n, uint32_t slot,
     return;
   live = cm_node__live_count(n);
   k = n->cfg.suspicion_confirmations;
-  /* Too few others to confirm: do not wait for confirmations. */
-  if (live < k + 2)
+  /* Too few others to confirm: do not wait for confirmations. Nor for a
+   * conviction not seen coming: its suspicion ran its course where this
+   * node could not see it; here it lasts the shortest timeout, the time for
+   * its subject, told at once, to refute. */
+  if (live < k + 2 || x->from_verdict)
     k = 0;
   min = cm_suspicion_min(&n->cfg, live);
   m->ext->susp =
@@ -505,14 +514,16 @@ static int node_accuser_cut_off(cm_node_t *n, const char *from, size_t from_len,
 
 /* Whether a conviction (a DEAD in the name from/from_len) of the member
  * id/id_len is only an accusation here. It is taken as the verdict it is
- * where this node saw it coming: it held the subject suspect (so the
- * suspicion reached it, and likely the subject too), on a suspicion that
- * was not itself started by such a conviction, and the accuser was not
- * across a cut from it (node_accuser_cut_off). Otherwise the suspicion may
- * have run where its subject could not hear it: the subject is suspected
+ * where this node saw it coming: it has held the subject suspect for at
+ * least half the shortest timeout (time for the subject, told as this node
+ * was, to have refuted), on a suspicion that was not itself started by
+ * such a conviction, and the accuser was not across a cut from it
+ * (node_accuser_cut_off). Otherwise the suspicion may have run, or been
+ * held back, where its subject could not hear it: the subject is suspected
  * here in the accuser's name, or the accuser confirms the suspicion held,
- * and the subject is told directly, so that a live one refutes; a dead
- * one is convicted by this node's own timer. */
+ * and the subject is told directly, so that a live one refutes; a dead one
+ * is convicted by this node's own timer, the shortest timeout after a
+ * conviction of a member held alive. */
 static int node_verdict_unseen(cm_node_t *n, const char *id, size_t id_len,
                                const char *from, size_t from_len,
                                cm_time_t now) {
@@ -529,7 +540,8 @@ static int node_verdict_unseen(cm_node_t *n, const char *id, size_t id_len,
   susp = cm_node__m(n, (uint32_t)s)->ext != NULL
              ? cm_node__m(n, (uint32_t)s)->ext->susp
              : NULL;
-  return (susp != NULL && susp->from_verdict) ||
+  return (susp != NULL &&
+          (susp->from_verdict || now - susp->start < susp->min / 2)) ||
          node_accuser_cut_off(n, from, from_len, now);
 }
 

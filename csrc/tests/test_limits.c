@@ -112,9 +112,10 @@ CM_TEST(limit_members_at_its_edge) {
 /* A member declared gone at `at`: failed by a dead record, or left. */
 static void l_gone(cm_node_t *n, const char *id, uint8_t type, cm_time_t at) {
   cm_addr_t from = l_addr(99);
-  /* A conviction alone of a member held alive is an accusation. */
+  /* A conviction alone of a member held alive, or held suspect for less
+   * than half the shortest suspicion, is an accusation. */
   if (type == CM_MSG_DEAD)
-    cm_tnode_accuse(n, &from, CM_MSG_SUSPECT, id, 1, "m1", at);
+    cm_tnode_accuse(n, &from, CM_MSG_SUSPECT, id, 1, "m1", at - CM_SEC(1));
   cm_tnode_accuse(n, &from, type, id, 1, "m1", at);
 }
 

@@ -175,10 +175,11 @@ CM_TEST(probe_failure_accuses_only_the_probed_incarnation) {
   cm_wire_id_set(&dead.u.suspect.node, id, strlen(id));
   dead.u.suspect.incarnation = 0;
   cm_wire_id_set(&dead.u.suspect.from, other, strlen(other));
-  /* Suspected first: a conviction alone of a member held alive would be an
+  /* Suspected a second before: a conviction alone of a member held alive,
+   * or held suspect for less than half the shortest suspicion, would be an
    * accusation (docs/protocol.md, "Suspicion"). */
   dead.type = CM_MSG_SUSPECT;
-  feed_from(n, target == 2 ? 3 : 2, &dead, t + CM_MSEC(50));
+  feed_from(n, target == 2 ? 3 : 2, &dead, t + CM_MSEC(50) - CM_SEC(1));
   dead.type = CM_MSG_DEAD;
   feed_from(n, target == 2 ? 3 : 2, &dead, t + CM_MSEC(50));
   cm_node_stats(n, &st);
@@ -229,12 +230,11 @@ static size_t tells_after_ack(int poor) {
   return told;
 }
 
-/* A node whose local health is poor that reaches a member again (a probe
- * answered) tells each member it holds suspect so, directly: a suspicion
- * raised, or gossiped, while it was cut off never reached its subject, and
- * a live one refutes before this node's timer convicts it (docs/
- * protocol.md, "Suspicion"). In good health it tells none: its suspicions'
- * gossip went out. */
+/* A node whose local health score is above 0 that reaches a member again
+ * (a probe answered) tells each member it holds suspect so, directly: a
+ * suspicion raised, or gossiped, while it was cut off never reached its
+ * subject, and a live one refutes before this node's timer convicts it
+ * (docs/protocol.md, "Suspicion"). At a score of 0 it tells none. */
 CM_TEST(probe_ack_after_poor_health_tells_the_suspects) {
   CM_CHECK_EQ(tells_after_ack(1), 1);
   CM_CHECK_EQ(tells_after_ack(0), 0);
@@ -348,7 +348,7 @@ static cm_node_t *first_probe_fails(uint32_t confirmations,
     snprintf(dead, sizeof(dead), "n%u", helpers[1]);
     snprintf(by, sizeof(by), "n%u", helpers[0]);
     cm_tnode_accuse(n, &from, CM_MSG_SUSPECT, dead, 0, by,
-                    t + c.probe_timeout + 2);
+                    t + c.probe_timeout + 2 - CM_SEC(1));
     cm_tnode_accuse(n, &from, CM_MSG_DEAD, dead, 0, by,
                     t + c.probe_timeout + 2);
   }

@@ -62,11 +62,13 @@ static void accuse(cm_node_t *n, uint8_t type, const char *id, uint32_t inc,
   accuse_at(n, type, id, inc, from, T0);
 }
 
-/* A conviction this node saw coming: `from` suspects id, then declares it
- * failed (a conviction alone, of a member held alive, is an accusation). */
+/* A conviction this node saw coming: `from` suspects id, a second before
+ * it declares it failed (a conviction alone, of a member held alive, or
+ * held suspect for less than half the shortest suspicion, is an
+ * accusation). */
 static void convict_at(cm_node_t *n, const char *id, uint32_t inc,
                        const char *from, cm_time_t now) {
-  accuse_at(n, CM_MSG_SUSPECT, id, inc, from, now);
+  accuse_at(n, CM_MSG_SUSPECT, id, inc, from, now - CM_SEC(1));
   accuse_at(n, CM_MSG_DEAD, id, inc, from, now);
 }
 
@@ -190,8 +192,7 @@ CM_TEST(rule_failed_beats_alive_and_suspect) {
   CM_CHECK_EQ(state_of(n, "b"), CM_STATE_FAILED);
   CM_CHECK(drain_events(n, CM_EV_FAILED, &ev));
   /* (by e, not b: a conviction by a member held failed is an accusation) */
-  accuse(n, CM_MSG_SUSPECT, "c", 1, "e");
-  accuse(n, CM_MSG_DEAD, "c", 1, "e"); /* suspect -> failed */
+  convict(n, "c", 1, "e"); /* suspect -> failed */
   CM_CHECK_EQ(state_of(n, "c"), CM_STATE_FAILED);
   /* A suspicion cannot bring a failed node back to suspect. */
   accuse(n, CM_MSG_SUSPECT, "c", 1, "b");
@@ -1624,7 +1625,9 @@ CM_TEST(rule_left_and_failed_members_are_reaped_on_time) {
   alive_each(n, ids, 4, 2);
   accuse(n, CM_MSG_SUSPECT, "s", 1, "b");
   leave(n, "l", 1);
-  convict(n, "f", 1, "b");
+  /* suspected for half the shortest suspicion (25 s) before the conviction */
+  accuse_at(n, CM_MSG_SUSPECT, "f", 1, "b", T0 - CM_SEC(25));
+  accuse(n, CM_MSG_DEAD, "f", 1, "b");
   check_counts(n, 5, 2, 1, 1, 1);
   drain_events(n, CM_EV_REAPED, &ev); /* joined, suspect, left, failed */
   drive(n, T0, T0 + CM_SEC(30) - 1, &l);
@@ -2443,10 +2446,16 @@ CM_TEST(rule_conviction_from_across_a_cut_is_an_accusation) {
  * this node, and perhaps never x), c's conviction starts a suspicion in c's
  * name, with no failure: not gossiped (elsewhere it would be a suspicion
  * seen coming), but told to x directly, in x's own name. b's conviction
- * then, of a suspicion that a conviction started, is b's confirmation (told
- * to x again): x fails by this node's own timer, at timeout(1) =
- * 5.690702 s. A suspicion this node heard as one, by a member not across a
- * cut, is a conviction seen coming: it convicts at once. */
+ * then, of a suspicion that a conviction started, is no conviction: x
+ * fails by this node's own timer, at the shortest timeout, 2 s, with no
+ * confirmation awaited (that suspicion ran its course elsewhere; so b's
+ * counts for nothing, and x is not told again). A conviction of such a
+ * suspicion at a higher incarnation raises it there: x's alive record of that
+ * incarnation, arriving after, clears nothing (rule 3). A suspicion this node
+ * heard as one, by a member not across a cut, is a conviction seen coming once
+ * it has held it for half the shortest suspicion (1 s): it convicts at once.
+ * Before, the suspicion was held back on its way here (a cut), and the subject
+ * may not have heard it either: c's conviction then is c's confirmation. */
 CM_TEST(rule_a_conviction_not_seen_coming_is_an_accusation) {
   cm_node_t *n = with_bcdx();
   struct drive_log l;
@@ -2469,18 +2478,33 @@ CM_TEST(rule_a_conviction_not_seen_coming_is_an_accusation) {
   accuse_at(n, CM_MSG_DEAD, "x", 1, "b", T0 + CM_MSEC(400));
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
   CM_CHECK_EQ(drain_events(n, CM_EV_FAILED, &ev), 0);
-  x_fails_at(n, T0 + CM_MSEC(400), T0 + 5690702, &l);
+  x_fails_at(n, T0 + CM_MSEC(400), T0 + CM_SEC(2), &l);
   CM_CHECK_EQ(sent_count(&l, CM_MSG_SUSPECT, "x", "x", &x, T0 + CM_MSEC(400),
-                         T0 + CM_SEC(1)),
-              1);
+                         T0 + CM_SEC(2)),
+              0);
   CM_CHECK_EQ(
       sent_count(&l, CM_MSG_SUSPECT, "x", "b", NULL, T0, T0 + CM_SEC(6)), 0);
   drive_log_free(&l);
   cm_node_free(n);
 
   n = with_bcdx();
-  accuse(n, CM_MSG_SUSPECT, "x", 1, "b");
   accuse(n, CM_MSG_DEAD, "x", 1, "c");
+  accuse(n, CM_MSG_SUSPECT, "x", 2, "b");
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 1);
+  accuse(n, CM_MSG_DEAD, "x", 2, "b");
+  CM_CHECK_EQ(info_of(n, "x").incarnation, 2);
+  alive_at(n, "x", 2, 5, NULL, 0, T0 + CM_MSEC(10));
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  alive_at(n, "x", 3, 5, NULL, 0, T0 + CM_MSEC(20));
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_ALIVE);
+  cm_node_free(n);
+
+  n = with_bcdx();
+  accuse(n, CM_MSG_SUSPECT, "x", 1, "b");
+  accuse_at(n, CM_MSG_DEAD, "x", 1, "c", T0 + CM_SEC(1) - 1);
+  CM_CHECK_EQ(state_of(n, "x"), CM_STATE_SUSPECT);
+  CM_CHECK_EQ(drain_events(n, CM_EV_FAILED, &ev), 0);
+  accuse_at(n, CM_MSG_DEAD, "x", 1, "d", T0 + CM_SEC(1));
   CM_CHECK_EQ(state_of(n, "x"), CM_STATE_FAILED);
   CM_CHECK(drain_events(n, CM_EV_FAILED, &ev));
   cm_node_free(n);
