@@ -50,7 +50,7 @@ BLOCK = re.compile(
 #: tests/test_figures.py but the partition), at 10,000, and the converge
 #: rows of 3,000 nodes and more (measured one by one, each command and peak
 #: memory in a .time.txt beside its result).
-SIM_SMALL = "bench/results/sim-808a65d.json"
+SIM_SMALL = "bench/results/sim-8413435.json"
 SIM_LARGE = "bench/results/sim-10000-8ff0179.json"
 #: The converge rows measured one command at a time, newest first: a size
 #: takes its row from the first folder that has it (the 10,000-node join no
@@ -387,6 +387,51 @@ def fig_phi() -> str:
     rel = "bench/results/phi-ab-4e63105.json"
     doc = load(rel)
     return phi_ab.report(doc) + "\n\n" + provenance(rel, doc)
+
+
+def fig_cuts(*rels: str) -> Callable[[], str]:
+    """Short cuts (bench/cut_sweep.py): per cut and length, the runs whose
+    members convicted their own side, and those verdicts, at each commit
+    (the files in that order)."""
+
+    def fig() -> str:
+        docs = [(rel, load(rel)) for rel in rels]
+        cuts = sorted({r["cut"] for _, d in docs for r in d["results"]})
+        lengths = sorted({r["duration_s"] for _, d in docs for r in d["results"]})
+        head = "| cut off, of 50 | " + " | ".join(f"{x:g} s" for x in lengths) + " |"
+        lines = [head, "|---" * (len(lengths) + 1) + "|"]
+        for c in cuts:
+            cells = []
+            for x in lengths:
+                parts = []
+                for _, d in docs:
+                    runs = [r for r in d["results"] if r["cut"] == c and r["duration_s"] == x]
+                    bad = [r["own_side_failed"] for r in runs if r["own_side_failed"]]
+                    parts.append(f"{len(bad)}/{len(runs)} ({sum(bad):,})")
+                cells.append(" → ".join(parts))
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        summary = "; ".join(
+            f"at {d['commit']}: {sum(1 for r in d['results'] if r['own_side_failed'])} of "
+            f"{len(d['results'])} runs, {sum(r['own_side_failed'] for r in d['results']):,} "
+            "verdicts"
+            + (
+                ""
+                if all(r["all_alive_at_end"] for r in d["results"])
+                else f" (runs ending with a suspicion in flight: "
+                f"{sum(1 for r in d['results'] if not r['all_alive_at_end'])})"
+            )
+            for _, d in docs
+        )
+        seeds = max(r["seed"] for _, d in docs for r in d["results"])
+        return (
+            "\n".join(lines)
+            + f"\n\n{docs[0][1]['loss']:.0%} loss, seeds 1–{seeds}. Each cell: runs with a "
+            "member convicting one of its own side (verdicts, observer events), "
+            f"{' → '.join(d['commit'] for _, d in docs)}. In all: {summary}.\n\n"
+            + "\n".join(f"- {provenance(rel, d)}" for rel, d in docs)
+        )
+
+    return fig
 
 
 def fig_flood() -> str:
@@ -812,7 +857,7 @@ def compare_dpb(*rels: str) -> str:
     )
 
 
-PROFILES = "bench/results/profiles-808a65d.json"
+PROFILES = "bench/results/profiles-8413435.json"
 
 
 def fig_profiles() -> str:
@@ -1257,6 +1302,13 @@ FIGURES: dict[str, Callable[[], str]] = {
     "gossip-reach": fig_gossip_reach,
     "compare-earlier": fig_compare_earlier,
     "flood": fig_flood,
+    "cuts": fig_cuts("bench/results/cuts-3e19324.json", "bench/results/cuts-8413435.json"),
+    "cuts-loss5": fig_cuts(
+        "bench/results/cuts-3e19324-l5.json", "bench/results/cuts-8413435-l5.json"
+    ),
+    "cuts-seeds30": fig_cuts(
+        "bench/results/cuts-3e19324-s30.json", "bench/results/cuts-8413435-s30.json"
+    ),
     "api": fig_api,
     "compare-targets": fig_compare_targets,
     "transport": fig_transport,
