@@ -389,6 +389,12 @@ def fig_phi() -> str:
     return phi_ab.report(doc) + "\n\n" + provenance(rel, doc)
 
 
+def cut_tally(runs: list[dict[str, Any]]) -> tuple[int, int]:
+    """Of bench/cut_sweep.py runs: those in which a member convicted one of
+    its own side, and those verdicts."""
+    return sum(1 for r in runs if r["own_side_failed"]), sum(r["own_side_failed"] for r in runs)
+
+
 def fig_cuts(*rels: str) -> Callable[[], str]:
     """Short cuts (bench/cut_sweep.py): per cut and length, the runs whose
     members convicted their own side, and those verdicts, at each commit
@@ -406,28 +412,24 @@ def fig_cuts(*rels: str) -> Callable[[], str]:
                 parts = []
                 for _, d in docs:
                     runs = [r for r in d["results"] if r["cut"] == c and r["duration_s"] == x]
-                    bad = [r["own_side_failed"] for r in runs if r["own_side_failed"]]
-                    parts.append(f"{len(bad)}/{len(runs)} ({sum(bad):,})")
+                    bad, verdicts = cut_tally(runs)
+                    parts.append(f"{bad}/{len(runs)} ({verdicts:,})")
                 cells.append(" → ".join(parts))
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
-        summary = "; ".join(
-            f"at {d['commit']}: {sum(1 for r in d['results'] if r['own_side_failed'])} of "
-            f"{len(d['results'])} runs, {sum(r['own_side_failed'] for r in d['results']):,} "
-            "verdicts"
-            + (
-                ""
-                if all(r["all_alive_at_end"] for r in d["results"])
-                else f" (runs ending with a suspicion in flight: "
-                f"{sum(1 for r in d['results'] if not r['all_alive_at_end'])})"
+        totals = []
+        for _, d in docs:
+            bad, verdicts = cut_tally(d["results"])
+            in_flight = sum(1 for r in d["results"] if not r["all_alive_at_end"])
+            totals.append(
+                f"at {d['commit']}: {bad} of {len(d['results'])} runs, {verdicts:,} verdicts"
+                + (f" (runs ending with a suspicion in flight: {in_flight})" if in_flight else "")
             )
-            for _, d in docs
-        )
         seeds = max(r["seed"] for _, d in docs for r in d["results"])
         return (
             "\n".join(lines)
             + f"\n\n{docs[0][1]['loss']:.0%} loss, seeds 1–{seeds}. Each cell: runs with a "
             "member convicting one of its own side (verdicts, observer events), "
-            f"{' → '.join(d['commit'] for _, d in docs)}. In all: {summary}.\n\n"
+            f"{' → '.join(d['commit'] for _, d in docs)}. In all: {'; '.join(totals)}.\n\n"
             + "\n".join(f"- {provenance(rel, d)}" for rel, d in docs)
         )
 

@@ -12,6 +12,7 @@ import weakref
 
 import pytest
 
+from bench import cut_sweep
 from clustermember import _core, sim
 from clustermember.sim.__main__ import main
 
@@ -187,17 +188,8 @@ def test_a_cut_of_a_few_seconds_convicts_nobody(seconds: float, cut: int, seed: 
     3e19324 81 of these 144 runs convicted members of their own side (1-175
     observer events a run; `python bench/cut_sweep.py`, docs/reliability.md,
     "Partition")."""
-    n = 50
-    s = sim.Simulator(n, seed=seed)
-    s.bootstrap()
-    s.run_until(30.0)
-    s.record_events(True)
-    side = [1] * cut + [0] * (n - cut)
-    s.partition(side, 30.0, 30.0 + seconds)
-    s.run_until(150.0 + seconds)
-    assert [e for e in s.events() if e[3] == "failed" and side[e[1]] == side[e[2]]] == []
-    assert s.alive_counts() == [n] * n
-    s.close()
+    run = cut_sweep.one(50, cut, seconds, seed, 0.0)
+    assert run["own_side_failed"] == 0 and run["all_alive_at_end"], run
 
 
 # ------------------------------------------------------------- formation

@@ -220,7 +220,18 @@ static void node_take_alive(cm_node_t *n, uint32_t slot,
     cm_node__event(n, CM_EV_TAGS_UPDATED, m, NULL, now);
 }
 
-static void node_send_suspect_to_subject(cm_node_t *n, uint32_t slot);
+/* A SUSPECT of m in its own name (no accuser), sent to m alone, in a packet
+ * of its own: m refutes it if it lives. */
+static void node_send_suspect_to_subject(cm_node_t *n, uint32_t slot) {
+  const cm_member_t *m = cm_node__m(n, slot);
+  cm_msg_t msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.type = CM_MSG_SUSPECT;
+  cm_wire_id_set(&msg.u.suspect.node, cm_member_id(m), m->id_len);
+  msg.u.suspect.incarnation = m->incarnation;
+  cm_wire_id_set(&msg.u.suspect.from, cm_member_id(m), m->id_len);
+  cm_node__send_bare(n, &m->addr, &msg, 1);
+}
 
 /* An independent accuser of a suspect shortens the timeout; the news is
  * passed on so others count it too. The first accuser named for a
@@ -269,19 +280,6 @@ static void node_confirm(cm_node_t *n, uint32_t slot, const node_news_t *x,
 /* Subjects of a table's suspect records told directly per push-pull; the
  * others' suspicions are gossiped in their subjects' names. */
 #define CM_PP_TELLS_MAX 16
-
-/* A SUSPECT of m in its own name (no accuser), sent to m alone, in a packet
- * of its own: m refutes it if it lives. */
-static void node_send_suspect_to_subject(cm_node_t *n, uint32_t slot) {
-  const cm_member_t *m = cm_node__m(n, slot);
-  cm_msg_t msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.type = CM_MSG_SUSPECT;
-  cm_wire_id_set(&msg.u.suspect.node, cm_member_id(m), m->id_len);
-  msg.u.suspect.incarnation = m->incarnation;
-  cm_wire_id_set(&msg.u.suspect.from, cm_member_id(m), m->id_len);
-  cm_node__send_bare(n, &m->addr, &msg, 1);
-}
 
 /* Tell m that it is suspected, in its own name (no accuser): directly, in a
  * packet of its own (queued updates riding along would all go to the
@@ -528,18 +526,16 @@ static int node_verdict_unseen(cm_node_t *n, const char *id, size_t id_len,
                                const char *from, size_t from_len,
                                cm_time_t now) {
   int32_t s = cm_registry_find(&n->reg, id, id_len);
+  const cm_member_t *m;
   const cm_suspicion_t *susp;
-  uint8_t held;
   if (s < 0 || (uint32_t)s == n->self)
     return 0;
-  held = cm_node__m(n, (uint32_t)s)->state;
-  if (held == CM_STATE_ALIVE)
+  m = cm_node__m(n, (uint32_t)s);
+  if (m->state == CM_STATE_ALIVE)
     return 1;
-  if (held != CM_STATE_SUSPECT)
+  if (m->state != CM_STATE_SUSPECT)
     return 0;
-  susp = cm_node__m(n, (uint32_t)s)->ext != NULL
-             ? cm_node__m(n, (uint32_t)s)->ext->susp
-             : NULL;
+  susp = m->ext != NULL ? m->ext->susp : NULL;
   return (susp != NULL &&
           (susp->from_verdict || now - susp->start < susp->min / 2)) ||
          node_accuser_cut_off(n, from, from_len, now);
