@@ -218,7 +218,8 @@ class ClusterMembership:
         self._tags: dict[str, str] = dict(config.tags)
         self._node: _core.Node | None = None
         self._state = "new"  # new started joining joined leaving left closed
-        self._fault: tuple[float, float, int] | None = None  # drop_out, drop_in, seed
+        # drop_out, drop_in, seed, the addresses blocked
+        self._fault: tuple[float, float, int, list[str]] | None = None
         self._left = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # User events held for coalescing: the latest of each name, and the
@@ -333,8 +334,8 @@ class ClusterMembership:
         self._bound = self._node.addr
         self._state = "started"
         if self._fault is not None:
-            drop_out, drop_in, seed = self._fault
-            self._node.set_fault(drop_out=drop_out, drop_in=drop_in, seed=seed)
+            drop_out, drop_in, seed, block = self._fault
+            self._node.set_fault(drop_out=drop_out, drop_in=drop_in, seed=seed, blocked=block)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._node is None or (self._loop is loop and self._reader_fd is not None):
@@ -1403,29 +1404,65 @@ class ClusterMembership:
 
         return metrics_text(self)
 
-    def inject_faults(self, drop_out: float = 0.0, drop_in: float = 0.0, seed: int = 1) -> None:
-        """Drop a fraction of this node's datagrams, for tests and benchmarks.
+    def inject_faults(
+        self,
+        drop_out: float = 0.0,
+        drop_in: float = 0.0,
+        seed: int = 1,
+        *,
+        block: Iterable[str] = (),
+    ) -> None:
+        """Lose this node's membership messages, or cut it off, for tests and benchmarks.
 
-        The transport discards each outgoing (``drop_out``) or incoming
-        (``drop_in``) UDP datagram with that probability, so the protocol sees
-        the loss a bad network would cause. ``inject_faults()`` with no
-        arguments turns it off. It may be called before ``start()``.
+        ``drop_out`` and ``drop_in``: the transport discards each outgoing or
+        incoming membership message sent as a QUIC datagram (probes, acks,
+        nacks, gossip) with that probability, so the protocol sees the loss a
+        bad network would cause. Stream exchanges (join, push-pull, queries)
+        are not dropped: on a lossy network QUIC retransmits them. So even at
+        1.0 a node still pushes and pulls state, and can refute from behind
+        its loss.
 
-        >>> cluster.inject_faults(drop_out=0.1)   # 10% of datagrams lost
+        ``block``: addresses (``'ip:port'``, at most 1,024) with which this
+        node exchanges no UDP packet at all, either way: a partition, streams
+        and handshakes included.
+
+        ``inject_faults()`` with no arguments turns both off. It may be called
+        before ``start()``.
+
+        >>> cluster.inject_faults(drop_out=0.1)   # 10% of membership messages lost
+        >>> cluster.inject_faults(block=[peer.addr for peer in others])   # cut off
         """
         for name, v in (("drop_out", drop_out), ("drop_in", drop_in)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be a fraction between 0 and 1, got {v!r}")
+        if isinstance(block, str):
+            raise TypeError(f"block must be a list of 'ip:port' addresses, not the str {block!r}")
+        blocked = list(block)
+        if len(blocked) > 1024:
+            raise ValueError(f"block names {len(blocked)} addresses; at most 1024 may be blocked")
+        for a in blocked:
+            if not isinstance(a, str):
+                raise TypeError(f"block must hold 'ip:port' str addresses, not {type(a).__name__}")
+            try:
+                _core.parse_addr(a)
+            except ValueError:
+                raise ValueError(
+                    f"block address {a!r} is not 'ip:port' with a numeric IP"
+                    " (e.g. '127.0.0.1:7946')"
+                ) from None
         self._check_open()
-        off = drop_out == 0.0 and drop_in == 0.0
-        self._fault = None if off else (float(drop_out), float(drop_in), int(seed))
+        off = drop_out == 0.0 and drop_in == 0.0 and not blocked
+        self._fault = None if off else (float(drop_out), float(drop_in), int(seed), blocked)
         if self._node is not None:
             try:
                 if off:
                     self._node.set_fault(enabled=False)
                 else:
                     self._node.set_fault(
-                        drop_out=float(drop_out), drop_in=float(drop_in), seed=int(seed)
+                        drop_out=float(drop_out),
+                        drop_in=float(drop_in),
+                        seed=int(seed),
+                        blocked=blocked,
                     )
             except _core.Error as exc:
                 raise ClusterClosed(f"node {self._id}: {exc}") from None

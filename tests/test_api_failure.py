@@ -18,7 +18,14 @@ import pytest
 from _cluster import cluster, config, state_of
 from conftest import DEADLINE, eventually
 
-from clustermember import ClusterMembership, MemberState, NodeFailed, NodeRecovered, NodeSuspect
+from clustermember import (
+    ClusterMembership,
+    JoinTimeout,
+    MemberState,
+    NodeFailed,
+    NodeRecovered,
+    NodeSuspect,
+)
 
 HERE = Path(__file__).parent
 CHILD = HERE / "_child_node.py"
@@ -176,9 +183,44 @@ async def test_injected_loss_isolates_a_node_and_lifting_it_heals(key: bytes) ->
         assert victim.local_node.incarnation > 0
 
 
+async def test_injected_loss_spares_streams_and_a_block_cuts_them(key: bytes) -> None:
+    """drop_out and drop_in lose membership messages only: a join, which is a
+    stream, completes through a seed that loses every one of them. A block
+    loses every packet: a join through a seed that blocks the joiner times
+    out, and goes through once the block is lifted."""
+    seed = ClusterMembership("127.0.0.1:0", config(key, "seed"))
+    a = ClusterMembership("127.0.0.1:0", config(key, "a"))
+    b = ClusterMembership("127.0.0.1:0", config(key, "b"))
+    try:
+        await seed.join([])
+        seed.inject_faults(drop_out=1.0, drop_in=1.0)
+        await a.join([seed.addr], timeout=DEADLINE)
+        assert a.member("seed") is not None
+        await b.start()
+        seed.inject_faults(block=[b.addr])
+        with pytest.raises(JoinTimeout):
+            await b.join([seed.addr], timeout=2.0)
+        assert seed.stats().drops.get("net_drop_fault", 0) > 0
+        assert b.member("seed") is None
+        seed.inject_faults()
+        await b.join([seed.addr], timeout=DEADLINE)
+        assert b.member("seed") is not None
+    finally:
+        for node in (seed, a, b):
+            await node.close()
+
+
 def test_inject_faults_refuses_a_bad_fraction(key: bytes) -> None:
     node = ClusterMembership("127.0.0.1:0", config(key, "f"))
     with pytest.raises(ValueError, match="drop_out must be a fraction"):
         node.inject_faults(drop_out=1.5)
     with pytest.raises(ValueError, match="drop_in"):
         node.inject_faults(drop_in=-0.1)
+    with pytest.raises(TypeError, match="list of 'ip:port' addresses"):
+        node.inject_faults(block="127.0.0.1:7946")
+    with pytest.raises(TypeError, match="not int"):
+        node.inject_faults(block=[7946])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="'localhost:7946' is not 'ip:port' with a numeric IP"):
+        node.inject_faults(block=["localhost:7946"])
+    with pytest.raises(ValueError, match="at most 1024"):
+        node.inject_faults(block=[f"127.0.0.{i // 1000 + 1}:{i % 1000 + 1}" for i in range(1025)])
