@@ -1,6 +1,7 @@
 """How long a clustermember agent takes to start, and what it spends it on.
 
     python bench/startup_bench.py [--runs 10] [--out bench/results/startup-COMMIT.json]
+    python bench/startup_bench.py --storm 100 [--runs 3] [--out ...]
 
 One agent at a time, alone on the machine (no join): the wall time from
 ``Popen`` until its control socket answers ``status``, and the CPU time the
@@ -16,6 +17,17 @@ agents on 2 cores is made of. Twice, alternating run by run:
 Then ``python -X importtime -c "import clustermember.__main__"`` (compiled),
 median per module over the runs: the modules that cost most to import.
 Beside them, the interpreter with nothing imported (``python -c pass``).
+
+``--storm N``: a join storm as ``bench/compare`` launches one (compiled):
+n0 alone until it answers, then N-1 agents launched back to back joining
+it, every control socket tried every 10 ms; alternately with this
+interpreter as it is (``site_hooks``: its site-packages' ``.pth`` files run
+at every start) and from a venv without them (``clean``, as bench/compare
+runs agents). Per agent, when it answered
+(from the joiners' launch) and the CPU it had used by then; once the last
+answered, every agent's CPU, this script's, and the machine's idle time
+over the storm (``/proc/stat``): whether the storm is CPU-bound, and whose
+CPU it is.
 """
 
 from __future__ import annotations
@@ -40,11 +52,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
 from bench.agents import control, free_port  # noqa: E402
+from bench.compare.adapters import clean_interpreter  # noqa: E402
 from bench.compare.runner import cpu_seconds  # noqa: E402
 from bench.raw import commit  # noqa: E402
 
 PKG = ROOT / "clustermember"
 UP_DEADLINE = 60.0
+STORM_BASE_PORT = 31000
 
 
 def clear_bytecode() -> None:
@@ -100,6 +114,101 @@ def one_agent(workdir: Path, key: Path, i: int) -> dict[str, float]:
     return {"up_s": up, "cpu_s": cpu}
 
 
+def agent_cmd(
+    python: str, key: Path, sock: Path, port: int, name: str, seed: int | None
+) -> list[str]:
+    cmd = [python, "-m", "clustermember", "agent", "--bind", f"127.0.0.1:{port}"]
+    cmd += ["--node-id", name, "--key-file", str(key), "--control", str(sock)]
+    cmd += ["--log-level", "warning"]
+    return cmd + (["--join", f"127.0.0.1:{seed}"] if seed is not None else [])
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) seconds of every CPU since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + v[4]
+    return (sum(v) - idle) / tick, idle / tick
+
+
+def one_storm(python: str, workdir: Path, key: Path, n: int) -> dict[str, Any]:
+    """n agents, as bench/compare launches a cluster; see the module's doc.
+    Every agent is stopped (by its PID) at the end."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    procs: list[subprocess.Popen[bytes]] = []
+    socks = [workdir / f"s{i}.sock" for i in range(n)]
+    for sk in socks:
+        sk.unlink(missing_ok=True)
+    # Fixed ports, as bench/compare's --base-port: ports picked free one by
+    # one may be taken by an ephemeral port of an agent started meanwhile.
+    ports = [STORM_BASE_PORT + i for i in range(n)]
+    up: list[float | None] = [None] * n
+    cpu_up: list[float | None] = [None] * n
+
+    def spawn(i: int) -> None:
+        cmd = agent_cmd(python, key, socks[i], ports[i], f"n{i}", ports[0] if i else None)
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, cwd=ROOT))
+
+    def poll(i: int, t0: float) -> None:
+        if procs[i].poll() is not None:
+            raise SystemExit(f"agent n{i} exited with {procs[i].returncode}")
+        try:
+            control(str(socks[i]), {"op": "status"}, timeout=5.0)
+        except (OSError, ValueError):
+            return
+        up[i] = time.monotonic() - t0
+        cpu_up[i] = cpu_seconds(procs[i].pid)
+
+    try:
+        spawn(0)
+        t_seed = time.monotonic()
+        while up[0] is None:
+            if time.monotonic() - t_seed > UP_DEADLINE:
+                raise SystemExit("n0 did not answer")
+            poll(0, t_seed)
+            time.sleep(0.01)
+        busy0, idle0 = machine_cpu()
+        me0 = os.times()
+        t0 = time.monotonic()
+        for i in range(1, n):
+            spawn(i)
+        launched = time.monotonic() - t0
+        while any(u is None for u in up[1:]):
+            if time.monotonic() - t0 > UP_DEADLINE * 4:
+                raise SystemExit("the storm's agents did not all answer")
+            for i in range(1, n):
+                if up[i] is None:
+                    poll(i, t0)
+            time.sleep(0.01)
+        wall = time.monotonic() - t0
+        busy1, idle1 = machine_cpu()
+        me1 = os.times()
+        cpu_end = [cpu_seconds(p.pid) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+    joiners_up = [u for u in up[1:] if u is not None]
+    at_up = [c for c in cpu_up[1:] if c is not None]
+    return {
+        "nodes": n,
+        "launched_s": launched,
+        "all_up_s": wall,
+        "up_s_median": statistics.median(joiners_up),
+        "agent_cpu_at_up_s_median": statistics.median(at_up),
+        "agent_cpu_at_up_s_sum": sum(at_up),
+        "agents_cpu_at_end_s_sum": sum(cpu_end),
+        "seed_cpu_at_end_s": cpu_end[0],
+        "harness_cpu_s": (me1.user + me1.system) - (me0.user + me0.system),
+        "machine_busy_s": busy1 - busy0,
+        "machine_idle_s": idle1 - idle0,
+        "up_s": joiners_up,
+        "cpu_at_up_s": at_up,
+    }
+
+
 def import_times(runs: int) -> dict[str, Any]:
     """-X importtime of the agent's entry point: the total and the modules
     with the largest own time, medians over the runs (bytecode compiled)."""
@@ -135,15 +244,45 @@ def import_times(runs: int) -> dict[str, Any]:
     }
 
 
+def storm(args: argparse.Namespace, workdir: Path, key: Path, measured: str) -> None:
+    if not 2 <= args.storm <= 200:
+        raise SystemExit("--storm takes 2 to 200 agents")
+    try:
+        clear_bytecode()
+        compile_bytecode()
+        pythons = {"site_hooks": sys.executable, "clean": clean_interpreter(workdir / "venv")}
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in pythons}
+        for _ in range(args.runs):
+            for how, python in pythons.items():
+                runs[how].append(one_storm(python, workdir, key, args.storm))
+                r = runs[how][-1]
+                brief = {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}
+                print(how, json.dumps(brief), flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    doc = {
+        "commit": measured,
+        "command": " ".join(["python bench/startup_bench.py", *sys.argv[1:]]),
+        "python": sys.version.split()[0],
+        "storm": runs,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--storm", type=int, metavar="N", help="a join storm of N agents instead")
     args = ap.parse_args()
     measured = commit()
     workdir = Path(tempfile.mkdtemp(prefix="cm-startup-"))
     key = workdir / "cluster.key"
     key.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    if args.storm:
+        storm(args, workdir, key, measured)
+        return
     runs: dict[str, list[dict[str, float]]] = {"compiled": [], "source": []}
     try:
         for i in range(args.runs):

@@ -175,3 +175,27 @@ def test_cgroup_counters_count_every_port_of_one_process() -> None:
     finally:
         srv.close()
         t.close()
+
+
+def test_the_clean_interpreter_imports_the_checkout_but_runs_no_site_hooks(tmp_path: Path) -> None:
+    """The venv bench/compare runs Python agents in sees this environment's
+    packages as plain path entries: its one site directory is the venv's
+    own, so no .pth file of this environment runs at its start."""
+    import site
+
+    from bench.compare.adapters import clean_interpreter
+
+    py = clean_interpreter(tmp_path / "venv")
+    assert clean_interpreter(tmp_path / "venv") == py  # made once, reused
+    probe = (
+        "import json, site, sys, clustermember, swimprotocol;"
+        "print(json.dumps([clustermember.__file__, site.getsitepackages(), sys.path]))"
+    )
+    out = subprocess.run(
+        [py, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    cm_file, site_dirs, path = json.loads(out.stdout)
+    assert Path(cm_file).resolve() == ROOT / "clustermember" / "__init__.py"
+    assert all(Path(d).resolve().is_relative_to(tmp_path.resolve()) for d in site_dirs), site_dirs
+    base = site.getsitepackages()
+    assert all(d in path for d in base), (base, path)

@@ -20,9 +20,11 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from bench.compare import adapters
 from bench.compare.adapters import SYSTEMS
 from bench.compare.runner import Windows, run_one
 
@@ -65,6 +67,9 @@ def precompile() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     precompile()
+    if not args.site_hooks:
+        venv_dir = Path(tempfile.gettempdir()) / f"cm-compare-venv-{platform.python_version()}"
+        adapters.AGENT_PYTHON = adapters.clean_interpreter(venv_dir)
     windows = Windows(falsepos=args.falsepos, busy=args.busy, warmup=args.warmup)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "argv": sys.argv,
         "label": args.label,
         "loadavg": os.getloadavg(),
+        "agent_python": "this interpreter, with its site hooks"
+        if args.site_hooks
+        else "a venv of this interpreter without its site hooks",
     }
     with out.open("a") as f:
         f.write(json.dumps(meta) + "\n")
@@ -131,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument("--base-port", type=int, default=23000)
     r.add_argument("--out", default="bench/compare/results.jsonl")
+    r.add_argument(
+        "--site-hooks",
+        action="store_true",
+        help="run the Python agents with this interpreter as it is, its site-packages' "
+        ".pth start-up hooks included (as every run before this option); default: a venv "
+        "without them, as a deployed service has",
+    )
     rep = sub.add_parser("report", help="tables and plots from a results file")
     rep.add_argument("results", nargs="+", help="results files (their runs pooled)")
     rep.add_argument("--img", default="docs/img")

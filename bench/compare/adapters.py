@@ -138,6 +138,33 @@ def _wait_line(proc: subprocess.Popen, want: str, what: str) -> str:
     raise AdapterError(f"{what} not ready after {READY_TIMEOUT} s")
 
 
+# The interpreter the Python agents run (clustermember's, and swim-protocol's
+# wrapper): this one, unless `run` sets a clean one (clean_interpreter).
+AGENT_PYTHON = sys.executable
+
+
+def clean_interpreter(where: Path) -> str:
+    """A venv at `where` (made once) running this interpreter, with this
+    environment's packages importable (clustermember from this checkout,
+    swim-protocol and the rest from site-packages, as plain path entries)
+    but none of its start-up hooks: `.pth` files that import modules run
+    in every Python process started from site-packages itself (on this
+    machine one imports certifi, about 35 ms of CPU per process), and
+    neither package is to be charged for them. A service deploys into a
+    venv of its own, which has none. Returns the venv's python."""
+    import site
+    import venv
+
+    py = where / "bin" / "python"
+    if not py.exists():
+        venv.EnvBuilder(with_pip=False, symlinks=True).create(where)
+    pkg = Path(__file__).resolve().parent.parent.parent
+    (purelib,) = (where / "lib").glob("python3*/site-packages")
+    paths = [str(pkg), *site.getsitepackages()]
+    (purelib / "_bench_paths.pth").write_text("".join(p + "\n" for p in paths))
+    return str(py)
+
+
 class System:
     """Base: process bookkeeping shared by every adapter."""
 
@@ -340,7 +367,7 @@ class ClusterMember(System):
     ) -> Node:
         sock = self.workdir / f"{name}.sock"
         cmd = [
-            sys.executable,
+            AGENT_PYTHON,
             "-c",
             CM_LAUNCH,
             "agent",
@@ -640,7 +667,7 @@ class Swim(System):
         cgroup: Path | None = None,
     ) -> Node:
         cmd = [
-            sys.executable,
+            AGENT_PYTHON,
             str(HERE / "swim_node.py"),
             "--port",
             str(port),
