@@ -244,6 +244,19 @@ def import_times(runs: int) -> dict[str, Any]:
     }
 
 
+def save(out: Path | None, measured: str, what: str, results: Any) -> None:
+    """The raw results, with the commit measured and the command, to out."""
+    if out is None:
+        return
+    doc = {
+        "commit": measured,
+        "command": " ".join(["python bench/startup_bench.py", *sys.argv[1:]]),
+        "python": sys.version.split()[0],
+        what: results,
+    }
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def storm(args: argparse.Namespace, workdir: Path, key: Path, measured: str) -> None:
     if not 2 <= args.storm <= 200:
         raise SystemExit("--storm takes 2 to 200 agents")
@@ -260,14 +273,7 @@ def storm(args: argparse.Namespace, workdir: Path, key: Path, measured: str) -> 
                 print(how, json.dumps(brief), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    doc = {
-        "commit": measured,
-        "command": " ".join(["python bench/startup_bench.py", *sys.argv[1:]]),
-        "python": sys.version.split()[0],
-        "storm": runs,
-    }
-    if args.out:
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    save(args.out, measured, "storm", runs)
 
 
 def main() -> None:
@@ -304,14 +310,7 @@ def main() -> None:
         for mode, rs in runs.items()
     }
     res["imports"] = imports
-    doc = {
-        "commit": measured,
-        "command": " ".join(["python bench/startup_bench.py", *sys.argv[1:]]),
-        "python": sys.version.split()[0],
-        "results": res,
-    }
-    if args.out:
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    save(args.out, measured, "results", res)
     for mode in ("compiled", "source"):
         r = res[mode]
         up, cpu = r["up_s_median"] * 1000, r["cpu_s_median"] * 1000
