@@ -627,6 +627,52 @@ def fig_startup(rel: str) -> Callable[[], str]:
     return make
 
 
+def fig_startup_storm(rel: str) -> Callable[[], str]:
+    """A join storm of agents (bench/startup_bench.py --storm): when they
+    answered and whose CPU it took, run by run, with this interpreter's site
+    hooks and from a venv without them."""
+
+    def make() -> str:
+        doc = load(rel)
+        runs = doc["storm"]
+        n = runs["clean"][0]["nodes"]
+
+        def spread(rs: list[dict[str, Any]], key: str, fmt: str = "{:.2f}") -> str:
+            v = sorted(r[key] for r in rs)
+            med = statistics.median(v)
+            return f"{fmt.format(med)} ({fmt.format(v[0])}–{fmt.format(v[-1])})"
+
+        lines = [
+            f"| {n} agents, n0 up first | every joiner answers (s) | median joiner (s) "
+            "| launching them took (s) | an agent's CPU by its answer (s) "
+            "| all agents' CPU by then (s) | machine busy / idle over the storm (CPU s) | runs |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for how, what in (
+            ("site_hooks", "this interpreter, its site-packages' `.pth` hooks run"),
+            ("clean", "a venv without them (as bench/compare now runs agents)"),
+        ):
+            rs = runs[how]
+            busy = statistics.median(r["machine_busy_s"] for r in rs)
+            idle = statistics.median(r["machine_idle_s"] for r in rs)
+            lines.append(
+                f"| {what} | {spread(rs, 'all_up_s')} | {spread(rs, 'up_s_median')} "
+                f"| {spread(rs, 'launched_s')} | {spread(rs, 'agent_cpu_at_up_s_median')} "
+                f"| {spread(rs, 'agents_cpu_at_end_s_sum', '{:.1f}')} "
+                f"| {busy:.1f} / {idle:.2f} | {len(rs)} |"
+            )
+        harness = max(r["harness_cpu_s"] for how in runs for r in runs[how])
+        lines += [
+            "",
+            f"This script's own CPU over a storm: at most {harness:.2f} s.",
+            "",
+            provenance(rel, doc),
+        ]
+        return "\n".join(lines)
+
+    return make
+
+
 def compare_source(rel: str, metas: list[dict[str, Any]]) -> str:
     """Where a comparison figure comes from: its raw file, the label of its
     last run and every command that added to it."""
@@ -1325,6 +1371,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-dpb-e10100a": fig_compare_dpb("bench/results/compare-e10100a.jsonl"),
     "compare-dpb-steady": fig_compare_dpb("bench/results/compare-c8cf810-steady120.jsonl"),
     "startup": fig_startup("bench/results/startup-65e0fcd.json"),
+    "startup-storm": fig_startup_storm("bench/results/startup-storm-dd7fcb1.json"),
     "compare-join-n100": fig_compare_join("bench/results/compare-cae3a0c-n100.jsonl"),
     "compare-full": fig_compare_full(COMPARE_FULL, COMPARE_FULL_N100),
     "compare-dpb-full": fig_compare_dpb(COMPARE_FULL, COMPARE_FULL_N100),
