@@ -1336,6 +1336,9 @@ COMPARE_1S_AGAIN = "bench/results/compare-65e0fcd-full.jsonl"
 #: The same comparison at e19257f, after the suspicion and dissemination
 #: rules changed (push-pull records, refutations, convictions across a cut).
 COMPARE_E19257F = "bench/results/compare-e19257f-full.jsonl"
+#: Again at dd7fcb1, after the verdict rules of 8413435 (a conviction not
+#: seen coming is an accusation), Python agents launched from a clean venv.
+COMPARE_DD7FCB1 = "bench/results/compare-dd7fcb1-full.jsonl"
 
 FIGURES: dict[str, Callable[[], str]] = {
     "sim-matrix": fig_sim_matrix,
@@ -1403,6 +1406,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-e19257f": fig_compare_full(COMPARE_E19257F),
     "compare-dpb-e19257f": fig_compare_dpb(COMPARE_E19257F),
     "compare-join-goals-e19257f": fig_compare_join_goals([COMPARE_E19257F]),
+    "compare-dd7fcb1": fig_compare_full(COMPARE_DD7FCB1),
+    "compare-dpb-dd7fcb1": fig_compare_dpb(COMPARE_DD7FCB1),
+    "compare-join-goals-dd7fcb1": fig_compare_join_goals([COMPARE_DD7FCB1]),
 }
 
 
