@@ -20,7 +20,8 @@ Beside them, the interpreter with nothing imported (``python -c pass``).
 
 ``--storm N``: a join storm as ``bench/compare`` launches one (compiled):
 n0 alone until it answers, then N-1 agents launched back to back joining
-it, every control socket tried every 10 ms; alternately with this
+it (without bench/compare's event streams, tags and cgroups), every
+control socket tried every 10 ms; alternately with this
 interpreter as it is (``site_hooks``: its site-packages' ``.pth`` files run
 at every start) and from a venv without them (``clean``, as bench/compare
 runs agents). Per agent, when it answered
@@ -265,8 +266,9 @@ def storm(args: argparse.Namespace, workdir: Path, key: Path, measured: str) -> 
         compile_bytecode()
         pythons = {"site_hooks": sys.executable, "clean": clean_interpreter(workdir / "venv")}
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in pythons}
-        for _ in range(args.runs):
-            for how, python in pythons.items():
+        for k in range(args.runs):
+            # Alternately first in a round, so that neither is always second.
+            for how, python in list(pythons.items())[:: 1 if k % 2 == 0 else -1]:
                 runs[how].append(one_storm(python, workdir, key, args.storm))
                 r = runs[how][-1]
                 brief = {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}
@@ -286,7 +288,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cm-startup-"))
     key = workdir / "cluster.key"
     key.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-    if args.storm:
+    if args.storm is not None:
         storm(args, workdir, key, measured)
         return
     runs: dict[str, list[dict[str, float]]] = {"compiled": [], "source": []}

@@ -1417,17 +1417,19 @@ class ClusterMembership:
         ``drop_out`` and ``drop_in``: the transport discards each outgoing or
         incoming membership message sent as a QUIC datagram (probes, acks,
         nacks, gossip) with that probability, so the protocol sees the loss a
-        bad network would cause. Stream exchanges (join, push-pull, queries)
-        are not dropped: on a lossy network QUIC retransmits them. So even at
-        1.0 a node still pushes and pulls state, and can refute from behind
-        its loss.
+        bad network would cause (user events and queries travel so too).
+        Stream exchanges (join, push-pull, a query answer too large for a
+        datagram) are not dropped: on a lossy network QUIC retransmits them.
+        So even at 1.0 a node still pushes and pulls state, and can refute
+        from behind its loss: to cut a node off, block its peers.
 
         ``block``: addresses (``'ip:port'``, at most 1,024) with which this
         node exchanges no UDP packet at all, either way: a partition, streams
         and handshakes included.
 
-        ``inject_faults()`` with no arguments turns both off. It may be called
-        before ``start()``.
+        Each call replaces the whole fault state: ``inject_faults(drop_out=
+        0.1)`` after a block lifts the block. ``inject_faults()`` with no
+        arguments turns everything off. It may be called before ``start()``.
 
         >>> cluster.inject_faults(drop_out=0.1)   # 10% of membership messages lost
         >>> cluster.inject_faults(block=[peer.addr for peer in others])   # cut off
@@ -1435,8 +1437,11 @@ class ClusterMembership:
         for name, v in (("drop_out", drop_out), ("drop_in", drop_in)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be a fraction between 0 and 1, got {v!r}")
-        if isinstance(block, str):
-            raise TypeError(f"block must be a list of 'ip:port' addresses, not the str {block!r}")
+        if isinstance(block, str) or not isinstance(block, Iterable):
+            raise TypeError(
+                f"block must be a list of 'ip:port' addresses, not {type(block).__name__}"
+                + (f" {block!r}" if isinstance(block, str) else "")
+            )
         blocked = list(block)
         if len(blocked) > 1024:
             raise ValueError(f"block names {len(blocked)} addresses; at most 1024 may be blocked")
@@ -1452,20 +1457,18 @@ class ClusterMembership:
                 ) from None
         self._check_open()
         off = drop_out == 0.0 and drop_in == 0.0 and not blocked
-        self._fault = None if off else (float(drop_out), float(drop_in), int(seed), blocked)
+        fault = None if off else (float(drop_out), float(drop_in), int(seed), blocked)
         if self._node is not None:
             try:
-                if off:
+                if fault is None:
                     self._node.set_fault(enabled=False)
                 else:
                     self._node.set_fault(
-                        drop_out=float(drop_out),
-                        drop_in=float(drop_in),
-                        seed=int(seed),
-                        blocked=blocked,
+                        drop_out=fault[0], drop_in=fault[1], seed=fault[2], blocked=blocked
                     )
             except _core.Error as exc:
                 raise ClusterClosed(f"node {self._id}: {exc}") from None
+        self._fault = fault
 
     # -------------------------------------------------------------- display
 

@@ -165,17 +165,21 @@ async def test_busy_python_is_not_suspected_but_a_stopped_process_is(
 
 
 async def test_injected_loss_isolates_a_node_and_lifting_it_heals(key: bytes) -> None:
-    """inject_faults() drops real datagrams: a node that loses everything it
-    sends is failed by the others, and once lifted it refutes and is alive."""
+    """inject_faults(block=) cuts real packets: a node cut off from the
+    others is failed by them and stays failed (it cannot refute from behind
+    the cut, at incarnation 0), and once the cut is lifted it refutes and is
+    alive."""
     async with cluster(key, 3) as nodes:
         for n in nodes:
             await eventually(lambda n=n: len(n.nodes(MemberState.ALIVE)) == 3, "formed")
         victim = nodes[2]
-        victim.inject_faults(drop_out=1.0)
+        victim.inject_faults(block=[n.addr for n in nodes[:2]])
         await eventually(
             lambda: all(state_of(n, "n2") == MemberState.FAILED for n in nodes[:2]), "n2 failed"
         )
         assert victim.stats().drops.get("net_drop_fault", 0) > 0
+        assert victim.local_node.incarnation == 0
+        assert all(n.member("n2").incarnation == 0 for n in nodes[:2])  # type: ignore[union-attr]
         victim.inject_faults()
         await eventually(
             lambda: all(state_of(n, "n2") == MemberState.ALIVE for n in nodes[:2]), "n2 back"
@@ -218,6 +222,8 @@ def test_inject_faults_refuses_a_bad_fraction(key: bytes) -> None:
         node.inject_faults(drop_in=-0.1)
     with pytest.raises(TypeError, match="list of 'ip:port' addresses"):
         node.inject_faults(block="127.0.0.1:7946")
+    with pytest.raises(TypeError, match="list of 'ip:port' addresses, not NoneType"):
+        node.inject_faults(block=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not int"):
         node.inject_faults(block=[7946])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="'localhost:7946' is not 'ip:port' with a numeric IP"):

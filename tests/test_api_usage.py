@@ -420,12 +420,23 @@ async def test_the_logger_records_joins_leaves_failures_and_refusals(
 
         assert said(logging.INFO, "node n1: joined through")
         await eventually(lambda: said(logging.INFO, "node n0: member n2 joined"), "join logged")
-        # a goes silent: the others suspect it, a hears of it and refutes.
-        a.inject_faults(drop_out=1.0)
+        # a is cut off: the others suspect it; once back it hears of it and
+        # refutes. (A cut, not loss: a node that only loses its datagrams
+        # still pushes and pulls state, and refutes from behind the loss.)
+        a.inject_faults(block=[b.addr, c.addr])
+
+        def others_doubt_a() -> bool:
+            return all(
+                (m := v.member("n0")) is not None and m.state is not MemberState.ALIVE
+                for v in (b, c)
+            )
+
+        await eventually(others_doubt_a, "b and c suspect n0")
+        assert not said(logging.WARNING, "node n0: peers suspected this node")
+        a.inject_faults()
         await eventually(
             lambda: said(logging.WARNING, "node n0: peers suspected this node"), "refutation logged"
         )
-        a.inject_faults()
         await eventually(
             lambda: said(logging.INFO, "member n0 is alive again (incarnation"), "recovery logged"
         )

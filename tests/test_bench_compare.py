@@ -179,23 +179,36 @@ def test_cgroup_counters_count_every_port_of_one_process() -> None:
 
 def test_the_clean_interpreter_imports_the_checkout_but_runs_no_site_hooks(tmp_path: Path) -> None:
     """The venv bench/compare runs Python agents in sees this environment's
-    packages as plain path entries: its one site directory is the venv's
-    own, so no .pth file of this environment runs at its start."""
+    packages as plain path entries and runs none of its start-up hooks: the
+    venv does not include the system site-packages (whose .pth files would
+    run), and the one .pth file it holds names directories only (a line
+    starting with 'import' would run as code)."""
     import site
 
     from bench.compare.adapters import clean_interpreter
 
     py = clean_interpreter(tmp_path / "venv")
-    assert clean_interpreter(tmp_path / "venv") == py  # made once, reused
+    cfg = (tmp_path / "venv" / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg, cfg
+    (purelib,) = (tmp_path / "venv" / "lib").glob("python3*/site-packages")
+    pths = list(purelib.glob("*.pth"))
+    assert [p.name for p in pths] == ["_bench_paths.pth"]
+    entries = pths[0].read_text().splitlines()
+    assert entries and all(Path(e).is_dir() and not e.startswith("import") for e in entries)
+    mods = ["clustermember"]
+    if importlib.util.find_spec("swimprotocol") is not None:
+        mods.append("swimprotocol")
     probe = (
-        "import json, site, sys, clustermember, swimprotocol;"
-        "print(json.dumps([clustermember.__file__, site.getsitepackages(), sys.path]))"
+        f"import json, sys, {', '.join(mods)};"
+        "print(json.dumps([clustermember.__file__, sys.path, sorted(sys.modules)]))"
     )
     out = subprocess.run(
         [py, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
     )
-    cm_file, site_dirs, path = json.loads(out.stdout)
+    cm_file, path, modules = json.loads(out.stdout)
     assert Path(cm_file).resolve() == ROOT / "clustermember" / "__init__.py"
-    assert all(Path(d).resolve().is_relative_to(tmp_path.resolve()) for d in site_dirs), site_dirs
     base = site.getsitepackages()
     assert all(d in path for d in base), (base, path)
+    # What this environment's hooks import at start, where it has them.
+    hooked = {"_distutils_hack", "coverage", "certifi"} & set(sys.modules)
+    assert not hooked & set(modules), hooked & set(modules)

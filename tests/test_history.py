@@ -150,7 +150,9 @@ async def test_history_names_the_helpers_whose_nacks_confirmed() -> None:
             assert conf.by not in (None, me, "n3")
             assert (conf.helpers, conf.nacks, conf.confirmations) == (2, 2, 1)
             assert conf.monotonic == first.monotonic
-            line = o.explain("n3").splitlines()[2]
+            # explain reads the whole history aloud, oldest first, after
+            # its head line: the confirmation's line is at its place in it.
+            line = o.explain("n3").splitlines()[1 + o.history("n3").index(conf)]
             assert f"confirmed  by {conf.by} among the helpers of this node's probe" in line
             assert "(2 of 2 helpers asked could not reach it either; 2 accusers so far)" in line
         # Every observer probes n3 within a few rounds of four nodes; the

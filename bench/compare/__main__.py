@@ -13,11 +13,13 @@ writes the plots.
 from __future__ import annotations
 
 import argparse
+import atexit
 import compileall
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,8 +70,10 @@ def precompile() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     precompile()
     if not args.site_hooks:
-        venv_dir = Path(tempfile.gettempdir()) / f"cm-compare-venv-{platform.python_version()}"
-        adapters.AGENT_PYTHON = adapters.clean_interpreter(venv_dir)
+        # A venv of this run's own (made in 2 s), removed at exit.
+        venv_dir = Path(tempfile.mkdtemp(prefix="cm-compare-venv-"))
+        atexit.register(shutil.rmtree, venv_dir, True)
+        adapters.AGENT_PYTHON = adapters.clean_interpreter(venv_dir / "venv")
     windows = Windows(falsepos=args.falsepos, busy=args.busy, warmup=args.warmup)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
