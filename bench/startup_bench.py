@@ -71,6 +71,17 @@ def compile_bytecode() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(PKG)], check=True)
 
 
+def agent_cmd(
+    python: str, key: Path, sock: Path, port: int, name: str | None = None, seed: int | None = None
+) -> list[str]:
+    """The agent's command line: named `name` (else the default id), joining
+    the agent at port `seed` (else none)."""
+    cmd = [python, "-m", "clustermember", "agent", "--bind", f"127.0.0.1:{port}"]
+    cmd += ["--node-id", name] if name is not None else []
+    cmd += ["--key-file", str(key), "--control", str(sock), "--log-level", "warning"]
+    return cmd + (["--join", f"127.0.0.1:{seed}"] if seed is not None else [])
+
+
 def one_agent(workdir: Path, key: Path, i: int) -> dict[str, float]:
     """Launch one agent; wall and CPU seconds until its control socket
     answers. The agent is then stopped (by its PID)."""
@@ -78,20 +89,7 @@ def one_agent(workdir: Path, key: Path, i: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clustermember",
-            "agent",
-            "--bind",
-            f"127.0.0.1:{free_port()}",
-            "--key-file",
-            str(key),
-            "--control",
-            str(sock),
-            "--log-level",
-            "warning",
-        ],
+        agent_cmd(sys.executable, key, sock, free_port()),
         stdout=subprocess.DEVNULL,
         env=env,
         cwd=ROOT,
@@ -113,15 +111,6 @@ def one_agent(workdir: Path, key: Path, i: int) -> dict[str, float]:
         proc.kill()
         proc.wait()
     return {"up_s": up, "cpu_s": cpu}
-
-
-def agent_cmd(
-    python: str, key: Path, sock: Path, port: int, name: str, seed: int | None
-) -> list[str]:
-    cmd = [python, "-m", "clustermember", "agent", "--bind", f"127.0.0.1:{port}"]
-    cmd += ["--node-id", name, "--key-file", str(key), "--control", str(sock)]
-    cmd += ["--log-level", "warning"]
-    return cmd + (["--join", f"127.0.0.1:{seed}"] if seed is not None else [])
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -161,27 +150,25 @@ def one_storm(python: str, workdir: Path, key: Path, n: int) -> dict[str, Any]:
         up[i] = time.monotonic() - t0
         cpu_up[i] = cpu_seconds(procs[i].pid)
 
+    def wait_up(which: range, t0: float, deadline: float) -> None:
+        while any(up[i] is None for i in which):
+            if time.monotonic() - t0 > deadline:
+                raise SystemExit(f"agents n{which[0]}..n{which[-1]} did not all answer")
+            for i in which:
+                if up[i] is None:
+                    poll(i, t0)
+            time.sleep(0.01)
+
     try:
         spawn(0)
-        t_seed = time.monotonic()
-        while up[0] is None:
-            if time.monotonic() - t_seed > UP_DEADLINE:
-                raise SystemExit("n0 did not answer")
-            poll(0, t_seed)
-            time.sleep(0.01)
+        wait_up(range(1), time.monotonic(), UP_DEADLINE)
         busy0, idle0 = machine_cpu()
         me0 = os.times()
         t0 = time.monotonic()
         for i in range(1, n):
             spawn(i)
         launched = time.monotonic() - t0
-        while any(u is None for u in up[1:]):
-            if time.monotonic() - t0 > UP_DEADLINE * 4:
-                raise SystemExit("the storm's agents did not all answer")
-            for i in range(1, n):
-                if up[i] is None:
-                    poll(i, t0)
-            time.sleep(0.01)
+        wait_up(range(1, n), t0, UP_DEADLINE * 4)
         wall = time.monotonic() - t0
         busy1, idle1 = machine_cpu()
         me1 = os.times()

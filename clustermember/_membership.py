@@ -334,8 +334,7 @@ class ClusterMembership:
         self._bound = self._node.addr
         self._state = "started"
         if self._fault is not None:
-            drop_out, drop_in, seed, block = self._fault
-            self._node.set_fault(drop_out=drop_out, drop_in=drop_in, seed=seed, blocked=block)
+            self._set_fault(self._node, self._fault)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._node is None or (self._loop is loop and self._reader_fd is not None):
@@ -1460,15 +1459,19 @@ class ClusterMembership:
         fault = None if off else (float(drop_out), float(drop_in), int(seed), blocked)
         if self._node is not None:
             try:
-                if fault is None:
-                    self._node.set_fault(enabled=False)
-                else:
-                    self._node.set_fault(
-                        drop_out=fault[0], drop_in=fault[1], seed=fault[2], blocked=blocked
-                    )
+                self._set_fault(self._node, fault)
             except _core.Error as exc:
                 raise ClusterClosed(f"node {self._id}: {exc}") from None
         self._fault = fault
+
+    @staticmethod
+    def _set_fault(node: _core.Node, fault: tuple[float, float, int, list[str]] | None) -> None:
+        """Hand the fault state kept in ``_fault`` to the engine (None: off)."""
+        if fault is None:
+            node.set_fault(enabled=False)
+        else:
+            drop_out, drop_in, seed, block = fault
+            node.set_fault(drop_out=drop_out, drop_in=drop_in, seed=seed, blocked=block)
 
     # -------------------------------------------------------------- display
 
