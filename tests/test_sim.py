@@ -299,6 +299,51 @@ def test_cli_text_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert "formation=join" in capsys.readouterr().out
 
 
+def test_cli_set_changes_a_setting_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-n", "12", "-s", "converge", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "settings" not in plain
+    argv = ["-n", "12", "-s", "converge", "--json", "--set", "probe_interval=0.5"]
+    assert main([*argv, "--set", "probe_timeout=0.2", "--set", "coordinates=off"]) == 0
+    changed = json.loads(capsys.readouterr().out)
+    assert changed["settings"] == {
+        "probe_interval": 0.5,
+        "probe_timeout": 0.2,
+        "coordinates": False,
+    }
+    assert changed["probe_interval_s"] == 0.5 and plain["probe_interval_s"] == 1.0
+    # Without coordinates no ack carries one: fewer bytes for the same join.
+    assert changed["network"]["bytes_sent"] != plain["network"]["bytes_sent"]
+    assert main(["-n", "8", "-s", "converge", "--set", "history=2"]) == 0
+    assert "history=2 -> ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("pair", "says"),
+    [
+        ("coordinates=maybe", "coordinates must be true or false"),
+        ("history=1.5", "history must be a whole number"),
+        ("probe_interval=soon", "probe_interval must be a number"),
+        ("history", "give KEY=VALUE"),
+        ("nope=1", "'nope' is not a protocol setting"),
+        ("probe_timeout=5", "probe_timeout must be positive and less than probe_interval"),
+        ("probe_interval=nan", "probe_interval must be a finite number"),
+    ],
+)
+def test_cli_set_refuses_a_bad_setting_before_running(
+    pair: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-n", "8", "-s", "converge", "--set", pair]) == 2
+    out = capsys.readouterr()
+    assert says in out.err and out.out == ""
+
+
+def test_cli_set_refuses_a_setting_given_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["-n", "8", "-s", "converge", "--set", "history=1", "--set", "history=2"]
+    assert main(argv) == 2
+    assert "history given twice" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------- Simulator API
 
 

@@ -1,6 +1,7 @@
 """Command line: run one simulator scenario and print its result.
 
 python -m clustermember.sim --nodes 1000 --scenario detect --seed 1 --json
+python -m clustermember.sim --nodes 1000 --scenario converge --set coordinates=false
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ import argparse
 import json
 import sys
 
+from clustermember.sim import Simulator
 from clustermember.sim._scenarios import SCENARIOS, ScenarioResult, run
+
+_TRUE = ("true", "on", "yes", "1")
+_FALSE = ("false", "off", "no", "0")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, help="virtual seconds to wait for the outcome")
     p.add_argument("--duration", type=float, help="falsepos/leave watch time, partition length")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="set_",
+        help="change one protocol setting of the profile (repeatable), e.g. coordinates=false",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timelines", action="store_true", help="include per-node timelines")
     p.add_argument("--wall", action="store_true", help="include wall time (not reproducible)")
@@ -39,13 +52,49 @@ def _parser() -> argparse.ArgumentParser:
 def _text(r: ScenarioResult) -> str:
     lines = [
         f"{r.scenario}: nodes={r.nodes} seed={r.seed} loss={r.loss} profile={r.profile} "
-        f"formation={r.formation} period={r.probe_interval}s -> "
+        f"formation={r.formation} period={r.probe_interval}s"
+        + "".join(f" {k}={v}" for k, v in r.settings.items())
+        + " -> "
         f"{'ok' if r.ok else 'NOT REACHED'}"
     ]
     lines += [f"  {k} = {v}" for k, v in r.metrics.items()]
     lines += [f"  model.{k} = {v}" for k, v in r.model.items()]
     lines.append(f"  wall = {r.wall_seconds:.2f}s (formation {r.wall_formation_seconds:.2f}s)")
     return "\n".join(lines)
+
+
+def settings(profile: str, pairs: list[str]) -> dict[str, float | int | bool]:
+    """The ``--set KEY=VALUE`` pairs as the simulator's config overrides, each
+    of its setting's type; a ValueError naming the pair otherwise.
+
+    >>> settings("lan", ["coordinates=off", "probe_interval=0.5"])
+    {'coordinates': False, 'probe_interval': 0.5}
+    """
+    kinds = {k: type(v) for k, v in Simulator(1, profile=profile).config().items()}
+    out: dict[str, float | int | bool] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key, text = key.strip(), text.strip().lower()
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: give KEY=VALUE, e.g. coordinates=false")
+        if key not in kinds:
+            raise ValueError(
+                f"--set {pair!r}: {key!r} is not a protocol setting (one of {', '.join(kinds)})"
+            )
+        if key in out:
+            raise ValueError(f"--set {key} given twice; give each setting once")
+        kind = kinds[key]
+        try:
+            if kind is bool:
+                if text not in _TRUE + _FALSE:
+                    raise ValueError
+                out[key] = text in _TRUE
+            else:
+                out[key] = kind(text)
+        except ValueError:
+            words = {bool: "true or false", int: "a whole number"}.get(kind, "a number")
+            raise ValueError(f"--set {pair!r}: {key} must be {words}") from None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.loss <= 1.0:
         _parser().error(f"--loss must be in [0, 1], got {args.loss}")
     try:
+        config = settings(args.profile, args.set_)
         result = run(
             args.scenario,
             nodes=args.nodes,
@@ -65,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             duration=args.duration,
             formation=args.formation,
+            config=config or None,
         )
     except (ValueError, IndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -78,6 +78,8 @@ class ScenarioResult:
     timelines: dict[str, list[float | None]] = field(default_factory=dict)
     network: dict[str, int] = field(default_factory=dict)
     formation: str = "join"
+    #: The profile's settings changed for this run (``run(config=...)``).
+    settings: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     wall_formation_seconds: float = 0.0
 
@@ -100,6 +102,8 @@ class ScenarioResult:
             "model": self.model,
             "network": self.network,
         }
+        if self.settings:
+            out["settings"] = dict(self.settings)
         if timelines:
             out["timelines"] = self.timelines
         if wall:
@@ -118,7 +122,7 @@ class _Run:
         seed: int,
         loss: float,
         profile: str,
-        config: dict[str, float] | None,
+        config: dict[str, Any] | None,
         formation: str = "bootstrap",
     ) -> None:
         if not 0.0 <= loss <= 1.0:
@@ -142,6 +146,7 @@ class _Run:
             probe_interval=self.period,
             ok=False,
             formation="join" if scenario == "converge" else formation,
+            settings=dict(config or {}),
         )
         self.loss = loss
         self.wall0 = time.perf_counter()
@@ -452,7 +457,7 @@ def run(
     seed: int = 1,
     loss: float = 0.0,
     profile: str = "lan",
-    config: dict[str, float] | None = None,
+    config: dict[str, Any] | None = None,
     timeout: float | None = None,
     duration: float | None = None,
     formation: str = "bootstrap",
