@@ -206,9 +206,10 @@ clean:
 # Benchmarks (docs/benchmarks.md, "Transport and engine"): transport figures,
 # the one-node-per-process driver that bench/engine_bench.py launches, the
 # injector that fills a node's registry for bench/event_bench.py, and the
-# keyless flood of bench/flood_bench.py.
+# keyless flood of bench/flood_bench.py, and the wake-up floor without Python
+# beside bench/api_bench.py's.
 BENCH_BINS := build/bench/net_bench build/bench/cm_node_run build/bench/cm_pp_inject \
-  build/bench/cm_flood
+  build/bench/cm_flood build/bench/cm_wake
 .PHONY: bench
 bench: $(BENCH_BINS)
 
@@ -217,6 +218,11 @@ build/bench/cm_flood: bench/cm_flood.c
 	@mkdir -p build/bench
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(shell pkg-config --cflags gnutls) \
 	  -o $@ $< $(shell pkg-config --libs gnutls)
+
+# The wake-up floor: libc only.
+build/bench/cm_wake: bench/cm_wake.c
+	@mkdir -p build/bench
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $<
 
 build/bench/%: bench/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/bench

@@ -6,11 +6,14 @@
    taken when the protocol core processed the input) to a coroutine that
    iterates ``subscribe()`` receiving it. Events are NodeTagsUpdated on
    node A caused by node B's tag changes, one at a time.
-   Beside it, in alternating blocks, the wake-up floor: a like idle gap,
-   then another process writes a pipe that the event loop watches; its
-   callback resolves a future a coroutine awaits. No asyncio program on the
-   machine is woken faster; what the events take beyond it is the
-   library's.
+   Beside it, in alternating blocks, two wake-up floors after a like idle
+   gap, both written by a C process (``build/bench/cm_wake``), as the
+   engine's C thread writes its eventfd: the asyncio floor, where the pipe
+   is watched by the event loop and its callback resolves a future a
+   coroutine awaits (no asyncio program on the machine is woken faster:
+   what the events take beyond it is the library's), and the C floor, where
+   a C process blocked in ``epoll_wait`` reads it (the kernel's and the
+   virtual machine's part, with no interpreter in it).
 2. ``nodes_with_tag`` on a 10,000-member registry (a synthetic snapshot laid
    out exactly like the engine's, read through the same code path), for
    1% / 10% / 0% matches.
@@ -41,6 +44,7 @@ from bench.raw import commit
 from clustermember import ClusterConfig, ClusterMembership, NodeTagsUpdated, _core
 
 REGISTRY = 10_000
+WAKE = Path(__file__).resolve().parent.parent / "build" / "bench" / "cm_wake"
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -61,14 +65,15 @@ def summary(lat: list[float], **extra: float) -> dict[str, float]:
 
 
 async def event_latency(samples: int, blocks: int = 5) -> dict[str, dict[str, float]]:
-    """The events' latency and the machine's wake-up floor, taken in
-    alternating blocks, so that both see the same load on the machine."""
+    """The events' latency and the machine's wake-up floors, taken in
+    alternating blocks, so that all see the same load on the machine."""
     key = secrets.token_bytes(32)
     a = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="a"))
     b = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="b"))
     gap = a.config.gossip_interval
     lat: list[float] = []
     floor: list[float] = []
+    floor_c: list[float] = []
     try:
         await a.join([])
         await b.join([a.addr])
@@ -84,37 +89,52 @@ async def event_latency(samples: int, blocks: int = 5) -> dict[str, dict[str, fl
                         lat.append(now - ev.monotonic)
                         break
                 if (i + 1) % (samples // blocks) == 0:
-                    floor += await wake_floor(samples // blocks, gap)
+                    block = (i + 1) // (samples // blocks)
+                    floor += await wake_floor(samples // blocks, gap, seed=block)
+                    floor_c += wake_floor_c(samples // blocks, gap, seed=block)
         if len(lat) != samples:
             raise SystemExit(f"{len(lat)} event samples of {samples}")
     finally:
         await a.close()
         await b.close()
-    return {"event_latency": summary(lat), "wake_floor": summary(floor, gap_s=gap)}
+    return {
+        "event_latency": summary(lat),
+        "wake_floor": summary(floor, gap_s=gap),
+        "wake_floor_c": summary(floor_c, gap_s=gap),
+    }
 
 
-# The wake-up floor's writer: another process (no GIL or engine shared
-# with the loop) that sleeps up to `gap` seconds (uniformly: an event waits
-# for the sender's next gossip tick, 0 to one interval away), then writes
-# its monotonic clock (system-wide) down a pipe and waits for the reader's
-# acknowledgement, `count` times.
-FLOOR_WRITER = """
-import os, random, struct, sys, time
-fd, ack, count, gap = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-for _ in range(count):
-    time.sleep(random.uniform(0.0, gap))
-    os.write(fd, struct.pack("d", time.monotonic()))
-    if os.read(ack, 1) != b"k":
-        break
-"""
+def wake_cmd(samples: int, gap: float, seed: int) -> list[str]:
+    """cm_wake's command line (built with make if missing or stale):
+    `samples` stamps, each after an idle gap drawn uniformly from [0, gap)
+    seconds (an event waits for the sender's next gossip tick, 0 to one
+    interval away)."""
+    subprocess.run(
+        ["make", "-s", "-C", str(WAKE.parents[2]), "build/bench/cm_wake"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return [str(WAKE), "--samples", str(samples), "--gap-ms", str(gap * 1e3), "--seed", str(seed)]
 
 
-async def wake_floor(samples: int, gap: float) -> list[float]:
+def wake_floor_c(samples: int, gap: float, seed: int) -> list[float]:
+    """The C floor: cm_wake's writer and its reader, blocked in epoll_wait,
+    both C processes. Latencies in seconds."""
+    out = subprocess.run(
+        [*wake_cmd(samples, gap, seed), "--raw"], capture_output=True, text=True, timeout=600
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"cm_wake failed ({out.returncode}): {out.stderr.strip()}")
+    return [us / 1e6 for us in json.loads(out.stdout)["latencies_us"]]
+
+
+async def wake_floor(samples: int, gap: float, seed: int) -> list[float]:
     """What any asyncio code pays on this machine for what the event path
-    does first: an idle event loop woken by a descriptor another process
-    wrote, its reader callback, and a coroutine awaiting a future that the
-    callback resolves; after an idle gap like the events' (up to the gossip
-    interval of the profile they use). Latencies in seconds."""
+    does first: an idle event loop woken by a descriptor a C process wrote
+    (cm_wake's writer, no GIL or engine shared with the loop), its reader
+    callback, and a coroutine awaiting a future that the callback resolves;
+    after an idle gap like the events'. Latencies in seconds."""
     loop = asyncio.get_running_loop()
     r, w = os.pipe()
     ack_r, ack_w = os.pipe()
@@ -127,8 +147,7 @@ async def wake_floor(samples: int, gap: float) -> list[float]:
             waiter.set_result(struct.unpack("d", data)[0])
 
     writer = subprocess.Popen(
-        [sys.executable, "-c", FLOOR_WRITER, str(w), str(ack_r), str(samples), str(gap)],
-        pass_fds=(w, ack_r),
+        [*wake_cmd(samples, gap, seed), "--writer", str(w), str(ack_r)], pass_fds=(w, ack_r)
     )
     os.close(w)
     os.close(ack_r)
