@@ -53,9 +53,14 @@ BLOCK = re.compile(
 SIM_SMALL = "bench/results/sim-8413435.json"
 SIM_LARGE = "bench/results/sim-10000-8ff0179.json"
 #: The converge rows measured one command at a time, newest first: a size
-#: takes its row from the first folder that has it (the 10,000-node join no
-#: longer fits this machine's memory, so it stays at 62c17db).
-CONVERGE_DIRS = ("bench/results/converge-8ff0179", "bench/results/converge-62c17db")
+#: takes its row from the first folder that has it (the 10,000-node join
+#: fits this machine's memory only without network coordinates, as at
+#: e360f6f; 62c17db's predates them).
+CONVERGE_DIRS = (
+    "bench/results/converge-e360f6f",
+    "bench/results/converge-8ff0179",
+    "bench/results/converge-62c17db",
+)
 SCENARIO_ORDER = ("converge", "detect", "tag", "falsepos", "partition")
 
 
@@ -215,10 +220,18 @@ def scenario_label(res: dict[str, Any]) -> str:
     """The matrix's 'scenario' cell: the name, and what sets its length."""
     sc, m = res["scenario"], res["metrics"]
     if sc == "falsepos":
-        return f"falsepos ({m['duration_s']:g} s)"
-    if sc == "partition":
-        return f"partition ({m['partition_s']:g} s, halves)"
-    return sc
+        label = f"falsepos ({m['duration_s']:g} s)"
+    elif sc == "partition":
+        label = f"partition ({m['partition_s']:g} s, halves)"
+    else:
+        label = sc
+    changed = res.get("settings") or {}
+    words = {True: "on", False: "off"}
+    if changed:
+        label += ", " + ", ".join(
+            f"{k} {words[v] if isinstance(v, bool) else v}" for k, v in changed.items()
+        )
+    return label
 
 
 def wall(row: SimRow) -> str:
@@ -528,7 +541,7 @@ def fig_compare_earlier() -> str:
     )
 
 
-API = "bench/results/api-65e0fcd.json"
+API = "bench/results/api-b5f1b8e.json"
 EVENTS = "bench/results/events-b243525.json"
 EVENTS_BEFORE = "bench/results/events-144cdec.json"
 
@@ -536,6 +549,33 @@ EVENTS_BEFORE = "bench/results/events-144cdec.json"
 def duration(us: float) -> str:
     """Microseconds as µs below a millisecond, else ms."""
     return f"{us:.1f} µs" if us < 1000 else f"{us / 1000:,.1f} ms"
+
+
+def api_floor_rows(r: dict[str, Any], lat: dict[str, Any]) -> list[str]:
+    """The wake-up floors beside the events' latency: written by another
+    Python process (before wake_floor_c was measured) or by a C one, read
+    by an asyncio loop, and, where measured, by a C process alone."""
+    floor, c = r["wake_floor"], r.get("wake_floor_c")
+    idle = f"idle up to {floor['gap_s'] * 1000:g} ms before each, as the events"
+    writer = "a C process (as the engine's thread writes its eventfd)" if c else "another process"
+    rows = [
+        f"| the asyncio floor: an idle event loop woken through a pipe by {writer}, the "
+        f"callback resolving a future a coroutine awaits ({idle}) "
+        f"| median {duration(floor['median_us'])}, p99 {duration(floor['p99_us'])} "
+        f"(max {duration(floor['max_us'])}) |",
+    ]
+    if c:
+        rows.append(
+            "| the machine's floor without Python: a C process blocked in `epoll_wait` woken "
+            f"through a pipe by another ({idle}) "
+            f"| median {duration(c['median_us'])}, p99 {duration(c['p99_us'])} "
+            f"(max {duration(c['max_us'])}) |"
+        )
+    rows.append(
+        "| events beyond the asyncio floor (difference of the medians) "
+        f"| **{duration(lat['median_us'] - floor['median_us'])}** |"
+    )
+    return rows
 
 
 def fig_api() -> str:
@@ -548,30 +588,27 @@ def fig_api() -> str:
         "| Event latency, engine → coroutine (`async for ev in cluster.subscribe()`) "
         f"| median **{duration(lat['median_us'])}**, p99 **{duration(lat['p99_us'])}** "
         f"(max {duration(lat['max_us'])}; {lat['samples']} samples) |",
-        *(
-            [
-                "| the machine's wake-up floor: an idle event loop woken through a pipe by "
-                "another process, the callback resolving a future a coroutine awaits "
-                f"(idle up to {floor['gap_s'] * 1000:g} ms before each, as the events) "
-                f"| median {duration(floor['median_us'])}, p99 {duration(floor['p99_us'])} "
-                f"(max {duration(floor['max_us'])}) |",
-                "| difference of the two medians "
-                f"| **{duration(lat['median_us'] - floor['median_us'])}** |",
-            ]
-            if (floor := r.get("wake_floor"))
-            else []
-        ),
+        *(api_floor_rows(r, lat) if r.get("wake_floor") else []),
         "| `nodes_with_tag` on a 10,000-member registry, 100 matches (1 %) "
         f"| **{duration(r['nodes_with_tag_1pct_us'])}** per call |",
         f"| same, 1,000 matches (10 %) | {duration(r['nodes_with_tag_10pct_us'])} per call |",
         f"| same, no match | {duration(r['nodes_with_tag_none_us'])} per call |",
         "| the C scan alone (`Snapshot.query`), 100 matches "
         f"| {duration(r['raw_c_query_1pct_us'])} |",
-        f"| `await update_tag(k, v)` | {duration(r['update_tag_us'])} per call |",
+        f"| `await update_tag(k, v)` | {duration(r['update_tag_us'])} per call"
+        + (" (median of alternating blocks)" if "python_layer_us" in r else "")
+        + " |",
         "| bare C call it wraps (`Node.set_tags`, waits for the engine thread) "
-        f"| {duration(r['set_tags_c_us'])} |",
-        "| **Python overhead of `update_tag`** (difference) "
-        f"| **{duration(r['python_overhead_us'])}** |",
+        f"| {duration(r['set_tags_c_us'])}"
+        + (" (median of alternating blocks)" if "python_layer_us" in r else "")
+        + " |",
+        (
+            "| **the Python layer of `update_tag`** (the same with the engine call stubbed out) "
+            f"| **{duration(r['python_layer_us'])}** |"
+            if "python_layer_us" in r
+            else "| **Python overhead of `update_tag`** (difference) "
+            f"| **{duration(r['python_overhead_us'])}** |"
+        ),
     ]
     old = {b["members"]: b for b in before["results"]}
     for i, b in enumerate(events["results"]):
