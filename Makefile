@@ -222,7 +222,7 @@ build/bench/cm_flood: bench/cm_flood.c
 # The wake-up floor: libc only.
 build/bench/cm_wake: bench/cm_wake.c
 	@mkdir -p build/bench
-	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $<
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -o $@ $< -lm
 
 build/bench/%: bench/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/bench

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
+import math
 import os
 import secrets
 import statistics
@@ -50,9 +52,14 @@ WAKE = Path(__file__).resolve().parent.parent / "build" / "bench" / "cm_wake"
 
 
 def pct(xs: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank)."""
+    """The p-th percentile (nearest rank: the smallest value with at least
+    p % of the values at or below it).
+
+    >>> pct(list(range(1, 151)), 99), pct([2.0, 1.0], 99), pct([5.0], 50)
+    (149, 2.0, 5.0)
+    """
     s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
+    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
 
 
 def summary(lat: list[float], **extra: float) -> dict[str, float]:
@@ -68,11 +75,14 @@ def summary(lat: list[float], **extra: float) -> dict[str, float]:
 
 async def event_latency(samples: int, blocks: int = 5) -> dict[str, dict[str, float]]:
     """The events' latency and the machine's wake-up floors, taken in
-    alternating blocks, so that all see the same load on the machine."""
+    blocks whose order turns round by round (events, asyncio floor, C
+    floor; then asyncio, C, events; ...), so that all see the same load on
+    the machine."""
     key = secrets.token_bytes(32)
     a = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="a"))
     b = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="b"))
     gap = a.config.gossip_interval
+    per = samples // blocks
     lat: list[float] = []
     floor: list[float] = []
     floor_c: list[float] = []
@@ -82,18 +92,28 @@ async def event_latency(samples: int, blocks: int = 5) -> dict[str, dict[str, fl
         # get(), not "async for ... break": leaving an async for closes the
         # subscription, and every sample after the first would be lost.
         async with a.subscribe() as events:
-            for i in range(samples):
-                await b.update_tag("n", str(i))
-                while True:
-                    ev = await events.get(timeout=30)
-                    now = time.monotonic()
-                    if isinstance(ev, NodeTagsUpdated) and ev.node.tags.get("n") == str(i):
-                        lat.append(now - ev.monotonic)
-                        break
-                if (i + 1) % (samples // blocks) == 0:
-                    block = (i + 1) // (samples // blocks)
-                    floor += await wake_floor(samples // blocks, gap, seed=block)
-                    floor_c += wake_floor_c(samples // blocks, gap, seed=block)
+
+            async def event_block(first: int) -> None:
+                for i in range(first, first + per):
+                    await b.update_tag("n", str(i))
+                    while True:
+                        ev = await events.get(timeout=30)
+                        now = time.monotonic()
+                        if isinstance(ev, NodeTagsUpdated) and ev.node.tags.get("n") == str(i):
+                            lat.append(now - ev.monotonic)
+                            break
+
+            for block in range(blocks):
+                order = ("events", "asyncio", "c")[block % 3 :] + ("events", "asyncio", "c")[
+                    : block % 3
+                ]
+                for which in order:
+                    if which == "events":
+                        await event_block(block * per)
+                    elif which == "asyncio":
+                        floor += await wake_floor(per, gap, seed=block + 1)
+                    else:
+                        floor_c += wake_floor_c(per, gap, seed=block + 1)
         if len(lat) != samples:
             raise SystemExit(f"{len(lat)} event samples of {samples}")
     finally:
@@ -106,18 +126,45 @@ async def event_latency(samples: int, blocks: int = 5) -> dict[str, dict[str, fl
     }
 
 
-def wake_cmd(samples: int, gap: float, seed: int) -> list[str]:
-    """cm_wake's command line (built with make if missing or stale):
-    `samples` stamps, each after an idle gap drawn uniformly from [0, gap)
-    seconds (an event waits for the sender's next gossip tick, 0 to one
-    interval away)."""
+async def floors_by_gap(gap: float, samples: int = 200) -> list[dict[str, float]]:
+    """Both floors' medians back to back, after gaps of up to 5 ms, and
+    after gaps of up to `gap` (the events'): what idling does to each."""
+    out = []
+    for g in (0.0, 0.005, gap):
+        asy = statistics.median(await wake_floor(samples, g, seed=7))
+        c = statistics.median(wake_floor_c(samples, g, seed=7))
+        out.append(
+            {"gap_s": g, "samples": samples, "asyncio_median_us": asy * 1e6, "c_median_us": c * 1e6}
+        )
+    return out
+
+
+@functools.cache
+def wake_binary() -> Path:
+    """cm_wake, built with make if it is missing or stale (once a run)."""
     subprocess.run(
         ["make", "-s", "-C", str(WAKE.parents[2]), "build/bench/cm_wake"],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    return [str(WAKE), "--samples", str(samples), "--gap-ms", str(gap * 1e3), "--seed", str(seed)]
+    return WAKE
+
+
+def wake_cmd(samples: int, gap: float, seed: int) -> list[str]:
+    """cm_wake's command line: `samples` stamps, each after an idle gap drawn
+    uniformly from [0, gap) seconds (an event waits for the sender's next
+    gossip tick, 0 to one interval away)."""
+    binary = wake_binary()
+    return [
+        str(binary),
+        "--samples",
+        str(samples),
+        "--gap-ms",
+        f"{gap * 1e3:g}",
+        "--seed",
+        str(seed),
+    ]
 
 
 def wake_floor_c(samples: int, gap: float, seed: int) -> list[float]:
@@ -138,6 +185,7 @@ async def wake_floor(samples: int, gap: float, seed: int) -> list[float]:
     callback, and a coroutine awaiting a future that the callback resolves;
     after an idle gap like the events'. Latencies in seconds."""
     loop = asyncio.get_running_loop()
+    cmd = wake_cmd(samples, gap, seed)
     r, w = os.pipe()
     ack_r, ack_w = os.pipe()
     os.set_blocking(r, False)
@@ -148,9 +196,12 @@ async def wake_floor(samples: int, gap: float, seed: int) -> list[float]:
         if waiter is not None and not waiter.done() and len(data) == 8:
             waiter.set_result(struct.unpack("d", data)[0])
 
-    writer = subprocess.Popen(
-        [*wake_cmd(samples, gap, seed), "--writer", str(w), str(ack_r)], pass_fds=(w, ack_r)
-    )
+    try:
+        writer = subprocess.Popen([*cmd, "--writer", str(w), str(ack_r)], pass_fds=(w, ack_r))
+    except BaseException:
+        for fd in (r, w, ack_r, ack_w):
+            os.close(fd)
+        raise
     os.close(w)
     os.close(ack_r)
     loop.add_reader(r, readable)
@@ -161,11 +212,14 @@ async def wake_floor(samples: int, gap: float, seed: int) -> list[float]:
             stamp = await asyncio.wait_for(waiter, timeout=30)
             lat.append(time.monotonic() - stamp)
             os.write(ack_w, b"k")  # one stamp in flight at a time, as one event
+        if writer.wait(timeout=30) != 0:
+            raise SystemExit(f"cm_wake's writer failed ({writer.returncode})")
     finally:
         loop.remove_reader(r)
         os.close(r)
         os.close(ack_w)
-        writer.kill()
+        if writer.poll() is None:
+            writer.kill()
         writer.wait()
     return lat
 
@@ -217,11 +271,11 @@ class _NoEngine:
         pass
 
 
-async def update_tag_overhead(rounds: int = 3000, blocks: int = 6) -> dict[str, float]:
+async def update_tag_overhead(rounds: int = 3000, blocks: int = 5) -> dict[str, Any]:
     """``await update_tag`` and the bare C call it wraps, in alternating
     blocks (each waits for the engine thread, whose wake-up varies with the
-    spacing of the calls: the median block of each), and the Python layer
-    alone: ``update_tag`` with the engine call stubbed out."""
+    spacing of the calls: the median of the five blocks of each), and the
+    Python layer alone: ``update_tag`` with the engine call stubbed out."""
     key = secrets.token_bytes(32)
     c = ClusterMembership("127.0.0.1:0", ClusterConfig.local(cluster_key=key, node_id="t"))
     await c.join([])
@@ -270,7 +324,9 @@ async def main() -> None:
     if args.samples < 5 or args.samples % 5:
         ap.error("--samples must be a multiple of 5 (five alternating blocks)")
     measured = commit()  # before the run: the tree may change while it runs
-    res = {**await event_latency(args.samples), **await update_tag_overhead()}
+    lat = await event_latency(args.samples)
+    gaps = await floors_by_gap(lat["wake_floor"]["gap_s"])
+    res = {**lat, "floors_by_gap": gaps, **await update_tag_overhead()}
     if args.out:
         doc = {
             "commit": measured,
@@ -285,6 +341,9 @@ async def main() -> None:
     for k, v in res.items():
         if isinstance(v, dict):
             print(k, ", ".join(f"{a}={b:.1f}" for a, b in v.items()))
+        elif isinstance(v, list):
+            for row in v:
+                print(k, ", ".join(f"{a}={b:g}" for a, b in row.items()))
         else:
             print(f"{k} = {v:.1f}")
 

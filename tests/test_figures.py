@@ -144,3 +144,18 @@ def test_the_profile_study_row_named_the_default_is_the_default() -> None:
     profile_study.default_row_is_the_default()
     lan = figures.load(figures.PROFILES)
     assert any(r["profile"] == profile_study.DEFAULT for r in lan["results"])
+
+
+def test_the_api_table_reads_both_kinds_of_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results from before the C floor (a Python writer, the update_tag
+    difference) and from after it each get the rows that describe them."""
+    monkeypatch.setattr(figures, "API", "bench/results/api-65e0fcd.json")
+    old = figures.fig_api()
+    assert "woken through a pipe by another process" in old
+    assert "without Python" not in old and "idle gaps of up to" not in old
+    assert "Python overhead of `update_tag`** (difference) | **6.2 µs**" in old
+    monkeypatch.setattr(figures, "API", "bench/results/api-b5f1b8e.json")
+    new = figures.fig_api()
+    assert "by a C process (as the engine's thread writes its eventfd)" in new
+    assert "a C process blocked in `epoll_wait`" in new
+    assert "the Python layer of `update_tag`" in new and "(difference)" not in new

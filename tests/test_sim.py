@@ -14,7 +14,7 @@ import pytest
 
 from bench import cut_sweep
 from clustermember import _core, sim
-from clustermember.sim.__main__ import main
+from clustermember.sim.__main__ import main, settings
 
 N = 24
 
@@ -303,19 +303,33 @@ def test_cli_set_changes_a_setting_and_says_so(capsys: pytest.CaptureFixture[str
     assert main(["-n", "12", "-s", "converge", "--json"]) == 0
     plain = json.loads(capsys.readouterr().out)
     assert "settings" not in plain
-    argv = ["-n", "12", "-s", "converge", "--json", "--set", "probe_interval=0.5"]
-    assert main([*argv, "--set", "probe_timeout=0.2", "--set", "coordinates=off"]) == 0
+    assert main(["-n", "12", "-s", "converge", "--json", "--set", "coordinates=off"]) == 0
+    no_coords = json.loads(capsys.readouterr().out)
+    assert no_coords["settings"] == {"coordinates": False}
+    # Only coordinates changed, and acks without one are smaller: the
+    # setting reached the simulated nodes, not only the report.
+    assert no_coords["network"]["bytes_sent"] < plain["network"]["bytes_sent"]
+    argv = ["-n", "12", "-s", "converge", "--json", "--set", "probe_interval=2"]
+    assert main([*argv, "--set", "probe_timeout=0.2"]) == 0
     changed = json.loads(capsys.readouterr().out)
-    assert changed["settings"] == {
-        "probe_interval": 0.5,
-        "probe_timeout": 0.2,
-        "coordinates": False,
-    }
-    assert changed["probe_interval_s"] == 0.5 and plain["probe_interval_s"] == 1.0
-    # Without coordinates no ack carries one: fewer bytes for the same join.
-    assert changed["network"]["bytes_sent"] != plain["network"]["bytes_sent"]
+    assert changed["settings"] == {"probe_interval": 2.0, "probe_timeout": 0.2}
+    assert changed["probe_interval_s"] == 2.0 and plain["probe_interval_s"] == 1.0
     assert main(["-n", "8", "-s", "converge", "--set", "history=2"]) == 0
     assert "history=2 -> ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("word", ["on", "TRUE", "1", "yes"])
+def test_cli_set_reads_a_true_word_as_true(word: str) -> None:
+    assert settings("lan", ["nack_confirms=" + word]) == {"nack_confirms": True}
+    assert settings("lan", ["coordinates=off"]) == {"coordinates": False}
+
+
+def test_cli_set_records_only_what_differs_from_the_profile(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert settings("lan", ["coordinates=true", "probe_interval=1.0"]) == {}
+    assert main(["-n", "8", "-s", "converge", "--json", "--set", "coordinates=on"]) == 0
+    assert "settings" not in json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize(
@@ -328,6 +342,8 @@ def test_cli_set_changes_a_setting_and_says_so(capsys: pytest.CaptureFixture[str
         ("nope=1", "'nope' is not a protocol setting"),
         ("probe_timeout=5", "probe_timeout must be positive and less than probe_interval"),
         ("probe_interval=nan", "probe_interval must be a finite number"),
+        ("probe_interval=1_0", "probe_interval must be a number"),
+        ("history=1_0", "history must be a whole number"),
     ],
 )
 def test_cli_set_refuses_a_bad_setting_before_running(

@@ -65,13 +65,16 @@ def _text(r: ScenarioResult) -> str:
 
 def settings(profile: str, pairs: list[str]) -> dict[str, float | int | bool]:
     """The ``--set KEY=VALUE`` pairs as the simulator's config overrides, each
-    of its setting's type; a ValueError naming the pair otherwise.
+    of its setting's type, and only those that change the profile; a
+    ValueError naming the pair otherwise.
 
-    >>> settings("lan", ["coordinates=off", "probe_interval=0.5"])
-    {'coordinates': False, 'probe_interval': 0.5}
+    >>> settings("lan", ["coordinates=off", "probe_interval=2", "history=0"])
+    {'coordinates': False, 'probe_interval': 2.0}
     """
-    kinds = {k: type(v) for k, v in Simulator(1, profile=profile).config().items()}
+    profile_values = Simulator(1, profile=profile).config()
+    kinds = {k: type(v) for k, v in profile_values.items()}
     out: dict[str, float | int | bool] = {}
+    seen: set[str] = set()
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key, text = key.strip(), text.strip().lower()
@@ -81,19 +84,25 @@ def settings(profile: str, pairs: list[str]) -> dict[str, float | int | bool]:
             raise ValueError(
                 f"--set {pair!r}: {key!r} is not a protocol setting (one of {', '.join(kinds)})"
             )
-        if key in out:
+        if key in seen:
             raise ValueError(f"--set {key} given twice; give each setting once")
+        seen.add(key)
         kind = kinds[key]
+        value: float | int | bool
         try:
             if kind is bool:
                 if text not in _TRUE + _FALSE:
                     raise ValueError
-                out[key] = text in _TRUE
+                value = text in _TRUE
+            elif "_" in text:  # int() and float() would read 1_0 as 10
+                raise ValueError
             else:
-                out[key] = kind(text)
+                value = kind(text)
         except ValueError:
             words = {bool: "true or false", int: "a whole number"}.get(kind, "a number")
             raise ValueError(f"--set {pair!r}: {key} must be {words}") from None
+        if value != profile_values[key]:
+            out[key] = value
     return out
 
 
