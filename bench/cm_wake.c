@@ -20,8 +20,9 @@
  * for an even count, as Python's statistics.median), p99 (nearest rank) and
  * max in microseconds, and the sample count; with --raw, every latency too,
  * in the order taken (the writer alone prints nothing). Exits 0, 1 on a
- * failure (said on stderr), 2 on bad arguments. Stops by itself after N
- * samples, when the other side goes away, or after 30 s without a stamp.
+ * failure (said on stderr, a peer gone included), 2 on bad arguments. Stops by
+ * itself after N samples, when the other side goes away, or after 30 s without
+ * a stamp.
  */
 #include <errno.h>
 #include <math.h>
@@ -75,12 +76,32 @@ static int write_full(int fd, const void *buf, size_t n) {
   return 0;
 }
 
-/* A whole decimal number in [lo, hi], nothing else; -1 otherwise. */
+/* A whole decimal number in [lo, hi], digits only (no blank, no sign);
+ * -1 otherwise. */
 static int parse_long(const char *s, long lo, long hi, long *out) {
   char *end;
+  if (*s < '0' || *s > '9')
+    return -1;
   errno = 0;
   long v = strtol(s, &end, 10);
   if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* A decimal number of milliseconds in [0, 10000]: digits, a point and an
+ * exponent only (no blank, sign, hex or nan); -1 otherwise. */
+static int parse_ms(const char *s, double *out) {
+  char *end;
+  if (!((*s >= '0' && *s <= '9') || *s == '.') ||
+      s[strspn(s, "0123456789.eE-")] != '\0')
+    return -1;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno == ERANGE && fabs(v) < 1.0) /* underflow: as good as zero */
+    errno = 0;
+  if (errno != 0 || end == s || *end != '\0' || !(v >= 0.0 && v <= 10000.0))
     return -1;
   *out = v;
   return 0;
@@ -189,17 +210,15 @@ int main(int argc, char **argv) {
   double gap_ms = 50.0;
   uint64_t seed = 1;
   int raw = 0;
+  /* A peer gone is an error to report (EPIPE), not a silent death. */
+  signal(SIGPIPE, SIG_IGN);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--samples") == 0 && i + 1 < argc) {
       if (parse_long(argv[++i], 1, 1000000, &samples) != 0)
         return usage();
     } else if (strcmp(a, "--gap-ms") == 0 && i + 1 < argc) {
-      char *end;
-      errno = 0;
-      gap_ms = strtod(argv[++i], &end);
-      if (errno != 0 || end == argv[i] || *end != '\0' ||
-          !(gap_ms >= 0.0 && gap_ms <= 10000.0))
+      if (parse_ms(argv[++i], &gap_ms) != 0)
         return usage();
     } else if (strcmp(a, "--seed") == 0 && i + 1 < argc) {
       if (parse_long(argv[++i], 0, 2147483647L, &seed_l) != 0)
@@ -248,9 +267,19 @@ int main(int argc, char **argv) {
   if (rc != 0)
     kill(pid, SIGKILL);
   int status = 0;
-  if (waitpid(pid, &status, 0) == pid && rc == 0 &&
-      !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-    fprintf(stderr, "cm_wake: the writer failed (status %d)\n", status);
+  pid_t waited;
+  while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
+    ;
+  if (rc == 0 && waited != pid) {
+    fprintf(stderr, "cm_wake: waitpid: %s\n", strerror(errno));
+    rc = 1;
+  } else if (rc == 0 && WIFSIGNALED(status)) {
+    fprintf(stderr, "cm_wake: the writer was killed by signal %d\n",
+            WTERMSIG(status));
+    rc = 1;
+  } else if (rc == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    fprintf(stderr, "cm_wake: the writer exited with %d\n",
+            WEXITSTATUS(status));
     rc = 1;
   }
   if (rc == 0) {

@@ -159,3 +159,5 @@ def test_the_api_table_reads_both_kinds_of_results(monkeypatch: pytest.MonkeyPat
     assert "by a C process (as the engine's thread writes its eventfd)" in new
     assert "a C process blocked in `epoll_wait`" in new
     assert "the Python layer of `update_tag`" in new and "(difference)" not in new
+    assert "| both floors back to back (no idle gap) (200 samples each) | asyncio median" in new
+    assert "| both floors with idle gaps of up to 50 ms (200 samples each) |" in new

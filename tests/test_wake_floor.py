@@ -138,3 +138,38 @@ def test_a_floor_that_cannot_start_leaks_no_descriptor(
             asyncio.run(api_bench.wake_floor(5, 0.0, seed=1))
     # asyncio.run's own loop comes and goes; the pipes must not stay.
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_writer_whose_reader_closed_its_end_says_so() -> None:
+    import os
+
+    r, w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    os.close(r)  # nobody will ever read a stamp
+    cmd = [*api_bench.wake_cmd(3, 0.0, seed=1), "--writer", str(w), str(ack_r)]
+    done = subprocess.run(cmd, pass_fds=(w, ack_r), capture_output=True, text=True, timeout=30)
+    os.close(w)
+    os.close(ack_r)
+    os.close(ack_w)
+    assert done.returncode == 1  # not killed by SIGPIPE (-13)
+    assert "the reader is gone" in done.stderr
+
+
+def test_the_c_floor_says_when_its_writer_dies() -> None:
+    import os
+    import signal
+
+    cmd = api_bench.wake_cmd(100000, 0.01, seed=1)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.monotonic() + 30
+    kids: list[str] = []
+    while time.monotonic() < deadline and not kids:
+        with open(children) as f:
+            kids = f.read().split()
+        time.sleep(0.01)
+    assert kids, "cm_wake forked no writer"
+    os.kill(int(kids[0]), signal.SIGKILL)  # its own child, by PID
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and out == ""
+    assert "the writer is gone" in err
