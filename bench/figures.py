@@ -543,7 +543,7 @@ def fig_compare_earlier() -> str:
     )
 
 
-API = "bench/results/api-f46f90f.json"
+API = "bench/results/api-e7a3db5.json"
 EVENTS = "bench/results/events-b243525.json"
 EVENTS_BEFORE = "bench/results/events-144cdec.json"
 
@@ -1458,6 +1458,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-join-goals-e19257f": fig_compare_join_goals([COMPARE_E19257F]),
     "compare-dd7fcb1": fig_compare_full(COMPARE_DD7FCB1),
     "compare-dpb-dd7fcb1": fig_compare_dpb(COMPARE_DD7FCB1),
+    "compare-dpb-steady-365644f": fig_compare_dpb("bench/results/compare-365644f-dpb-steady.jsonl"),
     "compare-join-goals-dd7fcb1": fig_compare_join_goals([COMPARE_DD7FCB1]),
 }
 

@@ -154,7 +154,7 @@ def test_the_api_table_reads_both_kinds_of_results(monkeypatch: pytest.MonkeyPat
     assert "woken through a pipe by another process" in old
     assert "without Python" not in old and "idle gaps of up to" not in old
     assert "Python overhead of `update_tag`** (difference) | **6.2 µs**" in old
-    monkeypatch.setattr(figures, "API", "bench/results/api-f46f90f.json")
+    monkeypatch.setattr(figures, "API", "bench/results/api-e7a3db5.json")
     new = figures.fig_api()
     assert "by a C process (as the engine's thread writes its eventfd)" in new
     assert "a C process blocked in `epoll_wait`" in new
