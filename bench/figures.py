@@ -1459,6 +1459,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "compare-dd7fcb1": fig_compare_full(COMPARE_DD7FCB1),
     "compare-dpb-dd7fcb1": fig_compare_dpb(COMPARE_DD7FCB1),
     "compare-dpb-steady-365644f": fig_compare_dpb("bench/results/compare-365644f-dpb-steady.jsonl"),
+    "compare-dpb-steady-n100-139295e": fig_compare_dpb(
+        "bench/results/compare-139295e-n100-steady.jsonl"
+    ),
     "compare-join-goals-dd7fcb1": fig_compare_join_goals([COMPARE_DD7FCB1]),
 }
 
