@@ -20,9 +20,9 @@
    1% / 10% / 0% matches.
 3. ``update_tag`` beside the bare C call (``Node.set_tags``) that it wraps,
    both waiting for the engine thread to apply the change, in six blocks
-   each, alternating which goes first; and its Python layer alone (the engine call stubbed out): the
-   difference of the two calls is the engine thread's wake-up as much as
-   the layer, and has come out below zero.
+   each, alternating which goes first; and its Python layer alone (the
+   engine call stubbed out): the difference of the two calls is the engine
+   thread's wake-up as much as the layer, and has come out below zero.
 """
 
 from __future__ import annotations
@@ -104,11 +104,10 @@ async def event_latency(samples: int, blocks: int = 6) -> dict[str, dict[str, fl
                             lat.append(now - ev.monotonic)
                             break
 
+            kinds = ("events", "asyncio", "c")
             for block in range(blocks):
-                order = ("events", "asyncio", "c")[block % 3 :] + ("events", "asyncio", "c")[
-                    : block % 3
-                ]
-                for which in order:
+                turn = block % len(kinds)
+                for which in kinds[turn:] + kinds[:turn]:
                     if which == "events":
                         await event_block(block * per)
                     elif which == "asyncio":
@@ -133,15 +132,15 @@ async def floors_by_gap(gap: float, samples: int = 200) -> list[dict[str, float]
     once the cluster is closed; which floor goes first alternates by gap."""
     out = []
     for k, g in enumerate((0.0, 0.005, gap)):
-        if k % 2 == 0:
-            asy = statistics.median(await wake_floor(samples, g, seed=7 + k))
-            c = statistics.median(wake_floor_c(samples, g, seed=7 + k))
-        else:
-            c = statistics.median(wake_floor_c(samples, g, seed=7 + k))
-            asy = statistics.median(await wake_floor(samples, g, seed=7 + k))
-        out.append(
-            {"gap_s": g, "samples": samples, "asyncio_median_us": asy * 1e6, "c_median_us": c * 1e6}
-        )
+        med: dict[str, float] = {}
+        for which in ("asyncio", "c") if k % 2 == 0 else ("c", "asyncio"):
+            lat = (
+                await wake_floor(samples, g, seed=7 + k)
+                if which == "asyncio"
+                else wake_floor_c(samples, g, seed=7 + k)
+            )
+            med[f"{which}_median_us"] = statistics.median(lat) * 1e6
+        out.append({"gap_s": g, "samples": samples, **med})
     return out
 
 

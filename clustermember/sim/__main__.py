@@ -10,11 +10,9 @@ import argparse
 import json
 import sys
 
+from clustermember._agent import FALSE, TRUE
 from clustermember.sim import Simulator
 from clustermember.sim._scenarios import SCENARIOS, ScenarioResult, run
-
-_TRUE = ("true", "on", "yes", "1")
-_FALSE = ("false", "off", "no", "0")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,9 +89,9 @@ def settings(profile: str, pairs: list[str]) -> dict[str, float | int | bool]:
         value: float | int | bool
         try:
             if kind is bool:
-                if text not in _TRUE + _FALSE:
+                if text not in TRUE + FALSE:
                     raise ValueError
-                value = text in _TRUE
+                value = text in TRUE
             elif "_" in text:  # int() and float() would read 1_0 as 10
                 raise ValueError
             else:
